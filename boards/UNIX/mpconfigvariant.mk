@@ -1,0 +1,7 @@
+# iotutils host firmware variant (make BOARD=UNIX): same C module and frozen manifest as the ESP32.
+FROZEN_MANIFEST ?= $(VARIANT_DIR)/../../frozen/manifest.py
+MICROPY_PY_THREAD = 1
+MICROPY_PY_FFI = 0
+MICROPY_PY_BTREE = 0
+MICROPY_SSL_AXTLS = 0
+MICROPY_SSL_MBEDTLS = 1

@@ -1,0 +1,10 @@
+# iotutils: the ESP32 toolbox for MicroPython devices. See README.md and DESIGN.md.
+# Submodules are imported on first use (RAM is scarce at boot): iotutils.Device loads device.py.
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "Device":
+        from iotutils.device import Device
+        return Device
+    raise AttributeError(name)

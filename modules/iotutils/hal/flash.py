@@ -1,0 +1,108 @@
+# Flash regions as the rest of iotutils sees them: byte offsets inside one partition.
+#
+# On a board the region wraps esp32.Partition (hal/esp32.py); on the host it is a slice of
+# the simulated flash image file, or RAM for unit tests. All three behave like NOR flash:
+# erase sets 4096-byte sectors to 0xFF, a write may only clear bits.
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+SECTOR_SIZE = const(4096)
+
+
+class FlashError(Exception):
+    pass
+
+
+class _Region:
+    """Common checks. Subclasses implement _read(off, n), _write(off, data), _erase(off, n)."""
+
+    # Set True (tests do) to raise when a write would turn a 0 bit back into 1, as real NOR
+    # flash would silently refuse to: catches code that forgets to erase first.
+    strict = False
+
+    def __init__(self, size, name="", offset=0):
+        self.size = size
+        self.name = name
+        self.offset = offset  # absolute address in the whole flash (for tools and messages)
+
+    def _check(self, off, n):
+        if off < 0 or n < 0 or off + n > self.size:
+            raise FlashError("flash access %d+%d outside %s (%d bytes)" % (off, n, self.name, self.size))
+
+    def read(self, off, n):
+        self._check(off, n)
+        return self._read(off, n)
+
+    def readinto(self, off, buf):
+        self._check(off, len(buf))
+        data = self._read(off, len(buf))
+        buf[:len(data)] = data
+
+    def write(self, off, data):
+        self._check(off, len(data))
+        if self.strict:
+            old = self._read(off, len(data))
+            for i in range(len(data)):
+                if data[i] & ~old[i] & 0xFF:
+                    raise FlashError("write sets bits without erase at %s+0x%x" % (self.name, off + i))
+        self._write(off, data)
+
+    def erase(self, off, n):
+        if off % SECTOR_SIZE or n % SECTOR_SIZE:
+            raise FlashError("erase %d+%d not sector aligned" % (off, n))
+        self._check(off, n)
+        self._erase(off, n)
+
+
+class RamFlash(_Region):
+    """A region in RAM, initially erased (unit tests)."""
+
+    def __init__(self, size, name="ram"):
+        _Region.__init__(self, size, name)
+        self.buf = bytearray(b"\xff" * size)
+
+    def _read(self, off, n):
+        return bytes(self.buf[off:off + n])
+
+    def _write(self, off, data):
+        self.buf[off:off + len(data)] = data
+
+    def _erase(self, off, n):
+        for i in range(off, off + n):
+            self.buf[i] = 0xFF
+
+
+class FileFlash(_Region):
+    """A region of a flash image file. Every write goes straight to the OS (no user-space
+    buffering), so a killed process loses nothing that write() returned from: a power cut
+    in the simulator cuts between two writes, as on a board."""
+
+    def __init__(self, path, offset=0, size=None, name=""):
+        self.f = open(path, "r+b")
+        if size is None:
+            self.f.seek(0, 2)
+            size = self.f.tell() - offset
+        _Region.__init__(self, size, name or path, offset)
+
+    def _read(self, off, n):
+        self.f.seek(self.offset + off)
+        data = self.f.read(n)
+        if len(data) < n:  # a short image file reads as erased flash
+            data = data + b"\xff" * (n - len(data))
+        return data
+
+    def _write(self, off, data):
+        self.f.seek(self.offset + off)
+        self.f.write(data)
+        self.f.flush()
+
+    def _erase(self, off, n):
+        blank = b"\xff" * SECTOR_SIZE
+        for o in range(off, off + n, SECTOR_SIZE):
+            self._write(o, blank)
+
+    def close(self):
+        self.f.close()

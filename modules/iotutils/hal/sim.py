@@ -1,0 +1,194 @@
+# The simulated device's hardware layer (see DESIGN.md "The simulated device").
+#
+# scripts/sim.py starts the device with IOTUTILS_SIM=<state>/sim.json describing the flash image,
+# the booted slot, the reset cause, port mapping and the Wi-Fi scenario. Without it (unit tests)
+# the device gets a fresh RAM flash laid out like partitions.csv, or <dir>/flash.bin when
+# IOTUTILS_SIM_STATE=<dir> is set.
+import json
+import os
+import socket
+import time
+
+from iotutils.hal import layout, otadata
+from iotutils.hal.flash import FileFlash, RamFlash
+
+try:
+    import gc
+except ImportError:  # pragma: no cover
+    gc = None
+
+_config = None
+_flash = {}
+_booted_ms = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+
+
+def config():
+    """The simulator's description of this boot (dict)."""
+    global _config
+    if _config is None:
+        path = os.getenv("IOTUTILS_SIM")
+        if path:
+            with open(path) as f:
+                _config = json.load(f)
+        else:
+            state = os.getenv("IOTUTILS_SIM_STATE")
+            _config = {"state": state, "flash": state + "/flash.bin" if state else None,
+                       "partitions": [list(p) for p in layout.DEFAULT], "port": 8080,
+                       "slot": "ota_0", "reset_cause": "power_on", "ctl_port": None, "wifi": None,
+                       "mac": "02:00:00:00:00:01"}
+    return _config
+
+
+def _table():
+    return {p[0]: p for p in config()["partitions"]}
+
+
+def partition(name):
+    """The flash region of partition `name` (read/readinto/write/erase/size)."""
+    region = _flash.get(name)
+    if region is None:
+        p = _table().get(name)
+        if p is None:
+            raise ValueError("no partition named %r" % name)
+        path = config().get("flash")
+        if path:
+            _ensure_image(path)
+            region = FileFlash(path, p[3], p[4], name)
+        else:
+            region = RamFlash(p[4], name)
+            region.offset = p[3]
+        if os.getenv("IOTUTILS_STRICT_FLASH"):
+            region.strict = True
+        _flash[name] = region
+    return region
+
+
+def _ensure_image(path):
+    try:
+        os.stat(path)
+    except OSError:
+        blank = b"\xff" * 4096
+        with open(path, "wb") as f:
+            for _ in range(layout.FLASH_SIZE // 4096):
+                f.write(blank)
+
+
+# ---- OTA slots (emulated bootloader lives in scripts/sim.py, same otadata module) ----
+
+def ota_running():
+    return config()["slot"]
+
+
+def ota_next():
+    return layout.APP_SLOTS[1 - layout.APP_SLOTS.index(ota_running())]
+
+
+def ota_set_boot(name):
+    otadata.set_boot(partition("otadata"), layout.APP_SLOTS.index(name))
+
+
+def ota_mark_valid():
+    # only the running image's entry may be confirmed (as esp_ota_mark_app_valid_cancel_rollback)
+    od = partition("otadata")
+    cur = otadata.active(od)
+    if cur is not None and otadata.slot_of_seq(cur[1]) == layout.APP_SLOTS.index(ota_running()) \
+            and cur[2] != otadata.STATE_VALID:
+        otadata.set_state(od, otadata.STATE_VALID)
+
+
+def ota_pending():
+    od = partition("otadata")
+    cur = otadata.active(od)
+    return cur is not None and cur[2] == otadata.STATE_PENDING_VERIFY and \
+        otadata.slot_of_seq(cur[1]) == layout.APP_SLOTS.index(ota_running())
+
+
+def ota_rolled_back():
+    return otadata.last_invalid_slot(partition("otadata")) is not None
+
+
+# ---- system ----
+
+def reset_cause():
+    """"power_on", "soft", "watchdog", "panic" (crash) or "deepsleep"."""
+    return config().get("reset_cause", "power_on")
+
+
+def _ctl(msg):
+    port = config().get("ctl_port")
+    if not port:
+        return False
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(msg.encode(), socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    finally:
+        s.close()
+    return True
+
+
+def reset():
+    """machine.reset(): the simulator stops this process and boots again (never returns)."""
+    if not _ctl("reset"):
+        raise SystemExit("reset requested outside the simulator")
+    while True:
+        time.sleep(1)
+
+
+def wdt_start(timeout_ms):
+    """Arm the (simulated) task watchdog: no wdt_feed() within timeout_ms -> reset."""
+    _ctl("wdt %d" % timeout_ms)
+
+
+def wdt_feed():
+    _ctl("feed")
+
+
+def port(device_port):
+    """The host port that stands for a device port (DESIGN.md / README: 80 -> N, 53 -> N+1,
+    SSDP 1900 -> 1900 (multicast is shared), 49152..49251 -> N+2+(p-49152) for WeMo devices)."""
+    base = config().get("port", 8080)
+    if device_port == 80:
+        return base
+    if device_port == 53:
+        return base + 1
+    if device_port == 1900:
+        return 1900
+    if 49152 <= device_port < 49252:
+        return base + 2 + device_port - 49152
+    raise ValueError("device port %d has no host mapping in the simulator" % device_port)
+
+
+def ip():
+    return "127.0.0.1"
+
+
+def mac():
+    return bytes(int(x, 16) for x in config().get("mac", "02:00:00:00:00:01").split(":"))
+
+
+def unique_id():
+    return mac()
+
+
+def mem_free():
+    return gc.mem_free() if gc and hasattr(gc, "mem_free") else 0
+
+
+def mem_alloc():
+    return gc.mem_alloc() if gc and hasattr(gc, "mem_alloc") else 0
+
+
+def uptime_ms():
+    if hasattr(time, "ticks_ms"):
+        return time.ticks_diff(time.ticks_ms(), _booted_ms)
+    return int(time.time() * 1000) - _booted_ms
+
+
+def state_dir():
+    return config().get("state")
+
+
+def wlan(interface):
+    """A network.WLAN-like object for hal.STA (0) or hal.AP (1), driven by the Wi-Fi scenario."""
+    from iotutils.hal import wlan_sim
+    return wlan_sim.interface(interface, config().get("wifi"))
