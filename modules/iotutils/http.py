@@ -1,0 +1,507 @@
+# HTTP/1.x request parser: request line + header fields, and an in-place chunked body decoder.
+#
+# Pure Python twin of the C core c_modules/iotutils/httpparse.c (exported by the firmware as
+# _iotutils.parse_head / chunked_decode / http_reason). Both give the same answer for every input:
+# tests/test_httpparse.py runs one corpus through both and against llhttp and h11.
+#
+# Zero-copy interface: results are offsets into the caller's buffer, written into a caller-owned
+# array('i'); the caller keeps the buffer and calls again with more bytes (NEED_MORE).
+#
+# parse_head(buf, length, out) -> int
+#   Parse buf[0:length] (bytes, bytearray or memoryview) as request line + header fields.
+#   out: array('i'), len(out) >= OUT_FIXED; room for (len(out) - OUT_FIXED) // 4 header fields.
+#   Returns
+#     > 0  head complete: bytes consumed through the empty line (body/next request start there);
+#       0  NEED_MORE: out[0] = 1 if the request line is already complete, else 0 (a caller whose
+#          buffer is full answers 431 if out[0] == 1, else 414);
+#     < 0  -status: 400 bad syntax or smuggling, 431 too many header fields, 501 unsupported
+#          Transfer-Encoding, 505 HTTP version not 1.0/1.1; out[0] = index into REASONS.
+#   On success out[0..8] = method_off, method_len, target_off, target_len, minor_version (0|1),
+#   n_headers, body_kind (BODY_*), content_length (0 unless BODY_LENGTH), flags (FLAG_*);
+#   header i: out[OUT_FIXED + 4*i : +4] = name_off, name_len, value_off, value_len (value without
+#   leading/trailing SP/HT). Names keep their case: compare case-insensitively.
+#
+#   Rules (the order below is the order of the checks; the first failing one gives the reason):
+#   - Leading empty lines (CRLF) before the request line are skipped (RFC 9112 2.2) and consumed.
+#   - Lines end with CRLF only. A lone LF is NOT accepted (stricter than llhttp's lenient mode and
+#     h11): any CR or LF inside a line is "bare CR or LF". An incomplete line that already holds a
+#     LF or a CR not at the very end of the data is rejected at once, otherwise it means NEED_MORE.
+#   - Request line: no control bytes (HT allowed only to fail the later checks), then
+#     method SP target SP version with single spaces; method = token; target = 1*VCHAR (0x21-0x7e);
+#     version exactly "HTTP/1.0" or "HTTP/1.1"; another "HTTP/d.d" is 505.
+#   - Per header line: more than the out array can hold = 431; a line starting with SP/HT
+#     (obs-fold) = 400; a CR/LF inside = 400 "bare CR or LF"; another control byte (0x00-0x1f
+#     except HT, 0x7f) = 400; no colon = 400; name empty or not a token (so no space before the
+#     colon) = 400. obs-text (0x80-0xff) is allowed in values.
+#   - Content-Length: 1*DIGIT (no sign, list or OWS inside), value < 2**31 (leading zeros are
+#     fine), else "bad Content-Length". A second Content-Length is 400 even when equal: proxies
+#     differ on which copy (or "5, 5" merge) they honour, and that disagreement is how requests
+#     get smuggled; RFC 9112 6.3 lets a server reject it.
+#   - Transfer-Encoding (all fields, comma lists): an empty element or a non-token element (so also
+#     parameters) = 400 "bad Transfer-Encoding".
+#   - Host: a second Host field = 400 (RFC 9112 3.2).
+#   - After the empty line, in this order: Transfer-Encoding in HTTP/1.0 = 400; Transfer-Encoding
+#     with Content-Length = 400; "chunked" twice = 400 "bad Transfer-Encoding"; "chunked" not the
+#     final coding = 400 (RFC 9112 6.3 says 400 here); any coding besides "chunked" (gzip, identity,
+#     ...) = 501 (we cannot decode it); HTTP/1.1 without Host = 400.
+#   - Methods are any token: the server answers 405/501 for ones it does not route (llhttp keeps a
+#     fixed list instead; h11 allows any token).
+#   - flags: FLAG_CLOSE / FLAG_KEEP_ALIVE when Connection lists "close" / "keep-alive" (the caller
+#     applies the version default); FLAG_EXPECT_CONTINUE for "Expect: 100-continue" in HTTP/1.1
+#     (ignored in 1.0, RFC 9110 10.1.1); FLAG_UPGRADE when an Upgrade field is present and
+#     Connection lists "upgrade".
+#
+# chunked_decode(buf, start, end, state) -> int
+#   Decode chunked body bytes buf[start:end] in place (bytearray or writable memoryview): data bytes
+#   are moved down to buf[start:start+ret]. Every byte of the range is consumed unless the body ends
+#   inside it, so a split anywhere (even byte by byte) gives the same data.
+#   state: array('i', [0] * CHUNK_STATE_LEN), all zero for a new body:
+#     state[0] phase: CS_SIZE (0) ... internal phases >= 0; CS_DONE (-1): the last chunk and the
+#              trailer section are consumed; CS_ERROR (-2): a previous call failed.
+#     state[1] while in data: bytes left in the current chunk; while reading a size: the size so far;
+#              when CS_DONE: offset in buf of the first byte after the body (a pipelined next
+#              request starts there; bytes from there to `end` are untouched, the caller may have
+#              to move them).
+#     state[2] bytes seen so far in the current chunk-size line, or in the trailer section.
+#     state[3] on CS_ERROR: index into REASONS; else 0.
+#   Returns >= 0: number of data bytes now at buf[start:]; < 0: -400 (bad size, missing CRLF after
+#   data, bad extension, size line longer than 4096 bytes), -413 (chunk size > 2**31-1) or -431
+#   (trailer section > 4096 bytes). After CS_DONE further calls return 0; after an error they return
+#   the same error. Chunk size = 1*HEXDIG (leading zeros fine); then optional BWS before ";"
+#   extensions, which are skipped (any bytes but control bytes); trailer fields are skipped (control
+#   bytes, a bare CR or LF = 400).
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+NEED_MORE = 0
+BODY_NONE = 0
+BODY_LENGTH = 1
+BODY_CHUNKED = 2
+FLAG_CLOSE = 1
+FLAG_KEEP_ALIVE = 2
+FLAG_EXPECT_CONTINUE = 4
+FLAG_UPGRADE = 8
+OUT_FIXED = 9
+CHUNK_STATE_LEN = 4
+CS_DONE = -1
+CS_ERROR = -2
+
+# Same order as the C table in httpparse.c (tests compare them).
+REASONS = (
+    "",
+    "bad request line",
+    "bad method",
+    "bad target",
+    "bad HTTP version",
+    "unsupported HTTP version",
+    "bare CR or LF",
+    "control byte",
+    "obs-fold",
+    "bad header",
+    "bad header name",
+    "too many headers",
+    "bad Content-Length",
+    "repeated Content-Length",
+    "bad Transfer-Encoding",
+    "unsupported Transfer-Encoding",
+    "Transfer-Encoding with Content-Length",
+    "Transfer-Encoding in HTTP/1.0",
+    "chunked not last",
+    "missing Host",
+    "repeated Host",
+    "bad chunk size",
+    "chunk too large",
+    "bad chunk extension",
+    "missing CRLF after chunk",
+    "chunk line too long",
+    "trailers too large",
+)
+
+_R_LINE = const(1)
+_R_METHOD = const(2)
+_R_TARGET = const(3)
+_R_VERSION = const(4)
+_R_VERSION_UNSUP = const(5)
+_R_BARE = const(6)
+_R_CTL = const(7)
+_R_FOLD = const(8)
+_R_HEADER = const(9)
+_R_NAME = const(10)
+_R_TOO_MANY = const(11)
+_R_CL = const(12)
+_R_CL_TWICE = const(13)
+_R_TE = const(14)
+_R_TE_UNSUP = const(15)
+_R_TE_CL = const(16)
+_R_TE_10 = const(17)
+_R_TE_NOT_LAST = const(18)
+_R_NO_HOST = const(19)
+_R_HOST_TWICE = const(20)
+_R_CHUNK_SIZE = const(21)
+_R_CHUNK_BIG = const(22)
+_R_CHUNK_EXT = const(23)
+_R_CHUNK_CRLF = const(24)
+_R_CHUNK_LINE = const(25)
+_R_TRAILERS = const(26)
+
+_MAX_CHUNK_LINE = const(4096)
+_MAX_TRAILERS = const(4096)
+
+try:
+    import re
+    # a byte that may not appear in a field line: control bytes except HT (NUL included)
+    _ctl_search = re.compile(b"[^\t -~\x80-\xff]").search
+    _not_token = re.compile(b"[^!#$%&'*+.^_`|~0-9A-Za-z-]").search
+    _not_vchar = re.compile(b"[^!-~]").search
+except ImportError:
+    # no re module (minimal ports): same answers, slower
+    def _scan(s, ok):
+        for c in s:
+            if not ok(c):
+                return True
+        return None
+
+    def _ctl_search(s):
+        return _scan(s, lambda c: c == 9 or 32 <= c < 127 or c >= 128)
+
+    _TCHAR = b"!#$%&'*+-.^_`|~"
+
+    def _not_token(s):
+        return _scan(s, lambda c: 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in _TCHAR)
+
+    def _not_vchar(s):
+        return _scan(s, lambda c: 33 <= c <= 126)
+
+
+def _fail(out, reason, status=400):
+    out[0] = reason
+    return -status
+
+
+def _partial(b, pos, out, line_done):
+    # incomplete line: a LF, or a CR that is not the last byte, can never become a CRLF
+    n = len(b)
+    if b.find(b"\n", pos) >= 0 or 0 <= b.find(b"\r", pos, n - 1):
+        return _fail(out, _R_BARE)
+    out[0] = line_done
+    return NEED_MORE
+
+
+def _line_ctl(line):
+    # reason for a control byte inside a complete line, else 0
+    if b"\r" in line or b"\n" in line:
+        return _R_BARE
+    if _ctl_search(line):
+        return _R_CTL
+    return 0
+
+
+def _ows_bounds(b, s, e):
+    while s < e and b[s] in (32, 9):
+        s += 1
+    while e > s and b[e - 1] in (32, 9):
+        e -= 1
+    return s, e
+
+
+def parse_head(buf, length, out):
+    nout = len(out)
+    if nout < OUT_FIXED:
+        raise ValueError("out too short")
+    if length < 0 or length > len(buf):
+        raise ValueError("length")
+    max_headers = (nout - OUT_FIXED) >> 2
+    if isinstance(buf, bytes) and length == len(buf):
+        b = buf
+    else:
+        # one copy of the data so that find/re work on any buffer type; offsets are unchanged
+        b = bytes(memoryview(buf)[:length])
+    pos = 0
+    while b[pos:pos + 2] == b"\r\n":
+        pos += 2
+    # request line
+    e = b.find(b"\r\n", pos)
+    if e < 0:
+        return _partial(b, pos, out, 0)
+    line = b[pos:e]
+    r = _line_ctl(line)
+    if r:
+        return _fail(out, r)
+    sp1 = line.find(b" ")
+    if sp1 < 0:
+        return _fail(out, _R_LINE)
+    if sp1 == 0 or _not_token(line[:sp1]):
+        return _fail(out, _R_METHOD)
+    sp2 = line.find(b" ", sp1 + 1)
+    if sp2 < 0:
+        return _fail(out, _R_LINE)
+    if sp2 == sp1 + 1 or _not_vchar(line[sp1 + 1:sp2]):
+        return _fail(out, _R_TARGET)
+    ver = line[sp2 + 1:]
+    if ver == b"HTTP/1.1":
+        minor = 1
+    elif ver == b"HTTP/1.0":
+        minor = 0
+    elif (len(ver) == 8 and ver[:5] == b"HTTP/" and 48 <= ver[5] <= 57 and ver[6] == 46
+          and 48 <= ver[7] <= 57):
+        return _fail(out, _R_VERSION_UNSUP, 505)
+    else:
+        return _fail(out, _R_VERSION)
+    method_off = pos
+    target_off = pos + sp1 + 1
+    target_len = sp2 - sp1 - 1
+    # header fields
+    pos = e + 2
+    nh = 0
+    cl = -1
+    te_n = 0          # codings seen in all Transfer-Encoding fields
+    te_chunked = 0    # how many of them are "chunked"
+    te_last = False   # the latest coding is "chunked"
+    hosts = 0
+    flags = 0
+    conn_upgrade = False
+    has_upgrade = False
+    expect = False
+    while True:
+        e = b.find(b"\r\n", pos)
+        if e < 0:
+            return _partial(b, pos, out, 1)
+        if e == pos:
+            break
+        if nh >= max_headers:
+            return _fail(out, _R_TOO_MANY, 431)
+        if b[pos] in (32, 9):
+            return _fail(out, _R_FOLD)
+        line = b[pos:e]
+        r = _line_ctl(line)
+        if r:
+            return _fail(out, r)
+        colon = line.find(b":")
+        if colon < 0:
+            return _fail(out, _R_HEADER)
+        name = line[:colon]
+        if colon == 0 or _not_token(name):
+            return _fail(out, _R_NAME)
+        vs, ve = _ows_bounds(b, pos + colon + 1, e)
+        i = OUT_FIXED + 4 * nh
+        out[i] = pos
+        out[i + 1] = colon
+        out[i + 2] = vs
+        out[i + 3] = ve - vs
+        nh += 1
+        if colon in (4, 6, 7, 10, 14, 17):
+            name = name.lower()
+            if name == b"content-length":
+                if cl >= 0:
+                    return _fail(out, _R_CL_TWICE)
+                v = b[vs:ve]
+                if not v.isdigit():
+                    return _fail(out, _R_CL)
+                v = v.lstrip(b"0")
+                if len(v) > 10 or (v and int(v) > 0x7FFFFFFF):
+                    return _fail(out, _R_CL)
+                cl = int(v) if v else 0
+            elif name == b"transfer-encoding":
+                for el in b[vs:ve].split(b","):
+                    el = el.strip(b" \t")
+                    if not el or _not_token(el):
+                        return _fail(out, _R_TE)
+                    te_n += 1
+                    te_last = el.lower() == b"chunked"
+                    if te_last:
+                        te_chunked += 1
+            elif name == b"host":
+                hosts += 1
+                if hosts > 1:
+                    return _fail(out, _R_HOST_TWICE)
+            elif name == b"connection":
+                for el in b[vs:ve].split(b","):
+                    el = el.strip(b" \t").lower()
+                    if el == b"close":
+                        flags |= FLAG_CLOSE
+                    elif el == b"keep-alive":
+                        flags |= FLAG_KEEP_ALIVE
+                    elif el == b"upgrade":
+                        conn_upgrade = True
+            elif name == b"upgrade":
+                has_upgrade = True
+            elif name == b"expect":
+                if b[vs:ve].lower() == b"100-continue":
+                    expect = True
+        pos = e + 2
+    body = BODY_NONE
+    if te_n:
+        if minor == 0:
+            return _fail(out, _R_TE_10)
+        if cl >= 0:
+            return _fail(out, _R_TE_CL)
+        if te_chunked > 1:
+            return _fail(out, _R_TE)
+        if te_chunked and not te_last:
+            return _fail(out, _R_TE_NOT_LAST)
+        if te_n > te_chunked:
+            return _fail(out, _R_TE_UNSUP, 501)
+        body = BODY_CHUNKED
+    elif cl >= 0:
+        body = BODY_LENGTH
+    if minor == 1 and not hosts:
+        return _fail(out, _R_NO_HOST)
+    if expect and minor == 1:
+        flags |= FLAG_EXPECT_CONTINUE
+    if has_upgrade and conn_upgrade:
+        flags |= FLAG_UPGRADE
+    out[0] = method_off
+    out[1] = sp1
+    out[2] = target_off
+    out[3] = target_len
+    out[4] = minor
+    out[5] = nh
+    out[6] = body
+    out[7] = cl if body == BODY_LENGTH else 0
+    out[8] = flags
+    return e + 2
+
+
+# chunked decoder phases (state[0])
+_CS_SIZE = const(0)       # chunk-size hex digits
+_CS_BWS = const(1)        # SP/HT after the size, before ";" or CR
+_CS_EXT = const(2)        # inside extensions, up to CR
+_CS_SIZE_LF = const(3)    # CR of the size line seen
+_CS_DATA = const(4)       # chunk data, state[1] bytes left
+_CS_DATA_CR = const(5)    # CR after the data
+_CS_DATA_LF = const(6)    # LF after the data
+_CS_TRAILER = const(7)    # at the start of a trailer line (CR here ends the body)
+_CS_TRAILER_IN = const(8)  # inside a trailer line
+_CS_TRAILER_LF = const(9)  # CR of a trailer line seen
+_CS_END_LF = const(10)    # CR of the final empty line seen
+
+
+def _chunk_fail(state, reason, status=400):
+    state[0] = CS_ERROR
+    state[3] = reason
+    return -status
+
+
+def _hexval(c):
+    if 48 <= c <= 57:
+        return c - 48
+    c |= 0x20
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+def chunked_decode(buf, start, end, state):
+    if len(state) < CHUNK_STATE_LEN:
+        raise ValueError("state too short")
+    if start < 0 or end < start or end > len(buf):
+        raise ValueError("range")
+    ph = state[0]
+    if ph == CS_DONE:
+        return 0
+    if ph == CS_ERROR:
+        return -(431 if state[3] == _R_TRAILERS else 413 if state[3] == _R_CHUNK_BIG else 400)
+    v = state[1]
+    cnt = state[2]
+    w = start
+    p = start
+    while p < end:
+        if ph == _CS_DATA:
+            n = end - p
+            if n > v:
+                n = v
+            if w != p:
+                buf[w:w + n] = buf[p:p + n]
+            w += n
+            p += n
+            v -= n
+            if not v:
+                ph = _CS_DATA_CR
+            continue
+        c = buf[p]
+        p += 1
+        if ph == _CS_SIZE:
+            cnt += 1
+            d = _hexval(c)
+            if d >= 0:
+                if v > (0x7FFFFFFF - d) >> 4:
+                    return _chunk_fail(state, _R_CHUNK_BIG, 413)
+                v = (v << 4) | d
+            elif cnt == 1:
+                return _chunk_fail(state, _R_CHUNK_SIZE)
+            elif c == 13:
+                ph = _CS_SIZE_LF
+            elif c == 59:
+                ph = _CS_EXT
+            elif c == 32 or c == 9:
+                ph = _CS_BWS
+            else:
+                return _chunk_fail(state, _R_CHUNK_SIZE)
+        elif ph == _CS_BWS:
+            cnt += 1
+            if c == 59:
+                ph = _CS_EXT
+            elif c != 32 and c != 9:
+                return _chunk_fail(state, _R_CHUNK_EXT)
+        elif ph == _CS_EXT:
+            cnt += 1
+            if c == 13:
+                ph = _CS_SIZE_LF
+            elif c < 32 and c != 9 or c == 127:
+                return _chunk_fail(state, _R_CHUNK_EXT)
+        elif ph == _CS_SIZE_LF:
+            if c != 10:
+                return _chunk_fail(state, _R_CHUNK_SIZE)
+            if v:
+                ph = _CS_DATA
+            else:
+                ph = _CS_TRAILER
+            cnt = 0
+            continue
+        elif ph == _CS_DATA_CR:
+            if c != 13:
+                return _chunk_fail(state, _R_CHUNK_CRLF)
+            ph = _CS_DATA_LF
+        elif ph == _CS_DATA_LF:
+            if c != 10:
+                return _chunk_fail(state, _R_CHUNK_CRLF)
+            ph = _CS_SIZE
+            cnt = 0
+        elif ph == _CS_TRAILER:
+            if c == 13:
+                ph = _CS_END_LF
+                continue
+            cnt += 1
+            if c < 32 and c != 9 or c == 127:
+                return _chunk_fail(state, _R_CTL)
+            ph = _CS_TRAILER_IN
+        elif ph == _CS_TRAILER_IN:
+            cnt += 1
+            if c == 13:
+                ph = _CS_TRAILER_LF
+            elif c < 32 and c != 9 or c == 127:
+                return _chunk_fail(state, _R_CTL)
+        elif ph == _CS_TRAILER_LF:
+            cnt += 1
+            if c != 10:
+                return _chunk_fail(state, _R_BARE)
+            ph = _CS_TRAILER
+        else:  # _CS_END_LF
+            if c != 10:
+                return _chunk_fail(state, _R_BARE)
+            state[0] = CS_DONE
+            state[1] = p
+            state[2] = 0
+            return w - start
+        if cnt > _MAX_CHUNK_LINE:
+            if ph >= _CS_TRAILER:
+                return _chunk_fail(state, _R_TRAILERS, 431)
+            return _chunk_fail(state, _R_CHUNK_LINE)
+    state[0] = ph
+    state[1] = v
+    state[2] = cnt
+    return w - start
