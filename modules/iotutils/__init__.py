@@ -7,4 +7,12 @@ def __getattr__(name):
     if name == "Device":
         from iotutils.device import Device
         return Device
-    raise AttributeError(name)
+    # MicroPython resolves `from iotutils import hal` through this hook before it looks for a
+    # submodule, so import the submodule here rather than failing.
+    if name.startswith("__"):
+        raise AttributeError(name)
+    try:
+        __import__("iotutils." + name)
+    except ImportError:
+        raise AttributeError(name)
+    return globals()[name]

@@ -29,8 +29,17 @@ STATE_NAMES = {STATE_NEW: "new", STATE_PENDING_VERIFY: "pending_verify", STATE_V
                STATE_INVALID: "invalid", STATE_ABORTED: "aborted", STATE_UNDEFINED: "undefined"}
 
 
+try:
+    from binascii import crc32 as _crc32
+except ImportError:
+    _crc32 = None
+
+
 def rom_crc32_le(data, init=0xFFFFFFFF):
-    # esp_rom_crc32_le(crc, buf, len): reflected CRC-32 (poly 0xEDB88320) with ~ on entry and exit
+    # esp_rom_crc32_le(crc, buf, len): reflected CRC-32 (poly 0xEDB88320) with ~ on entry and
+    # exit, i.e. zlib's crc32 started from `init` (ESP-IDF's otatool.py uses exactly that)
+    if _crc32 is not None:
+        return _crc32(data, init) & 0xFFFFFFFF
     crc = (~init) & 0xFFFFFFFF
     for b in data:
         crc ^= b
