@@ -1,10 +1,15 @@
 # What the iotutils firmware freezes: the port's own manifest, then the toolbox.
-# Used by both builds (Makefile passes FROZEN_MANIFEST): esp32 keeps its board manifest
-# (asyncio, neopixel, ...), the unix port its variant manifest.
+# Both builds pass this file as FROZEN_MANIFEST (see the Makefile), so each keeps its port's
+# usual frozen set: esp32 its board manifest (asyncio, neopixel, mip, ...), the unix port its
+# standard variant's (asyncio, mip, ssl).
 try:
-    include("$(PORT_DIR)/boards/manifest.py")
-except Exception:
-    include("$(PORT_DIR)/variants/manifest.py")
+    include("$(PORT_DIR)/boards/manifest.py")  # esp32
+except Exception as e:
+    # Only "this is not the esp32 port" falls through; an error inside that manifest is real.
+    if not str(e).endswith("/boards/manifest.py'"):
+        raise
+    include("$(PORT_DIR)/variants/standard/manifest.py")  # unix
 
-# base_path is relative to this file's folder
+# base_path is relative to this file's folder. opt=3 drops line numbers and asserts:
+# the toolbox raises ValueError for bad input, never relies on assert, and the app slot is tight.
 package("iotutils", base_path="../modules", opt=3)

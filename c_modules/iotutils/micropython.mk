@@ -3,8 +3,9 @@
 IOTUTILS_MOD_DIR := $(USERMOD_DIR)
 
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/modiotutils.c
-SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/httpparse.c
-SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/kvstore.c
-SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_host.c
+# The cores land one by one; a missing one leaves its binding section compiled out.
+SRC_USERMOD_C += $(wildcard $(IOTUTILS_MOD_DIR)/httpparse.c)
+SRC_USERMOD_C += $(wildcard $(IOTUTILS_MOD_DIR)/kvstore.c)
+SRC_USERMOD_C += $(wildcard $(IOTUTILS_MOD_DIR)/nvs_host.c)
 
 CFLAGS_USERMOD += -I$(IOTUTILS_MOD_DIR) -DIOTUTILS_KV_HOST=1

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Cross-compile the portable C cores for Xtensa and report their code size.
+
+    python scripts/check_xtensa.py [FILE.c ...]
+
+Uses Debian's xtensa-lx106-elf-gcc with picolibc (packages gcc-xtensa-lx106 and
+picolibc-xtensa-lx106-elf): the nearest compiler to the ESP32's (xtensa-esp32-elf, LX6) available
+here. Flags mirror an ESP-IDF size build: -Os -mlongcalls, all warnings as errors. Each core must
+also be libc-only: every symbol it leaves undefined must come from picolibc, libgcc or another core.
+
+Without arguments it checks the cores of c_modules/iotutils/ that exist (httpparse.c, kvstore.c,
+nvs_host.c). Exits 0 when all compile clean, 1 on a warning/error or a foreign symbol, 2 when the
+cross compiler is not installed, 3 when there is nothing to compile.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORE_DIR = os.path.join(ROOT, "c_modules", "iotutils")
+CORES = ("httpparse.c", "kvstore.c", "nvs_host.c")
+
+CC = "xtensa-lx106-elf-gcc"
+NM = "xtensa-lx106-elf-nm"
+SIZE = "xtensa-lx106-elf-size"
+# picolibc's spec file is not on gcc's spec search path: name it by its absolute path.
+SPECS_CANDIDATES = ("/usr/lib/xtensa-lx106-elf/picolibc.specs", "/usr/lib/picolibc/xtensa-lx106-elf/picolibc.specs")
+LIBC_CANDIDATES = ("/usr/lib/xtensa-lx106-elf/lib/libc.a",)
+# gcc's own arithmetic helpers (__muldi3, __udivdi3, ...): Debian's lx106 libgcc lacks some that
+# the ESP32 has in ROM/libgcc, so they count as provided and are listed in the report.
+COMPILER_HELPER = re.compile(r"^__[a-z]+[0-9]$")
+CFLAGS = ["-std=c99", "-Os", "-mlongcalls", "-Wall", "-Wextra", "-Werror",
+          "-ffunction-sections", "-fdata-sections"]
+
+
+def find_toolchain():
+    """(cc, specs) or None when the cross compiler or picolibc is missing."""
+    cc = shutil.which(CC)
+    specs = next((p for p in SPECS_CANDIDATES if os.path.exists(p)), None)
+    if cc is None or specs is None:
+        return None
+    return cc, specs
+
+
+def _run(cmd):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def defined_symbols(archives):
+    """Global symbols defined by the given static libraries (picolibc, libgcc)."""
+    names = set()
+    for lib in archives:
+        proc = _run([NM, "-g", "--defined-only", "-f", "posix", lib])
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and not line.endswith(":"):
+                names.add(parts[0])
+    return names
+
+
+def _symbols(obj, flag):
+    proc = _run([NM, flag, "-f", "posix", obj])
+    return {line.split()[0] for line in proc.stdout.splitlines() if line.split()}
+
+
+def section_sizes(obj):
+    """{"text", "rodata", "data", "bss"} in bytes, from `size -A` (.literal counts as text)."""
+    sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    for line in _run([SIZE, "-A", obj]).stdout.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            continue
+        name, n = parts[0], int(parts[1])
+        if name.startswith((".text", ".literal")):
+            sizes["text"] += n
+        elif name.startswith(".rodata"):
+            sizes["rodata"] += n
+        elif name.startswith(".data"):
+            sizes["data"] += n
+        elif name.startswith((".bss", "COMMON")):
+            sizes["bss"] += n
+    return sizes
+
+
+def libgcc_path(cc):
+    return _run([cc, "-print-libgcc-file-name"]).stdout.strip()
+
+
+def check(sources, out=sys.stdout):
+    """Compile and inspect each source; returns the exit code described in the module docstring."""
+    tool = find_toolchain()
+    if tool is None:
+        out.write("check_xtensa: %s with picolibc not found: install the Debian packages "
+                  "gcc-xtensa-lx106 and picolibc-xtensa-lx106-elf (make deps)\n" % CC)
+        return 2
+    cc, specs = tool
+    if not sources:
+        out.write("check_xtensa: no C core to compile in %s\n" % CORE_DIR)
+        return 3
+    failed = False
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        objs = {}
+        for src in sources:
+            name = os.path.basename(src)
+            obj = os.path.join(tmp, name[:-2] + ".o")
+            proc = _run([cc, "--specs=" + specs] + CFLAGS + ["-I", os.path.dirname(os.path.abspath(src)),
+                                                              "-c", src, "-o", obj])
+            if proc.returncode != 0:
+                out.write("FAIL %s:\n%s\n" % (name, (proc.stdout + proc.stderr).strip()))
+                failed = True
+                continue
+            objs[name] = obj
+            rows.append((name, section_sizes(obj)))
+        # libc only: whatever a core calls must be picolibc, libgcc or one of the cores.
+        provided = defined_symbols([p for p in LIBC_CANDIDATES if os.path.exists(p)] + [libgcc_path(cc)])
+        for obj in objs.values():
+            provided |= _symbols(obj, "--defined-only")
+        for name, obj in objs.items():
+            missing = _symbols(obj, "-u") - provided
+            helpers = sorted(n for n in missing if COMPILER_HELPER.match(n))
+            if helpers:
+                out.write("note %s uses compiler helpers: %s\n" % (name, ", ".join(helpers)))
+            foreign = sorted(n for n in missing if not COMPILER_HELPER.match(n))
+            if foreign:
+                out.write("FAIL %s uses symbols that are neither libc nor another core: %s\n"
+                          % (name, ", ".join(foreign)))
+                failed = True
+    out.write("%-14s %8s %8s %8s %8s   (%s, picolibc, %s)\n"
+              % ("core", ".text", ".rodata", ".data", ".bss", CC, " ".join(CFLAGS[1:3])))
+    total = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    for name, s in rows:
+        out.write("%-14s %8d %8d %8d %8d\n" % (name, s["text"], s["rodata"], s["data"], s["bss"]))
+        for k in total:
+            total[k] += s[k]
+    out.write("%-14s %8d %8d %8d %8d   flash %d B, static RAM %d B\n"
+              % ("total", total["text"], total["rodata"], total["data"], total["bss"],
+                 total["text"] + total["rodata"] + total["data"], total["data"] + total["bss"]))
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sources", nargs="*", help="C files (default: the cores in c_modules/iotutils)")
+    args = ap.parse_args(argv)
+    sources = args.sources or [os.path.join(CORE_DIR, c) for c in CORES
+                               if os.path.exists(os.path.join(CORE_DIR, c))]
+    return check(sources)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
