@@ -1,0 +1,863 @@
+# Over-the-air updates: a new app image from GitHub (latest release, a tag, a branch or a commit)
+# or any URL, streamed into the other OTA slot, verified, booted pending-verify, rolled back by the
+# bootloader unless the new image confirms; plus App OTA for .py files on the filesystem.
+#
+#   ota = OTA(repo="owner/name", channel="release")   # "release", "release:<tag>", "branch:main",
+#                                                     # "commit:<sha>", "url:<image or ota.json URL>"
+#   ota.check()  -> {"current", "available", "newer"}
+#   ota.update(progress=None)   # verify everything, set boot, hal.reset(); OTAError and no change on failure
+#   ota.confirm()               # after a health check: cancel the rollback
+#   ota.status() -> {"version", "project", "slot", "pending", "rolled_back"}
+#
+# Sources. A release (tag = version) carries firmware.bin + ota.json {"version", "project", "size",
+# "sha256", "url"?}; branch/commit channels read ota.json from the repository at that ref through
+# the contents API, its "url" naming the image (absolute URL, or a path in the repo at that ref).
+#
+# RAM: the image goes socket -> one 4 KB buffer -> flash; the verifier (iotutils.appimage) and the
+# SHA-256 run on the same buffer, so the extra peak heap stays ~8 KB whatever the image size.
+import gc
+import json
+import os
+import time
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+try:
+    import _thread
+except ImportError:  # pragma: no cover
+    _thread = None
+
+import hashlib
+import socket
+
+import iotutils.appimage as appimage
+import iotutils.hal as hal
+
+_BLOCK = const(4096)
+_MAX_JSON = const(65536)
+_ERR_BODY = const(300)
+
+STATE_FILE = "ota_state.json"   # fallback state store when iotutils.persist is not there
+APP_ROOT = "apps"               # App OTA: apps/a, apps/b and the pointer file apps/current.json
+
+
+class OTAError(Exception):
+    pass
+
+
+def _ticks_ms():
+    if hasattr(time, "ticks_ms"):
+        return time.ticks_ms()
+    return int(time.monotonic() * 1000)
+
+
+def _ticks_diff(a, b):
+    if hasattr(time, "ticks_diff"):
+        return time.ticks_diff(a, b)
+    return a - b
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- HTTP(S) client (streaming)
+
+def _split_url(url):
+    if url.startswith("http://"):
+        scheme, rest, port = "http", url[7:], 80
+    elif url.startswith("https://"):
+        scheme, rest, port = "https", url[8:], 443
+    else:
+        raise OTAError("unsupported URL %r (http:// or https:// only)" % url)
+    i = rest.find("/")
+    host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
+    if ":" in host:
+        host, p = host.rsplit(":", 1)
+        port = int(p)
+    return scheme, host, port, path
+
+
+def _join_url(base, loc):
+    if loc.startswith("http://") or loc.startswith("https://"):
+        return loc
+    scheme, host, port, path = _split_url(base)
+    if loc.startswith("/"):
+        return "%s://%s:%d%s" % (scheme, host, port, loc)
+    return "%s://%s:%d%s/%s" % (scheme, host, port, path.rsplit("/", 1)[0], loc)
+
+
+class _Response:
+    """One HTTP response; read the body with readinto()/read_all(). close() when done."""
+
+    def __init__(self, sock, stream, status, headers, url):
+        self.sock = sock
+        self.f = stream
+        self.status = status
+        self.headers = headers
+        self.url = url
+        te = headers.get("transfer-encoding", "").lower()
+        self.chunked = "chunked" in te
+        cl = headers.get("content-length")
+        self.length = int(cl) if cl is not None and cl.strip().isdigit() else None
+        self._left = self.length   # bytes left (length body) or in the current chunk
+        self._eof = False
+        if self.chunked:
+            self._left = 0
+
+    def _raw_readinto(self, mv):
+        n = self.f.readinto(mv)
+        if n is None:
+            raise OTAError("network: read timed out (%s)" % self.url)
+        return n
+
+    def readinto(self, mv):
+        """Up to len(mv) body bytes into mv; 0 at the end. Raises OTAError on a short body."""
+        if self._eof:
+            return 0
+        if self.chunked:
+            if not self._left:
+                line = self.f.readline()
+                if not line:
+                    raise OTAError("download truncated (chunked body ended early)")
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise OTAError("bad chunk size line %r" % line[:20])
+                if size == 0:
+                    while True:  # trailer section up to the empty line
+                        t = self.f.readline()
+                        if not t or t in (b"\r\n", b"\n"):
+                            break
+                    self._eof = True
+                    return 0
+                self._left = size
+            n = self._raw_readinto(mv[:min(len(mv), self._left)])
+            if not n:
+                raise OTAError("download truncated (connection closed inside a chunk)")
+            self._left -= n
+            if not self._left:
+                self.f.readline()  # CRLF after the chunk data
+            return n
+        if self._left is None:  # read until close
+            n = self._raw_readinto(mv)
+            if not n:
+                self._eof = True
+            return n
+        if not self._left:
+            self._eof = True
+            return 0
+        n = self._raw_readinto(mv[:min(len(mv), self._left)])
+        if not n:
+            raise OTAError("download truncated: %d of %d bytes missing" % (self._left, self.length))
+        self._left -= n
+        return n
+
+    def read_all(self, limit):
+        out = bytearray()
+        buf = bytearray(1024)
+        mv = memoryview(buf)
+        while True:
+            n = self.readinto(mv)
+            if not n:
+                return bytes(out)
+            out += mv[:n]
+            if len(out) > limit:
+                raise OTAError("response from %s larger than %d bytes" % (self.url, limit))
+
+    def close(self):
+        try:
+            if self.f is not self.sock:
+                self.f.close()  # CPython's makefile() holds the descriptor open too
+            self.sock.close()
+        except Exception:
+            pass
+
+
+class Http:
+    """A small streaming HTTP/1.1 GET client: redirects, Content-Length and chunked bodies, timeouts."""
+
+    #: seconds a connect or read may block
+    timeout = 15
+    #: redirects followed before giving up (GitHub assets redirect once, to another host)
+    max_redirects = 5
+    user_agent = "iotutils-ota"
+
+    def __init__(self, token=None, cadata=None):
+        self.token = token
+        self.cadata = cadata   # PEM/DER CA certificates: verify the server; None: encrypt only
+
+    def _open(self, scheme, host, port):
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        s = socket.socket(ai[0], socket.SOCK_STREAM)
+        try:
+            s.settimeout(self.timeout)
+            s.connect(ai[-1])
+            if scheme == "https":
+                s = self._tls(s, host)
+        except Exception:
+            s.close()
+            raise
+        return s
+
+    def _tls(self, s, host):
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.cadata:
+            ctx.load_verify_locations(cadata=self.cadata)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        else:
+            if hasattr(ctx, "check_hostname"):
+                ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx.wrap_socket(s, server_hostname=host)
+
+    def get(self, url, accept=None):
+        """GET url following redirects; returns a _Response with status 2xx, else raises OTAError."""
+        auth = self.token
+        for _ in range(self.max_redirects + 1):
+            scheme, host, port, path = _split_url(url)
+            try:
+                resp = self._request(scheme, host, port, path, accept, auth)
+            except OSError as e:
+                raise OTAError("network error talking to %s:%d: %s" % (host, port, e))
+            if resp.status in (301, 302, 303, 307, 308):
+                loc = resp.headers.get("location")
+                resp.close()
+                if not loc:
+                    raise OTAError("redirect without Location from %s" % url)
+                new = _join_url(url, loc)
+                if _split_url(new)[1] != host:
+                    auth = None  # never hand the token to the asset host
+                url = new
+                continue
+            if 200 <= resp.status < 300:
+                return resp
+            raise _http_error(resp)
+        raise OTAError("too many redirects (> %d) for %s" % (self.max_redirects, url))
+
+    def _request(self, scheme, host, port, path, accept, auth):
+        s = self._open(scheme, host, port)
+        try:
+            hostport = host if port in (80, 443) else "%s:%d" % (host, port)
+            req = "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nConnection: close\r\n" % (
+                path, hostport, self.user_agent)
+            if accept:
+                req += "Accept: %s\r\n" % accept
+            if auth:
+                req += "Authorization: Bearer %s\r\n" % auth
+            req = (req + "\r\n").encode()
+            if hasattr(s, "sendall"):
+                s.sendall(req)
+            else:
+                s.write(req)
+            f = s.makefile("rb") if hasattr(s, "recv_into") else s  # CPython: buffered reader
+            line = f.readline()
+            if not line:
+                raise OTAError("no response from %s:%d" % (host, port))
+            parts = line.split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+                raise OTAError("bad HTTP status line from %s: %r" % (host, line[:40]))
+            status = int(parts[1])
+            headers = {}
+            while True:
+                h = f.readline()
+                if not h:
+                    raise OTAError("connection closed in the response head from %s" % host)
+                if h in (b"\r\n", b"\n"):
+                    break
+                k, _, v = h.decode().partition(":")
+                headers[k.strip().lower()] = v.strip()
+            return _Response(s, f, status, headers, "%s://%s%s" % (scheme, hostport, path))
+        except Exception:
+            s.close()
+            raise
+
+
+def _http_error(resp):
+    h = resp.headers
+    msg = ""
+    try:
+        raw = resp.read_all(_ERR_BODY * 20)[:_ERR_BODY]
+        try:
+            msg = json.loads(raw).get("message", "")
+        except Exception:
+            msg = raw.decode().strip()[:120]
+    except Exception:
+        pass
+    resp.close()
+    if resp.status == 429 or (resp.status == 403 and (h.get("x-ratelimit-remaining") == "0" or
+                                                       "rate limit" in msg.lower())):
+        when = ""
+        if h.get("retry-after"):
+            when = "; retry after %s s" % h["retry-after"]
+        elif h.get("x-ratelimit-reset"):
+            when = "; the limit resets at unix time %s" % h["x-ratelimit-reset"]
+        return OTAError("GitHub rate limit exceeded (HTTP %d)%s%s" % (
+            resp.status, when, " (use a token)" if resp.status == 403 else ""))
+    if resp.status == 404:
+        return OTAError("not found (HTTP 404): %s%s" % (resp.url, (": " + msg) if msg else ""))
+    return OTAError("HTTP %d from %s%s" % (resp.status, resp.url, (": " + msg) if msg else ""))
+
+
+# ---------------------------------------------------------------- persistent state
+
+class _State:
+    """Small persistent dict: bad (rolled-back) versions, the install in flight, auto-update
+    settings. iotutils.persist when it is there, else one JSON file written atomically."""
+
+    def __init__(self, path=None):
+        self._p = None
+        self.path = path or STATE_FILE
+        if path is None:
+            try:
+                from iotutils.persist import PersistentJSON
+                self._p = PersistentJSON("state", default={}, folder="ota")
+                self._p.value  # noqa: B018 - probe the backend now
+            except Exception:
+                self._p = None
+
+    def load(self):
+        if self._p is not None:
+            v = self._p.value
+            return dict(v) if isinstance(v, dict) else {}
+        try:
+            with open(self.path) as f:
+                v = json.load(f)
+            return v if isinstance(v, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def save(self, d):
+        if self._p is not None:
+            self._p.value = d
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(d, f)
+        os.rename(tmp, self.path)
+
+    def update(self, **kw):
+        d = self.load()
+        for k in kw:
+            if kw[k] is None:
+                d.pop(k, None)
+            else:
+                d[k] = kw[k]
+        self.save(d)
+        return d
+
+
+# ---------------------------------------------------------------- OTA
+
+class OTA:
+    """OTA updates of the firmware image (and App OTA of .py files) from GitHub or a URL."""
+
+    #: bytes per download/flash block (a flash sector)
+    block_size = _BLOCK
+    #: seconds the whole download may take before it is abandoned
+    deadline_s = 1800
+    #: the chip id images must carry (0 = ESP32)
+    chip_id = appimage.CHIP_ESP32
+
+    def __init__(self, repo=None, channel="release", api="https://api.github.com", token=None,
+                 sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None):
+        if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
+            raise ValueError("repo must be 'owner/name', got %r" % (repo,))
+        kind, _, arg = channel.partition(":")
+        if kind not in ("release", "branch", "commit", "url") or (kind != "release" and not arg):
+            raise ValueError("channel must be 'release', 'release:<tag>', 'branch:<name>', 'commit:<sha>' "
+                             "or 'url:<URL>', got %r" % (channel,))
+        if kind != "url" and repo is None:
+            raise ValueError("repo is required for channel %r" % channel)
+        self.repo = repo
+        self.channel = channel
+        self.kind = kind
+        self.ref = arg
+        self.api = api.rstrip("/")
+        self.sha256 = sha256
+        self.manifest = manifest
+        self.asset = asset
+        self.http = Http(token, cadata)
+        self.state = _State(state_path)
+        self._lock = _thread.allocate_lock() if _thread else None
+        self._busy = False
+        self._auto = None
+        self._desc = None
+        self._sync_boot()
+
+    # ---- running image ----
+    def _running_desc(self):
+        if self._desc is None:
+            self._desc = appimage.read_desc(hal.partition(hal.ota_running())) or {}
+        return self._desc
+
+    def _sync_boot(self):
+        """After a rollback, remember the version that failed (its slot may be overwritten later)."""
+        st = self.state.load()
+        inst = st.get("installing")
+        if not inst:
+            return
+        cur = self._running_desc().get("version")
+        if cur == inst:
+            return  # the new image runs (pending or confirmed)
+        if hal.ota_rolled_back() or not hal.ota_pending():
+            bad = st.get("bad") or []
+            if hal.ota_rolled_back() and inst not in bad:
+                bad.append(inst)
+            # a rollback, or a cut before set_boot took effect: the install is over either way
+            self.state.update(installing=None, bad=bad[-8:])
+
+    def status(self):
+        d = self._running_desc()
+        return {"version": d.get("version"), "project": d.get("project"), "slot": hal.ota_running(),
+                "pending": bool(hal.ota_pending()), "rolled_back": bool(hal.ota_rolled_back())}
+
+    def confirm(self):
+        """Mark the running image (and a pending App OTA) good: no rollback any more."""
+        hal.ota_mark_valid()
+        if self.state.load().get("installing"):
+            self.state.update(installing=None)
+        app_confirm()
+
+    def busy(self, flag=None):
+        """Declare the device busy (auto-update waits); busy() -> current flag."""
+        if flag is not None:
+            self._busy = bool(flag)
+        return self._busy
+
+    # ---- sources ----
+    def _contents_url(self, path, ref):
+        return "%s/repos/%s/contents/%s?ref=%s" % (self.api, self.repo, path, ref)
+
+    def _get_json(self, url, accept="application/vnd.github+json"):
+        resp = self.http.get(url, accept)
+        try:
+            raw = resp.read_all(_MAX_JSON)
+        finally:
+            resp.close()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise OTAError("bad JSON from %s" % url)
+
+    def _release(self):
+        if self.ref:
+            url = "%s/repos/%s/releases/tags/%s" % (self.api, self.repo, self.ref)
+        else:
+            url = "%s/repos/%s/releases/latest" % (self.api, self.repo)
+        rel = self._get_json(url)
+        assets = {}
+        for a in rel.get("assets") or ():
+            if a.get("name") in (self.manifest, self.asset):
+                assets[a["name"]] = (a.get("url"), a.get("browser_download_url"), a.get("size"))
+        tag = rel.get("tag_name")
+        del rel
+        gc.collect()
+        if self.manifest not in assets or self.asset not in assets:
+            raise OTAError("release %s lacks the %s and %s assets" % (tag, self.asset, self.manifest))
+        man = self._asset_json(assets[self.manifest])
+        plan = self._plan(man, "release %s" % tag)
+        if tag and plan["version"] != tag.lstrip("v") and plan["version"] != tag:
+            raise OTAError("release tag %s but its ota.json says version %s" % (tag, plan["version"]))
+        if not man.get("url"):
+            plan["url"], plan["accept"] = self._asset_url(assets[self.asset])
+        return plan
+
+    def _asset_url(self, a):
+        # the API asset URL with Accept: octet-stream redirects to the asset host (works for private repos)
+        if a[0]:
+            return a[0], "application/octet-stream"
+        return a[1], None
+
+    def _asset_json(self, a):
+        url, accept = self._asset_url(a)
+        return self._get_json(url, accept)
+
+    def _plan(self, man, where):
+        if not isinstance(man, dict):
+            raise OTAError("%s: ota.json is not an object" % where)
+        try:
+            v, size, sha = man["version"], int(man["size"]), man["sha256"].lower()
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise OTAError("%s: ota.json needs version, size and sha256" % where)
+        if not isinstance(v, str) or not v or len(sha) != 64 or size <= 0:
+            raise OTAError("%s: ota.json has a bad version, size or sha256" % where)
+        return {"version": v, "size": size, "sha256": sha, "url": man.get("url"), "accept": None,
+                "project": man.get("project")}
+
+    def _ref_plan(self):
+        man = self._get_json(self._contents_url(self.manifest, self.ref), "application/vnd.github.raw")
+        plan = self._plan(man, "%s %s" % (self.kind, self.ref))
+        url = plan["url"]
+        if not url:
+            raise OTAError("%s %s: ota.json has no url" % (self.kind, self.ref))
+        if not (url.startswith("http://") or url.startswith("https://")):
+            plan["url"] = self._contents_url(url.lstrip("/"), self.ref)
+            plan["accept"] = "application/vnd.github.raw"
+        return plan
+
+    def _url_plan(self):
+        url = self.ref
+        if url.endswith(".json"):
+            plan = self._plan(self._get_json(url, "application/json"), url)
+            if not plan["url"]:
+                raise OTAError("%s has no url" % url)
+            plan["url"] = _join_url(url, plan["url"])
+            return plan
+        # a bare image: its version is in the app descriptor, read from the first blocks
+        if not self.sha256 or len(self.sha256) != 64:
+            raise OTAError("a plain image URL needs sha256= (64 hex digits)")
+        resp = self.http.get(url)
+        try:
+            v = appimage.AppImageVerifier(self.chip_id)
+            buf = bytearray(1024)
+            while v.desc is None:
+                n = resp.readinto(memoryview(buf))
+                if not n:
+                    break
+                try:
+                    v.feed(memoryview(buf)[:n])
+                except ValueError as e:
+                    raise OTAError(str(e))
+            size = resp.length
+        finally:
+            resp.close()
+        if v.desc is None:
+            raise OTAError("%s: no app descriptor in the image" % url)
+        return {"version": v.desc["version"], "size": size, "sha256": self.sha256.lower(), "url": url,
+                "accept": None, "project": None}
+
+    def _resolve(self):
+        if self.kind == "release":
+            return self._release()
+        if self.kind == "url":
+            return self._url_plan()
+        return self._ref_plan()
+
+    # ---- check / update ----
+    def check(self):
+        """Ask the source what it offers: {"current", "available", "newer"} (no download of the image).
+        newer is False for the running version and for a version that already rolled back here."""
+        plan = self._resolve()
+        cur = self._running_desc().get("version")
+        bad = self.state.load().get("bad") or ()
+        return {"current": cur, "available": plan["version"],
+                "newer": plan["version"] != cur and plan["version"] not in bad}
+
+    def update(self, progress=None, force=False, reboot=True):
+        """Download, verify and install the offered image into the other slot, then reboot into it.
+
+        progress(bytes_done, total) is called after every block. Raises OTAError (nothing is
+        changed: the running image stays the boot image) for any failure. force: install a version
+        that rolled back here before. reboot=False: return the installed version instead of resetting.
+        """
+        if self._lock is not None and not self._lock.acquire(0):
+            raise OTAError("an update is already running")
+        try:
+            version = self._update(progress, force)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+        if reboot:
+            hal.reset()
+        return version
+
+    def _update(self, progress, force):
+        self._sync_boot()
+        if hal.ota_pending():
+            raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
+        plan = self._resolve()
+        cur = self._running_desc()
+        if plan["version"] == cur.get("version"):
+            raise OTAError("version %s is already running" % plan["version"])
+        if not force and plan["version"] in (self.state.load().get("bad") or ()):
+            raise OTAError("version %s rolled back on this device before (force=True to retry)"
+                           % plan["version"])
+        target = hal.ota_next()
+        region = hal.partition(target)
+        size = plan["size"]
+        if size is not None and size > region.size:
+            raise OTAError("image of %d bytes does not fit the %d-byte slot %s" % (size, region.size, target))
+        if self.block_size % _BLOCK:
+            raise ValueError("block_size must be a multiple of %d" % _BLOCK)
+        gc.collect()
+        buf = bytearray(self.block_size)
+        try:
+            info = self._download(plan, region, buf, cur.get("project"), progress)
+            # read back what the flash holds, as esp_ota_end() does, before it may ever boot
+            appimage.verify_region(region, info["size"], self.chip_id, cur.get("project"), buf)
+        except ValueError as e:
+            self._scrub(region)
+            raise OTAError(str(e))
+        except Exception:
+            self._scrub(region)
+            raise
+        if info["version"] != plan["version"]:
+            self._scrub(region)
+            raise OTAError("image version %s, but the source says %s" % (info["version"], plan["version"]))
+        if info["version"] == cur.get("version"):
+            self._scrub(region)
+            raise OTAError("image version %s is already running" % info["version"])
+        self.state.update(installing=info["version"])
+        hal.ota_set_boot(target)
+        return info["version"]
+
+    def _scrub(self, region):
+        # the half-written slot must never look like an image (the bootloader would refuse it anyway)
+        try:
+            region.erase(0, _BLOCK)
+        except Exception:
+            pass
+
+    def _download(self, plan, region, buf, project, progress):
+        total = plan["size"]
+        v = appimage.AppImageVerifier(self.chip_id, project, region.size)
+        sha = hashlib.sha256()
+        resp = self.http.get(plan["url"], plan["accept"])
+        try:
+            if resp.length is not None and total is not None and resp.length != total:
+                raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, total))
+            if total is None:
+                total = resp.length
+            mv = memoryview(buf)
+            bs = len(buf)
+            off = 0
+            t0 = _ticks_ms()
+            while True:
+                fill = 0
+                while fill < bs:
+                    n = resp.readinto(mv[fill:])
+                    if not n:
+                        break
+                    fill += n
+                if not fill:
+                    break
+                if total is not None and off + fill > total:
+                    raise OTAError("download longer than the %d bytes announced" % total)
+                if off + fill > region.size:
+                    raise OTAError("image larger than the slot")
+                chunk = mv[:fill]
+                v.feed(chunk)
+                sha.update(chunk)
+                region.erase(off, (fill + _BLOCK - 1) // _BLOCK * _BLOCK)
+                region.write(off, chunk)
+                off += fill
+                if progress:
+                    progress(off, total)
+                if _ticks_diff(_ticks_ms(), t0) > self.deadline_s * 1000:
+                    raise OTAError("download took longer than %d s" % self.deadline_s)
+                if fill < bs:
+                    break
+        except OSError as e:
+            raise OTAError("network error during download: %s" % e)
+        finally:
+            resp.close()
+        if total is not None and off != total:
+            raise OTAError("download truncated: %d of %d bytes" % (off, total))
+        if sha.digest() != _unhex(plan["sha256"]):
+            raise OTAError("sha256 mismatch: the download is corrupt")
+        info = v.finish()
+        info["size"] = off
+        return info
+
+    # ---- auto-update ----
+    def auto_update(self, enable=True, every_hours=None, idle_minutes=None, app=None):
+        """Check every N hours and install when idle for M minutes (no HTTP request on `app`, no
+        busy(True)). Settings persist; call at boot with no arguments to resume them."""
+        st = self.state.load().get("auto") or {"on": False, "every_h": 24, "idle_min": 10}
+        st["on"] = bool(enable)
+        if every_hours is not None:
+            st["every_h"] = float(every_hours)
+        if idle_minutes is not None:
+            st["idle_min"] = float(idle_minutes)
+        if st["every_h"] <= 0 or st["idle_min"] < 0:
+            raise ValueError("every_hours must be > 0 and idle_minutes >= 0")
+        self.state.update(auto=st)
+        self._app = app
+        if st["on"] and self._auto is None and _thread:
+            self._auto = True
+            _thread.start_new_thread(self._auto_loop, ())
+        elif not st["on"]:
+            self._auto = None
+        return st
+
+    def idle_ms(self):
+        last = getattr(getattr(self, "_app", None), "last_request_ms", None)
+        if last is None:
+            return hal.uptime_ms()
+        return _ticks_diff(_ticks_ms(), last)
+
+    def _auto_loop(self):
+        last_check = None
+        pending = None
+        while self._auto:
+            st = self.state.load().get("auto") or {}
+            if not st.get("on"):
+                self._auto = None
+                return
+            now = _ticks_ms()
+            if pending is None and (last_check is None or
+                                    _ticks_diff(now, last_check) >= st["every_h"] * 3600000):
+                last_check = now
+                try:
+                    if self.check()["newer"]:
+                        pending = True
+                except Exception as e:  # a failed check waits for the next period
+                    print("ota: auto check failed:", e)
+            if pending and not self._busy and self.idle_ms() >= st["idle_min"] * 60000:
+                pending = None
+                try:
+                    self.update()
+                except Exception as e:
+                    print("ota: auto update failed:", e)
+            time.sleep(0.2)
+
+    # ---- App OTA (Python files on the filesystem) ----
+    def update_app(self, folder="app", progress=None, reboot=True):
+        """Install the .py files of `folder` at this channel's ref (branch/commit) as the app.
+
+        Every file is downloaded into the inactive staging folder and checked against its git blob
+        SHA-1 from the contents listing; unchanged files are copied locally. Then the pointer file
+        switches atomically; the new app runs pending until confirm(), and the next boot without
+        confirm goes back to the previous app (app_boot())."""
+        if self.kind not in ("branch", "commit"):
+            raise OTAError("App OTA needs a branch:<name> or commit:<sha> channel")
+        listing = self._get_json(self._contents_url(folder, self.ref))
+        if not isinstance(listing, list):
+            raise OTAError("%s is not a folder at %s" % (folder, self.ref))
+        files = [(e["name"], e["sha"], e.get("size", 0)) for e in listing
+                 if e.get("type") == "file" and "/" not in e.get("name", "/")]
+        del listing
+        ptr = _app_pointer()
+        if ptr.get("pending"):
+            raise OTAError("the running app is not confirmed yet")
+        new = "b" if ptr.get("active") == "a" else "a"
+        stage = APP_ROOT + "/" + new
+        _mkdirs(stage)
+        for name in os.listdir(stage):
+            os.remove(stage + "/" + name)
+        cur_dir = APP_ROOT + "/" + ptr["active"] if ptr.get("active") else None
+        buf = bytearray(1024)
+        total = sum(f[2] for f in files)
+        done = 0
+        for name, blob, size in files:
+            dst = stage + "/" + name
+            if cur_dir and _git_blob_sha1(cur_dir + "/" + name, buf) == blob:
+                _copy(cur_dir + "/" + name, dst, buf)
+            else:
+                resp = self.http.get(self._contents_url(folder + "/" + name, self.ref),
+                                     "application/vnd.github.raw")
+                try:
+                    with open(dst, "wb") as f:
+                        while True:
+                            n = resp.readinto(memoryview(buf))
+                            if not n:
+                                break
+                            f.write(memoryview(buf)[:n])
+                finally:
+                    resp.close()
+                if _git_blob_sha1(dst, buf) != blob:
+                    raise OTAError("%s: git blob SHA-1 mismatch (corrupt download)" % name)
+            done += size
+            if progress:
+                progress(done, total)
+        _write_pointer({"active": new, "previous": ptr.get("active"), "pending": True, "tries": 0,
+                        "ref": self.ref})
+        if reboot:
+            hal.reset()
+        return new
+
+
+def _unhex(s):
+    return bytes(int(s[i:i + 2], 16) for i in range(0, len(s), 2))
+
+
+def _mkdirs(path):
+    p = ""
+    for part in path.split("/"):
+        p = p + "/" + part if p else part
+        if not _exists(p):
+            os.mkdir(p)
+
+
+def _copy(src, dst, buf):
+    with open(src, "rb") as a, open(dst, "wb") as b:
+        while True:
+            n = a.readinto(buf)
+            if not n:
+                break
+            b.write(memoryview(buf)[:n])
+
+
+def _git_blob_sha1(path, buf):
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        return None
+    h = hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
+    return "".join("%02x" % b for b in h.digest())
+
+
+def _app_pointer():
+    try:
+        with open(APP_ROOT + "/current.json") as f:
+            p = json.load(f)
+        return p if isinstance(p, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_pointer(p):
+    _mkdirs(APP_ROOT)
+    tmp = APP_ROOT + "/current.tmp"
+    with open(tmp, "w") as f:
+        json.dump(p, f)
+    os.rename(tmp, APP_ROOT + "/current.json")  # atomic switch
+
+
+def app_boot():
+    """Call first in main.py: picks the app folder (rolling back an App OTA that never confirmed),
+    puts it first on sys.path and returns it (None when no App OTA was ever installed)."""
+    import sys
+    p = _app_pointer()
+    if not p.get("active"):
+        return None
+    if p.get("pending"):
+        if p.get("tries", 0) >= 1 and p.get("previous"):
+            p = {"active": p["previous"], "previous": p["active"], "pending": False, "rolled_back": True}
+        else:
+            p["tries"] = p.get("tries", 0) + 1
+        _write_pointer(p)
+    path = APP_ROOT + "/" + p["active"]
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return path
+
+
+def app_confirm():
+    p = _app_pointer()
+    if p.get("pending"):
+        p["pending"] = False
+        p.pop("tries", None)
+        _write_pointer(p)
+
+
+def app_status():
+    p = _app_pointer()
+    return {"active": p.get("active"), "pending": bool(p.get("pending")), "rolled_back": bool(p.get("rolled_back")),
+            "ref": p.get("ref")}

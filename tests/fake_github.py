@@ -1,0 +1,331 @@
+"""A fake GitHub on loopback for OTA tests: the REST API bits iotutils.ota uses, plus an asset host.
+
+    gh = FakeGitHub().start()
+    gh.add_release("me/fw", "1.1.0", image_bytes)          # firmware.bin + ota.json assets
+    gh.set_file("me/fw", "main", "ota.json", b"...")         # contents at a ref (branch or commit sha)
+    OTA(repo="me/fw", api=gh.api_url)
+    gh.fault = "truncate"                                     # next asset downloads misbehave
+    gh.stop()
+
+API host (api_url):
+  GET /repos/O/R/releases/latest | /releases/tags/T   release JSON (tag_name, assets[] with url,
+                                                       browser_download_url, size, name, id)
+  GET /repos/O/R/releases/assets/ID                   Accept: application/octet-stream -> 302 to the
+                                                       asset host (another port), else the asset's JSON
+  GET /O/R/releases/download/T/NAME                   302 to the asset host (browser_download_url)
+  GET /repos/O/R/contents/PATH?ref=REF                Accept: application/vnd.github.raw -> the bytes;
+                                                       else JSON (file: base64 content; folder: listing
+                                                       with git blob SHA-1 "sha" per entry)
+Asset host (asset_url): GET /a/KEY -> the bytes.
+Rate limiting: `rate_limit_remaining` counts API requests down; at 0 every API request gets
+403 + X-RateLimit-Remaining: 0 (GitHub's primary limit); `secondary_limit = True` answers 429 +
+Retry-After. Faults for asset bytes (`fault`, applies until reset to None): "truncate" (close halfway
+with Content-Length promising all), "corrupt" (one byte flipped), "slow" (stalls `slow_s` seconds
+after the first block), "chunked" (valid, chunked transfer encoding), "no_length" (valid, no
+Content-Length, close-delimited), "reset" (close without any response), "short_length" (a
+Content-Length smaller than the file, valid HTTP); only the asset named `fault_name` (default
+firmware.bin; None: all) is hit. `requests` logs (host, path, headers) of every
+request.
+"""
+import base64
+import hashlib
+import http.server
+import json
+import socketserver
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+
+def git_blob_sha1(data):
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def manifest(version, image, url=None, project="iotutils"):
+    m = {"version": version, "project": project, "size": len(image), "sha256": hashlib.sha256(image).hexdigest()}
+    if url:
+        m["url"] = url
+    return json.dumps(m).encode()
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class FakeGitHub:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.releases = {}      # repo -> [release dict], newest last
+        self.files = {}         # (repo, ref) -> {path: bytes}
+        self.blobs = {}         # asset key -> bytes
+        self.requests = []
+        self.fault = None
+        self.fault_name = "firmware.bin"   # the asset the fault hits (None: every asset)
+        self.slow_s = 30.0
+        self.rate_limit_remaining = None   # None: unlimited
+        self.secondary_limit = False
+        self._next_id = 100
+        self._servers = []
+
+    # ---- content ----
+    def _blob(self, data, name):
+        with self.lock:
+            self._next_id += 1
+            key = str(self._next_id)
+            self.blobs[key] = (name, bytes(data))
+        return key, self._next_id
+
+    def add_release(self, repo, tag, image=None, version=None, manifest_bytes=None, assets=None, body_kb=2):
+        """A release with firmware.bin (image) and ota.json (derived unless manifest_bytes)."""
+        files = dict(assets or {})
+        if image is not None:
+            files.setdefault("firmware.bin", image)
+            files.setdefault("ota.json", manifest_bytes or manifest(version or tag, image))
+        rel = {"tag_name": tag, "name": "Release " + tag, "draft": False, "prerelease": False,
+               # a realistic amount of release-notes text: clients must not choke on it
+               "body": ("Changes in %s. " % tag) * (body_kb * 64), "assets": []}
+        for name, data in files.items():
+            key, aid = self._blob(data, name)
+            rel["assets"].append({"id": aid, "name": name, "size": len(data), "key": key,
+                                  "content_type": "application/octet-stream", "state": "uploaded"})
+        with self.lock:
+            self.releases.setdefault(repo, []).append(rel)
+        return rel
+
+    def set_file(self, repo, ref, path, data):
+        with self.lock:
+            self.files.setdefault((repo, ref), {})[path] = bytes(data)
+
+    def asset_link(self, data, name="firmware.bin"):
+        """A URL on the asset host serving data (for ota.json "url" fields)."""
+        key, _ = self._blob(data, name)
+        return "%s/a/%s" % (self.asset_url, key)
+
+    # ---- servers ----
+    def start(self):
+        fake = self
+
+        class Api(_Handler):
+            role = "api"
+            gh = fake
+
+        class Assets(_Handler):
+            role = "asset"
+            gh = fake
+
+        for cls in (Api, Assets):
+            srv = _Server(("127.0.0.1", 0), cls)
+            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+            self._servers.append(srv)
+        self.api_url = "http://127.0.0.1:%d" % self._servers[0].server_address[1]
+        self.asset_url = "http://127.0.0.1:%d" % self._servers[1].server_address[1]
+        return self
+
+    def stop(self):
+        for s in self._servers:
+            s.shutdown()
+            s.server_close()
+        self._servers = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- JSON views ----
+    def release_json(self, repo, rel):
+        out = dict(rel)
+        out["assets"] = []
+        for a in rel["assets"]:
+            out["assets"].append({
+                "id": a["id"], "name": a["name"], "size": a["size"], "state": a["state"],
+                "content_type": a["content_type"],
+                "url": "%s/repos/%s/releases/assets/%d" % (self.api_url, repo, a["id"]),
+                "browser_download_url": "%s/%s/releases/download/%s/%s" % (self.api_url, repo, rel["tag_name"],
+                                                                             a["name"]),
+                "uploader": {"login": "octocat", "id": 1, "type": "User", "site_admin": False}})
+        return out
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    role = None
+    gh = None
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, status, body=b"", ctype="application/json", headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def _json(self, obj, status=200, headers=()):
+        self._send(status, json.dumps(obj).encode(), headers=headers)
+
+    def _not_found(self):
+        self._json({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}, 404)
+
+    def do_GET(self):
+        gh = self.gh
+        with gh.lock:
+            gh.requests.append((self.role, self.path, dict((k.lower(), v) for k, v in self.headers.items())))
+        if self.role == "asset":
+            parts = urlsplit(self.path).path.split("/")
+            if len(parts) == 3 and parts[1] == "a" and parts[2] in gh.blobs:
+                name, data = gh.blobs[parts[2]]
+                return self._asset(data, gh.fault if gh.fault_name in (None, name) else None)
+            return self._not_found()
+        if gh.secondary_limit:
+            return self._json({"message": "You have exceeded a secondary rate limit."}, 429,
+                              [("Retry-After", "60")])
+        with gh.lock:
+            if gh.rate_limit_remaining is not None:
+                if gh.rate_limit_remaining <= 0:
+                    limited = True
+                else:
+                    gh.rate_limit_remaining -= 1
+                    limited = False
+            else:
+                limited = False
+        if limited:
+            return self._json({"message": "API rate limit exceeded for 127.0.0.1. (Authenticated requests get "
+                                          "a higher rate limit.)"}, 403,
+                              [("X-RateLimit-Limit", "60"), ("X-RateLimit-Remaining", "0"),
+                               ("X-RateLimit-Reset", str(int(time.time()) + 3600))])
+        url = urlsplit(self.path)
+        p = url.path.strip("/").split("/")
+        accept = self.headers.get("Accept", "")
+        if len(p) >= 4 and p[0] == "repos" and p[3] == "releases":
+            return self._releases("/".join(p[1:3]), p[4:], accept)
+        if len(p) >= 4 and p[0] == "repos" and p[3] == "contents":
+            ref = parse_qs(url.query).get("ref", ["main"])[0]
+            return self._contents("/".join(p[1:3]), "/".join(p[4:]), ref, accept)
+        if len(p) == 6 and p[2] == "releases" and p[3] == "download":
+            rel = self._find_release("/".join(p[:2]), p[4])
+            for a in (rel or {}).get("assets", ()):
+                if a["name"] == p[5]:
+                    return self._redirect(a["key"])
+        return self._not_found()
+
+    def _find_release(self, repo, tag):
+        rels = self.gh.releases.get(repo) or []
+        if tag is None:
+            rels = [r for r in rels if not r["prerelease"] and not r["draft"]]
+            return rels[-1] if rels else None
+        for r in rels:
+            if r["tag_name"] == tag:
+                return r
+        return None
+
+    def _releases(self, repo, rest, accept):
+        if rest == ["latest"]:
+            rel = self._find_release(repo, None)
+        elif len(rest) == 2 and rest[0] == "tags":
+            rel = self._find_release(repo, rest[1])
+        elif len(rest) == 2 and rest[0] == "assets":
+            for r in self.gh.releases.get(repo) or ():
+                for a in r["assets"]:
+                    if str(a["id"]) == rest[1]:
+                        if "application/octet-stream" in accept:
+                            return self._redirect(a["key"])
+                        return self._json(self.gh.release_json(repo, {"tag_name": r["tag_name"],
+                                                                      "assets": [a]})["assets"][0])
+            return self._not_found()
+        else:
+            rel = None
+        if rel is None:
+            return self._not_found()
+        return self._json(self.gh.release_json(repo, rel))
+
+    def _redirect(self, key):
+        # GitHub sends assets from another host (objects.githubusercontent.com): 302 across ports
+        self._send(302, b"", "text/html", [("Location", "%s/a/%s?sig=abc" % (self.gh.asset_url, key))])
+
+    def _contents(self, repo, path, ref, accept):
+        files = self.gh.files.get((repo, ref))
+        if files is None:
+            return self._json({"message": "No commit found for the ref %s" % ref}, 404)
+        if path in files:
+            data = files[path]
+            if "raw" in accept:
+                return self._send(200, data, "application/octet-stream")
+            return self._json({"type": "file", "name": path.rsplit("/", 1)[-1], "path": path, "size": len(data),
+                               "sha": git_blob_sha1(data), "encoding": "base64",
+                               "content": base64.b64encode(data).decode()})
+        prefix = path.rstrip("/") + "/" if path else ""
+        entries = {}
+        for fp, data in files.items():
+            if fp.startswith(prefix):
+                rest = fp[len(prefix):]
+                name = rest.split("/", 1)[0]
+                if "/" in rest:
+                    entries[name] = {"type": "dir", "name": name, "path": prefix + name, "sha": "0" * 40, "size": 0}
+                else:
+                    entries[name] = {"type": "file", "name": name, "path": prefix + name, "size": len(data),
+                                     "sha": git_blob_sha1(data),
+                                     "download_url": None}
+        if not entries:
+            return self._not_found()
+        return self._json(sorted(entries.values(), key=lambda e: e["name"]))
+
+    def _asset(self, data, fault):
+        if fault == "reset":
+            self.close_connection = True
+            return
+        if fault == "corrupt":
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0x55
+            data = bytes(data)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if fault == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        elif fault == "short_length":
+            self.send_header("Content-Length", str(len(data) - 1000))
+        elif fault != "no_length":
+            self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            if fault == "chunked":
+                for i in range(0, len(data), 3000):
+                    c = data[i:i + 3000]
+                    self.wfile.write(b"%x\r\n" % len(c) + c + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            elif fault == "truncate":
+                self.wfile.write(data[:len(data) // 2])
+            elif fault == "short_length":
+                self.wfile.write(data[:len(data) - 1000])
+            elif fault == "slow":
+                self.wfile.write(data[:4096])
+                self.wfile.flush()
+                time.sleep(self.gh.slow_s)
+                self.wfile.write(data[4096:])
+            else:
+                self.wfile.write(data)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    import sys
+    sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "scripts"))
+    import espimage
+    gh = FakeGitHub().start()
+    gh.add_release("demo/fw", "1.0.1", espimage.build_app_image("1.0.1", size=65536), version="1.0.1")
+    print("api", gh.api_url, "assets", gh.asset_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        gh.stop()
