@@ -1,0 +1,1341 @@
+# The threaded web server (issue #4).
+#
+# One poll loop (the "poll thread") accepts connections and reads request heads incrementally from
+# non-blocking sockets into small per-connection buffers; only complete requests are handed to a pool of
+# worker threads that run the user's handlers. Idle or speculative browser sockets therefore never hold
+# a worker, and user code keeps running beside the server. Everything is bounded: open connections (LRU
+# eviction of idle ones), head size (431/414), body size (413), time per request (408) and per socket I/O.
+#
+#     from iotutils.server import WebServer, Response
+#     app = WebServer(port=80, workers=3)
+#     @app.route("/api/led/<int:n>", methods=("GET", "POST"))
+#     def led(req, n):
+#         return {"n": n}
+#     app.start()
+#
+# Threads: the host runtime has no GIL, so every structure touched by two threads is guarded by a lock:
+# the job queue and idle-worker list (_qlock), connections handed back by workers (_rlock), route/hook
+# tables (copy-on-write under _tlock) and the counters (_slock). Connection objects are owned by exactly
+# one thread at a time: the poll thread, or the worker serving them (they are out of the poll set then).
+import json
+import os
+import sys
+import time
+
+import _thread
+import select
+import socket
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+try:
+    from time import ticks_ms, ticks_diff
+except ImportError:  # CPython
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+try:
+    from sys import print_exception as _print_exception
+except ImportError:  # CPython
+    import traceback
+
+    def _print_exception(e):
+        traceback.print_exception(type(e), e, e.__traceback__)
+
+try:
+    from _iotutils import parse_head, chunked_decode
+except ImportError:
+    from iotutils.http import parse_head, chunked_decode
+
+try:
+    from _iotutils import REASONS as _PARSE_REASONS
+except ImportError:
+    try:
+        from iotutils.http import REASONS as _PARSE_REASONS
+    except ImportError:
+        _PARSE_REASONS = ("",)
+
+from array import array
+
+# the parser interface (fixed numbers, shared with httpparse.c and iotutils/http.py)
+_BODY_NONE = const(0)
+_BODY_LENGTH = const(1)
+_BODY_CHUNKED = const(2)
+_FLAG_CLOSE = const(1)
+_FLAG_KEEP_ALIVE = const(2)
+_FLAG_EXPECT_CONTINUE = const(4)
+_OUT_FIXED = const(9)
+_CHUNK_STATE_LEN = const(4)
+
+_POLLIN = select.POLLIN
+_POLLHUP = select.POLLHUP
+_POLLERR = select.POLLERR
+_MP = sys.implementation.name == "micropython"
+
+# route segment kinds
+_SEG_LIT = const(0)
+_SEG_STR = const(1)
+_SEG_INT = const(2)
+_SEG_PATH = const(3)
+
+_STATUS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+}
+
+_MIME = {
+    "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8", "css": "text/css",
+    "js": "application/javascript", "mjs": "application/javascript", "json": "application/json",
+    "txt": "text/plain; charset=utf-8", "svg": "image/svg+xml", "png": "image/png", "jpg": "image/jpeg",
+    "jpeg": "image/jpeg", "gif": "image/gif", "ico": "image/x-icon", "webp": "image/webp",
+    "wasm": "application/wasm", "xml": "application/xml", "pdf": "application/pdf",
+    "woff": "font/woff", "woff2": "font/woff2", "bin": "application/octet-stream",
+}
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class HTTPError(ValueError):
+    """Raise from a handler (or from req.json()/req.body) to answer with `status` and `reason`."""
+
+    def __init__(self, status, reason=None):
+        ValueError.__init__(self, reason or _STATUS.get(status, ""))
+        self.status = status
+        self.reason = reason or _STATUS.get(status, "")
+
+
+def unquote(s, plus=False):
+    """Percent-decode a URL component ('+' is a space when plus is True); bad escapes are kept as is."""
+    if plus and "+" in s:
+        s = s.replace("+", " ")
+    if "%" not in s:
+        return s
+    parts = s.split("%")
+    out = bytearray(parts[0].encode())
+    for p in parts[1:]:
+        try:
+            out.append(int(p[:2], 16))
+            out.extend(p[2:].encode())
+        except ValueError:
+            out.extend(b"%")
+            out.extend(p.encode())
+    try:
+        return out.decode()
+    except UnicodeError:
+        return s
+
+
+def parse_qs(s):
+    """'a=1&b=x+y' -> {'a': '1', 'b': 'x y'} (the last value wins)."""
+    d = {}
+    if s:
+        for item in s.split("&"):
+            if not item:
+                continue
+            k, _, v = item.partition("=")
+            d[unquote(k, True)] = unquote(v, True)
+    return d
+
+
+def http_date(secs):
+    t = time.gmtime(secs)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (_DAYS[t[6]], t[2], _MONTHS[t[1] - 1], t[0], t[3], t[4], t[5])
+
+
+class Response:
+    """A handler's answer. body: str, bytes, dict/list (JSON), a generator (streamed chunked), a file
+    object (streamed) or None. headers: {name: value}."""
+
+    #: Content-Type for str bodies when none is given
+    default_content_type = "text/html; charset=utf-8"
+
+    def __init__(self, body=b"", status=200, headers=None, content_type=None):
+        self.status = status
+        self.headers = headers if headers is not None else {}
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            content_type = content_type or "application/json"
+        elif isinstance(body, str):
+            content_type = content_type or self.default_content_type
+        elif body is None:
+            body = b""
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            content_type = content_type or "application/octet-stream"
+        else:  # generator or file: streamed
+            content_type = content_type or "application/octet-stream"
+        self.body = body
+        self.content_type = content_type
+
+    @classmethod
+    def redirect(cls, location, status=302):
+        return cls(b"", status, {"Location": location})
+
+    @classmethod
+    def file(cls, path, content_type=None, headers=None):
+        """Stream the file at path (closed after sending)."""
+        if content_type is None:
+            content_type = _MIME.get(path.rpartition(".")[2].lower(), "application/octet-stream")
+        r = cls(open(path, "rb"), 200, headers, content_type)
+        r.length = os.stat(path)[6]
+        return r
+
+
+def make_response(rv):
+    """Turn what a handler returned into a Response: dict/list -> JSON, str -> HTML, bytes,
+    (body, status), (body, status, headers), (body, headers), Response, None -> 204."""
+    if isinstance(rv, Response):
+        return rv
+    if isinstance(rv, tuple):
+        body = rv[0]
+        status = 200
+        headers = None
+        for extra in rv[1:]:
+            if isinstance(extra, int):
+                status = extra
+            elif isinstance(extra, dict):
+                headers = extra
+        if isinstance(body, Response):
+            body.status = status
+            if headers:
+                body.headers.update(headers)
+            return body
+        return Response(body, status, headers)
+    if rv is None:
+        return Response(b"", 204)
+    return Response(rv)
+
+
+class Request:
+    """One HTTP request. method, path (decoded), query_string, query (dict), headers (lower-case names),
+    body (bytes, read on first use), stream (a reader with readinto/read for the body), json(), form()."""
+
+    def __init__(self, server, conn, method, target, version, headers, body_kind, length, flags):
+        self.server = server
+        self.conn = conn
+        self.client_addr = conn.addr
+        self.method = method
+        self.target = target
+        path, _, qs = target.partition("?")
+        self.path = unquote(path)
+        self.query_string = qs
+        self._query = None
+        self.version = version
+        self.headers = headers
+        self.body_kind = body_kind
+        self.content_length = length if body_kind == _BODY_LENGTH else None
+        self.flags = flags
+        self.stream = None
+        self._body = None
+        self.route = None
+        self.g = {}  # free space for hooks (e.g. the authenticated user)
+
+    @property
+    def query(self):
+        if self._query is None:
+            self._query = parse_qs(self.query_string)
+        return self._query
+
+    # alias used by some frameworks
+    args = query
+
+    @property
+    def body(self):
+        if self._body is None:
+            if self.stream is None:
+                self._body = b""
+            else:
+                self._body = self.stream.read_all(self.server.max_body if self.route is None or
+                                                  self.route.max_body is None else self.route.max_body)
+        return self._body
+
+    def json(self):
+        """The body as JSON, whatever the Content-Type says (Hue clients omit it). Bad JSON -> 400."""
+        b = self.body
+        if not b:
+            return None
+        try:
+            return json.loads(b)
+        except ValueError:
+            raise HTTPError(400, "invalid JSON body")
+
+    def form(self):
+        """An application/x-www-form-urlencoded body as a dict."""
+        try:
+            return parse_qs(bytes(self.body).decode())
+        except UnicodeError:
+            raise HTTPError(400, "form body is not UTF-8")
+
+    @property
+    def keep_alive(self):
+        if self.flags & _FLAG_CLOSE:
+            return False
+        return self.version >= 1 or bool(self.flags & _FLAG_KEEP_ALIVE)
+
+    @property
+    def cookies(self):
+        d = {}
+        for item in self.headers.get("cookie", "").split(";"):
+            k, _, v = item.strip().partition("=")
+            if k:
+                d[k] = v
+        return d
+
+
+class _BodyReader:
+    """The request body as a stream (req.stream): readinto(b)/read(n)/read_all(limit).
+
+    Bytes already read with the head sit in the connection buffer; the rest comes from the socket
+    (blocking, with the server's io_timeout). A chunked body is decoded in place in that buffer."""
+
+    def __init__(self, server, conn, req, pos):
+        self.server = server
+        self.conn = conn
+        self.req = req
+        self.chunked = req.body_kind == _BODY_CHUNKED
+        self.remaining = req.content_length or 0  # for Content-Length bodies: bytes not yet returned
+        self.pos = pos        # next unread data byte in conn.buf
+        self.end = pos        # end of decoded data (chunked) in conn.buf
+        self.tail = None      # chunked: (start, end) of pipelined bytes after the body in conn.buf
+        self.done = not self.chunked and self.remaining == 0
+        self.continued = not (req.flags & _FLAG_EXPECT_CONTINUE)
+        self.broken = False
+        self.poller = None
+
+    def start(self):
+        if self.chunked:
+            self.state = array("i", [0] * _CHUNK_STATE_LEN)
+            self._decode(self.pos, self.conn.n)
+
+    def _continue(self):
+        # the client waits for "100 Continue" before sending the body: send it on first read
+        if not self.continued:
+            self.continued = True
+            self.server._write(self.conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _decode(self, start, end):
+        n = chunked_decode(self.conn.buf, start, end, self.state)
+        if n < 0:
+            self.broken = True
+            raise HTTPError(-n, _reason(self.state[3]) or None)
+        self.pos = start
+        self.end = start + n
+        if self.state[0] == -1:
+            self.done = True
+            self.tail = (self.state[1], end)
+
+    def readinto(self, b, limit=None):
+        want = len(b) if limit is None else min(limit, len(b))
+        conn = self.conn
+        if self.chunked:
+            while self.pos >= self.end:
+                if self.done:
+                    return 0
+                self._continue()
+                r = self._recv_some(conn.buf)
+                if not r:
+                    raise OSError("client closed during body")
+                self._decode(0, r)
+            n = min(want, self.end - self.pos)
+            b[:n] = memoryview(conn.buf)[self.pos:self.pos + n]
+            self.pos += n
+            return n
+        if self.remaining == 0:
+            return 0
+        want = min(want, self.remaining)
+        avail = conn.n - self.pos
+        if avail > 0:
+            n = min(want, avail)
+            b[:n] = memoryview(conn.buf)[self.pos:self.pos + n]
+            self.pos += n
+        else:
+            self._continue()
+            n = conn.sock.readinto(memoryview(b)[:want]) if want < len(b) else conn.sock.readinto(b)
+            if not n:
+                raise OSError("client closed during body")
+        self.remaining -= n
+        if self.remaining == 0:
+            self.done = True
+        return n
+
+    def _recv_some(self, b):
+        # a chunked body has no known end: a blocking readinto would wait for a full buffer, so read
+        # what is there from the non-blocking socket and poll (io_timeout) for more
+        sock = self.conn.sock
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(sock, _POLLIN)
+            sock.setblocking(False)
+        while True:
+            try:
+                r = sock.readinto(b) if _MP else sock.recv_into(b)
+            except OSError as e:
+                if not e.args or e.args[0] != 11:
+                    raise
+                r = None
+            if r is not None:
+                return r
+            if not self.poller.poll(self.server.io_timeout):
+                raise OSError(110)  # ETIMEDOUT
+
+    def blocking(self):
+        """Back to blocking I/O (with io_timeout) for writing the response."""
+        if self.poller is not None:
+            self.poller.unregister(self.conn.sock)
+            self.poller = None
+            self.conn.sock.settimeout(self.server.io_timeout / 1000)
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            return self.read_all(None)
+        b = bytearray(n)
+        got = 0
+        mv = memoryview(b)
+        while got < n:
+            r = self.readinto(mv[got:])
+            if not r:
+                break
+            got += r
+        return bytes(b) if got == n else bytes(b[:got])
+
+    def read_all(self, limit):
+        """The whole (rest of the) body as bytes; more than limit bytes -> HTTPError 413."""
+        if not self.chunked:
+            if limit is not None and self.remaining > limit:
+                raise HTTPError(413)
+            b = bytearray(self.remaining)
+            mv = memoryview(b)
+            got = 0
+            while got < len(b):
+                got += self.readinto(mv[got:])
+            return bytes(b)
+        out = bytearray()
+        while True:
+            if self.pos >= self.end:
+                if self.done:
+                    return bytes(out)
+                self.readinto(b"")  # refill
+                if self.pos >= self.end:
+                    continue
+            n = self.end - self.pos
+            if limit is not None and len(out) + n > limit:
+                raise HTTPError(413)
+            out.extend(memoryview(self.conn.buf)[self.pos:self.end])
+            self.pos = self.end
+
+    def drain(self, limit):
+        """Discard the unread body (to keep the connection usable); False if over limit or impossible."""
+        if self.done and (self.chunked or self.remaining == 0):
+            return True
+        if not self.continued:
+            return False  # the client never sent it: the connection state is unknown
+        if not self.chunked and self.remaining > limit:
+            return False
+        scratch = bytearray(512)
+        total = 0
+        while True:
+            r = self.readinto(scratch)
+            if not r:
+                return True
+            total += r
+            if total > limit:
+                return False
+
+    def leftover(self):
+        """(start, end) in conn.buf of bytes after this body (a pipelined next request)."""
+        if self.chunked:
+            return self.tail if self.tail else (0, 0)
+        return (self.pos, self.conn.n) if self.pos < self.conn.n else (0, 0)
+
+
+class _Route:
+    def __init__(self, pattern, fn, methods, stream, max_body):
+        self.pattern = pattern
+        self.fn = fn
+        self.methods = tuple(m.upper() for m in methods)
+        if "GET" in self.methods and "HEAD" not in self.methods:
+            self.methods += ("HEAD",)
+        self.stream = stream
+        self.max_body = max_body
+        self.segs = None  # None: a literal path, matched by string compare
+        self.catch_all = False
+        if "<" in pattern:
+            self.segs = []
+            for part in pattern.split("/"):
+                if part.startswith("<") and part.endswith(">"):
+                    kind, _, name = part[1:-1].partition(":")
+                    if not name:
+                        kind, name = "str", kind
+                    k = {"str": _SEG_STR, "string": _SEG_STR, "int": _SEG_INT, "path": _SEG_PATH}.get(kind)
+                    if k is None:
+                        raise ValueError("route %r: unknown parameter type %r" % (pattern, kind))
+                    self.segs.append((k, name))
+                    if k == _SEG_PATH:
+                        self.catch_all = True
+                else:
+                    self.segs.append((_SEG_LIT, part))
+
+    def match(self, path, parts):
+        """The list of path arguments, or None."""
+        if self.segs is None:
+            return [] if path == self.pattern else None
+        segs = self.segs
+        args = []
+        i = 0
+        for kind, val in segs:
+            if kind == _SEG_PATH:
+                rest = "/".join(parts[i:])
+                if not rest:
+                    return None
+                args.append(rest)
+                return args
+            if i >= len(parts):
+                return None
+            p = parts[i]
+            i += 1
+            if kind == _SEG_LIT:
+                if p != val:
+                    return None
+            elif kind == _SEG_INT:
+                if not p or not (p.isdigit() or (p[0] == "-" and p[1:].isdigit())):
+                    return None
+                args.append(int(p))
+            else:
+                if not p:
+                    return None
+                args.append(p)
+        return args if i == len(parts) else None
+
+
+class _Conn:
+    def __init__(self, sock, addr, now):
+        self.sock = sock
+        self.addr = addr
+        self.buf = None   # a buffer only while a request is being read (idle keep-alive sockets hold none)
+        self.n = 0        # valid bytes in buf
+        self.t0 = None    # ticks of the first byte of the request being read (for 408)
+        self.last = now   # ticks of the last activity (LRU eviction, idle timeout)
+        self.busy = False
+        self.req = None   # a parsed head waiting for its (small) body
+        self.need = 0
+
+
+class _Static:
+    def __init__(self, folder, max_age, index):
+        self.folder = folder.rstrip("/")
+        self.max_age = max_age
+        self.index = index
+
+    def __call__(self, req, path):
+        # no way out of the folder: no '..', no empty or hidden segments
+        for seg in path.split("/"):
+            if seg in ("", ".", "..") or seg.startswith("."):
+                return Response("Not Found", 404, content_type="text/plain")
+        full = self.folder + "/" + path
+        st = _stat(full)
+        if st is not None and st[0] & 0x4000:
+            full = full + "/" + self.index
+            st = _stat(full)
+        gz = _stat(full + ".gz")
+        if st is None and gz is None:
+            return Response("Not Found", 404, content_type="text/plain")
+        ctype = _MIME.get(full.rpartition(".")[2].lower(), "application/octet-stream")
+        accepts_gz = "gzip" in req.headers.get("accept-encoding", "")
+        headers = {"Cache-Control": "max-age=%d" % self.max_age}
+        gzipped = gz is not None and (accepts_gz or st is None)
+        if gzipped:
+            use, ust = full + ".gz", gz
+            headers["Vary"] = "Accept-Encoding"
+        else:
+            use, ust = full, st
+        etag = '"%x-%x%s"' % (ust[6], ust[8], "-gz" if gzipped else "")
+        headers["ETag"] = etag
+        headers["Last-Modified"] = http_date(ust[8])
+        inm = req.headers.get("if-none-match")
+        if inm is not None:
+            if etag in inm or inm.strip() == "*":
+                return Response(b"", 304, headers)
+        elif req.headers.get("if-modified-since") == headers["Last-Modified"]:
+            return Response(b"", 304, headers)
+        if gzipped:
+            if accepts_gz:
+                headers["Content-Encoding"] = "gzip"
+            else:
+                # only the .gz exists and the client can't take gzip: inflate on the fly
+                try:
+                    import deflate
+                except ImportError:
+                    return Response("gzip only", 406, content_type="text/plain")
+                f = open(use, "rb")
+                r = Response(_Inflated(deflate.DeflateIO(f, deflate.GZIP), f), 200, headers, ctype)
+                return r
+        r = Response(open(use, "rb"), 200, headers, ctype)
+        r.length = ust[6]
+        return r
+
+
+class _Inflated:
+    def __init__(self, stream, f):
+        self.stream = stream
+        self.f = f
+
+    def readinto(self, b):
+        return self.stream.readinto(b)
+
+    def close(self):
+        self.f.close()
+
+
+def _reason(i):
+    return _PARSE_REASONS[i] if 0 <= i < len(_PARSE_REASONS) else ""
+
+
+def _stat(path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+class WebServer:
+    """A threaded HTTP/1.1 server. Limits are class attributes: tune them on the class or the instance."""
+
+    #: most open connections; a new one evicts the least recently used idle one (or is refused)
+    max_connections = 32
+    #: per-connection read buffer (bytes); a head that does not fit grows it up to max_head
+    buffer_size = 1024
+    #: largest request head (request line + headers) in bytes: more -> 431 (414 for the request line)
+    max_head = 4096
+    #: most request headers: more -> 431
+    max_headers = 24
+    #: largest request body for non-stream routes (bytes): more -> 413
+    max_body = 16384
+    #: the whole head (and a small body) must arrive within this many ms of its first byte: else 408
+    request_timeout = 10000
+    #: an idle keep-alive connection is closed after this many ms
+    idle_timeout = 30000
+    #: socket timeout (ms) while a worker reads a body or writes a response
+    io_timeout = 10000
+    #: unread request body a worker discards to keep a connection alive (bytes); more -> close
+    max_drain = 65536
+    #: chunk size for streamed responses (files)
+    send_buffer = 1024
+    #: thread stack size for workers (0: the port's default)
+    stack_size = 0
+    #: listen backlog
+    backlog = 8
+    #: print handler exceptions to the console
+    log_errors = True
+    #: value of the Server header (None: no header)
+    server_name = "iotutils"
+
+    def __init__(self, port=80, workers=3, host=None):
+        self.port = port
+        self.workers = workers
+        self.host = host
+        self.last_request_ms = ticks_ms()
+        self.request_count = 0
+        self._routes = []
+        self._before = []
+        self._after = []
+        self._on_request = []
+        self._tlock = _thread.allocate_lock()
+        self._slock = _thread.allocate_lock()
+        self._qlock = _thread.allocate_lock()
+        self._rlock = _thread.allocate_lock()
+        self._jobs = []
+        self._idle = []
+        self._returned = []
+        self._wake_pending = False
+        self._running = False
+        self._threads = 0
+        self._sock = None
+        self._wake = None
+        self._wake_addr = None
+        self.bound_port = None
+
+    # ---- routes and hooks ----
+    def add_route(self, path, fn, methods=("GET",), stream=False, max_body=None):
+        """Register fn(req, *path_args) for path; safe while the server runs."""
+        if isinstance(methods, str):
+            methods = (methods,)
+        r = _Route(path, fn, methods, stream, max_body)
+        with self._tlock:
+            # copy-on-write: readers never see a list being resized. Catch-all <path:> routes go last.
+            routes = list(self._routes)
+            if r.catch_all:
+                routes.append(r)
+            else:
+                i = 0
+                while i < len(routes) and not routes[i].catch_all:
+                    i += 1
+                routes.insert(i, r)
+            self._routes = routes
+        return fn
+
+    def route(self, path, methods=("GET",), stream=False, max_body=None):
+        """Decorator: @app.route("/api/x/<int:n>", methods=("GET", "POST"), stream=False)."""
+        def deco(fn):
+            return self.add_route(path, fn, methods, stream, max_body)
+        return deco
+
+    def get(self, path, **kw):
+        return self.route(path, ("GET",), **kw)
+
+    def post(self, path, **kw):
+        return self.route(path, ("POST",), **kw)
+
+    def before_request(self, fn):
+        """fn(req) runs before every handler (before the body is read); a return value other than None
+        is sent as the response and the handler is skipped (authentication)."""
+        with self._tlock:
+            self._before = self._before + [fn]
+        return fn
+
+    def after_request(self, fn):
+        """fn(req, response) -> response (or None to keep it) runs after every handler."""
+        with self._tlock:
+            self._after = self._after + [fn]
+        return fn
+
+    def on_request(self, fn):
+        """fn(req, status) is called after each request was answered (counters, activity LEDs)."""
+        with self._tlock:
+            self._on_request = self._on_request + [fn]
+        return fn
+
+    def static(self, url_prefix, folder, max_age=3600, index="index.html"):
+        """Serve files under folder at url_prefix/...; a file.gz sibling is sent gzip-encoded to clients
+        that accept it; ETag/Last-Modified/Cache-Control and 304 answers."""
+        handler = _Static(folder, max_age, index)
+        prefix = url_prefix.rstrip("/")
+        self.add_route(prefix + "/<path:p>", handler, ("GET",))
+        self.add_route(prefix + "/", lambda req: handler(req, index), ("GET",))
+        return handler
+
+    def idle_ms(self):
+        """Milliseconds since the last request (OTA waits for an idle device)."""
+        return ticks_diff(ticks_ms(), self.last_request_ms)
+
+    def stats(self):
+        with self._slock:
+            return {"requests": self.request_count, "last_request_ms": self.last_request_ms}
+
+    # ---- life cycle ----
+    def _bind(self):
+        try:
+            from iotutils import hal
+        except ImportError:  # installed without the hardware layer
+            hal = None
+        port = self.port
+        host = self.host
+        if hal is not None:
+            try:
+                port = hal.port(self.port)
+            except ValueError:
+                pass
+            if host is None:
+                host = "0.0.0.0" if getattr(hal, "PLATFORM", "") == "esp32" else hal.ip()
+        if host is None:
+            host = "0.0.0.0"
+        addr = socket.getaddrinfo(host, port)[0][-1]
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+        s.listen(self.backlog)
+        s.setblocking(False)
+        self._sock = s
+        self.bound_port = port
+        # the wake-up socket: workers hand connections back to the poll thread and poke it with a datagram
+        try:
+            w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            wa = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+            w.bind(wa)
+            w.setblocking(False)
+            self._wake = w
+            self._wake_addr = wa
+        except OSError:
+            self._wake = None  # the poll loop then polls with a short timeout instead
+
+    def start(self):
+        """Bind and serve from background threads; returns at once."""
+        if self._running:
+            return
+        self._bind()
+        self._running = True
+        self._start_workers()
+        self._spawn(self._loop)
+
+    def serve_forever(self):
+        """Bind and serve from this thread (workers still run in their threads)."""
+        if not self._running:
+            self._bind()
+            self._running = True
+            self._start_workers()
+        self._loop()
+
+    def stop(self, timeout_ms=5000):
+        """Stop serving: close every connection and the listening socket; wait for the threads."""
+        if not self._running:
+            return
+        self._running = False
+        with self._qlock:
+            idle = self._idle
+            self._idle = []
+        for w in idle:
+            w[1] = None
+            w[0].release()
+        self._poke()
+        t0 = ticks_ms()
+        while self._threads > 0 and ticks_diff(ticks_ms(), t0) < timeout_ms:
+            time.sleep_ms(5) if _MP else time.sleep(0.005)
+
+    def _spawn(self, fn, *args):
+        with self._slock:
+            self._threads += 1
+        if self.stack_size:
+            _thread.stack_size(self.stack_size)
+        _thread.start_new_thread(self._thread_main, (fn, args))
+
+    def _thread_main(self, fn, args):
+        try:
+            fn(*args)
+        except Exception as e:
+            _print_exception(e)
+        finally:
+            with self._slock:
+                self._threads -= 1
+
+    def _start_workers(self):
+        for _ in range(self.workers):
+            self._spawn(self._worker)
+
+    # ---- the poll thread ----
+    def _loop(self):
+        poller = select.poll()
+        lsock = self._sock
+        poller.register(lsock, _POLLIN)
+        wake = self._wake
+        if wake is not None:
+            poller.register(wake, _POLLIN)
+        self._poller = poller
+        conns = {}
+        self._conns = conns
+        self._pool = []
+        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
+        self._out = out
+        last_scan = ticks_ms()
+        try:
+            while self._running:
+                timeout = 250 if wake is not None or not conns else 5
+                events = poller.poll(timeout)
+                now = ticks_ms()
+                for ev in events:
+                    obj = ev[0]
+                    if obj is lsock or (not _MP and obj == lsock.fileno()):
+                        self._accept(now)
+                    elif obj is wake or (not _MP and wake is not None and obj == wake.fileno()):
+                        try:
+                            while wake.recv(16):
+                                pass
+                        except OSError:
+                            pass
+                    else:
+                        conn = conns.get(obj)
+                        if conn is not None:
+                            self._readable(conn, ev[1], now)
+                if self._returned:
+                    self._take_back(now)
+                while self._jobs and not self.workers:
+                    self._run_queue()
+                if ticks_diff(now, last_scan) > 200:
+                    last_scan = now
+                    self._scan(now)
+        finally:
+            for c in list(conns.values()):
+                self._close(c)
+            poller.unregister(lsock)
+            lsock.close()
+            if wake is not None:
+                wake.close()
+            self._sock = None
+
+    def _key(self, sock):
+        return sock if _MP else sock.fileno()
+
+    def _accept(self, now):
+        while True:
+            try:
+                s, addr = self._sock.accept()
+            except OSError:
+                return
+            if len(self._conns) >= self.max_connections and not self._evict():
+                s.close()  # every connection is busy: refuse
+                continue
+            s.setblocking(False)
+            c = _Conn(s, addr, now)
+            self._conns[self._key(s)] = c
+            self._poller.register(s, _POLLIN)
+
+    def _evict(self):
+        # least recently used connection that is not being served and has no request under way
+        victim = None
+        for c in self._conns.values():
+            if not c.busy and c.t0 is None and (victim is None or ticks_diff(c.last, victim.last) < 0):
+                victim = c
+        if victim is None:
+            return False
+        self._close(victim)
+        return True
+
+    def _close(self, conn):
+        key = self._key(conn.sock)
+        if self._conns.pop(key, None) is not None and not conn.busy:
+            try:
+                self._poller.unregister(conn.sock)
+            except (OSError, ValueError, KeyError):
+                pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        conn.buf = None
+
+    def _get_buf(self):
+        return self._pool.pop() if self._pool else bytearray(self.buffer_size)
+
+    def _put_buf(self, conn):
+        b = conn.buf
+        conn.buf = None
+        conn.n = 0
+        if b is not None and len(b) == self.buffer_size and len(self._pool) < self.workers + 2:
+            self._pool.append(b)
+
+    def _readable(self, conn, ev, now):
+        if conn.buf is None:
+            conn.buf = self._get_buf()
+            conn.n = 0
+        buf = conn.buf
+        if conn.n >= len(buf):
+            # only reachable while a small body is awaited: the buffer was sized for it
+            self._fail(conn, 400)
+            return
+        try:
+            if _MP:
+                r = conn.sock.readinto(memoryview(buf)[conn.n:])
+            else:
+                r = conn.sock.recv_into(memoryview(buf)[conn.n:])
+        except OSError as e:
+            if e.args and e.args[0] == 11:  # EAGAIN (CPython raises BlockingIOError)
+                return
+            r = 0
+        if r is None:
+            if ev & (_POLLHUP | _POLLERR):
+                self._close(conn)
+            return
+        if r == 0:
+            self._close(conn)
+            return
+        conn.last = now
+        if conn.t0 is None:
+            conn.t0 = now
+        conn.n += r
+        if conn.req is not None:
+            if conn.n >= conn.need:
+                req = conn.req
+                conn.req = None
+                self._dispatch(conn, req)
+            return
+        self._parse(conn)
+
+    def _parse(self, conn):
+        """Parse the head in conn.buf: dispatch a complete request, answer an error, or wait for more."""
+        buf = conn.buf
+        out = self._out
+        res = parse_head(buf, conn.n, out)
+        if res == 0:
+            if conn.n >= len(buf):
+                if len(buf) >= self.max_head:
+                    self._fail(conn, 431 if out[0] else 414)
+                    return
+                nb = bytearray(min(self.max_head, len(buf) * 2))
+                nb[:conn.n] = buf[:conn.n]
+                conn.buf = nb
+            return
+        if res < 0:
+            self._fail(conn, -res, _reason(out[0]) or None)
+            return
+        try:
+            req = self._make_request(conn, buf, out)
+        except MemoryError:
+            self._fail(conn, 503)
+            return
+        except ValueError:
+            self._fail(conn, 400)
+            return
+        req.head_len = res
+        if req.body_kind == _BODY_LENGTH and not (req.flags & _FLAG_EXPECT_CONTINUE):
+            need = res + req.content_length
+            if need > conn.n and need <= len(buf):
+                conn.req = req  # a small body: read it here, don't hold a worker for it
+                conn.need = need
+                return
+        self._dispatch(conn, req)
+
+    def _make_request(self, conn, buf, out):
+        mv = memoryview(buf)
+        method = bytes(mv[out[0]:out[0] + out[1]]).decode()
+        target = bytes(mv[out[2]:out[2] + out[3]]).decode()
+        headers = {}
+        i = _OUT_FIXED
+        for _ in range(out[5]):
+            name = bytes(mv[out[i]:out[i] + out[i + 1]]).decode().lower()
+            value = bytes(mv[out[i + 2]:out[i + 2] + out[i + 3]]).decode()
+            if name in headers:
+                value = headers[name] + ", " + value
+            headers[name] = value
+            i += 4
+        return Request(self, conn, method, target, out[4], headers, out[6], out[7], out[8])
+
+    def _fail(self, conn, status, reason=None):
+        # an error found by the poll thread: best-effort non-blocking answer, then close
+        self._send_error_now(conn.sock, status, reason)
+        self._close(conn)
+
+    def _send_error_now(self, sock, status, reason=None):
+        body = (reason or _STATUS.get(status, "Error")) + "\n"
+        msg = "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+            status, _STATUS.get(status, "Error"), len(body), body)
+        try:
+            sock.send(msg.encode())
+        except OSError:
+            pass
+        # read what the client already sent, so closing does not reset the connection before it reads
+        try:
+            scratch = bytearray(256)
+            for _ in range(16):
+                r = sock.readinto(scratch) if _MP else sock.recv_into(scratch)
+                if not r:
+                    break
+        except OSError:
+            pass
+
+    def _dispatch(self, conn, req):
+        conn.busy = True
+        self._poller.unregister(conn.sock)
+        with self._qlock:
+            if self._idle:
+                w = self._idle.pop()
+                w[1] = req
+                w[0].release()
+            else:
+                self._jobs.append(req)
+
+    def _run_queue(self):
+        # workers=0: the poll thread serves requests itself
+        jobs = self._jobs
+        self._jobs = []
+        for req in jobs:
+            self._serve(req)
+        if self._returned:
+            self._take_back(ticks_ms())
+
+    def _take_back(self, now):
+        with self._rlock:
+            back = self._returned
+            self._returned = []
+            self._wake_pending = False
+        for conn, keep in back:
+            conn.busy = False
+            if not keep or not self._running:
+                self._close(conn)
+                continue
+            conn.last = now
+            conn.t0 = now if conn.n else None
+            self._poller.register(conn.sock, _POLLIN)
+            if conn.n:
+                self._parse(conn)  # a pipelined request already in the buffer
+            else:
+                self._put_buf(conn)
+
+    def _scan(self, now):
+        # timeouts: 408 for a request that takes too long to arrive, silent close of idle connections
+        for c in list(self._conns.values()):
+            if c.busy:
+                continue
+            if c.t0 is not None:
+                if ticks_diff(now, c.t0) > self.request_timeout:
+                    self._fail(c, 408)
+            elif ticks_diff(now, c.last) > self.idle_timeout:
+                self._close(c)
+
+    def _poke(self):
+        if self._wake is not None:
+            try:
+                self._wake.sendto(b"w", self._wake_addr)
+            except OSError:
+                pass
+
+    # ---- workers ----
+    def _worker(self):
+        me = [_thread.allocate_lock(), None]
+        me[0].acquire()
+        while self._running:
+            with self._qlock:
+                req = self._jobs.pop(0) if self._jobs else None
+                if req is None:
+                    self._idle.append(me)
+            if req is None:
+                me[0].acquire()  # released by _dispatch (with me[1] set) or stop()
+                req = me[1]
+                me[1] = None
+                if req is None:
+                    continue
+            self._serve(req)
+
+    def _give_back(self, conn, keep):
+        if not self.workers:
+            # the poll thread itself: no wake-up needed
+            self._returned.append((conn, keep))
+            return
+        with self._rlock:
+            self._returned.append((conn, keep))
+            poke = not self._wake_pending
+            self._wake_pending = True
+        if poke:
+            self._poke()
+
+    def _serve(self, req):
+        """Run one request to the end in this (worker) thread; give the connection back."""
+        conn = req.conn
+        sock = conn.sock
+        keep = False
+        try:
+            sock.settimeout(self.io_timeout / 1000)
+            keep = self._handle(req)
+        except Exception as e:  # the connection is broken (timeout, reset): just close it
+            if self.log_errors and not isinstance(e, OSError):
+                _print_exception(e)
+            keep = False
+        if keep:
+            try:
+                sock.setblocking(False)
+            except OSError:
+                keep = False
+        self._give_back(conn, keep)
+
+    def _find(self, req):
+        """(route, args) or (None, status) with status 404/405 (req.allow set for 405)."""
+        path = req.path
+        parts = None
+        allow = None
+        for r in self._routes:
+            if r.segs is None:
+                if path != r.pattern:
+                    continue
+                args = []
+            else:
+                if parts is None:
+                    parts = path.split("/")
+                args = r.match(path, parts)
+                if args is None:
+                    continue
+            if req.method in r.methods:
+                return r, args
+            allow = (allow or ()) + r.methods
+        if allow is not None:
+            req.allow = allow
+            return None, 405
+        return None, 404
+
+    def _handle(self, req):
+        conn = req.conn
+        with self._slock:
+            self.request_count += 1
+            self.last_request_ms = ticks_ms()
+        resp = None
+        reader = _BodyReader(self, conn, req, req.head_len)
+        req.stream = reader
+        try:
+            reader.start()
+            route, args = self._find(req)
+            req.route = route
+            if route is None:
+                if args == 405 and req.method == "OPTIONS":
+                    resp = Response(b"", 204, {"Allow": ", ".join(req.allow + ("OPTIONS",))})
+                elif args == 405:
+                    resp = Response("Method Not Allowed\n", 405, {"Allow": ", ".join(req.allow)},
+                                    "text/plain")
+                else:
+                    resp = Response("Not Found\n", 404, None, "text/plain")
+            else:
+                for hook in self._before:
+                    rv = hook(req)
+                    if rv is not None:
+                        resp = make_response(rv)
+                        break
+                if resp is None:
+                    limit = self.max_body if route.max_body is None else route.max_body
+                    if not route.stream:
+                        if req.content_length is not None and req.content_length > limit:
+                            raise HTTPError(413)
+                        req.body  # read it now: handler errors then are the handler's own
+                    resp = make_response(route.fn(req, *args))
+            for hook in self._after:
+                rv = hook(req, resp)
+                if rv is not None:
+                    resp = make_response(rv)
+        except HTTPError as e:
+            resp = Response(e.reason + "\n", e.status, None, "text/plain")
+        except MemoryError:
+            resp = None
+            try:
+                import gc
+                gc.collect()
+            except ImportError:
+                pass
+            resp = Response("Out of memory\n", 503, None, "text/plain")
+        except OSError:
+            raise  # the connection broke while reading the body
+        except Exception as e:
+            if self.log_errors:
+                _print_exception(e)
+            resp = Response("Internal Server Error\n", 500, None, "text/plain")
+        keep = req.keep_alive and self._running
+        if keep and not reader.done:
+            # the handler left (part of) the body unread: discard a little, else close
+            if resp.status == 413 or reader.broken or not reader.continued:
+                keep = False
+            else:
+                try:
+                    keep = reader.drain(self.max_drain)
+                except (OSError, ValueError):
+                    keep = False
+        reader.blocking()
+        keep = self._send(req, resp, keep)
+        for fn in self._on_request:
+            try:
+                fn(req, resp.status)
+            except Exception as e:
+                _print_exception(e)
+        if keep:
+            start, end = reader.leftover()
+            buf = conn.buf
+            if end > start:
+                if start:
+                    buf[:end - start] = buf[start:end]
+                conn.n = end - start
+            else:
+                conn.n = 0
+        return keep
+
+    # ---- responses ----
+    def _write(self, sock, data):
+        if _MP:
+            sock.write(data)
+        else:
+            sock.sendall(data)
+
+    def _send(self, req, resp, keep):
+        """Write resp; True if the connection may be reused."""
+        sock = req.conn.sock
+        body = resp.body
+        status = resp.status
+        head_only = req.method == "HEAD" or status == 304 or status == 204 or status < 200
+        h = ["HTTP/1.1 %d %s\r\n" % (status, _STATUS.get(status, "Unknown"))]
+        if self.server_name:
+            h.append("Server: %s\r\n" % self.server_name)
+        if resp.content_type and status != 304 and status != 204:
+            h.append("Content-Type: %s\r\n" % resp.content_type)
+        for k in resp.headers:
+            h.append("%s: %s\r\n" % (k, resp.headers[k]))
+        stream = None
+        chunked = False
+        if isinstance(body, str):
+            body = body.encode()
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            length = len(body)
+        else:
+            stream = body
+            length = getattr(resp, "length", None)
+            body = b""
+            if length is None and not head_only:
+                if req.version >= 1:
+                    chunked = True
+                else:
+                    keep = False  # HTTP/1.0: the end of the body is the end of the connection
+        if status == 204 or status == 304 or status < 200:
+            pass
+        elif chunked:
+            h.append("Transfer-Encoding: chunked\r\n")
+        elif length is not None:
+            h.append("Content-Length: %d\r\n" % length)
+        if not keep:
+            h.append("Connection: close\r\n")
+        elif req.version == 0:
+            h.append("Connection: keep-alive\r\n")
+        h.append("\r\n")
+        head = "".join(h).encode()
+        try:
+            if head_only:
+                self._write(sock, head)
+            elif stream is None:
+                if len(body) <= 1024:
+                    self._write(sock, head + body)
+                else:
+                    self._write(sock, head)
+                    self._write(sock, body)
+            elif hasattr(stream, "readinto"):
+                self._write(sock, head)
+                self._send_file(sock, stream, chunked)
+            else:
+                self._write(sock, head)
+                self._send_gen(sock, stream, chunked)
+        finally:
+            if stream is not None:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+        return keep
+
+    def _send_file(self, sock, f, chunked):
+        buf = bytearray(self.send_buffer)
+        mv = memoryview(buf)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            if chunked:
+                self._write(sock, b"%x\r\n" % n)
+                self._write(sock, mv[:n])
+                self._write(sock, b"\r\n")
+            else:
+                self._write(sock, mv[:n])
+        if chunked:
+            self._write(sock, b"0\r\n\r\n")
+
+    def _send_gen(self, sock, gen, chunked):
+        for part in gen:
+            if isinstance(part, str):
+                part = part.encode()
+            if not part:
+                continue
+            if chunked:
+                self._write(sock, b"%x\r\n" % len(part) + part + b"\r\n")
+            else:
+                self._write(sock, part)
+        if chunked:
+            self._write(sock, b"0\r\n\r\n")
