@@ -98,7 +98,7 @@ firmware: micropython-src ## build the firmware for BOARD (ESP32_GENERIC or UNIX
 	    USER_C_MODULES=$(ROOT)/c_modules FROZEN_MANIFEST=$(ROOT)/frozen/manifest.py
 	@echo "host firmware: $(UNIX_FIRMWARE)   (make test FIRMWARE=$(UNIX_FIRMWARE))"
 else ifeq ($(BOARD),ESP32_GENERIC)
-firmware: micropython-src idf-check
+firmware: micropython-src idf-check venv
 	$(MAKE) -C $(MICROPY_DIR)/mpy-cross
 	$(MAKE) -C $(MICROPY_DIR)/ports/esp32 BOARD_DIR=$(ROOT)/boards/ESP32_GENERIC BUILD=$(BUILD_ESP32) \
 	    USER_C_MODULES=$(ROOT)/c_modules/micropython.cmake FROZEN_MANIFEST=$(ROOT)/frozen/manifest.py

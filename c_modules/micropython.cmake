@@ -1,16 +1,19 @@
-# ESP32 build (USER_C_MODULES=c_modules/micropython.cmake): the _iotutils module.
+# ESP32 build (USER_C_MODULES=<abs>/c_modules/micropython.cmake): the _iotutils module.
 # On the chip the key/value store runs on ESP-IDF's own NVS (kvstore_idf.c); the host NVS
-# engine (nvs_host.c) is only for the unix port.
+# engine (nvs_host.c) is only for the unix port (iotutils/micropython.mk).
 add_library(usermod_iotutils INTERFACE)
 
-target_sources(usermod_iotutils INTERFACE
-    ${CMAKE_CURRENT_LIST_DIR}/iotutils/modiotutils.c
-    ${CMAKE_CURRENT_LIST_DIR}/iotutils/httpparse.c
-    ${CMAKE_CURRENT_LIST_DIR}/iotutils/kvstore.c
-    ${CMAKE_CURRENT_LIST_DIR}/iotutils/kvstore_idf.c
-)
+set(_iotutils_dir ${CMAKE_CURRENT_LIST_DIR}/iotutils)
+set(_iotutils_sources ${_iotutils_dir}/modiotutils.c)
+# The cores land one by one: list those present, as micropython.mk does with $(wildcard).
+foreach(_core httpparse.c kvstore.c kvstore_idf.c)
+    if(EXISTS ${_iotutils_dir}/${_core})
+        list(APPEND _iotutils_sources ${_iotutils_dir}/${_core})
+    endif()
+endforeach()
 
-target_include_directories(usermod_iotutils INTERFACE ${CMAKE_CURRENT_LIST_DIR}/iotutils)
+target_sources(usermod_iotutils INTERFACE ${_iotutils_sources})
+target_include_directories(usermod_iotutils INTERFACE ${_iotutils_dir})
 target_compile_definitions(usermod_iotutils INTERFACE IOTUTILS_KV_IDF=1)
 
 target_link_libraries(usermod INTERFACE usermod_iotutils)
