@@ -1,0 +1,145 @@
+# Typed key/value storage in folders (NVS namespaces), on the best backend this runtime has.
+#
+# Chosen at import, same behaviour everywhere:
+#   "kvstore"   the C module's _iotutils.KVStore: ESP-IDF's own NVS on a board, the C NVS core
+#               over the simulated flash file in the host firmware;
+#   "esp32nvs"  stock MicroPython on an ESP32: esp32.NVS (store_esp32nvs.py encodes the types);
+#   "nvs"       pure-Python NVS (nvs.py) over hal.partition("nvs"): host runtime, other boards.
+# Values are int, str or bytes; folders and keys are 1..15 characters. One lock serialises every
+# call (the host runtime has no GIL).
+try:
+    import _thread
+    _lock = _thread.allocate_lock()
+except ImportError:  # pragma: no cover
+    class _NoLock:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+    _lock = _NoLock()
+
+from iotutils import hal
+
+try:
+    from _iotutils import KVStore as _KVStore
+except (ImportError, AttributeError):
+    _KVStore = None
+
+if _KVStore is not None:
+    BACKEND = "kvstore"
+elif hal.PLATFORM == "esp32":
+    BACKEND = "esp32nvs"
+else:
+    BACKEND = "nvs"
+
+_backend = None
+GENERATION = 0  # bumped by use(): caches of stored values (persist.py) compare it
+
+
+def _open():
+    global _backend
+    if _backend is None:
+        if BACKEND == "kvstore":
+            if hal.PLATFORM == "esp32":
+                _backend = _KVStore("nvs")
+            else:
+                part = hal.partition("nvs")
+                path = hal.config().get("flash")
+                if path is None:  # RAM flash (unit tests): the C store needs a file
+                    from iotutils.nvs import NVS
+                    _backend = NVS(part)
+                else:
+                    if hasattr(part, "close"):
+                        part.close()  # the C store opens the file itself
+                    p = [x for x in hal.config()["partitions"] if x[0] == "nvs"][0]
+                    _backend = _KVStore(path, p[3], p[4])
+        elif BACKEND == "esp32nvs":
+            from iotutils.store_esp32nvs import ESP32NVS
+            _backend = ESP32NVS()
+        else:
+            from iotutils.nvs import NVS
+            _backend = NVS(hal.partition("nvs"))
+    return _backend
+
+
+def use(backend, name=None):
+    """Replace the backend (tests, benchmarks): any object with the nvs.NVS methods."""
+    global _backend, BACKEND, GENERATION
+    with _lock:
+        _backend = backend
+        BACKEND = name or type(backend).__name__.lower()
+        GENERATION += 1
+
+
+def backend():
+    with _lock:
+        return _open()
+
+
+def check_name(s, what="key"):
+    """1..15 printable characters (NVS's key limit), else ValueError."""
+    if not isinstance(s, str) or not 1 <= len(s.encode()) <= 15:
+        raise ValueError("%s must be 1..15 characters: %r" % (what, s))
+    for c in s:
+        if ord(c) < 0x20:
+            raise ValueError("%s must be printable: %r" % (what, s))
+    return s
+
+
+def get(folder, key):
+    """The stored int/str/bytes, or None."""
+    check_name(folder, "folder")
+    check_name(key)
+    with _lock:
+        return _open().get(folder, key)
+
+
+def get_typed(folder, key):
+    """(NVS type code, value) or None."""
+    check_name(folder, "folder")
+    check_name(key)
+    with _lock:
+        return _open().get_typed(folder, key)
+
+
+def set(folder, key, value, type=None):
+    """Store value (int, str or bytes; type: an NVS type code for ints); on flash when this returns."""
+    check_name(folder, "folder")
+    check_name(key)
+    with _lock:
+        _open().set(folder, key, value, type)
+
+
+def delete(folder, key):
+    """Forget folder/key. True if it was stored."""
+    check_name(folder, "folder")
+    check_name(key)
+    with _lock:
+        return _open().erase(folder, key)
+
+
+def keys(folder):
+    """Names stored in folder."""
+    check_name(folder, "folder")
+    with _lock:
+        return [k for k, t in _open().keys(folder)]
+
+
+def folders():
+    """Folders holding at least one value."""
+    with _lock:
+        b = _open()
+        return [ns for ns in b.namespaces() if b.keys(ns)]
+
+
+def erase_folder(folder):
+    check_name(folder, "folder")
+    with _lock:
+        _open().erase_namespace(folder)
+
+
+def erase_all():
+    """Factory reset: every folder."""
+    with _lock:
+        _open().erase_all()
