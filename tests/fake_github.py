@@ -64,6 +64,7 @@ class FakeGitHub:
         self.fault_name = "firmware.bin"   # the asset the fault hits (None: every asset)
         self.slow_s = 30.0
         self.rate_limit_remaining = None   # None: unlimited
+        self.corrupt_files = set()          # repo paths served with one byte flipped (raw contents)
         self.secondary_limit = False
         self._next_id = 100
         self._servers = []
@@ -256,6 +257,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._json({"message": "No commit found for the ref %s" % ref}, 404)
         if path in files:
             data = files[path]
+            if path in self.gh.corrupt_files:
+                data = data[:-1] + bytes([data[-1] ^ 1])
             if "raw" in accept:
                 return self._send(200, data, "application/octet-stream")
             return self._json({"type": "file", "name": path.rsplit("/", 1)[-1], "path": path, "size": len(data),

@@ -235,8 +235,8 @@ class Http:
                 if not loc:
                     raise OTAError("redirect without Location from %s" % url)
                 new = _join_url(url, loc)
-                if _split_url(new)[1] != host:
-                    auth = None  # never hand the token to the asset host
+                if _split_url(new)[:3] != (scheme, host, port):
+                    auth = None  # never hand the token to another origin (the asset host)
                 url = new
                 continue
             if 200 <= resp.status < 300:
@@ -709,8 +709,10 @@ class OTA:
                                     _ticks_diff(now, last_check) >= st["every_h"] * 3600000):
                 last_check = now
                 try:
-                    if self.check()["newer"]:
+                    c = self.check()
+                    if c["newer"]:
                         pending = True
+                        print("ota: auto: %s available, installing when idle" % c["available"])
                 except Exception as e:  # a failed check waits for the next period
                     print("ota: auto check failed:", e)
             if pending and not self._busy and self.idle_ms() >= st["idle_min"] * 60000:
@@ -838,11 +840,14 @@ def app_boot():
     if not p.get("active"):
         return None
     if p.get("pending"):
-        if p.get("tries", 0) >= 1 and p.get("previous"):
-            p = {"active": p["previous"], "previous": p["active"], "pending": False, "rolled_back": True}
+        if p.get("tries", 0) >= 1:
+            # booted once already and never confirmed: back to the previous app (or none)
+            p = {"active": p.get("previous"), "previous": p["active"], "pending": False, "rolled_back": True}
         else:
             p["tries"] = p.get("tries", 0) + 1
         _write_pointer(p)
+        if not p["active"]:
+            return None
     path = APP_ROOT + "/" + p["active"]
     if path not in sys.path:
         sys.path.insert(0, path)

@@ -1,0 +1,106 @@
+# Device app for tests/test_ota.py, tests/test_ota_powercut.py and bench/bench_ota.py: an OTA
+# client driven by commands written to fs/cmd, reporting on the console.
+# Configuration: fs/ota_cfg.json {"repo", "channel", "api", "timeout", "app_ota"}.
+import json
+import os
+import sys
+import time
+
+import iotutils.hal as hal
+
+try:
+    with open("ota_cfg.json") as f:
+        cfg = json.load(f)
+except OSError:
+    cfg = {}
+
+if cfg.get("app_ota"):
+    from iotutils.ota import app_boot
+    path = app_boot()
+    print("APPBOOT path=%s" % path)
+    try:
+        import userapp
+        print("USERAPP %s" % userapp.VERSION)
+    except ImportError as e:
+        print("USERAPP none", e)
+
+from iotutils.ota import OTA, OTAError, app_status  # noqa: E402
+
+ota = OTA(repo=cfg.get("repo", "me/fw"), channel=cfg.get("channel", "release"),
+          api=cfg.get("api", "http://127.0.0.1:9"))
+if cfg.get("timeout"):
+    ota.http.timeout = cfg["timeout"]
+st = ota.status()
+print("BOOT version=%s slot=%s pending=%s rolled_back=%s project=%s" % (
+    st["version"], st["slot"], st["pending"], st["rolled_back"], st["project"]))
+
+
+class FakeServer:
+    # stands in for WebServer: only last_request_ms matters to auto-update
+    last_request_ms = None
+
+
+app = FakeServer()
+
+
+def progress(done, total):
+    if done == total or done % (64 * 1024) < 4096:
+        print("PROGRESS %d %d" % (done, total))
+
+
+def run(cmd):
+    if cmd == "check":
+        print("CHECK " + json.dumps(ota.check()))
+    elif cmd.startswith("update"):
+        print("UPDATING")
+        v = ota.update(progress=progress, reboot=False, force=cmd == "update_force")
+        print("SETBOOT %s" % v)
+        hal.reset()
+    elif cmd == "confirm":
+        ota.confirm()
+        print("CONFIRMED pending=%s" % ota.status()["pending"])
+    elif cmd == "status":
+        print("STATUS " + json.dumps(ota.status()))
+    elif cmd.startswith("channel "):
+        ota.__init__(repo=ota.repo, channel=cmd[8:], api=ota.api)
+        print("CHANNEL %s" % ota.channel)
+    elif cmd.startswith("auto "):
+        h, m = cmd.split()[1:3]
+        print("AUTO " + json.dumps(ota.auto_update(True, float(h), float(m), app=app)))
+    elif cmd == "request":
+        app.last_request_ms = time.ticks_ms()
+        print("REQUEST")
+    elif cmd.startswith("busy "):
+        print("BUSY %s" % ota.busy(cmd[5:] == "1"))
+    elif cmd.startswith("app_update "):
+        ota.update_app(cmd.split()[1], reboot=False)
+        print("APPSWITCH " + json.dumps(app_status()))
+        hal.reset()
+    elif cmd == "app_status":
+        print("APPSTATUS " + json.dumps(app_status()))
+    elif cmd == "reset":
+        hal.reset()
+    elif cmd == "heap":
+        import gc
+        gc.collect()
+        print("HEAP free=%d" % gc.mem_free())
+    elif cmd == "exit":
+        sys.exit(0)
+
+
+print("READY")
+while True:
+    try:
+        with open("cmd") as f:
+            cmd = f.read().strip()
+        os.remove("cmd")
+    except OSError:
+        time.sleep(0.02)
+        continue
+    print("CMD " + cmd)
+    try:
+        run(cmd)
+    except OTAError as e:
+        print("OTAERROR %s" % e)
+    except ValueError as e:
+        print("VALUEERROR %s" % e)

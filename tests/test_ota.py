@@ -1,0 +1,389 @@
+"""OTA integration: simulated devices (real MicroPython processes, scripts/sim.py) updating from a fake
+GitHub on loopback (tests/fake_github.py: REST API, redirect to an asset host, rate limits, faults).
+Plus in-process checks of the HTTP client and the OTA source logic on CPython."""
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT
+from fake_github import FakeGitHub, git_blob_sha1, manifest
+from simdev import SimDevice
+
+import espimage
+from iotutils.hal import layout, otadata
+from iotutils.hal.flash import FileFlash
+
+APP = os.path.join(ROOT, "tests", "apps", "ota_app.py")
+TABLE = {p[0]: p for p in layout.DEFAULT}
+FACTORY = "0.1.0"   # iotutils.__version__: the simulator's factory image
+SIZE = 96 * 1024
+
+
+def image(version, **kw):
+    kw.setdefault("size", SIZE)
+    return espimage.build_app_image(version, **kw)
+
+
+class Dev:
+    """A simulated device running tests/apps/ota_app.py against the fake GitHub."""
+
+    def __init__(self, tmp_path, gh, channel="release", app_ota=False, timeout=5):
+        self.dir = tmp_path / "dev"
+        os.makedirs(self.dir / "fs", exist_ok=True)
+        with open(self.dir / "fs" / "ota_cfg.json", "w") as f:
+            json.dump({"repo": "me/fw", "channel": channel, "api": gh.api_url, "timeout": timeout,
+                       "app_ota": app_ota}, f)
+        self.sim = SimDevice(self.dir, app=APP)
+
+    def boot(self, timeout=30):
+        m = self.sim.wait_line(r"BOOT version=(\S+) slot=(\S+) pending=(\S+) rolled_back=(\S+)", timeout)
+        self.sim.wait_line("READY", timeout)
+        return {"version": m.group(1), "slot": m.group(2), "pending": m.group(3) == "True",
+                "rolled_back": m.group(4) == "True"}
+
+    def start(self):
+        self.sim.start()
+        return self.boot()
+
+    def cmd(self, c, expect, timeout=30):
+        since = len(self.sim.lines)
+        p = os.path.join(self.dir, "fs", "cmd")
+        with open(p + ".tmp", "w") as f:
+            f.write(c)
+        os.replace(p + ".tmp", p)
+        return self.sim.wait_line(expect, timeout, since=since)
+
+    def update_expect_reboot(self):
+        self.cmd("update", r"SETBOOT (\S+)")
+        self.sim.mark = len(self.sim.lines)
+        return self.boot()
+
+    def update_expect_error(self):
+        return self.cmd("update", r"OTAERROR (.*)|SETBOOT").group(1)
+
+    def reset(self):
+        self.cmd("reset", "CMD reset")
+        self.sim.mark = len(self.sim.lines)
+        return self.boot()
+
+    def flash(self, name):
+        p = TABLE[name]
+        r = FileFlash(str(self.dir / "flash.bin"), p[3], p[4], name)
+        try:
+            return r.read(0, p[4])
+        finally:
+            r.close()
+
+    def stop(self):
+        self.sim.stop()
+
+
+@pytest.fixture
+def gh():
+    g = FakeGitHub().start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def mkdev(tmp_path, gh):
+    devs = []
+
+    def make(**kw):
+        d = Dev(tmp_path, gh, **kw)
+        devs.append(d)
+        return d
+    yield make
+    for d in devs:
+        d.stop()
+
+
+def test_release_update_reboot_confirm(gh, mkdev):
+    gh.add_release("me/fw", "1.0.9", image("1.0.9"))
+    gh.add_release("me/fw", "1.1.0", image("1.1.0", size=150000))
+    dev = mkdev()
+    st = dev.start()
+    assert st == {"version": FACTORY, "slot": "ota_0", "pending": False, "rolled_back": False}
+    chk = json.loads(dev.cmd("check", r"CHECK (.*)").group(1))
+    assert chk == {"current": FACTORY, "available": "1.1.0", "newer": True}
+    st = dev.update_expect_reboot()
+    assert st == {"version": "1.1.0", "slot": "ota_1", "pending": True, "rolled_back": False}
+    assert "PROGRESS 150000 150000" in dev.sim.output()
+    # the image went to the asset host through the API's redirect, with Accept: octet-stream
+    hosts = [(r[0], r[1].split("?")[0]) for r in gh.requests]
+    assert ("asset", "/a/%d" % gh.releases["me/fw"][1]["assets"][0]["id"]) in hosts
+    assert dev.cmd("confirm", r"CONFIRMED pending=(\S+)").group(1) == "False"
+    st = dev.reset()
+    assert st == {"version": "1.1.0", "slot": "ota_1", "pending": False, "rolled_back": False}
+    assert espimage.parse_app_image(dev.flash("ota_1"))["version"] == "1.1.0"
+    chk = json.loads(dev.cmd("check", r"CHECK (.*)").group(1))
+    assert chk["newer"] is False
+    assert "already running" in dev.update_expect_error()
+
+
+def test_branch_commit_and_tag_channels(gh, mkdev):
+    img_b = image("2.0.0-dev1")
+    # branch: ota.json names the image with an absolute URL on the asset host
+    gh.set_file("me/fw", "main", "ota.json", manifest("2.0.0-dev1", img_b, url=gh.asset_link(img_b)))
+    # commit: ota.json names a file in the repository at that ref
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    img_c = image("2.0.0-c0123")
+    gh.set_file("me/fw", sha, "build/fw.bin", img_c)
+    gh.set_file("me/fw", sha, "ota.json", manifest("2.0.0-c0123", img_c, url="build/fw.bin"))
+    gh.add_release("me/fw", "1.5.0", image("1.5.0"))
+    gh.add_release("me/fw", "1.6.0", image("1.6.0"))
+    dev = mkdev(channel="branch:main")
+    dev.start()
+    st = dev.update_expect_reboot()
+    assert st["version"] == "2.0.0-dev1" and st["pending"]
+    dev.cmd("confirm", "CONFIRMED")
+    dev.cmd("channel commit:" + sha, "CHANNEL")
+    st = dev.update_expect_reboot()
+    assert st == {"version": "2.0.0-c0123", "slot": "ota_0", "pending": True, "rolled_back": False}
+    dev.cmd("confirm", "CONFIRMED")
+    dev.cmd("channel release:1.5.0", "CHANNEL")   # a given tag, not the latest (1.6.0)
+    assert dev.update_expect_reboot()["version"] == "1.5.0"
+    raw = [r for r in gh.requests if "/contents/" in r[1]]
+    assert raw and all("ref=" in r[1] for r in raw)
+
+
+def test_unconfirmed_update_rolls_back_and_is_not_offered_again(gh, mkdev):
+    gh.add_release("me/fw", "1.2.0", image("1.2.0"))
+    dev = mkdev()
+    dev.start()
+    st = dev.update_expect_reboot()
+    assert st["version"] == "1.2.0" and st["pending"]
+    # the new app never confirms (it hangs, crashes or is reset): the bootloader rolls back
+    st = dev.reset()
+    assert st == {"version": FACTORY, "slot": "ota_0", "pending": False, "rolled_back": True}
+    status = json.loads(dev.cmd("status", r"STATUS (.*)").group(1))
+    assert status["rolled_back"] is True and status["version"] == FACTORY
+    chk = json.loads(dev.cmd("check", r"CHECK (.*)").group(1))
+    assert chk == {"current": FACTORY, "available": "1.2.0", "newer": False}
+    assert "rolled back" in dev.update_expect_error()
+    # still remembered after a power cut, and a newer release is offered again
+    dev.sim.power_cut()
+    dev.start()
+    assert json.loads(dev.cmd("check", r"CHECK (.*)").group(1))["newer"] is False
+    gh.add_release("me/fw", "1.2.1", image("1.2.1"))
+    assert json.loads(dev.cmd("check", r"CHECK (.*)").group(1))["newer"] is True
+    assert dev.update_expect_reboot()["version"] == "1.2.1"
+
+
+def _bad_releases():
+    """(what, image, manifest version, error pattern): each must be refused before set_boot."""
+    good = image("3.0.0")
+    corrupt = bytearray(good)
+    corrupt[50000] ^= 0x20
+    return [
+        ("corrupt", bytes(corrupt), "3.0.0", "checksum|SHA-256"),
+        ("truncated", good[:70000], "3.0.0", "truncated"),
+        ("wrong chip", image("3.0.0", chip_id=5), "3.0.0", "chip id 5"),
+        ("wrong project", image("3.0.0", project="otherfw"), "3.0.0", "project 'otherfw'"),
+        ("same version", image(FACTORY), FACTORY, "already running"),
+        ("descriptor differs from manifest", image("3.0.1"), "3.0.0", "image version 3.0.1"),
+        ("not an image", b"<html>oops</html>" * 1000, "3.0.0", "magic"),
+    ]
+
+
+def test_bad_images_are_refused_with_nothing_changed(gh, mkdev):
+    dev = mkdev()
+    dev.start()
+    before = {n: hashlib.sha256(dev.flash(n)).hexdigest() for n in ("otadata", "ota_0")}
+    for what, data, version, match in _bad_releases():
+        gh.add_release("me/fw", version, data, version=version)
+        err = dev.update_expect_error()
+        assert err is not None and re.search(match, err), (what, err)
+    # ota.json whose sha256 does not match the (valid) image
+    good = image("3.0.2")
+    gh.add_release("me/fw", "3.0.2", good, manifest_bytes=manifest("3.0.2", good[:-1] + b"\0"))
+    err = dev.update_expect_error()
+    assert err and re.search("server sends|sha256", err), err
+    # transport faults: truncated body, corrupted bytes, stalled server (timeout), connection reset
+    gh.add_release("me/fw", "3.1.0", image("3.1.0"))
+    gh.slow_s = 20
+    for fault, match in (("truncate", "truncated"), ("corrupt", "checksum|sha256|SHA-256"),
+                         ("slow", "network|timed out"), ("reset", "no response|network"),
+                         ("short_length", "server sends")):
+        gh.fault = fault
+        err = dev.update_expect_error()
+        assert err and re.search(match, err), (fault, err)
+    gh.fault = None
+    after = {n: hashlib.sha256(dev.flash(n)).hexdigest() for n in ("otadata", "ota_0")}
+    assert after == before
+    assert dev.reset() == {"version": FACTORY, "slot": "ota_0", "pending": False, "rolled_back": False}
+    # and a good image still installs afterwards (chunked transfer encoding this time)
+    gh.fault = "chunked"
+    assert dev.update_expect_reboot()["version"] == "3.1.0"
+
+
+def test_rate_limits_give_clear_errors(gh, mkdev):
+    gh.add_release("me/fw", "1.3.0", image("1.3.0"))
+    dev = mkdev()
+    dev.start()
+    gh.rate_limit_remaining = 0
+    err = dev.cmd("check", r"OTAERROR (.*)").group(1)
+    assert "rate limit" in err and "403" in err and "resets at" in err
+    gh.rate_limit_remaining = None
+    gh.secondary_limit = True
+    err = dev.update_expect_error()
+    assert "rate limit" in err and "429" in err and "retry after 60" in err
+    gh.secondary_limit = False
+    gh.releases["me/fw"].clear()
+    assert "not found" in dev.cmd("check", r"OTAERROR (.*)").group(1)
+
+
+def test_auto_update_waits_for_idle_and_not_busy(gh, mkdev):
+    gh.add_release("me/fw", "1.4.0", image("1.4.0"))
+    fw_key = "/a/%d" % gh.releases["me/fw"][-1]["assets"][0]["id"]
+    dev = mkdev()
+    dev.start()
+    dev.cmd("busy 1", "BUSY True")
+    n0 = len(gh.requests)
+    dev.cmd("auto 0.0002 0.002", "AUTO")   # check every 0.72 s, install after 0.12 s idle
+    dev.sim.wait_line("ota: auto: 1.4.0 available")
+    # busy: nothing is downloaded, however long it stays idle (observed for 10x the idle time)
+    t_end = time.time() + 1.2
+    while time.time() < t_end:
+        assert not any(r[1].startswith(fw_key) for r in gh.requests[n0:]), "downloaded while busy"
+        time.sleep(0.05)
+    # HTTP requests keep it from being idle even when not busy
+    dev.cmd("busy 0", "BUSY False")
+    for _ in range(10):
+        dev.cmd("request", "REQUEST")
+    dev.sim.mark = len(dev.sim.lines)
+    st = dev.boot()
+    assert st["version"] == "1.4.0" and st["pending"]
+    out = dev.sim.output()
+    assert out.index("CMD busy 0") < out.index("UPDATING") if "UPDATING" in out else True
+
+
+def test_app_ota_switches_atomically_and_rolls_back(gh, mkdev):
+    v1 = {"app/userapp.py": b"VERSION = '1'\n", "app/util.py": b"X = 1\n" * 50}
+    for p, d in v1.items():
+        gh.set_file("me/fw", "main", p, d)
+    dev = mkdev(channel="branch:main", app_ota=True)
+    dev.sim.start()
+    assert dev.sim.wait_line(r"APPBOOT path=(\S+)").group(1) == "None"
+    dev.boot()
+    dev.cmd("app_update app", "APPSWITCH")
+    dev.sim.mark = len(dev.sim.lines)
+    assert dev.sim.wait_line(r"USERAPP (\S+)").group(1) == "1"
+    dev.boot()
+    dev.cmd("confirm", "CONFIRMED")
+    # v2 changes userapp.py only; a corrupted download is refused and nothing switches
+    gh.set_file("me/fw", "main", "app/userapp.py", b"VERSION = '2'\n")
+    gh.corrupt_files.add("app/userapp.py")
+    assert "SHA-1 mismatch" in dev.cmd("app_update app", r"OTAERROR (.*)").group(1)
+    assert json.loads(dev.cmd("app_status", r"APPSTATUS (.*)").group(1))["active"] == "a"
+    gh.corrupt_files.clear()
+    dev.cmd("app_update app", "APPSWITCH")
+    dev.sim.mark = len(dev.sim.lines)
+    assert dev.sim.wait_line(r"USERAPP (\S+)").group(1) == "2"
+    dev.boot()
+    files_b = sorted(os.listdir(dev.dir / "fs" / "apps" / "b"))
+    assert files_b == ["userapp.py", "util.py"]
+    assert git_blob_sha1((dev.dir / "fs" / "apps" / "b" / "util.py").read_bytes()) == git_blob_sha1(v1["app/util.py"])
+    # not confirmed: the next boot runs the previous app again
+    dev.cmd("reset", "CMD reset")
+    dev.sim.mark = len(dev.sim.lines)
+    assert dev.sim.wait_line(r"USERAPP (\S+)").group(1) == "1"
+    dev.boot()
+    st = json.loads(dev.cmd("app_status", r"APPSTATUS (.*)").group(1))
+    assert st["active"] == "a" and st["rolled_back"] is True and st["pending"] is False
+
+
+# ---------------------------------------------------------------- in-process (CPython) checks
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    """OTA on CPython over the RAM-flash hardware layer, factory image 1.0.0 in ota_0."""
+    monkeypatch.delenv("IOTUTILS_SIM", raising=False)
+    monkeypatch.delenv("IOTUTILS_SIM_STATE", raising=False)
+    from iotutils.hal import sim
+    monkeypatch.setattr(sim, "_config", None)
+    monkeypatch.setattr(sim, "_flash", {})
+    from iotutils import hal
+    hal.partition("ota_0").write(0, espimage.build_app_image("1.0.0", size=20000))
+    return str(tmp_path / "state.json")
+
+
+def test_http_client_redirect_loop_and_token_not_leaked(gh, local):
+    from iotutils.ota import OTA, OTAError
+    gh.add_release("me/fw", "1.0.1", image("1.0.1", size=20000))
+    o = OTA(repo="me/fw", api=gh.api_url, token="s3cret", state_path=local)
+    assert o.update(reboot=False) == "1.0.1"
+    api = [r for r in gh.requests if r[0] == "api"]
+    assets = [r for r in gh.requests if r[0] == "asset"]
+    assert api and all(r[2].get("authorization") == "Bearer s3cret" for r in api)
+    assert assets and all("authorization" not in r[2] for r in assets)
+    assert all(r[2].get("user-agent") for r in gh.requests)
+
+    # a server that redirects forever
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def loop():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n")
+            c.close()
+    threading.Thread(target=loop, daemon=True).start()
+    o2 = OTA(channel="url:http://127.0.0.1:%d/ota.json" % port, state_path=local)
+    with pytest.raises(OTAError, match="too many redirects"):
+        o2.check()
+    srv.close()
+
+
+def test_plain_url_source_with_sha256(gh, local):
+    from iotutils.ota import OTA, OTAError
+    img = image("1.7.0", size=30000)
+    url = gh.asset_link(img)
+    o = OTA(channel="url:" + url, sha256=hashlib.sha256(img).hexdigest(), state_path=local)
+    assert o.check() == {"current": "1.0.0", "available": "1.7.0", "newer": True}
+    done = []
+    assert o.update(progress=lambda a, b: done.append((a, b)), reboot=False) == "1.7.0"
+    assert done[-1] == (30000, 30000) and all(b == 30000 for _, b in done)
+    with pytest.raises(OTAError, match="sha256="):
+        OTA(channel="url:" + url, state_path=local).check()
+    bad = OTA(channel="url:" + url, sha256="0" * 64, state_path=local)
+    from iotutils import hal
+    hal.ota_mark_valid()
+    with pytest.raises(OTAError):
+        bad.update(reboot=False)
+
+
+def test_constructor_validates_arguments(local):
+    from iotutils.ota import OTA
+    for kw in ({"repo": "nope"}, {"repo": "a/b", "channel": "tag"}, {"repo": "a/b", "channel": "branch:"},
+               {"channel": "release"}):
+        with pytest.raises(ValueError):
+            OTA(state_path=local, **kw)
+
+
+def test_update_refused_while_running_image_unconfirmed(gh, local):
+    from iotutils import hal
+    from iotutils.ota import OTA, OTAError
+    gh.add_release("me/fw", "1.0.2", image("1.0.2", size=20000))
+    od = hal.partition("otadata")
+    otadata.set_boot(od, 0)
+    otadata.set_state(od, otadata.STATE_PENDING_VERIFY)
+    o = OTA(repo="me/fw", api=gh.api_url, state_path=local)
+    assert o.status()["pending"] is True
+    with pytest.raises(OTAError, match="not confirmed"):
+        o.update(reboot=False)
+    o.confirm()
+    assert o.status()["pending"] is False
+    assert o.update(reboot=False) == "1.0.2"
