@@ -63,13 +63,14 @@
 #              request starts there; bytes from there to `end` are untouched, the caller may have
 #              to move them).
 #     state[2] bytes seen so far in the current chunk-size line, or in the trailer section.
-#     state[3] on CS_ERROR: index into REASONS; else 0.
+#     state[3] on CS_ERROR: index into REASONS (state[1] and state[2] are then 0); else 0.
 #   Returns >= 0: number of data bytes now at buf[start:]; < 0: -400 (bad size, missing CRLF after
 #   data, bad extension, size line longer than 4096 bytes), -413 (chunk size > 2**31-1) or -431
 #   (trailer section > 4096 bytes). After CS_DONE further calls return 0; after an error they return
-#   the same error. Chunk size = 1*HEXDIG (leading zeros fine); then optional BWS before ";"
-#   extensions, which are skipped (any bytes but control bytes); trailer fields are skipped (control
-#   bytes, a bare CR or LF = 400).
+#   the same error. Chunk size = 1*HEXDIG (leading zeros fine); then ";" extensions, which
+#   are skipped (any bytes but control bytes). No whitespace after the size: RFC 9112 allows BWS
+#   before ";", but llhttp and h11 both reject it and we follow the stricter; trailer fields are skipped (a bare CR or LF,
+#   other control bytes = 400).
 
 try:
     from micropython import const
@@ -148,8 +149,7 @@ _R_CHUNK_CRLF = const(24)
 _R_CHUNK_LINE = const(25)
 _R_TRAILERS = const(26)
 
-_MAX_CHUNK_LINE = const(4096)
-_MAX_TRAILERS = const(4096)
+_MAX_CHUNK_LINE = const(4096)  # bytes of one chunk-size line, and of the trailer section
 
 try:
     import re
@@ -368,20 +368,21 @@ def parse_head(buf, length, out):
 
 # chunked decoder phases (state[0])
 _CS_SIZE = const(0)       # chunk-size hex digits
-_CS_BWS = const(1)        # SP/HT after the size, before ";" or CR
-_CS_EXT = const(2)        # inside extensions, up to CR
-_CS_SIZE_LF = const(3)    # CR of the size line seen
-_CS_DATA = const(4)       # chunk data, state[1] bytes left
-_CS_DATA_CR = const(5)    # CR after the data
-_CS_DATA_LF = const(6)    # LF after the data
-_CS_TRAILER = const(7)    # at the start of a trailer line (CR here ends the body)
-_CS_TRAILER_IN = const(8)  # inside a trailer line
-_CS_TRAILER_LF = const(9)  # CR of a trailer line seen
-_CS_END_LF = const(10)    # CR of the final empty line seen
+_CS_EXT = const(1)        # inside extensions, up to CR
+_CS_SIZE_LF = const(2)    # CR of the size line seen
+_CS_DATA = const(3)       # chunk data, state[1] bytes left
+_CS_DATA_CR = const(4)    # CR after the data
+_CS_DATA_LF = const(5)    # LF after the data
+_CS_TRAILER = const(6)    # at the start of a trailer line (CR here ends the body)
+_CS_TRAILER_IN = const(7)  # inside a trailer line
+_CS_TRAILER_LF = const(8)  # CR of a trailer line seen
+_CS_END_LF = const(9)     # CR of the final empty line seen
 
 
 def _chunk_fail(state, reason, status=400):
     state[0] = CS_ERROR
+    state[1] = 0
+    state[2] = 0
     state[3] = reason
     return -status
 
@@ -407,6 +408,8 @@ def chunked_decode(buf, start, end, state):
         return -(431 if state[3] == _R_TRAILERS else 413 if state[3] == _R_CHUNK_BIG else 400)
     v = state[1]
     cnt = state[2]
+    if ph < 0 or ph > _CS_END_LF or v < 0 or cnt < 0:
+        raise ValueError("state")
     w = start
     p = start
     while p < end:
@@ -438,15 +441,9 @@ def chunked_decode(buf, start, end, state):
             elif c == 59:
                 ph = _CS_EXT
             elif c == 32 or c == 9:
-                ph = _CS_BWS
+                return _chunk_fail(state, _R_CHUNK_EXT)
             else:
                 return _chunk_fail(state, _R_CHUNK_SIZE)
-        elif ph == _CS_BWS:
-            cnt += 1
-            if c == 59:
-                ph = _CS_EXT
-            elif c != 32 and c != 9:
-                return _chunk_fail(state, _R_CHUNK_EXT)
         elif ph == _CS_EXT:
             cnt += 1
             if c == 13:
@@ -476,6 +473,8 @@ def chunked_decode(buf, start, end, state):
                 ph = _CS_END_LF
                 continue
             cnt += 1
+            if c == 10:
+                return _chunk_fail(state, _R_BARE)
             if c < 32 and c != 9 or c == 127:
                 return _chunk_fail(state, _R_CTL)
             ph = _CS_TRAILER_IN
@@ -483,6 +482,8 @@ def chunked_decode(buf, start, end, state):
             cnt += 1
             if c == 13:
                 ph = _CS_TRAILER_LF
+            elif c == 10:
+                return _chunk_fail(state, _R_BARE)
             elif c < 32 and c != 9 or c == 127:
                 return _chunk_fail(state, _R_CTL)
         elif ph == _CS_TRAILER_LF:
