@@ -2,12 +2,18 @@
 #
 # Scenario (DESIGN.md), re-read whenever the file changes so tests can take a router away:
 #   {"networks": [{"ssid": "home", "password": "secret", "rssi": -60, "channel": 6,
-#                  "up": true, "fail": null, "hidden": false}]}
+#                  "up": true, "fail": null, "hidden": false}],
+#    "ap_clients": ["aa:bb:cc:dd:ee:01"]}
 # fail: null | "wrong_password" | "no_ip" (DHCP never answers) | "drop_after_s:N" | "assoc_fail"
+# "up": false is a router that is switched off (not in scans; a connected station loses it).
+# ap_clients: the phones associated with the device's access point while it is active.
 # Connecting takes CONNECT_MS like a real association; status codes are the ESP32 port's.
+# Several threads (the Wi-Fi manager, web workers) use the interfaces: one lock guards them.
 import json
 import os
 import time
+
+import _thread
 
 try:
     from micropython import const
@@ -39,10 +45,18 @@ def _since(t):
 
 
 class Scenario:
-    def __init__(self, path):
+    def __init__(self, path, data=None):
         self.path = path
         self._mtime = None
         self.networks = []
+        self.ap_clients = []
+        if data is not None:
+            self.set(data)
+
+    def set(self, data):
+        """Replace the scenario in memory (unit tests without a file)."""
+        self.networks = list(data.get("networks", []))
+        self.ap_clients = list(data.get("ap_clients", []))
 
     def refresh(self):
         if not self.path:
@@ -56,7 +70,7 @@ class Scenario:
         if stamp != self._mtime:
             try:
                 with open(self.path) as f:
-                    self.networks = json.load(f).get("networks", [])
+                    self.set(json.load(f))
                 self._mtime = stamp
             except (OSError, ValueError):
                 pass  # half-written file: keep the last good scenario, re-read next time
@@ -67,6 +81,16 @@ class Scenario:
             if n.get("ssid") == ssid and n.get("up", True):
                 return n
         return None
+
+
+_lock = _thread.allocate_lock()
+
+
+def _locked(fn):
+    def wrapper(*args, **kw):
+        with _lock:
+            return fn(*args, **kw)
+    return wrapper
 
 
 class _WLAN:
@@ -81,13 +105,15 @@ class _WLAN:
         self._since = 0
         self._status = STAT_IDLE
 
+    @_locked
     def active(self, on=None):
         if on is None:
             return self._active
         self._active = bool(on)
         if not on:
-            self.disconnect()
+            self._disconnect()
 
+    @_locked
     def config(self, *args, **kw):
         if args:
             key = args[0]
@@ -95,15 +121,26 @@ class _WLAN:
                 raise ValueError("password is write-only")
             if key == "ssid":
                 key = "essid"
+            if key not in self._cfg:
+                raise ValueError("unknown config param")
             return self._cfg[key]
         for k, v in kw.items():
             if k == "ssid":
                 k = "essid"
             if k == "security":
                 k = "authmode"
+            if k == "dhcp_hostname":
+                k = "hostname"
+            if k not in self._cfg:
+                raise ValueError("unknown config param")
             self._cfg[k] = v
+        if self._is_ap and self._cfg["authmode"] != AUTH_OPEN and not 8 <= len(self._cfg["password"]) <= 64:
+            # esp_wifi_set_config refuses a WPA2 AP with a short password
+            self._cfg["authmode"] = AUTH_OPEN
+            raise OSError("invalid AP password")
 
     # ---- station ----
+    @_locked
     def scan(self):
         if self._is_ap or not self._active:
             raise OSError("STA must be active to scan")
@@ -117,6 +154,7 @@ class _WLAN:
                         bool(n.get("hidden"))))
         return out
 
+    @_locked
     def connect(self, ssid=None, key=None, bssid=None):
         if not self._active:
             raise OSError("STA is not active")
@@ -124,23 +162,33 @@ class _WLAN:
         self._since = _now()
         self._status = STAT_CONNECTING
 
-    def disconnect(self):
+    def _disconnect(self):
         self._target = None
         self._status = STAT_IDLE
 
+    @_locked
+    def disconnect(self):
+        self._disconnect()
+
+    @_locked
     def status(self, what=None):
         if what == "rssi":
             n = self._network()
             return n.get("rssi", -70) if n else 0
         if what == "stations":
-            return []
+            if not (self._is_ap and self._active):
+                return []
+            self._scn.refresh()
+            return [(bytes(int(x, 16) for x in m.split(":")),) for m in self._scn.ap_clients]
         self._evaluate()
         return self._status
 
+    @_locked
     def isconnected(self):
         if self._is_ap:
             return self._active
-        return self.status() == STAT_GOT_IP
+        self._evaluate()
+        return self._status == STAT_GOT_IP
 
     def _network(self):
         return self._scn.find(self._target[0]) if self._target else None
@@ -176,11 +224,13 @@ class _WLAN:
                 self._status = STAT_BEACON_TIMEOUT
                 self._target = None
 
+    @_locked
     def ifconfig(self, *args):
         if self._is_ap:
             return ("127.0.0.1", "255.255.255.0", "127.0.0.1", "127.0.0.1") if self._active else \
                 ("0.0.0.0",) * 4
-        if self.isconnected():
+        self._evaluate()
+        if self._status == STAT_GOT_IP:
             return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
         return ("0.0.0.0",) * 4
 
@@ -191,9 +241,24 @@ _ifaces = {}
 
 def interface(which, scenario_path):
     global _scenario
-    if _scenario is None:
-        _scenario = Scenario(scenario_path)
-    w = _ifaces.get(which)
-    if w is None:
-        w = _ifaces[which] = _WLAN(_scenario, which == 1)
-    return w
+    with _lock:
+        if _scenario is None:
+            _scenario = Scenario(scenario_path)
+        w = _ifaces.get(which)
+        if w is None:
+            w = _ifaces[which] = _WLAN(_scenario, which == 1)
+        return w
+
+
+def reset(data=None, path=None):
+    """Unit tests: power the radio off and use scenario `data` (a dict) or file `path` from now on."""
+    global _scenario
+    with _lock:
+        _scenario = Scenario(path, data)
+        _ifaces.clear()
+
+
+def scenario():
+    """The scenario in use (unit tests change it with scenario().set({...}))."""
+    with _lock:
+        return _scenario

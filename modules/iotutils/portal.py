@@ -1,0 +1,542 @@
+# The setup portal: a small phone-friendly page to pick a network, and a captive-portal DNS server
+# that sends every name to the device while its access point is up.
+#
+#   portal = Portal(app, wifi, on_saved=None)   # routes on a WebServer; wifi.start() (de)activates it
+#
+# Routes: /setup (GET page, POST form or JSON), /setup/status (JSON), /setup/scan (JSON), "/" while the
+# portal is active or nothing is configured, and the operating systems' connectivity probes: while the
+# portal is active they are redirected to the setup page (which makes phones and laptops open their
+# "sign in to network" window); otherwise they get the answer each OS takes as "online".
+# hash_password()/verify_password(): salted PBKDF2-SHA256, also used by the admin page.
+import json
+import os
+import socket
+
+import _thread
+
+from iotutils import hal
+from iotutils.wifi import hmac_sha256, check_ssid
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+try:
+    import select
+except ImportError:  # pragma: no cover
+    select = None
+
+_DNS_MAX = const(512)       # classic DNS over UDP: larger queries are not ours to answer
+_DNS_HEADER = const(12)
+_TYPE_A = const(1)
+_TYPE_AAAA = const(28)
+_CLASS_IN = const(1)
+_RCODE_NOTIMP = const(4)
+
+# ---- passwords ----
+
+#: PBKDF2 iterations for new hashes (about 0.3 s on an ESP32 in pure Python; stored in the hash)
+PBKDF2_ITERATIONS = 4000
+_PBKDF2_MAX_ITERATIONS = 1000000
+
+
+def _pbkdf2_sha256(password, salt, iterations):
+    try:
+        import hashlib
+        return hashlib.pbkdf2_hmac("sha256", password, salt, iterations)  # CPython: C speed
+    except (ImportError, AttributeError):
+        pass
+    return _pbkdf2_py(password, salt, iterations)
+
+
+def _pbkdf2_py(password, salt, iterations):
+    # PBKDF2 (RFC 8018) for one 32-byte block; the HMAC pads are built once
+    import hashlib
+    key = password
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key + bytes(64 - len(key))
+    ipad = bytes(b ^ 0x36 for b in key)
+    opad = bytes(b ^ 0x5C for b in key)
+    u = hashlib.sha256(opad + hashlib.sha256(ipad + salt + b"\x00\x00\x00\x01").digest()).digest()
+    acc = int.from_bytes(u, "big")
+    for _ in range(iterations - 1):
+        u = hashlib.sha256(opad + hashlib.sha256(ipad + u).digest()).digest()
+        acc ^= int.from_bytes(u, "big")
+    return acc.to_bytes(32, "big")
+
+
+def _hex(b):
+    import binascii
+    return binascii.hexlify(b).decode()
+
+
+def hash_password(pw, iterations=None, salt=None):
+    """"pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>" for password pw (str)."""
+    if not isinstance(pw, str):
+        raise ValueError("password: must be a string")
+    iterations = iterations or PBKDF2_ITERATIONS
+    if salt is None:
+        salt = os.urandom(16)
+    dk = _pbkdf2_sha256(pw.encode(), salt, iterations)
+    return "pbkdf2_sha256$%d$%s$%s" % (iterations, _hex(salt), _hex(dk))
+
+
+def verify_password(pw, stored):
+    """True if pw matches a hash_password() string; False for anything malformed."""
+    import binascii
+    try:
+        algo, it, salt, want = stored.split("$")
+        it = int(it)
+        if algo != "pbkdf2_sha256" or not 1 <= it <= _PBKDF2_MAX_ITERATIONS:
+            return False
+        salt = binascii.unhexlify(salt)
+        want = binascii.unhexlify(want)
+        got = _pbkdf2_sha256(pw.encode(), salt, it)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    if len(got) != len(want):
+        return False
+    diff = 0
+    for i in range(len(got)):  # constant time
+        diff |= got[i] ^ want[i]
+    return diff == 0
+
+
+# ---- captive DNS ----
+
+def dns_reply(pkt, ip, ttl=10):
+    """The answer to DNS query `pkt` (bytes): A -> `ip` (4 bytes), any other type -> no answers,
+    other opcodes -> NOTIMP. None for anything that is not a well-formed single-question query."""
+    n = len(pkt)
+    if n < _DNS_HEADER or n > _DNS_MAX:
+        return None
+    flags = pkt[2] << 8 | pkt[3]
+    if flags & 0x8000:
+        return None  # a response, not a query
+    qd = pkt[4] << 8 | pkt[5]
+    opcode = (flags >> 11) & 15
+    if opcode != 0:
+        return bytes(pkt[0:2]) + bytes(((0x80 | (flags >> 8) & 0x79), _RCODE_NOTIMP)) + bytes(8)
+    if qd != 1:
+        return None
+    i = _DNS_HEADER
+    total = 0
+    while True:
+        if i >= n:
+            return None
+        ln = pkt[i]
+        if ln == 0:
+            i += 1
+            break
+        if ln > 63:
+            return None  # compression pointers have no place in a question
+        total += ln + 1
+        if total > 255:
+            return None
+        i += ln + 1
+    if i + 4 > n:
+        return None
+    qtype = pkt[i] << 8 | pkt[i + 1]
+    qclass = pkt[i + 2] << 8 | pkt[i + 3]
+    end = i + 4
+    answer = qtype == _TYPE_A and qclass == _CLASS_IN
+    # QR, AA, RD copied, RA; NOERROR; one question, one or no answer
+    head = bytes((pkt[0], pkt[1], 0x84 | (pkt[2] & 0x01), 0x80, 0, 1, 0, 1 if answer else 0, 0, 0, 0, 0))
+    out = head + bytes(pkt[_DNS_HEADER:end])
+    if answer:
+        out += bytes((0xC0, 0x0C, 0, _TYPE_A, 0, _CLASS_IN, (ttl >> 24) & 255, (ttl >> 16) & 255,
+                      (ttl >> 8) & 255, ttl & 255, 0, 4)) + bytes(ip)
+    return out
+
+
+def ip_bytes(ip):
+    parts = ip.split(".")
+    if len(parts) != 4:
+        raise ValueError("ip: dotted quad expected")
+    return bytes(int(p) for p in parts)
+
+
+class DNSServer:
+    """Answers every A query with one address (the captive portal). Non-blocking: serve(timeout_ms)
+    handles what has arrived (waiting up to timeout_ms for the first packet)."""
+
+    #: most queries answered per serve() call: a flood cannot starve the caller
+    max_per_call = 16
+    #: TTL (s) of the answers: short, so names resolve normally soon after setup
+    ttl = 10
+
+    def __init__(self, ip, port=53, bind_ip=None):
+        self.ip = ip_bytes(ip)
+        self.port = port
+        self.bind_ip = bind_ip or ip
+        self.sock = None
+        self._lock = _thread.allocate_lock()
+        self._poll = None
+        self.answered = 0
+
+    def open(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo(self.bind_ip, self.port)[0][-1])
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+        if select is not None and hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(s, select.POLLIN)
+        return self
+
+    def close(self):
+        with self._lock:
+            s = self.sock
+            self.sock = None
+            self._poll = None
+        if s is not None:
+            s.close()
+
+    def serve(self, timeout_ms=0):
+        """Answer pending queries; returns how many were answered."""
+        if not self._lock.acquire(0):
+            return 0  # another thread is serving
+        try:
+            s = self.sock
+            if s is None:
+                return 0
+            if timeout_ms and self._poll is not None:
+                if not self._poll.poll(timeout_ms):
+                    return 0
+            count = 0
+            for _ in range(self.max_per_call):
+                try:
+                    pkt, addr = s.recvfrom(_DNS_MAX + 1)
+                except OSError:
+                    break  # nothing more (EAGAIN)
+                try:
+                    reply = dns_reply(pkt, self.ip, self.ttl)
+                except (IndexError, ValueError):
+                    reply = None
+                if reply is None:
+                    continue
+                try:
+                    s.sendto(reply, addr)
+                    count += 1
+                except OSError:
+                    pass
+            self.answered += count
+            return count
+        finally:
+            self._lock.release()
+
+
+# ---- the setup page ----
+
+_STYLE = ("body{font-family:sans-serif;max-width:28em;margin:auto;padding:1em;color:#222}"
+          "h1{font-size:1.4em}label{display:block;margin:.8em 0 .2em}"
+          "input{width:100%;box-sizing:border-box;padding:.6em;font-size:1em}"
+          ".n label{display:flex;justify-content:space-between;align-items:center;margin:0;padding:.5em;"
+          "border-bottom:1px solid #ddd}.n input{width:auto;margin-right:.6em}small{color:#666}"
+          "button,.b{display:block;width:100%;padding:.8em;font-size:1.1em;margin-top:1.2em;text-align:center}"
+          ".e{color:#b00}.ok{color:#070}")
+
+# OS connectivity probes: path -> (what answers "online" outside the portal)
+_FIREFOX = '<meta http-equiv="refresh" content="0;url=https://support.mozilla.org/kb/captive-portal"/>\n'
+_APPLE = "<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>"
+_PROBES = {
+    "/generate_204": ("", 204, "text/plain"),                        # Android, Chrome OS
+    "/gen_204": ("", 204, "text/plain"),
+    "/hotspot-detect.html": (_APPLE, 200, "text/html"),              # Apple
+    "/library/test/success.html": (_APPLE, 200, "text/html"),
+    "/connecttest.txt": ("Microsoft Connect Test", 200, "text/plain"),   # Windows 10+
+    "/ncsi.txt": ("Microsoft NCSI", 200, "text/plain"),                  # Windows 7+
+    "/redirect": ("", 204, "text/plain"),                                # Windows opens this one
+    "/canonical.html": (_FIREFOX, 200, "text/html"),                     # Firefox
+    "/success.txt": ("success\n", 200, "text/plain"),
+    "/check_network_status.txt": ("NetworkManager is online\n", 200, "text/plain"),  # GNOME/Ubuntu
+    "/kindle-wifi/wifistub.html": ("81ce4465-7167-4dcb-835b-dcc9e44c112a", 200, "text/html"),
+}
+
+_RESULT_TEXT = {"wrong_password": "wrong password", "no_ap_found": "network not found",
+                "assoc_fail": "the router refused the connection", "timeout": "no answer (no address)",
+                "lost": "connection lost"}
+
+
+def esc(s):
+    """HTML-escape text and attribute values."""
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") \
+        .replace("'", "&#39;")
+
+
+class Denied(ValueError):
+    """A setup that needs the current admin password did not give it (HTTP 403)."""
+
+
+class Portal:
+    """The setup portal on WebServer `app` for Wifi `wifi`. on_saved(info) is called after a setup
+    was saved, info = {"ssid", "name"}."""
+
+    #: most networks listed on the page (keeps it under 8 KB)
+    max_listed = 12
+    #: shortest admin password accepted
+    min_admin_password = 8
+
+    def __init__(self, app, wifi, on_saved=None):
+        self.app = app
+        self.wifi = wifi
+        self.on_saved = on_saved
+        self.active = False
+        self.ip = None
+        self.dns = None
+        self._admin = None
+        self._name = None
+        app.add_route("/setup", self._setup_get, ("GET",))
+        app.add_route("/setup", self._setup_post, ("POST",))
+        app.add_route("/setup/status", self._status, ("GET",))
+        app.add_route("/setup/scan", self._scan, ("GET",))
+        app.add_route("/setup/result", self._result, ("GET",))
+        for path in _PROBES:
+            app.add_route(path, self._probe, ("GET", "HEAD"))
+        if hasattr(app, "before_request"):
+            app.before_request(self._captive)
+        wifi.attach_portal(self)
+
+    # ---- state ----
+    def activate(self, ip):
+        """The AP is up: answer DNS and the probes as a captive portal."""
+        self.ip = ip
+        self.active = True
+        if self.dns is None:
+            bind = "0.0.0.0" if getattr(hal, "PLATFORM", "") == "esp32" else ip
+            try:
+                self.dns = DNSServer(ip, hal.port(53), bind).open()
+            except OSError as e:
+                print("portal: no DNS server:", e)
+                self.dns = None
+
+    def deactivate(self):
+        self.active = False
+        d = self.dns
+        self.dns = None
+        if d is not None:
+            d.close()
+
+    def serve_dns(self, timeout_ms=0):
+        d = self.dns
+        if d is None:
+            if timeout_ms:
+                import time
+                time.sleep(timeout_ms / 1000)
+            return 0
+        return d.serve(timeout_ms)
+
+    def url(self, path="/setup"):
+        ip = self.ip or hal.ip()
+        p = hal.port(80)
+        return "http://%s%s%s" % (ip, "" if p == 80 else ":%d" % p, path)
+
+    def _store(self):
+        if self._admin is None:
+            from iotutils.persist import PersistentStr
+            self._admin = PersistentStr("pwhash", default="", folder="admin", max_length=160)
+            self._name = PersistentStr("name", default="iotutils", folder="device", max_length=32)
+        return self._admin, self._name
+
+    # ---- hooks and probes ----
+    def _own_host(self, req):
+        host = req.headers.get("host", "")
+        if host.startswith("["):
+            return True  # an IPv6 literal: ours
+        host = host.split(":")[0].lower()
+        if not host or host == self.ip or host == hal.ip():
+            return True
+        h = self.wifi.hostname()
+        return host in (h, h + ".local")
+
+    def _captive(self, req):
+        path = req.path
+        if path == "/" and (self.active or not self.wifi.configured()) and req.method in ("GET", "HEAD"):
+            return self._page()
+        if self.active and not self._own_host(req) and not path.startswith("/setup") and path not in _PROBES:
+            return self._redirect()
+        return None
+
+    def _redirect(self):
+        from iotutils.server import Response
+        r = Response.redirect(self.url())
+        r.headers["Cache-Control"] = "no-store"
+        return r
+
+    def _probe(self, req):
+        if self.active:
+            return self._redirect()
+        from iotutils.server import Response
+        body, status, ctype = _PROBES[req.path]
+        return Response(body, status, {"Cache-Control": "no-store"}, ctype)
+
+    # ---- pages ----
+    def _head(self, title, extra=""):
+        return ('<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" '
+                'content="width=device-width,initial-scale=1"><title>%s</title>%s<style>%s</style></head><body>'
+                % (esc(title), extra, _STYLE))
+
+    def _page(self, error=None, form=None):
+        form = form or {}
+        admin, name = self._store()
+        nets = []
+        try:
+            nets = self.wifi.scan()[:self.max_listed]
+        except OSError:
+            pass
+        chosen = form.get("ssid", "")
+        out = [self._head("Wi-Fi setup"), "<h1>Wi-Fi setup</h1>"]
+        if error:
+            out.append('<p class="e">%s</p>' % esc(error))
+        out.append('<form method="post" action="/setup"><div class="n">')
+        for n in nets:
+            out.append('<label><span><input type="radio" name="ssid" value="%s"%s>%s</span><small>%d dBm%s</small>'
+                       '</label>' % (esc(n["ssid"]), " checked" if n["ssid"] == chosen else "", esc(n["ssid"]),
+                                     n["rssi"], " &#128274;" if n["secure"] else ""))
+        if not nets:
+            out.append("<p><small>No networks found.</small></p>")
+        out.append('</div><p><a href="/setup">Scan again</a></p>'
+                   '<label for="o">Other (hidden) network</label><input id="o" name="other" maxlength="32" '
+                   'autocapitalize="none">'
+                   '<label for="p">Wi-Fi password</label><input id="p" name="password" type="password" '
+                   'maxlength="64">'
+                   '<label for="d">Device name</label><input id="d" name="name" maxlength="32" value="%s">'
+                   % esc(form.get("name") or name.value))
+        if admin.value:
+            out.append('<label for="a">Admin password <small>(current)</small></label>')
+        else:
+            out.append('<label for="a">Admin password <small>(new, at least %d characters)</small></label>'
+                       % self.min_admin_password)
+        out.append('<input id="a" name="admin" type="password" maxlength="64" required>'
+                   '<button type="submit">Save and connect</button></form></body></html>')
+        return "".join(out)
+
+    def _result_page(self, ssid):
+        st = self.wifi.status()
+        res = self.wifi.result(ssid)
+        refresh = ""
+        if res == "connected":
+            p = hal.port(80)
+            addr = "http://%s%s/" % (st["ip"], "" if p == 80 else ":%d" % p)
+            msg = ('<p class="ok" id="m">Connected to <b>%s</b>.</p><p>New address: <a id="a" href="%s">%s</a>'
+                   '<br><small>%s.local</small></p><p>Connect this phone back to <b>%s</b> to reach it.</p>'
+                   % (esc(ssid), esc(addr), esc(addr), esc(st["hostname"]), esc(ssid)))
+        elif res in (None, "connecting"):
+            refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>'
+            msg = '<p id="m">Connecting to <b>%s</b>&hellip;</p>' % esc(ssid)
+        else:
+            msg = ('<p class="e" id="m">Could not connect to <b>%s</b>: %s.</p><a class="b" href="/setup">Try again</a>'
+                   % (esc(ssid), esc(_RESULT_TEXT.get(res, res))))
+        js = ""
+        if refresh:
+            # with JS: poll the JSON status and reload once the attempt is decided
+            js = ("<script>function p(){fetch('/setup/status?ssid='+encodeURIComponent(%s)).then(function(r)"
+                  "{return r.json()}).then(function(s){if(s.result!='connecting'&&s.result!=null)location.reload();"
+                  "else setTimeout(p,1000)}).catch(function(){setTimeout(p,2000)})}p()</script>"
+                  % json.dumps(ssid).replace("<", "\\u003c"))
+        return "".join((self._head("Wi-Fi setup", refresh), "<h1>Wi-Fi setup</h1>", msg, js, "</body></html>"))
+
+    # ---- handlers ----
+    def _setup_get(self, req):
+        return self._page()
+
+    def _setup_post(self, req):
+        ctype = req.headers.get("content-type", "")
+        as_json = "json" in ctype
+        from iotutils.server import Response
+        data = None
+        try:
+            data = req.json() if as_json else req.form()
+            if not isinstance(data, dict):
+                raise ValueError("body: a form or a JSON object expected")
+            ssid = self._save(data)
+        except Denied as e:
+            return ({"error": str(e)}, 403) if as_json else (self._page(str(e), _form(data)), 403)
+        except ValueError as e:
+            return ({"error": str(e)}, 400) if as_json else (self._page(str(e), _form(data)), 400)
+        if as_json:
+            return {"ok": True, "ssid": ssid, "result": self.wifi.result(ssid)}
+        return Response.redirect("/setup/result?ssid=" + _quote(ssid), 303)
+
+    def _save(self, data):
+        def field(k):
+            v = data.get(k)
+            if v is None:
+                return ""
+            if not isinstance(v, str):
+                raise ValueError("%s: must be a string" % k)
+            return v
+        ssid = field("other").strip() or field("ssid")
+        if not ssid:
+            raise ValueError("ssid: pick a network or type its name")
+        check_ssid(ssid)
+        password = field("password")
+        name = field("name").strip()
+        if name and len(name) > 32:
+            raise ValueError("name: at most 32 characters")
+        adminpw = field("admin")
+        admin, dev_name = self._store()
+        stored = admin.value
+        if stored:
+            if not verify_password(adminpw, stored):
+                raise Denied("admin: wrong admin password")
+        elif len(adminpw) < self.min_admin_password:
+            raise ValueError("admin: at least %d characters" % self.min_admin_password)
+        visible = [n["ssid"] for n in self.wifi.scan()]
+        self.wifi.add_network(ssid, password, hidden=ssid not in visible)   # validates the password
+        if not stored:
+            admin.value = hash_password(adminpw)
+        if name:
+            from iotutils.wifi import hostname_of
+            try:
+                self.wifi.hostname(hostname_of(name))
+            except ValueError:
+                pass  # a name without letters or digits keeps the old host name
+            dev_name.value = name
+        print("portal: saved network %s" % ssid)
+        self.wifi.reconnect(prefer=ssid)
+        if self.on_saved is not None:
+            self.on_saved({"ssid": ssid, "name": name or dev_name.value})
+        return ssid
+
+    def _status(self, req):
+        st = self.wifi.status()
+        ssid = req.query.get("ssid")
+        if ssid:
+            st["result"] = self.wifi.result(ssid)
+        st["portal"] = self.active
+        return st
+
+    def _scan(self, req):
+        return self.wifi.scan()
+
+    def _result(self, req):
+        ssid = req.query.get("ssid", "")
+        if not ssid:
+            return self._redirect()
+        return self._result_page(ssid)
+
+
+def _form(data):
+    if not isinstance(data, dict):
+        return {}
+    return {k: data.get(k) for k in ("ssid", "name") if isinstance(data.get(k), str)}
+
+
+def _quote(s):
+    out = []
+    for b in s.encode():
+        c = chr(b)
+        if "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "-_.~":
+            out.append(c)
+        else:
+            out.append("%%%02X" % b)
+    return "".join(out)

@@ -1,0 +1,714 @@
+# Wi-Fi: station and access point, several known networks, never stranded.
+#
+# Why the setup access point is WPA2 with a per-device password, never open: the setup form
+# carries the home network's password and the device's admin password. On an open AP anyone in
+# radio range reads them off the air, and a configured device that falls back to its AP because
+# the router is down would let any passer-by re-point it to their own network. A WPA2 AP fixes
+# both, so it is the only default. Its password is per device: an HMAC-SHA256 of the MAC address
+# keyed with a random salt made on first use and kept in the store (folder "wifi"), so it is
+# stable across reboots, cannot be computed from the MAC that the AP broadcasts, and changes with
+# a factory reset. It is printed on the serial console each time the AP starts (print it on a
+# label in production). An open AP is still possible, but only on request:
+# wifi.access_point(True, password="").
+#
+#   from iotutils.wifi import Wifi
+#   wifi = Wifi()
+#   wifi.add_network("home", "secret")
+#   wifi.start()          # returns at once: station, else AP + setup portal, retried in the background
+#
+# Known networks live in folder "wifi" (key "networks"); their passwords are never given back by
+# any method. Retry/backoff intervals are class attributes (tests make them small).
+import os
+import sys
+import time
+
+import _thread
+
+from iotutils import hal
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+try:
+    from time import ticks_ms, ticks_diff, ticks_add
+except ImportError:  # CPython
+    def ticks_ms():
+        return int(time.time() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, b):
+        return a + b
+
+try:
+    from sys import print_exception as _print_exception
+except ImportError:  # CPython
+    def _print_exception(e):
+        import traceback
+        traceback.print_exception(type(e), e, e.__traceback__)
+
+# network.WLAN status codes (ESP32 port)
+_STAT_IDLE = const(1000)
+_STAT_CONNECTING = const(1001)
+_STAT_GOT_IP = const(1010)
+_STAT_NO_AP_FOUND = const(201)
+_STAT_WRONG_PASSWORD = const(202)
+_STAT_HANDSHAKE_TIMEOUT = const(204)
+_REASON_4WAY_TIMEOUT = const(15)
+_AUTH_OPEN = const(0)
+_AUTH_WPA2_PSK = const(3)
+
+# manager states
+_IDLE = const(0)        # not connected, nothing running (manual use)
+_TRYING = const(1)      # a round over the known networks is under way
+_CONNECTED = const(2)
+_WAITING = const(3)     # no known network works: AP (+ portal) up, next round scheduled
+_STATES = ("idle", "connecting", "connected", "portal")
+
+# errors reported by status()["error"] and networks()[i]["error"]
+WRONG_PASSWORD = "wrong_password"
+NO_AP_FOUND = "no_ap_found"
+ASSOC_FAIL = "assoc_fail"
+TIMEOUT = "timeout"     # associated but no address (DHCP) or no answer in attempt_timeout_s
+LOST = "lost"           # the connection dropped
+
+# unambiguous characters for the AP password (32 of them: no modulo bias)
+_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+
+
+def _sleep_ms(ms):
+    if hasattr(time, "sleep_ms"):
+        time.sleep_ms(ms)
+    else:
+        time.sleep(ms / 1000)
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 (RFC 2104) with hashlib only: MicroPython has no hmac module."""
+    import hashlib
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key + bytes(64 - len(key))
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + msg).digest()
+    return hashlib.sha256(bytes(b ^ 0x5C for b in key) + inner).digest()
+
+
+def _error_of(status):
+    """A failed station status as an error name, or None while connecting or connected."""
+    if status in (_STAT_GOT_IP, _STAT_CONNECTING, _STAT_IDLE):
+        return None
+    if status in (_STAT_WRONG_PASSWORD, _STAT_HANDSHAKE_TIMEOUT, _REASON_4WAY_TIMEOUT):
+        return WRONG_PASSWORD
+    if status == _STAT_NO_AP_FOUND or 210 <= status <= 212:
+        return NO_AP_FOUND
+    return ASSOC_FAIL
+
+
+def check_ssid(ssid):
+    if not isinstance(ssid, str) or not 1 <= len(ssid.encode()) <= 32:
+        raise ValueError("ssid: 1 to 32 bytes")
+    return ssid
+
+
+def check_password(password):
+    """WPA2 passphrase rules: "" (open network), 8..63 characters, or a 64-hex-digit key."""
+    if password is None:
+        return ""
+    if not isinstance(password, str):
+        raise ValueError("password: must be a string")
+    n = len(password)
+    if n == 0 or 8 <= n <= 63:
+        return password
+    if n == 64:
+        try:
+            int(password, 16)
+            return password
+        except ValueError:
+            pass
+    raise ValueError("password: 8 to 63 characters (or 64 hex digits, or empty for an open network)")
+
+
+def hostname_of(name):
+    """A device name as a DHCP/mDNS host name: lower case letters, digits and '-', 1..32 chars."""
+    out = []
+    for c in str(name).lower():
+        if "a" <= c <= "z" or "0" <= c <= "9":
+            out.append(c)
+        elif out and out[-1] != "-":
+            out.append("-")
+    h = "".join(out).strip("-")[:32].strip("-")
+    if not h:
+        raise ValueError("hostname: needs a letter or digit")
+    return h
+
+
+class Wifi:
+    """Station + access point manager. See the module comment."""
+
+    #: seconds one network may take to associate and get an address before the next is tried
+    attempt_timeout_s = 12
+    #: first pause (s) between rounds over the known networks when none works; doubles each time
+    retry_s = 10
+    #: longest pause (s) between rounds
+    retry_max_s = 300
+    #: in AP fallback, scan this often (s): a known network that appears is tried at once
+    scan_interval_s = 20
+    #: the fallback AP and portal stay up this long (s) after the station connected, so the
+    #: phone that did the setup sees the result and the new address
+    ap_linger_s = 60
+    #: background thread period (ms)
+    poll_ms = 200
+    #: scan results are reused for this long (ms)
+    scan_cache_ms = 3000
+    #: most remembered networks; adding one more forgets the least recently used
+    max_networks = 8
+    #: default host name / AP name prefix (a MAC suffix is added)
+    name_prefix = "iotutils"
+
+    def __init__(self):
+        from iotutils.persist import PersistentJSON, PersistentStr
+        self._nets = PersistentJSON("networks", default=[], folder="wifi")
+        self._host = PersistentStr("hostname", default="", folder="wifi", max_length=32)
+        self._salt = PersistentStr("apsalt", default="", folder="wifi", max_length=32)
+        self._sta = hal.wlan(hal.STA)
+        self._ap = hal.wlan(hal.AP)
+        self._plock = _thread.allocate_lock()   # one state-machine step at a time
+        self._mu = _thread.allocate_lock()      # short critical sections on shared fields
+        self._state = _IDLE
+        self._auto = False          # start() was called: recover by itself
+        self._portal_wanted = False
+        self._app = None
+        self._portal = None
+        self._thread = False
+        self._running = False
+        self._cands = []
+        self._idx = 0
+        self._trying = None
+        self._t_attempt = 0
+        self._ssid = None           # connected network
+        self._errors = {}           # ssid -> last error (None: no error / trying)
+        self._error = None
+        self._kick = False
+        self._prefer = None
+        self._seen = ()
+        self._backoff = self.retry_s
+        self._next_retry = 0
+        self._next_scan = 0
+        self._ap_fallback = False   # the AP is up because no network worked (not on request)
+        self._ap_manual = False
+        self._ap_off_at = None
+        self._ap_ssid = None
+        self._ap_pw = None
+        self._scan_cache = None
+        self._scan_at = 0
+
+    # ---- known networks ----
+    def _load(self):
+        v = self._nets.value
+        return [dict(n) for n in v] if isinstance(v, list) else []
+
+    def add_network(self, ssid, password="", hidden=False):
+        """Remember a network (replacing one with the same SSID). hidden: not in scans, try it blind."""
+        check_ssid(ssid)
+        password = check_password(password)
+        with self._mu:
+            nets = [n for n in self._load() if n.get("ssid") != ssid]
+            nets.append({"ssid": ssid, "pw": password, "hidden": bool(hidden)})
+            while len(nets) > self.max_networks:
+                nets.pop(0)
+            self._nets.value = nets
+            self._errors.pop(ssid, None)
+
+    def forget(self, ssid):
+        """Forget a network; returns True if it was known. Leaves it if connected to it now."""
+        with self._mu:
+            nets = self._load()
+            left = [n for n in nets if n.get("ssid") != ssid]
+            if len(left) == len(nets):
+                return False
+            self._nets.value = left
+            self._errors.pop(ssid, None)
+        if self._ssid == ssid:
+            self._kick = True
+            try:
+                self._sta.disconnect()
+            except OSError:
+                pass
+        return True
+
+    def networks(self):
+        """Known networks, most recently used last: [{"ssid", "secure", "hidden", "error"}] (no passwords)."""
+        with self._mu:
+            return [{"ssid": n["ssid"], "secure": bool(n.get("pw")), "hidden": bool(n.get("hidden")),
+                     "connected": n["ssid"] == self._ssid and self._state == _CONNECTED,
+                     "error": self._errors.get(n["ssid"])} for n in self._load()]
+
+    def configured(self):
+        return bool(self._load())
+
+    # ---- names ----
+    def _mac_suffix(self):
+        m = hal.mac()
+        return "%02x%02x" % (m[-2], m[-1])
+
+    def hostname(self, name=None):
+        """The DHCP host name (persisted); hostname("Desk lamp") sets "desk-lamp"."""
+        if name is not None:
+            self._host.value = hostname_of(name)
+            self._apply_hostname()
+        return self._host.value or "%s-%s" % (self.name_prefix, self._mac_suffix())
+
+    def _apply_hostname(self):
+        try:
+            self._sta.config(hostname=self.hostname())
+        except (ValueError, OSError, TypeError):
+            pass  # a port without per-interface host names
+
+    def ap_ssid(self):
+        if self._ap_ssid:
+            return self._ap_ssid
+        h = self._host.value
+        sfx = self._mac_suffix()
+        return "%s-%s" % (h[:27], sfx) if h else "%s-%s" % (self.name_prefix, sfx)
+
+    def ap_password(self):
+        """This device's AP password: HMAC-SHA256(random stored salt, MAC), 12 characters."""
+        salt = self._salt.value
+        if not salt:
+            import binascii
+            salt = binascii.hexlify(os.urandom(8)).decode()
+            self._salt.value = salt
+        d = hmac_sha256(salt.encode(), bytes(hal.mac()))
+        return "".join(_ALPHABET[b & 31] for b in d[:12])
+
+    # ---- interfaces ----
+    def station(self, on=True):
+        """Station interface on/off. Off also stops the background reconnecting."""
+        if on:
+            self._sta.active(True)
+            self._apply_hostname()
+        else:
+            with self._mu:
+                self._state = _IDLE
+                self._ssid = None
+            self._sta.active(False)
+
+    def access_point(self, on=True, ssid=None, password=None):
+        """Access point on/off. Default name "<hostname>-xxxx"; default password: ap_password()
+        (WPA2); password="" opens it."""
+        if on:
+            if ssid is not None:
+                check_ssid(ssid)
+                self._ap_ssid = ssid
+            if password is not None:
+                if password and not 8 <= len(password) <= 63:
+                    raise ValueError("password: 8 to 63 characters, or empty for an open AP")
+                self._ap_pw = password
+            self._ap_manual = True
+            self._ap_up()
+        else:
+            self._ap_manual = False
+            self._ap_fallback = False
+            self._ap_down()
+
+    def _ap_up(self):
+        pw = self._ap_pw if self._ap_pw is not None else self.ap_password()
+        ssid = self.ap_ssid()
+        fresh = not self._ap.active()
+        self._ap.active(True)
+        if pw:
+            self._ap.config(essid=ssid, password=pw, authmode=_AUTH_WPA2_PSK)
+        else:
+            self._ap.config(essid=ssid, authmode=_AUTH_OPEN)
+        if fresh:
+            print("wifi: access point %s (%s) at %s" % (ssid, ("WPA2, password " + pw) if pw else "open",
+                                                         self._ap.ifconfig()[0]))
+
+    def _ap_down(self):
+        self._portal_down()
+        if self._ap.active():
+            self._ap.active(False)
+            print("wifi: access point off")
+
+    # ---- the setup portal ----
+    def attach_portal(self, portal):
+        """Called by portal.Portal: the AP fallback (de)activates it."""
+        self._portal = portal
+        if self._ap_fallback and self._portal_wanted:
+            self._portal_up()
+
+    def _portal_up(self):
+        if self._portal is None:
+            from iotutils.portal import Portal
+            app = self._app
+            if app is None:
+                from iotutils.server import WebServer
+                app = self._app = WebServer(port=80, workers=2)
+                app.start()
+            Portal(app, self)  # attaches itself
+            return
+        ip = self._ap.ifconfig()[0]
+        if not self._portal.active:
+            self._portal.activate(ip)
+            print("wifi: setup portal on http://%s/setup" % ip)
+
+    def _portal_down(self):
+        if self._portal is not None and self._portal.active:
+            self._portal.deactivate()
+
+    # ---- scanning ----
+    def _scan_raw(self):
+        if not self._sta.active():
+            self._sta.active(True)
+            self._apply_hostname()
+        res = self._sta.scan()
+        self._scan_cache = res
+        self._scan_at = ticks_ms()
+        return res
+
+    def scan(self):
+        """Visible networks, strongest first, one entry per SSID: [{"ssid", "rssi", "channel", "secure"}]."""
+        with self._plock:
+            res = self._scan_cache
+            if res is None or ticks_diff(ticks_ms(), self._scan_at) > self.scan_cache_ms:
+                try:
+                    res = self._scan_raw()
+                except OSError:
+                    res = res or []  # busy connecting: the last results
+        best = {}
+        for r in res:
+            try:
+                ssid = bytes(r[0]).decode()
+            except UnicodeError:
+                continue
+            if not ssid:
+                continue  # hidden networks have no name to show
+            if ssid not in best or r[3] > best[ssid]["rssi"]:
+                best[ssid] = {"ssid": ssid, "rssi": r[3], "channel": r[2], "secure": r[4] != _AUTH_OPEN}
+        out = list(best.values())
+        out.sort(key=lambda n: -n["rssi"])
+        return out
+
+    # ---- connecting ----
+    def connect(self, timeout=15):
+        """Try the known networks (visible ones strongest first, then hidden ones) until one
+        connects or timeout seconds pass. Returns True when connected."""
+        deadline = ticks_add(ticks_ms(), int(timeout * 1000))
+        with self._plock:
+            if self._state == _CONNECTED and self._sta.isconnected():
+                return True
+            self._begin_round(ticks_ms())
+        while True:
+            with self._plock:
+                now = ticks_ms()
+                if self._state != _TRYING:
+                    break
+                if ticks_diff(now, deadline) >= 0:
+                    self._attempt_failed(now, TIMEOUT)
+                    self._end_round(now)
+                    break
+                self._step(now)
+            _sleep_ms(50)
+        return self._state == _CONNECTED
+
+    def reconnect(self, prefer=None):
+        """Start a new round at the next step (the portal calls this after saving), trying `prefer` first."""
+        with self._mu:
+            self._prefer = prefer
+            if prefer is not None:
+                self._errors[prefer] = None
+            self._kick = True
+
+    def _candidates(self, scan):
+        nets = self._load()
+        if not nets:
+            return []
+        if scan is None:
+            try:
+                scan = self._scan_raw()
+            except OSError:
+                scan = None
+        if scan is None:  # no scan possible: everything, most recently used first
+            cands = [(n["ssid"], n.get("pw", "")) for n in reversed(nets)]
+            self._seen = ()
+        else:
+            rssi = {}
+            for r in scan:
+                try:
+                    s = bytes(r[0]).decode()
+                except UnicodeError:
+                    continue
+                if s and (s not in rssi or r[3] > rssi[s]):
+                    rssi[s] = r[3]
+            known = [n for n in nets if n["ssid"] in rssi]
+            known.sort(key=lambda n: -rssi[n["ssid"]])
+            cands = [(n["ssid"], n.get("pw", "")) for n in known]
+            cands += [(n["ssid"], n.get("pw", "")) for n in nets if n.get("hidden") and n["ssid"] not in rssi]
+            self._seen = tuple(n["ssid"] for n in known)
+        prefer = self._prefer
+        self._prefer = None
+        if prefer is not None:
+            for i in range(len(cands)):
+                if cands[i][0] == prefer:
+                    cands.insert(0, cands.pop(i))
+                    break
+            else:
+                for n in nets:
+                    if n["ssid"] == prefer:
+                        cands.insert(0, (prefer, n.get("pw", "")))
+        return cands
+
+    def _begin_round(self, now, scan=None):
+        self._kick = False
+        if not self._sta.active():
+            self._sta.active(True)
+        self._apply_hostname()
+        self._cands = self._candidates(scan)
+        self._idx = -1
+        self._state = _TRYING
+        if not self._cands:
+            self._error = NO_AP_FOUND if self.configured() else None
+        self._next_attempt(now)
+
+    def _next_attempt(self, now):
+        while True:
+            self._idx += 1
+            if self._idx >= len(self._cands):
+                self._end_round(now)
+                return
+            ssid, pw = self._cands[self._idx]
+            with self._mu:
+                self._errors[ssid] = None
+                self._trying = ssid
+            try:
+                try:
+                    self._sta.disconnect()
+                except OSError:
+                    pass
+                self._sta.connect(ssid, pw)
+                self._t_attempt = now
+                print("wifi: connecting to %s" % ssid)
+                return
+            except OSError as e:
+                print("wifi: cannot connect to %s: %s" % (ssid, e))
+                self._attempt_failed(now, ASSOC_FAIL)
+
+    def _attempt_failed(self, now, error):
+        ssid = self._trying
+        with self._mu:
+            if ssid is not None:
+                self._errors[ssid] = error
+            # the most useful error of the round: a wrong password beats "not found"
+            if self._error != WRONG_PASSWORD or self._idx == 0:
+                self._error = error
+            self._trying = None
+        if ssid is not None:
+            print("wifi: %s: %s" % (ssid, error))
+        try:
+            self._sta.disconnect()
+        except OSError:
+            pass
+
+    def _end_round(self, now):
+        with self._mu:
+            self._trying = None
+        if not self._auto:
+            self._state = _IDLE
+            return
+        self._state = _WAITING
+        delay = self._backoff
+        self._backoff = min(self._backoff * 2, self.retry_max_s)
+        self._next_retry = ticks_add(now, int(delay * 1000))
+        self._next_scan = ticks_add(now, int(self.scan_interval_s * 1000))
+        if not self._ap_fallback:
+            self._ap_fallback = True
+            self._ap_off_at = None
+            print("wifi: no known network works%s: starting the access point" %
+                  ("" if self.configured() else " (none configured)"))
+            self._ap_up()
+        self._ap_off_at = None
+        if self._portal_wanted:
+            self._portal_up()
+        if self.configured():
+            print("wifi: retrying the known networks in %ss" % delay)
+
+    def _connected(self, now):
+        ssid = self._trying
+        with self._mu:
+            self._state = _CONNECTED
+            self._ssid = ssid
+            self._trying = None
+            self._error = None
+            self._errors[ssid] = None
+        self._backoff = self.retry_s
+        try:
+            rssi = self._sta.status("rssi")
+        except (OSError, ValueError):
+            rssi = 0
+        print("wifi: connected to %s as %s (%s, %d dBm)" % (ssid, self.hostname(), self._sta.ifconfig()[0], rssi))
+        if self._ap_fallback:
+            self._ap_off_at = ticks_add(now, int(self.ap_linger_s * 1000))
+        # most recently used last: the order used when no scan is possible
+        with self._mu:
+            nets = self._load()
+            if nets and nets[-1]["ssid"] != ssid:
+                for i in range(len(nets)):
+                    if nets[i]["ssid"] == ssid:
+                        nets.append(nets.pop(i))
+                        self._nets.value = nets
+                        break
+
+    def _step(self, now):
+        st = self._state
+        if st == _TRYING:
+            status = self._sta.status()
+            if status == _STAT_GOT_IP:
+                self._connected(now)
+                return
+            err = _error_of(status)
+            if err is None and ticks_diff(now, self._t_attempt) >= self.attempt_timeout_s * 1000:
+                err = TIMEOUT
+            if err is not None:
+                self._attempt_failed(now, err)
+                self._next_attempt(now)
+        elif st == _CONNECTED:
+            if self._kick:
+                self._begin_round(now)
+            elif not self._sta.isconnected():
+                print("wifi: lost the connection to %s" % self._ssid)
+                with self._mu:
+                    self._errors[self._ssid] = LOST
+                    self._error = LOST
+                    self._ssid = None
+                    self._state = _IDLE
+                if self._auto:
+                    self._backoff = self.retry_s
+                    self._begin_round(now)
+            elif self._ap_off_at is not None and ticks_diff(now, self._ap_off_at) >= 0:
+                self._ap_off_at = None
+                self._ap_fallback = False
+                if not self._ap_manual:
+                    self._ap_down()
+        elif st == _WAITING:
+            if self._kick or ticks_diff(now, self._next_retry) >= 0:
+                self._begin_round(now)
+            elif ticks_diff(now, self._next_scan) >= 0:
+                self._next_scan = ticks_add(now, int(self.scan_interval_s * 1000))
+                try:
+                    scan = self._scan_raw()
+                except OSError:
+                    return
+                known = [n["ssid"] for n in self._load()]
+                for r in scan:
+                    try:
+                        s = bytes(r[0]).decode()
+                    except UnicodeError:
+                        continue
+                    if s in known and s not in self._seen:
+                        print("wifi: %s is back" % s)
+                        self._begin_round(now, scan)
+                        return
+        elif self._kick and self._auto:
+            self._begin_round(now)
+
+    # ---- running ----
+    def start(self, portal=True, app=None, thread=True):
+        """Connect in the background; if no known network works, start the AP (+ setup portal on
+        `app`, a WebServer; one is made if None) and keep retrying. Returns at once. thread=False:
+        no background thread, the caller calls poll() often (a main loop)."""
+        self._auto = True
+        self._portal_wanted = portal
+        if app is not None:
+            self._app = app
+        with self._plock:
+            self._backoff = self.retry_s
+            self._begin_round(ticks_ms())
+        if thread and not self._thread:
+            self._thread = True
+            self._running = True
+            _thread.start_new_thread(self._run, ())
+        return self
+
+    def stop(self):
+        """Stop the background work, the portal and both interfaces."""
+        self._running = False
+        self._auto = False
+        with self._plock:
+            self._state = _IDLE
+            self._ssid = None
+        self._ap_manual = False
+        self._ap_fallback = False
+        self._ap_down()
+        self._sta.active(False)
+
+    def _run(self):
+        try:
+            while self._running:
+                p = self._portal
+                if p is not None and p.active:
+                    p.serve_dns(self.poll_ms)
+                else:
+                    _sleep_ms(self.poll_ms)
+                self.poll()
+        finally:
+            self._thread = False
+
+    def poll(self):
+        """One non-blocking step of the manager (and pending portal DNS queries). Safe to call from
+        a main loop while the background thread runs too."""
+        if not self._plock.acquire(0):
+            return
+        try:
+            p = self._portal
+            if p is not None and p.active:
+                p.serve_dns(0)
+            self._step(ticks_ms())
+        except Exception as e:  # the manager must outlive any driver error
+            print("wifi: error in poll:")
+            _print_exception(e)
+        finally:
+            self._plock.release()
+
+    # ---- status ----
+    def status(self):
+        """{"mode", "connected", "ssid", "ip", "rssi", "ap_ssid", "ap_ip"} plus "state", "error",
+        "trying", "hostname", "ap_clients" (MACs), "configured"."""
+        sta_on = self._sta.active()
+        ap_on = self._ap.active()
+        mode = "sta+ap" if sta_on and ap_on else "sta" if sta_on else "ap" if ap_on else "off"
+        connected = self._state == _CONNECTED and self._sta.isconnected()
+        rssi = None
+        if connected:
+            try:
+                rssi = self._sta.status("rssi")
+            except (OSError, ValueError):
+                pass
+        clients = []
+        if ap_on:
+            try:
+                for c in self._ap.status("stations"):
+                    clients.append(":".join("%02x" % b for b in c[0]))
+            except (OSError, ValueError, TypeError):
+                pass
+        return {
+            "mode": mode, "connected": connected, "ssid": self._ssid if connected else None,
+            "ip": self._sta.ifconfig()[0] if connected else None, "rssi": rssi,
+            "ap_ssid": self._ap.config("essid") if ap_on else None,
+            "ap_ip": self._ap.ifconfig()[0] if ap_on else None,
+            "ap_clients": clients, "state": _STATES[self._state], "trying": self._trying,
+            "error": None if connected else self._error, "hostname": self.hostname(),
+            "configured": self.configured(),
+        }
+
+    def result(self, ssid):
+        """How the last attempt on `ssid` went: "connected", "connecting", an error name, or None."""
+        with self._mu:
+            if self._state == _CONNECTED and self._ssid == ssid and not self._kick:
+                return "connected"
+            if ssid not in self._errors:
+                return None
+            return self._errors[ssid] or "connecting"

@@ -1,0 +1,352 @@
+# Wi-Fi manager (iotutils.wifi) on the simulated WLAN, the captive DNS packet code and the password
+# hashing of iotutils.portal, on CPython and MicroPython.
+import time
+
+from mpunit import raises, tempdir
+
+from iotutils import store
+from iotutils.hal.flash import FileFlash
+from iotutils.nvs import NVS
+import iotutils.persist  # noqa: F401  (before the big modules: a less fragmented heap)
+
+
+def _own_store(pages=4):
+    # a small file-backed NVS: the RAM flash of a whole partition is too big a block for a
+    # fragmented 110wK heap once these modules are loaded
+    path = tempdir("wifi") + "/nvs.bin"
+    with open(path, "wb") as f:
+        for _ in range(pages):
+            f.write(b"\xff" * 4096)
+    store.use(NVS(FileFlash(path, 0, pages * 4096)))
+
+
+_own_store()
+
+from iotutils.hal import wlan_sim  # noqa: E402
+from iotutils import portal as P  # noqa: E402
+from iotutils import wifi as W  # noqa: E402
+
+# RFC 7914 section 11: PBKDF2-HMAC-SHA256("passwd", "salt", c=1), first 32 bytes
+_PBKDF2_VEC = "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
+
+
+def _sleep_ms(ms):
+    if hasattr(time, "sleep_ms"):
+        time.sleep_ms(ms)
+    else:
+        time.sleep(ms / 1000)
+
+
+def _wifi(networks, **attrs):
+    wlan_sim.reset({"networks": networks})
+    wlan_sim.CONNECT_MS = 20
+    w = W.Wifi()
+    for n in w.networks():
+        w.forget(n["ssid"])
+    w.attempt_timeout_s = 1
+    w.retry_s = 0.2
+    w.retry_max_s = 0.4
+    w.scan_interval_s = 0.05
+    w.ap_linger_s = 0.05
+    w.scan_cache_ms = 0
+    for k in attrs:
+        setattr(w, k, attrs[k])
+    return w
+
+
+def _until(w, cond, timeout_ms=4000):
+    t = 0
+    while t < timeout_ms:
+        w.poll()
+        if cond():
+            return True
+        _sleep_ms(10)
+        t += 10
+    raise AssertionError("condition not reached; status %r" % (w.status(),))
+
+
+def _net(ssid, pw="secret12", rssi=-60, **kw):
+    d = {"ssid": ssid, "password": pw, "rssi": rssi, "channel": 6, "up": True, "fail": None}
+    d.update(kw)
+    return d
+
+
+# ---- passwords ----
+
+def test_pbkdf2_matches_rfc7914_vector():
+    import binascii
+    assert binascii.hexlify(P._pbkdf2_py(b"passwd", b"salt", 1)).decode() == _PBKDF2_VEC
+    # many iterations: the pure-Python loop agrees with the runtime's (C speed on CPython)
+    assert P._pbkdf2_py(b"pw", b"NaCl", 50) == P._pbkdf2_sha256(b"pw", b"NaCl", 50)
+
+
+def test_hash_password_format_and_verify():
+    h = P.hash_password("correct horse", iterations=100)
+    algo, it, salt, dk = h.split("$")
+    assert algo == "pbkdf2_sha256" and it == "100" and len(salt) == 32 and len(dk) == 64
+    assert P.verify_password("correct horse", h)
+    assert not P.verify_password("correct horsE", h)
+    assert P.hash_password("x", iterations=100) != P.hash_password("x", iterations=100)  # salted
+    assert P.hash_password("pw", iterations=3, salt=b"NaCl") == \
+        "pbkdf2_sha256$3$4e61436c$" + P._hex(P._pbkdf2_py(b"pw", b"NaCl", 3))
+
+
+def test_verify_password_rejects_malformed():
+    for bad in ("", "pbkdf2_sha256$1$zz$00", "md5$1$00$00", "pbkdf2_sha256$0$00$00", "a$b$c",
+                "pbkdf2_sha256$99999999$00$00", None, 5):
+        assert not P.verify_password("x", bad)
+    assert raises(ValueError, P.hash_password, None)
+
+
+# ---- captive DNS packets ----
+
+def _query(name, qtype=1, qid=0x1234, flags=0x0100, qd=1, extra=b""):
+    q = bytes((qid >> 8, qid & 255, flags >> 8, flags & 255, 0, qd, 0, 0, 0, 0, 0, 1 if extra else 0))
+    for label in name.split("."):
+        q += bytes((len(label),)) + label.encode()
+    return q + b"\x00" + bytes((qtype >> 8, qtype & 255, 0, 1)) + extra
+
+
+def test_dns_a_query_answered_with_the_portal_ip():
+    q = _query("connectivitycheck.gstatic.com")
+    r = P.dns_reply(q, bytes((192, 168, 4, 1)), ttl=10)
+    assert r[0:2] == b"\x12\x34"
+    assert r[2] & 0x80 and r[2] & 0x04 and r[2] & 0x01    # QR, AA, RD copied
+    assert r[3] & 0x0F == 0                                 # NOERROR
+    assert r[4:12] == b"\x00\x01\x00\x01\x00\x00\x00\x00"   # 1 question, 1 answer
+    qlen = len(q) - 12
+    assert r[12:12 + qlen] == q[12:]
+    ans = r[12 + qlen:]
+    assert ans == b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x0a\x00\x04\xc0\xa8\x04\x01"
+
+
+def test_dns_aaaa_and_other_types_have_no_answer():
+    for qtype in (28, 65, 15):
+        r = P.dns_reply(_query("example.com", qtype), b"\x7f\x00\x00\x01")
+        assert r[3] & 0x0F == 0 and r[6:8] == b"\x00\x00", qtype
+    # EDNS OPT record after the question: answered, OPT not echoed
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    r = P.dns_reply(_query("a.b", 1, extra=opt), b"\x7f\x00\x00\x01")
+    assert r[6:8] == b"\x00\x01" and r[10:12] == b"\x00\x00" and opt not in r
+
+
+def test_dns_malformed_packets_are_ignored():
+    ip = b"\x7f\x00\x00\x01"
+    good = _query("example.com")
+    assert P.dns_reply(good, ip) is not None
+    for i in range(len(good)):  # every truncation
+        assert P.dns_reply(good[:i], ip) is None, i
+    assert P.dns_reply(_query("example.com", flags=0x8180), ip) is None      # a response
+    assert P.dns_reply(_query("example.com", qd=2), ip) is None              # two questions claimed
+    assert P.dns_reply(_query("example.com", qd=0), ip) is None
+    ptr = good[:12] + b"\xc0\x0c\x00\x01\x00\x01"
+    assert P.dns_reply(ptr, ip) is None                                      # pointer in question
+    long_name = ".".join(["a" * 63] * 5)
+    assert P.dns_reply(_query(long_name), ip) is None                        # name > 255
+    assert P.dns_reply(good + bytes(600), ip) is None                        # oversized
+    assert P.dns_reply(bytes(range(256)) * 2, ip) is None
+
+
+def test_dns_other_opcodes_get_notimp():
+    r = P.dns_reply(_query("example.com", flags=0x2800), b"\x7f\x00\x00\x01")  # UPDATE
+    assert len(r) == 12 and r[2] & 0x80 and r[3] & 0x0F == 4
+
+
+def test_dns_server_answers_over_udp_and_survives_junk():
+    import os
+    import socket
+    srv = None
+    for _ in range(20):  # a free port (MicroPython sockets have no getsockname)
+        port = 30000 + int.from_bytes(os.urandom(2), "little") % 20000
+        try:
+            srv = P.DNSServer("127.0.0.1", port).open()
+            break
+        except OSError:
+            pass
+    assert srv is not None
+    try:
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(2)
+        addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        c.sendto(b"\xff" * 5, addr)
+        c.sendto(_query("x.example", qid=7), addr)
+        got = 0
+        for _ in range(50):
+            got += srv.serve(20)
+            if got:
+                break
+        r = c.recv(600)
+        c.close()
+        assert got == 1 and r[0:2] == b"\x00\x07" and r[-4:] == b"\x7f\x00\x00\x01"
+    finally:
+        srv.close()
+    assert srv.serve(0) == 0
+
+
+# ---- validation ----
+
+def test_network_validation():
+    assert raises(ValueError, W.check_ssid, "").args[0].startswith("ssid")
+    assert raises(ValueError, W.check_ssid, "x" * 33).args[0].startswith("ssid")
+    assert raises(ValueError, W.check_ssid, 5).args[0].startswith("ssid")
+    assert W.check_ssid("café") == "café"
+    assert W.check_password("") == ""
+    assert W.check_password("12345678") == "12345678"
+    assert W.check_password("ab" * 32) == "ab" * 32
+    for bad in ("short", "x" * 64, "z" * 65, 12345678):
+        assert raises(ValueError, W.check_password, bad).args[0].startswith("password")
+
+
+def test_hostname_of():
+    assert W.hostname_of("Desk lamp") == "desk-lamp"
+    assert W.hostname_of("  Küche #2 ") == "k-che-2"
+    assert W.hostname_of("a" * 40) == "a" * 32
+    assert raises(ValueError, W.hostname_of, "!!").args[0].startswith("hostname")
+
+
+def test_hmac_sha256_rfc4231_case2():
+    import binascii
+    d = W.hmac_sha256(b"Jefe", b"what do ya want for nothing?")
+    assert binascii.hexlify(d).decode() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+
+
+# ---- the manager on the simulated WLAN ----
+
+def test_networks_never_show_passwords():
+    w = _wifi([])
+    w.add_network("home", "secret12")
+    w.add_network("cafe", "")
+    w.add_network("home", "other-secret")   # replaces
+    nets = w.networks()
+    assert [n["ssid"] for n in nets] == ["cafe", "home"]
+    assert nets[1]["secure"] and not nets[0]["secure"]
+    text = repr(nets) + repr(w.status())
+    assert "secret" not in text
+    assert raises(ValueError, w.add_network, "x", "short").args[0].startswith("password")
+    assert w.forget("cafe") and not w.forget("cafe")
+    assert [n["ssid"] for n in w.networks()] == ["home"]
+
+
+def test_known_networks_are_bounded():
+    w = _wifi([], max_networks=3)
+    for i in range(5):
+        w.add_network("n%d" % i, "")
+    assert [n["ssid"] for n in w.networks()] == ["n2", "n3", "n4"]
+
+
+def test_connect_picks_the_strongest_known_network():
+    w = _wifi([_net("weak", rssi=-85), _net("strong", rssi=-45), _net("stranger", rssi=-30)])
+    w.add_network("strong", "secret12")
+    w.add_network("weak", "secret12")
+    assert w.connect(timeout=5)
+    st = w.status()
+    assert st["connected"] and st["ssid"] == "strong" and st["rssi"] == -45 and st["mode"] == "sta"
+    assert st["ip"] == "127.0.0.1" and st["error"] is None
+    w.stop()
+
+
+def test_wrong_password_is_reported_and_the_next_network_used():
+    w = _wifi([_net("strong", pw="right-one", rssi=-40), _net("weak", rssi=-80)])
+    w.add_network("strong", "wrong-one")
+    w.add_network("weak", "secret12")
+    assert w.connect(timeout=5)
+    assert w.status()["ssid"] == "weak"
+    errs = dict((n["ssid"], n["error"]) for n in w.networks())
+    assert errs == {"strong": "wrong_password", "weak": None}
+    w.stop()
+    w = _wifi([_net("strong", pw="right-one")])
+    w.add_network("strong", "wrong-one")
+    assert not w.connect(timeout=5)
+    assert w.status()["error"] == "wrong_password" and w.result("strong") == "wrong_password"
+    w.stop()
+
+
+def test_unknown_network_not_found_and_timeout():
+    w = _wifi([_net("dhcpless", fail="no_ip")], attempt_timeout_s=0.2)
+    w.add_network("dhcpless", "secret12")
+    assert not w.connect(timeout=3)
+    assert w.status()["error"] == "timeout"
+    w.stop()
+    w = _wifi([])
+    w.add_network("hidden-one", "secret12", hidden=True)   # not visible: tried blind
+    assert not w.connect(timeout=3)
+    assert w.result("hidden-one") == "no_ap_found"
+    w.stop()
+
+
+def test_never_stranded_fallback_and_recovery_with_poll():
+    w = _wifi([_net("home", up=False)])
+    w.add_network("home", "secret12")
+    w.start(portal=False, thread=False)
+    _until(w, lambda: w.status()["state"] == "portal")
+    st = w.status()
+    assert st["ap_ssid"] and st["ap_ip"] == "127.0.0.1" and not st["connected"]
+    assert st["mode"] in ("ap", "sta+ap") and st["error"] == "no_ap_found"
+    # the router comes back: station again, then the fallback AP goes away by itself
+    wlan_sim.scenario().set({"networks": [_net("home")]})
+    _until(w, lambda: w.status()["connected"])
+    _until(w, lambda: w.status()["mode"] == "sta")
+    # the router goes away while connected: same recovery
+    wlan_sim.scenario().set({"networks": [_net("home", up=False)]})
+    _until(w, lambda: w.status()["ap_ip"] is not None)
+    assert w.networks()[0]["error"] in ("lost", "no_ap_found")
+    wlan_sim.scenario().set({"networks": [_net("home")]})
+    _until(w, lambda: w.status()["connected"])
+    w.stop()
+    assert w.status()["mode"] == "off"
+
+
+def test_unconfigured_start_opens_the_ap_at_once():
+    w = _wifi([_net("home")])
+    w.start(portal=False, thread=False)
+    _until(w, lambda: w.status()["state"] == "portal", 500)
+    assert not w.configured() and w.status()["error"] is None
+    # configured later (as the portal does): connects without a restart
+    w.add_network("home", "secret12")
+    w.reconnect(prefer="home")
+    assert w.result("home") == "connecting"
+    _until(w, lambda: w.result("home") == "connected")
+    w.stop()
+
+
+def test_ap_password_is_per_device_stable_and_wpa2():
+    w = _wifi([])
+    pw = w.ap_password()
+    assert len(pw) == 12 and all(c in W._ALPHABET for c in pw)
+    assert W.Wifi().ap_password() == pw          # the salt is stored
+    w.access_point(True)
+    ap = wlan_sim.interface(1, None)
+    assert ap.config("authmode") == wlan_sim.AUTH_WPA2_PSK and ap.config("password") == pw
+    assert w.status()["ap_ssid"].startswith("iotutils-")
+    w.access_point(True, ssid="open-setup", password="")
+    assert ap.config("authmode") == wlan_sim.AUTH_OPEN and w.status()["ap_ssid"] == "open-setup"
+    assert raises(ValueError, w.access_point, True, None, "short").args[0].startswith("password")
+    w.access_point(False)
+    assert w.status()["mode"] == "off"
+
+
+def test_ap_clients_are_listed():
+    w = _wifi([])
+    wlan_sim.scenario().set({"networks": [], "ap_clients": ["aa:bb:cc:dd:ee:01"]})
+    w.access_point(True)
+    assert w.status()["ap_clients"] == ["aa:bb:cc:dd:ee:01"]
+    w.access_point(False)
+    assert w.status()["ap_clients"] == []
+
+
+def test_scan_strongest_first_one_per_ssid_hidden_left_out():
+    w = _wifi([_net("a", rssi=-70), _net("b", pw="", rssi=-50), _net("a", rssi=-40),
+               _net("secret", rssi=-20, hidden=True), _net("down", up=False)])
+    res = w.scan()
+    assert res == [{"ssid": "a", "rssi": -40, "channel": 6, "secure": True},
+                   {"ssid": "b", "rssi": -50, "channel": 6, "secure": False}]
+
+
+def test_hostname_persists_and_reaches_the_interface():
+    w = _wifi([])
+    assert w.hostname().startswith("iotutils-")
+    w.hostname("Desk Lamp")
+    assert w.hostname() == "desk-lamp" and W.Wifi().hostname() == "desk-lamp"
+    w.station(True)
+    assert wlan_sim.interface(0, None).config("hostname") == "desk-lamp"
+    w._host.reset()
