@@ -76,7 +76,7 @@ check-frozen: venv ## compile every module with mpy-cross -march=xtensawin and r
 check-xtensa: deps ## cross-compile the portable C cores for Xtensa (lx106) with a code-size report
 	$(VPY) scripts/check_xtensa.py
 
-check-idf: ## type-check the ESP32-only C paths against ESP-IDF's headers (needs IDF_PATH)
+check-idf: venv ## type-check the ESP32-only C paths against ESP-IDF's headers (needs IDF_PATH)
 	$(VPY) scripts/check_idf.py
 
 # ---- firmware -----------------------------------------------------------------------------

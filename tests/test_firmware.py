@@ -99,6 +99,52 @@ def test_check_xtensa_rejects_warnings_and_non_libc_symbols(tmp_path):
     assert rc == 1 and "mp_obj_new_int" in out, out
 
 
+# ---- ESP32-only C against ESP-IDF's headers ----------------------------------------------
+
+IDF_PATH = os.environ.get("IDF_PATH", "")
+needs_idf = pytest.mark.skipif(not IDF_PATH, reason="IDF_PATH unset: no ESP-IDF tree to type-check against")
+
+IDF_SAMPLE = """#include <stddef.h>
+#include "nvs.h"
+#include "esp_partition.h"
+int sample(void) {
+    nvs_handle_t h;
+    if (nvs_open("ns", NVS_READWRITE, &h) != ESP_OK) {
+        return -1;
+    }
+    LENTYPE len = 0;
+    esp_err_t err = nvs_get_blob(h, "k", NULL, &len);
+    nvs_close(h);
+    const esp_partition_t *p = esp_partition_find_first(ESP_PARTITION_TYPE_DATA,
+                                                        ESP_PARTITION_SUBTYPE_DATA_NVS, NULL);
+    return (int)len + (p != NULL) + (int)err;
+}
+"""
+
+
+def test_check_idf_skips_cleanly_without_idf_path():
+    env = dict(os.environ)
+    env.pop("IDF_PATH", None)
+    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "check_idf.py")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "skipped: IDF_PATH is not set" in proc.stdout
+
+
+@needs_idf
+def test_check_idf_type_checks_against_the_real_headers(tmp_path):
+    rc, out = _script("check_idf.py")  # the project's own *_idf.c, if any yet
+    assert rc == 0, out
+    good = tmp_path / "good_idf.c"
+    good.write_text(IDF_SAMPLE.replace("LENTYPE", "size_t"))
+    bad = tmp_path / "bad_idf.c"
+    bad.write_text(IDF_SAMPLE.replace("LENTYPE", "int"))  # nvs_get_blob wants size_t *
+    rc, out = _script("check_idf.py", str(good))
+    assert rc == 0 and "ok   " in out, out
+    rc, out = _script("check_idf.py", str(good), str(bad))
+    assert rc == 1 and "FAIL %s" % bad in out and "nvs_get_blob" in out, out
+
+
 # ---- app image budget ---------------------------------------------------------------------
 
 def test_check_app_size_accepts_a_fitting_image_and_rejects_too_big_or_mislabelled(tmp_path):
