@@ -3,7 +3,7 @@
 IOTUTILS_MOD_DIR := $(USERMOD_DIR)
 
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/modiotutils.c
-# The cores land one by one; a missing one leaves its binding section compiled out.
+# The cores land one by one: list those present (micropython.cmake does the same).
 SRC_USERMOD_C += $(wildcard $(IOTUTILS_MOD_DIR)/httpparse.c)
 SRC_USERMOD_C += $(wildcard $(IOTUTILS_MOD_DIR)/kvstore.c)
 SRC_USERMOD_C += $(wildcard $(IOTUTILS_MOD_DIR)/nvs_host.c)
