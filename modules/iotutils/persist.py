@@ -152,7 +152,31 @@ def _to_str(x):
     return str(x)
 
 
+def _check_json(x, depth=0):
+    # json.dumps differs between runtimes on odd input (MicroPython encodes a set): check first
+    if depth > 20:
+        raise ValueError("nested too deep")
+    if x is None or isinstance(x, (bool, int, str)):
+        return
+    if isinstance(x, float):
+        if x != x or x in (float("inf"), float("-inf")):
+            raise ValueError("not a finite number")
+        return
+    if isinstance(x, (list, tuple)):
+        for i in x:
+            _check_json(i, depth + 1)
+        return
+    if isinstance(x, dict):
+        for k in x:
+            if not isinstance(k, str):
+                raise ValueError("JSON object keys must be str")
+            _check_json(x[k], depth + 1)
+        return
+    raise ValueError("not JSON-encodable: %s" % type(x).__name__)
+
+
 def _to_json_text(x):
+    _check_json(x)
     try:
         return json.dumps(x, separators=(",", ":"))
     except (TypeError, ValueError, OverflowError):
@@ -661,6 +685,8 @@ def _export_entry(folder, name):
                 all(isinstance(i, str) for i in v) else list(v)
         elif isinstance(v, tuple):
             v = list(v)
+        elif isinstance(v, bytes):
+            v = b2a_base64(v).decode().strip()
         e = {"type": obj.kind, "value": v}
         e.update(obj.spec())
         return e

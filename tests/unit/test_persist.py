@@ -1,0 +1,373 @@
+# Persistent typed variables (iotutils/persist.py) and the store (store.py, store_esp32nvs.py).
+# Runs on CPython (pytest) and MicroPython (mp_runner.py).
+import json
+
+from mpunit import raises
+
+from iotutils import nvs, persist, store
+from iotutils.hal.flash import RamFlash, _Region
+from iotutils.persist import (PersistentBool, PersistentFloat, PersistentHex, PersistentInt, PersistentJSON,
+                              PersistentList, PersistentRange, PersistentRGB, PersistentSet, PersistentStr)
+from iotutils.store_esp32nvs import ESP32NVS
+
+SIZE = 0x6000
+_BUF = bytearray(SIZE)  # one image for every test (a 110 KB MicroPython heap fragments otherwise)
+
+
+class WriteCounter(RamFlash):
+    def __init__(self, keep=False):
+        _Region.__init__(self, SIZE, "nvs")
+        if not keep:
+            for off in range(0, SIZE, 4096):
+                _BUF[off:off + 4096] = b"\xff" * 4096
+        self.buf = _BUF
+        self.strict = True
+        self.writes = 0
+
+    def write(self, off, data):
+        self.writes += 1
+        RamFlash.write(self, off, data)
+
+
+def fresh():
+    f = WriteCounter()
+    store.use(nvs.NVS(f), "nvs")
+    return f
+
+
+def reboot(f):
+    # a new store over the same flash: nothing cached survives
+    g = WriteCounter(keep=True)
+    store.use(nvs.NVS(g), "nvs")
+    return g
+
+
+def test_int_coercions_and_reboot():
+    f = fresh()
+    v = PersistentInt("boots", default=0, folder="stats")
+    assert v.value == 0
+    v.value = "42"
+    assert v.value == 42
+    assert v.set(3.9) == 3
+    assert v.set(" -7 ") == -7
+    assert v.set(True) == 1
+    assert v.set("2.5") == 2
+    e = raises(ValueError, v.set, "abc")
+    assert "boots" in str(e)
+    raises(ValueError, v.set, None)
+    raises(ValueError, v.set, float("inf"))
+    raises(ValueError, v.set, [1])
+    assert v.value == 2  # a failed set changes nothing
+    big = 2 ** 70
+    assert v.set(big) == big
+    reboot(f)
+    assert PersistentInt("boots", default=0, folder="stats").value == big
+    v.set(5)
+    reboot(f)
+    assert PersistentInt("boots", folder="stats").value == 5
+
+
+def test_bool_coercions():
+    fresh()
+    b = PersistentBool("on")
+    assert b.value is False
+    for x in (True, 1, "true", "TRUE", "on", "On", "yes", "1", 1.0):
+        assert b.set(x) is True, x
+    for x in (False, 0, "false", "off", "No", "0", " no "):
+        assert b.set(x) is False, x
+    for x in ("maybe", 2, -1, None, "", [], 0.5):
+        e = raises(ValueError, b.set, x)
+        assert "on" in str(e)
+    assert PersistentBool("d", default="yes").value is True
+
+
+def test_float_str_coercions():
+    fresh()
+    f = PersistentFloat("temp")
+    assert f.value == 0.0
+    assert f.set("2.5") == 2.5
+    assert f.set(3) == 3.0 and isinstance(f.value, float)
+    raises(ValueError, f.set, "warm")
+    raises(ValueError, f.set, float("nan"))
+    raises(ValueError, f.set, None)
+    s = PersistentStr("name", default="dev")
+    assert s.value == "dev"
+    assert s.set(12) == "12"
+    assert s.set(b"bytes") == "bytes"
+    raises(ValueError, s.set, None)
+    raises(ValueError, s.set, b"\xff\xfe")
+    short = PersistentStr("short", max_length=3)
+    assert short.set("abcdef") == "abc" and short.value == "abc"
+    long = PersistentStr("long")
+    text = "x" * 5000 + "é"
+    assert long.set(text) == text
+    assert long.value == text
+
+
+def test_range_rgb_hex():
+    fresh()
+    r = PersistentRange("bri", 0, 100, default=50)
+    assert r.value == 50
+    assert r.set(150) == 100 and r.set(-5) == 0 and r.set("42.7") == 42
+    raises(ValueError, r.set, "bright")
+    raises(ValueError, PersistentRange, "bad", 10, 0)
+    fr = PersistentRange("gain", 0.0, 1.0, default=2)
+    assert fr.value == 1.0 and fr.set("0.25") == 0.25
+    c = PersistentRGB("col")
+    assert c.value == (0, 0, 0)
+    assert c.set((255, 128, 0)) == (255, 128, 0)
+    assert c.set("#ff8000") == (255, 128, 0)
+    assert c.set("00ff10") == (0, 255, 16)
+    assert c.set(0xFF8000) == (255, 128, 0)
+    assert c.set([300, -2, "7"]) == (255, 0, 7)
+    for bad in ("#ff80", "zzzzzz", (1, 2), -1, 0x1000000, None, True):
+        e = raises(ValueError, c.set, bad)
+        assert "col" in str(e)
+    assert c.value == (255, 0, 7)
+    h = PersistentHex("mask")
+    assert h.set("0x1f") == 31 and str(h) == "0x1f"
+    assert h.set("FF") == 255 and str(h) == "0xff"
+    assert h.set(16) == 16
+    raises(ValueError, h.set, "0xg")
+    raises(ValueError, h.set, 1.5)
+    raises(ValueError, h.set, "")
+
+
+def test_json_list_set():
+    fresh()
+    j = PersistentJSON("cfg", default={"a": 1})
+    assert j.value == {"a": 1}
+    d = {"x": [1, 2], "y": None}
+    j.value = d
+    d["x"].append(3)  # the caller's object is not the stored one
+    assert j.value == {"x": [1, 2], "y": None}
+    got = j.value
+    got["z"] = 1
+    assert "z" not in j.value
+    raises(ValueError, j.set, {"k": object()})
+    raises(ValueError, j.set, {1, 2})
+    raises(ValueError, j.set, {1: 2})
+    raises(ValueError, j.set, [float("nan")])
+    lst = PersistentList("l")
+    assert lst.value == []
+    assert lst.set((1, "a")) == [1, "a"]
+    assert lst.set("[3, 4]") == [3, 4]
+    raises(ValueError, lst.set, 5)
+    raises(ValueError, lst.set, "not json")
+    raises(ValueError, lst.set, {"a": 1})
+    s = PersistentSet("tags")
+    assert s.value == set()
+    assert s.set(["b", "a", "b"]) == {"a", "b"}
+    assert s.value == {"a", "b"} and isinstance(s.value, set)
+    raises(ValueError, s.set, [[1]])
+    raises(ValueError, s.set, 3)
+
+
+def test_names_and_folders_limited_to_15():
+    fresh()
+    PersistentInt("a" * 15, folder="f" * 15).value = 1
+    for name, folder in (("a" * 16, "f"), ("a", "f" * 16), ("", "f"), ("a", ""), (None, "f"), ("a\x01", "f")):
+        e = raises(ValueError, PersistentInt, name, folder=folder)
+        assert "PersistentInt" in str(e)
+    raises(ValueError, PersistentInt, "n", default="abc")  # a bad default names the variable too
+
+
+def test_shared_cache_and_write_through():
+    f = fresh()
+    a = PersistentInt("n", folder="x")
+    b = PersistentInt("n", folder="x")
+    a.value = 5
+    assert b.value == 5
+    n = f.writes
+    for _ in range(10):
+        assert a.value == 5  # cached: no flash access needed
+    assert f.writes == n
+    b.value = 6
+    assert a.value == 6
+    # on flash as soon as set returns: a fresh store on the same flash sees it
+    reboot(f)
+    assert PersistentInt("n", folder="x").value == 6
+    a.reset()
+    assert a.value == 0 and b.value == 0
+    assert PersistentInt("n", default=9, folder="x").value == 9
+
+
+def test_reads_values_of_other_nvs_types():
+    # what a provisioning image (CSV u8/i32/string) or another app version stored
+    fresh()
+    store.set("p", "int_str", "42")
+    store.set("p", "int_u8", 7, nvs.U8)
+    store.set("p", "bool_str", "on")
+    store.set("p", "bool_i32", 1, nvs.I32)
+    store.set("p", "float_int", 3, nvs.I32)
+    store.set("p", "rgb_str", "#ff8000")
+    store.set("p", "hex_str", "0x1f")
+    store.set("p", "list_str", "[1, 2]")
+    store.set("p", "json_int", 5, nvs.U16)
+    store.set("p", "garbage", "not a number")
+    assert PersistentInt("int_str", folder="p").value == 42
+    assert PersistentInt("int_u8", folder="p").value == 7
+    assert PersistentBool("bool_str", folder="p").value is True
+    assert PersistentBool("bool_i32", folder="p").value is True
+    assert PersistentFloat("float_int", folder="p").value == 3.0
+    assert PersistentRGB("rgb_str", folder="p").value == (255, 128, 0)
+    assert PersistentHex("hex_str", folder="p").value == 31
+    assert PersistentList("list_str", folder="p").value == [1, 2]
+    assert PersistentJSON("json_int", folder="p").value == 5
+    assert PersistentInt("garbage", default=-1, folder="p").value == -1  # unreadable: the default
+
+
+def test_listing_delete_factory_reset():
+    fresh()
+    PersistentInt("a", folder="one").value = 1
+    PersistentStr("b", folder="one").value = "x"
+    PersistentRGB("c", folder="two").value = "#010203"
+    assert sorted(persist.folders()) == ["one", "two"]
+    assert persist.list_folder("one") == {"a": 1, "b": "x"}
+    assert persist.list_folder("two") == {"c": (1, 2, 3)}
+    assert persist.delete("a", folder="one") is True
+    assert persist.delete("a", folder="one") is False
+    assert PersistentInt("a", default=4, folder="one").value == 4
+    assert persist.list_folder("one") == {"b": "x"}
+    persist.factory_reset()
+    assert persist.folders() == []
+    assert PersistentStr("b", folder="one").value == ""
+    assert PersistentRGB("c", folder="two").value == (0, 0, 0)
+
+
+def test_export_import_round_trip():
+    f = fresh()
+    PersistentInt("boots", folder="stats").value = 3
+    PersistentFloat("t", folder="stats").value = 2.5
+    PersistentSet("s", folder="stats").value = [3, 1]
+    PersistentRange("bri", 0, 10, folder="lamp").value = 7
+    PersistentRGB("col", folder="lamp").value = "#ff0000"
+    PersistentHex("mask", folder="lamp").value = 255
+    PersistentBool("on", folder="lamp").value = True
+    PersistentJSON("j", folder="lamp").value = {"a": [1, None]}
+    store.set("raw", "blob", b"\x00\x01")
+    text = persist.export_json()
+    data = json.loads(text)
+    assert data["stats"]["boots"] == {"type": "int", "value": 3}
+    assert data["stats"]["s"] == {"type": "set", "value": [1, 3]}
+    assert data["lamp"]["bri"] == {"type": "range", "value": 7, "lo": 0, "hi": 10}
+    assert data["lamp"]["col"] == {"type": "rgb", "value": [255, 0, 0]}
+    assert data["raw"]["blob"]["type"] == "bytes"
+    persist.factory_reset()
+    reboot(f)
+    assert persist.import_json(text) == 9
+    assert PersistentFloat("t", folder="stats").value == 2.5
+    assert PersistentSet("s", folder="stats").value == {1, 3}
+    assert PersistentRGB("col", folder="lamp").value == (255, 0, 0)
+    assert PersistentJSON("j", folder="lamp").value == {"a": [1, None]}
+    assert store.get("raw", "blob") == b"\x00\x01"
+    assert json.loads(persist.export_json()) == data
+
+
+def test_import_validates_everything_first():
+    fresh()
+    PersistentInt("keep", folder="f").value = 1
+    bad = {"f": {"keep": 2, "n": {"type": "int", "value": "abc"}, "ok": {"type": "str", "value": "x"},
+                 "r": {"type": "range", "value": 5}, "toolongname_xxxx": 1, "t": {"type": "nope", "value": 1}},
+           "g": 5}
+    e = raises(ValueError, persist.import_json, json.dumps(bad))
+    msg = str(e)
+    for name in ("f/n", "f/r", "toolongname_xxxx", "f/t", "g"):
+        assert name in msg, (name, msg)
+    assert PersistentInt("keep", folder="f").value == 1  # nothing half-imported
+    assert store.get("f", "ok") is None
+    raises(ValueError, persist.import_json, "not json")
+    raises(ValueError, persist.import_json, "[1, 2]")
+    # untyped values are inferred
+    assert persist.import_json('{"f": {"keep": 5, "name": "dev", "on": true, "l": [1]}}') == 4
+    assert PersistentInt("keep", folder="f").value == 5
+    assert PersistentBool("on", folder="f").value is True
+
+
+def test_encode_table_matches_variables():
+    fresh()
+    assert persist.encode("bool", "yes") == (nvs.U8, 1)
+    assert persist.encode("int", "42") == (nvs.I64, 42)
+    assert persist.encode("float", 2.5) == (nvs.STR, "2.5")
+    assert persist.encode("rgb", "#ff8000") == (nvs.U32, 0xFF8000)
+    assert persist.encode("range", 500, lo=0, hi=100) == (nvs.I64, 100)
+    assert persist.encode("list", [1, 2]) == (nvs.STR, "[1,2]")
+    raises(ValueError, persist.encode, "int", "x")
+    raises(ValueError, persist.encode, "what", 1)
+
+
+def test_threads_share_one_store():
+    try:
+        import _thread
+    except ImportError:
+        return
+    import time
+    fresh()
+    done = []
+
+    def worker(k):
+        v = PersistentInt("w%d" % k, folder="thr")
+        for i in range(20):
+            v.value = i
+        done.append(k)
+
+    for k in range(3):
+        _thread.start_new_thread(worker, (k,))
+    t0 = time.time()
+    while len(done) < 3 and time.time() - t0 < 20:
+        time.sleep(0.01)
+    assert len(done) == 3
+    for k in range(3):
+        assert PersistentInt("w%d" % k, folder="thr").value == 19
+    assert sorted(store.keys("thr")) == ["w0", "w1", "w2"]
+
+
+class FakeEsp32NVS:
+    """esp32.NVS as stock MicroPython has it: i32 + blobs, no listing, errors as OSError."""
+    data = {}
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def set_blob(self, key, value):
+        assert len(key) <= 15 and len(self.ns) <= 15
+        self.data[(self.ns, key)] = bytes(value)
+
+    def get_blob(self, key, buf):
+        v = self.data.get((self.ns, key))
+        if v is None:
+            raise OSError(-0x1102)
+        if len(buf) < len(v):
+            raise OSError(-0x1107)
+        buf[:len(v)] = v
+        return len(v)
+
+    def erase_key(self, key):
+        if (self.ns, key) not in self.data:
+            raise OSError(-0x1102)
+        del self.data[(self.ns, key)]
+
+    def commit(self):
+        pass
+
+
+def test_esp32nvs_backend_same_behaviour():
+    FakeEsp32NVS.data = {}
+    store.use(ESP32NVS(FakeEsp32NVS), "esp32nvs")
+    v = PersistentInt("boots", folder="stats")
+    v.value = "41"
+    assert v.set(42) == 42
+    PersistentStr("name", folder="stats").value = "x" * 300
+    PersistentRGB("col", folder="lamp").value = "#102030"
+    store.set("raw", "b", b"\x00\xff")
+    store.use(ESP32NVS(FakeEsp32NVS), "esp32nvs")  # reboot
+    assert PersistentInt("boots", folder="stats").value == 42
+    assert PersistentStr("name", folder="stats").value == "x" * 300
+    assert PersistentRGB("col", folder="lamp").value == (16, 32, 48)
+    assert store.get("raw", "b") == b"\x00\xff"
+    assert sorted(persist.folders()) == ["lamp", "raw", "stats"]
+    assert sorted(store.keys("stats")) == ["boots", "name"]
+    assert persist.delete("boots", folder="stats") is True
+    assert store.keys("stats") == ["name"]
+    persist.factory_reset()
+    assert persist.folders() == [] and store.get("raw", "b") is None
