@@ -113,7 +113,7 @@ class HTTPError(ValueError):
     """Raise from a handler (or from req.json()/req.body) to answer with `status` and `reason`."""
 
     def __init__(self, status, reason=None):
-        ValueError.__init__(self, reason or _STATUS.get(status, ""))
+        super().__init__(reason or _STATUS.get(status, ""))
         self.status = status
         self.reason = reason or _STATUS.get(status, "")
 
@@ -341,14 +341,8 @@ class _BodyReader:
         want = len(b) if limit is None else min(limit, len(b))
         conn = self.conn
         if self.chunked:
-            while self.pos >= self.end:
-                if self.done:
-                    return 0
-                self._continue()
-                r = self._recv_some(conn.buf)
-                if not r:
-                    raise OSError("client closed during body")
-                self._decode(0, r)
+            if not self._fill():
+                return 0
             n = min(want, self.end - self.pos)
             b[:n] = memoryview(conn.buf)[self.pos:self.pos + n]
             self.pos += n
@@ -370,6 +364,18 @@ class _BodyReader:
         if self.remaining == 0:
             self.done = True
         return n
+
+    def _fill(self):
+        # chunked: decoded data available in conn.buf[pos:end]? read and decode more if not
+        while self.pos >= self.end:
+            if self.done:
+                return False
+            self._continue()
+            r = self._recv_some(self.conn.buf)
+            if not r:
+                raise OSError("client closed during body")
+            self._decode(0, r)
+        return True
 
     def _recv_some(self, b):
         # a chunked body has no known end: a blocking readinto would wait for a full buffer, so read
@@ -422,18 +428,18 @@ class _BodyReader:
             while got < len(b):
                 got += self.readinto(mv[got:])
             return bytes(b)
-        out = bytearray()
+        # pieces, joined at the end: no growing buffer that needs ever larger free blocks in a
+        # fragmented heap, and the limit is checked before the one big allocation
+        pieces = []
+        total = 0
         while True:
-            if self.pos >= self.end:
-                if self.done:
-                    return bytes(out)
-                self.readinto(b"")  # refill
-                if self.pos >= self.end:
-                    continue
+            if not self._fill():
+                return b"".join(pieces)
             n = self.end - self.pos
-            if limit is not None and len(out) + n > limit:
+            total += n
+            if limit is not None and total > limit:
                 raise HTTPError(413)
-            out.extend(memoryview(self.conn.buf)[self.pos:self.end])
+            pieces.append(bytes(memoryview(self.conn.buf)[self.pos:self.end]))
             self.pos = self.end
 
     def drain(self, limit):
@@ -580,7 +586,16 @@ class _Static:
                 except ImportError:
                     return Response("gzip only", 406, content_type="text/plain")
                 f = open(use, "rb")
-                r = Response(_Inflated(deflate.DeflateIO(f, deflate.GZIP), f), 200, headers, ctype)
+                # gzip's trailer holds the original size: it gives Content-Length, and the window
+                # (a 32 KB allocation for a full one) need not be larger than the file
+                f.seek(ust[6] - 4)
+                size = int.from_bytes(f.read(4), "little")
+                f.seek(0)
+                wbits = 9
+                while wbits < 15 and (1 << wbits) < size:
+                    wbits += 1
+                r = Response(_Inflated(deflate.DeflateIO(f, deflate.GZIP, wbits), f), 200, headers, ctype)
+                r.length = size
                 return r
         r = Response(open(use, "rb"), 200, headers, ctype)
         r.length = ust[6]
@@ -597,6 +612,20 @@ class _Inflated:
 
     def close(self):
         self.f.close()
+
+
+def _discard(sock, limit=16384):
+    # read what the client already sent (non-blocking), so that closing does not reset the
+    # connection before the client has read our answer
+    scratch = bytearray(512)
+    try:
+        while limit > 0:
+            r = sock.readinto(scratch) if _MP else sock.recv_into(scratch)
+            if not r:
+                return
+            limit -= r
+    except OSError:
+        pass
 
 
 def _reason(i):
@@ -1023,15 +1052,7 @@ class WebServer:
             sock.send(msg.encode())
         except OSError:
             pass
-        # read what the client already sent, so closing does not reset the connection before it reads
-        try:
-            scratch = bytearray(256)
-            for _ in range(16):
-                r = sock.readinto(scratch) if _MP else sock.recv_into(scratch)
-                if not r:
-                    break
-        except OSError:
-            pass
+        _discard(sock)
 
     def _dispatch(self, conn, req):
         conn.busy = True
@@ -1130,11 +1151,12 @@ class WebServer:
             if self.log_errors and not isinstance(e, OSError):
                 _print_exception(e)
             keep = False
-        if keep:
-            try:
-                sock.setblocking(False)
-            except OSError:
-                keep = False
+        try:
+            sock.setblocking(False)
+        except OSError:
+            keep = False
+        if not keep:
+            _discard(sock)  # closing with unread input would reset the connection before our answer is read
         self._give_back(conn, keep)
 
     def _find(self, req):
@@ -1200,8 +1222,10 @@ class WebServer:
                     resp = make_response(rv)
         except HTTPError as e:
             resp = Response(e.reason + "\n", e.status, None, "text/plain")
-        except MemoryError:
+        except MemoryError as e:
             resp = None
+            if self.log_errors:
+                _print_exception(e)
             try:
                 import gc
                 gc.collect()
@@ -1217,7 +1241,7 @@ class WebServer:
         keep = req.keep_alive and self._running
         if keep and not reader.done:
             # the handler left (part of) the body unread: discard a little, else close
-            if resp.status == 413 or reader.broken or not reader.continued:
+            if resp.status == 413 or resp.status == 503 or reader.broken or not reader.continued:
                 keep = False
             else:
                 try:

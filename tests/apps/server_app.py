@@ -115,6 +115,15 @@ def stats(req):
             "conns": len(app._conns), "mem_free": gc.mem_free()}
 
 
+@app.route("/meminfo")
+def meminfo(req):
+    import gc
+    import micropython
+    gc.collect()
+    micropython.mem_info(1)  # the heap map, on the console
+    return {"mem_free": gc.mem_free()}
+
+
 @app.before_request
 def auth(req):
     if req.path.startswith("/private") and req.headers.get("authorization") != "Bearer letmein":

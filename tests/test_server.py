@@ -1,0 +1,525 @@
+"""Integration tests for iotutils.server: real clients over loopback against tests/apps/server_app.py
+running on a simulated device (the `micropython` runtime at the ESP32 heap model, 110wK)."""
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from simdev import SimDevice
+
+APP = os.path.join(ROOT, "tests", "apps", "server_app.py")
+
+
+def start_device(path, **env):
+    env = dict({"SRV_REQUEST_TIMEOUT": "1500"}, **{k: str(v) for k, v in env.items()})
+    dev = SimDevice(path, app=APP, extra_env=env).start()
+    try:
+        dev.wait_line(r"SERVER READY")
+        dev.wait_http()
+    except Exception:
+        dev.stop()
+        raise
+    return dev
+
+
+@pytest.fixture(scope="module")
+def static_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("static")
+    (d / "index.html").write_text("<p>index</p>")
+    (d / "app.js").write_text("console.log('plain');\n" * 50)
+    with gzip.open(str(d / "app.js.gz"), "wb") as f:
+        f.write(b"console.log('plain');\n" * 50)
+    with gzip.open(str(d / "only.txt.gz"), "wb") as f:
+        f.write(b"only gzipped here\n" * 20)
+    (d / "sub").mkdir()
+    (d / "sub" / "index.html").write_text("<p>sub</p>")
+    return d
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory, static_dir):
+    d = start_device(tmp_path_factory.mktemp("srv") / "dev", SRV_STATIC=str(static_dir))
+    yield d
+    d.stop()
+
+
+def conn(dev, timeout=10):
+    return http.client.HTTPConnection("127.0.0.1", dev.port, timeout=timeout)
+
+
+def request(dev, method, path, body=None, headers=None):
+    c = conn(dev)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def raw(dev, data, timeout=5.0, until_close=True):
+    """Send raw bytes, return everything the server sends until it closes (or timeout)."""
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                if until_close:
+                    raise
+                break
+            if not d:
+                break
+            out += d
+        return out
+    finally:
+        s.close()
+
+
+def read_response(f):
+    """Read one HTTP/1.1 response from a socket file: (status, headers, body)."""
+    line = f.readline()
+    assert line.startswith(b"HTTP/1."), line
+    status = int(line.split()[1])
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "content-length" in headers:
+        body = f.read(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int(f.readline().strip(), 16)
+            if size == 0:
+                f.readline()
+                break
+            body += f.read(size)
+            f.readline()
+    else:
+        body = b""
+    return status, headers, body
+
+
+def stats(dev):
+    return json.loads(request(dev, "GET", "/stats")[2])
+
+
+def assert_alive(dev):
+    st, _, body = request(dev, "GET", "/")
+    assert st == 200 and body == b"<h1>hello</h1>"
+
+
+# ---- routing, methods, bodies ----
+
+def test_routes_params_query_and_json(dev):
+    assert request(dev, "GET", "/") [:1] == (200,)
+    st, h, body = request(dev, "POST", "/api/led/7", body=b'{"on": true}', headers={"Content-Type": "application/json"})
+    assert st == 200 and h["content-type"] == "application/json"
+    assert json.loads(body) == {"n": 7, "method": "POST", "body": {"on": True}}
+    st, _, body = request(dev, "GET", "/user/ann/42")
+    assert json.loads(body) == {"name": "ann", "age": 42}
+    assert request(dev, "GET", "/user/ann/old")[0] == 404  # <int:> does not match
+    st, h, body = request(dev, "GET", "/files/a/b%20c/d.txt")
+    assert body == b"path=a/b c/d.txt" and h["x-path"] == "a/b c/d.txt"
+    st, _, body = request(dev, "GET", "/query?x=1&name=J%C3%BCrgen+M&empty=")
+    assert json.loads(body) == {"path": "/query", "query": {"x": "1", "name": "J\u00fcrgen M", "empty": ""}}
+    st, _, body = request(dev, "GET", "/headers", headers={"X-Mixed-Case": "Yes"})
+    assert json.loads(body)["x-mixed-case"] == "Yes"
+    assert request(dev, "GET", "/late")[2] == b"late route"  # registered after start()
+
+
+def test_json_without_content_type_as_hue_clients_send(dev):
+    # Alexa/Hue clients PUT JSON with no Content-Type at all
+    body = b'{"on": false, "bri": 128}'
+    head = ("PUT /api/led/1 HTTP/1.1\r\nHost: dev\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % len(body)).encode()
+    out = raw(dev, head + body)
+    assert out.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["body"] == {"on": False, "bri": 128}
+
+
+def test_bad_json_is_400_not_500(dev):
+    st, _, body = request(dev, "PUT", "/api/led/1", body=b"{not json")
+    assert st == 400 and b"JSON" in body
+
+
+def test_form_body(dev):
+    st, _, body = request(dev, "POST", "/form", body=b"ssid=my+net&pw=a%26b",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 200 and json.loads(body) == {"ssid": "my net", "pw": "a&b"}
+
+
+def test_404_405_allow_options_head(dev):
+    st, _, _ = request(dev, "GET", "/nowhere")
+    assert st == 404
+    st, h, _ = request(dev, "DELETE", "/echo")
+    assert st == 405 and set(h["allow"].split(", ")) == {"POST", "PUT"}
+    st, h, _ = request(dev, "OPTIONS", "/echo")
+    assert st == 204 and "POST" in h["allow"]
+    st_get, h_get, body_get = request(dev, "GET", "/")
+    st, h, body = request(dev, "HEAD", "/")
+    assert st == 200 and body == b"" and h["content-length"] == str(len(body_get))
+
+
+def test_status_tuples_and_errors_keep_server_alive(dev):
+    st, _, body = request(dev, "GET", "/status/201")
+    assert st == 201 and body == b"status 201"
+    st, _, body = request(dev, "GET", "/boom")
+    assert st == 500
+    assert_alive(dev)
+    st, _, _ = request(dev, "GET", "/oom")
+    assert st == 503
+    assert_alive(dev)
+    assert "handler failed on purpose" in dev.output()  # logged on the console
+    assert len(re.findall("SERVER READY", dev.output())) == 1  # never rebooted
+
+
+def test_before_request_hook_authenticates(dev):
+    st, h, _ = request(dev, "GET", "/private/data")
+    assert st == 401 and h["www-authenticate"] == "Bearer"
+    st, _, body = request(dev, "GET", "/private/data", headers={"Authorization": "Bearer letmein"})
+    assert st == 200 and json.loads(body) == {"secret": 42}
+
+
+# ---- connections: keep-alive, pipelining, HTTP/1.0 ----
+
+def test_keep_alive_reuses_one_connection(dev):
+    c = conn(dev)
+    c.connect()
+    first = c.sock
+    for i in range(20):
+        c.request("GET", "/api/led/%d" % i)
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["n"] == i
+        assert c.sock is first  # http.client reconnects silently when the server closes: it did not
+    c.close()
+
+
+def test_pipelined_requests_answered_in_order(dev):
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
+    body = b"0123456789"
+    s.sendall(b"GET /api/led/1 HTTP/1.1\r\nHost: d\r\n\r\n"
+              b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 10\r\n\r\n" + body +
+              b"POST /echo HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+              b"GET /api/led/4 HTTP/1.1\r\nHost: d\r\n\r\n")
+    f = s.makefile("rb")
+    assert json.loads(read_response(f)[2])["n"] == 1
+    assert read_response(f)[2] == body
+    assert read_response(f)[2] == b"abcde"
+    assert json.loads(read_response(f)[2])["n"] == 4
+    s.close()
+
+
+def test_connection_close_and_http10(dev):
+    out = raw(dev, b"GET / HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and b"Connection: close" in out
+    out = raw(dev, b"GET / HTTP/1.0\r\n\r\n")  # 1.0 without keep-alive: closed after the answer
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"<h1>hello</h1>")
+    # 1.0 keep-alive (ab -k speaks this)
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
+    f = s.makefile("rb")
+    for _ in range(2):
+        s.sendall(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+        st, h, body = read_response(f)
+        assert st == 200 and h["connection"].lower() == "keep-alive"
+    s.close()
+    # a generator body on HTTP/1.0 cannot be chunked: the end of the connection ends it
+    out = raw(dev, b"GET /chunks/3 HTTP/1.0\r\n\r\n")
+    assert out.endswith(b"line 0\nline 1\nline 2\n") and b"chunked" not in out
+
+
+# ---- bodies: chunked both ways, big uploads, limits ----
+
+def test_chunked_response(dev):
+    st, h, body = request(dev, "GET", "/chunks/500")
+    assert st == 200 and h["transfer-encoding"] == "chunked"
+    assert body == b"".join(b"line %d\n" % i for i in range(500))
+
+
+def test_large_upload_streamed_with_sha256(dev):
+    data = os.urandom(6 * 1024 * 1024)
+    c = conn(dev, timeout=60)
+    c.request("POST", "/upload", body=data, headers={"Content-Type": "application/octet-stream"})
+    r = c.getresponse()
+    assert r.status == 200
+    assert json.loads(r.read()) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    # the same connection is still usable
+    c.request("GET", "/api/led/9")
+    assert json.loads(c.getresponse().read())["n"] == 9
+    c.close()
+
+
+def test_chunked_upload_with_curl_and_expect_continue(dev, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    p = tmp_path / "up.bin"
+    p.write_bytes(data)
+    out = subprocess.run(["curl", "-sS", "--max-time", "60", "-H", "Transfer-Encoding: chunked",
+                          "-H", "Expect: 100-continue", "--data-binary", "@" + str(p), dev.url("/upload")],
+                         capture_output=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_chunked_request_body_to_buffered_route(dev):
+    def gen():
+        yield b"hello "
+        yield b"chunked "
+        yield b"world"
+    c = conn(dev)
+    c.request("POST", "/echo", body=gen(), encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+    r = c.getresponse()
+    assert r.status == 200 and r.read() == b"hello chunked world"
+    c.close()
+
+
+def test_body_over_limit_is_413(dev):
+    # Content-Length over max_body on a buffered route: 413 without reading the body, then close
+    out = raw(dev, b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 1000000\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413") and b"Connection: close" in out
+    # with Expect: 100-continue the client never has to send it
+    out = raw(dev, b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413") and b"100 Continue" not in out
+    # chunked bodies are counted as they arrive
+    chunk = b"%x\r\n%s\r\n" % (4096, b"x" * 4096)
+    out = raw(dev, b"POST /echo HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 5 + b"0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413")
+    assert_alive(dev)
+
+
+def test_head_limits_431_and_414(dev):
+    out = raw(dev, b"GET / HTTP/1.1\r\nHost: d\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 431")
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(40))
+    out = raw(dev, b"GET / HTTP/1.1\r\nHost: d\r\n" + many + b"\r\n")
+    assert out.startswith(b"HTTP/1.1 431")
+    out = raw(dev, b"GET /" + b"p" * 6000 + b" HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 414")
+    assert_alive(dev)
+
+
+def test_smuggling_shapes_are_400(dev):
+    out = raw(dev, b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400")
+    out = raw(dev, b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")
+    assert out.startswith(b"HTTP/1.1 400")
+    out = raw(dev, b"POST /echo HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400")
+
+
+# ---- abuse: junk, TLS, slow clients, aborted loads, many sockets ----
+
+# the first bytes of a real TLS 1.2/1.3 ClientHello (what a browser sends to https://device:80)
+CLIENT_HELLO = bytes.fromhex(
+    "16030100f8010000f40303") + os.urandom(32) + bytes.fromhex("20") + os.urandom(32) + bytes.fromhex(
+    "0008130213031301c02f0100008300000010000e00000b6578616d706c652e636f6d000b000403000102000a00"
+    "0400020017000d001e001c040305030603080708080809080a080b080408050806040105010601")
+
+
+def test_tls_client_hello_gets_400_and_close_then_good_request_works(dev):
+    out = raw(dev, CLIENT_HELLO)
+    assert out.startswith(b"HTTP/1.1 400") and b"Connection: close" in out
+    assert_alive(dev)
+
+
+def test_binary_junk_gets_400(dev):
+    out = raw(dev, bytes(range(256)) * 4)
+    assert out.startswith(b"HTTP/1.1 400")
+    out = raw(dev, b"\x00\x01\x02\x03garbage\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400")
+    assert_alive(dev)
+
+
+def test_slow_drip_headers_get_408(dev):
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
+    t0 = time.time()
+    got = b""
+    try:
+        for b in b"GET / HTTP/1.1\r\nHost: slow\r\nX-Drip: " + b"d" * 200:
+            s.sendall(bytes([b]))
+            time.sleep(0.05)
+            s.setblocking(False)
+            try:
+                got = s.recv(4096)
+            except BlockingIOError:
+                pass
+            s.setblocking(True)
+            if got:
+                break
+        if not got:
+            got = s.recv(4096)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    s.close()
+    elapsed = time.time() - t0
+    assert got.startswith(b"HTTP/1.1 408"), got
+    assert 1.3 < elapsed < 8  # request_timeout is 1.5 s from the first byte, however slowly they come
+    assert_alive(dev)
+
+
+def test_aborted_page_loads_do_not_hurt(dev):
+    for i in range(20):
+        s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
+        if i % 4 == 0:
+            s.sendall(b"GET /chunks/3000 HTTP/1.1\r\nHost: d\r\n\r\n")  # then vanish with a big answer due
+        elif i % 4 == 1:
+            s.sendall(b"GET /api/led/1 HTTP/1.1\r\nHo")  # half a head
+        elif i % 4 == 2:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: d\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+        # i % 4 == 3: connect and leave (a speculative browser socket)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+        s.close()
+    assert_alive(dev)
+    st = stats(dev)
+    assert st["conns"] <= 3  # the aborted ones were all cleaned up
+
+
+def test_200_idle_sockets_while_serving(dev):
+    idle = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", dev.port), timeout=10))
+        # requests still get served, also slow ones next to fast ones
+        results = []
+
+        def client(i):
+            st, _, body = request(dev, "GET", "/api/led/%d" % i)
+            results.append((st, json.loads(body)["n"]))
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results) == [(200, i) for i in range(16)]
+        st = stats(dev)
+        assert st["conns"] >= 200  # all idle sockets are still held (max_connections is 250 here)
+        # the oldest and the newest idle sockets still work
+        for s in (idle[0], idle[-1]):
+            s.sendall(b"GET /api/led/5 HTTP/1.1\r\nHost: d\r\n\r\n")
+            assert json.loads(read_response(s.makefile("rb"))[2])["n"] == 5
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_user_code_and_slow_handlers_run_beside_the_server(dev):
+    before = stats(dev)["ticks"]
+    t0 = time.time()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(request(dev, "GET", "/slow?s=0.6")[2]))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    assert_alive(dev)  # a fast request is answered while all three workers sleep? (poll thread queues it)
+    for t in threads:
+        t.join(10)
+    assert results == [b"slept"] * 3
+    assert time.time() - t0 < 1.7  # three workers: in parallel, not 1.8 s in a row
+    assert stats(dev)["ticks"] > before  # the app's main loop kept running
+
+
+def test_idle_counter_for_ota(dev):
+    st = stats(dev)
+    assert st["requests"] > 0 and 0 <= st["idle_ms"] < 5000
+
+
+# ---- static files ----
+
+def test_static_files_gzip_etag_304(dev, static_dir):
+    st, h, body = request(dev, "GET", "/static/app.js", headers={"Accept-Encoding": "gzip, deflate"})
+    assert st == 200 and h["content-encoding"] == "gzip" and h["content-type"] == "application/javascript"
+    assert gzip.decompress(body) == (static_dir / "app.js").read_bytes()
+    assert "max-age=600" in h["cache-control"]
+    etag = h["etag"]
+    st, h2, body = request(dev, "GET", "/static/app.js", headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+    assert st == 304 and body == b""
+    st, h, body = request(dev, "GET", "/static/app.js")  # no gzip accepted: the plain file
+    assert st == 200 and "content-encoding" not in h and body == (static_dir / "app.js").read_bytes()
+    st, h, body = request(dev, "GET", "/static/only.txt")  # only a .gz exists: inflated for this client
+    assert st == 200 and body == b"only gzipped here\n" * 20
+    st, h, body = request(dev, "GET", "/static/")
+    assert body == b"<p>index</p>"
+    assert request(dev, "GET", "/static/sub")[2] == b"<p>sub</p>"
+    assert request(dev, "GET", "/static/../server_app.py")[0] == 404
+    assert request(dev, "GET", "/static/%2e%2e/x")[0] == 404
+    assert request(dev, "GET", "/static/missing.css")[0] == 404
+    st, h, _ = request(dev, "GET", "/static/index.html", headers={"If-Modified-Since": h.get("last-modified", "")})
+    st, h, _ = request(dev, "GET", "/static/index.html")
+    st2, _, _ = request(dev, "GET", "/static/index.html", headers={"If-Modified-Since": h["last-modified"]})
+    assert st == 200 and st2 == 304
+
+
+# ---- real load generators ----
+
+def _run(cmd, timeout=60):
+    if not shutil.which(cmd[0]):
+        pytest.skip("%s not installed (apt-get install apache2-utils wrk)" % cmd[0])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_ab_with_and_without_keep_alive(dev):
+    for extra in ([], ["-k"]):
+        out = _run(["ab", "-q", "-n", "400", "-c", "8"] + extra + [dev.url("/api/led/1")])
+        assert re.search(r"Complete requests:\s+400", out), out
+        assert re.search(r"Failed requests:\s+0", out), out
+        assert "Non-2xx" not in out
+        if extra:
+            assert re.search(r"Keep-Alive requests:\s+400", out), out
+
+
+def test_wrk_keep_alive_load(dev):
+    out = _run(["wrk", "-t", "2", "-c", "16", "-d", "1s", dev.url("/")])
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    assert n > 100, out
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+    assert_alive(dev)
+
+
+def test_urllib_client(dev):
+    with urllib.request.urlopen(dev.url("/api/led/12"), timeout=10) as r:
+        assert json.loads(r.read()) == {"n": 12, "method": "GET", "body": None}
+    req = urllib.request.Request(dev.url("/echo"), data=b"x" * 10000, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.read() == b"x" * 10000
+
+
+# ---- a second device: small connection table, no worker threads ----
+
+def test_lru_eviction_of_idle_connections(tmp_path):
+    d = start_device(tmp_path / "lru", SRV_MAX_CONN=8, SRV_WORKERS=0)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(8)]
+        time.sleep(0.2)  # let the poll thread accept all eight (in order) before the next one
+        for s in idle[1:]:
+            s.sendall(b"GET /api/led/2 HTTP/1.1\r\nHost: d\r\n\r\n")  # used: now more recent than idle[0]
+            assert json.loads(read_response(s.makefile("rb"))[2])["n"] == 2
+        st, _, body = request(d, "GET", "/api/led/3")  # a ninth connection: evicts idle[0]
+        assert st == 200
+        idle[0].settimeout(5)
+        assert idle[0].recv(100) == b""  # closed by the server
+        for s in idle[1:]:
+            s.sendall(b"GET /api/led/4 HTTP/1.1\r\nHost: d\r\n\r\n")
+            assert json.loads(read_response(s.makefile("rb"))[2])["n"] == 4
+        for s in idle:
+            s.close()
+    finally:
+        d.stop()
