@@ -1,0 +1,464 @@
+# Amazon Alexa local control: the device emulates a Philips Hue bridge (v1 API on the web server's own
+# port, which must be 80 on a board: current Echo generations talk to port 80 only) and, per device on
+# request, a Belkin WeMo socket (wemo.py). Echo finds both with SSDP (ssdp.py). No cloud, no skill.
+#
+#     from iotutils.alexa import Alexa
+#     alexa = Alexa(app)                       # routes on app (a WebServer)
+#     lamp = alexa.add("Desk lamp", on_change=changed, dimmable=True)
+#     alexa.start()                            # SSDP responder + WeMo ports (iotutils.Device does this)
+#     def changed(light): print(light.on, light.brightness)    # brightness 0..100 %
+#     lamp.set(on=True, brightness=40)         # a local change: Hue clients and WeMo subscribers see it
+#
+# Threads: Hue/WeMo requests are served by the web server's worker threads. on_change(light) is called
+#   - from alexa.poll() once the app calls it (iotutils.Device's main loop does): callbacks then run in
+#     the app's thread, one per light per poll, with the latest state;
+#   - until then, directly from the worker thread that served the request: keep it short, and guard
+#     whatever it shares with the app with a lock.
+# Light state is guarded by the Alexa lock; read light.on / .brightness anywhere.
+#
+# Persisted (folder "alexa"): the device list (key, name, Hue id, flags, WeMo port slot), the Hue users
+# and the pairing switch. A light is found again by its key (the name first given to add(), or key=...),
+# so renaming it from a Hue client or the admin page survives reboots and keeps its id and uniqueid.
+# On/off and brightness are the app's to persist (it knows what the lamp really shows).
+import _thread
+
+from iotutils import hal
+from iotutils.hue import (F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, hexstr,
+                          is_int, is_num, pct_to_bri, random_hex)
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_MAX_LIGHTS = const(64)
+_WEMO_BASE = const(49153)   # first WeMo device port (like fauxmo / Espalexa)
+_R_KEY = const(0)            # persisted record: [key, name, index, flags, wemo slot (-1: none)]
+_R_NAME = const(1)
+_R_INDEX = const(2)
+_R_FLAGS = const(3)
+_R_SLOT = const(4)
+
+_HUE_TYPES = ("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1")
+
+
+class Light:
+    """One device as Alexa sees it. Read .on, .brightness (0..100 %), .bri (Hue 1..254), .hue, .sat,
+    .ct, .xy, .colormode, .name, .id; change it locally with set(); rename(); remove()."""
+
+    def __init__(self, alexa, rec, on_change):
+        self._alexa = alexa
+        self._rec = rec              # the persisted record (shared with the Alexa's list)
+        self.on_change = on_change
+        self.on = False
+        self.bri = 254
+        # colour lights only: [hue, sat, ct, x, y, colormode]
+        self._col = [8418, 140, 366, 0.4573, 0.41, "ct"] if rec[_R_FLAGS] & F_COLOR else None
+
+    # ---- identity ----
+    @property
+    def name(self):
+        return self._rec[_R_NAME]
+
+    @property
+    def key(self):
+        return self._rec[_R_KEY]
+
+    @property
+    def index(self):
+        return self._rec[_R_INDEX]
+
+    @property
+    def id(self):
+        """The Hue light id ("1", "2", ...): stable for the life of the device entry."""
+        return str(self._rec[_R_INDEX])
+
+    @property
+    def flags(self):
+        return self._rec[_R_FLAGS]
+
+    @property
+    def dimmable(self):
+        return bool(self._rec[_R_FLAGS] & (F_DIMMABLE | F_COLOR))
+
+    @property
+    def color(self):
+        return self._col is not None
+
+    @property
+    def wemo(self):
+        return bool(self._rec[_R_FLAGS] & F_WEMO)
+
+    @property
+    def uniqueid(self):
+        """Hue-style "aa:bb:cc:dd:ee:ff:00:11-0b": the MAC then the index (2 bytes)."""
+        i = self._rec[_R_INDEX]
+        return ":".join("%02x" % b for b in bytes(self._alexa.mac) + bytes(((i >> 8) & 255, i & 255))) + "-0b"
+
+    # ---- state ----
+    @property
+    def brightness(self):
+        return bri_to_pct(self.bri)
+
+    @property
+    def hue(self):
+        return self._col[0] if self._col else None
+
+    @property
+    def sat(self):
+        return self._col[1] if self._col else None
+
+    @property
+    def ct(self):
+        return self._col[2] if self._col else None
+
+    @property
+    def xy(self):
+        return (self._col[3], self._col[4]) if self._col else None
+
+    @property
+    def colormode(self):
+        return self._col[5] if self._col else None
+
+    def set(self, on=None, brightness=None, hue=None, sat=None, ct=None, xy=None):
+        """A local change (button, own web page): Hue clients see it at their next read, WeMo subscribers
+        get a NOTIFY. on_change is not called (the app made the change). brightness 0 turns it off."""
+        if on is not None and not isinstance(on, (bool, int)):
+            raise ValueError("on: bool expected, got %r" % (on,))
+        if brightness is not None:
+            if not is_num(brightness) or not 0 <= brightness <= 100:
+                raise ValueError("brightness: 0..100 expected, got %r" % (brightness,))
+        if (hue, sat, ct, xy) != (None, None, None, None) and self._col is None:
+            raise ValueError("hue/sat/ct/xy: %r is not a colour light" % self.name)
+        if hue is not None and (not is_int(hue) or not 0 <= hue <= 65535):
+            raise ValueError("hue: 0..65535 expected, got %r" % (hue,))
+        if sat is not None and (not is_int(sat) or not 0 <= sat <= 254):
+            raise ValueError("sat: 0..254 expected, got %r" % (sat,))
+        if ct is not None and (not is_int(ct) or not 153 <= ct <= 500):
+            raise ValueError("ct: 153..500 expected, got %r" % (ct,))
+        if xy is not None:
+            try:
+                x, y = xy
+                ok = is_num(x) and is_num(y) and 0 <= x <= 1 and 0 <= y <= 1
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError("xy: (x, y) in 0..1 expected, got %r" % (xy,))
+        a = self._alexa
+        with a._lock:
+            was = self.on
+            if on is not None:
+                self.on = bool(on)
+            if brightness is not None:
+                if brightness <= 0:
+                    self.on = False
+                else:
+                    self.bri = pct_to_bri(int(brightness + 0.5))
+            c = self._col
+            if hue is not None:
+                c[0] = hue
+                c[5] = "hs"
+            if sat is not None:
+                c[1] = sat
+                c[5] = "hs"
+            if ct is not None:
+                c[2] = ct
+                c[5] = "ct"
+            if xy is not None:
+                c[3] = float(xy[0])
+                c[4] = float(xy[1])
+                c[5] = "xy"
+            changed = was != self.on
+        if changed and self.wemo:
+            a._wemo_changed(self)
+        return self
+
+    def rename(self, name):
+        """New display name (persisted; the key, Hue id and uniqueid stay)."""
+        self._alexa._rename(self, name)
+
+    def remove(self):
+        self._alexa.remove(self)
+
+    # ---- Hue JSON ----
+
+
+class Alexa(HueBridge):
+    """The Hue bridge (and WeMo devices) of this device. See the module comment."""
+
+    #: advertised bridge name (Hue "name" in /api/config)
+    name = "iotutils"
+    #: WeMo socket read/write timeout (s) when sending event NOTIFYs to subscribers
+    notify_timeout = 2
+    #: most Hue users kept (the oldest is dropped beyond this)
+    max_users = 16
+    #: print Hue/WeMo state changes on the console
+    log = False
+
+    def __init__(self, app, name=None, folder="alexa"):
+        self.app = app
+        if name is not None:
+            self.name = check_name(name, "bridge name")
+        self.folder = folder
+        self._lock = _thread.allocate_lock()
+        self.mac = hal.mac()
+        self._lights = []          # Light objects served now
+        self._byid = {}            # Hue id -> Light
+        self._queue = None         # None: call on_change at once; else lights waiting for poll()
+        self._jobs = []            # callables for the background thread (WeMo NOTIFYs)
+        self._running = False
+        self._ssdp = None
+        self._wemo = {}            # Light -> wemo.WemoDevice
+        self._dirty = False        # the device list has changes not yet written
+        # persisted state
+        from iotutils.persist import PersistentBool, PersistentJSON
+        self._p_devices = PersistentJSON("devices", default=[1, []], folder=folder)
+        self._p_users = PersistentJSON("users", default=[], folder=folder)
+        self._p_pairing = PersistentBool("pairing", default=True, folder=folder)
+        d = self._p_devices.value
+        self._next = d[0]
+        self._records = d[1]
+        self._users = [u[0] for u in self._p_users.value]
+        self._routes(app)
+
+    # ---- devices ----
+    def add(self, name, on_change=None, dimmable=True, color=False, wemo=False, key=None):
+        """Serve a light named `name` (1..32 chars). A WeMo device (wemo=True) is a plain on/off socket
+        that Alexa finds as a Belkin WeMo instead of a Hue light. Returns the Light."""
+        check_name(name)
+        key = check_name(key if key is not None else name, "key")
+        if wemo and color:
+            raise ValueError("wemo: a WeMo device is on/off only (no colour)")
+        flags = (F_DIMMABLE if dimmable and not wemo else 0) | (F_COLOR if color else 0) | (F_WEMO if wemo else 0)
+        save = False
+        with self._lock:
+            for light in self._lights:
+                if light.key == key:
+                    raise ValueError("name: a light %r was already added" % key)
+            if len(self._lights) >= _MAX_LIGHTS:
+                raise ValueError("name: at most %d lights" % _MAX_LIGHTS)
+            rec = None
+            for r in self._records:
+                if r[_R_KEY] == key:
+                    rec = r
+                    break
+            if rec is None:
+                rec = [key, name, self._next, flags, -1]
+                self._next += 1
+                self._records.append(rec)
+                save = True
+            elif rec[_R_FLAGS] != flags:
+                rec[_R_FLAGS] = flags
+                save = True
+            if wemo and rec[_R_SLOT] < 0:
+                used = [r[_R_SLOT] for r in self._records]
+                slot = 0
+                while slot in used:
+                    slot += 1
+                rec[_R_SLOT] = slot
+                save = True
+            elif not wemo and rec[_R_SLOT] >= 0:
+                rec[_R_SLOT] = -1
+                save = True
+            light = Light(self, rec, on_change)
+            self._lights.append(light)
+            if not wemo:
+                self._byid[light.id] = light
+        if save:
+            # written once for a whole run of add()s: at start(), poll(), the next Hue request or save()
+            self._dirty = True
+        if wemo and self._running:
+            self._start_wemo(light)
+        return light
+
+    def lights(self):
+        """The lights served now (a new list)."""
+        with self._lock:
+            return list(self._lights)
+
+    def get(self, name):
+        """The Light with this display name or key, or None."""
+        for light in self.lights():
+            if light.name == name or light.key == name:
+                return light
+        return None
+
+    def remove(self, light, forget=True):
+        """Stop serving a light (by Light, name or key); forget=True also drops its persisted entry, so a
+        later add() of the same name gets a new id."""
+        if isinstance(light, str):
+            light = self.get(light)
+            if light is None:
+                raise ValueError("name: no such light")
+        with self._lock:
+            if light not in self._lights:
+                return
+            self._lights.remove(light)
+            self._byid.pop(light.id, None)
+            if forget:
+                self._records = [r for r in self._records if r is not light._rec]
+        w = self._wemo.pop(light, None)
+        if w is not None:
+            w.stop()
+            if self._ssdp is not None:
+                self._ssdp.remove(w.entry)
+        if forget:
+            self._save()
+
+    def _rename(self, light, name):
+        check_name(name)
+        with self._lock:
+            light._rec[_R_NAME] = name
+        self._save()
+
+    def _save(self):
+        with self._lock:
+            data = [self._next, self._records]
+            self._dirty = False
+        self._p_devices.value = data
+
+    def save(self):
+        """Write the device list now if add() changed it (start(), poll() and Hue requests do this too)."""
+        if self._dirty:
+            self._save()
+
+    # ---- pairing and users ----
+    def pairing(self, allowed=None):
+        """Whether new Hue users may register (no link button needed): get, or set and persist."""
+        if allowed is not None:
+            self._p_pairing.value = bool(allowed)
+        return self._p_pairing.value
+
+    def users(self):
+        return list(self._users)
+
+    def forget_users(self):
+        with self._lock:
+            self._users = []
+        self._p_users.value = []
+
+    def _new_user(self, devicetype):
+        user = random_hex(16)
+        with self._lock:
+            entries = [u for u in self._p_users.value if u[0] in self._users]
+            entries.append([user, devicetype[:40]])
+            entries = entries[-self.max_users:]
+            self._users = [u[0] for u in entries]
+        self._p_users.value = entries
+        return user
+
+    # ---- life cycle ----
+    def start(self):
+        """Start the SSDP responder and the WeMo devices' ports (call once the network is up)."""
+        if self._running:
+            return
+        self.save()
+        from iotutils.ssdp import SSDP
+        self._ssdp = SSDP()
+        self._ssdp.add("http://%s:%d/description.xml", "uuid:" + HUE_UUID + self.serial, _HUE_TYPES,
+                       "hue-bridgeid: %s\r\n" % self.bridgeid, self.app.port)
+        self._running = True
+        for light in self.lights():
+            if light.wemo:
+                self._start_wemo(light)
+        self._ssdp.start()
+        _thread.start_new_thread(self._run, ())
+
+    def stop(self):
+        """NOTIFY byebye, close the SSDP socket and the WeMo ports."""
+        if not self._running:
+            return
+        self._running = False
+        for w in list(self._wemo.values()):
+            w.stop()
+        self._wemo = {}
+        self._ssdp.stop()
+
+    def _run(self):
+        # the background thread: SSDP answers and WeMo event NOTIFYs (socket I/O kept out of workers)
+        ssdp = self._ssdp
+        while self._running:
+            try:
+                ssdp.serve(50 if self._jobs else 300)
+            except Exception as e:  # never let discovery die silently
+                print("alexa: ssdp:", repr(e))
+            while self._jobs:
+                with self._lock:
+                    job = self._jobs.pop(0) if self._jobs else None
+                if job is None:
+                    break
+                try:
+                    job()
+                except Exception as e:
+                    print("alexa: notify:", repr(e))
+
+    def _later(self, job):
+        with self._lock:
+            if len(self._jobs) < 32:
+                self._jobs.append(job)
+
+    def poll(self):
+        """Deliver queued on_change callbacks in this thread (call it from the app's main loop). From the
+        first call on, callbacks are queued for poll() instead of running in the server's worker."""
+        self.save()
+        with self._lock:
+            if self._queue is None:
+                self._queue = []
+                return
+            pending = self._queue
+            self._queue = []
+        for light in pending:
+            self._call(light)
+
+    def _changed(self, light):
+        """A Hue/WeMo client changed light (called without the lock held)."""
+        if self.log:
+            print("alexa: %s on=%s brightness=%d" % (light.name, light.on, light.brightness))
+        if light.wemo:
+            self._wemo_changed(light)
+        with self._lock:
+            q = self._queue
+            if q is not None:
+                if light not in q:
+                    q.append(light)
+                return
+        self._call(light)
+
+    def _call(self, light):
+        cb = light.on_change
+        if cb is not None:
+            try:
+                cb(light)
+            except Exception as e:
+                print("alexa: on_change of %r failed: %r" % (light.name, e))
+
+    # ---- identity ----
+    @property
+    def serial(self):
+        """The MAC as 12 lower-case hex digits."""
+        return hexstr(bytes(self.mac))
+
+    @property
+    def bridgeid(self):
+        """Hue bridge id: MAC with FFFE in the middle, upper case (16 hex digits)."""
+        s = self.serial.upper()
+        return s[:6] + "FFFE" + s[6:]
+
+    def _base_url(self):
+        return "http://%s:%d" % (hal.ip(), hal.port(self.app.port))
+
+    # ---- WeMo ----
+    def _start_wemo(self, light):
+        from iotutils.wemo import WemoDevice
+        w = WemoDevice(self, light, _WEMO_BASE + light._rec[_R_SLOT])
+        w.start()
+        self._wemo[light] = w
+        if self._ssdp is not None:
+            w.entry = self._ssdp.add("http://%s:%d/setup.xml", "uuid:" + w.udn_tail, w.SSDP_TYPES, "", w.port)
+            self._ssdp.notify("ssdp:alive", [w.entry])
+
+    def _wemo_changed(self, light):
+        w = self._wemo.get(light)
+        if w is not None:
+            w.changed()

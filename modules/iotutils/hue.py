@@ -1,0 +1,435 @@
+# The Philips Hue bridge v1 API that Echo, Home Assistant (aiohue) and phue use: /description.xml, user
+# creation (no link button while pairing is allowed), /api/config, full state, lights (the list streamed
+# one light at a time), light state with Hue's success/error answers. Mixed into alexa.Alexa, which owns
+# the lights, users and lock; this module only speaks the protocol.
+import json
+
+from iotutils import hal
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+F_DIMMABLE = const(1)
+F_COLOR = const(2)
+F_WEMO = const(4)
+MAX_NAME = const(32)         # Hue's limit for light names
+
+HUE_UUID = "2f402f80-da50-11e1-9b23-"
+_API_VERSION = "1.41.0"
+_SW_VERSION = "1941132080"
+_DATASTORE = "98"
+
+try:
+    from os import urandom as _urandom
+except ImportError:  # pragma: no cover
+    _urandom = None
+
+try:
+    from binascii import hexlify as _hexlify
+except ImportError:  # pragma: no cover
+    from ubinascii import hexlify as _hexlify
+
+_DESCRIPTION = """<?xml version="1.0" encoding="UTF-8" ?>
+<root xmlns="urn:schemas-upnp-org:device-1-0">
+<specVersion><major>1</major><minor>0</minor></specVersion>
+<URLBase>http://%s:%d/</URLBase>
+<device>
+<deviceType>urn:schemas-upnp-org:device:Basic:1</deviceType>
+<friendlyName>%s (%s)</friendlyName>
+<manufacturer>Signify</manufacturer>
+<manufacturerURL>http://www.philips-hue.com</manufacturerURL>
+<modelDescription>Philips hue Personal Wireless Lighting</modelDescription>
+<modelName>Philips hue bridge 2015</modelName>
+<modelNumber>BSB002</modelNumber>
+<modelURL>http://www.philips-hue.com</modelURL>
+<serialNumber>%s</serialNumber>
+<UDN>uuid:%s%s</UDN>
+<presentationURL>index.html</presentationURL>
+</device>
+</root>
+"""
+
+
+def pct_to_bri(pct):
+    """Brightness 0..100 % -> Hue bri 1..254 (0 % gives 1: "off" is the on flag)."""
+    return max(1, (pct * 254 + 50) // 100)
+
+
+def bri_to_pct(bri):
+    """Hue bri 1..254 -> 1..100 % (exact inverse of pct_to_bri on 1..100)."""
+    return max(1, (bri * 100 + 127) // 254)
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_name(name, field="name"):
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+        raise ValueError("%s: 1..%d characters expected, got %r" % (field, MAX_NAME, name))
+    return name
+
+
+def hexstr(b):
+    return _hexlify(b).decode()
+
+
+def random_hex(n):
+    if _urandom is not None:
+        return hexstr(_urandom(n))
+    import random  # pragma: no cover
+    return "".join("%02x" % random.getrandbits(8) for _ in range(n))  # pragma: no cover
+
+
+def hue_error(kind, address, description):
+    return {"error": {"type": kind, "address": address, "description": description}}
+
+
+def _xml_escape(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+class HueBridge:
+    """The Hue v1 API handlers (a mixin: self is the Alexa, with _lock, _lights, _byid, _users, mac...)."""
+
+    def _light_state(self, light):
+        s = {"on": light.on, "alert": "none", "mode": "homeautomation", "reachable": True}
+        if light.flags & (F_DIMMABLE | F_COLOR):
+            s["bri"] = light.bri
+        c = light._col
+        if c is not None:
+            s["hue"] = c[0]
+            s["sat"] = c[1]
+            s["effect"] = "none"
+            s["xy"] = [c[3], c[4]]
+            s["ct"] = c[2]
+            s["colormode"] = c[5]
+        return s
+
+    def light_json(self, light):
+        """This light as the Hue API shows it (a small dict: built per light, never for the whole list)."""
+        f = light.flags
+        if f & F_COLOR:
+            kind, model, product = "Extended color light", "LCT015", "Hue color lamp"
+            ctl = {"mindimlevel": 1000, "maxlumen": 800, "colorgamuttype": "C",
+                   "colorgamut": [[0.6915, 0.3083], [0.17, 0.7], [0.1532, 0.0475]], "ct": {"min": 153, "max": 500}}
+        elif f & F_DIMMABLE:
+            kind, model, product = "Dimmable light", "LWB010", "Hue white lamp"
+            ctl = {"mindimlevel": 5000, "maxlumen": 806}
+        else:
+            kind, model, product = "On/Off plug-in unit", "LOM001", "Hue Smart plug"
+            ctl = {}
+        with self._lock:
+            state = self._light_state(light)
+        return {"state": state, "swupdate": {"state": "noupdates", "lastinstall": None}, "type": kind,
+                "name": light.name, "modelid": model, "manufacturername": "Signify Netherlands B.V.",
+                "productname": product, "capabilities": {"certified": True, "control": ctl},
+                "uniqueid": light.uniqueid, "swversion": "1.50.2_r30933"}
+
+    def _routes(self, app):
+        app.add_route("/description.xml", self._description, ("GET",))
+        app.add_route("/api", self._create_user, ("POST",))
+        app.add_route("/api/", self._create_user, ("POST",))
+        app.add_route("/api/config", self._public_config, ("GET",))
+        # a catch-all goes after every other route: the app's own /api/... routes still win
+        app.add_route("/api/<path:p>", self._api, ("GET", "PUT", "POST", "DELETE"))
+
+    def _json(self, body, status=200):
+        from iotutils.server import Response
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        return Response(body, status, None, "application/json")   # str, bytes or a generator (streamed)
+
+    def _description(self, req):
+        from iotutils.server import Response
+        body = _DESCRIPTION % (hal.ip(), hal.port(self.app.port), _xml_escape(self.name), hal.ip(), self.serial,
+                               HUE_UUID, self.serial)
+        return Response(body, 200, None, "text/xml")
+
+    def _create_user(self, req):
+        try:
+            data = req.json()
+        except ValueError:
+            data = 0
+        if not isinstance(data, dict):
+            return self._json([hue_error(2, "/", "body contains invalid JSON")])
+        dt = data.get("devicetype")
+        if not isinstance(dt, str) or not dt:
+            return self._json([hue_error(5, "/", "invalid/missing parameters in body")])
+        if not self.pairing():
+            return self._json([hue_error(101, "", "link button not pressed")])
+        user = self._new_user(dt)
+        ok = {"username": user}
+        if data.get("generateclientkey"):
+            ok["clientkey"] = random_hex(16).upper()
+        return self._json([{"success": ok}])
+
+    def _config(self, full):
+        mac = ":".join("%02x" % b for b in bytes(self.mac))
+        c = {"name": self.name, "datastoreversion": _DATASTORE, "swversion": _SW_VERSION,
+             "apiversion": _API_VERSION, "mac": mac, "bridgeid": self.bridgeid, "factorynew": False,
+             "replacesbridgeid": None, "modelid": "BSB002", "starterkitid": ""}
+        if full:
+            ip = hal.ip()
+            c.update({"zigbeechannel": 15, "ipaddress": ip, "netmask": "255.255.255.0", "gateway": ip,
+                      "dhcp": True, "proxyaddress": "none", "proxyport": 0, "timezone": "UTC",
+                      "portalservices": False, "portalconnection": "disconnected",
+                      "linkbutton": self.pairing(),
+                      "swupdate2": {"state": "noupdates", "autoinstall": {"on": False}},
+                      "whitelist": dict((u[0], {"name": u[1], "last use date": "2026-01-01T00:00:00",
+                                                "create date": "2026-01-01T00:00:00"})
+                                        for u in self._p_users.value)})
+        return c
+
+    def _public_config(self, req):
+        return self._json(self._config(False))
+
+    def _lights_gen(self, lights):
+        # the light list, streamed: one light's JSON at a time (32 lights never sit in RAM as one text)
+        yield "{"
+        first = True
+        for light in lights:
+            if light.wemo:
+                continue
+            yield ('"%s":' if first else ',"%s":') % light.id
+            yield json.dumps(self.light_json(light))
+            first = False
+        yield "}"
+
+    def _full_gen(self):
+        yield '{"lights":'
+        for part in self._lights_gen(self.lights()):
+            yield part
+        yield ',"groups":{},"config":'
+        yield json.dumps(self._config(True))
+        yield ',"schedules":{},"scenes":{},"rules":{},"sensors":{},"resourcelinks":{}}'
+
+    def _api(self, req, p):
+        self.save()  # ids handed out to a client are on flash first
+        parts = [s for s in p.split("/") if s]
+        user = parts[0]
+        rest = parts[1:]
+        if user == "config" and not rest and req.method == "GET":
+            return self._public_config(req)
+        address = "/" + "/".join(rest)
+        if user not in self._users:
+            return self._json([hue_error(1, address, "unauthorized user")])
+        m = req.method
+        if not rest:
+            if m == "GET":
+                return self._json(self._full_gen())
+            return self._no_method(m, address)
+        top = rest[0]
+        if top == "lights":
+            return self._api_lights(req, rest, address)
+        if top == "config":
+            if len(rest) > 1:
+                return self._no_resource(address)
+            if m == "GET":
+                return self._json(self._config(True))
+            if m == "PUT":
+                return self._put_config(req)
+            return self._no_method(m, address)
+        if top in ("groups", "scenes", "sensors", "schedules", "rules", "resourcelinks", "capabilities"):
+            if len(rest) == 1 and m == "GET":
+                return self._json({})
+            return self._no_resource(address)
+        return self._no_resource(address)
+
+    def _no_resource(self, address):
+        return self._json([hue_error(3, address, "resource, %s, not available" % address)])
+
+    def _no_method(self, method, address):
+        return self._json([hue_error(4, address, "method, %s, not available for resource, %s" % (method, address))])
+
+    def _body(self, req):
+        """The request body as a dict, or None (invalid JSON)."""
+        try:
+            data = req.json()
+        except ValueError:  # server.HTTPError is a ValueError
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _put_config(self, req):
+        data = self._body(req)
+        if data is None:
+            return self._json([hue_error(2, "/config", "body contains invalid JSON")])
+        out = []
+        for k in data:
+            v = data[k]
+            if k == "name":
+                if isinstance(v, str) and 4 <= len(v) <= 16:
+                    self.name = v
+                    out.append({"success": {"/config/name": v}})
+                else:
+                    out.append(hue_error(7, "/config/name", "invalid value, %s, for parameter, name" % v))
+            else:
+                out.append(hue_error(6, "/config/" + k, "parameter, %s, not available" % k))
+        return self._json(out)
+
+    def _api_lights(self, req, rest, address):
+        m = req.method
+        if len(rest) == 1:
+            if m == "GET":
+                return self._json(self._lights_gen(self.lights()))
+            if m == "POST":  # "search for new lights": ours are all there already
+                return self._json([{"success": {"/lights": "Searching for new devices"}}])
+            return self._no_method(m, address)
+        lid = rest[1]
+        if lid == "new" and len(rest) == 2 and m == "GET":
+            return self._json({"lastscan": "none"})
+        with self._lock:
+            light = self._byid.get(lid)
+        if light is None:
+            return self._no_resource(address)
+        if len(rest) == 2:
+            if m == "GET":
+                return self._json(self.light_json(light))
+            if m == "PUT":
+                return self._rename_api(req, light)
+            return self._no_method(m, address)
+        if len(rest) == 3 and rest[2] == "state":
+            if m == "PUT":
+                return self._put_state(req, light)
+            return self._no_method(m, address)
+        return self._no_resource(address)
+
+    def _rename_api(self, req, light):
+        pre = "/lights/%s" % light.id
+        data = self._body(req)
+        if data is None:
+            return self._json([hue_error(2, pre, "body contains invalid JSON")])
+        out = []
+        for k in data:
+            v = data[k]
+            if k != "name":
+                out.append(hue_error(6, pre + "/" + k, "parameter, %s, not available" % k))
+            elif not isinstance(v, str) or not 1 <= len(v) <= MAX_NAME:
+                out.append(hue_error(7, pre + "/name", "invalid value, %s, for parameter, name" % (v,)))
+            else:
+                light.rename(v)
+                out.append({"success": {pre + "/name": v}})
+        if not out:
+            out.append(hue_error(5, pre, "invalid/missing parameters in body"))
+        return self._json(out)
+
+    def _put_state(self, req, light):
+        pre = "/lights/%s/state" % light.id
+        data = self._body(req)
+        if data is None:
+            return self._json([hue_error(2, pre, "body contains invalid JSON")])
+        out, changed = self.apply_state(light, data)
+        if changed:
+            self._changed(light)
+        return self._json(out)
+
+    def apply_state(self, light, data):
+        """Apply a Hue state dict to light: ([success/error entries in request order], changed)."""
+        pre = "/lights/%s/state/" % light.id
+        out = []
+        dim = light.dimmable
+        col = light._col is not None
+        changed = False
+
+        def bad(k, v):
+            out.append(hue_error(7, pre + k, "invalid value, %s, for parameter, %s" % (json.dumps(v), k)))
+
+        def ok(k, v):
+            out.append({"success": {pre + k: v}})
+
+        if not data:
+            return [hue_error(5, pre[:-1], "invalid/missing parameters in body")], False
+        with self._lock:
+            c = light._col
+            for k in data:
+                v = data[k]
+                if k == "on":
+                    if not isinstance(v, bool):
+                        bad(k, v)
+                        continue
+                    changed = changed or light.on != v
+                    light.on = v
+                    ok(k, v)
+                elif k in ("bri", "bri_inc") and not dim:
+                    out.append(hue_error(6, pre + k, "parameter, %s, not available" % k))
+                elif k in ("hue", "sat", "ct", "xy", "effect", "hue_inc", "sat_inc", "ct_inc", "xy_inc") and not col:
+                    out.append(hue_error(6, pre + k, "parameter, %s, not available" % k))
+                elif k == "bri":
+                    if not is_int(v) or not 0 <= v <= 254:
+                        bad(k, v)
+                        continue
+                    v = max(1, v)
+                    changed = changed or light.bri != v
+                    light.bri = v
+                    ok(k, v)
+                elif k == "bri_inc":
+                    if not is_int(v) or not -254 <= v <= 254:
+                        bad(k, v)
+                        continue
+                    light.bri = min(254, max(1, light.bri + v))
+                    changed = changed or v != 0
+                    ok(k, light.bri)
+                elif k == "hue" or k == "sat" or k == "ct":
+                    lo, hi, i = {"hue": (0, 65535, 0), "sat": (0, 254, 1), "ct": (153, 500, 2)}[k]
+                    if not is_int(v) or not 0 <= v <= 65535:
+                        bad(k, v)
+                        continue
+                    v = min(hi, max(lo, v))
+                    changed = changed or c[i] != v
+                    c[i] = v
+                    c[5] = "ct" if k == "ct" else "hs"
+                    ok(k, v)
+                elif k == "xy":
+                    try:
+                        x, y = v
+                        good = is_num(x) and is_num(y) and 0 <= x <= 1 and 0 <= y <= 1
+                    except (TypeError, ValueError):
+                        good = False
+                    if not good:
+                        bad(k, v)
+                        continue
+                    changed = changed or c[3] != x or c[4] != y
+                    c[3] = float(x)
+                    c[4] = float(y)
+                    c[5] = "xy"
+                    ok(k, [c[3], c[4]])
+                elif k in ("hue_inc", "sat_inc", "ct_inc", "xy_inc"):
+                    # accepted and applied to the matching value, clamped like a Hue bridge does
+                    if k == "xy_inc":  # accepted, not applied
+                        if isinstance(v, list):
+                            ok("xy", [c[3], c[4]])
+                        else:
+                            bad(k, v)
+                        continue
+                    if not is_int(v) or not -65535 <= v <= 65535:
+                        bad(k, v)
+                        continue
+                    i, lo, hi = {"hue_inc": (0, 0, 65535), "sat_inc": (1, 0, 254), "ct_inc": (2, 153, 500)}[k]
+                    c[i] = (c[i] + v) % 65536 if i == 0 else min(hi, max(lo, c[i] + v))
+                    changed = changed or v != 0
+                    ok(k[:-4], c[i])
+                elif k == "transitiontime":
+                    if not is_int(v) or not 0 <= v <= 65535:
+                        bad(k, v)
+                        continue
+                    ok(k, v)  # no fading here: the app drives the hardware
+                elif k == "alert":
+                    if v not in ("none", "select", "lselect"):
+                        bad(k, v)
+                        continue
+                    ok(k, v)
+                elif k == "effect":
+                    if v not in ("none", "colorloop"):
+                        bad(k, v)
+                        continue
+                    ok(k, v)
+                else:
+                    out.append(hue_error(6, pre + k, "parameter, %s, not available" % k))
+        return out, changed

@@ -1,0 +1,274 @@
+# SSDP (UPnP discovery) responder: answers M-SEARCH on 239.255.255.250:1900 for the services it
+# announces, and sends NOTIFY ssdp:alive / ssdp:byebye. Used by alexa.py for the Hue bridge and the
+# WeMo devices; not tied to them.
+#
+#     s = SSDP()
+#     s.add("http://%s:%d/description.xml", "uuid:2f402f80-...", ("upnp:rootdevice",
+#           "urn:schemas-upnp-org:device:basic:1"), extra="hue-bridgeid: 001788FFFE0A0B0C\r\n")
+#     s.start()        # binds; then call s.serve(timeout_ms) from a thread of yours, or s.run()
+#
+# LOCATION is a format with two %-slots (ip, port) filled at answer time from hal.ip()/hal.port(80)
+# (or the port given to add()), so a Wi-Fi reconnect with a new address needs nothing here.
+# Replies to a search are delayed at random by up to MX seconds (capped by max_delay_ms), as UPnP asks,
+# without blocking: they wait in a small queue that serve() flushes when due.
+import socket
+import time
+
+from iotutils import hal
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+try:
+    import _thread
+except ImportError:  # pragma: no cover
+    _thread = None
+
+try:
+    from os import urandom as _urandom
+except ImportError:  # pragma: no cover
+    _urandom = None
+
+_GROUP = "239.255.255.250"
+_PORT = const(1900)
+_IPPROTO_IP = const(0)
+# Linux numbers (the simulator); lwIP (ESP32) sends multicast on the station interface by default
+_IP_MULTICAST_IF = const(32)
+_IP_MULTICAST_TTL = const(33)
+_MAX_PACKET = const(1024)
+
+if hasattr(time, "ticks_ms"):
+    _ticks = time.ticks_ms
+    _diff = time.ticks_diff
+else:
+    def _ticks():
+        return int(time.monotonic() * 1000)
+
+    def _diff(a, b):
+        return a - b
+
+
+def _rand(n):
+    """A random int in [0, n)."""
+    if n <= 0:
+        return 0
+    if _urandom is not None:
+        return int.from_bytes(_urandom(4), "little") % n
+    return _ticks() % n  # pragma: no cover
+
+
+def _ip_bytes(ip):
+    return bytes(int(x) for x in ip.split("."))
+
+
+def parse(data):
+    """An SSDP datagram -> (start line, {lower-case header: value}) or None if it is not one."""
+    try:
+        text = bytes(data).decode()
+    except UnicodeError:
+        return None
+    lines = text.split("\r\n")
+    if len(lines) < 2:
+        lines = text.split("\n")
+    start = lines[0].strip()
+    if not start:
+        return None
+    headers = {}
+    for line in lines[1:]:
+        k, sep, v = line.partition(":")
+        if sep:
+            headers[k.strip().lower()] = v.strip()
+    return start, headers
+
+
+def st_matches(st, types):
+    """The announced types that answer search target st (ssdp:all -> all of them; urn:x:device:** is a
+    prefix wildcard as Echo uses for Belkin)."""
+    if st == "ssdp:all":
+        return list(types)
+    if st.endswith("**"):
+        prefix = st[:-2]
+        return [t for t in types if t.startswith(prefix)]
+    return [t for t in types if t == st]
+
+
+class SSDP:
+    """One multicast socket, a list of announced services, a queue of delayed replies."""
+
+    #: upper bound for the random reply delay (ms) whatever MX asks: Echo and HA wait 1-3 s
+    max_delay_ms = 1000
+    #: CACHE-CONTROL max-age of announcements (s)
+    max_age = 100
+    #: SERVER header (Echo does not check it; Hue bridges send this form)
+    server = "Linux/3.14.0 UPnP/1.0 IpBridge/1.24.0"
+    #: most queued answers; more searches are dropped (a flood must not eat the heap)
+    max_pending = 24
+    #: print each answered search on the console
+    log = False
+
+    def __init__(self):
+        self._services = []   # [location_fmt, uuid, types, extra, port]
+        self._pending = []    # [due_ms, addr, service, st]
+        self._lock = _thread.allocate_lock() if _thread else None
+        self._sock = None
+        self._running = False
+        self.answered = 0
+
+    # ---- what we announce ----
+    def add(self, location, uuid, types, extra="", port=80):
+        """Announce service `uuid` (e.g. "uuid:Socket-1_0-X") of the given types at location
+        (a format taking (ip, host_port)); port is the device port that serves it."""
+        entry = [location, uuid, tuple(types), extra, port]
+        with self._lock:
+            self._services = self._services + [entry]
+        return entry
+
+    def remove(self, entry):
+        with self._lock:
+            self._services = [e for e in self._services if e is not entry]
+            self._pending = [p for p in self._pending if p[2] is not entry]
+
+    # ---- socket ----
+    def start(self):
+        """Bind 0.0.0.0:1900 (shared with other listeners) and join the group; then NOTIFY alive."""
+        if self._sock is not None:
+            return
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(socket.getaddrinfo("0.0.0.0", hal.port(_PORT))[0][-1])
+        ip = hal.ip()
+        s.setsockopt(_IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _ip_bytes(_GROUP) + _ip_bytes(ip))
+        if getattr(hal, "PLATFORM", "") != "esp32":
+            try:
+                s.setsockopt(_IPPROTO_IP, _IP_MULTICAST_IF, _ip_bytes(ip))
+                s.setsockopt(_IPPROTO_IP, _IP_MULTICAST_TTL, 2)
+            except OSError:
+                pass
+        self._sock = s
+        self._running = True
+        self.notify("ssdp:alive")
+
+    def stop(self):
+        """NOTIFY byebye and close."""
+        if self._sock is None:
+            return
+        try:
+            self.notify("ssdp:byebye")
+        except OSError:
+            pass
+        self._running = False
+        s = self._sock
+        self._sock = None
+        s.close()
+
+    def run(self):
+        """Serve until stop() (for a thread of its own)."""
+        while self._running:
+            self.serve(500)
+
+    # ---- messages ----
+    def _location(self, entry):
+        return entry[0] % (hal.ip(), hal.port(entry[4]))
+
+    def response(self, entry, st):
+        """The unicast answer to a search for st."""
+        usn = entry[1] if st == entry[1] else entry[1] + "::" + st
+        return ("HTTP/1.1 200 OK\r\nHOST: %s:%d\r\nEXT:\r\nCACHE-CONTROL: max-age=%d\r\n"
+                "LOCATION: %s\r\nSERVER: %s\r\n%sST: %s\r\nUSN: %s\r\n\r\n"
+                % (_GROUP, _PORT, self.max_age, self._location(entry), self.server, entry[3], st, usn))
+
+    def notify_message(self, entry, nt, nts):
+        usn = entry[1] if nt == entry[1] else entry[1] + "::" + nt
+        loc = "LOCATION: %s\r\n" % self._location(entry) if nts == "ssdp:alive" else ""
+        return ("NOTIFY * HTTP/1.1\r\nHOST: %s:%d\r\nCACHE-CONTROL: max-age=%d\r\n%sSERVER: %s\r\n"
+                "%sNTS: %s\r\nNT: %s\r\nUSN: %s\r\n\r\n"
+                % (_GROUP, _PORT, self.max_age, loc, self.server, entry[3], nts, nt, usn))
+
+    def notify(self, nts, entries=None):
+        """Multicast NOTIFY nts (ssdp:alive / ssdp:byebye) for every type of every service."""
+        s = self._sock
+        if s is None:
+            return
+        dest = socket.getaddrinfo(_GROUP, _PORT)[0][-1]
+        for entry in (entries or self._services):
+            for nt in entry[2] + (entry[1],):
+                try:
+                    s.sendto(self.notify_message(entry, nt, nts).encode(), dest)
+                except OSError:
+                    pass  # no route yet (Wi-Fi down): the next alive or search answer will do
+
+    def handle(self, data, addr, now=None):
+        """Queue the answers to one datagram. Returns how many were queued."""
+        msg = parse(data)
+        if msg is None or not msg[0].startswith("M-SEARCH"):
+            return 0
+        h = msg[1]
+        if h.get("man", "").strip('"') != "ssdp:discover":
+            return 0
+        st = h.get("st", "")
+        try:
+            mx = int(h.get("mx", "1"))
+        except ValueError:
+            mx = 1
+        limit = min(max(mx, 0) * 1000, self.max_delay_ms)
+        if now is None:
+            now = _ticks()
+        n = 0
+        with self._lock:
+            for entry in self._services:
+                for t in st_matches(st, entry[2] + (entry[1],)):
+                    if len(self._pending) >= self.max_pending:
+                        return n
+                    # MX asks for a random spread; unicast answers to one searcher stay in order
+                    self._pending.append([now + _rand(limit + 1) if limit else now, addr, entry, t])
+                    n += 1
+        return n
+
+    def due(self, now=None):
+        """Remove and return the queued answers whose time has come: [(addr, bytes)]."""
+        if now is None:
+            now = _ticks()
+        out = []
+        with self._lock:
+            keep = []
+            for p in self._pending:
+                if _diff(now, p[0]) >= 0:
+                    out.append((p[1], self.response(p[2], p[3]).encode()))
+                else:
+                    keep.append(p)
+            self._pending = keep
+        return out
+
+    def next_due_ms(self, now=None):
+        """Milliseconds until the next queued answer (None: nothing queued)."""
+        if now is None:
+            now = _ticks()
+        with self._lock:
+            if not self._pending:
+                return None
+            return max(0, min(_diff(p[0], now) for p in self._pending))
+
+    def serve(self, timeout_ms=500):
+        """Wait up to timeout_ms for a datagram (less when an answer is due), handle it, send due answers."""
+        s = self._sock
+        if s is None:
+            return
+        wait = self.next_due_ms()
+        if wait is None or wait > timeout_ms:
+            wait = timeout_ms
+        s.settimeout(wait / 1000)
+        try:
+            data, addr = s.recvfrom(_MAX_PACKET)
+        except OSError:  # timeout (or closed by stop())
+            data = None
+        if data is not None and self.handle(data, addr) and self.log:
+            print("ssdp: search", parse(data)[1].get("st"))
+        for addr, packet in self.due():
+            try:
+                s.sendto(packet, addr)
+                self.answered += 1
+            except OSError:
+                pass

@@ -1,0 +1,268 @@
+# Belkin WeMo socket emulation for one on/off device (Alexa's other local protocol; used by alexa.py for
+# lights added with wemo=True). Each device has its own TCP port (49153, 49154, ... like a real WeMo and
+# fauxmo) served by a small WebServer (no worker threads: the poll thread answers, requests are tiny):
+#   GET  /setup.xml                    device description (what pywemo and Echo read)
+#   GET  /eventservice.xml             basicevent1 SCPD
+#   POST /upnp/control/basicevent1     SOAP GetBinaryState / SetBinaryState / GetFriendlyName
+#   SUBSCRIBE / UNSUBSCRIBE /upnp/event/basicevent1   GENA: BinaryState NOTIFYs to the CALLBACK URL
+# The NOTIFYs are sent from the Alexa background thread, never from a request handler.
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+import socket
+
+from iotutils.server import Response
+
+_MAX_SUBS = const(4)           # subscribers per device; the oldest goes
+_MAX_TIMEOUT_S = const(1800)
+
+_SETUP = """<?xml version="1.0"?>
+<root xmlns="urn:Belkin:device-1-0">
+<specVersion><major>1</major><minor>0</minor></specVersion>
+<device>
+<deviceType>urn:Belkin:device:controllee:1</deviceType>
+<friendlyName>%s</friendlyName>
+<manufacturer>Belkin International Inc.</manufacturer>
+<manufacturerURL>http://www.belkin.com</manufacturerURL>
+<modelDescription>Belkin Plugin Socket 1.0</modelDescription>
+<modelName>Socket</modelName>
+<modelNumber>1.0</modelNumber>
+<modelURL>http://www.belkin.com/plugin/</modelURL>
+<serialNumber>%s</serialNumber>
+<UDN>uuid:%s</UDN>
+<UPC>123456789</UPC>
+<macAddress>%s</macAddress>
+<firmwareVersion>WeMo_WW_2.00.11057.PVT-OWRT-SNS</firmwareVersion>
+<iconVersion>0|49153</iconVersion>
+<binaryState>%d</binaryState>
+<serviceList>
+<service>
+<serviceType>urn:Belkin:service:basicevent:1</serviceType>
+<serviceId>urn:Belkin:serviceId:basicevent1</serviceId>
+<controlURL>/upnp/control/basicevent1</controlURL>
+<eventSubURL>/upnp/event/basicevent1</eventSubURL>
+<SCPDURL>/eventservice.xml</SCPDURL>
+</service>
+</serviceList>
+</device>
+</root>
+"""
+
+_ARG = ("<argument><retval/><name>%s</name><relatedStateVariable>%s</relatedStateVariable>"
+        "<direction>%s</direction></argument>")
+_SCPD = ("""<?xml version="1.0"?>
+<scpd xmlns="urn:Belkin:service-1-0">
+<specVersion><major>1</major><minor>0</minor></specVersion>
+<actionList>
+<action><name>SetBinaryState</name><argumentList>%s</argumentList></action>
+<action><name>GetBinaryState</name><argumentList>%s</argumentList></action>
+<action><name>GetFriendlyName</name><argumentList>%s</argumentList></action>
+</actionList>
+<serviceStateTable>
+<stateVariable sendEvents="yes"><name>BinaryState</name><dataType>Boolean</dataType><defaultValue>0</defaultValue></stateVariable>
+<stateVariable sendEvents="yes"><name>FriendlyName</name><dataType>string</dataType></stateVariable>
+</serviceStateTable>
+</scpd>
+""" % (_ARG % ("BinaryState", "BinaryState", "in"), _ARG % ("BinaryState", "BinaryState", "out"),
+       _ARG % ("FriendlyName", "FriendlyName", "out")))
+
+_SOAP = ('<?xml version="1.0" encoding="utf-8"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+         's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>\r\n'
+         '<u:%sResponse xmlns:u="urn:Belkin:service:basicevent:1">\r\n%s\r\n</u:%sResponse>\r\n'
+         '</s:Body></s:Envelope>\r\n')
+
+_FAULT = ('<?xml version="1.0" encoding="utf-8"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+          's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><s:Fault>'
+          '<faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>'
+          '<UPnPError xmlns="urn:schemas-upnp-org:control-1-0"><errorCode>%d</errorCode>'
+          '<errorDescription>%s</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>\r\n')
+
+_PROPSET = ('<e:propertyset xmlns:e="urn:schemas-upnp-org:event-1-0"><e:property>'
+            '<BinaryState>%d</BinaryState></e:property></e:propertyset>')
+
+
+def _escape(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _tag(text, name):
+    """The text of the first <name>...</name> (any namespace prefix) in text, or None."""
+    i = text.find(name + ">")
+    while i > 0 and text[i - 1] not in "<:":
+        i = text.find(name + ">", i + 1)
+    if i < 0:
+        return None
+    i += len(name) + 1
+    j = text.find("</", i)
+    return text[i:j] if j >= 0 else None
+
+
+def parse_callback(value):
+    """GENA CALLBACK "<http://host:port/path>" (first URL of several) -> (host, port, path) or None."""
+    v = value.strip()
+    if not v.startswith("<") or ">" not in v:
+        return None
+    url = v[1:v.find(">")]
+    if not url.startswith("http://"):
+        return None
+    hostport, _, path = url[7:].partition("/")
+    host, _, port = hostport.partition(":")
+    try:
+        port = int(port) if port else 80
+    except ValueError:
+        return None
+    if not host or not 0 < port < 65536:
+        return None
+    return host, port, "/" + path
+
+
+class WemoDevice:
+    """The WeMo face of one Light: its server, description, SOAP control and GENA subscribers."""
+
+    SSDP_TYPES = ("upnp:rootdevice", "urn:Belkin:device:controllee:1", "urn:Belkin:service:basicevent:1")
+
+    def __init__(self, alexa, light, port):
+        from iotutils.server import WebServer
+        self.alexa = alexa
+        self.light = light
+        self.port = port
+        self.serial = alexa.serial.upper() + "%04X" % light.index
+        self.udn_tail = "Socket-1_0-" + self.serial
+        self.entry = None
+        self._subs = []    # [sid, host, port, path, expires_ms, seq]
+        self.server = WebServer(port=port, workers=0)
+        self.server.server_name = "Unspecified, UPnP/1.0, Unspecified"
+        self.server.add_route("/setup.xml", self._setup, ("GET",))
+        self.server.add_route("/eventservice.xml", self._scpd, ("GET",))
+        self.server.add_route("/upnp/control/basicevent1", self._control, ("POST",))
+        self.server.add_route("/upnp/event/basicevent1", self._event, ("SUBSCRIBE", "UNSUBSCRIBE"))
+
+    def start(self):
+        self.server.start()
+
+    def stop(self):
+        self.server.stop()
+
+    # ---- descriptions ----
+    def _setup(self, req):
+        mac = self.alexa.serial.upper()
+        return Response(_SETUP % (_escape(self.light.name), self.serial, self.udn_tail, mac, 1 if self.light.on else 0),
+                        200, None, 'text/xml; charset="utf-8"')
+
+    def _scpd(self, req):
+        return Response(_SCPD, 200, None, 'text/xml; charset="utf-8"')
+
+    # ---- SOAP ----
+    def _control(self, req):
+        action = req.headers.get("soapaction", "").strip('"')
+        action = action.rpartition("#")[2]
+        try:
+            body = bytes(req.body).decode()
+        except UnicodeError:
+            body = ""
+        if not action:
+            for a in ("SetBinaryState", "GetBinaryState", "GetFriendlyName"):
+                if ":" + a in body or "<" + a in body:
+                    action = a
+                    break
+        light = self.light
+        if action == "GetBinaryState":
+            return self._soap(action, "<BinaryState>%d</BinaryState>" % (1 if light.on else 0))
+        if action == "GetFriendlyName":
+            return self._soap(action, "<FriendlyName>%s</FriendlyName>" % _escape(light.name))
+        if action == "SetBinaryState":
+            v = _tag(body, "BinaryState")
+            v = v.strip()[:1] if v else ""
+            if v not in ("0", "1"):
+                return self._fault(402, "Invalid Args")
+            on = v == "1"
+            with self.alexa._lock:
+                changed = light.on != on
+                light.on = on
+            if changed:
+                self.alexa._changed(light)
+            return self._soap(action, "<BinaryState>%s</BinaryState>" % v)
+        return self._fault(401, "Invalid Action")
+
+    def _soap(self, action, inner):
+        return Response(_SOAP % (action, inner, action), 200, None, 'text/xml; charset="utf-8"')
+
+    def _fault(self, code, text):
+        return Response(_FAULT % (code, text), 500, None, 'text/xml; charset="utf-8"')
+
+    # ---- GENA ----
+    def _event(self, req):
+        from iotutils.ssdp import _ticks, _diff
+        h = req.headers
+        sid = h.get("sid")
+        now = _ticks()
+        try:
+            timeout = int(h.get("timeout", "Second-%d" % _MAX_TIMEOUT_S).rpartition("-")[2])
+        except ValueError:
+            timeout = _MAX_TIMEOUT_S
+        timeout = max(60, min(timeout, _MAX_TIMEOUT_S))
+        lock = self.alexa._lock
+        if req.method == "UNSUBSCRIBE":
+            with lock:
+                n = len(self._subs)
+                self._subs = [s for s in self._subs if s[0] != sid]
+                found = len(self._subs) != n
+            return Response(b"", 200 if found else 412)
+        if sid:  # renewal
+            if "callback" in h or "nt" in h:
+                return Response(b"", 400)
+            with lock:
+                for s in self._subs:
+                    if s[0] == sid and _diff(s[4], now) > 0:
+                        s[4] = now + timeout * 1000
+                        break
+                else:
+                    return Response(b"", 412)
+            return Response(b"", 200, {"SID": sid, "TIMEOUT": "Second-%d" % timeout})
+        cb = parse_callback(h.get("callback", ""))
+        if cb is None or h.get("nt") != "upnp:event":
+            return Response(b"", 412)
+        from iotutils.hue import random_hex
+        sid = "uuid:" + random_hex(16)
+        sub = [sid, cb[0], cb[1], cb[2], now + timeout * 1000, 0]
+        with lock:
+            subs = [s for s in self._subs if _diff(s[4], now) > 0]
+            subs.append(sub)
+            self._subs = subs[-_MAX_SUBS:]
+            on = self.light.on
+        # the initial event (UPnP: after the SUBSCRIBE answer): from the Alexa thread, which runs later
+        self.alexa._later(lambda: self._notify(sub, on))
+        return Response(b"", 200, {"SID": sid, "TIMEOUT": "Second-%d" % timeout})
+
+    def changed(self):
+        """The light's on/off changed: queue a NOTIFY to every live subscriber."""
+        from iotutils.ssdp import _ticks, _diff
+        now = _ticks()
+        with self.alexa._lock:
+            subs = [s for s in self._subs if _diff(s[4], now) > 0]
+            self._subs = subs
+            on = self.light.on
+        for s in subs:
+            self.alexa._later(lambda s=s: self._notify(s, on))
+
+    def _notify(self, sub, on):
+        with self.alexa._lock:
+            seq = sub[5]
+            sub[5] = seq + 1
+        body = _PROPSET % (1 if on else 0)
+        head = ("NOTIFY %s HTTP/1.1\r\nHOST: %s:%d\r\nCONTENT-TYPE: text/xml; charset=\"utf-8\"\r\n"
+                "NT: upnp:event\r\nNTS: upnp:propchange\r\nSID: %s\r\nSEQ: %d\r\nCONTENT-LENGTH: %d\r\n"
+                "Connection: close\r\n\r\n" % (sub[3], sub[1], sub[2], sub[0], seq, len(body)))
+        s = socket.socket()
+        try:
+            s.settimeout(self.alexa.notify_timeout)
+            s.connect(socket.getaddrinfo(sub[1], sub[2])[0][-1])
+            s.sendall((head + body).encode())
+            s.recv(64)  # the status line: we do not act on it (a failing subscriber expires)
+        except OSError:
+            pass
+        finally:
+            s.close()

@@ -1,0 +1,409 @@
+# Alexa local control units (iotutils.alexa) on CPython and MicroPython: the Hue v1 API answered by the
+# route handlers (no sockets), persistence across Alexa objects, and the heap cost per device on
+# MicroPython. SSDP and WeMo units are in test_alexa_discovery.py (one module each would not fit the
+# simulated heap when compiled from source).
+import gc
+import json
+
+from mpunit import is_micropython, raises
+
+if is_micropython():
+    # iotutils.server's own units run elsewhere; a stand-in keeps this run within the simulated heap
+    # (modules are compiled from source here, frozen on a board). CPython uses the real one.
+    import sys
+
+    class _Response:
+        def __init__(self, body=b"", status=200, headers=None, content_type=None):
+            self.body, self.status, self.headers, self.content_type = body, status, headers or {}, content_type
+
+    class _WebServer:
+        def __init__(self, port=80, workers=3):
+            self.port = port
+
+        def add_route(self, path, fn, methods=("GET",)):
+            pass
+
+    class _server:   # MicroPython cannot make module objects: any object in sys.modules imports
+        Response = _Response
+        WebServer = _WebServer
+    sys.modules["iotutils.server"] = _server
+else:
+    import iotutils.server  # noqa: F401
+gc.collect()
+import iotutils.persist  # noqa: F401
+gc.collect()
+iotutils.persist.store.keys("alexa")   # the RAM flash (one 24 KB block) while the heap is still in one piece
+from iotutils import alexa as A  # noqa: E402
+from iotutils import hal  # noqa: E402
+gc.collect()
+
+_folder = [0]
+
+
+def _new_folder():
+    _folder[0] += 1
+    seed = int.from_bytes(__import__("os").urandom(2), "little")
+    return "ax%d_%d" % (_folder[0], seed)
+
+
+class Req:
+    def __init__(self, method, path, body=b"", headers=None):
+        self.method = method
+        self.path = path
+        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.headers = headers or {}
+
+    def json(self):
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise ValueError("invalid JSON body")
+
+
+class App:
+    """Stands for a WebServer: records routes, dispatches like it (literal, then <path:p> catch-all)."""
+
+    def __init__(self):
+        self.port = 80
+        self.routes = []
+
+    def add_route(self, path, fn, methods=("GET",)):
+        self.routes.append((path, fn, methods))
+
+    def call(self, method, path, body=b"", headers=None):
+        req = Req(method, path, body, headers)
+        for pattern, fn, methods in self.routes:
+            if pattern == path and method in methods:
+                return fn(req)
+        for pattern, fn, methods in self.routes:
+            if pattern.endswith("<path:p>"):
+                prefix = pattern[:-8]
+                if path.startswith(prefix) and len(path) > len(prefix) and method in methods:
+                    return fn(req, path[len(prefix):])
+        return None
+
+
+def body_of(resp):
+    b = resp.body
+    if isinstance(b, (bytes, str)):
+        return b.decode() if isinstance(b, bytes) else b
+    return "".join(p.decode() if isinstance(p, bytes) else p for p in b)
+
+
+def jcall(app, method, path, body=b""):
+    resp = app.call(method, path, body)
+    assert resp is not None, "no route for %s %s" % (method, path)
+    assert resp.status == 200, resp.status
+    assert resp.content_type == "application/json", resp.content_type
+    return json.loads(body_of(resp))
+
+
+def setup(folder=None):
+    app = App()
+    alexa = A.Alexa(app, folder=folder or _new_folder())
+    return app, alexa
+
+
+def user_of(app):
+    r = jcall(app, "POST", "/api", {"devicetype": "Echo#unit"})
+    return r[0]["success"]["username"]
+
+
+# ---- brightness mapping ----
+def test_brightness_mapping_round_trip():
+    for pct in range(1, 101):
+        bri = A.pct_to_bri(pct)
+        assert 1 <= bri <= 254
+        assert A.bri_to_pct(bri) == pct, (pct, bri)
+    assert A.pct_to_bri(100) == 254
+    assert A.pct_to_bri(0) == 1
+    assert A.bri_to_pct(1) == 1
+    assert A.bri_to_pct(254) == 100
+    # monotonic both ways
+    for bri in range(1, 254):
+        assert A.bri_to_pct(bri) <= A.bri_to_pct(bri + 1)
+
+
+# ---- identity ----
+def test_bridgeid_and_uniqueid_from_mac():
+    app, alexa = setup()
+    mac = bytes(hal.mac())
+    hexmac = "".join("%02X" % b for b in mac)
+    assert alexa.bridgeid == hexmac[:6] + "FFFE" + hexmac[6:]
+    lamp = alexa.add("Desk lamp")
+    fan = alexa.add("Fan", dimmable=False)
+    assert lamp.uniqueid == ":".join("%02x" % b for b in mac) + ":00:%02x-0b" % lamp.index
+    assert lamp.uniqueid != fan.uniqueid
+    assert fan.index == lamp.index + 1
+    cfg = jcall(app, "GET", "/api/config")
+    assert cfg["bridgeid"] == alexa.bridgeid
+    assert cfg["modelid"] == "BSB002"
+    assert cfg["mac"] == ":".join("%02x" % b for b in mac)
+    assert "apiversion" in cfg and "swversion" in cfg
+    assert "whitelist" not in cfg   # unauthenticated: the public part only
+
+
+def test_description_xml():
+    app, alexa = setup()
+    resp = app.call("GET", "/description.xml")
+    text = body_of(resp)
+    assert resp.content_type.startswith("text/xml")
+    assert "<modelNumber>BSB002</modelNumber>" in text
+    assert "uuid:2f402f80-da50-11e1-9b23-" + alexa.serial in text
+    assert "http://%s:%d/" % (hal.ip(), hal.port(80)) in text
+
+
+# ---- users ----
+def test_user_creation_pairing_and_errors():
+    app, alexa = setup()
+    assert alexa.pairing() is True
+    r = jcall(app, "POST", "/api", {"devicetype": "Echo", "generateclientkey": True})
+    user = r[0]["success"]["username"]
+    assert len(user) == 32 and len(r[0]["success"]["clientkey"]) == 32
+    assert user in alexa.users()
+    r = jcall(app, "POST", "/api/", {"devicetype": "phue"})
+    assert "success" in r[0] and r[0]["success"]["username"] != user
+    assert jcall(app, "POST", "/api", b"{nope")[0]["error"]["type"] == 2
+    assert jcall(app, "POST", "/api", {"foo": 1})[0]["error"]["type"] == 5
+    alexa.pairing(False)
+    r = jcall(app, "POST", "/api", {"devicetype": "Echo"})
+    assert r[0]["error"]["type"] == 101
+    assert len(alexa.users()) == 2
+    alexa.pairing(True)
+    assert "success" in jcall(app, "POST", "/api", {"devicetype": "Echo"})[0]
+
+
+def test_unauthorized_user():
+    app, alexa = setup()
+    alexa.add("Lamp")
+    for path in ("/api/nobody", "/api/nobody/", "/api/nobody/lights", "/api/nobody/lights/1"):
+        r = jcall(app, "GET", path)
+        assert r[0]["error"]["type"] == 1, (path, r)
+        assert r[0]["error"]["description"] == "unauthorized user"
+    r = jcall(app, "PUT", "/api/nobody/lights/1/state", {"on": True})
+    assert r[0]["error"]["type"] == 1
+    assert alexa.get("Lamp").on is False
+
+
+def test_users_are_capped():
+    app, alexa = setup()
+    users = [user_of(app) for _ in range(alexa.max_users + 2)]
+    assert alexa.users() == users[-alexa.max_users:]
+    assert jcall(app, "GET", "/api/%s/lights" % users[0])[0]["error"]["type"] == 1
+    assert jcall(app, "GET", "/api/%s/lights" % users[-1]) == {}
+
+
+# ---- lights ----
+def test_lights_list_with_and_without_slash_and_get_light():
+    app, alexa = setup()
+    lamp = alexa.add("Desk lamp", dimmable=True)
+    plug = alexa.add("Heater", dimmable=False)
+    bulb = alexa.add("Colour bulb", color=True)
+    wemo = alexa.add("Fan", wemo=True)
+    u = user_of(app)
+    a = jcall(app, "GET", "/api/%s/lights" % u)
+    b = jcall(app, "GET", "/api/%s/lights/" % u)
+    assert a == b
+    assert sorted(a) == sorted([lamp.id, plug.id, bulb.id])   # WeMo devices are not Hue lights
+    assert wemo.id not in a
+    assert a[lamp.id]["name"] == "Desk lamp"
+    assert a[lamp.id]["type"] == "Dimmable light"
+    assert a[lamp.id]["uniqueid"] == lamp.uniqueid
+    assert "bri" in a[lamp.id]["state"] and "hue" not in a[lamp.id]["state"]
+    assert a[plug.id]["type"] == "On/Off plug-in unit" and "bri" not in a[plug.id]["state"]
+    assert a[bulb.id]["type"] == "Extended color light"
+    for k in ("hue", "sat", "xy", "ct", "colormode"):
+        assert k in a[bulb.id]["state"]
+    one = jcall(app, "GET", "/api/%s/lights/%s" % (u, lamp.id))
+    assert one == a[lamp.id]
+    err = jcall(app, "GET", "/api/%s/lights/99" % u)
+    assert err[0]["error"]["type"] == 3 and err[0]["error"]["address"] == "/lights/99"
+    assert jcall(app, "GET", "/api/%s/lights/%s" % (u, wemo.id))[0]["error"]["type"] == 3
+    assert jcall(app, "GET", "/api/%s/nothing" % u)[0]["error"]["type"] == 3
+
+
+def test_full_state_and_config():
+    app, alexa = setup()
+    lamp = alexa.add("Desk lamp")
+    u = user_of(app)
+    full = jcall(app, "GET", "/api/%s/" % u)
+    assert jcall(app, "GET", "/api/%s" % u) == full
+    assert list(full["lights"]) == [lamp.id]
+    assert full["groups"] == {}
+    assert full["config"]["bridgeid"] == alexa.bridgeid
+    assert u in full["config"]["whitelist"]
+    assert full["config"]["linkbutton"] is True
+    assert jcall(app, "GET", "/api/%s/config" % u) == full["config"]
+    assert jcall(app, "GET", "/api/%s/groups" % u) == {}
+
+
+def test_put_state_on_bri_and_callback():
+    app, alexa = setup()
+    seen = []
+    lamp = alexa.add("Desk lamp", on_change=lambda light: seen.append((light.on, light.brightness)))
+    u = user_of(app)
+    r = jcall(app, "PUT", "/api/%s/lights/%s/state" % (u, lamp.id), {"on": True, "bri": 127})
+    assert r == [{"success": {"/lights/%s/state/on" % lamp.id: True}},
+                 {"success": {"/lights/%s/state/bri" % lamp.id: 127}}]
+    assert seen == [(True, 50)]
+    assert lamp.on is True and lamp.bri == 127 and lamp.brightness == 50
+    st = jcall(app, "GET", "/api/%s/lights/%s" % (u, lamp.id))["state"]
+    assert st["on"] is True and st["bri"] == 127
+    r = jcall(app, "PUT", "/api/%s/lights/%s/state" % (u, lamp.id), {"on": False})
+    assert seen[-1] == (False, 50)
+    # same value again: success, but no callback (nothing changed)
+    n = len(seen)
+    jcall(app, "PUT", "/api/%s/lights/%s/state" % (u, lamp.id), {"on": False})
+    assert len(seen) == n
+    r = jcall(app, "PUT", "/api/%s/lights/%s/state" % (u, lamp.id), {"bri_inc": -200})
+    assert r[0]["success"]["/lights/%s/state/bri_inc" % lamp.id] == 1 and lamp.bri == 1
+
+
+def test_put_state_errors():
+    app, alexa = setup()
+    lamp = alexa.add("Desk lamp")
+    plug = alexa.add("Plug", dimmable=False)
+    u = user_of(app)
+    path = "/api/%s/lights/%s/state" % (u, lamp.id)
+    assert jcall(app, "PUT", path, b"{not json")[0]["error"]["type"] == 2
+    assert jcall(app, "PUT", path, b"[1, 2]")[0]["error"]["type"] == 2
+    assert jcall(app, "PUT", path, {})[0]["error"]["type"] == 5
+    r = jcall(app, "PUT", path, {"bri": 300, "on": "yes", "foo": 1, "transitiontime": 4})
+    assert [list(e)[0] for e in r] == ["error", "error", "error", "success"]
+    assert r[0]["error"]["type"] == 7 and r[0]["error"]["address"] == "/lights/%s/state/bri" % lamp.id
+    assert r[1]["error"]["type"] == 7
+    assert r[2]["error"]["type"] == 6 and "foo" in r[2]["error"]["description"]
+    assert lamp.bri == 254 and lamp.on is False
+    r = jcall(app, "PUT", "/api/%s/lights/%s/state" % (u, plug.id), {"on": True, "bri": 100})
+    assert "success" in r[0] and r[1]["error"]["type"] == 6
+    assert jcall(app, "PUT", path, {"hue": 100})[0]["error"]["type"] == 6
+    assert jcall(app, "PUT", "/api/%s/lights/99/state" % u, {"on": True})[0]["error"]["type"] == 3
+    assert jcall(app, "DELETE", "/api/%s/lights/%s" % (u, lamp.id))[0]["error"]["type"] == 4
+
+
+def test_colour_state():
+    app, alexa = setup()
+    got = []
+    bulb = alexa.add("Bulb", color=True, on_change=lambda light: got.append(light.colormode))
+    u = user_of(app)
+    path = "/api/%s/lights/%s/state" % (u, bulb.id)
+    r = jcall(app, "PUT", path, {"hue": 21845, "sat": 254})
+    assert len(r) == 2 and bulb.hue == 21845 and bulb.sat == 254 and bulb.colormode == "hs"
+    jcall(app, "PUT", path, {"xy": [0.3, 0.6]})
+    assert bulb.xy == (0.3, 0.6) and bulb.colormode == "xy"
+    jcall(app, "PUT", path, {"ct": 600})
+    assert bulb.ct == 500 and bulb.colormode == "ct"
+    assert jcall(app, "PUT", path, {"xy": [2, 0]})[0]["error"]["type"] == 7
+    assert jcall(app, "PUT", path, {"xy": "red"})[0]["error"]["type"] == 7
+    assert got == ["hs", "xy", "ct"]
+    st = jcall(app, "GET", "/api/%s/lights/%s" % (u, bulb.id))["state"]
+    assert st["ct"] == 500 and st["colormode"] == "ct" and st["xy"] == [0.3, 0.6]
+
+
+def test_local_set_is_reported():
+    app, alexa = setup()
+    seen = []
+    lamp = alexa.add("Desk lamp", on_change=seen.append)
+    u = user_of(app)
+    lamp.set(on=True, brightness=40)
+    st = jcall(app, "GET", "/api/%s/lights/%s" % (u, lamp.id))["state"]
+    assert st["on"] is True and st["bri"] == A.pct_to_bri(40)
+    lamp.set(brightness=0)
+    assert lamp.on is False
+    assert seen == []    # local changes are the app's own: no callback
+    assert isinstance(raises(ValueError, lamp.set, brightness=101), ValueError)
+    assert "hue" in str(raises(ValueError, lamp.set, hue=3))
+    bulb = alexa.add("Bulb", color=True)
+    assert "sat" in str(raises(ValueError, bulb.set, sat=300))
+    assert "xy" in str(raises(ValueError, bulb.set, xy=(1, 2, 3)))
+    bulb.set(xy=(0.1, 0.2))
+    assert bulb.colormode == "xy"
+
+
+def test_add_validation():
+    app, alexa = setup()
+    alexa.add("Lamp")
+    assert "name" in str(raises(ValueError, alexa.add, "Lamp"))
+    assert "name" in str(raises(ValueError, alexa.add, ""))
+    assert "name" in str(raises(ValueError, alexa.add, "x" * 33))
+    assert "name" in str(raises(ValueError, alexa.add, 42))
+    assert "wemo" in str(raises(ValueError, alexa.add, "Fan", wemo=True, color=True))
+
+
+def test_poll_queues_callbacks_to_the_app():
+    app, alexa = setup()
+    seen = []
+    lamp = alexa.add("Lamp", on_change=lambda light: seen.append(light.bri))
+    u = user_of(app)
+    path = "/api/%s/lights/%s/state" % (u, lamp.id)
+    jcall(app, "PUT", path, {"on": True, "bri": 10})
+    assert seen == [10]         # no poll() yet: called at once
+    alexa.poll()                # from now on: queued for poll()
+    jcall(app, "PUT", path, {"bri": 20})
+    jcall(app, "PUT", path, {"bri": 30})
+    assert seen == [10]
+    alexa.poll()
+    assert seen == [10, 30]     # one call per light per poll, with the latest state
+    alexa.poll()
+    assert seen == [10, 30]
+
+
+def test_callback_exception_does_not_break_api():
+    app, alexa = setup()
+
+    def boom(light):
+        raise RuntimeError("app bug")
+    lamp = alexa.add("Lamp", on_change=boom)
+    u = user_of(app)
+    r = jcall(app, "PUT", "/api/%s/lights/%s/state" % (u, lamp.id), {"on": True})
+    assert "success" in r[0] and lamp.on is True
+
+
+# ---- persistence ----
+def test_persisted_devices_users_pairing_and_rename():
+    folder = _new_folder()
+    app, alexa = setup(folder)
+    lamp = alexa.add("Desk lamp")
+    fan = alexa.add("Fan", dimmable=False)
+    u = user_of(app)
+    r = jcall(app, "PUT", "/api/%s/lights/%s" % (u, lamp.id), {"name": "Reading lamp"})
+    assert r == [{"success": {"/lights/%s/name" % lamp.id: "Reading lamp"}}]
+    assert jcall(app, "PUT", "/api/%s/lights/%s" % (u, lamp.id), {"name": ""})[0]["error"]["type"] == 7
+    alexa.pairing(False)
+    ids = (lamp.id, fan.id, lamp.uniqueid)
+    # a reboot: a new Alexa on the same folder; the app adds the same lights in another order
+    app2, alexa2 = setup(folder)
+    fan2 = alexa2.add("Fan", dimmable=False)
+    lamp2 = alexa2.add("Desk lamp")
+    assert (lamp2.id, fan2.id, lamp2.uniqueid) == ids
+    assert lamp2.name == "Reading lamp" and lamp2.key == "Desk lamp"
+    assert alexa2.pairing() is False
+    assert u in alexa2.users()
+    lights = jcall(app2, "GET", "/api/%s/lights" % u)
+    assert lights[lamp2.id]["name"] == "Reading lamp"
+    # removing forgets: the same name later gets a new id
+    alexa2.remove("Fan")
+    assert alexa2.get("Fan") is None
+    app3, alexa3 = setup(folder)
+    lamp3 = alexa3.add("Desk lamp")
+    fan3 = alexa3.add("Fan", dimmable=False)
+    assert lamp3.id == lamp2.id and fan3.id != fan2.id
+
+
+# ---- heap ----
+def test_heap_per_device_on_micropython():
+    if not is_micropython():
+        return  # the heap model is MicroPython's (CPython objects are several times larger)
+    app, alexa = setup()
+    alexa.add("warm-up")   # first add allocates the persisted list etc.
+    names = ["Light number %d" % i for i in range(32)]
+    gc.collect()
+    before = gc.mem_alloc()
+    for n in names:
+        alexa.add(n, dimmable=True)
+    gc.collect()
+    per = (gc.mem_alloc() - before) // 32
+    print("heap per device: %d bytes" % per)
+    assert per <= 512, per

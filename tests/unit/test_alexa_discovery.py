@@ -1,0 +1,195 @@
+# Alexa discovery units on CPython and MicroPython: the SSDP answer logic (iotutils.ssdp) and the WeMo
+# socket's SOAP/GENA handlers and parsers (iotutils.wemo), called directly (no sockets).
+import gc
+
+from mpunit import is_micropython
+
+if is_micropython():
+    # iotutils.server's own units run elsewhere; a stand-in keeps this run within the simulated heap
+    # (modules are compiled from source here, frozen on a board). CPython uses the real one.
+    import sys
+
+    class _Response:
+        def __init__(self, body=b"", status=200, headers=None, content_type=None):
+            self.body, self.status, self.headers, self.content_type = body, status, headers or {}, content_type
+
+    class _WebServer:
+        def __init__(self, port=80, workers=3):
+            self.port = port
+
+        def add_route(self, path, fn, methods=("GET",)):
+            pass
+
+    class _server:   # MicroPython cannot make module objects: any object in sys.modules imports
+        Response = _Response
+        WebServer = _WebServer
+    sys.modules["iotutils.server"] = _server
+else:
+    import iotutils.server  # noqa: F401
+gc.collect()
+import iotutils.persist  # noqa: F401
+gc.collect()
+iotutils.persist.store.keys("alexa")   # the RAM flash (one 24 KB block) while the heap is still in one piece
+from iotutils import alexa as A  # noqa: E402
+from iotutils import hal  # noqa: E402
+from iotutils import ssdp as S  # noqa: E402
+from iotutils import wemo as W  # noqa: E402
+gc.collect()
+
+
+class Req:
+    def __init__(self, method, path, body=b"", headers=None):
+        self.method = method
+        self.path = path
+        self.body = body
+        self.headers = headers or {}
+
+
+class App:
+    port = 80
+
+    def add_route(self, path, fn, methods=("GET",)):
+        pass
+
+
+def body_of(resp):
+    b = resp.body
+    return b.decode() if isinstance(b, bytes) else b
+
+
+def setup():
+    app = App()
+    return app, A.Alexa(app, folder="axd%d" % (int.from_bytes(__import__("os").urandom(2), "little")))
+
+
+# ---- SSDP ----
+def _msearch(st, mx=2, man='"ssdp:discover"'):
+    return ("M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: %s\r\nMX: %d\r\nST: %s\r\n\r\n"
+            % (man, mx, st)).encode()
+
+
+def test_ssdp_matching_and_answers():
+    s = S.SSDP()
+    hue = s.add("http://%s:%d/description.xml", "uuid:2f402f80-da50-11e1-9b23-0a0b0c0d0e0f",
+                ("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1"), "hue-bridgeid: X\r\n", 80)
+    s.add("http://%s:%d/setup.xml", "uuid:Socket-1_0-X1",
+          ("upnp:rootdevice", "urn:Belkin:device:controllee:1", "urn:Belkin:service:basicevent:1"), "", 49153)
+    addr = ("127.0.0.1", 5555)
+    now = 1000
+    assert s.handle(_msearch("urn:schemas-upnp-org:device:basic:1", mx=0), addr, now) == 1
+    out = s.due(now)
+    assert len(out) == 1 and out[0][0] == addr
+    text = out[0][1].decode()
+    assert text.startswith("HTTP/1.1 200 OK\r\n")
+    assert "LOCATION: http://%s:%d/description.xml\r\n" % (hal.ip(), hal.port(80)) in text
+    assert "ST: urn:schemas-upnp-org:device:basic:1\r\n" in text
+    assert "USN: uuid:2f402f80-da50-11e1-9b23-0a0b0c0d0e0f::urn:schemas-upnp-org:device:basic:1\r\n" in text
+    assert "hue-bridgeid: X\r\n" in text and text.endswith("\r\n\r\n")
+    assert s.handle(_msearch("urn:Belkin:device:**", mx=0), addr, now) == 1
+    text = s.due(now)[0][1].decode()
+    assert "ST: urn:Belkin:device:controllee:1" in text
+    assert "LOCATION: http://%s:%d/setup.xml" % (hal.ip(), hal.port(49153)) in text
+    assert s.handle(_msearch("upnp:rootdevice", mx=0), addr, now) == 2
+    assert s.handle(_msearch("ssdp:all", mx=0), addr, now) == 3 + 4
+    assert len(s.due(now)) == 9
+    # not for us / not a search
+    assert s.handle(_msearch("urn:schemas-upnp-org:device:MediaRenderer:1"), addr, now) == 0
+    assert s.handle(_msearch("ssdp:all", man="ssdp:alive"), addr, now) == 0
+    assert s.handle(b"NOTIFY * HTTP/1.1\r\nNT: upnp:rootdevice\r\n\r\n", addr, now) == 0
+    assert s.handle(b"\xff\xfe garbage", addr, now) == 0
+    assert s.handle(b"", addr, now) == 0
+    s.remove(hue)
+    assert s.handle(_msearch("upnp:rootdevice", mx=0), addr, now) == 1
+    s.due(now)
+
+
+def test_ssdp_mx_delay_is_random_and_capped():
+    s = S.SSDP()
+    s.add("http://%s:%d/d.xml", "uuid:x", ("upnp:rootdevice",), "", 80)
+    now = 5000
+    for _ in range(20):
+        s.handle(_msearch("upnp:rootdevice", mx=5), ("127.0.0.1", 1), now)
+    delays = [p[0] - now for p in s._pending]
+    assert all(0 <= d <= s.max_delay_ms for d in delays), delays
+    assert len(set(delays)) > 1                        # spread, not all at once
+    assert s.next_due_ms(now) == min(delays)
+    assert len(s.due(now + s.max_delay_ms)) == 20
+    assert s.next_due_ms(now) is None
+    # a flood is bounded
+    for _ in range(100):
+        s.handle(_msearch("upnp:rootdevice", mx=1), ("127.0.0.1", 1), now)
+    assert len(s._pending) == s.max_pending
+
+
+def test_ssdp_notify_messages():
+    s = S.SSDP()
+    e = s.add("http://%s:%d/d.xml", "uuid:abc", ("upnp:rootdevice",), "", 80)
+    alive = s.notify_message(e, "upnp:rootdevice", "ssdp:alive")
+    assert alive.startswith("NOTIFY * HTTP/1.1\r\n") and "NTS: ssdp:alive" in alive and "LOCATION:" in alive
+    assert "USN: uuid:abc::upnp:rootdevice" in alive
+    bye = s.notify_message(e, "uuid:abc", "ssdp:byebye")
+    assert "NTS: ssdp:byebye" in bye and "LOCATION" not in bye and "USN: uuid:abc\r\n" in bye
+
+
+# ---- WeMo ----
+def test_wemo_parsers():
+    assert W.parse_callback("<http://127.0.0.1:8989/sub/basicevent/x>") == ("127.0.0.1", 8989, "/sub/basicevent/x")
+    assert W.parse_callback("<http://10.0.0.2/a><http://10.0.0.3/b>") == ("10.0.0.2", 80, "/a")
+    assert W.parse_callback("http://nope") is None
+    assert W.parse_callback("<http://h:99999/>") is None
+    assert W.parse_callback("<ftp://h/>") is None
+    assert W._tag("<s:Body><u:SetBinaryState><BinaryState>1</BinaryState></u:SetBinaryState>", "BinaryState") == "1"
+    assert W._tag("<a><x:BinaryState>0</x:BinaryState></a>", "BinaryState") == "0"
+    assert W._tag("<a><NotBinaryState>0</NotBinaryState></a>", "BinaryState") is None
+
+
+def _soap(action, inner=""):
+    return ('<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+            '<s:Body><u:%s xmlns:u="urn:Belkin:service:basicevent:1">%s</u:%s></s:Body></s:Envelope>'
+            % (action, inner, action)).encode()
+
+
+def test_wemo_soap_and_gena_handlers():
+    app, alexa = setup()
+    seen = []
+    fan = alexa.add("Fan", wemo=True, on_change=lambda light: seen.append(light.on))
+    dev = W.WemoDevice(alexa, fan, 49153)     # not started: handlers called directly
+    alexa._wemo[fan] = dev
+    setup_xml = body_of(dev._setup(Req("GET", "/setup.xml")))
+    for needle in ("<deviceType>urn:Belkin:device:controllee:1</deviceType>", "<friendlyName>Fan</friendlyName>",
+                   "<manufacturer>Belkin International Inc.</manufacturer>", "<modelName>Socket</modelName>",
+                   "<UDN>uuid:Socket-1_0-%s</UDN>" % dev.serial, "<serialNumber>%s</serialNumber>" % dev.serial,
+                   "<macAddress>", "<firmwareVersion>", "urn:Belkin:service:basicevent:1", "/eventservice.xml"):
+        assert needle in setup_xml, needle
+    assert "SetBinaryState" in body_of(dev._scpd(Req("GET", "/eventservice.xml")))
+
+    def call(action, inner=""):
+        return dev._control(Req("POST", "/upnp/control/basicevent1", _soap(action, inner),
+                                {"soapaction": '"urn:Belkin:service:basicevent:1#%s"' % action}))
+    r = call("GetBinaryState")
+    assert r.status == 200 and "<BinaryState>0</BinaryState>" in body_of(r)
+    r = call("SetBinaryState", "<BinaryState>1</BinaryState>")
+    assert r.status == 200 and "<BinaryState>1</BinaryState>" in body_of(r)
+    assert fan.on is True and seen == [True]
+    assert "<BinaryState>1</BinaryState>" in body_of(call("GetBinaryState"))
+    assert "<FriendlyName>Fan</FriendlyName>" in body_of(call("GetFriendlyName"))
+    assert call("SetBinaryState", "<BinaryState>7</BinaryState>").status == 500
+    assert call("Reboot").status == 500
+    assert fan.on is True
+    # GENA
+    ev = "/upnp/event/basicevent1"
+    r = dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "<http://127.0.0.1:9/cb>", "nt": "upnp:event",
+                                              "timeout": "Second-600"}))
+    sid = r.headers["SID"]
+    assert r.status == 200 and sid.startswith("uuid:") and r.headers["TIMEOUT"] == "Second-600"
+    assert len(alexa._jobs) == 1          # the initial event, sent later by the Alexa thread
+    assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": sid, "timeout": "Second-300"})).status == 200
+    assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": "uuid:unknown"})).status == 412
+    assert dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "junk", "nt": "upnp:event"})).status == 412
+    fan.set(on=False)                      # a local change queues a NOTIFY per subscriber
+    assert len(alexa._jobs) == 2
+    assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 200
+    assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
+    alexa._jobs = []
+
+
