@@ -506,3 +506,13 @@ def chunked_decode(buf, start, end, state):
     state[1] = v
     state[2] = cnt
     return w - start
+
+
+# The firmware's C core (_iotutils, same rules, tested on the same corpus) is much faster: use it
+# when present. The pure-Python versions stay reachable for tests and comparisons.
+py_parse_head = parse_head
+py_chunked_decode = chunked_decode
+try:
+    from _iotutils import parse_head, chunked_decode  # noqa: F811
+except ImportError:
+    pass

@@ -4,8 +4,14 @@
 import json
 from array import array
 
-from mpunit import raises
+from mpunit import raises, is_micropython
 from iotutils import http
+
+if is_micropython():
+    from mpunit import SkipTest
+else:
+    # pytest reports unittest.SkipTest as a skip (mpunit.SkipTest would count as a failure there)
+    from unittest import SkipTest
 
 MAX_HEADERS = 32
 
@@ -46,9 +52,18 @@ def _out(n=MAX_HEADERS):
     return array("i", [0] * (http.OUT_FIXED + 4 * n))
 
 
-def _run(raw, max_headers=MAX_HEADERS):
+def _impls():
+    # the pure-Python parser, and the firmware's C core when http.py picked it up
+    impls = [(http.py_parse_head, http.py_chunked_decode)]
+    if http.parse_head is not http.py_parse_head:
+        impls.append((http.parse_head, http.chunked_decode))
+    return impls
+
+
+def _run(raw, max_headers=MAX_HEADERS, impl=None):
+    parse_head, chunked_decode = impl or _impls()[0]
     out = _out(max_headers)
-    r = http.parse_head(raw, len(raw), out)
+    r = parse_head(raw, len(raw), out)
     if r < 0:
         return {"verdict": "reject", "status": -r, "reason": http.REASONS[out[0]]}
     if r == 0:
@@ -64,7 +79,7 @@ def _run(raw, max_headers=MAX_HEADERS):
     elif out[6] == http.BODY_CHUNKED:
         buf = bytearray(raw)
         st = array("i", [0] * http.CHUNK_STATE_LEN)
-        n = http.chunked_decode(buf, r, len(buf), st)
+        n = chunked_decode(buf, r, len(buf), st)
         if n < 0:
             return {"verdict": "reject", "status": -n, "reason": http.REASONS[st[3]]}
         if st[0] != http.CS_DONE:
@@ -77,13 +92,15 @@ def _run(raw, max_headers=MAX_HEADERS):
 
 def test_corpus_cases():
     n = 0
+    impls = _impls()
     for case in _cases():
-        got = _run(case["raw"], case.get("max_headers", MAX_HEADERS))
-        assert got["verdict"] == case["verdict"], (case["name"], got)
-        for key in ("status", "reason", "method", "target", "minor", "headers", "body", "flags", "body_kind",
-                    "content_length"):
-            if key in case:
-                assert got[key] == case[key], (case["name"], key, got)
+        for impl in impls:
+            got = _run(case["raw"], case.get("max_headers", MAX_HEADERS), impl)
+            assert got["verdict"] == case["verdict"], (case["name"], got)
+            for key in ("status", "reason", "method", "target", "minor", "headers", "body", "flags", "body_kind",
+                        "content_length"):
+                if key in case:
+                    assert got[key] == case[key], (case["name"], key, got)
         n += 1
     assert n > 90
 
@@ -96,90 +113,116 @@ def test_constants_and_reasons():
     assert len(set(http.REASONS)) == len(http.REASONS)
 
 
+def test_c_core_when_present():
+    try:
+        import _iotutils
+        _iotutils.parse_head
+    except (ImportError, AttributeError):
+        raise SkipTest("no _iotutils C module (host runtime / stock MicroPython)")
+    assert http.parse_head is _iotutils.parse_head and http.chunked_decode is _iotutils.chunked_decode
+    for i, reason in enumerate(http.REASONS):
+        assert _iotutils.http_reason(i) == reason
+    assert _iotutils.http_reason(len(http.REASONS)) == ""
+    for name in ("NEED_MORE", "BODY_NONE", "BODY_LENGTH", "BODY_CHUNKED", "FLAG_CLOSE", "FLAG_KEEP_ALIVE",
+                 "FLAG_EXPECT_CONTINUE", "FLAG_UPGRADE", "OUT_FIXED", "CHUNK_STATE_LEN", "CS_DONE", "CS_ERROR"):
+        assert getattr(_iotutils, name) == getattr(http, name), name
+    raises(ValueError, _iotutils.parse_head, b"GET", 3, array("h", [0] * 40))
+    raises(ValueError, _iotutils.parse_head, b"GET", 3, array("i", [0] * 8))
+    raises(TypeError, _iotutils.chunked_decode, b"0\r\n\r\n", 0, 5, array("i", [0] * 4))
+
+
 def test_offsets_and_fields():
-    raw = b"POST /api/led/3?x=1 HTTP/1.1\r\nHost: dev\r\nContent-Length: 2\r\nConnection: close\r\n\r\nonNEXT"
-    out = _out(4)
-    r = http.parse_head(raw, len(raw), out)
-    assert r == raw.index(b"\r\n\r\n") + 4
-    assert raw[out[0]:out[0] + out[1]] == b"POST"
-    assert raw[out[2]:out[2] + out[3]] == b"/api/led/3?x=1"
-    assert list(out[4:9]) == [1, 3, http.BODY_LENGTH, 2, http.FLAG_CLOSE]
-    names = [raw[out[i]:out[i] + out[i + 1]] for i in (9, 13, 17)]
-    assert names == [b"Host", b"Content-Length", b"Connection"]
-    assert raw[out[19]:out[19] + out[20]] == b"close"
+    for ph, cd in _impls():
+        raw = b"POST /api/led/3?x=1 HTTP/1.1\r\nHost: dev\r\nContent-Length: 2\r\nConnection: close\r\n\r\nonNEXT"
+        out = _out(4)
+        r = ph(raw, len(raw), out)
+        assert r == raw.index(b"\r\n\r\n") + 4
+        assert raw[out[0]:out[0] + out[1]] == b"POST"
+        assert raw[out[2]:out[2] + out[3]] == b"/api/led/3?x=1"
+        assert list(out[4:9]) == [1, 3, http.BODY_LENGTH, 2, http.FLAG_CLOSE]
+        names = [raw[out[i]:out[i] + out[i + 1]] for i in (9, 13, 17)]
+        assert names == [b"Host", b"Content-Length", b"Connection"]
+        assert raw[out[19]:out[19] + out[20]] == b"close"
 
 
 def test_buffer_types_same_answer():
-    raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n"
-    want = _out()
-    r = http.parse_head(raw + b"tail", len(raw), want)
-    assert r == len(raw)
-    for buf in (bytearray(raw), memoryview(bytearray(raw)), memoryview(raw), raw + b"tail"):
-        out = _out()
-        assert http.parse_head(buf, len(raw), out) == r
-        assert list(out) == list(want)
+    for ph, cd in _impls():
+        raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n"
+        want = _out()
+        r = ph(raw + b"tail", len(raw), want)
+        assert r == len(raw)
+        for buf in (bytearray(raw), memoryview(bytearray(raw)), memoryview(raw), raw + b"tail"):
+            out = _out()
+            assert ph(buf, len(raw), out) == r
+            assert list(out) == list(want)
 
 
 def test_need_more_and_line_flag():
-    raw = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
-    out = _out()
-    line_end = raw.index(b"\r\n") + 2
-    for cut in range(len(raw)):
-        assert http.parse_head(raw, cut, out) == http.NEED_MORE
-        assert out[0] == (1 if cut >= line_end else 0)
-    assert http.parse_head(raw, len(raw), out) == len(raw)
+    for ph, cd in _impls():
+        raw = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+        out = _out()
+        line_end = raw.index(b"\r\n") + 2
+        for cut in range(len(raw)):
+            assert ph(raw, cut, out) == http.NEED_MORE
+            assert out[0] == (1 if cut >= line_end else 0)
+        assert ph(raw, len(raw), out) == len(raw)
 
 
 def test_error_sets_reason():
-    out = _out()
-    raw = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
-    assert http.parse_head(raw, len(raw), out) == -400
-    assert http.REASONS[out[0]] == "Transfer-Encoding with Content-Length"
-    assert http.parse_head(b"GET / HTTP/3.0\r\n", 16, out) == -505
+    for ph, cd in _impls():
+        out = _out()
+        raw = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        assert ph(raw, len(raw), out) == -400
+        assert http.REASONS[out[0]] == "Transfer-Encoding with Content-Length"
+        assert ph(b"GET / HTTP/3.0\r\n", 16, out) == -505
 
 
 def test_bad_arguments():
-    raises(ValueError, http.parse_head, b"GET", 3, array("i", [0] * 8))
-    raises(ValueError, http.parse_head, b"GET", 4, _out())
-    raises(ValueError, http.parse_head, b"GET", -1, _out())
-    st = array("i", [0] * http.CHUNK_STATE_LEN)
-    raises(ValueError, http.chunked_decode, bytearray(b"0\r\n\r\n"), 3, 2, st)
-    raises(ValueError, http.chunked_decode, bytearray(b"0\r\n\r\n"), 0, 6, st)
-    raises(ValueError, http.chunked_decode, bytearray(b"0\r\n\r\n"), 0, 5, array("i", [0] * 3))
-    raises(ValueError, http.chunked_decode, bytearray(b"0\r\n\r\n"), 0, 5, array("i", [42, 0, 0, 0]))
+    for ph, cd in _impls():
+        raises(ValueError, ph, b"GET", 3, array("i", [0] * 8))
+        raises(ValueError, ph, b"GET", 4, _out())
+        raises(ValueError, ph, b"GET", -1, _out())
+        st = array("i", [0] * http.CHUNK_STATE_LEN)
+        raises(ValueError, cd, bytearray(b"0\r\n\r\n"), 3, 2, st)
+        raises(ValueError, cd, bytearray(b"0\r\n\r\n"), 0, 6, st)
+        raises(ValueError, cd, bytearray(b"0\r\n\r\n"), 0, 5, array("i", [0] * 3))
+        raises(ValueError, cd, bytearray(b"0\r\n\r\n"), 0, 5, array("i", [42, 0, 0, 0]))
 
 
 BODY = b"4\r\nWiki\r\n5;x=\"y\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: z\r\n\r\nGET / HTTP/1.1\r\n"
 
 
 def test_chunked_one_shot_and_next_offset():
-    buf = bytearray(b"HEAD" + BODY)
-    st = array("i", [0] * http.CHUNK_STATE_LEN)
-    n = http.chunked_decode(buf, 4, len(buf), st)
-    assert bytes(buf[4:4 + n]) == b"Wikipedia in\r\n\r\nchunks."
-    assert st[0] == http.CS_DONE
-    assert bytes(buf[st[1]:]) == b"GET / HTTP/1.1\r\n"
-    assert http.chunked_decode(buf, st[1], len(buf), st) == 0
+    for ph, cd in _impls():
+        buf = bytearray(b"HEAD" + BODY)
+        st = array("i", [0] * http.CHUNK_STATE_LEN)
+        n = cd(buf, 4, len(buf), st)
+        assert bytes(buf[4:4 + n]) == b"Wikipedia in\r\n\r\nchunks."
+        assert st[0] == http.CS_DONE
+        assert bytes(buf[st[1]:]) == b"GET / HTTP/1.1\r\n"
+        assert cd(buf, st[1], len(buf), st) == 0
 
 
 def test_chunked_byte_at_a_time_and_memoryview():
-    want = b"Wikipedia in\r\n\r\nchunks."
-    for wrap in (bytearray, lambda b: memoryview(bytearray(b))):
-        buf = wrap(BODY)
-        st = array("i", [0] * http.CHUNK_STATE_LEN)
-        got = b""
-        for i in range(len(BODY)):
-            k = http.chunked_decode(buf, i, i + 1, st)
-            got += bytes(buf[i:i + k])
-            if st[0] == http.CS_DONE:
-                break
-        assert got == want
-        assert st[1] == BODY.index(b"GET")
+    for ph, cd in _impls():
+        want = b"Wikipedia in\r\n\r\nchunks."
+        for wrap in (bytearray, lambda b: memoryview(bytearray(b))):
+            buf = wrap(BODY)
+            st = array("i", [0] * http.CHUNK_STATE_LEN)
+            got = b""
+            for i in range(len(BODY)):
+                k = cd(buf, i, i + 1, st)
+                got += bytes(buf[i:i + k])
+                if st[0] == http.CS_DONE:
+                    break
+            assert got == want
+            assert st[1] == BODY.index(b"GET")
 
 
 def test_chunked_error_is_sticky():
-    buf = bytearray(b"zz\r\n")
-    st = array("i", [0] * http.CHUNK_STATE_LEN)
-    assert http.chunked_decode(buf, 0, 4, st) == -400
-    assert st[0] == http.CS_ERROR and http.REASONS[st[3]] == "bad chunk size"
-    assert http.chunked_decode(bytearray(b"0\r\n\r\n"), 0, 5, st) == -400
+    for ph, cd in _impls():
+        buf = bytearray(b"zz\r\n")
+        st = array("i", [0] * http.CHUNK_STATE_LEN)
+        assert cd(buf, 0, 4, st) == -400
+        assert st[0] == http.CS_ERROR and http.REASONS[st[3]] == "bad chunk size"
+        assert cd(bytearray(b"0\r\n\r\n"), 0, 5, st) == -400
