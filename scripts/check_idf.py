@@ -11,10 +11,19 @@ argument or a renamed API fails here, on any PC with an ESP-IDF checkout. When D
 xtensa-lx106-elf-gcc is installed the same check runs again with 32-bit Xtensa types
 (size_t, long and pointers are 32-bit on the ESP32).
 
-Without IDF_PATH it prints why it skipped and exits 0. Exits 1 when a file fails.
+With MICROPY_DIR (a MicroPython v1.28.0 tree) and ESP-IDF's `kconfgen` importable (it is in
+the Python environment of ESP-IDF's export.sh; or `pip install esp-idf-kconfig`), it first
+resolves the board's sdkconfig exactly as the esp32 build does (ports/esp32 sdkconfig.base +
+sdkconfig.ble + boards/ESP32_GENERIC/sdkconfig.board + the partition-table line) against
+ESP-IDF's Kconfig, fails on a symbol ESP-IDF does not know, checks the settings the board relies
+on (OTA rollback, size optimisation, the custom partition table, the app descriptor fields), and
+type-checks with the resulting real sdkconfig.h instead of the stub.
+
+Without IDF_PATH it prints why it skipped and exits 0. Exits 1 when a check fails.
 """
 import argparse
 import glob
+import json
 import os
 import re
 import shutil
@@ -81,6 +90,95 @@ def idf_version(idf_path):
     return "v" + ".".join(m.group(1) for m in parts)
 
 
+BOARD_DIR = os.path.join(ROOT, "boards", "ESP32_GENERIC")
+# What the board's sdkconfig must resolve to ("n": not set).
+BOARD_EXPECT = {
+    "CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE": "y",
+    "CONFIG_COMPILER_OPTIMIZATION_SIZE": "y",
+    "CONFIG_COMPILER_OPTIMIZATION_PERF": "n",
+    "CONFIG_ESPTOOLPY_FLASHSIZE_4MB": "y",
+    "CONFIG_PARTITION_TABLE_CUSTOM": "y",
+    "CONFIG_PARTITION_TABLE_OFFSET": "0x8000",
+    "CONFIG_APP_EXCLUDE_PROJECT_VER_VAR": "n",
+    "CONFIG_APP_EXCLUDE_PROJECT_NAME_VAR": "n",
+    "CONFIG_APP_PROJECT_VER_FROM_CONFIG": "n",
+}
+
+
+def _has_kconfgen():
+    proc = subprocess.run([sys.executable, "-c", "import kconfgen"], capture_output=True, timeout=60)
+    return proc.returncode == 0
+
+
+def _read_sdkconfig(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            m = re.match(r"# (CONFIG_\w+) is not set$", line)
+            if m:
+                values[m.group(1)] = "n"
+            elif line.startswith("CONFIG_") and "=" in line:
+                k, v = line.split("=", 1)
+                values[k] = v
+    return values
+
+
+def resolve_sdkconfig(idf_path, micropy_dir, work, board_dir=BOARD_DIR, out=sys.stdout):
+    """Run kconfgen on the board's defaults as ports/esp32 does; returns (failures, sdkconfig.h path)."""
+    comps = os.path.join(idf_path, "components")
+    port = os.path.join(micropy_dir, "ports", "esp32", "boards")
+    combined = os.path.join(work, "sdkconfig.combined")
+    with open(combined, "w") as f:
+        for part in (os.path.join(port, "sdkconfig.base"), os.path.join(port, "sdkconfig.ble"),
+                     os.path.join(board_dir, "sdkconfig.board")):
+            with open(part) as src:
+                f.write(src.read())
+        # the line boards/ESP32_GENERIC/mpconfigboard.cmake generates
+        f.write('CONFIG_PARTITION_TABLE_CUSTOM_FILENAME="%s"\n' % os.path.join(board_dir, "partitions.csv"))
+
+    def listed(pattern):
+        return ";".join(sorted(glob.glob(os.path.join(comps, "*", pattern))))
+    env_file = os.path.join(work, "config.env")
+    with open(env_file, "w") as f:
+        json.dump({"COMPONENT_KCONFIGS": listed("Kconfig"), "COMPONENT_KCONFIGS_PROJBUILD": listed("Kconfig.projbuild"),
+                   "COMPONENT_SDKCONFIG_RENAMES": ";".join(filter(None, [listed("sdkconfig.rename"),
+                                                                          listed("sdkconfig.rename.esp32")])),
+                   "IDF_TARGET": "esp32", "IDF_TOOLCHAIN": "gcc", "IDF_VERSION": "", "IDF_ENV_FPGA": "",
+                   "IDF_PATH": idf_path, "COMPONENT_KCONFIGS_SOURCE_FILE": os.path.join(work, "kconfigs.in"),
+                   "COMPONENT_KCONFIGS_PROJBUILD_SOURCE_FILE": os.path.join(work, "kconfigs_projbuild.in")}, f)
+    subprocess.run([sys.executable, os.path.join(idf_path, "tools", "kconfig_new", "prepare_kconfig_files.py"),
+                    "--list-separator=semicolon", "--env-file", env_file], check=True, timeout=120)
+    sdkconfig = os.path.join(work, "sdkconfig")
+    header = os.path.join(work, "sdkconfig.h")
+    proc = subprocess.run([sys.executable, "-m", "kconfgen", "--list-separator=semicolon",
+                           "--kconfig", os.path.join(idf_path, "Kconfig"),
+                           "--sdkconfig-rename", os.path.join(idf_path, "sdkconfig.rename"),
+                           "--config", sdkconfig, "--defaults", combined, "--env", "IDF_MINIMAL_BUILD=n",
+                           "--env-file", env_file, "--output", "config", sdkconfig, "--output", "header", header],
+                          capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        out.write("FAIL kconfgen:\n%s\n" % log.strip())
+        return 1, None
+    failures = 0
+    for line in log.splitlines():
+        if "unknown kconfig symbol" in line:
+            failures += 1
+            out.write("FAIL sdkconfig: %s\n" % line.strip())
+    values = _read_sdkconfig(sdkconfig)
+    expect = dict(BOARD_EXPECT, CONFIG_PARTITION_TABLE_CUSTOM_FILENAME='"%s"' % os.path.join(board_dir, "partitions.csv"))
+    for key, want in sorted(expect.items()):
+        have = values.get(key, "n")
+        if have != want:
+            failures += 1
+            out.write("FAIL sdkconfig %s=%s (want %s)\n" % (key, have, want))
+    if not failures:
+        out.write("ok   sdkconfig of %s resolves as intended (%d settings checked)\n"
+                  % (os.path.relpath(board_dir, ROOT), len(expect)))
+    return failures, header
+
+
 def default_sources():
     return sorted(glob.glob(os.path.join(CORE_DIR, "*_idf.c")))
 
@@ -96,22 +194,34 @@ def compilers():
     return found
 
 
-def check(idf_path, sources, out=sys.stdout):
+def check(idf_path, sources, micropy_dir="", board_dir=BOARD_DIR, out=sys.stdout):
     version = idf_version(idf_path)
     if version is None:
         out.write("check_idf: %s is not an ESP-IDF tree (no components/esp_common/include/"
                   "esp_idf_version.h)\n" % idf_path)
         return 1
-    if not sources:
-        out.write("check_idf: ESP-IDF %s found, but no ESP32-only C (c_modules/iotutils/*_idf.c) to check\n"
-                  % version)
-        return 0
     comps = os.path.join(idf_path, "components")
     includes = ["-I" + os.path.join(comps, d) for d in COMPONENT_INCLUDES if os.path.isdir(os.path.join(comps, d))]
     failed = 0
     with tempfile.TemporaryDirectory() as gen:
-        with open(os.path.join(gen, "sdkconfig.h"), "w") as f:
-            f.write(SDKCONFIG_H)
+        header = None
+        if not micropy_dir or not os.path.isfile(os.path.join(micropy_dir, "ports", "esp32", "boards", "sdkconfig.base")):
+            out.write("note sdkconfig not resolved: MICROPY_DIR (a v1.28.0 tree) is not set\n")
+        elif not _has_kconfgen():
+            out.write("note sdkconfig not resolved: kconfgen missing (ESP-IDF's Python env, or pip install "
+                      "esp-idf-kconfig)\n")
+        else:
+            failures, header = resolve_sdkconfig(idf_path, micropy_dir, gen, board_dir, out)
+            failed += failures
+        if header is None:
+            header = os.path.join(gen, "sdkconfig.h")
+            with open(header, "w") as f:
+                f.write(SDKCONFIG_H)
+        if not sources:
+            out.write("check_idf: ESP-IDF %s found, but no ESP32-only C (c_modules/iotutils/*_idf.c) to check\n"
+                      % version)
+            return 1 if failed else 0
+        gen = os.path.dirname(header)
         for label, cc in compilers():
             for src in sources:
                 cmd = cc + CFLAGS + ["-I" + gen, "-I" + os.path.dirname(os.path.abspath(src))] + includes + [src]
@@ -130,12 +240,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sources", nargs="*", help="C files (default: c_modules/iotutils/*_idf.c)")
     ap.add_argument("--idf-path", default=os.environ.get("IDF_PATH", ""), help="ESP-IDF tree (default $IDF_PATH)")
+    ap.add_argument("--micropy-dir", default=os.environ.get("MICROPY_DIR", ""),
+                    help="MicroPython v1.28.0 tree for the sdkconfig check (default $MICROPY_DIR)")
+    ap.add_argument("--board-dir", default=BOARD_DIR, help="board whose sdkconfig.board is resolved")
     args = ap.parse_args(argv)
     if not args.idf_path:
         print("check_idf: skipped: IDF_PATH is not set (run '. $IDF_PATH/export.sh' of an ESP-IDF v5.5 "
               "checkout, or pass --idf-path)")
         return 0
-    return check(args.idf_path, args.sources or default_sources())
+    return check(args.idf_path, args.sources or default_sources(), args.micropy_dir, os.path.abspath(args.board_dir))
 
 
 if __name__ == "__main__":

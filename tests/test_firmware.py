@@ -145,6 +145,28 @@ def test_check_idf_type_checks_against_the_real_headers(tmp_path):
     assert rc == 1 and "FAIL %s" % bad in out and "nvs_get_blob" in out, out
 
 
+def _has_kconfgen():
+    return subprocess.run([sys.executable, "-c", "import kconfgen"], capture_output=True).returncode == 0
+
+
+@needs_idf
+def test_board_sdkconfig_resolves_against_esp_idf_kconfig(tmp_path):
+    if not os.path.isfile(os.path.join(MICROPY_DIR, "ports", "esp32", "boards", "sdkconfig.base")):
+        pytest.skip("MICROPY_DIR unset: the port's sdkconfig.base is needed")
+    if not _has_kconfgen():
+        pytest.skip("kconfgen missing (pip install esp-idf-kconfig, or ESP-IDF's Python env)")
+    rc, out = _script("check_idf.py")
+    assert rc == 0 and "ok   sdkconfig of boards/ESP32_GENERIC resolves as intended" in out, out
+    board = tmp_path / "BOARD"
+    shutil.copytree(os.path.join(ROOT, "boards", "ESP32_GENERIC"), str(board))
+    with open(str(board / "sdkconfig.board"), "a") as f:
+        f.write("CONFIG_IOTUTILS_NO_SUCH_OPTION=y\nCONFIG_APP_EXCLUDE_PROJECT_VER_VAR=y\n")
+    rc, out = _script("check_idf.py", "--board-dir", str(board))
+    assert rc == 1, out
+    assert "unknown kconfig symbol 'IOTUTILS_NO_SUCH_OPTION'" in out, out
+    assert "CONFIG_APP_EXCLUDE_PROJECT_VER_VAR=y (want n)" in out, out
+
+
 # ---- app image budget ---------------------------------------------------------------------
 
 def test_check_app_size_accepts_a_fitting_image_and_rejects_too_big_or_mislabelled(tmp_path):
