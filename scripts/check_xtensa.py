@@ -127,8 +127,9 @@ def check(sources, out=sys.stdout):
                 out.write("note %s uses compiler helpers: %s\n" % (name, ", ".join(helpers)))
             foreign = sorted(n for n in missing if not COMPILER_HELPER.match(n))
             if foreign:
-                out.write("FAIL %s uses symbols that are neither libc nor another core: %s\n"
-                          % (name, ", ".join(foreign)))
+                out.write("FAIL %s uses symbols that are neither libc nor another core%s: %s\n"
+                          % (name, " (a core that failed to compile may define some)" if failed else "",
+                             ", ".join(foreign)))
                 failed = True
     out.write("%-14s %8s %8s %8s %8s   (%s, picolibc, %s)\n"
               % ("core", ".text", ".rodata", ".data", ".bss", CC, " ".join(CFLAGS[1:3])))
