@@ -122,26 +122,23 @@ def dns_reply(pkt, ip, ttl=10):
         return bytes(pkt[0:2]) + bytes(((0x80 | (flags >> 8) & 0x79), _RCODE_NOTIMP)) + bytes(8)
     if qd != 1:
         return None
-    i = _DNS_HEADER
-    total = 0
-    while True:
-        if i >= n:
-            return None
-        ln = pkt[i]
-        if ln == 0:
-            i += 1
-            break
-        if ln > 63:
-            return None  # compression pointers have no place in a question
-        total += ln + 1
-        if total > 255:
-            return None
-        i += ln + 1
-    if i + 4 > n:
+    i = _skip_name(pkt, _DNS_HEADER, False)
+    if i < 0 or i + 4 > n:
         return None
     qtype = pkt[i] << 8 | pkt[i + 1]
     qclass = pkt[i + 2] << 8 | pkt[i + 3]
     end = i + 4
+    # the other sections (an EDNS OPT record in practice) must be whole, with nothing after them
+    j = end
+    for _ in range((pkt[6] << 8 | pkt[7]) + (pkt[8] << 8 | pkt[9]) + (pkt[10] << 8 | pkt[11])):
+        j = _skip_name(pkt, j, True)
+        if j < 0 or j + 10 > n:
+            return None
+        j += 10 + (pkt[j + 8] << 8 | pkt[j + 9])
+        if j > n:
+            return None
+    if j != n:
+        return None
     answer = qtype == _TYPE_A and qclass == _CLASS_IN
     # QR, AA, RD copied, RA; NOERROR; one question, one or no answer
     head = bytes((pkt[0], pkt[1], 0x84 | (pkt[2] & 0x01), 0x80, 0, 1, 0, 1 if answer else 0, 0, 0, 0, 0))
@@ -150,6 +147,25 @@ def dns_reply(pkt, ip, ttl=10):
         out += bytes((0xC0, 0x0C, 0, _TYPE_A, 0, _CLASS_IN, (ttl >> 24) & 255, (ttl >> 16) & 255,
                       (ttl >> 8) & 255, ttl & 255, 0, 4)) + bytes(ip)
     return out
+
+
+def _skip_name(pkt, i, pointers):
+    """The offset after the domain name at pkt[i:], or -1 if it is malformed."""
+    n = len(pkt)
+    total = 0
+    while i < n:
+        ln = pkt[i]
+        if ln == 0:
+            return i + 1
+        if ln >= 0xC0:  # a compression pointer ends the name (never in a question)
+            return i + 2 if pointers and i + 2 <= n else -1
+        if ln > 63:
+            return -1
+        total += ln + 1
+        if total > 255:
+            return -1
+        i += ln + 1
+    return -1
 
 
 def ip_bytes(ip):
@@ -301,8 +317,13 @@ class Portal:
         app.add_route("/setup/result", self._result, ("GET",))
         for path in _PROBES:
             app.add_route(path, self._probe, ("GET", "HEAD"))
+        # before: overrides the app's own "/" while in AP mode; after: catches what no route matched
         if hasattr(app, "before_request"):
             app.before_request(self._captive)
+        if hasattr(app, "after_request"):
+            app.after_request(self._captive_404)
+        else:
+            app.add_route("/", self._setup_get, ("GET",))
         wifi.attach_portal(self)
 
     # ---- state ----
@@ -365,11 +386,15 @@ class Portal:
             return self._redirect()
         return None
 
+    def _captive_404(self, req, resp):
+        if resp.status == 404:
+            return self._captive(req)
+        return None
+
     def _redirect(self):
         from iotutils.server import Response
-        r = Response.redirect(self.url())
-        r.headers["Cache-Control"] = "no-store"
-        return r
+        url = self.url()
+        return Response('<a href="%s">Wi-Fi setup</a>' % url, 302, {"Location": url, "Cache-Control": "no-store"})
 
     def _probe(self, req):
         if self.active:

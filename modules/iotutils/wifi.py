@@ -354,7 +354,7 @@ class Wifi:
         ip = self._ap.ifconfig()[0]
         if not self._portal.active:
             self._portal.activate(ip)
-            print("wifi: setup portal on http://%s/setup" % ip)
+            print("wifi: setup portal on %s" % self._portal.url())
 
     def _portal_down(self):
         if self._portal is not None and self._portal.active:

@@ -145,6 +145,13 @@ def test_dns_malformed_packets_are_ignored():
     assert P.dns_reply(_query(long_name), ip) is None                        # name > 255
     assert P.dns_reply(good + bytes(600), ip) is None                        # oversized
     assert P.dns_reply(bytes(range(256)) * 2, ip) is None
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    with_opt = _query("example.com", extra=opt)
+    assert P.dns_reply(with_opt, ip) is not None
+    for i in range(len(good), len(with_opt)):                                # truncated OPT record
+        assert P.dns_reply(with_opt[:i], ip) is None, i
+    assert P.dns_reply(with_opt + b"\x00", ip) is None                      # trailing garbage
+    assert P.dns_reply(good + b"\x00", ip) is None
 
 
 def test_dns_other_opcodes_get_notimp():

@@ -63,7 +63,7 @@ class Scenario:
             return self.networks
         try:
             st = os.stat(self.path)
-            stamp = (st[6], st[8])  # size, mtime
+            stamp = (st[1], st[6], st[8])  # inode (tests replace the file by rename), size, mtime
         except OSError:
             self.networks = []
             return self.networks
