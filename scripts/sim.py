@@ -13,7 +13,8 @@
   reboots too (reset cause "panic"); the task watchdog (hal.wdt_start) reboots a stuck device;
 - power cut: SIGKILL this process; the device process dies with it (PR_SET_PDEATHSIG);
 - ports: device port 80 -> N, 53 -> N+1, 1900 -> 1900, 49152+k -> N+2+k (README);
-- heap: -X heapsize (default 110wK: an ESP32 without PSRAM, scaled for 64-bit objects).
+- heap: -X heapsize (default 110wK: an ESP32 without PSRAM, scaled for 64-bit objects), plus what
+  holding iotutils' own code costs on a runtime that cannot freeze it (scripts/mpcode.py).
 The device's console (stdout/stderr) is this process's.
 """
 import argparse
@@ -38,6 +39,7 @@ from iotutils.hal.flash import FileFlash  # noqa: E402
 PARTITIONS_CSV = os.path.join(ROOT, "boards", "ESP32_GENERIC", "partitions.csv")
 DEFAULT_APP = os.path.join(ROOT, "examples", "lamp.py")
 DEFAULT_HEAP = "110wK"
+BOOT = os.path.join(ROOT, "scripts", "sim_boot.py")
 CRASH_REBOOT_DELAY_S = 0.5   # a crash loop must not spin the host CPU
 PR_SET_PDEATHSIG = 1
 
@@ -153,6 +155,8 @@ def main(argv=None):
         write_factory_image(flash)
 
     runtime = args.runtime or os.environ.get("FIRMWARE") or os.path.join(ROOT, ".venv", "bin", "micropython")
+    import mpcode
+    heap_arg, mpy_dir, allowance = mpcode.runtime_setup(runtime, args.heap)
     app = os.path.abspath(args.app)
     mac = args.mac or "02:00:00:%02x:%02x:%02x" % ((args.port >> 16) & 255, (args.port >> 8) & 255, args.port & 255)
     ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -185,6 +189,7 @@ def main(argv=None):
             "project": info.get("project"), "rolled_back": rolled_back,
             "ota_state": otadata.STATE_NAMES.get(ota_state, "undefined"),
             "reset_cause": cause, "boot": boots, "mac": mac,
+            "heap_model": mpcode.heap_bytes(args.heap), "code_allowance": allowance,
         }
         cfg_path = os.path.join(state, "sim.json")
         with open(cfg_path + ".tmp", "w") as f:
@@ -192,8 +197,11 @@ def main(argv=None):
         os.replace(cfg_path + ".tmp", cfg_path)
         env = dict(os.environ)
         env["IOTUTILS_SIM"] = cfg_path
-        env["MICROPYPATH"] = os.pathsep.join([".", ".frozen", os.path.join(ROOT, "modules"), "lib"])
-        child = subprocess.Popen([runtime, "-X", "heapsize=" + args.heap, app], cwd=fs, env=env,
+        env["MICROPYPATH"] = os.pathsep.join([p for p in (".", mpy_dir, ".frozen", os.path.join(ROOT, "modules"),
+                                                          "lib") if p])
+        if allowance:
+            env["IOTUTILS_PRELOAD"] = ",".join(mpcode.preload_modules())
+        child = subprocess.Popen([runtime, "-X", "heapsize=" + heap_arg, BOOT, app], cwd=fs, env=env,
                                  preexec_fn=_pdeathsig)
         cause = supervise(child, ctl)
         if cause is None:

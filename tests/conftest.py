@@ -9,9 +9,23 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 
-def micropython_cmd(heap="110wK"):
+def micropython_exe():
     """The runtime under test: FIRMWARE=<host firmware binary> if set, else the venv's micropython."""
     exe = os.environ.get("FIRMWARE") or os.path.join(ROOT, ".venv", "bin", "micropython")
-    if not os.path.exists(exe):
-        exe = "micropython"
-    return [exe, "-X", "heapsize=" + heap]
+    return exe if os.path.exists(exe) else "micropython"
+
+
+def micropython_cmd(heap="110wK"):
+    """[runtime, -X heapsize=...]: the ESP32 heap model plus the code allowance (scripts/mpcode.py)."""
+    import mpcode
+    exe = micropython_exe()
+    heap_arg, _, _ = mpcode.runtime_setup(exe, heap)
+    return [exe, "-X", "heapsize=" + heap_arg]
+
+
+def micropython_path(*extra):
+    """MICROPYPATH for running iotutils on the runtime under test: extra folders, then the
+    precompiled toolbox (.mpy), frozen modules and modules/."""
+    import mpcode
+    prefix = mpcode.compile_modules(micropython_exe())
+    return os.pathsep.join([p for p in list(extra) + [prefix, ".frozen", os.path.join(ROOT, "modules")] if p])

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, micropython_cmd
+from conftest import ROOT, micropython_cmd, micropython_path
 
 UNIT_DIR = os.path.join(ROOT, "tests", "unit")
 MODULES = sorted(f[:-3] for f in os.listdir(UNIT_DIR) if f.startswith("test_") and f.endswith(".py"))
@@ -17,7 +17,7 @@ MODULES = sorted(f[:-3] for f in os.listdir(UNIT_DIR) if f.startswith("test_") a
 
 @pytest.mark.parametrize("module", MODULES)
 def test_unit_module_on_micropython(module, tmp_path):
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([UNIT_DIR, os.path.join(ROOT, "modules"), ".frozen"]),
+    env = dict(os.environ, MICROPYPATH=micropython_path(UNIT_DIR),
                IOTUTILS_TEST_TMP=str(tmp_path))
     proc = subprocess.run(micropython_cmd() + [os.path.join(UNIT_DIR, "mp_runner.py"), module],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)

@@ -47,27 +47,60 @@ class Device:
         self._name = PersistentStr("name", default=name, folder="device", max_length=32)
         from iotutils.server import WebServer
         self.app = WebServer(port=port, workers=workers)
+        self.app.add_route("/healthz", _health, ("GET",))
         self.wifi = None
         self.alexa = None
         self.ota = None
         self.admin = None
         self._want = {"wifi": wifi, "alexa": alexa, "admin": admin, "ota": ota}
-        self._ota_args = (ota_repo, ota_channel, ota_api)
         self._tasks = []       # [period_ms, last_ms, fn]
         self._started = False
         self._boot_ms = _ticks()
+        self._confirmed = False
         if wifi:
             from iotutils.wifi import Wifi
             self.wifi = Wifi()
         if ota:
-            from iotutils.ota import OTA
-            kw = {"channel": ota_channel}
-            if ota_api:
-                kw["api"] = ota_api
-            self.ota = OTA(repo=ota_repo, **kw)
+            # the source set in the admin page (folder "ota") wins over the one in the code
+            self._ota_repo = PersistentStr("repo", default=ota_repo or "", folder="ota", max_length=100)
+            self._ota_channel = PersistentStr("channel", default=ota_channel, folder="ota", max_length=120)
+            self._ota_api = ota_api
+            self._make_ota()
         if alexa:
             from iotutils.alexa import Alexa
             self.alexa = Alexa(self.app)
+
+    def _make_ota(self):
+        from iotutils.ota import OTA
+        repo = self._ota_repo.value or None
+        channel = self._ota_channel.value or "release"
+        kw = {"channel": channel}
+        if self._ota_api:
+            kw["api"] = self._ota_api
+        try:
+            self.ota = OTA(repo=repo, **kw) if (repo or channel.startswith("url:")) else None
+        except ValueError as e:
+            print("ota: source not usable:", e)
+            self.ota = None
+
+    def set_ota_source(self, repo, channel="release"):
+        """Change where OTA looks for updates (persisted). ValueError for a bad repo/channel."""
+        from iotutils.ota import OTA
+        kw = {"channel": channel or "release"}
+        if self._ota_api:
+            kw["api"] = self._ota_api
+        OTA(repo=repo or None, **kw)  # validates before anything is stored
+        self._ota_repo.value = repo or ""
+        self._ota_channel.value = channel or "release"
+        self._make_ota()
+        if self.ota is not None and self._started:
+            self._resume_auto_update()
+        return self.ota
+
+    def _resume_auto_update(self):
+        st = self.ota.state.load().get("auto") if hasattr(self.ota, "state") else None
+        if st and st.get("on"):
+            self.ota.auto_update(True, app=self.app)
 
     @property
     def name(self):
@@ -81,8 +114,10 @@ class Device:
 
     def boot_report(self):
         """The console's first lines: what runs, why it booted, how much heap is left."""
+        import gc
+        gc.collect()
         free = hal.mem_free()
-        total = free + hal.mem_alloc()
+        total = hal.heap_total()
         state = "pending verify" if hal.ota_pending() else "valid"
         lines = [
             "iotutils %s on %s: %s" % (__version__, hal.PLATFORM, self.name),
@@ -99,24 +134,19 @@ class Device:
             return self
         self._started = True
         print(self.boot_report())
-        if self.wifi is not None:
-            self.wifi.start(portal=True, app=self.app) if _accepts(self.wifi.start, "app") \
-                else self.wifi.start(portal=True)
         if self._want["admin"]:
-            try:
-                from iotutils.admin import Admin
-                self.admin = Admin(self)
-            except ImportError as e:
-                print("admin page unavailable:", e)
-        if self.alexa is not None and hasattr(self.alexa, "start"):
+            from iotutils.admin import Admin
+            self.admin = Admin(self)
+        if self.alexa is not None:
             self.alexa.start()
         self.app.start()
-        print("  web server: http://%s:%d/" % (hal.ip(), hal.port(80)))
+        if self.wifi is not None:
+            self.wifi.start(portal=True, app=self.app)
+        print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), hal.port(80)))
         if self.ota is not None:
-            if hasattr(self.ota, "attach"):
-                self.ota.attach(self.app)
-            if hal.ota_pending():
-                print("  firmware: new image, confirming after a health check")
+            self._resume_auto_update()
+        if hal.ota_pending():
+            print("  firmware: new image, confirming after a health check")
         hal.wdt_start(_WDT_TIMEOUT_MS)
         return self
 
@@ -126,13 +156,13 @@ class Device:
         return fn
 
     def healthy(self):
-        """The OTA health check: the network is up (station, or the setup portal) and the
-        server answers a request over its own socket."""
+        """The OTA health check: the network is up (station, or the setup portal when no network
+        is configured) and the web server answers a request over a real socket."""
         if self.wifi is not None:
             st = self.wifi.status()
-            if not (st.get("connected") or st.get("mode") in ("ap", "sta+ap")):
+            if not (st.get("connected") or (st.get("ap_ssid") and not st.get("configured"))):
                 return False
-        return self.app.self_check() if hasattr(self.app, "self_check") else True
+        return _self_request(hal.port(80))
 
     def poll(self):
         """One pass of the main loop's housekeeping (run() calls this)."""
@@ -140,15 +170,17 @@ class Device:
         now = _ticks()
         if self.wifi is not None and hasattr(self.wifi, "poll"):
             self.wifi.poll()
-        if self.ota is not None:
-            if hal.ota_pending() and self.healthy():
-                self.ota.confirm()
+        if not self._confirmed and hal.ota_pending():
+            if self.healthy():
+                if self.ota is not None:
+                    self.ota.confirm()
+                else:
+                    hal.ota_mark_valid()
+                self._confirmed = True
                 print("firmware: health check passed, image confirmed")
-            elif hal.ota_pending() and _diff(now, self._boot_ms) > self.health_timeout_s * 1000:
+            elif _diff(now, self._boot_ms) > self.health_timeout_s * 1000:
                 print("firmware: health check failed, rolling back")
                 hal.reset()
-            if hasattr(self.ota, "poll"):
-                self.ota.poll()
         if self.alexa is not None and hasattr(self.alexa, "poll"):
             self.alexa.poll()
         for task in self._tasks:
@@ -167,7 +199,21 @@ class Device:
             _sleep_ms(_LOOP_SLEEP_MS)
 
 
-def _accepts(fn, arg):
-    # MicroPython has no inspect: probe the function's code object where it exists
-    code = getattr(fn, "__code__", None)
-    return code is not None and arg in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+def _health(req):
+    return {"ok": True}
+
+
+def _self_request(port):
+    """GET /healthz from the device's own server over loopback: True on a 200."""
+    import socket
+    s = socket.socket()
+    try:
+        s.settimeout(3)
+        s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        s.send(b"GET /healthz HTTP/1.1\r\nHost: self\r\nConnection: close\r\n\r\n")
+        head = s.recv(16)
+        return head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200")
+    except OSError:
+        return False
+    finally:
+        s.close()

@@ -5,9 +5,11 @@ import time
 
 from iotutils import hal
 
-print("BOOT slot=%s cause=%s ver=%s pending=%s rolled_back=%s heap=%d" % (
+import gc
+gc.collect()
+print("BOOT slot=%s cause=%s ver=%s pending=%s rolled_back=%s heap=%d free=%d" % (
     hal.ota_running(), hal.reset_cause(), hal.config()["version"], hal.ota_pending(),
-    hal.ota_rolled_back(), hal.mem_free() + hal.mem_alloc()))
+    hal.ota_rolled_back(), hal.heap_total(), hal.mem_free()))
 
 while True:
     try:

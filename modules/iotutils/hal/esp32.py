@@ -128,6 +128,11 @@ def mem_alloc():
     return gc.mem_alloc()
 
 
+def heap_total():
+    import gc
+    return gc.mem_free() + gc.mem_alloc()
+
+
 _boot_ms = time.ticks_ms()
 
 

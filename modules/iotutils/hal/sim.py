@@ -178,6 +178,15 @@ def mem_alloc():
     return gc.mem_alloc() if gc and hasattr(gc, "mem_alloc") else 0
 
 
+def heap_total():
+    """The heap the device model gives to data (the 110wK model), not counting the room this
+    runtime needs to hold iotutils' code, which a firmware keeps frozen in flash."""
+    model = config().get("heap_model")
+    if model:
+        return model
+    return mem_free() + mem_alloc()
+
+
 def uptime_ms():
     if hasattr(time, "ticks_ms"):
         return time.ticks_diff(time.ticks_ms(), _booted_ms)

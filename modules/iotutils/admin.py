@@ -1,0 +1,554 @@
+# The admin page: status, Wi-Fi, persistent variables, OTA, Alexa, reboot — and the JSON API
+# behind every action (README "Admin API").
+#
+# Security: nothing changes without a session. The admin password is set in the setup portal or
+# by provisioning (folder "admin", key "pwhash": salted PBKDF2-SHA256, see portal.hash_password);
+# a device with no password yet accepts one first password (POST /admin/api/password) and
+# nothing else. Sessions are random tokens in an HttpOnly SameSite=Strict cookie with an expiry;
+# every state-changing request also needs the session's CSRF token in X-CSRF-Token; failed logins
+# are rate-limited with a growing lock-out. Secrets (Wi-Fi passwords, the password hash, the AP
+# salt) are never sent back. The Hue/WeMo routes of alexa.py are not under /admin and stay
+# usable by an Echo without the password; they can only change the Alexa devices' state.
+import binascii
+import gc
+import json
+import os
+import time
+
+try:
+    import _thread
+except ImportError:  # pragma: no cover
+    _thread = None
+
+from iotutils import __version__, hal, persist
+from iotutils.server import HTTPError, Response
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_COOKIE = "iotsid"
+_PREFIX = "/admin/api/"
+# folders whose values are secrets or internal bookkeeping: never listed, exported or edited here
+_HIDDEN_FOLDERS = ("admin", "wifi")
+
+
+def _now_s():
+    return time.time()
+
+
+def _ticks():
+    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+
+
+def _token():
+    return binascii.hexlify(os.urandom(16)).decode()
+
+
+def _consteq(a, b):
+    # constant-time comparison: the CSRF token must not leak through timing
+    if len(a) != len(b):
+        return False
+    r = 0
+    for x, y in zip(a, b):
+        r |= ord(x) ^ ord(y)
+    return r == 0
+
+
+class _Lock:
+    def __init__(self):
+        self._l = _thread.allocate_lock() if _thread else None
+
+    def __enter__(self):
+        if self._l:
+            self._l.acquire()
+
+    def __exit__(self, *a):
+        if self._l:
+            self._l.release()
+
+
+class Admin:
+    #: seconds a session lives without use
+    session_ttl_s = 3600
+    #: most sessions at once (the oldest is dropped)
+    max_sessions = 4
+    #: failed logins allowed before the lock-out starts
+    login_free_failures = 3
+    #: first lock-out (s); doubles with every further failure, up to login_max_lockout_s
+    login_lockout_s = 2
+    login_max_lockout_s = 300
+    #: shortest admin password accepted
+    min_password = 8
+    #: seconds between the end of an OTA install and the reboot (the page shows 100 %)
+    reboot_delay_s = 1.5
+
+    def __init__(self, device):
+        self.dev = device
+        self.app = device.app
+        self._sessions = {}   # token -> [csrf, expires_s]
+        self._lock = _Lock()
+        self._failures = 0
+        self._locked_until = 0
+        self._ota = {"state": "idle", "done": 0, "total": 0, "error": None, "version": None}
+        self._pw = persist.PersistentStr("pwhash", default="", folder="admin", max_length=200)
+        app = self.app
+        app.before_request(self._guard)
+        app.add_route("/admin", self._page, ("GET",))
+        app.add_route("/admin/", self._page, ("GET",))
+        r = self._api
+        r("session", self._session, ("GET",))
+        r("login", self._login, ("POST",))
+        r("logout", self._logout, ("POST",))
+        r("password", self._password, ("POST",))
+        r("status", self._status, ("GET",))
+        r("wifi", self._wifi, ("GET",))
+        r("wifi/scan", self._wifi_scan, ("GET",))
+        r("wifi/networks", self._wifi_add, ("POST",))
+        r("wifi/networks/<ssid>", self._wifi_forget, ("DELETE",))
+        r("wifi/ap", self._wifi_ap, ("PUT",))
+        r("vars", self._vars, ("GET",))
+        r("vars/<folder>", self._vars_folder, ("GET",))
+        r("vars/<folder>/<name>", self._var_put, ("PUT",))
+        r("vars/<folder>/<name>", self._var_delete, ("DELETE",))
+        r("export", self._export, ("GET",))
+        r("import", self._import, ("POST",))
+        r("factory-reset", self._factory_reset, ("POST",))
+        r("ota", self._ota_get, ("GET",))
+        r("ota/settings", self._ota_settings, ("PUT",))
+        r("ota/check", self._ota_check, ("POST",))
+        r("ota/update", self._ota_update, ("POST",))
+        r("ota/progress", self._ota_progress, ("GET",))
+        app.add_route(_PREFIX + "ota/upload", self._ota_upload, ("POST",), stream=True)
+        r("alexa", self._alexa, ("GET",))
+        r("alexa/pairing", self._alexa_pairing, ("PUT",))
+        r("alexa/devices", self._alexa_add, ("POST",))
+        r("alexa/devices/<int:i>", self._alexa_put, ("PUT",))
+        r("alexa/devices/<int:i>", self._alexa_delete, ("DELETE",))
+        r("reboot", self._reboot, ("POST",))
+
+    def _api(self, path, fn, methods):
+        self.app.add_route(_PREFIX + path, fn, methods)
+
+    # ---- sessions, CSRF, lock-out ----
+
+    def _session_of(self, req):
+        tok = req.cookies.get(_COOKIE)
+        if not tok:
+            return None, None
+        with self._lock:
+            s = self._sessions.get(tok)
+            if s is None:
+                return None, None
+            if s[1] < _now_s():
+                del self._sessions[tok]
+                return None, None
+            s[1] = _now_s() + self.session_ttl_s
+            return tok, s
+
+    def _guard(self, req):
+        """before_request hook: every /admin/api/ call but session/login/first password needs a
+        session; every state-changing one also the CSRF token."""
+        path = req.path
+        if not path.startswith(_PREFIX):
+            return None
+        what = path[len(_PREFIX):]
+        if what in ("session", "login") or (what == "password" and not self._pw.value):
+            return None
+        tok, s = self._session_of(req)
+        if s is None:
+            return Response({"error": "login required"}, 401)
+        if req.method not in ("GET", "HEAD"):
+            sent = req.headers.get("x-csrf-token", "")
+            if not _consteq(sent, s[0]):
+                return Response({"error": "missing or wrong CSRF token"}, 403)
+        req.g["session"] = tok
+        return None
+
+    def _new_session(self):
+        tok, csrf = _token(), _token()
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                oldest = min(self._sessions, key=lambda t: self._sessions[t][1])
+                del self._sessions[oldest]
+            self._sessions[tok] = [csrf, _now_s() + self.session_ttl_s]
+        cookie = "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d" % (_COOKIE, tok, self.session_ttl_s)
+        return csrf, cookie
+
+    def _session(self, req):
+        tok, s = self._session_of(req)
+        return {"logged_in": s is not None, "csrf": s[0] if s else None,
+                "password_set": bool(self._pw.value), "name": self.dev.name}
+
+    def _login(self, req):
+        from iotutils.portal import verify_password
+        now = _now_s()
+        if now < self._locked_until:
+            wait = int(self._locked_until - now) + 1
+            return Response({"error": "too many failed logins: try again in %d s" % wait}, 429,
+                            {"Retry-After": str(wait)})
+        data = _obj(req)
+        pw = data.get("password")
+        stored = self._pw.value
+        if not stored:
+            return Response({"error": "no admin password set yet: set one first"}, 409)
+        if not isinstance(pw, str) or not verify_password(pw, stored):
+            with self._lock:
+                self._failures += 1
+                extra = self._failures - self.login_free_failures
+                if extra > 0:
+                    self._locked_until = now + min(self.login_lockout_s * (1 << min(extra - 1, 16)),
+                                                   self.login_max_lockout_s)
+            return Response({"error": "wrong password"}, 401)
+        with self._lock:
+            self._failures = 0
+            self._locked_until = 0
+        csrf, cookie = self._new_session()
+        return Response({"ok": True, "csrf": csrf}, 200, {"Set-Cookie": cookie})
+
+    def _logout(self, req):
+        with self._lock:
+            self._sessions.pop(req.g.get("session"), None)
+        return Response({"ok": True}, 200,
+                        {"Set-Cookie": "%s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" % _COOKIE})
+
+    def _password(self, req):
+        from iotutils.portal import hash_password, verify_password
+        data = _obj(req)
+        new = data.get("new")
+        if not isinstance(new, str) or len(new) < self.min_password:
+            raise HTTPError(400, "new: at least %d characters" % self.min_password)
+        if len(new) > 128:
+            raise HTTPError(400, "new: at most 128 characters")
+        stored = self._pw.value
+        if stored:
+            old = data.get("old")
+            if not isinstance(old, str) or not verify_password(old, stored):
+                raise HTTPError(403, "old: wrong password")
+        self._pw.value = hash_password(new)
+        with self._lock:
+            self._sessions.clear()  # a new password ends every session, this one included
+        csrf, cookie = self._new_session()
+        return Response({"ok": True, "csrf": csrf}, 200, {"Set-Cookie": cookie})
+
+    # ---- page ----
+
+    def _page(self, req):
+        from iotutils import admin_assets
+        etag = '"%s"' % admin_assets.ETAG
+        headers = {"Cache-Control": "no-cache", "ETag": etag, "X-Frame-Options": "DENY",
+                   "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                              "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+                   "Referrer-Policy": "no-referrer"}
+        if req.headers.get("if-none-match") == etag:
+            return Response(b"", 304, headers)
+        if "gzip" in req.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            headers["Vary"] = "Accept-Encoding"
+            return Response(admin_assets.INDEX_GZ, 200, headers, "text/html; charset=utf-8")
+        return Response(_gunzip(admin_assets.INDEX_GZ), 200, headers, "text/html; charset=utf-8")
+
+    # ---- status ----
+
+    def _status(self, req):
+        gc.collect()
+        free = hal.mem_free()
+        ota = self.dev.ota.status() if self.dev.ota else {"version": None, "slot": hal.ota_running(),
+                                                          "pending": hal.ota_pending(),
+                                                          "rolled_back": hal.ota_rolled_back()}
+        stats = self.app.stats() if hasattr(self.app, "stats") else {}
+        return {"name": self.dev.name, "iotutils": __version__, "firmware": ota,
+                "uptime_s": hal.uptime_ms() // 1000, "reset_cause": hal.reset_cause(),
+                "heap": {"free": free, "total": hal.heap_total()},
+                "wifi": self.dev.wifi.status() if self.dev.wifi else None,
+                "clients": stats.get("connections"), "platform": hal.PLATFORM}
+
+    # ---- Wi-Fi ----
+
+    def _need_wifi(self):
+        if self.dev.wifi is None:
+            raise HTTPError(404, "Wi-Fi is not managed by this device")
+        return self.dev.wifi
+
+    def _wifi(self, req):
+        w = self._need_wifi()
+        return {"status": w.status(), "networks": w.networks()}
+
+    def _wifi_scan(self, req):
+        try:
+            return {"networks": self._need_wifi().scan()}
+        except OSError as e:
+            raise HTTPError(503, "scan failed: %s" % e)
+
+    def _wifi_add(self, req):
+        w = self._need_wifi()
+        data = _obj(req)
+        try:
+            w.add_network(data.get("ssid"), data.get("password") or "", bool(data.get("hidden")))
+        except (ValueError, TypeError) as e:
+            raise HTTPError(400, str(e))
+        if data.get("connect"):
+            w.reconnect(prefer=data.get("ssid")) if hasattr(w, "reconnect") else None
+        return {"ok": True, "networks": w.networks()}
+
+    def _wifi_forget(self, req, ssid):
+        w = self._need_wifi()
+        if not w.forget(ssid):
+            raise HTTPError(404, "no known network %r" % ssid)
+        return {"ok": True, "networks": w.networks()}
+
+    def _wifi_ap(self, req):
+        w = self._need_wifi()
+        data = _obj(req)
+        try:
+            w.access_point(bool(data.get("enabled")), ssid=data.get("ssid") or None,
+                           password=data.get("password"))
+        except (ValueError, TypeError) as e:
+            raise HTTPError(400, str(e))
+        return {"ok": True, "status": w.status()}
+
+    # ---- persistent variables ----
+
+    def _check_folder(self, folder):
+        if folder in _HIDDEN_FOLDERS:
+            raise HTTPError(403, "folder %r holds secrets and is not shown here" % folder)
+
+    def _vars(self, req):
+        return {"folders": sorted(f for f in persist.folders() if f not in _HIDDEN_FOLDERS)}
+
+    def _vars_folder(self, req, folder):
+        self._check_folder(folder)
+        try:
+            data = json.loads(persist.export_json(only=[folder]))
+        except ValueError as e:
+            raise HTTPError(400, str(e))
+        return {"folder": folder, "vars": data.get(folder, {})}
+
+    def _var_put(self, req, folder, name):
+        self._check_folder(folder)
+        data = _obj(req)
+        if "value" not in data:
+            raise HTTPError(400, "value: missing")
+        try:
+            entry = json.loads(persist.export_json(only=[folder])).get(folder, {}).get(name)
+            kind = data.get("type") or (entry or {}).get("type") or persist.infer_kind(data["value"])
+            spec = {}
+            for k in ("lo", "hi", "max_length"):
+                if entry and k in entry:
+                    spec[k] = entry[k]
+            v = persist.make(kind, name, folder, **spec)
+            value = v.set(data["value"])
+        except (ValueError, TypeError) as e:
+            raise HTTPError(400, str(e))
+        if isinstance(value, (set, tuple)):
+            value = list(value)
+        return {"ok": True, "folder": folder, "name": name, "type": kind, "value": value}
+
+    def _var_delete(self, req, folder, name):
+        self._check_folder(folder)
+        try:
+            found = persist.delete(name, folder)
+        except ValueError as e:
+            raise HTTPError(400, str(e))
+        if not found:
+            raise HTTPError(404, "%s/%s is not stored" % (folder, name))
+        return {"ok": True}
+
+    def _export(self, req):
+        only = [f for f in persist.folders() if f not in _HIDDEN_FOLDERS]
+        return Response(persist.export_json(only=only), 200,
+                        {"Content-Disposition": 'attachment; filename="%s-settings.json"' % self.dev.name},
+                        "application/json")
+
+    def _import(self, req):
+        data = req.json()
+        if not isinstance(data, dict):
+            raise HTTPError(400, "expected an object of folders")
+        for folder in data:
+            self._check_folder(folder)
+        try:
+            n = persist.import_json(data)
+        except ValueError as e:
+            raise HTTPError(400, str(e))
+        return {"ok": True, "imported": n}
+
+    def _factory_reset(self, req):
+        if _obj(req).get("confirm") != "RESET":
+            raise HTTPError(400, 'confirm: send {"confirm": "RESET"}')
+        persist.factory_reset()
+        self._later(hal.reset)
+        return {"ok": True, "rebooting": True}
+
+    # ---- OTA ----
+
+    def _need_ota(self):
+        if self.dev.ota is None:
+            raise HTTPError(404, "OTA is not configured on this device")
+        return self.dev.ota
+
+    def _ota_get(self, req):
+        o = self.dev.ota
+        st = o.status() if o else None
+        auto = o.state.load().get("auto") if o and hasattr(o, "state") else None
+        return {"status": st, "repo": o.repo if o else None, "channel": o.channel if o else None,
+                "auto": auto, "progress": dict(self._ota)}
+
+    def _ota_settings(self, req):
+        data = _obj(req)
+        o = self.dev.ota
+        try:
+            if "repo" in data or "channel" in data:
+                self.dev.set_ota_source(data.get("repo", o.repo if o else None),
+                                        data.get("channel", o.channel if o else "release"))
+                o = self.dev.ota
+            if "auto" in data and o is not None:
+                a = data["auto"] if isinstance(data["auto"], dict) else {"on": data["auto"]}
+                o.auto_update(bool(a.get("on")), a.get("every_hours"), a.get("idle_minutes"), app=self.app)
+        except (ValueError, TypeError) as e:
+            raise HTTPError(400, str(e))
+        return self._ota_get(req)
+
+    def _ota_check(self, req):
+        o = self._need_ota()
+        from iotutils.ota import OTAError
+        try:
+            return o.check()
+        except (OTAError, OSError, ValueError) as e:
+            raise HTTPError(502, "check failed: %s" % e)
+
+    def _ota_update(self, req):
+        o = self._need_ota()
+        if self._ota["state"] in ("downloading", "rebooting"):
+            raise HTTPError(409, "an update is already running")
+        self._ota.update(state="downloading", done=0, total=0, error=None)
+        self._later(self._run_update, o, bool(_obj(req).get("force")))
+        return Response({"ok": True, "progress": dict(self._ota)}, 202)
+
+    def _progress(self, done, total):
+        self._ota["done"] = done
+        self._ota["total"] = total or 0
+
+    def _run_update(self, o, force):
+        from iotutils.ota import OTAError
+        try:
+            version = o.update(progress=self._progress, force=force, reboot=False)
+        except (OTAError, OSError, ValueError) as e:
+            self._ota.update(state="error", error=str(e))
+            return
+        self._ota.update(state="rebooting", version=version, done=self._ota["total"] or self._ota["done"])
+        time.sleep(self.reboot_delay_s)
+        hal.reset()
+
+    def _ota_progress(self, req):
+        return dict(self._ota)
+
+    def _ota_upload(self, req):
+        """A local image file (the body, application/octet-stream), installed like a download."""
+        o = self._need_ota()
+        if not hasattr(o, "install_stream"):
+            raise HTTPError(501, "this OTA module cannot install uploads")
+        if self._ota["state"] in ("downloading", "rebooting"):
+            raise HTTPError(409, "an update is already running")
+        from iotutils.ota import OTAError
+        total = req.content_length or 0
+        self._ota.update(state="downloading", done=0, total=total, error=None)
+        try:
+            version = o.install_stream(req.stream, total or None, progress=self._progress,
+                                       sha256=req.query.get("sha256"))
+        except (OTAError, OSError, ValueError) as e:
+            self._ota.update(state="error", error=str(e))
+            raise HTTPError(400, "image refused: %s" % e)
+        self._ota.update(state="rebooting", version=version)
+        self._later(self._reboot_soon)
+        return {"ok": True, "version": version, "rebooting": True}
+
+    # ---- Alexa ----
+
+    def _need_alexa(self):
+        if self.dev.alexa is None:
+            raise HTTPError(404, "Alexa is not enabled on this device")
+        return self.dev.alexa
+
+    def _light_json(self, light):
+        return {"id": light.index, "name": light.name, "on": light.on, "brightness": light.brightness,
+                "dimmable": light.dimmable, "color": light.color, "wemo": light.wemo,
+                "uniqueid": light.uniqueid}
+
+    def _alexa(self, req):
+        a = self._need_alexa()
+        return {"pairing": a.pairing(), "devices": [self._light_json(l) for l in a.lights()]}
+
+    def _alexa_pairing(self, req):
+        a = self._need_alexa()
+        a.pairing(bool(_obj(req).get("allowed")))
+        return {"pairing": a.pairing()}
+
+    def _alexa_add(self, req):
+        a = self._need_alexa()
+        data = _obj(req)
+        try:
+            light = a.add(data.get("name"), dimmable=bool(data.get("dimmable", True)),
+                          color=bool(data.get("color")), wemo=bool(data.get("wemo")))
+        except (ValueError, TypeError) as e:
+            raise HTTPError(400, str(e))
+        return Response(self._light_json(light), 201)
+
+    def _find_light(self, i):
+        for l in self._need_alexa().lights():
+            if l.index == i:
+                return l
+        raise HTTPError(404, "no Alexa device %d" % i)
+
+    def _alexa_put(self, req, i):
+        light = self._find_light(i)
+        data = _obj(req)
+        try:
+            if "name" in data:
+                light.rename(data["name"])
+            if "on" in data or "brightness" in data:
+                light.set(on=data.get("on"), brightness=data.get("brightness"))
+        except (ValueError, TypeError) as e:
+            raise HTTPError(400, str(e))
+        return self._light_json(light)
+
+    def _alexa_delete(self, req, i):
+        light = self._find_light(i)
+        self._need_alexa().remove(light)
+        return {"ok": True}
+
+    # ---- system ----
+
+    def _reboot(self, req):
+        self._later(self._reboot_soon)
+        return {"ok": True, "rebooting": True}
+
+    def _reboot_soon(self):
+        time.sleep(0.3)  # let the answer leave first
+        hal.reset()
+
+    def _later(self, fn, *args):
+        if _thread:
+            _thread.start_new_thread(fn, args)
+        else:
+            fn(*args)
+
+
+def _obj(req):
+    data = req.json()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HTTPError(400, "expected a JSON object")
+    return data
+
+
+def _gunzip(data):
+    try:
+        import deflate
+        import io
+        return deflate.DeflateIO(io.BytesIO(data), deflate.GZIP).read()
+    except ImportError:
+        import zlib
+        return zlib.decompress(data, 31)
