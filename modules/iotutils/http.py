@@ -155,6 +155,8 @@ try:
     import re
     # a byte that may not appear in a field line: control bytes except HT (NUL included)
     _ctl_search = re.compile(b"[^\t -~\x80-\xff]").search
+    # the same over a block of whole lines (CR and LF allowed; bare ones are caught by counting)
+    _ctl_search_lines = re.compile(b"[^\t\r\n -~\x80-\xff]").search
     _not_token = re.compile(b"[^!#$%&'*+.^_`|~0-9A-Za-z-]").search
     _not_vchar = re.compile(b"[^!-~]").search
 except ImportError:
@@ -168,6 +170,9 @@ except ImportError:
     def _ctl_search(s):
         return _scan(s, lambda c: c == 9 or 32 <= c < 127 or c >= 128)
 
+    def _ctl_search_lines(s):
+        return _scan(s, lambda c: c in (9, 10, 13) or 32 <= c < 127 or c >= 128)
+
     _TCHAR = b"!#$%&'*+-.^_`|~"
 
     def _not_token(s):
@@ -175,6 +180,11 @@ except ImportError:
 
     def _not_vchar(s):
         return _scan(s, lambda c: 33 <= c <= 126)
+
+
+# header names the parser interprets, by length
+_SPECIAL = {14: b"content-length", 17: b"transfer-encoding", 4: b"host", 10: b"connection", 7: b"upgrade",
+            6: b"expect"}
 
 
 def _fail(out, reason, status=400):
@@ -256,6 +266,16 @@ def parse_head(buf, length, out):
     target_len = sp2 - sp1 - 1
     # header fields
     pos = e + 2
+    # Fast pre-check of the whole head when it is complete: no control bytes and every CR/LF part
+    # of a CRLF means no line can fail the per-line control-byte check, so it is skipped.
+    clean = b.find(b"\r\n\r\n", e)
+    if clean >= 0:
+        region = b[pos:clean + 2]
+        nl = region.count(b"\r\n")
+        clean = region.count(b"\r") == nl and region.count(b"\n") == nl and not _ctl_search_lines(region)
+        region = None
+    else:
+        clean = False
     nh = 0
     cl = -1
     te_n = 0          # codings seen in all Transfer-Encoding fields
@@ -277,9 +297,10 @@ def parse_head(buf, length, out):
         if b[pos] in (32, 9):
             return _fail(out, _R_FOLD)
         line = b[pos:e]
-        r = _line_ctl(line)
-        if r:
-            return _fail(out, r)
+        if not clean:
+            r = _line_ctl(line)
+            if r:
+                return _fail(out, r)
         colon = line.find(b":")
         if colon < 0:
             return _fail(out, _R_HEADER)
@@ -293,9 +314,10 @@ def parse_head(buf, length, out):
         out[i + 2] = vs
         out[i + 3] = ve - vs
         nh += 1
-        if colon in (4, 6, 7, 10, 14, 17):
-            name = name.lower()
-            if name == b"content-length":
+        special = _SPECIAL.get(colon)
+        if special and name.lower() == special:
+            # the length alone tells which special name it is
+            if colon == 14:  # content-length
                 if cl >= 0:
                     return _fail(out, _R_CL_TWICE)
                 v = b[vs:ve]
@@ -305,7 +327,7 @@ def parse_head(buf, length, out):
                 if len(v) > 10 or (v and int(v) > 0x7FFFFFFF):
                     return _fail(out, _R_CL)
                 cl = int(v) if v else 0
-            elif name == b"transfer-encoding":
+            elif colon == 17:  # transfer-encoding
                 for el in b[vs:ve].split(b","):
                     el = el.strip(b" \t")
                     if not el or _not_token(el):
@@ -314,11 +336,11 @@ def parse_head(buf, length, out):
                     te_last = el.lower() == b"chunked"
                     if te_last:
                         te_chunked += 1
-            elif name == b"host":
+            elif colon == 4:  # host
                 hosts += 1
                 if hosts > 1:
                     return _fail(out, _R_HOST_TWICE)
-            elif name == b"connection":
+            elif colon == 10:  # connection
                 for el in b[vs:ve].split(b","):
                     el = el.strip(b" \t").lower()
                     if el == b"close":
@@ -327,9 +349,9 @@ def parse_head(buf, length, out):
                         flags |= FLAG_KEEP_ALIVE
                     elif el == b"upgrade":
                         conn_upgrade = True
-            elif name == b"upgrade":
+            elif colon == 7:  # upgrade
                 has_upgrade = True
-            elif name == b"expect":
+            elif colon == 6:  # expect
                 if b[vs:ve].lower() == b"100-continue":
                     expect = True
         pos = e + 2
