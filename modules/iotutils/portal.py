@@ -476,7 +476,6 @@ class Portal:
     def _setup_post(self, req):
         ctype = req.headers.get("content-type", "")
         as_json = "json" in ctype
-        from iotutils.server import Response
         data = None
         try:
             data = req.json() if as_json else req.form()
@@ -489,6 +488,7 @@ class Portal:
             return ({"error": str(e)}, 400) if as_json else (self._page(str(e), _form(data)), 400)
         if as_json:
             return {"ok": True, "ssid": ssid, "result": self.wifi.result(ssid)}
+        from iotutils.server import Response
         return Response.redirect("/setup/result?ssid=" + _quote(ssid), 303)
 
     def _save(self, data):

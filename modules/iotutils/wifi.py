@@ -347,8 +347,15 @@ class Wifi:
             app = self._app
             if app is None:
                 from iotutils.server import WebServer
-                app = self._app = WebServer(port=80, workers=2)
-                app.start()
+                app = WebServer(port=80, workers=2)
+                try:
+                    app.start()
+                except OSError as e:
+                    # port 80 taken (an app server not handed to start(app=...)): no portal, AP only
+                    print("wifi: cannot start the portal's web server:", e)
+                    self._portal_wanted = False
+                    return
+                self._app = app
             Portal(app, self)  # attaches itself
             return
         ip = self._ap.ifconfig()[0]
@@ -626,7 +633,9 @@ class Wifi:
             self._app = app
         with self._plock:
             self._backoff = self.retry_s
-            self._begin_round(ticks_ms())
+            if self._state != _CONNECTED:
+                self._state = _IDLE
+            self._kick = True   # the first step (thread or poll) scans and connects: nothing blocks here
         if thread and not self._thread:
             self._thread = True
             self._running = True

@@ -357,3 +357,104 @@ def test_hostname_persists_and_reaches_the_interface():
     w.station(True)
     assert wlan_sim.interface(0, None).config("hostname") == "desk-lamp"
     w._host.reset()
+
+
+# ---- the portal's pages and form handling (a stand-in for the WebServer) ----
+
+class _App:
+    def __init__(self):
+        self.routes = {}
+        self.hooks = []
+
+    def add_route(self, path, fn, methods=("GET",)):
+        for m in methods:
+            self.routes[(m, path)] = fn
+
+    def before_request(self, fn):
+        self.hooks.append(fn)
+
+    def after_request(self, fn):
+        self.hooks.append(fn)
+
+
+class _Req:
+    def __init__(self, method, path, data=None, host="127.0.0.1"):
+        self.method = method
+        self.path = path
+        self.query = {}
+        self.headers = {"host": host, "content-type": "application/json"}
+        self._data = data
+
+    def json(self):
+        return self._data
+
+
+def _portal(networks):
+    w = _wifi(networks)
+    app = _App()
+    p = P.Portal(app, w)
+    admin, name = p._store()
+    admin.reset()
+    name.reset()
+    return w, app, p
+
+
+def test_setup_page_is_small_and_escapes_network_names():
+    nasty = '<script>alert("x")</script>'[:32]
+    nets = [_net(nasty, rssi=-30)] + [_net("network-with-a-long-name-%02d-xxxx" % i, rssi=-40 - i)
+                                       for i in range(20)]
+    w, app, p = _portal(nets)
+    page = app.routes[("GET", "/setup")](_Req("GET", "/setup"))
+    assert len(page.encode()) < 8192
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&quot;x&quot;)" in page
+    assert page.count('type="radio"') == p.max_listed
+    assert "(new, at least 8 characters)" in page
+    w.stop()
+
+
+def test_setup_json_stores_network_admin_hash_and_name():
+    w, app, p = _portal([_net("home", pw="secret-home")])
+    post = app.routes[("POST", "/setup")]
+    r = post(_Req("POST", "/setup", {"ssid": "home", "password": "short", "admin": "admin-pass"}))
+    assert r[1] == 400 and r[0]["error"].startswith("password")
+    r = post(_Req("POST", "/setup", {"ssid": "home", "password": "secret-home", "admin": "short"}))
+    assert r[1] == 400 and r[0]["error"].startswith("admin")
+    r = post(_Req("POST", "/setup", {"password": "secret-home", "admin": "admin-pass"}))
+    assert r[1] == 400 and r[0]["error"].startswith("ssid")
+    r = post(_Req("POST", "/setup", {"ssid": 5, "admin": "admin-pass"}))
+    assert r[1] == 400
+    r = post(_Req("POST", "/setup", ["not", "an", "object"]))
+    assert r[1] == 400
+    assert w.networks() == []
+    # a typed (hidden) network wins over the picked one
+    r = post(_Req("POST", "/setup", {"ssid": "home", "other": "attic", "password": "attic-pass",
+                                     "name": "Desk Lamp", "admin": "admin-pass"}))
+    assert r["ok"] and r["ssid"] == "attic" and r["result"] == "connecting"
+    assert w.networks() == [{"ssid": "attic", "secure": True, "hidden": True, "connected": False, "error": None}]
+    admin, name = p._store()
+    assert admin.value.startswith("pbkdf2_sha256$") and P.verify_password("admin-pass", admin.value)
+    assert name.value == "Desk Lamp" and w.hostname() == "desk-lamp"
+    # configured: the current admin password is needed from now on
+    r = post(_Req("POST", "/setup", {"ssid": "home", "password": "secret-home", "admin": "wrong-pass"}))
+    assert r[1] == 403
+    r = post(_Req("POST", "/setup", {"ssid": "home", "password": "secret-home", "admin": "admin-pass"}))
+    assert r["ok"] and not [n for n in w.networks() if n["ssid"] == "home"][0]["hidden"]
+    w._host.reset()
+    admin.reset()
+    w.stop()
+
+
+def test_probes_pass_through_outside_the_portal_and_root_only_while_needed():
+    w, app, p = _portal([])
+    w.add_network("home", "secret12")
+    before = app.hooks[0]
+    assert not p.active
+    assert before(_Req("GET", "/")) is None                       # configured, no portal: the app's "/"
+    assert before(_Req("GET", "/x", host="example.org")) is None
+    p.active = True
+    p.ip = "127.0.0.1"
+    assert "<form" in before(_Req("GET", "/"))
+    assert before(_Req("GET", "/x", host="127.0.0.1:8080")) is None   # the device itself
+    assert before(_Req("GET", "/x", host=w.hostname() + ".local")) is None
+    p.active = False
+    w.stop()
