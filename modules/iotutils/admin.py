@@ -121,7 +121,7 @@ class Admin:
         r("ota/check", self._ota_check, ("POST",))
         r("ota/update", self._ota_update, ("POST",))
         r("ota/progress", self._ota_progress, ("GET",))
-        app.add_route(_PREFIX + "ota/upload", self._ota_upload, ("POST",), stream=True)
+        r("ota/upload", self._ota_upload, ("POST",), stream=True)
         r("alexa", self._alexa, ("GET",))
         r("alexa/pairing", self._alexa_pairing, ("PUT",))
         r("alexa/devices", self._alexa_add, ("POST",))
@@ -129,8 +129,8 @@ class Admin:
         r("alexa/devices/<int:i>", self._alexa_delete, ("DELETE",))
         r("reboot", self._reboot, ("POST",))
 
-    def _api(self, path, fn, methods):
-        self.app.add_route(_PREFIX + path, fn, methods)
+    def _api(self, path, fn, methods, stream=False):
+        self.app.add_route(_PREFIX + path, _json_errors(fn), methods, stream=stream)
 
     # ---- sessions, CSRF, lock-out ----
 
@@ -321,10 +321,16 @@ class Admin:
     def _vars_folder(self, req, folder):
         self._check_folder(folder)
         try:
-            data = json.loads(persist.export_json(only=[folder]))
+            data = json.loads(persist.export_json(only=[folder])).get(folder, {})
         except ValueError as e:
             raise HTTPError(400, str(e))
-        return {"folder": folder, "vars": data.get(folder, {})}
+        # variables the app declared but never stored: shown with their defaults
+        for name, obj in persist.declared(folder).items():
+            if name not in data:
+                e = {"type": obj.kind, "value": _plain(obj.value), "default": True}
+                e.update(obj.spec())
+                data[name] = e
+        return {"folder": folder, "vars": data}
 
     def _var_put(self, req, folder, name):
         self._check_folder(folder)
@@ -332,19 +338,19 @@ class Admin:
         if "value" not in data:
             raise HTTPError(400, "value: missing")
         try:
-            entry = json.loads(persist.export_json(only=[folder])).get(folder, {}).get(name)
-            kind = data.get("type") or (entry or {}).get("type") or persist.infer_kind(data["value"])
-            spec = {}
-            for k in ("lo", "hi", "max_length"):
-                if entry and k in entry:
-                    spec[k] = entry[k]
-            v = persist.make(kind, name, folder, **spec)
+            v = persist.declared(folder).get(name)
+            if v is None:
+                entry = json.loads(persist.export_json(only=[folder])).get(folder, {}).get(name)
+                kind = data.get("type") or (entry or {}).get("type") or persist.infer_kind(data["value"])
+                spec = {}
+                for k in ("lo", "hi", "max_length"):
+                    if entry and k in entry:
+                        spec[k] = entry[k]
+                v = persist.make(kind, name, folder, **spec)
             value = v.set(data["value"])
         except (ValueError, TypeError) as e:
             raise HTTPError(400, str(e))
-        if isinstance(value, (set, tuple)):
-            value = list(value)
-        return {"ok": True, "folder": folder, "name": name, "type": kind, "value": value}
+        return {"ok": True, "folder": folder, "name": name, "type": v.kind, "value": _plain(value)}
 
     def _var_delete(self, req, folder, name):
         self._check_folder(folder)
@@ -535,6 +541,17 @@ class Admin:
             fn(*args)
 
 
+def _json_errors(fn):
+    """API errors as JSON {"error": reason} with the HTTP status, so every page action can show
+    the reason next to the field."""
+    def handler(req, *args):
+        try:
+            return fn(req, *args)
+        except HTTPError as e:
+            return Response({"error": e.reason}, e.status)
+    return handler
+
+
 def _obj(req):
     data = req.json()
     if data is None:
@@ -542,6 +559,12 @@ def _obj(req):
     if not isinstance(data, dict):
         raise HTTPError(400, "expected a JSON object")
     return data
+
+
+def _plain(v):
+    if isinstance(v, (set, tuple)):
+        return sorted(v) if isinstance(v, set) else list(v)
+    return v
 
 
 def _gunzip(data):

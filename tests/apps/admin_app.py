@@ -1,0 +1,17 @@
+# Device app for tests/test_admin.py and the browser tests: everything on, a few typed variables
+# and an Alexa light, OTA pointed at the fake GitHub given in IOTUTILS_TEST_API (if any).
+import os
+
+import iotutils
+from iotutils.persist import PersistentRange, PersistentRGB, PersistentStr
+
+bri = PersistentRange("bri", 0, 100, default=50, folder="lamp")
+rgb = PersistentRGB("rgb", default=(255, 128, 0), folder="lamp")
+label = PersistentStr("label", default="desk", folder="lamp", max_length=16)
+
+api = os.getenv("IOTUTILS_TEST_API")
+dev = iotutils.Device(name="admintest", ota_repo="acme/lamp" if api else None, ota_api=api)
+dev.alexa.add("Desk lamp", dimmable=True)
+dev.start()
+print("READY")
+dev.run()

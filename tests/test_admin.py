@@ -1,0 +1,171 @@
+"""The admin JSON API on a simulated device, with a real HTTP client: authentication, CSRF,
+validation with reasons, login rate limiting, and no secret ever sent back."""
+import json
+import os
+
+import pytest
+import requests
+
+from conftest import ROOT
+from simdev import SimDevice
+
+APP = os.path.join(ROOT, "tests", "apps", "admin_app.py")
+PASSWORD = "correct horse battery"
+WIFI_PASSWORD = "wifi-secret-7713"
+
+# every state-changing endpoint, with a body that would be valid
+CHANGES = [
+    ("POST", "logout", {}),
+    ("POST", "wifi/networks", {"ssid": "home", "password": WIFI_PASSWORD}),
+    ("DELETE", "wifi/networks/home", None),
+    ("PUT", "wifi/ap", {"enabled": True}),
+    ("PUT", "vars/lamp/bri", {"value": 10}),
+    ("DELETE", "vars/lamp/bri", None),
+    ("POST", "import", {"lamp": {"bri": {"type": "range", "value": 5, "lo": 0, "hi": 100}}}),
+    ("POST", "factory-reset", {"confirm": "RESET"}),
+    ("PUT", "ota/settings", {"repo": "a/b", "channel": "release"}),
+    ("POST", "ota/check", {}),
+    ("POST", "ota/update", {}),
+    ("POST", "ota/upload", None),
+    ("PUT", "alexa/pairing", {"allowed": False}),
+    ("POST", "alexa/devices", {"name": "Fan"}),
+    ("PUT", "alexa/devices/1", {"on": True}),
+    ("DELETE", "alexa/devices/1", None),
+    ("POST", "reboot", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    d = tmp_path_factory.mktemp("admin")
+    wifi = d / "wifi.json"
+    wifi.write_text(json.dumps({"networks": [{"ssid": "home", "password": WIFI_PASSWORD, "rssi": -50,
+                                              "channel": 6, "up": True}]}))
+    dev = SimDevice(d / "dev", app=APP, wifi=wifi).start()
+    dev.wait_line("READY", timeout=30)
+    yield dev
+    dev.stop()
+
+
+def api(dev, path):
+    return dev.url("/admin/api/" + path)
+
+
+def call(dev, s, method, path, body=None, csrf=None):
+    headers = {"X-CSRF-Token": csrf} if csrf else {}
+    data = json.dumps(body) if body is not None else None
+    return s.request(method, api(dev, path), data=data, headers=headers, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def session(device):
+    s = requests.Session()
+    r = s.post(api(device, "password"), json={"new": PASSWORD}, timeout=10)
+    assert r.status_code == 200, r.text
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=" in cookie
+    csrf = r.json()["csrf"]
+    return s, csrf
+
+
+def test_everything_that_changes_state_refuses_no_session(device, session):
+    anon = requests.Session()
+    for method, path, body in CHANGES:
+        r = call(device, anon, method, path, body)
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+        assert "login" in r.json()["error"]
+    # reading needs a session too
+    for path in ("status", "wifi", "vars", "vars/lamp", "export", "ota", "alexa"):
+        assert anon.get(api(device, path), timeout=10).status_code == 401, path
+    # once a password exists it cannot be set again without a session
+    assert anon.post(api(device, "password"), json={"new": "another-password"}, timeout=10).status_code == 401
+
+
+def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, session):
+    s, csrf = session
+    for method, path, body in CHANGES:
+        for bad in (None, "0" * len(csrf), csrf[:-1]):
+            r = call(device, s, method, path, body, bad)
+            assert r.status_code == 403, (method, path, bad, r.status_code, r.text)
+            assert "CSRF" in r.json()["error"]
+
+
+@pytest.mark.parametrize("method,path,body,reason", [
+    ("PUT", "vars/lamp/bri", {"value": "abc"}, "bri"),
+    ("PUT", "vars/lamp/rgb", {"value": "#zz0000"}, "rgb"),
+    ("PUT", "vars/lamp/bri", {}, "value"),
+    ("PUT", "vars/toolongfoldername16/x", {"value": 1}, "folder"),
+    ("POST", "wifi/networks", {"ssid": "", "password": "x"}, "ssid"),
+    ("POST", "alexa/devices", {"name": ""}, "name"),
+    ("PUT", "ota/settings", {"repo": "no-slash", "channel": "release"}, "repo"),
+    ("PUT", "ota/settings", {"repo": "a/b", "channel": "nightly"}, "channel"),
+    ("POST", "import", [1, 2], "object"),
+    ("POST", "import", {"lamp": {"bri": {"type": "range", "value": "x", "lo": 0, "hi": 100}}}, "bri"),
+    ("POST", "factory-reset", {}, "confirm"),
+    ("PUT", "alexa/devices/99", {"on": True}, "99"),
+    ("POST", "password", {"old": PASSWORD, "new": "short"}, "new"),
+])
+def test_bad_values_get_400_with_the_reason(device, session, method, path, body, reason):
+    s, csrf = session
+    r = call(device, s, method, path, body, csrf)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert reason in r.json()["error"], r.text
+
+
+def test_typed_edit_clamps_and_persists(device, session):
+    s, csrf = session
+    r = call(device, s, "PUT", "vars/lamp/bri", {"value": 300}, csrf)
+    assert r.status_code == 200 and r.json()["value"] == 100 and r.json()["type"] == "range"
+    r = call(device, s, "PUT", "vars/lamp/rgb", {"value": "#102030"}, csrf)
+    assert r.json()["value"] == [16, 32, 48]
+    v = call(device, s, "GET", "vars/lamp").json()["vars"]
+    assert v["bri"]["value"] == 100 and v["rgb"]["value"] == [16, 32, 48]
+    assert v["label"] == {"type": "str", "value": "desk", "default": True, "max_length": 16} or \
+        v["label"]["default"] is True
+
+
+def test_no_response_ever_contains_a_secret(device, session):
+    s, csrf = session
+    assert call(device, s, "POST", "wifi/networks", {"ssid": "home", "password": WIFI_PASSWORD}, csrf).ok
+    bodies = []
+    for path in ("session", "status", "wifi", "wifi/scan", "vars", "export", "ota", "alexa"):
+        bodies.append(s.get(api(device, path), timeout=10).text)
+    for folder in ("wifi", "admin"):
+        r = s.get(api(device, "vars/" + folder), timeout=10)
+        assert r.status_code == 403
+        bodies.append(r.text)
+    bodies.append(s.get(device.url("/admin"), timeout=10).text)
+    bodies.append(requests.get(device.url("/setup"), timeout=10).text)
+    everything = "\n".join(bodies)
+    assert WIFI_PASSWORD not in everything
+    assert PASSWORD not in everything
+    assert "pbkdf2" not in everything
+    # the AP password is printed on the console only
+    ap = device.wait_line(r"password (\S+)\)", since=0).group(1)
+    assert ap not in everything
+
+
+def test_alexa_stays_usable_without_the_admin_password(device, session):
+    r = requests.post(device.url("/api"), json={"devicetype": "echo#test"}, timeout=10)
+    user = r.json()[0]["success"]["username"]
+    r = requests.put(device.url("/api/%s/lights/1/state" % user), json={"on": True, "bri": 127}, timeout=10)
+    assert r.json()[0]["success"] == {"/lights/1/state/on": True}
+    # but a Hue user is no admin session
+    assert requests.get(api(device, "status"), cookies={"iotsid": user}, timeout=10).status_code == 401
+
+
+def test_login_and_brute_force_is_slowed_down(device, session):
+    s = requests.Session()
+    assert s.post(api(device, "login"), json={"password": "wrong"}, timeout=10).status_code == 401
+    codes = [s.post(api(device, "login"), json={"password": "wrong%d" % i}, timeout=10) for i in range(4)]
+    locked = [r for r in codes if r.status_code == 429]
+    assert locked, [r.status_code for r in codes]
+    assert int(locked[0].headers["Retry-After"]) >= 1
+    # even the right password waits out the lock-out
+    r = s.post(api(device, "login"), json={"password": PASSWORD}, timeout=10)
+    assert r.status_code == 429
+    import time
+    time.sleep(int(r.headers["Retry-After"]) + 0.2)
+    r = s.post(api(device, "login"), json={"password": PASSWORD}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert s.get(api(device, "status"), timeout=10).json()["name"] == "admintest"
