@@ -632,6 +632,13 @@ def folders():
     return store.folders()
 
 
+def declared(folder=DEFAULT_FOLDER):
+    """{name: Persistent object} of the variables this program made in folder, stored or not
+    (the admin page shows unstored ones with their defaults and edits them with their type)."""
+    with _guard:
+        return {k[1]: obj for k, obj in _kinds.items() if k[0] == folder}
+
+
 def _value_of(folder, name):
     with _guard:
         obj = _kinds.get((folder, name))
