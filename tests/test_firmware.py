@@ -63,6 +63,21 @@ def test_check_frozen_fails_on_a_module_micropython_cannot_compile(tmp_path):
     assert "iotutils/__init__.py" in out  # the good one is still reported
 
 
+def test_check_frozen_firmware_estimate_sizes_the_frozen_package_for_xtensa():
+    if not os.path.isfile(os.path.join(MICROPY_DIR, "tools", "makemanifest.py")):
+        pytest.skip("MICROPY_DIR unset or not a MicroPython tree")
+    if not os.path.isfile(os.path.join(ROOT, "build", "unix", "genhdr", "qstrdefs.preprocessed.h")):
+        pytest.skip("no host firmware build (make BOARD=UNIX MICROPY_DIR=...)")
+    if shutil.which("xtensa-lx106-elf-gcc") is None:
+        pytest.skip("xtensa-lx106-elf-gcc missing")
+    rc, out = _script("check_frozen.py", "--quiet", "--firmware-estimate", "--micropy-dir", MICROPY_DIR)
+    assert rc == 0, out
+    mpy_total = int(re.search(r"^total\s+(\d+)", out, re.M).group(1))
+    frozen = int(re.search(r"^frozen into the firmware\s+(\d+)", out, re.M).group(1))
+    # same bytecode, stored as C structures: the same order of size as the .mpy files
+    assert mpy_total // 2 < frozen < mpy_total * 3, out
+
+
 # ---- Xtensa cross-compile of the C cores --------------------------------------------------
 
 needs_xtensa = pytest.mark.skipif(shutil.which("xtensa-lx106-elf-gcc") is None,
