@@ -261,7 +261,14 @@ class WemoDevice:
             s.settimeout(self.alexa.notify_timeout)
             s.connect(socket.getaddrinfo(sub[1], sub[2])[0][-1])
             s.sendall((head + body).encode())
-            s.recv(64)  # the status line: we do not act on it (a failing subscriber expires)
+            # read the answer to its end (closing early resets the subscriber's socket mid-reply); its
+            # status does not matter: a failing subscriber simply expires
+            n = 0
+            while n < 2048:
+                part = s.recv(256)
+                if not part:
+                    break
+                n += len(part)
         except OSError:
             pass
         finally:

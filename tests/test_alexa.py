@@ -1,0 +1,399 @@
+"""Integration tests for iotutils.alexa (Hue v1 bridge + WeMo + SSDP) on a simulated device, with the real
+client libraries Home Assistant and friends use: aiohue, phue, pywemo and async-upnp-client, all over
+loopback (SSDP on 239.255.255.250:1900 via the loopback interface). The device runs tests/apps/alexa_app.py.
+"""
+import asyncio
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from simdev import SimDevice
+
+APP = os.path.join(ROOT, "tests", "apps", "alexa_app.py")
+WEMO_PORTS = 2          # the default app set has two WeMo devices: device ports 49153, 49154
+
+
+def start_device(path, **env):
+    # ports: 80 -> N, 53 -> N+1, 49152+k -> N+2+k: 49153/49154 need N+3 and N+4
+    dev = SimDevice(path, app=APP, ports=3 + WEMO_PORTS, extra_env={k: str(v) for k, v in env.items()}).start()
+    try:
+        dev.wait_line(r"ALEXA READY")
+        dev.wait_http()
+    except Exception:
+        dev.stop()
+        raise
+    return dev
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    d = start_device(tmp_path_factory.mktemp("alexa") / "dev")
+    yield d
+    d.stop()
+
+
+def host(dev):
+    return "127.0.0.1:%d" % dev.port
+
+
+def wemo_port(dev, k):
+    """Host port of WeMo device k (0, 1): device port 49153 + k."""
+    return dev.port + 2 + 1 + k
+
+
+def request(dev, method, path, body=None, port=None):
+    c = http.client.HTTPConnection("127.0.0.1", port or dev.port, timeout=10)
+    try:
+        c.request(method, path, body=json.dumps(body) if isinstance(body, (dict, list)) else body)
+        r = c.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def new_user(dev):
+    status, headers, body = request(dev, "POST", "/api", {"devicetype": "pytest#x"})
+    assert status == 200
+    return json.loads(body)[0]["success"]["username"]
+
+
+def expected_bridgeid(dev):
+    cfg = json.loads(request(dev, "GET", "/api/config")[2])
+    mac = cfg["mac"].replace(":", "").upper()
+    return mac[:6] + "FFFE" + mac[6:]
+
+
+# ---- Hue: aiohue (Home Assistant) ----
+def test_aiohue_discovery_app_key_lights_and_set_state(dev):
+    import aiohttp
+    from aiohue import errors
+    from aiohue.discovery import discover_bridge
+    from aiohue.util import create_app_key
+    from aiohue.v1 import HueBridgeV1
+
+    async def flow():
+        async with aiohttp.ClientSession() as s:
+            found = await discover_bridge(host(dev), s)
+            bid = expected_bridgeid(dev)
+            assert found.id == (bid[:6] + bid[10:]).lower()      # aiohue normalises away the FFFE
+            assert found.supports_v2 is False                     # the https probe was refused cleanly
+            key = await create_app_key(host(dev), "iotutils#pytest", s)   # tries https first, then http
+            bridge = HueBridgeV1(host(dev), key, s)
+            await bridge.initialize()
+            assert bridge.config.bridge_id == bid
+            assert bridge.config.model_id == "BSB002"
+            by_name = dict((light.name, light) for light in bridge.lights.values())
+            assert set(by_name) >= {"Desk lamp", "Heater", "Colour bulb"}
+            assert "Fan" not in by_name and "Pump" not in by_name   # WeMo devices are not Hue lights
+            lamp = by_name["Desk lamp"]
+            assert re.fullmatch(r"([0-9a-f]{2}:){7}[0-9a-f]{2}-0b", lamp.uniqueid)
+            assert lamp.uniqueid.startswith(bridge.config.mac_address)
+            assert len(set(light.uniqueid for light in by_name.values())) == len(by_name)
+            mark = len(dev.lines)
+            await lamp.set_state(on=True, bri=127)
+            dev.wait_line(r"changed Desk lamp on=True brightness=50", since=mark, timeout=10)
+            await bridge.lights.update()
+            assert lamp.state["on"] is True and lamp.state["bri"] == 127
+            bulb = by_name["Colour bulb"]
+            assert bulb.colorgamuttype == "C"
+            await bulb.set_state(on=True, xy=[0.3, 0.3], bri=254)
+            dev.wait_line(r"changed Colour bulb on=True brightness=100", since=mark, timeout=10)
+            await bridge.lights.update()
+            assert bulb.state["xy"] == [0.3, 0.3] and bulb.state["colormode"] == "xy"
+            # a local change (button on the device) shows at the client's next read
+            urllib.request.urlopen(dev.url("/test/set?name=Desk%20lamp&on=0&brightness=20"), timeout=10).read()
+            await bridge.lights.update()
+            assert lamp.state["on"] is False and lamp.state["bri"] == 51
+            # a wrong key is refused the Hue way (type 1 -> aiohue.Unauthorized)
+            with pytest.raises(errors.Unauthorized):
+                await HueBridgeV1(host(dev), "0" * 32, s).initialize()
+
+    asyncio.run(asyncio.wait_for(flow(), 60))
+
+
+def test_pairing_switch(dev):
+    import aiohttp
+    from aiohue import errors
+    from aiohue.util import create_app_key
+
+    async def flow():
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(errors.LinkButtonNotPressed):
+                await create_app_key(host(dev), "late#client", s)
+
+    urllib.request.urlopen(dev.url("/test/pairing?on=0"), timeout=10).read()
+    try:
+        asyncio.run(asyncio.wait_for(flow(), 30))
+    finally:
+        urllib.request.urlopen(dev.url("/test/pairing?on=1"), timeout=10).read()
+    assert new_user(dev)
+
+
+# ---- Hue: phue ----
+def test_phue(dev):
+    import phue
+    user = new_user(dev)
+    b = phue.Bridge(ip=host(dev), username=user)
+    lights = b.get_light_objects("name")
+    assert {"Desk lamp", "Heater", "Colour bulb"} <= set(lights)
+    heater = lights["Heater"]
+    mark = len(dev.lines)
+    heater.on = True
+    dev.wait_line(r"changed Heater on=True brightness=100", since=mark, timeout=10)
+    assert b.get_light(heater.light_id, "on") is True
+    # phue's brightness on an on/off plug: the bridge answers with a type 6 error, the state is unchanged
+    r = b.set_light(heater.light_id, "bri", 100)
+    assert r[0][0]["error"]["type"] == 6
+    lamp = lights["Desk lamp"]
+    b.set_light(lamp.light_id, {"on": True, "bri": 254})
+    dev.wait_line(r"changed Desk lamp on=True brightness=100", since=mark, timeout=10)
+    assert lamp.brightness == 254
+    # rename through the API: persisted, same id
+    lamp.name = "Reading lamp"
+    assert b.get_light(lamp.light_id, "name") == "Reading lamp"
+    lamp.name = "Desk lamp"
+    api = b.get_api()
+    assert set(api) >= {"lights", "config", "groups"} and api["config"]["bridgeid"] == expected_bridgeid(dev)
+
+
+# ---- Hue: raw HTTP details ----
+def test_hue_http_surface(dev):
+    user = new_user(dev)
+    status, h, body = request(dev, "GET", "/description.xml")
+    assert status == 200 and h["content-type"].startswith("text/xml")
+    assert b"<modelNumber>BSB002</modelNumber>" in body and b"http://127.0.0.1:%d/" % dev.port in body
+    # lights with and without the trailing slash; the list is streamed (chunked)
+    a = request(dev, "GET", "/api/%s/lights" % user)
+    b = request(dev, "GET", "/api/%s/lights/" % user)
+    assert a[0] == b[0] == 200 and a[1]["content-type"] == "application/json"
+    assert a[1].get("transfer-encoding") == "chunked"
+    assert json.loads(a[2]) == json.loads(b[2])
+    ids = sorted(json.loads(a[2]), key=int)
+    lid = [i for i in ids if json.loads(a[2])[i]["name"] == "Desk lamp"][0]
+    # full state with and without slash
+    full = json.loads(request(dev, "GET", "/api/%s/" % user)[2])
+    assert json.loads(request(dev, "GET", "/api/%s" % user)[2]).keys() == full.keys()
+    assert sorted(full["lights"], key=int) == ids and user in full["config"]["whitelist"]
+    # PUT state: [{"success": ...}] per parameter; Content-Type not needed (Echo omits it)
+    status, h, body = request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), b'{"on": true, "bri": 200}')
+    assert h["content-type"] == "application/json"
+    assert json.loads(body) == [{"success": {"/lights/%s/state/on" % lid: True}},
+                                {"success": {"/lights/%s/state/bri" % lid: 200}}]
+    # Hue errors
+    err = lambda r: json.loads(r[2])[0]["error"]  # noqa: E731
+    assert err(request(dev, "GET", "/api/nobody/lights"))["type"] == 1
+    assert err(request(dev, "GET", "/api/%s/lights/999" % user))["type"] == 3
+    assert err(request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), b"{on: yes"))["type"] == 2
+    assert err(request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), {"bri": 999}))["type"] == 7
+    assert err(request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), {"warp": 9}))["type"] == 6
+    # the server's other routes are untouched
+    assert request(dev, "GET", "/nothing-here")[0] == 404
+
+
+def test_tls_client_hello_refused_then_plain_works(dev):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with ctx.wrap_socket(raw) as s:
+            s.do_handshake()
+    raw.close()
+    status, h, body = request(dev, "GET", "/api/config")
+    assert status == 200 and json.loads(body)["modelid"] == "BSB002"
+
+
+# ---- WeMo: pywemo ----
+def test_pywemo_switch_and_subscription_events(dev):
+    import pywemo
+    from pywemo.discovery import device_from_description
+
+    fan = device_from_description("http://127.0.0.1:%d/setup.xml" % wemo_port(dev, 0))
+    pump = device_from_description("http://127.0.0.1:%d/setup.xml" % wemo_port(dev, 1))
+    assert isinstance(fan, pywemo.Switch) and isinstance(pump, pywemo.Switch)
+    assert fan.name == "Fan" and pump.name == "Pump"
+    assert fan.udn != pump.udn and fan.udn.startswith("uuid:Socket-1_0-")
+    assert fan.manufacturer == "Belkin International Inc." and fan.model_name == "Socket"
+    assert fan.serial_number in fan.udn and fan.mac
+    mark = len(dev.lines)
+    fan.on()
+    dev.wait_line(r"changed Fan on=True brightness=100", since=mark, timeout=10)
+    assert fan.get_state(force_update=True) == 1
+    fan.off()
+    dev.wait_line(r"changed Fan on=False", since=mark, timeout=10)
+    assert fan.get_state(force_update=True) == 0
+    assert pump.get_state(force_update=True) == 0
+
+    events = []
+    got = threading.Event()
+
+    def on_event(device, kind, value):
+        device.subscription_update(kind, value)    # as Home Assistant's wemo integration does
+        events.append((device.name, kind, value))
+        got.set()
+
+    reg = pywemo.SubscriptionRegistry()
+    reg.start()
+    try:
+        reg.register(fan)
+        reg.on(fan, None, on_event)
+        # the initial event: the current state, right after the subscription
+        assert got.wait(15), "no initial BinaryState event"
+        assert events[0] == ("Fan", "BinaryState", "0")
+        deadline = time.time() + 10
+        while not reg.is_subscribed(fan) and time.time() < deadline:
+            time.sleep(0.05)
+        assert reg.is_subscribed(fan)
+        # a local change (the device's own button) is pushed to the subscriber
+        got.clear()
+        urllib.request.urlopen(dev.url("/test/set?name=Fan&on=1"), timeout=10).read()
+        assert got.wait(10), "no event for a local change"
+        assert events[-1] == ("Fan", "BinaryState", "1")
+        assert fan.get_state() == 1      # pywemo's cached state came from the event
+        # a change from another client (SOAP) is pushed too
+        got.clear()
+        other = device_from_description("http://127.0.0.1:%d/setup.xml" % wemo_port(dev, 0))
+        other.off()
+        assert got.wait(10) and events[-1] == ("Fan", "BinaryState", "0")
+    finally:
+        reg.unregister(fan)
+        reg.stop()
+
+
+def test_wemo_gena_raw(dev):
+    port = wemo_port(dev, 1)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("SUBSCRIBE", "/upnp/event/basicevent1", headers={"SID": "uuid:not-a-subscription"})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 412
+    c.request("SUBSCRIBE", "/upnp/event/basicevent1", headers={"CALLBACK": "nonsense", "NT": "upnp:event"})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 412
+    c.request("POST", "/upnp/control/basicevent1", body=b"<x/>",
+              headers={"SOAPACTION": '"urn:Belkin:service:basicevent:1#SelfDestruct"'})
+    r = c.getresponse()
+    assert r.status == 500 and b"<errorCode>401</errorCode>" in r.read()
+    c.close()
+
+
+# ---- SSDP: async-upnp-client over loopback multicast ----
+def _search(st, timeout=2):
+    from async_upnp_client.search import async_search
+
+    found = []
+
+    async def cb(headers):
+        found.append(dict((k.lower(), v) for k, v in headers.items() if isinstance(k, str)))
+
+    asyncio.run(async_search(cb, timeout=timeout, search_target=st, source=("127.0.0.1", 0)))
+    return found
+
+
+def test_ssdp_search_finds_bridge_and_wemo_devices(dev):
+    hue_loc = "http://127.0.0.1:%d/description.xml" % dev.port
+    wemo_locs = {"http://127.0.0.1:%d/setup.xml" % wemo_port(dev, k) for k in range(WEMO_PORTS)}
+    found = _search("ssdp:all")
+    mine = [h for h in found if h.get("location") in {hue_loc} | wemo_locs]
+    locs = {h["location"] for h in mine}
+    assert locs == {hue_loc} | wemo_locs, found
+    hue = [h for h in mine if h["location"] == hue_loc]
+    assert {h["st"] for h in hue} >= {"upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1"}
+    assert all(h["hue-bridgeid"] == expected_bridgeid(dev) for h in hue)
+    assert all(h["usn"].startswith("uuid:2f402f80-da50-11e1-9b23-") for h in hue)
+    # what Echo asks for
+    basic = [h for h in _search("urn:schemas-upnp-org:device:basic:1") if h.get("location") == hue_loc]
+    assert basic and basic[0]["st"] == "urn:schemas-upnp-org:device:basic:1"
+    belkin = [h for h in _search("urn:Belkin:device:**") if h.get("location") in wemo_locs]
+    assert {h["location"] for h in belkin} == wemo_locs
+    assert all(h["st"] == "urn:Belkin:device:controllee:1" and h["usn"].startswith("uuid:Socket-1_0-")
+               for h in belkin)
+    assert not [h for h in _search("urn:schemas-upnp-org:device:MediaRenderer:1")
+                if h.get("location") in {hue_loc} | wemo_locs]
+
+
+def test_ssdp_notify_alive_and_byebye(tmp_path):
+    # a second device: its NOTIFY ssdp:alive at start and ssdp:byebye at alexa.stop() reach a listener
+    # on the group
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 1900))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("239.255.255.250")
+                 + socket.inet_aton("127.0.0.1"))
+    s.settimeout(0.5)
+    d = SimDevice(tmp_path / "dev2", app=APP, extra_env={"ALEXA_WEMO": "0"}).start()
+    loc = "LOCATION: http://127.0.0.1:%d/description.xml" % d.port
+    try:
+        d.wait_line(r"ALEXA READY")
+        seen = _collect(s, lambda m: "NTS: ssdp:alive" in m and loc in m)
+        assert seen, "no NOTIFY ssdp:alive from the device"
+        usn = re.search(r"USN: (\S+)", seen).group(1)
+        d.wait_http()
+        urllib.request.urlopen(d.url("/test/stop"), timeout=10).read()
+        bye = _collect(s, lambda m: "NTS: ssdp:byebye" in m and usn.split("::")[0] in m)
+        assert bye, "no NOTIFY ssdp:byebye at stop"
+    finally:
+        d.stop()
+        s.close()
+
+
+def _collect(s, pred, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            data = s.recv(2048).decode(errors="replace")
+        except socket.timeout:
+            continue
+        if pred(data):
+            return data
+    return None
+
+
+# ---- persistence and scale ----
+def test_power_cut_keeps_ids_uniqueids_users_and_names(dev):
+    user = new_user(dev)
+    before = json.loads(request(dev, "GET", "/api/%s/lights" % user)[2])
+    lid = [i for i in before if before[i]["name"] == "Heater"][0]
+    assert json.loads(request(dev, "PUT", "/api/%s/lights/%s" % (user, lid), {"name": "Radiator"})[2])[0]["success"]
+    dev.power_cut()
+    dev.start()
+    dev.wait_line(r"ALEXA READY")
+    dev.wait_http()
+    after = json.loads(request(dev, "GET", "/api/%s/lights" % user)[2])   # the user survived too
+    assert sorted(after) == sorted(before)
+    for i in after:
+        assert after[i]["uniqueid"] == before[i]["uniqueid"]
+    assert after[lid]["name"] == "Radiator"
+    request(dev, "PUT", "/api/%s/lights/%s" % (user, lid), {"name": "Heater"})
+
+
+def test_32_lights_streamed_within_heap_budget(tmp_path):
+    d = SimDevice(tmp_path / "big", app=APP, extra_env={"ALEXA_LIGHTS": "32"}).start()
+    try:
+        m = d.wait_line(r"heap per device: (\d+)")
+        d.wait_line(r"ALEXA READY 32")
+        d.wait_http()
+        assert int(m.group(1)) <= 512, "heap per device %s bytes" % m.group(1)
+        user = new_user(d)
+        status, h, body = request(d, "GET", "/api/%s/lights" % user)
+        assert h.get("transfer-encoding") == "chunked"
+        lights = json.loads(body)
+        assert len(lights) == 33 and len(set(v["uniqueid"] for v in lights.values())) == 33
+        assert {"Light %d" % i for i in range(1, 33)} <= {v["name"] for v in lights.values()}
+        # a client on the list, another changing state: both fine, the device stays up
+        r = json.loads(request(d, "PUT", "/api/%s/lights/%s/state" % (user, sorted(lights, key=int)[-1]),
+                               {"on": True})[2])
+        assert "success" in r[0]
+        d.wait_line(r"changed Light 32 on=True")
+    finally:
+        d.stop()
