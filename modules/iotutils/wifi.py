@@ -265,7 +265,7 @@ class Wifi:
     def _apply_hostname(self):
         try:
             self._sta.config(hostname=self.hostname())
-        except (ValueError, OSError, TypeError):
+        except (ValueError, OSError, TypeError, NotImplementedError):
             pass  # a port without per-interface host names
 
     def ap_ssid(self):
