@@ -508,7 +508,6 @@ def test_lru_eviction_of_idle_connections(tmp_path):
     d = start_device(tmp_path / "lru", SRV_MAX_CONN=8, SRV_WORKERS=0)
     try:
         idle = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(8)]
-        time.sleep(0.2)  # let the poll thread accept all eight (in order) before the next one
         for s in idle[1:]:
             s.sendall(b"GET /api/led/2 HTTP/1.1\r\nHost: d\r\n\r\n")  # used: now more recent than idle[0]
             assert json.loads(read_response(s.makefile("rb"))[2])["n"] == 2
@@ -523,3 +522,24 @@ def test_lru_eviction_of_idle_connections(tmp_path):
             s.close()
     finally:
         d.stop()
+
+
+def test_multipart_form_upload_streamed_with_curl(dev, tmp_path):
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    p = tmp_path / "photo.bin"
+    p.write_bytes(data)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    out = subprocess.run(["curl", "-sS", "--max-time", "60", "-F", "title=hello world",
+                          "-F", "file=@%s;type=application/x-bin" % p, "-F", "e=@%s" % empty, "-F", "x=",
+                          dev.url("/multipart")], capture_output=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    parts = json.loads(out.stdout)
+    assert parts[0] == {"name": "title", "value": "hello world"}
+    assert parts[1] == {"name": "file", "filename": "photo.bin", "type": "application/x-bin",
+                        "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert parts[2]["filename"] == "empty.txt" and parts[2]["size"] == 0
+    assert parts[3] == {"name": "x", "value": ""}
+    # not multipart at all: a clean 400
+    st, _, body = request(dev, "POST", "/multipart", body=b"abc", headers={"Content-Type": "text/plain"})
+    assert st == 400

@@ -467,6 +467,155 @@ class _BodyReader:
         return (self.pos, self.conn.n) if self.pos < self.conn.n else (0, 0)
 
 
+class Multipart:
+    """Streamed multipart/form-data (file uploads from an HTML form), for stream=True routes:
+
+        for part in Multipart(req):
+            part.name, part.filename, part.content_type, part.headers   # headers: lower-case names
+            n = part.readinto(buf)   # or part.read() for small fields; 0 at the end of the part
+
+    Memory: one buffer of buffer_size bytes, whatever the size of the upload."""
+
+    #: working buffer; also bounds the size of one part's header block
+    buffer_size = 1024
+
+    def __init__(self, req, buffer_size=None):
+        ctype = req.headers.get("content-type", "")
+        boundary = None
+        for item in ctype.split(";")[1:]:
+            k, _, v = item.strip().partition("=")
+            if k.lower() == "boundary":
+                boundary = v.strip().strip('"')
+        if not ctype.lower().startswith("multipart/") or not boundary:
+            raise HTTPError(400, "not multipart/form-data")
+        self.stream = req.stream
+        self.delim = b"\r\n--" + boundary.encode()
+        self.buf = bytearray(max(buffer_size or self.buffer_size, 2 * len(self.delim) + 8))
+        self.buf[0:2] = b"\r\n"  # so that the first boundary looks like every other one
+        self.s = 0
+        self.e = 2
+        self.eof = False
+        self.part = None
+        self.finished = False
+
+    def _fill(self):
+        buf = self.buf
+        if self.s:
+            n = self.e - self.s
+            buf[:n] = buf[self.s:self.e]
+            self.s = 0
+            self.e = n
+        if self.e >= len(buf) or self.eof:
+            return False
+        r = self.stream.readinto(memoryview(buf)[self.e:])
+        if not r:
+            self.eof = True
+            return False
+        self.e += r
+        return True
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.part is not None:
+            while self.part.readinto(None):  # skip what the caller did not read
+                pass
+        if self.finished:
+            raise StopIteration
+        d = self.delim
+        # find the boundary, then "--" (the end) or CRLF and the part's header block
+        while True:
+            i = self.buf.find(d, self.s, self.e)
+            if i >= 0 and self.e - i >= len(d) + 2:
+                break
+            if i < 0:
+                self.s = max(self.s, self.e - len(d) - 1)  # preamble: drop it
+            if not self._fill():
+                raise HTTPError(400, "multipart boundary missing")
+        tail = bytes(self.buf[i + len(d):i + len(d) + 2])
+        self.s = i + len(d) + 2
+        if tail == b"--":
+            self.finished = True
+            raise StopIteration
+        if tail != b"\r\n":
+            raise HTTPError(400, "bad multipart boundary")
+        headers = {}
+        while True:
+            if self.e - self.s >= 2 and self.buf[self.s] == 13 and self.buf[self.s + 1] == 10:
+                self.s += 2  # a part without headers
+                break
+            j = self.buf.find(b"\r\n\r\n", self.s, self.e)
+            if j >= 0:
+                for line in bytes(self.buf[self.s:j]).decode().split("\r\n"):
+                    k, _, v = line.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                self.s = j + 4
+                break
+            if not self._fill():
+                raise HTTPError(431 if self.e - self.s >= len(self.buf) else 400, "multipart part headers")
+        self.part = _Part(self, headers)
+        return self.part
+
+
+class _Part:
+    def __init__(self, mp, headers):
+        self.mp = mp
+        self.headers = headers
+        self.content_type = headers.get("content-type", "text/plain")
+        self.name = None
+        self.filename = None
+        for item in headers.get("content-disposition", "").split(";")[1:]:
+            k, _, v = item.strip().partition("=")
+            v = v.strip().strip('"')
+            if k == "name":
+                self.name = v
+            elif k == "filename":
+                self.filename = v
+        self.done = False
+
+    def readinto(self, b):
+        """Next bytes of this part into b (None: skip them); 0 at its end."""
+        mp = self.mp
+        if self.done:
+            return 0
+        d = mp.delim
+        while True:
+            i = mp.buf.find(d, mp.s, mp.e)
+            safe = i if i >= 0 else mp.e - len(d) + 1
+            if safe > mp.s:
+                break
+            if i == mp.s:
+                self.done = True
+                return 0
+            if not mp._fill():
+                if mp.eof:
+                    raise HTTPError(400, "multipart body truncated")
+        n = safe - mp.s
+        if b is not None:
+            n = min(n, len(b))
+            b[:n] = memoryview(mp.buf)[mp.s:mp.s + n]
+        mp.s += n
+        return n
+
+    def read(self, limit=16384):
+        """The whole part as bytes (a form field); more than limit bytes -> HTTPError 413."""
+        out = []
+        total = 0
+        b = bytearray(256)
+        while True:
+            n = self.readinto(b)
+            if not n:
+                return b"".join(out)
+            total += n
+            if total > limit:
+                raise HTTPError(413)
+            out.append(bytes(b[:n]))
+
+    def text(self):
+        return self.read().decode()
+
+
 class _Route:
     def __init__(self, pattern, fn, methods, stream, max_body):
         self.pattern = pattern
@@ -533,7 +682,8 @@ class _Conn:
         self.buf = None   # a buffer only while a request is being read (idle keep-alive sockets hold none)
         self.n = 0        # valid bytes in buf
         self.t0 = None    # ticks of the first byte of the request being read (for 408)
-        self.last = now   # ticks of the last activity (LRU eviction, idle timeout)
+        self.last = now   # ticks of the last activity (idle timeout)
+        self.seq = 0      # activity order (LRU eviction): ticks can tie, this can't
         self.busy = False
         self.req = None   # a parsed head waiting for its (small) body
         self.need = 0
@@ -628,6 +778,14 @@ def _discard(sock, limit=16384):
         pass
 
 
+def _gc_collect():
+    try:
+        import gc
+        gc.collect()
+    except ImportError:
+        pass
+
+
 def _reason(i):
     return _PARSE_REASONS[i] if 0 <= i < len(_PARSE_REASONS) else ""
 
@@ -689,6 +847,7 @@ class WebServer:
         self._idle = []
         self._returned = []
         self._wake_pending = False
+        self._seq = 0
         self._running = False
         self._threads = 0
         self._sock = None
@@ -820,8 +979,8 @@ class WebServer:
         """Stop serving: close every connection and the listening socket; wait for the threads."""
         if not self._running:
             return
-        self._running = False
         with self._qlock:
+            self._running = False
             idle = self._idle
             self._idle = []
         for w in idle:
@@ -874,25 +1033,33 @@ class WebServer:
                 now = ticks_ms()
                 for ev in events:
                     obj = ev[0]
-                    if obj is lsock or (not _MP and obj == lsock.fileno()):
-                        self._accept(now)
-                    elif obj is wake or (not _MP and wake is not None and obj == wake.fileno()):
-                        try:
-                            while wake.recv(16):
+                    conn = None
+                    try:
+                        if obj is lsock or (not _MP and obj == lsock.fileno()):
+                            self._accept(now)
+                        elif obj is wake or (not _MP and wake is not None and obj == wake.fileno()):
+                            try:
+                                while wake.recv(16):
+                                    pass
+                            except OSError:
                                 pass
-                        except OSError:
-                            pass
-                    else:
-                        conn = conns.get(obj)
-                        if conn is not None:
-                            self._readable(conn, ev[1], now)
-                if self._returned:
-                    self._take_back(now)
-                while self._jobs and not self.workers:
-                    self._run_queue()
-                if ticks_diff(now, last_scan) > 200:
-                    last_scan = now
-                    self._scan(now)
+                        else:
+                            conn = conns.get(obj)
+                            if conn is not None:
+                                self._readable(conn, ev[1], now)
+                    except Exception as e:
+                        # the poll thread must survive anything: drop what failed, keep serving
+                        self._trouble(e, conn)
+                try:
+                    if self._returned:
+                        self._take_back(now)
+                    while self._jobs and not self.workers:
+                        self._run_queue()
+                    if ticks_diff(now, last_scan) > 200:
+                        last_scan = now
+                        self._scan(now)
+                except Exception as e:
+                    self._trouble(e, None)
         finally:
             for c in list(conns.values()):
                 self._close(c)
@@ -901,6 +1068,17 @@ class WebServer:
             if wake is not None:
                 wake.close()
             self._sock = None
+
+    def _trouble(self, e, conn):
+        if isinstance(e, MemoryError):
+            _gc_collect()
+            if conn is not None and not conn.busy:
+                self._fail(conn, 503)
+            return
+        if self.log_errors:
+            _print_exception(e)
+        if conn is not None and not conn.busy:
+            self._close(conn)
 
     def _key(self, sock):
         return sock if _MP else sock.fileno()
@@ -916,6 +1094,8 @@ class WebServer:
                 continue
             s.setblocking(False)
             c = _Conn(s, addr, now)
+            self._seq += 1
+            c.seq = self._seq
             self._conns[self._key(s)] = c
             self._poller.register(s, _POLLIN)
 
@@ -923,7 +1103,7 @@ class WebServer:
         # least recently used connection that is not being served and has no request under way
         victim = None
         for c in self._conns.values():
-            if not c.busy and c.t0 is None and (victim is None or ticks_diff(c.last, victim.last) < 0):
+            if not c.busy and c.t0 is None and (victim is None or c.seq < victim.seq):
                 victim = c
         if victim is None:
             return False
@@ -979,6 +1159,8 @@ class WebServer:
             self._close(conn)
             return
         conn.last = now
+        self._seq += 1
+        conn.seq = self._seq
         if conn.t0 is None:
             conn.t0 = now
         conn.n += r
@@ -1118,6 +1300,8 @@ class WebServer:
             with self._qlock:
                 req = self._jobs.pop(0) if self._jobs else None
                 if req is None:
+                    if not self._running:
+                        return
                     self._idle.append(me)
             if req is None:
                 me[0].acquire()  # released by _dispatch (with me[1] set) or stop()
@@ -1226,11 +1410,7 @@ class WebServer:
             resp = None
             if self.log_errors:
                 _print_exception(e)
-            try:
-                import gc
-                gc.collect()
-            except ImportError:
-                pass
+            _gc_collect()
             resp = Response("Out of memory\n", 503, None, "text/plain")
         except OSError:
             raise  # the connection broke while reading the body

@@ -9,7 +9,7 @@ try:
 except ImportError:
     hashlib = None
 
-from iotutils.server import Response, WebServer
+from iotutils.server import Multipart, Response, WebServer
 
 
 def env_int(name, default):
@@ -77,6 +77,27 @@ def upload(req):
         h.update(memoryview(buf)[:n])
         total += n
     return {"size": total, "sha256": "".join("%02x" % b for b in h.digest())}
+
+
+@app.route("/multipart", methods=("POST",), stream=True)
+def multipart(req):
+    parts = []
+    buf = bytearray(1024)
+    for part in Multipart(req):
+        if part.filename is None:
+            parts.append({"name": part.name, "value": part.text()})
+            continue
+        h = hashlib.sha256()
+        size = 0
+        while True:
+            n = part.readinto(buf)
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
+            size += n
+        parts.append({"name": part.name, "filename": part.filename, "type": part.content_type,
+                      "size": size, "sha256": "".join("%02x" % b for b in h.digest())})
+    return parts
 
 
 @app.route("/chunks/<int:n>")
