@@ -37,7 +37,8 @@ _RCODE_NOTIMP = const(4)
 
 # ---- passwords ----
 
-#: PBKDF2 iterations for new hashes (about 0.3 s on an ESP32 in pure Python; stored in the hash)
+#: PBKDF2 iterations for new hashes (stored in each hash, so it can change; pure Python on MicroPython:
+#: lower it if a login feels slow on the board)
 PBKDF2_ITERATIONS = 4000
 _PBKDF2_MAX_ITERATIONS = 1000000
 
