@@ -461,7 +461,8 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
 
 // chunked decoder phases (state[0]); the same numbers as http.py
 enum {
-    CS_SIZE, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF, CS_TRAILER,
+    CS_SIZE, CS_EXT_NAME0, CS_EXT_NAME, CS_EXT_VAL0, CS_EXT_VAL, CS_EXT_Q, CS_EXT_QESC, CS_EXT_QEND,
+    CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF, CS_TRAILER,
     CS_TRAILER_IN, CS_TRAILER_LF, CS_END_LF
 };
 
@@ -539,7 +540,7 @@ int httpparse_chunked(char *buf, size_t start, size_t end, int32_t *state) {
                 } else if (c == '\r') {
                     ph = CS_SIZE_LF;
                 } else if (c == ';') {
-                    ph = CS_EXT;
+                    ph = CS_EXT_NAME0;
                 } else if (c == ' ' || c == '\t') {
                     return hp_chunk_fail(state, R_CHUNK_EXT, 400);
                 } else {
@@ -547,11 +548,54 @@ int httpparse_chunked(char *buf, size_t start, size_t end, int32_t *state) {
                 }
                 break;
             }
-            case CS_EXT:
+            // chunk-ext = *( ";" token [ "=" ( token / quoted-string ) ] ), no whitespace (like llhttp)
+            case CS_EXT_NAME0:
                 cnt++;
-                if (c == '\r') {
-                    ph = CS_SIZE_LF;
+                if (!(hp_class[c] & CH_TOKEN)) {
+                    return hp_chunk_fail(state, R_CHUNK_EXT, 400);
+                }
+                ph = CS_EXT_NAME;
+                break;
+            case CS_EXT_VAL0:
+                cnt++;
+                if (c == '"') {
+                    ph = CS_EXT_Q;
+                } else if (hp_class[c] & CH_TOKEN) {
+                    ph = CS_EXT_VAL;
+                } else {
+                    return hp_chunk_fail(state, R_CHUNK_EXT, 400);
+                }
+                break;
+            case CS_EXT_Q:
+                cnt++;
+                if (c == '"') {
+                    ph = CS_EXT_QEND;
+                } else if (c == '\\') {
+                    ph = CS_EXT_QESC;
                 } else if (hp_is_ctl(c)) {
+                    return hp_chunk_fail(state, R_CHUNK_EXT, 400);
+                }
+                break;
+            case CS_EXT_QESC:
+                cnt++;
+                if (hp_is_ctl(c)) {
+                    return hp_chunk_fail(state, R_CHUNK_EXT, 400);
+                }
+                ph = CS_EXT_Q;
+                break;
+            case CS_EXT_NAME:
+            case CS_EXT_VAL:
+            case CS_EXT_QEND:
+                cnt++;
+                if (ph != CS_EXT_QEND && (hp_class[c] & CH_TOKEN)) {
+                    // more of a name or token value
+                } else if (c == ';') {
+                    ph = CS_EXT_NAME0;
+                } else if (c == '\r') {
+                    ph = CS_SIZE_LF;
+                } else if (c == '=' && ph == CS_EXT_NAME) {
+                    ph = CS_EXT_VAL0;
+                } else {
                     return hp_chunk_fail(state, R_CHUNK_EXT, 400);
                 }
                 break;

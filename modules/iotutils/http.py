@@ -67,9 +67,9 @@
 #   Returns >= 0: number of data bytes now at buf[start:]; < 0: -400 (bad size, missing CRLF after
 #   data, bad extension, size line longer than 4096 bytes), -413 (chunk size > 2**31-1) or -431
 #   (trailer section > 4096 bytes). After CS_DONE further calls return 0; after an error they return
-#   the same error. Chunk size = 1*HEXDIG (leading zeros fine); then ";" extensions, which
-#   are skipped (any bytes but control bytes). No whitespace after the size: RFC 9112 allows BWS
-#   before ";", but llhttp and h11 both reject it and we follow the stricter; trailer fields are skipped (a bare CR or LF,
+#   the same error. Chunk size = 1*HEXDIG (leading zeros fine); then extensions
+#   *( ";" token [ "=" ( token / quoted-string ) ] ), checked and skipped. No whitespace around
+#   them: RFC 9112 allows BWS, but llhttp rejects it and we follow the stricter; trailer fields are skipped (a bare CR or LF,
 #   other control bytes = 400).
 
 try:
@@ -390,15 +390,27 @@ def parse_head(buf, length, out):
 
 # chunked decoder phases (state[0])
 _CS_SIZE = const(0)       # chunk-size hex digits
-_CS_EXT = const(1)        # inside extensions, up to CR
-_CS_SIZE_LF = const(2)    # CR of the size line seen
-_CS_DATA = const(3)       # chunk data, state[1] bytes left
-_CS_DATA_CR = const(4)    # CR after the data
-_CS_DATA_LF = const(5)    # LF after the data
-_CS_TRAILER = const(6)    # at the start of a trailer line (CR here ends the body)
-_CS_TRAILER_IN = const(7)  # inside a trailer line
-_CS_TRAILER_LF = const(8)  # CR of a trailer line seen
-_CS_END_LF = const(9)     # CR of the final empty line seen
+_CS_EXT_NAME0 = const(1)  # after ";": first byte of an extension name
+_CS_EXT_NAME = const(2)   # inside an extension name
+_CS_EXT_VAL0 = const(3)   # after "=": first byte of the value (token or quoted-string)
+_CS_EXT_VAL = const(4)    # inside a token value
+_CS_EXT_Q = const(5)      # inside a quoted-string value
+_CS_EXT_QESC = const(6)   # after a backslash in a quoted-string
+_CS_EXT_QEND = const(7)   # after the closing quote
+_CS_SIZE_LF = const(8)    # CR of the size line seen
+_CS_DATA = const(9)       # chunk data, state[1] bytes left
+_CS_DATA_CR = const(10)   # CR after the data
+_CS_DATA_LF = const(11)   # LF after the data
+_CS_TRAILER = const(12)   # at the start of a trailer line (CR here ends the body)
+_CS_TRAILER_IN = const(13)  # inside a trailer line
+_CS_TRAILER_LF = const(14)  # CR of a trailer line seen
+_CS_END_LF = const(15)    # CR of the final empty line seen
+
+# tchar lookup for the per-byte chunk-extension parser
+_TCHAR = bytearray(256)
+for _c in b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
+    _TCHAR[_c] = 1
+del _c
 
 
 def _chunk_fail(state, reason, status=400):
@@ -461,16 +473,45 @@ def chunked_decode(buf, start, end, state):
             elif c == 13:
                 ph = _CS_SIZE_LF
             elif c == 59:
-                ph = _CS_EXT
+                ph = _CS_EXT_NAME0
             elif c == 32 or c == 9:
                 return _chunk_fail(state, _R_CHUNK_EXT)
             else:
                 return _chunk_fail(state, _R_CHUNK_SIZE)
-        elif ph == _CS_EXT:
+        elif ph <= _CS_EXT_QEND:
+            # chunk-ext = *( ";" token [ "=" ( token / quoted-string ) ] ), no whitespace (like llhttp)
             cnt += 1
-            if c == 13:
+            if ph == _CS_EXT_NAME0:
+                if not _TCHAR[c]:
+                    return _chunk_fail(state, _R_CHUNK_EXT)
+                ph = _CS_EXT_NAME
+            elif ph == _CS_EXT_VAL0:
+                if c == 34:
+                    ph = _CS_EXT_Q
+                elif _TCHAR[c]:
+                    ph = _CS_EXT_VAL
+                else:
+                    return _chunk_fail(state, _R_CHUNK_EXT)
+            elif ph == _CS_EXT_Q:
+                if c == 34:
+                    ph = _CS_EXT_QEND
+                elif c == 92:
+                    ph = _CS_EXT_QESC
+                elif c < 32 and c != 9 or c == 127:
+                    return _chunk_fail(state, _R_CHUNK_EXT)
+            elif ph == _CS_EXT_QESC:
+                if c < 32 and c != 9 or c == 127:
+                    return _chunk_fail(state, _R_CHUNK_EXT)
+                ph = _CS_EXT_Q
+            elif ph != _CS_EXT_QEND and _TCHAR[c]:
+                pass  # more of a name or token value
+            elif c == 59:
+                ph = _CS_EXT_NAME0
+            elif c == 13:
                 ph = _CS_SIZE_LF
-            elif c < 32 and c != 9 or c == 127:
+            elif c == 61 and ph == _CS_EXT_NAME:
+                ph = _CS_EXT_VAL0
+            else:
                 return _chunk_fail(state, _R_CHUNK_EXT)
         elif ph == _CS_SIZE_LF:
             if c != 10:
