@@ -23,8 +23,8 @@
 #
 #   Rules (the order below is the order of the checks; the first failing one gives the reason):
 #   - Leading empty lines (CRLF) before the request line are skipped (RFC 9112 2.2) and consumed.
-#   - Lines end with CRLF only. A lone LF is NOT accepted (stricter than llhttp's lenient mode and
-#     h11): any CR or LF inside a line is "bare CR or LF". An incomplete line that already holds a
+#   - Lines end with CRLF only. A lone LF is NOT accepted (like llhttp 9's default, unlike h11):
+#     any CR or LF inside a line is "bare CR or LF". An incomplete line that already holds a
 #     LF or a CR not at the very end of the data is rejected at once, otherwise it means NEED_MORE.
 #   - Request line: no control bytes (HT allowed only to fail the later checks), then
 #     method SP target SP version with single spaces; method = token; target = 1*VCHAR (0x21-0x7e);
@@ -56,7 +56,7 @@
 #   are moved down to buf[start:start+ret]. Every byte of the range is consumed unless the body ends
 #   inside it, so a split anywhere (even byte by byte) gives the same data.
 #   state: array('i', [0] * CHUNK_STATE_LEN), all zero for a new body:
-#     state[0] phase: CS_SIZE (0) ... internal phases >= 0; CS_DONE (-1): the last chunk and the
+#     state[0] phase: 0 (CS_SIZE) .. 15, see _CS_* below; CS_DONE (-1): the last chunk and the
 #              trailer section are consumed; CS_ERROR (-2): a previous call failed.
 #     state[1] while in data: bytes left in the current chunk; while reading a size: the size so far;
 #              when CS_DONE: offset in buf of the first byte after the body (a pipelined next
@@ -69,8 +69,11 @@
 #   (trailer section > 4096 bytes). After CS_DONE further calls return 0; after an error they return
 #   the same error. Chunk size = 1*HEXDIG (leading zeros fine); then extensions
 #   *( ";" token [ "=" ( token / quoted-string ) ] ), checked and skipped. No whitespace around
-#   them: RFC 9112 allows BWS, but llhttp rejects it and we follow the stricter; trailer fields are skipped (a bare CR or LF,
-#   other control bytes = 400).
+#   them: RFC 9112 allows BWS, but llhttp rejects it and we follow the stricter. Trailer fields are
+#   skipped (a bare CR or LF, other control bytes = 400).
+#
+# On the firmware, parse_head and chunked_decode below are the C core's (see the end of this file);
+# py_parse_head / py_chunked_decode are always the pure-Python ones.
 
 try:
     from micropython import const
