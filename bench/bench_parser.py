@@ -15,8 +15,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
-from array import array
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 C_DIR = os.path.join(ROOT, "c_modules", "iotutils")
@@ -128,7 +126,6 @@ int main(int argc, char **argv) {
 
 MP_BENCH = r"""
 import sys, time
-from array import array
 from iotutils.http import parse_head, OUT_FIXED
 reqs = []
 with open(sys.argv[1], "rb") as f:
