@@ -126,6 +126,7 @@ int main(int argc, char **argv) {
 
 MP_BENCH = r"""
 import sys, time
+from array import array
 from iotutils.http import parse_head, OUT_FIXED
 reqs = []
 with open(sys.argv[1], "rb") as f:
