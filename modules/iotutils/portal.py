@@ -15,7 +15,7 @@ import socket
 import _thread
 
 from iotutils import hal
-from iotutils.wifi import hmac_sha256, check_ssid
+from iotutils.wifi import check_ssid
 
 try:
     from micropython import const

@@ -19,7 +19,6 @@
 # Known networks live in folder "wifi" (key "networks"); their passwords are never given back by
 # any method. Retry/backoff intervals are class attributes (tests make them small).
 import os
-import sys
 import time
 
 import _thread
