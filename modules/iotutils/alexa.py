@@ -21,6 +21,7 @@
 # so renaming it from a Hue client or the admin page survives reboots and keeps its id and uniqueid.
 # On/off and brightness are the app's to persist (it knows what the lamp really shows).
 import _thread
+import time
 
 from iotutils import hal
 from iotutils.hue import (F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, hexstr,
@@ -41,6 +42,16 @@ _R_FLAGS = const(3)
 _R_SLOT = const(4)
 
 _HUE_TYPES = ("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1")
+
+if hasattr(time, "ticks_ms"):
+    _ticks = time.ticks_ms
+    _diff = time.ticks_diff
+else:
+    def _ticks():
+        return int(time.monotonic() * 1000)
+
+    def _diff(a, b):
+        return a - b
 
 
 class Light:
@@ -191,6 +202,10 @@ class Alexa(HueBridge):
     name = "iotutils"
     #: WeMo socket read/write timeout (s) when sending event NOTIFYs to subscribers
     notify_timeout = 2
+    #: re-announce (NOTIFY ssdp:alive) this often, in ms (UPnP: well within CACHE-CONTROL max-age)
+    alive_ms = 45000
+    #: retry binding the SSDP socket this often (ms) when start() ran before the network was up
+    retry_ms = 10000
     #: most Hue users kept (the oldest is dropped beyond this)
     max_users = 16
     #: print Hue/WeMo state changes on the console
@@ -350,7 +365,8 @@ class Alexa(HueBridge):
 
     # ---- life cycle ----
     def start(self):
-        """Start the SSDP responder and the WeMo devices' ports (call once the network is up)."""
+        """Start the SSDP responder and the WeMo devices' ports (call once the network is up; if it is
+        not, discovery keeps retrying in the background while the Hue API already answers)."""
         if self._running:
             return
         self.save()
@@ -362,7 +378,10 @@ class Alexa(HueBridge):
         for light in self.lights():
             if light.wemo:
                 self._start_wemo(light)
-        self._ssdp.start()
+        try:
+            self._ssdp.start()
+        except OSError as e:
+            print("alexa: ssdp not started yet:", repr(e))
         _thread.start_new_thread(self._run, ())
 
     def stop(self):
@@ -376,13 +395,29 @@ class Alexa(HueBridge):
         self._ssdp.stop()
 
     def _run(self):
-        # the background thread: SSDP answers and WeMo event NOTIFYs (socket I/O kept out of workers)
+        # the background thread: SSDP answers, periodic alive NOTIFYs and WeMo event NOTIFYs (socket I/O
+        # kept out of the server's workers)
         ssdp = self._ssdp
+        last = _ticks()
         while self._running:
-            try:
-                ssdp.serve(50 if self._jobs else 300)
-            except Exception as e:  # never let discovery die silently
-                print("alexa: ssdp:", repr(e))
+            now = _ticks()
+            if not ssdp.started():
+                if ssdp.closed() or _diff(now, last) < self.retry_ms:
+                    time.sleep(0.3)
+                else:
+                    last = now
+                    try:
+                        ssdp.start()
+                    except OSError:
+                        pass
+            else:
+                try:
+                    ssdp.serve(50 if self._jobs else 300)
+                    if _diff(now, last) > self.alive_ms:
+                        last = now
+                        ssdp.notify("ssdp:alive")
+                except Exception as e:  # never let discovery die silently
+                    print("alexa: ssdp:", repr(e))
             while self._jobs:
                 with self._lock:
                     job = self._jobs.pop(0) if self._jobs else None

@@ -115,6 +115,7 @@ class SSDP:
         self._lock = _thread.allocate_lock() if _thread else None
         self._sock = None
         self._running = False
+        self._closed = False
         self.answered = 0
 
     # ---- what we announce ----
@@ -134,13 +135,17 @@ class SSDP:
     # ---- socket ----
     def start(self):
         """Bind 0.0.0.0:1900 (shared with other listeners) and join the group; then NOTIFY alive."""
-        if self._sock is not None:
+        if self._sock is not None or self._closed:
             return
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo("0.0.0.0", hal.port(_PORT))[0][-1])
-        ip = hal.ip()
-        s.setsockopt(_IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _ip_bytes(_GROUP) + _ip_bytes(ip))
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo("0.0.0.0", hal.port(_PORT))[0][-1])
+            ip = hal.ip()
+            s.setsockopt(_IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _ip_bytes(_GROUP) + _ip_bytes(ip))
+        except Exception:  # no network yet (no address, no interface): the caller retries later
+            s.close()
+            raise OSError("ssdp: cannot join %s on %s" % (_GROUP, hal.ip()))
         if getattr(hal, "PLATFORM", "") != "esp32":
             try:
                 s.setsockopt(_IPPROTO_IP, _IP_MULTICAST_IF, _ip_bytes(ip))
@@ -151,8 +156,15 @@ class SSDP:
         self._running = True
         self.notify("ssdp:alive")
 
+    def started(self):
+        return self._sock is not None
+
+    def closed(self):
+        return self._closed
+
     def stop(self):
-        """NOTIFY byebye and close."""
+        """NOTIFY byebye and close (for good: start() does nothing afterwards)."""
+        self._closed = True
         if self._sock is None:
             return
         try:
