@@ -45,7 +45,7 @@ static mp_obj_t iotutils_http_parse_head(mp_obj_t buf_in, mp_obj_t length_in, mp
     if (r == HP_BAD_ARGS) {
         mp_raise_ValueError(MP_ERROR_TEXT("length"));
     }
-    return MP_OBJ_NEW_SMALL_INT(r);
+    return mp_obj_new_int(r);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(iotutils_http_parse_head_obj, iotutils_http_parse_head);
 
