@@ -1418,10 +1418,10 @@ class WebServer:
             if self.log_errors:
                 _print_exception(e)
             resp = Response("Internal Server Error\n", 500, None, "text/plain")
-        keep = req.keep_alive and self._running
+        keep = req.keep_alive and self._running and resp.status != 413
         if keep and not reader.done:
             # the handler left (part of) the body unread: discard a little, else close
-            if resp.status == 413 or resp.status == 503 or reader.broken or not reader.continued:
+            if resp.status == 503 or reader.broken or not reader.continued:
                 keep = False
             else:
                 try:
