@@ -34,6 +34,7 @@ except ImportError:
         return x
 
 _MAX_LIGHTS = const(64)
+_MAX_INDEX = const(127)      # light index 1..127 (7 bits of the Hue id)
 _WEMO_BASE = const(49153)   # first WeMo device port (like fauxmo / Espalexa)
 _R_KEY = const(0)            # persisted record: [key, name, index, flags, wemo slot (-1: none)]
 _R_NAME = const(1)
@@ -82,8 +83,9 @@ class Light:
 
     @property
     def id(self):
-        """The Hue light id ("1", "2", ...): stable for the life of the device entry."""
-        return str(self._rec[_R_INDEX])
+        """The Hue light id: the MAC's last 3 bytes and the index, as a number (as Tasmota and newer
+        Espalexa do): unique among all the bridges in a home, where several devices would all have "1"."""
+        return str(self._alexa._id_base | self._rec[_R_INDEX])
 
     @property
     def flags(self):
@@ -218,6 +220,8 @@ class Alexa(HueBridge):
         self.folder = folder
         self._lock = _thread.allocate_lock()
         self.mac = hal.mac()
+        m = bytes(self.mac)
+        self._id_base = ((m[3] << 16) | (m[4] << 8) | m[5]) << 7   # < 2**31: a signed int for every client
         self._lights = []          # Light objects served now
         self._byid = {}            # Hue id -> Light
         self._queue = None         # None: call on_change at once; else lights waiting for poll()
@@ -259,8 +263,17 @@ class Alexa(HueBridge):
                     rec = r
                     break
             if rec is None:
-                rec = [key, name, self._next, flags, -1]
-                self._next += 1
+                index = self._next
+                if index > _MAX_INDEX:  # ids carry 7 bits of index: reuse the lowest free one
+                    used = [r[_R_INDEX] for r in self._records]
+                    index = 1
+                    while index in used:
+                        index += 1
+                    if index > _MAX_INDEX:
+                        raise ValueError("name: no free light index: forget old lights with remove()")
+                else:
+                    self._next += 1
+                rec = [key, name, index, flags, -1]
                 self._records.append(rec)
                 save = True
             elif rec[_R_FLAGS] != flags:

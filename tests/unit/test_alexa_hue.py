@@ -138,6 +138,12 @@ def test_bridgeid_and_uniqueid_from_mac():
     assert lamp.uniqueid == ":".join("%02x" % b for b in mac) + ":00:%02x-0b" % lamp.index
     assert lamp.uniqueid != fan.uniqueid
     assert fan.index == lamp.index + 1
+    # ids: MAC's last 3 bytes + 7-bit index, unique across the bridges of a home, a positive int32
+    base = ((mac[3] << 16) | (mac[4] << 8) | mac[5]) << 7
+    assert lamp.id == str(base | lamp.index) and 0 < int(fan.id) < 2 ** 31
+    alexa._next = 128          # indexes ran out after many add/remove cycles: the lowest free one is reused
+    third = alexa.add("Third")
+    assert third.index == 3 and len(set((lamp.id, fan.id, third.id))) == 3
     cfg = jcall(app, "GET", "/api/config")
     assert cfg["bridgeid"] == alexa.bridgeid
     assert cfg["modelid"] == "BSB002"
