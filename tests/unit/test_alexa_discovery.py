@@ -193,3 +193,25 @@ def test_wemo_soap_and_gena_handlers():
     alexa._jobs = []
 
 
+
+
+def test_ssdp_start_without_network_then_stop_for_good():
+    s = S.SSDP()
+    s.add("http://%s:%d/d.xml", "uuid:n", ("upnp:rootdevice",), "", 80)
+    real_ip = hal.ip
+    hal.ip = lambda: "no address yet"     # Wi-Fi not up: the caller (Alexa's thread) retries later
+    try:
+        e = None
+        try:
+            s.start()
+        except OSError as err:
+            e = err
+        assert e is not None and "cannot join" in str(e)
+        assert not s.started()
+    finally:
+        hal.ip = real_ip
+    s.serve(0)            # without a socket: returns at once
+    s.stop()
+    assert s.closed()
+    s.start()             # after stop(): stays closed
+    assert not s.started()
