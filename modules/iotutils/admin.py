@@ -3,8 +3,8 @@
 #
 # Security: nothing changes without a session. The admin password is set in the setup portal or
 # by provisioning (folder "admin", key "pwhash": salted PBKDF2-SHA256, see portal.hash_password);
-# a device with no password yet accepts one first password (POST /admin/api/password) and
-# nothing else. Sessions are random tokens in an HttpOnly SameSite=Strict cookie with an expiry;
+# a device with no password yet accepts one first password (POST /admin/api/password) while its
+# setup access point is up, and nothing else. Sessions are random tokens in an HttpOnly SameSite=Strict cookie with an expiry;
 # every state-changing request also needs the session's CSRF token in X-CSRF-Token; failed logins
 # are rate-limited with a growing lock-out. Secrets (Wi-Fi passwords, the password hash, the AP
 # salt) are never sent back. The Hue/WeMo routes of alexa.py are not under /admin and stay
@@ -155,7 +155,7 @@ class Admin:
         if not path.startswith(_PREFIX):
             return None
         what = path[len(_PREFIX):]
-        if what in ("session", "login") or (what == "password" and not self._pw.value):
+        if what in ("session", "login") or (what == "password" and self._first_password_allowed()):
             return None
         tok, s = self._session_of(req)
         if s is None:
@@ -166,6 +166,15 @@ class Admin:
                 return Response({"error": "missing or wrong CSRF token"}, 403)
         req.g["session"] = tok
         return None
+
+    def _first_password_allowed(self):
+        # With no password yet, the first one may be set without a session, but only while the
+        # setup access point is up: it is WPA2 with the per-device password printed on the serial
+        # console, so whoever sets it has the device in hand, not just a seat on the home network.
+        if self._pw.value:
+            return False
+        w = self.dev.wifi
+        return w is None or bool(w.status().get("ap_ssid"))
 
     def _new_session(self):
         tok, csrf = _token(), _token()
@@ -180,7 +189,8 @@ class Admin:
     def _session(self, req):
         tok, s = self._session_of(req)
         return {"logged_in": s is not None, "csrf": s[0] if s else None,
-                "password_set": bool(self._pw.value), "name": self.dev.name}
+                "password_set": bool(self._pw.value), "can_set_password": self._first_password_allowed(),
+                "name": self.dev.name}
 
     def _login(self, req):
         from iotutils.portal import verify_password
@@ -316,7 +326,8 @@ class Admin:
             raise HTTPError(403, "folder %r holds secrets and is not shown here" % folder)
 
     def _vars(self, req):
-        return {"folders": sorted(f for f in persist.folders() if f not in _HIDDEN_FOLDERS)}
+        names = set(persist.folders()) | set(persist.declared_folders())
+        return {"folders": sorted(f for f in names if f not in _HIDDEN_FOLDERS)}
 
     def _vars_folder(self, req, folder):
         self._check_folder(folder)

@@ -639,6 +639,12 @@ def declared(folder=DEFAULT_FOLDER):
         return {k[1]: obj for k, obj in _kinds.items() if k[0] == folder}
 
 
+def declared_folders():
+    """Folders in which this program made variables, stored or not."""
+    with _guard:
+        return sorted(set(k[0] for k in _kinds))
+
+
 def _value_of(folder, name):
     with _guard:
         obj = _kinds.get((folder, name))

@@ -114,13 +114,15 @@ def check_ssid(ssid):
 
 
 def check_password(password):
-    """WPA2 passphrase rules: "" (open network), 8..63 characters, or a 64-hex-digit key."""
+    """A station password: "" (open network), 1..63 characters (WPA/WPA2 passphrases are 8..63,
+    WEP keys 5 or 13: both exist in the field, so nothing shorter is refused here), or a
+    64-hex-digit PSK. The router decides; a wrong one shows as status()["error"]."""
     if password is None:
         return ""
     if not isinstance(password, str):
         raise ValueError("password: must be a string")
     n = len(password)
-    if n == 0 or 8 <= n <= 63:
+    if n <= 63:
         return password
     if n == 64:
         try:
@@ -128,7 +130,7 @@ def check_password(password):
             return password
         except ValueError:
             pass
-    raise ValueError("password: 8 to 63 characters (or 64 hex digits, or empty for an open network)")
+    raise ValueError("password: at most 63 characters (or 64 hex digits, or empty for an open network)")
 
 
 def hostname_of(name):

@@ -62,7 +62,10 @@ class RamFlash(_Region):
 
     def __init__(self, size, name="ram"):
         _Region.__init__(self, size, name)
-        self.buf = bytearray(b"\xff" * size)
+        self.buf = bytearray(size)  # filled in steps: b"\xff" * size would need the RAM twice
+        ff = b"\xff" * 256
+        for i in range(0, size, 256):
+            self.buf[i:i + 256] = ff[:min(256, size - i)]
 
     def _read(self, off, n):
         return bytes(self.buf[off:off + n])
