@@ -194,8 +194,6 @@ class Light:
     def remove(self):
         self._alexa.remove(self)
 
-    # ---- Hue JSON ----
-
 
 class Alexa(HueBridge):
     """The Hue bridge (and WeMo devices) of this device. See the module comment."""
@@ -326,7 +324,8 @@ class Alexa(HueBridge):
             self._byid.pop(light.id, None)
             if forget:
                 self._records = [r for r in self._records if r is not light._rec]
-        w = self._wemo.pop(light, None)
+        with self._lock:
+            w = self._wemo.pop(light, None)
         if w is not None:
             w.stop()
             if self._ssdp is not None:
@@ -402,9 +401,11 @@ class Alexa(HueBridge):
         if not self._running:
             return
         self._running = False
-        for w in list(self._wemo.values()):
+        with self._lock:
+            ws = list(self._wemo.values())
+            self._wemo = {}
+        for w in ws:
             w.stop()
-        self._wemo = {}
         self._ssdp.stop()
 
     def _run(self):
@@ -493,20 +494,23 @@ class Alexa(HueBridge):
         s = self.serial.upper()
         return s[:6] + "FFFE" + s[6:]
 
-    def _base_url(self):
-        return "http://%s:%d" % (hal.ip(), hal.port(self.app.port))
-
     # ---- WeMo ----
     def _start_wemo(self, light):
         from iotutils.wemo import WemoDevice
         w = WemoDevice(self, light, _WEMO_BASE + light._rec[_R_SLOT])
-        w.start()
-        self._wemo[light] = w
+        try:
+            w.start()
+        except OSError as e:  # its port is taken: the other devices still work
+            print("alexa: WeMo %r on port %d: %r" % (light.name, w.port, e))
+            return
+        with self._lock:
+            self._wemo[light] = w
         if self._ssdp is not None:
             w.entry = self._ssdp.add("http://%s:%d/setup.xml", "uuid:" + w.udn_tail, w.SSDP_TYPES, "", w.port)
             self._ssdp.notify("ssdp:alive", [w.entry])
 
     def _wemo_changed(self, light):
-        w = self._wemo.get(light)
+        with self._lock:
+            w = self._wemo.get(light)
         if w is not None:
             w.changed()
