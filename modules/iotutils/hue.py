@@ -287,22 +287,29 @@ class HueBridge:
             return self._json({"lastscan": "none"})
         with self._lock:
             light = self._byid.get(lid)
+            if light is None and lid.isdigit() and len(lid) < 4:
+                # the plain index ("1") as an alias of the MAC-based id: clients and scripts written
+                # for bridges that number their lights 1, 2, ... keep working
+                n = int(lid)
+                for x in self._lights:
+                    if x.index == n and not x.wemo:
+                        light = x
         if light is None:
             return self._no_resource(address)
         if len(rest) == 2:
             if m == "GET":
                 return self._json(self.light_json(light))
             if m == "PUT":
-                return self._rename_api(req, light)
+                return self._rename_api(req, light, lid)
             return self._no_method(m, address)
         if len(rest) == 3 and rest[2] == "state":
             if m == "PUT":
-                return self._put_state(req, light)
+                return self._put_state(req, light, lid)
             return self._no_method(m, address)
         return self._no_resource(address)
 
-    def _rename_api(self, req, light):
-        pre = "/lights/%s" % light.id
+    def _rename_api(self, req, light, lid):
+        pre = "/lights/%s" % lid
         data = self._body(req)
         if data is None:
             return self._json([hue_error(2, pre, "body contains invalid JSON")])
@@ -320,19 +327,19 @@ class HueBridge:
             out.append(hue_error(5, pre, "invalid/missing parameters in body"))
         return self._json(out)
 
-    def _put_state(self, req, light):
-        pre = "/lights/%s/state" % light.id
+    def _put_state(self, req, light, lid):
+        pre = "/lights/%s/state" % lid
         data = self._body(req)
         if data is None:
             return self._json([hue_error(2, pre, "body contains invalid JSON")])
-        out, changed = self.apply_state(light, data)
+        out, changed = self.apply_state(light, data, lid)
         if changed:
             self._changed(light)
         return self._json(out)
 
-    def apply_state(self, light, data):
+    def apply_state(self, light, data, lid=None):
         """Apply a Hue state dict to light: ([success/error entries in request order], changed)."""
-        pre = "/lights/%s/state/" % light.id
+        pre = "/lights/%s/state/" % (lid or light.id)   # addresses echo the id the client used
         out = []
         dim = light.dimmable
         col = light._col is not None

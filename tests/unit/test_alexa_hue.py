@@ -266,6 +266,10 @@ def test_put_state_on_bri_and_callback():
     assert len(seen) == n
     r = jcall(app, "PUT", "/api/%s/lights/%s/state" % (u, lamp.id), {"bri_inc": -200})
     assert r[0]["success"]["/lights/%s/state/bri_inc" % lamp.id] == 1 and lamp.bri == 1
+    # the plain index works as an alias of the id; answers echo the id the client used
+    r = jcall(app, "PUT", "/api/%s/lights/%d/state" % (u, lamp.index), {"on": True})
+    assert r == [{"success": {"/lights/%d/state/on" % lamp.index: True}}] and lamp.on is True
+    assert jcall(app, "GET", "/api/%s/lights/%d" % (u, lamp.index))["uniqueid"] == lamp.uniqueid
 
 
 def test_put_state_errors():
