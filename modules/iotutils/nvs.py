@@ -98,7 +98,8 @@ def _entry_crc(e):
 
 
 def _hash(ns, key16, chunk):
-    return _crc32(bytes((chunk,)), _crc32(key16, _crc32(bytes((ns,)), 0xFFFFFFFF))) & 0xFFFFFF
+    # RAM index only (never on flash): namespace and chunk seed the CRC of the key
+    return _crc32(key16, (ns << 8) | chunk) & 0xFFFFFF
 
 
 def _consistent(e, i):
@@ -208,7 +209,7 @@ class NVS:
         span = 1
         if (bm[i >> 2] >> ((i & 3) * 2)) & 3 == _E_WRITTEN and _consistent(e, i):
             span = e[2]
-            self._idx_del(_hash(e[0], bytes(e[8:24]), e[3]), slot * 128 + i)
+            self._idx_del(_hash(e[0], memoryview(e)[8:24], e[3]), slot * 128 + i)
         for j in range(i, i + span):
             if (bm[j >> 2] >> ((j & 3) * 2)) & 3 == _E_WRITTEN:
                 self._used[slot] -= 1
@@ -273,16 +274,14 @@ class NVS:
 
     # ---- loading (ESP-IDF PageManager::load + Storage::init) ----
     def _load(self):
-        buf = bytearray(256)
+        pb = bytearray(_PAGE)  # one page at a time, freed after loading
         for slot in range(self.npages):
-            self._load_page(slot, buf)
-        del buf
+            self._load_page(slot, pb)
         used = [s for s in range(self.npages) if self._st[s] in (_S_ACTIVE, _S_FULL, _S_FREEING)]
         used.sort(key=lambda s: self._seq[s])
         self._order = used
         self._free = [s for s in range(self.npages) if s not in used]
         self._seqn = self._seq[used[-1]] + 1 if used else 0
-        self._index_pages()
         # a cut while a page was being reclaimed: redo the copy into a fresh page
         for s in list(self._order):
             if self._st[s] == _S_FREEING:
@@ -292,26 +291,27 @@ class NVS:
                 new = self._activate()
                 self._copy_items(s, new)
                 self._erase_page(s)
+                self._idx = {}
                 break
-        self._dedupe()
-        self._load_namespaces()
-        self._check_blobs()
+        blobs = []
+        chunks = []
+        self._ns = {}
+        for slot in self._order:
+            self._scan(slot, pb, blobs, chunks)
+        del pb
+        if blobs or chunks:
+            self._check_blobs(blobs, chunks)
         if not self._order:
             self._activate()
 
-    def _load_page(self, slot, buf):
+    def _load_page(self, slot, pb):
         base = slot * _PAGE
         head = self.flash.read(base, 32)
         state = struct.unpack_from("<I", head, 0)[0]
         self._used[slot] = 0
         if state == _S_EMPTY:
-            st = _S_EMPTY
-            for off in range(0, _PAGE, len(buf)):
-                self.flash.readinto(base + off, buf)
-                if buf != b"\xff" * len(buf):
-                    st = _S_CORRUPT
-                    break
-            self._st[slot] = st
+            self.flash.readinto(base, pb)
+            self._st[slot] = _S_EMPTY if pb == b"\xff" * _PAGE else _S_CORRUPT
             return
         if struct.unpack_from("<I", head, 28)[0] != _crc32(memoryview(head)[4:28], 0xFFFFFFFF) & 0xFFFFFFFF \
                 or state not in (_S_ACTIVE, _S_FULL, _S_FREEING):
@@ -319,9 +319,10 @@ class NVS:
             return
         self._st[slot] = state
         self._seq[slot] = struct.unpack_from("<I", head, 4)[0]
-        bm = self._bitmap(slot)
-        nxt = _ENTRIES
+        self._nxt[slot] = _ENTRIES
         if state == _S_ACTIVE:
+            bm = self._bitmap(slot)
+            nxt = _ENTRIES
             for i in range(_ENTRIES):
                 if (bm[i >> 2] >> ((i & 3) * 2)) & 3 == _E_EMPTY:
                     nxt = i
@@ -331,35 +332,67 @@ class NVS:
                 self._set_states(slot, nxt, nxt + 1, _E_ERASED)
                 nxt += 1
             self._nxt[slot] = nxt
-            bm = self._bitmap(slot)
+
+    def _scan(self, slot, pb, blobs, chunks):
+        """Check a page's items (ESP-IDF mLoadEntryTable), index them, keep the newest of duplicates
+        (a cut between writing a new value and erasing the old), note namespaces and blobs."""
+        self.flash.readinto(slot * _PAGE, pb)
+        mv = memoryview(pb)
+        active = self._st[slot] == _S_ACTIVE
+        end = self._nxt[slot] if active else _ENTRIES
+        used = 0
         i = 0
-        while i < nxt:
-            s = (bm[i >> 2] >> ((i & 3) * 2)) & 3
+        while i < end:
+            s = (pb[_BITMAP + (i >> 2)] >> ((i & 3) * 2)) & 3
             if s != _E_WRITTEN:
-                if s != _E_ERASED and s != _E_EMPTY:  # 01: illegal
+                if s == 1:  # illegal state
                     self._set_states(slot, i, i + 1, _E_ERASED)
                 i += 1
                 continue
-            e = self._rd(slot, i)
+            e = mv[_FIRST + i * _ESIZE:_FIRST + i * _ESIZE + _ESIZE]
             if not _consistent(e, i):
                 self._set_states(slot, i, i + 1, _E_ERASED)
-                if state == _S_ACTIVE and i + 1 > self._nxt[slot]:
-                    self._nxt[slot] = i + 1
                 i += 1
                 continue
             span = e[2]
             ok = True
             for j in range(i + 1, i + span):
-                if (bm[j >> 2] >> ((j & 3) * 2)) & 3 != _E_WRITTEN:
+                if (pb[_BITMAP + (j >> 2)] >> ((j & 3) * 2)) & 3 != _E_WRITTEN:
                     ok = False
+                    break
             if not ok:  # a string/blob whose data never completed
                 self._set_states(slot, i, i + span, _E_ERASED)
-                if state == _S_ACTIVE and i + span > self._nxt[slot]:
+                if active and i + span > self._nxt[slot]:
                     self._nxt[slot] = i + span
-                bm = self._bitmap(slot)
-            else:
-                self._used[slot] += span
+                i += span
+                continue
+            ns, t, chunk = e[0], e[1], e[3]
+            key = e[8:24]
+            h = _hash(ns, key, chunk)
+            loc = slot * 128 + i
+            if h in self._idx:
+                key16 = bytes(key)
+                old = self._find(ns, key16, chunk, None)
+                if old >= 0 and (t == BLOB_DATA) == (self._e[1] == BLOB_DATA):
+                    self._erase_item_at(old, t != BLOB_DATA)  # older: earlier page or entry
+                    # (it may have been on this page: refresh our copy of the state bitmap)
+                    self.flash.readinto(slot * _PAGE + _BITMAP, mv[_BITMAP:_FIRST])
+                    if (pb[_BITMAP + (i >> 2)] >> ((i & 3) * 2)) & 3 != _E_WRITTEN:
+                        i += span
+                        continue
+            self._idx_add(h, loc)
+            used += span
+            if ns == 0 and t == U8:
+                try:
+                    self._ns[bytes(key).rstrip(b"\x00").decode()] = e[24]
+                except UnicodeError:
+                    pass
+            elif t == BLOB_IDX:
+                blobs.append(loc)
+            elif t == BLOB_DATA:
+                chunks.append(loc)
             i += span
+        self._used[slot] = used
 
     def _items(self, slot):
         """[(entry index, span)] of the live items in a page."""
@@ -378,58 +411,20 @@ class NVS:
             i += 1
         return out
 
-    def _index_pages(self):
-        for slot in self._order:
-            if self._st[slot] == _S_FREEING:
-                continue  # its items are (being) copied; indexed after the redo
-            self._index_page(slot)
+    def _written(self, loc):
+        slot, i = loc >> 7, loc & 127
+        b = self.flash.read(slot * _PAGE + _BITMAP + (i >> 2), 1)[0]
+        return (b >> ((i & 3) * 2)) & 3 == _E_WRITTEN
 
-    def _index_page(self, slot):
-        for i, span in self._items(slot):
-            e = self._rd(slot, i)
-            self._idx_add(_hash(e[0], bytes(e[8:24]), e[3]), slot * 128 + i)
-
-    def _dedupe(self):
-        # a cut between writing a new value and erasing the old leaves two items for one key: keep the newest
-        for slot in list(self._order):
-            for i, span in self._items(slot):
-                e = self._rd(slot, i)
-                ns, t, chunk, key16 = e[0], e[1], e[3], bytes(e[8:24])
-                if t == BLOB_DATA:
-                    continue
-                loc = slot * 128 + i
-                while True:
-                    old = self._find(ns, key16, chunk, None, loc)
-                    if old < 0:
-                        break
-                    if self._older(old, loc):
-                        self._erase_item_at(old)
-                    else:
-                        break
-
-    def _older(self, a, b):
-        pa, pb = self._order.index(a >> 7), self._order.index(b >> 7)
-        return pa < pb or (pa == pb and (a & 127) < (b & 127))
-
-    def _load_namespaces(self):
-        self._ns = {}
-        for slot in self._order:
-            for i, span in self._items(slot):
-                e = self._rd(slot, i)
-                if e[0] == 0 and e[1] == U8:
-                    self._ns[bytes(e[8:24]).rstrip(b"\x00").decode()] = e[24]
-
-    def _check_blobs(self):
+    def _check_blobs(self, blobs, chunks):
         # blob indexes whose chunks are incomplete go; then chunks that no index owns go
-        idx = []
-        for slot in self._order:
-            for i, span in self._items(slot):
-                e = self._rd(slot, i)
-                if e[1] == BLOB_IDX:
-                    size, count, start = struct.unpack_from("<IBB", e, 24)
-                    idx.append((e[0], bytes(e[8:24]), start, count, size, slot * 128 + i))
         good = []
-        for ns, key16, start, count, size, loc in idx:
+        for loc in blobs:
+            if not self._written(loc):
+                continue
+            e = self._rd(loc >> 7, loc & 127)
+            ns, key16 = e[0], bytes(e[8:24])
+            size, count, start = struct.unpack_from("<IBB", e, 24)
             total = 0
             n = 0
             for c in range(start, start + count):
@@ -440,19 +435,18 @@ class NVS:
                 good.append((ns, key16, start, count))
             else:
                 self._erase_item_at(loc, False)
-        for slot in list(self._order):
-            for i, span in self._items(slot):
-                e = self._rd(slot, i)
-                if e[1] != BLOB_DATA:
-                    continue
-                ns, key16, c = e[0], bytes(e[8:24]), e[3]
-                owned = False
-                for g in good:
-                    if g[0] == ns and g[1] == key16 and g[2] <= c < g[2] + g[3]:
-                        owned = True
-                        break
-                if not owned:
-                    self._erase_entry(slot, i)
+        for loc in chunks:
+            if not self._written(loc):
+                continue
+            e = self._rd(loc >> 7, loc & 127)
+            ns, key16, c = e[0], bytes(e[8:24]), e[3]
+            owned = False
+            for g in good:
+                if g[0] == ns and g[1] == key16 and g[2] <= c < g[2] + g[3]:
+                    owned = True
+                    break
+            if not owned:
+                self._erase_entry(loc >> 7, loc & 127)
 
     # ---- writing (ESP-IDF Page::writeItem / Storage::writeItem) ----
     def _current(self):
@@ -534,7 +528,7 @@ class NVS:
             for k in range(span):
                 self.flash.readinto(src * _PAGE + _FIRST + (i + k) * _ESIZE, raw)
                 if k == 0:
-                    h = _hash(raw[0], bytes(raw[8:24]), raw[3])
+                    h = _hash(raw[0], memoryview(raw)[8:24], raw[3])
                 self.flash.write(dst * _PAGE + _FIRST + (j + k) * _ESIZE, raw)
                 self._set_states(dst, j + k, j + k + 1, _E_WRITTEN)
             self._idx_add(h, dst * 128 + j)
@@ -610,11 +604,13 @@ class NVS:
             self._erase_entry(loc >> 7, loc & 127)
 
     def _ns_index(self, ns, create):
+        idx = self._ns.get(ns)
+        if idx is not None:
+            return idx
         if not isinstance(ns, str):
             raise ValueError("namespace must be a str: %r" % (ns,))
         key16 = _key16(ns, "namespace")
-        idx = self._ns.get(ns)
-        if idx is None and create:
+        if create:
             taken = set(self._ns.values())
             for idx in range(1, 255):
                 if idx not in taken:
@@ -677,8 +673,9 @@ class NVS:
                 self._erase_item_at(old)
 
     def _decode(self, loc):
+        """(type, value) of the item at loc, whose entry _find just left in self._e."""
         slot, i = loc >> 7, loc & 127
-        e = self._rd(slot, i)
+        e = self._e
         t = e[1]
         if t in _INTS:
             return t, struct.unpack_from(_INTS[t][0], e, 24)[0]

@@ -52,26 +52,28 @@ _kinds = {}        # (folder, name) -> the Persistent object last made for it (i
 _gen = [None]
 
 
-class _Guard:
+class _NoGuard:
     def __enter__(self):
-        if _lock:
-            _lock.acquire()
+        return self
 
     def __exit__(self, *a):
-        if _lock:
-            _lock.release()
         return False
 
 
-_guard = _Guard()
+_guard = _lock if _lock else _NoGuard()
+_valid = {}  # names that passed _check: an app makes its variables with a few dozen names
 
 
 def _check(name, what, owner):
+    if isinstance(name, str) and name in _valid:
+        return
     if not isinstance(name, str) or not 1 <= len(name.encode()) <= 15:
         raise ValueError("%s: %s must be 1..15 characters: %r" % (owner, what, name))
     for c in name:
         if ord(c) < 0x20:
             raise ValueError("%s: %s must be printable: %r" % (owner, what, name))
+    if len(_valid) < 256:
+        _valid[name] = True
 
 
 def _fresh():
@@ -209,9 +211,11 @@ class _Persistent:
     kind = "?"
 
     def __init__(self, name, default=None, folder=DEFAULT_FOLDER):
-        owner = "%s %r" % (type(self).__name__, name)
-        _check(name, "name", owner)
-        _check(folder, "folder", owner)
+        try:
+            _check(name, "name", "")
+            _check(folder, "folder", "")
+        except ValueError as e:
+            raise ValueError("%s %r%s" % (type(self).__name__, name, e.args[0]))
         self.name = name
         self.folder = folder
         self._key = (folder, name)

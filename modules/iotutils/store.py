@@ -77,13 +77,20 @@ def backend():
         return _open()
 
 
+_checked = {}  # names that passed check_name (an app uses a few dozen): skip the loop next time
+
+
 def check_name(s, what="key"):
     """1..15 printable characters (NVS's key limit), else ValueError."""
+    if isinstance(s, str) and s in _checked:
+        return s
     if not isinstance(s, str) or not 1 <= len(s.encode()) <= 15:
         raise ValueError("%s must be 1..15 characters: %r" % (what, s))
     for c in s:
         if ord(c) < 0x20:
             raise ValueError("%s must be printable: %r" % (what, s))
+    if len(_checked) < 256:
+        _checked[s] = True
     return s
 
 
