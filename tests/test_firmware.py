@@ -280,7 +280,7 @@ def test_make_n_esp32_shows_the_out_of_tree_invocation():
 def _firmware():
     fw = os.environ.get("FIRMWARE")
     if fw:
-        return fw
+        return os.path.abspath(fw)  # the runs below start in a temporary folder
     if not MICROPY_DIR:
         pytest.skip("MICROPY_DIR unset: build the host firmware with make BOARD=UNIX MICROPY_DIR=<v1.28.0 tree>"
                     " (or set FIRMWARE=<binary>)")
