@@ -212,6 +212,35 @@ def test_tls_client_hello_refused_then_plain_works(dev):
     assert status == 200 and json.loads(body)["modelid"] == "BSB002"
 
 
+def test_concurrent_hue_clients(dev):
+    # several clients at once (an Echo, Home Assistant, a phone app) on different lights: every request
+    # answered, the last state of each light is what its client last set, nothing lost or mixed up
+    user = new_user(dev)
+    lights = json.loads(request(dev, "GET", "/api/%s/lights" % user)[2])
+    ids = [i for i in lights if lights[i]["type"] != "On/Off plug-in unit"]
+    errors = []
+
+    def client(lid, k):
+        try:
+            for n in range(15):
+                r = json.loads(request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid),
+                                       {"on": True, "bri": 1 + (k * 50 + n) % 250})[2])
+                assert [list(e)[0] for e in r] == ["success", "success"], r
+                json.loads(request(dev, "GET", "/api/%s/lights" % user)[2])
+        except Exception as e:  # reported below: an assert in a thread would be lost
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(lid, k)) for k, lid in enumerate(ids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    now = json.loads(request(dev, "GET", "/api/%s/lights" % user)[2])
+    for k, lid in enumerate(ids):
+        assert now[lid]["state"]["bri"] == 1 + (k * 50 + 14) % 250
+
+
 # ---- WeMo: pywemo ----
 def test_pywemo_switch_and_subscription_events(dev):
     import pywemo
