@@ -299,3 +299,47 @@ def test_checker_available_or_skipped():
 def test_module_source_is_micropython_safe():
     src = open(os.path.join(ROOT, "modules", "iotutils", "nvs.py")).read()
     assert "typing" not in src and "dataclass" not in src
+
+
+RAM_SCRIPT = r'''
+import gc, sys
+from iotutils import nvs
+from iotutils.hal.flash import FileFlash
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(b"\xff" * 0x6000)
+flash = FileFlash(path, 0, 0x6000, "nvs")
+s = nvs.NVS(flash)
+n = 0
+try:
+    for i in range(400):
+        s.set("ns%d" % (i % 4), "key%d" % (i % 150), i if i % 3 else "text %d" % i)
+        if i % 50 == 0:
+            s.set("blobs", "b%d" % (i % 3), bytes(range(256)) * 8)
+        n += 1
+except OSError:
+    pass
+del s
+gc.collect()
+before = gc.mem_alloc()
+s = nvs.NVS(flash)   # load a well-used 24 KB partition
+gc.collect()
+after = gc.mem_alloc()
+assert s.get("ns1", "key1") is not None
+print("RAM", after - before, len(s._idx), n)
+'''
+
+
+def test_ram_for_a_24k_partition_on_micropython(tmp_path):
+    # the loaded store (index, page table, namespaces) must stay small on a 110 KB heap
+    from conftest import micropython_cmd
+    script = tmp_path / "ram.py"
+    script.write_text(RAM_SCRIPT)
+    env = dict(os.environ, MICROPYPATH=os.path.join(ROOT, "modules"))
+    out = subprocess.run(micropython_cmd() + [str(script), str(tmp_path / "nvs.bin")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    m = [ln for ln in out.stdout.splitlines() if ln.startswith("RAM ")]
+    assert m, out.stdout + out.stderr
+    ram, items, writes = [int(x) for x in m[0].split()[1:]]
+    assert items >= 150 and writes >= 300
+    assert ram < 16 * 1024, "NVS object uses %d bytes for %d items (64-bit runtime)" % (ram, items)

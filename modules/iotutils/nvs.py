@@ -74,8 +74,12 @@ _INTS = {
 }
 
 
-class NVSError(Exception):
+class NVSError(OSError):
+    """The partition is full (errno ENOSPC, as _iotutils.KVStore raises) or unusable."""
     pass
+
+
+_ENOSPC = const(28)
 
 
 class _PageFull(Exception):
@@ -126,7 +130,7 @@ class NVS:
         self.flash = flash
         n = flash.size // _PAGE
         if n < 2:
-            raise NVSError("NVS needs at least 2 pages (%d bytes)" % flash.size)
+            raise ValueError("NVS needs at least 2 pages (%d bytes)" % flash.size)
         self.npages = n
         self._e = bytearray(_ESIZE)
         self._st = [0] * n
@@ -185,7 +189,7 @@ class NVS:
 
     def _activate(self):
         if not self._free:
-            raise NVSError("NVS: not enough space")
+            raise NVSError(_ENOSPC, "NVS: not enough space")
         slot = self._free.pop(0)
         if self._st[slot] == _S_CORRUPT:
             self.flash.erase(slot * _PAGE, _PAGE)
@@ -499,9 +503,9 @@ class NVS:
         if self._st[cur] == _S_ACTIVE:
             self._set_page_state(cur, _S_FULL)
         elif self._st[cur] == _S_UNINIT:
-            raise NVSError("NVS: not enough space")
+            raise NVSError(_ENOSPC, "NVS: not enough space")
         if not self._free:
-            raise NVSError("NVS: no free page")
+            raise NVSError(_ENOSPC, "NVS: no free page")
         if len(self._free) >= 2:
             self._activate()
             return
@@ -511,7 +515,7 @@ class NVS:
             if unused > most:
                 best, most = s, unused
         if best < 0:
-            raise NVSError("NVS: not enough space")
+            raise NVSError(_ENOSPC, "NVS: not enough space")
         self._set_page_state(best, _S_FREEING)
         new = self._activate()
         self._copy_items(best, new)
@@ -543,7 +547,7 @@ class NVS:
         try:
             return self._write_item(ns, t, key16, data, chunk)
         except _PageFull:
-            raise NVSError("NVS: not enough space")
+            raise NVSError(_ENOSPC, "NVS: not enough space")
 
     def _tailroom(self):
         slot = self._current()
@@ -568,10 +572,10 @@ class NVS:
                 if count == 0 and (room < size or (room == 0 and size == 0)) and room < _CHUNK_MAX // 10:
                     self._new_page()
                     if self._tailroom() == room:
-                        raise NVSError("NVS: not enough space")
+                        raise NVSError(_ENOSPC, "NVS: not enough space")
                     continue
                 if not room:
-                    raise NVSError("NVS: not enough space")
+                    raise NVSError(_ENOSPC, "NVS: not enough space")
                 n = min(room, size - off)
                 self._write_item(ns, BLOB_DATA, key16, data[off:off + n], start + count)
                 count += 1
@@ -587,7 +591,7 @@ class NVS:
                 loc = self._find(ns, key16, c, (BLOB_DATA,))
                 if loc >= 0:
                     self._erase_entry(loc >> 7, loc & 127)
-            raise NVSError("NVS: not enough space")
+            raise NVSError(_ENOSPC, "NVS: not enough space")
 
     def _erase_item_at(self, loc, chunks=True):
         e = self._rd(loc >> 7, loc & 127)
@@ -616,7 +620,7 @@ class NVS:
                 if idx not in taken:
                     break
             else:
-                raise NVSError("NVS: no free namespace index")
+                raise NVSError(_ENOSPC, "NVS: no free namespace index")
             self._put(0, U8, key16, bytes((idx,)))
             self._ns[ns] = idx
         return idx

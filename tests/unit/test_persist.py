@@ -371,3 +371,21 @@ def test_esp32nvs_backend_same_behaviour():
     assert store.keys("stats") == ["name"]
     persist.factory_reset()
     assert persist.folders() == [] and store.get("raw", "b") is None
+
+
+def test_full_store_raises_oserror_and_keeps_values():
+    fresh()
+    keep = PersistentStr("keep", folder="full")
+    keep.value = "safe"
+    err = None
+    try:
+        for i in range(400):
+            PersistentStr("s%d" % i, folder="full").value = "x" * 200
+    except OSError as e:  # nvs.NVSError, like _iotutils.KVStore's ENOSPC
+        err = e
+    assert err is not None
+    assert keep.value == "safe"
+    persist.delete_folder("full")
+    assert PersistentStr("keep", default="gone", folder="full").value == "gone"
+    keep.value = "again"
+    assert keep.value == "again"
