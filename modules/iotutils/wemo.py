@@ -62,7 +62,8 @@ _SCPD = ("""<?xml version="1.0"?>
 <action><name>GetFriendlyName</name><argumentList>%s</argumentList></action>
 </actionList>
 <serviceStateTable>
-<stateVariable sendEvents="yes"><name>BinaryState</name><dataType>Boolean</dataType><defaultValue>0</defaultValue></stateVariable>
+<stateVariable sendEvents="yes"><name>BinaryState</name><dataType>Boolean</dataType>
+<defaultValue>0</defaultValue></stateVariable>
 <stateVariable sendEvents="yes"><name>FriendlyName</name><dataType>string</dataType></stateVariable>
 </serviceStateTable>
 </scpd>
