@@ -86,13 +86,15 @@ def parse(data):
 
 def st_matches(st, types):
     """The announced types that answer search target st (ssdp:all -> all of them; urn:x:device:** is a
-    prefix wildcard as Echo uses for Belkin)."""
+    prefix wildcard as Echo uses for Belkin). Compared without case (Hue's own description says
+    "Basic:1", searchers send "basic:1"); an exact match answers with the searcher's spelling."""
     if st == "ssdp:all":
         return list(types)
-    if st.endswith("**"):
-        prefix = st[:-2]
-        return [t for t in types if t.startswith(prefix)]
-    return [t for t in types if t == st]
+    low = st.lower()
+    if low.endswith("**"):
+        prefix = low[:-2]
+        return [t for t in types if t.lower().startswith(prefix)]
+    return [st for t in types if t.lower() == low]
 
 
 class SSDP:

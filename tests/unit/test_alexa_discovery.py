@@ -89,6 +89,8 @@ def test_ssdp_matching_and_answers():
     text = s.due(now)[0][1].decode()
     assert "ST: urn:Belkin:device:controllee:1" in text
     assert "LOCATION: http://%s:%d/setup.xml" % (hal.ip(), hal.port(49153)) in text
+    assert s.handle(_msearch("urn:schemas-upnp-org:device:Basic:1", mx=0), addr, now) == 1
+    assert "ST: urn:schemas-upnp-org:device:Basic:1\r\n" in s.due(now)[0][1].decode()
     assert s.handle(_msearch("upnp:rootdevice", mx=0), addr, now) == 2
     assert s.handle(_msearch("ssdp:all", mx=0), addr, now) == 3 + 4
     assert len(s.due(now)) == 9
