@@ -296,7 +296,7 @@ def idf_check(paths):
     return res
 
 
-def assert_idf_clean(tmp_path, images, allow_warnings=True):
+def assert_idf_clean(tmp_path, images):
     paths = []
     for i, img in enumerate(images):
         p = tmp_path / ("check%03d.bin" % i)
@@ -396,8 +396,7 @@ def test_updates_generator_image_and_passes_checker(tmp_path):
     s = CStore(SimFlash(data=flash.buf))
     assert dump(s, sorted(set(ns for ns, _k in expected))) == expected
     assert not flash.violations
-    if not assert_idf_clean(tmp_path, [flash.buf]):
-        pytest.skip("IDF_PATH not set: Espressif's nvs_tool.py check skipped")
+    assert_idf_clean(tmp_path, [flash.buf])   # when IDF_PATH is set
 
 
 def test_errors_and_limits(tmp_path):
@@ -519,8 +518,7 @@ def test_random_operations_against_model(tmp_path):
     assert not flash.violations
     s.erase_all()
     assert s.namespaces() == [] and dump(s, namespaces) == {}
-    if not assert_idf_clean(tmp_path, [flash.buf]):
-        pytest.skip("IDF_PATH not set: Espressif's nvs_tool.py check skipped")
+    assert_idf_clean(tmp_path, [flash.buf])   # when IDF_PATH is set
 
 
 # Power cuts: a scripted sequence on a small partition (so pages fill, get reclaimed and
@@ -616,8 +614,7 @@ def test_power_cut_after_every_write(tmp_path, torn):
     base = bytes(SimFlash(0x6000).buf)
     total, images = _check_cuts(tmp_path, _script(), base, ["cfg", "new"], torn=torn)
     assert total > 300
-    if not assert_idf_clean(tmp_path, images):
-        pytest.skip("IDF_PATH not set: Espressif's nvs_tool.py check of the repaired images skipped")
+    assert_idf_clean(tmp_path, images)   # when IDF_PATH is set
 
 
 def test_power_cut_esp_idf_loader_alone(tmp_path):
@@ -668,8 +665,7 @@ def test_power_cut_random_scripts(tmp_path, seed):
     total, images = _check_cuts(tmp_path, ok, base, ["p", "q"], step=2, torn=seed == 3)
     _check_cuts(tmp_path, ok, base, ["p", "q"], step=5, idf_load_only=True)
     assert total > 100
-    if not assert_idf_clean(tmp_path, images):
-        pytest.skip("IDF_PATH not set: Espressif's nvs_tool.py check of the repaired images skipped")
+    assert_idf_clean(tmp_path, images)   # when IDF_PATH is set
 
 
 def _python_nvs():
@@ -756,8 +752,199 @@ def test_file_backend(tmp_path):
         CStore(path=str(tmp_path / "missing.bin"), offset=0, size=0x6000)
 
 
+def test_espressif_checker_sees_errors(tmp_path):
+    # The images above are checked with nvs_tool.py whenever IDF_PATH is set; this makes sure
+    # that check is live: a clean image passes and a damaged one is reported.
+    if idf_check([]) is None:
+        pytest.skip("IDF_PATH not set: images are not checked with Espressif's nvs_tool.py")
+    flash = SimFlash(0x6000)
+    s = CStore(flash)
+    s.set("ns", "a", "text value")
+    s.set("ns", "b", bytes(range(100)))
+    good = bytes(flash.buf)
+    bad = bytearray(good)
+    bad[64 + 32 + 10] ^= 0x01           # a bit of the second entry's key
+    res = idf_check([_write(tmp_path / "good.bin", good), _write(tmp_path / "bad.bin", bad)])
+    assert res[str(tmp_path / "good.bin")]["errors"] == []
+    assert any("CRC" in e for e in res[str(tmp_path / "bad.bin")]["errors"])
+
+
+def _write(path, data):
+    path.write_bytes(bytes(data))
+    return path
+
+
 def test_checker_script_skips_cleanly_without_idf(tmp_path):
     env = dict(os.environ)
     env.pop("IDF_PATH", None)
     r = subprocess.run([PY, CHECKER, "x.bin"], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "skip" in json.loads(r.stdout)
+
+
+# ---- the binding in the host firmware (FIRMWARE=<build/unix/micropython>) ----
+
+def _firmware_with_kvstore():
+    from conftest import micropython_cmd
+    cmd = micropython_cmd()
+    try:
+        r = subprocess.run(cmd + ["-c", "import _iotutils; print(hasattr(_iotutils, 'KVStore'))"],
+                           capture_output=True, text=True, timeout=30)
+    except OSError:
+        r = None
+    if r is None or r.stdout.strip() != "True":
+        pytest.skip("this runtime has no _iotutils.KVStore (set FIRMWARE=<host firmware build>)")
+    return cmd
+
+
+_BINDING_SCRIPT = r"""
+import json, binascii, _iotutils
+K = _iotutils.KVStore
+s = K(%(img)r, %(off)d, %(size)d)
+out = open(%(out)r, "w")
+for line in open(%(ops)r):
+    op = json.loads(line)
+    try:
+        if op[0] == "set":
+            v = op[3]
+            if isinstance(v, list):
+                v = binascii.unhexlify(v[0])
+            r = ["ok", s.set(op[1], op[2], v, op[4])]
+        elif op[0] == "get":
+            r = s.get_typed(op[1], op[2])
+            if r is not None and isinstance(r[1], bytes):
+                r = [r[0], [binascii.hexlify(r[1]).decode()]]
+            r = ["ok", r]
+        elif op[0] == "erase":
+            r = ["ok", s.erase(op[1], op[2])]
+        elif op[0] == "keys":
+            r = ["ok", s.keys(op[1])]
+        elif op[0] == "namespaces":
+            r = ["ok", s.namespaces()]
+    except ValueError:
+        r = ["ValueError"]
+    except OSError as e:
+        r = ["OSError", e.errno]
+    out.write(json.dumps(r) + "\n")
+s.close()
+out.close()
+"""
+
+
+def _binding_ops(rnd, n):
+    ops = []
+    for _ in range(n):
+        ns, key = rnd.choice(["wifi", "cfg", "a" * 15]), rnd.choice(["ssid", "k1", "k" * 15, "k2"])
+        r = rnd.random()
+        if r < 0.55:
+            value, t = _random_value(rnd)
+            ops.append(["set", ns, key, [value.hex()] if isinstance(value, bytes) else value, t])
+        elif r < 0.75:
+            ops.append(["get", ns, key])
+        elif r < 0.85:
+            ops.append(["erase", ns, key])
+        elif r < 0.95:
+            ops.append(["keys", ns])
+        else:
+            ops.append(["namespaces"])
+    ops += [["set", "cfg", "x" * 16, 1, None], ["set", "", "k", 1, None], ["set", "cfg", "v", 256, U8],
+            ["set", "cfg", "v", "s", U8], ["set", "cfg", "v", 2**64, None], ["get", "cfg", "k" * 16]]
+    return ops
+
+
+def _ops_in_python(store, ops):
+    out = []
+    for op in ops:
+        try:
+            if op[0] == "set":
+                v = bytes.fromhex(op[3][0]) if isinstance(op[3], list) else op[3]
+                out.append(["ok", store.set(op[1], op[2], v, op[4])])
+            elif op[0] == "get":
+                r = store.get_typed(op[1], op[2])
+                if r is not None and isinstance(r[1], bytes):
+                    r = [r[0], [r[1].hex()]]
+                out.append(["ok", list(r) if r is not None else None])
+            elif op[0] == "erase":
+                out.append(["ok", store.erase(op[1], op[2])])
+            elif op[0] == "keys":
+                out.append(["ok", [list(x) for x in store.keys(op[1])]])
+            elif op[0] == "namespaces":
+                out.append(["ok", store.namespaces()])
+        except ValueError:
+            out.append(["ValueError"])
+        except OSError as e:
+            out.append(["OSError", e.errno])
+    return out
+
+
+def test_binding_in_host_firmware_matches_c_core(tmp_path):
+    # Same operations through _iotutils.KVStore (in the firmware, on an image file) and through
+    # the C core here (ctypes, in RAM): same results, and byte-identical partitions.
+    cmd = _firmware_with_kvstore()
+    ops = _binding_ops(random.Random(5), 250)
+    img = tmp_path / "flash.bin"
+    img.write_bytes(b"\x00" * 0x9000 + b"\xff" * 0x6000 + b"\x00" * 0x1000)
+    (tmp_path / "ops.jsonl").write_text("".join(json.dumps(op) + "\n" for op in ops))
+    script = _BINDING_SCRIPT % {"ops": str(tmp_path / "ops.jsonl"), "out": str(tmp_path / "out.jsonl"),
+                                "img": str(img), "off": 0x9000, "size": 0x6000}
+    r = subprocess.run(cmd + ["-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    flash = SimFlash(0x6000)
+    expected = _ops_in_python(CStore(flash), ops)
+    assert got == expected
+    data = img.read_bytes()
+    assert data[0x9000:0xF000] == bytes(flash.buf)
+    assert data[:0x9000] == b"\x00" * 0x9000 and data[0xF000:] == b"\x00" * 0x1000
+
+
+_KILL_SCRIPT = r"""
+import sys, _iotutils
+s = _iotutils.KVStore(%(img)r, 0, %(size)d)
+i = s.get("cnt", "i") or 0
+while True:
+    i += 1
+    s.set("cnt", "i", i)
+    s.set("cnt", "blob", bytes([i %% 256]) * (i * 37 %% 3000))
+    print(i)
+"""
+
+
+def test_sigkill_in_host_firmware_is_a_power_cut(tmp_path):
+    # The firmware writes a counter and a blob in a loop and prints the counter once both
+    # writes returned; killed at random moments, the image must hold that counter or the
+    # next, and a blob matching one of them.
+    cmd = _firmware_with_kvstore()
+    import signal
+    import time
+    img = tmp_path / "flash.bin"
+    img.write_bytes(b"\xff" * 0x6000)
+    rnd = random.Random(3)
+    last = 0
+    images = []
+    for round_ in range(6):
+        p = subprocess.Popen(cmd + ["-c", _KILL_SCRIPT % {"img": str(img), "size": 0x6000}],
+                             stdout=subprocess.PIPE, text=True, bufsize=1)
+        target = last + rnd.randint(3, 40)
+        printed = last
+        deadline = time.time() + 60
+        while printed < target and time.time() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            printed = int(line)
+        time.sleep(rnd.random() * 0.01)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        for line in p.stdout.read().split():
+            printed = int(line)
+        p.stdout.close()
+        assert printed >= target, "firmware stopped early"
+        flash = SimFlash(data=img.read_bytes())
+        s = CStore(flash)
+        i = s.get("cnt", "i")
+        assert i in (printed, printed + 1), (round_, i, printed)
+        blob = s.get("cnt", "blob")
+        assert blob in (bytes([j % 256]) * (j * 37 % 3000) for j in (i - 1, i)), round_
+        images.append(bytes(flash.buf))
+        last = i
+    assert_idf_clean(tmp_path, images)   # when IDF_PATH is set

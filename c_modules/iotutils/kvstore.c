@@ -283,7 +283,9 @@ static int file_write(void *ctx, uint32_t off, const void *buf, uint32_t n) {
 }
 
 static int file_erase(void *ctx, uint32_t off, uint32_t n) {
-    uint8_t blank[256];
+    // One write per 4096-byte page: a killed process leaves a page erased or not, never half
+    // (a half-erased page loads as corrupt, which ESP-IDF survives but its checker reports).
+    uint8_t blank[NVS_PAGE_SIZE];
     memset(blank, 0xff, sizeof(blank));
     for (uint32_t done = 0; done < n; done += sizeof(blank)) {
         if (file_write(ctx, off + done, blank, sizeof(blank)) != 0) {
