@@ -67,6 +67,29 @@ def fetch(port, method, path, body=None):
         c.close()
 
 
+def chunk_sizes(port, path):
+    """The chunk sizes of a chunked answer, read off the wire: the largest is the most the device held."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
+    data = b""
+    while True:
+        part = s.recv(65536)
+        if not part:
+            break
+        data += part
+    s.close()
+    body = data.split(b"\r\n\r\n", 1)[1]
+    sizes = []
+    while body:
+        line, _, body = body.partition(b"\r\n")
+        n = int(line, 16)
+        if n == 0:
+            break
+        sizes.append(n)
+        body = body[n + 2:]
+    return sizes
+
+
 def ms(xs):
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -91,7 +114,8 @@ def run(n, rounds, tmp):
             t, enc, data = fetch(dev.port, "GET", "/api/%s/lights" % user)
             lists.append(t)
             size = len(data)
-        return heap, fast, echo, lists, size, enc
+        sizes = chunk_sizes(dev.port, "/api/%s/lights" % user)
+        return heap, fast, echo, lists, size, enc, max(sizes) if sizes else size
     finally:
         dev.stop()
 
@@ -104,12 +128,13 @@ def main():
     import tempfile
     tmp = tempfile.mkdtemp(prefix="bench-alexa-")
     print("devices | heap/device (target %d B) | M-SEARCH->reply MX=0 ms med/max | MX=3 (Echo) ms med/max | "
-          "light list ms med/max, bytes, encoding" % TARGET_HEAP)
+          "light list ms med/max, bytes, encoding | largest piece held (ratio to the whole list)"
+          % TARGET_HEAP)
     for n in [int(x) for x in args.sizes.split(",")]:
-        heap, fast, echo, lists, size, enc = run(n, args.rounds, tmp)
-        print("%7d | %5d B  (%.2fx target)       | %s                 | %s         | %s, %d B, %s"
-              % (n, heap, heap / TARGET_HEAP, ms(fast), ms(echo), ms(lists), size, enc or "length"),
-              flush=True)
+        heap, fast, echo, lists, size, enc, piece = run(n, args.rounds, tmp)
+        print("%7d | %5d B  (%.2fx target)       | %s                 | %s         | %s, %d B, %s | %d B (%.2fx)"
+              % (n, heap, heap / TARGET_HEAP, ms(fast), ms(echo), ms(lists), size, enc or "length", piece,
+                 piece / size), flush=True)
     print("lost searches (no answer within 4 s) count as missing above; ratios < 1.00x are under target")
 
 
