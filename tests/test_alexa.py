@@ -418,6 +418,9 @@ def test_32_lights_streamed_within_heap_budget(tmp_path):
         assert h.get("transfer-encoding") == "chunked"
         lights = json.loads(body)
         assert len(lights) == 33 and len(set(v["uniqueid"] for v in lights.values())) == 33
+        # streamed: on the wire, one light per chunk (the device never holds the whole list)
+        sizes = _chunk_sizes(d.port, "/api/%s/lights" % user)
+        assert sum(sizes) == len(body) and max(sizes) < len(body) / 10, sizes
         assert {"Light %d" % i for i in range(1, 33)} <= {v["name"] for v in lights.values()}
         # a client on the list, another changing state: both fine, the device stays up
         r = json.loads(request(d, "PUT", "/api/%s/lights/%s/state" % (user, sorted(lights, key=int)[-1]),
@@ -426,3 +429,25 @@ def test_32_lights_streamed_within_heap_budget(tmp_path):
         d.wait_line(r"changed Light 32 on=True")
     finally:
         d.stop()
+
+
+def _chunk_sizes(port, path):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
+    data = b""
+    while True:
+        part = s.recv(65536)
+        if not part:
+            break
+        data += part
+    s.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding: chunked" in head.lower()
+    sizes = []
+    while True:
+        line, _, body = body.partition(b"\r\n")
+        n = int(line, 16)
+        if n == 0:
+            return sizes
+        sizes.append(n)
+        body = body[n + 2:]
