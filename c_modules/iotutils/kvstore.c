@@ -295,11 +295,36 @@ static int file_erase(void *ctx, uint32_t off, uint32_t n) {
     return 0;
 }
 
+// A short image file is padded with erased flash (0xFF) up to the partition's end, so later
+// writes never leave a hole of zeros behind them.
+static int file_pad(FILE *f, uint32_t end) {
+    if (fseek(f, 0, SEEK_END) != 0) {
+        return -1;
+    }
+    long have = ftell(f);
+    if (have < 0) {
+        return -1;
+    }
+    uint8_t blank[256];
+    memset(blank, 0xff, sizeof(blank));
+    for (uint32_t at = (uint32_t)have; at < end;) {
+        uint32_t n = end - at < sizeof(blank) ? end - at : (uint32_t)sizeof(blank);
+        if (fwrite(blank, 1, n, f) != n) {
+            return -1;
+        }
+        at += n;
+    }
+    return fflush(f) == 0 ? 0 : -1;
+}
+
 static int open_common(kvstore_t *kv, uint32_t size) {
     return map_rc(nvs_host_open(&kv->nvs, &kv->ops, size));
 }
 
 int kvstore_be_open(kvstore_t **out, const char *where, uint32_t offset, uint32_t size) {
+    if (size < 3 * NVS_PAGE_SIZE || size % NVS_PAGE_SIZE != 0) {
+        return KVS_ERR_BAD_VALUE;   // checked before the file is touched
+    }
     kvstore_t *kv = calloc(1, sizeof(kvstore_t));
     if (kv == NULL) {
         return KVS_ERR_NO_MEM;
@@ -312,6 +337,11 @@ int kvstore_be_open(kvstore_t **out, const char *where, uint32_t offset, uint32_
     // No stdio buffering: a killed process must not lose a write that already returned.
     setvbuf(kv->f, NULL, _IONBF, 0);
     kv->offset = offset;
+    if ((uint64_t)offset + size > 0x7fffffffu || file_pad(kv->f, offset + size) != 0) {
+        fclose(kv->f);
+        free(kv);
+        return KVS_ERR_IO;
+    }
     kv->ops.ctx = kv;
     kv->ops.read = file_read;
     kv->ops.write = file_write;
