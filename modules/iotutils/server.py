@@ -1121,6 +1121,8 @@ class WebServer:
             conn.sock.close()
         except OSError:
             pass
+        if not conn.busy:
+            self._put_buf(conn)
         conn.buf = None
 
     def _get_buf(self):
