@@ -45,6 +45,16 @@ static int open_ns(kvstore_t *kv, const char *ns, nvs_open_mode_t mode, nvs_hand
     return map_err(nvs_open_from_partition(kv->label, ns, mode, h));
 }
 
+// For erasing: opening read-write would create a missing namespace; check first.
+static int open_existing_rw(kvstore_t *kv, const char *ns, nvs_handle_t *h) {
+    int rc = open_ns(kv, ns, NVS_READONLY, h);
+    if (rc != KVS_OK) {
+        return rc;
+    }
+    nvs_close(*h);
+    return open_ns(kv, ns, NVS_READWRITE, h);
+}
+
 int kvstore_be_open(kvstore_t **out, const char *where, uint32_t offset, uint32_t size) {
     (void)offset;
     (void)size;
@@ -143,31 +153,31 @@ int kvstore_be_get(kvstore_t *kv, const char *ns, const char *key, uint8_t *type
             err = nvs_get_blob(h, key, buf, len);
         } else {
             size_t n = (uint8_t)t & 0x0f;
-            uint8_t raw[8];
+            uint64_t raw = 0;   // 8-byte aligned: Xtensa faults on unaligned 16/32-bit stores
             switch (t) {
                 case NVS_TYPE_U8:
-                    err = nvs_get_u8(h, key, (uint8_t *)raw);
+                    err = nvs_get_u8(h, key, (uint8_t *)&raw);
                     break;
                 case NVS_TYPE_I8:
-                    err = nvs_get_i8(h, key, (int8_t *)raw);
+                    err = nvs_get_i8(h, key, (int8_t *)&raw);
                     break;
                 case NVS_TYPE_U16:
-                    err = nvs_get_u16(h, key, (uint16_t *)raw);
+                    err = nvs_get_u16(h, key, (uint16_t *)&raw);
                     break;
                 case NVS_TYPE_I16:
-                    err = nvs_get_i16(h, key, (int16_t *)raw);
+                    err = nvs_get_i16(h, key, (int16_t *)&raw);
                     break;
                 case NVS_TYPE_U32:
-                    err = nvs_get_u32(h, key, (uint32_t *)raw);
+                    err = nvs_get_u32(h, key, (uint32_t *)&raw);
                     break;
                 case NVS_TYPE_I32:
-                    err = nvs_get_i32(h, key, (int32_t *)raw);
+                    err = nvs_get_i32(h, key, (int32_t *)&raw);
                     break;
                 case NVS_TYPE_U64:
-                    err = nvs_get_u64(h, key, (uint64_t *)raw);
+                    err = nvs_get_u64(h, key, (uint64_t *)&raw);
                     break;
                 case NVS_TYPE_I64:
-                    err = nvs_get_i64(h, key, (int64_t *)raw);
+                    err = nvs_get_i64(h, key, (int64_t *)&raw);
                     break;
                 default:
                     err = ESP_ERR_NVS_TYPE_MISMATCH;
@@ -178,7 +188,7 @@ int kvstore_be_get(kvstore_t *kv, const char *ns, const char *key, uint8_t *type
                 if (*len < n) {
                     err = ESP_ERR_NVS_INVALID_LENGTH;
                 } else {
-                    memcpy(buf, raw, n);
+                    memcpy(buf, &raw, n);
                 }
             }
             *len = n;
@@ -190,7 +200,7 @@ int kvstore_be_get(kvstore_t *kv, const char *ns, const char *key, uint8_t *type
 
 int kvstore_be_erase(kvstore_t *kv, const char *ns, const char *key) {
     nvs_handle_t h;
-    int rc = open_ns(kv, ns, NVS_READWRITE, &h);
+    int rc = open_existing_rw(kv, ns, &h);
     if (rc != KVS_OK) {
         return rc;
     }
@@ -204,7 +214,7 @@ int kvstore_be_erase(kvstore_t *kv, const char *ns, const char *key) {
 
 int kvstore_be_erase_namespace(kvstore_t *kv, const char *ns) {
     nvs_handle_t h;
-    int rc = open_ns(kv, ns, NVS_READWRITE, &h);
+    int rc = open_existing_rw(kv, ns, &h);
     if (rc != KVS_OK) {
         return rc;
     }
