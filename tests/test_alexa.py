@@ -354,12 +354,7 @@ def test_ssdp_search_finds_bridge_and_wemo_devices(dev):
 def test_ssdp_notify_alive_and_byebye(tmp_path):
     # a second device: its NOTIFY ssdp:alive at start and ssdp:byebye at alexa.stop() reach a listener
     # on the group
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 1900))
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("239.255.255.250")
-                 + socket.inet_aton("127.0.0.1"))
-    s.settimeout(0.5)
+    s = _group_listener()
     d = SimDevice(tmp_path / "dev2", app=APP, extra_env={"ALEXA_WEMO": "0"}).start()
     loc = "LOCATION: http://127.0.0.1:%d/description.xml" % d.port
     try:
@@ -374,6 +369,36 @@ def test_ssdp_notify_alive_and_byebye(tmp_path):
     finally:
         d.stop()
         s.close()
+
+
+def test_removing_a_wemo_device_says_byebye_and_closes_its_port(tmp_path):
+    s = _group_listener()
+    d = start_device(tmp_path / "dev3")
+    try:
+        device_url = "http://127.0.0.1:%d/setup.xml" % wemo_port(d, 1)
+        udn = re.search(r"<UDN>(uuid:[^<]+)</UDN>", urllib.request.urlopen(device_url, timeout=10).read().decode())
+        pump = udn.group(1)
+        urllib.request.urlopen(d.url("/test/remove?name=Pump"), timeout=10).read()
+        assert _collect(s, lambda m: "NTS: ssdp:byebye" in m and pump in m), "no byebye for the removed device"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", wemo_port(d, 1)), timeout=2).close()
+        # the rest still works: the other WeMo device and the Hue API
+        assert b"<friendlyName>Fan</friendlyName>" in urllib.request.urlopen(
+            "http://127.0.0.1:%d/setup.xml" % wemo_port(d, 0), timeout=10).read()
+        assert new_user(d)
+    finally:
+        d.stop()
+        s.close()
+
+
+def _group_listener():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 1900))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("239.255.255.250")
+                 + socket.inet_aton("127.0.0.1"))
+    s.settimeout(0.5)
+    return s
 
 
 def _collect(s, pred, timeout=10):

@@ -328,7 +328,8 @@ class Alexa(HueBridge):
             w = self._wemo.pop(light, None)
         if w is not None:
             w.stop()
-            if self._ssdp is not None:
+            if self._ssdp is not None and w.entry is not None:
+                self._ssdp.notify("ssdp:byebye", [w.entry])
                 self._ssdp.remove(w.entry)
         if forget:
             self._save()

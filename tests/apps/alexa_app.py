@@ -5,7 +5,7 @@
 # Prints "changed <name> on=<bool> brightness=<pct>" from on_change (run by alexa.poll() in the main
 # loop), "heap per device: N" and "ALEXA READY <n lights>". GET /test/set?name=..&on=0|1&brightness=N
 # makes a local change (a button on the device); GET /test/pairing?on=0|1 flips pairing; GET /test/stop
-# stops Alexa (byebye).
+# stops Alexa (byebye); GET /test/remove?name=.. removes (and forgets) a device.
 import gc
 import os
 import time
@@ -74,6 +74,12 @@ def local_set(req):
 @app.route("/test/pairing")
 def pairing(req):
     return {"pairing": alexa.pairing(req.query.get("on") == "1")}
+
+
+@app.route("/test/remove")
+def remove(req):
+    alexa.remove(req.query.get("name", ""))
+    return "removed"
 
 
 @app.route("/test/stop")
