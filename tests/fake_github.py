@@ -63,6 +63,7 @@ class FakeGitHub:
         self.fault = None
         self.fault_name = "firmware.bin"   # the asset the fault hits (None: every asset)
         self.slow_s = 30.0
+        self.chunk_delay_s = 0.0            # throttle asset downloads (power-cut tests, benches)
         self.rate_limit_remaining = None   # None: unlimited
         self.corrupt_files = set()          # repo paths served with one byte flipped (raw contents)
         self.secondary_limit = False
@@ -314,6 +315,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(self.gh.slow_s)
                 self.wfile.write(data[4096:])
+            elif self.gh.chunk_delay_s:
+                for i in range(0, len(data), 4096):   # throttled: ~4 KB per chunk_delay_s
+                    self.wfile.write(data[i:i + 4096])
+                    self.wfile.flush()
+                    time.sleep(self.gh.chunk_delay_s)
             else:
                 self.wfile.write(data)
         except OSError:

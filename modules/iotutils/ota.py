@@ -413,7 +413,7 @@ class OTA:
             bad = st.get("bad") or []
             if hal.ota_rolled_back() and inst not in bad:
                 bad.append(inst)
-            # a rollback, or a cut before set_boot took effect: the install is over either way
+            # a rollback, or a cut in set_boot: the install is over either way
             self.state.update(installing=None, bad=bad[-8:])
 
     def status(self):
@@ -607,8 +607,10 @@ class OTA:
         if info["version"] == cur.get("version"):
             self._scrub(region)
             raise OTAError("image version %s is already running" % info["version"])
-        self.state.update(installing=info["version"])
         hal.ota_set_boot(target)
+        # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback
+        # seen at a later boot is this image's (a cut in between only forgets to blacklist it)
+        self.state.update(installing=info["version"])
         return info["version"]
 
     def _scrub(self, region):

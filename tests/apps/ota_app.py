@@ -35,6 +35,36 @@ print("BOOT version=%s slot=%s pending=%s rolled_back=%s project=%s" % (
     st["version"], st["slot"], st["pending"], st["rolled_back"], st["project"]))
 
 
+def _orphaned():
+    # scripts/sim.py sets PDEATHSIG in the child, but a power cut (SIGKILL) that lands between fork
+    # and prctl leaves the device running without its supervisor: it must not act on fs/cmd
+    try:
+        with open("/proc/self/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open("/proc/%d/cmdline" % ppid, "rb") as f:
+            return b"sim.py" not in f.read()
+    except Exception:
+        return False
+
+
+if _orphaned():
+    print("ORPHAN: supervisor gone, exiting")
+    sys.exit(3)
+
+try:
+    os.remove("cmd")  # a command written before a power cut was never received
+except OSError:
+    pass
+
+# hold device port 80 so the test harness (SimDevice) can tell when this process is really gone
+# after a power cut: PDEATHSIG kills it asynchronously, and two live devices would share fs/cmd
+import socket  # noqa: E402
+_listener = socket.socket()
+_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+_listener.bind(socket.getaddrinfo("127.0.0.1", hal.port(80))[0][-1])
+_listener.listen(1)
+
+
 class FakeServer:
     # stands in for WebServer: only last_request_ms matters to auto-update
     last_request_ms = None

@@ -1,0 +1,179 @@
+"""Power cuts (SIGKILL of the simulated device) at random moments of an OTA update: while the image
+downloads and is written, around set_boot, and during the first (pending-verify) boot.
+
+After every cut the device must boot again, run a valid image (checked independently on the flash),
+run either the version it had or the new one, the new one only pending-verify until confirmed, and an
+update that booted but was never confirmed must roll back at the next boot."""
+import json
+import os
+import random
+import time
+
+from conftest import ROOT
+from fake_github import FakeGitHub
+from simdev import SimDevice
+
+import espimage
+from iotutils.hal import layout, otadata
+from iotutils.hal.flash import FileFlash
+
+APP = os.path.join(ROOT, "tests", "apps", "ota_app.py")
+TABLE = {p[0]: p for p in layout.DEFAULT}
+CUTS = int(os.environ.get("OTA_CUTS", "110"))
+SIZE = 128 * 1024
+
+
+def _region(state, name):
+    p = TABLE[name]
+    return FileFlash(os.path.join(state, "flash.bin"), p[3], p[4], name)
+
+
+def _running_image(state, slot):
+    r = _region(state, slot)
+    try:
+        return espimage.parse_app_image(r.read(0, r.size))
+    finally:
+        r.close()
+
+
+def _cmd(state, c):
+    p = os.path.join(state, "fs", "cmd")
+    with open(p + ".tmp", "w") as f:
+        f.write(c)
+    os.replace(p + ".tmp", p)
+
+
+def _boot(dev, since):
+    m = dev.wait_line(r"BOOT version=(\S+) slot=(\S+) pending=(\S+) rolled_back=(\S+)", 30, since=since)
+    dev.wait_line("READY", 30, since=since)
+    return m.group(1), m.group(2), m.group(3) == "True", m.group(4) == "True"
+
+
+def test_power_cuts_during_ota(tmp_path):
+    rnd = random.Random(int(os.environ.get("OTA_CUT_SEED", "20261125")))
+    gh = FakeGitHub().start()
+    gh.chunk_delay_s = 0.002          # stretch the download a little: more cuts land inside it
+    state = str(tmp_path / "dev")
+    os.makedirs(os.path.join(state, "fs"))
+    with open(os.path.join(state, "fs", "ota_cfg.json"), "w") as f:
+        json.dump({"repo": "me/fw", "api": gh.api_url, "timeout": 5}, f)
+    dev = SimDevice(state, app=APP)
+    n_release = [0]
+
+    def new_release():
+        n_release[0] += 1
+        v = "2.0.%d" % n_release[0]
+        gh.add_release("me/fw", v, espimage.build_app_image(v, size=SIZE), version=v)
+        return v
+
+    phases = {}
+    cuts = 0
+    rollbacks = 0
+    installs = 0
+    try:
+        dev.start()
+        base, slot, pending, _ = _boot(dev, 0)
+        # calibration: one uncut update, to learn how long download + write + set_boot + reboot take
+        target = new_release()
+        mark = len(dev.lines)
+        t0 = time.time()
+        _cmd(state, "update")
+        ver, slot, pending, _ = _boot(dev, mark + 1)
+        window = (time.time() - t0) * 1.15   # cut anywhere in there (or just after the new boot)
+        assert (ver, pending) == (target, True)
+        _cmd(state, "confirm")
+        dev.wait_line("CONFIRMED pending=False", 20, since=mark)
+        base, target = target, new_release()
+        t_start = time.time()
+        while cuts < CUTS:
+            assert time.time() - t_start < 150, "power-cut test too slow (%d cuts)" % cuts
+            if rnd.random() < 0.08:
+                # now and then an uncut, confirmed install: the cuts then hit writes into the other slot
+                mark = len(dev.lines)
+                _cmd(state, "update")
+                ver, slot, pending, _ = _boot(dev, mark + 1)
+                assert (ver, pending) == (target, True)
+                _cmd(state, "confirm")
+                dev.wait_line("CONFIRMED pending=False", 20, since=mark)
+                base, target = target, new_release()
+                installs += 1
+            mark = len(dev.lines)
+            _cmd(state, "update")
+            delay = rnd.uniform(0, window)
+            time.sleep(delay)  # a random moment: the cut itself is the event under test
+            out = dev.lines[mark:]
+            phase = ("first boot" if any(line.startswith("BOOT ") for line in out) else
+                     "set_boot/reboot" if any("SETBOOT" in line for line in out) else
+                     "download/write" if any("PROGRESS" in line or "UPDATING" in line for line in out) else
+                     "before request")
+            phases[phase] = phases.get(phase, 0) + 1
+            if os.environ.get("OTA_CUT_DEBUG"):
+                print("cut %d at %.3f/%.3f s: %s (%s)" % (cuts, delay, window, phase, out[-1:] if out else ""))
+            dev.power_cut()
+            cuts += 1
+            was_pending_new = any(line.startswith("BOOT version=%s" % target) and "pending=True" in line
+                                  for line in out)
+            mark = len(dev.lines)
+            dev.start()
+            ver, slot, pending, rolled = _boot(dev, mark)
+            # the slot that booted holds a complete, valid image with the reported version
+            assert _running_image(state, slot)["version"] == ver
+            assert ver in (base, target), (ver, base, target)
+            if was_pending_new:
+                # it booted pending-verify and was cut before confirming: must have rolled back
+                assert (ver, pending, rolled) == (base, False, True), (ver, pending, rolled, phase)
+                rollbacks += 1
+                target = new_release()
+                continue
+            if ver == target:
+                assert pending, "a new image that never confirmed must run pending-verify"
+                if rnd.random() < 0.5:
+                    mark = len(dev.lines)
+                    _cmd(state, "confirm")
+                    dev.wait_line("CONFIRMED pending=False", 20, since=mark)
+                    base = target
+                    installs += 1
+                    target = new_release()
+                else:
+                    # cut during the first boot, before the health check confirms it
+                    time.sleep(rnd.uniform(0, 0.1))
+                    dev.power_cut()
+                    cuts += 1
+                    phases["pending boot"] = phases.get("pending boot", 0) + 1
+                    mark = len(dev.lines)
+                    dev.start()
+                    ver, slot, pending, rolled = _boot(dev, mark)
+                    assert (ver, pending, rolled) == (base, False, True), (ver, pending, rolled)
+                    assert _running_image(state, slot)["version"] == base
+                    rollbacks += 1
+                    target = new_release()   # the rolled-back version is never offered again
+            else:
+                assert not pending
+                if rolled:
+                    # a cut right after set_boot can land in the new image's first boot before it
+                    # printed anything: it rolled back then; the device must not want it again
+                    mark = len(dev.lines)
+                    _cmd(state, "check")
+                    chk = json.loads(dev.wait_line(r"CHECK (.*)", 20, since=mark).group(1))
+                    if not chk["newer"]:
+                        assert chk["available"] == target
+                        rollbacks += 1
+                        target = new_release()
+        od = _region(state, "otadata")
+        try:
+            assert otadata.active(od) is not None or base == "0.1.0"
+        finally:
+            od.close()
+    finally:
+        dev.stop()
+        gh.stop()
+        if os.environ.get("OTA_CUT_DEBUG"):
+            with open(os.environ["OTA_CUT_DEBUG"], "w") as f:
+                f.write(dev.output())
+    print("cuts=%d installs=%d rollbacks=%d phases=%s" % (cuts, installs, rollbacks, phases))
+    assert cuts >= 100
+    # the random moments covered every stage, and updates both completed and rolled back
+    assert phases.get("download/write", 0) >= 10, phases
+    assert phases.get("set_boot/reboot", 0) >= 3, phases
+    assert phases.get("first boot", 0) + phases.get("pending boot", 0) >= 5, phases
+    assert installs >= 3 and rollbacks >= 3, (installs, rollbacks)
