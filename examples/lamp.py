@@ -18,56 +18,75 @@ def drive_led():
     print("LED rgb=(%d,%d,%d)" % (int(r * k), int(g * k), int(b * k)))
 
 
+def show_on_alexa():
+    # what Alexa sees follows the lamp; brightness 0 is a dark lamp, so Alexa sees it off
+    bri = brightness.value
+    light.set(on=on.value and bri > 0, brightness=bri if bri > 0 else None)
+
+
 def alexa_changed(light):
+    # Alexa (Hue client) changed the light: the lamp follows, and remembers it
     on.value = light.on
     brightness.value = light.brightness
     drive_led()
 
 
+def apply(changes):
+    """Validate every field first, then store them: a bad value changes nothing (ValueError)."""
+    new = []
+    for key, var in (("on", on), ("brightness", brightness), ("rgb", colour)):
+        if key in changes:
+            new.append((var, var.coerce(changes[key])))
+    for var, value in new:
+        var.value = value
+    show_on_alexa()
+    drive_led()
+
+
 light = dev.alexa.add("Desk lamp", on_change=alexa_changed, dimmable=True)
-light.set(on=on.value, brightness=brightness.value)
+show_on_alexa()
+
+
+def _html(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
 
 
 @dev.app.route("/lamp", methods=("GET", "POST"))
 def lamp_page(req):
     if req.method == "POST":
         form = req.form() if req.body else {}
+        # an unticked checkbox sends nothing: the hidden on=off before it stands in (the last value wins)
+        changes = {}
+        if "on" in form:
+            changes["on"] = form["on"]
+        if "bri" in form:
+            changes["brightness"] = form["bri"]
+        if "rgb" in form:
+            changes["rgb"] = form["rgb"]
         try:
-            if "on" in form:
-                on.value = form["on"]
-            if "bri" in form:
-                brightness.value = form["bri"]
-            if "rgb" in form:
-                colour.value = form["rgb"]
-        except ValueError as e:
-            return "<p>%s</p><a href=/lamp>back</a>" % e, 400
-        light.set(on=on.value, brightness=brightness.value)
-        drive_led()
+            apply(changes)
+        except (ValueError, TypeError) as e:
+            return "<p>%s</p><a href=/lamp>back</a>" % _html(e), 400
     r, g, b = colour.value
     return ("<!doctype html><meta name=viewport content='width=device-width'><title>Lamp</title>"
-            "<h1>%s</h1><form method=post>"
+            "<h1>%s</h1><form method=post><input type=hidden name=on value=off>"
             "<label><input type=checkbox name=on value=on %s> on</label><br>"
             "<input type=range name=bri min=0 max=100 value=%d><br>"
             "<input type=color name=rgb value='#%02x%02x%02x'><br><button>Set</button></form>"
-            "<p><a href=/admin>admin</a>") % (dev.name, "checked" if on.value else "",
+            "<p><a href=/admin>admin</a>") % (_html(dev.name), "checked" if on.value else "",
                                              brightness.value, r, g, b)
 
 
 @dev.app.route("/api/lamp", methods=("GET", "PUT"))
 def lamp_api(req):
     if req.method == "PUT":
-        data = req.json()
         try:
-            if "on" in data:
-                on.value = data["on"]
-            if "brightness" in data:
-                brightness.value = data["brightness"]
-            if "rgb" in data:
-                colour.value = data["rgb"]
-        except ValueError as e:
-            return {"error": str(e)}, 400
-        light.set(on=on.value, brightness=brightness.value)
-        drive_led()
+            data = req.json()   # bad JSON: HTTPError, a ValueError
+            if not isinstance(data, dict):
+                raise ValueError('expected a JSON object like {"on": true, "brightness": 40, "rgb": "#ff8000"}')
+            apply(data)
+        except (ValueError, TypeError) as e:
+            return {"error": getattr(e, "reason", None) or str(e)}, 400
     return {"on": on.value, "brightness": brightness.value, "rgb": list(colour.value)}
 
 

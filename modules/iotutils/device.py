@@ -18,8 +18,9 @@ except ImportError:
     def const(x):
         return x
 
-_WDT_TIMEOUT_MS = const(10000)
 _LOOP_SLEEP_MS = const(20)
+_FEED_EVERY_MS = const(500)     # the watchdog needs a feed well within its timeout, not every pass
+_HEALTH_EVERY_MS = const(1000)  # a failing self-request costs up to 3 s: not on every pass
 
 
 def _ticks():
@@ -38,8 +39,12 @@ def _sleep_ms(ms):
 
 
 class Device:
-    #: seconds the health check waits for Wi-Fi (station or portal) before confirming an OTA image
+    #: seconds a new OTA image may take to pass the health check (Wi-Fi up, or the setup portal on a
+    #: device with no network configured, and the server answering /healthz); then it is rolled back
     health_timeout_s = 60
+    #: task watchdog timeout (ms), armed when the main loop starts: a main loop stuck for longer
+    #: (a user task that never returns) resets the device
+    wdt_timeout_ms = 10000
 
     def __init__(self, name="iotutils", port=80, workers=3, ota_repo=None, ota_channel="release",
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True):
@@ -57,6 +62,9 @@ class Device:
         self._started = False
         self._boot_ms = _ticks()
         self._confirmed = False
+        self._wdt = False          # armed by the first poll(): start() alone must not arm it
+        self._fed_ms = 0
+        self._health_ms = None     # last health check (rate limit)
         if wifi:
             from iotutils.wifi import Wifi
             self.wifi = Wifi()
@@ -72,6 +80,9 @@ class Device:
 
     def _make_ota(self):
         from iotutils.ota import OTA
+        old = self.ota
+        if old is not None:
+            old._auto = None  # its auto-update thread ends; the new source resumes the schedule
         repo = self._ota_repo.value or None
         channel = self._ota_channel.value or "release"
         kw = {"channel": channel}
@@ -113,18 +124,28 @@ class Device:
     # ---- bring-up ----
 
     def boot_report(self):
-        """The console's first lines: what runs, why it booted, how much heap is left."""
+        """The console's first lines: what runs (firmware version, slot), why it booted, how much
+        heap is left."""
         import gc
         gc.collect()
         free = hal.mem_free()
         total = hal.heap_total()
+        if self.ota is not None:
+            fw = self.ota.status()
+        else:
+            from iotutils import appimage
+            try:
+                fw = appimage.read_desc(hal.partition(hal.ota_running())) or {}
+            except (OSError, ValueError):
+                fw = {}
         state = "pending verify" if hal.ota_pending() else "valid"
         lines = [
             "iotutils %s on %s: %s" % (__version__, hal.PLATFORM, self.name),
-            "  firmware: slot %s (%s)%s" % (hal.ota_running(), state,
-                                            ", last update rolled back" if hal.ota_rolled_back() else ""),
+            "  firmware: %s %s, slot %s (%s)%s" % (
+                fw.get("project") or "?", fw.get("version") or "?", hal.ota_running(), state,
+                ", last update rolled back" if hal.ota_rolled_back() else ""),
             "  reset cause: %s" % hal.reset_cause(),
-            "  heap free: %d of %d bytes" % (free, total),
+            "  heap free: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0),
         ]
         return "\n".join(lines)
 
@@ -146,12 +167,25 @@ class Device:
         if self.ota is not None:
             self._resume_auto_update()
         if hal.ota_pending():
-            print("  firmware: new image, confirming after a health check")
-        hal.wdt_start(_WDT_TIMEOUT_MS)
+            print("  firmware: new image, confirming after a health check (within %d s)" % self.health_timeout_s)
+        print("  " + self.heap_report())
         return self
 
-    def every(self, period_ms, fn):
-        """Call fn() from the main loop every period_ms (user code runs beside the server)."""
+    def heap_report(self):
+        """'heap free after start: F of T bytes (P %)' (T: the heap the board gives to data)."""
+        import gc
+        gc.collect()
+        free = hal.mem_free()
+        total = hal.heap_total()
+        return "heap free after start: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0)
+
+    def every(self, period_ms, fn=None):
+        """Call fn() from the main loop every period_ms (user code runs beside the server). Also a
+        decorator: @dev.every(1000). A task must return quickly: the loop feeds the watchdog."""
+        if fn is None:
+            return lambda f: self.every(period_ms, f)
+        if not isinstance(period_ms, int) or period_ms < 0:
+            raise ValueError("period_ms: a number of milliseconds >= 0 expected, got %r" % (period_ms,))
         self._tasks.append([period_ms, _ticks(), fn])
         return fn
 
@@ -165,22 +199,21 @@ class Device:
         return _self_request(hal.port(80))
 
     def poll(self):
-        """One pass of the main loop's housekeeping (run() calls this)."""
-        hal.wdt_feed()
+        """One pass of the main loop's housekeeping (run() calls this): feeds the watchdog (armed
+        at the first call), confirms or rolls back a new firmware image, delivers Alexa changes and
+        runs the every() tasks."""
         now = _ticks()
+        if not self._wdt:
+            self._wdt = True
+            hal.wdt_start(self.wdt_timeout_ms)
+            self._fed_ms = now
+        elif _diff(now, self._fed_ms) >= _FEED_EVERY_MS:
+            hal.wdt_feed()
+            self._fed_ms = now
         if self.wifi is not None and hasattr(self.wifi, "poll"):
             self.wifi.poll()
-        if not self._confirmed and hal.ota_pending():
-            if self.healthy():
-                if self.ota is not None:
-                    self.ota.confirm()
-                else:
-                    hal.ota_mark_valid()
-                self._confirmed = True
-                print("firmware: health check passed, image confirmed")
-            elif _diff(now, self._boot_ms) > self.health_timeout_s * 1000:
-                print("firmware: health check failed, rolling back")
-                hal.reset()
+        if not self._confirmed:
+            self._check_health(now)
         if self.alexa is not None and hasattr(self.alexa, "poll"):
             self.alexa.poll()
         for task in self._tasks:
@@ -189,7 +222,27 @@ class Device:
                 try:
                     task[2]()
                 except Exception as e:  # user code must not stop the device
-                    sys.print_exception(e) if hasattr(sys, "print_exception") else print(repr(e))
+                    print("device: task %r failed:" % (task[2],))
+                    _print_exception(e)
+
+    def _check_health(self, now):
+        if self._health_ms is not None and _diff(now, self._health_ms) < _HEALTH_EVERY_MS:
+            return
+        self._health_ms = now
+        if not hal.ota_pending():
+            self._confirmed = True  # nothing to confirm on this boot
+            return
+        if self.healthy():
+            if self.ota is not None:
+                self.ota.confirm()
+            else:
+                hal.ota_mark_valid()
+            self._confirmed = True
+            print("firmware: health check passed, image confirmed")
+        elif _diff(_ticks(), self._boot_ms) > self.health_timeout_s * 1000:
+            # a reset while the image is pending verify makes the bootloader boot the previous one
+            print("firmware: health check failed for %d s, rolling back" % self.health_timeout_s)
+            hal.reset()
 
     def run(self):
         """start() if needed, then the main loop forever."""
@@ -199,18 +252,26 @@ class Device:
             _sleep_ms(_LOOP_SLEEP_MS)
 
 
+def _print_exception(e):
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(e)
+    else:
+        print(repr(e))
+
+
 def _health(req):
     return {"ok": True}
 
 
 def _self_request(port):
-    """GET /healthz from the device's own server over loopback: True on a 200."""
+    """GET /healthz from the device's own server over loopback: True on a 200. The Host header is
+    the device's own address: while the setup portal is up, any other host is redirected to it."""
     import socket
     s = socket.socket()
     try:
         s.settimeout(3)
         s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        s.send(b"GET /healthz HTTP/1.1\r\nHost: self\r\nConnection: close\r\n\r\n")
+        s.send(b"GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % hal.ip().encode())
         head = s.recv(16)
         return head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200")
     except OSError:

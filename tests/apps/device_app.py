@@ -1,0 +1,64 @@
+# Device app for tests/test_device.py: iotutils.Device with everything on, plus a user route and
+# user tasks (dev.every) the tests watch, and a way to make a task hang (watchdog).
+# Configuration (fs/device_cfg.json, optional): {"networks": [[ssid, password]], "health_timeout_s": N,
+# "wdt_timeout_ms": N, "wifi_retry_s": N}
+import json
+import time
+
+import iotutils
+from iotutils import hal
+from iotutils.device import Device
+from iotutils.wifi import Wifi
+
+try:
+    with open("device_cfg.json") as f:
+        cfg = json.load(f)
+except OSError:
+    cfg = {}
+
+# class attributes: what an app sets to tune the device
+if "health_timeout_s" in cfg:
+    Device.health_timeout_s = cfg["health_timeout_s"]
+if "wdt_timeout_ms" in cfg:
+    Device.wdt_timeout_ms = cfg["wdt_timeout_ms"]
+if "wifi_retry_s" in cfg:
+    Wifi.retry_s = cfg["wifi_retry_s"]
+    Wifi.scan_interval_s = cfg["wifi_retry_s"]
+
+dev = iotutils.Device(name="devtest")
+for ssid, password in cfg.get("networks", []):
+    if ssid not in [n["ssid"] for n in dev.wifi.networks()]:
+        dev.wifi.add_network(ssid, password)
+
+ticks = [0, 0]     # runs of the fast task, of the failing task
+hang = [False]
+
+
+@dev.every(50)
+def tick():
+    ticks[0] += 1
+    while hang[0]:   # a stuck user task: the main loop stops feeding the watchdog
+        time.sleep(0.05)
+
+
+def failing():
+    ticks[1] += 1
+    raise RuntimeError("task failure %d" % ticks[1])
+
+
+dev.every(500, failing)
+
+
+@dev.app.route("/t/info")
+def info(req):
+    return {"ticks": ticks[0], "failures": ticks[1], "pending": hal.ota_pending(), "slot": hal.ota_running(),
+            "reset_cause": hal.reset_cause(), "uptime_ms": hal.uptime_ms()}
+
+
+@dev.app.route("/t/hang", methods=("POST",))
+def do_hang(req):
+    hang[0] = True
+    return {"hanging": True}
+
+
+dev.run()

@@ -1,0 +1,384 @@
+"""iotutils.Device on simulated devices, with real HTTP clients: the example lamp as `make sim` runs it
+(boot report, its page and JSON API, values across a power cut, its Alexa light both ways), user
+routes and tasks beside the server, the watchdog, and OTA images confirmed only after the health
+check passes and rolled back when it cannot."""
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT
+from simdev import SimDevice
+
+import espimage
+from iotutils import __version__
+from iotutils.hal import layout, otadata
+from iotutils.hal.flash import FileFlash
+from iotutils.hue import bri_to_pct, pct_to_bri
+
+APP = os.path.join(ROOT, "tests", "apps", "device_app.py")
+TABLE = {p[0]: p for p in layout.DEFAULT}
+BOOT_TIMEOUT = 40
+
+
+def wait_until(fn, timeout=15.0, what="condition"):
+    """Poll fn() until it returns something true (requests, not sleeps, are the synchronisation)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError("%s not reached within %.0f s (last: %r)" % (what, timeout, last))
+
+
+# ---- the lamp, as `make sim` runs it ----
+
+def make_sim_command(state, port):
+    """The command line `make sim` runs (make -n: nothing is executed)."""
+    out = subprocess.run(["make", "-n", "--no-print-directory", "sim", "SIM_STATE=" + str(state),
+                          "SIM_PORT=%d" % port], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
+    lines = [line for line in out.splitlines() if "scripts/sim.py" in line]
+    assert len(lines) == 1, out
+    return shlex.split(lines[0])
+
+
+class MakeSim(SimDevice):
+    """A SimDevice started with exactly `make sim`'s command line."""
+
+    def start(self):
+        cmd = make_sim_command(self.state_dir, self.port)
+        assert cmd[1:2] == ["scripts/sim.py"] and cmd[-1] == "examples/lamp.py", cmd
+        cmd[0] = os.path.join(ROOT, ".venv", "bin", "python")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.mark = len(self.lines)
+        import threading
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        return self
+
+
+@pytest.fixture(scope="module")
+def lamp(tmp_path_factory):
+    dev = MakeSim(tmp_path_factory.mktemp("lamp") / "state").start()
+    dev.wait_line(r"heap free after start", timeout=BOOT_TIMEOUT)
+    dev.wait_http()
+    yield dev
+    dev.stop()
+
+
+def boot_report(dev):
+    """The boot report's fields, from the console of the current boot."""
+    m = dev.wait_line(r"^iotutils (\S+) on (\S+): (.*)$", timeout=BOOT_TIMEOUT)
+    fw = dev.wait_line(r"^  firmware: (\S+) (\S+), slot (\S+) \(([^)]*)\)(.*)$", timeout=5)
+    cause = dev.wait_line(r"^  reset cause: (\S+)$", timeout=5)
+    heap = dev.wait_line(r"^  heap free: (\d+) of (\d+) bytes", timeout=5)
+    return {"iotutils": m.group(1), "platform": m.group(2), "name": m.group(3), "project": fw.group(1),
+            "version": fw.group(2), "slot": fw.group(3), "state": fw.group(4),
+            "rolled_back": "rolled back" in fw.group(5), "cause": cause.group(1),
+            "heap_free": int(heap.group(1)), "heap_total": int(heap.group(2))}
+
+
+def test_make_sim_boots_the_lamp_and_prints_the_boot_report(lamp):
+    r = boot_report(lamp)
+    assert r["iotutils"] == __version__ and r["platform"] == "sim" and r["name"] == "lamp"
+    assert (r["project"], r["version"], r["slot"], r["state"]) == ("micropython", __version__, "ota_0", "valid")
+    assert r["cause"] == "power_on" and not r["rolled_back"]
+    assert 0 < r["heap_free"] <= r["heap_total"]
+    # after bring-up: the heap left with everything on, and where the server is
+    m = lamp.wait_line(r"heap free after start: (\d+) of (\d+) bytes \((\d+) %\)")
+    assert int(m.group(1)) < r["heap_free"] and int(m.group(2)) == r["heap_total"]
+    lamp.wait_line(r"web server: http://127\.0\.0\.1:%d/" % lamp.port)
+    assert requests.get(lamp.url("/healthz"), timeout=10).json() == {"ok": True}
+
+
+def lamp_state(dev):
+    r = requests.get(dev.url("/api/lamp"), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def put_lamp(dev, body, raw=None):
+    data = raw if raw is not None else json.dumps(body)
+    return requests.put(dev.url("/api/lamp"), data=data, timeout=10)
+
+
+def test_lamp_api_get_put_and_bad_values(lamp):
+    r = put_lamp(lamp, {"on": True, "brightness": 35, "rgb": "#ff8000"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"on": True, "brightness": 35, "rgb": [255, 128, 0]}
+    assert lamp_state(lamp) == r.json()
+    lamp.wait_line(r"LED rgb=\(89,44,0\)", since=0)      # 35 % of (255,128,0), what the LED shows
+    # out of range is clamped (a range variable), not refused
+    assert put_lamp(lamp, {"brightness": 300}).json()["brightness"] == 100
+    assert put_lamp(lamp, {"brightness": 35}).json()["brightness"] == 35
+    before = lamp_state(lamp)
+    for body, raw, reason in [({"brightness": "abc"}, None, "bri"),
+                              ({"rgb": "#zz0000"}, None, "rgb"),
+                              ({"on": "maybe"}, None, "on"),
+                              ({"rgb": [1, 2]}, None, "rgb"),
+                              (None, "[1, 2]", "object"),
+                              (None, "{not json", "JSON"),
+                              # one bad field: nothing of the request is applied
+                              ({"on": False, "brightness": 10, "rgb": "nope"}, None, "rgb")]:
+        r = put_lamp(lamp, body, raw)
+        assert r.status_code == 400, (body, raw, r.status_code, r.text)
+        assert reason in r.json()["error"], (reason, r.text)
+    assert lamp_state(lamp) == before
+
+
+def test_lamp_page_form(lamp):
+    page = requests.get(lamp.url("/lamp"), timeout=10)
+    assert page.status_code == 200 and "<h1>lamp</h1>" in page.text
+    # the browser sends the hidden on=off first, then the ticked checkbox
+    r = requests.post(lamp.url("/lamp"), data=[("on", "off"), ("on", "on"), ("bri", "20"), ("rgb", "#102030")],
+                      timeout=10)
+    assert r.status_code == 200 and "checked" in r.text and "value=20" in r.text and "#102030" in r.text
+    assert lamp_state(lamp) == {"on": True, "brightness": 20, "rgb": [16, 32, 48]}
+    # unticked: only the hidden field: the lamp goes off
+    r = requests.post(lamp.url("/lamp"), data=[("on", "off"), ("bri", "20"), ("rgb", "#102030")], timeout=10)
+    assert r.status_code == 200 and "checked" not in r.text
+    assert lamp_state(lamp)["on"] is False
+    r = requests.post(lamp.url("/lamp"), data=[("on", "off"), ("bri", "lots")], timeout=10)
+    assert r.status_code == 400 and "bri" in r.text and "lots" in r.text
+    assert lamp_state(lamp)["brightness"] == 20
+
+
+def hue_user(dev):
+    r = requests.post(dev.url("/api"), json={"devicetype": "test#device"}, timeout=10)
+    return r.json()[0]["success"]["username"]
+
+
+def hue_light(dev, user, name="Desk lamp"):
+    lights = requests.get(dev.url("/api/%s/lights" % user), timeout=10).json()
+    for lid, light in lights.items():
+        if light["name"] == name:
+            return lid, light["state"]
+    raise AssertionError("no Hue light %r in %r" % (name, lights))
+
+
+def test_alexa_light_follows_the_lamp_and_the_lamp_follows_alexa(lamp):
+    user = hue_user(lamp)
+    # /api/lamp -> Hue
+    assert put_lamp(lamp, {"on": True, "brightness": 40}).status_code == 200
+    lid, st = hue_light(lamp, user)
+    assert st["on"] is True and st["bri"] == pct_to_bri(40)
+    assert put_lamp(lamp, {"on": False}).status_code == 200
+    assert hue_light(lamp, user)[1]["on"] is False
+    # brightness 0 is a dark lamp: Alexa sees it off
+    put_lamp(lamp, {"on": True, "brightness": 0})
+    assert hue_light(lamp, user)[1]["on"] is False
+    put_lamp(lamp, {"on": True, "brightness": 40})
+    assert hue_light(lamp, user)[1]["on"] is True
+    # Hue -> /api/lamp (delivered by the device's main loop)
+    r = requests.put(lamp.url("/api/%s/lights/%s/state" % (user, lid)), json={"on": False}, timeout=10)
+    assert r.json()[0]["success"] == {"/lights/%s/state/on" % lid: False}
+    wait_until(lambda: lamp_state(lamp)["on"] is False, what="lamp off after Hue PUT")
+    r = requests.put(lamp.url("/api/%s/lights/%s/state" % (user, lid)), json={"on": True, "bri": 200}, timeout=10)
+    assert all("success" in x for x in r.json()), r.text
+    want = bri_to_pct(200)
+    wait_until(lambda: (lambda st: st["on"] is True and st["brightness"] == want)(lamp_state(lamp)),
+               what="lamp on at %d %% after Hue PUT" % want)
+    assert hue_light(lamp, user)[1]["bri"] == 200
+
+
+def test_lamp_values_survive_a_power_cut(lamp):
+    assert put_lamp(lamp, {"on": True, "brightness": 73, "rgb": [1, 2, 3]}).status_code == 200
+    user = hue_user(lamp)
+    lamp.power_cut()
+    lamp.start()
+    r = boot_report(lamp)
+    assert r["cause"] == "power_on" and r["slot"] == "ota_0"
+    lamp.wait_line(r"heap free after start", timeout=BOOT_TIMEOUT)
+    lamp.wait_http()
+    assert lamp_state(lamp) == {"on": True, "brightness": 73, "rgb": [1, 2, 3]}
+    lamp.wait_line(r"LED rgb=\(0,1,2\)")          # the LED shows it again at boot
+    # the Alexa light too, and the Hue user (persisted) still works
+    st = hue_light(lamp, user)[1]
+    assert st["on"] is True and st["bri"] == pct_to_bri(73)
+
+
+# ---- user code, watchdog, OTA health check (tests/apps/device_app.py) ----
+
+def write_wifi(path, up):
+    """The Wi-Fi scenario, replaced atomically (the simulator re-reads a file that changed)."""
+    tmp = str(path) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"networks": [{"ssid": "home", "password": "home-secret", "rssi": -55, "channel": 6,
+                                 "up": up}]}, f)
+    os.replace(tmp, str(path))
+
+
+def make_device(tmp_path, cfg=None, wifi_up=True):
+    wifi = tmp_path / "wifi.json"
+    write_wifi(wifi, wifi_up)
+    dev = SimDevice(tmp_path / "dev", app=APP, wifi=wifi)
+    dev.wifi_path = wifi
+    os.makedirs(os.path.join(dev.state_dir, "fs"), exist_ok=True)
+    with open(os.path.join(dev.state_dir, "fs", "device_cfg.json"), "w") as f:
+        json.dump(cfg or {}, f)
+    return dev
+
+
+@pytest.fixture
+def devices():
+    made = []
+    yield made
+    for d in made:
+        d.stop()
+
+
+def boot(dev, devices=None):
+    if devices is not None and dev not in devices:
+        devices.append(dev)
+    dev.start()
+    r = boot_report(dev)
+    dev.wait_line(r"heap free after start", timeout=BOOT_TIMEOUT)
+    dev.wait_http()
+    return r
+
+
+def line_index(dev, pattern, since=0):
+    rx = re.compile(pattern)
+    for i in range(since, len(dev.lines)):
+        if rx.search(dev.lines[i]):
+            return i
+    raise AssertionError("no console line %r" % pattern)
+
+
+def info(dev):
+    r = requests.get(dev.url("/t/info"), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_user_routes_and_tasks_run_beside_the_server(tmp_path, devices):
+    dev = make_device(tmp_path)
+    boot(dev, devices)
+    a = info(dev)
+    b = wait_until(lambda: (lambda x: x if x["ticks"] >= a["ticks"] + 10 else None)(info(dev)),
+                   what="the 50 ms task running")
+    # a task that raises is reported and runs again; the others and the server go on
+    c = wait_until(lambda: (lambda x: x if x["failures"] >= 3 else None)(info(dev)), what="failing task rerun")
+    assert c["ticks"] > b["ticks"]
+    dev.wait_line(r"RuntimeError: task failure 1")
+    dev.wait_line(r"RuntimeError: task failure 2")
+    # the server keeps answering in parallel with the main loop
+    with requests.Session() as s:
+        for _ in range(20):
+            assert s.get(dev.url("/healthz"), timeout=10).status_code == 200
+    assert requests.get(dev.url("/t/nothing"), timeout=10).status_code == 404
+
+
+def test_watchdog_resets_a_stuck_main_loop(tmp_path, devices):
+    dev = make_device(tmp_path, {"wdt_timeout_ms": 1500})
+    r = boot(dev, devices)
+    assert r["cause"] == "power_on"
+    # the main loop feeds it: alive well past the timeout, no reset
+    wait_until(lambda: info(dev)["uptime_ms"] > 4000, what="uptime past the watchdog timeout")
+    assert info(dev)["reset_cause"] == "power_on"
+    assert "watchdog" not in dev.output()
+    since = len(dev.lines)
+    assert requests.post(dev.url("/t/hang"), timeout=10).json() == {"hanging": True}
+    dev.wait_line(r"task watchdog expired", since=since, timeout=15)
+    assert dev.wait_line(r"^  reset cause: (\S+)$", since=since, timeout=BOOT_TIMEOUT).group(1) == "watchdog"
+    dev.wait_line(r"heap free after start", since=since, timeout=BOOT_TIMEOUT)
+    dev.wait_http()
+    assert info(dev)["reset_cause"] == "watchdog"
+
+
+def region(dev, name):
+    p = TABLE[name]
+    return FileFlash(os.path.join(dev.state_dir, "flash.bin"), p[3], p[4], name)
+
+
+def install_image(dev, version):
+    """What an OTA install leaves behind while the device is off: the image in the other slot and
+    otadata pointing at it (state NEW)."""
+    image = espimage.build_app_image(version)
+    r = region(dev, "ota_1")
+    try:
+        for off in range(0, (len(image) + 4095) // 4096 * 4096, 4096):
+            r.erase(off, 4096)
+        r.write(0, image)
+    finally:
+        r.close()
+    od = region(dev, "otadata")
+    try:
+        otadata.set_boot(od, 1)
+    finally:
+        od.close()
+
+
+def test_new_image_is_confirmed_only_after_the_health_check(tmp_path, devices):
+    # a configured device whose router is off: the new image runs, but is not confirmed
+    dev = make_device(tmp_path, {"networks": [["home", "home-secret"]], "wifi_retry_s": 1,
+                                 "health_timeout_s": 120}, wifi_up=False)
+    boot(dev, devices)
+    dev.power_cut()
+    install_image(dev, "0.9.0")
+    r = boot(dev)
+    assert (r["version"], r["slot"], r["state"]) == ("0.9.0", "ota_1", "pending verify")
+    dev.wait_line(r"confirming after a health check")
+    # the server answers, but no network: still pending after several health checks (1/s)
+    t0 = info(dev)["uptime_ms"]
+    wait_until(lambda: info(dev)["uptime_ms"] > t0 + 3000, what="three health-check periods")
+    assert info(dev)["pending"] is True
+    assert "image confirmed" not in dev.output()
+    # the router comes back: the station connects, the check passes, the image is confirmed
+    since = len(dev.lines)
+    write_wifi(dev.wifi_path, True)
+    dev.wait_line(r"wifi: connected to home", since=since, timeout=30)
+    dev.wait_line(r"health check passed, image confirmed", since=since, timeout=15)
+    assert info(dev)["pending"] is False
+    # confirmed for good: a power cut boots the new image again
+    dev.power_cut()
+    r = boot(dev)
+    assert (r["version"], r["slot"], r["state"], r["rolled_back"]) == ("0.9.0", "ota_1", "valid", False)
+
+
+def test_unconfigured_device_confirms_with_the_setup_portal(tmp_path, devices):
+    dev = make_device(tmp_path, {"health_timeout_s": 120})
+    boot(dev, devices)
+    dev.power_cut()
+    install_image(dev, "0.9.1")
+    since = len(dev.lines)
+    r = boot(dev)
+    assert (r["version"], r["state"]) == ("0.9.1", "pending verify")
+    dev.wait_line(r"setup portal on", since=since, timeout=30)
+    dev.wait_line(r"health check passed, image confirmed", since=since, timeout=15)
+    assert info(dev)["pending"] is False
+
+
+def test_image_that_never_gets_healthy_is_rolled_back(tmp_path, devices):
+    # the router never comes up on a configured device: after health_timeout_s the device resets
+    # and the bootloader goes back to the previous image
+    dev = make_device(tmp_path, {"networks": [["home", "home-secret"]], "wifi_retry_s": 1,
+                                 "health_timeout_s": 4}, wifi_up=False)
+    boot(dev, devices)
+    dev.power_cut()
+    install_image(dev, "0.9.2")
+    since = len(dev.lines)
+    r = boot(dev)
+    assert (r["version"], r["slot"], r["state"]) == ("0.9.2", "ota_1", "pending verify")
+    dev.wait_line(r"health check failed for 4 s, rolling back", since=since, timeout=30)
+    # the next boot: the old image, marked as a rollback
+    after = line_index(dev, r"rolling back", since) + 1
+    m = dev.wait_line(r"^  firmware: \S+ (\S+), slot (\S+) \(([^)]*)\)(.*)$", since=after, timeout=BOOT_TIMEOUT)
+    assert m.groups()[:3] == (__version__, "ota_0", "valid") and "rolled back" in m.group(4)
+    assert dev.wait_line(r"^  reset cause: (\S+)$", since=after).group(1) == "soft"
+    dev.wait_line(r"heap free after start", since=after, timeout=BOOT_TIMEOUT)
+    dev.wait_http()
+    st = info(dev)
+    assert (st["slot"], st["pending"]) == ("ota_0", False)
+    # and it stays there
+    dev.power_cut()
+    r = boot(dev)
+    assert (r["slot"], r["state"], r["rolled_back"]) == ("ota_0", "valid", True)
