@@ -1168,45 +1168,57 @@ class WebServer:
         conn.n += r
         if conn.req is not None:
             if conn.n >= conn.need:
-                req = conn.req
-                conn.req = None
-                self._dispatch(conn, req)
+                self._dispatch(conn)
             return
         self._parse(conn)
 
     def _parse(self, conn):
-        """Parse the head in conn.buf: dispatch a complete request, answer an error, or wait for more."""
+        """A complete head in conn.buf goes to a worker (which parses it); else wait for more bytes, or
+        answer an error as soon as the bytes so far cannot start a valid request."""
         buf = conn.buf
+        if buf.find(b"\r\n\r\n", 0, conn.n) >= 0:
+            self._dispatch(conn)
+            return
+        # incomplete: parse what is there anyway, so junk (a TLS ClientHello) is refused at once
         out = self._out
         res = parse_head(buf, conn.n, out)
-        if res == 0:
-            if conn.n >= len(buf):
-                if len(buf) >= self.max_head:
-                    self._fail(conn, 431 if out[0] else 414)
-                    return
-                nb = bytearray(min(self.max_head, len(buf) * 2))
-                nb[:conn.n] = buf[:conn.n]
-                conn.buf = nb
-            return
         if res < 0:
             self._fail(conn, -res, _reason(out[0]) or None)
-            return
-        try:
-            req = self._make_request(conn, buf, out)
-        except MemoryError:
-            self._fail(conn, 503)
-            return
-        except ValueError:
-            self._fail(conn, 400)
-            return
+        elif res > 0:
+            self._dispatch(conn)
+        elif conn.n >= len(buf):
+            if len(buf) >= self.max_head:
+                self._fail(conn, 431 if out[0] else 414)
+                return
+            nb = bytearray(min(self.max_head, len(buf) * 2))
+            nb[:conn.n] = buf[:conn.n]
+            conn.buf = nb
+
+    def _head(self, conn, out):
+        """Worker side: parse the head in conn.buf into a Request; None when the connection was
+        answered (error) or handed back (a small body still to come, read by the poll thread)."""
+        buf = conn.buf
+        res = parse_head(buf, conn.n, out)
+        if res <= 0:
+            if res == 0:  # only empty lines so far
+                self._give_back(conn, True)
+            else:
+                self._error_close(conn, -res, _reason(out[0]) or None)
+            return None
+        req = self._make_request(conn, buf, out)
         req.head_len = res
         if req.body_kind == _BODY_LENGTH and not (req.flags & _FLAG_EXPECT_CONTINUE):
             need = res + req.content_length
             if need > conn.n and need <= len(buf):
-                conn.req = req  # a small body: read it here, don't hold a worker for it
+                conn.req = req  # a small body: the poll thread reads it, no worker waits for it
                 conn.need = need
-                return
-        self._dispatch(conn, req)
+                self._give_back(conn, True)
+                return None
+        return req
+
+    def _error_close(self, conn, status, reason=None):
+        self._send_error_now(conn.sock, status, reason)
+        self._give_back(conn, False)
 
     def _make_request(self, conn, buf, out):
         mv = memoryview(buf)
@@ -1238,23 +1250,23 @@ class WebServer:
             pass
         _discard(sock)
 
-    def _dispatch(self, conn, req):
+    def _dispatch(self, conn):
         conn.busy = True
         self._poller.unregister(conn.sock)
         with self._qlock:
             if self._idle:
                 w = self._idle.pop()
-                w[1] = req
+                w[1] = conn
                 w[0].release()
             else:
-                self._jobs.append(req)
+                self._jobs.append(conn)
 
     def _run_queue(self):
         # workers=0: the poll thread serves requests itself
         jobs = self._jobs
         self._jobs = []
-        for req in jobs:
-            self._serve(req)
+        for conn in jobs:
+            self._serve(conn, self._out)
         if self._returned:
             self._take_back(ticks_ms())
 
@@ -1269,8 +1281,10 @@ class WebServer:
                 self._close(conn)
                 continue
             conn.last = now
-            conn.t0 = now if conn.n else None
             self._poller.register(conn.sock, _POLLIN)
+            if conn.req is not None:
+                continue  # a head waiting for its body: keep reading (and its t0: 408 if too slow)
+            conn.t0 = now if conn.n else None
             if conn.n:
                 self._parse(conn)  # a pipelined request already in the buffer
             else:
@@ -1298,20 +1312,21 @@ class WebServer:
     def _worker(self):
         me = [_thread.allocate_lock(), None]
         me[0].acquire()
+        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
         while self._running:
             with self._qlock:
-                req = self._jobs.pop(0) if self._jobs else None
-                if req is None:
+                conn = self._jobs.pop(0) if self._jobs else None
+                if conn is None:
                     if not self._running:
                         return
                     self._idle.append(me)
-            if req is None:
+            if conn is None:
                 me[0].acquire()  # released by _dispatch (with me[1] set) or stop()
-                req = me[1]
+                conn = me[1]
                 me[1] = None
-                if req is None:
+                if conn is None:
                     continue
-            self._serve(req)
+            self._serve(conn, out)
 
     def _give_back(self, conn, keep):
         if not self.workers:
@@ -1325,9 +1340,22 @@ class WebServer:
         if poke:
             self._poke()
 
-    def _serve(self, req):
-        """Run one request to the end in this (worker) thread; give the connection back."""
-        conn = req.conn
+    def _serve(self, conn, out):
+        """Parse and run one request to the end in this (worker) thread; give the connection back."""
+        req = conn.req
+        conn.req = None
+        if req is None:
+            try:
+                req = self._head(conn, out)
+            except MemoryError:
+                _gc_collect()
+                self._error_close(conn, 503)
+                return
+            except ValueError:  # undecodable bytes in the head
+                self._error_close(conn, 400)
+                return
+            if req is None:
+                return
         sock = conn.sock
         keep = False
         try:
