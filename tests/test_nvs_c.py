@@ -598,6 +598,13 @@ def _check_cuts(tmp_path, script, base, namespaces, step=1, torn=False, idf_load
         old, new = models[k], models[min(k + 1, len(script))]
         for key in set(old) | set(new) | set(got):
             assert got.get(key) in (old.get(key), new.get(key)), (n, k, script[k][:3], key)
+        py = _python_nvs_or_none()
+        if py is not None and not idf_load_only:
+            # the pure-Python twin reads the cut image the same way
+            p = py.NVS(SimFlash(data=cut.buf))
+            pgot = {(ns, key): p.get_typed(ns, key) for ns in namespaces for key, _t in p.keys(ns)}
+            for key in set(old) | set(new) | set(pgot):
+                assert pgot.get(key) in (old.get(key), new.get(key)), ("nvs.py", n, k, script[k][:3], key)
         # still writable, and what it writes survives another reload
         s.set(namespaces[0], "after", n)
         s.close()
@@ -666,6 +673,14 @@ def test_power_cut_random_scripts(tmp_path, seed):
     _check_cuts(tmp_path, ok, base, ["p", "q"], step=5, idf_load_only=True)
     assert total > 100
     assert_idf_clean(tmp_path, images)   # when IDF_PATH is set
+
+
+def _python_nvs_or_none():
+    try:
+        from iotutils import nvs
+    except ImportError:
+        return None
+    return nvs
 
 
 def _python_nvs():

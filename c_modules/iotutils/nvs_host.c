@@ -15,6 +15,9 @@
 //   that check on FULL pages, and reads FULL pages' complete items as usual.
 // - After loading, a value left twice by an interrupted overwrite in a way ESP-IDF's loader
 //   misses (old and new of different types, on different pages) keeps only the newer one.
+// - A value that still does not fit after reclaiming one page gets further reclaims (one per
+//   page at most) before NVS_ERR_NO_SPACE; ESP-IDF stops after one.
+// Not done: ESP-IDF >= 6 also zeroes erased entries ("purge"); v5.5 does not, nor does this.
 #include "nvs_host.h"
 
 #include <stdlib.h>
