@@ -204,7 +204,8 @@ class Alexa(HueBridge):
     notify_timeout = 2
     #: re-announce (NOTIFY ssdp:alive) this often, in ms (UPnP: well within CACHE-CONTROL max-age)
     alive_ms = 45000
-    #: retry binding the SSDP socket this often (ms) when start() ran before the network was up
+    #: retry binding the SSDP socket this often (ms) when start() ran before the network was up, and
+    #: check this often whether the address changed
     retry_ms = 10000
     #: most Hue users kept (the oldest is dropped beyond this)
     max_users = 16
@@ -413,14 +414,14 @@ class Alexa(HueBridge):
         # the background thread: SSDP answers, periodic alive NOTIFYs and WeMo event NOTIFYs (socket I/O
         # kept out of the server's workers)
         ssdp = self._ssdp
-        last = _ticks()
+        alive = check = _ticks()
         while self._running:
             now = _ticks()
             if not ssdp.started():
-                if ssdp.closed() or _diff(now, last) < self.retry_ms:
+                if ssdp.closed() or _diff(now, check) < self.retry_ms:
                     time.sleep(0.3)
                 else:
-                    last = now
+                    check = now
                     try:
                         ssdp.start()
                     except OSError:
@@ -428,8 +429,12 @@ class Alexa(HueBridge):
             else:
                 try:
                     ssdp.serve(50 if self._jobs else 300)
-                    if _diff(now, last) > self.alive_ms:
-                        last = now
+                    if _diff(now, check) > self.retry_ms:
+                        check = now
+                        if ssdp.moved():  # a new address (setup AP -> home network): join the group there
+                            ssdp.rejoin()
+                    if _diff(now, alive) > self.alive_ms:
+                        alive = now
                         ssdp.notify("ssdp:alive")
                 except Exception as e:  # never let discovery die silently
                     print("alexa: ssdp:", repr(e))

@@ -118,6 +118,7 @@ class SSDP:
         self._sock = None
         self._running = False
         self._closed = False
+        self.ip = None        # the address the group was joined on
         self.answered = 0
 
     # ---- what we announce ----
@@ -155,11 +156,28 @@ class SSDP:
             except OSError:
                 pass
         self._sock = s
+        self.ip = ip
         self._running = True
         self.notify("ssdp:alive")
 
     def started(self):
         return self._sock is not None
+
+    def moved(self):
+        """True when the device's address is no longer the one the group was joined on (Wi-Fi went from
+        the setup access point to the home network): the caller restarts with rejoin()."""
+        try:
+            return self._sock is not None and hal.ip() != self.ip
+        except Exception:
+            return False
+
+    def rejoin(self):
+        """Close the socket (no byebye: the old address is gone) and start again on the current one."""
+        s = self._sock
+        self._sock = None
+        if s is not None:
+            s.close()
+        self.start()
 
     def closed(self):
         return self._closed

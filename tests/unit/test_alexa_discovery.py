@@ -218,8 +218,25 @@ def test_ssdp_start_without_network_then_stop_for_good():
         assert not s.started()
     finally:
         hal.ip = real_ip
+    assert not s.moved()  # not started: nothing to move
     s.serve(0)            # without a socket: returns at once
     s.stop()
     assert s.closed()
     s.start()             # after stop(): stays closed
     assert not s.started()
+
+
+def test_ssdp_rejoins_when_the_address_changes():
+    s = S.SSDP()
+    s.add("http://%s:%d/d.xml", "uuid:m", ("upnp:rootdevice",), "", 80)
+    s.start()                      # a real socket on 0.0.0.0:1900, the group joined on loopback
+    try:
+        assert s.started() and s.ip == hal.ip() and not s.moved()
+        s.ip = "10.9.8.7"          # as if joined on the setup access point's address before
+        assert s.moved()
+        s.rejoin()
+        assert s.started() and s.ip == hal.ip() and not s.moved()
+        s.serve(0)
+    finally:
+        s.stop()
+    assert not s.started() and s.closed()
