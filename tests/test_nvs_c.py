@@ -122,7 +122,8 @@ class SimFlash:
         self.buf[off:off + n] = b"\xff" * n
         return 0
 
-    # The pure-Python NVS (nvs.py) uses the same object as its flash region.
+    # The pure-Python NVS (nvs.py) uses the same object as its flash region (and the same
+    # budget: past it, writes raise PowerCut).
     def read(self, off, n):
         return bytes(self.buf[off:off + n])
 
@@ -130,9 +131,13 @@ class SimFlash:
         b[:] = self.buf[off:off + len(b)]
 
     def write(self, off, data):
+        if self._cut():
+            raise PowerCut()
         self.buf[off:off + len(data)] = bytes(a & b for a, b in zip(self.buf[off:off + len(data)], data))
 
     def erase(self, off, n):
+        if self._cut():
+            raise PowerCut()
         self.buf[off:off + n] = b"\xff" * n
 
 
@@ -743,6 +748,38 @@ def test_python_writes_c_reads(tmp_path):
     s.set("x", "fromc", "C was here")   # and the C store keeps writing the Python image
     s.close()
     assert nvs.NVS(SimFlash(data=s.flash.buf)).get("x", "fromc") == "C was here"
+
+
+@pytest.mark.xfail(strict=False, reason="nvs.py (not this core) writes a new blob chunk as the last item "
+                   "of an ACTIVE page that holds the previous version's chunk: ESP-IDF's loader (ported "
+                   "here) then erases the old chunk and the blob is lost if the power is cut there")
+def test_python_writes_with_power_cuts_c_reads_old_or_new():
+    nvs = _python_nvs()
+    script = _script()
+    base = bytes(SimFlash(0x6000).buf)
+    namespaces = ["cfg", "new"]
+    flash = SimFlash(data=base)
+    p = nvs.NVS(flash)
+    models = [{}]
+    for op in script:
+        m = dict(models[-1])
+        _apply(p, m, op)
+        models.append(m)
+    for n in range(flash.ops_done):
+        flash = SimFlash(data=base)
+        flash.budget = n
+        k = len(script)
+        try:
+            p = nvs.NVS(flash)
+            for k, op in enumerate(script):
+                _apply(p, {}, op)
+            k = len(script)
+        except PowerCut:
+            pass
+        got = dump(CStore(SimFlash(data=flash.buf)), namespaces)
+        old, new = models[k], models[min(k + 1, len(script))]
+        for key in set(old) | set(new) | set(got):
+            assert got.get(key) in (old.get(key), new.get(key)), (n, k, script[k][:3], key)
 
 
 def test_file_backend(tmp_path):
