@@ -52,6 +52,7 @@ _PAGE = const(4096)
 _ENTRIES = const(126)
 _ESIZE = const(32)
 _FIRST = const(64)
+_BLOCK = const(512)        # 16 entries
 _BITMAP = const(32)
 _CHUNK_MAX = const(4000)  # (_ENTRIES - 1) * _ESIZE
 _S_EMPTY = const(0xFFFFFFFF)
@@ -278,7 +279,7 @@ class NVS:
 
     # ---- loading (ESP-IDF PageManager::load + Storage::init) ----
     def _load(self):
-        pb = bytearray(_PAGE)  # one page at a time, freed after loading
+        pb = bytearray(_BLOCK)  # entries are read 16 at a time: no large block needed on a fragmented heap
         for slot in range(self.npages):
             self._load_page(slot, pb)
         used = [s for s in range(self.npages) if self._st[s] in (_S_ACTIVE, _S_FULL, _S_FREEING)]
@@ -314,8 +315,14 @@ class NVS:
         state = struct.unpack_from("<I", head, 0)[0]
         self._used[slot] = 0
         if state == _S_EMPTY:
-            self.flash.readinto(base, pb)
-            self._st[slot] = _S_EMPTY if pb == b"\xff" * _PAGE else _S_CORRUPT
+            st = _S_EMPTY
+            blank = b"\xff" * _BLOCK
+            for off in range(0, _PAGE, _BLOCK):
+                self.flash.readinto(base + off, pb)
+                if pb != blank:
+                    st = _S_CORRUPT
+                    break
+            self._st[slot] = st
             return
         if struct.unpack_from("<I", head, 28)[0] != _crc32(memoryview(head)[4:28], 0xFFFFFFFF) & 0xFFFFFFFF \
                 or state not in (_S_ACTIVE, _S_FULL, _S_FREEING):
@@ -340,20 +347,26 @@ class NVS:
     def _scan(self, slot, pb, blobs, chunks):
         """Check a page's items (ESP-IDF mLoadEntryTable), index them, keep the newest of duplicates
         (a cut between writing a new value and erasing the old), note namespaces and blobs."""
-        self.flash.readinto(slot * _PAGE, pb)
+        bm = bytearray(self._bitmap(slot))
         mv = memoryview(pb)
+        block = -1
         active = self._st[slot] == _S_ACTIVE
         end = self._nxt[slot] if active else _ENTRIES
         used = 0
         i = 0
         while i < end:
-            s = (pb[_BITMAP + (i >> 2)] >> ((i & 3) * 2)) & 3
+            s = (bm[i >> 2] >> ((i & 3) * 2)) & 3
             if s != _E_WRITTEN:
                 if s == 1:  # illegal state
                     self._set_states(slot, i, i + 1, _E_ERASED)
                 i += 1
                 continue
-            e = mv[_FIRST + i * _ESIZE:_FIRST + i * _ESIZE + _ESIZE]
+            if i >> 4 != block:
+                block = i >> 4
+                off = _FIRST + block * _BLOCK
+                self.flash.readinto(slot * _PAGE + off, mv[:min(_BLOCK, _PAGE - off)])
+            o = (i & 15) * _ESIZE
+            e = mv[o:o + _ESIZE]
             if not _consistent(e, i):
                 self._set_states(slot, i, i + 1, _E_ERASED)
                 i += 1
@@ -361,7 +374,7 @@ class NVS:
             span = e[2]
             ok = True
             for j in range(i + 1, i + span):
-                if (pb[_BITMAP + (j >> 2)] >> ((j & 3) * 2)) & 3 != _E_WRITTEN:
+                if (bm[j >> 2] >> ((j & 3) * 2)) & 3 != _E_WRITTEN:
                     ok = False
                     break
             if not ok:  # a string/blob whose data never completed
@@ -380,8 +393,9 @@ class NVS:
                 if old >= 0 and (t == BLOB_DATA) == (self._e[1] == BLOB_DATA):
                     self._erase_item_at(old, t != BLOB_DATA)  # older: earlier page or entry
                     # (it may have been on this page: refresh our copy of the state bitmap)
-                    self.flash.readinto(slot * _PAGE + _BITMAP, mv[_BITMAP:_FIRST])
-                    if (pb[_BITMAP + (i >> 2)] >> ((i & 3) * 2)) & 3 != _E_WRITTEN:
+                    bm = bytearray(self._bitmap(slot))
+                    block = -1  # (and the entries we hold)
+                    if (bm[i >> 2] >> ((i & 3) * 2)) & 3 != _E_WRITTEN:
                         i += span
                         continue
             self._idx_add(h, loc)

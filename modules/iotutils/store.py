@@ -19,6 +19,8 @@ except ImportError:  # pragma: no cover
             return False
     _lock = _NoLock()
 
+import os
+
 from iotutils import hal
 
 try:
@@ -37,29 +39,32 @@ _backend = None
 GENERATION = 0  # bumped by use(): caches of stored values (persist.py) compare it
 
 
+def _make(kind, kv_class=None):
+    """(backend object, its name) for the given kind (see the top of this file)."""
+    if kind == "kvstore":
+        if hal.PLATFORM == "esp32":
+            return kv_class("nvs"), kind
+        cfg = hal.config()
+        path = cfg.get("flash")
+        if path is not None:
+            try:
+                os.stat(path)
+            except OSError:
+                hal.partition("nvs")  # creates the flash image file
+            p = [x for x in cfg["partitions"] if x[0] == "nvs"][0]
+            return kv_class(path, p[3], p[4]), kind
+        kind = "nvs"  # RAM flash (unit tests): the C store needs a file
+    if kind == "esp32nvs":
+        from iotutils.store_esp32nvs import ESP32NVS
+        return ESP32NVS(), kind
+    from iotutils.nvs import NVS
+    return NVS(hal.partition("nvs")), "nvs"
+
+
 def _open():
-    global _backend
+    global _backend, BACKEND
     if _backend is None:
-        if BACKEND == "kvstore":
-            if hal.PLATFORM == "esp32":
-                _backend = _KVStore("nvs")
-            else:
-                part = hal.partition("nvs")
-                path = hal.config().get("flash")
-                if path is None:  # RAM flash (unit tests): the C store needs a file
-                    from iotutils.nvs import NVS
-                    _backend = NVS(part)
-                else:
-                    if hasattr(part, "close"):
-                        part.close()  # the C store opens the file itself
-                    p = [x for x in hal.config()["partitions"] if x[0] == "nvs"][0]
-                    _backend = _KVStore(path, p[3], p[4])
-        elif BACKEND == "esp32nvs":
-            from iotutils.store_esp32nvs import ESP32NVS
-            _backend = ESP32NVS()
-        else:
-            from iotutils.nvs import NVS
-            _backend = NVS(hal.partition("nvs"))
+        _backend, BACKEND = _make(BACKEND, _KVStore)
     return _backend
 
 

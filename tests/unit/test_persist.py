@@ -378,9 +378,14 @@ def test_full_store_raises_oserror_and_keeps_values():
     keep = PersistentStr("keep", folder="full")
     keep.value = "safe"
     err = None
+    filler = PersistentStr("last", folder="full")
     try:
         for i in range(400):
-            PersistentStr("s%d" % i, folder="full").value = "x" * 200
+            store.set("full", "s%d" % i, "x" * 200)
+    except OSError:
+        pass
+    try:
+        filler.value = "y" * 300
     except OSError as e:  # nvs.NVSError, like _iotutils.KVStore's ENOSPC
         err = e
     assert err is not None
@@ -389,3 +394,38 @@ def test_full_store_raises_oserror_and_keeps_values():
     assert PersistentStr("keep", default="gone", folder="full").value == "gone"
     keep.value = "again"
     assert keep.value == "again"
+
+
+def test_kvstore_backend_glue():
+    # _iotutils.KVStore(path, offset, size) on the host firmware: stand in for it with nvs.NVS over the file
+    from mpunit import rmtree, tempdir
+    from iotutils import hal
+    from iotutils.hal.flash import FileFlash
+    d = tempdir("kv")
+    path = d + "/flash.bin"
+    with open(path, "wb") as f:
+        for _ in range((0x9000 + SIZE) // 4096):
+            f.write(b"\xff" * 4096)
+    calls = []
+
+    class FakeKV(nvs.NVS):
+        def __init__(self, p, off, size):
+            calls.append((p, off, size))
+            self.file = FileFlash(p, off, size, "nvs")
+            nvs.NVS.__init__(self, self.file)
+
+    saved = hal.config
+    hal.config = lambda: {"flash": path, "partitions": [["nvs", "data", "nvs", 0x9000, SIZE]]}
+    try:
+        b, name = store._make("kvstore", FakeKV)
+    finally:
+        hal.config = saved
+    assert calls == [(path, 0x9000, SIZE)] and name == "kvstore"
+    store.use(b, name)
+    PersistentInt("boots", folder="kv").value = 3
+    assert store.BACKEND == "kvstore" and store.get("kv", "boots") == 3
+    b.file.close()
+    f2 = FileFlash(path, 0x9000, SIZE, "nvs")
+    assert nvs.NVS(f2).get("kv", "boots") == 3  # in the nvs partition of the image file
+    f2.close()
+    rmtree(d)
