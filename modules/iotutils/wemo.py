@@ -262,8 +262,7 @@ class WemoDevice:
             s.settimeout(self.alexa.notify_timeout)
             s.connect(socket.getaddrinfo(sub[1], sub[2])[0][-1])
             s.sendall((head + body).encode())
-            # read the answer to its end (closing early resets the subscriber's socket mid-reply); its
-            # status does not matter: a failing subscriber simply expires
+            # read the answer to its end (closing early resets the subscriber's socket mid-reply)
             n = 0
             while n < 2048:
                 part = s.recv(256)
@@ -271,6 +270,9 @@ class WemoDevice:
                     break
                 n += len(part)
         except OSError:
-            pass
+            # gone or stuck: drop it, so it cannot hold up discovery on every change (each try costs
+            # up to notify_timeout on the Alexa thread); a live client renews, gets 412, subscribes again
+            with self.alexa._lock:
+                self._subs = [x for x in self._subs if x is not sub]
         finally:
             s.close()

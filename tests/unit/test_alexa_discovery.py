@@ -196,6 +196,12 @@ def test_wemo_soap_and_gena_handlers():
     assert dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "junk", "nt": "upnp:event"})).status == 412
     fan.set(on=False)                      # a local change queues a NOTIFY per subscriber
     assert len(alexa._jobs) == 2
+    alexa._jobs[0]()                       # the initial NOTIFY: nobody listens on port 9 -> dropped
+    assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": sid})).status == 412
+    assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
+    alexa._jobs = []
+    r = dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "<http://127.0.0.1:9/cb>", "nt": "upnp:event"}))
+    sid = r.headers["SID"]
     assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 200
     assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
     alexa._jobs = []
