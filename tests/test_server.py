@@ -373,6 +373,25 @@ def test_slow_drip_headers_get_408(dev):
     assert_alive(dev)
 
 
+def test_body_after_the_head_is_awaited_by_the_poll_loop(dev):
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 11\r\n\r\n")
+    time.sleep(0.3)  # the body really comes in a later segment
+    s.sendall(b"hello")
+    time.sleep(0.1)
+    s.sendall(b" world")
+    st, _, body = read_response(s.makefile("rb"))
+    assert st == 200 and body == b"hello world"
+    s.close()
+    # a body that never completes: 408 counted from the first byte of the request
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
+    t0 = time.time()
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\npartial")
+    st, _, _ = read_response(s.makefile("rb"))
+    assert st == 408 and 1.3 < time.time() - t0 < 8
+    s.close()
+
+
 def test_aborted_page_loads_do_not_hurt(dev):
     for i in range(20):
         s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)

@@ -383,3 +383,53 @@ def test_httperror_from_handler():
         raise HTTPError(409, "busy")
     st, _, body, keep, _ = run(app, b"GET /e HTTP/1.1\r\nHost: d\r\n\r\n")
     assert st == 409 and body == b"busy\n" and keep
+
+
+def _client_get(port, path):
+    import socket
+    s = socket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    s.send(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(512)
+        if not d:
+            break
+        data += d
+    s.close()
+    return data
+
+
+def test_start_serves_from_background_threads_and_stop():
+    import os
+    import time
+    app = WebServer(port=0, workers=2, host="127.0.0.1")
+
+    @app.route("/hi/<int:n>")
+    def hi(req, n):
+        return {"hi": n}
+    seed = int.from_bytes(os.urandom(2), "little")
+    for i in range(20):  # a free port
+        app.port = 30000 + (seed + 97 * i) % 20000
+        try:
+            app.start()
+            break
+        except OSError:
+            continue
+    assert app._running  # start() returned: serving from its threads
+    try:
+        data = _client_get(app.port, "/hi/7")
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b'{"hi": 7}')
+        app.add_route("/added", lambda req: "added")
+        assert _client_get(app.port, "/added").endswith(b"added")
+        assert app.request_count == 2
+    finally:
+        app.stop()
+    assert app._threads == 0  # the poll thread and both workers ended
+    try:
+        _client_get(app.port, "/hi/1")
+        refused = False
+    except OSError:
+        refused = True
+    assert refused
+    time.sleep(0)
