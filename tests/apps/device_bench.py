@@ -1,0 +1,14 @@
+# Device app for bench/bench_device.py: iotutils.Device with everything on — Wi-Fi + setup portal,
+# web server + admin page, OTA with auto-update resumed (its thread runs), Alexa with a dimmable Hue
+# light and a WeMo socket — and nothing of its own, so the heap left is what the toolbox leaves.
+# The OTA source is a closed loopback port (IOTUTILS_TEST_API overrides it): checks fail fast, offline.
+import os
+
+import iotutils
+
+api = os.getenv("IOTUTILS_TEST_API") or "http://127.0.0.1:9"
+dev = iotutils.Device(name="bench", ota_repo="acme/lamp", ota_api=api)
+dev.alexa.add("Desk lamp", dimmable=True)
+dev.alexa.add("Heater", wemo=True)
+dev.ota.auto_update(True, every_hours=24, idle_minutes=10, app=dev.app)
+dev.run()
