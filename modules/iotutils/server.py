@@ -848,6 +848,7 @@ class WebServer:
         self._returned = []
         self._wake_pending = False
         self._seq = 0
+        self._accept_paused = None
         self._running = False
         self._threads = 0
         self._sock = None
@@ -1051,6 +1052,9 @@ class WebServer:
                         # the poll thread must survive anything: drop what failed, keep serving
                         self._trouble(e, conn)
                 try:
+                    if self._accept_paused is not None and ticks_diff(now, self._accept_paused) > 100:
+                        self._accept_paused = None
+                        poller.modify(lsock, _POLLIN)
                     if self._returned:
                         self._take_back(now)
                     while self._jobs and not self.workers:
@@ -1087,7 +1091,12 @@ class WebServer:
         while True:
             try:
                 s, addr = self._sock.accept()
-            except OSError:
+            except OSError as e:
+                if e.args and e.args[0] not in (11, 4):  # not EAGAIN/EINTR: out of sockets or memory
+                    if not self._evict():
+                        # nothing to free: stop accepting for a moment instead of spinning on it
+                        self._poller.modify(self._sock, 0)
+                        self._accept_paused = now
                 return
             if len(self._conns) >= self.max_connections and not self._evict():
                 s.close()  # every connection is busy: refuse
