@@ -1,8 +1,7 @@
 # Alexa local control units (iotutils.alexa, iotutils.hue) on CPython and MicroPython: the Hue v1 API
 # answered by the route handlers (no sockets), persistence across Alexa objects, and the heap cost per
 # device on MicroPython. SSDP and WeMo units are in test_alexa_discovery.py (one module for all would not
-# fit the simulated heap when compiled from source). Not test_alexa.py: pytest needs basenames unique
-# across tests/ and tests/unit/ (tests/test_alexa.py is the integration suite).
+# fit the simulated heap when compiled from source).
 import gc
 import json
 
