@@ -387,3 +387,19 @@ def test_power_cut_during_factory_reset_and_namespace_erase():
             assert sorted(k for k, t in s.keys("fresh2")) == ["y"], (action, cut)
             if cut % 7 == 0:
                 idf_check(s.flash.buf, "after a cut in %s at %d" % (action, cut))
+
+
+def test_index_hash_collisions(monkeypatch):
+    # every key in one index bucket: lookups must still find exactly the right entry
+    monkeypatch.setattr(nvs, "_hash", lambda ns, key, chunk: 42)
+    test_random_operations_match_a_model(5)
+    f = Flash()
+    s = nvs.NVS(f)
+    for i in range(300):
+        s.set("ns%d" % (i % 2), "k%d" % (i % 20), i)
+        s.set("ns0", "blob", bytes([i % 256]) * 4500)
+    s2 = nvs.NVS(Flash(data=f.buf))
+    for j in range(20):
+        last = max(i for i in range(300) if i % 20 == j)
+        assert s2.get("ns%d" % (last % 2), "k%d" % j) == last
+    assert s2.get("ns0", "blob") == bytes([299 % 256]) * 4500
