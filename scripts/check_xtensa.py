@@ -9,7 +9,8 @@ here. Flags mirror an ESP-IDF size build: -Os -mlongcalls, all warnings as error
 also be libc-only: every symbol it leaves undefined must come from picolibc, libgcc or another core.
 
 Without arguments it checks the cores of c_modules/iotutils/ that exist (httpparse.c, kvstore.c,
-nvs_host.c). Exits 0 when all compile clean, 1 on a warning/error or a foreign symbol, 2 when the
+nvs_host.c); a core with an IOTUTILS_KV_IDF path is also compiled in that (ESP32) configuration,
+and the report totals what the ESP32 build links (the host NVS engine nvs_host.c is unix-only). Exits 0 when all compile clean, 1 on a warning/error or a foreign symbol, 2 when the
 cross compiler is not installed, 3 when there is nothing to compile.
 """
 import argparse
@@ -23,6 +24,10 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE_DIR = os.path.join(ROOT, "c_modules", "iotutils")
 CORES = ("httpparse.c", "kvstore.c", "nvs_host.c")
+# The host NVS engine: the unix port only (micropython.mk); the ESP32 uses ESP-IDF's NVS.
+HOST_ONLY = {"nvs_host.c"}
+# A core with an ESP32 path is compiled a second time the way c_modules/micropython.cmake does.
+IDF_DEFINE = "IOTUTILS_KV_IDF"
 
 CC = "xtensa-lx106-elf-gcc"
 NM = "xtensa-lx106-elf-nm"
@@ -86,6 +91,11 @@ def section_sizes(obj):
     return sizes
 
 
+def _compile(cc, specs, src, obj, extra):
+    return _run([cc, "--specs=" + specs] + CFLAGS + extra + ["-I", os.path.dirname(os.path.abspath(src)),
+                                                             "-c", src, "-o", obj])
+
+
 def libgcc_path(cc):
     return _run([cc, "-print-libgcc-file-name"]).stdout.strip()
 
@@ -102,45 +112,62 @@ def check(sources, out=sys.stdout):
         out.write("check_xtensa: no C core to compile in %s\n" % CORE_DIR)
         return 3
     failed = False
-    rows = []
+    rows = []  # (label, sizes, in the ESP32 build)
     with tempfile.TemporaryDirectory() as tmp:
         objs = {}
+        idf_objs = {}
         for src in sources:
             name = os.path.basename(src)
             obj = os.path.join(tmp, name[:-2] + ".o")
-            proc = _run([cc, "--specs=" + specs] + CFLAGS + ["-I", os.path.dirname(os.path.abspath(src)),
-                                                              "-c", src, "-o", obj])
+            proc = _compile(cc, specs, src, obj, [])
             if proc.returncode != 0:
                 out.write("FAIL %s:\n%s\n" % (name, (proc.stdout + proc.stderr).strip()))
                 failed = True
                 continue
             objs[name] = obj
-            rows.append((name, section_sizes(obj)))
+            with open(src) as f:
+                has_idf_path = IDF_DEFINE in f.read()
+            rows.append((name, section_sizes(obj), name not in HOST_ONLY and not has_idf_path))
+            if has_idf_path:
+                # the configuration the ESP32 build compiles (c_modules/micropython.cmake)
+                label = "%s [IDF]" % name
+                idf_obj = os.path.join(tmp, name[:-2] + "_idf.o")
+                proc = _compile(cc, specs, src, idf_obj, ["-D%s=1" % IDF_DEFINE])
+                if proc.returncode != 0:
+                    out.write("FAIL %s:\n%s\n" % (label, (proc.stdout + proc.stderr).strip()))
+                    failed = True
+                    continue
+                idf_objs[label] = idf_obj
+                rows.append((label, section_sizes(idf_obj), True))
         # libc only: whatever a core calls must be picolibc, libgcc or one of the cores.
-        provided = defined_symbols([p for p in LIBC_CANDIDATES if os.path.exists(p)] + [libgcc_path(cc)])
+        libs = defined_symbols([p for p in LIBC_CANDIDATES if os.path.exists(p)] + [libgcc_path(cc)])
+        provided = set(libs)
         for obj in objs.values():
             provided |= _symbols(obj, "--defined-only")
-        for name, obj in objs.items():
+        for name, obj in list(objs.items()) + list(idf_objs.items()):
             missing = _symbols(obj, "-u") - provided
             helpers = sorted(n for n in missing if COMPILER_HELPER.match(n))
             if helpers:
                 out.write("note %s uses compiler helpers: %s\n" % (name, ", ".join(helpers)))
             foreign = sorted(n for n in missing if not COMPILER_HELPER.match(n))
-            if foreign:
+            if foreign and name in idf_objs:
+                # on the chip these come from the ESP-IDF backend (kvstore_idf.c: check_idf.py)
+                out.write("note %s leaves to the ESP-IDF backend: %s\n" % (name, ", ".join(foreign)))
+            elif foreign:
                 out.write("FAIL %s uses symbols that are neither libc nor another core%s: %s\n"
                           % (name, " (a core that failed to compile may define some)" if failed else "",
                              ", ".join(foreign)))
                 failed = True
-    out.write("%-14s %8s %8s %8s %8s   (%s, picolibc, %s)\n"
+    out.write("%-18s %8s %8s %8s %8s   (%s, picolibc, %s)\n"
               % ("core", ".text", ".rodata", ".data", ".bss", CC, " ".join(CFLAGS[1:3])))
-    total = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
-    for name, s in rows:
-        out.write("%-14s %8d %8d %8d %8d\n" % (name, s["text"], s["rodata"], s["data"], s["bss"]))
-        for k in total:
-            total[k] += s[k]
-    out.write("%-14s %8d %8d %8d %8d   flash %d B, static RAM %d B\n"
-              % ("total", total["text"], total["rodata"], total["data"], total["bss"],
-                 total["text"] + total["rodata"] + total["data"], total["data"] + total["bss"]))
+    for name, sz, _ in rows:
+        out.write("%-18s %8d %8d %8d %8d\n" % (name, sz["text"], sz["rodata"], sz["data"], sz["bss"]))
+    for label, picked in (("host build", [r for r in rows if not r[0].endswith("[IDF]")]),
+                          ("ESP32 build", [r for r in rows if r[2]])):
+        t = {k: sum(r[1][k] for r in picked) for k in ("text", "rodata", "data", "bss")}
+        out.write("%-18s %8d %8d %8d %8d   flash %d B, static RAM %d B\n"
+                  % (label, t["text"], t["rodata"], t["data"], t["bss"],
+                     t["text"] + t["rodata"] + t["data"], t["data"] + t["bss"]))
     return 1 if failed else 0
 
 
