@@ -1501,10 +1501,18 @@ class WebServer:
         h = ["HTTP/1.1 %d %s\r\n" % (status, _STATUS.get(status, "Unknown"))]
         if self.server_name:
             h.append("Server: %s\r\n" % self.server_name)
-        if resp.content_type and status != 304 and status != 204:
-            h.append("Content-Type: %s\r\n" % resp.content_type)
+        ctype = resp.content_type
         for k in resp.headers:
-            h.append("%s: %s\r\n" % (k, resp.headers[k]))
+            v = resp.headers[k]
+            if k.lower() == "content-type":
+                ctype = None  # the handler's own wins
+            if isinstance(v, (list, tuple)):  # e.g. several Set-Cookie
+                for one in v:
+                    h.append("%s: %s\r\n" % (k, one))
+            else:
+                h.append("%s: %s\r\n" % (k, v))
+        if ctype and status != 304 and status != 204:
+            h.append("Content-Type: %s\r\n" % ctype)
         stream = None
         chunked = False
         if isinstance(body, str):

@@ -433,3 +433,15 @@ def test_start_serves_from_background_threads_and_stop():
         refused = True
     assert refused
     time.sleep(0)
+
+
+def test_handler_headers_override_and_repeat():
+    app = WebServer()
+
+    @app.route("/c")
+    def c(req):
+        return Response("x", headers={"content-type": "text/csv", "Set-Cookie": ["a=1", "b=2"]})
+    conn_out = run(app, b"GET /c HTTP/1.1\r\nHost: d\r\n\r\n")[4].sock.out
+    head = bytes(conn_out).split(b"\r\n\r\n")[0].lower()
+    assert head.count(b"content-type:") == 1 and b"content-type: text/csv" in head
+    assert b"set-cookie: a=1\r\n" in head and b"set-cookie: b=2" in head
