@@ -301,6 +301,71 @@ def idf_check(paths):
     return res
 
 
+_IDF_LOADER = []
+
+
+def idf_loader():
+    """ESP-IDF's own NVS loader (tests/nvs_ref/idf_loader.cpp over $IDF_PATH's nvs_flash
+    sources), built once; None without IDF_PATH or a C++ compiler."""
+    if _IDF_LOADER:
+        return _IDF_LOADER[0]
+    exe = None
+    idf = os.environ.get("IDF_PATH")
+    src = os.path.join(idf or "", "components", "nvs_flash", "src")
+    cxx = os.environ.get("CXX", "g++")
+    if idf and os.path.exists(os.path.join(src, "nvs_storage.cpp")):
+        ref = os.path.join(ROOT, "tests", "nvs_ref")
+        sources = [os.path.join(ref, "idf_loader.cpp")] + [
+            os.path.join(src, f) for f in ("nvs_types.cpp", "nvs_page.cpp", "nvs_pagemanager.cpp",
+                                           "nvs_storage.cpp", "nvs_item_hash_list.cpp")]
+        digest = __import__("hashlib").sha256()
+        for path in sources + sorted(os.path.join(ref, "shim", f) for f in os.listdir(os.path.join(ref, "shim"))
+                                     if f.endswith(".h")):
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        out_dir = os.path.join(ROOT, "build", "ctests")
+        os.makedirs(out_dir, exist_ok=True)
+        exe = os.path.join(out_dir, "idf_loader-" + digest.hexdigest()[:12])
+        if not os.path.exists(exe):
+            inc = ["-I", os.path.join(ref, "shim"), "-I", src]
+            for d in ("nvs_flash/include", "nvs_flash/private_include", "esp_common/include"):
+                inc += ["-I", os.path.join(idf, "components", d)]
+            try:
+                subprocess.run([cxx, "-std=gnu++17", "-O1", "-w"] + inc + sources + ["-o", exe + ".tmp"],
+                               check=True, capture_output=True, timeout=300)
+                os.replace(exe + ".tmp", exe)
+            except (OSError, subprocess.CalledProcessError) as e:
+                raise AssertionError("could not build ESP-IDF's NVS loader from IDF_PATH: %s" %
+                                     getattr(e, "stderr", e))
+    _IDF_LOADER.append(exe)
+    return exe
+
+
+def idf_read(tmp_path, images):
+    """What ESP-IDF's own loader reads from each image: [(error, [(ns, key, type, value)])]."""
+    exe = idf_loader()
+    if exe is None or not images:
+        return None
+    paths = []
+    for i, img in enumerate(images):
+        p = tmp_path / ("idf%04d.bin" % i)
+        p.write_bytes(bytes(img))
+        paths.append(str(p))
+    r = subprocess.run([exe] + paths, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = []
+    for line in r.stdout.splitlines():
+        d = json.loads(line)
+        items = []
+        for ns, key, t, v in d["items"]:
+            if t == BLOB and v is not None:
+                v = bytes.fromhex(v)
+            items.append(((ns, key), (t, v)))
+        out.append((d["error"], items))
+    assert len(out) == len(images)
+    return out
+
+
 def assert_idf_clean(tmp_path, images):
     paths = []
     for i, img in enumerate(images):
@@ -594,6 +659,7 @@ def _check_cuts(tmp_path, script, base, namespaces, step=1, torn=False, idf_load
     total = flash.ops_done
     assert not flash.violations
     images = []
+    cuts = []       # (n, k, cut image, repaired image, our view) for ESP-IDF's own loader
     for n in range(0, total, step):
         cut, k = _run_with_cut(base, script, n, torn)
         assert not cut.violations, (n, cut.violations)
@@ -616,8 +682,25 @@ def _check_cuts(tmp_path, script, base, namespaces, step=1, torn=False, idf_load
         s = CStore(SimFlash(data=after.buf), idf_load_only=idf_load_only)
         assert s.get(namespaces[0], "after") == n
         assert not after.violations
+        ours = dict(got)
+        ours[(namespaces[0], "after")] = (I64, n)
+        cuts.append((n, k, bytes(cut.buf), bytes(after.buf), ours))
         if len(images) < 40 and n % 5 == 0:
             images.append(bytes(after.buf))
+    # ESP-IDF's own loader (when IDF_PATH is set): the cut images give old or new values, and
+    # the images this core repaired and wrote read exactly as this core reads them.
+    res = idf_read(tmp_path, [c[2] for c in cuts] + [c[3] for c in cuts])
+    if res is not None:
+        for (n, k, _c, _a, _g), (err, items) in zip(cuts, res[:len(cuts)]):
+            assert err == 0, (n, err)
+            old, new = models[k], models[min(k + 1, len(script))]
+            listed = set(key for key, _v in items)
+            for key, tv in items:
+                assert tv in (old.get(key), new.get(key)), ("ESP-IDF", n, k, script[k][:3], key)
+            for key in (set(old) | set(new)) - listed:
+                assert None in (old.get(key), new.get(key)), ("ESP-IDF lost", n, k, script[k][:3], key)
+        for (n, _k, _c, _a, ours), (err, items) in zip(cuts, res[len(cuts):] if not idf_load_only else []):
+            assert err == 0 and dict(items) == ours and len(items) == len(ours), ("ESP-IDF repaired", n)
     return total, images
 
 

@@ -1,0 +1,2 @@
+// Host stand-in: plain malloc.
+#pragma once

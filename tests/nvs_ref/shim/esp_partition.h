@@ -1,0 +1,2 @@
+// Host stand-in: the loader harness supplies its own nvs::Partition.
+#pragma once

@@ -1,0 +1,2 @@
+// Host stand-in: no sdkconfig options (ESP-IDF defaults).
+#pragma once
