@@ -1065,6 +1065,14 @@ class WebServer:
                 except Exception as e:
                     self._trouble(e, None)
         finally:
+            # connections still in a worker's hands come back (and are closed) first: closing a
+            # socket another thread is using could hand its descriptor number to someone else
+            t0 = ticks_ms()
+            while any(c.busy for c in conns.values()) and ticks_diff(ticks_ms(), t0) < self.io_timeout:
+                if self._returned:
+                    self._take_back(ticks_ms())
+                else:
+                    time.sleep_ms(5) if _MP else time.sleep(0.005)
             for c in list(conns.values()):
                 self._close(c)
             poller.unregister(lsock)
