@@ -3,7 +3,9 @@
 Checked against images made by Espressif's esp-idf-nvs-partition-gen, against a Python model
 (random operation sequences), against power cuts after every flash write, against the
 pure-Python twin (modules/iotutils/nvs.py) in both directions, and - when IDF_PATH names an
-ESP-IDF tree - against Espressif's own checker (tests/nvs_ref/nvs_check_ref.py).
+ESP-IDF tree - against Espressif's own checker (tests/nvs_ref/nvs_check_ref.py) and ESP-IDF's
+own loader compiled for the host (tests/nvs_ref/idf_loader.cpp). With FIRMWARE=<host firmware>
+the _iotutils.KVStore binding is tested too.
 """
 import ctypes
 import errno
