@@ -30,6 +30,7 @@ except ImportError:
         return x
 
 _COOKIE = "iotsid"
+_MAX_JSON_DEPTH = const(32)   # deepest JSON nesting accepted in a request body
 _PREFIX = "/admin/api/"
 # folders whose values are secrets or internal bookkeeping: never listed, exported or edited here
 _HIDDEN_FOLDERS = ("admin", "wifi")
@@ -94,6 +95,7 @@ class Admin:
         self._locked_until = 0
         self._ota = {"state": "idle", "done": 0, "total": 0, "error": None, "version": None}
         self._pw = persist.PersistentStr("pwhash", default="", folder="admin", max_length=200)
+        self._adhoc = {}      # (folder, name) of variables this page made (the program did not declare them)
         app = self.app
         app.before_request(self._guard)
         app.add_route("/admin", self._page, ("GET",))
@@ -298,7 +300,7 @@ class Admin:
         try:
             w.add_network(data.get("ssid"), data.get("password") or "", bool(data.get("hidden")))
         except (ValueError, TypeError) as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
         if data.get("connect"):
             w.reconnect(prefer=data.get("ssid")) if hasattr(w, "reconnect") else None
         return {"ok": True, "networks": w.networks()}
@@ -316,7 +318,7 @@ class Admin:
             w.access_point(bool(data.get("enabled")), ssid=data.get("ssid") or None,
                            password=data.get("password"))
         except (ValueError, TypeError) as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
         return {"ok": True, "status": w.status()}
 
     # ---- persistent variables ----
@@ -334,7 +336,7 @@ class Admin:
         try:
             data = json.loads(persist.export_json(only=[folder])).get(folder, {})
         except ValueError as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
         # variables the app declared but never stored: shown with their defaults
         for name, obj in persist.declared(folder).items():
             if name not in data:
@@ -348,6 +350,8 @@ class Admin:
         data = _obj(req)
         if "value" not in data:
             raise HTTPError(400, "value: missing")
+        key = (folder, name)
+        made = False
         try:
             v = persist.declared(folder).get(name)
             if v is None:
@@ -358,17 +362,31 @@ class Admin:
                     if entry and k in entry:
                         spec[k] = entry[k]
                 v = persist.make(kind, name, folder, **spec)
+                made = True
             value = v.set(data["value"])
         except (ValueError, TypeError) as e:
-            raise HTTPError(400, str(e))
+            if made:
+                _unregister(key)
+            raise HTTPError(400, _short(e))
+        if made:
+            with self._lock:
+                self._adhoc[key] = True
         return {"ok": True, "folder": folder, "name": name, "type": v.kind, "value": _plain(value)}
 
     def _var_delete(self, req, folder, name):
         self._check_folder(folder)
+        key = (folder, name)
         try:
-            found = persist.delete(name, folder)
+            if name not in persist.declared(folder) and _store_get(folder, name) is None:
+                found = False  # not even asked of persist: it would remember the missing name
+            else:
+                found = persist.delete(name, folder)
         except ValueError as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
+        with self._lock:
+            adhoc = self._adhoc.pop(key, None)
+        if adhoc:
+            _unregister(key)  # made by this page, now gone: persist need not remember its type
         if not found:
             raise HTTPError(404, "%s/%s is not stored" % (folder, name))
         return {"ok": True}
@@ -380,7 +398,7 @@ class Admin:
                         "application/json")
 
     def _import(self, req):
-        data = req.json()
+        data = _json(req)
         if not isinstance(data, dict):
             raise HTTPError(400, "expected an object of folders")
         for folder in data:
@@ -388,7 +406,7 @@ class Admin:
         try:
             n = persist.import_json(data)
         except ValueError as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
         return {"ok": True, "imported": n}
 
     def _factory_reset(self, req):
@@ -424,7 +442,7 @@ class Admin:
                 a = data["auto"] if isinstance(data["auto"], dict) else {"on": data["auto"]}
                 o.auto_update(bool(a.get("on")), a.get("every_hours"), a.get("idle_minutes"), app=self.app)
         except (ValueError, TypeError) as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
         return self._ota_get(req)
 
     def _ota_check(self, req):
@@ -509,7 +527,7 @@ class Admin:
             light = a.add(data.get("name"), dimmable=bool(data.get("dimmable", True)),
                           color=bool(data.get("color")), wemo=bool(data.get("wemo")))
         except (ValueError, TypeError) as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
         return Response(self._light_json(light), 201)
 
     def _find_light(self, i):
@@ -527,7 +545,7 @@ class Admin:
             if "on" in data or "brightness" in data:
                 light.set(on=data.get("on"), brightness=data.get("brightness"))
         except (ValueError, TypeError) as e:
-            raise HTTPError(400, str(e))
+            raise HTTPError(400, _short(e))
         return self._light_json(light)
 
     def _alexa_delete(self, req, i):
@@ -563,8 +581,67 @@ def _json_errors(fn):
     return handler
 
 
+def _store_get(folder, name):
+    from iotutils import store
+    try:
+        return store.get_typed(folder, name)
+    except ValueError as e:
+        raise ValueError(str(e).replace("key ", "name ", 1))
+
+
+def _unregister(key):
+    # persist remembers every variable made in this boot (its type, for this page and export); one
+    # this page made and then deleted must not stay there, or edits of ever new names eat the heap
+    guard = getattr(persist, "_guard", None)
+    if guard is None:
+        return
+    with guard:
+        getattr(persist, "_kinds", {}).pop(key, None)
+        getattr(persist, "_cache", {}).pop(key, None)
+
+
+def _short(e, limit=160):
+    # error texts quote the value they refuse: a 3000-character name need not come back whole
+    s = str(e)
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+
+
+def _json(req):
+    body = req.body
+    # MicroPython's parser needs heap in proportion to the depth: 16 KB of brackets would end in a
+    # MemoryError (503) instead of a 400
+    if body and body.count(b"[") + body.count(b"{") > _MAX_JSON_DEPTH and _too_deep(body, _MAX_JSON_DEPTH):
+        raise HTTPError(400, "JSON body nested deeper than %d levels" % _MAX_JSON_DEPTH)
+    return req.json()
+
+
+def _too_deep(b, limit):
+    depth = 0
+    in_str = False
+    esc = False
+    for c in b:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 92:    # backslash
+                esc = True
+            elif c == 34:    # quote
+                in_str = False
+        elif c == 34:
+            in_str = True
+        elif c == 91 or c == 123:
+            depth += 1
+            if depth > limit:
+                return True
+        elif c == 93 or c == 125:
+            depth -= 1
+    return False
+
+
 def _obj(req):
-    data = req.json()
+    data = _json(req)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,0 +1,85 @@
+# Device app for tests/test_chaos.py: a whole device with everything on (Wi-Fi + portal, server, admin,
+# OTA, Alexa with a Hue light and a WeMo light), the lamp page of examples/lamp.py, and a few probes:
+#   GET  /chaos/threads       the server's live thread count and the ones it should have
+#   GET  /chaos/heap          free heap and the largest block that can be allocated
+#   GET  /chaos/boom          a handler that raises (the device must stay up: 500)
+#   GET  /chaos/memboom       a handler that exhausts the heap (503, the device stays up)
+#   CHAOS_BOOT_CRASH=1        user code raises at boot (the simulator must keep rebooting)
+# Prints "CHAOS READY" once everything is up.
+import os
+
+import iotutils
+from iotutils.persist import PersistentBool, PersistentRange
+
+if os.getenv("CHAOS_BOOT_CRASH"):
+    raise RuntimeError("chaos: user code crashed at boot")
+
+on = PersistentBool("on", default=False, folder="lamp")
+bri = PersistentRange("bri", 0, 100, default=50, folder="lamp")
+
+dev = iotutils.Device(name="chaos")
+
+
+def changed(light):
+    on.value = light.on
+    bri.value = light.brightness
+    print("LAMP on=%s bri=%d" % (on.value, bri.value))
+
+
+light = dev.alexa.add("Desk lamp", on_change=changed, dimmable=True)
+dev.alexa.add("Fan", wemo=True)
+light.set(on=on.value, brightness=bri.value)
+
+
+@dev.app.route("/lamp", methods=("GET", "POST"))
+def lamp_page(req):
+    if req.method == "POST":
+        form = req.form() if req.body else {}
+        try:
+            if "on" in form:
+                on.value = form["on"]
+            if "bri" in form:
+                bri.value = form["bri"]
+        except ValueError as e:
+            return "<p>%s</p>" % e, 400
+        light.set(on=on.value, brightness=bri.value)
+    return "<h1>%s</h1><p>on=%s bri=%d</p>" % (dev.name, on.value, bri.value)
+
+
+@dev.app.route("/chaos/threads")
+def threads(req):
+    return {"threads": dev.app._threads, "expected": dev.app.workers + 1}
+
+
+@dev.app.route("/chaos/heap")
+def heap(req):
+    # free heap and the largest block one allocation can get (fragmentation)
+    import gc
+    gc.collect()
+    lo, hi = 0, 1 << 18
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            b = bytearray(mid)
+            del b
+            lo = mid
+        except MemoryError:
+            hi = mid - 1
+    return {"free": gc.mem_free(), "largest": lo}
+
+
+@dev.app.route("/chaos/boom")
+def boom(req):
+    raise RuntimeError("chaos: handler bug")
+
+
+@dev.app.route("/chaos/memboom")
+def memboom(req):
+    hog = []
+    while True:
+        hog.append(bytearray(4096))
+
+
+dev.start()
+print("CHAOS READY")
+dev.run()
