@@ -87,7 +87,20 @@ class _PageFull(Exception):
     pass
 
 
+_keys = {}  # key str -> its 16-byte field (a device uses a few dozen keys)
+
+
 def _key16(key, what="key"):
+    k = _keys.get(key) if isinstance(key, str) else None
+    if k is not None:
+        return k
+    k = _key16_new(key, what)
+    if isinstance(key, str) and len(_keys) < 32:
+        _keys[key] = k
+    return k
+
+
+def _key16_new(key, what):
     if isinstance(key, str):
         kb = key.encode()
     else:
