@@ -20,8 +20,7 @@ def _own_store(pages=4):
     store.use(NVS(FileFlash(path, 0, pages * 4096)))
 
 
-if is_micropython():  # one process per module there; pytest shares the store between modules: leave it
-    _own_store()
+_own_store()
 
 from iotutils.hal import wlan_sim  # noqa: E402
 from iotutils import portal as P  # noqa: E402
@@ -39,6 +38,10 @@ def _sleep_ms(ms):
 
 
 def _wifi(networks, **attrs):
+    if not is_micropython():
+        # pytest runs every unit module in one process, and other modules swap (and close) the
+        # store between their tests: each Wi-Fi test takes a store of its own
+        _own_store()
     wlan_sim.reset({"networks": networks})
     wlan_sim.CONNECT_MS = 20
     w = W.Wifi()
