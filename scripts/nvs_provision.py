@@ -37,9 +37,11 @@ sys.path.insert(0, os.path.join(ROOT, "modules"))
 from iotutils import nvs, persist  # noqa: E402
 from iotutils.hal import layout  # noqa: E402
 from iotutils.hal.flash import RamFlash  # noqa: E402
+from iotutils.wifi import check_password, check_ssid  # noqa: E402
 
 PARTITIONS_CSV = os.path.join(ROOT, "boards", "ESP32_GENERIC", "partitions.csv")
 PBKDF2_ITERATIONS = 4000  # iotutils.portal.PBKDF2_ITERATIONS (the device verifies any count it allows)
+MIN_ADMIN_PASSWORD = 8    # iotutils.admin.Admin.min_password
 
 # NVS type code -> esp-idf-nvs-partition-gen CSV encoding
 _GEN_TYPES = {nvs.U8: "u8", nvs.I8: "i8", nvs.U16: "u16", nvs.I16: "i16", nvs.U32: "u32", nvs.I32: "i32",
@@ -115,20 +117,19 @@ def settings_from_json(data):
                 raise ProvisionError("wifi_networks: expected a list")
             nets = []
             for n in val:
-                if not isinstance(n, dict) or not isinstance(n.get("ssid"), str) or \
-                        not 1 <= len(n["ssid"].encode()) <= 32:
-                    raise ProvisionError("wifi_networks: each needs an ssid of 1..32 bytes: %r" % (n,))
-                pw = n.get("password") or ""
-                # iotutils.wifi.check_password: open, a WPA2 passphrase, or a 64-hex-digit key
-                if not isinstance(pw, str) or (pw and not 8 <= len(pw) <= 63 and not
-                                               (len(pw) == 64 and all(c in "0123456789abcdefABCDEF" for c in pw))):
-                    raise ProvisionError("wifi_networks %s: password must be empty, 8..63 characters or 64 hex digits"
-                                         % n["ssid"])
+                if not isinstance(n, dict):
+                    raise ProvisionError("wifi_networks: each must be an object with ssid/password: %r" % (n,))
+                try:  # the device's own rules (iotutils.wifi), so nothing it would refuse gets provisioned
+                    check_ssid(n.get("ssid"))
+                    pw = check_password(n.get("password"))
+                except ValueError as e:
+                    raise ProvisionError("wifi_networks %s: %s" % (n.get("ssid"), e))
                 nets.append({"ssid": n["ssid"], "pw": pw, "hidden": bool(n.get("hidden", False))})
             out.append(("wifi", "networks", "json", nets, {}))
         elif key == "admin_password":
-            if not isinstance(val, str) or not val:
-                raise ProvisionError("admin_password: expected a non-empty string")
+            if not isinstance(val, str) or len(val) < MIN_ADMIN_PASSWORD:
+                raise ProvisionError("admin_password: at least %d characters (as the admin page asks)"
+                                     % MIN_ADMIN_PASSWORD)
             out.append(("admin", "pwhash", "str", hash_password(val), {}))
         elif key == "admin_password_hash":
             if not isinstance(val, str) or not val.startswith("pbkdf2_sha256$") or val.count("$") != 3:

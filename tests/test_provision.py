@@ -172,7 +172,7 @@ def test_csv_settings(tmp_path):
 def test_bad_settings_name_the_entry_and_write_nothing(tmp_path):
     bad = {"lamp": {"bri": {"type": "range", "value": 5}, "col": {"type": "rgb", "value": "#12"},
                     "n" * 16: 1, "ok": 1, "u": {"type": "u8", "value": 300}},
-           "wifi_networks": [{"ssid": "x", "password": "short"}]}
+           "wifi_networks": [{"ssid": "x", "password": "p" * 64}], "admin_password": "short"}
     settings = tmp_path / "bad.json"
     image = tmp_path / "nvs.bin"
     settings.write_text(json.dumps(bad))
@@ -181,6 +181,10 @@ def test_bad_settings_name_the_entry_and_write_nothing(tmp_path):
     assert "wifi_networks x" in out.stderr
     assert not image.exists()
     del bad["wifi_networks"]
+    settings.write_text(json.dumps(bad))
+    out = _run([PROVISION, str(settings), "-o", str(image)])
+    assert out.returncode == 2 and "admin_password" in out.stderr
+    del bad["admin_password"]
     settings.write_text(json.dumps(bad))
     out = _run([PROVISION, str(settings), "-o", str(image)])
     assert out.returncode == 2
