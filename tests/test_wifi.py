@@ -92,6 +92,7 @@ def test_first_boot_portal_setup_then_station_across_power_cut(boot):
     dev, scn = boot([net("home", "secret-home", -55), net("neighbour", "not-yours-1", -70)])
     # nothing stored: access point + portal at once, WPA2 with the per-device password on the console
     m = dev.wait_line(r"wifi: access point (iotutils-[0-9a-f]{4}) \(WPA2, password ([a-z2-9]{12})\)")
+    dev.wait_line(r"wifi: setup portal on http://")  # the portal comes up right after the AP
     st = get(dev, "/setup/status").json()
     assert st["state"] == "portal" and st["portal"] and not st["configured"] and not st["connected"]
     assert st["ap_ssid"] == m.group(1) and st["ap_ip"] == "127.0.0.1" and "ap" in st["mode"]
@@ -108,7 +109,7 @@ def test_first_boot_portal_setup_then_station_across_power_cut(boot):
     assert get(dev, "/setup").text.count("<form") == 1
 
     # bad input: 400 with the reason, nothing stored
-    r = requests.post(dev.url("/setup"), data={"ssid": "home", "password": "short", "admin": "admin-pass-1"},
+    r = requests.post(dev.url("/setup"), data={"ssid": "home", "password": "p" * 70, "admin": "admin-pass-1"},
                       timeout=5)
     assert r.status_code == 400 and "password" in r.text
     r = requests.post(dev.url("/setup"), data={"ssid": "home", "password": "secret-home", "admin": "x"}, timeout=5)
