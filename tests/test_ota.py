@@ -356,8 +356,11 @@ def test_plain_url_source_with_sha256(gh, local):
     done = []
     assert o.update(progress=lambda a, b: done.append((a, b)), reboot=False) == "1.7.0"
     assert done[-1] == (30000, 30000) and all(b == 30000 for _, b in done)
-    with pytest.raises(OTAError, match="sha256="):
+    # without sha256= the URL names an ota.json manifest (its "url" may be relative to it)
+    man = gh.asset_link(manifest("1.7.1", image("1.7.1", size=30000), url=url), "ota.json")
+    with pytest.raises(OTAError, match="bad JSON"):
         OTA(channel="url:" + url, state_path=local).check()
+    assert OTA(channel="url:" + man, state_path=local).check()["available"] == "1.7.1"
     bad = OTA(channel="url:" + url, sha256="0" * 64, state_path=local)
     from iotutils import hal
     hal.ota_mark_valid()

@@ -3,7 +3,8 @@
 # bootloader unless the new image confirms; plus App OTA for .py files on the filesystem.
 #
 #   ota = OTA(repo="owner/name", channel="release")   # "release", "release:<tag>", "branch:main",
-#                                                     # "commit:<sha>", "url:<image or ota.json URL>"
+#                                                     # "commit:<sha>", "url:<ota.json URL>"
+#   OTA(channel="url:<image URL>", sha256="<hex>")     # any image URL with its SHA-256
 #   ota.check()  -> {"current", "available", "newer"}
 #   ota.update(progress=None)   # verify everything, set boot, hal.reset(); OTAError and no change on failure
 #   ota.confirm()               # after a health check: cancel the rollback
@@ -13,8 +14,9 @@
 # "sha256", "url"?}; branch/commit channels read ota.json from the repository at that ref through
 # the contents API, its "url" naming the image (absolute URL, or a path in the repo at that ref).
 #
-# RAM: the image goes socket -> one 4 KB buffer -> flash; the verifier (iotutils.appimage) and the
-# SHA-256 run on the same buffer, so the extra peak heap stays ~8 KB whatever the image size.
+# RAM: the image goes socket -> one 4 KB buffer -> flash; the image verifier (iotutils.appimage) runs
+# on that buffer, and the slot is read back through it for the manifest's SHA-256, so the extra peak
+# heap stays ~8 KB whatever the image size.
 import gc
 import json
 import os
@@ -507,15 +509,16 @@ class OTA:
 
     def _url_plan(self):
         url = self.ref
-        if url.endswith(".json"):
+        if not self.sha256:
+            # no sha256 given: the URL names an ota.json manifest
             plan = self._plan(self._get_json(url, "application/json"), url)
             if not plan["url"]:
                 raise OTAError("%s has no url" % url)
             plan["url"] = _join_url(url, plan["url"])
             return plan
-        # a bare image: its version is in the app descriptor, read from the first blocks
-        if not self.sha256 or len(self.sha256) != 64:
-            raise OTAError("a plain image URL needs sha256= (64 hex digits)")
+        # the image itself: its version is in the app descriptor, read from the first blocks
+        if len(self.sha256) != 64:
+            raise OTAError("sha256= must be 64 hex digits")
         resp = self.http.get(url)
         try:
             v = appimage.AppImageVerifier(self.chip_id)
@@ -593,8 +596,11 @@ class OTA:
         buf = bytearray(self.block_size)
         try:
             info = self._download(plan, region, buf, cur.get("project"), progress)
-            # read back what the flash holds, as esp_ota_end() does, before it may ever boot
-            appimage.verify_region(region, info["size"], self.chip_id, cur.get("project"), buf)
+            # read back what the flash holds before it may ever boot (as esp_ota_end() does): its
+            # SHA-256 must be the manifest's. The stream that was written passed the image checks,
+            # so equal hashes mean the slot holds exactly the verified image.
+            if _sha256_region(region, info["size"], buf) != _unhex(plan["sha256"]):
+                raise OTAError("sha256 mismatch: the download or the flash write is corrupt")
         except ValueError as e:
             self._scrub(region)
             raise OTAError(str(e))
@@ -623,7 +629,6 @@ class OTA:
     def _download(self, plan, region, buf, project, progress):
         total = plan["size"]
         v = appimage.AppImageVerifier(self.chip_id, project, region.size)
-        sha = hashlib.sha256()
         resp = self.http.get(plan["url"], plan["accept"])
         try:
             if resp.length is not None and total is not None and resp.length != total:
@@ -649,7 +654,6 @@ class OTA:
                     raise OTAError("image larger than the slot")
                 chunk = mv[:fill]
                 v.feed(chunk)
-                sha.update(chunk)
                 region.erase(off, (fill + _BLOCK - 1) // _BLOCK * _BLOCK)
                 region.write(off, chunk)
                 off += fill
@@ -665,8 +669,6 @@ class OTA:
             resp.close()
         if total is not None and off != total:
             raise OTAError("download truncated: %d of %d bytes" % (off, total))
-        if sha.digest() != _unhex(plan["sha256"]):
-            raise OTAError("sha256 mismatch: the download is corrupt")
         info = v.finish()
         info["size"] = off
         return info
@@ -779,6 +781,18 @@ class OTA:
         if reboot:
             hal.reset()
         return new
+
+
+def _sha256_region(region, size, buf):
+    h = hashlib.sha256()
+    mv = memoryview(buf)
+    off = 0
+    while off < size:
+        n = min(len(buf), size - off)
+        region.readinto(off, mv[:n])
+        h.update(mv[:n])
+        off += n
+    return h.digest()
 
 
 def _unhex(s):
