@@ -294,6 +294,16 @@ def test_watchdog_resets_a_stuck_main_loop(tmp_path, devices):
     assert info(dev)["reset_cause"] == "watchdog"
 
 
+def test_start_alone_does_not_arm_the_watchdog(tmp_path, devices):
+    # an app that calls dev.start() and runs its own loop (no dev.poll()) must not be reset
+    dev = make_device(tmp_path, {"wdt_timeout_ms": 1000, "start_only": True})
+    boot(dev, devices)
+    wait_until(lambda: info(dev)["uptime_ms"] > 3500, what="uptime past three watchdog periods")
+    st = info(dev)
+    assert st["reset_cause"] == "power_on" and st["ticks"] == 0     # no main loop ran
+    assert "watchdog" not in dev.output()
+
+
 def region(dev, name):
     p = TABLE[name]
     return FileFlash(os.path.join(dev.state_dir, "flash.bin"), p[3], p[4], name)

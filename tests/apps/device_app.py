@@ -1,7 +1,7 @@
 # Device app for tests/test_device.py: iotutils.Device with everything on, plus a user route and
 # user tasks (dev.every) the tests watch, and a way to make a task hang (watchdog).
 # Configuration (fs/device_cfg.json, optional): {"networks": [[ssid, password]], "health_timeout_s": N,
-# "wdt_timeout_ms": N, "wifi_retry_s": N}
+# "wdt_timeout_ms": N, "wifi_retry_s": N, "start_only": true (dev.start() and an own loop, no run())}
 import json
 import time
 
@@ -61,4 +61,8 @@ def do_hang(req):
     return {"hanging": True}
 
 
+if cfg.get("start_only"):
+    dev.start()
+    while True:      # the app's own loop, without dev.poll(): the watchdog must stay unarmed
+        time.sleep(0.1)
 dev.run()
