@@ -9,6 +9,13 @@
 // them: integers as numbers, strings as JSON strings, blobs as hex. error != 0 is the
 // esp_err_t of Storage::init (then no items). Storage::init runs ESP-IDF's repairs in RAM
 // only: the image files are never written.
+//
+//   idf_loader --write BASE OPS OUTDIR STEP
+//
+// ESP-IDF's own writer: applies OPS (lines "set NS KEY TYPE HEX", "erase NS KEY",
+// "erase_ns NS"; TYPE 0x21 = string without its NUL, 0x42 = blob) to BASE as nvs_set_*/
+// nvs_erase_* do, once without power cut, then once per power cut after 0, STEP, 2*STEP, ...
+// flash writes, saving OUTDIR/cut_<n>.bin and printing "<n> <index of the op cut short>".
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +29,18 @@ namespace {
 class RamPartition : public nvs::Partition {
 public:
     explicit RamPartition(std::vector<uint8_t> data) : mData(std::move(data)) {
+    }
+    long budget = -1;   // flash writes/erases left before the power is cut (-1: no cut)
+    long done = 0;
+    const std::vector<uint8_t> &bytes() const {
+        return mData;
+    }
+    bool cut() {
+        if (budget >= 0 && done >= budget) {
+            return true;
+        }
+        done++;
+        return false;
     }
     const char *get_partition_name() override {
         return "nvs";
@@ -40,6 +59,9 @@ public:
         if (off + n > mData.size()) {
             return ESP_ERR_INVALID_SIZE;
         }
+        if (cut()) {
+            return ESP_ERR_FLASH_OP_FAIL;
+        }
         const uint8_t *s = static_cast<const uint8_t *>(src);
         for (size_t i = 0; i < n; i++) {
             mData[off + i] &= s[i];     // NOR flash: writes only clear bits
@@ -52,6 +74,9 @@ public:
     esp_err_t erase_range(size_t off, size_t n) override {
         if (off % 4096 || n % 4096 || off + n > mData.size()) {
             return ESP_ERR_INVALID_SIZE;
+        }
+        if (cut()) {
+            return ESP_ERR_FLASH_OP_FAIL;
         }
         memset(mData.data() + off, 0xff, n);
         return ESP_OK;
@@ -175,9 +200,138 @@ void dump(const char *path) {
     delete st;
 }
 
+std::vector<uint8_t> read_file(const char *path) {
+    std::vector<uint8_t> data;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        uint8_t chunk[4096];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+            data.insert(data.end(), chunk, chunk + n);
+        }
+        fclose(f);
+    }
+    return data;
+}
+
+struct Op {
+    std::string kind, ns, key;
+    int type = 0;
+    std::vector<uint8_t> data;
+};
+
+std::vector<Op> read_ops(const char *path) {
+    std::vector<Op> ops;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return ops;
+    }
+    static char line[1 << 20];
+    while (fgets(line, sizeof(line), f)) {
+        Op op;
+        char kind[16] = "", ns[32] = "", key[32] = "", hex[1] = "";
+        int type = 0;
+        (void)hex;
+        int got = sscanf(line, "%15s %31s %31s %i", kind, ns, key, &type);
+        if (got < 2) {
+            continue;
+        }
+        op.kind = kind;
+        op.ns = ns;
+        op.key = got > 2 ? key : "";
+        op.type = type;
+        if (op.kind == "set") {
+            // the hex data is the fifth field (may be empty)
+            const char *p = line;
+            for (int field = 0; field < 4 && *p; field++) {
+                while (*p && *p != ' ') {
+                    p++;
+                }
+                while (*p == ' ') {
+                    p++;
+                }
+            }
+            for (; p[0] && p[1] && p[0] != '\n'; p += 2) {
+                unsigned v;
+                sscanf(p, "%2x", &v);
+                op.data.push_back(static_cast<uint8_t>(v));
+            }
+        }
+        ops.push_back(op);
+    }
+    fclose(f);
+    return ops;
+}
+
+esp_err_t apply(nvs::Storage &st, const Op &op) {
+    using nvs::ItemType;
+    uint8_t ns;
+    esp_err_t err = st.createOrOpenNamespace(op.ns.c_str(), op.kind == "set", ns);
+    if (err != ESP_OK) {
+        return err;
+    }
+    if (op.kind == "erase") {
+        return st.eraseItem(ns, ItemType::ANY, op.key.c_str());
+    }
+    if (op.kind == "erase_ns") {
+        return st.eraseNamespace(ns);
+    }
+    if (op.type == NVS_TYPE_STR) {
+        std::vector<uint8_t> s = op.data;
+        s.push_back(0);
+        return st.writeItem(ns, ItemType::SZ, op.key.c_str(), s.data(), s.size());
+    }
+    if (op.type == NVS_TYPE_BLOB) {
+        return st.writeItem(ns, ItemType::BLOB, op.key.c_str(), op.data.data(), op.data.size());
+    }
+    return st.writeItem(ns, static_cast<ItemType>(op.type), op.key.c_str(), op.data.data(), op.type & 0x0f);
+}
+
+int write_mode(const char *base, const char *ops_path, const char *outdir, long step) {
+    std::vector<uint8_t> image = read_file(base);
+    std::vector<Op> ops = read_ops(ops_path);
+    long total = -1;
+    for (long budget = -1; total < 0 || budget < total; budget = budget < 0 ? 0 : budget + step) {
+        RamPartition part(image);
+        nvs::Storage *st = new (std::nothrow) nvs::Storage(&part);
+        size_t k = 0;
+        esp_err_t err = st->init(0, static_cast<uint32_t>(image.size() / 4096));
+        part.done = 0;
+        part.budget = budget;
+        for (; err == ESP_OK && k < ops.size(); k++) {
+            err = apply(*st, ops[k]);
+            if (err != ESP_OK && part.budget >= 0 && part.done >= part.budget) {
+                break;      // the power was cut during this op
+            }
+            if (err != ESP_OK && err != ESP_ERR_NVS_NOT_FOUND && err != ESP_ERR_NVS_NOT_ENOUGH_SPACE && budget < 0) {
+                fprintf(stderr, "op %zu failed without a power cut: %d\n", k, static_cast<int>(err));
+                return 1;
+            }
+            err = ESP_OK;
+        }
+        delete st;
+        if (budget < 0) {
+            total = part.done;
+            continue;
+        }
+        std::string out = std::string(outdir) + "/cut_" + std::to_string(budget) + ".bin";
+        FILE *f = fopen(out.c_str(), "wb");
+        if (!f) {
+            return 1;
+        }
+        fwrite(part.bytes().data(), 1, part.bytes().size(), f);
+        fclose(f);
+        printf("%ld %zu\n", budget, k);
+    }
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
+    if (argc == 6 && strcmp(argv[1], "--write") == 0) {
+        return write_mode(argv[2], argv[3], argv[4], atol(argv[5]));
+    }
     for (int i = 1; i < argc; i++) {
         dump(argv[i]);
     }
