@@ -5,7 +5,9 @@ nothing. The PyPI `micropython` runtime cannot freeze, so it must load the code 
 To keep `-X heapsize=110wK` meaning "the heap an ESP32 without PSRAM leaves to data", the simulator
 (and the unit-test runner) precompile modules/ to .mpy with mpy-cross (no compile-time peaks) and
 grow the heap by exactly what loading every iotutils module costs on that runtime, measured once
-and cached. A host firmware with the frozen toolbox gets no allowance: it needs none.
+and cached; the simulator then loads them all at boot (scripts/sim_boot.py) so that allowance is
+spent before the app starts. A host firmware with the frozen toolbox runs its frozen modules and
+gets the (much smaller) allowance of what importing them still allocates.
 """
 import hashlib
 import json
@@ -21,18 +23,15 @@ _MEASURE = """
 import gc, sys
 gc.collect()
 a0 = gc.mem_alloc()
-frozen = False
-try:
-    import _iotutils
-    frozen = True
-except ImportError:
-    pass
 import iotutils
 for m in %r:
     __import__(m)
 gc.collect()
-print("CODE", 0 if frozen else gc.mem_alloc() - a0)
+print("CODE", gc.mem_alloc() - a0)
 """
+
+# run with only .frozen on the path, from an empty folder: it imports only if it is frozen
+_FROZEN_PROBE = "import iotutils; print('FROZEN')"
 
 
 def _sources():
@@ -81,9 +80,27 @@ def _mpy_cross():
     return exe if os.path.exists(exe) else None
 
 
+def has_frozen_toolbox(runtime):
+    """True for a host firmware that froze iotutils (make BOARD=UNIX)."""
+    key = os.path.join(CACHE, "frozen-%s" % _digest(runtime))
+    if os.path.exists(key + ".yes") or os.path.exists(key + ".no"):
+        return os.path.exists(key + ".yes")
+    import tempfile
+    with tempfile.TemporaryDirectory() as empty:
+        r = subprocess.run([runtime, "-c", _FROZEN_PROBE], capture_output=True, text=True, timeout=60,
+                           cwd=empty, env=dict(os.environ, MICROPYPATH=".frozen"))
+    frozen = "FROZEN" in r.stdout
+    os.makedirs(CACHE, exist_ok=True)
+    open(key + (".yes" if frozen else ".no"), "w").close()
+    return frozen
+
+
 def compile_modules(runtime):
     """Compile modules/iotutils to .mpy for `runtime`; returns the folder to put first on
-    MICROPYPATH, or None if mpy-cross is missing or its output does not load on the runtime."""
+    MICROPYPATH, or None: when the runtime has the toolbox frozen (that is what is tested then),
+    when mpy-cross is missing, or when its output does not load on the runtime."""
+    if has_frozen_toolbox(runtime):
+        return None
     mc = _mpy_cross()
     if mc is None:
         return None
@@ -114,7 +131,8 @@ def compile_modules(runtime):
 
 
 def code_allowance(runtime, path_prefix):
-    """Bytes of heap the runtime spends holding every iotutils module (0 when frozen)."""
+    """Bytes of heap the runtime spends holding every iotutils module (frozen or not: even frozen,
+    importing creates module and class objects in RAM, which the preload then spends)."""
     key = os.path.join(CACHE, "allowance-%s.json" % _digest(runtime + "|" + (path_prefix or "")))
     try:
         with open(key) as f:

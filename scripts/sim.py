@@ -155,6 +155,7 @@ def main(argv=None):
         write_factory_image(flash)
 
     runtime = args.runtime or os.environ.get("FIRMWARE") or os.path.join(ROOT, ".venv", "bin", "micropython")
+    runtime = os.path.abspath(runtime) if os.path.exists(runtime) else runtime
     import mpcode
     heap_arg, mpy_dir, allowance = mpcode.runtime_setup(runtime, args.heap)
     app = os.path.abspath(args.app)

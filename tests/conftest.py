@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 def micropython_exe():
     """The runtime under test: FIRMWARE=<host firmware binary> if set, else the venv's micropython."""
     exe = os.environ.get("FIRMWARE") or os.path.join(ROOT, ".venv", "bin", "micropython")
-    return exe if os.path.exists(exe) else "micropython"
+    return os.path.abspath(exe) if os.path.exists(exe) else "micropython"
 
 
 def micropython_cmd(heap="110wK"):
