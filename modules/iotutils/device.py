@@ -7,6 +7,10 @@
 #   def hello(req): return "hi"
 #   dev.every(1000, my_tick)      # user code in the main loop
 #   dev.run()
+#
+# An app with its own loop calls dev.start() and then dev.poll() often (well within
+# Device.wdt_timeout_ms): the first poll() arms the task watchdog, and poll() is also what confirms
+# a new firmware image after the health check and delivers Alexa changes to on_change.
 import sys
 import time
 
@@ -96,6 +100,8 @@ class Device:
 
     def set_ota_source(self, repo, channel="release"):
         """Change where OTA looks for updates (persisted). ValueError for a bad repo/channel."""
+        if not self._want["ota"]:
+            raise ValueError("repo: OTA is turned off on this device (Device(ota=False))")
         from iotutils.ota import OTA
         kw = {"channel": channel or "release"}
         if self._ota_api:
@@ -163,7 +169,7 @@ class Device:
         self.app.start()
         if self.wifi is not None:
             self.wifi.start(portal=True, app=self.app)
-        print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), hal.port(80)))
+        print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
         if self.ota is not None:
             self._resume_auto_update()
         if hal.ota_pending():
@@ -178,6 +184,16 @@ class Device:
         free = hal.mem_free()
         total = hal.heap_total()
         return "heap free after start: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0)
+
+    def _http_port(self):
+        # the port the server really listens on (the simulator maps device ports to host ports)
+        p = self.app.bound_port
+        if p:
+            return p
+        try:
+            return hal.port(self.app.port)
+        except ValueError:
+            return self.app.port
 
     def every(self, period_ms, fn=None):
         """Call fn() from the main loop every period_ms (user code runs beside the server). Also a
@@ -196,7 +212,7 @@ class Device:
             st = self.wifi.status()
             if not (st.get("connected") or (st.get("ap_ssid") and not st.get("configured"))):
                 return False
-        return _self_request(hal.port(80))
+        return _self_request(self._http_port())
 
     def poll(self):
         """One pass of the main loop's housekeeping (run() calls this): feeds the watchdog (armed
