@@ -83,6 +83,19 @@ def image_info(flash, slot_name):
         region.close()
 
 
+def write_partition(flash, name, image_path):
+    with open(image_path, "rb") as f:
+        data = f.read()
+    region = flash.region(name)
+    try:
+        if len(data) > region.size:
+            sys.exit("sim: %s is %d bytes, the %s partition only %d" % (image_path, len(data), name, region.size))
+        region.erase(0, region.size)
+        region.write(0, data)
+    finally:
+        region.close()
+
+
 def write_factory_image(flash):
     import espimage
     image = espimage.build_app_image(version=__version__, project="micropython")
@@ -140,6 +153,9 @@ def main(argv=None):
     ap.add_argument("--runtime", help="micropython binary (default: the venv's, or $FIRMWARE)")
     ap.add_argument("--mac", default=None, help="device MAC address (default: derived from --port)")
     ap.add_argument("--max-boots", type=int, default=0, help="stop after this many boots (0: never)")
+    ap.add_argument("--write-nvs", metavar="IMAGE",
+                    help="write an NVS partition image (scripts/nvs_provision.py) into the nvs partition "
+                         "before booting, as `esptool write-flash 0x9000 IMAGE` does on a board")
     ap.add_argument("app", nargs="?", default=DEFAULT_APP, help="main program (default: examples/lamp.py)")
     args = ap.parse_args(argv)
 
@@ -150,6 +166,8 @@ def main(argv=None):
     flash_path = os.path.join(state, "flash.bin")
     ensure_flash(flash_path, layout.FLASH_SIZE)
     flash = Flash(flash_path, table)
+    if args.write_nvs:
+        write_partition(flash, "nvs", args.write_nvs)
     slots = [p[0] for p in table if p[1] == "app"]
     if image_info(flash, slots[0]) is None and image_info(flash, slots[1]) is None:
         write_factory_image(flash)
