@@ -390,3 +390,28 @@ def test_update_refused_while_running_image_unconfirmed(gh, local):
     o.confirm()
     assert o.status()["pending"] is False
     assert o.update(reboot=False) == "1.0.2"
+
+
+def test_install_stream_upload(local):
+    import io
+    from iotutils import hal
+    from iotutils.ota import OTA, OTAError
+    o = OTA(repo="me/fw", api="http://127.0.0.1:9", state_path=local)
+    img = image("1.9.0", size=40000)
+    with pytest.raises(OTAError, match="sha256 mismatch"):
+        o.install_stream(io.BytesIO(img), len(img), sha256="ab" * 32)
+    bad = bytearray(img)
+    bad[20000] ^= 1
+    with pytest.raises(OTAError, match="checksum|SHA-256"):
+        o.install_stream(io.BytesIO(bytes(bad)), len(bad))
+    with pytest.raises(OTAError, match="project"):
+        o.install_stream(io.BytesIO(image("1.9.0", project="other", size=40000)))
+    with pytest.raises(OTAError, match="truncated"):
+        o.install_stream(io.BytesIO(img[:30000]), len(img))
+    assert hal.ota_next() == "ota_1"
+    assert otadata.active(hal.partition("otadata")) is None   # the refusals set nothing to boot
+    seen = []
+    assert o.install_stream(io.BytesIO(img), None, progress=lambda a, b: seen.append((a, b)),
+                            sha256=hashlib.sha256(img).hexdigest()) == "1.9.0"
+    assert seen[-1] == (40000, None)
+    assert espimage.parse_app_image(hal.partition("ota_1").read(0, 65536))["version"] == "1.9.0"

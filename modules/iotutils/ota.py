@@ -563,10 +563,21 @@ class OTA:
         changed: the running image stays the boot image) for any failure. force: install a version
         that rolled back here before. reboot=False: return the installed version instead of resetting.
         """
+        return self._locked(self._update, (progress, force), reboot)
+
+    def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False):
+        """Install an image read from `stream` (readinto(buf) -> n, 0 at the end; e.g. an upload's
+        request body) with the same checks as update(); sha256 (hex), when given, must match.
+        Returns the installed version (reboot=False: the caller reboots)."""
+        if sha256 is not None and len(sha256) != 64:
+            raise ValueError("sha256 must be 64 hex digits")
+        return self._locked(self._install, (stream, total, sha256, None, progress, force), reboot)
+
+    def _locked(self, fn, args, reboot):
         if self._lock is not None and not self._lock.acquire(0):
             raise OTAError("an update is already running")
         try:
-            version = self._update(progress, force)
+            version = fn(*args)
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -579,40 +590,55 @@ class OTA:
         if hal.ota_pending():
             raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
         plan = self._resolve()
-        cur = self._running_desc()
-        if plan["version"] == cur.get("version"):
-            raise OTAError("version %s is already running" % plan["version"])
-        if not force and plan["version"] in (self.state.load().get("bad") or ()):
-            raise OTAError("version %s rolled back on this device before (force=True to retry)"
-                           % plan["version"])
+        self._check_version(plan["version"], force)
+        gc.collect()
+        resp = self.http.get(plan["url"], plan["accept"])
+        try:
+            if resp.length is not None and resp.length != plan["size"]:
+                raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, plan["size"]))
+            return self._install(resp, plan["size"], plan["sha256"], plan["version"], progress, force)
+        finally:
+            resp.close()
+
+    def _check_version(self, version, force):
+        if version == self._running_desc().get("version"):
+            raise OTAError("version %s is already running" % version)
+        if not force and version in (self.state.load().get("bad") or ()):
+            raise OTAError("version %s rolled back on this device before (force=True to retry)" % version)
+
+    def _install(self, reader, total, sha_hex, version, progress, force):
+        """reader -> next slot, verified; then set_boot. Returns the image's version."""
+        self._sync_boot()
+        if hal.ota_pending():
+            raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
+        project = self._running_desc().get("project")
         target = hal.ota_next()
         region = hal.partition(target)
-        size = plan["size"]
-        if size is not None and size > region.size:
-            raise OTAError("image of %d bytes does not fit the %d-byte slot %s" % (size, region.size, target))
+        if total is not None and total > region.size:
+            raise OTAError("image of %d bytes does not fit the %d-byte slot %s" % (total, region.size, target))
         if self.block_size % _BLOCK:
             raise ValueError("block_size must be a multiple of %d" % _BLOCK)
         gc.collect()
         buf = bytearray(self.block_size)
+        # without a published SHA-256 (an upload) the stream's own hash is what the flash must hold
+        stream_sha = hashlib.sha256() if sha_hex is None else None
         try:
-            info = self._download(plan, region, buf, cur.get("project"), progress)
+            info = self._write(reader, total, region, buf, project, progress, stream_sha)
             # read back what the flash holds before it may ever boot (as esp_ota_end() does): its
             # SHA-256 must be the manifest's. The stream that was written passed the image checks,
             # so equal hashes mean the slot holds exactly the verified image.
-            if _sha256_region(region, info["size"], buf) != _unhex(plan["sha256"]):
+            want = _unhex(sha_hex.lower()) if sha_hex else stream_sha.digest()
+            if _sha256_region(region, info["size"], buf) != want:
                 raise OTAError("sha256 mismatch: the download or the flash write is corrupt")
+            if version is not None and info["version"] != version:
+                raise OTAError("image version %s, but the source says %s" % (info["version"], version))
+            self._check_version(info["version"], force)
         except ValueError as e:
             self._scrub(region)
             raise OTAError(str(e))
         except Exception:
             self._scrub(region)
             raise
-        if info["version"] != plan["version"]:
-            self._scrub(region)
-            raise OTAError("image version %s, but the source says %s" % (info["version"], plan["version"]))
-        if info["version"] == cur.get("version"):
-            self._scrub(region)
-            raise OTAError("image version %s is already running" % info["version"])
         hal.ota_set_boot(target)
         # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback
         # seen at a later boot is this image's (a cut in between only forgets to blacklist it)
@@ -626,23 +652,23 @@ class OTA:
         except Exception:
             pass
 
-    def _download(self, plan, region, buf, project, progress):
-        total = plan["size"]
+    def _write(self, reader, total, region, buf, project, progress, stream_sha):
         v = appimage.AppImageVerifier(self.chip_id, project, region.size)
-        resp = self.http.get(plan["url"], plan["accept"])
+        readinto = reader.readinto if hasattr(reader, "readinto") else None
+        mv = memoryview(buf)
+        bs = len(buf)
+        off = 0
+        t0 = _ticks_ms()
         try:
-            if resp.length is not None and total is not None and resp.length != total:
-                raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, total))
-            if total is None:
-                total = resp.length
-            mv = memoryview(buf)
-            bs = len(buf)
-            off = 0
-            t0 = _ticks_ms()
             while True:
                 fill = 0
                 while fill < bs:
-                    n = resp.readinto(mv[fill:])
+                    if readinto is not None:
+                        n = readinto(mv[fill:])
+                    else:
+                        part = reader.read(bs - fill)
+                        n = len(part) if part else 0
+                        mv[fill:fill + n] = part
                     if not n:
                         break
                     fill += n
@@ -654,6 +680,8 @@ class OTA:
                     raise OTAError("image larger than the slot")
                 chunk = mv[:fill]
                 v.feed(chunk)
+                if stream_sha is not None:
+                    stream_sha.update(chunk)
                 region.erase(off, (fill + _BLOCK - 1) // _BLOCK * _BLOCK)
                 region.write(off, chunk)
                 off += fill
@@ -665,8 +693,6 @@ class OTA:
                     break
         except OSError as e:
             raise OTAError("network error during download: %s" % e)
-        finally:
-            resp.close()
         if total is not None and off != total:
             raise OTAError("download truncated: %d of %d bytes" % (off, total))
         info = v.finish()
