@@ -35,7 +35,10 @@ def free_port_block(n=4):
 
 
 def _tcp_free(port):
+    # SO_REUSEADDR as the device's own server sets it: connections of the last boot in TIME_WAIT
+    # do not keep the port busy, only a socket still bound to it does
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return True
@@ -43,6 +46,29 @@ def _tcp_free(port):
         return False
     finally:
         s.close()
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _wait_gone(pids, timeout=5.0):
+    # the device dies with the simulator (PDEATHSIG), a moment later: until then it still holds its
+    # UDP ports (DNS, WeMo wake-ups), which the next boot needs
+    deadline = time.time() + timeout
+    for pid in pids:
+        while time.time() < deadline:
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    if f.read().rpartition(")")[2].split()[0] == "Z":
+                        break
+            except OSError:
+                break
+            time.sleep(0.01)
 
 
 class SimDevice:
@@ -87,11 +113,14 @@ class SimDevice:
 
     def power_cut(self):
         """SIGKILL the simulator: the device process dies with it, as at a power cut."""
+        kids = []
         if self.proc and self.proc.poll() is None:
+            kids = _children(self.proc.pid)
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         if self._reader:
             self._reader.join(5)
+        _wait_gone(kids)
         self._wait_ports_free()
 
     def stop(self):

@@ -540,3 +540,187 @@ def test_admin_edits_of_many_names_do_not_leak_heap(device):
     big = requests.get(device.url("/chaos/heap"), timeout=10).json()
     assert big["largest"] >= 8192, big   # the heap is not shredded either
     healthy(device)
+
+
+# ---- power cuts in the middle of writes ----
+
+def _boot(dev, first=False):
+    dev.start()
+    dev.wait_line("CHAOS READY", timeout=30)
+    dev.wait_http()
+    healthy(dev)
+    assert requests.get(dev.url("/admin"), timeout=10).status_code == 200
+    if first:
+        dev.wait_line("setup portal on", timeout=30)
+    return Admin(dev, first=first)
+
+
+def _cut_while(dev, rng, seconds, write, check, min_cuts=10):
+    """Power cuts at random moments while `write(i)` runs in a loop, until `seconds` passed and at
+    least min_cuts were made (a slow machine gets more time, up to 45 s).
+    write(i) returns normally once the device acknowledged value i; check(acked, tried) after each
+    boot asserts that every value is the old (acked) or the new (tried) one. Returns the cut count."""
+    cuts = 0
+    acked = tried = None
+    t0 = time.time()
+    while (time.time() - t0 < seconds or cuts < min_cuts) and time.time() - t0 < 45:
+        stop = threading.Event()
+        state = {"acked": acked, "tried": tried, "i": 0 if acked is None else acked + 1}
+
+        def writer():
+            while not stop.is_set():
+                i = state["i"]
+                state["tried"] = i
+                try:
+                    write(i)
+                except (requests.ConnectionError, requests.Timeout):
+                    return
+                if stop.is_set():
+                    return   # the answer may have raced the cut: count it as tried only
+                state["acked"] = i
+                state["i"] = i + 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(rng.uniform(0.05, 0.6))
+        stop.set()
+        dev.power_cut()
+        t.join(15)
+        cuts += 1
+        acked, tried = state["acked"], state["tried"]
+        _boot(dev)
+        check(acked, tried)
+    return cuts
+
+
+def test_power_cuts_while_the_admin_edits_variables(tmp_path):
+    dev = make_device(tmp_path)
+    rng = random.Random(7)
+    admin = _boot(dev, first=True)
+    box = {"admin": admin}
+
+    def write(i):
+        r = box["admin"].call("PUT", "vars/lamp/bri", {"value": i % 101}, timeout=5)
+        assert r.status_code == 200, r.text
+        r = box["admin"].call("PUT", "vars/cut/n", {"value": i, "type": "int"}, timeout=5)
+        assert r.status_code == 200, r.text
+
+    def check(acked, tried):
+        box["admin"] = a = Admin(dev)
+        v = a.call("GET", "vars/cut").json()["vars"].get("n", {}).get("value")
+        ok = {acked, tried, None if acked is None else acked - 1}
+        assert v in ok | ({None} if acked is None else set()), (v, acked, tried)
+        bri = a.call("GET", "vars/lamp").json()["vars"]["bri"]["value"]
+        assert bri in {x % 101 for x in ok if x is not None} | {50}, (bri, acked, tried)
+        # and writes still work
+        assert a.call("PUT", "vars/lamp/bri", {"value": bri}).status_code == 200
+    try:
+        cuts = _cut_while(dev, rng, 14, write, check)
+    finally:
+        dev.stop()
+    assert cuts >= 10
+    assert "Traceback" not in dev.output(), dev.output()[-3000:]
+
+
+def _alexa_cuts(tmp_path, acked_kept):
+    dev = make_device(tmp_path)
+    rng = random.Random(11)
+    _boot(dev, first=True)
+    user = hue_user(dev)
+    lights = requests.get(dev.url("/api/%s/lights" % user), timeout=10).json()
+    lid = [k for k, v in lights.items() if v["name"] == "Desk lamp"][0]
+
+    def state_of(i):
+        return (bool(i % 2), 1 + (i * 37) % 254)
+
+    def write(i):
+        on, bri = state_of(i)
+        r = requests.put(dev.url("/api/%s/lights/%s/state" % (user, lid)), json={"on": on, "bri": bri}, timeout=5)
+        assert "success" in r.text, r.text
+
+    def close(a, b):   # Hue bri goes through the app's percent: a step of rounding either way
+        return a[0] == b[0] and abs(a[1] - b[1]) <= 2
+
+    def check(acked, tried):
+        st = requests.get(dev.url("/api/%s/lights/%s" % (user, lid)), timeout=10).json()["state"]
+        got = (st["on"], st["bri"])
+        if acked_kept:
+            ok = [state_of(x) for x in (acked, tried) if x is not None]
+        else:   # a state some client sent (or the default): never a torn or invented one
+            ok = [state_of(x) for x in range(tried + 1)] if tried is not None else []
+        assert any(close(got, o) for o in ok) or (acked is None and not got[0]), (got, acked, tried)
+        if tried is not None:
+            write(tried)   # writes still work (the device now holds `tried`: old or new stays true)
+    try:
+        cuts = _cut_while(dev, rng, 10, write, check)
+    finally:
+        dev.stop()
+    assert cuts >= 10
+    assert "Traceback" not in dev.output(), dev.output()[-3000:]
+
+
+def test_power_cuts_while_alexa_switches_a_light(tmp_path):
+    _alexa_cuts(tmp_path, acked_kept=False)
+
+
+@pytest.mark.xfail(strict=True, reason="alexa.py: a Hue PUT is answered 'success' before the app's on_change "
+                                       "(queued for alexa.poll() in the main loop) has persisted the state, so "
+                                       "a power cut right after the answer boots with an older state")
+def test_power_cuts_while_alexa_switches_a_light_keep_what_was_acknowledged(tmp_path):
+    _alexa_cuts(tmp_path, acked_kept=True)
+
+
+def test_power_cuts_while_wifi_networks_are_added(tmp_path):
+    dev = make_device(tmp_path)
+    rng = random.Random(13)
+    box = {"admin": _boot(dev, first=True)}
+    maxn = 8
+
+    def model(upto):
+        return ["net%d" % i for i in range(upto + 1)][-maxn:] if upto is not None else []
+
+    def write(i):
+        r = box["admin"].call("POST", "wifi/networks", {"ssid": "net%d" % i, "password": "pw-%08d" % i}, timeout=5)
+        assert r.status_code == 200, r.text
+
+    def check(acked, tried):
+        box["admin"] = a = Admin(dev)
+        got = [n["ssid"] for n in a.call("GET", "wifi").json()["networks"]]
+        assert got in (model(acked), model(tried)), (got, acked, tried)
+    try:
+        cuts = _cut_while(dev, rng, 12, write, check)
+        write(10000)  # and writes still work
+    finally:
+        dev.stop()
+    assert cuts >= 10
+    assert "Traceback" not in dev.output(), dev.output()[-3000:]
+
+
+# ---- crashes in user code ----
+
+def test_a_crash_at_boot_keeps_rebooting_but_a_crash_in_a_handler_does_not(tmp_path):
+    dev = make_device(tmp_path / "crash", extra_env={"CHAOS_BOOT_CRASH": "1"})
+    dev.start()
+    try:
+        for _ in range(3):   # the simulator reboots it, again and again, and stays alive itself
+            n = len(dev.lines)
+            dev.wait_line(r"sim: device crashed \(exit \d+\): reboot", timeout=20, since=n)
+        assert dev.alive()
+        assert "chaos: user code crashed at boot" in dev.output()
+    finally:
+        dev.stop()
+    dev = make_device(tmp_path / "ok")
+    _boot(dev, first=True)
+    try:
+        for _ in range(5):
+            r = requests.get(dev.url("/chaos/boom"), timeout=10)
+            assert r.status_code == 500
+            healthy(dev)
+        r = requests.get(dev.url("/chaos/memboom"), timeout=20)
+        assert r.status_code == 503
+        healthy(dev)
+        threads_alive(dev)
+        assert "device crashed" not in dev.output()
+        assert "reset cause: power_on" in dev.output() and dev.output().count("CHAOS READY") == 1
+    finally:
+        dev.stop()
