@@ -42,6 +42,7 @@ def static_dir(tmp_path_factory):
         f.write(b"console.log('plain');\n" * 50)
     with gzip.open(str(d / "only.txt.gz"), "wb") as f:
         f.write(b"only gzipped here\n" * 20)
+    (d / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))  # more than loopback socket buffers take
     (d / "sub").mkdir()
     (d / "sub" / "index.html").write_text("<p>sub</p>")
     return d
@@ -251,6 +252,21 @@ def test_chunked_response(dev):
     st, h, body = request(dev, "GET", "/chunks/500")
     assert st == 200 and h["transfer-encoding"] == "chunked"
     assert body == b"".join(b"line %d\n" % i for i in range(500))
+
+
+def test_large_response_to_a_slow_reader(dev, static_dir):
+    # far more than the socket buffers hold: the worker must wait for the client, not drop bytes
+    data = (static_dir / "big.bin").read_bytes()
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=20)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: d\r\n\r\nGET /chunks/3000 HTTP/1.1\r\nHost: d\r\n\r\n")
+    time.sleep(0.5)  # not reading yet: the server's writes hit EAGAIN
+    f = s.makefile("rb")
+    st, h, body = read_response(f)
+    assert st == 200 and int(h["content-length"]) == len(data) and body == data
+    st, h, body = read_response(f)  # a streamed (chunked) one after it on the same connection
+    assert body == b"".join(b"line %d\n" % i for i in range(3000))
+    s.close()
 
 
 def test_large_upload_streamed_with_sha256(dev):

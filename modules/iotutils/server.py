@@ -313,7 +313,6 @@ class _BodyReader:
         self.done = not self.chunked and self.remaining == 0
         self.continued = not (req.flags & _FLAG_EXPECT_CONTINUE)
         self.broken = False
-        self.poller = None
 
     def start(self):
         if self.chunked:
@@ -357,7 +356,7 @@ class _BodyReader:
             self.pos += n
         else:
             self._continue()
-            n = conn.sock.readinto(memoryview(b)[:want]) if want < len(b) else conn.sock.readinto(b)
+            n = self._recv_some(memoryview(b)[:want] if want < len(b) else b)
             if not n:
                 raise OSError("client closed during body")
         self.remaining -= n
@@ -378,13 +377,9 @@ class _BodyReader:
         return True
 
     def _recv_some(self, b):
-        # a chunked body has no known end: a blocking readinto would wait for a full buffer, so read
-        # what is there from the non-blocking socket and poll (io_timeout) for more
+        # sockets stay non-blocking: read what is there (a chunked body has no known end, so a
+        # blocking readinto could wait for bytes that never come) and poll (io_timeout) for more
         sock = self.conn.sock
-        if self.poller is None:
-            self.poller = select.poll()
-            self.poller.register(sock, _POLLIN)
-            sock.setblocking(False)
         while True:
             try:
                 r = sock.readinto(b) if _MP else sock.recv_into(b)
@@ -394,15 +389,7 @@ class _BodyReader:
                 r = None
             if r is not None:
                 return r
-            if not self.poller.poll(self.server.io_timeout):
-                raise OSError(110)  # ETIMEDOUT
-
-    def blocking(self):
-        """Back to blocking I/O (with io_timeout) for writing the response."""
-        if self.poller is not None:
-            self.poller.unregister(self.conn.sock)
-            self.poller = None
-            self.conn.sock.settimeout(self.server.io_timeout / 1000)
+            self.server._wait(sock, _POLLIN)
 
     def read(self, n=-1):
         if n is None or n < 0:
@@ -1376,15 +1363,10 @@ class WebServer:
         sock = conn.sock
         keep = False
         try:
-            sock.settimeout(self.io_timeout / 1000)
             keep = self._handle(req)
         except Exception as e:  # the connection is broken (timeout, reset): just close it
             if self.log_errors and not isinstance(e, OSError):
                 _print_exception(e)
-            keep = False
-        try:
-            sock.setblocking(False)
-        except OSError:
             keep = False
         if not keep:
             _discard(sock)  # closing with unread input would reset the connection before our answer is read
@@ -1475,7 +1457,6 @@ class WebServer:
                     keep = reader.drain(self.max_drain)
                 except (OSError, ValueError):
                     keep = False
-        reader.blocking()
         keep = self._send(req, resp, keep)
         for fn in self._on_request:
             try:
@@ -1494,11 +1475,33 @@ class WebServer:
         return keep
 
     # ---- responses ----
+    def _wait(self, sock, ev):
+        # a worker waits for its (non-blocking) socket: no mode switches, one timeout for all I/O
+        p = select.poll()
+        p.register(sock, ev)
+        if not p.poll(self.io_timeout):
+            raise OSError(110)  # ETIMEDOUT
+
     def _write(self, sock, data):
-        if _MP:
-            sock.write(data)
-        else:
-            sock.sendall(data)
+        off = 0
+        n = len(data)
+        mv = None
+        while off < n:
+            try:
+                if _MP:
+                    w = sock.write(data if mv is None else mv[off:])
+                else:
+                    w = sock.send(data if mv is None else mv[off:])
+            except OSError as e:
+                if not e.args or e.args[0] != 11:
+                    raise
+                w = None
+            if w is None:
+                self._wait(sock, select.POLLOUT)
+                continue
+            off += w
+            if off < n and mv is None:
+                mv = memoryview(data)
 
     def _send(self, req, resp, keep):
         """Write resp; True if the connection may be reused."""

@@ -22,6 +22,7 @@ class FakeSock:
         return len(b)
 
     sendall = write
+    send = write
 
     def readinto(self, b):
         n = min(len(b), len(self.data) - self.pos)
