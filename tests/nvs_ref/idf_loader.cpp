@@ -22,9 +22,49 @@
 #include <string>
 #include <vector>
 
+#include <type_traits>
+
 #include "nvs_storage.hpp"
 
+#ifndef ESP_ERR_FLASH_OP_FAIL
+#define ESP_ERR_FLASH_OP_FAIL (ESP_ERR_FLASH_BASE + 1)
+#endif
+
 namespace {
+
+// ESP-IDF >= 6 adds a purgeAfterErase argument to Storage's write/erase calls (false keeps
+// v5.5's behaviour); the templates pick the signature the tree at IDF_PATH has.
+template <typename P, typename = void>
+struct has_purge : std::false_type {};
+template <typename P>
+struct has_purge<P, std::void_t<decltype(P::DEFAULT_PURGE_AFTER_ERASE)>> : std::true_type {};
+
+template <typename S, typename P = nvs::Page>
+esp_err_t st_write(S &st, uint8_t ns, nvs::ItemType t, const char *key, const void *data, size_t size) {
+    if constexpr (has_purge<P>::value) {
+        return st.writeItem(ns, t, key, data, size, false);
+    } else {
+        return st.writeItem(ns, t, key, data, size);
+    }
+}
+
+template <typename S, typename P = nvs::Page>
+esp_err_t st_erase(S &st, uint8_t ns, const char *key) {
+    if constexpr (has_purge<P>::value) {
+        return st.eraseItem(ns, nvs::ItemType::ANY, key, false);
+    } else {
+        return st.eraseItem(ns, nvs::ItemType::ANY, key);
+    }
+}
+
+template <typename S, typename P = nvs::Page>
+esp_err_t st_erase_ns(S &st, uint8_t ns) {
+    if constexpr (has_purge<P>::value) {
+        return st.eraseNamespace(ns, false);
+    } else {
+        return st_erase_ns(st, ns);
+    }
+}
 
 class RamPartition : public nvs::Partition {
 public:
@@ -271,20 +311,20 @@ esp_err_t apply(nvs::Storage &st, const Op &op) {
         return err;
     }
     if (op.kind == "erase") {
-        return st.eraseItem(ns, ItemType::ANY, op.key.c_str());
+        return st_erase(st, ns, op.key.c_str());
     }
     if (op.kind == "erase_ns") {
-        return st.eraseNamespace(ns);
+        return st_erase_ns(st, ns);
     }
     if (op.type == NVS_TYPE_STR) {
         std::vector<uint8_t> s = op.data;
         s.push_back(0);
-        return st.writeItem(ns, ItemType::SZ, op.key.c_str(), s.data(), s.size());
+        return st_write(st, ns, ItemType::SZ, op.key.c_str(), s.data(), s.size());
     }
     if (op.type == NVS_TYPE_BLOB) {
-        return st.writeItem(ns, ItemType::BLOB, op.key.c_str(), op.data.data(), op.data.size());
+        return st_write(st, ns, ItemType::BLOB, op.key.c_str(), op.data.data(), op.data.size());
     }
-    return st.writeItem(ns, static_cast<ItemType>(op.type), op.key.c_str(), op.data.data(), op.type & 0x0f);
+    return st_write(st, ns, static_cast<ItemType>(op.type), op.key.c_str(), op.data.data(), op.type & 0x0f);
 }
 
 int write_mode(const char *base, const char *ops_path, const char *outdir, long step) {
