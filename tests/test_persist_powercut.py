@@ -3,7 +3,8 @@
 The device app (written below into the test's directory) reads its variables at boot, prints them,
 checks they are well-formed, then keeps updating them: iteration i writes counter=i, then a text
 derived from i (spans several NVS entries), then a JSON object with i and a checksum, then a
-1-2 KB blob-sized text on every 5th i, printing "C <i>" once all of iteration i is on flash.
+1-2 KB text on every 5th i (a ~5 KB one, stored as a multi-page blob, on every 10th), printing
+"C <i>" once all of iteration i is on flash.
 The test kills it at random moments, >= 200 times per backend, and after each power-on checks:
 - every variable decodes to exactly the form the app writes (never garbage);
 - nothing confirmed is lost: counter >= the last "C i" the test saw;
@@ -42,7 +43,8 @@ def text_of(i):
 
 
 def big_of(i):
-    return ("b%d." % i) * (300 + i % 50)
+    # every 10th: ~5 KB, beyond an NVS string: stored as a blob in chunks over two pages
+    return ("b%d." % i) * ((300 + i % 50) if i % 10 else 1000)
 
 
 def obj_of(i):
