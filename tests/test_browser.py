@@ -1,7 +1,7 @@
 """The admin page in a real browser: headless Debian chromium driven by Playwright against a simulated
 device. Log in, change a persistent value, add a Wi-Fi network, run an OTA update from the fake
 GitHub with the progress bar reaching 100 %, toggle an Alexa device. Screenshots of each page go to
-docs/screenshots/ (shown in the README)."""
+build/screenshots/ (SCREENSHOTS_TO_DOCS=1: also docs/screenshots/, shown in the README)."""
 import json
 import os
 import shutil
@@ -20,7 +20,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not ins
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="Debian chromium not installed (scripts/setup.sh)")
 
 APP = os.path.join(ROOT, "tests", "apps", "admin_app.py")
-SHOTS = os.path.join(ROOT, "docs", "screenshots")
+# every run saves its screenshots in build/screenshots; SCREENSHOTS_TO_DOCS=1 refreshes the README's
+SHOTS = os.path.join(ROOT, "build", "screenshots")
+DOCS_SHOTS = os.path.join(ROOT, "docs", "screenshots")
 PASSWORD = "browser-pass-123"
 
 
@@ -62,7 +64,12 @@ def page(device):
 
 def shot(page, name):
     os.makedirs(SHOTS, exist_ok=True)
-    page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
+    path = os.path.join(SHOTS, name + ".png")
+    page.screenshot(path=path, full_page=True)
+    assert os.path.getsize(path) > 5000  # a real rendering, not an empty page
+    if os.environ.get("SCREENSHOTS_TO_DOCS"):
+        os.makedirs(DOCS_SHOTS, exist_ok=True)
+        shutil.copy(path, os.path.join(DOCS_SHOTS, name + ".png"))
 
 
 def flash_text(page):
