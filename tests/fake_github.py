@@ -52,6 +52,9 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        pass  # clients cut off on purpose (power cuts, refused downloads): no tracebacks on stderr
+
 
 class FakeGitHub:
     def __init__(self):
@@ -105,7 +108,8 @@ class FakeGitHub:
         return "%s/a/%s" % (self.asset_url, key)
 
     # ---- servers ----
-    def start(self):
+    def start(self, tls=None):
+        """tls=(certfile, keyfile): serve both hosts over HTTPS."""
         fake = self
 
         class Api(_Handler):
@@ -118,10 +122,16 @@ class FakeGitHub:
 
         for cls in (Api, Assets):
             srv = _Server(("127.0.0.1", 0), cls)
+            if tls:
+                import ssl
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(tls[0], tls[1])
+                srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
             threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self._servers.append(srv)
-        self.api_url = "http://127.0.0.1:%d" % self._servers[0].server_address[1]
-        self.asset_url = "http://127.0.0.1:%d" % self._servers[1].server_address[1]
+        scheme = "https" if tls else "http"
+        self.api_url = "%s://127.0.0.1:%d" % (scheme, self._servers[0].server_address[1])
+        self.asset_url = "%s://127.0.0.1:%d" % (scheme, self._servers[1].server_address[1])
         return self
 
     def stop(self):

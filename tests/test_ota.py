@@ -5,7 +5,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -33,12 +35,12 @@ def image(version, **kw):
 class Dev:
     """A simulated device running tests/apps/ota_app.py against the fake GitHub."""
 
-    def __init__(self, tmp_path, gh, channel="release", app_ota=False, timeout=5):
+    def __init__(self, tmp_path, gh, channel="release", app_ota=False, timeout=5, ca_file=None):
         self.dir = tmp_path / "dev"
         os.makedirs(self.dir / "fs", exist_ok=True)
         with open(self.dir / "fs" / "ota_cfg.json", "w") as f:
             json.dump({"repo": "me/fw", "channel": channel, "api": gh.api_url, "timeout": timeout,
-                       "app_ota": app_ota}, f)
+                       "app_ota": app_ota, "ca_file": ca_file}, f)
         self.sim = SimDevice(self.dir, app=APP)
 
     def boot(self, timeout=30):
@@ -102,6 +104,40 @@ def mkdev(tmp_path, gh):
     yield make
     for d in devs:
         d.stop()
+
+
+def _self_signed(tmp_path, name):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    key, cert = str(tmp_path / (name + ".key")), str(tmp_path / (name + ".pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1"], check=True, capture_output=True,
+                   timeout=60)
+    return cert, key
+
+
+def test_https_with_certificate_validation(tmp_path):
+    cert, key = _self_signed(tmp_path, "server")
+    other, _ = _self_signed(tmp_path, "other")
+    g = FakeGitHub().start(tls=(cert, key))
+    try:
+        assert g.api_url.startswith("https://") and g.asset_url.startswith("https://")
+        g.add_release("me/fw", "1.0.5", image("1.0.5"))
+        # a device trusting another CA refuses the server before any byte of the image
+        bad = Dev(tmp_path / "a", g, ca_file=other)
+        bad.start()
+        err = bad.cmd("check", r"OTAERROR (.*)").group(1)
+        assert "TLS" in err or "certificate" in err.lower(), err
+        bad.stop()
+        dev = Dev(tmp_path / "b", g, ca_file=cert)
+        dev.start()
+        st = dev.update_expect_reboot()
+        assert st["version"] == "1.0.5" and st["pending"]
+        assert any(r[0] == "asset" for r in g.requests)
+        dev.stop()
+    finally:
+        g.stop()
 
 
 def test_release_update_reboot_confirm(gh, mkdev):

@@ -214,7 +214,7 @@ class Http:
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if self.cadata:
-            ctx.load_verify_locations(cadata=self.cadata)
+            ctx.load_verify_locations(cadata=_der(self.cadata))
             ctx.verify_mode = ssl.CERT_REQUIRED
         else:
             if hasattr(ctx, "check_hostname"):
@@ -231,6 +231,8 @@ class Http:
                 resp = self._request(scheme, host, port, path, accept, auth)
             except OSError as e:
                 raise OTAError("network error talking to %s:%d: %s" % (host, port, e))
+            except ValueError as e:  # MicroPython's ssl reports a failed certificate check so
+                raise OTAError("TLS error talking to %s:%d: %s" % (host, port, str(e).strip()))
             if resp.status in (301, 302, 303, 307, 308):
                 loc = resp.headers.get("location")
                 resp.close()
@@ -261,7 +263,7 @@ class Http:
                 s.sendall(req)
             else:
                 s.write(req)
-            f = s.makefile("rb") if hasattr(s, "recv_into") else s  # CPython: buffered reader
+            f = s if hasattr(s, "readline") else s.makefile("rb")  # MicroPython streams / CPython sockets
             line = f.readline()
             if not line:
                 raise OTAError("no response from %s:%d" % (host, port))
@@ -282,6 +284,22 @@ class Http:
         except Exception:
             s.close()
             raise
+
+
+def _der(cadata):
+    """CA certificates as DER: PEM text is converted (MicroPython's ssl takes DER reliably)."""
+    if isinstance(cadata, str):
+        cadata = cadata.encode()
+    if b"-----BEGIN" not in cadata:
+        return cadata
+    import binascii
+    out = b""
+    for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        body = part.split(b"-----END CERTIFICATE-----")[0]
+        out += binascii.a2b_base64(b"".join(body.split()))
+    if not out:
+        raise ValueError("cadata: no certificate in the PEM text")
+    return out
 
 
 def _http_error(resp):

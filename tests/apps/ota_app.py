@@ -26,8 +26,12 @@ if cfg.get("app_ota"):
 
 from iotutils.ota import OTA, OTAError, app_status  # noqa: E402
 
+cadata = None
+if cfg.get("ca_file"):
+    with open(cfg["ca_file"], "rb") as f:
+        cadata = f.read()
 ota = OTA(repo=cfg.get("repo", "me/fw"), channel=cfg.get("channel", "release"),
-          api=cfg.get("api", "http://127.0.0.1:9"))
+          api=cfg.get("api", "http://127.0.0.1:9"), cadata=cadata)
 if cfg.get("timeout"):
     ota.http.timeout = cfg["timeout"]
 st = ota.status()
@@ -92,7 +96,7 @@ def run(cmd):
     elif cmd == "status":
         print("STATUS " + json.dumps(ota.status()))
     elif cmd.startswith("channel "):
-        ota.__init__(repo=ota.repo, channel=cmd[8:], api=ota.api)
+        ota.__init__(repo=ota.repo, channel=cmd[8:], api=ota.api, cadata=cadata)
         print("CHANNEL %s" % ota.channel)
     elif cmd.startswith("auto "):
         h, m = cmd.split()[1:3]
