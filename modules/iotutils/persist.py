@@ -19,6 +19,12 @@
 #   rgb         U32 0xRRGGBB                  (u32)     reads "#ff8000" / "ff8000" too
 #   hex         I64 (STR beyond 64 bits)      (i64)     reads "0x1f" / "1f" too
 #   bytes       blob                          (binary/base64/hex2bin)   export/import only
+#
+# Folders: folders(), list_folder(folder) -> {name: value}, delete(name, folder),
+# delete_folder(folder), factory_reset() (every folder); export_json() -> typed JSON text
+# {"folder": {"name": {"type": "int", "value": 3}}} and import_json(text), which validates every
+# entry first (ValueError naming the bad ones, nothing written). Variables without a folder live
+# in DEFAULT_FOLDER ("default").
 try:
     import _thread
     _lock = _thread.allocate_lock()
