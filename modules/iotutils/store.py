@@ -69,7 +69,8 @@ def _open():
 
 
 def use(backend, name=None):
-    """Replace the backend (tests, benchmarks): any object with the nvs.NVS methods."""
+    """Replace the backend (tests, benchmarks): any object with the nvs.NVS methods, or None to
+    open the backend of that name (default: this runtime's) again on next use."""
     global _backend, BACKEND, GENERATION
     with _lock:
         _backend = backend
