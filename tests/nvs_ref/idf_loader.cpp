@@ -62,7 +62,7 @@ esp_err_t st_erase_ns(S &st, uint8_t ns) {
     if constexpr (has_purge<P>::value) {
         return st.eraseNamespace(ns, false);
     } else {
-        return st_erase_ns(st, ns);
+        return st.eraseNamespace(ns);
     }
 }
 
