@@ -411,6 +411,8 @@ class OTA:
         self._lock = _thread.allocate_lock() if _thread else None
         self._busy = False
         self._auto = None
+        self._auto_cfg = None
+        self._app = None
         self._desc = None
         self._sync_boot()
 
@@ -509,6 +511,10 @@ class OTA:
             v, size, sha = man["version"], int(man["size"]), man["sha256"].lower()
         except (KeyError, TypeError, ValueError, AttributeError):
             raise OTAError("%s: ota.json needs version, size and sha256" % where)
+        try:
+            _unhex(sha)
+        except ValueError:
+            sha = ""
         if not isinstance(v, str) or not v or len(sha) != 64 or size <= 0:
             raise OTAError("%s: ota.json has a bad version, size or sha256" % where)
         return {"version": v, "size": size, "sha256": sha, "url": man.get("url"), "accept": None,
@@ -718,19 +724,23 @@ class OTA:
         return info
 
     # ---- auto-update ----
-    def auto_update(self, enable=True, every_hours=None, idle_minutes=None, app=None):
-        """Check every N hours and install when idle for M minutes (no HTTP request on `app`, no
-        busy(True)). Settings persist; call at boot with no arguments to resume them."""
+    def auto_update(self, enable=None, every_hours=None, idle_minutes=None, app=None):
+        """Check every N hours and install when idle for M minutes (no HTTP request on `app`, whose
+        `last_request_ms` is a time.ticks_ms() value, and no busy(True)). Settings persist: at boot,
+        auto_update(app=app) resumes them (enable=None keeps the stored on/off). Returns the settings."""
         st = self.state.load().get("auto") or {"on": False, "every_h": 24, "idle_min": 10}
-        st["on"] = bool(enable)
+        if enable is not None:
+            st["on"] = bool(enable)
         if every_hours is not None:
             st["every_h"] = float(every_hours)
         if idle_minutes is not None:
             st["idle_min"] = float(idle_minutes)
-        if st["every_h"] <= 0 or st["idle_min"] < 0:
-            raise ValueError("every_hours must be > 0 and idle_minutes >= 0")
+        if not 0 < st["every_h"] <= 24 * 365 or not 0 <= st["idle_min"] <= 24 * 60:
+            raise ValueError("every_hours must be in (0, 8760] and idle_minutes in [0, 1440]")
         self.state.update(auto=st)
-        self._app = app
+        self._auto_cfg = st
+        if app is not None:
+            self._app = app
         if st["on"] and self._auto is None and _thread:
             self._auto = True
             _thread.start_new_thread(self._auto_loop, ())
@@ -739,34 +749,36 @@ class OTA:
         return st
 
     def idle_ms(self):
-        last = getattr(getattr(self, "_app", None), "last_request_ms", None)
+        """Milliseconds since the web server's last request (since boot if none)."""
+        last = getattr(self._app, "last_request_ms", None)
         if last is None:
             return hal.uptime_ms()
         return _ticks_diff(_ticks_ms(), last)
 
     def _auto_loop(self):
-        last_check = None
+        # time is summed in small steps: ticks_ms() differences are only valid for a few days
+        since_check = None
+        prev = _ticks_ms()
         pending = None
         while self._auto:
-            st = self.state.load().get("auto") or {}
-            if not st.get("on"):
-                self._auto = None
-                return
+            st = self._auto_cfg
             now = _ticks_ms()
-            if pending is None and (last_check is None or
-                                    _ticks_diff(now, last_check) >= st["every_h"] * 3600000):
-                last_check = now
+            if since_check is not None:
+                since_check += _ticks_diff(now, prev)
+            prev = now
+            if pending is None and (since_check is None or since_check >= st["every_h"] * 3600000):
+                since_check = 0
                 try:
                     c = self.check()
                     if c["newer"]:
-                        pending = True
-                        print("ota: auto: %s available, installing when idle" % c["available"])
+                        pending = c["available"]
+                        print("ota: auto: %s available, installing when idle" % pending)
                 except Exception as e:  # a failed check waits for the next period
                     print("ota: auto check failed:", e)
             if pending and not self._busy and self.idle_ms() >= st["idle_min"] * 60000:
                 pending = None
                 try:
-                    self.update()
+                    self.update()   # reboots on success
                 except Exception as e:
                     print("ota: auto update failed:", e)
             time.sleep(0.2)
