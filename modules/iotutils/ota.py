@@ -9,6 +9,15 @@
 #   ota.update(progress=None)   # verify everything, set boot, hal.reset(); OTAError and no change on failure
 #   ota.confirm()               # after a health check: cancel the rollback
 #   ota.status() -> {"version", "project", "slot", "pending", "rolled_back"}
+#   ota.install_stream(stream, total, sha256=None)    # an uploaded image, same checks; no reboot
+#   ota.auto_update(True, every_hours=24, idle_minutes=10, app=webserver); ota.busy(True|False)
+#   ota.update_app("app")       # App OTA: .py files of a repo folder (branch/commit channels);
+#   app_boot()                  # first thing in main.py: picks the app folder, rolls back unconfirmed
+#
+# An image is installed only if: its size and SHA-256 match the manifest, it is a complete ESP32 app
+# image (magic, chip id, segment layout, checksum, appended SHA-256), its app descriptor names the
+# running project and a version that differs from the running one and did not roll back here before,
+# and the slot reads back with the same SHA-256. Only then set_boot; a failure changes nothing.
 #
 # Sources. A release (tag = version) carries firmware.bin + ota.json {"version", "project", "size",
 # "sha256", "url"?}; branch/commit channels read ota.json from the repository at that ref through
