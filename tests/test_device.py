@@ -16,6 +16,7 @@ from conftest import ROOT
 from simdev import SimDevice
 
 import espimage
+from fake_github import FakeGitHub
 from iotutils import __version__
 from iotutils.hal import layout, otadata
 from iotutils.hal.flash import FileFlash
@@ -216,10 +217,10 @@ def write_wifi(path, up):
     os.replace(tmp, str(path))
 
 
-def make_device(tmp_path, cfg=None, wifi_up=True):
+def make_device(tmp_path, cfg=None, wifi_up=True, env=None):
     wifi = tmp_path / "wifi.json"
     write_wifi(wifi, wifi_up)
-    dev = SimDevice(tmp_path / "dev", app=APP, wifi=wifi)
+    dev = SimDevice(tmp_path / "dev", app=APP, wifi=wifi, extra_env=env)
     dev.wifi_path = wifi
     os.makedirs(os.path.join(dev.state_dir, "fs"), exist_ok=True)
     with open(os.path.join(dev.state_dir, "fs", "device_cfg.json"), "w") as f:
@@ -392,3 +393,39 @@ def test_image_that_never_gets_healthy_is_rolled_back(tmp_path, devices):
     dev.power_cut()
     r = boot(dev)
     assert (r["slot"], r["state"], r["rolled_back"]) == ("ota_0", "valid", True)
+
+
+def test_auto_update_installs_reboots_confirms_and_resumes(tmp_path, devices):
+    # auto-update switched on from the admin API: the device finds the release, installs it when
+    # idle, reboots into it, confirms it after the health check, and resumes the schedule
+    gh = FakeGitHub().start()
+    try:
+        gh.add_release("acme/lamp", "0.3.0", espimage.build_app_image("0.3.0", size=96 * 1024))
+        dev = make_device(tmp_path, env={"IOTUTILS_TEST_API": gh.api_url})
+        boot(dev, devices)
+        dev.wait_line(r"setup portal on")      # the first admin password needs the setup AP
+        s = requests.Session()
+        r = s.post(dev.url("/admin/api/password"), json={"new": "auto-update-pw"}, timeout=10)
+        assert r.status_code == 200, r.text
+        since = len(dev.lines)
+        r = s.put(dev.url("/admin/api/ota/settings"), headers={"X-CSRF-Token": r.json()["csrf"]},
+                  json={"auto": {"on": True, "every_hours": 24, "idle_minutes": 0}}, timeout=10)
+        assert r.status_code == 200 and r.json()["auto"]["on"] is True, r.text
+        dev.wait_line(r"ota: auto: 0\.3\.0 available", since=since, timeout=30)
+        m = dev.wait_line(r"^  firmware: \S+ (\S+), slot (\S+) \(([^)]*)\)", since=since, timeout=60)
+        assert m.groups() == ("0.3.0", "ota_1", "pending verify")
+        after = line_index(dev, r"slot ota_1 \(pending verify\)", since)
+        dev.wait_line(r"health check passed, image confirmed", since=after, timeout=30)
+        dev.wait_http()
+        assert info(dev)["pending"] is False
+        # the schedule survived the reboot, and the running version is not offered again
+        s = requests.Session()
+        r = s.post(dev.url("/admin/api/login"), json={"password": "auto-update-pw"}, timeout=10)
+        assert r.status_code == 200, r.text
+        o = s.get(dev.url("/admin/api/ota"), timeout=10).json()
+        assert o["auto"]["on"] is True and o["status"]["version"] == "0.3.0"
+        c = s.post(dev.url("/admin/api/ota/check"), headers={"X-CSRF-Token": r.json()["csrf"]}, timeout=10).json()
+        assert c == {"current": "0.3.0", "available": "0.3.0", "newer": False}
+        assert not re.search(r"ota: auto: \S+ available", "\n".join(dev.lines[after:]))
+    finally:
+        gh.stop()

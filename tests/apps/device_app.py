@@ -2,7 +2,9 @@
 # user tasks (dev.every) the tests watch, and a way to make a task hang (watchdog).
 # Configuration (fs/device_cfg.json, optional): {"networks": [[ssid, password]], "health_timeout_s": N,
 # "wdt_timeout_ms": N, "wifi_retry_s": N, "start_only": true (dev.start() and an own loop, no run())}
+# OTA: repo acme/lamp on the fake GitHub named by IOTUTILS_TEST_API, if set.
 import json
+import os
 import time
 
 import iotutils
@@ -25,7 +27,8 @@ if "wifi_retry_s" in cfg:
     Wifi.retry_s = cfg["wifi_retry_s"]
     Wifi.scan_interval_s = cfg["wifi_retry_s"]
 
-dev = iotutils.Device(name="devtest")
+api = os.getenv("IOTUTILS_TEST_API")
+dev = iotutils.Device(name="devtest", ota_repo="acme/lamp" if api else None, ota_api=api)
 for ssid, password in cfg.get("networks", []):
     if ssid not in [n["ssid"] for n in dev.wifi.networks()]:
         dev.wifi.add_network(ssid, password)
