@@ -43,6 +43,7 @@ def device(tmp_path_factory):
                                               "channel": 6, "up": True}]}))
     dev = SimDevice(d / "dev", app=APP, wifi=wifi).start()
     dev.wait_line("READY", timeout=30)
+    dev.wait_line("wifi: setup portal on", timeout=30)  # unconfigured: the first password may be set now
     yield dev
     dev.stop()
 
@@ -170,3 +171,26 @@ def test_login_and_brute_force_is_slowed_down(device, session):
     r = s.post(api(device, "login"), json={"password": PASSWORD}, timeout=10)
     assert r.status_code == 200, r.text
     assert s.get(api(device, "status"), timeout=10).json()["name"] == "admintest"
+
+
+def test_admin_page_asset_is_current_and_small():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_assets.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from iotutils import admin_assets
+    assert len(admin_assets.INDEX_GZ) <= 30 * 1024  # the whole page, gzipped: no other asset is loaded
+    html = __import__("gzip").decompress(admin_assets.INDEX_GZ).decode()
+    assert "http://" not in html and "https://" not in html  # no CDN, nothing fetched from elsewhere
+
+
+def test_admin_page_served_gzipped_with_etag(device):
+    r = requests.get(device.url("/admin"), headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    etag = r.headers["ETag"]
+    r2 = requests.get(device.url("/admin"), headers={"If-None-Match": etag}, timeout=10)
+    assert r2.status_code == 304
+    plain = requests.get(device.url("/admin"), headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert "Content-Encoding" not in plain.headers and "<title>iotutils admin</title>" in plain.text

@@ -45,6 +45,7 @@ def device(tmp_path_factory, github):
                                               "up": True}]}))
     dev = SimDevice(d / "dev", app=APP, wifi=wifi, extra_env={"IOTUTILS_TEST_API": github.api_url}).start()
     dev.wait_line("READY", timeout=30)
+    dev.wait_line("wifi: setup portal on", timeout=30)  # unconfigured: the first password may be set now
     yield dev
     dev.stop()
 

@@ -260,7 +260,8 @@ class Admin:
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
             return Response(admin_assets.INDEX_GZ, 200, headers, "text/html; charset=utf-8")
-        return Response(_gunzip(admin_assets.INDEX_GZ), 200, headers, "text/html; charset=utf-8")
+        return Response(_inflate(admin_assets.INDEX_GZ, admin_assets.WBITS), 200, headers,
+                        "text/html; charset=utf-8")
 
     # ---- status ----
 
@@ -655,11 +656,21 @@ def _plain(v):
     return v
 
 
-def _gunzip(data):
+def _inflate(gz, wbits):
+    """The page for a client without gzip: inflated while it is sent (a chunked response), with
+    the asset's small deflate window, never whole in RAM."""
+    import io
     try:
         import deflate
-        import io
-        return deflate.DeflateIO(io.BytesIO(data), deflate.GZIP).read()
+        src = deflate.DeflateIO(io.BytesIO(gz), deflate.GZIP, wbits)
+        while True:
+            chunk = src.read(512)
+            if not chunk:
+                return
+            yield chunk
     except ImportError:
         import zlib
-        return zlib.decompress(data, 31)
+        d = zlib.decompressobj(16 + wbits)
+        for i in range(0, len(gz), 512):
+            yield d.decompress(gz[i:i + 512])
+        yield d.flush()
