@@ -46,11 +46,14 @@ class Ops(ctypes.Structure):
 _libs = {}
 
 
-def lib(idf_load_only=False):
-    """The C core; idf_load_only=True compiles out the loader's one repair beyond ESP-IDF's."""
-    if idf_load_only not in _libs:
-        flags = ["-DNVS_HOST_ESP_IDF_LOAD_ONLY"] if idf_load_only else []
-        L = build_shared("nvs_c_idf" if idf_load_only else "nvs_c", ["nvs_host.c", "kvstore.c"], flags)
+def lib(idf_load_only=False, idf_writes_only=False):
+    """The C core; idf_load_only compiles out the loader's one repair beyond ESP-IDF's,
+    idf_writes_only the writer's deviations from ESP-IDF (see nvs_host.c)."""
+    variant = (idf_load_only, idf_writes_only)
+    if variant not in _libs:
+        flags = (["-DNVS_HOST_ESP_IDF_LOAD_ONLY"] if idf_load_only else []) + \
+            (["-DNVS_HOST_ESP_IDF_WRITES_ONLY"] if idf_writes_only else [])
+        L = build_shared("nvs_c" + "".join(f.lower()[15:] for f in flags), ["nvs_host.c", "kvstore.c"], flags)
         vp, cp, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
         L.kvstore_open_ops.argtypes = [ctypes.POINTER(vp), ctypes.POINTER(Ops), ctypes.c_uint32]
         L.kvstore_open.argtypes = [ctypes.POINTER(vp), cp, ctypes.c_uint32, ctypes.c_uint32]
@@ -65,8 +68,8 @@ def lib(idf_load_only=False):
         L.kvstore_list.argtypes = [vp, cp, LIST_FN, vp]
         L.nvs_host_crc32.argtypes = [ctypes.c_uint32, cp, sz]
         L.nvs_host_crc32.restype = ctypes.c_uint32
-        _libs[idf_load_only] = L
-    return _libs[idf_load_only]
+        _libs[variant] = L
+    return _libs[variant]
 
 
 class PowerCut(Exception):
@@ -156,8 +159,8 @@ def _raise(rc, what):
 class CStore:
     """The C store with the Python NVS class's API (as _iotutils.KVStore has it)."""
 
-    def __init__(self, flash=None, path=None, offset=0, size=None, idf_load_only=False):
-        self.L = L = lib(idf_load_only)
+    def __init__(self, flash=None, path=None, offset=0, size=None, idf_load_only=False, idf_writes_only=False):
+        self.L = L = lib(idf_load_only, idf_writes_only)
         self.flash = flash
         self.h = ctypes.c_void_p()
         if path is not None:
@@ -824,6 +827,51 @@ def test_esp_idf_written_power_cuts_load_as_esp_idf_loads_them(tmp_path, which):
         if n % 9 == 0:
             repaired.append(bytes(flash.buf))
     assert_idf_clean(tmp_path, repaired)   # when IDF_PATH is set
+
+
+def _small_values_script(seed, n):
+    rnd = random.Random(seed)
+    ops = []
+    for _ in range(n):
+        ns, key = rnd.choice(["a", "b", "c"]), "k%d" % rnd.randrange(12)
+        r = rnd.random()
+        if r < 0.6:
+            t = rnd.choice(list(INT_RANGE))
+            ops.append(("set", ns, key, rnd.randint(*INT_RANGE[t]), t))
+        elif r < 0.85:
+            ops.append(("set", ns, key, "s" * rnd.randrange(60), None))
+        else:
+            ops.append(("erase", ns, key))
+    return ops
+
+
+@pytest.mark.parametrize("which", ["script", "random", "small-values"])
+def test_writes_byte_identical_to_esp_idf(tmp_path, which):
+    # Built without its deviations (NVS_HOST_ESP_IDF_WRITES_ONLY), this core must leave the
+    # very bytes ESP-IDF's own writer leaves for the same operations.
+    exe = idf_loader()
+    if exe is None:
+        pytest.skip("IDF_PATH not set: ESP-IDF's own NVS writer is not available")
+    script, size = {"script": (_script(), 0x6000), "random": (_random_script(11, 40), 0x5000),
+                    "small-values": (_small_values_script(4, 1500), 0x4000)}[which]
+    base = tmp_path / "base.bin"
+    base.write_bytes(b"\xff" * size)
+    (tmp_path / "ops.txt").write_text(_idf_ops(script))
+    outdir = tmp_path / "cuts"
+    outdir.mkdir()
+    r = subprocess.run([exe, "--write", str(base), str(tmp_path / "ops.txt"), str(outdir), str(10 ** 9)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    flash = SimFlash(size)
+    s = CStore(flash, idf_writes_only=True)
+    for op in script:
+        try:
+            _apply(s, {}, op)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    theirs = (outdir / "full.bin").read_bytes()
+    diff = [i for i in range(size) if theirs[i] != flash.buf[i]]
+    assert not diff, "first difference at 0x%x (page %d)" % (diff[0], diff[0] // 4096)
 
 
 def _python_nvs_or_none():

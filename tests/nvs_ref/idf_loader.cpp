@@ -14,8 +14,9 @@
 //
 // ESP-IDF's own writer: applies OPS (lines "set NS KEY TYPE HEX", "erase NS KEY",
 // "erase_ns NS"; TYPE 0x21 = string without its NUL, 0x42 = blob) to BASE as nvs_set_*/
-// nvs_erase_* do, once without power cut, then once per power cut after 0, STEP, 2*STEP, ...
-// flash writes, saving OUTDIR/cut_<n>.bin and printing "<n> <index of the op cut short>".
+// nvs_erase_* do, once without power cut (saved as OUTDIR/full.bin), then once per power cut
+// after 0, STEP, 2*STEP, ... flash writes, saving OUTDIR/cut_<n>.bin and printing
+// "<n> <index of the op cut short>".
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -350,18 +351,20 @@ int write_mode(const char *base, const char *ops_path, const char *outdir, long 
             err = ESP_OK;
         }
         delete st;
+        std::string out = std::string(outdir) + "/cut_" + std::to_string(budget) + ".bin";
         if (budget < 0) {
             total = part.done;
-            continue;
+            out = std::string(outdir) + "/full.bin";
         }
-        std::string out = std::string(outdir) + "/cut_" + std::to_string(budget) + ".bin";
         FILE *f = fopen(out.c_str(), "wb");
         if (!f) {
             return 1;
         }
         fwrite(part.bytes().data(), 1, part.bytes().size(), f);
         fclose(f);
-        printf("%ld %zu\n", budget, k);
+        if (budget >= 0) {
+            printf("%ld %zu\n", budget, k);
+        }
     }
     return 0;
 }
