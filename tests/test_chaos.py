@@ -426,7 +426,8 @@ def test_junk_on_the_wemo_port_keeps_it_answering(device):
     _wemo_get(port)
     for name, body in WEMO_JUNK.items():
         head = ("POST /upnp/control/basicevent1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/xml\r\n"
-                "SOAPACTION: \"urn:Belkin:service:basicevent:1#SetBinaryState\"\r\nContent-Length: %d\r\n\r\n"
+                "SOAPACTION: \"urn:Belkin:service:basicevent:1#SetBinaryState\"\r\nConnection: close\r\n"
+                "Content-Length: %d\r\n\r\n"
                 % (port, len(body))).encode()
         answer = raw_http(port, head + body)
         status = status_of(answer)
@@ -458,7 +459,7 @@ def test_a_slow_wemo_client_does_not_block_the_other_wemo_clients(device):
 
 # ---- admin API abuse: always a 4xx with a reason ----
 
-DEEP_LIST = "[" * 5000 + "]" * 5000
+DEEP_LIST = "[" * 2000 + "]" * 2000
 DEEP_OBJ = '{"value": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}"
 ADMIN_BODIES = {
     "not JSON": b"value=3",
@@ -724,3 +725,12 @@ def test_a_crash_at_boot_keeps_rebooting_but_a_crash_in_a_handler_does_not(tmp_p
         assert "reset cause: power_on" in dev.output() and dev.output().count("CHAOS READY") == 1
     finally:
         dev.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="server.py Request.json(): a deeply nested body exhausts the heap in "
+                                       "MicroPython's parser -> 503 'Out of memory' on every JSON route (Hue API); "
+                                       "admin.py checks the depth itself")
+def test_deep_json_to_the_hue_api_is_a_client_error(device):
+    r = requests.post(device.url("/api"), data=DEEP_LIST, timeout=10)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    healthy(device)
