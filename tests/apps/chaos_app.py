@@ -60,8 +60,7 @@ def heap(req):
     while lo < hi:
         mid = (lo + hi + 1) // 2
         try:
-            b = bytearray(mid)
-            del b
+            bytearray(mid)
             lo = mid
         except MemoryError:
             hi = mid - 1
