@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import micropython_cmd
+from conftest import ROOT, micropython_cmd
 from simdev import SimDevice
 
 CUTS = int(os.environ.get("PERSIST_CUTS", "200"))
@@ -84,16 +84,18 @@ while True:
 
 
 def _backends():
-    out = [pytest.param(None, id="nvs-python")]
+    # the PyPI runtime (no C module: pure-Python NVS), and the host firmware when FIRMWARE names one
+    mpy = os.path.join(ROOT, ".venv", "bin", "micropython")
+    out = [pytest.param(mpy if os.path.exists(mpy) else "micropython", "nvs", id="nvs-python")]
     fw = os.environ.get("FIRMWARE")
     if fw:
-        out.append(pytest.param(fw, id="kvstore-c"))
+        out.append(pytest.param(fw, "kvstore", id="kvstore-c"))
     return out
 
 
-@pytest.mark.parametrize("runtime", _backends())
-def test_power_cuts_while_writing(tmp_path, runtime):
-    if runtime:
+@pytest.mark.parametrize("runtime,backend_name", _backends())
+def test_power_cuts_while_writing(tmp_path, runtime, backend_name):
+    if backend_name == "kvstore":
         probe = subprocess.run([runtime, "-c", "import _iotutils; print(hasattr(_iotutils, 'KVStore'))"],
                                capture_output=True, text=True, timeout=30)
         if "True" not in probe.stdout:
@@ -115,7 +117,7 @@ def test_power_cuts_while_writing(tmp_path, runtime):
             backend, c, t, o, b, st = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), \
                 int(m.group(5)), m.group(6)
             where = "after cut %d (last confirmed %d):\n%s" % (cut, confirmed, dev.output()[-3000:])
-            assert backend == ("kvstore" if runtime else "nvs"), where
+            assert backend == backend_name, where
             assert st == "ok", where
             assert c >= confirmed, "confirmed write lost " + where
             if c > 0:
