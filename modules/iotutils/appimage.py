@@ -63,8 +63,9 @@ try:
          "  acc ^= p[i]\n return acc\n", _ns)
     _xv = _ns["_x"]
 
-    def _xor(buf, acc):
+    def _xor_viper(buf, acc):
         return _xv(buf, len(buf), acc)
+    _xor = _xor_viper
     del _ns
 except Exception:  # CPython, or a port without the native emitters
     pass
