@@ -253,6 +253,7 @@ def main(argv=None):
     print("wrote %s: %d values in %d folders, nvs partition at 0x%x (%d bytes)"
           % (args.output, len(encoded), len(set(k[0] for k in encoded)), offset, size))
     print(esptool_command(args.output, offset, args.port, args.chip))
+    print("(simulated device: python3 scripts/sim.py --state DIR --write-nvs %s [APP])" % args.output)
     return 0
 
 
