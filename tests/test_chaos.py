@@ -74,7 +74,7 @@ def healthy(dev, timeout=10):
 
 def threads_alive(dev):
     t = requests.get(dev.url("/chaos/threads"), timeout=10).json()
-    assert t["threads"] == t["expected"], t
+    assert t["threads"] == t["expected"] and t["wifi"] and t["alexa"], t
 
 
 def raw_http(port, data, timeout=5.0):
@@ -720,8 +720,24 @@ def test_a_crash_at_boot_keeps_rebooting_but_a_crash_in_a_handler_does_not(tmp_p
         assert r.status_code == 503
         healthy(dev)
         threads_alive(dev)
-        assert "device crashed" not in dev.output()
-        assert "reset cause: power_on" in dev.output() and dev.output().count("CHAOS READY") == 1
+        # a module's poll failing a few times: the main loop goes on
+        requests.get(dev.url("/chaos/pollboom?n=5"), timeout=10)
+        dev.wait_line("chaos: bug in a poll")
+        deadline = time.time() + 5
+        while requests.get(dev.url("/chaos/pollboom"), timeout=10).json()["booms"] and time.time() < deadline:
+            pass
+        n = len(dev.lines)
+        time.sleep(0.5)   # 25 passes of the main loop: a dead loop would stop the watchdog feed
+        healthy(dev)
+        assert "device crashed" not in dev.output() and dev.output().count("CHAOS READY") == 1
+        assert "reset cause: power_on" in dev.output()
+        # failing pass after pass: the device reboots rather than run without its main loop
+        requests.get(dev.url("/chaos/pollboom?n=100000"), timeout=10)
+        dev.wait_line(r"sim: device crashed \(exit \d+\): reboot", timeout=20, since=n)
+        dev.wait_line("reset cause: panic", timeout=20, since=n)
+        dev.wait_line("CHAOS READY", timeout=20, since=n)
+        dev.wait_http()
+        healthy(dev)
     finally:
         dev.stop()
 

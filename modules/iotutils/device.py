@@ -23,6 +23,7 @@ except ImportError:
         return x
 
 _LOOP_SLEEP_MS = const(20)
+_MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
 _FEED_EVERY_MS = const(500)     # the watchdog needs a feed well within its timeout, not every pass
 _HEALTH_EVERY_MS = const(1000)  # a failing self-request costs up to 3 s: not on every pass
 
@@ -172,8 +173,9 @@ class Device:
         print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
         if self.ota is not None:
             self._resume_auto_update()
-        if hal.ota_pending():
-            print("  firmware: new image, confirming after a health check (within %d s)" % self.health_timeout_s)
+        if self._pending():
+            print("  firmware: new %s, confirming after a health check (within %d s)"
+                  % ("image" if hal.ota_pending() else "app", self.health_timeout_s))
         print("  " + self.heap_report())
         return self
 
@@ -257,18 +259,47 @@ class Device:
             print("firmware: health check passed, image confirmed")
         elif _diff(_ticks(), self._boot_ms) > self.health_timeout_s * 1000:
             # a reset while the image is pending verify makes the bootloader boot the previous one
+            # (and app_boot() the previous App OTA folder)
             print("firmware: health check failed for %d s, rolling back" % self.health_timeout_s)
             hal.reset()
 
+    def _pending(self):
+        """A new firmware image, or a new App OTA folder (ota.update_app), waits for confirmation."""
+        if hal.ota_pending():
+            return True
+        if self.ota is not None:
+            from iotutils.ota import app_status
+            return app_status()["pending"]
+        return False
+
     def run(self):
-        """start() if needed, then the main loop forever."""
+        """start() if needed, then the main loop forever. An error in one pass (a module's poll, a full
+        heap) is printed and the loop goes on; only one that repeats pass after pass ends it (a reboot)."""
         self.start()
+        failures = 0
         while True:
-            self.poll()
+            try:
+                self.poll()
+                failures = 0
+            except Exception as e:
+                failures += 1
+                _print_exc(e)
+                if failures >= _MAX_LOOP_FAILURES:
+                    raise
+                if isinstance(e, MemoryError):
+                    import gc
+                    gc.collect()
             _sleep_ms(_LOOP_SLEEP_MS)
 
 
 def _print_exception(e):
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(e)
+    else:
+        print(repr(e))
+
+
+def _print_exc(e):
     if hasattr(sys, "print_exception"):
         sys.print_exception(e)
     else:

@@ -659,9 +659,14 @@ class Wifi:
         try:
             while self._running:
                 p = self._portal
-                if p is not None and p.active:
-                    p.serve_dns(self.poll_ms)
-                else:
+                try:
+                    if p is not None and p.active:
+                        p.serve_dns(self.poll_ms)
+                    else:
+                        _sleep_ms(self.poll_ms)
+                except Exception as e:  # a DNS socket error or a full heap must not end the manager
+                    print("wifi: error serving DNS:")
+                    _print_exception(e)
                     _sleep_ms(self.poll_ms)
                 self.poll()
         finally:

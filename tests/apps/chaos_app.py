@@ -4,6 +4,8 @@
 #   GET  /chaos/heap          free heap and the largest block that can be allocated
 #   GET  /chaos/boom          a handler that raises (the device must stay up: 500)
 #   GET  /chaos/memboom       a handler that exhausts the heap (503, the device stays up)
+#   GET  /chaos/pollboom?n=K  the next K passes of the main loop fail (a bug in a module's poll);
+#                             without n: how many are still to come
 #   CHAOS_BOOT_CRASH=1        user code raises at boot (the simulator must keep rebooting)
 # Prints "CHAOS READY" once everything is up.
 import os
@@ -48,7 +50,8 @@ def lamp_page(req):
 
 @dev.app.route("/chaos/threads")
 def threads(req):
-    return {"threads": dev.app._threads, "expected": dev.app.workers + 1}
+    return {"threads": dev.app._threads, "expected": dev.app.workers + 1,
+            "wifi": bool(dev.wifi._thread), "alexa": bool(dev.alexa._running)}
 
 
 @dev.app.route("/chaos/heap")
@@ -77,6 +80,27 @@ def memboom(req):
     hog = []
     while True:
         hog.append(bytearray(4096))
+
+
+_poll_booms = [0]
+_alexa_poll = dev.alexa.poll
+
+
+def _poll_with_bug():
+    if _poll_booms[0] > 0:
+        _poll_booms[0] -= 1
+        raise RuntimeError("chaos: bug in a poll")
+    _alexa_poll()
+
+
+dev.alexa.poll = _poll_with_bug
+
+
+@dev.app.route("/chaos/pollboom")
+def pollboom(req):
+    if "n" in req.query:
+        _poll_booms[0] = int(req.query["n"])
+    return {"booms": _poll_booms[0]}
 
 
 dev.start()
