@@ -133,12 +133,7 @@ int kvstore_get(kvstore_t *kv, const char *ns, const char *key, uint8_t *type, v
     if ((*type & 0x10) && n < 8 && (raw[n - 1] & 0x80)) {
         v |= ~(uint64_t)0 << (8 * n);
     }
-    if (*type == KVS_T_U64) {
-        memcpy(buf, &v, 8);
-    } else {
-        int64_t s = (int64_t)v;
-        memcpy(buf, &s, 8);
-    }
+    memcpy(buf, &v, 8);     // int64_t and uint64_t share the bits
     *len = 8;
     return KVS_OK;
 }
