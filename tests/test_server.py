@@ -188,7 +188,7 @@ def test_status_tuples_and_errors_keep_server_alive(dev):
     st, _, _ = request(dev, "GET", "/oom")
     assert st == 503
     assert_alive(dev)
-    assert "handler failed on purpose" in dev.output()  # logged on the console
+    dev.wait_line(r"handler failed on purpose", timeout=5, since=0)  # logged on the console
     assert len(re.findall("SERVER READY", dev.output())) == 1  # never rebooted
 
 

@@ -221,7 +221,8 @@ def make_response(rv):
 
 class Request:
     """One HTTP request. method, path (decoded), query_string, query (dict), headers (lower-case names),
-    body (bytes, read on first use), stream (a reader with readinto/read for the body), json(), form()."""
+    body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the body),
+    json(), form()."""
 
     def __init__(self, server, conn, method, target, version, headers, body_kind, length, flags):
         self.server = server
@@ -405,7 +406,7 @@ class _BodyReader:
         return bytes(b) if got == n else bytes(b[:got])
 
     def read_all(self, limit):
-        """The whole (rest of the) body as bytes; more than limit bytes -> HTTPError 413."""
+        """The whole (rest of the) body (bytes-like); more than limit bytes -> HTTPError 413."""
         if not self.chunked:
             if limit is not None and self.remaining > limit:
                 raise HTTPError(413)
@@ -414,7 +415,7 @@ class _BodyReader:
             got = 0
             while got < len(b):
                 got += self.readinto(mv[got:])
-            return bytes(b)
+            return b  # no bytes() copy: that would need a second block as large, in a fragmented heap
         # pieces, joined at the end: no growing buffer that needs ever larger free blocks in a
         # fragmented heap, and the limit is checked before the one big allocation
         pieces = []
