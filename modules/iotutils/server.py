@@ -5,6 +5,8 @@
 # worker threads that run the user's handlers. Idle or speculative browser sockets therefore never hold
 # a worker, and user code keeps running beside the server. Everything is bounded: open connections (LRU
 # eviction of idle ones), head size (431/414), body size (413), time per request (408) and per socket I/O.
+# The poll thread only finds the end of a head (and refuses junk at once); workers parse it, so parsing
+# runs in parallel. A small body that follows its head later is read by the poll thread too.
 #
 #     from iotutils.server import WebServer, Response
 #     app = WebServer(port=80, workers=3)
@@ -300,7 +302,8 @@ class _BodyReader:
     """The request body as a stream (req.stream): readinto(b)/read(n)/read_all(limit).
 
     Bytes already read with the head sit in the connection buffer; the rest comes from the socket
-    (blocking, with the server's io_timeout). A chunked body is decoded in place in that buffer."""
+    (waiting at most io_timeout for each read). A chunked body is decoded in place in that buffer;
+    readinto returns what is there (possibly less than asked), 0 at the end of the body."""
 
     def __init__(self, server, conn, req, pos):
         self.server = server
@@ -808,8 +811,9 @@ class WebServer:
     max_drain = 65536
     #: chunk size for streamed responses (files)
     send_buffer = 1024
-    #: thread stack size for workers (0: the port's default)
-    stack_size = 0
+    #: thread stack size for the server threads (0: the port's default; the ESP32 default of ~5 KB
+    #: is tight for handlers that build JSON)
+    stack_size = 8192 if sys.platform == "esp32" else 0
     #: listen backlog
     backlog = 8
     #: print handler exceptions to the console
