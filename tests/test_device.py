@@ -429,3 +429,30 @@ def test_auto_update_installs_reboots_confirms_and_resumes(tmp_path, devices):
         assert not re.search(r"ota: auto: \S+ available", "\n".join(dev.lines[after:]))
     finally:
         gh.stop()
+
+
+def test_app_ota_is_confirmed_after_the_health_check(tmp_path, devices):
+    # App OTA (Python files from a branch) goes through the same health check as a firmware image:
+    # confirmed by the Device, it stays after a power cut
+    gh = FakeGitHub().start()
+    try:
+        gh.set_file("acme/lamp", "main", "app/userapp.py", b"VERSION = '7'\n")
+        dev = make_device(tmp_path, {"app_ota": True, "ota_channel": "branch:main", "health_timeout_s": 120},
+                          env={"IOTUTILS_TEST_API": gh.api_url})
+        boot(dev, devices)
+        assert dev.wait_line(r"USERAPP (\S+)").group(1) == "none"
+        since = len(dev.lines)
+        assert requests.post(dev.url("/t/app_update"), timeout=10).json() == {"started": True}
+        assert dev.wait_line(r"USERAPP (\S+)", since=since, timeout=30).group(1) == "7"
+        after = line_index(dev, r"USERAPP 7", since)
+        dev.wait_line(r"confirming after a health check", since=after)
+        dev.wait_line(r"health check passed", since=after, timeout=30)
+        dev.wait_http()
+        app = info(dev)["app"]
+        assert app["pending"] is False and app["active"] and not app["rolled_back"]
+        dev.power_cut()
+        boot(dev)
+        assert dev.wait_line(r"USERAPP (\S+)").group(1) == "7"
+        assert info(dev)["app"]["rolled_back"] is False
+    finally:
+        gh.stop()

@@ -247,7 +247,7 @@ class Device:
         if self._health_ms is not None and _diff(now, self._health_ms) < _HEALTH_EVERY_MS:
             return
         self._health_ms = now
-        if not hal.ota_pending():
+        if not self._pending():
             self._confirmed = True  # nothing to confirm on this boot
             return
         if self.healthy():

@@ -2,21 +2,33 @@
 # user tasks (dev.every) the tests watch, and a way to make a task hang (watchdog).
 # Configuration (fs/device_cfg.json, optional): {"networks": [[ssid, password]], "health_timeout_s": N,
 # "wdt_timeout_ms": N, "wifi_retry_s": N, "start_only": true (dev.start() and an own loop, no run())}
-# OTA: repo acme/lamp on the fake GitHub named by IOTUTILS_TEST_API, if set.
+# OTA: repo acme/lamp on the fake GitHub named by IOTUTILS_TEST_API, if set; "ota_channel": channel;
+# "app_ota": true runs App OTA's app_boot() first and imports the app's `userapp` module.
 import json
 import os
 import time
 
-import iotutils
-from iotutils import hal
-from iotutils.device import Device
-from iotutils.wifi import Wifi
+import _thread
 
 try:
     with open("device_cfg.json") as f:
         cfg = json.load(f)
 except OSError:
     cfg = {}
+
+if cfg.get("app_ota"):
+    from iotutils.ota import app_boot
+    app_boot()
+    try:
+        import userapp
+        print("USERAPP %s" % userapp.VERSION)
+    except ImportError:
+        print("USERAPP none")
+
+import iotutils  # noqa: E402
+from iotutils import hal  # noqa: E402
+from iotutils.device import Device  # noqa: E402
+from iotutils.wifi import Wifi  # noqa: E402
 
 # class attributes: what an app sets to tune the device
 if "health_timeout_s" in cfg:
@@ -28,7 +40,8 @@ if "wifi_retry_s" in cfg:
     Wifi.scan_interval_s = cfg["wifi_retry_s"]
 
 api = os.getenv("IOTUTILS_TEST_API")
-dev = iotutils.Device(name="devtest", ota_repo="acme/lamp" if api else None, ota_api=api)
+dev = iotutils.Device(name="devtest", ota_repo="acme/lamp" if api else None, ota_api=api,
+                      ota_channel=cfg.get("ota_channel", "release"))
 for ssid, password in cfg.get("networks", []):
     if ssid not in [n["ssid"] for n in dev.wifi.networks()]:
         dev.wifi.add_network(ssid, password)
@@ -54,8 +67,19 @@ dev.every(500, failing)
 
 @dev.app.route("/t/info")
 def info(req):
+    app = None
+    if dev.ota is not None:
+        from iotutils.ota import app_status
+        app = app_status()
     return {"ticks": ticks[0], "failures": ticks[1], "pending": hal.ota_pending(), "slot": hal.ota_running(),
-            "reset_cause": hal.reset_cause(), "uptime_ms": hal.uptime_ms()}
+            "reset_cause": hal.reset_cause(), "uptime_ms": hal.uptime_ms(), "app": app}
+
+
+@dev.app.route("/t/app_update", methods=("POST",))
+def app_update(req):
+    # App OTA of folder "app" at the channel's ref, then a reboot (from a thread: answer first)
+    _thread.start_new_thread(dev.ota.update_app, ("app",))
+    return {"started": True}
 
 
 @dev.app.route("/t/hang", methods=("POST",))
