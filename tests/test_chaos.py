@@ -749,3 +749,24 @@ def test_deep_json_to_the_hue_api_is_a_client_error(device):
     r = requests.post(device.url("/api"), data=DEEP_LIST, timeout=10)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     healthy(device)
+
+
+def test_the_setup_form_is_no_way_around_the_login_lock_out(tmp_path):
+    dev = make_device(tmp_path)
+    _boot(dev, first=True)
+    try:
+        codes = []
+        for i in range(8):
+            r = requests.post(dev.url("/setup"), data={"ssid": "home", "password": "whatever-1",
+                                                       "admin": "guess-%d-xx" % i}, timeout=10)
+            codes.append(r.status_code)
+        assert 429 in codes and set(codes) <= {403, 429}, codes
+        # the same count holds for the admin login: the right password waits out the lock-out too
+        r = requests.post(dev.url("/admin/api/login"), json={"password": PASSWORD}, timeout=10)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.text
+        # nothing was saved by the refused forms
+        r = requests.post(dev.url("/admin/api/login"), json={"password": "wrong-again"}, timeout=10)
+        assert r.status_code == 429
+    finally:
+        dev.stop()
+    assert "portal: saved network" not in dev.output()

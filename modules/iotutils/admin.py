@@ -91,8 +91,6 @@ class Admin:
         self.app = device.app
         self._sessions = {}   # token -> [csrf, expires_s]
         self._lock = _Lock()
-        self._failures = 0
-        self._locked_until = 0
         self._ota = {"state": "idle", "done": 0, "total": 0, "error": None, "version": None}
         self._pw = persist.PersistentStr("pwhash", default="", folder="admin", max_length=200)
         self._adhoc = {}      # (folder, name) of variables this page made (the program did not declare them)
@@ -195,10 +193,9 @@ class Admin:
                 "name": self.dev.name}
 
     def _login(self, req):
-        from iotutils.portal import verify_password
-        now = _now_s()
-        if now < self._locked_until:
-            wait = int(self._locked_until - now) + 1
+        from iotutils.portal import login_guard, verify_password
+        wait = login_guard.wait_s()   # one count with the setup form's admin password
+        if wait:
             return Response({"error": "too many failed logins: try again in %d s" % wait}, 429,
                             {"Retry-After": str(wait)})
         data = _obj(req)
@@ -207,16 +204,9 @@ class Admin:
         if not stored:
             return Response({"error": "no admin password set yet: set one first"}, 409)
         if not isinstance(pw, str) or not verify_password(pw, stored):
-            with self._lock:
-                self._failures += 1
-                extra = self._failures - self.login_free_failures
-                if extra > 0:
-                    self._locked_until = now + min(self.login_lockout_s * (1 << min(extra - 1, 16)),
-                                                   self.login_max_lockout_s)
+            login_guard.failed(self.login_free_failures, self.login_lockout_s, self.login_max_lockout_s)
             return Response({"error": "wrong password"}, 401)
-        with self._lock:
-            self._failures = 0
-            self._locked_until = 0
+        login_guard.ok()
         csrf, cookie = self._new_session()
         return Response({"ok": True, "csrf": csrf}, 200, {"Set-Cookie": cookie})
 

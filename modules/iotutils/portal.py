@@ -106,6 +106,43 @@ def verify_password(pw, stored):
     return diff == 0
 
 
+class LoginGuard:
+    """Wrong admin passwords, wherever they are tried (the admin login, the setup form): after
+    `free` failures each further one locks every password check out for `lockout_s`, doubling up
+    to `max_lockout_s`. One count for both, so neither is a way around the other."""
+
+    def __init__(self):
+        self._lock = _thread.allocate_lock()
+        self._failures = 0
+        self._until = 0
+
+    def wait_s(self, now=None):
+        """Seconds until a password may be tried again (0: now)."""
+        now = _now_s() if now is None else now
+        return int(self._until - now) + 1 if now < self._until else 0
+
+    def failed(self, free=3, lockout_s=2, max_lockout_s=300):
+        with self._lock:
+            self._failures += 1
+            extra = self._failures - free
+            if extra > 0:
+                self._until = _now_s() + min(lockout_s * (1 << min(extra - 1, 16)), max_lockout_s)
+
+    def ok(self):
+        with self._lock:
+            self._failures = 0
+            self._until = 0
+
+
+def _now_s():
+    import time
+    return time.time()
+
+
+#: the one count of wrong admin passwords on this device
+login_guard = LoginGuard()
+
+
 # ---- captive DNS ----
 
 def dns_reply(pkt, ip, ttl=10):
@@ -289,6 +326,12 @@ def esc(s):
         .replace("'", "&#39;")
 
 
+class Locked(ValueError):
+    def __init__(self, wait):
+        super().__init__("admin: too many wrong passwords: try again in %d s" % wait)
+        self.wait = wait
+
+
 class Denied(ValueError):
     """A setup that needs the current admin password did not give it (HTTP 403)."""
 
@@ -301,6 +344,11 @@ class Portal:
     max_listed = 12
     #: shortest admin password accepted
     min_admin_password = 8
+    #: wrong admin passwords before the lock-out (shared with the admin login, see LoginGuard)
+    login_free_failures = 3
+    #: first lock-out (s); doubles with every further failure, up to login_max_lockout_s
+    login_lockout_s = 2
+    login_max_lockout_s = 300
 
     def __init__(self, app, wifi, on_saved=None):
         self.app = app
@@ -483,6 +531,9 @@ class Portal:
             if not isinstance(data, dict):
                 raise ValueError("body: a form or a JSON object expected")
             ssid = self._save(data)
+        except Locked as e:
+            h = {"Retry-After": str(e.wait)}
+            return ({"error": str(e)}, 429, h) if as_json else (self._page(str(e), _form(data)), 429, h)
         except Denied as e:
             return ({"error": str(e)}, 403) if as_json else (self._page(str(e), _form(data)), 403)
         except ValueError as e:
@@ -512,8 +563,13 @@ class Portal:
         admin, dev_name = self._store()
         stored = admin.value
         if stored:
+            wait = login_guard.wait_s()
+            if wait:
+                raise Locked(wait)
             if not verify_password(adminpw, stored):
+                login_guard.failed(self.login_free_failures, self.login_lockout_s, self.login_max_lockout_s)
                 raise Denied("admin: wrong admin password")
+            login_guard.ok()
         elif len(adminpw) < self.min_admin_password:
             raise ValueError("admin: at least %d characters" % self.min_admin_password)
         visible = [n["ssid"] for n in self.wifi.scan()]
