@@ -27,7 +27,6 @@ Rivals: WLED's and Tasmota's pages live in their firmware builds, not in anythin
 offline here, so only our numbers and the targets are printed. Printed, never asserted.
 """
 import argparse
-import json
 import os
 import re
 import shutil

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import subprocess
+import threading
 import time
 
 import pytest
@@ -59,7 +60,6 @@ class MakeSim(SimDevice):
         cmd[0] = os.path.join(ROOT, ".venv", "bin", "python")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.mark = len(self.lines)
-        import threading
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
