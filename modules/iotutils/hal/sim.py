@@ -3,7 +3,10 @@
 # scripts/sim.py starts the device with IOTUTILS_SIM=<state>/sim.json describing the flash image,
 # the booted slot, the reset cause, port mapping and the Wi-Fi scenario. Without it (unit tests)
 # the device gets a fresh RAM flash laid out like partitions.csv, or <dir>/flash.bin when
-# IOTUTILS_SIM_STATE=<dir> is set.
+# IOTUTILS_SIM_STATE=<dir> is set. On a board that is not an ESP32 (stock MicroPython on an RP2040,
+# say) each partition that is used -- in practice only nvs -- is a file of its own on the board's
+# filesystem (/iotutils-nvs.bin), so persistent values survive reboots there too.
+import sys
 import json
 import os
 import socket
@@ -19,6 +22,7 @@ except ImportError:  # pragma: no cover
 
 _config = None
 _flash = {}
+_HOST_PLATFORMS = ("linux", "darwin", "win32", "windows", "webassembly")
 _booted_ms = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
 
 
@@ -32,7 +36,9 @@ def config():
                 _config = json.load(f)
         else:
             state = os.getenv("IOTUTILS_SIM_STATE")
+            board = sys.platform not in _HOST_PLATFORMS
             _config = {"state": state, "flash": state + "/flash.bin" if state else None,
+                       "files": board and not state,
                        "partitions": [list(p) for p in layout.DEFAULT], "port": 8080,
                        "slot": "ota_0", "reset_cause": "power_on", "ctl_port": None, "wifi": None,
                        "mac": "02:00:00:00:00:01"}
@@ -54,6 +60,10 @@ def partition(name):
         if path:
             _ensure_image(path)
             region = FileFlash(path, p[3], p[4], name)
+        elif config().get("files"):
+            path = "%s/iotutils-%s.bin" % (config().get("files_dir", ""), name)
+            _ensure_image(path, p[4])
+            region = FileFlash(path, 0, p[4], name)
         else:
             region = RamFlash(p[4], name)
             region.offset = p[3]
@@ -63,13 +73,13 @@ def partition(name):
     return region
 
 
-def _ensure_image(path):
+def _ensure_image(path, size=layout.FLASH_SIZE):
     try:
         os.stat(path)
     except OSError:
         blank = b"\xff" * 4096
         with open(path, "wb") as f:
-            for _ in range(layout.FLASH_SIZE // 4096):
+            for _ in range(size // 4096):
                 f.write(blank)
 
 
