@@ -2,13 +2,25 @@
 # web server + admin page, OTA with auto-update resumed (its thread runs), Alexa with a dimmable Hue
 # light and a WeMo socket — and nothing of its own, so the heap left is what the toolbox leaves.
 # The OTA source is a closed loopback port (IOTUTILS_TEST_API overrides it): checks fail fast, offline.
+# Prints "HEAP free=N" every second from the main loop (the bench reads it after a session of use).
+import gc
 import os
 
 import iotutils
+from iotutils import hal
 
 api = os.getenv("IOTUTILS_TEST_API") or "http://127.0.0.1:9"
 dev = iotutils.Device(name="bench", ota_repo="acme/lamp", ota_api=api)
 dev.alexa.add("Desk lamp", dimmable=True)
 dev.alexa.add("Heater", wemo=True)
 dev.ota.auto_update(True, every_hours=24, idle_minutes=10, app=dev.app)
+
+
+@dev.every(1000)
+def heap():
+    # measured from the main loop, outside any request, as the boot report does
+    gc.collect()
+    print("HEAP free=%d" % hal.mem_free())
+
+
 dev.run()
