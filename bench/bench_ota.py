@@ -261,7 +261,7 @@ def main():
                 v = "2.0.%d" % size
                 img = espimage.build_app_image(v, size=size)
                 gh.releases.pop("me/fw", None)
-                gh.add_release("me/fw", v, img, version=v)
+                gh.add_release("me/fw", v, img, version=v, body_kb=10)   # ~10 KB of release notes
                 url = gh.asset_link(img)
                 man_url = gh.asset_link(json.dumps({"version": v, "size": len(img), "url": url, "sha256":
                                                     __import__("hashlib").sha256(img).hexdigest()}).encode(),

@@ -459,3 +459,37 @@ def test_install_stream_upload(local):
                             sha256=hashlib.sha256(img).hexdigest()) == "1.9.0"
     assert seen[-1] == (40000, None)
     assert espimage.parse_app_image(hal.partition("ota_1").read(0, 65536))["version"] == "1.9.0"
+
+
+def test_release_scan_streams_like_json_loads():
+    import random as _r
+    from iotutils.ota import OTAError, ReleaseScan
+    gh = FakeGitHub()
+    gh.api_url = "http://127.0.0.1:1"
+    rel = gh.add_release("o/r", "v1.2.3", b"x" * 100, version="1.2.3", body_kb=12)
+    rel["body"] += ' quotes " and \\ backslashes \u00e9\u4e2d {"tag_name": "fake"} [1, 2]'
+    rel["assets"].insert(0, {"id": 1, "name": "firmware.bin.sig", "size": 3, "key": "x", "state": "uploaded",
+                             "content_type": "x"})
+    doc = gh.release_json("o/r", rel)
+    doc["assets"][1]["url"] = doc["assets"][1]["url"].replace("/", "\\/")  # an escaped form is still read
+    raw = json.dumps(doc, indent=_r.choice((None, 2))).replace("\\\\/", "\\/").encode()
+    want = json.loads(raw)
+    rnd = _r.Random(1)
+    for _ in range(30):
+        scan = ReleaseScan(("ota.json", "firmware.bin"))
+        i = 0
+        while i < len(raw):
+            n = rnd.choice((1, 2, 7, 64, 512, 5000))
+            scan.feed(raw[i:i + n])
+            i += n
+        assert scan.done() and scan.tag == "v1.2.3"
+        got = {k: (v.get("url"), v.get("browser_download_url")) for k, v in scan.assets.items()}
+        exp = {a["name"]: (a["url"], a["browser_download_url"]) for a in want["assets"]
+               if a["name"] in ("ota.json", "firmware.bin")}
+        assert got == exp
+    for bad in (b'[1, 2]', b'{"a": [1}', b'{"a": 1}}', b'"str"'):
+        with pytest.raises(OTAError):
+            s = ReleaseScan(("x",))
+            s.feed(bad)
+            if not s.done():
+                raise OTAError("incomplete")
