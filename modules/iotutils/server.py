@@ -831,6 +831,7 @@ class WebServer:
         self._before = []
         self._after = []
         self._on_request = []
+        self._errors = {}
         self._tlock = _thread.allocate_lock()
         self._slock = _thread.allocate_lock()
         self._qlock = _thread.allocate_lock()
@@ -891,6 +892,17 @@ class WebServer:
         with self._tlock:
             self._after = self._after + [fn]
         return fn
+
+    def errorhandler(self, status):
+        """Decorator: fn(req) answers instead of the server's own error page for `status` (404, 405,
+        413, 500, ...), e.g. a captive portal redirecting every unknown URL to its page."""
+        def deco(fn):
+            with self._tlock:
+                d = dict(self._errors)
+                d[status] = fn
+                self._errors = d
+            return fn
+        return deco
 
     def on_request(self, fn):
         """fn(req, status) is called after each request was answered (counters, activity LEDs)."""
@@ -1452,6 +1464,14 @@ class WebServer:
             if self.log_errors:
                 _print_exception(e)
             resp = Response("Internal Server Error\n", 500, None, "text/plain")
+        if resp.status >= 400 and self._errors:
+            fn = self._errors.get(resp.status)
+            if fn is not None:
+                try:
+                    resp = make_response(fn(req))
+                except Exception as e:
+                    if self.log_errors:
+                        _print_exception(e)
         keep = req.keep_alive and self._running and resp.status != 413
         if keep and not reader.done:
             # the handler left (part of) the body unread: discard a little, else close

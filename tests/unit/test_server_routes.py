@@ -446,3 +446,21 @@ def test_handler_headers_override_and_repeat():
     head = bytes(conn_out).split(b"\r\n\r\n")[0].lower()
     assert head.count(b"content-type:") == 1 and b"content-type: text/csv" in head
     assert b"set-cookie: a=1\r\n" in head and b"set-cookie: b=2" in head
+
+
+def test_errorhandler_replaces_error_pages():
+    app = make_app()
+    app.log_errors = False
+
+    @app.errorhandler(404)
+    def portal(req):
+        return Response.redirect("http://192.168.4.1/")
+
+    @app.errorhandler(500)
+    def oops(req):
+        return {"error": "internal"}, 500
+    st, h, _, _, _ = run(app, b"GET /generate_204 HTTP/1.1\r\nHost: connectivitycheck.gstatic.com\r\n\r\n")
+    assert st == 302 and h["location"] == "http://192.168.4.1/"
+    st, h, body, _, _ = run(app, b"GET /boom HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert st == 500 and body == b'{"error": "internal"}'
+    assert run(app, b"DELETE /echo HTTP/1.1\r\nHost: d\r\n\r\n")[0] == 405  # no handler: the server's page
