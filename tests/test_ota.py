@@ -493,3 +493,57 @@ def test_release_scan_streams_like_json_loads():
             s.feed(bad)
             if not s.done():
                 raise OTAError("incomplete")
+
+
+def _canned_server(responses):
+    """A loopback server answering request i with responses[i] (bytes; None: stall without answering)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns = []
+
+    def loop():
+        for resp in responses:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(c)
+            c.recv(4096)
+            if resp is not None:
+                c.sendall(resp)
+                c.close()
+    threading.Thread(target=loop, daemon=True).start()
+    return srv, "http://127.0.0.1:%d" % srv.getsockname()[1], conns
+
+
+def test_http_client_edge_cases():
+    from iotutils.ota import Http, OTAError
+    body = b"0123456789" * 500
+    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(body[i:i + 777]), body[i:i + 777])
+                       for i in range(0, len(body), 777)) + b"0\r\nX-Trailer: 1\r\n\r\n"
+    srv, base, conns = _canned_server([
+        b"HTTP/1.1 301 Moved\r\nLocation: sub/file\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Bin: \xff\xfe\r\n\r\n" + chunked,
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: 24\r\n\r\n"
+        b'{"message": "it broke"}\n',
+        b"SMTP ready\r\n\r\n",
+        None,   # accepts, never answers: the read times out
+    ])
+    h = Http()
+    h.timeout = 0.5
+    r = h.get(base + "/dir/start")
+    assert r.url.endswith("/dir/sub/file")   # a relative Location resolves against the request path
+    assert r.read_all(1 << 20) == body
+    r.close()
+    with pytest.raises(OTAError, match="HTTP 500.*it broke"):
+        h.get(base + "/x")
+    with pytest.raises(OTAError, match="bad HTTP status line"):
+        h.get(base + "/y")
+    t0 = time.time()
+    with pytest.raises(OTAError, match="network|timed out"):
+        h.get(base + "/z")
+    assert time.time() - t0 < 10
+    srv.close()
+    for c in conns:
+        c.close()

@@ -277,7 +277,7 @@ class Http:
             if not line:
                 raise OTAError("no response from %s:%d" % (host, port))
             parts = line.split(None, 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
                 raise OTAError("bad HTTP status line from %s: %r" % (host, line[:40]))
             status = int(parts[1])
             headers = {}
@@ -287,7 +287,10 @@ class Http:
                     raise OTAError("connection closed in the response head from %s" % host)
                 if h in (b"\r\n", b"\n"):
                     break
-                k, _, v = h.decode().partition(":")
+                try:
+                    k, _, v = h.decode().partition(":")
+                except UnicodeError:
+                    continue  # a header we do not use, in some other encoding
                 headers[k.strip().lower()] = v.strip()
             return _Response(s, f, status, headers, "%s://%s%s" % (scheme, hostport, path))
         except Exception:
