@@ -78,11 +78,11 @@ def lamp(tmp_path_factory):
 def boot_report(dev):
     """The boot report's fields, from the console of the current boot."""
     m = dev.wait_line(r"^iotutils (\S+) on (\S+): (.*)$", timeout=BOOT_TIMEOUT)
-    fw = dev.wait_line(r"^  firmware: (\S+) (\S+), slot (\S+) \(([^)]*)\)(.*)$", timeout=5)
+    fw = dev.wait_line(r"^  firmware: slot (\S+) \(([^)]*)\), (\S+) ([^,]+)(.*)$", timeout=5)
     cause = dev.wait_line(r"^  reset cause: (\S+)$", timeout=5)
     heap = dev.wait_line(r"^  heap free: (\d+) of (\d+) bytes", timeout=5)
-    return {"iotutils": m.group(1), "platform": m.group(2), "name": m.group(3), "project": fw.group(1),
-            "version": fw.group(2), "slot": fw.group(3), "state": fw.group(4),
+    return {"iotutils": m.group(1), "platform": m.group(2), "name": m.group(3), "project": fw.group(3),
+            "version": fw.group(4), "slot": fw.group(1), "state": fw.group(2),
             "rolled_back": "rolled back" in fw.group(5), "cause": cause.group(1),
             "heap_free": int(heap.group(1)), "heap_total": int(heap.group(2))}
 
@@ -382,8 +382,8 @@ def test_image_that_never_gets_healthy_is_rolled_back(tmp_path, devices):
     dev.wait_line(r"health check failed for 4 s, rolling back", since=since, timeout=30)
     # the next boot: the old image, marked as a rollback
     after = line_index(dev, r"rolling back", since) + 1
-    m = dev.wait_line(r"^  firmware: \S+ (\S+), slot (\S+) \(([^)]*)\)(.*)$", since=after, timeout=BOOT_TIMEOUT)
-    assert m.groups()[:3] == (__version__, "ota_0", "valid") and "rolled back" in m.group(4)
+    m = dev.wait_line(r"^  firmware: slot (\S+) \(([^)]*)\), \S+ ([^,]+)(.*)$", since=after, timeout=BOOT_TIMEOUT)
+    assert m.groups()[:3] == ("ota_0", "valid", __version__) and "rolled back" in m.group(4)
     assert dev.wait_line(r"^  reset cause: (\S+)$", since=after).group(1) == "soft"
     dev.wait_line(r"heap free after start", since=after, timeout=BOOT_TIMEOUT)
     dev.wait_http()
@@ -412,8 +412,8 @@ def test_auto_update_installs_reboots_confirms_and_resumes(tmp_path, devices):
                   json={"auto": {"on": True, "every_hours": 24, "idle_minutes": 0}}, timeout=10)
         assert r.status_code == 200 and r.json()["auto"]["on"] is True, r.text
         dev.wait_line(r"ota: auto: 0\.3\.0 available", since=since, timeout=30)
-        m = dev.wait_line(r"^  firmware: \S+ (\S+), slot (\S+) \(([^)]*)\)", since=since, timeout=60)
-        assert m.groups() == ("0.3.0", "ota_1", "pending verify")
+        m = dev.wait_line(r"^  firmware: slot (\S+) \(([^)]*)\), \S+ ([^,]+)", since=since, timeout=60)
+        assert m.groups() == ("ota_1", "pending verify", "0.3.0")
         after = line_index(dev, r"slot ota_1 \(pending verify\)", since)
         dev.wait_line(r"health check passed, image confirmed", since=after, timeout=30)
         dev.wait_http()

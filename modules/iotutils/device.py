@@ -148,8 +148,8 @@ class Device:
         state = "pending verify" if hal.ota_pending() else "valid"
         lines = [
             "iotutils %s on %s: %s" % (__version__, hal.PLATFORM, self.name),
-            "  firmware: %s %s, slot %s (%s)%s" % (
-                fw.get("project") or "?", fw.get("version") or "?", hal.ota_running(), state,
+            "  firmware: slot %s (%s), %s %s%s" % (
+                hal.ota_running(), state, fw.get("project") or "?", fw.get("version") or "?",
                 ", last update rolled back" if hal.ota_rolled_back() else ""),
             "  reset cause: %s" % hal.reset_cause(),
             "  heap free: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0),
@@ -283,7 +283,7 @@ class Device:
                 failures = 0
             except Exception as e:
                 failures += 1
-                _print_exc(e)
+                _print_exception(e)
                 if failures >= _MAX_LOOP_FAILURES:
                     raise
                 if isinstance(e, MemoryError):
@@ -293,13 +293,6 @@ class Device:
 
 
 def _print_exception(e):
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(e)
-    else:
-        print(repr(e))
-
-
-def _print_exc(e):
     if hasattr(sys, "print_exception"):
         sys.print_exception(e)
     else:
