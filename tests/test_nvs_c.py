@@ -944,9 +944,6 @@ def test_python_writes_c_reads(tmp_path):
     assert nvs.NVS(SimFlash(data=s.flash.buf)).get("x", "fromc") == "C was here"
 
 
-@pytest.mark.xfail(strict=False, reason="nvs.py (not this core) writes a new blob chunk as the last item "
-                   "of an ACTIVE page that holds the previous version's chunk: ESP-IDF's loader (ported "
-                   "here) then erases the old chunk and the blob is lost if the power is cut there")
 def test_python_writes_with_power_cuts_c_reads_old_or_new():
     nvs = _python_nvs()
     script = _script()

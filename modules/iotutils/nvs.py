@@ -485,13 +485,14 @@ class NVS:
             self._activate()
         return self._order[-1]
 
-    def _write_item(self, ns, t, key16, data, chunk=_ANY):
-        """Append one item to the current page; raise _PageFull if it does not fit. -> loc"""
+    def _write_item(self, ns, t, key16, data, chunk=_ANY, full=False):
+        """Append one item to the current page (full: also to one just marked FULL, see _write_blob);
+        raise _PageFull if it does not fit. -> loc"""
         slot = self._current()
         st = self._st[slot]
         if st == _S_UNINIT:
             self._initialize(slot)
-        elif st != _S_ACTIVE:
+        elif st != _S_ACTIVE and not (full and st == _S_FULL):
             raise _PageFull()
         var = t in (STR, BLOB_DATA, BLOB)
         span = 1 + ((len(data) + 31) // 32 if var else 0)
@@ -603,11 +604,20 @@ class NVS:
                     continue
                 if not room:
                     raise NVSError(_ENOSPC, "NVS: not enough space")
+                # A chunk of the previous version on this page: mark the page FULL before writing the
+                # new chunk behind it. On an ACTIVE page ESP-IDF's loader takes the last item for a newer
+                # duplicate of any earlier chunk of the key and erases that one: a cut right after the
+                # new chunk would lose the old blob before the new one is complete. It skips that check
+                # on FULL pages (nvs_host.c does the same: "deviation 1").
+                slot = self._current()
+                clash = self._st[slot] == _S_ACTIVE and self._other_chunk(slot, ns, key16, start)
+                if clash:
+                    self._set_page_state(slot, _S_FULL)
                 n = min(room, size - off)
-                self._write_item(ns, BLOB_DATA, key16, data[off:off + n], start + count)
+                self._write_item(ns, BLOB_DATA, key16, data[off:off + n], start + count, clash)
                 count += 1
                 off += n
-                if off < size or room - n < _ESIZE:
+                if off < size or clash or room - n < _ESIZE:
                     self._new_page()
                 if off >= size:
                     e = bytearray(b"\xff" * 8)
@@ -619,6 +629,17 @@ class NVS:
                 if loc >= 0:
                     self._erase_entry(loc >> 7, loc & 127)
             raise NVSError(_ENOSPC, "NVS: not enough space")
+
+    def _other_chunk(self, slot, ns, key16, start):
+        """Does page slot hold a live chunk of ns/key outside the version starting at chunk start?"""
+        lo, hi = (0, _VER1) if start == _VER1 else (_VER1, _ANY)
+        for c in range(lo, hi):
+            for loc in self._idx_get(_hash(ns, key16, c)):
+                if loc >> 7 == slot:
+                    e = self._rd(slot, loc & 127)
+                    if e[0] == ns and e[1] == BLOB_DATA and e[3] == c and e[8:24] == key16:
+                        return True
+        return False
 
     def _erase_item_at(self, loc, chunks=True):
         e = self._rd(loc >> 7, loc & 127)
