@@ -11,7 +11,8 @@
   version = iotutils.__version__) into ota_0;
 - reboot: machine.reset() (hal.reset) asks this supervisor to restart the process; a crash
   reboots too (reset cause "panic"); the task watchdog (hal.wdt_start) reboots a stuck device;
-- power cut: SIGKILL this process; the device process dies with it (PR_SET_PDEATHSIG);
+- power cut: SIGKILL this process; the device process dies with it (it watches its parent, and
+  the next power-on kills a device still dying);
 - ports: device port 80 -> N, 53 -> N+1, 1900 -> 1900, 49152+k -> N+2+k (README);
 - heap: -X heapsize (default 110wK: an ESP32 without PSRAM, scaled for 64-bit objects), plus what
   holding iotutils' own code costs on a runtime that cannot freeze it (scripts/mpcode.py).
@@ -135,6 +136,64 @@ def bootloader(flash, slots):
         od.close()
 
 
+def kill_stale_device(state):
+    """A power cut (SIGKILL of this supervisor) leaves the device process to notice on its own that
+    its parent is gone (scripts/sim_boot.py) and die. Power-on must not race it for the flash
+    file and the ports: kill the previous device of this state directory and wait until it is gone."""
+    path = os.path.join(state, "device.pid")
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return
+    if b"sim_boot.py" not in cmd:
+        return  # the pid was reused by something else
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists("/proc/%d" % pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    break  # a zombie holds nothing any more
+        except OSError:
+            break
+        time.sleep(0.01)
+
+
+# The power-cut reaper: a tiny process holding the read end of a pipe whose write end only this
+# supervisor holds. When the supervisor dies (SIGKILL: a power cut) the read returns EOF and the
+# reaper kills the device at once, within milliseconds, wherever the kernel ignores PDEATHSIG.
+REAPER = r"""
+import os, signal, sys
+fd, pidfile = int(sys.argv[1]), sys.argv[2]
+while os.read(fd, 64):
+    pass
+try:
+    pid = int(open(pidfile).read().strip() or 0)
+    if b"sim_boot.py" in open("/proc/%d/cmdline" % pid, "rb").read():
+        os.kill(pid, signal.SIGKILL)
+except (OSError, ValueError):
+    pass
+"""
+
+
+def start_reaper(state):
+    r, w = os.pipe()
+    subprocess.Popen([sys.executable, "-c", REAPER, str(r), os.path.join(state, "device.pid")],
+                     pass_fds=(r,), stdin=subprocess.DEVNULL, preexec_fn=os.setpgrp)
+    os.close(r)
+    os.set_inheritable(w, False)
+    return w  # kept open (never written) for the life of this process
+
+
 def _pdeathsig():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -165,6 +224,8 @@ def main(argv=None):
     table = load_layout()
     flash_path = os.path.join(state, "flash.bin")
     ensure_flash(flash_path, layout.FLASH_SIZE)
+    kill_stale_device(state)
+    reaper_pipe = start_reaper(state)  # noqa: F841 (its write end must stay open)
     flash = Flash(flash_path, table)
     if args.write_nvs:
         write_partition(flash, "nvs", args.write_nvs)
@@ -222,6 +283,8 @@ def main(argv=None):
             env["IOTUTILS_PRELOAD"] = ",".join(mpcode.preload_modules())
         child = subprocess.Popen([runtime, "-X", "heapsize=" + heap_arg, BOOT, app], cwd=fs, env=env,
                                  preexec_fn=_pdeathsig)
+        with open(os.path.join(state, "device.pid"), "w") as f:
+            f.write("%d\n" % child.pid)
         cause = supervise(child, ctl)
         if cause is None:
             return child.returncode

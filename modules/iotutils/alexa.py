@@ -200,6 +200,9 @@ class Alexa(HueBridge):
 
     #: advertised bridge name (Hue "name" in /api/config)
     name = "iotutils"
+    #: once callbacks run in the app's main loop (alexa.poll()), a Hue/WeMo change is answered only
+    #: after its callback ran, waiting at most this long (ms) for a busy main loop
+    ack_timeout_ms = 2000
     #: WeMo socket read/write timeout (s) when sending event NOTIFYs to subscribers
     notify_timeout = 2
     #: re-announce (NOTIFY ssdp:alive) this often, in ms (UPnP: well within CACHE-CONTROL max-age)
@@ -224,6 +227,8 @@ class Alexa(HueBridge):
         self._lights = []          # Light objects served now
         self._byid = {}            # Hue id -> Light
         self._queue = None         # None: call on_change at once; else lights waiting for poll()
+        self._polls_started = 0    # poll() passes that took the queue ...
+        self._polls_done = 0       # ... and those that finished their callbacks
         self._jobs = []            # callables for the background thread (WeMo NOTIFYs)
         self._running = False
         self._ssdp = None
@@ -463,8 +468,13 @@ class Alexa(HueBridge):
                 return
             pending = self._queue
             self._queue = []
-        for light in pending:
-            self._call(light)
+            self._polls_started += 1
+            n = self._polls_started
+        try:
+            for light in pending:
+                self._call(light)
+        finally:
+            self._polls_done = n
 
     def _changed(self, light):
         """A Hue/WeMo client changed light (called without the lock held)."""
@@ -477,8 +487,19 @@ class Alexa(HueBridge):
             if q is not None:
                 if light not in q:
                     q.append(light)
-                return
-        self._call(light)
+                ticket = self._polls_started + 1  # the next poll() to start delivers it
+        if q is None:
+            self._call(light)
+            return
+        # Answer the client only after the app's callback ran (and persisted what it keeps): an
+        # acknowledged switch must survive a power cut right after the answer. A main loop stuck
+        # for longer than ack_timeout_ms gets the answer sent anyway.
+        t0 = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+        while self._polls_done < ticket:
+            now = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+            if (time.ticks_diff(now, t0) if hasattr(time, "ticks_diff") else now - t0) > self.ack_timeout_ms:
+                break
+            time.sleep_ms(5) if hasattr(time, "sleep_ms") else time.sleep(0.005)
 
     def _call(self, light):
         cb = light.on_change
