@@ -194,3 +194,14 @@ def test_admin_page_served_gzipped_with_etag(device):
     assert r2.status_code == 304
     plain = requests.get(device.url("/admin"), headers={"Accept-Encoding": "identity"}, timeout=10)
     assert "Content-Encoding" not in plain.headers and "<title>iotutils admin</title>" in plain.text
+
+
+def test_hue_app_keys_are_credentials_and_never_shown(device, session):
+    s, csrf = session
+    key = requests.post(device.url("/api"), json={"devicetype": "echo#secret"}, timeout=10).json()[0]["success"]["username"]
+    for path in ("vars/alexa", "export"):
+        assert key not in s.get(api(device, path), timeout=10).text, path
+    r = call(device, s, "PUT", "vars/alexa/users", {"value": []}, csrf)
+    assert r.status_code == 403 and "credentials" in r.json()["error"]
+    st = s.get(api(device, "status"), timeout=10).json()
+    assert st["firmware"]["version"] and st["requests"] > 0 and isinstance(st["clients"], int)

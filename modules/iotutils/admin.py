@@ -34,6 +34,8 @@ _MAX_JSON_DEPTH = const(32)   # deepest JSON nesting accepted in a request body
 _PREFIX = "/admin/api/"
 # folders whose values are secrets or internal bookkeeping: never listed, exported or edited here
 _HIDDEN_FOLDERS = ("admin", "wifi")
+# single values that are credentials: the Hue users (an Echo's app key works like a password)
+_HIDDEN_KEYS = (("alexa", "users"),)
 
 
 def _now_s():
@@ -258,15 +260,20 @@ class Admin:
     def _status(self, req):
         gc.collect()
         free = hal.mem_free()
-        ota = self.dev.ota.status() if self.dev.ota else {"version": None, "slot": hal.ota_running(),
-                                                          "pending": hal.ota_pending(),
-                                                          "rolled_back": hal.ota_rolled_back()}
+        if self.dev.ota:
+            ota = self.dev.ota.status()
+        else:  # no OTA source configured: the running image's descriptor still says what runs
+            from iotutils import appimage
+            d = appimage.read_desc(hal.partition(hal.ota_running())) or {}
+            ota = {"version": d.get("version"), "project": d.get("project"), "slot": hal.ota_running(),
+                   "pending": hal.ota_pending(), "rolled_back": hal.ota_rolled_back()}
         stats = self.app.stats() if hasattr(self.app, "stats") else {}
+        wifi = self.dev.wifi.status() if self.dev.wifi else None
         return {"name": self.dev.name, "iotutils": __version__, "firmware": ota,
                 "uptime_s": hal.uptime_ms() // 1000, "reset_cause": hal.reset_cause(),
-                "heap": {"free": free, "total": hal.heap_total()},
-                "wifi": self.dev.wifi.status() if self.dev.wifi else None,
-                "clients": stats.get("connections"), "platform": hal.PLATFORM}
+                "heap": {"free": free, "total": hal.heap_total()}, "wifi": wifi,
+                "clients": len(wifi.get("ap_clients") or ()) if wifi else None,
+                "requests": stats.get("requests"), "platform": hal.PLATFORM}
 
     # ---- Wi-Fi ----
 
@@ -330,14 +337,22 @@ class Admin:
             raise HTTPError(400, _short(e))
         # variables the app declared but never stored: shown with their defaults
         for name, obj in persist.declared(folder).items():
-            if name not in data:
+            if name not in data and (folder, name) not in _HIDDEN_KEYS:
                 e = {"type": obj.kind, "value": _plain(obj.value), "default": True}
                 e.update(obj.spec())
                 data[name] = e
+        for f, n in _HIDDEN_KEYS:
+            if f == folder:
+                data.pop(n, None)
         return {"folder": folder, "vars": data}
 
-    def _var_put(self, req, folder, name):
+    def _check_key(self, folder, name):
         self._check_folder(folder)
+        if (folder, name) in _HIDDEN_KEYS:
+            raise HTTPError(403, "%s/%s holds credentials and is not shown here" % (folder, name))
+
+    def _var_put(self, req, folder, name):
+        self._check_key(folder, name)
         data = _obj(req)
         if "value" not in data:
             raise HTTPError(400, "value: missing")
@@ -365,7 +380,7 @@ class Admin:
         return {"ok": True, "folder": folder, "name": name, "type": v.kind, "value": _plain(value)}
 
     def _var_delete(self, req, folder, name):
-        self._check_folder(folder)
+        self._check_key(folder, name)
         key = (folder, name)
         try:
             if name not in persist.declared(folder) and _store_get(folder, name) is None:
@@ -384,7 +399,11 @@ class Admin:
 
     def _export(self, req):
         only = [f for f in persist.folders() if f not in _HIDDEN_FOLDERS]
-        return Response(persist.export_json(only=only), 200,
+        data = json.loads(persist.export_json(only=only))
+        for f, n in _HIDDEN_KEYS:
+            if f in data:
+                data[f].pop(n, None)
+        return Response(json.dumps(data), 200,
                         {"Content-Disposition": 'attachment; filename="%s-settings.json"' % self.dev.name},
                         "application/json")
 
@@ -394,6 +413,9 @@ class Admin:
             raise HTTPError(400, "expected an object of folders")
         for folder in data:
             self._check_folder(folder)
+            if isinstance(data[folder], dict):
+                for name in data[folder]:
+                    self._check_key(folder, name)
         try:
             n = persist.import_json(data)
         except ValueError as e:
@@ -429,7 +451,9 @@ class Admin:
                 self.dev.set_ota_source(data.get("repo", o.repo if o else None),
                                         data.get("channel", o.channel if o else "release"))
                 o = self.dev.ota
-            if "auto" in data and o is not None:
+            if "auto" in data and o is None:
+                raise HTTPError(404, "auto: no OTA source configured (set repo and channel first)")
+            if "auto" in data:
                 a = data["auto"] if isinstance(data["auto"], dict) else {"on": data["auto"]}
                 o.auto_update(bool(a.get("on")), a.get("every_hours"), a.get("idle_minutes"), app=self.app)
         except (ValueError, TypeError) as e:

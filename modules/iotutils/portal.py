@@ -572,6 +572,12 @@ class Portal:
             login_guard.ok()
         elif len(adminpw) < self.min_admin_password:
             raise ValueError("admin: at least %d characters" % self.min_admin_password)
+        if not stored and not self.active:
+            from iotutils.wifi import check_password
+            check_password(password)
+            # the first admin password is set only through the setup access point (WPA2, its
+            # password on the serial console): not by anyone on the home network
+            raise Denied("admin: no admin password yet: set it while connected to the setup access point")
         visible = [n["ssid"] for n in self.wifi.scan()]
         self.wifi.add_network(ssid, password, hidden=ssid not in visible)   # validates the password
         if not stored:
@@ -595,9 +601,16 @@ class Portal:
         if ssid:
             st["result"] = self.wifi.result(ssid)
         st["portal"] = self.active
+        if not self.active:
+            # on the home network this page is open to anyone: the setup result, not the device's
+            # details (the admin page has those, behind a login)
+            for k in ("ap_clients", "hostname"):
+                st.pop(k, None)
         return st
 
     def _scan(self, req):
+        if not self.active and self._store()[0].value:
+            return {"error": "the setup portal is off: scan from the admin page"}, 403
         return self.wifi.scan()
 
     def _result(self, req):

@@ -442,9 +442,15 @@ def test_setup_json_stores_network_admin_hash_and_name():
     r = post(_Req("POST", "/setup", ["not", "an", "object"]))
     assert r[1] == 400
     assert w.networks() == []
+    # no admin password yet: only through the setup access point, never from the home network
+    p.active = False
+    r = post(_Req("POST", "/setup", {"ssid": "home", "password": "secret-home", "admin": "admin-pass"}))
+    assert r[1] == 403 and "setup access point" in r[0]["error"] and w.networks() == []
+    p.active = True
     # a typed (hidden) network wins over the picked one
     r = post(_Req("POST", "/setup", {"ssid": "home", "other": "attic", "password": "attic-pass",
                                      "name": "Desk Lamp", "admin": "admin-pass"}))
+    p.active = False
     assert r["ok"] and r["ssid"] == "attic" and r["result"] == "connecting"
     assert w.networks() == [{"ssid": "attic", "secure": True, "hidden": True, "connected": False, "error": None}]
     admin, name = p._store()
