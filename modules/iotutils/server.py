@@ -51,18 +51,14 @@ except ImportError:  # CPython
     def _print_exception(e):
         traceback.print_exception(type(e), e, e.__traceback__)
 
+# the C parser when the firmware has it (the pure-Python twin is not even loaded then)
 try:
-    from _iotutils import parse_head, chunked_decode
+    from _iotutils import parse_head, chunked_decode, http_reason as _reason
 except ImportError:
-    from iotutils.http import parse_head, chunked_decode
+    from iotutils.http import parse_head, chunked_decode, REASONS as _PARSE_REASONS
 
-try:
-    from _iotutils import REASONS as _PARSE_REASONS
-except ImportError:
-    try:
-        from iotutils.http import REASONS as _PARSE_REASONS
-    except ImportError:
-        _PARSE_REASONS = ("",)
+    def _reason(i):
+        return _PARSE_REASONS[i] if 0 <= i < len(_PARSE_REASONS) else ""
 
 from array import array
 
@@ -775,10 +771,6 @@ def _gc_collect():
         gc.collect()
     except ImportError:
         pass
-
-
-def _reason(i):
-    return _PARSE_REASONS[i] if 0 <= i < len(_PARSE_REASONS) else ""
 
 
 def _stat(path):
