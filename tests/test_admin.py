@@ -205,3 +205,15 @@ def test_hue_app_keys_are_credentials_and_never_shown(device, session):
     assert r.status_code == 403 and "credentials" in r.json()["error"]
     st = s.get(api(device, "status"), timeout=10).json()
     assert st["firmware"]["version"] and st["requests"] > 0 and isinstance(st["clients"], int)
+
+
+def test_unknown_api_and_wrong_method_are_json_errors(device, session):
+    s, csrf = session
+    r = s.get(api(device, "no/such/thing"), timeout=10)
+    assert r.status_code == 404 and "no such admin API" in r.json()["error"]
+    r = call(device, s, "DELETE", "status", None, csrf)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    # an SSID with a slash and spaces travels percent-encoded in one path segment
+    assert call(device, s, "POST", "wifi/networks", {"ssid": "a/b c", "password": ""}, csrf).ok
+    r = call(device, s, "DELETE", "wifi/networks/a%2Fb%20c", None, csrf)
+    assert r.status_code == 200, r.text

@@ -100,39 +100,28 @@ class Admin:
         app.before_request(self._guard)
         app.add_route("/admin", self._page, ("GET",))
         app.add_route("/admin/", self._page, ("GET",))
-        r = self._api
-        r("session", self._session, ("GET",))
-        r("login", self._login, ("POST",))
-        r("logout", self._logout, ("POST",))
-        r("password", self._password, ("POST",))
-        r("status", self._status, ("GET",))
-        r("wifi", self._wifi, ("GET",))
-        r("wifi/scan", self._wifi_scan, ("GET",))
-        r("wifi/networks", self._wifi_add, ("POST",))
-        r("wifi/networks/<ssid>", self._wifi_forget, ("DELETE",))
-        r("wifi/ap", self._wifi_ap, ("PUT",))
-        r("vars", self._vars, ("GET",))
-        r("vars/<folder>", self._vars_folder, ("GET",))
-        r("vars/<folder>/<name>", self._var_put, ("PUT",))
-        r("vars/<folder>/<name>", self._var_delete, ("DELETE",))
-        r("export", self._export, ("GET",))
-        r("import", self._import, ("POST",))
-        r("factory-reset", self._factory_reset, ("POST",))
-        r("ota", self._ota_get, ("GET",))
-        r("ota/settings", self._ota_settings, ("PUT",))
-        r("ota/check", self._ota_check, ("POST",))
-        r("ota/update", self._ota_update, ("POST",))
-        r("ota/progress", self._ota_progress, ("GET",))
-        r("ota/upload", self._ota_upload, ("POST",), stream=True)
-        r("alexa", self._alexa, ("GET",))
-        r("alexa/pairing", self._alexa_pairing, ("PUT",))
-        r("alexa/devices", self._alexa_add, ("POST",))
-        r("alexa/devices/<int:i>", self._alexa_put, ("PUT",))
-        r("alexa/devices/<int:i>", self._alexa_delete, ("DELETE",))
-        r("reboot", self._reboot, ("POST",))
+        # one catch-all route dispatching from a constant table: a server route per endpoint would
+        # cost ~450 bytes of heap each (33 of them), this costs two
+        app.add_route(_PREFIX + "ota/upload", _json_errors(self._ota_upload), ("POST",), stream=True)
+        app.add_route(_PREFIX + "<path:p>", self._dispatch, ("GET", "POST", "PUT", "DELETE"))
 
-    def _api(self, path, fn, methods, stream=False):
-        self.app.add_route(_PREFIX + path, _json_errors(fn), methods, stream=stream)
+    def _dispatch(self, req, p):
+        from iotutils.server import unquote
+        # split the raw target, then decode each segment: an SSID may contain "/" (%2F)
+        raw = req.target.partition("?")[0][len(_PREFIX):]
+        parts = [unquote(x) for x in raw.split("/")]
+        allowed = []
+        for method, pattern, name in _ROUTES:
+            args = _match(pattern, parts)
+            if args is None:
+                continue
+            if method != req.method:
+                allowed.append(method)
+                continue
+            return _json_errors(getattr(self, name))(req, *args)
+        if allowed:
+            return Response({"error": "method not allowed"}, 405, {"Allow": ", ".join(allowed)})
+        return Response({"error": "no such admin API: %s" % p}, 404)
 
     # ---- sessions, CSRF, lock-out ----
 
@@ -583,6 +572,44 @@ class Admin:
             _thread.start_new_thread(fn, args)
         else:
             fn(*args)
+
+
+# method, path ("*": one segment, "#": an integer segment), handler name
+_ROUTES = (
+    ("GET", "session", "_session"), ("POST", "login", "_login"), ("POST", "logout", "_logout"),
+    ("POST", "password", "_password"), ("GET", "status", "_status"),
+    ("GET", "wifi", "_wifi"), ("GET", "wifi/scan", "_wifi_scan"), ("POST", "wifi/networks", "_wifi_add"),
+    ("DELETE", "wifi/networks/*", "_wifi_forget"), ("PUT", "wifi/ap", "_wifi_ap"),
+    ("GET", "vars", "_vars"), ("GET", "vars/*", "_vars_folder"), ("PUT", "vars/*/*", "_var_put"),
+    ("DELETE", "vars/*/*", "_var_delete"), ("GET", "export", "_export"), ("POST", "import", "_import"),
+    ("POST", "factory-reset", "_factory_reset"),
+    ("GET", "ota", "_ota_get"), ("PUT", "ota/settings", "_ota_settings"), ("POST", "ota/check", "_ota_check"),
+    ("POST", "ota/update", "_ota_update"), ("GET", "ota/progress", "_ota_progress"),
+    ("GET", "alexa", "_alexa"), ("PUT", "alexa/pairing", "_alexa_pairing"),
+    ("POST", "alexa/devices", "_alexa_add"), ("PUT", "alexa/devices/#", "_alexa_put"),
+    ("DELETE", "alexa/devices/#", "_alexa_delete"), ("POST", "reboot", "_reboot"),
+)
+
+
+def _match(pattern, parts):
+    """The arguments of a _ROUTES pattern for the path segments `parts`, or None."""
+    pp = pattern.split("/")
+    if len(pp) != len(parts):
+        return None
+    args = []
+    for want, got in zip(pp, parts):
+        if want == "*":
+            if not got:
+                return None
+            args.append(got)
+        elif want == "#":
+            try:
+                args.append(int(got))
+            except ValueError:
+                return None
+        elif want != got:
+            return None
+    return args
 
 
 def _json_errors(fn):
