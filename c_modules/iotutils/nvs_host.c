@@ -4,8 +4,9 @@
 // The partition is mirrored in RAM (host only): reads come from the mirror, every change is
 // written to the mirror and to the flash in the same order ESP-IDF writes it, so a power cut
 // leaves exactly the states ESP-IDF's loader is built to repair. The in-memory per-page
-// bookkeeping (next free entry, counters) is the same as ESP-IDF's; the hash list is replaced
-// by linear scans of the mirror.
+// bookkeeping (next free entry, counters) is the same as ESP-IDF's; so is the hash list that
+// lets lookups skip to the entry whose (namespace, key, chunk) hash matches (page_t.hash, rebuilt
+// from the mirror after any write to the page).
 //
 // Deviations, both on the safe side of ESP-IDF's own behaviour (its loader accepts the result):
 // - A new blob chunk that goes to a page holding a chunk of the blob's previous version is
@@ -69,6 +70,8 @@ typedef struct {
     uint16_t first_used;
     uint16_t used;
     uint16_t erased;
+    uint16_t hashed;    // hash[] matches the mirror (cleared by every write to the page)
+    uint32_t hash[ENTRY_COUNT];     // item header at i: item_hash(ns, key, chunk); else 0
 } page_t;
 
 struct nvs_host {
@@ -110,15 +113,20 @@ static void wr32(uint8_t *p, uint32_t v) {
     p[3] = (uint8_t)(v >> 24);
 }
 
+// CRC of one 4-bit step (reflected polynomial 0xEDB88320): a 64-byte table, 4x the bitwise speed.
+static const uint32_t crc_nibble[16] = {
+    0x00000000u, 0x1db71064u, 0x3b6e20c8u, 0x26d930acu, 0x76dc4190u, 0x6b6b51f4u, 0x4db26158u, 0x5005713cu,
+    0xedb88320u, 0xf00f9344u, 0xd6d6a3e8u, 0xcb61b38cu, 0x9b64c2b0u, 0x86d3d2d4u, 0xa00ae278u, 0xbdbdf21cu,
+};
+
 uint32_t nvs_host_crc32(uint32_t crc, const void *data, size_t len) {
     // esp_rom_crc32_le: reflected polynomial 0xEDB88320, state inverted on entry and exit.
     const uint8_t *p = (const uint8_t *)data;
     crc = ~crc;
     while (len--) {
         crc ^= *p++;
-        for (int k = 0; k < 8; k++) {
-            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-        }
+        crc = (crc >> 4) ^ crc_nibble[crc & 15u];
+        crc = (crc >> 4) ^ crc_nibble[crc & 15u];
     }
     return ~crc;
 }
@@ -188,10 +196,18 @@ static void item_init(uint8_t *it, uint8_t ns, uint8_t type, uint8_t span, const
 
 // ---- flash access through the mirror ----
 
+// Any change to a page's bytes makes its hash list stale (rebuilt on the next lookup).
+static void fl_touch(nvs_host_t *h, uint32_t off, uint32_t n) {
+    for (uint32_t pg = off / NVS_PAGE_SIZE; pg <= (off + n - 1) / NVS_PAGE_SIZE && pg < h->npages; pg++) {
+        h->pages[pg].hashed = 0;
+    }
+}
+
 static int fl_write(nvs_host_t *h, uint32_t off, const void *data, uint32_t n) {
     if (h->failed) {
         return NVS_ERR_FLASH;
     }
+    fl_touch(h, off, n);
     memcpy(h->mem + off, data, n);
     if (h->ops.write(h->ops.ctx, off, data, n) != 0) {
         h->failed = 1;
@@ -204,6 +220,7 @@ static int fl_erase(nvs_host_t *h, uint32_t off, uint32_t n) {
     if (h->failed) {
         return NVS_ERR_FLASH;
     }
+    fl_touch(h, off, n);
     memset(h->mem + off, 0xff, n);
     if (h->ops.erase(h->ops.ctx, off, n) != 0) {
         h->failed = 1;
@@ -425,6 +442,46 @@ static int page_erase_entry_span(nvs_host_t *h, page_t *p, uint32_t index) {
     return NVS_OK;
 }
 
+// HashList's key: FNV-1a of namespace, chunk index and key (never 0: 0 marks "no item").
+static uint32_t item_hash(uint8_t ns, const char *key, uint8_t chunk) {
+    uint32_t x = 2166136261u;
+    x = (x ^ ns) * 16777619u;
+    x = (x ^ chunk) * 16777619u;
+    for (uint32_t i = 0; i < NVS_NAME_MAX && key[i]; i++) {
+        x = (x ^ (uint8_t)key[i]) * 16777619u;
+    }
+    return x ? x : 1u;
+}
+
+// The items of a page as Page::findItem walks them: header entries that are WRITTEN and consistent.
+static void page_hash_build(nvs_host_t *h, page_t *p) {
+    memset(p->hash, 0, sizeof(p->hash));
+    for (uint32_t i = 0; i < ENTRY_COUNT;) {
+        const uint8_t *it = entry_ptr(h, p, i);
+        if (es_get(h, p, i) != ES_WRITTEN || !item_consistent(it, i)) {
+            i++;
+            continue;
+        }
+        p->hash[i] = item_hash(IT_NS(it), IT_KEY(it), IT_CHUNK(it));
+        i += is_varlen(IT_TYPE(it)) ? IT_SPAN(it) : 1u;
+    }
+    p->hashed = 1;
+}
+
+// The first entry at or after start whose hash matches, or ENTRY_COUNT (HashList::find).
+static uint32_t page_hash_find(nvs_host_t *h, page_t *p, uint32_t start, uint8_t ns, const char *key, uint8_t chunk) {
+    if (!p->hashed) {
+        page_hash_build(h, p);
+    }
+    uint32_t x = item_hash(ns, key, chunk);
+    for (uint32_t i = start; i < ENTRY_COUNT; i++) {
+        if (p->hash[i] == x) {
+            return i;
+        }
+    }
+    return ENTRY_COUNT;
+}
+
 // Page::findItem. *index: where to start, and where the item was found.
 static int page_find(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key,
     uint32_t *index, const uint8_t **out, uint8_t chunk, uint8_t chunk_start) {
@@ -436,6 +493,14 @@ static int page_find(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const c
     }
     uint32_t start = *index > p->first_used ? *index : p->first_used;
     uint32_t end = p->next_free > ENTRY_COUNT ? ENTRY_COUNT : p->next_free;
+    // As ESP-IDF: a known namespace and key start at the hash list's match (any chunk of a blob's
+    // data is searched entry by entry).
+    if (ns != NS_ANY && key != NULL && (type != NVS_TYPE_BLOB_DATA || chunk != CHUNK_ANY)) {
+        start = page_hash_find(h, p, start, ns, key, chunk);
+        if (start >= end) {
+            return NVS_ERR_NOT_FOUND;
+        }
+    }
     uint32_t next;
     for (uint32_t i = start; i < end; i = next) {
         next = i + 1;

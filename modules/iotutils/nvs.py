@@ -122,8 +122,11 @@ def _hash(ns, key16, chunk):
 
 def _consistent(e, i):
     """ESP-IDF's Item::checkHeaderConsistency for the entry at index i."""
-    if struct.unpack_from("<I", e, 4)[0] != _entry_crc(e):
-        return False
+    return struct.unpack_from("<I", e, 4)[0] == _entry_crc(e) and _shape_ok(e, i)
+
+
+def _shape_ok(e, i):
+    # the type, span and chunk checks of _consistent
     t, span, chunk = e[1], e[2], e[3]
     if t in _INTS:
         return span == 1
@@ -282,10 +285,20 @@ class NVS:
 
     def _find(self, ns, key16, chunk=_ANY, types=None, skip=-1):
         """loc of the item (ns, key, chunk) [of one of types], or -1. Leaves the entry in self._e."""
-        for loc in self._idx_get(_hash(ns, key16, chunk)):
+        v = self._idx.get(_hash(ns, key16, chunk))
+        if v is None:
+            return -1
+        e = self._e
+        if not isinstance(v, list):  # the usual case: one item in the bucket (no tuple to allocate)
+            if v != skip:
+                self.flash.readinto((v >> 7) * _PAGE + _FIRST + (v & 127) * _ESIZE, e)
+                if e[0] == ns and e[3] == chunk and e[8:24] == key16 and (types is None or e[1] in types):
+                    return v
+            return -1
+        for loc in tuple(v):
             if loc == skip:
                 continue
-            e = self._rd(loc >> 7, loc & 127)
+            self.flash.readinto((loc >> 7) * _PAGE + _FIRST + (loc & 127) * _ESIZE, e)
             if e[0] == ns and e[3] == chunk and e[8:24] == key16 and (types is None or e[1] in types):
                 return loc
         return -1
@@ -362,12 +375,18 @@ class NVS:
         (a cut between writing a new value and erasing the old), note namespaces and blobs."""
         bm = bytearray(self._bitmap(slot))
         mv = memoryview(pb)
+        idx = self._idx
+        unpack_from = struct.unpack_from
+        readinto = self.flash.readinto
         block = -1
         active = self._st[slot] == _S_ACTIVE
         end = self._nxt[slot] if active else _ENTRIES
         used = 0
         i = 0
         while i < end:
+            if not i & 3 and not bm[i >> 2]:  # four erased entries: a common run after many updates
+                i += 4
+                continue
             s = (bm[i >> 2] >> ((i & 3) * 2)) & 3
             if s != _E_WRITTEN:
                 if s == 1:  # illegal state
@@ -377,10 +396,12 @@ class NVS:
             if i >> 4 != block:
                 block = i >> 4
                 off = _FIRST + block * _BLOCK
-                self.flash.readinto(slot * _PAGE + off, mv[:min(_BLOCK, _PAGE - off)])
+                readinto(slot * _PAGE + off, mv[:min(_BLOCK, _PAGE - off)])
             o = (i & 15) * _ESIZE
             e = mv[o:o + _ESIZE]
-            if not _consistent(e, i):
+            # (_consistent, with the CRC taken straight from the block)
+            if unpack_from("<I", pb, o + 4)[0] != _crc32(mv[o + 8:o + 32], _crc32(mv[o:o + 4], 0xFFFFFFFF)) \
+                    & 0xFFFFFFFF or not _shape_ok(e, i):
                 self._set_states(slot, i, i + 1, _E_ERASED)
                 i += 1
                 continue
@@ -400,7 +421,8 @@ class NVS:
             key = e[8:24]
             h = _hash(ns, key, chunk)
             loc = slot * 128 + i
-            if h in self._idx:
+            v = idx.get(h)
+            if v is not None:
                 key16 = bytes(key)
                 old = self._find(ns, key16, chunk, None)
                 if old >= 0 and (t == BLOB_DATA) == (self._e[1] == BLOB_DATA):
@@ -411,7 +433,11 @@ class NVS:
                     if (bm[i >> 2] >> ((i & 3) * 2)) & 3 != _E_WRITTEN:
                         i += span
                         continue
-            self._idx_add(h, loc)
+                    v = idx.get(h)
+            if v is None:
+                idx[h] = loc
+            else:
+                self._idx_add(h, loc)
             used += span
             if ns == 0 and t == U8:
                 try:
@@ -766,9 +792,11 @@ class NVS:
     def get_typed(self, ns, key):
         """(type code, value) of ns/key, or None. Blobs report BLOB_DATA (0x42, nvs_type_t's NVS_TYPE_BLOB)."""
         key16 = _key16(key)
-        nsi = self._ns_index(ns, False)
+        nsi = self._ns.get(ns)
         if nsi is None:
-            return None
+            nsi = self._ns_index(ns, False)  # (validates ns)
+            if nsi is None:
+                return None
         loc = self._find(nsi, key16, _ANY, None)
         if loc < 0:
             return None
