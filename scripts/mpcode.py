@@ -12,6 +12,7 @@ gets the (much smaller) allowance of what importing them still allocates.
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -116,10 +117,13 @@ def compile_modules(runtime):
         r = subprocess.run([mc, "-O1", "-s", os.path.relpath(src, MODULES), "-o", dst, src],
                            capture_output=True, text=True)
         if r.returncode != 0:
+            sys.stderr.write("mpcode: mpy-cross failed on %s, running from source:\n%s" % (src, r.stderr))
+            shutil.rmtree(tmp, ignore_errors=True)
             return None
     probe = subprocess.run([runtime, "-c", "import iotutils; print('OK')"], capture_output=True, text=True,
                            env=dict(os.environ, MICROPYPATH=tmp), timeout=60)
     if "OK" not in probe.stdout:
+        shutil.rmtree(tmp, ignore_errors=True)
         return None  # .mpy version mismatch: run from source
     with open(os.path.join(tmp, ".ok"), "w") as f:
         f.write("ok\n")
