@@ -53,7 +53,7 @@ _I64_MAX = 0x7FFFFFFFFFFFFFFF
 _STR_MAX = 3999  # NVS strings hold 4000 bytes with the trailing NUL
 
 _MISSING = object()
-_cache = {}        # (folder, name) -> raw stored value, or _MISSING
+_cache = {}        # _ck(folder, name) -> raw stored value, or _MISSING
 _kinds = {}        # (folder, name) -> the Persistent object last made for it (its type, for export)
 _gen = [None]
 
@@ -80,6 +80,12 @@ def _check(name, what, owner):
             raise ValueError("%s: %s must be printable: %r" % (owner, what, name))
     if len(_valid) < 256:
         _valid[name] = True
+
+
+def _ck(folder, name):
+    # The cache key: a str (MicroPython's dict with (folder, name) tuple keys probes long chains,
+    # the tuples' hashes being sums); control characters are not allowed in names.
+    return folder + "\n" + name
 
 
 def _fresh():
@@ -225,6 +231,7 @@ class _Persistent:
         self.name = name
         self.folder = folder
         self._key = (folder, name)
+        self._ck = _ck(folder, name)
         self.default = self._coerce_default(default)
         with _guard:
             _kinds[self._key] = self
@@ -243,13 +250,14 @@ class _Persistent:
             raise self._fail(x, e.args[0] if e.args else "bad value")
 
     def _raw(self):
-        _fresh()
-        raw = _cache.get(self._key, None)
+        if _gen[0] != store.GENERATION:
+            _fresh()
+        raw = _cache.get(self._ck, None)
         if raw is None:
             raw = store.get(self.folder, self.name)
             if raw is None:
                 raw = _MISSING
-            _cache[self._key] = raw
+            _cache[self._ck] = raw
         return raw
 
     @property
@@ -276,9 +284,9 @@ class _Persistent:
             try:
                 store.set(self.folder, self.name, raw, code if isinstance(raw, int) else None)
             except Exception:
-                _cache.pop(self._key, None)  # unknown state on flash: read it again next time
+                _cache.pop(self._ck, None)  # unknown state on flash: read it again next time
                 raise
-            _cache[self._key] = raw
+            _cache[self._ck] = raw
         return self._out(v)
 
     def reset(self):
@@ -286,7 +294,7 @@ class _Persistent:
         with _guard:
             _fresh()
             store.delete(self.folder, self.name)
-            _cache[self._key] = _MISSING
+            _cache[self._ck] = _MISSING
 
     def is_set(self):
         with _guard:
@@ -680,7 +688,7 @@ def delete(name, folder=DEFAULT_FOLDER):
     with _guard:
         _fresh()
         found = store.delete(folder, name)
-        _cache[(folder, name)] = _MISSING
+        _cache.pop(_ck(folder, name), None)  # (nothing kept for a name that may never be read again)
     return found
 
 

@@ -102,10 +102,13 @@ def check_name(s, what="key"):
 
 def get(folder, key):
     """The stored int/str/bytes, or None."""
-    check_name(folder, "folder")
-    check_name(key)
+    # (persist reads every variable at boot: names seen before skip check_name's call)
+    if type(folder) is not str or type(key) is not str or folder not in _checked or key not in _checked:
+        check_name(folder, "folder")
+        check_name(key)
     with _lock:
-        return _open().get(folder, key)
+        b = _backend if _backend is not None else _open()
+        return b.get(folder, key)
 
 
 def get_typed(folder, key):
