@@ -249,7 +249,7 @@ def test_bad_images_are_refused_with_nothing_changed(gh, mkdev):
                          ("short_length", "server sends")):
         gh.fault = fault
         err = dev.update_expect_error()
-        assert err and re.search(match, err), (fault, err)
+        assert err and re.search(match, err), (fault, err, dev.sim.output()[-1500:])
     gh.fault = None
     after = {n: hashlib.sha256(dev.flash(n)).hexdigest() for n in ("otadata", "ota_0")}
     assert after == before

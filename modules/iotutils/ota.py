@@ -26,6 +26,7 @@
 # RAM: the image goes socket -> one 4 KB buffer -> flash; the image verifier (iotutils.appimage) runs
 # on that buffer, and the slot is read back through it for the manifest's SHA-256, so the extra peak
 # heap stays ~8 KB whatever the image size.
+import errno
 import gc
 import json
 import os
@@ -51,6 +52,7 @@ import iotutils.hal as hal
 _BLOCK = const(4096)
 _MAX_JSON = const(65536)
 _ERR_BODY = const(300)
+_SLICE_S = 0.25   # MicroPython socket reads wait at most this long at a time (see _Response)
 
 STATE_FILE = "ota_state.json"   # fallback state store when iotutils.persist is not there
 APP_ROOT = "apps"               # App OTA: apps/a, apps/b and the pointer file apps/current.json
@@ -109,12 +111,19 @@ def _join_url(base, loc):
 class _Response:
     """One HTTP response; read the body with readinto()/read_all(). close() when done."""
 
-    def __init__(self, sock, stream, status, headers, url):
+    def __init__(self, sock, stream, status, headers, url, timeout, raw=None):
         self.sock = sock
         self.f = stream
         self.status = status
         self.headers = headers
         self.url = url
+        self.timeout = timeout
+        # MicroPython: wait in short slices and count the time here. The unix port restarts a
+        # blocking read's SO_RCVTIMEO whenever a signal interrupts it (another thread's GC does),
+        # so a stalled server could hold a plain timeout forever.
+        self._sliced = stream is sock
+        if self._sliced:
+            (raw or sock).settimeout(_SLICE_S)  # TLS: the socket under the TLS stream
         te = headers.get("transfer-encoding", "").lower()
         self.chunked = "chunked" in te
         cl = headers.get("content-length")
@@ -125,10 +134,31 @@ class _Response:
             self._left = 0
 
     def _raw_readinto(self, mv):
-        n = self.f.readinto(mv)
-        if n is None:
-            raise OTAError("network: read timed out (%s)" % self.url)
-        return n
+        t0 = _ticks_ms()
+        while True:
+            try:
+                n = self.f.readinto(mv)
+            except OSError as e:
+                if not self._sliced or e.args[0] not in (errno.ETIMEDOUT, errno.EAGAIN):
+                    raise
+                n = None
+            if n is not None:
+                return n
+            if _ticks_diff(_ticks_ms(), t0) >= self.timeout * 1000:
+                raise OTAError("network: no data for %s s from %s" % (self.timeout, self.url))
+
+    def _readline(self):
+        if not self._sliced:
+            return self.f.readline()
+        line = bytearray()
+        one = bytearray(1)
+        while len(line) < 256:
+            if not self._raw_readinto(one):
+                break
+            line += one
+            if one[0] == 0x0A:
+                break
+        return bytes(line)
 
     def readinto(self, mv):
         """Up to len(mv) body bytes into mv; 0 at the end. Raises OTAError on a short body."""
@@ -136,7 +166,7 @@ class _Response:
             return 0
         if self.chunked:
             if not self._left:
-                line = self.f.readline()
+                line = self._readline()
                 if not line:
                     raise OTAError("download truncated (chunked body ended early)")
                 try:
@@ -145,7 +175,7 @@ class _Response:
                     raise OTAError("bad chunk size line %r" % line[:20])
                 if size == 0:
                     while True:  # trailer section up to the empty line
-                        t = self.f.readline()
+                        t = self._readline()
                         if not t or t in (b"\r\n", b"\n"):
                             break
                     self._eof = True
@@ -156,7 +186,7 @@ class _Response:
                 raise OTAError("download truncated (connection closed inside a chunk)")
             self._left -= n
             if not self._left:
-                self.f.readline()  # CRLF after the chunk data
+                self._readline()  # CRLF after the chunk data
             return n
         if self._left is None:  # read until close
             n = self._raw_readinto(mv)
@@ -207,17 +237,17 @@ class Http:
         self.cadata = cadata   # PEM/DER CA certificates: verify the server; None: encrypt only
 
     def _open(self, scheme, host, port):
+        """(stream, raw socket): the TLS stream over the socket for https, else the socket twice."""
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-        s = socket.socket(ai[0], socket.SOCK_STREAM)
+        raw = socket.socket(ai[0], socket.SOCK_STREAM)
         try:
-            s.settimeout(self.timeout)
-            s.connect(ai[-1])
-            if scheme == "https":
-                s = self._tls(s, host)
+            raw.settimeout(self.timeout)
+            raw.connect(ai[-1])
+            s = self._tls(raw, host) if scheme == "https" else raw
         except Exception:
-            s.close()
+            raw.close()
             raise
-        return s
+        return s, raw
 
     def _tls(self, s, host):
         import ssl
@@ -258,7 +288,7 @@ class Http:
         raise OTAError("too many redirects (> %d) for %s" % (self.max_redirects, url))
 
     def _request(self, scheme, host, port, path, accept, auth):
-        s = self._open(scheme, host, port)
+        s, raw = self._open(scheme, host, port)
         try:
             hostport = host if port in (80, 443) else "%s:%d" % (host, port)
             req = "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nConnection: close\r\n" % (
@@ -292,7 +322,7 @@ class Http:
                 except UnicodeError:
                     continue  # a header we do not use, in some other encoding
                 headers[k.strip().lower()] = v.strip()
-            return _Response(s, f, status, headers, "%s://%s%s" % (scheme, hostport, path))
+            return _Response(s, f, status, headers, "%s://%s%s" % (scheme, hostport, path), self.timeout, raw)
         except Exception:
             s.close()
             raise
