@@ -24,7 +24,9 @@ with Content-Length promising all), "corrupt" (one byte flipped), "slow" (stalls
 after the first block), "chunked" (valid, chunked transfer encoding), "no_length" (valid, no
 Content-Length, close-delimited), "reset" (close without any response), "short_length" (a
 Content-Length smaller than the file, valid HTTP); only the asset named `fault_name` (default
-firmware.bin; None: all) is hit. `requests` logs (host, path, headers) of every
+firmware.bin; None: all) is hit. `chunk_delay_s` throttles asset bytes (4 KB per delay);
+`corrupt_files` serves those repo paths with one byte flipped; start(tls=(cert, key)) serves HTTPS.
+`requests` logs (host, path, headers) of every
 request.
 """
 import base64
