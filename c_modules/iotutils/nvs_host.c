@@ -87,6 +87,15 @@ struct nvs_host {
     uint32_t seq;       // next sequence number
     int failed;         // a flash op failed: the mirror may not match the flash any more
     int write_full;     // let page_write_item fill a page just marked FULL (blob chunks)
+    uint32_t gen;       // bumped by every change to the mirror
+    // The last item nvs_host_get found, while gen stays the same: kvstore asks for the type and
+    // size first, then the value (up to four lookups of one key per read).
+    uint32_t memo_gen;
+    uint8_t memo_nsi;
+    uint16_t memo_index;
+    page_t *memo_page;
+    char memo_ns[16];
+    char memo_key[16];
     uint8_t ns_used[32];
     char ns_name[256][16];
 };
@@ -198,6 +207,7 @@ static void item_init(uint8_t *it, uint8_t ns, uint8_t type, uint8_t span, const
 
 // Any change to a page's bytes makes its hash list stale (rebuilt on the next lookup).
 static void fl_touch(nvs_host_t *h, uint32_t off, uint32_t n) {
+    h->gen++;
     for (uint32_t pg = off / NVS_PAGE_SIZE; pg <= (off + n - 1) / NVS_PAGE_SIZE && pg < h->npages; pg++) {
         h->pages[pg].hashed = 0;
     }
@@ -474,7 +484,8 @@ static uint32_t page_hash_find(nvs_host_t *h, page_t *p, uint32_t start, uint8_t
         page_hash_build(h, p);
     }
     uint32_t x = item_hash(ns, key, chunk);
-    for (uint32_t i = start; i < ENTRY_COUNT; i++) {
+    uint32_t end = p->next_free < ENTRY_COUNT ? p->next_free : ENTRY_COUNT;
+    for (uint32_t i = start; i < end; i++) {
         if (p->hash[i] == x) {
             return i;
         }
@@ -1714,27 +1725,46 @@ int nvs_host_get(nvs_host_t *h, const char *ns, const char *key, uint8_t *type, 
         return NVS_ERR_FLASH;
     }
     uint8_t nsi;
+    page_t *p;
+    const uint8_t *it;
+    uint32_t index;
     int rc = check_name(key);
     if (rc == NVS_OK) {
-        rc = st_namespace(h, ns, 0, &nsi);
+        rc = check_name(ns);
     }
     if (rc != NVS_OK) {
         return rc;
     }
-    page_t *p;
-    const uint8_t *it;
-    uint32_t index;
-    rc = st_find(h, nsi, NVS_TYPE_ANY, key, &p, &it, &index, CHUNK_ANY, VER_ANY);
-    if (rc != NVS_OK) {
-        return done(h, rc);
+    if (h->memo_page != NULL && h->memo_gen == h->gen && key_eq(ns, h->memo_ns) && key_eq(key, h->memo_key)) {
+        nsi = h->memo_nsi;
+        p = h->memo_page;
+        index = h->memo_index;
+        it = entry_ptr(h, p, index);
+    } else {
+        rc = st_namespace(h, ns, 0, &nsi);
+        if (rc != NVS_OK) {
+            return rc;
+        }
+        rc = st_find(h, nsi, NVS_TYPE_ANY, key, &p, &it, &index, CHUNK_ANY, VER_ANY);
+        if (rc == NVS_OK && (IT_TYPE(it) == NVS_TYPE_BLOB_DATA || IT_TYPE(it) == NVS_TYPE_BLOB_IDX)) {
+            rc = st_find(h, nsi, NVS_TYPE_BLOB_IDX, key, &p, &it, &index, CHUNK_ANY, VER_ANY);
+        }
+        if (rc != NVS_OK) {
+            return done(h, rc);
+        }
+        // (the finds above may have erased a damaged entry: remember the state after them)
+        h->memo_gen = h->gen;
+        h->memo_nsi = nsi;
+        h->memo_page = p;
+        h->memo_index = (uint16_t)index;
+        strncpy(h->memo_ns, ns, 15);
+        h->memo_ns[15] = 0;
+        strncpy(h->memo_key, key, 15);
+        h->memo_key[15] = 0;
     }
     uint8_t t = IT_TYPE(it);
     size_t size;
     if (t == NVS_TYPE_BLOB_DATA || t == NVS_TYPE_BLOB_IDX) {
-        rc = st_find(h, nsi, NVS_TYPE_BLOB_IDX, key, &p, &it, &index, CHUNK_ANY, VER_ANY);
-        if (rc != NVS_OK) {
-            return done(h, rc);
-        }
         t = NVS_TYPE_BLOB_DATA;
         size = rd32(IT_DATA(it));
     } else if (is_varlen(t)) {
