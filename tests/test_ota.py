@@ -547,3 +547,34 @@ def test_http_client_edge_cases():
     srv.close()
     for c in conns:
         c.close()
+
+
+def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
+    import sys
+    from iotutils import ota as ota_mod
+    from iotutils.ota import OTA, OTAError
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    files = {"userapp.py": b"VERSION = 'u1'\n", "helper.py": b"def f():\n    return 42\n"}
+    entries = [{"name": n, "sha256": hashlib.sha256(d).hexdigest(), "size": len(d),
+                "url": gh.asset_link(d, n)} for n, d in files.items()]
+    man = gh.asset_link(json.dumps({"files": entries}).encode(), "app.json")
+    o = OTA(channel="url:" + man, state_path=local)
+    seen = []
+    assert o.update_app(progress=lambda a, b: seen.append((a, b)), reboot=False) == "a"
+    assert seen[-1] == (sum(len(d) for d in files.values()),) * 2
+    assert ota_mod.app_status() == {"active": "a", "pending": True, "rolled_back": False, "ref": man}
+    assert sorted(os.listdir("apps/a")) == ["helper.py", "userapp.py"]
+    assert ota_mod.app_boot() == "apps/a" and sys.path[0] == "apps/a"
+    o.confirm()
+    assert ota_mod.app_status()["pending"] is False
+    # a file whose bytes do not match the manifest: refused, the running app stays
+    bad = [dict(entries[0], sha256="0" * 64)] + entries[1:]
+    o2 = OTA(channel="url:" + gh.asset_link(json.dumps({"files": bad}).encode(), "app.json"), state_path=local)
+    with pytest.raises(OTAError, match="sha256 mismatch"):
+        o2.update_app(reboot=False)
+    assert ota_mod.app_status()["active"] == "a"
+    for junk in ({"files": [{"name": "../x.py", "sha256": "0" * 64}]}, {"files": []}, {"files": ["x"]}):
+        o3 = OTA(channel="url:" + gh.asset_link(json.dumps(junk).encode(), "app.json"), state_path=local)
+        with pytest.raises(OTAError):
+            o3.update_app(reboot=False)

@@ -973,20 +973,15 @@ class OTA:
 
     # ---- App OTA (Python files on the filesystem) ----
     def update_app(self, folder="app", progress=None, reboot=True):
-        """Install the .py files of `folder` at this channel's ref (branch/commit) as the app.
+        """Install the .py files of an app folder as the app; returns the new folder name.
 
-        Every file is downloaded into the inactive staging folder and checked against its git blob
-        SHA-1 from the contents listing; unchanged files are copied locally. Then the pointer file
-        switches atomically; the new app runs pending until confirm(), and the next boot without
-        confirm goes back to the previous app (app_boot())."""
-        if self.kind not in ("branch", "commit"):
-            raise OTAError("App OTA needs a branch:<name> or commit:<sha> channel")
-        listing = self._get_json(self._contents_url(folder, self.ref))
-        if not isinstance(listing, list):
-            raise OTAError("%s is not a folder at %s" % (folder, self.ref))
-        files = [(e["name"], e["sha"], e.get("size", 0)) for e in listing
-                 if e.get("type") == "file" and "/" not in e.get("name", "/")]
-        del listing
+        branch/commit channels: the files of `folder` in the repository at that ref, each checked
+        against its git blob SHA-1 from the contents listing. url: channel: the URL names an app
+        manifest {"files": [{"name", "sha256", "url"?, "size"?}]} (url relative to the manifest,
+        default the name). Every file goes into the inactive staging folder (unchanged ones are
+        copied locally) and is verified; then the pointer file switches atomically. The new app runs
+        pending until confirm(); the next boot without confirm goes back to the previous app."""
+        files = self._app_files(folder)
         ptr = _app_pointer()
         if ptr.get("pending"):
             raise OTAError("the running app is not confirmed yet")
@@ -997,15 +992,14 @@ class OTA:
             os.remove(stage + "/" + name)
         cur_dir = APP_ROOT + "/" + ptr["active"] if ptr.get("active") else None
         buf = bytearray(1024)
-        total = sum(f[2] for f in files)
+        total = sum(f[4] for f in files)
         done = 0
-        for name, blob, size in files:
+        for name, algo, digest, url, size in files:
             dst = stage + "/" + name
-            if cur_dir and _git_blob_sha1(cur_dir + "/" + name, buf) == blob:
+            if cur_dir and _file_digest(cur_dir + "/" + name, algo, buf) == digest:
                 _copy(cur_dir + "/" + name, dst, buf)
             else:
-                resp = self.http.get(self._contents_url(folder + "/" + name, self.ref),
-                                     "application/vnd.github.raw")
+                resp = self.http.get(url, "application/vnd.github.raw" if algo == "git" else None)
                 try:
                     with open(dst, "wb") as f:
                         while True:
@@ -1015,8 +1009,9 @@ class OTA:
                             f.write(memoryview(buf)[:n])
                 finally:
                     resp.close()
-                if _git_blob_sha1(dst, buf) != blob:
-                    raise OTAError("%s: git blob SHA-1 mismatch (corrupt download)" % name)
+                if _file_digest(dst, algo, buf) != digest:
+                    raise OTAError("%s: %s mismatch (corrupt download)" % (
+                        name, "git blob SHA-1" if algo == "git" else "sha256"))
             done += size
             if progress:
                 progress(done, total)
@@ -1025,6 +1020,34 @@ class OTA:
         if reboot:
             hal.reset()
         return new
+
+    def _app_files(self, folder):
+        """[(name, "git"|"sha256", hex digest, url, size)] of the app to install."""
+        out = []
+        if self.kind in ("branch", "commit"):
+            listing = self._get_json(self._contents_url(folder, self.ref))
+            if not isinstance(listing, list):
+                raise OTAError("%s is not a folder at %s" % (folder, self.ref))
+            for e in listing:
+                if e.get("type") == "file" and not str(e.get("name")).startswith("."):
+                    out.append((e.get("name"), "git", e.get("sha"),
+                                self._contents_url(folder + "/" + str(e.get("name")), self.ref), e.get("size") or 0))
+        elif self.kind == "url":
+            man = self._get_json(self.ref, "application/json")
+            for e in (man.get("files") if isinstance(man, dict) else None) or ():
+                if not isinstance(e, dict):
+                    raise OTAError("app manifest: every file entry must be an object")
+                out.append((e.get("name"), "sha256", str(e.get("sha256", "")).lower(),
+                            _join_url(self.ref, e.get("url") or str(e.get("name"))), e.get("size") or 0))
+        else:
+            raise OTAError("App OTA needs a branch:<name>, commit:<sha> or url:<app manifest> channel")
+        for name, _, digest, _, size in out:
+            if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or \
+                    not isinstance(digest, str) or len(digest) not in (40, 64) or not isinstance(size, int):
+                raise OTAError("app file entry %r is not usable (name, digest, size)" % (name,))
+        if not out:
+            raise OTAError("the app folder is empty")
+        return out
 
 
 def _sha256_region(region, size, buf):
@@ -1060,12 +1083,13 @@ def _copy(src, dst, buf):
             b.write(memoryview(buf)[:n])
 
 
-def _git_blob_sha1(path, buf):
+def _file_digest(path, algo, buf):
+    """Hex digest of a file: "git" = git blob SHA-1 (as GitHub's listing gives), else SHA-256."""
     try:
         size = os.stat(path)[6]
     except OSError:
         return None
-    h = hashlib.sha1(b"blob %d\0" % size)
+    h = hashlib.sha1(b"blob %d\0" % size) if algo == "git" else hashlib.sha256()
     with open(path, "rb") as f:
         while True:
             n = f.readinto(buf)
