@@ -305,7 +305,12 @@ class NVS:
 
     # ---- loading (ESP-IDF PageManager::load + Storage::init) ----
     def _load(self):
-        pb = bytearray(_BLOCK)  # entries are read 16 at a time: no large block needed on a fragmented heap
+        # A page's entries in one read (one flash/file access per page, not eight); a fragmented
+        # heap that has no 4 KB block left gets them 16 at a time.
+        try:
+            pb = bytearray(_PAGE - _FIRST)
+        except MemoryError:
+            pb = bytearray(_BLOCK)
         for slot in range(self.npages):
             self._load_page(slot, pb)
         used = [s for s in range(self.npages) if self._st[s] in (_S_ACTIVE, _S_FULL, _S_FREEING)]
@@ -343,9 +348,10 @@ class NVS:
         if state == _S_EMPTY:
             st = _S_EMPTY
             blank = b"\xff" * _BLOCK
+            b = pb if len(pb) == _BLOCK else bytearray(_BLOCK)
             for off in range(0, _PAGE, _BLOCK):
-                self.flash.readinto(base + off, pb)
-                if pb != blank:
+                self.flash.readinto(base + off, b)
+                if b != blank:
                     st = _S_CORRUPT
                     break
             self._st[slot] = st
@@ -378,7 +384,8 @@ class NVS:
         idx = self._idx
         unpack_from = struct.unpack_from
         readinto = self.flash.readinto
-        block = -1
+        per = len(pb) // _ESIZE    # entries per read
+        bstart = bend = 0           # the entries in pb
         active = self._st[slot] == _S_ACTIVE
         end = self._nxt[slot] if active else _ENTRIES
         used = 0
@@ -393,19 +400,20 @@ class NVS:
                     self._set_states(slot, i, i + 1, _E_ERASED)
                 i += 1
                 continue
-            if i >> 4 != block:
-                block = i >> 4
-                off = _FIRST + block * _BLOCK
-                readinto(slot * _PAGE + off, mv[:min(_BLOCK, _PAGE - off)])
-            o = (i & 15) * _ESIZE
-            e = mv[o:o + _ESIZE]
-            # (_consistent, with the CRC taken straight from the block)
+            if not bstart <= i < bend:
+                bstart = i - i % per
+                bend = bstart + per
+                off = _FIRST + bstart * _ESIZE
+                readinto(slot * _PAGE + off, mv[:min(len(pb), _PAGE - off)])
+            o = (i - bstart) * _ESIZE
+            t = pb[o + 1]
+            span = pb[o + 2]
+            # (_consistent, straight from the block; integers, the usual item, checked inline)
             if unpack_from("<I", pb, o + 4)[0] != _crc32(mv[o + 8:o + 32], _crc32(mv[o:o + 4], 0xFFFFFFFF)) \
-                    & 0xFFFFFFFF or not _shape_ok(e, i):
+                    & 0xFFFFFFFF or not (span == 1 if t in _INTS else _shape_ok(mv[o:o + _ESIZE], i)):
                 self._set_states(slot, i, i + 1, _E_ERASED)
                 i += 1
                 continue
-            span = e[2]
             ok = True
             for j in range(i + 1, i + span):
                 if (bm[j >> 2] >> ((j & 3) * 2)) & 3 != _E_WRITTEN:
@@ -417,8 +425,8 @@ class NVS:
                     self._nxt[slot] = i + span
                 i += span
                 continue
-            ns, t, chunk = e[0], e[1], e[3]
-            key = e[8:24]
+            ns, chunk = pb[o], pb[o + 3]
+            key = mv[o + 8:o + 24]
             h = _hash(ns, key, chunk)
             loc = slot * 128 + i
             v = idx.get(h)
@@ -429,7 +437,7 @@ class NVS:
                     self._erase_item_at(old, t != BLOB_DATA)  # older: earlier page or entry
                     # (it may have been on this page: refresh our copy of the state bitmap)
                     bm = bytearray(self._bitmap(slot))
-                    block = -1  # (and the entries we hold)
+                    bstart = bend = 0  # (and the entries we hold)
                     if (bm[i >> 2] >> ((i & 3) * 2)) & 3 != _E_WRITTEN:
                         i += span
                         continue
@@ -441,7 +449,7 @@ class NVS:
             used += span
             if ns == 0 and t == U8:
                 try:
-                    self._ns[bytes(key).rstrip(b"\x00").decode()] = e[24]
+                    self._ns[bytes(key).rstrip(b"\x00").decode()] = pb[o + 24]
                 except UnicodeError:
                     pass
             elif t == BLOB_IDX:
@@ -752,21 +760,19 @@ class NVS:
 
     def _decode(self, loc):
         """(type, value) of the item at loc, whose entry _find just left in self._e."""
-        slot, i = loc >> 7, loc & 127
         e = self._e
         t = e[1]
-        if t in _INTS:
-            return t, struct.unpack_from(_INTS[t][0], e, 24)[0]
-        if t in (STR, BLOB):
+        fmt = _INTS.get(t)
+        if fmt is not None:
+            return t, struct.unpack_from(fmt[0], e, 24)[0]
+        if t == STR or t == BLOB:
             size, crc = e[24] | (e[25] << 8), struct.unpack_from("<I", e, 28)[0]
-            data = self.flash.read(slot * _PAGE + _FIRST + (i + 1) * _ESIZE, size)
+            data = self.flash.read((loc >> 7) * _PAGE + _FIRST + ((loc & 127) + 1) * _ESIZE, size)
             if _crc32(data, 0xFFFFFFFF) & 0xFFFFFFFF != crc:
                 return None
             if t == STR:
-                if data[-1:] == b"\x00":
-                    data = data[:-1]
-                try:
-                    return STR, data.decode()
+                try:  # (without the NUL, and without copying the bytes first)
+                    return STR, str(memoryview(data)[:-1] if data and data[-1] == 0 else data, "utf-8")
                 except UnicodeError:
                     return None
             return BLOB_DATA, data
@@ -791,7 +797,9 @@ class NVS:
 
     def get_typed(self, ns, key):
         """(type code, value) of ns/key, or None. Blobs report BLOB_DATA (0x42, nvs_type_t's NVS_TYPE_BLOB)."""
-        key16 = _key16(key)
+        key16 = _keys.get(key) if type(key) is str else None
+        if key16 is None:
+            key16 = _key16(key)
         nsi = self._ns.get(ns)
         if nsi is None:
             nsi = self._ns_index(ns, False)  # (validates ns)
