@@ -8,6 +8,23 @@ import time
 
 import iotutils.hal as hal
 
+
+def _orphaned():
+    # scripts/sim.py sets PDEATHSIG in the child, but a power cut (SIGKILL) that lands between fork
+    # and prctl leaves the device running without its supervisor: it must not act on fs/cmd
+    try:
+        with open("/proc/self/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open("/proc/%d/cmdline" % ppid, "rb") as f:
+            return b"sim.py" not in f.read()
+    except Exception:
+        return False
+
+
+if _orphaned():
+    print("ORPHAN: supervisor gone, exiting")
+    sys.exit(3)
+
 try:
     with open("ota_cfg.json") as f:
         cfg = json.load(f)
@@ -17,7 +34,8 @@ except OSError:
 if cfg.get("app_ota"):
     from iotutils.ota import app_boot
     path = app_boot()
-    print("APPBOOT path=%s" % path)
+    from iotutils.ota import app_status
+    print("APPBOOT path=%s status=%s" % (path, json.dumps(app_status())))
     try:
         import userapp
         print("USERAPP %s" % userapp.VERSION)
@@ -38,22 +56,6 @@ st = ota.status()
 print("BOOT version=%s slot=%s pending=%s rolled_back=%s project=%s" % (
     st["version"], st["slot"], st["pending"], st["rolled_back"], st["project"]))
 
-
-def _orphaned():
-    # scripts/sim.py sets PDEATHSIG in the child, but a power cut (SIGKILL) that lands between fork
-    # and prctl leaves the device running without its supervisor: it must not act on fs/cmd
-    try:
-        with open("/proc/self/stat") as f:
-            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        with open("/proc/%d/cmdline" % ppid, "rb") as f:
-            return b"sim.py" not in f.read()
-    except Exception:
-        return False
-
-
-if _orphaned():
-    print("ORPHAN: supervisor gone, exiting")
-    sys.exit(3)
 
 try:
     os.remove("cmd")  # a command written before a power cut was never received
