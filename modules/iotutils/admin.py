@@ -217,9 +217,16 @@ class Admin:
             raise HTTPError(400, "new: at most 128 characters")
         stored = self._pw.value
         if stored:
+            from iotutils.portal import login_guard
+            wait = login_guard.wait_s()   # a stolen session is no way around the lock-out either
+            if wait:
+                return Response({"error": "too many wrong passwords: try again in %d s" % wait}, 429,
+                                {"Retry-After": str(wait)})
             old = data.get("old")
             if not isinstance(old, str) or not verify_password(old, stored):
+                login_guard.failed(self.login_free_failures, self.login_lockout_s, self.login_max_lockout_s)
                 raise HTTPError(403, "old: wrong password")
+            login_guard.ok()
         self._pw.value = hash_password(new)
         with self._lock:
             self._sessions.clear()  # a new password ends every session, this one included
