@@ -162,27 +162,32 @@ try:
     _ctl_search_lines = re.compile(b"[^\t\r\n -~\x80-\xff]").search
     _not_token = re.compile(b"[^!#$%&'*+.^_`|~0-9A-Za-z-]").search
     _not_vchar = re.compile(b"[^!-~]").search
+    # a whole request line that passes every check below (the common case: one match, no slices)
+    _good_request_line = re.compile(b"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/1\\.[01]\r\n").match
 except ImportError:
     # no re module (minimal ports): same answers, slower
-    def _scan(s, ok):
-        for c in s:
-            if not ok(c):
+    def _scan(s, ok, pos, endpos):
+        for i in range(pos, len(s) if endpos is None else endpos):
+            if not ok(s[i]):
                 return True
         return None
 
-    def _ctl_search(s):
-        return _scan(s, lambda c: c == 9 or 32 <= c < 127 or c >= 128)
+    def _ctl_search(s, pos=0, endpos=None):
+        return _scan(s, lambda c: c == 9 or 32 <= c < 127 or c >= 128, pos, endpos)
 
-    def _ctl_search_lines(s):
-        return _scan(s, lambda c: c in (9, 10, 13) or 32 <= c < 127 or c >= 128)
+    def _ctl_search_lines(s, pos=0, endpos=None):
+        return _scan(s, lambda c: c in (9, 10, 13) or 32 <= c < 127 or c >= 128, pos, endpos)
 
     _TCHAR = b"!#$%&'*+-.^_`|~"
 
-    def _not_token(s):
-        return _scan(s, lambda c: 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in _TCHAR)
+    def _not_token(s, pos=0, endpos=None):
+        return _scan(s, lambda c: 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in _TCHAR, pos, endpos)
 
-    def _not_vchar(s):
-        return _scan(s, lambda c: 33 <= c <= 126)
+    def _not_vchar(s, pos=0, endpos=None):
+        return _scan(s, lambda c: 33 <= c <= 126, pos, endpos)
+
+    def _good_request_line(s, pos, endpos):
+        return None  # always the detailed checks
 
 
 # header names the parser interprets, by length
@@ -234,36 +239,41 @@ def parse_head(buf, length, out):
         # one copy of the data so that find/re work on any buffer type; offsets are unchanged
         b = bytes(memoryview(buf)[:length])
     pos = 0
-    while b[pos:pos + 2] == b"\r\n":
+    while b.startswith(b"\r\n", pos):
         pos += 2
     # request line
     e = b.find(b"\r\n", pos)
     if e < 0:
         return _partial(b, pos, out, 0)
-    line = b[pos:e]
-    r = _line_ctl(line)
-    if r:
-        return _fail(out, r)
-    sp1 = line.find(b" ")
-    if sp1 < 0:
-        return _fail(out, _R_LINE)
-    if sp1 == 0 or _not_token(line[:sp1]):
-        return _fail(out, _R_METHOD)
-    sp2 = line.find(b" ", sp1 + 1)
-    if sp2 < 0:
-        return _fail(out, _R_LINE)
-    if sp2 == sp1 + 1 or _not_vchar(line[sp1 + 1:sp2]):
-        return _fail(out, _R_TARGET)
-    ver = line[sp2 + 1:]
-    if ver == b"HTTP/1.1":
-        minor = 1
-    elif ver == b"HTTP/1.0":
-        minor = 0
-    elif (len(ver) == 8 and ver[:5] == b"HTTP/" and 48 <= ver[5] <= 57 and ver[6] == 46
-          and 48 <= ver[7] <= 57):
-        return _fail(out, _R_VERSION_UNSUP, 505)
+    if _good_request_line(b, pos, e + 2):
+        sp1 = b.find(b" ", pos) - pos
+        sp2 = b.find(b" ", pos + sp1 + 1) - pos
+        minor = b[e - 1] - 48
     else:
-        return _fail(out, _R_VERSION)
+        line = b[pos:e]
+        r = _line_ctl(line)
+        if r:
+            return _fail(out, r)
+        sp1 = line.find(b" ")
+        if sp1 < 0:
+            return _fail(out, _R_LINE)
+        if sp1 == 0 or _not_token(line[:sp1]):
+            return _fail(out, _R_METHOD)
+        sp2 = line.find(b" ", sp1 + 1)
+        if sp2 < 0:
+            return _fail(out, _R_LINE)
+        if sp2 == sp1 + 1 or _not_vchar(line[sp1 + 1:sp2]):
+            return _fail(out, _R_TARGET)
+        ver = line[sp2 + 1:]
+        if ver == b"HTTP/1.1":
+            minor = 1
+        elif ver == b"HTTP/1.0":
+            minor = 0
+        elif (len(ver) == 8 and ver[:5] == b"HTTP/" and 48 <= ver[5] <= 57 and ver[6] == 46
+              and 48 <= ver[7] <= 57):
+            return _fail(out, _R_VERSION_UNSUP, 505)
+        else:
+            return _fail(out, _R_VERSION)
     method_off = pos
     target_off = pos + sp1 + 1
     target_len = sp2 - sp1 - 1
@@ -273,10 +283,10 @@ def parse_head(buf, length, out):
     # of a CRLF means no line can fail the per-line control-byte check, so it is skipped.
     clean = b.find(b"\r\n\r\n", e)
     if clean >= 0:
-        region = b[pos:clean + 2]
-        nl = region.count(b"\r\n")
-        clean = region.count(b"\r") == nl and region.count(b"\n") == nl and not _ctl_search_lines(region)
-        region = None
+        end = clean + 2
+        nl = b.count(b"\r\n", pos, end)
+        clean = (b.count(b"\r", pos, end) == nl and b.count(b"\n", pos, end) == nl
+                 and not _ctl_search_lines(b, pos, end))
     else:
         clean = False
     nh = 0
@@ -299,17 +309,16 @@ def parse_head(buf, length, out):
             return _fail(out, _R_TOO_MANY, 431)
         if b[pos] in (32, 9):
             return _fail(out, _R_FOLD)
-        line = b[pos:e]
         if not clean:
-            r = _line_ctl(line)
+            r = _line_ctl(b[pos:e])
             if r:
                 return _fail(out, r)
-        colon = line.find(b":")
+        colon = b.find(b":", pos, e)
         if colon < 0:
             return _fail(out, _R_HEADER)
-        name = line[:colon]
-        if colon == 0 or _not_token(name):
+        if colon == pos or _not_token(b, pos, colon):
             return _fail(out, _R_NAME)
+        colon -= pos
         vs, ve = _ows_bounds(b, pos + colon + 1, e)
         i = OUT_FIXED + 4 * nh
         out[i] = pos
@@ -318,7 +327,7 @@ def parse_head(buf, length, out):
         out[i + 3] = ve - vs
         nh += 1
         special = _SPECIAL.get(colon)
-        if special and name.lower() == special:
+        if special and b[pos:pos + colon].lower() == special:
             # the length alone tells which special name it is
             if colon == 14:  # content-length
                 if cl >= 0:

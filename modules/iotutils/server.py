@@ -71,6 +71,7 @@ _FLAG_KEEP_ALIVE = const(2)
 _FLAG_EXPECT_CONTINUE = const(4)
 _OUT_FIXED = const(9)
 _CHUNK_STATE_LEN = const(4)
+_FAIR_TURN = const(4)  # requests a worker serves in a row on one connection while others wait
 
 _POLLIN = select.POLLIN
 _POLLHUP = select.POLLHUP
@@ -164,16 +165,17 @@ class Response:
     def __init__(self, body=b"", status=200, headers=None, content_type=None):
         self.status = status
         self.headers = headers if headers is not None else {}
-        if isinstance(body, (dict, list)):
+        t = type(body)  # exact types first: isinstance() with a tuple is slow on MicroPython
+        if t is str:
+            content_type = content_type or self.default_content_type
+        elif t is dict or t is list or (t is not bytes and isinstance(body, (dict, list))):
             body = json.dumps(body)
             content_type = content_type or "application/json"
-        elif isinstance(body, str):
+        elif t is not bytes and isinstance(body, str):
             content_type = content_type or self.default_content_type
         elif body is None:
             body = b""
-        elif isinstance(body, (bytes, bytearray, memoryview)):
-            content_type = content_type or "application/octet-stream"
-        else:  # generator or file: streamed
+        else:  # bytes-like, or a generator or file: streamed
             content_type = content_type or "application/octet-stream"
         self.body = body
         self.content_type = content_type
@@ -195,9 +197,12 @@ class Response:
 def make_response(rv):
     """Turn what a handler returned into a Response: dict/list -> JSON, str -> HTML, bytes,
     (body, status), (body, status, headers), (body, headers), Response, None -> 204."""
-    if isinstance(rv, Response):
+    t = type(rv)
+    if t is str or t is dict:
+        return Response(rv)
+    if t is Response or isinstance(rv, Response):
         return rv
-    if isinstance(rv, tuple):
+    if t is tuple or isinstance(rv, tuple):
         body = rv[0]
         status = 200
         headers = None
@@ -222,25 +227,73 @@ class Request:
     body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the body),
     json(), form()."""
 
+    # per-request defaults live on the class: fewer stores (and instance-dict growth) per request
+    stream = None
+    _body = None
+    _query = None
+    _headers = None
+    _raw = None     # the head's bytes and ...
+    _hoff = None    # ... the parser's header offsets: the headers dict is built on first use
+    _g = None
+    route = None
+    head_len = 0
+
     def __init__(self, server, conn, method, target, version, headers, body_kind, length, flags):
         self.server = server
         self.conn = conn
-        self.client_addr = conn.addr
         self.method = method
         self.target = target
-        path, _, qs = target.partition("?")
-        self.path = unquote(path)
-        self.query_string = qs
-        self._query = None
+        i = target.find("?")
+        if i < 0:
+            self.path = unquote(target)
+            self.query_string = ""
+        else:
+            self.path = unquote(target[:i])
+            self.query_string = target[i + 1:]
         self.version = version
-        self.headers = headers
+        if headers is not None:
+            self._headers = headers
         self.body_kind = body_kind
         self.content_length = length if body_kind == _BODY_LENGTH else None
         self.flags = flags
-        self.stream = None
-        self._body = None
-        self.route = None
-        self.g = {}  # free space for hooks (e.g. the authenticated user)
+
+    @property
+    def client_addr(self):
+        return self.conn.addr
+
+    @property
+    def g(self):
+        """Free space for hooks (e.g. the authenticated user)."""
+        if self._g is None:
+            self._g = {}
+        return self._g
+
+    @property
+    def headers(self):
+        """Header fields as a dict with lower-case names (repeated fields joined with ", ")."""
+        h = self._headers
+        if h is None:
+            h = {}
+            raw = self._raw
+            off = self._hoff
+            if off is not None:
+                try:
+                    for i in range(0, len(off), 4):
+                        name = raw[off[i]:off[i] + off[i + 1]].decode().lower()
+                        value = raw[off[i + 2]:off[i + 2] + off[i + 3]].decode()
+                        if name in h:
+                            value = h[name] + ", " + value
+                        h[name] = value
+                except UnicodeError:
+                    raise HTTPError(400, "header not UTF-8")
+            self._headers = h
+            self._raw = None
+            self._hoff = None
+        return h
+
+    @headers.setter
+    def headers(self, value):
+        self._headers = value
 
     @property
     def query(self):
@@ -254,7 +307,7 @@ class Request:
     @property
     def body(self):
         if self._body is None:
-            if self.stream is None:
+            if self.stream is None or self.body_kind == _BODY_NONE:
                 self._body = b""
             else:
                 self._body = self.stream.read_all(self.server.max_body if self.route is None or
@@ -801,6 +854,10 @@ class WebServer:
     io_timeout = 10000
     #: unread request body a worker discards to keep a connection alive (bytes); more -> close
     max_drain = 65536
+    #: after answering a keep-alive request, a worker waits this long (ms) for the connection's next
+    #: request and serves it itself (only while no other connection waits for a worker); 0: hand the
+    #: connection straight back to the poll thread
+    linger_ms = 1
     #: chunk size for streamed responses (files)
     send_buffer = 1024
     #: thread stack size for the server threads (0: the port's default; the ESP32 default of ~5 KB
@@ -839,6 +896,7 @@ class WebServer:
         self._sock = None
         self._wake = None
         self._wake_addr = None
+        self._pre = None
         self.bound_port = None
 
     # ---- routes and hooks ----
@@ -1234,19 +1292,20 @@ class WebServer:
         self._give_back(conn, False)
 
     def _make_request(self, conn, buf, out):
-        mv = memoryview(buf)
-        method = bytes(mv[out[0]:out[0] + out[1]]).decode()
-        target = bytes(mv[out[2]:out[2] + out[3]]).decode()
-        headers = {}
-        i = _OUT_FIXED
-        for _ in range(out[5]):
-            name = bytes(mv[out[i]:out[i] + out[i + 1]]).decode().lower()
-            value = bytes(mv[out[i + 2]:out[i + 2] + out[i + 3]]).decode()
-            if name in headers:
-                value = headers[name] + ", " + value
-            headers[name] = value
-            i += 4
-        return Request(self, conn, method, target, out[4], headers, out[6], out[7], out[8])
+        # one copy of the head (its end: the last field value, or the target); fields decoded on use
+        nh = out[5]
+        if nh:
+            i = _OUT_FIXED + 4 * nh - 4
+            end = out[i + 2] + out[i + 3]
+        else:
+            end = out[2] + out[3]
+        raw = bytes(memoryview(buf)[:end])
+        req = Request(self, conn, raw[out[0]:out[0] + out[1]].decode(), raw[out[2]:out[2] + out[3]].decode(),
+                      out[4], None if nh else {}, out[6], out[7], out[8])
+        if nh:
+            req._raw = raw
+            req._hoff = out[_OUT_FIXED:_OUT_FIXED + 4 * nh]
+        return req
 
     def _fail(self, conn, status, reason=None):
         # an error found by the poll thread: best-effort non-blocking answer, then close
@@ -1294,6 +1353,8 @@ class WebServer:
                 self._close(conn)
                 continue
             conn.last = now
+            self._seq += 1
+            conn.seq = self._seq
             self._poller.register(conn.sock, _POLLIN)
             if conn.req is not None:
                 continue  # a head waiting for its body: keep reading (and its t0: 408 if too slow)
@@ -1326,6 +1387,7 @@ class WebServer:
         me = [_thread.allocate_lock(), None]
         me[0].acquire()
         out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
+        poller = select.poll()  # this worker's own, to wait briefly for a connection's next request
         while self._running:
             with self._qlock:
                 conn = self._jobs.pop(0) if self._jobs else None
@@ -1339,7 +1401,7 @@ class WebServer:
                 me[1] = None
                 if conn is None:
                     continue
-            self._serve(conn, out)
+            self._serve(conn, out, poller)
 
     def _give_back(self, conn, keep):
         if not self.workers:
@@ -1353,33 +1415,77 @@ class WebServer:
         if poke:
             self._poke()
 
-    def _serve(self, conn, out):
-        """Parse and run one request to the end in this (worker) thread; give the connection back."""
-        req = conn.req
-        conn.req = None
-        if req is None:
-            try:
-                req = self._head(conn, out)
-            except MemoryError:
-                _gc_collect()
-                self._error_close(conn, 503)
-                return
-            except ValueError:  # undecodable bytes in the head
-                self._error_close(conn, 400)
-                return
+    def _serve(self, conn, out, poller=None):
+        """Parse and run requests on conn in this thread while the next one is at hand (pipelined, or
+        arriving within linger_ms); then give the connection back to the poll thread."""
+        served = 0
+        while True:
+            req = conn.req
+            conn.req = None
             if req is None:
-                return
-        sock = conn.sock
-        keep = False
-        try:
-            keep = self._handle(req)
-        except Exception as e:  # the connection is broken (timeout, reset): just close it
-            if self.log_errors and not isinstance(e, OSError):
-                _print_exception(e)
+                try:
+                    req = self._head(conn, out)
+                except MemoryError:
+                    _gc_collect()
+                    self._error_close(conn, 503)
+                    return
+                except ValueError:  # undecodable bytes in the head
+                    self._error_close(conn, 400)
+                    return
+                if req is None:
+                    return
             keep = False
-        if not keep:
-            _discard(sock)  # closing with unread input would reset the connection before our answer is read
-        self._give_back(conn, keep)
+            try:
+                keep = self._handle(req)
+            except Exception as e:  # the connection is broken (timeout, reset): just close it
+                if self.log_errors and not isinstance(e, OSError):
+                    _print_exception(e)
+                keep = False
+            req = None
+            if not keep:
+                _discard(conn.sock)  # closing with unread input would reset the connection before our answer is read
+                self._give_back(conn, False)
+                return
+            served += 1
+            if not self._next_here(conn, served, poller):
+                self._give_back(conn, True)
+                return
+
+    def _next_here(self, conn, served, poller):
+        """True when conn's next request head is complete in conn.buf, so this thread serves it too: the
+        round trip through the poll thread (hand-back, wake-up datagram, poll, dispatch, thread switch)
+        is most of the cost of a small keep-alive request. Fair to other connections: while some wait
+        for a worker, at most _FAIR_TURN requests in a row and no waiting for the client."""
+        if not self._running:
+            return False
+        waiting = self._jobs  # read without the lock: a stale answer only costs a little fairness
+        if waiting and served >= _FAIR_TURN:
+            return False
+        buf = conn.buf
+        if conn.n and buf.find(b"\r\n\r\n", 0, conn.n) >= 0:
+            return True  # pipelined, already read
+        if waiting or poller is None or self.linger_ms <= 0 or conn.n >= len(buf):
+            return False
+        sock = conn.sock
+        poller.register(sock, _POLLIN)
+        try:
+            ready = poller.poll(self.linger_ms)
+        finally:
+            poller.unregister(sock)
+        if not ready:
+            return False
+        try:
+            if _MP:
+                r = sock.readinto(memoryview(buf)[conn.n:])
+            else:
+                r = sock.recv_into(memoryview(buf)[conn.n:])
+        except OSError:
+            return False  # EAGAIN or a broken connection: the poll thread finds out
+        if not r:
+            return False  # closed by the client: the poll thread reads the end and closes
+        conn.n += r
+        # the whole head must be here; a partial one goes back to the poll thread (its 408 clock)
+        return buf.find(b"\r\n\r\n", 0, conn.n) >= 0
 
     def _find(self, req):
         """(route, args) or (None, status) with status 404/405 (req.allow set for 405)."""
@@ -1436,7 +1542,8 @@ class WebServer:
                     if not route.stream:
                         if req.content_length is not None and req.content_length > limit:
                             raise HTTPError(413)
-                        req.body  # read it now: handler errors then are the handler's own
+                        if req.body_kind != _BODY_NONE:
+                            req.body  # read it now: handler errors then are the handler's own
                     resp = make_response(route.fn(req, *args))
             for hook in self._after:
                 rv = hook(req, resp)
@@ -1464,7 +1571,9 @@ class WebServer:
                 except Exception as e:
                     if self.log_errors:
                         _print_exception(e)
-        keep = req.keep_alive and self._running and resp.status != 413
+        flags = req.flags
+        keep = (not (flags & _FLAG_CLOSE) and (req.version >= 1 or flags & _FLAG_KEEP_ALIVE) and self._running
+                and resp.status != 413)
         if keep and not reader.done:
             # the handler left (part of) the body unread: discard a little, else close
             if resp.status == 503 or reader.broken or not reader.continued:
@@ -1520,60 +1629,77 @@ class WebServer:
             if off < n and mv is None:
                 mv = memoryview(data)
 
+    def _status_line(self, status):
+        # "HTTP/1.1 200 OK\r\nServer: iotutils\r\n", kept for 200 (most answers)
+        pre = self._pre
+        name = self.server_name
+        if status == 200 and pre is not None and pre[0] == name:
+            return pre[1]
+        line = "HTTP/1.1 %d %s\r\n" % (status, _STATUS.get(status, "Unknown"))
+        if name:
+            line += "Server: %s\r\n" % name
+        if status == 200:
+            self._pre = (name, line)  # replaces the value of an existing attribute: safe across threads
+        return line
+
     def _send(self, req, resp, keep):
-        """Write resp; True if the connection may be reused."""
+        """Write resp; True if the connection may be reused. The head is built with one format and
+        sent together with a small body in one write."""
         sock = req.conn.sock
         body = resp.body
         status = resp.status
-        head_only = req.method == "HEAD" or status == 304 or status == 204 or status < 200
-        h = ["HTTP/1.1 %d %s\r\n" % (status, _STATUS.get(status, "Unknown"))]
-        if self.server_name:
-            h.append("Server: %s\r\n" % self.server_name)
+        no_body = status == 204 or status == 304 or status < 200
+        head_only = no_body or req.method == "HEAD"
         ctype = resp.content_type
-        for k in resp.headers:
-            v = resp.headers[k]
-            if k.lower() == "content-type":
-                ctype = None  # the handler's own wins
-            if isinstance(v, (list, tuple)):  # e.g. several Set-Cookie
-                for one in v:
-                    h.append("%s: %s\r\n" % (k, one))
-            else:
-                h.append("%s: %s\r\n" % (k, v))
-        if ctype and status != 304 and status != 204:
-            h.append("Content-Type: %s\r\n" % ctype)
+        extra = ""
+        headers = resp.headers
+        if headers:
+            h = []
+            for k in headers:
+                v = headers[k]
+                if k.lower() == "content-type":
+                    ctype = None  # the handler's own wins
+                if isinstance(v, (list, tuple)):  # e.g. several Set-Cookie
+                    for one in v:
+                        h.append("%s: %s\r\n" % (k, one))
+                else:
+                    h.append("%s: %s\r\n" % (k, v))
+            extra = "".join(h)
         stream = None
-        chunked = False
-        if isinstance(body, str):
+        t = type(body)
+        if t is str or (t is not bytes and isinstance(body, str)):
             body = body.encode()
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            length = len(body)
+            t = bytes
+        if t is bytes or isinstance(body, (bytearray, memoryview)):
+            framing = "" if no_body else "Content-Length: %d\r\n" % len(body)
         else:
             stream = body
-            length = getattr(resp, "length", None)
             body = b""
-            if length is None and not head_only:
-                if req.version >= 1:
-                    chunked = True
-                else:
-                    keep = False  # HTTP/1.0: the end of the body is the end of the connection
-        if status == 204 or status == 304 or status < 200:
-            pass
-        elif chunked:
-            h.append("Transfer-Encoding: chunked\r\n")
-        elif length is not None:
-            h.append("Content-Length: %d\r\n" % length)
-        if not keep:
-            h.append("Connection: close\r\n")
-        elif req.version == 0:
-            h.append("Connection: keep-alive\r\n")
-        h.append("\r\n")
-        head = "".join(h).encode()
+            length = getattr(resp, "length", None)
+            if no_body:
+                framing = ""
+            elif length is not None:
+                framing = "Content-Length: %d\r\n" % length
+            elif head_only:
+                framing = ""
+            elif req.version >= 1:
+                framing = "Transfer-Encoding: chunked\r\n"
+            else:
+                framing = ""
+                keep = False  # HTTP/1.0: the end of the body is the end of the connection
+        chunked = stream is not None and framing and framing[0] == "T"
+        head = ("%s%s%s%s%s\r\n" % (
+            self._status_line(status), extra,
+            "Content-Type: %s\r\n" % ctype if ctype and status != 304 and status != 204 else "",
+            framing,
+            "Connection: close\r\n" if not keep else "Connection: keep-alive\r\n" if req.version == 0 else "",
+        )).encode()
         try:
             if head_only:
                 self._write(sock, head)
             elif stream is None:
                 if len(body) <= 1024:
-                    self._write(sock, head + body)
+                    self._write(sock, head + body if body else head)
                 else:
                     self._write(sock, head)
                     self._write(sock, body)
