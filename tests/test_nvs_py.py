@@ -474,14 +474,3 @@ def test_blob_rewrite_survives_esp_idf_boot_after_any_cut():
         s = nvs.NVS(Flash(data=booted))
         assert s.get("ns", "blob") in log.get("blob", (None,)), (cut, log)
 
-
-def test_load_without_a_page_sized_buffer(monkeypatch):
-    # On a fragmented heap the load reads 16 entries at a time instead of a whole page: same result
-    def small_heap_bytearray(*a):
-        if a and a[0] == 4096 - 64:
-            raise MemoryError()
-        return bytearray(*a)
-
-    monkeypatch.setattr(nvs, "bytearray", small_heap_bytearray, raising=False)
-    test_random_operations_match_a_model(4)
-    test_power_cut_during_recovery_itself()

@@ -53,7 +53,7 @@ _I64_MAX = 0x7FFFFFFFFFFFFFFF
 _STR_MAX = 3999  # NVS strings hold 4000 bytes with the trailing NUL
 
 _MISSING = object()
-_cache = {}        # _ck(folder, name) -> raw stored value, or _MISSING
+_cache = {}        # folder -> {name: raw stored value, or _MISSING}
 _kinds = {}        # (folder, name) -> the Persistent object last made for it (its type, for export)
 _gen = [None]
 
@@ -82,10 +82,19 @@ def _check(name, what, owner):
         _valid[name] = True
 
 
-def _ck(folder, name):
-    # The cache key: a str (MicroPython's dict with (folder, name) tuple keys probes long chains,
-    # the tuples' hashes being sums); control characters are not allowed in names.
-    return folder + "\n" + name
+# (Two levels of str keys: MicroPython's dict probes long chains with (folder, name) tuple keys,
+# whose hashes are sums: 2.4 us per insert at 100 variables.)
+def _cache_put(folder, name, raw):
+    d = _cache.get(folder)
+    if d is None:
+        d = _cache[folder] = {}
+    d[name] = raw
+
+
+def _cache_drop(folder, name):
+    d = _cache.get(folder)
+    if d is not None:
+        d.pop(name, None)
 
 
 def _fresh():
@@ -231,7 +240,6 @@ class _Persistent:
         self.name = name
         self.folder = folder
         self._key = (folder, name)
-        self._ck = _ck(folder, name)
         self.default = self._coerce_default(default)
         with _guard:
             _kinds[self._key] = self
@@ -252,12 +260,13 @@ class _Persistent:
     def _raw(self):
         if _gen[0] != store.GENERATION:
             _fresh()
-        raw = _cache.get(self._ck, None)
+        d = _cache.get(self.folder)
+        raw = d.get(self.name) if d is not None else None
         if raw is None:
             raw = store.get(self.folder, self.name)
             if raw is None:
                 raw = _MISSING
-            _cache[self._ck] = raw
+            _cache_put(self.folder, self.name, raw)
         return raw
 
     @property
@@ -284,9 +293,9 @@ class _Persistent:
             try:
                 store.set(self.folder, self.name, raw, code if isinstance(raw, int) else None)
             except Exception:
-                _cache.pop(self._ck, None)  # unknown state on flash: read it again next time
+                _cache_drop(self.folder, self.name)  # unknown state on flash: read it again next time
                 raise
-            _cache[self._ck] = raw
+            _cache_put(self.folder, self.name, raw)
         return self._out(v)
 
     def reset(self):
@@ -294,7 +303,7 @@ class _Persistent:
         with _guard:
             _fresh()
             store.delete(self.folder, self.name)
-            _cache[self._ck] = _MISSING
+            _cache_put(self.folder, self.name, _MISSING)
 
     def is_set(self):
         with _guard:
@@ -688,7 +697,7 @@ def delete(name, folder=DEFAULT_FOLDER):
     with _guard:
         _fresh()
         found = store.delete(folder, name)
-        _cache.pop(_ck(folder, name), None)  # (nothing kept for a name that may never be read again)
+        _cache_drop(folder, name)  # (nothing kept for a name that may never be read again)
     return found
 
 
