@@ -362,10 +362,15 @@ class NVS:
         if state == _S_ACTIVE:
             bm = self._bitmap(slot)
             nxt = _ENTRIES
-            for i in range(_ENTRIES):
-                if (bm[i >> 2] >> ((i & 3) * 2)) & 3 == _E_EMPTY:
-                    nxt = i
-                    break
+            for j in range(32):  # a byte of the bitmap at a time: 4 entries, any EMPTY (3) one in it?
+                b = bm[j]
+                if b & (b >> 1) & 0x55:
+                    for i in range(j * 4, min(j * 4 + 4, _ENTRIES)):
+                        if (b >> ((i & 3) * 2)) & 3 == _E_EMPTY:
+                            nxt = i
+                            break
+                    if nxt < _ENTRIES:  # (126 entries: the last byte's top pairs are never used)
+                        break
             # written data whose state bits were not set yet: a cut mid-write
             while nxt < _ENTRIES and self.flash.read(base + _FIRST + nxt * _ESIZE, 4) != b"\xff\xff\xff\xff":
                 self._set_states(slot, nxt, nxt + 1, _E_ERASED)
@@ -411,10 +416,11 @@ class NVS:
                 i += 1
                 continue
             ok = True
-            for j in range(i + 1, i + span):
-                if (bm[j >> 2] >> ((j & 3) * 2)) & 3 != _E_WRITTEN:
-                    ok = False
-                    break
+            if span > 1:
+                for j in range(i + 1, i + span):
+                    if (bm[j >> 2] >> ((j & 3) * 2)) & 3 != _E_WRITTEN:
+                        ok = False
+                        break
             if not ok:  # a string/blob whose data never completed
                 self._set_states(slot, i, i + span, _E_ERASED)
                 if active and i + span > self._nxt[slot]:
