@@ -194,12 +194,17 @@ def start_reaper(state):
     return w  # kept open (never written) for the life of this process
 
 
+_SUPERVISOR = os.getpid()
+
+
 def _pdeathsig():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:
         pass
+    if os.getppid() != _SUPERVISOR:
+        os._exit(1)  # the supervisor died between fork and prctl: no device without it
     os.setpgrp()  # Ctrl-C in a terminal reaches the supervisor, which then ends the device
 
 
