@@ -389,6 +389,26 @@ def test_slow_drip_headers_get_408(dev):
     assert_alive(dev)
 
 
+def test_half_a_head_right_after_a_kept_alive_answer_gets_408(dev):
+    # the worker that answered waits a moment for the next request on the connection: half a head
+    # arriving then goes back to the poll loop, whose 408 clock still runs
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
+    f = s.makefile("rb")
+    for _ in range(3):
+        s.sendall(b"GET /api/led/5 HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert json.loads(read_response(f)[2])["n"] == 5
+        s.sendall(b"GET /api/led/6 HTTP/1.1\r\nHo")
+        time.sleep(0.05)
+        s.sendall(b"st: d\r\n\r\n")  # completed late: still answered
+        assert json.loads(read_response(f)[2])["n"] == 6
+    t0 = time.time()
+    s.sendall(b"GET /api/led/7 HTTP/1.1\r\nHost: d\r\nX-Never: ends")
+    st, _, _ = read_response(f)
+    assert st == 408 and 1.3 < time.time() - t0 < 8
+    s.close()
+    assert_alive(dev)
+
+
 def test_body_after_the_head_is_awaited_by_the_poll_loop(dev):
     s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
     s.sendall(b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 11\r\n\r\n")
@@ -557,6 +577,50 @@ def test_lru_eviction_of_idle_connections(tmp_path):
             s.close()
     finally:
         d.stop()
+
+
+def test_one_worker_shared_fairly_between_busy_keep_alive_clients(tmp_path):
+    # a worker keeps serving a connection whose next request is already there, but not while other
+    # connections wait for it: four clients hammering one worker all progress, and a newcomer is
+    # answered promptly
+    d = start_device(tmp_path / "fair", SRV_WORKERS=1)
+    stop = threading.Event()
+    counts = [0] * 4
+    errors = []
+
+    def hammer(i):
+        try:
+            c = conn(d)
+            while not stop.is_set():
+                c.request("GET", "/api/led/%d" % i)
+                r = c.getresponse()
+                assert json.loads(r.read())["n"] == i
+                counts[i] += 1
+            c.close()
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        slowest = 0
+        for _ in range(10):
+            t0 = time.time()
+            st, _, body = request(d, "GET", "/api/led/9")
+            slowest = max(slowest, time.time() - t0)
+            assert st == 200 and json.loads(body)["n"] == 9
+        before = list(counts)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        d.stop()
+    assert not errors, errors
+    assert slowest < 1.0, slowest
+    assert all(after > b for after, b in zip(counts, before)), (before, counts)  # nobody starved
 
 
 def test_multipart_form_upload_streamed_with_curl(dev, tmp_path):

@@ -69,6 +69,7 @@ _BODY_CHUNKED = const(2)
 _FLAG_CLOSE = const(1)
 _FLAG_KEEP_ALIVE = const(2)
 _FLAG_EXPECT_CONTINUE = const(4)
+_FLAG_CHUNKED = const(0x10000)  # ours, not the parser's: Request.flags also says "chunked body"
 _OUT_FIXED = const(9)
 _CHUNK_STATE_LEN = const(4)
 _FAIR_TURN = const(4)  # requests a worker serves in a row on one connection while others wait
@@ -102,6 +103,14 @@ _MIME = {
     "jpeg": "image/jpeg", "gif": "image/gif", "ico": "image/x-icon", "webp": "image/webp",
     "wasm": "application/wasm", "xml": "application/xml", "pdf": "application/pdf",
     "woff": "font/woff", "woff2": "font/woff2", "bin": "application/octet-stream",
+}
+
+# Content-Type lines of the usual answers, ready to send
+_CTYPE_LINES = {
+    "text/html; charset=utf-8": b"Content-Type: text/html; charset=utf-8\r\n",
+    "application/json": b"Content-Type: application/json\r\n",
+    "text/plain": b"Content-Type: text/plain\r\n",
+    "application/octet-stream": b"Content-Type: application/octet-stream\r\n",
 }
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -227,35 +236,46 @@ class Request:
     body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the body),
     json(), form()."""
 
-    # per-request defaults live on the class: fewer stores (and instance-dict growth) per request
+    # Per-request defaults live on the class, and what is derived lives in properties: every
+    # attribute stored per request grows the instance's table (11 fit before a third, larger one).
     stream = None
     _body = None
     _query = None
     _headers = None
-    _raw = None     # the head's bytes and ...
-    _hoff = None    # ... the parser's header offsets: the headers dict is built on first use
+    _h = None       # (head bytes, header offsets from the parser): the headers dict is built on first use
     _g = None
     route = None
     head_len = 0
 
     def __init__(self, server, conn, method, target, version, headers, body_kind, length, flags):
-        self.server = server
+        conn.server = server
         self.conn = conn
         self.method = method
         self.target = target
         i = target.find("?")
-        if i < 0:
-            self.path = unquote(target)
-            self.query_string = ""
-        else:
-            self.path = unquote(target[:i])
-            self.query_string = target[i + 1:]
+        self.path = unquote(target if i < 0 else target[:i])
         self.version = version
         if headers is not None:
             self._headers = headers
-        self.body_kind = body_kind
+        # body_kind is kept in flags (bit 16: chunked) and content_length
         self.content_length = length if body_kind == _BODY_LENGTH else None
-        self.flags = flags
+        self.flags = flags | _FLAG_CHUNKED if body_kind == _BODY_CHUNKED else flags
+
+    @property
+    def server(self):
+        return self.conn.server
+
+    @property
+    def body_kind(self):
+        if self.content_length is not None:
+            return _BODY_LENGTH
+        return _BODY_CHUNKED if self.flags & _FLAG_CHUNKED else _BODY_NONE
+
+    @property
+    def query_string(self):
+        t = self.target
+        i = t.find("?")
+        return "" if i < 0 else t[i + 1:]
 
     @property
     def client_addr(self):
@@ -274,9 +294,8 @@ class Request:
         h = self._headers
         if h is None:
             h = {}
-            raw = self._raw
-            off = self._hoff
-            if off is not None:
+            if self._h is not None:
+                raw, off = self._h
                 try:
                     for i in range(0, len(off), 4):
                         name = raw[off[i]:off[i] + off[i + 1]].decode().lower()
@@ -287,8 +306,7 @@ class Request:
                 except UnicodeError:
                     raise HTTPError(400, "header not UTF-8")
             self._headers = h
-            self._raw = None
-            self._hoff = None
+            self._h = None
         return h
 
     @headers.setter
@@ -307,7 +325,7 @@ class Request:
     @property
     def body(self):
         if self._body is None:
-            if self.stream is None or self.body_kind == _BODY_NONE:
+            if self.stream is None or self.stream is _NO_BODY:
                 self._body = b""
             else:
                 self._body = self.stream.read_all(self.server.max_body if self.route is None or
@@ -505,6 +523,33 @@ class _BodyReader:
         if self.chunked:
             return self.tail if self.tail else (0, 0)
         return (self.pos, self.conn.n) if self.pos < self.conn.n else (0, 0)
+
+
+class _NoBody:
+    """req.stream of a request without a body: one shared, stateless reader."""
+    done = True
+    broken = False
+    continued = True
+    chunked = False
+    remaining = 0
+
+    def start(self):
+        pass
+
+    def readinto(self, b, limit=None):
+        return 0
+
+    def read(self, n=-1):
+        return b""
+
+    def read_all(self, limit):
+        return b""
+
+    def drain(self, limit):
+        return True
+
+
+_NO_BODY = _NoBody()
 
 
 class Multipart:
@@ -727,6 +772,7 @@ class _Conn:
         self.busy = False
         self.req = None   # a parsed head waiting for its (small) body
         self.need = 0
+        self.server = None
 
 
 class _Static:
@@ -1303,8 +1349,7 @@ class WebServer:
         req = Request(self, conn, raw[out[0]:out[0] + out[1]].decode(), raw[out[2]:out[2] + out[3]].decode(),
                       out[4], None if nh else {}, out[6], out[7], out[8])
         if nh:
-            req._raw = raw
-            req._hoff = out[_OUT_FIXED:_OUT_FIXED + 4 * nh]
+            req._h = (raw, out[_OUT_FIXED:_OUT_FIXED + 4 * nh])
         return req
 
     def _fail(self, conn, status, reason=None):
@@ -1517,7 +1562,10 @@ class WebServer:
             self.request_count += 1
             self.last_request_ms = ticks_ms()
         resp = None
-        reader = _BodyReader(self, conn, req, req.head_len)
+        if req.content_length is None and not req.flags & _FLAG_CHUNKED:
+            reader = _NO_BODY
+        else:
+            reader = _BodyReader(self, conn, req, req.head_len)
         req.stream = reader
         try:
             reader.start()
@@ -1542,7 +1590,7 @@ class WebServer:
                     if not route.stream:
                         if req.content_length is not None and req.content_length > limit:
                             raise HTTPError(413)
-                        if req.body_kind != _BODY_NONE:
+                        if reader is not _NO_BODY:
                             req.body  # read it now: handler errors then are the handler's own
                     resp = make_response(route.fn(req, *args))
             for hook in self._after:
@@ -1590,7 +1638,10 @@ class WebServer:
             except Exception as e:
                 _print_exception(e)
         if keep:
-            start, end = reader.leftover()
+            if reader is _NO_BODY:
+                start, end = (req.head_len, conn.n) if req.head_len < conn.n else (0, 0)
+            else:
+                start, end = reader.leftover()
             buf = conn.buf
             if end > start:
                 if start:
@@ -1630,7 +1681,7 @@ class WebServer:
                 mv = memoryview(data)
 
     def _status_line(self, status):
-        # "HTTP/1.1 200 OK\r\nServer: iotutils\r\n", kept for 200 (most answers)
+        # b"HTTP/1.1 200 OK\r\nServer: iotutils\r\n", kept for 200 (most answers)
         pre = self._pre
         name = self.server_name
         if status == 200 and pre is not None and pre[0] == name:
@@ -1638,20 +1689,21 @@ class WebServer:
         line = "HTTP/1.1 %d %s\r\n" % (status, _STATUS.get(status, "Unknown"))
         if name:
             line += "Server: %s\r\n" % name
+        line = line.encode()
         if status == 200:
             self._pre = (name, line)  # replaces the value of an existing attribute: safe across threads
         return line
 
     def _send(self, req, resp, keep):
-        """Write resp; True if the connection may be reused. The head is built with one format and
-        sent together with a small body in one write."""
+        """Write resp; True if the connection may be reused. The head is formatted in one go and a
+        small body goes out with it in one write."""
         sock = req.conn.sock
         body = resp.body
         status = resp.status
         no_body = status == 204 or status == 304 or status < 200
         head_only = no_body or req.method == "HEAD"
         ctype = resp.content_type
-        extra = ""
+        extra = b""
         headers = resp.headers
         if headers:
             h = []
@@ -1664,56 +1716,67 @@ class WebServer:
                         h.append("%s: %s\r\n" % (k, one))
                 else:
                     h.append("%s: %s\r\n" % (k, v))
-            extra = "".join(h)
-        stream = None
+            extra = "".join(h).encode()
+        if ctype and status != 304 and status != 204:
+            ctype = _CTYPE_LINES.get(ctype) or ("Content-Type: %s\r\n" % ctype).encode()
+        else:
+            ctype = b""
+        if not keep:
+            conn_line = b"Connection: close\r\n"
+        elif req.version == 0:
+            conn_line = b"Connection: keep-alive\r\n"
+        else:
+            conn_line = b""
         t = type(body)
         if t is str or (t is not bytes and isinstance(body, str)):
             body = body.encode()
             t = bytes
         if t is bytes or isinstance(body, (bytearray, memoryview)):
-            framing = "" if no_body else "Content-Length: %d\r\n" % len(body)
-        else:
-            stream = body
-            body = b""
-            length = getattr(resp, "length", None)
+            n = len(body)
             if no_body:
-                framing = ""
-            elif length is not None:
-                framing = "Content-Length: %d\r\n" % length
-            elif head_only:
-                framing = ""
-            elif req.version >= 1:
-                framing = "Transfer-Encoding: chunked\r\n"
+                data = b"%s%s%s%s\r\n" % (self._status_line(status), extra, ctype, conn_line)
+            elif head_only or n > 1024:
+                data = b"%s%s%sContent-Length: %d\r\n%s\r\n" % (
+                    self._status_line(status), extra, ctype, n, conn_line)
             else:
-                framing = ""
-                keep = False  # HTTP/1.0: the end of the body is the end of the connection
-        chunked = stream is not None and framing and framing[0] == "T"
-        head = ("%s%s%s%s%s\r\n" % (
-            self._status_line(status), extra,
-            "Content-Type: %s\r\n" % ctype if ctype and status != 304 and status != 204 else "",
-            framing,
-            "Connection: close\r\n" if not keep else "Connection: keep-alive\r\n" if req.version == 0 else "",
-        )).encode()
+                data = b"%s%s%sContent-Length: %d\r\n%s\r\n%s" % (
+                    self._status_line(status), extra, ctype, n, conn_line,
+                    body if t is bytes else bytes(body))  # MicroPython's %s embeds only bytes as they are
+                body = None
+            self._write(sock, data)
+            if body is not None and not head_only and n:
+                self._write(sock, body)
+            return keep
+        # a generator or a file: streamed
+        stream = body
         try:
+            length = getattr(resp, "length", None)
+            chunked = False
+            if no_body:
+                framing = b""
+            elif length is not None:
+                framing = b"Content-Length: %d\r\n" % length
+            elif head_only:
+                framing = b""
+            elif req.version >= 1:
+                framing = b"Transfer-Encoding: chunked\r\n"
+                chunked = True
+            else:
+                framing = b""
+                if keep:  # HTTP/1.0: the end of the body is the end of the connection
+                    keep = False
+                    conn_line = b"Connection: close\r\n"
+            self._write(sock, b"%s%s%s%s%s\r\n" % (self._status_line(status), extra, ctype, framing, conn_line))
             if head_only:
-                self._write(sock, head)
-            elif stream is None:
-                if len(body) <= 1024:
-                    self._write(sock, head + body if body else head)
-                else:
-                    self._write(sock, head)
-                    self._write(sock, body)
+                pass
             elif hasattr(stream, "readinto"):
-                self._write(sock, head)
                 self._send_file(sock, stream, chunked)
             else:
-                self._write(sock, head)
                 self._send_gen(sock, stream, chunked)
         finally:
-            if stream is not None:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         return keep
 
     def _send_file(self, sock, f, chunked):

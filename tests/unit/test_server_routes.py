@@ -464,3 +464,55 @@ def test_errorhandler_replaces_error_pages():
     st, h, body, _, _ = run(app, b"GET /boom HTTP/1.1\r\nHost: d\r\n\r\n")
     assert st == 500 and body == b'{"error": "internal"}'
     assert run(app, b"DELETE /echo HTTP/1.1\r\nHost: d\r\n\r\n")[0] == 405  # no handler: the server's page
+
+
+def _pipelined(app, reqs, jobs_waiting):
+    """Serve a buffer holding `reqs` pipelined requests through app._serve (as a worker does):
+    (answers written, connections handed back, bytes still buffered)."""
+    conn = _Conn(FakeSock(), ("127.0.0.1", 1234), 0)
+    one = b"GET /api/led/%d HTTP/1.1\r\nHost: d\r\n\r\n"
+    data = b"".join(one % i for i in range(reqs))
+    conn.buf = bytearray(1024)
+    conn.buf[:len(data)] = data
+    conn.n = len(data)
+    app._running = True
+    app._jobs = [object()] if jobs_waiting else []  # another connection waiting for a worker
+    out = array("i", [0] * (9 + 4 * 24))
+    app._serve(conn, out, None)
+    answers = bytes(conn.sock.out).count(b"HTTP/1.1 200 OK\r\n")
+    back = app._returned
+    app._returned = []
+    app._jobs = []
+    return answers, back, conn.n
+
+
+def test_worker_serves_pipelined_requests_in_one_turn():
+    app = make_app()
+    answers, back, left = _pipelined(app, 7, False)
+    # all seven answered in order by one turn; the connection goes back once, kept, buffer empty
+    assert answers == 7 and len(back) == 1 and back[0][1] is True and left == 0
+    app = make_app()
+    answers, back, left = _pipelined(app, 7, True)
+    # others wait for a worker: a few in a row, then back to the poll thread with the rest buffered
+    assert 1 <= answers < 7 and len(back) == 1 and back[0][1] is True and left > 0
+    # what is left starts exactly at the next unanswered request
+    assert answers == app.request_count
+
+
+def test_request_headers_built_on_first_use():
+    app = WebServer()
+    got = {}
+
+    @app.route("/h")
+    def h(req):
+        got["before"] = req._headers
+        got["h"] = req.headers
+        got["same"] = req.headers is got["h"]
+        return ""
+    st, _, _, keep, _ = run(app, b"GET /h HTTP/1.1\r\nHost: d\r\nAccept: */*\r\nACCEPT: x\r\n\r\n")
+    assert st == 200 and keep
+    assert got["before"] is None and got["same"]
+    assert got["h"] == {"host": "d", "accept": "*/*, x"}
+    # a field that is not UTF-8 is the client's error, found when the handler looks at the headers
+    st, _, body, _, _ = run(app, b"GET /h HTTP/1.1\r\nHost: d\r\nX-Bad: \xff\xfe\r\n\r\n")
+    assert st == 400 and b"UTF-8" in body
