@@ -3,12 +3,23 @@
 import esp32
 import machine
 import network
-import time
+
+try:
+    from time import ticks_ms, ticks_diff
+except ImportError:  # CPython running the tests over tests/esp32fakes
+    from time import time as _t
+
+    def ticks_ms():
+        return int(_t() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
 
 from iotutils.hal import otadata
 from iotutils.hal.flash import SECTOR_SIZE, _Region
 
 _IOCTL_BLOCK_ERASE = 6
+_SUBTYPE_OTA_0 = 0x10
 
 
 class _PartitionRegion(_Region):
@@ -62,19 +73,49 @@ def ota_set_boot(name):
     esp32.Partition.find(esp32.Partition.TYPE_APP, label=name)[0].set_boot()
 
 
-def ota_mark_valid():
-    esp32.Partition.mark_app_valid_cancel_rollback()
+_ota = []
+
+
+def _otadata():
+    """(otadata region, running OTA slot index or None, number of OTA slots), or None on a
+    partition table without OTA (stock MicroPython: factory app only). Fixed for this boot."""
+    if not _ota:
+        if esp32.Partition.find(esp32.Partition.TYPE_DATA, label="otadata"):
+            subs = [p.info()[1] for p in esp32.Partition.find(esp32.Partition.TYPE_APP)]
+            n = len([s for s in subs if _SUBTYPE_OTA_0 <= s < _SUBTYPE_OTA_0 + 16])
+            run = esp32.Partition(esp32.Partition.RUNNING).info()[1] - _SUBTYPE_OTA_0
+            _ota.append((partition("otadata"), run if 0 <= run < n else None, n))
+        else:
+            _ota.append(None)
+    return _ota[0]
 
 
 def ota_pending():
-    return otadata.running_state(partition("otadata")) == otadata.STATE_PENDING_VERIFY
+    """The running image waits for confirmation (otadata selects it, PENDING_VERIFY)."""
+    od = _otadata()
+    if od is None or od[1] is None:
+        return False
+    cur = otadata.active(od[0])
+    return cur is not None and cur[2] == otadata.STATE_PENDING_VERIFY and \
+        otadata.slot_of_seq(cur[1], od[2]) == od[1]
+
+
+def ota_mark_valid():
+    # only when the running image is the pending one: ESP-IDF marks whichever entry otadata
+    # selects (after an install, the new image that never booted) and raises OSError when
+    # none does (otadata still erased, as esptool leaves it)
+    if ota_pending():
+        esp32.Partition.mark_app_valid_cancel_rollback()
 
 
 def ota_rolled_back():
-    return otadata.last_invalid_slot(partition("otadata")) is not None
+    od = _otadata()
+    return od is not None and otadata.last_invalid_slot(od[0], od[2]) is not None
 
 
-_CAUSES = {machine.PWRON_RESET: "power_on", machine.HARD_RESET: "power_on", machine.WDT_RESET: "watchdog",
+# machine.reset() and a panic both give HARD_RESET on the port (it cannot tell esp_restart from
+# a crash): reported as "soft", the simulator's word for a reset the software asked for
+_CAUSES = {machine.PWRON_RESET: "power_on", machine.HARD_RESET: "soft", machine.WDT_RESET: "watchdog",
            machine.DEEPSLEEP_RESET: "deepsleep", machine.SOFT_RESET: "soft"}
 
 
@@ -133,11 +174,11 @@ def heap_total():
     return gc.mem_free() + gc.mem_alloc()
 
 
-_boot_ms = time.ticks_ms()
+_boot_ms = ticks_ms()
 
 
 def uptime_ms():
-    return time.ticks_diff(time.ticks_ms(), _boot_ms)
+    return ticks_diff(ticks_ms(), _boot_ms)
 
 
 def state_dir():
