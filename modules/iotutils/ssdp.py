@@ -116,6 +116,7 @@ class SSDP:
         self._pending = []    # [due_ms, addr, service, st]
         self._lock = _thread.allocate_lock() if _thread else None
         self._sock = None
+        self._poller = None
         self._running = False
         self._closed = False
         self.ip = None        # the address the group was joined on
@@ -155,6 +156,7 @@ class SSDP:
                 s.setsockopt(_IPPROTO_IP, _IP_MULTICAST_TTL, 2)
             except OSError:
                 pass
+        self._poller = None
         self._sock = s
         self.ip = ip
         self._running = True
@@ -283,6 +285,29 @@ class SSDP:
                 return None
             return max(0, min(_diff(p[0], now) for p in self._pending))
 
+    def _recv(self, s, wait_ms):
+        # Wait in short poll() slices against our own clock, never with a socket timeout: on the
+        # unix port other threads' garbage collections interrupt a blocking recv, which restarts
+        # with its whole timeout and so may never time out, starving the NOTIFY jobs of this thread.
+        if self._poller is None:
+            import select
+            s.setblocking(False)
+            self._poller = select.poll()
+            self._poller.register(s, select.POLLIN)
+        t0 = _ticks()
+        while True:
+            try:
+                return s.recvfrom(_MAX_PACKET)
+            except OSError:  # EAGAIN (or closed by stop())
+                pass
+            left = wait_ms - _diff(_ticks(), t0)
+            if left <= 0 or self._sock is not s:
+                return None
+            try:
+                self._poller.poll(min(left, 50))
+            except OSError:
+                return None
+
     def serve(self, timeout_ms=500):
         """Wait up to timeout_ms for a datagram (less when an answer is due), handle it, send due answers."""
         s = self._sock
@@ -291,11 +316,8 @@ class SSDP:
         wait = self.next_due_ms()
         if wait is None or wait > timeout_ms:
             wait = timeout_ms
-        s.settimeout(wait / 1000)
-        try:
-            data, addr = s.recvfrom(_MAX_PACKET)
-        except OSError:  # timeout (or closed by stop())
-            data = None
+        got = self._recv(s, wait)
+        data, addr = got if got is not None else (None, None)
         if data is not None and self.handle(data, addr) and self.log:
             print("ssdp: search", parse(data)[1].get("st"))
         for addr, packet in self.due():
