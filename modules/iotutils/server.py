@@ -78,6 +78,8 @@ _POLLIN = select.POLLIN
 _POLLHUP = select.POLLHUP
 _POLLERR = select.POLLERR
 _MP = sys.implementation.name == "micropython"
+# system calls are dear on a host OS, a heap copy is dear on a chip: see _recv_into
+_RECV_ONCE = _MP and sys.platform != "esp32"
 
 # route segment kinds
 _SEG_LIT = const(0)
@@ -864,6 +866,21 @@ def _discard(sock, limit=16384):
         pass
 
 
+def _recv_into(sock, buf, start):
+    """Read what a non-blocking socket has into buf[start:]: bytes read, 0 at its end, None if nothing."""
+    if not _MP:
+        return sock.recv_into(memoryview(buf)[start:])
+    if not _RECV_ONCE:
+        return sock.readinto(memoryview(buf)[start:])
+    # MicroPython's readinto reads until the buffer is full: on a host that is a second read()
+    # system call per request, only to hear EAGAIN; recv is one call (and a short-lived copy)
+    d = sock.recv(len(buf) - start)
+    n = len(d)
+    if n:
+        buf[start:start + n] = d
+    return n
+
+
 def _gc_collect():
     try:
         import gc
@@ -1139,9 +1156,10 @@ class WebServer:
                         if obj is lsock or (not _MP and obj == lsock.fileno()):
                             self._accept(now)
                         elif obj is wake or (not _MP and wake is not None and obj == wake.fileno()):
+                            # one read: workers poke once per _take_back (_wake_pending), and a second
+                            # datagram would only wake the (level-triggered) poll once more
                             try:
-                                while wake.recv(16):
-                                    pass
+                                wake.recv(16)
                             except OSError:
                                 pass
                         else:
@@ -1262,10 +1280,7 @@ class WebServer:
             self._fail(conn, 400)
             return
         try:
-            if _MP:
-                r = conn.sock.readinto(memoryview(buf)[conn.n:])
-            else:
-                r = conn.sock.recv_into(memoryview(buf)[conn.n:])
+            r = _recv_into(conn.sock, buf, conn.n)
         except OSError as e:
             if e.args and e.args[0] == 11:  # EAGAIN (CPython raises BlockingIOError)
                 return
@@ -1520,10 +1535,7 @@ class WebServer:
         if not ready:
             return False
         try:
-            if _MP:
-                r = sock.readinto(memoryview(buf)[conn.n:])
-            else:
-                r = sock.recv_into(memoryview(buf)[conn.n:])
+            r = _recv_into(sock, buf, conn.n)
         except OSError:
             return False  # EAGAIN or a broken connection: the poll thread finds out
         if not r:
