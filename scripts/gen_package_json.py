@@ -8,6 +8,10 @@ Stock-MicroPython users install the pure-Python toolbox with
 `mip.install("github:<owner>/<repo>")` (or `mpremote mip install ...`): mip reads package.json from
 the repo root and fetches each listed file relative to it, into <target>/iotutils/. The version is
 iotutils.__version__ (read from the source, not imported: modules/ is MicroPython code).
+
+That install compiles every module on import, which a stock ESP32 without PSRAM has no heap for:
+scripts/build_mip.py builds the precompiled (.mpy) package with its own package.json, using
+describe()/render() from here so both files have the same format.
 """
 import argparse
 import json
@@ -42,11 +46,14 @@ def package_files(modules_dir=MODULES):
     return sorted(found)
 
 
-def describe(modules_dir=MODULES, root=ROOT):
-    """The package.json dict: [installed path, URL relative to package.json] for each file."""
-    prefix = os.path.relpath(modules_dir, root).replace(os.sep, "/")
+def describe(modules_dir=MODULES, root=ROOT, urls=None):
+    """The package.json dict: [installed path, URL relative to package.json] for each file.
+    urls: those pairs when they are not the sources' own paths (the .mpy package)."""
+    if urls is None:
+        prefix = os.path.relpath(modules_dir, root).replace(os.sep, "/")
+        urls = [[rel, prefix + "/" + rel] for rel in package_files(modules_dir)]
     return {
-        "urls": [[rel, prefix + "/" + rel] for rel in package_files(modules_dir)],
+        "urls": urls,
         "deps": [],
         "version": version(modules_dir),
     }
