@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -223,6 +222,8 @@ def _run_stock_app(lib, env, cwd, heap):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     body = None
+    watchdog = threading.Timer(60, proc.kill)  # a hung runtime ends the read loop below (EOF)
+    watchdog.start()
     try:
         for line in proc.stdout:  # READY, or the process ends (EOF) with its error
             lines.append(line)
@@ -233,6 +234,7 @@ def _run_stock_app(lib, env, cwd, heap):
                 proc.stdin.flush()
         rc = proc.wait(timeout=30)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -329,3 +331,20 @@ def test_mpy_install_from_release_assets_behind_a_redirect(mip_build, tmp_path):
     for installed, url in desc["urls"]:
         assert "/releases/download/v1/" + url in srv.requested, url
         assert filecmp.cmp(str(target / installed), str(mip_build / url), shallow=False), installed
+
+
+def test_build_mip_refuses_native_code(tmp_path):
+    """A @micropython.native function would tie the .mpy to one architecture: the build fails."""
+    pkg = tmp_path / "modules" / "iotutils"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    (pkg / "fast.py").write_text("import micropython\n\n@micropython.native\ndef f(x):\n    return x + 1\n")
+    with pytest.raises(SystemExit) as e:
+        build_mip.build(str(tmp_path / "out"), modules_dir=str(tmp_path / "modules"))
+    assert "iotutils/fast.py" in str(e.value)
+    assert not (tmp_path / "out").exists() and os.listdir(str(tmp_path)) == ["modules"]  # no half build
+    (pkg / "fast.py").write_text("def f(x):\n    return x + 1\n")
+    desc = build_mip.build(str(tmp_path / "out"), modules_dir=str(tmp_path / "modules"))
+    assert desc["version"] == "9.9.9"
+    assert desc["urls"] == [["iotutils/__init__.mpy", "iotutils.__init__.mpy"],
+                            ["iotutils/fast.mpy", "iotutils.fast.mpy"]]
