@@ -139,8 +139,12 @@ if step == "wifi":
     w = Wifi()
     w.add_network("home", "secret")
     ok = w.connect(timeout=10)
+    w.access_point(True, ssid="lamp-setup", password="12345678")
+    network.fake_air["ap_clients"] = [b"\x02\x00\x00\x00\x00\x09"]
     s = w.status()
-    print("WIFI", json.dumps({"ok": ok, "ssid": s["ssid"], "ip": s["ip"], "rssi": s["rssi"],
+    ap = network.WLAN(network.AP_IF)
+    print("WIFI", json.dumps({"ok": ok, "ssid": s["ssid"], "ip": s["ip"], "rssi": s["rssi"], "mode": s["mode"],
+                              "ap": [s["ap_ssid"], s["ap_ip"], ap.config("authmode")],
                               "scan": [n["ssid"] for n in w.scan()]}))
 elif step == "update":
     import machine
@@ -185,7 +189,8 @@ def test_toolbox_persist_wifi_and_ota_on_the_esp32_layer(tmp_path):
         assert boot == {"platform": "esp32", "backend": "esp32nvs", "boots": 1, "slot": "ota_0",
                         "version": "1.0.0", "pending": False, "rolled_back": False}, out
         wifi = json.loads(lines["WIFI"])
-        assert wifi == {"ok": True, "ssid": "home", "ip": "192.168.1.50", "rssi": -50, "scan": ["home"]}, out
+        assert wifi == {"ok": True, "ssid": "home", "ip": "192.168.1.50", "rssi": -50, "mode": "sta+ap",
+                        "ap": ["lamp-setup", "192.168.4.1", 3], "scan": ["home"]}, out
 
         lines, out = run_device(tmp_path, flash, "update", gh.api_url)
         assert json.loads(lines["BOOT"])["boots"] == 2, out      # persisted across "reboots"
