@@ -211,3 +211,40 @@ def test_toolbox_persist_wifi_and_ota_on_the_esp32_layer(tmp_path):
         assert sim_boot(flash) == ("ota_1", False, "valid")
     finally:
         gh.stop()
+
+
+def test_random_sequences_fake_and_sim_bootloaders_agree(flash, tmp_path):
+    # the fake's ESP-IDF code and iotutils' otadata.py are separate implementations: after any mix of
+    # installs, confirms, broken images and reboots both bootloaders pick the same slot and leave
+    # byte-identical otadata
+    import random
+    import shutil
+    rnd = random.Random(1234)
+    images = {"ota_0": espimage.build_app_image("1.0.0"), "ota_1": espimage.build_app_image("2.0.0")}
+    twin = tmp_path / "twin.bin"
+    power_on(flash)
+    boots = 0
+    for step in range(120):
+        running = hal.ota_running()
+        other = "ota_1" if running == "ota_0" else "ota_0"
+        op = rnd.choice(("install", "install", "confirm", "confirm", "boot", "boot", "boot", "break"))
+        if op == "install":
+            write_slot(flash, other, images[other])
+            hal.ota_set_boot(other)
+        elif op == "confirm":
+            hal.ota_mark_valid()
+            assert not hal.ota_pending()
+        elif op == "break":
+            hal.partition(other).erase(0, 4096)    # never the running one: a slot stays bootable
+        else:
+            shutil.copyfile(str(flash), str(twin))
+            want = sim_boot(twin)
+            power_on(flash)
+            boots += 1
+            assert hal.ota_running() == want[0], step
+            assert hal.ota_rolled_back() == want[1], step
+            with open(flash, "rb") as a, open(twin, "rb") as b:
+                a.seek(TABLE["otadata"][3])
+                b.seek(TABLE["otadata"][3])
+                assert a.read(TABLE["otadata"][4]) == b.read(TABLE["otadata"][4]), step
+    assert boots > 20
