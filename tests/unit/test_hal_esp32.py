@@ -1,6 +1,7 @@
 # iotutils/hal/esp32.py, the real ESP32 hardware layer, over fakes of the esp32 port's esp32,
 # machine and network modules (tests/esp32fakes/, faithful to MicroPython v1.28 + ESP-IDF v5.5.1).
 # On CPython and MicroPython. hal/__init__ picks esp32.py only on an ESP32: imported directly here.
+import os
 import struct
 import sys
 
@@ -27,10 +28,24 @@ _OTA_1 = 0x1F0000
 _VFS = 0x3C0000
 
 
+_dir = []
+_n = [0]
+
+
+def _new_image():
+    """A path for a fresh flash image; the previous tests' 4 MB images are removed."""
+    if not _dir:
+        _dir.append(tempdir("esp32"))
+    for name in os.listdir(_dir[0]):
+        os.remove(_dir[0] + "/" + name)
+    _n[0] += 1
+    return "%s/flash%d.bin" % (_dir[0], _n[0])
+
+
 def boot(path=None, running=None, csv=None):
     """Power the fake board on (the fake bootloader picks the app unless `running` is given)."""
     if path is None:
-        path = tempdir("esp32") + "/flash.bin"
+        path = _new_image()
     esp32.fake_setup(path, running, csv)
     hal._regions.clear()    # a reboot: the hal's per-boot caches start empty
     del hal._ota[:]
@@ -186,7 +201,7 @@ def test_unconfirmed_image_rolls_back():
 
 def test_stock_partition_table_without_ota():
     # stock MicroPython's ESP32_GENERIC: factory app, no otadata (mip-installed iotutils)
-    d = tempdir("esp32csv")
+    d = _new_image().rsplit("/", 1)[0]
     with open(d + "/p.csv", "w") as f:
         f.write("nvs, data, nvs, 0x9000, 0x6000,\nphy_init, data, phy, 0xf000, 0x1000,\n"
                 "factory, app, factory, 0x10000, 0x1F0000,\nvfs, data, fat, 0x200000, 0x200000,\n")
