@@ -290,6 +290,20 @@ def test_junk_on_the_http_port_gets_an_answer_and_the_device_stays_up(device, na
     healthy(device)
 
 
+def test_long_urls_and_headers_within_the_head_limit_never_kill_a_worker(device):
+    # every size up to max_head (4 KB), on keep-alive connections (a worker parses the next request
+    # itself): MicroPython's backtracking re once ran out of stack on a long request line
+    s = requests.Session()
+    for n in (150, 250, 600, 1000, 2000, 3500):
+        for _ in range(4):
+            r = s.get(device.url("/lamp?x=" + "a" * n), timeout=10)
+            assert r.status_code == 200, (n, r.status_code)
+            r = s.get(device.url("/healthz"), headers={"X-Long": "v" * n}, timeout=10)
+            assert r.status_code == 200, (n, r.status_code)
+    healthy(device)
+    threads_alive(device)
+
+
 def test_half_open_slowloris_and_pipelined_garbage_do_not_starve_real_clients(device):
     socks = []
     try:

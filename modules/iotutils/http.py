@@ -153,6 +153,7 @@ _R_CHUNK_LINE = const(25)
 _R_TRAILERS = const(26)
 
 _MAX_CHUNK_LINE = const(4096)  # bytes of one chunk-size line, and of the trailer section
+_MAX_RE_LINE = const(200)      # longest request line given to the one-regex fast check
 
 try:
     import re
@@ -245,7 +246,9 @@ def parse_head(buf, length, out):
     e = b.find(b"\r\n", pos)
     if e < 0:
         return _partial(b, pos, out, 0)
-    if _good_request_line(b, pos, e + 2):
+    # MicroPython's re recurses once per byte a "+" matches: past a few hundred bytes (less in a
+    # thread's stack) that is a RuntimeError or a crash, so long lines take the detailed checks
+    if e - pos <= _MAX_RE_LINE and _good_request_line(b, pos, e + 2):
         sp1 = b.find(b" ", pos) - pos
         sp2 = b.find(b" ", pos + sp1 + 1) - pos
         minor = b[e - 1] - 48
