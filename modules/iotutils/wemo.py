@@ -261,7 +261,8 @@ class WemoDevice:
         try:
             s.settimeout(self.alexa.notify_timeout)
             s.connect(socket.getaddrinfo(sub[1], sub[2])[0][-1])
-            s.sendall((head + body).encode())
+            # sendall is missing on the unix port's sockets; stream write() sends it all when blocking
+            (getattr(s, "sendall", None) or s.write)((head + body).encode())
             # read the answer to its end (closing early resets the subscriber's socket mid-reply)
             n = 0
             while n < 2048:
