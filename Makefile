@@ -23,7 +23,7 @@ BUILD_UNIX  := $(ROOT)/build/unix
 UNIX_FIRMWARE := $(BUILD_UNIX)/micropython
 
 .DEFAULT_GOAL := default
-.PHONY: default help setup venv deps test unit sim bench fuzz firmware flash ota-image \
+.PHONY: default help setup venv deps test unit sim bench fuzz mip firmware flash ota-image \
         check-frozen check-xtensa check-idf micropython-src clean
 
 default:
@@ -69,6 +69,9 @@ bench: setup ## benchmarks against the rivals, ratios side by side (not a test)
 
 fuzz: setup ## run the C parser fuzzer for FUZZ_SECONDS (default 60)
 	sh tests/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60}
+
+mip: venv ## build the precompiled mip package (.mpy + package.json) into build/mip
+	$(VPY) scripts/build_mip.py
 
 check-frozen: venv ## compile every module with mpy-cross -march=xtensawin and report the frozen size
 	$(VPY) scripts/check_frozen.py
