@@ -7,6 +7,11 @@
 # eviction of idle ones), head size (431/414), body size (413), time per request (408) and per socket I/O.
 # The poll thread only finds the end of a head (and refuses junk at once); workers parse it, so parsing
 # runs in parallel. A small body that follows its head later is read by the poll thread too.
+# After a keep-alive answer the worker keeps the connection while its next request is at hand
+# (pipelined, or arriving within linger_ms while no other connection waits for a worker, see
+# _next_here): the hand-back through the poll thread costs more than a small request itself.
+# Hot path (per request): one read and one write system call, the head copied once, header fields
+# decoded only when a handler looks at them, the answer formatted in one go.
 #
 #     from iotutils.server import WebServer, Response
 #     app = WebServer(port=80, workers=3)
@@ -238,8 +243,8 @@ class Request:
     body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the body),
     json(), form()."""
 
-    # Per-request defaults live on the class, and what is derived lives in properties: every
-    # attribute stored per request grows the instance's table (11 fit before a third, larger one).
+    # Per-request defaults live on the class, and what is derived lives in properties: fewer
+    # stores per request, and a smaller instance table.
     stream = None
     _body = None
     _query = None
@@ -250,7 +255,7 @@ class Request:
     head_len = 0
 
     def __init__(self, server, conn, method, target, version, headers, body_kind, length, flags):
-        conn.server = server
+        self.server = server
         self.conn = conn
         self.method = method
         self.target = target
@@ -262,10 +267,6 @@ class Request:
         # body_kind is kept in flags (bit 16: chunked) and content_length
         self.content_length = length if body_kind == _BODY_LENGTH else None
         self.flags = flags | _FLAG_CHUNKED if body_kind == _BODY_CHUNKED else flags
-
-    @property
-    def server(self):
-        return self.conn.server
 
     @property
     def body_kind(self):
@@ -774,7 +775,6 @@ class _Conn:
         self.busy = False
         self.req = None   # a parsed head waiting for its (small) body
         self.need = 0
-        self.server = None
 
 
 class _Static:
