@@ -55,7 +55,7 @@ deps: ## install the pinned Debian packages the tests use (needs root; skipped w
 
 # ---- run and test -------------------------------------------------------------------------
 
-sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:$(SIM_PORT)
+sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:8080 (SIM_PORT)
 	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json examples/lamp.py
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware

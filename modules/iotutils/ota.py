@@ -824,8 +824,11 @@ class OTA:
         if hal.ota_pending():
             raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
         project = self._running_desc().get("project")
-        target = hal.ota_next()
-        region = hal.partition(target)
+        try:
+            target = hal.ota_next()
+            region = hal.partition(target)
+        except (OSError, ValueError) as e:  # a partition table without OTA slots (stock firmware)
+            raise OTAError("no OTA slot to install into: %s" % e)
         if total is not None and total > region.size:
             raise OTAError("image of %d bytes does not fit the %d-byte slot %s" % (total, region.size, target))
         if self.block_size % _BLOCK:

@@ -41,7 +41,8 @@ class ESP32NVS:
                     return None
                 continue  # buffer too small
             return bytes(buf[:n])
-        return None
+        # larger than any value a 24 KB nvs partition can hold: say so rather than read it as missing
+        raise ValueError("%s/%s: stored blob larger than 20100 bytes" % (ns, key))
 
     def _write(self, ns, key, blob):
         h = self._h(ns)

@@ -148,7 +148,8 @@ def ip():
     sta = network.WLAN(network.STA_IF)
     if sta.isconnected():
         return sta.ifconfig()[0]
-    return network.WLAN(network.AP_IF).ifconfig()[0]
+    ap = network.WLAN(network.AP_IF)
+    return ap.ifconfig()[0] if ap.active() else "0.0.0.0"
 
 
 def mac():
