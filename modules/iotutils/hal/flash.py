@@ -70,6 +70,11 @@ class RamFlash(_Region):
     def _read(self, off, n):
         return bytes(self.buf[off:off + n])
 
+    def readinto(self, off, buf):
+        n = len(buf)
+        self._check(off, n)
+        buf[:n] = memoryview(self.buf)[off:off + n]  # one copy, no temporary bytes
+
     def _write(self, off, data):
         self.buf[off:off + len(data)] = data
 
@@ -99,6 +104,14 @@ class FileFlash(_Region):
         if len(data) < n:  # a short image file reads as erased flash
             data = data + b"\xff" * (n - len(data))
         return data
+
+    def readinto(self, off, buf):
+        n = len(buf)
+        self._check(off, n)
+        self.f.seek(self.offset + off)
+        got = self.f.readinto(buf) or 0
+        for i in range(got, n):  # a short image file reads as erased flash
+            buf[i] = 0xFF
 
     def _write(self, off, data):
         # no flush(): MicroPython's files are unbuffered (flush() would be an fsync) and CPython's is
