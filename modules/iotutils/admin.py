@@ -641,12 +641,7 @@ def _store_get(folder, name):
 def _unregister(key):
     # persist remembers every variable made in this boot (its type, for this page and export); one
     # this page made and then deleted must not stay there, or edits of ever new names eat the heap
-    guard = getattr(persist, "_guard", None)
-    if guard is None:
-        return
-    with guard:
-        getattr(persist, "_kinds", {}).pop(key, None)
-        getattr(persist, "_cache", {}).pop(key, None)
+    persist.undeclare(key[1], key[0])
 
 
 def _short(e, limit=160):

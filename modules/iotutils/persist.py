@@ -666,6 +666,13 @@ def declared(folder=DEFAULT_FOLDER):
         return {k[1]: obj for k, obj in _kinds.items() if k[0] == folder}
 
 
+def undeclare(name, folder=DEFAULT_FOLDER):
+    """Forget the variable object made for folder/name (its type) in this boot: for tools like the
+    admin page that make variables on request and must not keep every name ever asked for."""
+    with _guard:
+        _kinds.pop((folder, name), None)
+
+
 def declared_folders():
     """Folders in which this program made variables, stored or not."""
     with _guard:
