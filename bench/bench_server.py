@@ -2,6 +2,7 @@
 
 usage: python bench/bench_server.py [--seconds S] [--repeat N] [--clients 1,8,32] [--workers W]
                                    [--only iotutils,microdot,bare] [--modes keep,close] [--no-idle] [--source]
+                                   [--modules DIR]
 (FIRMWARE=build/unix/micropython runs it on the host firmware: C parser, frozen toolbox)
 
 All three run the same "Hello, World!" handler in the same `micropython` runtime at the same heap
@@ -294,6 +295,8 @@ def main():
     ap.add_argument("--no-idle", action="store_true")
     ap.add_argument("--source", action="store_true",
                     help="host firmware: run modules/ from the working tree instead of the frozen toolbox")
+    ap.add_argument("--modules", default="",
+                    help="run the toolbox from this folder (source), e.g. an older checkout's modules/")
     ap.add_argument("--only", default="", help="comma list of servers to run (iotutils,microdot,bare)")
     ap.add_argument("--idle-limit", type=int, default=800)
     args = ap.parse_args()
@@ -311,9 +314,10 @@ def main():
     mpy_prefix = mpcode.compile_modules(runtime)
     data_heap = mpcode.heap_bytes("110wK")
     mods = os.pathsep.join(p for p in (mpy_prefix, ".frozen", os.path.join(ROOT, "modules")) if p)
-    if args.source:
-        # the working tree's modules/ ahead of the firmware's frozen copy (C parser still used)
-        mods = os.pathsep.join(p for p in (mpy_prefix, os.path.join(ROOT, "modules"), ".frozen") if p)
+    if args.source or args.modules:
+        # the working tree's modules/ (or another copy, for before/after comparisons) ahead of the
+        # firmware's frozen toolbox (the C parser is still used), as source
+        mods = os.pathsep.join((args.modules or os.path.join(ROOT, "modules"), ".frozen"))
     md_path, why = prepare_microdot(runtime)
     print("runtime %s; each server gets 110wK (%d bytes) of data heap on top of what its own code takes\n"
           "once loaded (measured in a first run); iotutils workers=%d; %ds per wrk run"

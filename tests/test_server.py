@@ -409,6 +409,22 @@ def test_half_a_head_right_after_a_kept_alive_answer_gets_408(dev):
     assert_alive(dev)
 
 
+def test_408_clock_starts_with_each_request_on_a_busy_connection(dev):
+    # pipelined requests keep one worker on the connection for longer than request_timeout (1.5 s
+    # here); the last one's body comes later: its clock starts with its own head, not the connection's
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
+    f = s.makefile("rb")
+    s.sendall(b"GET /slow?s=0.4 HTTP/1.1\r\nHost: d\r\n\r\n" * 5 +
+              b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 5\r\n\r\n")
+    for _ in range(5):
+        assert read_response(f)[2] == b"slept"
+    time.sleep(0.5)  # more than the poll loop's timeout scan period
+    s.sendall(b"later")
+    st, _, body = read_response(f)
+    assert st == 200 and body == b"later"
+    s.close()
+
+
 def test_body_after_the_head_is_awaited_by_the_poll_loop(dev):
     s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
     s.sendall(b"POST /echo HTTP/1.1\r\nHost: d\r\nContent-Length: 11\r\n\r\n")

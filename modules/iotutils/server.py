@@ -1507,7 +1507,15 @@ class WebServer:
                 self._give_back(conn, False)
                 return
             served += 1
-            if not self._next_here(conn, served, poller):
+            try:
+                more = self._next_here(conn, served, poller)
+            except Exception as e:  # e.g. MemoryError: the poll thread takes over, the worker lives on
+                if isinstance(e, MemoryError):
+                    _gc_collect()
+                elif self.log_errors:
+                    _print_exception(e)
+                more = False
+            if not more:
                 self._give_back(conn, True)
                 return
 
@@ -1522,6 +1530,7 @@ class WebServer:
         if waiting and served >= _FAIR_TURN:
             return False
         buf = conn.buf
+        conn.t0 = ticks_ms()  # the next request's 408 clock (its body may yet go to the poll thread)
         if conn.n and buf.find(b"\r\n\r\n", 0, conn.n) >= 0:
             return True  # pipelined, already read
         if waiting or poller is None or self.linger_ms <= 0 or conn.n >= len(buf):

@@ -516,3 +516,14 @@ def test_request_headers_built_on_first_use():
     # a field that is not UTF-8 is the client's error, found when the handler looks at the headers
     st, _, body, _, _ = run(app, b"GET /h HTTP/1.1\r\nHost: d\r\nX-Bad: \xff\xfe\r\n\r\n")
     assert st == 400 and b"UTF-8" in body
+
+
+def test_trouble_while_waiting_for_the_next_request_hands_the_connection_back():
+    app = make_app()
+
+    def no_memory(conn, served, poller):
+        raise MemoryError("pretend the heap ran out")
+    app._next_here = no_memory
+    answers, back, left = _pipelined(app, 2, False)
+    # the first request answered; then the worker gives the connection back (kept) instead of dying
+    assert answers == 1 and len(back) == 1 and back[0][1] is True and left > 0
