@@ -31,6 +31,7 @@ def github():
     gh = FakeGitHub().start()
     # a 600 KB image so the progress bar moves through several steps
     gh.add_release("acme/lamp", "0.2.0", espimage.build_app_image("0.2.0", size=600 * 1024))
+    gh.chunk_delay_s = 0.01  # ~400 KB/s, a home connection's pace: the bar has time to move
     yield gh
     gh.stop()
 
