@@ -875,11 +875,6 @@ print("done")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="server.py: _loop() creates self._poller/_conns/_pool/_out after the "
-                                       "workers started; without a GIL the instance dict's resize races with "
-                                       "attribute lookups in other threads -> AttributeError kills a worker, or "
-                                       "the main thread (Device.start reading app.bound_port) dies with a NameError "
-                                       "and the device reboots (~1 in 200 starts). Fix: create them in __init__")
 def test_starting_the_server_never_kills_a_worker(tmp_path):
     from conftest import micropython_cmd
     script = tmp_path / "race.py"

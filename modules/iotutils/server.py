@@ -960,6 +960,12 @@ class WebServer:
         self._wake = None
         self._wake_addr = None
         self._pre = None
+        # created here, not in _loop(): with no GIL a new attribute resizes the instance dict while
+        # worker threads already read it (a dead worker, or a NameError in the starting thread)
+        self._poller = None
+        self._conns = {}
+        self._pool = []
+        self._out = None
         self.bound_port = None
 
     # ---- routes and hooks ----
