@@ -238,6 +238,29 @@ def make_response(rv):
     return Response(rv)
 
 
+def _json_too_deep(b, limit):
+    depth = 0
+    in_str = False
+    esc = False
+    for c in b:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 92:    # backslash
+                esc = True
+            elif c == 34:    # quote
+                in_str = False
+        elif c == 34:
+            in_str = True
+        elif c == 91 or c == 123:
+            depth += 1
+            if depth > limit:
+                return True
+        elif c == 93 or c == 125:
+            depth -= 1
+    return False
+
+
 class Request:
     """One HTTP request. method, path (decoded), query_string, query (dict), headers (lower-case names),
     body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the body),
@@ -335,11 +358,21 @@ class Request:
                                                   self.route.max_body is None else self.route.max_body)
         return self._body
 
+    #: deepest JSON nesting req.json() parses: MicroPython's parser recurses, a deeper body would
+    #: exhaust the heap (503 for everyone) instead of being the client's error (400)
+    max_json_depth = 32
+
     def json(self):
         """The body as JSON, whatever the Content-Type says (Hue clients omit it). Bad JSON -> 400."""
         b = self.body
         if not b:
             return None
+        if isinstance(b, memoryview):
+            b = bytes(b)
+        lim = self.max_json_depth
+        # counting brackets is C-speed; only a body with many of them gets the exact scan
+        if b.count(b"[") + b.count(b"{") > lim and _json_too_deep(b, lim):
+            raise HTTPError(400, "JSON nested deeper than %d levels" % lim)
         try:
             return json.loads(b)
         except ValueError:
