@@ -153,7 +153,6 @@ _R_CHUNK_LINE = const(25)
 _R_TRAILERS = const(26)
 
 _MAX_CHUNK_LINE = const(4096)  # bytes of one chunk-size line, and of the trailer section
-_MAX_RE_LINE = const(200)      # longest request line given to the one-regex fast check
 
 try:
     import re
@@ -163,8 +162,9 @@ try:
     _ctl_search_lines = re.compile(b"[^\t\r\n -~\x80-\xff]").search
     _not_token = re.compile(b"[^!#$%&'*+.^_`|~0-9A-Za-z-]").search
     _not_vchar = re.compile(b"[^!-~]").search
-    # a whole request line that passes every check below (the common case: one match, no slices)
-    _good_request_line = re.compile(b"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/1\\.[01]\r\n").match
+    # Only searches for one byte of a class: MicroPython's re recurses once per repetition of a
+    # "+" or "*", so a pattern like b"[!-~]+" over a long target overflows a thread's stack
+    # (RuntimeError past ~100 bytes with the 8 KB stacks the server uses on an ESP32).
 except ImportError:
     # no re module (minimal ports): same answers, slower
     def _scan(s, ok, pos, endpos):
@@ -186,9 +186,6 @@ except ImportError:
 
     def _not_vchar(s, pos=0, endpos=None):
         return _scan(s, lambda c: 33 <= c <= 126, pos, endpos)
-
-    def _good_request_line(s, pos, endpos):
-        return None  # always the detailed checks
 
 
 # header names the parser interprets, by length
@@ -246,37 +243,30 @@ def parse_head(buf, length, out):
     e = b.find(b"\r\n", pos)
     if e < 0:
         return _partial(b, pos, out, 0)
-    # MicroPython's re recurses once per byte a "+" matches: past a few hundred bytes (less in a
-    # thread's stack) that is a RuntimeError or a crash, so long lines take the detailed checks
-    if e - pos <= _MAX_RE_LINE and _good_request_line(b, pos, e + 2):
-        sp1 = b.find(b" ", pos) - pos
-        sp2 = b.find(b" ", pos + sp1 + 1) - pos
-        minor = b[e - 1] - 48
+    line = b[pos:e]
+    r = _line_ctl(line)
+    if r:
+        return _fail(out, r)
+    sp1 = line.find(b" ")
+    if sp1 < 0:
+        return _fail(out, _R_LINE)
+    if sp1 == 0 or _not_token(line, 0, sp1):
+        return _fail(out, _R_METHOD)
+    sp2 = line.find(b" ", sp1 + 1)
+    if sp2 < 0:
+        return _fail(out, _R_LINE)
+    if sp2 == sp1 + 1 or _not_vchar(line, sp1 + 1, sp2):
+        return _fail(out, _R_TARGET)
+    ver = line[sp2 + 1:]
+    if ver == b"HTTP/1.1":
+        minor = 1
+    elif ver == b"HTTP/1.0":
+        minor = 0
+    elif (len(ver) == 8 and ver[:5] == b"HTTP/" and 48 <= ver[5] <= 57 and ver[6] == 46
+          and 48 <= ver[7] <= 57):
+        return _fail(out, _R_VERSION_UNSUP, 505)
     else:
-        line = b[pos:e]
-        r = _line_ctl(line)
-        if r:
-            return _fail(out, r)
-        sp1 = line.find(b" ")
-        if sp1 < 0:
-            return _fail(out, _R_LINE)
-        if sp1 == 0 or _not_token(line[:sp1]):
-            return _fail(out, _R_METHOD)
-        sp2 = line.find(b" ", sp1 + 1)
-        if sp2 < 0:
-            return _fail(out, _R_LINE)
-        if sp2 == sp1 + 1 or _not_vchar(line[sp1 + 1:sp2]):
-            return _fail(out, _R_TARGET)
-        ver = line[sp2 + 1:]
-        if ver == b"HTTP/1.1":
-            minor = 1
-        elif ver == b"HTTP/1.0":
-            minor = 0
-        elif (len(ver) == 8 and ver[:5] == b"HTTP/" and 48 <= ver[5] <= 57 and ver[6] == 46
-              and 48 <= ver[7] <= 57):
-            return _fail(out, _R_VERSION_UNSUP, 505)
-        else:
-            return _fail(out, _R_VERSION)
+        return _fail(out, _R_VERSION)
     method_off = pos
     target_off = pos + sp1 + 1
     target_len = sp2 - sp1 - 1

@@ -527,3 +527,39 @@ def test_trouble_while_waiting_for_the_next_request_hands_the_connection_back():
     answers, back, left = _pipelined(app, 2, False)
     # the first request answered; then the worker gives the connection back (kept) instead of dying
     assert answers == 1 and len(back) == 1 and back[0][1] is True and left > 0
+
+
+def test_long_request_line_parsed_on_a_small_thread_stack():
+    # the server's threads have 8 KB stacks on an ESP32; the pure-Python parser must not recurse
+    # per byte of a long target (MicroPython's re does for "+"/"*")
+    import sys
+    import time
+    import _thread
+    app = WebServer()
+
+    @app.route("/files/<path:p>")
+    def files(req, p):
+        return {"len": len(p)}
+    got = []
+
+    def serve():
+        for n in (90, 1500):  # ~190 bytes of request line, and ~3 KB
+            try:
+                st, _, body, _, _ = run(app, b"GET /files/" + b"a/" * n + b" HTTP/1.1\r\nHost: d\r\n\r\n",
+                                        bufsize=4096)
+                got.append((st, body))
+            except Exception as e:  # RuntimeError: maximum recursion depth exceeded
+                got.append(e)
+    if sys.implementation.name != "micropython":
+        serve()
+    else:
+        _thread.stack_size(8192)
+        try:
+            _thread.start_new_thread(serve, ())
+        finally:
+            _thread.stack_size(0)
+        for _ in range(500):
+            if len(got) == 2:
+                break
+            time.sleep(0.01)
+    assert got == [(200, b'{"len": 180}'), (200, b'{"len": 3000}')], got
