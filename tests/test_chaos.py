@@ -332,10 +332,6 @@ def test_half_open_slowloris_and_pipelined_garbage_do_not_starve_real_clients(de
     threads_alive(device)
 
 
-@pytest.mark.xfail(strict=True, reason="server.py: when every connection slot holds a request head still "
-                                       "arriving (slowloris), _accept() refuses new clients until request_timeout "
-                                       "(10 s), and the attacker just reconnects. Fix: evict the slowest head in "
-                                       "progress (oldest t0) instead of refusing")
 def test_slowloris_filling_every_slot_does_not_lock_out_other_clients(device):
     socks = []
     try:
@@ -574,7 +570,8 @@ def test_admin_delete_of_missing_things_is_a_404_with_a_reason(device):
         assert r.json()["error"], r.text
 
 
-@pytest.mark.xfail(strict=True, reason="after ~150 edit/delete bursts of new names through the admin API the "
+@pytest.mark.xfail(strict=False, reason="(not strict: depends on the heap layout of the run) "
+                                        "after ~150 edit/delete bursts of new names through the admin API the "
                                        "heap stays bounded but fragmented: the largest free block falls below "
                                        "8 KB (name caches are now bounded to 64; the rest is not found yet)")
 def test_admin_edits_of_many_names_do_not_leak_heap(device):

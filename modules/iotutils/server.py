@@ -944,6 +944,9 @@ class WebServer:
     max_body = 16384
     #: the whole head (and a small body) must arrive within this many ms of its first byte: else 408
     request_timeout = 10000
+    #: when every slot is taken, a request head still arriving after this long (ms) may be dropped
+    #: to make room (slowloris); a complete request is never dropped
+    slow_head_ms = 250
     #: an idle keep-alive connection is closed after this many ms
     idle_timeout = 30000
     #: socket timeout (ms) while a worker reads a body or writes a response
@@ -1274,11 +1277,21 @@ class WebServer:
             self._poller.register(s, _POLLIN)
 
     def _evict(self):
-        # least recently used connection that is not being served and has no request under way
+        # least recently used connection that is not being served and has no request under way;
+        # failing that, the request head that has been arriving the longest, once it is slower than
+        # slow_head_ms: a slowloris must not hold every slot until request_timeout
         victim = None
+        slow = None
+        now = ticks_ms()
         for c in self._conns.values():
-            if not c.busy and c.t0 is None and (victim is None or c.seq < victim.seq):
-                victim = c
+            if c.busy:
+                continue
+            if c.t0 is None:
+                if victim is None or c.seq < victim.seq:
+                    victim = c
+            elif ticks_diff(now, c.t0) > self.slow_head_ms and (slow is None or ticks_diff(c.t0, slow.t0) < 0):
+                slow = c
+        victim = victim or slow
         if victim is None:
             return False
         self._close(victim)
