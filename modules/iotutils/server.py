@@ -281,6 +281,10 @@ class Request:
         self.server = server
         self.conn = conn
         self.method = method
+        if target[:1] != "/" and "://" in target:
+            # absolute form (RFC 9112 3.2.2: a server must accept it): keep the path and query
+            j = target.find("/", target.find("://") + 3)
+            target = target[j:] if j >= 0 else "/"
         self.target = target
         i = target.find("?")
         self.path = unquote(target if i < 0 else target[:i])
