@@ -91,7 +91,8 @@ class Admin:
     def __init__(self, device):
         self.dev = device
         self.app = device.app
-        self._sessions = {}   # token -> [csrf, expires_s]
+        self._sessions = {}   # token -> [csrf, expires_s, last use]
+        self._use = 0
         self._lock = _Lock()
         self._ota = {"state": "idle", "done": 0, "total": 0, "error": None, "version": None}
         self._pw = persist.PersistentStr("pwhash", default="", folder="admin", max_length=200)
@@ -137,6 +138,8 @@ class Admin:
                 del self._sessions[tok]
                 return None, None
             s[1] = _now_s() + self.session_ttl_s
+            self._use += 1
+            s[2] = self._use
             return tok, s
 
     def _guard(self, req):
@@ -171,9 +174,11 @@ class Admin:
         tok, csrf = _token(), _token()
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
-                oldest = min(self._sessions, key=lambda t: self._sessions[t][1])
+                # least recently used (a use counter: time() has whole seconds on some ports)
+                oldest = min(self._sessions, key=lambda t: self._sessions[t][2])
                 del self._sessions[oldest]
-            self._sessions[tok] = [csrf, _now_s() + self.session_ttl_s]
+            self._use += 1
+            self._sessions[tok] = [csrf, _now_s() + self.session_ttl_s, self._use]
         cookie = "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d" % (_COOKIE, tok, self.session_ttl_s)
         return csrf, cookie
 
