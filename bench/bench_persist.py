@@ -234,6 +234,9 @@ def main():
                 "python")
         report("CPython, pure-Python NVS (nvs.py)", r)
         fw = os.environ.get("FIRMWARE")
+        built = os.path.join(ROOT, "build", "unix", "micropython")
+        if not fw and os.path.exists(built):
+            fw = built  # a host firmware built here (make BOARD=UNIX): include its C backend
         if fw:
             state = os.path.join(tmp, "state")
             os.makedirs(state)
