@@ -30,7 +30,6 @@ except ImportError:
         return x
 
 _COOKIE = "iotsid"
-_MAX_JSON_DEPTH = const(32)   # deepest JSON nesting accepted in a request body
 _PREFIX = "/admin/api/"
 # folders whose values are secrets or internal bookkeeping: never listed, exported or edited here
 _HIDDEN_FOLDERS = ("admin", "wifi")
@@ -409,7 +408,7 @@ class Admin:
                         "application/json")
 
     def _import(self, req):
-        data = _json(req)
+        data = req.json()  # (the server refuses JSON nested deeper than Request.max_json_depth: 400)
         if not isinstance(data, dict):
             raise HTTPError(400, "expected an object of folders")
         for folder in data:
@@ -657,40 +656,8 @@ def _short(e, limit=160):
 
 
 
-def _json(req):
-    body = req.body
-    # MicroPython's parser needs heap in proportion to the depth: 16 KB of brackets would end in a
-    # MemoryError (503) instead of a 400
-    if body and body.count(b"[") + body.count(b"{") > _MAX_JSON_DEPTH and _too_deep(body, _MAX_JSON_DEPTH):
-        raise HTTPError(400, "JSON body nested deeper than %d levels" % _MAX_JSON_DEPTH)
-    return req.json()
-
-
-def _too_deep(b, limit):
-    depth = 0
-    in_str = False
-    esc = False
-    for c in b:
-        if in_str:
-            if esc:
-                esc = False
-            elif c == 92:    # backslash
-                esc = True
-            elif c == 34:    # quote
-                in_str = False
-        elif c == 34:
-            in_str = True
-        elif c == 91 or c == 123:
-            depth += 1
-            if depth > limit:
-                return True
-        elif c == 93 or c == 125:
-            depth -= 1
-    return False
-
-
 def _obj(req):
-    data = _json(req)
+    data = req.json()  # (the server refuses JSON nested deeper than Request.max_json_depth: 400)
     if data is None:
         return {}
     if not isinstance(data, dict):
