@@ -7,38 +7,7 @@ import json
 
 from mpunit import is_micropython, raises
 
-if is_micropython():
-    # iotutils.server's own units run elsewhere; a stand-in keeps this run within the simulated heap
-    # (modules are compiled from source here, frozen on a board). CPython uses the real one.
-    import sys
-
-    class _Response:
-        def __init__(self, body=b"", status=200, headers=None, content_type=None):
-            self.body, self.status, self.headers, self.content_type = body, status, headers or {}, content_type
-
-    class _WebServer:
-        def __init__(self, port=80, workers=3):
-            self.port = port
-
-        def add_route(self, path, fn, methods=("GET",)):
-            pass
-
-    class _server:   # MicroPython cannot make module objects: any object in sys.modules imports
-        Response = _Response
-        WebServer = _WebServer
-    sys.modules["iotutils.server"] = _server
-else:
-    import iotutils.server  # noqa: F401
-gc.collect()
-import iotutils.persist  # noqa: F401
-gc.collect()
-if is_micropython():
-    # a flash file instead of the 24 KB RAM flash: one block that size is hard to find in a heap this full
-    from iotutils.hal import sim as _sim
-    from mpunit import tempdir
-    if not _sim.config().get("flash"):
-        _sim.config()["flash"] = tempdir("alexa") + "/flash.bin"
-iotutils.persist.store.keys("alexa")
+import alexa_setup  # noqa: F401,E402  (real server and store; see there)
 from iotutils import alexa as A  # noqa: E402
 from iotutils import hal  # noqa: E402
 gc.collect()
