@@ -178,6 +178,7 @@ class Server:
         self.peak = 0
         self.base = None
         self.lines = []
+        self.partial = ""
         os.set_blocking(self.proc.stdout.fileno(), False)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -195,7 +196,10 @@ class Server:
         except (BlockingIOError, TypeError):
             data = None
         if data:
-            for line in data.decode(errors="replace").splitlines():
+            # a chunk can end inside a line (the sampler thread prints too): keep the tail for later
+            text = self.partial + data.decode(errors="replace")
+            complete, _, self.partial = text.rpartition("\n")
+            for line in complete.splitlines():
                 self.lines.append(line)
                 if line.startswith("HEAP "):
                     self.peak = max(self.peak, int(line.split()[1]))

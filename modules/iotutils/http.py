@@ -81,6 +81,10 @@ except ImportError:
     def const(x):
         return x
 
+# builtins as module globals: MicroPython finds a builtin only after a miss in the module's dict and
+# a scan of the builtins table, dearer than the call itself (see server.py)
+len, bytes, int, isinstance, memoryview, range = len, bytes, int, isinstance, memoryview, range
+
 NEED_MORE = 0
 BODY_NONE = 0
 BODY_LENGTH = 1

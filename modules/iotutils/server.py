@@ -1,17 +1,17 @@
 # The threaded web server (issue #4).
 #
-# One poll loop (the "poll thread") accepts connections and reads request heads incrementally from
-# non-blocking sockets into small per-connection buffers; only complete requests are handed to a pool of
-# worker threads that run the user's handlers. Idle or speculative browser sockets therefore never hold
-# a worker, and user code keeps running beside the server. Everything is bounded: open connections (LRU
-# eviction of idle ones), head size (431/414), body size (413), time per request (408) and per socket I/O.
-# The poll thread only finds the end of a head (and refuses junk at once); workers parse it, so parsing
-# runs in parallel. A small body that follows its head later is read by the poll thread too.
-# After a keep-alive answer the worker keeps the connection while its next request is at hand
-# (pipelined, or arriving within linger_ms while no other connection waits for a worker, see
-# _next_here): the hand-back through the poll thread costs more than a small request itself.
-# Hot path (per request): one read and one write system call, the head copied once, header fields
-# decoded only when a handler looks at them, the answer formatted in one go.
+# One poll loop accepts connections and reads request heads incrementally from non-blocking sockets
+# into small per-connection buffers; only complete requests are answered, by a pool of threads, so idle
+# or speculative browser sockets never hold a thread, and user code keeps running beside the server.
+# The pool's threads take turns at being the poll loop (leader/followers, see _run): the leader answers
+# complete requests itself while another thread stands by to take the poll loop over from a handler
+# that runs long. A busy keep-alive connection thus costs no thread switch and no hand-over, which on
+# a small runtime costs more than the request. Everything is bounded: open connections (LRU eviction of
+# idle ones), head size (431/414), body size (413), time per request (408) and per socket I/O.
+# Hot path (per request): one read and one write system call, no copy of the head, header fields
+# decoded only when a handler looks at them, a str/bytes answer formatted in a per-thread buffer.
+# On MicroPython an allocation is the dearest thing there (gc_alloc scans the heap for free blocks),
+# so the hot path avoids them: see Request, _make_request and _send_fast.
 #
 #     from iotutils.server import WebServer, Response
 #     app = WebServer(port=80, workers=3)
@@ -21,9 +21,10 @@
 #     app.start()
 #
 # Threads: the host runtime has no GIL, so every structure touched by two threads is guarded by a lock:
-# the job queue and idle-worker list (_qlock), connections handed back by workers (_rlock), route/hook
-# tables (copy-on-write under _tlock) and the counters (_slock). Connection objects are owned by exactly
-# one thread at a time: the poll thread, or the worker serving them (they are out of the poll set then).
+# the job queue and the standby count (_qlock), connections handed back (_rlock), route/hook tables
+# (copy-on-write under _tlock) and the counters (_slock). The poll state (poller, connection table,
+# buffer pool) belongs to whoever holds _lead_lock. Connection objects are owned by exactly one thread
+# at a time: the leader, or the thread serving them (they are out of the poll set then).
 import json
 import os
 import sys
@@ -67,6 +68,12 @@ except ImportError:
 
 from array import array
 
+# The builtins the hot paths use, as module globals: MicroPython finds a builtin only after missing it
+# in the module's (large) dict and then scanning the builtins table, about 0.8 us for each len() here;
+# a module global is found in 0.03 us.
+len, str, type, memoryview, bytes, bytearray, isinstance = len, str, type, memoryview, bytes, bytearray, isinstance
+min, max, int, range, bool, tuple, getattr = min, max, int, range, bool, tuple, getattr
+
 # the parser interface (fixed numbers, shared with httpparse.c and iotutils/http.py)
 _BODY_NONE = const(0)
 _BODY_LENGTH = const(1)
@@ -77,13 +84,15 @@ _FLAG_EXPECT_CONTINUE = const(4)
 _FLAG_CHUNKED = const(0x10000)  # ours, not the parser's: Request.flags also says "chunked body"
 _OUT_FIXED = const(9)
 _CHUNK_STATE_LEN = const(4)
+_X_HTTP11 = const(0x20000)  # Request._x: HTTP/1.1
+_X_FLAGS = const(0x1FFFF)   # Request._x: the flags
 _FAIR_TURN = const(4)  # requests a worker serves in a row on one connection while others wait
 
 _POLLIN = select.POLLIN
 _POLLHUP = select.POLLHUP
 _POLLERR = select.POLLERR
 _MP = sys.implementation.name == "micropython"
-# system calls are dear on a host OS, a heap copy is dear on a chip: see _recv_into
+# system calls are dear on a host OS, a heap allocation is dear everywhere: see _recv_into
 _RECV_ONCE = _MP and sys.platform != "esp32"
 
 # route segment kinds
@@ -119,6 +128,12 @@ _CTYPE_LINES = {
     "text/plain": b"Content-Type: text/plain\r\n",
     "application/octet-stream": b"Content-Type: application/octet-stream\r\n",
 }
+
+# method names by (first byte << 4 | length), checked byte for byte: no allocation per request
+_METHODS = {}
+for _m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"):
+    _METHODS[ord(_m[0]) << 4 | len(_m)] = (_m, _m.encode())
+del _m
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -262,48 +277,64 @@ def _json_too_deep(b, limit):
 
 
 class Request:
-    """One HTTP request. method, path (decoded), query_string, query (dict), headers (lower-case names),
-    body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the body),
-    json(), form()."""
+    """One HTTP request. method, path (decoded), target, query_string, query (dict), headers (lower-case
+    names), body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the
+    body), json(), form(). Valid while it is being answered: header fields are decoded on first use
+    from the connection's buffer, which the next request reuses."""
 
-    # Per-request defaults live on the class, and what is derived lives in properties: fewer
-    # stores per request, and a smaller instance table.
-    stream = None
+    # An instance stores only conn, method, path and _x (flags, version): MicroPython grows an
+    # instance's attribute table by reallocating it (2, 4, 6... slots), and a heap allocation is the
+    # dearest thing on the hot path. Everything else has a class default or is derived on use.
+    stream = None       # _NO_BODY, set below
+    content_length = None
+    route = None        # the matched route, stored for requests with a body (its max_body)
+    allow = None        # methods of a 405 answer
+    _t = None           # the request target when it is not just the path
     _body = None
     _query = None
     _headers = None
-    _h = None       # (head bytes, header offsets from the parser): the headers dict is built on first use
     _g = None
-    route = None
-    head_len = 0
 
-    def __init__(self, server, conn, method, target, version, headers, body_kind, length, flags):
-        self.server = server
+    def __init__(self, conn, method, path, x):
+        # no more locals than this: a bigger frame would be a heap allocation per call (see _serve)
         self.conn = conn
         self.method = method
-        if target[:1] != "/" and "://" in target:
-            # absolute form (RFC 9112 3.2.2: a server must accept it): keep the path and query
-            j = target.find("/", target.find("://") + 3)
-            target = target[j:] if j >= 0 else "/"
-        self.target = target
-        i = target.find("?")
-        self.path = unquote(target if i < 0 else target[:i])
-        self.version = version
-        if headers is not None:
-            self._headers = headers
-        # body_kind is kept in flags (bit 16: chunked) and content_length
-        self.content_length = length if body_kind == _BODY_LENGTH else None
-        self.flags = flags | _FLAG_CHUNKED if body_kind == _BODY_CHUNKED else flags
+        self.path = path
+        self._x = x
+
+    @property
+    def server(self):
+        return self.conn.server
+
+    @property
+    def target(self):
+        return self._t or self.path
+
+    @property
+    def version(self):
+        """0 for HTTP/1.0, 1 for HTTP/1.1."""
+        return 1 if self._x & _X_HTTP11 else 0
+
+    @property
+    def flags(self):
+        """The parser's flags (Connection: close/keep-alive, Expect: 100-continue), plus _FLAG_CHUNKED."""
+        return self._x & _X_FLAGS
+
+    @property
+    def head_len(self):
+        return self.conn.hl
 
     @property
     def body_kind(self):
         if self.content_length is not None:
             return _BODY_LENGTH
-        return _BODY_CHUNKED if self.flags & _FLAG_CHUNKED else _BODY_NONE
+        return _BODY_CHUNKED if self._x & _FLAG_CHUNKED else _BODY_NONE
 
     @property
     def query_string(self):
-        t = self.target
+        t = self._t
+        if t is None:
+            return ""
         i = t.find("?")
         return "" if i < 0 else t[i + 1:]
 
@@ -323,20 +354,22 @@ class Request:
         """Header fields as a dict with lower-case names (repeated fields joined with ", ")."""
         h = self._headers
         if h is None:
+            conn = self.conn
+            if conn.cur is not self:
+                raise RuntimeError("request headers read after the request was answered")
             h = {}
-            if self._h is not None:
-                raw, off = self._h
-                try:
-                    for i in range(0, len(off), 4):
-                        name = raw[off[i]:off[i] + off[i + 1]].decode().lower()
-                        value = raw[off[i + 2]:off[i + 2] + off[i + 3]].decode()
-                        if name in h:
-                            value = h[name] + ", " + value
-                        h[name] = value
-                except UnicodeError:
-                    raise HTTPError(400, "header not UTF-8")
+            raw = conn.buf
+            off = conn.out
+            try:
+                for i in range(_OUT_FIXED, _OUT_FIXED + 4 * off[5], 4):
+                    name = raw[off[i]:off[i] + off[i + 1]].decode().lower()
+                    value = raw[off[i + 2]:off[i + 2] + off[i + 3]].decode()
+                    if name in h:
+                        value = h[name] + ", " + value
+                    h[name] = value
+            except UnicodeError:
+                raise HTTPError(400, "header not UTF-8")
             self._headers = h
-            self._h = None
         return h
 
     @headers.setter
@@ -801,10 +834,12 @@ class _Route:
 
 
 class _Conn:
-    def __init__(self, sock, addr, now):
+    def __init__(self, sock, addr, now, server=None):
         self.sock = sock
         self.addr = addr
+        self.server = server
         self.buf = None   # a buffer only while a request is being read (idle keep-alive sockets hold none)
+        self.mv = None    # memoryview(buf), made once per buffer
         self.n = 0        # valid bytes in buf
         self.t0 = None    # ticks of the first byte of the request being read (for 408)
         self.last = now   # ticks of the last activity (idle timeout)
@@ -812,6 +847,12 @@ class _Conn:
         self.busy = False
         self.req = None   # a parsed head waiting for its (small) body
         self.need = 0
+        # the request being answered: its head length, the parser's offsets into buf (the serving
+        # thread's array, for Request.headers) and the Request itself (None once answered)
+        self.hl = 0
+        self.out = None
+        self.cur = None
+        self.ob = None    # the serving thread's scratch buffer for small answers
 
 
 class _Static:
@@ -907,10 +948,11 @@ def _recv_into(sock, buf, start):
     """Read what a non-blocking socket has into buf[start:]: bytes read, 0 at its end, None if nothing."""
     if not _MP:
         return sock.recv_into(memoryview(buf)[start:])
-    if not _RECV_ONCE:
-        return sock.readinto(memoryview(buf)[start:])
-    # MicroPython's readinto reads until the buffer is full: on a host that is a second read()
-    # system call per request, only to hear EAGAIN; recv is one call (and a short-lived copy)
+    if start == 0 or not _RECV_ONCE:
+        # MicroPython's readinto reads until the buffer is full: on a host that is a second read()
+        # system call (EAGAIN), cheaper than allocating a buffer-sized bytes object on every request
+        return sock.readinto(buf) if start == 0 else sock.readinto(memoryview(buf)[start:])
+    # the rest of a head or body: recv is one call (and a short-lived copy)
     d = sock.recv(len(buf) - start)
     n = len(d)
     if n:
@@ -957,12 +999,13 @@ class WebServer:
     io_timeout = 10000
     #: unread request body a worker discards to keep a connection alive (bytes); more -> close
     max_drain = 65536
-    #: after answering a keep-alive request, a worker waits this long (ms) for the connection's next
-    #: request and serves it itself (only while no other connection waits for a worker); 0: hand the
-    #: connection straight back to the poll thread
-    linger_ms = 1
+    #: a handler running longer than this (ms) hands the poll loop to a standing-by thread: the most
+    #: a slow handler delays other connections (see _run)
+    takeover_ms = 20
     #: chunk size for streamed responses (files)
     send_buffer = 1024
+    #: per-thread buffer in which a small answer is formatted (bytes); a larger one is written as is
+    answer_buffer = 512
     #: thread stack size for the server threads (0: the port's default; the ESP32 default of ~5 KB
     #: is tight for handlers that build JSON)
     stack_size = 8192 if sys.platform == "esp32" else 0
@@ -979,7 +1022,10 @@ class WebServer:
         self.host = host
         self.last_request_ms = ticks_ms()
         self.request_count = 0
+        self.takeovers = 0  # how often a slow handler handed the poll loop to another thread
         self._routes = []
+        self._lit = {}
+        self._params = []
         self._before = []
         self._after = []
         self._on_request = []
@@ -989,7 +1035,6 @@ class WebServer:
         self._qlock = _thread.allocate_lock()
         self._rlock = _thread.allocate_lock()
         self._jobs = []
-        self._idle = []
         self._returned = []
         self._wake_pending = False
         self._seq = 0
@@ -1000,12 +1045,19 @@ class WebServer:
         self._wake = None
         self._wake_addr = None
         self._pre = None
-        # created here, not in _loop(): with no GIL a new attribute resizes the instance dict while
-        # worker threads already read it (a dead worker, or a NameError in the starting thread)
+        self._prefixes = (None, {})  # (server_name, {content type: head of a fast 200 answer})
+        # every attribute the threads use exists from here on (set again by _prepare): with no GIL a
+        # new attribute resizes the instance dict while other threads read it
         self._poller = None
         self._conns = {}
         self._pool = []
+        self._pool_mv = []
         self._out = None
+        self._standby = 0
+        self._serving_since = None
+        self._last_scan = 0
+        self._lead_lock = None
+        self._line_lock = None
         self.bound_port = None
 
     # ---- routes and hooks ----
@@ -1025,6 +1077,17 @@ class WebServer:
                     i += 1
                 routes.insert(i, r)
             self._routes = routes
+            # literal paths by dict (one lookup, whatever the number of routes); a literal route wins
+            # over a parameter route that matches the same path
+            lit = {}
+            params = []
+            for x in routes:
+                if x.segs is None:
+                    lit[x.pattern] = lit.get(x.pattern, ()) + (x,)
+                else:
+                    params.append(x)
+            self._lit = lit
+            self._params = params
         return fn
 
     def route(self, path, methods=("GET",), stream=False, max_body=None):
@@ -1084,7 +1147,8 @@ class WebServer:
 
     def stats(self):
         with self._slock:
-            return {"requests": self.request_count, "last_request_ms": self.last_request_ms}
+            return {"requests": self.request_count, "last_request_ms": self.last_request_ms,
+                    "takeovers": self.takeovers}
 
     # ---- life cycle ----
     def _bind(self):
@@ -1126,34 +1190,49 @@ class WebServer:
         """Bind and serve from background threads; returns at once."""
         if self._running:
             return
-        self._bind()
-        self._running = True
-        self._start_workers()
-        self._spawn(self._loop)
+        self._prepare()
+        for _ in range(self.workers + 1):
+            self._spawn(self._run)
 
     def serve_forever(self):
-        """Bind and serve from this thread (workers still run in their threads)."""
+        """Bind and serve from this thread (and `workers` more)."""
         if not self._running:
-            self._bind()
-            self._running = True
-            self._start_workers()
-        self._loop()
+            self._prepare()
+            for _ in range(self.workers):
+                self._spawn(self._run)
+        self._run()
 
     def stop(self, timeout_ms=5000):
         """Stop serving: close every connection and the listening socket; wait for the threads."""
         if not self._running:
             return
-        with self._qlock:
-            self._running = False
-            idle = self._idle
-            self._idle = []
-        for w in idle:
-            w[1] = None
-            w[0].release()
+        self._running = False
         self._poke()
         t0 = ticks_ms()
         while self._threads > 0 and ticks_diff(ticks_ms(), t0) < timeout_ms:
             time.sleep_ms(5) if _MP else time.sleep(0.005)
+
+    def _prepare(self):
+        # everything the threads share exists before the first one starts: with no GIL a new
+        # attribute resizes the instance dict while other threads read it
+        self._bind()
+        poller = select.poll()
+        poller.register(self._sock, _POLLIN)
+        if self._wake is not None:
+            poller.register(self._wake, _POLLIN)
+        self._poller = poller
+        self._conns = {}
+        self._pool = []
+        self._pool_mv = []
+        self._jobs = []
+        self._returned = []
+        self._wake_pending = False
+        self._standby = 0
+        self._serving_since = None
+        self._last_scan = ticks_ms()
+        self._lead_lock = _thread.allocate_lock()
+        self._line_lock = _thread.allocate_lock()
+        self._running = True
 
     def _spawn(self, fn, *args):
         with self._slock:
@@ -1171,79 +1250,207 @@ class WebServer:
             with self._slock:
                 self._threads -= 1
 
-    def _start_workers(self):
-        for _ in range(self.workers):
-            self._spawn(self._worker)
+    # ---- threads: one leads (the poll loop), the others stand by ----
+    #
+    # All server threads are alike. The one holding _lead_lock is the poll loop: it accepts, reads
+    # heads, and answers complete requests itself, so a busy keep-alive connection costs no thread
+    # switch at all. While it runs a handler it lets go of the lock; one standing-by thread (the
+    # watcher, holding _line_lock, the others queue for it) looks every takeover_ms / 2 and takes
+    # the lead when a handler has run longer than takeover_ms: a slow handler delays the others by
+    # at most that, and never blocks accepting or reading. The old leader answers its request, hands
+    # the connection back and stands by. The leader answers only while someone stands by (or with
+    # workers=0); else complete requests queue in _jobs for the next thread that comes free, so the
+    # poll loop itself never stalls and at most `workers` handlers run at once.
 
-    # ---- the poll thread ----
-    def _loop(self):
-        poller = select.poll()
-        lsock = self._sock
-        poller.register(lsock, _POLLIN)
-        wake = self._wake
-        if wake is not None:
-            poller.register(wake, _POLLIN)
-        self._poller = poller
-        conns = {}
-        self._conns = conns
-        self._pool = []
+    def _run(self):
         out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
-        self._out = out
-        last_scan = ticks_ms()
-        try:
-            while self._running:
-                timeout = 250 if wake is not None or not conns else 5
-                events = poller.poll(timeout)
-                now = ticks_ms()
-                for ev in events:
-                    obj = ev[0]
-                    conn = None
-                    try:
-                        if obj is lsock or (not _MP and obj == lsock.fileno()):
-                            self._accept(now)
-                        elif obj is wake or (not _MP and wake is not None and obj == wake.fileno()):
-                            # one read: workers poke once per _take_back (_wake_pending), and a second
-                            # datagram would only wake the (level-triggered) poll once more
-                            try:
-                                wake.recv(16)
-                            except OSError:
-                                pass
-                        else:
-                            conn = conns.get(obj)
-                            if conn is not None:
-                                self._readable(conn, ev[1], now)
-                    except Exception as e:
-                        # the poll thread must survive anything: drop what failed, keep serving
-                        self._trouble(e, conn)
+        ob = None  # the answer buffer: made when this thread first leads (most threads never do)
+        lead_lock = self._lead_lock
+        while self._running:
+            try:
+                if not (lead_lock.acquire(0) or self._stand_by()):
+                    continue
+            except Exception as e:  # never lose a thread (a MemoryError while standing by, ...)
+                self._trouble(e, None)
+                continue
+            if ob is None and self.answer_buffer:
                 try:
-                    if self._accept_paused is not None and ticks_diff(now, self._accept_paused) > 100:
-                        self._accept_paused = None
-                        poller.modify(lsock, _POLLIN)
-                    if self._returned:
-                        self._take_back(now)
-                    while self._jobs and not self.workers:
-                        self._run_queue()
-                    if ticks_diff(now, last_scan) > 200:
-                        last_scan = now
-                        self._scan(now)
+                    ob = bytearray(self.answer_buffer)
+                except MemoryError:
+                    pass  # answers are then formatted the slower way
+            while True:
+                try:
+                    stopped = self._lead(out, ob)
+                    break
+                except Exception as e:  # still leading: carry on (never leave the poll loop orphaned)
+                    self._trouble(e, None)
+            if stopped:
+                self._close_all()  # stopped while leading: this thread closes up
+                return
+            try:
+                self._serve_jobs(out, ob)  # lost the lead: help with the queue, then stand by
+            except Exception as e:
+                self._trouble(e, None)
+
+    def _stand_by(self):
+        """Wait until needed: True when this thread took the lead, None when the server stops."""
+        with self._qlock:
+            self._standby += 1
+        self._line_lock.acquire()
+        got = None
+        try:
+            nap = select.poll()  # sleeps in the kernel (time.sleep_ms wakes every 0.5 ms on unix)
+            wait = max(1, self.takeover_ms // 2)
+            while self._running:
+                # queued requests are the leader's to answer (or a thread's that comes free): a
+                # watcher taking one would cost a hand-back and a wake-up for nothing
+                since = self._serving_since
+                if (since is not None and ticks_diff(ticks_ms(), since) >= self.takeover_ms
+                        and self._lead_lock.acquire(0)):
+                    self.takeovers += 1  # (only the leader writes it, and this thread leads now)
+                    got = True
+                    break
+                nap.poll(wait)
+        finally:
+            with self._qlock:
+                self._standby -= 1
+            self._line_lock.release()
+        return got
+
+    def _serve_jobs(self, out, ob):
+        # a thread that lost the lead (or served a queued job) first helps with the queue
+        while self._running and self._jobs:
+            with self._qlock:
+                conn = self._jobs.pop(0) if self._jobs else None
+            if conn is None:
+                return
+            self._serve(conn, out, ob, False)
+
+    def _lead(self, out, ob):
+        """The poll loop, run while this thread holds _lead_lock. Returns False when it lost the lead
+        (during a slow handler), True when the server stops (still leading)."""
+        self._serving_since = None
+        self._out = out
+        poller = self._poller
+        lsock = self._sock
+        wake = self._wake
+        conns = self._conns
+        jobs = self._jobs  # (replaced only while no thread runs)
+        qlock = self._qlock
+        serve = self._serve
+        readable = self._readable
+        recv_into = _recv_into
+        alone = not self.workers
+        while self._running:
+            # answer complete requests first (this thread, while another stands by to take over)
+            while jobs and (alone or self._standby):
+                qlock.acquire()
+                conn = jobs.pop(0) if jobs else None
+                qlock.release()
+                if conn is None:
+                    break
+                try:
+                    still = serve(conn, out, ob, True)
+                except Exception as e:  # only before letting go of the lead or after taking it back
+                    self._trouble(e, None)
+                    conn.busy = False
+                    self._close(conn)
+                    still = True
+                if not still:
+                    return False
+            if not self._running:
+                break
+            timeout = 0 if jobs and (alone or self._standby) else (250 if wake is not None or not conns else 5)
+            # ipoll: one reused tuple per event, not a new list of them per round. The poll set only
+            # shrinks while it is walked (accepting, which grows it, waits until after).
+            events = poller.ipoll(timeout) if _MP else poller.poll(timeout)
+            now = ticks_ms()
+            accept = False
+            for ev in events:
+                obj = ev[0]
+                conn = None
+                try:
+                    if obj is lsock or (not _MP and obj == lsock.fileno()):
+                        accept = True
+                    elif obj is wake or (not _MP and wake is not None and obj == wake.fileno()):
+                        # one read: threads poke once per _take_back (_wake_pending), and a second
+                        # datagram would only wake the (level-triggered) poll once more
+                        try:
+                            wake.recv(16)
+                        except OSError:
+                            pass
+                    else:
+                        conn = conns.get(obj)
+                        if conn is None:
+                            continue
+                        # a read that completes a head, inline (see _serve on the cost of calls);
+                        # everything else: _readable
+                        buf = conn.buf
+                        n = conn.n
+                        if buf is None or n or conn.req is not None:
+                            readable(conn, ev[1], now)
+                            continue
+                        try:
+                            r = recv_into(conn.sock, buf, 0)
+                        except OSError as e:
+                            r = None if e.args and e.args[0] == 11 else 0  # EAGAIN: nothing yet
+                        if not r or buf.find(b"\r\n\r\n", 0, r) < 0:
+                            readable(conn, ev[1], now, r)  # the end, nothing, or part of a head
+                            continue
+                        conn.n = r
+                        conn.last = conn.t0 = now
+                        self._seq += 1
+                        conn.seq = self._seq
+                        conn.busy = True
+                        poller.unregister(conn.sock)
+                        qlock.acquire()
+                        jobs.append(conn)
+                        qlock.release()
+                except Exception as e:
+                    # the poll loop must survive anything: drop what failed, keep serving
+                    self._trouble(e, conn)
+            if accept:
+                try:
+                    self._accept(now)
                 except Exception as e:
                     self._trouble(e, None)
-        finally:
-            # connections still in a worker's hands come back (and are closed) first: closing a
-            # socket another thread is using could hand its descriptor number to someone else
-            t0 = ticks_ms()
-            while any(c.busy for c in conns.values()) and ticks_diff(ticks_ms(), t0) < self.io_timeout:
+            try:
+                if self._accept_paused is not None and ticks_diff(now, self._accept_paused) > 100:
+                    self._accept_paused = None
+                    poller.modify(lsock, _POLLIN)
                 if self._returned:
-                    self._take_back(ticks_ms())
-                else:
-                    time.sleep_ms(5) if _MP else time.sleep(0.005)
-            for c in list(conns.values()):
-                self._close(c)
-            poller.unregister(lsock)
-            lsock.close()
-            if wake is not None:
-                wake.close()
-            self._sock = None
+                    self._take_back(now)
+                if ticks_diff(now, self._last_scan) > 200:
+                    self._last_scan = now
+                    self._scan(now)
+            except Exception as e:
+                self._trouble(e, None)
+        # stopping: this thread keeps the lead (so nobody else touches the poll state) and closes up
+        return True
+
+    def _close_all(self):
+        # connections still in another thread's hands come back (and are closed) first: closing a
+        # socket another thread is using could hand its descriptor number to someone else
+        conns = self._conns
+        t0 = ticks_ms()
+        while any(c.busy for c in conns.values()) and ticks_diff(ticks_ms(), t0) < self.io_timeout:
+            if self._returned:
+                self._take_back(ticks_ms())
+            else:
+                time.sleep_ms(5) if _MP else time.sleep(0.005)
+        with self._qlock:
+            self._jobs.clear()
+        for c in list(conns.values()):
+            c.busy = False
+            self._close(c)
+        try:
+            self._poller.unregister(self._sock)
+        except (OSError, ValueError, KeyError):
+            pass
+        self._sock.close()
+        if self._wake is not None:
+            self._wake.close()
+        self._sock = None
 
     def _trouble(self, e, conn):
         if isinstance(e, MemoryError):
@@ -1274,7 +1481,7 @@ class WebServer:
                 s.close()  # every connection is busy: refuse
                 continue
             s.setblocking(False)
-            c = _Conn(s, addr, now)
+            c = _Conn(s, addr, now, self)
             self._seq += 1
             c.seq = self._seq
             self._conns[self._key(s)] = c
@@ -1315,32 +1522,45 @@ class WebServer:
         if not conn.busy:
             self._put_buf(conn)
         conn.buf = None
+        conn.mv = None
 
-    def _get_buf(self):
-        return self._pool.pop() if self._pool else bytearray(self.buffer_size)
+    def _get_buf(self, conn):
+        # buffers and their memoryviews are kept in pairs (two lists: a tuple would be an allocation)
+        if self._pool:
+            conn.buf = self._pool.pop()
+            conn.mv = self._pool_mv.pop()
+        else:
+            conn.buf = b = bytearray(self.buffer_size)
+            conn.mv = memoryview(b)
+        conn.n = 0
 
     def _put_buf(self, conn):
         b = conn.buf
         conn.buf = None
         conn.n = 0
-        if b is not None and len(b) == self.buffer_size and len(self._pool) < self.workers + 2:
+        if b is not None and len(b) == self.buffer_size and len(self._pool) < self.workers + 4:
             self._pool.append(b)
+            self._pool_mv.append(conn.mv)
+        conn.mv = None
 
-    def _readable(self, conn, ev, now):
-        if conn.buf is None:
-            conn.buf = self._get_buf()
-            conn.n = 0
+    def _readable(self, conn, ev, now, r=-1):
+        """Read from conn (r >= 0: the poll loop already did, and got r bytes, or None)."""
         buf = conn.buf
-        if conn.n >= len(buf):
-            # only reachable while a small body is awaited: the buffer was sized for it
-            self._fail(conn, 400)
-            return
-        try:
-            r = _recv_into(conn.sock, buf, conn.n)
-        except OSError as e:
-            if e.args and e.args[0] == 11:  # EAGAIN (CPython raises BlockingIOError)
+        if buf is None:
+            self._get_buf(conn)
+            buf = conn.buf
+        n = conn.n
+        if r == -1:
+            if n >= len(buf):
+                # only reachable while a small body is awaited: the buffer was sized for it
+                self._fail(conn, 400)
                 return
-            r = 0
+            try:
+                r = _recv_into(conn.sock, buf, n)
+            except OSError as e:
+                if e.args and e.args[0] == 11:  # EAGAIN (CPython raises BlockingIOError)
+                    return
+                r = 0
         if r is None:
             if ev & (_POLLHUP | _POLLERR):
                 self._close(conn)
@@ -1349,16 +1569,20 @@ class WebServer:
             self._close(conn)
             return
         conn.last = now
-        self._seq += 1
-        conn.seq = self._seq
+        seq = self._seq + 1
+        self._seq = seq
+        conn.seq = seq
         if conn.t0 is None:
             conn.t0 = now
-        conn.n += r
+        n += r
+        conn.n = n
         if conn.req is not None:
-            if conn.n >= conn.need:
+            if n >= conn.need:
                 self._dispatch(conn)
-            return
-        self._parse(conn)
+        elif buf.find(b"\r\n\r\n", 0, n) >= 0:
+            self._dispatch(conn)  # a complete head: the usual case, checked here without a call
+        else:
+            self._parse(conn)
 
     def _parse(self, conn):
         """A complete head in conn.buf goes to a worker (which parses it); else wait for more bytes, or
@@ -1381,46 +1605,48 @@ class WebServer:
             nb = bytearray(min(self.max_head, len(buf) * 2))
             nb[:conn.n] = buf[:conn.n]
             conn.buf = nb
+            conn.mv = memoryview(nb)
 
-    def _head(self, conn, out):
-        """Worker side: parse the head in conn.buf into a Request; None when the connection was
-        answered (error) or handed back (a small body still to come, read by the poll thread)."""
-        buf = conn.buf
-        res = parse_head(buf, conn.n, out)
-        if res <= 0:
-            if res == 0:  # only empty lines so far
-                self._give_back(conn, True)
-            else:
-                self._error_close(conn, -res, _reason(out[0]) or None)
-            return None
-        req = self._make_request(conn, buf, out)
-        req.head_len = res
-        if req.body_kind == _BODY_LENGTH and not (req.flags & _FLAG_EXPECT_CONTINUE):
-            need = res + req.content_length
-            if need > conn.n and need <= len(buf):
-                conn.req = req  # a small body: the poll thread reads it, no worker waits for it
-                conn.need = need
-                self._give_back(conn, True)
-                return None
-        return req
-
-    def _error_close(self, conn, status, reason=None):
+    def _error_close(self, conn, status, lead, reason=None):
         self._send_error_now(conn.sock, status, reason)
-        self._give_back(conn, False)
+        self._give_back(conn, False, lead)
 
-    def _make_request(self, conn, buf, out):
-        # one copy of the head (its end: the last field value, or the target); fields decoded on use
-        nh = out[5]
-        if nh:
-            i = _OUT_FIXED + 4 * nh - 4
-            end = out[i + 2] + out[i + 3]
+    def _make_request(self, conn, out, head_len):
+        # No copy of the head: the Request decodes header fields from conn.buf while it is answered.
+        # The method is found without an allocation; the target costs one slice (none more when it
+        # is a string the runtime already knows, like a route's path).
+        buf = conn.buf
+        mo = out[0]
+        ml = out[1]
+        m = _METHODS.get(buf[mo] << 4 | ml) if ml < 16 else None
+        if m is not None and buf.find(m[1], mo, mo + ml) == mo:
+            method = m[0]
         else:
-            end = out[2] + out[3]
-        raw = bytes(memoryview(buf)[:end])
-        req = Request(self, conn, raw[out[0]:out[0] + out[1]].decode(), raw[out[2]:out[2] + out[3]].decode(),
-                      out[4], None if nh else {}, out[6], out[7], out[8])
-        if nh:
-            req._h = (raw, out[_OUT_FIXED:_OUT_FIXED + 4 * nh])
+            method = str(conn.mv[mo:mo + ml], "utf-8")
+        to = out[2]
+        target = str(conn.mv[to:to + out[3]], "utf-8")
+        if not target.startswith("/") and "://" in target:
+            # absolute form (RFC 9112 3.2.2: a server must accept it): keep the path and query
+            j = target.find("/", target.find("://") + 3)
+            target = target[j:] if j >= 0 else "/"
+        i = target.find("?")
+        path = target if i < 0 else target[:i]
+        if "%" in path:
+            path = unquote(path)
+        kind = out[6]
+        x = out[8]
+        if out[4]:
+            x |= _X_HTTP11
+        if kind == _BODY_CHUNKED:
+            x |= _FLAG_CHUNKED
+        req = Request(conn, method, path, x)
+        if path is not target:
+            req._t = target
+        if kind == _BODY_LENGTH:
+            req.content_length = out[7]
+        conn.hl = head_len
+        conn.out = out
+        conn.cur = req
         return req
 
     def _fail(self, conn, status, reason=None):
@@ -1439,24 +1665,12 @@ class WebServer:
         _discard(sock)
 
     def _dispatch(self, conn):
+        # a complete request: out of the poll set (its bytes are the serving thread's now) and queued;
+        # the leader answers it right after this round of events
         conn.busy = True
         self._poller.unregister(conn.sock)
         with self._qlock:
-            if self._idle:
-                w = self._idle.pop()
-                w[1] = conn
-                w[0].release()
-            else:
-                self._jobs.append(conn)
-
-    def _run_queue(self):
-        # workers=0: the poll thread serves requests itself
-        jobs = self._jobs
-        self._jobs = []
-        for conn in jobs:
-            self._serve(conn, self._out)
-        if self._returned:
-            self._take_back(ticks_ms())
+            self._jobs.append(conn)
 
     def _take_back(self, now):
         with self._rlock:
@@ -1464,21 +1678,26 @@ class WebServer:
             self._returned = []
             self._wake_pending = False
         for conn, keep in back:
-            conn.busy = False
-            if not keep or not self._running:
-                self._close(conn)
-                continue
-            conn.last = now
-            self._seq += 1
-            conn.seq = self._seq
-            self._poller.register(conn.sock, _POLLIN)
-            if conn.req is not None:
-                continue  # a head waiting for its body: keep reading (and its t0: 408 if too slow)
-            conn.t0 = now if conn.n else None
-            if conn.n:
-                self._parse(conn)  # a pipelined request already in the buffer
-            else:
-                self._put_buf(conn)
+            self._back(conn, keep, now)
+
+    def _back(self, conn, keep, now):
+        # leader only: a served connection returns to the poll set (or is closed)
+        conn.busy = False
+        if not keep or not self._running:
+            self._close(conn)
+            return
+        conn.last = now
+        self._seq += 1
+        conn.seq = self._seq
+        self._poller.register(conn.sock, _POLLIN)
+        if conn.req is not None:
+            return  # a head waiting for its body: keep reading (and its t0: 408 if too slow)
+        if conn.n:
+            conn.t0 = now
+            self._parse(conn)  # a pipelined request already in the buffer: queued again, in turn
+        else:
+            conn.t0 = None
+            self._put_buf(conn)  # an idle keep-alive connection holds no buffer
 
     def _scan(self, now):
         # timeouts: 408 for a request that takes too long to arrive, silent close of idle connections
@@ -1498,31 +1717,10 @@ class WebServer:
             except OSError:
                 pass
 
-    # ---- workers ----
-    def _worker(self):
-        me = [_thread.allocate_lock(), None]
-        me[0].acquire()
-        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
-        poller = select.poll()  # this worker's own, to wait briefly for a connection's next request
-        while self._running:
-            with self._qlock:
-                conn = self._jobs.pop(0) if self._jobs else None
-                if conn is None:
-                    if not self._running:
-                        return
-                    self._idle.append(me)
-            if conn is None:
-                me[0].acquire()  # released by _dispatch (with me[1] set) or stop()
-                conn = me[1]
-                me[1] = None
-                if conn is None:
-                    continue
-            self._serve(conn, out, poller)
-
-    def _give_back(self, conn, keep):
-        if not self.workers:
-            # the poll thread itself: no wake-up needed
-            self._returned.append((conn, keep))
+    # ---- serving ----
+    def _give_back(self, conn, keep, lead):
+        if lead:
+            self._back(conn, keep, ticks_ms())
             return
         with self._rlock:
             self._returned.append((conn, keep))
@@ -1531,107 +1729,95 @@ class WebServer:
         if poke:
             self._poke()
 
-    def _serve(self, conn, out, poller=None):
-        """Parse and run requests on conn in this thread while the next one is at hand (pipelined, or
-        arriving within linger_ms); then give the connection back to the poll thread."""
-        served = 0
-        while True:
-            req = conn.req
-            conn.req = None
-            if req is None:
-                try:
-                    req = self._head(conn, out)
-                except MemoryError:
-                    _gc_collect()
-                    self._error_close(conn, 503)
-                    return
-                except ValueError:  # undecodable bytes in the head
-                    self._error_close(conn, 400)
-                    return
-                if req is None:
-                    return
-            keep = False
-            try:
-                keep = self._handle(req)
-            except Exception as e:  # the connection is broken (timeout, reset): just close it
-                if self.log_errors and not isinstance(e, OSError):
-                    _print_exception(e)
-                keep = False
-            req = None
-            if not keep:
-                _discard(conn.sock)  # closing with unread input would reset the connection before our answer is read
-                self._give_back(conn, False)
-                return
-            served += 1
-            try:
-                more = self._next_here(conn, served, poller)
-            except Exception as e:  # e.g. MemoryError: the poll thread takes over, the worker lives on
-                if isinstance(e, MemoryError):
-                    _gc_collect()
-                elif self.log_errors:
-                    _print_exception(e)
-                more = False
-            if not more:
-                self._give_back(conn, True)
-                return
+    def _serve(self, conn, out, ob, lead):
+        """Answer the complete request in conn.buf, then give the connection back. lead: this thread
+        holds the lead (it lets go while the handler runs). True if it still leads afterwards.
 
-    def _next_here(self, conn, served, poller):
-        """True when conn's next request head is complete in conn.buf, so this thread serves it too: the
-        round trip through the poll thread (hand-back, wake-up datagram, poll, dispatch, thread switch)
-        is most of the cost of a small keep-alive request. Fair to other connections: while some wait
-        for a worker, at most _FAIR_TURN requests in a row and no waiting for the client."""
-        if not self._running:
-            return False
-        waiting = self._jobs  # read without the lock: a stale answer only costs a little fairness
-        if waiting and served >= _FAIR_TURN:
-            return False
-        buf = conn.buf
-        conn.t0 = ticks_ms()  # the next request's 408 clock (its body may yet go to the poll thread)
-        if conn.n and buf.find(b"\r\n\r\n", 0, conn.n) >= 0:
-            return True  # pipelined, already read
-        if waiting or poller is None or self.linger_ms <= 0 or conn.n >= len(buf):
-            return False
-        sock = conn.sock
-        poller.register(sock, _POLLIN)
+        On MicroPython a call to a function with more than a few locals allocates its frame on the
+        heap, and that allocation is most of the cost of a small request: the per-request path is
+        therefore a few large functions (_lead, _serve, _make_request, _handle), not many small ones."""
+        conn.ob = ob
+        req = conn.req
+        conn.req = None
+        if req is None:
+            try:
+                res = parse_head(conn.buf, conn.n, out)
+                if res > 0:
+                    req = self._make_request(conn, out, res)
+            except MemoryError:
+                _gc_collect()
+                self._error_close(conn, 503, lead)
+                return lead
+            except ValueError:  # undecodable bytes in the head
+                self._error_close(conn, 400, lead)
+                return lead
+            if res <= 0:
+                if res == 0:  # only empty lines so far
+                    self._give_back(conn, True, lead)
+                else:
+                    self._error_close(conn, -res, lead, _reason(out[0]) or None)
+                return lead
+            length = req.content_length
+            if length is not None and not (req._x & _FLAG_EXPECT_CONTINUE):
+                need = res + length
+                if need > conn.n and need <= len(conn.buf):
+                    # a small body: the poll loop reads it, no thread waits for it. The header
+                    # fields are decoded now: this thread's parser offsets will be gone by then.
+                    req.headers
+                    conn.req = req
+                    conn.need = need
+                    self._give_back(conn, True, lead)
+                    return lead
+        if lead and self.workers:
+            self._serving_since = ticks_ms()
+            self._lead_lock.release()
+        keep = False
         try:
-            ready = poller.poll(self.linger_ms)
-        finally:
-            poller.unregister(sock)
-        if not ready:
-            return False
-        try:
-            r = _recv_into(sock, buf, conn.n)
-        except OSError:
-            return False  # EAGAIN or a broken connection: the poll thread finds out
-        if not r:
-            return False  # closed by the client: the poll thread reads the end and closes
-        conn.n += r
-        # the whole head must be here; a partial one goes back to the poll thread (its 408 clock)
-        return buf.find(b"\r\n\r\n", 0, conn.n) >= 0
+            keep = self._handle(req)
+        except Exception as e:  # the connection is broken (timeout, reset): just close it
+            if self.log_errors and not isinstance(e, OSError):
+                _print_exception(e)
+            keep = False
+        req = None
+        if lead and self.workers:
+            lead = self._lead_lock.acquire(0)
+            if lead:
+                self._serving_since = None
+                self._out = out  # another leader may have come and gone meanwhile: _parse uses ours again
+        if not keep:
+            _discard(conn.sock)  # closing with unread input would reset the connection before our answer is read
+        if lead:
+            self._back(conn, keep, ticks_ms())
+        else:
+            self._give_back(conn, keep, False)
+        return lead
 
     def _find(self, req):
-        """(route, args) or (None, status) with status 404/405 (req.allow set for 405)."""
+        """The route (a literal path), (route, args) (a path with parameters), or the status 404/405
+        (req.allow set for 405). No allocation for a literal path."""
         path = req.path
-        parts = None
+        method = req.method
+        lit = self._lit.get(path)
         allow = None
-        for r in self._routes:
-            if r.segs is None:
-                if path != r.pattern:
-                    continue
-                args = []
-            else:
-                if parts is None:
-                    parts = path.split("/")
-                args = r.match(path, parts)
-                if args is None:
-                    continue
-            if req.method in r.methods:
+        if lit is not None:
+            for r in lit:
+                if method in r.methods:
+                    return r
+                allow = (allow or ()) + r.methods
+        parts = None
+        for r in self._params:
+            if parts is None:
+                parts = path.split("/")
+            args = r.match(path, parts)
+            if args is None:
+                continue
+            if method in r.methods:
                 return r, args
             allow = (allow or ()) + r.methods
         if allow is not None:
             req.allow = allow
-            return None, 405
-        return None, 404
+            return 405
+        return 404
 
     def _handle(self, req):
         conn = req.conn
@@ -1639,45 +1825,68 @@ class WebServer:
             self.request_count += 1
             self.last_request_ms = ticks_ms()
         resp = None
-        if req.content_length is None and not req.flags & _FLAG_CHUNKED:
+        fast = None  # a str/bytes answer (status 200) sent the short way: no Response object
+        x = req._x
+        if req.content_length is None and not x & _FLAG_CHUNKED:
             reader = _NO_BODY
         else:
-            reader = _BodyReader(self, conn, req, req.head_len)
-        req.stream = reader
+            reader = _BodyReader(self, conn, req, conn.hl)
+            req.stream = reader
         try:
             reader.start()
-            route, args = self._find(req)
-            req.route = route
-            if route is None:
-                if args == 405 and req.method == "OPTIONS":
+            # a literal path without a call (see _serve on the cost of calls); the rest: _find
+            route = None
+            args = None
+            lit = self._lit.get(req.path)
+            if lit is not None:
+                for r in lit:
+                    if req.method in r.methods:
+                        route = r
+                        break
+            found = route or self._find(req)
+            t = type(found)
+            if t is int:
+                route = None
+                if found == 405 and req.method == "OPTIONS":
                     resp = Response(b"", 204, {"Allow": ", ".join(req.allow + ("OPTIONS",))})
-                elif args == 405:
+                elif found == 405:
                     resp = Response("Method Not Allowed\n", 405, {"Allow": ", ".join(req.allow)},
                                     "text/plain")
                 else:
                     resp = Response("Not Found\n", 404, None, "text/plain")
             else:
-                for hook in self._before:
-                    rv = hook(req)
+                if t is tuple:
+                    route, args = found
+                if self._before:
+                    for hook in self._before:
+                        rv = hook(req)
+                        if rv is not None:
+                            resp = make_response(rv)
+                            break
+                if resp is None:
+                    if reader is not _NO_BODY:
+                        req.route = route
+                        limit = self.max_body if route.max_body is None else route.max_body
+                        if not route.stream:
+                            if req.content_length is not None and req.content_length > limit:
+                                raise HTTPError(413)
+                            req.body  # read it now: handler errors then are the handler's own
+                    rv = route.fn(req, *args) if args else route.fn(req)
+                    t = type(rv)
+                    if (t is str or t is bytes) and not self._after:
+                        fast = rv
+                    else:
+                        resp = make_response(rv)
+            if self._after:
+                for hook in self._after:
+                    rv = hook(req, resp)
                     if rv is not None:
                         resp = make_response(rv)
-                        break
-                if resp is None:
-                    limit = self.max_body if route.max_body is None else route.max_body
-                    if not route.stream:
-                        if req.content_length is not None and req.content_length > limit:
-                            raise HTTPError(413)
-                        if reader is not _NO_BODY:
-                            req.body  # read it now: handler errors then are the handler's own
-                    resp = make_response(route.fn(req, *args))
-            for hook in self._after:
-                rv = hook(req, resp)
-                if rv is not None:
-                    resp = make_response(rv)
         except HTTPError as e:
             resp = Response(e.reason + "\n", e.status, None, "text/plain")
         except MemoryError as e:
             resp = None
+            fast = None
             if self.log_errors:
                 _print_exception(e)
             _gc_collect()
@@ -1688,35 +1897,88 @@ class WebServer:
             if self.log_errors:
                 _print_exception(e)
             resp = Response("Internal Server Error\n", 500, None, "text/plain")
-        if resp.status >= 400 and self._errors:
-            fn = self._errors.get(resp.status)
-            if fn is not None:
-                try:
-                    resp = make_response(fn(req))
-                except Exception as e:
-                    if self.log_errors:
-                        _print_exception(e)
-        flags = req.flags
-        keep = (not (flags & _FLAG_CLOSE) and (req.version >= 1 or flags & _FLAG_KEEP_ALIVE) and self._running
-                and resp.status != 413)
+        if fast is not None:
+            status = 200
+        else:
+            status = resp.status
+            if status >= 400 and self._errors:
+                fn = self._errors.get(status)
+                if fn is not None:
+                    try:
+                        resp = make_response(fn(req))
+                        status = resp.status
+                    except Exception as e:
+                        if self.log_errors:
+                            _print_exception(e)
+        keep = (not (x & _FLAG_CLOSE) and (x & (_X_HTTP11 | _FLAG_KEEP_ALIVE)) and self._running
+                and status != 413)
         if keep and not reader.done:
             # the handler left (part of) the body unread: discard a little, else close
-            if resp.status == 503 or reader.broken or not reader.continued:
+            if status == 503 or reader.broken or not reader.continued:
                 keep = False
             else:
                 try:
                     keep = reader.drain(self.max_drain)
                 except (OSError, ValueError):
                     keep = False
-        keep = self._send(req, resp, keep)
-        for fn in self._on_request:
-            try:
-                fn(req, resp.status)
-            except Exception as e:
-                _print_exception(e)
+        if fast is not None:
+            # a str or bytes as a 200 answer, formatted in this thread's scratch buffer: no allocation
+            # beyond a memoryview of a str (inline: a call would cost a heap-allocated frame)
+            if type(fast) is str:
+                ctype = Response.default_content_type
+                fast = memoryview(fast) if _MP else fast.encode()  # its UTF-8 bytes, without a copy
+            else:
+                ctype = "application/octet-stream"
+            cache = self._prefixes
+            pre = cache[1].get(ctype) if cache[0] == self.server_name else None
+            if pre is None:
+                pre = self._prefix(ctype)
+            ob = conn.ob
+            n = len(fast)
+            if not keep:
+                tail = b"\r\nConnection: close\r\n\r\n"
+            elif x & _X_HTTP11:
+                tail = b"\r\n\r\n"
+            else:
+                tail = b"\r\nConnection: keep-alive\r\n\r\n"
+            p = len(pre)
+            if ob is None or p + 8 + len(tail) + n > len(ob):
+                self._send_big(conn.sock, req, pre, fast, tail)
+            else:
+                ob[0:p] = pre
+                # the length in decimal, written in place
+                k = 1
+                v = n
+                while v >= 10:
+                    v //= 10
+                    k += 1
+                v = n
+                i = p + k
+                while i > p:
+                    i -= 1
+                    ob[i] = 48 + v % 10
+                    v //= 10
+                p += k
+                k = p + len(tail)
+                ob[p:k] = tail
+                if n and req.method != "HEAD":
+                    ob[k:k + n] = fast
+                    k += n
+                w = conn.sock.write(ob, k) if _MP else None  # write(buf, max_len): all of it, as a rule
+                if w != k:
+                    self._write(conn.sock, ob, k, w or 0)
+        else:
+            keep = self._send(req, resp, keep)
+        if self._on_request:
+            for fn in self._on_request:
+                try:
+                    fn(req, status)
+                except Exception as e:
+                    _print_exception(e)
+        conn.cur = None  # the head in conn.buf is about to go: req.headers is what was decoded
         if keep:
             if reader is _NO_BODY:
-                start, end = (req.head_len, conn.n) if req.head_len < conn.n else (0, 0)
+                start, end = (conn.hl, conn.n) if conn.hl < conn.n else (0, 0)
             else:
                 start, end = reader.leftover()
             buf = conn.buf
@@ -1726,7 +1988,7 @@ class WebServer:
                 conn.n = end - start
             else:
                 conn.n = 0
-        return keep
+        return bool(keep)
 
     # ---- responses ----
     def _wait(self, sock, ev):
@@ -1736,16 +1998,18 @@ class WebServer:
         if not p.poll(self.io_timeout):
             raise OSError(110)  # ETIMEDOUT
 
-    def _write(self, sock, data):
-        off = 0
-        n = len(data)
-        mv = None
+    def _write(self, sock, data, n=None, off=0):
+        """Write data[off:n] (all of it by default), waiting at most io_timeout whenever the socket is
+        full."""
+        if n is None:
+            n = len(data)
         while off < n:
             try:
                 if _MP:
-                    w = sock.write(data if mv is None else mv[off:])
+                    # write(buf, off, max_len): no slice object for a partial write
+                    w = sock.write(data) if off == 0 and n == len(data) else sock.write(data, off, n - off)
                 else:
-                    w = sock.send(data if mv is None else mv[off:])
+                    w = sock.send(memoryview(data)[off:n])
             except OSError as e:
                 if not e.args or e.args[0] != 11:
                     raise
@@ -1754,8 +2018,28 @@ class WebServer:
                 self._wait(sock, select.POLLOUT)
                 continue
             off += w
-            if off < n and mv is None:
-                mv = memoryview(data)
+
+    def _prefix(self, ctype):
+        # the head of a fast 200 answer up to the Content-Length value, kept per content type
+        cache = self._prefixes
+        if cache[0] != self.server_name:
+            cache = (self.server_name, {})
+        pre = self._status_line(200) + (_CTYPE_LINES.get(ctype) or ("Content-Type: %s\r\n" % ctype).encode()) \
+            + b"Content-Length: "
+        d = dict(cache[1])  # copy-on-write: other threads read the old one meanwhile
+        d[ctype] = pre
+        self._prefixes = (cache[0], d)
+        return pre
+
+    def _send_big(self, sock, req, pre, body, tail):
+        head = b"%s%d%s" % (pre, len(body), tail)
+        if req.method == "HEAD":
+            self._write(sock, head)
+        elif len(body) > 1024:
+            self._write(sock, head)
+            self._write(sock, body)
+        else:
+            self._write(sock, head + bytes(body))
 
     def _status_line(self, status):
         # b"HTTP/1.1 200 OK\r\nServer: iotutils\r\n", kept for 200 (most answers)

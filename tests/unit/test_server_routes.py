@@ -17,9 +17,12 @@ class FakeSock:
         self.pos = 0
         self.out = bytearray()
 
-    def write(self, b):
-        self.out.extend(b)
-        return len(b)
+    def write(self, b, *args):
+        # like a MicroPython stream: write(buf), write(buf, max_len), write(buf, off, max_len)
+        off, n = (0, len(b)) if not args else (0, args[0]) if len(args) == 1 else args
+        n = min(n, len(b) - off)
+        self.out.extend(memoryview(b)[off:off + n])
+        return n
 
     sendall = write
     send = write
@@ -39,18 +42,19 @@ class FakeSock:
         pass
 
 
-def run(app, raw, more=b"", bufsize=1024):
+def run(app, raw, more=b"", bufsize=1024, scratch=512):
     """Serve one request (head and maybe body in `raw`, the rest of the body in `more`):
-    (status, headers, body, keep, conn)."""
-    conn = _Conn(FakeSock(more), ("127.0.0.1", 1234), 0)
+    (status, headers, body, keep, conn). scratch: the serving thread's answer buffer (0: none)."""
+    conn = _Conn(FakeSock(more), ("127.0.0.1", 1234), 0, app)
+    conn.ob = bytearray(scratch) if scratch else None
     conn.buf = bytearray(bufsize)
+    conn.mv = memoryview(conn.buf)
     conn.buf[:len(raw)] = raw
     conn.n = len(raw)
     out = array("i", [0] * (9 + 4 * 24))
     res = parse_head(conn.buf, conn.n, out)
     assert res > 0, res
-    req = app._make_request(conn, conn.buf, out)
-    req.head_len = res
+    req = app._make_request(conn, out, res)
     app._running = True
     keep = app._handle(req)
     data = bytes(conn.sock.out)
@@ -466,37 +470,35 @@ def test_errorhandler_replaces_error_pages():
     assert run(app, b"DELETE /echo HTTP/1.1\r\nHost: d\r\n\r\n")[0] == 405  # no handler: the server's page
 
 
-def _pipelined(app, reqs, jobs_waiting):
-    """Serve a buffer holding `reqs` pipelined requests through app._serve (as a worker does):
-    (answers written, connections handed back, bytes still buffered)."""
-    conn = _Conn(FakeSock(), ("127.0.0.1", 1234), 0)
+def _pipelined(app, reqs):
+    """Serve a buffer holding `reqs` pipelined requests through app._serve, as a thread that does not
+    lead: (answers written, connections handed back, bytes still buffered)."""
+    conn = _Conn(FakeSock(), ("127.0.0.1", 1234), 0, app)
     one = b"GET /api/led/%d HTTP/1.1\r\nHost: d\r\n\r\n"
     data = b"".join(one % i for i in range(reqs))
     conn.buf = bytearray(1024)
+    conn.mv = memoryview(conn.buf)
     conn.buf[:len(data)] = data
     conn.n = len(data)
     app._running = True
-    app._jobs = [object()] if jobs_waiting else []  # another connection waiting for a worker
     out = array("i", [0] * (9 + 4 * 24))
-    app._serve(conn, out, None)
+    app._serve(conn, out, bytearray(512), False)
     answers = bytes(conn.sock.out).count(b"HTTP/1.1 200 OK\r\n")
     back = app._returned
     app._returned = []
-    app._jobs = []
-    return answers, back, conn.n
+    return answers, back, conn
 
 
-def test_worker_serves_pipelined_requests_in_one_turn():
+def test_pipelined_requests_are_answered_one_per_turn():
     app = make_app()
-    answers, back, left = _pipelined(app, 7, False)
-    # all seven answered in order by one turn; the connection goes back once, kept, buffer empty
-    assert answers == 7 and len(back) == 1 and back[0][1] is True and left == 0
-    app = make_app()
-    answers, back, left = _pipelined(app, 7, True)
-    # others wait for a worker: a few in a row, then back to the poll thread with the rest buffered
-    assert 1 <= answers < 7 and len(back) == 1 and back[0][1] is True and left > 0
+    answers, back, conn = _pipelined(app, 7)
+    # one answer, then the connection goes back (kept) to the poll loop, which queues the next
+    # request behind the others waiting: a pipelining client cannot hog a thread
+    assert answers == 1 and len(back) == 1 and back[0] == (conn, True)
     # what is left starts exactly at the next unanswered request
-    assert answers == app.request_count
+    one = b"GET /api/led/%d HTTP/1.1\r\nHost: d\r\n\r\n"
+    assert bytes(conn.buf[:conn.n]) == b"".join(one % i for i in range(1, 7))
+    assert app.request_count == 1
 
 
 def test_request_headers_built_on_first_use():
@@ -518,15 +520,15 @@ def test_request_headers_built_on_first_use():
     assert st == 400 and b"UTF-8" in body
 
 
-def test_trouble_while_waiting_for_the_next_request_hands_the_connection_back():
+def test_no_memory_for_a_request_is_a_503_and_the_connection_goes_back_closed():
     app = make_app()
 
-    def no_memory(conn, served, poller):
+    def no_memory(conn, out, head_len):
         raise MemoryError("pretend the heap ran out")
-    app._next_here = no_memory
-    answers, back, left = _pipelined(app, 2, False)
-    # the first request answered; then the worker gives the connection back (kept) instead of dying
-    assert answers == 1 and len(back) == 1 and back[0][1] is True and left > 0
+    app._make_request = no_memory
+    answers, back, conn = _pipelined(app, 2)
+    assert answers == 0 and bytes(conn.sock.out).startswith(b"HTTP/1.1 503 ")
+    assert len(back) == 1 and back[0] == (conn, False)
 
 
 def test_long_request_line_parsed_on_a_small_thread_stack():
