@@ -83,7 +83,7 @@ except ImportError:
 
 # builtins as module globals: MicroPython finds a builtin only after a miss in the module's dict and
 # a scan of the builtins table, dearer than the call itself (see server.py)
-len, bytes, int, isinstance, memoryview, range = len, bytes, int, isinstance, memoryview, range
+len, bytes, int, type, memoryview, range = len, bytes, int, type, memoryview, range
 
 NEED_MORE = 0
 BODY_NONE = 0
@@ -234,12 +234,20 @@ def parse_head(buf, length, out):
         raise ValueError("out too short")
     if length < 0 or length > len(buf):
         raise ValueError("length")
-    max_headers = (nout - OUT_FIXED) >> 2
-    if isinstance(buf, bytes) and length == len(buf):
-        b = buf
-    else:
-        # one copy of the data so that find/re work on any buffer type; offsets are unchanged
-        b = bytes(memoryview(buf)[:length])
+    # one copy of the data so that find/re work on any buffer type (offsets are unchanged). It is
+    # made here, in a frame small enough for the C stack, so that _parse's frame (on the heap: it
+    # has many locals) sees no allocation while it lives, in the usual case: then the next call
+    # finds the same room again, instead of gc_alloc scanning ever further (see server.py).
+    return _parse(buf if type(buf) is bytes and length == len(buf) else bytes(memoryview(buf)[:length]),
+                  out, (nout - OUT_FIXED) >> 2)
+
+
+# canonical spellings of the interpreted names, checked before a lower() copy is made
+_SPECIAL_CASED = {14: b"Content-Length", 17: b"Transfer-Encoding", 4: b"Host", 10: b"Connection",
+                  7: b"Upgrade", 6: b"Expect"}
+
+
+def _parse(b, out, max_headers):
     pos = 0
     while b.startswith(b"\r\n", pos):
         pos += 2
@@ -247,45 +255,45 @@ def parse_head(buf, length, out):
     e = b.find(b"\r\n", pos)
     if e < 0:
         return _partial(b, pos, out, 0)
-    line = b[pos:e]
-    r = _line_ctl(line)
-    if r:
-        return _fail(out, r)
-    sp1 = line.find(b" ")
+    # Fast pre-check of the whole head when it is complete: no control bytes and every CR/LF part
+    # of a CRLF means no line can fail the per-line control-byte check, so it is skipped.
+    end = b.find(b"\r\n\r\n", e)
+    clean = False
+    if end >= 0:
+        end += 2
+        nl = b.count(b"\r\n", pos, end)
+        clean = (b.count(b"\r", pos, end) == nl and b.count(b"\n", pos, end) == nl
+                 and not _ctl_search_lines(b, pos, end))
+    if not clean:
+        r = _line_ctl(b[pos:e])
+        if r:
+            return _fail(out, r)
+    sp1 = b.find(b" ", pos, e)
     if sp1 < 0:
         return _fail(out, _R_LINE)
-    if sp1 == 0 or _not_token(line, 0, sp1):
+    if sp1 == pos or _not_token(b, pos, sp1):
         return _fail(out, _R_METHOD)
-    sp2 = line.find(b" ", sp1 + 1)
+    sp2 = b.find(b" ", sp1 + 1, e)
     if sp2 < 0:
         return _fail(out, _R_LINE)
-    if sp2 == sp1 + 1 or _not_vchar(line, sp1 + 1, sp2):
+    if sp2 == sp1 + 1 or _not_vchar(b, sp1 + 1, sp2):
         return _fail(out, _R_TARGET)
-    ver = line[sp2 + 1:]
-    if ver == b"HTTP/1.1":
+    v = sp2 + 1
+    if e - v == 8 and b.startswith(b"HTTP/1.1", v):
         minor = 1
-    elif ver == b"HTTP/1.0":
+    elif e - v == 8 and b.startswith(b"HTTP/1.0", v):
         minor = 0
-    elif (len(ver) == 8 and ver[:5] == b"HTTP/" and 48 <= ver[5] <= 57 and ver[6] == 46
-          and 48 <= ver[7] <= 57):
+    elif (e - v == 8 and b.startswith(b"HTTP/", v) and 48 <= b[v + 5] <= 57 and b[v + 6] == 46
+          and 48 <= b[v + 7] <= 57):
         return _fail(out, _R_VERSION_UNSUP, 505)
     else:
         return _fail(out, _R_VERSION)
     method_off = pos
-    target_off = pos + sp1 + 1
+    method_len = sp1 - pos
+    target_off = sp1 + 1
     target_len = sp2 - sp1 - 1
     # header fields
     pos = e + 2
-    # Fast pre-check of the whole head when it is complete: no control bytes and every CR/LF part
-    # of a CRLF means no line can fail the per-line control-byte check, so it is skipped.
-    clean = b.find(b"\r\n\r\n", e)
-    if clean >= 0:
-        end = clean + 2
-        nl = b.count(b"\r\n", pos, end)
-        clean = (b.count(b"\r", pos, end) == nl and b.count(b"\n", pos, end) == nl
-                 and not _ctl_search_lines(b, pos, end))
-    else:
-        clean = False
     nh = 0
     cl = -1
     te_n = 0          # codings seen in all Transfer-Encoding fields
@@ -304,7 +312,8 @@ def parse_head(buf, length, out):
             break
         if nh >= max_headers:
             return _fail(out, _R_TOO_MANY, 431)
-        if b[pos] in (32, 9):
+        c = b[pos]
+        if c == 32 or c == 9:
             return _fail(out, _R_FOLD)
         if not clean:
             r = _line_ctl(b[pos:e])
@@ -316,7 +325,13 @@ def parse_head(buf, length, out):
         if colon == pos or _not_token(b, pos, colon):
             return _fail(out, _R_NAME)
         colon -= pos
-        vs, ve = _ows_bounds(b, pos + colon + 1, e)
+        # the value without leading/trailing SP and HT
+        vs = pos + colon + 1
+        ve = e
+        while vs < ve and (b[vs] == 32 or b[vs] == 9):
+            vs += 1
+        while ve > vs and (b[ve - 1] == 32 or b[ve - 1] == 9):
+            ve -= 1
         i = OUT_FIXED + 4 * nh
         out[i] = pos
         out[i + 1] = colon
@@ -324,8 +339,9 @@ def parse_head(buf, length, out):
         out[i + 3] = ve - vs
         nh += 1
         special = _SPECIAL.get(colon)
-        if special and b[pos:pos + colon].lower() == special:
-            # the length alone tells which special name it is
+        # the length alone tells which special name it may be; the usual spelling needs no copy
+        if special and (b.startswith(special, pos) or b.startswith(_SPECIAL_CASED[colon], pos)
+                        or b[pos:pos + colon].lower() == special):
             if colon == 14:  # content-length
                 if cl >= 0:
                     return _fail(out, _R_CL_TWICE)
@@ -350,14 +366,19 @@ def parse_head(buf, length, out):
                 if hosts > 1:
                     return _fail(out, _R_HOST_TWICE)
             elif colon == 10:  # connection
-                for el in b[vs:ve].split(b","):
-                    el = el.strip(b" \t").lower()
-                    if el == b"close":
-                        flags |= FLAG_CLOSE
-                    elif el == b"keep-alive":
-                        flags |= FLAG_KEEP_ALIVE
-                    elif el == b"upgrade":
-                        conn_upgrade = True
+                if ve - vs == 10 and (b.startswith(b"keep-alive", vs) or b.startswith(b"Keep-Alive", vs)):
+                    flags |= FLAG_KEEP_ALIVE  # the usual single value, without a copy
+                elif ve - vs == 5 and b.startswith(b"close", vs):
+                    flags |= FLAG_CLOSE
+                else:
+                    for el in b[vs:ve].split(b","):
+                        el = el.strip(b" \t").lower()
+                        if el == b"close":
+                            flags |= FLAG_CLOSE
+                        elif el == b"keep-alive":
+                            flags |= FLAG_KEEP_ALIVE
+                        elif el == b"upgrade":
+                            conn_upgrade = True
             elif colon == 7:  # upgrade
                 has_upgrade = True
             elif colon == 6:  # expect
@@ -386,7 +407,7 @@ def parse_head(buf, length, out):
     if has_upgrade and conn_upgrade:
         flags |= FLAG_UPGRADE
     out[0] = method_off
-    out[1] = sp1
+    out[1] = method_len
     out[2] = target_off
     out[3] = target_len
     out[4] = minor

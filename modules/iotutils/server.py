@@ -11,7 +11,7 @@
 # Hot path (per request): one read and one write system call, no copy of the head, header fields
 # decoded only when a handler looks at them, a str/bytes answer formatted in a per-thread buffer.
 # On MicroPython an allocation is the dearest thing there (gc_alloc scans the heap for free blocks),
-# so the hot path avoids them: see Request, _make_request and _send_fast.
+# so the hot path avoids them and the calls that would allocate frames: see _lead.
 #
 #     from iotutils.server import WebServer, Response
 #     app = WebServer(port=80, workers=3)
@@ -1340,6 +1340,9 @@ class WebServer:
         serve = self._serve
         readable = self._readable
         recv_into = _recv_into
+        parse = parse_head
+        slock = self._slock
+        lead_lock = self._lead_lock
         alone = not self.workers
         while self._running:
             # answer complete requests first (this thread, while another stands by to take over)
@@ -1349,9 +1352,142 @@ class WebServer:
                 qlock.release()
                 if conn is None:
                     break
+                # The usual request is answered right here, not by calling _serve: a call to a
+                # function with more than a few locals allocates its frame on the heap, and when a
+                # frame is freed among the request's other allocations, the next frame must look
+                # further for room (gc_alloc scans from the first free block): on a large heap that
+                # grew to most of the cost. So: a head without a body, for a literal path (a query
+                # is fine), answered with a str, bytes, dict or list, and no after_request hooks.
+                # Everything else goes to _serve, which answers anything.
+                route = None
                 try:
-                    still = serve(conn, out, ob, True)
-                except Exception as e:  # only before letting go of the lead or after taking it back
+                    if conn.req is None and not self._after:
+                        res = parse(conn.buf, conn.n, out)
+                        if res > 0 and not out[6]:
+                            buf = conn.buf
+                            mo = out[0]
+                            ml = out[1]
+                            m = _METHODS.get(buf[mo] << 4 | ml) if ml < 16 else None
+                            if m is not None and buf.find(m[1], mo, mo + ml) == mo:
+                                method = m[0]
+                                to = out[2]
+                                target = str(conn.mv[to:to + out[3]], "utf-8")
+                                i = target.find("?")
+                                path = target if i < 0 else target[:i]
+                                lit = self._lit.get(path) if "%" not in path else None
+                                if lit is not None:
+                                    for r in lit:
+                                        if method in r.methods:
+                                            route = r
+                                            break
+                    if route is None:
+                        still = serve(conn, out, ob, True)
+                    else:
+                        still = True
+                        x = out[8]
+                        if out[4]:
+                            x |= _X_HTTP11
+                        req = Request(conn, method, path, x)
+                        if i >= 0:
+                            req._t = target
+                        conn.hl = res
+                        conn.out = out
+                        conn.cur = req
+                        if not alone:
+                            self._serving_since = ticks_ms()
+                            lead_lock.release()
+                        try:
+                            slock.acquire()
+                            self.request_count += 1
+                            self.last_request_ms = ticks_ms()
+                            slock.release()
+                            rv = None
+                            for hook in self._before:
+                                rv = hook(req)
+                                if rv is not None:
+                                    break
+                            if rv is None:
+                                rv = route.fn(req)
+                            t = type(rv)
+                            if t is dict or t is list:
+                                rv = json.dumps(rv)
+                                ctype = "application/json"
+                            elif t is str:
+                                ctype = Response.default_content_type
+                            elif t is bytes:
+                                ctype = "application/octet-stream"
+                            else:
+                                ctype = None
+                            keep = (not (x & _FLAG_CLOSE) and (x & (_X_HTTP11 | _FLAG_KEEP_ALIVE))
+                                    and self._running)
+                            if ctype is None:
+                                keep = self._finish(req, _NO_BODY, make_response(rv))
+                            else:
+                                # the 200 answer, formatted in this thread's buffer
+                                if type(rv) is str:
+                                    rv = memoryview(rv) if _MP else rv.encode()  # UTF-8, no copy
+                                cache = self._prefixes
+                                pre = cache[1].get(ctype) if cache[0] == self.server_name else None
+                                if pre is None:
+                                    pre = self._prefix(ctype)
+                                if not keep:
+                                    tail = b"\r\nConnection: close\r\n\r\n"
+                                elif x & _X_HTTP11:
+                                    tail = b"\r\n\r\n"
+                                else:
+                                    tail = b"\r\nConnection: keep-alive\r\n\r\n"
+                                n = len(rv)
+                                p = len(pre)
+                                sock = conn.sock
+                                if ob is None or p + 8 + len(tail) + n > len(ob):
+                                    self._send_big(sock, req, pre, rv, tail)
+                                else:
+                                    ob[0:p] = pre
+                                    k = 1  # the length in decimal, written in place
+                                    v = n
+                                    while v >= 10:
+                                        v //= 10
+                                        k += 1
+                                    v = n
+                                    i = p + k
+                                    while i > p:
+                                        i -= 1
+                                        ob[i] = 48 + v % 10
+                                        v //= 10
+                                    p += k
+                                    k = p + len(tail)
+                                    ob[p:k] = tail
+                                    if n and method != "HEAD":
+                                        ob[k:k + n] = rv
+                                        k += n
+                                    v = sock.write(ob, k) if _MP else None  # write(buf, max_len)
+                                    if v != k:
+                                        self._write(sock, ob, k, v or 0)
+                                if self._on_request:
+                                    self._answered(req, 200)
+                                conn.cur = None
+                                if keep:
+                                    self._keep_leftover(conn, res, conn.n)
+                        except OSError:
+                            keep = False  # the connection broke (or the handler's own I/O failed)
+                        except Exception as e:
+                            try:
+                                keep = self._finish(req, _NO_BODY, self._error_response(e))
+                            except Exception:
+                                keep = False
+                        req = rv = None
+                        if not alone:
+                            still = lead_lock.acquire(0)
+                            if still:
+                                self._serving_since = None
+                                self._out = out
+                        if not keep:
+                            _discard(conn.sock)
+                        if still:
+                            self._back(conn, keep, ticks_ms())
+                        else:
+                            self._give_back(conn, keep, False)  # (raises nothing: the lead is gone)
+                except Exception as e:  # only while leading: before letting go of the lead or after
                     self._trouble(e, None)
                     conn.busy = False
                     self._close(conn)
@@ -1820,33 +1956,23 @@ class WebServer:
         return 404
 
     def _handle(self, req):
+        """Answer req (any kind: bodies, parameter routes, hooks, errors); True to keep the connection."""
         conn = req.conn
         with self._slock:
             self.request_count += 1
             self.last_request_ms = ticks_ms()
         resp = None
-        fast = None  # a str/bytes answer (status 200) sent the short way: no Response object
-        x = req._x
-        if req.content_length is None and not x & _FLAG_CHUNKED:
+        if req.content_length is None and not req._x & _FLAG_CHUNKED:
             reader = _NO_BODY
         else:
             reader = _BodyReader(self, conn, req, conn.hl)
             req.stream = reader
         try:
             reader.start()
-            # a literal path without a call (see _serve on the cost of calls); the rest: _find
-            route = None
+            found = self._find(req)
             args = None
-            lit = self._lit.get(req.path)
-            if lit is not None:
-                for r in lit:
-                    if req.method in r.methods:
-                        route = r
-                        break
-            found = route or self._find(req)
             t = type(found)
             if t is int:
-                route = None
                 if found == 405 and req.method == "OPTIONS":
                     resp = Response(b"", 204, {"Allow": ", ".join(req.allow + ("OPTIONS",))})
                 elif found == 405:
@@ -1855,6 +1981,7 @@ class WebServer:
                 else:
                     resp = Response("Not Found\n", 404, None, "text/plain")
             else:
+                route = found
                 if t is tuple:
                     route, args = found
                 if self._before:
@@ -1871,45 +1998,44 @@ class WebServer:
                             if req.content_length is not None and req.content_length > limit:
                                 raise HTTPError(413)
                             req.body  # read it now: handler errors then are the handler's own
-                    rv = route.fn(req, *args) if args else route.fn(req)
-                    t = type(rv)
-                    if (t is str or t is bytes) and not self._after:
-                        fast = rv
-                    else:
-                        resp = make_response(rv)
+                    resp = make_response(route.fn(req, *args) if args else route.fn(req))
             if self._after:
                 for hook in self._after:
                     rv = hook(req, resp)
                     if rv is not None:
                         resp = make_response(rv)
-        except HTTPError as e:
-            resp = Response(e.reason + "\n", e.status, None, "text/plain")
-        except MemoryError as e:
-            resp = None
-            fast = None
-            if self.log_errors:
-                _print_exception(e)
-            _gc_collect()
-            resp = Response("Out of memory\n", 503, None, "text/plain")
         except OSError:
             raise  # the connection broke while reading the body
         except Exception as e:
-            if self.log_errors:
-                _print_exception(e)
-            resp = Response("Internal Server Error\n", 500, None, "text/plain")
-        if fast is not None:
-            status = 200
-        else:
-            status = resp.status
-            if status >= 400 and self._errors:
-                fn = self._errors.get(status)
-                if fn is not None:
-                    try:
-                        resp = make_response(fn(req))
-                        status = resp.status
-                    except Exception as e:
-                        if self.log_errors:
-                            _print_exception(e)
+            resp = self._error_response(e)
+        return self._finish(req, reader, resp)
+
+    def _error_response(self, e):
+        # what a handler (or hook) raised, as an answer; the server lives on
+        if isinstance(e, HTTPError):
+            return Response(e.reason + "\n", e.status, None, "text/plain")
+        if self.log_errors:
+            _print_exception(e)
+        if isinstance(e, MemoryError):
+            _gc_collect()
+            return Response("Out of memory\n", 503, None, "text/plain")
+        return Response("Internal Server Error\n", 500, None, "text/plain")
+
+    def _finish(self, req, reader, resp):
+        """Send resp (after the error handler for its status, if any) and get the connection ready for
+        its next request; True to keep it."""
+        conn = req.conn
+        status = resp.status
+        if status >= 400 and self._errors:
+            fn = self._errors.get(status)
+            if fn is not None:
+                try:
+                    resp = make_response(fn(req))
+                    status = resp.status
+                except Exception as e:
+                    if self.log_errors:
+                        _print_exception(e)
+        x = req._x
         keep = (not (x & _FLAG_CLOSE) and (x & (_X_HTTP11 | _FLAG_KEEP_ALIVE)) and self._running
                 and status != 413)
         if keep and not reader.done:
@@ -1921,74 +2047,33 @@ class WebServer:
                     keep = reader.drain(self.max_drain)
                 except (OSError, ValueError):
                     keep = False
-        if fast is not None:
-            # a str or bytes as a 200 answer, formatted in this thread's scratch buffer: no allocation
-            # beyond a memoryview of a str (inline: a call would cost a heap-allocated frame)
-            if type(fast) is str:
-                ctype = Response.default_content_type
-                fast = memoryview(fast) if _MP else fast.encode()  # its UTF-8 bytes, without a copy
-            else:
-                ctype = "application/octet-stream"
-            cache = self._prefixes
-            pre = cache[1].get(ctype) if cache[0] == self.server_name else None
-            if pre is None:
-                pre = self._prefix(ctype)
-            ob = conn.ob
-            n = len(fast)
-            if not keep:
-                tail = b"\r\nConnection: close\r\n\r\n"
-            elif x & _X_HTTP11:
-                tail = b"\r\n\r\n"
-            else:
-                tail = b"\r\nConnection: keep-alive\r\n\r\n"
-            p = len(pre)
-            if ob is None or p + 8 + len(tail) + n > len(ob):
-                self._send_big(conn.sock, req, pre, fast, tail)
-            else:
-                ob[0:p] = pre
-                # the length in decimal, written in place
-                k = 1
-                v = n
-                while v >= 10:
-                    v //= 10
-                    k += 1
-                v = n
-                i = p + k
-                while i > p:
-                    i -= 1
-                    ob[i] = 48 + v % 10
-                    v //= 10
-                p += k
-                k = p + len(tail)
-                ob[p:k] = tail
-                if n and req.method != "HEAD":
-                    ob[k:k + n] = fast
-                    k += n
-                w = conn.sock.write(ob, k) if _MP else None  # write(buf, max_len): all of it, as a rule
-                if w != k:
-                    self._write(conn.sock, ob, k, w or 0)
-        else:
-            keep = self._send(req, resp, keep)
-        if self._on_request:
-            for fn in self._on_request:
-                try:
-                    fn(req, status)
-                except Exception as e:
-                    _print_exception(e)
-        conn.cur = None  # the head in conn.buf is about to go: req.headers is what was decoded
+        keep = self._send(req, resp, keep)
+        self._answered(req, status)
         if keep:
             if reader is _NO_BODY:
-                start, end = (conn.hl, conn.n) if conn.hl < conn.n else (0, 0)
+                start, end = conn.hl, conn.n
             else:
                 start, end = reader.leftover()
-            buf = conn.buf
-            if end > start:
-                if start:
-                    buf[:end - start] = buf[start:end]
-                conn.n = end - start
-            else:
-                conn.n = 0
+            self._keep_leftover(conn, start, end)
         return bool(keep)
+
+    def _answered(self, req, status):
+        for fn in self._on_request:
+            try:
+                fn(req, status)
+            except Exception as e:
+                _print_exception(e)
+        req.conn.cur = None  # the head in conn.buf is about to go: req.headers is what was decoded
+
+    def _keep_leftover(self, conn, start, end):
+        # bytes after the request (a pipelined next one) move to the front of the buffer
+        if end > start:
+            if start:
+                buf = conn.buf
+                buf[:end - start] = buf[start:end]
+            conn.n = end - start
+        else:
+            conn.n = 0
 
     # ---- responses ----
     def _wait(self, sock, ev):
