@@ -246,6 +246,51 @@ def test_connection_close_and_http10(dev):
     assert out.endswith(b"line 0\nline 1\nline 2\n") and b"chunked" not in out
 
 
+def test_answers_formatted_in_the_poll_loop_have_exact_framing(dev):
+    # the usual request is answered inside the poll loop: check its own formatting of every result
+    # type, byte lengths of non-ASCII text, HEAD, a query, an answer bigger than its buffer, and the
+    # framing of many of them pipelined on one connection
+    st, h, body = request(dev, "GET", "/utf8")
+    text = "Gr\u00fc\u00dfe, \u4e16\u754c"
+    assert st == 200 and body == text.encode() and int(h["content-length"]) == len(text.encode()) == 15
+    assert h["content-type"] == "text/html; charset=utf-8" and h["server"] == "iotutils"
+    st, h, body = request(dev, "HEAD", "/utf8")
+    assert st == 200 and body == b"" and int(h["content-length"]) == len(text.encode()) == 15
+    st, h, body = request(dev, "DELETE", "/utf8")
+    assert st == 200 and body == text.encode()
+    st, h, body = request(dev, "GET", "/bytes")
+    assert body == b"\x00\x01binary\xff" and h["content-type"] == "application/octet-stream"
+    st, h, body = request(dev, "GET", "/list?x=1")
+    assert h["content-type"] == "application/json" and json.loads(body) == [1, "zwei", {"drei": "\u00e9"}]
+    st, h, body = request(dev, "GET", "/big?n=70000")
+    assert st == 200 and body == b"x" * 70000 and int(h["content-length"]) == 70000
+    assert request(dev, "GET", "/none")[:1] == (204,)
+    assert request(dev, "POST", "/utf8")[0] == 405
+    # pipelined: 40 requests of mixed kinds in one write, answers in order and exactly framed
+    paths = ["/utf8", "/bytes", "/list", "/big?n=%d" % 700, "/", "/none", "/big?n=9"] * 6
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
+    s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: d\r\n\r\n" % p.encode() for p in paths[:40]))
+    f = s.makefile("rb")
+    for p in paths[:40]:
+        st, h, body = read_response(f)
+        if p == "/none":
+            assert st == 204 and body == b""
+        else:
+            assert st == 200 and len(body) == int(h["content-length"]), p
+            if p.startswith("/big"):
+                assert body == b"x" * int(p.split("=")[1])
+    s.close()
+    # HTTP/1.0 with and without keep-alive
+    out = raw(dev, b"GET /utf8 HTTP/1.0\r\n\r\n")
+    assert b"Connection: close" in out and out.endswith(text.encode())
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
+    f = s.makefile("rb")
+    s.sendall(b"GET /list HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    st, h, body = read_response(f)
+    assert st == 200 and h["connection"].lower() == "keep-alive" and json.loads(body)[0] == 1
+    s.close()
+
+
 # ---- bodies: chunked both ways, big uploads, limits ----
 
 def test_chunked_response(dev):

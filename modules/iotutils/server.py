@@ -1344,6 +1344,14 @@ class WebServer:
         slock = self._slock
         lead_lock = self._lead_lock
         alone = not self.workers
+        # globals and methods as locals: MicroPython looks each global up in a dict, every time
+        methods = _METHODS
+        new_request = Request
+        now_ms = ticks_ms
+        dumps = json.dumps
+        write_all = self._write
+        back = self._back
+        mp = _MP
         while self._running:
             # answer complete requests first (this thread, while another stands by to take over)
             while jobs and (alone or self._standby):
@@ -1367,7 +1375,7 @@ class WebServer:
                             buf = conn.buf
                             mo = out[0]
                             ml = out[1]
-                            m = _METHODS.get(buf[mo] << 4 | ml) if ml < 16 else None
+                            m = methods.get(buf[mo] << 4 | ml) if ml < 16 else None
                             if m is not None and buf.find(m[1], mo, mo + ml) == mo:
                                 method = m[0]
                                 to = out[2]
@@ -1387,19 +1395,19 @@ class WebServer:
                         x = out[8]
                         if out[4]:
                             x |= _X_HTTP11
-                        req = Request(conn, method, path, x)
+                        req = new_request(conn, method, path, x)
                         if i >= 0:
                             req._t = target
                         conn.hl = res
                         conn.out = out
                         conn.cur = req
                         if not alone:
-                            self._serving_since = ticks_ms()
+                            self._serving_since = now_ms()
                             lead_lock.release()
                         try:
                             slock.acquire()
                             self.request_count += 1
-                            self.last_request_ms = ticks_ms()
+                            self.last_request_ms = now_ms()
                             slock.release()
                             rv = None
                             for hook in self._before:
@@ -1410,7 +1418,8 @@ class WebServer:
                                 rv = route.fn(req)
                             t = type(rv)
                             if t is dict or t is list:
-                                rv = json.dumps(rv)
+                                rv = dumps(rv)
+                                t = str
                                 ctype = "application/json"
                             elif t is str:
                                 ctype = Response.default_content_type
@@ -1424,8 +1433,8 @@ class WebServer:
                                 keep = self._finish(req, _NO_BODY, make_response(rv))
                             else:
                                 # the 200 answer, formatted in this thread's buffer
-                                if type(rv) is str:
-                                    rv = memoryview(rv) if _MP else rv.encode()  # UTF-8, no copy
+                                if t is str:
+                                    rv = memoryview(rv) if mp else rv.encode()  # UTF-8, no copy
                                 cache = self._prefixes
                                 pre = cache[1].get(ctype) if cache[0] == self.server_name else None
                                 if pre is None:
@@ -1460,9 +1469,9 @@ class WebServer:
                                     if n and method != "HEAD":
                                         ob[k:k + n] = rv
                                         k += n
-                                    v = sock.write(ob, k) if _MP else None  # write(buf, max_len)
+                                    v = sock.write(ob, k) if mp else None  # write(buf, max_len)
                                     if v != k:
-                                        self._write(sock, ob, k, v or 0)
+                                        write_all(sock, ob, k, v or 0)
                                 if self._on_request:
                                     self._answered(req, 200)
                                 conn.cur = None
@@ -1484,7 +1493,7 @@ class WebServer:
                         if not keep:
                             _discard(conn.sock)
                         if still:
-                            self._back(conn, keep, ticks_ms())
+                            back(conn, keep, now_ms())
                         else:
                             self._give_back(conn, keep, False)  # (raises nothing: the lead is gone)
                 except Exception as e:  # only while leading: before letting go of the lead or after
@@ -1499,8 +1508,8 @@ class WebServer:
             timeout = 0 if jobs and (alone or self._standby) else (250 if wake is not None or not conns else 5)
             # ipoll: one reused tuple per event, not a new list of them per round. The poll set only
             # shrinks while it is walked (accepting, which grows it, waits until after).
-            events = poller.ipoll(timeout) if _MP else poller.poll(timeout)
-            now = ticks_ms()
+            events = poller.ipoll(timeout) if mp else poller.poll(timeout)
+            now = now_ms()
             accept = False
             for ev in events:
                 obj = ev[0]

@@ -60,6 +60,32 @@ def files(req, p):
     return "path=" + p, 200, {"X-Path": p}
 
 
+# answered inside the poll loop (literal path, no body): every result type it formats itself
+@app.route("/utf8", methods=("GET", "DELETE"))
+def utf8(req):
+    return "Gr\u00fc\u00dfe, \u4e16\u754c"  # 9 characters, 15 bytes
+
+
+@app.route("/bytes")
+def raw_bytes(req):
+    return b"\x00\x01binary\xff"
+
+
+@app.route("/list")
+def a_list(req):
+    return [1, "zwei", {"drei": "\u00e9"}]
+
+
+@app.route("/big")
+def big(req):
+    return "x" * int(req.query.get("n", "5000"))  # more than the answer buffer holds
+
+
+@app.route("/none")
+def nothing(req):
+    return None  # -> 204, through the general path
+
+
 @app.route("/user/<name>/<int:age>")
 def user(req, name, age):
     return {"name": name, "age": age}
