@@ -313,8 +313,17 @@ def main():
     os.makedirs(OUT, exist_ok=True)
 
     import conftest
+    runtimes = [conftest.micropython_exe()]
+    firmware = os.path.join(ROOT, "build", "unix", "micropython")
+    if not os.environ.get("FIRMWARE") and os.path.exists(firmware):
+        runtimes.append(firmware)  # the host firmware, when built: the C parser, as on the device
+    for runtime in runtimes:
+        bench_runtime(runtime, args, clients)
+    return 0
+
+
+def bench_runtime(runtime, args, clients):
     import mpcode
-    runtime = conftest.micropython_exe()
     mpy_prefix = mpcode.compile_modules(runtime)
     data_heap = mpcode.heap_bytes("110wK")
     mods = os.pathsep.join(p for p in (mpy_prefix, ".frozen", os.path.join(ROOT, "modules")) if p)
@@ -323,9 +332,10 @@ def main():
         # firmware's frozen toolbox (the C parser is still used), as source
         mods = os.pathsep.join((args.modules or os.path.join(ROOT, "modules"), ".frozen"))
     md_path, why = prepare_microdot(runtime)
-    print("runtime %s; each server gets 110wK (%d bytes) of data heap on top of what its own code takes\n"
-          "once loaded (measured in a first run); iotutils workers=%d; %ds per wrk run"
-          % (runtime, data_heap, args.workers, args.seconds))
+    print("\n### runtime %s (%s)\neach server gets 110wK (%d bytes) of data heap on top of what its own code "
+          "takes\nonce loaded (measured in a first run); iotutils workers=%d; %ds per wrk run"
+          % (runtime, "host firmware: C parser" if mpcode.has_frozen_toolbox(runtime) else "stock: pure-Python parser",
+             data_heap, args.workers, args.seconds))
 
     specs = [("iotutils", IOTUTILS_APP, mods, (str(args.workers),)),
              ("microdot", MICRODOT_APP, md_path and md_path + os.pathsep + ".frozen", ()),
@@ -432,7 +442,6 @@ def main():
     if "iotutils" in idle:
         print("target >= 32 idle connections held at 110wK: %d %s"
               % (idle["iotutils"], "MET" if idle["iotutils"] >= 32 else "NOT MET"))
-    return 0
 
 
 if __name__ == "__main__":

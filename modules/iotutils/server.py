@@ -1905,10 +1905,17 @@ class WebServer:
             length = req.content_length
             if length is not None and not (req._x & _FLAG_EXPECT_CONTINUE):
                 need = res + length
-                if need > conn.n and need <= len(conn.buf):
-                    # a small body: the poll loop reads it, no thread waits for it. The header
-                    # fields are decoded now: this thread's parser offsets will be gone by then.
+                # a small body: the poll loop reads it, no thread waits for it. With workers=0 the
+                # poll loop's thread is the only one: it reads any body up to max_body that way
+                # (in a buffer made for it), so a client sending slowly holds up nobody.
+                if need > conn.n and (need <= len(conn.buf) or (not self.workers and length <= self.max_body)):
+                    # The header fields are decoded now: this thread's parser offsets will be gone.
                     req.headers
+                    if need > len(conn.buf):
+                        nb = bytearray(need)
+                        nb[:conn.n] = conn.mv[:conn.n]
+                        conn.buf = nb
+                        conn.mv = memoryview(nb)
                     conn.req = req
                     conn.need = need
                     self._give_back(conn, True, lead)
