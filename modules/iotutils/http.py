@@ -83,7 +83,7 @@ except ImportError:
 
 # builtins as module globals: MicroPython finds a builtin only after a miss in the module's dict and
 # a scan of the builtins table, dearer than the call itself (see server.py)
-len, bytes, int, type, memoryview, range = len, bytes, int, type, memoryview, range
+len = len
 
 NEED_MORE = 0
 BODY_NONE = 0

@@ -9,7 +9,7 @@
 # a small runtime costs more than the request. Everything is bounded: open connections (LRU eviction of
 # idle ones), head size (431/414), body size (413), time per request (408) and per socket I/O.
 # Hot path (per request): one read and one write system call, no copy of the head, header fields
-# decoded only when a handler looks at them, a str/bytes answer formatted in a per-thread buffer.
+# decoded only when a handler looks at them, a small answer formatted in the request's own buffer.
 # On MicroPython an allocation is the dearest thing there (gc_alloc scans the heap for free blocks),
 # so the hot path avoids them and the calls that would allocate frames: see _lead.
 #
@@ -71,8 +71,7 @@ from array import array
 # The builtins the hot paths use, as module globals: MicroPython finds a builtin only after missing it
 # in the module's (large) dict and then scanning the builtins table, about 0.8 us for each len() here;
 # a module global is found in 0.03 us.
-len, str, type, memoryview, bytes, bytearray, isinstance = len, str, type, memoryview, bytes, bytearray, isinstance
-min, max, int, range, bool, tuple, getattr = min, max, int, range, bool, tuple, getattr
+len, str, type, memoryview = len, str, type, memoryview
 
 # the parser interface (fixed numbers, shared with httpparse.c and iotutils/http.py)
 _BODY_NONE = const(0)
@@ -130,10 +129,10 @@ _CTYPE_LINES = {
 }
 
 # method names by (first byte << 4 | length), checked byte for byte: no allocation per request
-_METHODS = {}
-for _m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"):
-    _METHODS[ord(_m[0]) << 4 | len(_m)] = (_m, _m.encode())
-del _m
+# (constants: frozen into the firmware, only the dict is in the heap)
+_METHODS = {0x473: ("GET", b"GET"), 0x484: ("HEAD", b"HEAD"), 0x504: ("POST", b"POST"),
+            0x503: ("PUT", b"PUT"), 0x446: ("DELETE", b"DELETE"), 0x505: ("PATCH", b"PATCH"),
+            0x4F7: ("OPTIONS", b"OPTIONS"), 0x437: ("CONNECT", b"CONNECT"), 0x545: ("TRACE", b"TRACE")}
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -304,7 +303,8 @@ class Request:
 
     @property
     def server(self):
-        return self.conn.server
+        """The WebServer answering (None for a request without a body: nothing needs it then)."""
+        return getattr(self.stream, "server", None)
 
     @property
     def target(self):
@@ -391,7 +391,7 @@ class Request:
             if self.stream is None or self.stream is _NO_BODY:
                 self._body = b""
             else:
-                self._body = self.stream.read_all(self.server.max_body if self.route is None or
+                self._body = self.stream.read_all(self.stream.server.max_body if self.route is None or
                                                   self.route.max_body is None else self.route.max_body)
         return self._body
 
@@ -834,10 +834,9 @@ class _Route:
 
 
 class _Conn:
-    def __init__(self, sock, addr, now, server=None):
+    def __init__(self, sock, addr, now):
         self.sock = sock
         self.addr = addr
-        self.server = server
         self.buf = None   # a buffer only while a request is being read (idle keep-alive sockets hold none)
         self.mv = None    # memoryview(buf), made once per buffer
         self.n = 0        # valid bytes in buf
@@ -852,7 +851,6 @@ class _Conn:
         self.hl = 0
         self.out = None
         self.cur = None
-        self.ob = None    # the serving thread's scratch buffer for small answers
 
 
 class _Static:
@@ -1004,8 +1002,6 @@ class WebServer:
     takeover_ms = 20
     #: chunk size for streamed responses (files)
     send_buffer = 1024
-    #: per-thread buffer in which a small answer is formatted (bytes); a larger one is written as is
-    answer_buffer = 512
     #: thread stack size for the server threads (0: the port's default; the ESP32 default of ~5 KB
     #: is tight for handlers that build JSON)
     stack_size = 8192 if sys.platform == "esp32" else 0
@@ -1023,7 +1019,6 @@ class WebServer:
         self.last_request_ms = ticks_ms()
         self.request_count = 0
         self.takeovers = 0  # how often a slow handler handed the poll loop to another thread
-        self._routes = []
         self._lit = {}
         self._params = []
         self._before = []
@@ -1058,6 +1053,7 @@ class WebServer:
         self._last_scan = 0
         self._lead_lock = None
         self._line_lock = None
+        self._nap = None
         self.bound_port = None
 
     # ---- routes and hooks ----
@@ -1067,27 +1063,24 @@ class WebServer:
             methods = (methods,)
         r = _Route(path, fn, methods, stream, max_body)
         with self._tlock:
-            # copy-on-write: readers never see a list being resized. Catch-all <path:> routes go last.
-            routes = list(self._routes)
-            if r.catch_all:
-                routes.append(r)
+            # copy-on-write: readers never see a table being resized
+            if r.segs is None:
+                # literal paths by dict (one lookup, whatever the number of routes): the route, or a
+                # tuple of them when one path has several; a literal route wins over a parameter
+                # route that matches the same path
+                lit = dict(self._lit)
+                old = lit.get(path)
+                lit[path] = r if old is None else (old if type(old) is tuple else (old,)) + (r,)
+                self._lit = lit
             else:
-                i = 0
-                while i < len(routes) and not routes[i].catch_all:
-                    i += 1
-                routes.insert(i, r)
-            self._routes = routes
-            # literal paths by dict (one lookup, whatever the number of routes); a literal route wins
-            # over a parameter route that matches the same path
-            lit = {}
-            params = []
-            for x in routes:
-                if x.segs is None:
-                    lit[x.pattern] = lit.get(x.pattern, ()) + (x,)
-                else:
-                    params.append(x)
-            self._lit = lit
-            self._params = params
+                # parameter routes in order, catch-all <path:> ones last
+                params = list(self._params)
+                i = len(params)
+                if not r.catch_all:
+                    while i and params[i - 1].catch_all:
+                        i -= 1
+                params.insert(i, r)
+                self._params = params
         return fn
 
     def route(self, path, methods=("GET",), stream=False, max_body=None):
@@ -1232,6 +1225,8 @@ class WebServer:
         self._last_scan = ticks_ms()
         self._lead_lock = _thread.allocate_lock()
         self._line_lock = _thread.allocate_lock()
+        # an empty poll set to sleep on: in the kernel (time.sleep_ms wakes every 0.5 ms on unix)
+        self._nap = select.poll() if self.workers else None
         self._running = True
 
     def _spawn(self, fn, *args):
@@ -1263,8 +1258,9 @@ class WebServer:
     # poll loop itself never stalls and at most `workers` handlers run at once.
 
     def _run(self):
-        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
-        ob = None  # the answer buffer: made when this thread first leads (most threads never do)
+        # the parser's output array and the answer buffer are made when this thread first needs them:
+        # most threads of a quiet server only ever stand by
+        out = None
         lead_lock = self._lead_lock
         while self._running:
             try:
@@ -1273,14 +1269,11 @@ class WebServer:
             except Exception as e:  # never lose a thread (a MemoryError while standing by, ...)
                 self._trouble(e, None)
                 continue
-            if ob is None and self.answer_buffer:
-                try:
-                    ob = bytearray(self.answer_buffer)
-                except MemoryError:
-                    pass  # answers are then formatted the slower way
             while True:
                 try:
-                    stopped = self._lead(out, ob)
+                    if out is None:
+                        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
+                    stopped = self._lead(out)
                     break
                 except Exception as e:  # still leading: carry on (never leave the poll loop orphaned)
                     self._trouble(e, None)
@@ -1288,9 +1281,10 @@ class WebServer:
                 self._close_all()  # stopped while leading: this thread closes up
                 return
             try:
-                self._serve_jobs(out, ob)  # lost the lead: help with the queue, then stand by
+                self._serve_jobs(out)  # lost the lead: help with the queue, then stand by
             except Exception as e:
                 self._trouble(e, None)
+            out = None  # made again if this thread leads again (rare: only after a slow handler)
 
     def _stand_by(self):
         """Wait until needed: True when this thread took the lead, None when the server stops."""
@@ -1299,7 +1293,7 @@ class WebServer:
         self._line_lock.acquire()
         got = None
         try:
-            nap = select.poll()  # sleeps in the kernel (time.sleep_ms wakes every 0.5 ms on unix)
+            nap = self._nap  # one for all: only the thread holding _line_lock naps
             wait = max(1, self.takeover_ms // 2)
             while self._running:
                 # queued requests are the leader's to answer (or a thread's that comes free): a
@@ -1317,16 +1311,16 @@ class WebServer:
             self._line_lock.release()
         return got
 
-    def _serve_jobs(self, out, ob):
+    def _serve_jobs(self, out):
         # a thread that lost the lead (or served a queued job) first helps with the queue
         while self._running and self._jobs:
             with self._qlock:
                 conn = self._jobs.pop(0) if self._jobs else None
             if conn is None:
                 return
-            self._serve(conn, out, ob, False)
+            self._serve(conn, out, False)
 
-    def _lead(self, out, ob):
+    def _lead(self, out):
         """The poll loop, run while this thread holds _lead_lock. Returns False when it lost the lead
         (during a slow handler), True when the server stops (still leading)."""
         self._serving_since = None
@@ -1383,13 +1377,18 @@ class WebServer:
                                 i = target.find("?")
                                 path = target if i < 0 else target[:i]
                                 lit = self._lit.get(path) if "%" not in path else None
-                                if lit is not None:
+                                if lit is None:
+                                    pass
+                                elif type(lit) is not tuple:
+                                    if method in lit.methods:
+                                        route = lit
+                                else:
                                     for r in lit:
                                         if method in r.methods:
                                             route = r
                                             break
                     if route is None:
-                        still = serve(conn, out, ob, True)
+                        still = serve(conn, out, True)
                     else:
                         still = True
                         x = out[8]
@@ -1446,12 +1445,16 @@ class WebServer:
                                 else:
                                     tail = b"\r\nConnection: keep-alive\r\n\r\n"
                                 n = len(rv)
-                                p = len(pre)
                                 sock = conn.sock
-                                if ob is None or p + 8 + len(tail) + n > len(ob):
+                                # formatted in the free end of the request's own buffer (after the
+                                # head and any pipelined bytes): no buffer of its own
+                                ob = conn.buf
+                                base = conn.n
+                                p = base + len(pre)
+                                if p + 8 + len(tail) + n > len(ob):
                                     self._send_big(sock, req, pre, rv, tail)
                                 else:
-                                    ob[0:p] = pre
+                                    ob[base:p] = pre
                                     k = 1  # the length in decimal, written in place
                                     v = n
                                     while v >= 10:
@@ -1469,9 +1472,10 @@ class WebServer:
                                     if n and method != "HEAD":
                                         ob[k:k + n] = rv
                                         k += n
-                                    v = sock.write(ob, k) if mp else None  # write(buf, max_len)
+                                    k -= base
+                                    v = sock.write(ob, base, k) if mp else None  # (buf, off, max_len)
                                     if v != k:
-                                        write_all(sock, ob, k, v or 0)
+                                        write_all(sock, ob, base + k, base + (v or 0))
                                 if self._on_request:
                                     self._answered(req, 200)
                                 conn.cur = None
@@ -1626,7 +1630,7 @@ class WebServer:
                 s.close()  # every connection is busy: refuse
                 continue
             s.setblocking(False)
-            c = _Conn(s, addr, now, self)
+            c = _Conn(s, addr, now)
             self._seq += 1
             c.seq = self._seq
             self._conns[self._key(s)] = c
@@ -1683,7 +1687,9 @@ class WebServer:
         b = conn.buf
         conn.buf = None
         conn.n = 0
-        if b is not None and len(b) == self.buffer_size and len(self._pool) < self.workers + 4:
+        # a small pool: an idle connection holds no buffer, and two cover the usual in-flight requests
+        # (more would be memory kept for bursts; a fresh buffer is a cheap allocation now)
+        if b is not None and len(b) == self.buffer_size and len(self._pool) < 2:
             self._pool.append(b)
             self._pool_mv.append(conn.mv)
         conn.mv = None
@@ -1874,14 +1880,13 @@ class WebServer:
         if poke:
             self._poke()
 
-    def _serve(self, conn, out, ob, lead):
+    def _serve(self, conn, out, lead):
         """Answer the complete request in conn.buf, then give the connection back. lead: this thread
         holds the lead (it lets go while the handler runs). True if it still leads afterwards.
 
         On MicroPython a call to a function with more than a few locals allocates its frame on the
         heap, and that allocation is most of the cost of a small request: the per-request path is
         therefore a few large functions (_lead, _serve, _make_request, _handle), not many small ones."""
-        conn.ob = ob
         req = conn.req
         conn.req = None
         if req is None:
@@ -1952,7 +1957,7 @@ class WebServer:
         lit = self._lit.get(path)
         allow = None
         if lit is not None:
-            for r in lit:
+            for r in (lit if type(lit) is tuple else (lit,)):
                 if method in r.methods:
                     return r
                 allow = (allow or ()) + r.methods

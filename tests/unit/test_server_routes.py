@@ -42,11 +42,10 @@ class FakeSock:
         pass
 
 
-def run(app, raw, more=b"", bufsize=1024, scratch=512):
+def run(app, raw, more=b"", bufsize=1024):
     """Serve one request (head and maybe body in `raw`, the rest of the body in `more`):
-    (status, headers, body, keep, conn). scratch: the serving thread's answer buffer (0: none)."""
-    conn = _Conn(FakeSock(more), ("127.0.0.1", 1234), 0, app)
-    conn.ob = bytearray(scratch) if scratch else None
+    (status, headers, body, keep, conn)."""
+    conn = _Conn(FakeSock(more), ("127.0.0.1", 1234), 0)
     conn.buf = bytearray(bufsize)
     conn.mv = memoryview(conn.buf)
     conn.buf[:len(raw)] = raw
@@ -473,7 +472,7 @@ def test_errorhandler_replaces_error_pages():
 def _pipelined(app, reqs):
     """Serve a buffer holding `reqs` pipelined requests through app._serve, as a thread that does not
     lead: (answers written, connections handed back, bytes still buffered)."""
-    conn = _Conn(FakeSock(), ("127.0.0.1", 1234), 0, app)
+    conn = _Conn(FakeSock(), ("127.0.0.1", 1234), 0)
     one = b"GET /api/led/%d HTTP/1.1\r\nHost: d\r\n\r\n"
     data = b"".join(one % i for i in range(reqs))
     conn.buf = bytearray(1024)
@@ -482,7 +481,7 @@ def _pipelined(app, reqs):
     conn.n = len(data)
     app._running = True
     out = array("i", [0] * (9 + 4 * 24))
-    app._serve(conn, out, bytearray(512), False)
+    app._serve(conn, out, False)
     answers = bytes(conn.sock.out).count(b"HTTP/1.1 200 OK\r\n")
     back = app._returned
     app._returned = []
