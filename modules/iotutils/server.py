@@ -958,6 +958,15 @@ def _recv_into(sock, buf, start):
     return n
 
 
+def _method_of(conn, mo, ml):
+    # the request's method: a known one without an allocation, checked byte for byte. (Few locals:
+    # its frame stays on the C stack, see WebServer._serve.)
+    m = _METHODS.get(conn.buf[mo] << 4 | ml) if ml < 16 else None
+    if m is not None and conn.buf.find(m[1], mo, mo + ml) == mo:
+        return m[0]
+    return str(conn.mv[mo:mo + ml], "utf-8")
+
+
 def _gc_collect():
     try:
         import gc
@@ -1339,7 +1348,7 @@ class WebServer:
         lead_lock = self._lead_lock
         alone = not self.workers
         # globals and methods as locals: MicroPython looks each global up in a dict, every time
-        methods = _METHODS
+        method_of = _method_of
         new_request = Request
         now_ms = ticks_ms
         dumps = json.dumps
@@ -1366,27 +1375,22 @@ class WebServer:
                     if conn.req is None and not self._after:
                         res = parse(conn.buf, conn.n, out)
                         if res > 0 and not out[6]:
-                            buf = conn.buf
-                            mo = out[0]
-                            ml = out[1]
-                            m = methods.get(buf[mo] << 4 | ml) if ml < 16 else None
-                            if m is not None and buf.find(m[1], mo, mo + ml) == mo:
-                                method = m[0]
-                                to = out[2]
-                                target = str(conn.mv[to:to + out[3]], "utf-8")
-                                i = target.find("?")
-                                path = target if i < 0 else target[:i]
-                                lit = self._lit.get(path) if "%" not in path else None
-                                if lit is None:
-                                    pass
-                                elif type(lit) is not tuple:
-                                    if method in lit.methods:
-                                        route = lit
-                                else:
-                                    for r in lit:
-                                        if method in r.methods:
-                                            route = r
-                                            break
+                            method = method_of(conn, out[0], out[1])
+                            to = out[2]
+                            target = str(conn.mv[to:to + out[3]], "utf-8")
+                            i = target.find("?")
+                            path = target if i < 0 else target[:i]
+                            lit = self._lit.get(path) if "%" not in path else None
+                            if lit is None:
+                                pass
+                            elif type(lit) is not tuple:
+                                if method in lit.methods:
+                                    route = lit
+                            else:
+                                for r in lit:
+                                    if method in r.methods:
+                                        route = r
+                                        break
                     if route is None:
                         still = serve(conn, out, True)
                     else:
@@ -1687,9 +1691,10 @@ class WebServer:
         b = conn.buf
         conn.buf = None
         conn.n = 0
-        # a small pool: an idle connection holds no buffer, and two cover the usual in-flight requests
-        # (more would be memory kept for bursts; a fresh buffer is a cheap allocation now)
-        if b is not None and len(b) == self.buffer_size and len(self._pool) < 2:
+        # an idle connection holds no buffer; the pool keeps a few while requests keep coming (no
+        # garbage per request for the usual number of clients) and _scan shrinks it to two once
+        # things are quiet: a bigger pool would be heap a large answer may need
+        if b is not None and len(b) == self.buffer_size and len(self._pool) < self.workers + 2:
             self._pool.append(b)
             self._pool_mv.append(conn.mv)
         conn.mv = None
@@ -1766,14 +1771,7 @@ class WebServer:
         # No copy of the head: the Request decodes header fields from conn.buf while it is answered.
         # The method is found without an allocation; the target costs one slice (none more when it
         # is a string the runtime already knows, like a route's path).
-        buf = conn.buf
-        mo = out[0]
-        ml = out[1]
-        m = _METHODS.get(buf[mo] << 4 | ml) if ml < 16 else None
-        if m is not None and buf.find(m[1], mo, mo + ml) == mo:
-            method = m[0]
-        else:
-            method = str(conn.mv[mo:mo + ml], "utf-8")
+        method = _method_of(conn, out[0], out[1])
         to = out[2]
         target = str(conn.mv[to:to + out[3]], "utf-8")
         if not target.startswith("/") and "://" in target:
@@ -1852,6 +1850,10 @@ class WebServer:
 
     def _scan(self, now):
         # timeouts: 408 for a request that takes too long to arrive, silent close of idle connections
+        pool = self._pool
+        if len(pool) > 2 and ticks_diff(now, self.last_request_ms) > 1000:
+            del pool[2:]
+            del self._pool_mv[2:]
         for c in list(self._conns.values()):
             if c.busy:
                 continue
