@@ -137,11 +137,14 @@ while True:
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    # not 49152..49251: the simulator's hardware layer maps those device ports (WeMo) elsewhere
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if not 49152 <= p < 49252:
+            return p
 
 
 def prepare_microdot(runtime):

@@ -987,8 +987,10 @@ class WebServer:
 
     #: most open connections; a new one evicts the least recently used idle one (or is refused)
     max_connections = 32
-    #: per-connection read buffer (bytes); a head that does not fit grows it up to max_head
-    buffer_size = 1024
+    #: per-connection read buffer (bytes), taken only while a request is under way; a head that does
+    #: not fit grows it up to max_head. Most heads fit, and half a KB per request in flight is
+    #: what an ESP32's heap can give 32 of.
+    buffer_size = 512
     #: largest request head (request line + headers) in bytes: more -> 431 (414 for the request line)
     max_head = 4096
     #: most request headers: more -> 431
