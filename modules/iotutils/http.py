@@ -220,14 +220,6 @@ def _line_ctl(line):
     return 0
 
 
-def _ows_bounds(b, s, e):
-    while s < e and b[s] in (32, 9):
-        s += 1
-    while e > s and b[e - 1] in (32, 9):
-        e -= 1
-    return s, e
-
-
 def parse_head(buf, length, out):
     nout = len(out)
     if nout < OUT_FIXED:

@@ -1179,7 +1179,8 @@ class WebServer:
         s.setblocking(False)
         self._sock = s
         self.bound_port = port
-        # the wake-up socket: workers hand connections back to the poll thread and poke it with a datagram
+        # the wake-up socket: a thread that lost the lead hands its connection back to the poll loop
+        # and pokes it with a datagram
         try:
             w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             wa = socket.getaddrinfo("127.0.0.1", port)[0][-1]
@@ -1801,7 +1802,7 @@ class WebServer:
         return req
 
     def _fail(self, conn, status, reason=None):
-        # an error found by the poll thread: best-effort non-blocking answer, then close
+        # an error found by the poll loop: best-effort non-blocking answer, then close
         self._send_error_now(conn.sock, status, reason)
         self._close(conn)
 

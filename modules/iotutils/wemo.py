@@ -1,6 +1,6 @@
 # Belkin WeMo socket emulation for one on/off device (Alexa's other local protocol; used by alexa.py for
 # lights added with wemo=True). Each device has its own TCP port (49153, 49154, ... like a real WeMo and
-# fauxmo) served by a small WebServer (no worker threads: the poll thread answers, requests are tiny):
+# fauxmo) served by a small WebServer (workers=0: its one thread answers, and reads even a body itself):
 #   GET  /setup.xml                    device description (what pywemo and Echo read)
 #   GET  /eventservice.xml             basicevent1 SCPD
 #   POST /upnp/control/basicevent1     SOAP GetBinaryState / SetBinaryState / GetFriendlyName
