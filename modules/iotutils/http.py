@@ -234,7 +234,17 @@ def parse_head(buf, length, out):
                   out, (nout - OUT_FIXED) >> 2)
 
 
-# canonical spellings of the interpreted names, checked before a lower() copy is made
+def _lower_equal(b, pos, word):
+    # b[pos:pos + len(word)] == word ignoring case, without a copy. word is lowercase letters and "-";
+    # the bytes are a token already, where OR 0x20 lowercases a letter and makes no other byte one.
+    # (Few locals: its frame stays on the C stack.)
+    for k in range(len(word)):
+        if b[pos + k] | 0x20 != word[k]:
+            return False
+    return True
+
+
+# canonical spellings of the interpreted names, tried first
 _SPECIAL_CASED = {14: b"Content-Length", 17: b"Transfer-Encoding", 4: b"Host", 10: b"Connection",
                   7: b"Upgrade", 6: b"Expect"}
 
@@ -333,17 +343,21 @@ def _parse(b, out, max_headers):
         special = _SPECIAL.get(colon)
         # the length alone tells which special name it may be; the usual spelling needs no copy
         if special and (b.startswith(special, pos) or b.startswith(_SPECIAL_CASED[colon], pos)
-                        or b[pos:pos + colon].lower() == special):
+                        or _lower_equal(b, pos, special)):
             if colon == 14:  # content-length
                 if cl >= 0:
                     return _fail(out, _R_CL_TWICE)
-                v = b[vs:ve]
-                if not v.isdigit():
+                if ve == vs:
                     return _fail(out, _R_CL)
-                v = v.lstrip(b"0")
-                if len(v) > 10 or (v and int(v) > 0x7FFFFFFF):
-                    return _fail(out, _R_CL)
-                cl = int(v) if v else 0
+                cl = 0  # 1*DIGIT below 2**31, read in place (no copy: see parse_head)
+                while vs < ve:
+                    c = b[vs]
+                    if c < 48 or c > 57:
+                        return _fail(out, _R_CL)
+                    cl = cl * 10 + c - 48
+                    if cl > 0x7FFFFFFF:
+                        return _fail(out, _R_CL)
+                    vs += 1
             elif colon == 17:  # transfer-encoding
                 for el in b[vs:ve].split(b","):
                     el = el.strip(b" \t")

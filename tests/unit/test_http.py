@@ -226,3 +226,32 @@ def test_chunked_error_is_sticky():
         assert cd(buf, 0, 4, st) == -400
         assert st[0] == http.CS_ERROR and http.REASONS[st[3]] == "bad chunk size"
         assert cd(bytearray(b"0\r\n\r\n"), 0, 5, st) == -400
+
+
+def test_large_parse_frame_allocates_nothing_on_the_usual_path():
+    # http._parse has too many locals for MicroPython to keep its frame on the C stack: the frame is
+    # a heap block, and if the parse allocated while it lived, the next request's frame would have
+    # to be looked for further up the heap (see server.py). So a valid head with the usual fields
+    # must parse without a single allocation.
+    if not is_micropython():
+        raise SkipTest("allocation counting needs MicroPython's gc.mem_alloc")
+    import gc
+    out = array("i", [0] * (http.OUT_FIXED + 4 * MAX_HEADERS))
+    heads = [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+        b"POST /api/x?y=1 HTTP/1.1\r\nHost: dev\r\nUser-Agent: Mozilla/5.0 (X11)\r\nAccept: */*\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /lamp HTTP/1.0\r\nconnection: Keep-Alive\r\nhost: d\r\n\r\n",
+    ]
+    for head in heads:
+        assert http._parse(head, out, MAX_HEADERS) == len(head)
+        gc.collect()
+        gc.disable()
+        try:
+            before = gc.mem_alloc()
+            for _ in range(20):
+                http._parse(head, out, MAX_HEADERS)
+            grown = gc.mem_alloc() - before
+        finally:
+            gc.enable()
+        assert grown == 0, (head[:20], grown)
