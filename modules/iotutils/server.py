@@ -284,7 +284,7 @@ class Request:
     # An instance stores only conn, method, path and _x (flags, version): MicroPython grows an
     # instance's attribute table by reallocating it (2, 4, 6... slots), and a heap allocation is the
     # dearest thing on the hot path. Everything else has a class default or is derived on use.
-    stream = None       # _NO_BODY, set below
+    stream = None       # _NO_BODY, set below the class
     content_length = None
     route = None        # the matched route, stored for requests with a body (its max_body)
     allow = None        # methods of a 405 answer
@@ -388,7 +388,7 @@ class Request:
     @property
     def body(self):
         if self._body is None:
-            if self.stream is None or self.stream is _NO_BODY:
+            if self.stream is _NO_BODY:
                 self._body = b""
             else:
                 self._body = self.stream.read_all(self.stream.server.max_body if self.route is None or
@@ -623,6 +623,7 @@ class _NoBody:
 
 
 _NO_BODY = _NoBody()
+Request.stream = _NO_BODY  # the reader of every request without a body
 
 
 class Multipart:

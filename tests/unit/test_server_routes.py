@@ -263,6 +263,9 @@ def test_streamed_body_and_pipelined_leftover():
     st, _, body, keep, conn = run(app, b"POST /up HTTP/1.1\r\nHost: d\r\nContent-Length: 3000\r\n\r\n" + b"q" * 100,
                                   b"r" * 2900)
     assert body == b'{"total": 3000}' and keep and conn.n == 0
+    # no body at all: req.stream is still a reader, at its end at once
+    st, _, body, keep, _ = run(app, b"POST /up HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert st == 200 and body == b'{"total": 0}' and keep
 
 
 def test_unread_body_is_drained_or_connection_closed():
