@@ -706,16 +706,6 @@ def test_multipart_form_upload_streamed_with_curl(dev, tmp_path):
 
 
 def test_absolute_form_target_is_served_like_its_path(dev):
-    s = socket.create_connection(("127.0.0.1", dev.port), 5)
-    try:
-        s.sendall(b"GET http://127.0.0.1/query?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            part = s.recv(4096)
-            if not part:
-                break
-            data += part
-    finally:
-        s.close()
+    data = raw(dev, b"GET http://127.0.0.1/query?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert b'"x"' in data, data

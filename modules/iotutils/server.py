@@ -424,9 +424,9 @@ class Request:
 
     @property
     def keep_alive(self):
-        if self.flags & _FLAG_CLOSE:
-            return False
-        return self.version >= 1 or bool(self.flags & _FLAG_KEEP_ALIVE)
+        """The client lets the connection stay open (HTTP/1.1 unless "close"; 1.0 with "keep-alive")."""
+        x = self._x
+        return not (x & _FLAG_CLOSE) and bool(x & (_X_HTTP11 | _FLAG_KEEP_ALIVE))
 
     @property
     def cookies(self):
@@ -1346,6 +1346,7 @@ class WebServer:
         qlock = self._qlock
         serve = self._serve
         readable = self._readable
+        dispatch = self._dispatch
         recv_into = _recv_into
         parse = parse_head
         slock = self._slock
@@ -1460,7 +1461,7 @@ class WebServer:
                                 base = conn.n
                                 p = base + len(pre)
                                 if p + 8 + len(tail) + n > len(ob):
-                                    self._send_big(sock, req, pre, rv, tail)
+                                    keep = self._send(req, Response(rv, 200, None, ctype), keep)
                                 else:
                                     ob[base:p] = pre
                                     k = 1  # the length in decimal, written in place
@@ -1558,11 +1559,7 @@ class WebServer:
                         conn.last = conn.t0 = now
                         self._seq += 1
                         conn.seq = self._seq
-                        conn.busy = True
-                        poller.unregister(conn.sock)
-                        qlock.acquire()
-                        jobs.append(conn)
-                        qlock.release()
+                        dispatch(conn)  # (a small frame: on the C stack)
                 except Exception as e:
                     # the poll loop must survive anything: drop what failed, keep serving
                     self._trouble(e, conn)
@@ -2062,9 +2059,7 @@ class WebServer:
                 except Exception as e:
                     if self.log_errors:
                         _print_exception(e)
-        x = req._x
-        keep = (not (x & _FLAG_CLOSE) and (x & (_X_HTTP11 | _FLAG_KEEP_ALIVE)) and self._running
-                and status != 413)
+        keep = req.keep_alive and self._running and status != 413
         if keep and not reader.done:
             # the handler left (part of) the body unread: discard a little, else close
             if status == 503 or reader.broken or not reader.continued:
@@ -2142,16 +2137,6 @@ class WebServer:
         d[ctype] = pre
         self._prefixes = (cache[0], d)
         return pre
-
-    def _send_big(self, sock, req, pre, body, tail):
-        head = b"%s%d%s" % (pre, len(body), tail)
-        if req.method == "HEAD":
-            self._write(sock, head)
-        elif len(body) > 1024:
-            self._write(sock, head)
-            self._write(sock, body)
-        else:
-            self._write(sock, head + bytes(body))
 
     def _status_line(self, status):
         # b"HTTP/1.1 200 OK\r\nServer: iotutils\r\n", kept for 200 (most answers)
