@@ -62,13 +62,13 @@ test: setup ## run every suite (CPython + micropython units, C cores, integratio
 	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra $(PYTEST_ARGS)
 
 unit: venv ## only the unit tests (CPython and micropython)
-	$(VPY) -m pytest tests/unit tests/test_units_on_micropython.py -q
+	$(VPY) -m pytest tests/unit -q
 
 bench: setup ## benchmarks against the rivals, ratios side by side (not a test)
 	$(VPY) bench/run_all.py
 
 fuzz: setup ## run the C parser fuzzer for FUZZ_SECONDS (default 60)
-	sh tests/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60}
+	sh tests/c/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60}
 
 mip: venv ## build the precompiled mip package (.mpy + package.json) into build/mip
 	$(VPY) scripts/build_mip.py

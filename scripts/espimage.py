@@ -15,7 +15,7 @@ read the version and project name.
 
 Flash-mapped segments (DROM/IROM) are placed so that their file offset equals their load
 address modulo the 64 KB MMU page, as the bootloader needs; every image built here passes
-`esptool image-info` (tests/test_espimage.py checks that).
+`esptool image-info` (tests/firmware/test_espimage.py checks that).
 
 usage:
     espimage.py build VERSION [--project P] [--idf-ver V] [--size N] [--chip-id N] -o FILE

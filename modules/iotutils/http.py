@@ -2,7 +2,7 @@
 #
 # Pure Python twin of the C core c_modules/iotutils/httpparse.c (exported by the firmware as
 # _iotutils.parse_head / chunked_decode / http_reason). Both give the same answer for every input:
-# tests/test_httpparse.py runs one corpus through both and against llhttp and h11.
+# tests/c/test_httpparse.py runs one corpus through both and against llhttp and h11.
 #
 # Zero-copy interface: results are offsets into the caller's buffer, written into a caller-owned
 # array('i'); the caller keeps the buffer and calls again with more bytes (NEED_MORE).

@@ -1,4 +1,4 @@
-# Device app for tests/test_admin.py and the browser tests: everything on, a few typed variables
+# Device app for tests/integration/test_admin.py and the browser tests: everything on, a few typed variables
 # and an Alexa light, OTA pointed at the fake GitHub given in IOTUTILS_TEST_API (if any).
 import os
 

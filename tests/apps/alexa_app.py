@@ -1,4 +1,4 @@
-# Device app for tests/test_alexa.py and bench/bench_alexa.py: a web server with the Alexa bridge.
+# Device app for tests/integration/test_alexa_clients.py and bench/bench_alexa.py: a web server with the Alexa bridge.
 #   ALEXA_LIGHTS=N   N dimmable lights "Light 1".."Light N" instead of the default set below
 #   ALEXA_WEMO=0     no WeMo devices in the default set
 # Default set: "Desk lamp" (dimmable), "Heater" (on/off), "Colour bulb" (colour), WeMo "Fan" and "Pump".

@@ -1,4 +1,4 @@
-# Device app for tests/test_chaos.py: a whole device with everything on (Wi-Fi + portal, server, admin,
+# Device app for tests/integration/test_chaos.py: a whole device with everything on (Wi-Fi + portal, server, admin,
 # OTA, Alexa with a Hue light and a WeMo light), the lamp page of examples/lamp.py, and a few probes:
 #   GET  /chaos/threads       the server's live thread count and the ones it should have
 #   GET  /chaos/heap          free heap and the largest block that can be allocated

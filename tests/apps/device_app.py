@@ -1,4 +1,4 @@
-# Device app for tests/test_device.py: iotutils.Device with everything on, plus a user route and
+# Device app for tests/integration/test_device.py: iotutils.Device with everything on, plus a user route and
 # user tasks (dev.every) the tests watch, and a way to make a task hang (watchdog).
 # Configuration (fs/device_cfg.json, optional): {"networks": [[ssid, password]], "health_timeout_s": N,
 # "wdt_timeout_ms": N, "wifi_retry_s": N, "start_only": true (dev.start() and an own loop, no run())}

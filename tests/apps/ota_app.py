@@ -1,4 +1,4 @@
-# Device app for tests/test_ota.py and tests/test_ota_powercut.py: an OTA
+# Device app for tests/integration/test_ota.py and tests/integration/test_ota_powercut.py: an OTA
 # client driven by commands written to fs/cmd, reporting on the console.
 # Configuration: fs/ota_cfg.json {"repo", "channel", "api", "timeout", "app_ota", "ca_file"}.
 import json

@@ -1,4 +1,4 @@
-# Device app for tests/test_server.py: one WebServer with a route for every behaviour under test.
+# Device app for tests/integration/test_server.py: one WebServer with a route for every behaviour under test.
 # Tuning through the environment (SRV_WORKERS, SRV_MAX_CONN, SRV_REQUEST_TIMEOUT, SRV_IDLE_TIMEOUT,
 # SRV_MAX_BODY, SRV_STATIC); prints "SERVER READY" once serving.
 import os

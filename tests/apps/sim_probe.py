@@ -1,4 +1,4 @@
-# Device app for tests/test_sim.py: reports what the hardware layer says, then obeys commands
+# Device app for tests/integration/test_sim.py: reports what the hardware layer says, then obeys commands
 # written to fs/cmd (reset, crash, confirm, set_boot:<slot>, wdt, exit).
 import os
 import time

@@ -1,4 +1,4 @@
-# Test app for tests/test_wifi.py: the Wi-Fi manager + setup portal on a simulated device, with short
+# Test app for tests/integration/test_wifi_portal.py: the Wi-Fi manager + setup portal on a simulated device, with short
 # retry intervals. preset.json in the device filesystem (a list of [ssid, password]) is added once.
 import gc
 import json

@@ -1,5 +1,5 @@
 # Streaming ESP32 app image verifier (iotutils.appimage), on CPython and MicroPython.
-# Images are built here with a tiny builder (scripts/espimage.py is CPython-only; tests/test_espimage.py
+# Images are built here with a tiny builder (scripts/espimage.py is CPython-only; tests/firmware/test_espimage.py
 # cross-checks both against esptool).
 import hashlib
 import struct

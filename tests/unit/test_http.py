@@ -1,6 +1,6 @@
 # iotutils.http on CPython and MicroPython: the shared corpus (tests/corpus/http/cases.json) and the
 # interface details the web server relies on. The C core is checked against the same corpus in
-# tests/test_httpparse.py.
+# tests/c/test_httpparse.py.
 import json
 from array import array
 

@@ -1,5 +1,5 @@
 # The partition table of boards/ESP32_GENERIC/partitions.csv, for devices that cannot read the
-# CSV (a board has it in flash; the simulator passes it in its config). tests/test_sim.py checks
+# CSV (a board has it in flash; the simulator passes it in its config). tests/integration/test_sim.py checks
 # that this copy equals the CSV.
 # (name, type, subtype, offset, size)
 DEFAULT = (

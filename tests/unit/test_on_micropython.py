@@ -12,7 +12,9 @@ import pytest
 from conftest import ROOT, micropython_cmd, micropython_path
 
 UNIT_DIR = os.path.join(ROOT, "tests", "unit")
-MODULES = sorted(f[:-3] for f in os.listdir(UNIT_DIR) if f.startswith("test_") and f.endswith(".py"))
+THIS = os.path.splitext(os.path.basename(__file__))[0]
+MODULES = sorted(f[:-3] for f in os.listdir(UNIT_DIR)
+                 if f.startswith("test_") and f.endswith(".py") and f[:-3] != THIS)
 
 
 @pytest.mark.parametrize("module", MODULES)

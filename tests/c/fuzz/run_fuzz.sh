@@ -1,12 +1,12 @@
 #!/bin/sh
 # Build the libFuzzer harness for the HTTP parser core under ASan/UBSan and run it for N seconds.
-# usage: tests/fuzz/run_fuzz.sh [SECONDS=60]      needs clang with libFuzzer (Debian: apt-get install clang)
-# The seed corpus tests/fuzz/corpus/ is read-only input; new inputs go to $FUZZ_WORK (default build/fuzz).
+# usage: tests/c/fuzz/run_fuzz.sh [SECONDS=60]      needs clang with libFuzzer (Debian: apt-get install clang)
+# The seed corpus tests/c/fuzz/corpus/ is read-only input; new inputs go to $FUZZ_WORK (default build/fuzz).
 # Exit status is libFuzzer's: non-zero on a crash, a sanitizer report or a broken invariant.
 set -eu
 SECS=${1:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
 WORK=${FUZZ_WORK:-$ROOT/build/fuzz}
 CC=${FUZZ_CC:-clang}
 mkdir -p "$WORK/corpus" "$WORK/artifacts"

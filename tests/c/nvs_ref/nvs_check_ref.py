@@ -2,7 +2,7 @@
 """Run Espressif's NVS checker (nvs_tool.py --integrity-check, ESP-IDF's nvs_flash component)
 on NVS partition images and report its findings as JSON. Local only: needs an ESP-IDF tree.
 
-    IDF_PATH=~/esp/esp-idf python3 tests/nvs_ref/nvs_check_ref.py part.bin [...]
+    IDF_PATH=~/esp/esp-idf python3 tests/c/nvs_ref/nvs_check_ref.py part.bin [...]
 
 nvs_tool.py always exits 0 and only prints, so this runs its integrity check in-process with
 a logger that records what it marks as an error (red) or a warning (yellow), for ESP-IDF v5.x

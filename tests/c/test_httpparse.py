@@ -23,7 +23,7 @@ from conftest import ROOT
 from iotutils import http as pyhttp
 
 CORPUS = os.path.join(ROOT, "tests", "corpus", "http")
-FUZZ_DIR = os.path.join(ROOT, "tests", "fuzz")
+FUZZ_DIR = os.path.join(ROOT, "tests", "c", "fuzz")
 MAX_HEADERS = 32
 
 

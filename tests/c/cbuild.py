@@ -8,7 +8,7 @@ import hashlib
 import os
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 C_DIR = os.path.join(ROOT, "c_modules", "iotutils")
 OUT_DIR = os.path.join(ROOT, "build", "ctests")
 WARN_FLAGS = ["-Wall", "-Wextra", "-Werror", "-std=c99"]

@@ -3,8 +3,8 @@
 Checked against images made by Espressif's esp-idf-nvs-partition-gen, against a Python model
 (random operation sequences), against power cuts after every flash write, against the
 pure-Python twin (modules/iotutils/nvs.py) in both directions, and - when IDF_PATH names an
-ESP-IDF tree - against Espressif's own checker (tests/nvs_ref/nvs_check_ref.py) and ESP-IDF's
-own loader compiled for the host (tests/nvs_ref/idf_loader.cpp). With FIRMWARE=<host firmware>
+ESP-IDF tree - against Espressif's own checker (tests/c/nvs_ref/nvs_check_ref.py) and ESP-IDF's
+own loader compiled for the host (tests/c/nvs_ref/idf_loader.cpp). With FIRMWARE=<host firmware>
 the _iotutils.KVStore binding is tested too.
 """
 import ctypes
@@ -20,9 +20,9 @@ import pytest
 
 from cbuild import build_shared
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 PY = sys.executable
-CHECKER = os.path.join(ROOT, "tests", "nvs_ref", "nvs_check_ref.py")
+CHECKER = os.path.join(ROOT, "tests", "c", "nvs_ref", "nvs_check_ref.py")
 
 U8, I8, U16, I16, U32, I32, U64, I64 = 0x01, 0x11, 0x02, 0x12, 0x04, 0x14, 0x08, 0x18
 STR, BLOB_V1, BLOB = 0x21, 0x41, 0x42
@@ -310,7 +310,7 @@ _IDF_LOADER = []
 
 
 def idf_loader():
-    """ESP-IDF's own NVS loader (tests/nvs_ref/idf_loader.cpp over $IDF_PATH's nvs_flash
+    """ESP-IDF's own NVS loader (tests/c/nvs_ref/idf_loader.cpp over $IDF_PATH's nvs_flash
     sources), built once; None without IDF_PATH or a C++ compiler."""
     if _IDF_LOADER:
         return _IDF_LOADER[0]
@@ -319,7 +319,7 @@ def idf_loader():
     src = os.path.join(idf or "", "components", "nvs_flash", "src")
     cxx = os.environ.get("CXX", "g++")
     if idf and os.path.exists(os.path.join(src, "nvs_storage.cpp")):
-        ref = os.path.join(ROOT, "tests", "nvs_ref")
+        ref = os.path.join(ROOT, "tests", "c", "nvs_ref")
         sources = [os.path.join(ref, "idf_loader.cpp")] + [
             os.path.join(src, f) for f in ("nvs_types.cpp", "nvs_page.cpp", "nvs_pagemanager.cpp",
                                            "nvs_storage.cpp", "nvs_item_hash_list.cpp")]

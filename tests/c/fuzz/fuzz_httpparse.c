@@ -6,7 +6,7 @@
 // - incremental: the head parses the same when cut exactly at `consumed`, and needs more one byte
 //   earlier;
 // - chunked decoding gives the same data and final state in one call or split in two.
-// Build: tests/fuzz/run_fuzz.sh (clang -fsanitize=fuzzer,address,undefined). With
+// Build: tests/c/fuzz/run_fuzz.sh (clang -fsanitize=fuzzer,address,undefined). With
 // -DHP_STANDALONE_MAIN it is a plain driver: `driver FILE...` runs each file (also every prefix).
 #include <stdint.h>
 #include <stdio.h>
