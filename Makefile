@@ -16,6 +16,7 @@ SIM_STATE   ?= state
 SIM_PORT    ?= 8080
 FIRMWARE    ?=
 PYTEST_ARGS ?=
+JOBS        ?= auto
 
 ROOT        := $(abspath .)
 BUILD_ESP32 := $(ROOT)/build/esp32
@@ -23,7 +24,7 @@ BUILD_UNIX  := $(ROOT)/build/unix
 UNIX_FIRMWARE := $(BUILD_UNIX)/micropython
 
 .DEFAULT_GOAL := default
-.PHONY: default help setup venv deps test unit sim bench fuzz mip firmware flash ota-image \
+.PHONY: default help setup venv deps test unit lint format sim bench fuzz mip firmware flash ota-image \
         check-frozen check-xtensa check-idf micropython-src clean
 
 default:
@@ -59,10 +60,20 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json examples/lamp.py
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
-	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra $(PYTEST_ARGS)
+	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) $(PYTEST_ARGS)
+
+C_SOURCES   = c_modules/iotutils/*.c c_modules/iotutils/*.h tests/c/fuzz/*.c
+
+lint: venv ## ruff (MicroPython-aware, ruff.toml + modules/ruff.toml) and the C style (.clang-format)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(C_SOURCES)
+
+format: venv ## apply the C style (clang-format -i) and ruff's safe fixes
+	$(VENV)/bin/clang-format -i $(C_SOURCES)
+	$(VENV)/bin/ruff check --fix .
 
 unit: venv ## only the unit tests (CPython and micropython)
-	$(VPY) -m pytest tests/unit -q
+	$(VPY) -m pytest tests/unit -q -n $(JOBS)
 
 bench: setup ## benchmarks against the rivals, ratios side by side (not a test)
 	$(VPY) bench/run_all.py

@@ -29,7 +29,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gen_package_json  # noqa: E402
+import gen_package_json
 
 ROOT = gen_package_json.ROOT
 MODULES = gen_package_json.MODULES

@@ -31,7 +31,7 @@ from nvs_provision import PARTITIONS_CSV, esptool_command, nvs_partition  # noqa
 
 TYPE_NAMES = {nvs.U8: "u8", nvs.I8: "i8", nvs.U16: "u16", nvs.I16: "i16", nvs.U32: "u32", nvs.I32: "i32",
               nvs.U64: "u64", nvs.I64: "i64", nvs.STR: "string", nvs.BLOB_DATA: "blob"}
-TYPE_CODES = dict((v, k) for k, v in TYPE_NAMES.items())
+TYPE_CODES = {v: k for k, v in TYPE_NAMES.items()}
 
 
 class DumpError(ValueError):
@@ -55,7 +55,7 @@ def dump(store):
     out = {}
     for ns in store.namespaces():
         d = {}
-        for key, t in store.keys(ns):
+        for key, _t in store.keys(ns):
             r = store.get_typed(ns, key)
             if r is None:
                 continue  # unreadable (bad data CRC): ESP-IDF would not return it either

@@ -57,7 +57,7 @@ class ProvisionError(ValueError):
 def nvs_partition(path=PARTITIONS_CSV):
     """(offset, size) of the nvs partition."""
     with open(path) as f:
-        for name, typ, sub, off, size in layout.parse_csv(f.read()):
+        for _name, typ, sub, off, size in layout.parse_csv(f.read()):
             if typ == "data" and sub == "nvs":
                 return off, size
     raise ProvisionError("no nvs partition in %s" % path)
@@ -151,7 +151,7 @@ def settings_from_csv(text):
     rows = list(csv.DictReader(io.StringIO(text)))
     out = []
     for n, row in enumerate(rows, 2):
-        if set(("folder", "name", "value")) - set(row or ()):
+        if {"folder", "name", "value"} - set(row or ()):
             raise ProvisionError("CSV line %d: needs columns folder,name,type,value" % n)
         typ = (row.get("type") or "str").strip()
         value = row["value"]
@@ -251,7 +251,7 @@ def main(argv=None):
         print("nvs_provision: %s" % e, file=sys.stderr)
         return 2
     print("wrote %s: %d values in %d folders, nvs partition at 0x%x (%d bytes)"
-          % (args.output, len(encoded), len(set(k[0] for k in encoded)), offset, size))
+          % (args.output, len(encoded), len({k[0] for k in encoded}), offset, size))
     print(esptool_command(args.output, offset, args.port, args.chip))
     print("(simulated device: python3 scripts/sim.py --state DIR --write-nvs %s [APP])" % args.output)
     return 0

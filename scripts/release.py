@@ -22,7 +22,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import espimage  # noqa: E402
+import espimage
 
 
 def make_assets(image, out_dir, version=None, url=None, project="iotutils"):

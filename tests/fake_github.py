@@ -191,7 +191,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         gh = self.gh
         with gh.lock:
-            gh.requests.append((self.role, self.path, dict((k.lower(), v) for k, v in self.headers.items())))
+            gh.requests.append((self.role, self.path, {k.lower(): v for k, v in self.headers.items()}))
         if self.role == "asset":
             parts = urlsplit(self.path).path.split("/")
             if len(parts) == 3 and parts[1] == "a" and parts[2] in gh.blobs:

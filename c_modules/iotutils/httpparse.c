@@ -9,35 +9,50 @@
 
 #include "httpparse.h"
 
-#define CH_TOKEN (1)    // tchar (RFC 9110 5.6.2)
-#define CH_VALUE (2)    // may appear in a field line: HT, SP, VCHAR, obs-text
-#define CH_VCHAR (4)    // 0x21-0x7e: request-target bytes
+#define CH_TOKEN (1) // tchar (RFC 9110 5.6.2)
+#define CH_VALUE (2) // may appear in a field line: HT, SP, VCHAR, obs-text
+#define CH_VCHAR (4) // 0x21-0x7e: request-target bytes
 
 static const uint8_t hp_class[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    2, 7, 6, 7, 7, 7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6,
-    6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 7, 6, 7, 7,
+    7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
 };
 
 // Same order as REASONS in http.py (tests compare the two tables).
 enum {
-    R_NONE, R_LINE, R_METHOD, R_TARGET, R_VERSION, R_VERSION_UNSUP, R_BARE, R_CTL, R_FOLD,
-    R_HEADER, R_NAME, R_TOO_MANY, R_CL, R_CL_TWICE, R_TE, R_TE_UNSUP, R_TE_CL, R_TE_10,
-    R_TE_NOT_LAST, R_NO_HOST, R_HOST_TWICE, R_CHUNK_SIZE, R_CHUNK_BIG, R_CHUNK_EXT,
-    R_CHUNK_CRLF, R_CHUNK_LINE, R_TRAILERS, R_COUNT
+    R_NONE,
+    R_LINE,
+    R_METHOD,
+    R_TARGET,
+    R_VERSION,
+    R_VERSION_UNSUP,
+    R_BARE,
+    R_CTL,
+    R_FOLD,
+    R_HEADER,
+    R_NAME,
+    R_TOO_MANY,
+    R_CL,
+    R_CL_TWICE,
+    R_TE,
+    R_TE_UNSUP,
+    R_TE_CL,
+    R_TE_10,
+    R_TE_NOT_LAST,
+    R_NO_HOST,
+    R_HOST_TWICE,
+    R_CHUNK_SIZE,
+    R_CHUNK_BIG,
+    R_CHUNK_EXT,
+    R_CHUNK_CRLF,
+    R_CHUNK_LINE,
+    R_TRAILERS,
+    R_COUNT
 };
 
 static const char *const hp_reasons[R_COUNT] = {
@@ -70,8 +85,8 @@ static const char *const hp_reasons[R_COUNT] = {
     "trailers too large",
 };
 
-#define NOT_FOUND ((size_t)-1)
-#define MAX_CHUNK_LINE (4096)    // bytes of one chunk-size line, and of the trailer section
+#define NOT_FOUND      ((size_t) - 1)
+#define MAX_CHUNK_LINE (4096) // bytes of one chunk-size line, and of the trailer section
 
 int httpparse_reason_count(void) {
     return R_COUNT;
@@ -159,10 +174,10 @@ static int hp_is_ows(uint8_t c) {
 }
 
 typedef struct {
-    int64_t cl;         // Content-Length, -1 if absent
-    int te_n;           // codings in all Transfer-Encoding fields
-    int te_chunked;     // how many are "chunked"
-    int te_last;        // the latest one is "chunked"
+    int64_t cl;     // Content-Length, -1 if absent
+    int te_n;       // codings in all Transfer-Encoding fields
+    int te_chunked; // how many are "chunked"
+    int te_last;    // the latest one is "chunked"
     int hosts;
     int flags;
     int conn_upgrade;
@@ -171,8 +186,7 @@ typedef struct {
 } hp_head_t;
 
 // Semantics of the fields the parser itself cares about; returns a reason or 0.
-static int hp_special(const uint8_t *b, size_t pos, size_t name_len, size_t vs, size_t ve,
-    hp_head_t *h) {
+static int hp_special(const uint8_t *b, size_t pos, size_t name_len, size_t vs, size_t ve, hp_head_t *h) {
     switch (name_len) {
         case 14:
             if (hp_ieq(b, pos, "content-length", 14)) {
@@ -331,8 +345,8 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
         minor = 1;
     } else if (vlen == 8 && memcmp(v, "HTTP/1.0", 8) == 0) {
         minor = 0;
-    } else if (vlen == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9'
-               && v[6] == '.' && v[7] >= '0' && v[7] <= '9') {
+    } else if (vlen == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' && v[6] == '.' && v[7] >= '0'
+               && v[7] <= '9') {
         return hp_fail(out, R_VERSION_UNSUP, 505);
     } else {
         return hp_fail(out, R_VERSION, 400);
@@ -343,7 +357,7 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
     int32_t target_len = (int32_t)(sp2 - sp1 - 1);
 
     // header fields
-    hp_head_t h = { -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+    hp_head_t h = {-1, 0, 0, 0, 0, 0, 0, 0, 0};
     size_t nh = 0;
     pos = e + 2;
     for (;;) {
@@ -461,9 +475,22 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
 
 // chunked decoder phases (state[0]); the same numbers as http.py
 enum {
-    CS_SIZE, CS_EXT_NAME0, CS_EXT_NAME, CS_EXT_VAL0, CS_EXT_VAL, CS_EXT_Q, CS_EXT_QESC, CS_EXT_QEND,
-    CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF, CS_TRAILER,
-    CS_TRAILER_IN, CS_TRAILER_LF, CS_END_LF
+    CS_SIZE,
+    CS_EXT_NAME0,
+    CS_EXT_NAME,
+    CS_EXT_VAL0,
+    CS_EXT_VAL,
+    CS_EXT_Q,
+    CS_EXT_QESC,
+    CS_EXT_QEND,
+    CS_SIZE_LF,
+    CS_DATA,
+    CS_DATA_CR,
+    CS_DATA_LF,
+    CS_TRAILER,
+    CS_TRAILER_IN,
+    CS_TRAILER_LF,
+    CS_END_LF
 };
 
 static int hp_chunk_fail(int32_t *state, int reason, int status) {

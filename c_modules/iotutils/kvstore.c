@@ -6,8 +6,8 @@
 #include <string.h>
 
 static int is_int_type(uint8_t t) {
-    return t == KVS_T_U8 || t == KVS_T_I8 || t == KVS_T_U16 || t == KVS_T_I16
-           || t == KVS_T_U32 || t == KVS_T_I32 || t == KVS_T_U64 || t == KVS_T_I64;
+    return t == KVS_T_U8 || t == KVS_T_I8 || t == KVS_T_U16 || t == KVS_T_I16 || t == KVS_T_U32 || t == KVS_T_I32
+           || t == KVS_T_U64 || t == KVS_T_I64;
 }
 
 int kvstore_name_ok(const char *name, size_t len) {
@@ -133,7 +133,7 @@ int kvstore_get(kvstore_t *kv, const char *ns, const char *key, uint8_t *type, v
     if ((*type & 0x10) && n < 8 && (raw[n - 1] & 0x80)) {
         v |= ~(uint64_t)0 << (8 * n);
     }
-    memcpy(buf, &v, 8);     // int64_t and uint64_t share the bits
+    memcpy(buf, &v, 8); // int64_t and uint64_t share the bits
     *len = 8;
     return KVS_OK;
 }
@@ -168,7 +168,7 @@ int kvstore_list(kvstore_t *kv, const char *ns, kvstore_list_cb cb, void *arg) {
     if (ns != NULL && !kvstore_name_ok(ns, strlen(ns))) {
         return KVS_ERR_BAD_NAME;
     }
-    list_ctx_t c = { cb, arg };
+    list_ctx_t c = {cb, arg};
     return kvstore_be_list(kv, ns, list_one, &c);
 }
 
@@ -318,7 +318,7 @@ static int open_common(kvstore_t *kv, uint32_t size) {
 
 int kvstore_be_open(kvstore_t **out, const char *where, uint32_t offset, uint32_t size) {
     if (size < 3 * NVS_PAGE_SIZE || size % NVS_PAGE_SIZE != 0) {
-        return KVS_ERR_BAD_VALUE;   // checked before the file is touched
+        return KVS_ERR_BAD_VALUE; // checked before the file is touched
     }
     kvstore_t *kv = calloc(1, sizeof(kvstore_t));
     if (kv == NULL) {

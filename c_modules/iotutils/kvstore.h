@@ -10,30 +10,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KVS_OK              (0)
-#define KVS_ERR_NOT_FOUND   (-1)    // no such key (or namespace)
-#define KVS_ERR_NO_SPACE    (-2)    // partition full (ENOSPC)
-#define KVS_ERR_TOO_LONG    (-3)    // value above ESP-IDF's limit for its type
-#define KVS_ERR_BAD_NAME    (-4)    // key/namespace empty, > 15 bytes, or with a NUL
-#define KVS_ERR_BAD_VALUE   (-5)    // unknown type, integer out of range, NUL inside a string
-#define KVS_ERR_IO          (-6)    // flash/file access failed
-#define KVS_ERR_NO_MEM      (-7)
-#define KVS_ERR_CORRUPT     (-8)    // partition unusable as it is (ESP-IDF would ask to erase it)
+#define KVS_OK            (0)
+#define KVS_ERR_NOT_FOUND (-1) // no such key (or namespace)
+#define KVS_ERR_NO_SPACE  (-2) // partition full (ENOSPC)
+#define KVS_ERR_TOO_LONG  (-3) // value above ESP-IDF's limit for its type
+#define KVS_ERR_BAD_NAME  (-4) // key/namespace empty, > 15 bytes, or with a NUL
+#define KVS_ERR_BAD_VALUE (-5) // unknown type, integer out of range, NUL inside a string
+#define KVS_ERR_IO        (-6) // flash/file access failed
+#define KVS_ERR_NO_MEM    (-7)
+#define KVS_ERR_CORRUPT   (-8) // partition unusable as it is (ESP-IDF would ask to erase it)
 
-#define KVS_T_U8    (0x01)
-#define KVS_T_I8    (0x11)
-#define KVS_T_U16   (0x02)
-#define KVS_T_I16   (0x12)
-#define KVS_T_U32   (0x04)
-#define KVS_T_I32   (0x14)
-#define KVS_T_U64   (0x08)
-#define KVS_T_I64   (0x18)
-#define KVS_T_STR   (0x21)
-#define KVS_T_BLOB_V1 (0x41)        // old single-page blob: read only
-#define KVS_T_BLOB  (0x42)          // blob (BLOB_DATA chunks + BLOB_IDX)
+#define KVS_T_U8      (0x01)
+#define KVS_T_I8      (0x11)
+#define KVS_T_U16     (0x02)
+#define KVS_T_I16     (0x12)
+#define KVS_T_U32     (0x04)
+#define KVS_T_I32     (0x14)
+#define KVS_T_U64     (0x08)
+#define KVS_T_I64     (0x18)
+#define KVS_T_STR     (0x21)
+#define KVS_T_BLOB_V1 (0x41) // old single-page blob: read only
+#define KVS_T_BLOB    (0x42) // blob (BLOB_DATA chunks + BLOB_IDX)
 
 #define KVS_NAME_MAX (15)
-#define KVS_STR_MAX  (3999)         // string bytes (ESP-IDF stores them with a NUL: 4000)
+#define KVS_STR_MAX  (3999) // string bytes (ESP-IDF stores them with a NUL: 4000)
 #define KVS_BLOB_MAX (508000)
 
 typedef struct kvstore kvstore_t;

@@ -153,7 +153,7 @@ int kvstore_be_get(kvstore_t *kv, const char *ns, const char *key, uint8_t *type
             err = nvs_get_blob(h, key, buf, len);
         } else {
             size_t n = (uint8_t)t & 0x0f;
-            uint64_t raw = 0;   // 8-byte aligned: Xtensa faults on unaligned 16/32-bit stores
+            uint64_t raw = 0; // 8-byte aligned: Xtensa faults on unaligned 16/32-bit stores
             switch (t) {
                 case NVS_TYPE_U8:
                     err = nvs_get_u8(h, key, (uint8_t *)&raw);

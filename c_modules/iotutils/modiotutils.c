@@ -186,12 +186,12 @@ static mp_obj_t iotutils_KVStore_get_typed(mp_obj_t self_in, mp_obj_t ns_in, mp_
         if (type == KVS_T_STR) {
             // Stored with its NUL; a string that is not UTF-8 reads as None, as in nvs.py.
             vstr.len = len > 0 ? len - 1 : 0;
-            #if MICROPY_PY_BUILTINS_STR_UNICODE
+#if MICROPY_PY_BUILTINS_STR_UNICODE
             if (!utf8_check((const byte *)vstr.buf, vstr.len)) {
                 vstr_clear(&vstr);
                 return mp_const_none;
             }
-            #endif
+#endif
             value = mp_obj_new_str_from_utf8_vstr(&vstr);
         } else {
             vstr.len = len;
@@ -209,7 +209,7 @@ static mp_obj_t iotutils_KVStore_get_typed(mp_obj_t self_in, mp_obj_t ns_in, mp_
         }
         value = type == KVS_T_U64 ? mp_obj_new_int_from_ull(v) : mp_obj_new_int_from_ll((long long)(int64_t)v);
     }
-    mp_obj_t items[2] = { MP_OBJ_NEW_SMALL_INT(type), value };
+    mp_obj_t items[2] = {MP_OBJ_NEW_SMALL_INT(type), value};
     return mp_obj_new_tuple(2, items);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(iotutils_KVStore_get_typed_obj, iotutils_KVStore_get_typed);
@@ -295,7 +295,7 @@ typedef struct {
     iotutils_kv_name_t *names;
     uint8_t *types;
     size_t count, cap;
-    int by_namespace;   // collect distinct namespaces instead of keys
+    int by_namespace; // collect distinct namespaces instead of keys
 } iotutils_kv_listing_t;
 
 static int iotutils_kv_collect(void *arg, const char *ns, const char *key, uint8_t type) {
@@ -309,7 +309,7 @@ static int iotutils_kv_collect(void *arg, const char *ns, const char *key, uint8
         }
     }
     if (l->count == l->cap) {
-        return 1;   // the caller grows the buffer and lists again
+        return 1; // the caller grows the buffer and lists again
     }
     strncpy(l->names[l->count], name, 15);
     l->names[l->count][15] = 0;
@@ -339,11 +339,11 @@ static void iotutils_kv_list(kvstore_t *kv, const char *ns, iotutils_kv_listing_
 // keys(ns) -> [(key, type)]
 static mp_obj_t iotutils_KVStore_keys(mp_obj_t self_in, mp_obj_t ns_in) {
     kvstore_t *kv = iotutils_kv_get(self_in);
-    iotutils_kv_listing_t l = { NULL, NULL, 0, 0, 0 };
+    iotutils_kv_listing_t l = {NULL, NULL, 0, 0, 0};
     iotutils_kv_list(kv, iotutils_kv_name(ns_in, "namespace"), &l);
     mp_obj_t list = mp_obj_new_list(0, NULL);
     for (size_t i = 0; i < l.count; i++) {
-        mp_obj_t items[2] = { mp_obj_new_str(l.names[i], strlen(l.names[i])), MP_OBJ_NEW_SMALL_INT(l.types[i]) };
+        mp_obj_t items[2] = {mp_obj_new_str(l.names[i], strlen(l.names[i])), MP_OBJ_NEW_SMALL_INT(l.types[i])};
         mp_obj_list_append(list, mp_obj_new_tuple(2, items));
     }
     return list;
@@ -353,7 +353,7 @@ static MP_DEFINE_CONST_FUN_OBJ_2(iotutils_KVStore_keys_obj, iotutils_KVStore_key
 // namespaces() -> sorted names of the namespaces that hold keys
 static mp_obj_t iotutils_KVStore_namespaces(mp_obj_t self_in) {
     kvstore_t *kv = iotutils_kv_get(self_in);
-    iotutils_kv_listing_t l = { NULL, NULL, 0, 0, 1 };
+    iotutils_kv_listing_t l = {NULL, NULL, 0, 0, 1};
     iotutils_kv_list(kv, NULL, &l);
     for (size_t i = 1; i < l.count; i++) {
         for (size_t j = i; j > 0 && strcmp(l.names[j - 1], l.names[j]) > 0; j--) {
@@ -390,65 +390,60 @@ static mp_obj_t iotutils_KVStore_erase_all(mp_obj_t self_in) {
 static MP_DEFINE_CONST_FUN_OBJ_1(iotutils_KVStore_erase_all_obj, iotutils_KVStore_erase_all);
 
 static const mp_rom_map_elem_t iotutils_KVStore_locals_dict_table[] = {
-    { MP_ROM_QSTR(MP_QSTR_get), MP_ROM_PTR(&iotutils_KVStore_get_obj) },
-    { MP_ROM_QSTR(MP_QSTR_get_typed), MP_ROM_PTR(&iotutils_KVStore_get_typed_obj) },
-    { MP_ROM_QSTR(MP_QSTR_set), MP_ROM_PTR(&iotutils_KVStore_set_obj) },
-    { MP_ROM_QSTR(MP_QSTR_erase), MP_ROM_PTR(&iotutils_KVStore_erase_obj) },
-    { MP_ROM_QSTR(MP_QSTR_keys), MP_ROM_PTR(&iotutils_KVStore_keys_obj) },
-    { MP_ROM_QSTR(MP_QSTR_namespaces), MP_ROM_PTR(&iotutils_KVStore_namespaces_obj) },
-    { MP_ROM_QSTR(MP_QSTR_erase_namespace), MP_ROM_PTR(&iotutils_KVStore_erase_namespace_obj) },
-    { MP_ROM_QSTR(MP_QSTR_erase_all), MP_ROM_PTR(&iotutils_KVStore_erase_all_obj) },
-    { MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&iotutils_KVStore_close_obj) },
-    { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&iotutils_KVStore_close_obj) },
-    { MP_ROM_QSTR(MP_QSTR_U8), MP_ROM_INT(KVS_T_U8) },
-    { MP_ROM_QSTR(MP_QSTR_I8), MP_ROM_INT(KVS_T_I8) },
-    { MP_ROM_QSTR(MP_QSTR_U16), MP_ROM_INT(KVS_T_U16) },
-    { MP_ROM_QSTR(MP_QSTR_I16), MP_ROM_INT(KVS_T_I16) },
-    { MP_ROM_QSTR(MP_QSTR_U32), MP_ROM_INT(KVS_T_U32) },
-    { MP_ROM_QSTR(MP_QSTR_I32), MP_ROM_INT(KVS_T_I32) },
-    { MP_ROM_QSTR(MP_QSTR_U64), MP_ROM_INT(KVS_T_U64) },
-    { MP_ROM_QSTR(MP_QSTR_I64), MP_ROM_INT(KVS_T_I64) },
-    { MP_ROM_QSTR(MP_QSTR_STR), MP_ROM_INT(KVS_T_STR) },
-    { MP_ROM_QSTR(MP_QSTR_BLOB_DATA), MP_ROM_INT(KVS_T_BLOB) },
+    {MP_ROM_QSTR(MP_QSTR_get), MP_ROM_PTR(&iotutils_KVStore_get_obj)},
+    {MP_ROM_QSTR(MP_QSTR_get_typed), MP_ROM_PTR(&iotutils_KVStore_get_typed_obj)},
+    {MP_ROM_QSTR(MP_QSTR_set), MP_ROM_PTR(&iotutils_KVStore_set_obj)},
+    {MP_ROM_QSTR(MP_QSTR_erase), MP_ROM_PTR(&iotutils_KVStore_erase_obj)},
+    {MP_ROM_QSTR(MP_QSTR_keys), MP_ROM_PTR(&iotutils_KVStore_keys_obj)},
+    {MP_ROM_QSTR(MP_QSTR_namespaces), MP_ROM_PTR(&iotutils_KVStore_namespaces_obj)},
+    {MP_ROM_QSTR(MP_QSTR_erase_namespace), MP_ROM_PTR(&iotutils_KVStore_erase_namespace_obj)},
+    {MP_ROM_QSTR(MP_QSTR_erase_all), MP_ROM_PTR(&iotutils_KVStore_erase_all_obj)},
+    {MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&iotutils_KVStore_close_obj)},
+    {MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&iotutils_KVStore_close_obj)},
+    {MP_ROM_QSTR(MP_QSTR_U8), MP_ROM_INT(KVS_T_U8)},
+    {MP_ROM_QSTR(MP_QSTR_I8), MP_ROM_INT(KVS_T_I8)},
+    {MP_ROM_QSTR(MP_QSTR_U16), MP_ROM_INT(KVS_T_U16)},
+    {MP_ROM_QSTR(MP_QSTR_I16), MP_ROM_INT(KVS_T_I16)},
+    {MP_ROM_QSTR(MP_QSTR_U32), MP_ROM_INT(KVS_T_U32)},
+    {MP_ROM_QSTR(MP_QSTR_I32), MP_ROM_INT(KVS_T_I32)},
+    {MP_ROM_QSTR(MP_QSTR_U64), MP_ROM_INT(KVS_T_U64)},
+    {MP_ROM_QSTR(MP_QSTR_I64), MP_ROM_INT(KVS_T_I64)},
+    {MP_ROM_QSTR(MP_QSTR_STR), MP_ROM_INT(KVS_T_STR)},
+    {MP_ROM_QSTR(MP_QSTR_BLOB_DATA), MP_ROM_INT(KVS_T_BLOB)},
 };
 static MP_DEFINE_CONST_DICT(iotutils_KVStore_locals_dict, iotutils_KVStore_locals_dict_table);
 
-static MP_DEFINE_CONST_OBJ_TYPE(
-    iotutils_KVStore_type,
-    MP_QSTR_KVStore,
-    MP_TYPE_FLAG_NONE,
-    make_new, iotutils_KVStore_make_new,
-    locals_dict, &iotutils_KVStore_locals_dict
-    );
+static MP_DEFINE_CONST_OBJ_TYPE(iotutils_KVStore_type, MP_QSTR_KVStore, MP_TYPE_FLAG_NONE, make_new,
+                                iotutils_KVStore_make_new, locals_dict, &iotutils_KVStore_locals_dict);
 
 // ---- end section: key/value store binding ----
 
 static const mp_rom_map_elem_t iotutils_module_globals_table[] = {
-    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__iotutils) },
-    { MP_ROM_QSTR(MP_QSTR_abi), MP_ROM_INT(IOTUTILS_ABI) },
+    {MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__iotutils)},
+    {MP_ROM_QSTR(MP_QSTR_abi), MP_ROM_INT(IOTUTILS_ABI)},
     // ---- http parser entries ----
-    { MP_ROM_QSTR(MP_QSTR_parse_head), MP_ROM_PTR(&iotutils_http_parse_head_obj) },
-    { MP_ROM_QSTR(MP_QSTR_chunked_decode), MP_ROM_PTR(&iotutils_http_chunked_decode_obj) },
-    { MP_ROM_QSTR(MP_QSTR_http_reason), MP_ROM_PTR(&iotutils_http_reason_obj) },
-    { MP_ROM_QSTR(MP_QSTR_NEED_MORE), MP_ROM_INT(HP_NEED_MORE) },
-    { MP_ROM_QSTR(MP_QSTR_BODY_NONE), MP_ROM_INT(HP_BODY_NONE) },
-    { MP_ROM_QSTR(MP_QSTR_BODY_LENGTH), MP_ROM_INT(HP_BODY_LENGTH) },
-    { MP_ROM_QSTR(MP_QSTR_BODY_CHUNKED), MP_ROM_INT(HP_BODY_CHUNKED) },
-    { MP_ROM_QSTR(MP_QSTR_FLAG_CLOSE), MP_ROM_INT(HP_FLAG_CLOSE) },
-    { MP_ROM_QSTR(MP_QSTR_FLAG_KEEP_ALIVE), MP_ROM_INT(HP_FLAG_KEEP_ALIVE) },
-    { MP_ROM_QSTR(MP_QSTR_FLAG_EXPECT_CONTINUE), MP_ROM_INT(HP_FLAG_EXPECT_CONTINUE) },
-    { MP_ROM_QSTR(MP_QSTR_FLAG_UPGRADE), MP_ROM_INT(HP_FLAG_UPGRADE) },
-    { MP_ROM_QSTR(MP_QSTR_OUT_FIXED), MP_ROM_INT(HP_OUT_FIXED) },
-    { MP_ROM_QSTR(MP_QSTR_CHUNK_STATE_LEN), MP_ROM_INT(HP_CHUNK_STATE_LEN) },
-    { MP_ROM_QSTR(MP_QSTR_CS_DONE), MP_ROM_INT(HP_CS_DONE) },
-    { MP_ROM_QSTR(MP_QSTR_CS_ERROR), MP_ROM_INT(HP_CS_ERROR) },
+    {MP_ROM_QSTR(MP_QSTR_parse_head), MP_ROM_PTR(&iotutils_http_parse_head_obj)},
+    {MP_ROM_QSTR(MP_QSTR_chunked_decode), MP_ROM_PTR(&iotutils_http_chunked_decode_obj)},
+    {MP_ROM_QSTR(MP_QSTR_http_reason), MP_ROM_PTR(&iotutils_http_reason_obj)},
+    {MP_ROM_QSTR(MP_QSTR_NEED_MORE), MP_ROM_INT(HP_NEED_MORE)},
+    {MP_ROM_QSTR(MP_QSTR_BODY_NONE), MP_ROM_INT(HP_BODY_NONE)},
+    {MP_ROM_QSTR(MP_QSTR_BODY_LENGTH), MP_ROM_INT(HP_BODY_LENGTH)},
+    {MP_ROM_QSTR(MP_QSTR_BODY_CHUNKED), MP_ROM_INT(HP_BODY_CHUNKED)},
+    {MP_ROM_QSTR(MP_QSTR_FLAG_CLOSE), MP_ROM_INT(HP_FLAG_CLOSE)},
+    {MP_ROM_QSTR(MP_QSTR_FLAG_KEEP_ALIVE), MP_ROM_INT(HP_FLAG_KEEP_ALIVE)},
+    {MP_ROM_QSTR(MP_QSTR_FLAG_EXPECT_CONTINUE), MP_ROM_INT(HP_FLAG_EXPECT_CONTINUE)},
+    {MP_ROM_QSTR(MP_QSTR_FLAG_UPGRADE), MP_ROM_INT(HP_FLAG_UPGRADE)},
+    {MP_ROM_QSTR(MP_QSTR_OUT_FIXED), MP_ROM_INT(HP_OUT_FIXED)},
+    {MP_ROM_QSTR(MP_QSTR_CHUNK_STATE_LEN), MP_ROM_INT(HP_CHUNK_STATE_LEN)},
+    {MP_ROM_QSTR(MP_QSTR_CS_DONE), MP_ROM_INT(HP_CS_DONE)},
+    {MP_ROM_QSTR(MP_QSTR_CS_ERROR), MP_ROM_INT(HP_CS_ERROR)},
     // ---- key/value store entries ----
-    { MP_ROM_QSTR(MP_QSTR_KVStore), MP_ROM_PTR(&iotutils_KVStore_type) },
+    {MP_ROM_QSTR(MP_QSTR_KVStore), MP_ROM_PTR(&iotutils_KVStore_type)},
 };
 static MP_DEFINE_CONST_DICT(iotutils_module_globals, iotutils_module_globals_table);
 
 const mp_obj_module_t iotutils_user_cmodule = {
-    .base = { &mp_type_module },
+    .base = {&mp_type_module},
     .globals = (mp_obj_dict_t *)&iotutils_module_globals,
 };
 

@@ -24,70 +24,70 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENTRY_SIZE      (32u)
-#define ENTRY_COUNT     (126u)
-#define TABLE_OFFSET    (32u)
-#define DATA_OFFSET     (64u)
-#define CHUNK_MAX       (ENTRY_SIZE * (ENTRY_COUNT - 1))
-#define NO_ENTRY        (0xffffu)
-#define NS_INDEX        (0u)
-#define NS_ANY          (255u)
-#define CHUNK_ANY       (0xffu)
-#define VER_0           (0x00u)
-#define VER_1           (0x80u)
-#define VER_ANY         (0xffu)
-#define FORMAT_VERSION  (0xfeu)
+#define ENTRY_SIZE     (32u)
+#define ENTRY_COUNT    (126u)
+#define TABLE_OFFSET   (32u)
+#define DATA_OFFSET    (64u)
+#define CHUNK_MAX      (ENTRY_SIZE * (ENTRY_COUNT - 1))
+#define NO_ENTRY       (0xffffu)
+#define NS_INDEX       (0u)
+#define NS_ANY         (255u)
+#define CHUNK_ANY      (0xffu)
+#define VER_0          (0x00u)
+#define VER_1          (0x80u)
+#define VER_ANY        (0xffu)
+#define FORMAT_VERSION (0xfeu)
 
 // Page states (header word 0): each step clears one more bit.
-#define PS_UNINIT       (0xffffffffu)
-#define PS_ACTIVE       (0xfffffffeu)
-#define PS_FULL         (0xfffffffcu)
-#define PS_FREEING      (0xfffffff8u)
-#define PS_CORRUPT      (0xfffffff0u)
-#define PS_INVALID      (0u)
+#define PS_UNINIT  (0xffffffffu)
+#define PS_ACTIVE  (0xfffffffeu)
+#define PS_FULL    (0xfffffffcu)
+#define PS_FREEING (0xfffffff8u)
+#define PS_CORRUPT (0xfffffff0u)
+#define PS_INVALID (0u)
 
 // Entry states: 2 bits per entry in the page's 32-byte state table.
-#define ES_EMPTY        (3u)
-#define ES_WRITTEN      (2u)
-#define ES_ILLEGAL      (1u)
-#define ES_ERASED       (0u)
+#define ES_EMPTY   (3u)
+#define ES_WRITTEN (2u)
+#define ES_ILLEGAL (1u)
+#define ES_ERASED  (0u)
 
 // Item layout (32 bytes): ns, type, span, chunk index, crc32, key[16], data[8];
 // strings/blobs keep size (u16) + reserved + data crc32 in data[]; blob index keeps
 // size (u32), chunk count, chunk start.
-#define IT_NS(it)       ((it)[0])
-#define IT_TYPE(it)     ((it)[1])
-#define IT_SPAN(it)     ((it)[2])
-#define IT_CHUNK(it)    ((it)[3])
-#define IT_KEY(it)      ((const char *)(it) + 8)
-#define IT_DATA(it)     ((it) + 24)
+#define IT_NS(it)    ((it)[0])
+#define IT_TYPE(it)  ((it)[1])
+#define IT_SPAN(it)  ((it)[2])
+#define IT_CHUNK(it) ((it)[3])
+#define IT_KEY(it)   ((const char *)(it) + 8)
+#define IT_DATA(it)  ((it) + 24)
 
 typedef struct {
-    uint32_t base;      // offset of the page in the partition
+    uint32_t base; // offset of the page in the partition
     uint32_t state;
     uint32_t seq;
     uint16_t next_free;
     uint16_t first_used;
     uint16_t used;
     uint16_t erased;
-    uint16_t hashed;    // hash[] matches the mirror (cleared by every write to the page)
-    uint32_t hash[ENTRY_COUNT];     // item header at i: item_hash(ns, key, chunk); else 0
+    uint16_t hashed;            // hash[] matches the mirror (cleared by every write to the page)
+    uint32_t hash[ENTRY_COUNT]; // item header at i: item_hash(ns, key, chunk); else 0
 } page_t;
 
 struct nvs_host {
     nvs_flash_ops_t ops;
-    uint8_t *mem;       // mirror of the partition
+    uint8_t *mem; // mirror of the partition
     uint32_t size;
     uint32_t npages;
     page_t *pages;
-    uint16_t *list;     // pages in use, by sequence number (ESP-IDF's mPageList)
+    uint16_t *list; // pages in use, by sequence number (ESP-IDF's mPageList)
     uint32_t nlist;
-    uint16_t *spare;    // free pages, taken from the front (mFreePageList)
+    uint16_t *spare; // free pages, taken from the front (mFreePageList)
     uint32_t nspare;
-    uint32_t seq;       // next sequence number
-    int failed;         // a flash op failed: the mirror may not match the flash any more
-    int write_full;     // let page_write_item fill a page just marked FULL (blob chunks)
-    uint32_t gen;       // bumped by every change to the mirror
+    uint32_t seq;   // next sequence number
+    int failed;     // a flash op failed: the mirror may not match the flash any more
+    int write_full; // let page_write_item fill a page just marked FULL (blob chunks)
+    uint32_t gen;   // bumped by every change to the mirror
     // The last item nvs_host_get found, while gen stays the same: kvstore asks for the type and
     // size first, then the value (up to four lookups of one key per read).
     uint32_t memo_gen;
@@ -340,8 +340,8 @@ static int page_write_entry_data(nvs_host_t *h, page_t *p, const uint8_t *data, 
     return NVS_OK;
 }
 
-static int page_write_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key,
-    const void *data, uint32_t size, uint8_t chunk) {
+static int page_write_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key, const void *data,
+                           uint32_t size, uint8_t chunk) {
     uint8_t it[ENTRY_SIZE];
     int rc;
     if (p->state == PS_INVALID) {
@@ -494,8 +494,8 @@ static uint32_t page_hash_find(nvs_host_t *h, page_t *p, uint32_t start, uint8_t
 }
 
 // Page::findItem. *index: where to start, and where the item was found.
-static int page_find(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key,
-    uint32_t *index, const uint8_t **out, uint8_t chunk, uint8_t chunk_start) {
+static int page_find(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key, uint32_t *index,
+                     const uint8_t **out, uint8_t chunk, uint8_t chunk_start) {
     if (p->state == PS_CORRUPT || p->state == PS_INVALID || p->state == PS_UNINIT) {
         return NVS_ERR_NOT_FOUND;
     }
@@ -569,14 +569,14 @@ static int page_find(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const c
     return NVS_ERR_NOT_FOUND;
 }
 
-static int page_find_simple(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key,
-    uint32_t *index, const uint8_t **out, uint8_t chunk, uint8_t chunk_start) {
+static int page_find_simple(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key, uint32_t *index,
+                            const uint8_t **out, uint8_t chunk, uint8_t chunk_start) {
     *index = 0;
     return page_find(h, p, ns, type, key, index, out, chunk, chunk_start);
 }
 
-static int page_erase_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key,
-    uint8_t chunk, uint8_t chunk_start) {
+static int page_erase_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key, uint8_t chunk,
+                           uint8_t chunk_start) {
     uint32_t index;
     const uint8_t *it;
     int rc = page_find_simple(h, p, ns, type, key, &index, &it, chunk, chunk_start);
@@ -597,8 +597,8 @@ static int page_read_varlen(nvs_host_t *h, page_t *p, const uint8_t *it, uint32_
     return NVS_OK;
 }
 
-static int page_read_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key,
-    void *data, uint32_t size, uint8_t chunk, uint8_t chunk_start) {
+static int page_read_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key, void *data,
+                          uint32_t size, uint8_t chunk, uint8_t chunk_start) {
     uint32_t index;
     const uint8_t *it;
     int rc = page_find_simple(h, p, ns, type, key, &index, &it, chunk, chunk_start);
@@ -618,8 +618,8 @@ static int page_read_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, co
     return page_read_varlen(h, p, it, index, (uint8_t *)data);
 }
 
-static int page_cmp_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key,
-    const void *data, uint32_t size, uint8_t chunk, uint8_t chunk_start) {
+static int page_cmp_item(nvs_host_t *h, page_t *p, uint8_t ns, uint8_t type, const char *key, const void *data,
+                         uint32_t size, uint8_t chunk, uint8_t chunk_start) {
     uint32_t index;
     const uint8_t *it;
     int rc = page_find_simple(h, p, ns, type, key, &index, &it, chunk, chunk_start);
@@ -828,7 +828,8 @@ static int page_load_table(nvs_host_t *h, page_t *p) {
             const uint8_t *found;
             uint32_t index;
             memcpy(copy, it, ENTRY_SIZE);
-            if (page_find_simple(h, p, IT_NS(copy), IT_TYPE(copy), IT_KEY(copy), &index, &found, CHUNK_ANY, VER_ANY) == NVS_OK
+            if (page_find_simple(h, p, IT_NS(copy), IT_TYPE(copy), IT_KEY(copy), &index, &found, CHUNK_ANY, VER_ANY)
+                    == NVS_OK
                 && index < last) {
                 rc = page_erase_entry_span(h, p, index);
                 if (rc != NVS_OK) {
@@ -1041,7 +1042,8 @@ static int pm_load(nvs_host_t *h) {
             for (k = 0; k + 1 < h->nlist; k++) {
                 page_t *p = &h->pages[h->list[k]];
                 if (p->state != PS_FREEING
-                    && page_erase_item(h, p, IT_NS(last), NVS_TYPE_BLOB, IT_KEY(last), IT_CHUNK(last), VER_ANY) == NVS_OK) {
+                    && page_erase_item(h, p, IT_NS(last), NVS_TYPE_BLOB, IT_KEY(last), IT_CHUNK(last), VER_ANY)
+                           == NVS_OK) {
                     break;
                 }
             }
@@ -1097,8 +1099,8 @@ static page_t *st_current(nvs_host_t *h) {
     return pm_back(h);
 }
 
-static int st_find(nvs_host_t *h, uint8_t ns, uint8_t type, const char *key, page_t **page,
-    const uint8_t **it, uint32_t *index, uint8_t chunk, uint8_t chunk_start) {
+static int st_find(nvs_host_t *h, uint8_t ns, uint8_t type, const char *key, page_t **page, const uint8_t **it,
+                   uint32_t *index, uint8_t chunk, uint8_t chunk_start) {
     for (uint32_t k = 0; k < h->nlist; k++) {
         page_t *p = &h->pages[h->list[k]];
         uint32_t i = 0;
@@ -1176,8 +1178,8 @@ static int page_has_other_chunk(nvs_host_t *h, page_t *p, uint8_t ns, const char
     return 0;
 }
 
-static int st_write_multipage_blob(nvs_host_t *h, uint8_t ns, const char *key, const uint8_t *data,
-    uint32_t size, uint8_t chunk_start) {
+static int st_write_multipage_blob(nvs_host_t *h, uint8_t ns, const char *key, const uint8_t *data, uint32_t size,
+                                   uint8_t chunk_start) {
     uint32_t max_pages = h->npages - 1;
     if (max_pages > (CHUNK_ANY - 1) / 2) {
         max_pages = (CHUNK_ANY - 1) / 2;
@@ -1216,9 +1218,9 @@ static int st_write_multipage_blob(nvs_host_t *h, uint8_t ns, const char *key, c
         // See the file comment: a page holding a chunk of the previous version is marked FULL
         // before the new chunk goes in, so ESP-IDF's active-page duplicate check never pairs them.
         int clash = p->state == PS_ACTIVE && page_has_other_chunk(h, p, ns, key, chunk_start);
-        #ifdef NVS_HOST_ESP_IDF_WRITES_ONLY
-        clash = 0;  // tests: write exactly as ESP-IDF does, to compare images byte for byte
-        #endif
+#ifdef NVS_HOST_ESP_IDF_WRITES_ONLY
+        clash = 0; // tests: write exactly as ESP-IDF does, to compare images byte for byte
+#endif
         if (clash) {
             rc = page_mark_full(h, p);
             if (rc != NVS_OK) {
@@ -1228,7 +1230,8 @@ static int st_write_multipage_blob(nvs_host_t *h, uint8_t ns, const char *key, c
         uint32_t chunk_size = remaining > tailroom ? tailroom : remaining;
         remaining -= chunk_size;
         h->write_full = clash;
-        rc = page_write_item(h, p, ns, NVS_TYPE_BLOB_DATA, key, data + offset, chunk_size, (uint8_t)(chunk_start + count));
+        rc = page_write_item(h, p, ns, NVS_TYPE_BLOB_DATA, key, data + offset, chunk_size,
+                             (uint8_t)(chunk_start + count));
         h->write_full = 0;
         count++;
         if (rc != NVS_OK) {
@@ -1343,7 +1346,7 @@ static int st_read_multipage_blob(nvs_host_t *h, uint8_t ns, const char *key, ui
 }
 
 static const uint8_t value_types[] = {
-    NVS_TYPE_U8, NVS_TYPE_U16, NVS_TYPE_U32, NVS_TYPE_U64, NVS_TYPE_I8, NVS_TYPE_I16,
+    NVS_TYPE_U8,  NVS_TYPE_U16, NVS_TYPE_U32, NVS_TYPE_U64,      NVS_TYPE_I8,   NVS_TYPE_I16,
     NVS_TYPE_I32, NVS_TYPE_I64, NVS_TYPE_STR, NVS_TYPE_BLOB_IDX, NVS_TYPE_BLOB,
 };
 
@@ -1355,7 +1358,8 @@ static int st_write_item(nvs_host_t *h, uint8_t ns, uint8_t type, const char *ke
     uint32_t fseq = 0;
     int matched = 0;
     int rc;
-    if (st_find(h, ns, type == NVS_TYPE_BLOB ? NVS_TYPE_BLOB_IDX : type, key, &fpage, &fit, NULL, CHUNK_ANY, VER_ANY) == NVS_OK) {
+    if (st_find(h, ns, type == NVS_TYPE_BLOB ? NVS_TYPE_BLOB_IDX : type, key, &fpage, &fit, NULL, CHUNK_ANY, VER_ANY)
+        == NVS_OK) {
         matched = 1;
     } else {
         fpage = NULL;
@@ -1398,12 +1402,12 @@ static int st_write_item(nvs_host_t *h, uint8_t ns, uint8_t type, const char *ke
             return NVS_OK;
         }
         rc = page_write_item(h, st_current(h), ns, type, key, data, size, CHUNK_ANY);
-        // ESP-IDF tries one reclaim; retrying a few lets fragmented free space be gathered.
-        #ifdef NVS_HOST_ESP_IDF_WRITES_ONLY
+// ESP-IDF tries one reclaim; retrying a few lets fragmented free space be gathered.
+#ifdef NVS_HOST_ESP_IDF_WRITES_ONLY
         const uint32_t max_tries = 1;
-        #else
+#else
         const uint32_t max_tries = h->npages;
-        #endif
+#endif
         for (uint32_t tries = 0; rc == NVS_ERR_PAGE_FULL && tries < max_tries; tries++) {
             page_t *p = st_current(h);
             if (p->state != PS_FULL) {
@@ -1450,7 +1454,7 @@ static int st_write_item(nvs_host_t *h, uint8_t ns, uint8_t type, const char *ke
 typedef struct {
     uint8_t ns;
     char key[16];
-    uint32_t order;     // list position * ENTRY_COUNT + entry index
+    uint32_t order; // list position * ENTRY_COUNT + entry index
 } dedupe_t;
 
 static int dedupe_cmp(const void *a, const void *b) {
@@ -1506,7 +1510,9 @@ static int st_check_blobs(nvs_host_t *h) {
             page_t *p = &h->pages[h->list[k]];
             uint32_t index = 0;
             const uint8_t *it;
-            while (page_find(h, p, NS_ANY, pass == 0 ? NVS_TYPE_BLOB_IDX : NVS_TYPE_BLOB_DATA, NULL, &index, &it, CHUNK_ANY, VER_ANY) == NVS_OK) {
+            while (page_find(h, p, NS_ANY, pass == 0 ? NVS_TYPE_BLOB_IDX : NVS_TYPE_BLOB_DATA, NULL, &index, &it,
+                             CHUNK_ANY, VER_ANY)
+                   == NVS_OK) {
                 uint8_t item[ENTRY_SIZE];
                 memcpy(item, it, ENTRY_SIZE);
                 uint32_t span = IT_SPAN(item);
@@ -1518,7 +1524,9 @@ static int st_check_blobs(nvs_host_t *h) {
                         page_t *q = &h->pages[h->list[m]];
                         uint32_t j = 0;
                         const uint8_t *c;
-                        while (page_find(h, q, IT_NS(item), NVS_TYPE_BLOB_DATA, IT_KEY(item), &j, &c, CHUNK_ANY, VER_ANY) == NVS_OK) {
+                        while (
+                            page_find(h, q, IT_NS(item), NVS_TYPE_BLOB_DATA, IT_KEY(item), &j, &c, CHUNK_ANY, VER_ANY)
+                            == NVS_OK) {
                             if (IT_CHUNK(c) >= start && IT_CHUNK(c) < (start == VER_0 ? VER_1 : VER_ANY)) {
                                 size += rd16(IT_DATA(c));
                                 chunks++;
@@ -1539,7 +1547,8 @@ static int st_check_blobs(nvs_host_t *h) {
                         page_t *q = &h->pages[h->list[m]];
                         uint32_t j = 0;
                         const uint8_t *x;
-                        while (page_find(h, q, IT_NS(item), NVS_TYPE_BLOB_IDX, IT_KEY(item), &j, &x, CHUNK_ANY, VER_ANY) == NVS_OK) {
+                        while (page_find(h, q, IT_NS(item), NVS_TYPE_BLOB_IDX, IT_KEY(item), &j, &x, CHUNK_ANY, VER_ANY)
+                               == NVS_OK) {
                             uint8_t start = IT_DATA(x)[5];
                             if (IT_CHUNK(item) >= start && IT_CHUNK(item) < start + IT_DATA(x)[4]) {
                                 owned = 1;

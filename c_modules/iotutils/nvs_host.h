@@ -12,41 +12,41 @@
 
 // Result codes (0 = success, negative = failure).
 #define NVS_OK                  (0)
-#define NVS_ERR_NOT_FOUND       (-1)    // no such key / namespace
-#define NVS_ERR_NO_SPACE        (-2)    // partition full even after reclaiming pages
-#define NVS_ERR_VALUE_TOO_LONG  (-3)    // above ESP-IDF's size limit for the type
-#define NVS_ERR_BAD_NAME        (-4)    // key or namespace empty or longer than 15 bytes
-#define NVS_ERR_BAD_ARG         (-5)    // bad type code, size or partition geometry
-#define NVS_ERR_FLASH           (-6)    // a flash operation failed: reopen before further use
+#define NVS_ERR_NOT_FOUND       (-1) // no such key / namespace
+#define NVS_ERR_NO_SPACE        (-2) // partition full even after reclaiming pages
+#define NVS_ERR_VALUE_TOO_LONG  (-3) // above ESP-IDF's size limit for the type
+#define NVS_ERR_BAD_NAME        (-4) // key or namespace empty or longer than 15 bytes
+#define NVS_ERR_BAD_ARG         (-5) // bad type code, size or partition geometry
+#define NVS_ERR_FLASH           (-6) // a flash operation failed: reopen before further use
 #define NVS_ERR_NO_MEM          (-7)
-#define NVS_ERR_NEW_VERSION     (-8)    // a page has a newer format version (ESP-IDF refuses it too)
-#define NVS_ERR_NO_FREE_PAGES   (-9)    // no spare page: the partition must be erased (as in ESP-IDF)
-#define NVS_ERR_BUF_TOO_SMALL   (-10)   // value larger than the caller's buffer (*len tells the size)
-#define NVS_ERR_TYPE_MISMATCH   (-11)   // internal
-#define NVS_ERR_PAGE_FULL       (-12)   // internal
-#define NVS_ERR_CONTENT_DIFFERS (-13)   // internal
-#define NVS_ERR_INVALID_LENGTH  (-14)   // stored blob is inconsistent (chunk sizes)
-#define NVS_ERR_FAIL            (-15)   // internal consistency check failed
+#define NVS_ERR_NEW_VERSION     (-8)  // a page has a newer format version (ESP-IDF refuses it too)
+#define NVS_ERR_NO_FREE_PAGES   (-9)  // no spare page: the partition must be erased (as in ESP-IDF)
+#define NVS_ERR_BUF_TOO_SMALL   (-10) // value larger than the caller's buffer (*len tells the size)
+#define NVS_ERR_TYPE_MISMATCH   (-11) // internal
+#define NVS_ERR_PAGE_FULL       (-12) // internal
+#define NVS_ERR_CONTENT_DIFFERS (-13) // internal
+#define NVS_ERR_INVALID_LENGTH  (-14) // stored blob is inconsistent (chunk sizes)
+#define NVS_ERR_FAIL            (-15) // internal consistency check failed
 
 // ESP-IDF item type codes (nvs_type_t / ItemType).
-#define NVS_TYPE_U8         (0x01)
-#define NVS_TYPE_I8         (0x11)
-#define NVS_TYPE_U16        (0x02)
-#define NVS_TYPE_I16        (0x12)
-#define NVS_TYPE_U32        (0x04)
-#define NVS_TYPE_I32        (0x14)
-#define NVS_TYPE_U64        (0x08)
-#define NVS_TYPE_I64        (0x18)
-#define NVS_TYPE_STR        (0x21)
-#define NVS_TYPE_BLOB       (0x41)  // version 1 single-page blob: read only
-#define NVS_TYPE_BLOB_DATA  (0x42)  // version 2 blob (chunks + index); what listings report
-#define NVS_TYPE_BLOB_IDX   (0x48)
-#define NVS_TYPE_ANY        (0xff)
+#define NVS_TYPE_U8        (0x01)
+#define NVS_TYPE_I8        (0x11)
+#define NVS_TYPE_U16       (0x02)
+#define NVS_TYPE_I16       (0x12)
+#define NVS_TYPE_U32       (0x04)
+#define NVS_TYPE_I32       (0x14)
+#define NVS_TYPE_U64       (0x08)
+#define NVS_TYPE_I64       (0x18)
+#define NVS_TYPE_STR       (0x21)
+#define NVS_TYPE_BLOB      (0x41) // version 1 single-page blob: read only
+#define NVS_TYPE_BLOB_DATA (0x42) // version 2 blob (chunks + index); what listings report
+#define NVS_TYPE_BLOB_IDX  (0x48)
+#define NVS_TYPE_ANY       (0xff)
 
-#define NVS_PAGE_SIZE       (4096)
-#define NVS_NAME_MAX        (15)    // key / namespace length without the terminator
-#define NVS_STR_MAX         (4000)  // string bytes including the terminating NUL
-#define NVS_BLOB_MAX        (508000)
+#define NVS_PAGE_SIZE (4096)
+#define NVS_NAME_MAX  (15)   // key / namespace length without the terminator
+#define NVS_STR_MAX   (4000) // string bytes including the terminating NUL
+#define NVS_BLOB_MAX  (508000)
 
 // The flash the partition lives in. Offsets are relative to the partition start; erase is
 // called on whole 4096-byte pages. Each returns 0 on success. A write only clears bits

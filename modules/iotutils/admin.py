@@ -2,32 +2,21 @@
 # behind every action (README "Admin API").
 #
 # Security: nothing changes without a session. The admin password is set in the setup portal or
-# by provisioning (folder "admin", key "pwhash": salted PBKDF2-SHA256, see portal.hash_password);
+# by provisioning (folder "admin", key "pwhash": salted PBKDF2-SHA256, see auth.hash_password);
 # a device with no password yet accepts one first password (POST /admin/api/password) while its
 # setup access point is up, and nothing else. Sessions are random tokens in an HttpOnly SameSite=Strict cookie with an expiry;
 # every state-changing request also needs the session's CSRF token in X-CSRF-Token; failed logins
 # are rate-limited with a growing lock-out. Secrets (Wi-Fi passwords, the password hash, the AP
 # salt) are never sent back. The Hue/WeMo routes of alexa.py are not under /admin and stay
 # usable by an Echo without the password; they can only change the Alexa devices' state.
-import binascii
 import gc
 import json
-import os
 import time
 
-try:
-    import _thread
-except ImportError:  # pragma: no cover
-    _thread = None
-
 from iotutils import __version__, hal, persist
+from iotutils._compat import _thread, allocate_lock
+from iotutils.auth import consteq, token
 from iotutils.server import HTTPError, Response
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
 
 _COOKIE = "iotsid"
 _PREFIX = "/admin/api/"
@@ -39,37 +28,6 @@ _HIDDEN_KEYS = (("alexa", "users"),)
 
 def _now_s():
     return time.time()
-
-
-def _ticks():
-    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
-
-
-def _token():
-    return binascii.hexlify(os.urandom(16)).decode()
-
-
-def _consteq(a, b):
-    # constant-time comparison: the CSRF token must not leak through timing
-    if len(a) != len(b):
-        return False
-    r = 0
-    for x, y in zip(a, b):
-        r |= ord(x) ^ ord(y)
-    return r == 0
-
-
-class _Lock:
-    def __init__(self):
-        self._l = _thread.allocate_lock() if _thread else None
-
-    def __enter__(self):
-        if self._l:
-            self._l.acquire()
-
-    def __exit__(self, *a):
-        if self._l:
-            self._l.release()
 
 
 class Admin:
@@ -92,7 +50,7 @@ class Admin:
         self.app = device.app
         self._sessions = {}   # token -> [csrf, expires_s, last use]
         self._use = 0
-        self._lock = _Lock()
+        self._lock = allocate_lock()
         self._ota = {"state": "idle", "done": 0, "total": 0, "error": None, "version": None}
         self._pw = persist.PersistentStr("pwhash", default="", folder="admin", max_length=200)
         self._adhoc = {}      # (folder, name) of variables this page made (the program did not declare them)
@@ -155,7 +113,7 @@ class Admin:
             return Response({"error": "login required"}, 401)
         if req.method not in ("GET", "HEAD"):
             sent = req.headers.get("x-csrf-token", "")
-            if not _consteq(sent, s[0]):
+            if not consteq(sent, s[0]):
                 return Response({"error": "missing or wrong CSRF token"}, 403)
         req.g["session"] = tok
         return None
@@ -170,7 +128,7 @@ class Admin:
         return w is None or bool(w.status().get("ap_ssid"))
 
     def _new_session(self):
-        tok, csrf = _token(), _token()
+        tok, csrf = token(), token()
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
                 # least recently used (a use counter: time() has whole seconds on some ports)
@@ -188,7 +146,7 @@ class Admin:
                 "name": self.dev.name}
 
     def _login(self, req):
-        from iotutils.portal import login_guard, verify_password
+        from iotutils.auth import login_guard, verify_password
         wait = login_guard.wait_s()   # one count with the setup form's admin password
         if wait:
             return Response({"error": "too many failed logins: try again in %d s" % wait}, 429,
@@ -212,7 +170,7 @@ class Admin:
                         {"Set-Cookie": "%s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" % _COOKIE})
 
     def _password(self, req):
-        from iotutils.portal import hash_password, verify_password
+        from iotutils.auth import hash_password, verify_password
         data = _obj(req)
         new = data.get("new")
         if not isinstance(new, str) or len(new) < self.min_password:
@@ -221,7 +179,7 @@ class Admin:
             raise HTTPError(400, "new: at most 128 characters")
         stored = self._pw.value
         if stored:
-            from iotutils.portal import login_guard
+            from iotutils.auth import login_guard
             wait = login_guard.wait_s()   # a stolen session is no way around the lock-out either
             if wait:
                 return Response({"error": "too many wrong passwords: try again in %d s" % wait}, 429,

@@ -24,14 +24,10 @@ import _thread
 import time
 
 from iotutils import hal
-from iotutils.hue import (F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, hexstr,
-                          is_int, is_num, pct_to_bri, random_hex)
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const, sleep_ms, ticks_diff, ticks_ms
+from iotutils.auth import hexstr, token
+from iotutils.hue import (F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, is_int, is_num,
+                          pct_to_bri)
 
 _MAX_LIGHTS = const(64)
 _MAX_INDEX = const(127)      # light index 1..127 (7 bits of the Hue id)
@@ -43,17 +39,6 @@ _R_FLAGS = const(3)
 _R_SLOT = const(4)
 
 _HUE_TYPES = ("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1")
-
-if hasattr(time, "ticks_ms"):
-    _ticks = time.ticks_ms
-    _diff = time.ticks_diff
-else:
-    def _ticks():
-        return int(time.monotonic() * 1000)
-
-    def _diff(a, b):
-        return a - b
-
 
 class Light:
     """One device as Alexa sees it. Read .on, .brightness (0..100 %), .bri (Hue 1..254), .hue, .sat,
@@ -373,7 +358,7 @@ class Alexa(HueBridge):
         self._p_users.value = []
 
     def _new_user(self, devicetype):
-        user = random_hex(16)
+        user = token(16)
         with self._lock:
             entries = [u for u in self._p_users.value if u[0] in self._users]
             entries.append([user, devicetype[:40]])
@@ -419,11 +404,11 @@ class Alexa(HueBridge):
         # the background thread: SSDP answers, periodic alive NOTIFYs and WeMo event NOTIFYs (socket I/O
         # kept out of the server's workers)
         ssdp = self._ssdp
-        alive = check = _ticks()
+        alive = check = ticks_ms()
         while self._running:
-            now = _ticks()
+            now = ticks_ms()
             if not ssdp.started():
-                if ssdp.closed() or _diff(now, check) < self.retry_ms:
+                if ssdp.closed() or ticks_diff(now, check) < self.retry_ms:
                     time.sleep(0.3)
                 else:
                     check = now
@@ -434,11 +419,11 @@ class Alexa(HueBridge):
             else:
                 try:
                     ssdp.serve(50 if self._jobs else 300)
-                    if _diff(now, check) > self.retry_ms:
+                    if ticks_diff(now, check) > self.retry_ms:
                         check = now
                         if ssdp.moved():  # a new address (setup AP -> home network): join the group there
                             ssdp.rejoin()
-                    if _diff(now, alive) > self.alive_ms:
+                    if ticks_diff(now, alive) > self.alive_ms:
                         alive = now
                         ssdp.notify("ssdp:alive")
                 except Exception as e:  # never let discovery die silently
@@ -494,12 +479,11 @@ class Alexa(HueBridge):
         # Answer the client only after the app's callback ran (and persisted what it keeps): an
         # acknowledged switch must survive a power cut right after the answer. A main loop stuck
         # for longer than ack_timeout_ms gets the answer sent anyway.
-        t0 = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+        t0 = ticks_ms()
         while self._polls_done < ticket:
-            now = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
-            if (time.ticks_diff(now, t0) if hasattr(time, "ticks_diff") else now - t0) > self.ack_timeout_ms:
+            if ticks_diff(ticks_ms(), t0) > self.ack_timeout_ms:
                 break
-            time.sleep_ms(5) if hasattr(time, "sleep_ms") else time.sleep(0.005)
+            sleep_ms(5)
 
     def _call(self, light):
         cb = light.on_change

@@ -9,11 +9,7 @@
 import hashlib
 import struct
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const
 
 _MAGIC = const(0xE9)
 _DESC_MAGIC = const(0xABCD5432)

@@ -11,36 +11,13 @@
 # An app with its own loop calls dev.start() and then dev.poll() often (well within
 # Device.wdt_timeout_ms): the first poll() arms the task watchdog, and poll() is also what confirms
 # a new firmware image after the health check and delivers Alexa changes to on_change.
-import sys
-import time
-
 from iotutils import __version__, hal
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const, print_exception, sleep_ms, ticks_diff, ticks_ms
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
 _FEED_EVERY_MS = const(500)     # the watchdog needs a feed well within its timeout, not every pass
 _HEALTH_EVERY_MS = const(1000)  # a failing self-request costs up to 3 s: not on every pass
-
-
-def _ticks():
-    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
-
-
-def _diff(a, b):
-    return time.ticks_diff(a, b) if hasattr(time, "ticks_diff") else a - b
-
-
-def _sleep_ms(ms):
-    if hasattr(time, "sleep_ms"):
-        time.sleep_ms(ms)
-    else:
-        time.sleep(ms / 1000)
 
 
 class Device:
@@ -65,7 +42,7 @@ class Device:
         self._want = {"wifi": wifi, "alexa": alexa, "admin": admin, "ota": ota}
         self._tasks = []       # [period_ms, last_ms, fn]
         self._started = False
-        self._boot_ms = _ticks()
+        self._boot_ms = ticks_ms()
         self._confirmed = False
         self._wdt = False          # armed by the first poll(): start() alone must not arm it
         self._fed_ms = 0
@@ -204,7 +181,7 @@ class Device:
             return lambda f: self.every(period_ms, f)
         if not isinstance(period_ms, int) or period_ms < 0:
             raise ValueError("period_ms: a number of milliseconds >= 0 expected, got %r" % (period_ms,))
-        self._tasks.append([period_ms, _ticks(), fn])
+        self._tasks.append([period_ms, ticks_ms(), fn])
         return fn
 
     def healthy(self):
@@ -220,12 +197,12 @@ class Device:
         """One pass of the main loop's housekeeping (run() calls this): feeds the watchdog (armed
         at the first call), confirms or rolls back a new firmware image, delivers Alexa changes and
         runs the every() tasks."""
-        now = _ticks()
+        now = ticks_ms()
         if not self._wdt:
             self._wdt = True
             hal.wdt_start(self.wdt_timeout_ms)
             self._fed_ms = now
-        elif _diff(now, self._fed_ms) >= _FEED_EVERY_MS:
+        elif ticks_diff(now, self._fed_ms) >= _FEED_EVERY_MS:
             hal.wdt_feed()
             self._fed_ms = now
         if self.wifi is not None and hasattr(self.wifi, "poll"):
@@ -235,16 +212,16 @@ class Device:
         if self.alexa is not None and hasattr(self.alexa, "poll"):
             self.alexa.poll()
         for task in self._tasks:
-            if _diff(now, task[1]) >= task[0]:
+            if ticks_diff(now, task[1]) >= task[0]:
                 task[1] = now
                 try:
                     task[2]()
                 except Exception as e:  # user code must not stop the device
                     print("device: task %r failed:" % (task[2],))
-                    _print_exception(e)
+                    print_exception(e)
 
     def _check_health(self, now):
-        if self._health_ms is not None and _diff(now, self._health_ms) < _HEALTH_EVERY_MS:
+        if self._health_ms is not None and ticks_diff(now, self._health_ms) < _HEALTH_EVERY_MS:
             return
         self._health_ms = now
         if not self._pending():
@@ -257,7 +234,7 @@ class Device:
                 hal.ota_mark_valid()
             self._confirmed = True
             print("firmware: health check passed, image confirmed")
-        elif _diff(_ticks(), self._boot_ms) > self.health_timeout_s * 1000:
+        elif ticks_diff(ticks_ms(), self._boot_ms) > self.health_timeout_s * 1000:
             # a reset while the image is pending verify makes the bootloader boot the previous one
             # (and app_boot() the previous App OTA folder)
             print("firmware: health check failed for %d s, rolling back" % self.health_timeout_s)
@@ -283,20 +260,13 @@ class Device:
                 failures = 0
             except Exception as e:
                 failures += 1
-                _print_exception(e)
+                print_exception(e)
                 if failures >= _MAX_LOOP_FAILURES:
                     raise
                 if isinstance(e, MemoryError):
                     import gc
                     gc.collect()
-            _sleep_ms(_LOOP_SLEEP_MS)
-
-
-def _print_exception(e):
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(e)
-    else:
-        print(repr(e))
+            sleep_ms(_LOOP_SLEEP_MS)
 
 
 def _health(req):

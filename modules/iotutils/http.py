@@ -75,11 +75,7 @@
 # On the firmware, parse_head and chunked_decode below are the C core's (see the end of this file);
 # py_parse_head / py_chunked_decode are always the pure-Python ones.
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const
 
 # builtins as module globals: MicroPython finds a builtin only after a miss in the module's dict and
 # a scan of the builtins table, dearer than the call itself (see server.py)
@@ -612,6 +608,6 @@ def chunked_decode(buf, start, end, state):
 py_parse_head = parse_head
 py_chunked_decode = chunked_decode
 try:
-    from _iotutils import parse_head, chunked_decode  # noqa: F811
+    from _iotutils import parse_head, chunked_decode
 except ImportError:
     pass

@@ -5,12 +5,8 @@
 import json
 
 from iotutils import hal
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const
+from iotutils.auth import escape, token
 
 F_DIMMABLE = const(1)
 F_COLOR = const(2)
@@ -22,15 +18,6 @@ _API_VERSION = "1.41.0"
 _SW_VERSION = "1941132080"
 _DATASTORE = "98"
 
-try:
-    from os import urandom as _urandom
-except ImportError:  # pragma: no cover
-    _urandom = None
-
-try:
-    from binascii import hexlify as _hexlify
-except ImportError:  # pragma: no cover
-    from ubinascii import hexlify as _hexlify
 
 _DESCRIPTION = """<?xml version="1.0" encoding="UTF-8" ?>
 <root xmlns="urn:schemas-upnp-org:device-1-0">
@@ -77,23 +64,8 @@ def check_name(name, field="name"):
     return name
 
 
-def hexstr(b):
-    return _hexlify(b).decode()
-
-
-def random_hex(n):
-    if _urandom is not None:
-        return hexstr(_urandom(n))
-    import random  # pragma: no cover
-    return "".join("%02x" % random.getrandbits(8) for _ in range(n))  # pragma: no cover
-
-
 def hue_error(kind, address, description):
     return {"error": {"type": kind, "address": address, "description": description}}
-
-
-def _xml_escape(s):
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 class HueBridge:
@@ -149,7 +121,7 @@ class HueBridge:
 
     def _description(self, req):
         from iotutils.server import Response
-        body = _DESCRIPTION % (hal.ip(), hal.port(self.app.port), _xml_escape(self.name), hal.ip(), self.serial,
+        body = _DESCRIPTION % (hal.ip(), hal.port(self.app.port), escape(self.name), hal.ip(), self.serial,
                                HUE_UUID, self.serial)
         return Response(body, 200, None, "text/xml")
 
@@ -168,7 +140,7 @@ class HueBridge:
         user = self._new_user(dt)
         ok = {"username": user}
         if data.get("generateclientkey"):
-            ok["clientkey"] = random_hex(16).upper()
+            ok["clientkey"] = token(16).upper()
         return self._json([{"success": ok}])
 
     def _config(self, full):
@@ -183,9 +155,9 @@ class HueBridge:
                       "portalservices": False, "portalconnection": "disconnected",
                       "linkbutton": self.pairing(),
                       "swupdate2": {"state": "noupdates", "autoinstall": {"on": False}},
-                      "whitelist": dict((u[0], {"name": u[1], "last use date": "2026-01-01T00:00:00",
-                                                "create date": "2026-01-01T00:00:00"})
-                                        for u in self._p_users.value)})
+                      "whitelist": {u[0]: {"name": u[1], "last use date": "2026-01-01T00:00:00",
+                                                "create date": "2026-01-01T00:00:00"}
+                                        for u in self._p_users.value}})
         return c
 
     def _public_config(self, req):

@@ -29,11 +29,7 @@ try:
 except ImportError:  # pragma: no cover
     from zlib import crc32 as _crc32
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const
 
 U8 = const(0x01)
 I8 = const(0x11)
@@ -77,7 +73,6 @@ _INTS = {
 
 class NVSError(OSError):
     """The partition is full (errno ENOSPC, as _iotutils.KVStore raises) or unusable."""
-    pass
 
 
 _ENOSPC = const(28)
@@ -529,12 +524,12 @@ class NVS:
         if st == _S_UNINIT:
             self._initialize(slot)
         elif st != _S_ACTIVE and not (full and st == _S_FULL):
-            raise _PageFull()
+            raise _PageFull
         var = t in (STR, BLOB_DATA, BLOB)
         span = 1 + ((len(data) + 31) // 32 if var else 0)
         i = self._nxt[slot]
         if i + span > _ENTRIES:
-            raise _PageFull()
+            raise _PageFull
         e = bytearray(b"\xff" * 32)
         e[0], e[1], e[2], e[3] = ns, t, span, chunk
         e[8:24] = key16
@@ -835,7 +830,7 @@ class NVS:
         if nsi is None:
             return out
         for slot in self._order:
-            for i, span in self._items(slot):
+            for i, _span in self._items(slot):
                 e = self._rd(slot, i)
                 if e[0] == nsi and e[1] != BLOB_DATA:
                     t = BLOB_DATA if e[1] in (BLOB_IDX, BLOB) else e[1]
@@ -851,12 +846,12 @@ class NVS:
         if nsi is None:
             return
         for slot in list(self._order):
-            for i, span in self._items(slot):
+            for i, _span in self._items(slot):
                 e = self._rd(slot, i)
                 if e[0] == nsi and e[1] != BLOB_DATA:
                     self._erase_item_at(slot * 128 + i)
         for slot in list(self._order):  # chunks left by an index erased above on another page
-            for i, span in self._items(slot):
+            for i, _span in self._items(slot):
                 if self._rd(slot, i)[0] == nsi:
                     self._erase_entry(slot, i)
         loc = self._find(0, _key16(ns), _ANY, (U8,))

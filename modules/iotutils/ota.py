@@ -28,26 +28,15 @@
 # heap stays ~8 KB whatever the image size.
 import errno
 import gc
+import hashlib
 import json
 import os
-import time
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    import _thread
-except ImportError:  # pragma: no cover
-    _thread = None
-
-import hashlib
 import socket
+import time
 
 import iotutils.appimage as appimage
 import iotutils.hal as hal
+from iotutils._compat import _thread, allocate_lock, const, exists, ticks_diff, ticks_ms
 
 _BLOCK = const(4096)
 _MAX_JSON = const(65536)
@@ -60,26 +49,6 @@ APP_ROOT = "apps"               # App OTA: apps/a, apps/b and the pointer file a
 
 class OTAError(Exception):
     pass
-
-
-def _ticks_ms():
-    if hasattr(time, "ticks_ms"):
-        return time.ticks_ms()
-    return int(time.monotonic() * 1000)
-
-
-def _ticks_diff(a, b):
-    if hasattr(time, "ticks_diff"):
-        return time.ticks_diff(a, b)
-    return a - b
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- HTTP(S) client (streaming)
@@ -134,7 +103,7 @@ class _Response:
             self._left = 0
 
     def _raw_readinto(self, mv):
-        t0 = _ticks_ms()
+        t0 = ticks_ms()
         while True:
             try:
                 n = self.f.readinto(mv)
@@ -144,7 +113,7 @@ class _Response:
                 n = None
             if n is not None:
                 return n
-            if _ticks_diff(_ticks_ms(), t0) >= self.timeout * 1000:
+            if ticks_diff(ticks_ms(), t0) >= self.timeout * 1000:
                 raise OTAError("network: no data for %s s from %s" % (self.timeout, self.url))
 
     def _readline(self):
@@ -584,7 +553,7 @@ class OTA:
         self.asset = asset
         self.http = Http(token, cadata)
         self.state = _State(state_path)
-        self._lock = _thread.allocate_lock() if _thread else None
+        self._lock = allocate_lock()
         self._busy = False
         self._auto = None
         self._auto_cfg = None
@@ -873,7 +842,7 @@ class OTA:
         mv = memoryview(buf)
         bs = len(buf)
         off = 0
-        t0 = _ticks_ms()
+        t0 = ticks_ms()
         try:
             while True:
                 fill = 0
@@ -902,7 +871,7 @@ class OTA:
                 off += fill
                 if progress:
                     progress(off, total)
-                if _ticks_diff(_ticks_ms(), t0) > self.deadline_s * 1000:
+                if ticks_diff(ticks_ms(), t0) > self.deadline_s * 1000:
                     raise OTAError("download took longer than %d s" % self.deadline_s)
                 if fill < bs:
                     break
@@ -944,18 +913,18 @@ class OTA:
         last = getattr(self._app, "last_request_ms", None)
         if last is None:
             return hal.uptime_ms()
-        return _ticks_diff(_ticks_ms(), last)
+        return ticks_diff(ticks_ms(), last)
 
     def _auto_loop(self):
         # time is summed in small steps: ticks_ms() differences are only valid for a few days
         since_check = None
-        prev = _ticks_ms()
+        prev = ticks_ms()
         pending = None
         while self._auto:
             st = self._auto_cfg
-            now = _ticks_ms()
+            now = ticks_ms()
             if since_check is not None:
-                since_check += _ticks_diff(now, prev)
+                since_check += ticks_diff(now, prev)
             prev = now
             if pending is None and (since_check is None or since_check >= st["every_h"] * 3600000):
                 since_check = 0
@@ -1073,7 +1042,7 @@ def _mkdirs(path):
     p = ""
     for part in path.split("/"):
         p = p + "/" + part if p else part
-        if not _exists(p):
+        if not exists(p):
             os.mkdir(p)
 
 

@@ -25,15 +25,10 @@
 # {"folder": {"name": {"type": "int", "value": 3}}} and import_json(text), which validates every
 # entry first (ValueError naming the bad ones, nothing written). Variables without a folder live
 # in DEFAULT_FOLDER ("default").
-try:
-    import _thread
-    _lock = _thread.allocate_lock()
-except ImportError:  # pragma: no cover
-    _lock = None
-
 import json
 
 from iotutils import store
+from iotutils._compat import allocate_lock
 
 try:
     from binascii import a2b_base64, b2a_base64
@@ -58,15 +53,7 @@ _kinds = {}        # (folder, name) -> the Persistent object last made for it (i
 _gen = [None]
 
 
-class _NoGuard:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-_guard = _lock if _lock else _NoGuard()
+_guard = allocate_lock()
 _valid = {}  # names that passed _check: an app makes its variables with a few dozen names
 
 
@@ -676,7 +663,7 @@ def undeclare(name, folder=DEFAULT_FOLDER):
 def declared_folders():
     """Folders in which this program made variables, stored or not."""
     with _guard:
-        return sorted(set(k[0] for k in _kinds))
+        return sorted({k[0] for k in _kinds})
 
 
 def _value_of(folder, name):

@@ -7,21 +7,14 @@
 # portal is active or nothing is configured, and the operating systems' connectivity probes: while the
 # portal is active they are redirected to the setup page (which makes phones and laptops open their
 # "sign in to network" window); otherwise they get the answer each OS takes as "online".
-# hash_password()/verify_password(): salted PBKDF2-SHA256, also used by the admin page.
+# The admin password it sets is hashed and checked by iotutils.auth, shared with the admin page.
 import json
-import os
 import socket
 
-import _thread
-
 from iotutils import hal
+from iotutils._compat import allocate_lock, const
+from iotutils.auth import Locked, escape, hash_password, login_guard, verify_password
 from iotutils.wifi import check_ssid
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
 
 try:
     import select
@@ -35,112 +28,6 @@ _TYPE_AAAA = const(28)
 _CLASS_IN = const(1)
 _RCODE_NOTIMP = const(4)
 
-# ---- passwords ----
-
-#: PBKDF2 iterations for new hashes (stored in each hash, so it can change; pure Python on MicroPython:
-#: lower it if a login feels slow on the board)
-PBKDF2_ITERATIONS = 4000
-_PBKDF2_MAX_ITERATIONS = 1000000
-
-
-def _pbkdf2_sha256(password, salt, iterations):
-    try:
-        import hashlib
-        return hashlib.pbkdf2_hmac("sha256", password, salt, iterations)  # CPython: C speed
-    except (ImportError, AttributeError):
-        pass
-    return _pbkdf2_py(password, salt, iterations)
-
-
-def _pbkdf2_py(password, salt, iterations):
-    # PBKDF2 (RFC 8018) for one 32-byte block; the HMAC pads are built once
-    import hashlib
-    key = password
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key + bytes(64 - len(key))
-    ipad = bytes(b ^ 0x36 for b in key)
-    opad = bytes(b ^ 0x5C for b in key)
-    u = hashlib.sha256(opad + hashlib.sha256(ipad + salt + b"\x00\x00\x00\x01").digest()).digest()
-    acc = int.from_bytes(u, "big")
-    for _ in range(iterations - 1):
-        u = hashlib.sha256(opad + hashlib.sha256(ipad + u).digest()).digest()
-        acc ^= int.from_bytes(u, "big")
-    return acc.to_bytes(32, "big")
-
-
-def _hex(b):
-    import binascii
-    return binascii.hexlify(b).decode()
-
-
-def hash_password(pw, iterations=None, salt=None):
-    """"pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>" for password pw (str)."""
-    if not isinstance(pw, str):
-        raise ValueError("password: must be a string")
-    iterations = iterations or PBKDF2_ITERATIONS
-    if salt is None:
-        salt = os.urandom(16)
-    dk = _pbkdf2_sha256(pw.encode(), salt, iterations)
-    return "pbkdf2_sha256$%d$%s$%s" % (iterations, _hex(salt), _hex(dk))
-
-
-def verify_password(pw, stored):
-    """True if pw matches a hash_password() string; False for anything malformed."""
-    import binascii
-    try:
-        algo, it, salt, want = stored.split("$")
-        it = int(it)
-        if algo != "pbkdf2_sha256" or not 1 <= it <= _PBKDF2_MAX_ITERATIONS:
-            return False
-        salt = binascii.unhexlify(salt)
-        want = binascii.unhexlify(want)
-        got = _pbkdf2_sha256(pw.encode(), salt, it)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    if len(got) != len(want):
-        return False
-    diff = 0
-    for i in range(len(got)):  # constant time
-        diff |= got[i] ^ want[i]
-    return diff == 0
-
-
-class LoginGuard:
-    """Wrong admin passwords, wherever they are tried (the admin login, the setup form): after
-    `free` failures each further one locks every password check out for `lockout_s`, doubling up
-    to `max_lockout_s`. One count for both, so neither is a way around the other."""
-
-    def __init__(self):
-        self._lock = _thread.allocate_lock()
-        self._failures = 0
-        self._until = 0
-
-    def wait_s(self, now=None):
-        """Seconds until a password may be tried again (0: now)."""
-        now = _now_s() if now is None else now
-        return int(self._until - now) + 1 if now < self._until else 0
-
-    def failed(self, free=3, lockout_s=2, max_lockout_s=300):
-        with self._lock:
-            self._failures += 1
-            extra = self._failures - free
-            if extra > 0:
-                self._until = _now_s() + min(lockout_s * (1 << min(extra - 1, 16)), max_lockout_s)
-
-    def ok(self):
-        with self._lock:
-            self._failures = 0
-            self._until = 0
-
-
-def _now_s():
-    import time
-    return time.time()
-
-
-#: the one count of wrong admin passwords on this device
-login_guard = LoginGuard()
 
 
 # ---- captive DNS ----
@@ -227,7 +114,7 @@ class DNSServer:
         self.port = port
         self.bind_ip = bind_ip or ip
         self.sock = None
-        self._lock = _thread.allocate_lock()
+        self._lock = allocate_lock()
         self._poll = None
         self.answered = 0
 
@@ -318,18 +205,6 @@ _PROBES = {
 _RESULT_TEXT = {"wrong_password": "wrong password", "no_ap_found": "network not found",
                 "assoc_fail": "the router refused the connection", "timeout": "no answer (no address)",
                 "lost": "connection lost"}
-
-
-def esc(s):
-    """HTML-escape text and attribute values."""
-    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") \
-        .replace("'", "&#39;")
-
-
-class Locked(ValueError):
-    def __init__(self, wait):
-        super().__init__("admin: too many wrong passwords: try again in %d s" % wait)
-        self.wait = wait
 
 
 class Denied(ValueError):
@@ -456,7 +331,7 @@ class Portal:
     def _head(self, title, extra=""):
         return ('<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" '
                 'content="width=device-width,initial-scale=1"><title>%s</title>%s<style>%s</style></head><body>'
-                % (esc(title), extra, _STYLE))
+                % (escape(title), extra, _STYLE))
 
     def _page(self, error=None, form=None):
         form = form or {}
@@ -469,11 +344,11 @@ class Portal:
         chosen = form.get("ssid", "")
         out = [self._head("Wi-Fi setup"), "<h1>Wi-Fi setup</h1>"]
         if error:
-            out.append('<p class="e">%s</p>' % esc(error))
+            out.append('<p class="e">%s</p>' % escape(error))
         out.append('<form method="post" action="/setup"><div class="n">')
         for n in nets:
             out.append('<label><span><input type="radio" name="ssid" value="%s"%s>%s</span><small>%d dBm%s</small>'
-                       '</label>' % (esc(n["ssid"]), " checked" if n["ssid"] == chosen else "", esc(n["ssid"]),
+                       '</label>' % (escape(n["ssid"]), " checked" if n["ssid"] == chosen else "", escape(n["ssid"]),
                                      n["rssi"], " &#128274;" if n["secure"] else ""))
         if not nets:
             out.append("<p><small>No networks found.</small></p>")
@@ -483,7 +358,7 @@ class Portal:
                    '<label for="p">Wi-Fi password</label><input id="p" name="password" type="password" '
                    'maxlength="64">'
                    '<label for="d">Device name</label><input id="d" name="name" maxlength="32" value="%s">'
-                   % esc(form.get("name") or name.value))
+                   % escape(form.get("name") or name.value))
         if admin.value:
             out.append('<label for="a">Admin password <small>(current)</small></label>')
         else:
@@ -502,13 +377,13 @@ class Portal:
             addr = "http://%s%s/" % (st["ip"], "" if p == 80 else ":%d" % p)
             msg = ('<p class="ok" id="m">Connected to <b>%s</b>.</p><p>New address: <a id="a" href="%s">%s</a>'
                    '<br><small>%s.local</small></p><p>Connect this phone back to <b>%s</b> to reach it.</p>'
-                   % (esc(ssid), esc(addr), esc(addr), esc(st["hostname"]), esc(ssid)))
+                   % (escape(ssid), escape(addr), escape(addr), escape(st["hostname"]), escape(ssid)))
         elif res in (None, "connecting"):
             refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>'
-            msg = '<p id="m">Connecting to <b>%s</b>&hellip;</p>' % esc(ssid)
+            msg = '<p id="m">Connecting to <b>%s</b>&hellip;</p>' % escape(ssid)
         else:
             msg = ('<p class="e" id="m">Could not connect to <b>%s</b>: %s.</p><a class="b" href="/setup">Try again</a>'
-                   % (esc(ssid), esc(_RESULT_TEXT.get(res, res))))
+                   % (escape(ssid), escape(_RESULT_TEXT.get(res, res))))
         js = ""
         if refresh:
             # with JS: poll the JSON status and reload once the attempt is decided

@@ -34,28 +34,7 @@ import _thread
 import select
 import socket
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:  # CPython
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-try:
-    from sys import print_exception as _print_exception
-except ImportError:  # CPython
-    import traceback
-
-    def _print_exception(e):
-        traceback.print_exception(type(e), e, e.__traceback__)
+from iotutils._compat import const, print_exception as _print_exception, sleep_ms, ticks_diff, ticks_ms
 
 # the C parser when the firmware has it (the pure-Python twin is not even loaded then)
 try:
@@ -1216,7 +1195,7 @@ class WebServer:
         self._poke()
         t0 = ticks_ms()
         while self._threads > 0 and ticks_diff(ticks_ms(), t0) < timeout_ms:
-            time.sleep_ms(5) if _MP else time.sleep(0.005)
+            sleep_ms(5)
 
     def _prepare(self):
         # everything the threads share exists before the first one starts: with no GIL a new
@@ -1591,7 +1570,7 @@ class WebServer:
             if self._returned:
                 self._take_back(ticks_ms())
             else:
-                time.sleep_ms(5) if _MP else time.sleep(0.005)
+                sleep_ms(5)
         with self._qlock:
             self._jobs.clear()
         for c in list(conns.values()):
@@ -1918,7 +1897,7 @@ class WebServer:
                 # (in a buffer made for it), so a client sending slowly holds up nobody.
                 if need > conn.n and (need <= len(conn.buf) or (not self.workers and length <= self.max_body)):
                     # The header fields are decoded now: this thread's parser offsets will be gone.
-                    req.headers
+                    req.headers  # noqa: B018 - the property decodes them
                     if need > len(conn.buf):
                         nb = bytearray(need)
                         nb[:conn.n] = conn.mv[:conn.n]
@@ -2021,7 +2000,7 @@ class WebServer:
                         if not route.stream:
                             if req.content_length is not None and req.content_length > limit:
                                 raise HTTPError(413)
-                            req.body  # read it now: handler errors then are the handler's own
+                            req.body  # noqa: B018 - read it now: handler errors then are the handler's own
                     resp = make_response(route.fn(req, *args) if args else route.fn(req))
             if self._after:
                 for hook in self._after:

@@ -11,26 +11,11 @@
 # (or the port given to add()), so a Wi-Fi reconnect with a new address needs nothing here.
 # Replies to a search are delayed at random by up to MX seconds (capped by max_delay_ms), as UPnP asks,
 # without blocking: they wait in a small queue that serve() flushes when due.
+import os
 import socket
-import time
 
 from iotutils import hal
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    import _thread
-except ImportError:  # pragma: no cover
-    _thread = None
-
-try:
-    from os import urandom as _urandom
-except ImportError:  # pragma: no cover
-    _urandom = None
+from iotutils._compat import allocate_lock, const, ticks_diff, ticks_ms
 
 _GROUP = "239.255.255.250"
 _PORT = const(1900)
@@ -40,24 +25,11 @@ _IP_MULTICAST_IF = const(32)
 _IP_MULTICAST_TTL = const(33)
 _MAX_PACKET = const(1024)
 
-if hasattr(time, "ticks_ms"):
-    _ticks = time.ticks_ms
-    _diff = time.ticks_diff
-else:
-    def _ticks():
-        return int(time.monotonic() * 1000)
-
-    def _diff(a, b):
-        return a - b
-
-
 def _rand(n):
     """A random int in [0, n)."""
     if n <= 0:
         return 0
-    if _urandom is not None:
-        return int.from_bytes(_urandom(4), "little") % n
-    return _ticks() % n  # pragma: no cover
+    return int.from_bytes(os.urandom(4), "little") % n
 
 
 def _ip_bytes(ip):
@@ -114,7 +86,7 @@ class SSDP:
     def __init__(self):
         self._services = []   # [location_fmt, uuid, types, extra, port]
         self._pending = []    # [due_ms, addr, service, st]
-        self._lock = _thread.allocate_lock() if _thread else None
+        self._lock = allocate_lock()
         self._sock = None
         self._poller = None
         self._running = False
@@ -249,7 +221,7 @@ class SSDP:
             mx = 1
         limit = min(max(mx, 0) * 1000, self.max_delay_ms)
         if now is None:
-            now = _ticks()
+            now = ticks_ms()
         n = 0
         with self._lock:
             for entry in self._services:
@@ -264,12 +236,12 @@ class SSDP:
     def due(self, now=None):
         """Remove and return the queued answers whose time has come: [(addr, bytes)]."""
         if now is None:
-            now = _ticks()
+            now = ticks_ms()
         out = []
         with self._lock:
             keep = []
             for p in self._pending:
-                if _diff(now, p[0]) >= 0:
+                if ticks_diff(now, p[0]) >= 0:
                     out.append((p[1], self.response(p[2], p[3]).encode()))
                 else:
                     keep.append(p)
@@ -279,11 +251,11 @@ class SSDP:
     def next_due_ms(self, now=None):
         """Milliseconds until the next queued answer (None: nothing queued)."""
         if now is None:
-            now = _ticks()
+            now = ticks_ms()
         with self._lock:
             if not self._pending:
                 return None
-            return max(0, min(_diff(p[0], now) for p in self._pending))
+            return max(0, min(ticks_diff(p[0], now) for p in self._pending))
 
     def _recv(self, s, wait_ms):
         # Wait in short poll() slices against our own clock, never with a socket timeout: on the
@@ -294,13 +266,13 @@ class SSDP:
             s.setblocking(False)
             self._poller = select.poll()
             self._poller.register(s, select.POLLIN)
-        t0 = _ticks()
+        t0 = ticks_ms()
         while True:
             try:
                 return s.recvfrom(_MAX_PACKET)
             except OSError:  # EAGAIN (or closed by stop())
                 pass
-            left = wait_ms - _diff(_ticks(), t0)
+            left = wait_ms - ticks_diff(ticks_ms(), t0)
             if left <= 0 or self._sock is not s:
                 return None
             try:

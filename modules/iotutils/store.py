@@ -7,21 +7,12 @@
 #   "nvs"       pure-Python NVS (nvs.py) over hal.partition("nvs"): host runtime, other boards.
 # Values are int, str or bytes; folders and keys are 1..15 characters. One lock serialises every
 # call (the host runtime has no GIL).
-try:
-    import _thread
-    _lock = _thread.allocate_lock()
-except ImportError:  # pragma: no cover
-    class _NoLock:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-    _lock = _NoLock()
-
 import os
 
 from iotutils import hal
+from iotutils._compat import allocate_lock
+
+_lock = allocate_lock()
 
 try:
     from _iotutils import KVStore as _KVStore

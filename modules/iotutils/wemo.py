@@ -6,14 +6,10 @@
 #   POST /upnp/control/basicevent1     SOAP GetBinaryState / SetBinaryState / GetFriendlyName
 #   SUBSCRIBE / UNSUBSCRIBE /upnp/event/basicevent1   GENA: BinaryState NOTIFYs to the CALLBACK URL
 # The NOTIFYs are sent from the Alexa background thread, never from a request handler.
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
 import socket
 
+from iotutils._compat import const, ticks_diff, ticks_ms
+from iotutils.auth import escape, token
 from iotutils.server import Response
 
 _MAX_SUBS = const(4)           # subscribers per device; the oldest goes
@@ -85,10 +81,6 @@ _PROPSET = ('<e:propertyset xmlns:e="urn:schemas-upnp-org:event-1-0"><e:property
             '<BinaryState>%d</BinaryState></e:property></e:propertyset>')
 
 
-def _escape(s):
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _tag(text, name):
     """The text of the first <name>...</name> (any namespace prefix) in text, or None."""
     i = text.find(name + ">")
@@ -150,7 +142,7 @@ class WemoDevice:
     # ---- descriptions ----
     def _setup(self, req):
         mac = self.alexa.serial.upper()
-        return Response(_SETUP % (_escape(self.light.name), self.serial, self.udn_tail, mac, 1 if self.light.on else 0),
+        return Response(_SETUP % (escape(self.light.name), self.serial, self.udn_tail, mac, 1 if self.light.on else 0),
                         200, None, 'text/xml; charset="utf-8"')
 
     def _scpd(self, req):
@@ -173,7 +165,7 @@ class WemoDevice:
         if action == "GetBinaryState":
             return self._soap(action, "<BinaryState>%d</BinaryState>" % (1 if light.on else 0))
         if action == "GetFriendlyName":
-            return self._soap(action, "<FriendlyName>%s</FriendlyName>" % _escape(light.name))
+            return self._soap(action, "<FriendlyName>%s</FriendlyName>" % escape(light.name))
         if action == "SetBinaryState":
             v = _tag(body, "BinaryState")
             v = v.strip()[:1] if v else ""
@@ -196,10 +188,9 @@ class WemoDevice:
 
     # ---- GENA ----
     def _event(self, req):
-        from iotutils.ssdp import _ticks, _diff
         h = req.headers
         sid = h.get("sid")
-        now = _ticks()
+        now = ticks_ms()
         try:
             timeout = int(h.get("timeout", "Second-%d" % _MAX_TIMEOUT_S).rpartition("-")[2])
         except ValueError:
@@ -217,7 +208,7 @@ class WemoDevice:
                 return Response(b"", 400)
             with lock:
                 for s in self._subs:
-                    if s[0] == sid and _diff(s[4], now) > 0:
+                    if s[0] == sid and ticks_diff(s[4], now) > 0:
                         s[4] = now + timeout * 1000
                         break
                 else:
@@ -226,11 +217,10 @@ class WemoDevice:
         cb = parse_callback(h.get("callback", ""))
         if cb is None or h.get("nt") != "upnp:event":
             return Response(b"", 412)
-        from iotutils.hue import random_hex
-        sid = "uuid:" + random_hex(16)
+        sid = "uuid:" + token(16)
         sub = [sid, cb[0], cb[1], cb[2], now + timeout * 1000, 0]
         with lock:
-            subs = [s for s in self._subs if _diff(s[4], now) > 0]
+            subs = [s for s in self._subs if ticks_diff(s[4], now) > 0]
             subs.append(sub)
             self._subs = subs[-_MAX_SUBS:]
             on = self.light.on
@@ -240,10 +230,9 @@ class WemoDevice:
 
     def changed(self):
         """The light's on/off changed: queue a NOTIFY to every live subscriber."""
-        from iotutils.ssdp import _ticks, _diff
-        now = _ticks()
+        now = ticks_ms()
         with self.alexa._lock:
-            subs = [s for s in self._subs if _diff(s[4], now) > 0]
+            subs = [s for s in self._subs if ticks_diff(s[4], now) > 0]
             self._subs = subs
             on = self.light.on
         for s in subs:

@@ -18,37 +18,12 @@
 #
 # Known networks live in folder "wifi" (key "networks"); their passwords are never given back by
 # any method. Retry/backoff intervals are class attributes (tests make them small).
-import os
-import time
 
 import _thread
 
 from iotutils import hal
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    from time import ticks_ms, ticks_diff, ticks_add
-except ImportError:  # CPython
-    def ticks_ms():
-        return int(time.time() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, b):
-        return a + b
-
-try:
-    from sys import print_exception as _print_exception
-except ImportError:  # CPython
-    def _print_exception(e):
-        import traceback
-        traceback.print_exception(type(e), e, e.__traceback__)
+from iotutils._compat import const, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils.auth import hmac_sha256, token
 
 # network.WLAN status codes (ESP32 port)
 _STAT_IDLE = const(1000)
@@ -77,23 +52,6 @@ LOST = "lost"           # the connection dropped
 
 # unambiguous characters for the AP password (32 of them: no modulo bias)
 _ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
-
-
-def _sleep_ms(ms):
-    if hasattr(time, "sleep_ms"):
-        time.sleep_ms(ms)
-    else:
-        time.sleep(ms / 1000)
-
-
-def hmac_sha256(key, msg):
-    """HMAC-SHA256 (RFC 2104) with hashlib only: MicroPython has no hmac module."""
-    import hashlib
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + msg).digest()
-    return hashlib.sha256(bytes(b ^ 0x5C for b in key) + inner).digest()
 
 
 def _error_of(status):
@@ -280,8 +238,7 @@ class Wifi:
         """This device's AP password: HMAC-SHA256(random stored salt, MAC), 12 characters."""
         salt = self._salt.value
         if not salt:
-            import binascii
-            salt = binascii.hexlify(os.urandom(8)).decode()
+            salt = token(8)
             self._salt.value = salt
         d = hmac_sha256(salt.encode(), bytes(hal.mac()))
         return "".join(_ALPHABET[b & 31] for b in d[:12])
@@ -420,7 +377,7 @@ class Wifi:
                     self._end_round(now)
                     break
                 self._step(now)
-            _sleep_ms(50)
+            sleep_ms(50)
         return self._state == _CONNECTED
 
     def reconnect(self, prefer=None):
@@ -663,11 +620,11 @@ class Wifi:
                     if p is not None and p.active:
                         p.serve_dns(self.poll_ms)
                     else:
-                        _sleep_ms(self.poll_ms)
+                        sleep_ms(self.poll_ms)
                 except Exception as e:  # a DNS socket error or a full heap must not end the manager
                     print("wifi: error serving DNS:")
-                    _print_exception(e)
-                    _sleep_ms(self.poll_ms)
+                    print_exception(e)
+                    sleep_ms(self.poll_ms)
                 self.poll()
         finally:
             self._thread = False
@@ -684,7 +641,7 @@ class Wifi:
             self._step(ticks_ms())
         except Exception as e:  # the manager must outlive any driver error
             print("wifi: error in poll:")
-            _print_exception(e)
+            print_exception(e)
         finally:
             self._plock.release()
 

@@ -11,18 +11,18 @@ import os
 import time
 
 # compiled from source on the host runtime (frozen on a board): biggest first, collect in between
-from iotutils.server import WebServer  # noqa: E402
+from iotutils.server import WebServer
 
 gc.collect()
-from iotutils import store  # noqa: E402
+from iotutils import store
 
 store.keys("alexa")   # opens the NVS backend now, while the heap is in one piece
 gc.collect()
-from iotutils.alexa import Alexa  # noqa: E402
+from iotutils.alexa import Alexa
 
 gc.collect()
-import iotutils.ssdp  # noqa: E402,F401
-import iotutils.wemo  # noqa: E402,F401
+import iotutils.ssdp
+import iotutils.wemo  # noqa: F401
 
 gc.collect()
 

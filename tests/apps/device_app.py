@@ -25,10 +25,10 @@ if cfg.get("app_ota"):
     except ImportError:
         print("USERAPP none")
 
-import iotutils  # noqa: E402
-from iotutils import hal  # noqa: E402
-from iotutils.device import Device  # noqa: E402
-from iotutils.wifi import Wifi  # noqa: E402
+import iotutils
+from iotutils import hal
+from iotutils.device import Device
+from iotutils.wifi import Wifi
 
 # class attributes: what an app sets to tune the device
 if "health_timeout_s" in cfg:

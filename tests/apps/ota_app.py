@@ -42,7 +42,7 @@ if cfg.get("app_ota"):
     except ImportError as e:
         print("USERAPP none", e)
 
-from iotutils.ota import OTA, OTAError, app_status  # noqa: E402
+from iotutils.ota import OTA, OTAError, app_status
 
 cadata = None
 if cfg.get("ca_file"):
@@ -64,7 +64,7 @@ except OSError:
 
 # hold device port 80 so the test harness (SimDevice) can tell when this process is really gone
 # after a power cut: PDEATHSIG kills it asynchronously, and two live devices would share fs/cmd
-import socket  # noqa: E402
+import socket
 _listener = socket.socket()
 _listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 _listener.bind(socket.getaddrinfo("127.0.0.1", hal.port(80))[0][-1])

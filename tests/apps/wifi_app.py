@@ -8,7 +8,7 @@ import time
 # biggest sources first: on the host runtime (modules compiled at import, 110wK heap) the compiler's
 # peak memory must come while the heap is still empty
 from iotutils.server import WebServer
-import iotutils.nvs  # noqa: F401
+import iotutils.nvs
 gc.collect()
 import iotutils.persist  # noqa: F401
 gc.collect()

@@ -137,12 +137,12 @@ class SimFlash:
 
     def write(self, off, data):
         if self._cut():
-            raise PowerCut()
+            raise PowerCut
         self.buf[off:off + len(data)] = bytes(a & b for a, b in zip(self.buf[off:off + len(data)], data))
 
     def erase(self, off, n):
         if self._cut():
-            raise PowerCut()
+            raise PowerCut
         self.buf[off:off + n] = b"\xff" * n
 
 
@@ -249,7 +249,7 @@ class CStore:
         return [(k, t) for _n, k, t in self._list(ns)]
 
     def namespaces(self):
-        return sorted(set(n for n, _k, _t in self._list(None)))
+        return sorted({n for n, _k, _t in self._list(None)})
 
     def erase_namespace(self, ns):
         rc = self.L.kvstore_erase_namespace(self.h, ns.encode())
@@ -270,7 +270,7 @@ def dump(store, namespaces, strict=True):
     for ns in namespaces:
         listed = store.keys(ns)
         if strict:
-            assert len(set(k for k, _t in listed)) == len(listed), listed
+            assert len({k for k, _t in listed}) == len(listed), listed
         for key, t in listed:
             out[(ns, key)] = store.get_typed(ns, key)
             assert out[(ns, key)] is not None
@@ -432,7 +432,7 @@ def test_reads_generator_images(tmp_path):
     img = generate(tmp_path, rows, 0x10000)
     flash = SimFlash(data=img)
     s = CStore(flash)
-    namespaces = sorted(set(ns for ns, _k in expected))
+    namespaces = sorted({ns for ns, _k in expected})
     assert s.namespaces() == namespaces
     assert dump(s, namespaces) == expected
     assert s.get("storage", "nope") is None and s.get("nope", "u8") is None
@@ -469,7 +469,7 @@ def test_updates_generator_image_and_passes_checker(tmp_path):
     del expected[("ns03", "k")]
     s.close()
     s = CStore(SimFlash(data=flash.buf))
-    assert dump(s, sorted(set(ns for ns, _k in expected))) == expected
+    assert dump(s, sorted({ns for ns, _k in expected})) == expected
     assert not flash.violations
     assert_idf_clean(tmp_path, [flash.buf])   # when IDF_PATH is set
 
@@ -699,7 +699,7 @@ def _check_cuts(tmp_path, script, base, namespaces, step=1, torn=False, idf_load
         for (n, k, _c, _a, _g), (err, items) in zip(cuts, res[:len(cuts)]):
             assert err == 0, (n, err)
             old, new = models[k], models[min(k + 1, len(script))]
-            listed = set(key for key, _v in items)
+            listed = {key for key, _v in items}
             for key, tv in items:
                 assert tv in (old.get(key), new.get(key)), ("ESP-IDF", n, k, script[k][:3], key)
             for key in (set(old) | set(new)) - listed:
@@ -750,7 +750,7 @@ def test_power_cut_random_scripts(tmp_path, seed):
     for i in range(40):
         s.set("p" if i % 2 else "q", "fill%d" % (i % 13), "x" * (60 + i))
     base = bytes(flash.buf)
-    script = [op for op in _random_script(seed, 30)]
+    script = list(_random_script(seed, 30))
     # drop ops the full partition refuses, so the model stays exact
     ok, f2 = [], SimFlash(data=base)
     s = CStore(f2)
@@ -962,7 +962,7 @@ def test_python_writes_with_power_cuts_c_reads_old_or_new():
         k = len(script)
         try:
             p = nvs.NVS(flash)
-            for k, op in enumerate(script):
+            for k, op in enumerate(script):  # noqa: B007 - k tells the except clause how far it got
                 _apply(p, {}, op)
             k = len(script)
         except PowerCut:

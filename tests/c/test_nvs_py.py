@@ -37,7 +37,7 @@ class Flash(RamFlash):
 
     def _tick(self):
         if self.ops == self.cut_at:
-            raise Cut()
+            raise Cut
         self.ops += 1
 
     def write(self, off, data):
@@ -121,7 +121,7 @@ def test_reads_generator_images(tmp_path, version):
     big = bytes(random.Random(1).getrandbits(8) for _ in range(1900 if version == 1 else 9000))
     (tmp_path / "big.bin").write_bytes(big)
     rows = ["first,namespace,,"]
-    for name, code, lo, hi in INT_ROWS:
+    for name, _code, lo, hi in INT_ROWS:
         rows += ["%s_lo,data,%s,%d" % (name, name, lo), "%s_hi,data,%s,%d" % (name, name, hi)]
     rows += ["text,data,string,hello world with a longer text than one entry holds",
              "empty,data,string,",
@@ -361,7 +361,7 @@ def test_power_cut_during_factory_reset_and_namespace_erase():
     expect = {}
     s = nvs.NVS(Flash(data=populate().buf))
     for ns in ("a", "b", "c"):
-        for k, t in s.keys(ns):
+        for k, _t in s.keys(ns):
             expect[(ns, k)] = s.get(ns, k)
     base = bytes(populate().buf)
     for action in ("erase_all", "erase_namespace"):
@@ -414,10 +414,10 @@ def _idf_active_page_rule(image):
         if img[base:base + 4] != b"\xfe\xff\xff\xff":
             continue
 
-        def state(i):
+        def state(i, base=base):
             return (img[base + 32 + (i >> 2)] >> ((i & 3) * 2)) & 3
 
-        def entry(i):
+        def entry(i, base=base):
             return img[base + 64 + i * 32:base + 96 + i * 32]
 
         items = []

@@ -306,7 +306,7 @@ class Partition:
                 _ensure()
                 part = _by_label(_state["running"])
             else:
-                raise ValueError()
+                raise ValueError
         else:
             part = (_find(_TYPE_APP, _SUB_ANY, id) or _find(_TYPE_DATA, _SUB_ANY, id) or [None])[0]
         self._init(part, block_size)

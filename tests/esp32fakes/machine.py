@@ -26,7 +26,7 @@ def reset_cause():
 
 def reset():
     fake_resets.append(HARD_RESET)
-    raise FakeReset()
+    raise FakeReset
 
 
 def unique_id():
@@ -37,7 +37,7 @@ class WDT:
     def __init__(self, id=0, timeout=5000):
         global fake_wdt
         if id != 0:
-            raise ValueError()
+            raise ValueError
         if timeout <= 0:
             raise ValueError("WDT timeout too short")
         self.timeout = timeout

@@ -92,7 +92,7 @@ def test_parse_rejects(mutate, match):
 
 def test_parse_rejects_truncation_everywhere():
     img = espimage.build_app_image("1.0.0")
-    for cut in list(range(0, 64)) + list(range(len(img) - 40, len(img))):
+    for cut in list(range(64)) + list(range(len(img) - 40, len(img))):
         with pytest.raises(ValueError):
             espimage.parse_app_image(img[:cut])
 

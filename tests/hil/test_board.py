@@ -4,7 +4,7 @@ import re
 import pytest
 
 try:
-    from pytest_embedded import Dut  # noqa: F401
+    from pytest_embedded import Dut
 except ImportError:
     Dut = None
 

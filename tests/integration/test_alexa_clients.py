@@ -55,7 +55,7 @@ def request(dev, method, path, body=None, port=None):
     try:
         c.request(method, path, body=json.dumps(body) if isinstance(body, (dict, list)) else body)
         r = c.getresponse()
-        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         c.close()
 
@@ -91,13 +91,13 @@ def test_aiohue_discovery_app_key_lights_and_set_state(dev):
             await bridge.initialize()
             assert bridge.config.bridge_id == bid
             assert bridge.config.model_id == "BSB002"
-            by_name = dict((light.name, light) for light in bridge.lights.values())
+            by_name = {light.name: light for light in bridge.lights.values()}
             assert set(by_name) >= {"Desk lamp", "Heater", "Colour bulb"}
             assert "Fan" not in by_name and "Pump" not in by_name   # WeMo devices are not Hue lights
             lamp = by_name["Desk lamp"]
             assert re.fullmatch(r"([0-9a-f]{2}:){7}[0-9a-f]{2}-0b", lamp.uniqueid)
             assert lamp.uniqueid.startswith(bridge.config.mac_address)
-            assert len(set(light.uniqueid for light in by_name.values())) == len(by_name)
+            assert len({light.uniqueid for light in by_name.values()}) == len(by_name)
             mark = len(dev.lines)
             await lamp.set_state(on=True, bri=127)
             dev.wait_line(r"changed Desk lamp on=True brightness=50", since=mark, timeout=10)
@@ -189,7 +189,7 @@ def test_hue_http_surface(dev):
     assert json.loads(body) == [{"success": {"/lights/%s/state/on" % lid: True}},
                                 {"success": {"/lights/%s/state/bri" % lid: 200}}]
     # Hue errors
-    err = lambda r: json.loads(r[2])[0]["error"]  # noqa: E731
+    err = lambda r: json.loads(r[2])[0]["error"]
     assert err(request(dev, "GET", "/api/nobody/lights"))["type"] == 1
     assert err(request(dev, "GET", "/api/%s/lights/999" % user))["type"] == 3
     assert err(request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), b"{on: yes"))["type"] == 2
@@ -323,7 +323,7 @@ def _search(st, timeout=2):
     found = []
 
     async def cb(headers):
-        found.append(dict((k.lower(), v) for k, v in headers.items() if isinstance(k, str)))
+        found.append({k.lower(): v for k, v in headers.items() if isinstance(k, str)})
 
     asyncio.run(async_search(cb, timeout=timeout, search_target=st, source=("127.0.0.1", 0)))
     return found
@@ -442,7 +442,7 @@ def test_32_lights_streamed_within_heap_budget(tmp_path):
         status, h, body = request(d, "GET", "/api/%s/lights" % user)
         assert h.get("transfer-encoding") == "chunked"
         lights = json.loads(body)
-        assert len(lights) == 33 and len(set(v["uniqueid"] for v in lights.values())) == 33
+        assert len(lights) == 33 and len({v["uniqueid"] for v in lights.values()}) == 33
         # streamed: on the wire, one light per chunk (the device never holds the whole list)
         sizes = _chunk_sizes(d.port, "/api/%s/lights" % user)
         assert sum(sizes) == len(body) and max(sizes) < len(body) / 10, sizes

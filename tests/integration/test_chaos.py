@@ -624,7 +624,7 @@ def _cut_while(dev, rng, seconds, write, check, min_cuts=10):
         stop = threading.Event()
         state = {"acked": acked, "tried": tried, "i": 0 if acked is None else acked + 1}
 
-        def writer():
+        def writer(stop=stop, state=state):
             while not stop.is_set():
                 i = state["i"]
                 state["tried"] = i

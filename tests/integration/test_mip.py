@@ -263,7 +263,7 @@ def test_build_mip_writes_bytecode_for_every_module_and_its_package_json(mip_bui
     assert desc["deps"] == []
     assert [t for t, _ in desc["urls"]] == [rel[:-3] + ".mpy" for rel in files]
     served = set()
-    for target, url in desc["urls"]:
+    for _target, url in desc["urls"]:
         assert "/" not in url and ":" not in url, "flat and relative to package.json: " + url
         head = build_mip.check_header(str(mip_build / url))
         # .mpy v6, no native code (arch 0: the sub-version is then ignored), 31-bit small ints

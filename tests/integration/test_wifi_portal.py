@@ -227,7 +227,7 @@ def test_router_off_portal_dns_probes_router_back_without_reboot(boot):
 
     # the OS probes: not "online" but a redirect to the setup page (the sign-in window opens there)
     portal = "http://127.0.0.1:%d/setup" % dev.port
-    for (host, path), (status, body) in ONLINE.items():
+    for host, path in ONLINE:
         r = get(dev, path, headers={"Host": host}, allow_redirects=False)
         assert r.status_code == 302 and r.headers["location"] == portal, (host, path)
         assert r.headers.get("cache-control") == "no-store"

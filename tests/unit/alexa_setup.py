@@ -5,9 +5,9 @@ import gc
 
 from mpunit import is_micropython, tempdir
 
-import iotutils.server  # noqa: F401
+import iotutils.server
 gc.collect()
-import iotutils.persist  # noqa: F401
+import iotutils.persist
 gc.collect()
 if is_micropython():
     from iotutils.hal import sim as _sim

@@ -7,9 +7,9 @@ import json
 
 from mpunit import is_micropython, raises
 
-import alexa_setup  # noqa: F401,E402  (real server and store; see there)
-from iotutils import alexa as A  # noqa: E402
-from iotutils import hal  # noqa: E402
+import alexa_setup  # noqa: F401  (real server and store; see there)
+from iotutils import alexa as A
+from iotutils import hal
 gc.collect()
 
 _folder = [0]
@@ -117,7 +117,7 @@ def test_bridgeid_and_uniqueid_from_mac():
     assert lamp.id == str(base | lamp.index) and 0 < int(fan.id) < 2 ** 31
     alexa._next = 128          # indexes ran out after many add/remove cycles: the lowest free one is reused
     third = alexa.add("Third")
-    assert third.index == 3 and len(set((lamp.id, fan.id, third.id))) == 3
+    assert third.index == 3 and len({lamp.id, fan.id, third.id}) == 3
     cfg = jcall(app, "GET", "/api/config")
     assert cfg["bridgeid"] == alexa.bridgeid
     assert cfg["modelid"] == "BSB002"

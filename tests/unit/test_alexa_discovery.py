@@ -4,11 +4,11 @@ import gc
 
 
 
-import alexa_setup  # noqa: F401,E402  (real server and store; see there)
-from iotutils import alexa as A  # noqa: E402
-from iotutils import hal  # noqa: E402
-from iotutils import ssdp as S  # noqa: E402
-from iotutils import wemo as W  # noqa: E402
+import alexa_setup  # noqa: F401  (real server and store; see there)
+from iotutils import alexa as A
+from iotutils import hal
+from iotutils import ssdp as S
+from iotutils import wemo as W
 gc.collect()
 
 

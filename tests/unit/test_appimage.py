@@ -73,7 +73,7 @@ def test_truncated_image_refused_at_finish():
 
 def test_every_single_bit_flip_in_header_and_footer_refused():
     img = build(bulk=200)
-    for pos in list(range(0, 48)) + list(range(len(img) - 40, len(img))):
+    for pos in list(range(48)) + list(range(len(img) - 40, len(img))):
         bad = bytearray(img)
         bad[pos] ^= 0x10
         v = appimage.AppImageVerifier()

@@ -116,7 +116,7 @@ def test_constants_and_reasons():
 def test_c_core_when_present():
     try:
         import _iotutils
-        _iotutils.parse_head
+        _iotutils.parse_head  # noqa: B018 - AttributeError when the module lacks the parser
     except (ImportError, AttributeError):
         raise SkipTest("no _iotutils C module (host runtime / stock MicroPython)")
     assert http.parse_head is _iotutils.parse_head and http.chunked_decode is _iotutils.chunked_decode
@@ -132,7 +132,7 @@ def test_c_core_when_present():
 
 
 def test_offsets_and_fields():
-    for ph, cd in _impls():
+    for ph, _cd in _impls():
         raw = b"POST /api/led/3?x=1 HTTP/1.1\r\nHost: dev\r\nContent-Length: 2\r\nConnection: close\r\n\r\nonNEXT"
         out = _out(4)
         r = ph(raw, len(raw), out)
@@ -146,7 +146,7 @@ def test_offsets_and_fields():
 
 
 def test_buffer_types_same_answer():
-    for ph, cd in _impls():
+    for ph, _cd in _impls():
         raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n"
         want = _out()
         r = ph(raw + b"tail", len(raw), want)
@@ -158,7 +158,7 @@ def test_buffer_types_same_answer():
 
 
 def test_need_more_and_line_flag():
-    for ph, cd in _impls():
+    for ph, _cd in _impls():
         raw = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
         out = _out()
         line_end = raw.index(b"\r\n") + 2
@@ -169,7 +169,7 @@ def test_need_more_and_line_flag():
 
 
 def test_error_sets_reason():
-    for ph, cd in _impls():
+    for ph, _cd in _impls():
         out = _out()
         raw = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
         assert ph(raw, len(raw), out) == -400
@@ -193,7 +193,7 @@ BODY = b"4\r\nWiki\r\n5;x=\"y\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrai
 
 
 def test_chunked_one_shot_and_next_offset():
-    for ph, cd in _impls():
+    for _ph, cd in _impls():
         buf = bytearray(b"HEAD" + BODY)
         st = array("i", [0] * http.CHUNK_STATE_LEN)
         n = cd(buf, 4, len(buf), st)
@@ -204,7 +204,7 @@ def test_chunked_one_shot_and_next_offset():
 
 
 def test_chunked_byte_at_a_time_and_memoryview():
-    for ph, cd in _impls():
+    for _ph, cd in _impls():
         want = b"Wikipedia in\r\n\r\nchunks."
         for wrap in (bytearray, lambda b: memoryview(bytearray(b))):
             buf = wrap(BODY)
@@ -220,7 +220,7 @@ def test_chunked_byte_at_a_time_and_memoryview():
 
 
 def test_chunked_error_is_sticky():
-    for ph, cd in _impls():
+    for _ph, cd in _impls():
         buf = bytearray(b"zz\r\n")
         st = array("i", [0] * http.CHUNK_STATE_LEN)
         assert cd(buf, 0, 4, st) == -400

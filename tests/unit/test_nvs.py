@@ -30,7 +30,7 @@ class CountingFlash(RamFlash):
 
     def _tick(self):
         if self.ops == self.cut_at:
-            raise PowerCut()
+            raise PowerCut
         self.ops += 1
 
     def write(self, off, data):
@@ -70,7 +70,7 @@ def test_int_types_round_trip_and_bounds():
         raises(ValueError, s.set, "ns", "bad", lo - 1, t)
     assert s.get("ns", "bad") is None
     s2 = reopen(f)
-    for t, lo, hi in cases:
+    for t, _lo, hi in cases:
         assert s2.get_typed("ns", "k%02x1" % t) == (t, hi)
 
 

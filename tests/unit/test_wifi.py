@@ -25,9 +25,7 @@ _own_store()
 from iotutils.hal import wlan_sim  # noqa: E402
 from iotutils import portal as P  # noqa: E402
 from iotutils import wifi as W  # noqa: E402
-
-# RFC 7914 section 11: PBKDF2-HMAC-SHA256("passwd", "salt", c=1), first 32 bytes
-_PBKDF2_VEC = "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
+from iotutils import auth  # noqa: E402
 
 
 def _sleep_ms(ms):
@@ -73,33 +71,6 @@ def _net(ssid, pw="secret12", rssi=-60, **kw):
     d = {"ssid": ssid, "password": pw, "rssi": rssi, "channel": 6, "up": True, "fail": None}
     d.update(kw)
     return d
-
-
-# ---- passwords ----
-
-def test_pbkdf2_matches_rfc7914_vector():
-    import binascii
-    assert binascii.hexlify(P._pbkdf2_py(b"passwd", b"salt", 1)).decode() == _PBKDF2_VEC
-    # many iterations: the pure-Python loop agrees with the runtime's (C speed on CPython)
-    assert P._pbkdf2_py(b"pw", b"NaCl", 50) == P._pbkdf2_sha256(b"pw", b"NaCl", 50)
-
-
-def test_hash_password_format_and_verify():
-    h = P.hash_password("correct horse", iterations=100)
-    algo, it, salt, dk = h.split("$")
-    assert algo == "pbkdf2_sha256" and it == "100" and len(salt) == 32 and len(dk) == 64
-    assert P.verify_password("correct horse", h)
-    assert not P.verify_password("correct horsE", h)
-    assert P.hash_password("x", iterations=100) != P.hash_password("x", iterations=100)  # salted
-    assert P.hash_password("pw", iterations=3, salt=b"NaCl") == \
-        "pbkdf2_sha256$3$4e61436c$" + P._hex(P._pbkdf2_py(b"pw", b"NaCl", 3))
-
-
-def test_verify_password_rejects_malformed():
-    for bad in ("", "pbkdf2_sha256$1$zz$00", "md5$1$00$00", "pbkdf2_sha256$0$00$00", "a$b$c",
-                "pbkdf2_sha256$99999999$00$00", None, 5):
-        assert not P.verify_password("x", bad)
-    assert raises(ValueError, P.hash_password, None)
 
 
 # ---- captive DNS packets ----
@@ -227,12 +198,6 @@ def test_hostname_of():
     assert raises(ValueError, W.hostname_of, "!!").args[0].startswith("hostname")
 
 
-def test_hmac_sha256_rfc4231_case2():
-    import binascii
-    d = W.hmac_sha256(b"Jefe", b"what do ya want for nothing?")
-    assert binascii.hexlify(d).decode() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-
-
 # ---- the manager on the simulated WLAN ----
 
 def test_networks_never_show_passwords():
@@ -274,7 +239,7 @@ def test_wrong_password_is_reported_and_the_next_network_used():
     w.add_network("weak", "secret12")
     assert w.connect(timeout=5)
     assert w.status()["ssid"] == "weak"
-    errs = dict((n["ssid"], n["error"]) for n in w.networks())
+    errs = {n["ssid"]: n["error"] for n in w.networks()}
     assert errs == {"strong": "wrong_password", "weak": None}
     w.stop()
     w = _wifi([_net("strong", pw="right-one")])
@@ -454,7 +419,7 @@ def test_setup_json_stores_network_admin_hash_and_name():
     assert r["ok"] and r["ssid"] == "attic" and r["result"] == "connecting"
     assert w.networks() == [{"ssid": "attic", "secure": True, "hidden": True, "connected": False, "error": None}]
     admin, name = p._store()
-    assert admin.value.startswith("pbkdf2_sha256$") and P.verify_password("admin-pass", admin.value)
+    assert admin.value.startswith("pbkdf2_sha256$") and auth.verify_password("admin-pass", admin.value)
     assert name.value == "Desk Lamp" and w.hostname() == "desk-lamp"
     # configured: the current admin password is needed from now on
     r = post(_Req("POST", "/setup", {"ssid": "home", "password": "secret-home", "admin": "wrong-pass"}))

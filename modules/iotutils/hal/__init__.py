@@ -6,10 +6,10 @@
 import sys
 
 if sys.platform == "esp32":
-    from iotutils.hal.esp32 import *  # noqa: F401,F403
+    from iotutils.hal.esp32 import *  # noqa: F403
     PLATFORM = "esp32"
 else:
-    from iotutils.hal.sim import *  # noqa: F401,F403
+    from iotutils.hal.sim import *  # noqa: F403
     PLATFORM = "sim"
 
 STA = 0

@@ -4,17 +4,7 @@ import esp32
 import machine
 import network
 
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:  # CPython running the tests over tests/esp32fakes
-    from time import time as _t
-
-    def ticks_ms():
-        return int(_t() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
+from iotutils._compat import ticks_diff, ticks_ms
 from iotutils.hal import otadata
 from iotutils.hal.flash import SECTOR_SIZE, _Region
 

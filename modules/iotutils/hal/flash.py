@@ -3,11 +3,7 @@
 # On a board the region wraps esp32.Partition (hal/esp32.py); on the host it is a slice of
 # the simulated flash image file, or RAM for unit tests. All three behave like NOR flash:
 # erase sets 4096-byte sectors to 0xFF, a write may only clear bits.
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const
 
 SECTOR_SIZE = const(4096)
 

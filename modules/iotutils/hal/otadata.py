@@ -8,11 +8,7 @@
 # Shared by the simulated device's hardware layer and scripts/sim.py's emulated bootloader.
 import struct
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import const
 
 SECTOR = const(4096)
 ENTRY_SIZE = const(32)

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 
+from iotutils._compat import ticks_diff, ticks_ms
 from iotutils.hal import layout, otadata
 from iotutils.hal.flash import FileFlash, RamFlash
 
@@ -23,7 +24,7 @@ except ImportError:  # pragma: no cover
 _config = None
 _flash = {}
 _HOST_PLATFORMS = ("linux", "darwin", "win32", "windows", "webassembly")
-_booted_ms = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+_booted_ms = ticks_ms()
 
 
 def config():
@@ -198,9 +199,7 @@ def heap_total():
 
 
 def uptime_ms():
-    if hasattr(time, "ticks_ms"):
-        return time.ticks_diff(time.ticks_ms(), _booted_ms)
-    return int(time.time() * 1000) - _booted_ms
+    return ticks_diff(ticks_ms(), _booted_ms)
 
 
 def state_dir():

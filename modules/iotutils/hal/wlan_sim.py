@@ -11,15 +11,9 @@
 # Several threads (the Wi-Fi manager, web workers) use the interfaces: one lock guards them.
 import json
 import os
-import time
 
-import _thread
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from iotutils._compat import allocate_lock, const, ticks_diff, ticks_ms
 
 STAT_IDLE = const(1000)
 STAT_CONNECTING = const(1001)
@@ -36,12 +30,8 @@ AUTH_WPA2_PSK = const(3)
 CONNECT_MS = 300   # association + DHCP time in the simulation
 
 
-def _now():
-    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
-
-
 def _since(t):
-    return time.ticks_diff(_now(), t) if hasattr(time, "ticks_diff") else _now() - t
+    return ticks_diff(ticks_ms(), t)
 
 
 class Scenario:
@@ -83,7 +73,7 @@ class Scenario:
         return None
 
 
-_lock = _thread.allocate_lock()
+_lock = allocate_lock()
 
 
 def _locked(fn):
@@ -159,7 +149,7 @@ class _WLAN:
         if not self._active:
             raise OSError("STA is not active")
         self._target = (ssid, key or "")
-        self._since = _now()
+        self._since = ticks_ms()
         self._status = STAT_CONNECTING
 
     def _disconnect(self):
@@ -218,7 +208,7 @@ class _WLAN:
                 return  # associated, DHCP never answers: stays CONNECTING
             else:
                 self._status = STAT_GOT_IP
-                self._since = _now()
+                self._since = ticks_ms()
         elif self._status == STAT_GOT_IP and fail.startswith("drop_after_s:"):
             if _since(self._since) >= int(float(fail.split(":", 1)[1]) * 1000):
                 self._status = STAT_BEACON_TIMEOUT

@@ -31,8 +31,7 @@ static char *dup_exact(const uint8_t *data, size_t size) {
     return p;
 }
 
-static int chunked_all(const uint8_t *data, size_t size, size_t cut, char **outbuf, size_t *outlen,
-    int32_t *state) {
+static int chunked_all(const uint8_t *data, size_t size, size_t cut, char **outbuf, size_t *outlen, int32_t *state) {
     char *b = dup_exact(data, size);
     memset(state, 0, HP_CHUNK_STATE_LEN * sizeof(int32_t));
     char *acc = malloc(size ? size : 1);
