@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "modules"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from iotutils import nvs  # noqa: E402
+from iotutils import nvs, nvs_format  # noqa: E402
 from iotutils.hal.flash import FileFlash, RamFlash  # noqa: E402
 from nvs_provision import PARTITIONS_CSV, esptool_command, nvs_partition  # noqa: E402
 
@@ -116,14 +116,14 @@ def apply_edits(store, edits):
             continue
         for key, e in entries.items():
             try:
-                nvs._key16(ns, "namespace")
-                nvs._key16(key)
+                nvs_format.key_field(ns, "namespace")
+                nvs_format.key_field(key)
                 if e is None:
                     plan.append(("erase", ns, key, None, None))
                     continue
                 v, code = _edit_value(ns, key, e)
                 if code is not None:
-                    fmt, lo, hi = nvs._INTS[code]
+                    fmt, lo, hi = nvs_format.INTS[code]
                     if not lo <= v <= hi:
                         raise DumpError("%s/%s: %d out of range for %s" % (ns, key, v, TYPE_NAMES[code]))
                 plan.append(("set", ns, key, v, code))

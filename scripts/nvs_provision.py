@@ -34,7 +34,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "modules"))
 
-from iotutils import nvs, persist  # noqa: E402
+from iotutils import nvs, nvs_format, persist  # noqa: E402
 from iotutils.hal import layout  # noqa: E402
 from iotutils.hal.flash import RamFlash  # noqa: E402
 from iotutils.wifi import check_password, check_ssid  # noqa: E402
@@ -93,7 +93,7 @@ def encode_entry(folder, name, typ, value, spec=None):
             v = int(value, 0) if isinstance(value, str) else value
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError("not an integer")
-            fmt, lo, hi = nvs._INTS[code]
+            fmt, lo, hi = nvs_format.INTS[code]
             if not lo <= v <= hi:
                 raise ValueError("%d out of range for %s" % (v, typ))
             return code, v

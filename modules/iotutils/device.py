@@ -146,7 +146,7 @@ class Device:
             self.alexa.start()
         self.app.start()
         if self.wifi is not None:
-            self.wifi.start(portal=True, app=self.app)
+            self.wifi.start(portal=_setup_portal, app=self.app)
         print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
         if self.ota is not None:
             self._resume_auto_update()
@@ -267,6 +267,13 @@ class Device:
                     import gc
                     gc.collect()
             sleep_ms(_LOOP_SLEEP_MS)
+
+
+def _setup_portal(wifi, app):
+    # built when the access point first needs it: a device on its home network never loads it
+    from iotutils.portal import Portal
+
+    return Portal(app, wifi)
 
 
 def _health(req):

@@ -510,3 +510,18 @@ def _quote(s):
         else:
             out.append("%%%02X" % b)
     return "".join(out)
+
+
+def default_portal(wifi, app=None):
+    """The setup portal for `wifi` on `app` (a WebServer on port 80 is made and started if None);
+    None when no web server can be had (port 80 taken by a server the app did not hand over)."""
+    if app is None:
+        from iotutils.server import WebServer
+
+        app = WebServer(port=80, workers=2)
+        try:
+            app.start()
+        except OSError as e:
+            print("wifi: cannot start the portal's web server:", e)
+            return None
+    return Portal(app, wifi)

@@ -301,21 +301,14 @@ class Wifi:
 
     def _portal_up(self):
         if self._portal is None:
-            from iotutils.portal import Portal
-            app = self._app
-            if app is None:
-                from iotutils.server import WebServer
-                app = WebServer(port=80, workers=2)
-                try:
-                    app.start()
-                except OSError as e:
-                    # port 80 taken (an app server not handed to start(app=...)): no portal, AP only
-                    print("wifi: cannot start the portal's web server:", e)
-                    self._portal_wanted = False
-                    return
-                self._app = app
-            Portal(app, self)  # attaches itself
-            return
+            make = self._portal_wanted
+            if not callable(make):
+                # start(portal=True) by itself promises the setup portal; Device passes its own
+                # builder, so only an app that uses Wifi alone loads the portal from here
+                from iotutils.portal import default_portal as make
+            if make(self, self._app) is None:
+                self._portal_wanted = False  # no portal can be had (port 80 taken): AP only
+            return  # the portal attached itself; attach_portal() brought it up
         ip = self._ap.ifconfig()[0]
         if not self._portal.active:
             self._portal.activate(ip)
@@ -582,9 +575,11 @@ class Wifi:
 
     # ---- running ----
     def start(self, portal=True, app=None, thread=True):
-        """Connect in the background; if no known network works, start the AP (+ setup portal on
-        `app`, a WebServer; one is made if None) and keep retrying. Returns at once. thread=False:
-        no background thread, the caller calls poll() often (a main loop)."""
+        """Connect in the background; if no known network works, start the AP (+ setup portal) and keep
+        retrying. Returns at once. portal: True for the setup portal on `app` (a WebServer; one is made
+        if None), a callable (wifi, app) -> portal that builds it when the AP first needs it (loaded
+        only then), or False for the AP alone. thread=False: no background thread, the caller calls
+        poll() often (a main loop)."""
         self._auto = True
         self._portal_wanted = portal
         if app is not None:

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from iotutils import nvs
+from iotutils import nvs, nvs_format
 from iotutils.hal.flash import RamFlash
 
 SIZE = 0x6000
@@ -391,7 +391,7 @@ def test_power_cut_during_factory_reset_and_namespace_erase():
 
 def test_index_hash_collisions(monkeypatch):
     # every key in one index bucket: lookups must still find exactly the right entry
-    monkeypatch.setattr(nvs, "_hash", lambda ns, key, chunk: 42)
+    monkeypatch.setattr(nvs, "item_hash", lambda ns, key, chunk: 42)
     test_random_operations_match_a_model(5)
     f = Flash()
     s = nvs.NVS(f)
@@ -426,7 +426,7 @@ def _idf_active_page_rule(image):
         while i < 126 and state(i) != 3:
             e = entry(i)
             span = 1
-            if state(i) == 2 and nvs._consistent(e, i):
+            if state(i) == 2 and nvs_format.consistent(e, i):
                 span = e[2]
                 complete = all(state(j) == 2 for j in range(i, i + span))
                 last = i if complete else None

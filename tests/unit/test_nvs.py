@@ -3,7 +3,7 @@
 from mpunit import raises
 
 from iotutils import nvs
-from iotutils.hal.flash import FlashError, RamFlash, _Region
+from iotutils.hal.flash import FlashError, RamFlash, Region
 
 SIZE = 0x6000  # the nvs partition of boards/ESP32_GENERIC/partitions.csv: 6 pages
 
@@ -17,7 +17,7 @@ class CountingFlash(RamFlash):
     Without buf: the shared image, erased."""
 
     def __init__(self, size=SIZE, buf=None):
-        _Region.__init__(self, size, "nvs")
+        Region.__init__(self, size, "nvs")
         if buf is None:
             buf = _BUF
             for off in range(0, size, 4096):

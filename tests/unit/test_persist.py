@@ -5,7 +5,7 @@ import json
 from mpunit import raises
 
 from iotutils import nvs, persist, store
-from iotutils.hal.flash import RamFlash, _Region
+from iotutils.hal.flash import RamFlash, Region
 from iotutils.persist import (PersistentBool, PersistentFloat, PersistentHex, PersistentInt, PersistentJSON,
                               PersistentList, PersistentRange, PersistentRGB, PersistentSet, PersistentStr)
 from iotutils.store_esp32nvs import ESP32NVS
@@ -16,7 +16,7 @@ _BUF = bytearray(SIZE)  # one image for every test (a 110 KB MicroPython heap fr
 
 class WriteCounter(RamFlash):
     def __init__(self, keep=False):
-        _Region.__init__(self, SIZE, "nvs")
+        Region.__init__(self, SIZE, "nvs")
         if not keep:
             for off in range(0, SIZE, 4096):
                 _BUF[off:off + 4096] = b"\xff" * 4096

@@ -5,8 +5,9 @@ from array import array
 from mpunit import raises, rmtree, tempdir
 
 from iotutils.http import parse_head
-from iotutils.server import (HTTPError, Multipart, Response, WebServer, _Conn, _Route, http_date,
-                             make_response, parse_qs, unquote)
+from iotutils.server import HTTPError, Multipart, Response, WebServer, http_date, make_response, parse_qs, unquote
+from iotutils.web.engine import _Conn
+from iotutils.web.routing import Route
 
 
 class FakeSock:
@@ -119,17 +120,17 @@ def make_app():
 # ---- pieces ----
 
 def test_route_matching_typed_parameters():
-    r = _Route("/api/led/<int:n>", None, ("GET",), False, None)
+    r = Route("/api/led/<int:n>", None, ("GET",), False, None)
     assert r.match("/api/led/3", "/api/led/3".split("/")) == [3]
     assert r.match("/api/led/-2", "/api/led/-2".split("/")) == [-2]
     assert r.match("/api/led/x", "/api/led/x".split("/")) is None
     assert r.match("/api/led/3/4", "/api/led/3/4".split("/")) is None
     assert r.match("/api/led/", "/api/led/".split("/")) is None
-    r = _Route("/u/<name>/<path:rest>", None, ("GET",), False, None)
+    r = Route("/u/<name>/<path:rest>", None, ("GET",), False, None)
     assert r.match("/u/ann/a/b.txt", "/u/ann/a/b.txt".split("/")) == ["ann", "a/b.txt"]
     assert r.match("/u/ann/", "/u/ann/".split("/")) is None
     assert "HEAD" in r.methods and r.catch_all
-    e = raises(ValueError, _Route, "/x/<float:f>", None, ("GET",), False, None)
+    e = raises(ValueError, Route, "/x/<float:f>", None, ("GET",), False, None)
     assert "float" in str(e)
 
 

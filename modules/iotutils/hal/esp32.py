@@ -6,18 +6,18 @@ import network
 
 from iotutils._compat import ticks_diff, ticks_ms
 from iotutils.hal import otadata
-from iotutils.hal.flash import SECTOR_SIZE, _Region
+from iotutils.hal.flash import SECTOR_SIZE, Region
 
 _IOCTL_BLOCK_ERASE = 6
 _SUBTYPE_OTA_0 = 0x10
 
 
-class _PartitionRegion(_Region):
+class _PartitionRegion(Region):
     """A flash region over esp32.Partition's extended block interface (byte offsets)."""
 
     def __init__(self, part):
         info = part.info()  # (type, subtype, addr, size, label, encrypted)
-        _Region.__init__(self, info[3], info[4], info[2])
+        Region.__init__(self, info[3], info[4], info[2])
         self.part = part
 
     def _read(self, off, n):

@@ -12,7 +12,7 @@ class FlashError(Exception):
     pass
 
 
-class _Region:
+class Region:
     """Common checks. Subclasses implement _read(off, n), _write(off, data), _erase(off, n)."""
 
     # Set True (tests do) to raise when a write would turn a 0 bit back into 1, as real NOR
@@ -53,11 +53,11 @@ class _Region:
         self._erase(off, n)
 
 
-class RamFlash(_Region):
+class RamFlash(Region):
     """A region in RAM, initially erased (unit tests)."""
 
     def __init__(self, size, name="ram"):
-        _Region.__init__(self, size, name)
+        Region.__init__(self, size, name)
         self.buf = bytearray(size)  # filled in steps: b"\xff" * size would need the RAM twice
         ff = b"\xff" * 256
         for i in range(0, size, 256):
@@ -79,7 +79,7 @@ class RamFlash(_Region):
             self.buf[i] = 0xFF
 
 
-class FileFlash(_Region):
+class FileFlash(Region):
     """A region of a flash image file. Every write goes straight to the OS (no user-space
     buffering), so a killed process loses nothing that write() returned from: a power cut
     in the simulator cuts between two writes, as on a board."""
@@ -92,7 +92,7 @@ class FileFlash(_Region):
         if size is None:
             self.f.seek(0, 2)
             size = self.f.tell() - offset
-        _Region.__init__(self, size, name or path, offset)
+        Region.__init__(self, size, name or path, offset)
 
     def _read(self, off, n):
         self.f.seek(self.offset + off)

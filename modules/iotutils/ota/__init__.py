@@ -1,0 +1,293 @@
+# Over-the-air updates: a new app image from GitHub (latest release, a tag, a branch or a commit)
+# or any URL, streamed into the other OTA slot, verified, booted pending-verify, rolled back by the
+# bootloader unless the new image confirms; plus App OTA for .py files on the filesystem.
+#
+#   ota = OTA(repo="owner/name", channel="release")   # "release", "release:<tag>", "branch:main",
+#                                                     # "commit:<sha>", "url:<ota.json URL>"
+#   OTA(channel="url:<image URL>", sha256="<hex>")     # any image URL with its SHA-256
+#   ota.check()  -> {"current", "available", "newer"}
+#   ota.update(progress=None)   # verify everything, set boot, hal.reset(); OTAError and no change on failure
+#   ota.confirm()               # after a health check: cancel the rollback
+#   ota.status() -> {"version", "project", "slot", "pending", "rolled_back"}
+#   ota.install_stream(stream, total, sha256=None)    # an uploaded image, same checks; no reboot
+#   ota.auto_update(True, every_hours=24, idle_minutes=10, app=webserver); ota.busy(True|False)
+#   ota.update_app("app")       # App OTA: .py files of a repo folder (branch/commit channels);
+#   app_boot()                  # first thing in main.py: picks the app folder, rolls back unconfirmed
+#
+# An image is installed only if: its size and SHA-256 match the manifest, it is a complete ESP32 app
+# image (magic, chip id, segment layout, checksum, appended SHA-256), its app descriptor names the
+# running project and a version that differs from the running one and did not roll back here before,
+# and the slot reads back with the same SHA-256. Only then set_boot; a failure changes nothing.
+#
+# Sources. A release (tag = version) carries firmware.bin + ota.json {"version", "project", "size",
+# "sha256", "url"?}; branch/commit channels read ota.json from the repository at that ref through
+# the contents API, its "url" naming the image (absolute URL, or a path in the repo at that ref).
+#
+# RAM: the image goes socket -> one 4 KB buffer -> flash; the image verifier (iotutils.appimage) runs
+# on that buffer, and the slot is read back through it for the manifest's SHA-256, so the extra peak
+# heap stays ~8 KB whatever the image size.
+#
+# The package, one module per seam: client (HTTP(S) GET, OTAError), release (where an update comes
+# from: ReleaseScan, Source), state (what survives reboots), install (writing and verifying a slot),
+# app (App OTA and app_boot). This module is the OTA facade apps use.
+import binascii
+import gc
+import time
+
+import iotutils.appimage as appimage
+import iotutils.hal as hal
+from iotutils._compat import _thread, allocate_lock, ticks_diff, ticks_ms
+from iotutils.ota.client import Http, OTAError
+from iotutils.ota.release import ReleaseScan, Source  # noqa: F401 - ReleaseScan too
+from iotutils.ota.state import State
+
+
+class OTA:
+    """OTA updates of the firmware image (and App OTA of .py files) from GitHub or a URL."""
+
+    #: bytes per download/flash block (a flash sector)
+    block_size = 4096
+    #: seconds the whole download may take before it is abandoned
+    deadline_s = 1800
+    #: the chip id images must carry (0 = ESP32)
+    chip_id = appimage.CHIP_ESP32
+
+    def __init__(self, repo=None, channel="release", api="https://api.github.com", token=None,
+                 sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None):
+        if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
+            raise ValueError("repo must be 'owner/name', got %r" % (repo,))
+        kind, _, arg = channel.partition(":")
+        if kind not in ("release", "branch", "commit", "url") or (kind != "release" and not arg):
+            raise ValueError("channel must be 'release', 'release:<tag>', 'branch:<name>', 'commit:<sha>' "
+                             "or 'url:<URL>', got %r" % (channel,))
+        if kind != "url" and repo is None:
+            raise ValueError("repo is required for channel %r" % channel)
+        self.repo = repo
+        self.channel = channel
+        self.kind = kind
+        self.ref = arg
+        self.api = api.rstrip("/")
+        self.sha256 = sha256
+        self.manifest = manifest
+        self.asset = asset
+        self.http = Http(token, cadata)
+        self.source = Source(self.http, repo, kind, arg, self.api, manifest, asset, sha256, self.chip_id)
+        self.state = State(state_path)
+        self._lock = allocate_lock()
+        self._busy = False
+        self._auto = None
+        self._auto_cfg = None
+        self._app = None
+        self._desc = None
+        self._sync_boot()
+
+    # ---- running image ----
+    def _running_desc(self):
+        if self._desc is None:
+            self._desc = appimage.read_desc(hal.partition(hal.ota_running())) or {}
+        return self._desc
+
+    def _sync_boot(self):
+        """After a rollback, remember the version that failed (its slot may be overwritten later)."""
+        st = self.state.load()
+        inst = st.get("installing")
+        if not inst:
+            return
+        cur = self._running_desc().get("version")
+        if cur == inst:
+            return  # the new image runs (pending or confirmed)
+        if hal.ota_rolled_back() or not hal.ota_pending():
+            bad = st.get("bad") or []
+            if hal.ota_rolled_back() and inst not in bad:
+                bad.append(inst)
+            # a rollback, or a cut in set_boot: the install is over either way
+            self.state.update(installing=None, bad=bad[-8:])
+
+    def status(self):
+        d = self._running_desc()
+        return {"version": d.get("version"), "project": d.get("project"), "slot": hal.ota_running(),
+                "pending": bool(hal.ota_pending()), "rolled_back": bool(hal.ota_rolled_back())}
+
+    def confirm(self):
+        """Mark the running image (and a pending App OTA) good: no rollback any more."""
+        hal.ota_mark_valid()
+        if self.state.load().get("installing"):
+            self.state.update(installing=None)
+        from iotutils.ota.app import app_confirm
+
+        app_confirm()
+
+    def busy(self, flag=None):
+        """Declare the device busy (auto-update waits); busy() -> current flag."""
+        if flag is not None:
+            self._busy = bool(flag)
+        return self._busy
+
+    # ---- check / update ----
+    def check(self):
+        """Ask the source what it offers: {"current", "available", "newer"} (no download of the image).
+        newer is False for the running version and for a version that already rolled back here."""
+        plan = self.source.resolve()
+        cur = self._running_desc().get("version")
+        bad = self.state.load().get("bad") or ()
+        return {"current": cur, "available": plan["version"],
+                "newer": plan["version"] != cur and plan["version"] not in bad}
+
+    def update(self, progress=None, force=False, reboot=True):
+        """Download, verify and install the offered image into the other slot, then reboot into it.
+
+        progress(bytes_done, total) is called after every block. Raises OTAError (nothing is
+        changed: the running image stays the boot image) for any failure. force: install a version
+        that rolled back here before. reboot=False: return the installed version instead of resetting.
+        """
+        return self._locked(self._update, (progress, force), reboot)
+
+    def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False):
+        """Install an image read from `stream` (readinto(buf) -> n, 0 at the end; e.g. an upload's
+        request body) with the same checks as update(); sha256 (hex), when given, must match.
+        Returns the installed version (reboot=False: the caller reboots)."""
+        if sha256 is not None and len(sha256) != 64:
+            raise ValueError("sha256 must be 64 hex digits")
+        return self._locked(self._install, (stream, total, sha256, None, progress, force), reboot)
+
+    def _locked(self, fn, args, reboot):
+        if self._lock is not None and not self._lock.acquire(0):
+            raise OTAError("an update is already running")
+        try:
+            version = fn(*args)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+        if reboot:
+            hal.reset()
+        return version
+
+    def _update(self, progress, force):
+        self._sync_boot()
+        if hal.ota_pending():
+            raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
+        plan = self.source.resolve()
+        self._check_version(plan["version"], force)
+        gc.collect()
+        resp = self.http.get(plan["url"], plan["accept"])
+        try:
+            if resp.length is not None and resp.length != plan["size"]:
+                raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, plan["size"]))
+            return self._install(resp, plan["size"], plan["sha256"], plan["version"], progress, force)
+        finally:
+            resp.close()
+
+    def _check_version(self, version, force):
+        if version == self._running_desc().get("version"):
+            raise OTAError("version %s is already running" % version)
+        if not force and version in (self.state.load().get("bad") or ()):
+            raise OTAError("version %s rolled back on this device before (force=True to retry)" % version)
+
+    def _install(self, reader, total, sha_hex, version, progress, force):
+        """reader -> next slot, verified; then set_boot. Returns the image's version."""
+        from iotutils.ota.install import Writer, scrub
+
+        self._sync_boot()
+        if hal.ota_pending():
+            raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
+        project = self._running_desc().get("project")
+        try:
+            target = hal.ota_next()
+            region = hal.partition(target)
+        except (OSError, ValueError) as e:  # a partition table without OTA slots (stock firmware)
+            raise OTAError("no OTA slot to install into: %s" % e)
+        if total is not None and total > region.size:
+            raise OTAError("image of %d bytes does not fit the %d-byte slot %s" % (total, region.size, target))
+        writer = Writer(self.chip_id, project, self.block_size, self.deadline_s)
+        gc.collect()
+        info = writer.run(reader, total, region, progress, binascii.unhexlify(sha_hex) if sha_hex else None)
+        try:
+            if version is not None and info["version"] != version:
+                raise OTAError("image version %s, but the source says %s" % (info["version"], version))
+            self._check_version(info["version"], force)
+        except BaseException:
+            scrub(region)
+            raise
+        hal.ota_set_boot(target)
+        # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback
+        # seen at a later boot is this image's (a cut in between only forgets to blacklist it)
+        self.state.update(installing=info["version"])
+        return info["version"]
+
+    # ---- auto-update ----
+    def auto_update(self, enable=None, every_hours=None, idle_minutes=None, app=None):
+        """Check every N hours and install when idle for M minutes (no HTTP request on `app`, whose
+        `last_request_ms` is a time.ticks_ms() value, and no busy(True)). Settings persist: at boot,
+        auto_update(app=app) resumes them (enable=None keeps the stored on/off). Returns the settings."""
+        st = self.state.load().get("auto") or {"on": False, "every_h": 24, "idle_min": 10}
+        if enable is not None:
+            st["on"] = bool(enable)
+        if every_hours is not None:
+            st["every_h"] = float(every_hours)
+        if idle_minutes is not None:
+            st["idle_min"] = float(idle_minutes)
+        if not 0 < st["every_h"] <= 24 * 365 or not 0 <= st["idle_min"] <= 24 * 60:
+            raise ValueError("every_hours must be in (0, 8760] and idle_minutes in [0, 1440]")
+        self.state.update(auto=st)
+        self._auto_cfg = st
+        if app is not None:
+            self._app = app
+        if st["on"] and self._auto is None and _thread:
+            self._auto = True
+            _thread.start_new_thread(self._auto_loop, ())
+        elif not st["on"]:
+            self._auto = None
+        return st
+
+    def idle_ms(self):
+        """Milliseconds since the web server's last request (since boot if none)."""
+        last = getattr(self._app, "last_request_ms", None)
+        if last is None:
+            return hal.uptime_ms()
+        return ticks_diff(ticks_ms(), last)
+
+    def _auto_loop(self):
+        # time is summed in small steps: ticks_ms() differences are only valid for a few days
+        since_check = None
+        prev = ticks_ms()
+        pending = None
+        while self._auto:
+            st = self._auto_cfg
+            now = ticks_ms()
+            if since_check is not None:
+                since_check += ticks_diff(now, prev)
+            prev = now
+            if pending is None and (since_check is None or since_check >= st["every_h"] * 3600000):
+                since_check = 0
+                try:
+                    c = self.check()
+                    if c["newer"]:
+                        pending = c["available"]
+                        print("ota: auto: %s available, installing when idle" % pending)
+                except Exception as e:  # a failed check waits for the next period
+                    print("ota: auto check failed:", e)
+            if pending and not self._busy and self.idle_ms() >= st["idle_min"] * 60000:
+                pending = None
+                try:
+                    self.update()   # reboots on success
+                except Exception as e:
+                    print("ota: auto update failed:", e)
+            time.sleep(0.2)
+
+    # ---- App OTA (Python files on the filesystem) ----
+    def update_app(self, folder="app", progress=None, reboot=True):
+        """App OTA: install the .py files of `folder` (branch/commit channels: the repository at that
+        ref, each file checked against its git blob SHA-1; url: an app manifest). Returns the new app
+        folder; the app runs pending until confirm() (see iotutils.ota.app)."""
+        from iotutils.ota.app import update_app
+
+        return update_app(self, folder, progress, reboot)
+
+
+def __getattr__(name):
+    # App OTA's boot-time functions, loaded on first use
+    if name in ("app_boot", "app_confirm", "app_status", "APP_ROOT"):
+        from iotutils.ota import app
+
+        return getattr(app, name)
+    raise AttributeError(name)

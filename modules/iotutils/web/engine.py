@@ -1,0 +1,1325 @@
+# The web server's engine: the one hot file. Everything a request passes through on its usual way
+# lives here: the poll loop, reading heads, answering (inline or by a worker), writing answers.
+# Requests, responses, routing, multipart and static files have their own modules in iotutils.web;
+# iotutils.server re-exports the public names.
+#
+# One poll loop accepts connections and reads request heads incrementally from non-blocking sockets
+# into small per-connection buffers; only complete requests are answered, by a pool of threads, so idle
+# or speculative browser sockets never hold a thread, and user code keeps running beside the server.
+# The pool's threads take turns at being the poll loop (leader/followers, see _run): the leader answers
+# complete requests itself while another thread stands by to take the poll loop over from a handler
+# that runs long. A busy keep-alive connection thus costs no thread switch and no hand-over, which on
+# a small runtime costs more than the request. Everything is bounded: open connections (LRU eviction of
+# idle ones), head size (431/414), body size (413), time per request (408) and per socket I/O.
+# Hot path (per request): one read and one write system call, no copy of the head, header fields
+# decoded only when a handler looks at them, a small answer formatted in the request's own buffer.
+# On MicroPython an allocation is the dearest thing there (gc_alloc scans the heap for free blocks),
+# so the hot path avoids them and the calls that would allocate frames: see _lead.
+#
+#     from iotutils.server import WebServer, Response
+#     app = WebServer(port=80, workers=3)
+#     @app.route("/api/led/<int:n>", methods=("GET", "POST"))
+#     def led(req, n):
+#         return {"n": n}
+#     app.start()
+#
+# Threads: the host runtime has no GIL, so every structure touched by two threads is guarded by a lock:
+# the job queue and the standby count (_qlock), connections handed back (_rlock), route/hook tables
+# (copy-on-write under _tlock) and the counters (_slock). The poll state (poller, connection table,
+# buffer pool) belongs to whoever holds _lead_lock. Connection objects are owned by exactly one thread
+# at a time: the leader, or the thread serving them (they are out of the poll set then).
+import json
+import sys
+from array import array
+
+import _thread
+import select
+import socket
+
+from iotutils._compat import const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils.web.parser import parse_head, reason
+from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
+                                  FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)
+from iotutils.web.response import STATUS, HTTPError, Response, make_response
+from iotutils.web.routing import Router
+
+# The builtins the hot paths use, as module globals: MicroPython finds a builtin only after missing it
+# in the module's (large) dict and then scanning the builtins table, about 0.8 us for each len() here;
+# a module global is found in 0.03 us.
+len, str, type, memoryview = len, str, type, memoryview
+
+# The parser's output slots (httpparse.h, iotutils/http.py): parse_head fills out[0:9], then four
+# slots per header field
+_OUT_METHOD = const(0)      # offset of the method; on NEED_MORE: 1 if the request line is complete
+_OUT_METHOD_LEN = const(1)
+_OUT_TARGET = const(2)
+_OUT_TARGET_LEN = const(3)
+_OUT_HTTP11 = const(4)      # minor version: 1 for HTTP/1.1
+_OUT_BODY = const(6)        # BODY_NONE / BODY_LENGTH / BODY_CHUNKED
+_OUT_LENGTH = const(7)      # Content-Length (BODY_LENGTH)
+_OUT_FLAGS = const(8)       # FLAG_CLOSE | FLAG_KEEP_ALIVE | FLAG_EXPECT_CONTINUE
+_OUT_FIXED = const(9)
+_OUT_REASON = const(0)      # on an error: index of its reason
+_EAGAIN = const(11)
+_EINTR = const(4)
+
+_POLLIN = select.POLLIN
+_POLLHUP = select.POLLHUP
+_POLLERR = select.POLLERR
+_MP = sys.implementation.name == "micropython"
+# system calls are dear on a host OS, a heap allocation is dear everywhere: see _recv_into
+_RECV_ONCE = _MP and sys.platform != "esp32"
+
+# Content-Type lines of the usual answers, ready to send
+_CTYPE_LINES = {
+    "text/html; charset=utf-8": b"Content-Type: text/html; charset=utf-8\r\n",
+    "application/json": b"Content-Type: application/json\r\n",
+    "text/plain": b"Content-Type: text/plain\r\n",
+    "application/octet-stream": b"Content-Type: application/octet-stream\r\n",
+}
+
+# method names by (first byte << 4 | length), checked byte for byte: no allocation per request
+# (constants: frozen into the firmware, only the dict is in the heap)
+_METHODS = {0x473: ("GET", b"GET"), 0x484: ("HEAD", b"HEAD"), 0x504: ("POST", b"POST"),
+            0x503: ("PUT", b"PUT"), 0x446: ("DELETE", b"DELETE"), 0x505: ("PATCH", b"PATCH"),
+            0x4F7: ("OPTIONS", b"OPTIONS"), 0x437: ("CONNECT", b"CONNECT"), 0x545: ("TRACE", b"TRACE")}
+
+
+class _Conn:
+    def __init__(self, sock, addr, now):
+        self.sock = sock
+        self.addr = addr
+        self.buf = None   # a buffer only while a request is being read (idle keep-alive sockets hold none)
+        self.mv = None    # memoryview(buf), made once per buffer
+        self.n = 0        # valid bytes in buf
+        self.t0 = None    # ticks of the first byte of the request being read (for 408)
+        self.last = now   # ticks of the last activity (idle timeout)
+        self.seq = 0      # activity order (LRU eviction): ticks can tie, this can't
+        self.busy = False
+        self.req = None   # a parsed head waiting for its (small) body
+        self.need = 0
+        # the request being answered: its head length, the parser's offsets into buf (the serving
+        # thread's array, for Request.headers) and the Request itself (None once answered)
+        self.hl = 0
+        self.out = None
+        self.cur = None
+
+
+def _discard(sock, limit=16384):
+    # read what the client already sent (non-blocking), so that closing does not reset the
+    # connection before the client has read our answer
+    scratch = bytearray(512)
+    try:
+        while limit > 0:
+            r = sock.readinto(scratch) if _MP else sock.recv_into(scratch)
+            if not r:
+                return
+            limit -= r
+    except OSError:
+        pass
+
+
+def _recv_into(sock, buf, start):
+    """Read what a non-blocking socket has into buf[start:]: bytes read, 0 at its end, None if nothing."""
+    if not _MP:
+        return sock.recv_into(memoryview(buf)[start:])
+    if start == 0 or not _RECV_ONCE:
+        # MicroPython's readinto reads until the buffer is full: on a host that is a second read()
+        # system call (EAGAIN), cheaper than allocating a buffer-sized bytes object on every request
+        return sock.readinto(buf) if start == 0 else sock.readinto(memoryview(buf)[start:])
+    # the rest of a head or body: recv is one call (and a short-lived copy)
+    d = sock.recv(len(buf) - start)
+    n = len(d)
+    if n:
+        buf[start:start + n] = d
+    return n
+
+
+def _method_of(conn, mo, ml):
+    # the request's method: a known one without an allocation, checked byte for byte. (Few locals:
+    # its frame stays on the C stack, see WebServer._serve.)
+    m = _METHODS.get(conn.buf[mo] << 4 | ml) if ml < 16 else None
+    if m is not None and conn.buf.find(m[1], mo, mo + ml) == mo:
+        return m[0]
+    return str(conn.mv[mo:mo + ml], "utf-8")
+
+
+def _gc_collect():
+    try:
+        import gc
+        gc.collect()
+    except ImportError:
+        pass
+
+
+class WebServer(Router):
+    """A threaded HTTP/1.1 server. Limits are class attributes: tune them on the class or the instance."""
+
+    #: most open connections; a new one evicts the least recently used idle one (or is refused)
+    max_connections = 32
+    #: per-connection read buffer (bytes), taken only while a request is under way; a head that does
+    #: not fit grows it up to max_head. Most heads fit, and half a KB per request in flight is
+    #: what an ESP32's heap can give 32 of.
+    buffer_size = 512
+    #: largest request head (request line + headers) in bytes: more -> 431 (414 for the request line)
+    max_head = 4096
+    #: most request headers: more -> 431
+    max_headers = 24
+    #: largest request body for non-stream routes (bytes): more -> 413
+    max_body = 16384
+    #: the whole head (and a small body) must arrive within this many ms of its first byte: else 408
+    request_timeout = 10000
+    #: when every slot is taken, a request head still arriving after this long (ms) may be dropped
+    #: to make room (slowloris); a complete request is never dropped
+    slow_head_ms = 250
+    #: an idle keep-alive connection is closed after this many ms
+    idle_timeout = 30000
+    #: socket timeout (ms) while a worker reads a body or writes a response
+    io_timeout = 10000
+    #: unread request body a worker discards to keep a connection alive (bytes); more -> close
+    max_drain = 65536
+    #: a handler running longer than this (ms) hands the poll loop to a standing-by thread: the most
+    #: a slow handler delays other connections (see _run)
+    takeover_ms = 20
+    #: chunk size for streamed responses (files)
+    send_buffer = 1024
+    #: thread stack size for the server threads (0: the port's default; the ESP32 default of ~5 KB
+    #: is tight for handlers that build JSON)
+    stack_size = 8192 if sys.platform == "esp32" else 0
+    #: listen backlog
+    backlog = 8
+    #: print handler exceptions to the console
+    log_errors = True
+    #: value of the Server header (None: no header)
+    server_name = "iotutils"
+
+    def __init__(self, port=80, workers=3, host=None):
+        self.port = port
+        self.workers = workers
+        self.host = host
+        self.last_request_ms = ticks_ms()
+        self.request_count = 0
+        self.takeovers = 0  # how often a slow handler handed the poll loop to another thread
+        self._init_routes()
+        self._slock = _thread.allocate_lock()
+        self._qlock = _thread.allocate_lock()
+        self._rlock = _thread.allocate_lock()
+        self._jobs = []
+        self._returned = []
+        self._wake_pending = False
+        self._seq = 0
+        self._accept_paused = None
+        self._running = False
+        self._threads = 0
+        self._sock = None
+        self._wake = None
+        self._wake_addr = None
+        self._pre = None
+        self._prefixes = (None, {})  # (server_name, {content type: head of a fast 200 answer})
+        # every attribute the threads use exists from here on (set again by _prepare): with no GIL a
+        # new attribute resizes the instance dict while other threads read it
+        self._poller = None
+        self._conns = {}
+        self._pool = []
+        self._pool_mv = []
+        self._out = None
+        self._standby = 0
+        self._serving_since = None
+        self._last_scan = 0
+        self._lead_lock = None
+        self._line_lock = None
+        self._nap = None
+        self.bound_port = None
+
+    def idle_ms(self):
+        """Milliseconds since the last request (OTA waits for an idle device)."""
+        return ticks_diff(ticks_ms(), self.last_request_ms)
+
+    def stats(self):
+        with self._slock:
+            return {"requests": self.request_count, "last_request_ms": self.last_request_ms,
+                    "takeovers": self.takeovers}
+
+    # ---- life cycle ----
+    def _bind(self):
+        try:
+            from iotutils import hal
+        except ImportError:  # installed without the hardware layer
+            hal = None
+        port = self.port
+        host = self.host
+        if hal is not None:
+            try:
+                port = hal.port(self.port)
+            except ValueError:
+                pass
+            if host is None:
+                host = "0.0.0.0" if getattr(hal, "PLATFORM", "") == "esp32" else hal.ip()
+        if host is None:
+            host = "0.0.0.0"
+        addr = socket.getaddrinfo(host, port)[0][-1]
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+        s.listen(self.backlog)
+        s.setblocking(False)
+        self._sock = s
+        self.bound_port = port
+        # the wake-up socket: a thread that lost the lead hands its connection back to the poll loop
+        # and pokes it with a datagram
+        try:
+            w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            wa = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+            w.bind(wa)
+            w.setblocking(False)
+            self._wake = w
+            self._wake_addr = wa
+        except OSError:
+            self._wake = None  # the poll loop then polls with a short timeout instead
+
+    def start(self):
+        """Bind and serve from background threads; returns at once."""
+        if self._running:
+            return
+        self._prepare()
+        for _ in range(self.workers + 1):
+            self._spawn(self._run)
+
+    def serve_forever(self):
+        """Bind and serve from this thread (and `workers` more)."""
+        if not self._running:
+            self._prepare()
+            for _ in range(self.workers):
+                self._spawn(self._run)
+        self._run()
+
+    def stop(self, timeout_ms=5000):
+        """Stop serving: close every connection and the listening socket; wait for the threads."""
+        if not self._running:
+            return
+        self._running = False
+        self._poke()
+        t0 = ticks_ms()
+        while self._threads > 0 and ticks_diff(ticks_ms(), t0) < timeout_ms:
+            sleep_ms(5)
+
+    def _prepare(self):
+        # everything the threads share exists before the first one starts: with no GIL a new
+        # attribute resizes the instance dict while other threads read it
+        self._bind()
+        poller = select.poll()
+        poller.register(self._sock, _POLLIN)
+        if self._wake is not None:
+            poller.register(self._wake, _POLLIN)
+        self._poller = poller
+        self._conns = {}
+        self._pool = []
+        self._pool_mv = []
+        self._jobs = []
+        self._returned = []
+        self._wake_pending = False
+        self._standby = 0
+        self._serving_since = None
+        self._last_scan = ticks_ms()
+        self._lead_lock = _thread.allocate_lock()
+        self._line_lock = _thread.allocate_lock()
+        # an empty poll set to sleep on: in the kernel (time.sleep_ms wakes every 0.5 ms on unix)
+        self._nap = select.poll() if self.workers else None
+        self._running = True
+
+    def _spawn(self, fn, *args):
+        with self._slock:
+            self._threads += 1
+        if self.stack_size:
+            _thread.stack_size(self.stack_size)
+        _thread.start_new_thread(self._thread_main, (fn, args))
+
+    def _thread_main(self, fn, args):
+        try:
+            fn(*args)
+        except Exception as e:
+            print_exception(e)
+        finally:
+            with self._slock:
+                self._threads -= 1
+
+    # ---- threads: one leads (the poll loop), the others stand by ----
+    #
+    # All server threads are alike. The one holding _lead_lock is the poll loop: it accepts, reads
+    # heads, and answers complete requests itself, so a busy keep-alive connection costs no thread
+    # switch at all. While it runs a handler it lets go of the lock; one standing-by thread (the
+    # watcher, holding _line_lock, the others queue for it) looks every takeover_ms / 2 and takes
+    # the lead when a handler has run longer than takeover_ms: a slow handler delays the others by
+    # at most that, and never blocks accepting or reading. The old leader answers its request, hands
+    # the connection back and stands by. The leader answers only while someone stands by (or with
+    # workers=0); else complete requests queue in _jobs for the next thread that comes free, so the
+    # poll loop itself never stalls and at most `workers` handlers run at once.
+
+    def _run(self):
+        # the parser's output array and the answer buffer are made when this thread first needs them:
+        # most threads of a quiet server only ever stand by
+        out = None
+        lead_lock = self._lead_lock
+        while self._running:
+            try:
+                if not (lead_lock.acquire(0) or self._stand_by()):
+                    continue
+            except Exception as e:  # never lose a thread (a MemoryError while standing by, ...)
+                self._trouble(e, None)
+                continue
+            while True:
+                try:
+                    if out is None:
+                        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
+                    stopped = self._lead(out)
+                    break
+                except Exception as e:  # still leading: carry on (never leave the poll loop orphaned)
+                    self._trouble(e, None)
+            if stopped:
+                self._close_all()  # stopped while leading: this thread closes up
+                return
+            try:
+                self._serve_jobs(out)  # lost the lead: help with the queue, then stand by
+            except Exception as e:
+                self._trouble(e, None)
+            out = None  # made again if this thread leads again (rare: only after a slow handler)
+
+    def _stand_by(self):
+        """Wait until needed: True when this thread took the lead, None when the server stops."""
+        with self._qlock:
+            self._standby += 1
+        self._line_lock.acquire()
+        got = None
+        try:
+            nap = self._nap  # one for all: only the thread holding _line_lock naps
+            wait = max(1, self.takeover_ms // 2)
+            while self._running:
+                # queued requests are the leader's to answer (or a thread's that comes free): a
+                # watcher taking one would cost a hand-back and a wake-up for nothing
+                since = self._serving_since
+                if (since is not None and ticks_diff(ticks_ms(), since) >= self.takeover_ms
+                        and self._lead_lock.acquire(0)):
+                    self.takeovers += 1  # (only the leader writes it, and this thread leads now)
+                    got = True
+                    break
+                nap.poll(wait)
+        finally:
+            with self._qlock:
+                self._standby -= 1
+            self._line_lock.release()
+        return got
+
+    def _serve_jobs(self, out):
+        # a thread that lost the lead (or served a queued job) first helps with the queue
+        while self._running and self._jobs:
+            with self._qlock:
+                conn = self._jobs.pop(0) if self._jobs else None
+            if conn is None:
+                return
+            self._serve(conn, out, False)
+
+    def _lead(self, out):
+        """The poll loop, run while this thread holds _lead_lock. Returns False when it lost the lead
+        (during a slow handler), True when the server stops (still leading)."""
+        self._serving_since = None
+        self._out = out
+        poller = self._poller
+        lsock = self._sock
+        wake = self._wake
+        conns = self._conns
+        jobs = self._jobs  # (replaced only while no thread runs)
+        qlock = self._qlock
+        serve = self._serve
+        readable = self._readable
+        dispatch = self._dispatch
+        recv_into = _recv_into
+        parse = parse_head
+        slock = self._slock
+        lead_lock = self._lead_lock
+        alone = not self.workers
+        # globals and methods as locals: MicroPython looks each global up in a dict, every time
+        method_of = _method_of
+        new_request = Request
+        now_ms = ticks_ms
+        dumps = json.dumps
+        write_all = self.write_all
+        back = self._back
+        mp = _MP
+        while self._running:
+            # answer complete requests first (this thread, while another stands by to take over)
+            while jobs and (alone or self._standby):
+                qlock.acquire()
+                conn = jobs.pop(0) if jobs else None
+                qlock.release()
+                if conn is None:
+                    break
+                # The usual request is answered right here, not by calling _serve: a call to a
+                # function with more than a few locals allocates its frame on the heap, and when a
+                # frame is freed among the request's other allocations, the next frame must look
+                # further for room (gc_alloc scans from the first free block): on a large heap that
+                # grew to most of the cost. So: a head without a body, for a literal path (a query
+                # is fine), answered with a str, bytes, dict or list, and no after_request hooks.
+                # Everything else goes to _serve, which answers anything.
+                route = None
+                try:
+                    if conn.req is None and not self._after:
+                        res = parse(conn.buf, conn.n, out)
+                        if res > 0 and not out[_OUT_BODY]:
+                            method = method_of(conn, out[_OUT_METHOD], out[_OUT_METHOD_LEN])
+                            to = out[_OUT_TARGET]
+                            target = str(conn.mv[to:to + out[_OUT_TARGET_LEN]], "utf-8")
+                            i = target.find("?")
+                            path = target if i < 0 else target[:i]
+                            lit = self._lit.get(path) if "%" not in path else None
+                            if lit is None:
+                                pass
+                            elif type(lit) is not tuple:
+                                if method in lit.methods:
+                                    route = lit
+                            else:
+                                for r in lit:
+                                    if method in r.methods:
+                                        route = r
+                                        break
+                    if route is None:
+                        still = serve(conn, out, True)
+                    else:
+                        still = True
+                        x = out[_OUT_FLAGS]
+                        if out[_OUT_HTTP11]:
+                            x |= X_HTTP11
+                        req = new_request(conn, method, path, x)
+                        if i >= 0:
+                            req._t = target
+                        conn.hl = res
+                        conn.out = out
+                        conn.cur = req
+                        if not alone:
+                            self._serving_since = now_ms()
+                            lead_lock.release()
+                        try:
+                            slock.acquire()
+                            self.request_count += 1
+                            self.last_request_ms = now_ms()
+                            slock.release()
+                            rv = None
+                            for hook in self._before:
+                                rv = hook(req)
+                                if rv is not None:
+                                    break
+                            if rv is None:
+                                rv = route.fn(req)
+                            t = type(rv)
+                            if t is dict or t is list:
+                                rv = dumps(rv)
+                                t = str
+                                ctype = "application/json"
+                            elif t is str:
+                                ctype = Response.default_content_type
+                            elif t is bytes:
+                                ctype = "application/octet-stream"
+                            else:
+                                ctype = None
+                            keep = (not (x & FLAG_CLOSE) and (x & (X_HTTP11 | FLAG_KEEP_ALIVE))
+                                    and self._running)
+                            if ctype is None:
+                                keep = self._finish(req, NO_BODY, make_response(rv))
+                            else:
+                                # the 200 answer, formatted in this thread's buffer
+                                if t is str:
+                                    rv = memoryview(rv) if mp else rv.encode()  # UTF-8, no copy
+                                cache = self._prefixes
+                                pre = cache[1].get(ctype) if cache[0] == self.server_name else None
+                                if pre is None:
+                                    pre = self._prefix(ctype)
+                                if not keep:
+                                    tail = b"\r\nConnection: close\r\n\r\n"
+                                elif x & X_HTTP11:
+                                    tail = b"\r\n\r\n"
+                                else:
+                                    tail = b"\r\nConnection: keep-alive\r\n\r\n"
+                                n = len(rv)
+                                sock = conn.sock
+                                # formatted in the free end of the request's own buffer (after the
+                                # head and any pipelined bytes): no buffer of its own
+                                ob = conn.buf
+                                base = conn.n
+                                p = base + len(pre)
+                                if p + 8 + len(tail) + n > len(ob):
+                                    keep = self._send(req, Response(rv, 200, None, ctype), keep)
+                                else:
+                                    ob[base:p] = pre
+                                    k = 1  # the length in decimal, written in place
+                                    v = n
+                                    while v >= 10:
+                                        v //= 10
+                                        k += 1
+                                    v = n
+                                    i = p + k
+                                    while i > p:
+                                        i -= 1
+                                        ob[i] = 48 + v % 10
+                                        v //= 10
+                                    p += k
+                                    k = p + len(tail)
+                                    ob[p:k] = tail
+                                    if n and method != "HEAD":
+                                        ob[k:k + n] = rv
+                                        k += n
+                                    k -= base
+                                    v = sock.write(ob, base, k) if mp else None  # (buf, off, max_len)
+                                    if v != k:
+                                        write_all(sock, ob, base + k, base + (v or 0))
+                                if self._on_request:
+                                    self._answered(req, 200)
+                                conn.cur = None
+                                if keep:
+                                    self._keep_leftover(conn, res, conn.n)
+                        except OSError:
+                            keep = False  # the connection broke (or the handler's own I/O failed)
+                        except Exception as e:
+                            try:
+                                keep = self._finish(req, NO_BODY, self._error_response(e))
+                            except Exception:
+                                keep = False
+                        req = rv = None
+                        if not alone:
+                            still = lead_lock.acquire(0)
+                            if still:
+                                self._serving_since = None
+                                self._out = out
+                        if not keep:
+                            _discard(conn.sock)
+                        if still:
+                            back(conn, keep, now_ms())
+                        else:
+                            self._give_back(conn, keep, False)  # (raises nothing: the lead is gone)
+                except Exception as e:  # only while leading: before letting go of the lead or after
+                    self._trouble(e, None)
+                    conn.busy = False
+                    self._close(conn)
+                    still = True
+                if not still:
+                    return False
+            if not self._running:
+                break
+            timeout = 0 if jobs and (alone or self._standby) else (250 if wake is not None or not conns else 5)
+            # ipoll: one reused tuple per event, not a new list of them per round. The poll set only
+            # shrinks while it is walked (accepting, which grows it, waits until after).
+            events = poller.ipoll(timeout) if mp else poller.poll(timeout)
+            now = now_ms()
+            accept = False
+            for ev in events:
+                obj = ev[0]
+                conn = None
+                try:
+                    if obj is lsock or (not _MP and obj == lsock.fileno()):
+                        accept = True
+                    elif obj is wake or (not _MP and wake is not None and obj == wake.fileno()):
+                        # one read: threads poke once per _take_back (_wake_pending), and a second
+                        # datagram would only wake the (level-triggered) poll once more
+                        try:
+                            wake.recv(16)
+                        except OSError:
+                            pass
+                    else:
+                        conn = conns.get(obj)
+                        if conn is None:
+                            continue
+                        # a read that completes a head, inline (see _serve on the cost of calls);
+                        # everything else: _readable
+                        buf = conn.buf
+                        n = conn.n
+                        if buf is None or n or conn.req is not None:
+                            readable(conn, ev[1], now)
+                            continue
+                        try:
+                            r = recv_into(conn.sock, buf, 0)
+                        except OSError as e:
+                            r = None if e.args and e.args[0] == _EAGAIN else 0  # nothing yet
+                        if not r or buf.find(b"\r\n\r\n", 0, r) < 0:
+                            readable(conn, ev[1], now, r)  # the end, nothing, or part of a head
+                            continue
+                        conn.n = r
+                        conn.last = conn.t0 = now
+                        self._seq += 1
+                        conn.seq = self._seq
+                        dispatch(conn)  # (a small frame: on the C stack)
+                except Exception as e:
+                    # the poll loop must survive anything: drop what failed, keep serving
+                    self._trouble(e, conn)
+            if accept:
+                try:
+                    self._accept(now)
+                except Exception as e:
+                    self._trouble(e, None)
+            try:
+                if self._accept_paused is not None and ticks_diff(now, self._accept_paused) > 100:
+                    self._accept_paused = None
+                    poller.modify(lsock, _POLLIN)
+                if self._returned:
+                    self._take_back(now)
+                if ticks_diff(now, self._last_scan) > 200:
+                    self._last_scan = now
+                    self._scan(now)
+            except Exception as e:
+                self._trouble(e, None)
+        # stopping: this thread keeps the lead (so nobody else touches the poll state) and closes up
+        return True
+
+    def _close_all(self):
+        # connections still in another thread's hands come back (and are closed) first: closing a
+        # socket another thread is using could hand its descriptor number to someone else
+        conns = self._conns
+        t0 = ticks_ms()
+        while any(c.busy for c in conns.values()) and ticks_diff(ticks_ms(), t0) < self.io_timeout:
+            if self._returned:
+                self._take_back(ticks_ms())
+            else:
+                sleep_ms(5)
+        with self._qlock:
+            self._jobs.clear()
+        for c in list(conns.values()):
+            c.busy = False
+            self._close(c)
+        try:
+            self._poller.unregister(self._sock)
+        except (OSError, ValueError, KeyError):
+            pass
+        self._sock.close()
+        if self._wake is not None:
+            self._wake.close()
+        self._sock = None
+
+    def _trouble(self, e, conn):
+        if isinstance(e, MemoryError):
+            _gc_collect()
+            if conn is not None and not conn.busy:
+                self._fail(conn, 503)
+            return
+        if self.log_errors:
+            print_exception(e)
+        if conn is not None and not conn.busy:
+            self._close(conn)
+
+    def _key(self, sock):
+        return sock if _MP else sock.fileno()
+
+    def _accept(self, now):
+        while True:
+            try:
+                s, addr = self._sock.accept()
+            except OSError as e:
+                if e.args and e.args[0] not in (_EAGAIN, _EINTR):  # out of sockets or memory
+                    if not self._evict():
+                        # nothing to free: stop accepting for a moment instead of spinning on it
+                        self._poller.modify(self._sock, 0)
+                        self._accept_paused = now
+                return
+            if len(self._conns) >= self.max_connections and not self._evict():
+                s.close()  # every connection is busy: refuse
+                continue
+            s.setblocking(False)
+            c = _Conn(s, addr, now)
+            self._seq += 1
+            c.seq = self._seq
+            self._conns[self._key(s)] = c
+            self._poller.register(s, _POLLIN)
+
+    def _evict(self):
+        # least recently used connection that is not being served and has no request under way;
+        # failing that, the request head that has been arriving the longest, once it is slower than
+        # slow_head_ms: a slowloris must not hold every slot until request_timeout
+        victim = None
+        slow = None
+        now = ticks_ms()
+        for c in self._conns.values():
+            if c.busy:
+                continue
+            if c.t0 is None:
+                if victim is None or c.seq < victim.seq:
+                    victim = c
+            elif ticks_diff(now, c.t0) > self.slow_head_ms and (slow is None or ticks_diff(c.t0, slow.t0) < 0):
+                slow = c
+        victim = victim or slow
+        if victim is None:
+            return False
+        self._close(victim)
+        return True
+
+    def _close(self, conn):
+        key = self._key(conn.sock)
+        if self._conns.pop(key, None) is not None and not conn.busy:
+            try:
+                self._poller.unregister(conn.sock)
+            except (OSError, ValueError, KeyError):
+                pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        if not conn.busy:
+            self._put_buf(conn)
+        conn.buf = None
+        conn.mv = None
+
+    def _get_buf(self, conn):
+        # buffers and their memoryviews are kept in pairs (two lists: a tuple would be an allocation)
+        if self._pool:
+            conn.buf = self._pool.pop()
+            conn.mv = self._pool_mv.pop()
+        else:
+            conn.buf = b = bytearray(self.buffer_size)
+            conn.mv = memoryview(b)
+        conn.n = 0
+
+    def _put_buf(self, conn):
+        b = conn.buf
+        conn.buf = None
+        conn.n = 0
+        # an idle connection holds no buffer; the pool keeps a few while requests keep coming (no
+        # garbage per request for the usual number of clients) and _scan shrinks it to two once
+        # things are quiet: a bigger pool would be heap a large answer may need
+        if b is not None and len(b) == self.buffer_size and len(self._pool) < self.workers + 2:
+            self._pool.append(b)
+            self._pool_mv.append(conn.mv)
+        conn.mv = None
+
+    def _readable(self, conn, ev, now, r=-1):
+        """Read from conn (r >= 0: the poll loop already did, and got r bytes, or None)."""
+        buf = conn.buf
+        if buf is None:
+            self._get_buf(conn)
+            buf = conn.buf
+        n = conn.n
+        if r == -1:
+            if n >= len(buf):
+                # only reachable while a small body is awaited: the buffer was sized for it
+                self._fail(conn, 400)
+                return
+            try:
+                r = _recv_into(conn.sock, buf, n)
+            except OSError as e:
+                if e.args and e.args[0] == _EAGAIN:  # (CPython raises BlockingIOError)
+                    return
+                r = 0
+        if r is None:
+            if ev & (_POLLHUP | _POLLERR):
+                self._close(conn)
+            return
+        if r == 0:
+            self._close(conn)
+            return
+        conn.last = now
+        seq = self._seq + 1
+        self._seq = seq
+        conn.seq = seq
+        if conn.t0 is None:
+            conn.t0 = now
+        n += r
+        conn.n = n
+        if conn.req is not None:
+            if n >= conn.need:
+                self._dispatch(conn)
+        elif buf.find(b"\r\n\r\n", 0, n) >= 0:
+            self._dispatch(conn)  # a complete head: the usual case, checked here without a call
+        else:
+            self._parse(conn)
+
+    def _parse(self, conn):
+        """A complete head in conn.buf goes to a worker (which parses it); else wait for more bytes, or
+        answer an error as soon as the bytes so far cannot start a valid request."""
+        buf = conn.buf
+        if buf.find(b"\r\n\r\n", 0, conn.n) >= 0:
+            self._dispatch(conn)
+            return
+        # incomplete: parse what is there anyway, so junk (a TLS ClientHello) is refused at once
+        out = self._out
+        res = parse_head(buf, conn.n, out)
+        if res < 0:
+            self._fail(conn, -res, reason(out[_OUT_REASON]) or None)
+        elif res > 0:
+            self._dispatch(conn)
+        elif conn.n >= len(buf):
+            if len(buf) >= self.max_head:
+                self._fail(conn, 431 if out[_OUT_METHOD] else 414)  # request line complete: the headers are too big
+                return
+            nb = bytearray(min(self.max_head, len(buf) * 2))
+            nb[:conn.n] = buf[:conn.n]
+            conn.buf = nb
+            conn.mv = memoryview(nb)
+
+    def _error_close(self, conn, status, lead, reason=None):
+        self._send_error_now(conn.sock, status, reason)
+        self._give_back(conn, False, lead)
+
+    def _make_request(self, conn, out, head_len):
+        # No copy of the head: the Request decodes header fields from conn.buf while it is answered.
+        # The method is found without an allocation; the target costs one slice (none more when it
+        # is a string the runtime already knows, like a route's path).
+        method = _method_of(conn, out[_OUT_METHOD], out[_OUT_METHOD_LEN])
+        to = out[_OUT_TARGET]
+        target = str(conn.mv[to:to + out[_OUT_TARGET_LEN]], "utf-8")
+        if not target.startswith("/") and "://" in target:
+            # absolute form (RFC 9112 3.2.2: a server must accept it): keep the path and query
+            j = target.find("/", target.find("://") + 3)
+            target = target[j:] if j >= 0 else "/"
+        i = target.find("?")
+        path = target if i < 0 else target[:i]
+        if "%" in path:
+            path = unquote(path)
+        kind = out[_OUT_BODY]
+        x = out[_OUT_FLAGS]
+        if out[_OUT_HTTP11]:
+            x |= X_HTTP11
+        if kind == BODY_CHUNKED:
+            x |= FLAG_CHUNKED
+        req = Request(conn, method, path, x)
+        if path is not target:
+            req._t = target
+        if kind == BODY_LENGTH:
+            req.content_length = out[_OUT_LENGTH]
+        conn.hl = head_len
+        conn.out = out
+        conn.cur = req
+        return req
+
+    def _fail(self, conn, status, reason=None):
+        # an error found by the poll loop: best-effort non-blocking answer, then close
+        self._send_error_now(conn.sock, status, reason)
+        self._close(conn)
+
+    def _send_error_now(self, sock, status, reason=None):
+        body = (reason or STATUS.get(status, "Error")) + "\n"
+        msg = "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+            status, STATUS.get(status, "Error"), len(body), body)
+        try:
+            sock.send(msg.encode())
+        except OSError:
+            pass
+        _discard(sock)
+
+    def _dispatch(self, conn):
+        # a complete request: out of the poll set (its bytes are the serving thread's now) and queued;
+        # the leader answers it right after this round of events
+        conn.busy = True
+        self._poller.unregister(conn.sock)
+        with self._qlock:
+            self._jobs.append(conn)
+
+    def _take_back(self, now):
+        with self._rlock:
+            back = self._returned
+            self._returned = []
+            self._wake_pending = False
+        for conn, keep in back:
+            self._back(conn, keep, now)
+
+    def _back(self, conn, keep, now):
+        # leader only: a served connection returns to the poll set (or is closed)
+        conn.busy = False
+        if not keep or not self._running:
+            self._close(conn)
+            return
+        conn.last = now
+        self._seq += 1
+        conn.seq = self._seq
+        self._poller.register(conn.sock, _POLLIN)
+        if conn.req is not None:
+            return  # a head waiting for its body: keep reading (and its t0: 408 if too slow)
+        if conn.n:
+            conn.t0 = now
+            self._parse(conn)  # a pipelined request already in the buffer: queued again, in turn
+        else:
+            conn.t0 = None
+            self._put_buf(conn)  # an idle keep-alive connection holds no buffer
+
+    def _scan(self, now):
+        # timeouts: 408 for a request that takes too long to arrive, silent close of idle connections
+        pool = self._pool
+        if len(pool) > 2 and ticks_diff(now, self.last_request_ms) > 1000:
+            del pool[2:]
+            del self._pool_mv[2:]
+        for c in list(self._conns.values()):
+            if c.busy:
+                continue
+            if c.t0 is not None:
+                if ticks_diff(now, c.t0) > self.request_timeout:
+                    self._fail(c, 408)
+            elif ticks_diff(now, c.last) > self.idle_timeout:
+                self._close(c)
+
+    def _poke(self):
+        if self._wake is not None:
+            try:
+                self._wake.sendto(b"w", self._wake_addr)
+            except OSError:
+                pass
+
+    # ---- serving ----
+    def _give_back(self, conn, keep, lead):
+        if lead:
+            self._back(conn, keep, ticks_ms())
+            return
+        with self._rlock:
+            self._returned.append((conn, keep))
+            poke = not self._wake_pending
+            self._wake_pending = True
+        if poke:
+            self._poke()
+
+    def _serve(self, conn, out, lead):
+        """Answer the complete request in conn.buf, then give the connection back. lead: this thread
+        holds the lead (it lets go while the handler runs). True if it still leads afterwards.
+
+        On MicroPython a call to a function with more than a few locals allocates its frame on the
+        heap, and that allocation is most of the cost of a small request: the per-request path is
+        therefore a few large functions (_lead, _serve, _make_request, _handle), not many small ones."""
+        req = conn.req
+        conn.req = None
+        if req is None:
+            try:
+                res = parse_head(conn.buf, conn.n, out)
+                if res > 0:
+                    req = self._make_request(conn, out, res)
+            except MemoryError:
+                _gc_collect()
+                self._error_close(conn, 503, lead)
+                return lead
+            except ValueError:  # undecodable bytes in the head
+                self._error_close(conn, 400, lead)
+                return lead
+            if res <= 0:
+                if res == 0:  # only empty lines so far
+                    self._give_back(conn, True, lead)
+                else:
+                    self._error_close(conn, -res, lead, reason(out[_OUT_REASON]) or None)
+                return lead
+            length = req.content_length
+            if length is not None and not (req._x & FLAG_EXPECT_CONTINUE):
+                need = res + length
+                # a small body: the poll loop reads it, no thread waits for it. With workers=0 the
+                # poll loop's thread is the only one: it reads any body up to max_body that way
+                # (in a buffer made for it), so a client sending slowly holds up nobody.
+                if need > conn.n and (need <= len(conn.buf) or (not self.workers and length <= self.max_body)):
+                    # The header fields are decoded now: this thread's parser offsets will be gone.
+                    req.headers  # noqa: B018 - the property decodes them
+                    if need > len(conn.buf):
+                        nb = bytearray(need)
+                        nb[:conn.n] = conn.mv[:conn.n]
+                        conn.buf = nb
+                        conn.mv = memoryview(nb)
+                    conn.req = req
+                    conn.need = need
+                    self._give_back(conn, True, lead)
+                    return lead
+        if lead and self.workers:
+            self._serving_since = ticks_ms()
+            self._lead_lock.release()
+        keep = False
+        try:
+            keep = self._handle(req)
+        except Exception as e:  # the connection is broken (timeout, reset): just close it
+            if self.log_errors and not isinstance(e, OSError):
+                print_exception(e)
+            keep = False
+        req = None
+        if lead and self.workers:
+            lead = self._lead_lock.acquire(0)
+            if lead:
+                self._serving_since = None
+                self._out = out  # another leader may have come and gone meanwhile: _parse uses ours again
+        if not keep:
+            _discard(conn.sock)  # closing with unread input would reset the connection before our answer is read
+        if lead:
+            self._back(conn, keep, ticks_ms())
+        else:
+            self._give_back(conn, keep, False)
+        return lead
+
+    def _handle(self, req):
+        """Answer req (any kind: bodies, parameter routes, hooks, errors); True to keep the connection."""
+        conn = req.conn
+        with self._slock:
+            self.request_count += 1
+            self.last_request_ms = ticks_ms()
+        resp = None
+        if req.content_length is None and not req._x & FLAG_CHUNKED:
+            reader = NO_BODY
+        else:
+            reader = BodyReader(self, conn, req, conn.hl)
+            req.stream = reader
+        try:
+            reader.start()
+            found = self._find(req)
+            args = None
+            t = type(found)
+            if t is int:
+                if found == 405 and req.method == "OPTIONS":
+                    resp = Response(b"", 204, {"Allow": ", ".join(req.allow + ("OPTIONS",))})
+                elif found == 405:
+                    resp = Response("Method Not Allowed\n", 405, {"Allow": ", ".join(req.allow)},
+                                    "text/plain")
+                else:
+                    resp = Response("Not Found\n", 404, None, "text/plain")
+            else:
+                route = found
+                if t is tuple:
+                    route, args = found
+                if self._before:
+                    for hook in self._before:
+                        rv = hook(req)
+                        if rv is not None:
+                            resp = make_response(rv)
+                            break
+                if resp is None:
+                    if reader is not NO_BODY:
+                        req.route = route
+                        limit = self.max_body if route.max_body is None else route.max_body
+                        if not route.stream:
+                            if req.content_length is not None and req.content_length > limit:
+                                raise HTTPError(413)
+                            req.body  # noqa: B018 - read it now: handler errors then are the handler's own
+                    resp = make_response(route.fn(req, *args) if args else route.fn(req))
+            if self._after:
+                for hook in self._after:
+                    rv = hook(req, resp)
+                    if rv is not None:
+                        resp = make_response(rv)
+        except OSError:
+            raise  # the connection broke while reading the body
+        except Exception as e:
+            resp = self._error_response(e)
+        return self._finish(req, reader, resp)
+
+    def _error_response(self, e):
+        # what a handler (or hook) raised, as an answer; the server lives on
+        if isinstance(e, HTTPError):
+            return Response(e.reason + "\n", e.status, None, "text/plain")
+        if self.log_errors:
+            print_exception(e)
+        if isinstance(e, MemoryError):
+            _gc_collect()
+            return Response("Out of memory\n", 503, None, "text/plain")
+        return Response("Internal Server Error\n", 500, None, "text/plain")
+
+    def _finish(self, req, reader, resp):
+        """Send resp (after the error handler for its status, if any) and get the connection ready for
+        its next request; True to keep it."""
+        conn = req.conn
+        status = resp.status
+        if status >= 400 and self._errors:
+            fn = self._errors.get(status)
+            if fn is not None:
+                try:
+                    resp = make_response(fn(req))
+                    status = resp.status
+                except Exception as e:
+                    if self.log_errors:
+                        print_exception(e)
+        keep = req.keep_alive and self._running and status != 413
+        if keep and not reader.done:
+            # the handler left (part of) the body unread: discard a little, else close
+            if status == 503 or reader.broken or not reader.continued:
+                keep = False
+            else:
+                try:
+                    keep = reader.drain(self.max_drain)
+                except (OSError, ValueError):
+                    keep = False
+        keep = self._send(req, resp, keep)
+        self._answered(req, status)
+        if keep:
+            if reader is NO_BODY:
+                start, end = conn.hl, conn.n
+            else:
+                start, end = reader.leftover()
+            self._keep_leftover(conn, start, end)
+        return bool(keep)
+
+    def _answered(self, req, status):
+        for fn in self._on_request:
+            try:
+                fn(req, status)
+            except Exception as e:
+                print_exception(e)
+        req.conn.cur = None  # the head in conn.buf is about to go: req.headers is what was decoded
+
+    def _keep_leftover(self, conn, start, end):
+        # bytes after the request (a pipelined next one) move to the front of the buffer
+        if end > start:
+            if start:
+                buf = conn.buf
+                buf[:end - start] = buf[start:end]
+            conn.n = end - start
+        else:
+            conn.n = 0
+
+    # ---- responses ----
+    def wait_io(self, sock, ev):
+        # a worker waits for its (non-blocking) socket: no mode switches, one timeout for all I/O
+        p = select.poll()
+        p.register(sock, ev)
+        if not p.poll(self.io_timeout):
+            raise OSError(110)  # ETIMEDOUT
+
+    def write_all(self, sock, data, n=None, off=0):
+        """Write data[off:n] (all of it by default), waiting at most io_timeout whenever the socket is
+        full."""
+        if n is None:
+            n = len(data)
+        while off < n:
+            try:
+                if _MP:
+                    # write(buf, off, max_len): no slice object for a partial write
+                    w = sock.write(data) if off == 0 and n == len(data) else sock.write(data, off, n - off)
+                else:
+                    w = sock.send(memoryview(data)[off:n])
+            except OSError as e:
+                if not e.args or e.args[0] != _EAGAIN:
+                    raise
+                w = None
+            if w is None:
+                self.wait_io(sock, select.POLLOUT)
+                continue
+            off += w
+
+    def _prefix(self, ctype):
+        # the head of a fast 200 answer up to the Content-Length value, kept per content type
+        cache = self._prefixes
+        if cache[0] != self.server_name:
+            cache = (self.server_name, {})
+        pre = self._status_line(200) + (_CTYPE_LINES.get(ctype) or ("Content-Type: %s\r\n" % ctype).encode()) \
+            + b"Content-Length: "
+        d = dict(cache[1])  # copy-on-write: other threads read the old one meanwhile
+        d[ctype] = pre
+        self._prefixes = (cache[0], d)
+        return pre
+
+    def _status_line(self, status):
+        # b"HTTP/1.1 200 OK\r\nServer: iotutils\r\n", kept for 200 (most answers)
+        pre = self._pre
+        name = self.server_name
+        if status == 200 and pre is not None and pre[0] == name:
+            return pre[1]
+        line = "HTTP/1.1 %d %s\r\n" % (status, STATUS.get(status, "Unknown"))
+        if name:
+            line += "Server: %s\r\n" % name
+        line = line.encode()
+        if status == 200:
+            self._pre = (name, line)  # replaces the value of an existing attribute: safe across threads
+        return line
+
+    def _send(self, req, resp, keep):
+        """Write resp; True if the connection may be reused. The head is formatted in one go and a
+        small body goes out with it in one write."""
+        sock = req.conn.sock
+        body = resp.body
+        status = resp.status
+        no_body = status == 204 or status == 304 or status < 200
+        head_only = no_body or req.method == "HEAD"
+        ctype = resp.content_type
+        extra = b""
+        headers = resp.headers
+        if headers:
+            h = []
+            for k in headers:
+                v = headers[k]
+                if k.lower() == "content-type":
+                    ctype = None  # the handler's own wins
+                if isinstance(v, (list, tuple)):  # e.g. several Set-Cookie
+                    for one in v:
+                        h.append("%s: %s\r\n" % (k, one))
+                else:
+                    h.append("%s: %s\r\n" % (k, v))
+            extra = "".join(h).encode()
+        if ctype and status != 304 and status != 204:
+            ctype = _CTYPE_LINES.get(ctype) or ("Content-Type: %s\r\n" % ctype).encode()
+        else:
+            ctype = b""
+        if not keep:
+            conn_line = b"Connection: close\r\n"
+        elif req.version == 0:
+            conn_line = b"Connection: keep-alive\r\n"
+        else:
+            conn_line = b""
+        t = type(body)
+        if t is str or (t is not bytes and isinstance(body, str)):
+            body = body.encode()
+            t = bytes
+        if t is bytes or isinstance(body, (bytearray, memoryview)):
+            n = len(body)
+            if no_body:
+                data = b"%s%s%s%s\r\n" % (self._status_line(status), extra, ctype, conn_line)
+            elif head_only or n > 1024:
+                data = b"%s%s%sContent-Length: %d\r\n%s\r\n" % (
+                    self._status_line(status), extra, ctype, n, conn_line)
+            else:
+                data = b"%s%s%sContent-Length: %d\r\n%s\r\n%s" % (
+                    self._status_line(status), extra, ctype, n, conn_line,
+                    body if t is bytes else bytes(body))  # MicroPython's %s embeds only bytes as they are
+                body = None
+            self.write_all(sock, data)
+            if body is not None and not head_only and n:
+                self.write_all(sock, body)
+            return keep
+        # a generator or a file: streamed
+        stream = body
+        try:
+            length = getattr(resp, "length", None)
+            chunked = False
+            if no_body:
+                framing = b""
+            elif length is not None:
+                framing = b"Content-Length: %d\r\n" % length
+            elif head_only:
+                framing = b""
+            elif req.version >= 1:
+                framing = b"Transfer-Encoding: chunked\r\n"
+                chunked = True
+            else:
+                framing = b""
+                if keep:  # HTTP/1.0: the end of the body is the end of the connection
+                    keep = False
+                    conn_line = b"Connection: close\r\n"
+            self.write_all(sock, b"%s%s%s%s%s\r\n" % (self._status_line(status), extra, ctype, framing, conn_line))
+            if head_only:
+                pass
+            elif hasattr(stream, "readinto"):
+                self._send_file(sock, stream, chunked)
+            else:
+                self._send_gen(sock, stream, chunked)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        return keep
+
+    def _send_file(self, sock, f, chunked):
+        buf = bytearray(self.send_buffer)
+        mv = memoryview(buf)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            if chunked:
+                self.write_all(sock, b"%x\r\n" % n)
+                self.write_all(sock, mv[:n])
+                self.write_all(sock, b"\r\n")
+            else:
+                self.write_all(sock, mv[:n])
+        if chunked:
+            self.write_all(sock, b"0\r\n\r\n")
+
+    def _send_gen(self, sock, gen, chunked):
+        for part in gen:
+            if isinstance(part, str):
+                part = part.encode()
+            if not part:
+                continue
+            if chunked:
+                self.write_all(sock, b"%x\r\n" % len(part) + part + b"\r\n")
+            else:
+                self.write_all(sock, part)
+        if chunked:
+            self.write_all(sock, b"0\r\n\r\n")

@@ -1,0 +1,109 @@
+# What a handler answers: Response, the handler-return conventions (make_response), HTTPError, and the
+# tables every part of the server shares (status reasons, file types).
+import json
+import os
+import time
+
+STATUS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+}
+
+MIME = {
+    "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8", "css": "text/css",
+    "js": "application/javascript", "mjs": "application/javascript", "json": "application/json",
+    "txt": "text/plain; charset=utf-8", "svg": "image/svg+xml", "png": "image/png", "jpg": "image/jpeg",
+    "jpeg": "image/jpeg", "gif": "image/gif", "ico": "image/x-icon", "webp": "image/webp",
+    "wasm": "application/wasm", "xml": "application/xml", "pdf": "application/pdf",
+    "woff": "font/woff", "woff2": "font/woff2", "bin": "application/octet-stream",
+}
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class HTTPError(ValueError):
+    """Raise from a handler (or from req.json()/req.body) to answer with `status` and `reason`."""
+
+    def __init__(self, status, reason=None):
+        super().__init__(reason or STATUS.get(status, ""))
+        self.status = status
+        self.reason = reason or STATUS.get(status, "")
+
+
+def http_date(secs):
+    t = time.gmtime(secs)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (_DAYS[t[6]], t[2], _MONTHS[t[1] - 1], t[0], t[3], t[4], t[5])
+
+
+class Response:
+    """A handler's answer. body: str, bytes, dict/list (JSON), a generator (streamed chunked), a file
+    object (streamed) or None. headers: {name: value}."""
+
+    #: Content-Type for str bodies when none is given
+    default_content_type = "text/html; charset=utf-8"
+
+    def __init__(self, body=b"", status=200, headers=None, content_type=None):
+        self.status = status
+        self.headers = headers if headers is not None else {}
+        t = type(body)  # exact types first: isinstance() with a tuple is slow on MicroPython
+        if t is str:
+            content_type = content_type or self.default_content_type
+        elif t is dict or t is list or (t is not bytes and isinstance(body, (dict, list))):
+            body = json.dumps(body)
+            content_type = content_type or "application/json"
+        elif t is not bytes and isinstance(body, str):
+            content_type = content_type or self.default_content_type
+        elif body is None:
+            body = b""
+        else:  # bytes-like, or a generator or file: streamed
+            content_type = content_type or "application/octet-stream"
+        self.body = body
+        self.content_type = content_type
+
+    @classmethod
+    def redirect(cls, location, status=302):
+        return cls(b"", status, {"Location": location})
+
+    @classmethod
+    def file(cls, path, content_type=None, headers=None):
+        """Stream the file at path (closed after sending)."""
+        if content_type is None:
+            content_type = MIME.get(path.rpartition(".")[2].lower(), "application/octet-stream")
+        r = cls(open(path, "rb"), 200, headers, content_type)
+        r.length = os.stat(path)[6]
+        return r
+
+
+def make_response(rv):
+    """Turn what a handler returned into a Response: dict/list -> JSON, str -> HTML, bytes,
+    (body, status), (body, status, headers), (body, headers), Response, None -> 204."""
+    t = type(rv)
+    if t is str or t is dict:
+        return Response(rv)
+    if t is Response or isinstance(rv, Response):
+        return rv
+    if t is tuple or isinstance(rv, tuple):
+        body = rv[0]
+        status = 200
+        headers = None
+        for extra in rv[1:]:
+            if isinstance(extra, int):
+                status = extra
+            elif isinstance(extra, dict):
+                headers = extra
+        if isinstance(body, Response):
+            body.status = status
+            if headers:
+                body.headers.update(headers)
+            return body
+        return Response(body, status, headers)
+    if rv is None:
+        return Response(b"", 204)
+    return Response(rv)
