@@ -181,6 +181,10 @@ class WebServer(Router):
     #: a handler running longer than this (ms) hands the poll loop to a standing-by thread: the most
     #: a slow handler delays other connections (see _run)
     takeover_ms = 20
+    #: answer the usual request inside the poll loop (no body, a literal path, a str/bytes/dict/list
+    #: answer): the fast path. False sends every request the general way (_serve): the two must give
+    #: the same bytes, and tests/unit/test_web_engine.py compares them.
+    inline_answers = True
     #: chunk size for streamed responses (files)
     send_buffer = 1024
     #: thread stack size for the server threads (0: the port's default; the ESP32 default of ~5 KB
@@ -437,6 +441,7 @@ class WebServer(Router):
         slock = self._slock
         lead_lock = self._lead_lock
         alone = not self.workers
+        inline = self.inline_answers
         # globals and methods as locals: MicroPython looks each global up in a dict, every time
         method_of = _method_of
         new_request = Request
@@ -462,7 +467,7 @@ class WebServer(Router):
                 # Everything else goes to _serve, which answers anything.
                 route = None
                 try:
-                    if conn.req is None and not self._after:
+                    if inline and conn.req is None and not self._after:
                         res = parse(conn.buf, conn.n, out)
                         if res > 0 and not out[_OUT_BODY]:
                             method = method_of(conn, out[_OUT_METHOD], out[_OUT_METHOD_LEN])

@@ -1,0 +1,163 @@
+# The engine's fast path against its general path (CPython and MicroPython, real sockets on loopback).
+#
+# The poll loop answers the usual request itself (no body, a literal path, a str/bytes/dict/list answer)
+# and so restates rules that also live in the general path (Request.keep_alive, Response's content
+# types, _send's head): every answer it gives must be byte for byte the one the general path gives for
+# the same request. Two servers with the same routes, one with inline_answers=False, get the same
+# byte streams (single, pipelined, HTTP/1.0, HEAD, keep-alive or close, hooks, errors).
+import os
+
+from iotutils.server import HTTPError, WebServer
+
+_BIG = "x" * 3000 + "\u2713"  # larger than a connection buffer, and not ASCII
+
+
+def _routes(app):
+    app.log_errors = False
+    app.add_route("/text", lambda req: "hello")
+    app.add_route("/unicode", lambda req: "h\u00e9llo \u2713")
+    app.add_route("/empty", lambda req: "")
+    app.add_route("/json", lambda req: {"a": 1, "b": [1, 2]})
+    app.add_route("/list", lambda req: [1, "two", None])
+    app.add_route("/bytes", lambda req: b"\x00\x01raw")
+    app.add_route("/big", lambda req: _BIG)
+    app.add_route("/none", lambda req: None)
+    app.add_route("/status", lambda req: ("made", 201))
+    app.add_route("/query", lambda req: req.query)
+    app.add_route("/both", lambda req: "get", ("GET",))
+    app.add_route("/both", lambda req: "put", ("PUT",))
+    app.add_route("/teapot", _raise_http)
+    app.add_route("/boom", _raise)
+    app.add_route("/n/<int:n>", lambda req, n: {"n": n})
+
+    def hook(req):
+        if req.path == "/blocked":
+            return ("no", 403)
+        return None
+    app.before_request(hook)
+    app.add_route("/blocked", lambda req: "never")
+
+
+def _raise_http(req):
+    raise HTTPError(418, "short and stout")
+
+
+def _raise(req):
+    raise ValueError("handler bug")
+
+
+def _start(inline, app=None):
+    app = app or WebServer(port=0, workers=2, host="127.0.0.1")
+    app.inline_answers = inline
+    _routes(app)
+    seed = int.from_bytes(os.urandom(2), "little")
+    for i in range(40):
+        app.port = 20000 + (seed + 131 * i) % 30000
+        try:
+            app.start()
+            return app
+        except OSError:
+            continue
+    raise AssertionError("no free port")
+
+
+def _exchange(port, data):
+    """Send data (one write: pipelined requests), then read until the server closes."""
+    import socket
+    s = socket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    s.settimeout(5)
+    try:
+        s.send(data)
+        got = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                return got
+            got += d
+    finally:
+        s.close()
+
+
+def _req(path, method="GET", version="1.1", extra=""):
+    return ("%s %s HTTP/%s\r\nHost: dev\r\n%s\r\n" % (method, path, version, extra)).encode()
+
+
+_CLOSE = _req("/text", extra="Connection: close\r\n")
+
+CASES = [
+    ("str", _req("/text") + _CLOSE),
+    ("non-ascii str", _req("/unicode") + _CLOSE),
+    ("empty str", _req("/empty") + _CLOSE),
+    ("dict", _req("/json") + _CLOSE),
+    ("list", _req("/list") + _CLOSE),
+    ("bytes", _req("/bytes") + _CLOSE),
+    ("bigger than the buffer", _req("/big") + _CLOSE),
+    ("None is 204", _req("/none") + _CLOSE),
+    ("tuple status", _req("/status") + _CLOSE),
+    ("query", _req("/query?a=1&b=x+y") + _CLOSE),
+    ("HEAD", _req("/text", "HEAD") + _req("/big", "HEAD") + _CLOSE),
+    ("one path, two methods", _req("/both") + _req("/both", "PUT") + _CLOSE),
+    ("405", _req("/text", "DELETE") + _CLOSE),
+    ("404", _req("/nowhere") + _CLOSE),
+    ("HTTPError", _req("/teapot") + _CLOSE),
+    ("500", _req("/boom") + _CLOSE),
+    ("before_request answers", _req("/blocked") + _CLOSE),
+    ("parameter route", _req("/n/42") + _CLOSE),
+    ("percent-encoded path", _req("/te%78t") + _CLOSE),
+    ("HTTP/1.0 closes", _req("/text", version="1.0")),
+    ("HTTP/1.0 keep-alive", _req("/json", version="1.0", extra="Connection: keep-alive\r\n") + _CLOSE),
+    ("close in the middle", _req("/json", extra="Connection: close\r\n") + _req("/text")),
+    ("pipelined mix", _req("/text") + _req("/json") + _req("/bytes", "HEAD") + _req("/list") + _req("/big")
+     + _req("/query?q=%20") + _req("/none") + _CLOSE),
+]
+
+
+def test_fast_path_answers_equal_the_general_path():
+    fast = _start(True)
+    slow = _start(False)
+    try:
+        for name, data in CASES:
+            a = _exchange(fast.port, data)
+            b = _exchange(slow.port, data)
+            assert a.startswith(b"HTTP/1.1 "), (name, a[:80])
+            assert a == b, "%s:\nfast:    %r\ngeneral: %r" % (name, a[:300], b[:300])
+    finally:
+        fast.stop()
+        slow.stop()
+
+
+def test_the_comparison_sees_a_difference():
+    """A route that answers differently on the two servers is caught by the same comparison."""
+    fast = _start(True)
+    slow = _start(False)
+    slow.add_route("/differs", lambda req: "general")
+    fast.add_route("/differs", lambda req: "fast")
+    try:
+        data = _req("/differs") + _CLOSE
+        assert _exchange(fast.port, data) != _exchange(slow.port, data)
+    finally:
+        fast.stop()
+        slow.stop()
+
+
+def test_inline_answers_really_take_the_fast_path():
+    """With inline_answers the usual request never reaches _serve; without, every one does."""
+    counts = {}
+    for inline in (True, False):
+        app = WebServer(port=0, workers=2, host="127.0.0.1")
+        served = [0]
+        real = app._serve
+
+        def counting(conn, out, lead, real=real, served=served):
+            served[0] += 1
+            return real(conn, out, lead)
+        app._serve = counting  # before start(): the poll loop takes its methods once
+        _start(inline, app)
+        try:
+            _exchange(app.port, _req("/text") + _req("/json") + _CLOSE)
+        finally:
+            app.stop()
+        counts[inline] = served[0]
+    assert counts[False] == 3, counts
+    assert counts[True] == 0, counts
