@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The simulated device: a MicroPython process on a simulated ESP32 (see DESIGN.md).
+"""The simulated device: a MicroPython process on a simulated ESP32 (docs/design.md).
 
     python3 scripts/sim.py --state DIR --port N [--wifi FILE] [--heap SIZE] [--runtime PATH] [APP]
 

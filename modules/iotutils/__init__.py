@@ -1,4 +1,4 @@
-# iotutils: the ESP32 toolbox for MicroPython devices. See README.md and DESIGN.md.
+# iotutils: the ESP32 toolbox for MicroPython devices. See README.md and docs/design.md.
 # Submodules are imported on first use (RAM is scarce at boot): iotutils.Device loads device.py.
 __version__ = "0.1.0"
 

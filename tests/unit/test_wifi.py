@@ -186,7 +186,7 @@ def test_network_validation():
     assert W.check_password("") == ""
     assert W.check_password("12345678") == "12345678"
     assert W.check_password("ab" * 32) == "ab" * 32
-    assert W.check_password("secret") == "secret"  # DESIGN.md's scenario; WEP keys are short too
+    assert W.check_password("secret") == "secret"  # the documented scenario's; WEP keys are short too
     for bad in ("x" * 64, "z" * 65, 12345678):
         assert raises(ValueError, W.check_password, bad).args[0].startswith("password")
 

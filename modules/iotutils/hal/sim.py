@@ -1,4 +1,4 @@
-# The simulated device's hardware layer (see DESIGN.md "The simulated device").
+# The simulated device's hardware layer (docs/design.md, "The simulated device").
 #
 # scripts/sim.py starts the device with IOTUTILS_SIM=<state>/sim.json describing the flash image,
 # the booted slot, the reset cause, port mapping and the Wi-Fi scenario. Without it (unit tests)
@@ -155,7 +155,7 @@ def wdt_feed():
 
 
 def port(device_port):
-    """The host port that stands for a device port (DESIGN.md / README: 80 -> N, 53 -> N+1,
+    """The host port that stands for a device port (docs/design.md / README: 80 -> N, 53 -> N+1,
     SSDP 1900 -> 1900 (multicast is shared), 49152..49251 -> N+2+(p-49152) for WeMo devices)."""
     base = config().get("port", 8080)
     if device_port == 80:

@@ -1,6 +1,6 @@
 # Simulated Wi-Fi: network.WLAN's station and access point API over a JSON scenario file.
 #
-# Scenario (DESIGN.md), re-read whenever the file changes so tests can take a router away:
+# Scenario (docs/design.md), re-read whenever the file changes so tests can take a router away:
 #   {"networks": [{"ssid": "home", "password": "secret", "rssi": -60, "channel": 6,
 #                  "up": true, "fail": null, "hidden": false}],
 #    "ap_clients": ["aa:bb:cc:dd:ee:01"]}
