@@ -20,10 +20,8 @@ from iotutils.server import HTTPError, Response
 
 _COOKIE = "iotsid"
 _PREFIX = "/admin/api/"
-# folders whose values are secrets or internal bookkeeping: never listed, exported or edited here
-_HIDDEN_FOLDERS = ("admin", "wifi")
-# single values that are credentials: the Hue users (an Echo's app key works like a password)
-_HIDDEN_KEYS = (("alexa", "users"),)
+# Secrets (persist.is_secret: the password hash, Wi-Fi passwords, the AP salt, Hue users, ...) are
+# never listed, exported, imported or edited here.
 
 
 def _now_s():
@@ -35,11 +33,6 @@ class Admin:
     session_ttl_s = 3600
     #: most sessions at once (the oldest is dropped)
     max_sessions = 4
-    #: failed logins allowed before the lock-out starts
-    login_free_failures = 3
-    #: first lock-out (s); doubles with every further failure, up to login_max_lockout_s
-    login_lockout_s = 2
-    login_max_lockout_s = 300
     #: shortest admin password accepted
     min_password = 8
     #: seconds between the end of an OTA install and the reboot (the page shows 100 %)
@@ -145,21 +138,30 @@ class Admin:
                 "password_set": bool(self._pw.value), "can_set_password": self._first_password_allowed(),
                 "name": self.dev.name}
 
+    def _check_password(self, req, pw, stored):
+        """None if pw is the admin password; else the answer (401 wrong, 429 locked out). Counted by
+        the one login guard (the setup form's admin password too) before the slow hash."""
+        from iotutils.auth import Locked, login_guard, verify_password
+        client = req.client_ip
+        w = self.dev.wifi
+        try:
+            login_guard.attempt(client, trusted=w is not None and w.on_setup_ap(client))
+        except Locked as e:
+            return Response({"error": "too many wrong passwords: try again in %d s" % e.wait}, 429,
+                            {"Retry-After": str(e.wait)})
+        if not isinstance(pw, str) or not verify_password(pw, stored):
+            return Response({"error": "wrong password"}, 401)
+        login_guard.ok(client)
+        return None
+
     def _login(self, req):
-        from iotutils.auth import login_guard, verify_password
-        wait = login_guard.wait_s()   # one count with the setup form's admin password
-        if wait:
-            return Response({"error": "too many failed logins: try again in %d s" % wait}, 429,
-                            {"Retry-After": str(wait)})
         data = _obj(req)
-        pw = data.get("password")
         stored = self._pw.value
         if not stored:
             return Response({"error": "no admin password set yet: set one first"}, 409)
-        if not isinstance(pw, str) or not verify_password(pw, stored):
-            login_guard.failed(self.login_free_failures, self.login_lockout_s, self.login_max_lockout_s)
-            return Response({"error": "wrong password"}, 401)
-        login_guard.ok()
+        refused = self._check_password(req, data.get("password"), stored)
+        if refused is not None:
+            return refused
         csrf, cookie = self._new_session()
         return Response({"ok": True, "csrf": csrf}, 200, {"Set-Cookie": cookie})
 
@@ -170,7 +172,7 @@ class Admin:
                         {"Set-Cookie": "%s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" % _COOKIE})
 
     def _password(self, req):
-        from iotutils.auth import hash_password, verify_password
+        from iotutils.auth import hash_password
         data = _obj(req)
         new = data.get("new")
         if not isinstance(new, str) or len(new) < self.min_password:
@@ -179,16 +181,12 @@ class Admin:
             raise HTTPError(400, "new: at most 128 characters")
         stored = self._pw.value
         if stored:
-            from iotutils.auth import login_guard
-            wait = login_guard.wait_s()   # a stolen session is no way around the lock-out either
-            if wait:
-                return Response({"error": "too many wrong passwords: try again in %d s" % wait}, 429,
-                                {"Retry-After": str(wait)})
-            old = data.get("old")
-            if not isinstance(old, str) or not verify_password(old, stored):
-                login_guard.failed(self.login_free_failures, self.login_lockout_s, self.login_max_lockout_s)
-                raise HTTPError(403, "old: wrong password")
-            login_guard.ok()
+            # a stolen session is no way around the lock-out either
+            refused = self._check_password(req, data.get("old"), stored)
+            if refused is not None:
+                if refused.status == 401:
+                    raise HTTPError(403, "old: wrong password")
+                return refused
         self._pw.value = hash_password(new)
         with self._lock:
             self._sessions.clear()  # a new password ends every session, this one included
@@ -280,12 +278,12 @@ class Admin:
     # ---- persistent variables ----
 
     def _check_folder(self, folder):
-        if folder in _HIDDEN_FOLDERS:
+        if persist.is_secret(folder):
             raise HTTPError(403, "folder %r holds secrets and is not shown here" % folder)
 
     def _vars(self, req):
         names = set(persist.folders()) | set(persist.declared_folders())
-        return {"folders": sorted(f for f in names if f not in _HIDDEN_FOLDERS)}
+        return {"folders": sorted(f for f in names if not persist.is_secret(f))}
 
     def _vars_folder(self, req, folder):
         self._check_folder(folder)
@@ -295,18 +293,15 @@ class Admin:
             raise HTTPError(400, _short(e))
         # variables the app declared but never stored: shown with their defaults
         for name, obj in persist.declared(folder).items():
-            if name not in data and (folder, name) not in _HIDDEN_KEYS:
+            if name not in data and not persist.is_secret(folder, name):
                 e = {"type": obj.kind, "value": _plain(obj.value), "default": True}
                 e.update(obj.spec())
                 data[name] = e
-        for f, n in _HIDDEN_KEYS:
-            if f == folder:
-                data.pop(n, None)
         return {"folder": folder, "vars": data}
 
     def _check_key(self, folder, name):
         self._check_folder(folder)
-        if (folder, name) in _HIDDEN_KEYS:
+        if persist.is_secret(folder, name):
             raise HTTPError(403, "%s/%s holds credentials and is not shown here" % (folder, name))
 
     def _var_put(self, req, folder, name):
@@ -356,12 +351,7 @@ class Admin:
         return {"ok": True}
 
     def _export(self, req):
-        only = [f for f in persist.folders() if f not in _HIDDEN_FOLDERS]
-        data = json.loads(persist.export_json(only=only))
-        for f, n in _HIDDEN_KEYS:
-            if f in data:
-                data[f].pop(n, None)
-        return Response(json.dumps(data), 200,
+        return Response(persist.export_json(), 200,  # (secrets are left out by persist)
                         {"Content-Disposition": 'attachment; filename="%s-settings.json"' % self.dev.name},
                         "application/json")
 
@@ -378,6 +368,9 @@ class Admin:
             n = persist.import_json(data)
         except ValueError as e:
             raise HTTPError(400, _short(e))
+        except (MemoryError, OSError) as e:  # all or nothing: persist rolled every value back
+            gc.collect()
+            raise HTTPError(503, "import: nothing changed (%s)" % (_short(e) or type(e).__name__))
         return {"ok": True, "imported": n}
 
     def _factory_reset(self, req):
@@ -439,11 +432,13 @@ class Admin:
         self._ota["total"] = total or 0
 
     def _run_update(self, o, force):
-        from iotutils.ota import OTAError
+        # a thread of its own: whatever happens in it (MemoryError included) ends as "failed" with
+        # the reason, and the next update can start (OTA scrubbed the slot and let go of its lock)
         try:
             version = o.update(progress=self._progress, force=force, reboot=False)
-        except (OTAError, OSError, ValueError) as e:
-            self._ota.update(state="error", error=str(e))
+        except BaseException as e:
+            gc.collect()
+            self._ota.update(state="failed", error=_short(e) or type(e).__name__)
             return
         self._ota.update(state="rebooting", version=version, done=self._ota["total"] or self._ota["done"])
         time.sleep(self.reboot_delay_s)
@@ -459,15 +454,18 @@ class Admin:
             raise HTTPError(501, "this OTA module cannot install uploads")
         if self._ota["state"] in ("downloading", "rebooting"):
             raise HTTPError(409, "an update is already running")
-        from iotutils.ota import OTAError
         total = req.content_length or 0
         self._ota.update(state="downloading", done=0, total=total, error=None)
         try:
             version = o.install_stream(req.stream, total or None, progress=self._progress,
                                        sha256=req.query.get("sha256"))
-        except (OTAError, OSError, ValueError) as e:
-            self._ota.update(state="error", error=str(e))
-            raise HTTPError(400, "image refused: %s" % e)
+        except BaseException as e:
+            gc.collect()
+            reason = _short(e) or type(e).__name__
+            self._ota.update(state="failed", error=reason)
+            if isinstance(e, (MemoryError, OSError)):
+                raise HTTPError(503, "image not installed: %s" % reason)
+            raise HTTPError(400, "image refused: %s" % reason)
         self._ota.update(state="rebooting", version=version)
         self._later(self._reboot_soon)
         return {"ok": True, "version": version, "rebooting": True}

@@ -8,7 +8,7 @@ import binascii
 import hashlib
 import os
 
-from iotutils._compat import allocate_lock
+from iotutils._compat import allocate_lock, ticks_add, ticks_diff, ticks_ms
 
 #: PBKDF2 iterations for new hashes (stored in each hash, so it can change; pure Python on MicroPython:
 #: lower it if a login feels slow on the board)
@@ -94,12 +94,6 @@ def verify_password(pw, stored):
     return consteq(got, want)
 
 
-def _now_s():
-    import time
-
-    return time.time()
-
-
 class Locked(ValueError):
     """A password check refused because too many wrong ones came before (HTTP 429)."""
 
@@ -109,31 +103,89 @@ class Locked(ValueError):
 
 
 class LoginGuard:
-    """Wrong admin passwords, wherever they are tried (the admin login, the setup form): after
-    `free` failures each further one locks every password check out for `lockout_s`, doubling up
-    to `max_lockout_s`. One count for both, so neither is a way around the other."""
+    """Wrong admin passwords, wherever they are tried (the admin login, the setup form, a password
+    change), so that neither is a way around the other.
+
+    An attempt is counted *before* the password is hashed (attempt()), so guesses sent in parallel
+    each use one up, and only a right password (ok()) gives it back. Each client address gets `free`
+    wrong passwords, then a lock-out of `lockout_s` that doubles with every further one up to
+    `max_lockout_s`; a lock-out of one address does not lock out another (the owner). All addresses
+    together get `global_free` (a guesser with many addresses), then everyone waits - except clients
+    the caller calls trusted (on the setup access point: WPA2 with the device's own password), so the
+    owner is never locked out of a device in hand."""
+
+    free = 3
+    lockout_s = 2
+    max_lockout_s = 300
+    global_free = 12
+    #: client addresses remembered (the least recently seen one is forgotten)
+    max_clients = 16
 
     def __init__(self):
         self._lock = allocate_lock()
-        self._failures = 0
-        self._until = 0
+        self._clients = {}   # address -> [wrong passwords, locked until (ticks), last seen, counted globally]
+        self._all = [0, None]  # wrong passwords of everyone, locked until
 
-    def wait_s(self, now=None):
-        """Seconds until a password may be tried again (0: now)."""
-        now = _now_s() if now is None else now
-        return int(self._until - now) + 1 if now < self._until else 0
+    def _wait(self, until, now):
+        if until is None:
+            return 0
+        left = ticks_diff(until, now)
+        return (left + 999) // 1000 if left > 0 else 0
 
-    def failed(self, free=3, lockout_s=2, max_lockout_s=300):
+    def _lock_for(self, failures, free, now):
+        extra = failures - free
+        if extra <= 0:
+            return None
+        return ticks_add(now, min(self.lockout_s * (1 << min(extra - 1, 16)), self.max_lockout_s) * 1000)
+
+    def wait_s(self, client="", trusted=False, now=None):
+        """Seconds until `client` may try a password again (0: now)."""
+        now = ticks_ms() if now is None else now
         with self._lock:
-            self._failures += 1
-            extra = self._failures - free
-            if extra > 0:
-                self._until = _now_s() + min(lockout_s * (1 << min(extra - 1, 16)), max_lockout_s)
+            c = self._clients.get(client)
+            w = self._wait(c[1], now) if c else 0
+            if not trusted:
+                w = max(w, self._wait(self._all[1], now))
+            return w
 
-    def ok(self):
+    def attempt(self, client="", trusted=False, now=None):
+        """Call before checking a password from `client`: counts the attempt as wrong until ok() says
+        otherwise; raises Locked(wait) while the client (or, untrusted, everyone) is locked out."""
+        now = ticks_ms() if now is None else now
         with self._lock:
-            self._failures = 0
-            self._until = 0
+            c = self._clients.get(client)
+            wait = self._wait(c[1], now) if c else 0
+            if not trusted:
+                wait = max(wait, self._wait(self._all[1], now))
+            if wait:
+                raise Locked(wait)
+            if c is None:
+                if len(self._clients) >= self.max_clients:
+                    oldest = None
+                    for k in self._clients:
+                        if oldest is None or ticks_diff(self._clients[k][2], self._clients[oldest][2]) < 0:
+                            oldest = k
+                    del self._clients[oldest]
+                c = self._clients[client] = [0, None, now, False]
+            c[0] += 1
+            c[1] = self._lock_for(c[0], self.free, now)
+            c[2] = now
+            c[3] = not trusted  # the global count is the home network's: a trusted guess is not in it
+            if not trusted:
+                a = self._all
+                a[0] += 1
+                a[1] = self._lock_for(a[0], self.global_free, now)
+
+    def ok(self, client=""):
+        """The password from `client` was right: its count starts again, and its attempt is given
+        back to the global count."""
+        with self._lock:
+            c = self._clients.pop(client, None)
+            a = self._all
+            if c is not None and c[3] and a[0] > 0:
+                a[0] -= 1
+                if a[0] <= self.global_free:
+                    a[1] = None
 
 
 #: the one count of wrong admin passwords on this device

@@ -29,13 +29,19 @@ class Device:
     wdt_timeout_ms = 10000
 
     def __init__(self, name="iotutils", port=80, workers=3, ota_repo=None, ota_channel="release",
-                 ota_api=None, wifi=True, alexa=True, admin=True, ota=True):
+                 ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=()):
         from iotutils.persist import PersistentStr
         self._name = PersistentStr("name", default=name, folder="device", max_length=32)
         from iotutils.server import WebServer
+        #: host names the device answers to besides its own (a reverse proxy's, a DNS name you gave
+        #: it); IP literals and the device's host name (+ ".local") are always accepted
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+        # every server of this device (the web server, each WeMo device) checks the Host first
+        WebServer.host_guard = self._host_guard
         self.app = WebServer(port=port, workers=workers)
         self.app.add_route("/healthz", _health, ("GET",))
         self.wifi = None
+        self.portal = None
         self.alexa = None
         self.ota = None
         self.admin = None
@@ -146,7 +152,7 @@ class Device:
             self.alexa.start()
         self.app.start()
         if self.wifi is not None:
-            self.wifi.start(portal=_setup_portal, app=self.app)
+            self.wifi.start(portal=self._make_portal, app=self.app)
         print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
         if self.ota is not None:
             self._resume_auto_update()
@@ -173,6 +179,33 @@ class Device:
             return hal.port(self.app.port)
         except ValueError:
             return self.app.port
+
+    def _make_portal(self, wifi, app):
+        # built when the access point first needs it: a device on its home network never loads it
+        from iotutils.portal import Portal
+
+        self.portal = Portal(app, wifi)
+        return self.portal
+
+    def _host_guard(self, req):
+        """Only the device's own names reach its servers: a DNS-rebinding page (a name the attacker
+        controls, resolving to the device) gets 421, or the setup page's address while the portal is
+        up. IP literals are safe (no name to rebind), and so is no Host at all (HTTP/1.0)."""
+        host = req.host
+        if not host or host == "localhost" or _ip_literal(host) or host in self.allowed_hosts:
+            return None
+        w = self.wifi
+        if w is not None:
+            h = w.hostname().lower()
+            if host == h or host == h + ".local":
+                return None
+        p = self.portal
+        if p is not None and p.active:
+            return p.redirect()
+        from iotutils.server import Response
+
+        return Response("Misdirected Request: this device does not answer to %s\n" % host[:64], 421, None,
+                        "text/plain")
 
     def every(self, period_ms, fn=None):
         """Call fn() from the main loop every period_ms (user code runs beside the server). Also a
@@ -269,11 +302,11 @@ class Device:
             sleep_ms(_LOOP_SLEEP_MS)
 
 
-def _setup_portal(wifi, app):
-    # built when the access point first needs it: a device on its home network never loads it
-    from iotutils.portal import Portal
-
-    return Portal(app, wifi)
+def _ip_literal(host):
+    if host.startswith("["):
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts)
 
 
 def _health(req):

@@ -27,6 +27,12 @@ class NVS:
             raise ValueError("NVS needs at least 2 pages (%d bytes)" % flash.size)
         self.npages = n
         self._e = bytearray(ESIZE)
+        self._boot()
+
+    def _boot(self):
+        # the RAM state, built from the flash as at power-on
+        n = self.npages
+        self._broken = True     # until the load is complete
         self._st = [0] * n
         self._seq = [0] * n
         self._nxt = [0] * n     # next free entry (ACTIVE pages)
@@ -37,6 +43,24 @@ class NVS:
         self._idx = {}          # hash -> loc or [loc, ...]
         self._ns = {}           # namespace name (str) -> index
         self._load()
+        self._broken = False
+
+    def _changing(self, fn, *args):
+        # A change that fails half-way (MemoryError, a flash error, no space) leaves the flash as a
+        # power cut there would, and the RAM state is not to be trusted: build it again from the
+        # flash, exactly as the next boot would (and refuse to work until that succeeds).
+        if self._broken:
+            self._boot()
+        try:
+            return fn(*args)
+        except ValueError:
+            raise  # bad arguments: refused before anything was written
+        except BaseException:
+            try:
+                self._boot()
+            except BaseException:  # still broken: the next call tries again
+                pass
+            raise
 
     # ---- low level: pages and entries ----
     def _rd(self, slot, i):
@@ -589,6 +613,9 @@ class NVS:
     # ---- public API ----
     def set(self, ns, key, value, type=None):
         """Store value under ns/key: int -> I64 (or type), str -> STR, bytes -> blob."""
+        return self._changing(self._set, ns, key, value, type)
+
+    def _set(self, ns, key, value, type):
         key16 = key_field(key)
         if isinstance(value, bool):
             value = int(value)
@@ -695,6 +722,9 @@ class NVS:
 
     def erase(self, ns, key):
         """Forget ns/key. True if it existed."""
+        return self._changing(self._erase, ns, key)
+
+    def _erase(self, ns, key):
         key16 = key_field(key)
         nsi = self._ns_index(ns, False)
         if nsi is None:
@@ -724,6 +754,9 @@ class NVS:
 
     def erase_namespace(self, ns):
         """Erase every key of ns, then the namespace itself."""
+        return self._changing(self._erase_namespace, ns)
+
+    def _erase_namespace(self, ns):
         nsi = self._ns_index(ns, False)
         if nsi is None:
             return
@@ -744,8 +777,11 @@ class NVS:
     def erase_all(self):
         """Factory reset: every namespace's items, then the namespace entries, then the pages.
         Each step leaves a valid store if the power fails in it."""
+        return self._changing(self._erase_all)
+
+    def _erase_all(self):
         for ns in list(self._ns):
-            self.erase_namespace(ns)
+            self._erase_namespace(ns)
         for slot in list(self._order):
             self._erase_page(slot)
         self._free.sort()

@@ -28,6 +28,7 @@
 import json
 
 from iotutils import store
+from iotutils.coerce import clamp, hex_digits, parse_json, to_bool, to_float, to_int, to_json_text, to_str
 from iotutils._compat import allocate_lock
 
 try:
@@ -54,6 +55,14 @@ _gen = [None]
 
 
 _guard = allocate_lock()
+
+# Where secrets live: whole folders, or single values. export_json() leaves them out (unless asked
+# for by a tool that must have them), and the admin page neither lists nor edits them. The toolbox's
+# own are here (so they stay hidden even when the module that owns them is not loaded); an app adds
+# its own with secret(). _JOURNAL is internal bookkeeping (an import in progress), hidden the same way.
+_JOURNAL = ("iotutils", "import")
+_SECRET_FOLDERS = ["admin", "wifi", _JOURNAL[0]]
+_SECRET_VALUES = [("alexa", "users"), ("mqtt", "password")]
 _valid = {}  # names that passed _check: an app makes its variables with a few dozen names
 
 
@@ -85,132 +94,12 @@ def _cache_drop(folder, name):
 
 
 def _fresh():
-    # store.use() (tests) swaps the backend: forget what we cached from the old one
+    # The first access after a boot (or after store.use() swapped the backend, in tests): forget what
+    # was cached, and finish an import a power cut interrupted (rolled back)
     if _gen[0] != store.GENERATION:
         _cache.clear()
+        _recover()
         _gen[0] = store.GENERATION
-
-
-# ---- coercions: value -> typed value, or ValueError(reason) ----
-
-def _to_int(x):
-    if isinstance(x, bool):
-        return int(x)
-    if isinstance(x, int):
-        return x
-    if isinstance(x, float):
-        if x != x or x in (float("inf"), float("-inf")):
-            raise ValueError("not a finite number")
-        return int(x)
-    if isinstance(x, (bytes, bytearray)):
-        x = bytes(x).decode()
-    if isinstance(x, str):
-        s = x.strip()
-        try:
-            return int(s)
-        except ValueError:
-            pass
-        try:
-            return _to_int(float(s))
-        except ValueError:
-            pass
-    raise ValueError("not an int")
-
-
-def _to_float(x):
-    if isinstance(x, (bytes, bytearray)):
-        x = bytes(x).decode()
-    if isinstance(x, (bool, int, float)) or isinstance(x, str):
-        try:
-            f = float(x.strip() if isinstance(x, str) else x)
-        except (ValueError, OverflowError):
-            raise ValueError("not a number")
-        if f != f or f in (float("inf"), float("-inf")):
-            raise ValueError("not a finite number")
-        return f
-    raise ValueError("not a number")
-
-
-_TRUE = ("true", "on", "yes", "1")
-_FALSE = ("false", "off", "no", "0")
-
-
-def _to_bool(x):
-    if isinstance(x, (bytes, bytearray)):
-        x = bytes(x).decode()
-    if isinstance(x, str):
-        s = x.strip().lower()
-        if s in _TRUE:
-            return True
-        if s in _FALSE:
-            return False
-    elif isinstance(x, (bool, int, float)) and x in (0, 1):
-        return bool(x)
-    raise ValueError("not a bool")
-
-
-def _to_str(x):
-    if isinstance(x, str):
-        return x
-    if isinstance(x, (bytes, bytearray)):
-        try:
-            return bytes(x).decode()
-        except UnicodeError:
-            raise ValueError("not UTF-8 text")
-    if x is None:
-        raise ValueError("not a str")
-    return str(x)
-
-
-def _check_json(x, depth=0):
-    # json.dumps differs between runtimes on odd input (MicroPython encodes a set): check first
-    if depth > 20:
-        raise ValueError("nested too deep")
-    if x is None or isinstance(x, (bool, int, str)):
-        return
-    if isinstance(x, float):
-        if x != x or x in (float("inf"), float("-inf")):
-            raise ValueError("not a finite number")
-        return
-    if isinstance(x, (list, tuple)):
-        for i in x:
-            _check_json(i, depth + 1)
-        return
-    if isinstance(x, dict):
-        for k in x:
-            if not isinstance(k, str):
-                raise ValueError("JSON object keys must be str")
-            _check_json(x[k], depth + 1)
-        return
-    raise ValueError("not JSON-encodable: %s" % type(x).__name__)
-
-
-def _to_json_text(x):
-    _check_json(x)
-    try:
-        return json.dumps(x, separators=(",", ":"))
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError("not JSON-encodable")
-
-
-def _parse_json(x):
-    if isinstance(x, (bytes, bytearray)):
-        x = bytes(x).decode()
-    try:
-        return json.loads(x)
-    except (ValueError, TypeError):
-        raise ValueError("not JSON text")
-
-
-def _hex_digits(s):
-    for c in s:
-        if c not in "0123456789abcdefABCDEF":
-            return False
-    return len(s) > 0
-
-
-def _clamp(v, lo, hi):
-    return lo if v < lo else hi if v > hi else v
 
 
 # ---- the variables ----
@@ -320,7 +209,7 @@ class PersistentBool(_Persistent):
         return False
 
     def _coerce(self, x):
-        return _to_bool(x)
+        return to_bool(x)
 
     def _encode(self, v):
         return U8, 1 if v else 0
@@ -333,7 +222,7 @@ class PersistentInt(_Persistent):
         return 0
 
     def _coerce(self, x):
-        return _to_int(x)
+        return to_int(x)
 
     def _encode(self, v):
         if _I64_MIN <= v <= _I64_MAX:
@@ -348,7 +237,7 @@ class PersistentFloat(_Persistent):
         return 0.0
 
     def _coerce(self, x):
-        return _to_float(x)
+        return to_float(x)
 
     def _encode(self, v):
         return STR, repr(v)
@@ -365,7 +254,7 @@ class PersistentStr(_Persistent):
         return ""
 
     def _coerce(self, x):
-        s = _to_str(x)
+        s = to_str(x)
         if self.max_length is not None and len(s) > self.max_length:
             s = s[:self.max_length]
         return s
@@ -391,19 +280,19 @@ class PersistentJSON(_Persistent):
 
     def _coerce(self, x):
         # a copy, so later changes to the caller's object do not reach the cache
-        return json.loads(_to_json_text(x))
+        return json.loads(to_json_text(x))
 
     def _decode(self, raw):
         if isinstance(raw, int):
             return raw
-        return _parse_json(raw)
+        return parse_json(raw)
 
     def _encode(self, v):
-        t = _to_json_text(v)
+        t = to_json_text(v)
         return (BLOB, t.encode()) if len(t.encode()) > _STR_MAX else (STR, t)
 
     def _out(self, v):
-        return json.loads(_to_json_text(v)) if isinstance(v, (list, dict)) else v
+        return json.loads(to_json_text(v)) if isinstance(v, (list, dict)) else v
 
 
 class PersistentList(PersistentJSON):
@@ -417,7 +306,7 @@ class PersistentList(PersistentJSON):
 
     def _coerce(self, x):
         if isinstance(x, (str, bytes, bytearray)):
-            x = _parse_json(x)
+            x = parse_json(x)
         if isinstance(x, (tuple, set, frozenset)):
             x = list(x)
         if not isinstance(x, list):
@@ -439,14 +328,14 @@ class PersistentSet(PersistentJSON):
 
     def _coerce(self, x):
         if isinstance(x, (str, bytes, bytearray)):
-            x = _parse_json(x)
+            x = parse_json(x)
         if not isinstance(x, (list, tuple, set, frozenset)):
             raise ValueError("not a set")
         try:
             s = set(x)
         except TypeError:
             raise ValueError("set items must be hashable")
-        _to_json_text(list(s))
+        to_json_text(list(s))
         return s
 
     def _decode(self, raw):
@@ -473,8 +362,8 @@ class PersistentRange(_Persistent):
             if lo > hi:
                 raise ValueError("lo > hi")
             self._float = isinstance(lo, float) or isinstance(hi, float)
-            self.lo = _to_float(lo) if self._float else _to_int(lo)
-            self.hi = _to_float(hi) if self._float else _to_int(hi)
+            self.lo = to_float(lo) if self._float else to_int(lo)
+            self.hi = to_float(hi) if self._float else to_int(hi)
         except (ValueError, TypeError) as e:
             raise ValueError("%s: bad bounds %r..%r (%s)" % (owner, lo, hi, e))
         _Persistent.__init__(self, name, default, folder)
@@ -483,8 +372,8 @@ class PersistentRange(_Persistent):
         return self.lo
 
     def _coerce(self, x):
-        v = _to_float(x) if self._float else _to_int(x)
-        return _clamp(v, self.lo, self.hi)
+        v = to_float(x) if self._float else to_int(x)
+        return clamp(v, self.lo, self.hi)
 
     def _encode(self, v):
         if self._float:
@@ -510,7 +399,7 @@ class PersistentRGB(_Persistent):
                 s = s[1:]
             elif s[:2] in ("0x", "0X"):
                 s = s[2:]
-            if len(s) != 6 or not _hex_digits(s):
+            if len(s) != 6 or not hex_digits(s):
                 raise ValueError("not an RGB colour")
             x = int(s, 16)
         if isinstance(x, bool):
@@ -520,7 +409,7 @@ class PersistentRGB(_Persistent):
                 raise ValueError("not an RGB colour")
             return ((x >> 16) & 255, (x >> 8) & 255, x & 255)
         if isinstance(x, (tuple, list)) and len(x) == 3:
-            return tuple(_clamp(_to_int(c), 0, 255) for c in x)
+            return tuple(clamp(to_int(c), 0, 255) for c in x)
         raise ValueError("not an RGB colour")
 
     def _encode(self, v):
@@ -547,7 +436,7 @@ class PersistentHex(_Persistent):
                 s = s[1:]
             if s.startswith("0x"):
                 s = s[2:]
-            if not _hex_digits(s):
+            if not hex_digits(s):
                 raise ValueError("not hexadecimal")
             return -int(s, 16) if neg else int(s, 16)
         if isinstance(x, bool) or not isinstance(x, int):
@@ -646,6 +535,23 @@ def folders():
     return store.folders()
 
 
+def secret(folder, name=None):
+    """Declare a folder (name None) or one value as secret: never exported or shown by the admin page."""
+    _check(folder, "folder", "secret")
+    with _guard:
+        if name is None:
+            if folder not in _SECRET_FOLDERS:
+                _SECRET_FOLDERS.append(folder)
+        elif (folder, name) not in _SECRET_VALUES:
+            _check(name, "name", "secret")
+            _SECRET_VALUES.append((folder, name))
+
+
+def is_secret(folder, name=None):
+    """True for a secret folder, or (with name) a value that is secret or lies in a secret folder."""
+    return folder in _SECRET_FOLDERS or (name is not None and (folder, name) in _SECRET_VALUES)
+
+
 def declared(folder=DEFAULT_FOLDER):
     """{name: Persistent object} of the variables this program made in folder, stored or not
     (the admin page shows unstored ones with their defaults and edits them with their type)."""
@@ -735,13 +641,18 @@ def _export_entry(folder, name):
     return {"type": "bytes", "value": b2a_base64(raw).decode().strip()}
 
 
-def export_json(only=None):
-    """Every stored value (or those of the folders in `only`) as typed JSON text:
-    {"folder": {"name": {"type": "int", "value": 3}, ...}, ...}"""
+def export_json(only=None, secrets=False):
+    """Every stored value (or those of the folders in the list `only`: an empty list is none) as
+    typed JSON text: {"folder": {"name": {"type": "int", "value": 3}, ...}, ...}. Secrets (see
+    secret()) are left out unless secrets=True."""
     out = {}
-    for folder in (only or folders()):
+    for folder in (folders() if only is None else only):
+        if not secrets and is_secret(folder):
+            continue
         d = {}
         for name in store.keys(folder):
+            if not secrets and is_secret(folder, name):
+                continue
             e = _export_entry(folder, name)
             if e is not None:
                 d[name] = e
@@ -786,9 +697,82 @@ def import_json(text):
                 bad.append("%s/%s: %s" % (folder, name, ex))
     if bad:
         raise ValueError("import: bad entries: " + "; ".join(bad))
+    plan = []
     for obj, v in todo:
-        obj.set(v)
-        with _guard:
+        code, raw = obj._encode(v)
+        plan.append((obj.folder, obj.name, code if isinstance(raw, int) else None, raw))
+    with _guard:
+        _fresh()
+        _apply_journaled(plan)
+        _cache.clear()
+        for obj, _v in todo:
             if obj._key not in _kinds:
                 _kinds[obj._key] = obj  # so a later export keeps the imported type
     return len(todo)
+
+
+# ---- all or nothing: the import journal ----
+#
+# An import writes many values; a power cut, a full partition or a MemoryError in the middle must not
+# leave some of them. Before the first write, the old value of every key (or "absent") goes to one
+# journal entry (one NVS item: written whole or not at all); then the values are written; then the
+# journal is erased. A failure rolls the old values back at once; if even that fails (or the power
+# went), the next access to the store after a boot rolls them back before anything is read.
+
+def _apply_journaled(plan):
+    undo = []
+    for folder, name, _code, _raw in plan:
+        old = store.get_typed(folder, name)
+        undo.append([folder, name] + ([None, None] if old is None else _journal_value(old)))
+    journal = json.dumps(undo).encode()
+    try:
+        # (inside the try: a write that failed may still have stored the journal, which must not
+        # outlive this call, or a later boot would roll back newer changes)
+        store.set(_JOURNAL[0], _JOURNAL[1], journal)
+        for folder, name, code, raw in plan:
+            store.set(folder, name, raw, code)
+        store.delete(_JOURNAL[0], _JOURNAL[1])  # the import is done once this is
+    except BaseException:  # MemoryError, OSError (no space, flash), KeyboardInterrupt: roll back
+        try:
+            _rollback(undo)
+        except BaseException:
+            _gen[0] = None  # the journal stays: the next access to the store rolls back again
+        raise
+
+
+def _journal_value(typed):
+    code, raw = typed
+    if isinstance(raw, (bytes, bytearray)):
+        return [code, "b:" + b2a_base64(bytes(raw)).decode().strip()]
+    if isinstance(raw, str):
+        return [code, "s:" + raw]
+    return [code, raw]
+
+
+def _rollback(undo):
+    try:
+        import gc
+        gc.collect()  # a MemoryError brought us here: make room for the way back
+    except ImportError:
+        pass
+    for folder, name, code, raw in undo:
+        if code is None:
+            store.delete(folder, name)
+            continue
+        if isinstance(raw, str):
+            raw = a2b_base64(raw[2:]) if raw.startswith("b:") else raw[2:]
+        store.set(folder, name, raw, code if isinstance(raw, int) else None)
+    store.delete(_JOURNAL[0], _JOURNAL[1])
+
+
+def _recover():
+    # an import cut short (power, or a rollback that failed): put the old values back
+    raw = store.get(_JOURNAL[0], _JOURNAL[1])
+    if raw is None:
+        return
+    try:
+        undo = json.loads(bytes(raw))
+    except ValueError:
+        undo = []  # a journal is written whole or not at all: this never happens, but never loop on it
+    _rollback(undo)
+    print("persist: an interrupted import was rolled back (%d values)" % len(undo))

@@ -219,11 +219,6 @@ class Portal:
     max_listed = 12
     #: shortest admin password accepted
     min_admin_password = 8
-    #: wrong admin passwords before the lock-out (shared with the admin login, see LoginGuard)
-    login_free_failures = 3
-    #: first lock-out (s); doubles with every further failure, up to login_max_lockout_s
-    login_lockout_s = 2
-    login_max_lockout_s = 300
 
     def __init__(self, app, wifi, on_saved=None):
         self.app = app
@@ -307,7 +302,7 @@ class Portal:
         if path == "/" and (self.active or not self.wifi.configured()) and req.method in ("GET", "HEAD"):
             return self._page()
         if self.active and not self._own_host(req) and not path.startswith("/setup") and path not in _PROBES:
-            return self._redirect()
+            return self.redirect()
         return None
 
     def _captive_404(self, req, resp):
@@ -315,14 +310,15 @@ class Portal:
             return self._captive(req)
         return None
 
-    def _redirect(self):
+    def redirect(self):
+        """A 302 to the setup page at the device's own address (the captive portal's answer)."""
         from iotutils.server import Response
         url = self.url()
         return Response('<a href="%s">Wi-Fi setup</a>' % url, 302, {"Location": url, "Cache-Control": "no-store"})
 
     def _probe(self, req):
         if self.active:
-            return self._redirect()
+            return self.redirect()
         from iotutils.server import Response
         body, status, ctype = _PROBES[req.path]
         return Response(body, status, {"Cache-Control": "no-store"}, ctype)
@@ -405,7 +401,7 @@ class Portal:
             data = req.json() if as_json else req.form()
             if not isinstance(data, dict):
                 raise ValueError("body: a form or a JSON object expected")
-            ssid = self._save(data)
+            ssid = self._save(data, req.client_ip)
         except Locked as e:
             h = {"Retry-After": str(e.wait)}
             return ({"error": str(e)}, 429, h) if as_json else (self._page(str(e), _form(data)), 429, h)
@@ -418,7 +414,7 @@ class Portal:
         from iotutils.server import Response
         return Response.redirect("/setup/result?ssid=" + _quote(ssid), 303)
 
-    def _save(self, data):
+    def _save(self, data, client):
         def field(k):
             v = data.get(k)
             if v is None:
@@ -438,13 +434,11 @@ class Portal:
         admin, dev_name = self._store()
         stored = admin.value
         if stored:
-            wait = login_guard.wait_s()
-            if wait:
-                raise Locked(wait)
+            # counted before the slow hash, with the admin login's count (raises Locked)
+            login_guard.attempt(client, trusted=self.wifi.on_setup_ap(client))
             if not verify_password(adminpw, stored):
-                login_guard.failed(self.login_free_failures, self.login_lockout_s, self.login_max_lockout_s)
                 raise Denied("admin: wrong admin password")
-            login_guard.ok()
+            login_guard.ok(client)
         elif len(adminpw) < self.min_admin_password:
             raise ValueError("admin: at least %d characters" % self.min_admin_password)
         if not stored and not self.active:

@@ -54,6 +54,21 @@ LOST = "lost"           # the connection dropped
 _ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 
 
+def _ip_int(ip):
+    p = ip.split(".")
+    if len(p) != 4:
+        raise ValueError(ip)
+    return (int(p[0]) << 24) | (int(p[1]) << 16) | (int(p[2]) << 8) | int(p[3])
+
+
+def _same_subnet(ip, net_ip, mask):
+    try:
+        m = _ip_int(mask)
+        return _ip_int(ip) & m == _ip_int(net_ip) & m
+    except ValueError:
+        return False
+
+
 def _error_of(status):
     """A failed station status as an error name, or None while connecting or connected."""
     if status in (_STAT_GOT_IP, _STAT_CONNECTING, _STAT_IDLE):
@@ -641,6 +656,21 @@ class Wifi:
             self._plock.release()
 
     # ---- status ----
+    def on_setup_ap(self, ip):
+        """True when address `ip` is a client of this device's access point (not of the home network:
+        where both share a subnet, the home network wins). Such a client holds the AP's WPA2 password,
+        that is, the device itself: the admin lock-out never locks it out for others' guesses."""
+        if not ip or not self._ap.active():
+            return False
+        a = self._ap.ifconfig()
+        if not _same_subnet(ip, a[0], a[1]):
+            return False
+        if self._state == _CONNECTED and self._sta.isconnected():
+            s = self._sta.ifconfig()
+            if _same_subnet(ip, s[0], s[1]):
+                return False
+        return True
+
     def status(self):
         """{"mode", "connected", "ssid", "ip", "rssi", "ap_ssid", "ap_ip"} plus "state", "error",
         "trying", "hostname", "ap_clients" (MACs), "configured"."""

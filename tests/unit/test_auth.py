@@ -52,3 +52,64 @@ def test_consteq_and_token():
 def test_escape_makes_markup_text():
     assert auth.escape("<a href=\"x\">'&'</a>") == "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
     assert auth.escape(5) == "5"
+
+
+def _guard():
+    g = auth.LoginGuard()
+    g.free, g.lockout_s, g.max_lockout_s, g.global_free, g.max_clients = 3, 2, 300, 12, 16
+    return g
+
+
+def test_login_attempts_are_counted_before_the_check():
+    # guesses sent in parallel (no ok() between them): the 4th is let through and locks at once
+    g = _guard()
+    for _ in range(4):
+        g.attempt("10.0.0.5", now=1000)
+    e = raises(auth.Locked, g.attempt, "10.0.0.5", now=1000)
+    assert e.wait == 2
+    # after the lock-out: exactly one guess per window, the window doubling
+    g.attempt("10.0.0.5", now=3000)
+    assert raises(auth.Locked, g.attempt, "10.0.0.5", now=3000).wait == 4
+    assert raises(auth.Locked, g.attempt, "10.0.0.5", now=6999).wait == 1
+    g.attempt("10.0.0.5", now=7000)
+    assert g.wait_s("10.0.0.5", now=7000) == 8
+
+
+def test_a_locked_out_client_does_not_lock_out_the_owner():
+    g = _guard()
+    for _ in range(6):
+        try:
+            g.attempt("10.0.0.66", now=0)
+        except auth.Locked:
+            pass
+    assert g.wait_s("10.0.0.66", now=0) > 0
+    assert g.wait_s("10.0.0.2", now=0) == 0
+    g.attempt("10.0.0.2", now=0)  # the owner tries ...
+    g.ok("10.0.0.2")              # ... and is right: nothing of theirs counts
+    assert g.wait_s("10.0.0.2", now=0) == 0
+
+
+def test_many_addresses_meet_the_global_ceiling_but_never_the_setup_ap():
+    g = _guard()
+    for i in range(13):  # one guess each from 13 addresses: the 13th passes the ceiling
+        g.attempt("10.0.1.%d" % i, now=0)
+    assert raises(auth.Locked, g.attempt, "10.0.9.9", now=0).wait == 2
+    g.attempt("192.168.4.2", trusted=True, now=0)  # on the device's own access point: still allowed
+    g.ok("192.168.4.2")
+    assert g.wait_s("10.0.9.9", now=2000) == 0
+
+
+def test_a_right_password_gives_its_attempt_back():
+    g = _guard()
+    for i in range(40):  # the owner logging in many times never builds up a lock-out
+        g.attempt("10.0.0.2", now=i)
+        g.ok("10.0.0.2")
+    assert g.wait_s("10.0.0.2", now=40) == 0 and g.wait_s("10.0.0.3", now=40) == 0
+
+
+def test_client_table_is_bounded():
+    g = _guard()
+    g.global_free = 1000
+    for i in range(100):
+        g.attempt("10.0.%d.%d" % (i // 250, i % 250), now=i)
+    assert len(g._clients) == 16

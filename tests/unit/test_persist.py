@@ -429,3 +429,117 @@ def test_kvstore_backend_glue():
     assert nvs.NVS(f2).get("kv", "boots") == 3  # in the nvs partition of the image file
     f2.close()
     rmtree(d)
+
+
+def test_export_leaves_secrets_out_and_an_empty_folder_list_means_none():
+    fresh()
+    PersistentStr("pwhash", folder="admin").value = "pbkdf2_sha256$1$00$ff"
+    PersistentJSON("networks", folder="wifi").value = [{"ssid": "home", "password": "wifi-secret"}]
+    PersistentStr("apsalt", folder="wifi").value = "salt-secret"
+    # a freshly set-up device: only secret folders. The admin page asks for "every folder that is
+    # not secret", which is none: that must be no folder, not every folder
+    assert json.loads(persist.export_json(only=[])) == {}
+    assert json.loads(persist.export_json()) == {}
+    PersistentJSON("users", folder="alexa").value = [["echo-user-key", "echo"]]
+    PersistentBool("pairing", folder="alexa").value = False
+    persist.secret("app", "token")
+    PersistentStr("token", folder="app").value = "app-secret"
+    PersistentInt("n", folder="app").value = 3
+    text = persist.export_json()
+    for s in ("pbkdf2", "wifi-secret", "salt-secret", "echo-user-key", "app-secret"):
+        assert s not in text, (s, text)
+    assert json.loads(text) == {"alexa": {"pairing": {"type": "bool", "value": False}},
+                                "app": {"n": {"type": "int", "value": 3}}}
+    assert "wifi-secret" in persist.export_json(secrets=True)  # for a tool that must have them
+    assert persist.is_secret("wifi") and persist.is_secret("alexa", "users") and not persist.is_secret("alexa")
+
+
+def _values(names):
+    return {n: store.get("imp", n) for n in names}
+
+
+def _failing_at(k, exc, persistent=False):
+    count = [0]
+
+    def fault(op, name, off, n):
+        if op == "read":
+            return
+        count[0] += 1
+        if count[0] == k or (persistent and count[0] >= k):
+            raise exc(28) if exc is OSError else exc()
+    return fault, count
+
+
+def test_import_is_all_or_nothing_at_every_failing_step():
+    """A MemoryError or OSError at every flash write or erase of an import: afterwards every value
+    is the old one (rolled back at once) - never some old and some new."""
+    names = ["v%02d" % i for i in range(12)]
+    text = json.dumps({"imp": {n: {"type": "int", "value": 1000 + i} for i, n in enumerate(names)}})
+    fresh()
+    for n in names[:6]:  # half of them exist before, half are new
+        store.set("imp", n, 7, nvs.I64)
+    old = _values(names)
+    # how many flash writes a clean import takes
+    fault, count = _failing_at(10 ** 6, MemoryError)
+    Region.fault = fault
+    try:
+        assert persist.import_json(text) == 12
+    finally:
+        Region.fault = None
+    steps = count[0]
+    assert steps > 12, steps
+    for exc in (MemoryError, OSError):
+        for k in range(1, steps + 1):
+            fresh()
+            for n in names[:6]:
+                store.set("imp", n, 7, nvs.I64)
+            fault, _ = _failing_at(k, exc)
+            Region.fault = fault
+            try:
+                raises(exc, persist.import_json, text)
+            finally:
+                Region.fault = None
+            assert _values(names) == old, (exc.__name__, k)
+            assert store.get("iotutils", "import") is None, k  # the journal is gone too
+
+
+def test_import_cut_short_is_rolled_back_at_the_next_boot():
+    """The flash stops taking writes (a power cut) at every step: after a reboot the values are all
+    old or all new."""
+    names = ["w%02d" % i for i in range(8)]
+    text = json.dumps({"imp": {n: 2000 + i for i, n in enumerate(names)}})
+    new = {n: 2000 + i for i, n in enumerate(names)}
+
+    def setup():
+        f = fresh()
+        for n in names[:3]:
+            store.set("imp", n, 5, nvs.I64)
+        return f
+    setup()
+    fault, count = _failing_at(10 ** 6, OSError)
+    Region.fault = fault
+    try:
+        persist.import_json(text)
+    finally:
+        Region.fault = None
+    steps = count[0]
+    seen_new = seen_old = 0
+    for k in range(1, steps + 2):
+        f = setup()
+        old = _values(names)
+        fault, _ = _failing_at(k, OSError, persistent=True)
+        Region.fault = fault
+        try:
+            persist.import_json(text)
+        except OSError:
+            pass
+        finally:
+            Region.fault = None
+        reboot(f)
+        PersistentInt("w00", folder="imp").value  # noqa: B018 - the first access after the boot
+        got = _values(names)
+        assert got in (old, new), (k, got)
+        seen_new += got == new
+        seen_old += got == old
+        assert store.get("iotutils", "import") is None, k
+    assert seen_new and seen_old, (seen_new, seen_old)

@@ -364,6 +364,8 @@ class _Req:
         self.path = path
         self.query = {}
         self.headers = {"host": host, "content-type": "application/json"}
+        self.host = host
+        self.client_ip = "127.0.0.1"
         self._data = data
 
     def json(self):

@@ -18,13 +18,20 @@ class Region:
     # Set True (tests do) to raise when a write would turn a 0 bit back into 1, as real NOR
     # flash would silently refuse to: catches code that forgets to erase first.
     strict = False
+    #: fault injection (tests): fn(op, region name, off, n) is called before every access with op
+    #: "read", "write" or "erase", and may raise (MemoryError, OSError) to play a failure at that
+    #: step. One hook for every region (class-wide); None in normal use.
+    fault = None
 
     def __init__(self, size, name="", offset=0):
         self.size = size
         self.name = name
         self.offset = offset  # absolute address in the whole flash (for tools and messages)
 
-    def _check(self, off, n):
+    def _check(self, off, n, op="read"):
+        f = Region.fault
+        if f is not None:
+            f(op, self.name, off, n)
         if off < 0 or n < 0 or off + n > self.size:
             raise FlashError("flash access %d+%d outside %s (%d bytes)" % (off, n, self.name, self.size))
 
@@ -38,7 +45,7 @@ class Region:
         buf[:len(data)] = data
 
     def write(self, off, data):
-        self._check(off, len(data))
+        self._check(off, len(data), "write")
         if self.strict:
             old = self._read(off, len(data))
             for i in range(len(data)):
@@ -49,7 +56,7 @@ class Region:
     def erase(self, off, n):
         if off % SECTOR_SIZE or n % SECTOR_SIZE:
             raise FlashError("erase %d+%d not sector aligned" % (off, n))
-        self._check(off, n)
+        self._check(off, n, "erase")
         self._erase(off, n)
 
 

@@ -62,6 +62,7 @@ _OUT_FIXED = const(9)
 _OUT_REASON = const(0)      # on an error: index of its reason
 _EAGAIN = const(11)
 _EINTR = const(4)
+_READ_AHEAD = const(2048)  # bodies up to this size are read before the handler runs
 
 _POLLIN = select.POLLIN
 _POLLHUP = select.POLLHUP
@@ -181,6 +182,11 @@ class WebServer(Router):
     #: a handler running longer than this (ms) hands the poll loop to a standing-by thread: the most
     #: a slow handler delays other connections (see _run)
     takeover_ms = 20
+    #: fn(req) -> None to serve the request, or an answer (anything a handler may return): asked first,
+    #: before routing and hooks, for every request. Device sets it on the class, so every server of
+    #: the device (the web server, each WeMo device) refuses a Host that is not the device's own (DNS
+    #: rebinding). None: no check (a WebServer used by itself).
+    host_guard = None
     #: answer the usual request inside the poll loop (no body, a literal path, a str/bytes/dict/list
     #: answer): the fast path. False sends every request the general way (_serve): the two must give
     #: the same bytes, and tests/unit/test_web_engine.py compares them.
@@ -507,11 +513,13 @@ class WebServer(Router):
                             self.request_count += 1
                             self.last_request_ms = now_ms()
                             slock.release()
-                            rv = None
-                            for hook in self._before:
-                                rv = hook(req)
-                                if rv is not None:
-                                    break
+                            hg = self.host_guard
+                            rv = hg(req) if hg is not None else None
+                            if rv is None:
+                                for hook in self._before:
+                                    rv = hook(req)
+                                    if rv is not None:
+                                        break
                             if rv is None:
                                 rv = route.fn(req)
                             t = type(rv)
@@ -1056,10 +1064,14 @@ class WebServer(Router):
             req.stream = reader
         try:
             reader.start()
-            found = self._find(req)
+            hg = self.host_guard
+            rv = hg(req) if hg is not None else None
+            found = self._find(req) if rv is None else 0
             args = None
             t = type(found)
-            if t is int:
+            if rv is not None:
+                resp = make_response(rv)
+            elif t is int:
                 if found == 405 and req.method == "OPTIONS":
                     resp = Response(b"", 204, {"Allow": ", ".join(req.allow + ("OPTIONS",))})
                 elif found == 405:
@@ -1084,7 +1096,10 @@ class WebServer(Router):
                         if not route.stream:
                             if req.content_length is not None and req.content_length > limit:
                                 raise HTTPError(413)
-                            req.body  # noqa: B018 - read it now: handler errors then are the handler's own
+                            if req.content_length is not None and req.content_length <= _READ_AHEAD:
+                                # read a small body now: I/O errors then are not the handler's; a
+                                # larger one is read when the handler asks (req.json() streams it)
+                                req.body  # noqa: B018 - the property reads it
                     resp = make_response(route.fn(req, *args) if args else route.fn(req))
             if self._after:
                 for hook in self._after:

@@ -87,6 +87,68 @@ def _json_too_deep(b, limit):
     return False
 
 
+try:
+    from io import IOBase as _IOBase
+
+    _STREAMS = sys.implementation.name == "micropython"  # CPython's json.load reads it whole anyway
+except ImportError:  # a port without io.IOBase: bodies are read whole
+    _IOBase = object
+    _STREAMS = False
+_STREAM_JSON_OVER = const(2048)
+
+
+class _JSONSource(_IOBase):
+    """A request body as the stream MicroPython's json.load reads (one byte per call), through a
+    small buffer; checks the nesting depth and the size limit as the bytes pass."""
+
+    def __init__(self, reader, limit, depth):
+        self.reader = reader
+        self.limit = limit
+        self.max_depth = depth
+        self.buf = bytearray(256)
+        self.pos = self.end = 0
+        self.total = 0
+        self.depth = 0
+        self.in_str = self.esc = False
+
+    def readinto(self, b):
+        if self.pos >= self.end:
+            n = self.reader.readinto(self.buf)
+            if not n:
+                return 0
+            self.total += n
+            if self.limit is not None and self.total > self.limit:
+                raise HTTPError(413)
+            self._scan(n)
+            self.pos, self.end = 0, n
+        n = min(len(b), self.end - self.pos)
+        b[:n] = memoryview(self.buf)[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def _scan(self, n):
+        buf = self.buf
+        depth, in_str, esc = self.depth, self.in_str, self.esc
+        for i in range(n):
+            c = buf[i]
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == 92:    # backslash
+                    esc = True
+                elif c == 34:    # quote
+                    in_str = False
+            elif c == 34:
+                in_str = True
+            elif c == 91 or c == 123:
+                depth += 1
+                if depth > self.max_depth:
+                    raise HTTPError(400, "JSON nested deeper than %d levels" % self.max_depth)
+            elif c == 93 or c == 125:
+                depth -= 1
+        self.depth, self.in_str, self.esc = depth, in_str, esc
+
+
 class Request:
     """One HTTP request. method, path (decoded), target, query_string, query (dict), headers (lower-case
     names), body (bytes or bytearray, read on first use), stream (a reader with readinto/read for the
@@ -155,6 +217,17 @@ class Request:
         return self.conn.addr
 
     @property
+    def client_ip(self):
+        """The client's IPv4 address as text ("" if unknown): accept() gives a (host, port) tuple on
+        some ports and a raw sockaddr_in (bytes) on others."""
+        a = self.conn.addr
+        if isinstance(a, tuple):
+            return a[0]
+        if isinstance(a, (bytes, bytearray)) and len(a) >= 8 and a[0] == 2:  # AF_INET
+            return "%d.%d.%d.%d" % (a[4], a[5], a[6], a[7])
+        return ""
+
+    @property
     def g(self):
         """Free space for hooks (e.g. the authenticated user)."""
         if self._g is None:
@@ -189,6 +262,33 @@ class Request:
         self._headers = value
 
     @property
+    def host(self):
+        """The Host header without its port, lower-case ("" without one). Found without decoding
+        the other header fields: a host check runs on every request."""
+        h = self._headers
+        if h is not None:
+            v = h.get("host", "")
+        else:
+            conn = self.conn
+            if conn.cur is not self:
+                raise RuntimeError("request headers read after the request was answered")
+            raw = conn.buf
+            off = conn.out
+            v = ""
+            for i in range(_OUT_FIXED, _OUT_FIXED + 4 * off[_OUT_N_HEADERS], 4):
+                o = off[i]
+                if off[i + 1] == 4 and raw[o] | 32 == 104 and raw[o + 1] | 32 == 111 and raw[o + 2] | 32 == 115 \
+                        and raw[o + 3] | 32 == 116:  # "host", any case
+                    try:
+                        v = str(raw[off[i + 2]:off[i + 2] + off[i + 3]], "utf-8")
+                    except UnicodeError:
+                        raise HTTPError(400, "header not UTF-8")
+                    break
+        if v.startswith("["):  # an IPv6 literal, [::1]:80
+            return v[:v.find("]") + 1].lower()
+        return v.partition(":")[0].lower()
+
+    @property
     def query(self):
         if self._query is None:
             self._query = parse_qs(self.query_string)
@@ -212,7 +312,12 @@ class Request:
     max_json_depth = 32
 
     def json(self):
-        """The body as JSON, whatever the Content-Type says (Hue clients omit it). Bad JSON -> 400."""
+        """The body as JSON, whatever the Content-Type says (Hue clients omit it). Bad JSON -> 400.
+        On MicroPython a body larger than a few buffers is parsed while it streams in: no block of its
+        size is needed (a fragmented heap may have none, although it has the room)."""
+        if self._body is None and _STREAMS and self.stream is not NO_BODY and \
+                (self.content_length is None or self.content_length > _STREAM_JSON_OVER):
+            return self._json_streamed()
         b = self.body
         if not b:
             return None
@@ -226,6 +331,19 @@ class Request:
             return json.loads(b)
         except ValueError:
             raise HTTPError(400, "invalid JSON body")
+
+    def _json_streamed(self):
+        route = self.route
+        src = _JSONSource(self.stream, self.stream.server.max_body if route is None or route.max_body is None
+                          else route.max_body, self.max_json_depth)
+        try:
+            v = json.load(src)
+        except ValueError:
+            if src.total == 0:
+                return None
+            raise HTTPError(400, "invalid JSON body")
+        self._body = b""  # consumed: the handler cannot read it twice
+        return v
 
     def form(self):
         """An application/x-www-form-urlencoded body as a dict."""
