@@ -73,7 +73,7 @@ def _wait_gone(pids, timeout=5.0):
 
 class SimDevice:
     def __init__(self, state_dir, app=None, port=None, wifi=None, heap=None, runtime=None, extra_env=None,
-                 ports=4):
+                 ports=4, write_nvs=None):
         self.state_dir = str(state_dir)
         self.app = app
         self.port = port or free_port_block(ports)
@@ -81,6 +81,7 @@ class SimDevice:
         self.heap = heap
         self.runtime = runtime
         self.extra_env = extra_env or {}
+        self.write_nvs = write_nvs  # an NVS image flashed before the first boot (provisioning)
         self.proc = None
         self.lines = []
         self._cond = threading.Condition()
@@ -95,6 +96,9 @@ class SimDevice:
             cmd += ["--heap", self.heap]
         if self.runtime:
             cmd += ["--runtime", self.runtime]
+        if self.write_nvs:
+            cmd += ["--write-nvs", str(self.write_nvs)]
+            self.write_nvs = None  # once: a later start() is a reboot of the same flash
         if self.app:
             cmd.append(str(self.app))
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)

@@ -41,7 +41,6 @@ class Device:
         self.app = WebServer(port=port, workers=workers)
         self.app.add_route("/healthz", _health, ("GET",))
         self.wifi = None
-        self.portal = None
         self.alexa = None
         self.ota = None
         self.admin = None
@@ -184,8 +183,7 @@ class Device:
         # built when the access point first needs it: a device on its home network never loads it
         from iotutils.portal import Portal
 
-        self.portal = Portal(app, wifi)
-        return self.portal
+        return Portal(app, wifi)
 
     def _host_guard(self, req):
         """Only the device's own names reach its servers: a DNS-rebinding page (a name the attacker
@@ -199,12 +197,12 @@ class Device:
             h = w.hostname().lower()
             if host == h or host == h + ".local":
                 return None
-        p = self.portal
+        p = w.portal if w is not None else None
         if p is not None and p.active:
             return p.redirect()
         from iotutils.server import Response
 
-        return Response("Misdirected Request: this device does not answer to %s\n" % host[:64], 421, None,
+        return Response("Misdirected Request: not a name of this device\n", 421, None,
                         "text/plain")
 
     def every(self, period_ms, fn=None):

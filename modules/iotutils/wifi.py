@@ -308,6 +308,11 @@ class Wifi:
             print("wifi: access point off")
 
     # ---- the setup portal ----
+    @property
+    def portal(self):
+        """The setup portal attached to this Wi-Fi (None until the access point first needed one)."""
+        return self._portal
+
     def attach_portal(self, portal):
         """Called by portal.Portal: the AP fallback (de)activates it."""
         self._portal = portal
