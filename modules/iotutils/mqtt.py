@@ -979,15 +979,18 @@ def _payload(p):
 
 
 def _why(e):
+    """A one-line reason for an exception (MicroPython's TLS errors start with a newline)."""
     if isinstance(e, _Lost):
         return e.args[0]
     if isinstance(e, _Timeout):
         return "timed out"
     if isinstance(e, OSError) and e.args and isinstance(e.args[0], int):
         code = e.args[0]
+        if len(e.args) > 1:
+            return " ".join(str(e.args[1]).split())
         name = errno.errorcode.get(code) if hasattr(errno, "errorcode") else None
-        return "%s (errno %d)" % (name or "OSError", code) if len(e.args) < 2 else "%s" % e.args[1]
-    return ("%s: %s" % (type(e).__name__, e)).strip()
+        return "%s (errno %d)" % (name or "OSError", code)
+    return " ".join(("%s: %s" % (type(e).__name__, e)).split())
 
 
 # ---------------------------------------------------------------- fleet
