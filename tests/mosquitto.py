@@ -13,10 +13,12 @@ user (USER / PASSWORD) whose password is checked; persistence is off; TCP_NODELA
 the broker's own Nagle delay, not the client, sets the pace of request/answer exchanges).
 """
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -164,7 +166,6 @@ class App:
             env["MQTT_CA"] = ca_file
         if heap:
             env["MQTT_HEAP"] = "1"
-        env.update(extra_env or {})
         if runtime == "cpython":
             env["PYTHONPATH"] = os.path.join(ROOT, "modules")
             cmd = [sys.executable, "-u", app]
@@ -172,6 +173,7 @@ class App:
             from conftest import micropython_cmd, micropython_path
             env["MICROPYPATH"] = micropython_path()
             cmd = micropython_cmd() + [app]
+        env.update(extra_env or {})
         self.lines = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -274,3 +276,51 @@ class Peer:
     def close(self):
         self.c.disconnect()
         self.c.loop_stop()
+
+
+class Proxy:
+    """A loopback TCP proxy to the broker that can stop forwarding (a half-open link: the TCP
+    connection stays up, nothing gets through) and start again."""
+
+    def __init__(self, port):
+        self.target = port
+        self.frozen = False
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [c, u]
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+
+    def _pump(self, a, b):
+        peers = {a: b, b: a}
+        while True:
+            if self.frozen:
+                time.sleep(0.02)
+                continue
+            try:
+                r, _, _ = select.select([a, b], [], [], 0.05)
+                for s in r:
+                    d = s.recv(65536)
+                    if not d:
+                        raise OSError("closed")
+                    peers[s].sendall(d)
+            except (OSError, ValueError):   # ValueError: closed by close() meanwhile
+                a.close()
+                b.close()
+                return
+
+    def close(self):
+        self.ls.close()
+        for s in self.socks:
+            s.close()

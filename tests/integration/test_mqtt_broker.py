@@ -3,15 +3,12 @@ CPython and in the micropython runtime (tests/apps/mqtt_app.py in a process of i
 trips, retain, the will at a power cut, broker restarts, a half-open link, an oversized packet,
 bad credentials, and TLS with a CA made here."""
 import os
-import select
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
-from mosquitto import RUNTIMES, App, Mosquitto, Peer, broker_fixture, own_broker_fixture  # noqa: F401
+from mosquitto import RUNTIMES, App, Mosquitto, Peer, Proxy, broker_fixture, own_broker_fixture  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,54 +83,6 @@ def test_broker_restart_reconnects_and_resubscribes(own_broker, runtime):
         assert '"reconnects": 1' in st and '"connected": true' in st
         assert "Traceback" not in app.output()
         peer.close()
-
-
-class Proxy:
-    """A loopback TCP proxy to the broker that can stop forwarding (a half-open link: the TCP
-    connection stays up, nothing gets through) and start again."""
-
-    def __init__(self, port):
-        self.target = port
-        self.frozen = False
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(8)
-        self.port = self.ls.getsockname()[1]
-        self.socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            u = socket.create_connection(("127.0.0.1", self.target))
-            self.socks += [c, u]
-            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
-
-    def _pump(self, a, b):
-        peers = {a: b, b: a}
-        while True:
-            if self.frozen:
-                time.sleep(0.02)
-                continue
-            try:
-                r, _, _ = select.select([a, b], [], [], 0.05)
-                for s in r:
-                    d = s.recv(65536)
-                    if not d:
-                        raise OSError("closed")
-                    peers[s].sendall(d)
-            except OSError:
-                a.close()
-                b.close()
-                return
-
-    def close(self):
-        self.ls.close()
-        for s in self.socks:
-            s.close()
 
 
 def test_half_open_link_is_declared_dead_within_one_and_a_half_keepalives(broker, runtime):
