@@ -35,8 +35,10 @@ def available():
 
 
 class Mosquitto:
-    def __init__(self, workdir, tls=None):
+    def __init__(self, workdir, tls=None, extra=(), users=None):
         self.dir = str(workdir)
+        self.extra = list(extra)             # more mosquitto.conf lines (before the listeners)
+        self.users = dict(users or {USER: PASSWORD})
         os.makedirs(self.dir, exist_ok=True)
         self.tls = tls                      # (ca file, cert file, key file) or None
         ports = free_port_block(2)
@@ -49,8 +51,9 @@ class Mosquitto:
 
     def _write_config(self):
         pw = os.path.join(self.dir, "passwd")
-        subprocess.run(["mosquitto_passwd", "-c", "-b", pw, USER, PASSWORD], check=True,
-                       capture_output=True)
+        for i, (user, password) in enumerate(sorted(self.users.items())):
+            subprocess.run(["mosquitto_passwd"] + (["-c"] if i == 0 else []) + ["-b", pw, user, password],
+                           check=True, capture_output=True)
         os.chmod(pw, 0o600)
         lines = [
             "per_listener_settings false",
@@ -61,6 +64,7 @@ class Mosquitto:
             "user root",                       # tests run as root: do not drop to 'mosquitto'
             "log_dest file " + self.log,
             "log_type error", "log_type warning", "log_type notice",
+        ] + self.extra + [
             "listener %d 127.0.0.1" % self.port,
         ]
         if self.tls:

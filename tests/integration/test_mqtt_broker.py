@@ -176,3 +176,45 @@ def test_mqtts_verifies_the_broker_against_the_ca(tls_broker, runtime):
         app.wait(r"connect to 127.0.0.1:%d failed: .*; next attempt" % b.tls_port, timeout=15)
         assert "CONNECTED" not in app.output() and app.alive()
     peer.close()
+
+
+def test_example_acl_keeps_each_device_to_its_own_topics(tmp_path):
+    """examples/mosquitto-acl.conf: a device (our client, client id iotutils-aa) reaches its own
+    topics and its discovery topic, not another device's; Home Assistant's user reaches all."""
+    from mosquitto import ROOT, available
+    if not available():
+        pytest.skip("mosquitto is not installed")
+    from iotutils.mqtt import MQTT
+    acl = os.path.join(ROOT, "examples", "mosquitto-acl.conf")
+    b = Mosquitto(tmp_path / "acl", extra=["acl_file " + acl], users={"homeassistant": "hapw"}).start()
+    got = []
+    m = MQTT(b.url(), client_id="iotutils-aa", keepalive=10)
+    try:
+        ha = Peer(b, "ha", "homeassistant", "hapw")
+        ha.subscribe("#")
+        m.subscribe("iotutils/iotutils-aa/cmd", lambda t, p: got.append(t))
+        m.subscribe("iotutils/iotutils-bb/cmd", lambda t, p: got.append(t))
+        m.start()
+        deadline = time.time() + 5
+        while not m.connected and time.time() < deadline:
+            time.sleep(0.02)
+        m.publish("iotutils/iotutils-bb/state", "not mine", qos=1)          # denied: dropped
+        m.publish("homeassistant/device/iotutils-bb/config", "{}", qos=1)   # denied
+        m.publish("homeassistant/device/iotutils-aa/config", "{}", qos=1)   # its own discovery
+        m.publish("iotutils/iotutils-aa/state", "mine", qos=1)
+        assert m.flush(5000)
+        seen = []
+        while "iotutils/iotutils-aa/state" not in seen:    # in order: what was denied would come first
+            seen.append(ha.messages.get(timeout=5).topic)
+        assert seen == ["homeassistant/device/iotutils-aa/config", "iotutils/iotutils-aa/state"], seen
+        ha.publish("iotutils/iotutils-bb/cmd", b"x", qos=1)
+        ha.publish("iotutils/iotutils-aa/cmd", b"x", qos=1)
+        deadline = time.time() + 5
+        while not got and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert got == ["iotutils/iotutils-aa/cmd"]
+        ha.close()
+    finally:
+        m.stop()
+        b.stop()
