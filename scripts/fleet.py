@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules"))
 
-from iotutils.mqtt import parse_url, rollout_selected  # the devices' own rule
+from iotutils.mqtt.codec import parse_url, rollout_selected  # the devices' own rule
 
 ROLLOUT = "iotutils/fleet/rollout"
 
