@@ -225,7 +225,7 @@ def main():
         a_, b_ = ours.get(key), theirs.get(key)
         ratio = ""
         if a_ is not None and b_:
-            ratio = "%.2fx" % (a_ / b_)
+            ratio = "%.3gx" % (a_ / b_)
         elif key == "dead_s" and "umqtt" in res and b_ is None:
             ratio = "never"
         print("%-48s %12s %12s %8s  (%s is better)" % (label, fmt(a_, unit, nd), fmt(b_, unit, nd) if "umqtt" in res else "-",
