@@ -32,6 +32,7 @@
 import errno
 import select
 import socket
+import sys
 
 from iotutils._compat import _thread, allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
@@ -103,6 +104,9 @@ class MQTT:
     max_queue = 8
     #: bytes of the receive and send buffers kept while connected (bigger packets use a temporary one)
     buffer_size = 256
+    #: stack of the client's thread (callbacks run on it: Home Assistant discovery builds JSON there);
+    #: 0 keeps the port's default
+    stack_size = 8192 if sys.platform == "esp32" else 0
 
     def __init__(self, url, client_id=None, keepalive=30, cadata=None, insecure=False):
         self._tls, self.host, self.port, user, password = parse_url(url)
@@ -200,11 +204,16 @@ class MQTT:
         """Connect and stay connected from a background thread; returns at once."""
         if self._running:
             return self
-        self._running = True
-        self._alive = True
         if _thread is None:
             raise OSError("mqtt: this port has no threads: call loop_once() from the main loop")
-        _thread.start_new_thread(self._run, ())
+        self._running = True
+        self._alive = True
+        old = _thread.stack_size(self.stack_size) if self.stack_size else None
+        try:
+            _thread.start_new_thread(self._run, ())
+        finally:
+            if old is not None:
+                _thread.stack_size(old)   # other threads keep the size they asked for
         return self
 
     def _run(self):
