@@ -1,0 +1,718 @@
+# MQTT 3.1.1 client: one background thread, QoS 0 and 1, retain, will, clean sessions that
+# re-subscribe and re-announce on every connect, keepalive that notices a half-open link, and
+# reconnection with exponential backoff. Runs on MicroPython (>= 1.24) and on CPython.
+#
+#   m = MQTT("mqtt://user:pass@host:1883", client_id=None, keepalive=30)   # client id from the MAC
+#   m.set_will("iotutils/<id>/status", "offline", retain=True)  # before start(): sent in CONNECT
+#   m.on_connect(lambda: m.publish("iotutils/<id>/status", "online", retain=True))
+#   m.subscribe("iotutils/<id>/+/set", callback)                # callback(topic str, payload bytes)
+#   m.start()                     # returns at once; connects, and reconnects, in its own thread
+#   m.publish(topic, payload, qos=0, retain=False)   # True when written (QoS 0) or queued (QoS 1)
+#   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.stop()
+#
+# Or without a thread: call m.loop_once() often (Device's main loop): it connects when due, reads
+# what arrived, keeps the link alive. Callbacks run in whichever thread calls loop_once().
+#
+# The broker being away is never an exception for the caller:
+# - publish() while disconnected: QoS 0 is dropped (counted in status()["dropped"]), returns False;
+#   QoS 1 is queued (at most max_queue messages, sent in order, one in flight at a time, re-sent
+#   with DUP after a reconnect); when the queue is full the new message is refused (counted in
+#   status()["refused"]): False.
+# - publish() writes at once on the caller's thread: it blocks only while the socket's send buffer
+#   is full (a dying link), at most `timeout` seconds; then the connection is dropped.
+# - a failed connect or a lost link: next attempt after 1 s, doubling to 60 s, +-25 % jitter.
+# - keepalive k: PINGREQ after k/2 s without traffic either way; nothing received for 1.5 k s
+#   (a broker or router gone without a FIN) -> the link is declared dead and closed.
+# - an inbound packet larger than max_packet is not read: the connection is closed (logged).
+#
+# TLS: "mqtts://" verifies the broker against cadata (PEM or DER CA certificates) and its host
+# name; without cadata MQTT() refuses mqtts unless insecure=True (encrypted, not authenticated).
+#
+# The wire format (packets, topic rules, URLs, backoff) is iotutils.mqtt.codec.
+import errno
+import select
+import socket
+import sys
+
+from iotutils._compat import _thread, allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
+    backoff_ms, build_connect, build_publish, build_subscribe, decode_publish, decode_varint, encode_varint,
+    filter_bytes, parse_url, rollout_selected, topic_bytes, topic_matches, utf8, varint_size)
+
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBACK = const(0x90)
+_UNSUBACK = const(0xB0)
+_PINGRESP = const(0xD0)
+
+_SLICE_MS = const(100)          # the longest a socket read or the idle wait blocks at a time
+
+_REFUSED = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
+            "bad user name or password", "not authorized")
+
+_TIMEOUT_ERRNOS = (errno.EAGAIN, errno.ETIMEDOUT)
+_Timeout = getattr(socket, "timeout", ())   # CPython's timeout error (args: "timed out")
+
+
+def _rand16():
+    import os
+    b = os.urandom(2)
+    return b[0] << 8 | b[1]
+
+
+def _der(cadata):
+    """CA certificates as DER (PEM text converted): MicroPython's ssl takes DER reliably."""
+    if isinstance(cadata, str):
+        cadata = cadata.encode()
+    if b"-----BEGIN" not in cadata:
+        return bytes(cadata)
+    import binascii
+    out = b""
+    for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        body = part.split(b"-----END CERTIFICATE-----")[0]
+        out += binascii.a2b_base64(b"".join(body.split()))
+    if not out:
+        raise ValueError("cadata: no certificate in the PEM text")
+    return out
+
+
+def _default_client_id():
+    import binascii
+
+    from iotutils import hal
+    return "iotutils-" + binascii.hexlify(hal.mac()).decode()
+
+
+def _timed_out(e):
+    return (e.args and e.args[0] in _TIMEOUT_ERRNOS) or isinstance(e, _Timeout)
+
+
+class _Lost(Exception):
+    """The connection is unusable (reason in args[0])."""
+
+
+# ---------------------------------------------------------------- the client
+
+class MQTT:
+    #: largest inbound packet (bytes after the fixed header) read; a larger one is not read: the
+    #: connection is closed and opened again (a PUBLISH that big would not fit the heap anyway)
+    max_packet = 4096
+    #: seconds a TCP/TLS connect, the broker's CONNACK, or a blocked write may take
+    timeout = 5
+    #: QoS 1 messages kept while disconnected or behind the one in flight; more: publish() -> False
+    max_queue = 8
+    #: bytes of the receive and send buffers kept while connected (bigger packets use a temporary one)
+    buffer_size = 256
+    #: stack of the client's thread (callbacks run on it: Home Assistant discovery builds JSON there);
+    #: 0 keeps the port's default
+    stack_size = 8192 if sys.platform == "esp32" else 0
+
+    def __init__(self, url, client_id=None, keepalive=30, cadata=None, insecure=False):
+        self._tls, self.host, self.port, user, password = parse_url(url)
+        if self._tls and not cadata and not insecure:
+            raise ValueError("cadata: mqtts:// needs the broker's CA certificate (or insecure=True)")
+        self._cadata = _der(cadata) if cadata else None
+        self._user = utf8("user", user) if user is not None else None
+        self._password = password.encode() if password is not None else None
+        if client_id is None:
+            client_id = _default_client_id()
+        self.client_id = client_id
+        self._cid = utf8("client_id", client_id)
+        if not isinstance(keepalive, int) or not 0 <= keepalive <= 65535:
+            raise ValueError("keepalive: whole seconds 0..65535 expected, got %r" % (keepalive,))
+        self.keepalive = keepalive
+        self._lock = allocate_lock()   # state: subscriptions, queue, counters
+        self._io = allocate_lock()     # the socket: one packet read or written at a time
+        self._s = None                 # the stream (TLS or the socket itself)
+        self._raw = None               # the socket under it
+        self._poll = None
+        self._rx = None
+        self._tx = None
+        self.connected = False
+        self._subs = []                # [filter str, filter bytes, callback, qos]
+        self._queue = []               # QoS 1 outbox: [pid, topic bytes, payload bytes, retain, sent]
+        self._pending = {}             # packet id -> filter of a SUBSCRIBE not yet acknowledged
+        self._pid = 0
+        self._will = None
+        self._on_connect = []
+        self._failures = 0
+        self._next_ms = ticks_ms()     # next connect attempt
+        self._backoff = 0
+        self._kicked = False
+        self._probe = False
+        self._running = False
+        self._alive = False
+        self._err = None
+        self._rx_ms = self._tx_ms = self._ping_ms = 0
+        self._connects = 0
+        self._sent = 0
+        self._received = 0
+        self._dropped = 0              # QoS 0 messages published while disconnected
+        self._refused = 0              # QoS 1 messages refused: the queue was full
+
+    # ---- configuration ----
+
+    def set_will(self, topic, payload, retain=True, qos=0):
+        """The message the broker publishes when this client vanishes without DISCONNECT (sent in
+        every CONNECT; set it before start()). None removes it."""
+        if topic is None:
+            self._will = None
+            return
+        if qos not in (0, 1):
+            raise ValueError("qos: 0 or 1 expected, got %r" % (qos,))
+        self._will = (topic_bytes(topic), _payload(payload), qos, bool(retain))
+
+    def on_connect(self, callback):
+        """callback() after every successful connect, subscriptions renewed (re-announce state
+        here: sessions are clean). Runs in the client's thread. Also a decorator."""
+        self._on_connect.append(callback)
+        return callback
+
+    def subscribe(self, topic_filter, callback, qos=0):
+        """callback(topic str, payload bytes) for every message matching topic_filter (wildcards
+        + and #). Kept across reconnects. qos: the most the broker may use to deliver (0 or 1)."""
+        fb = filter_bytes(topic_filter)
+        if qos not in (0, 1):
+            raise ValueError("qos: 0 or 1 expected, got %r" % (qos,))
+        if isinstance(topic_filter, (bytes, bytearray)):
+            topic_filter = fb.decode()
+        with self._lock:
+            for s in self._subs:
+                if s[0] == topic_filter:
+                    s[2] = callback
+                    s[3] = qos
+                    break
+            else:
+                self._subs.append([topic_filter, fb, callback, qos])
+        if self.connected:
+            self._send_sub(topic_filter, fb, qos, False)
+        return True
+
+    def unsubscribe(self, topic_filter):
+        fb = filter_bytes(topic_filter)
+        if isinstance(topic_filter, (bytes, bytearray)):
+            topic_filter = fb.decode()
+        with self._lock:
+            self._subs = [s for s in self._subs if s[0] != topic_filter]
+        if self.connected:
+            self._send_sub(topic_filter, fb, 0, True)
+
+    # ---- running ----
+
+    def start(self):
+        """Connect and stay connected from a background thread; returns at once."""
+        if self._running:
+            return self
+        if _thread is None:
+            raise OSError("mqtt: this port has no threads: call loop_once() from the main loop")
+        self._running = True
+        self._alive = True
+        old = _thread.stack_size(self.stack_size) if self.stack_size else None
+        try:
+            _thread.start_new_thread(self._run, ())
+        finally:
+            if old is not None:
+                _thread.stack_size(old)   # other threads keep the size they asked for
+        return self
+
+    def _run(self):
+        try:
+            while self._running:
+                try:
+                    self.loop_once(_SLICE_MS * 5)
+                except Exception as e:  # a bug must not end the thread: print it, go on
+                    print("mqtt: unexpected error:")
+                    print_exception(e)
+                    sleep_ms(_SLICE_MS)
+        finally:
+            if not self._running:
+                self._drop(None)
+            self._alive = False
+
+    def stop(self):
+        """Disconnect cleanly (the broker drops the will) and end the background thread."""
+        self._running = False
+        s = self._s
+        if s is not None and self.connected:
+            with self._io:
+                if self._s is s:
+                    try:
+                        self._write(b"\xe0\x00", 2)
+                    except (OSError, _Lost):
+                        pass
+        self._drop(None)
+        t0 = ticks_ms()
+        while self._alive and ticks_diff(ticks_ms(), t0) < 3000:
+            sleep_ms(10)
+
+    def kick(self):
+        """The network is back: try to connect now (or, if connected, check the link now)."""
+        self._kicked = True
+        self._next_ms = ticks_ms()
+        self._probe = True
+
+    def connect(self):
+        """One connect attempt now, on the caller's thread (when not using start()). -> connected."""
+        if not self.connected:
+            self._connect()
+        return self.connected
+
+    def loop_once(self, wait_ms=0):
+        """One pass: connect when due, else read what arrived (waiting up to wait_ms for it) and
+        keep the link alive. Never raises for network trouble."""
+        t0 = ticks_ms()
+        if not self.connected:
+            while not self._kicked and ticks_diff(self._next_ms, ticks_ms()) > 0:
+                left = wait_ms - ticks_diff(ticks_ms(), t0)
+                if left <= 0:
+                    return
+                sleep_ms(min(_SLICE_MS, left, max(1, ticks_diff(self._next_ms, ticks_ms()))))
+            self._kicked = False
+            self._connect()
+            return
+        while self.connected:
+            left = wait_ms - ticks_diff(ticks_ms(), t0)
+            if self._readable(min(_SLICE_MS, max(0, left))):
+                self._read_packets()
+            if not self._keepalive() or ticks_diff(ticks_ms(), t0) >= wait_ms:
+                return
+
+    step = loop_once
+
+    def flush(self, timeout_ms=5000):
+        """Wait until every queued QoS 1 message is acknowledged (True) or timeout_ms passed."""
+        t0 = ticks_ms()
+        while self._queue:
+            if ticks_diff(ticks_ms(), t0) >= timeout_ms:
+                return False
+            if not self._running:
+                self.loop_once(min(_SLICE_MS, timeout_ms))
+            else:
+                sleep_ms(1)
+        return True
+
+    def status(self):
+        """What the admin page and the console show."""
+        with self._lock:
+            queued = len(self._queue)
+            inflight = 1 if queued and self._queue[0][4] else 0
+        left = ticks_diff(self._next_ms, ticks_ms()) if not self.connected else 0
+        return {
+            "connected": self.connected, "host": self.host, "port": self.port, "tls": self._tls,
+            "client_id": self.client_id, "last_error": self._err, "connects": self._connects,
+            "reconnects": max(0, self._connects - 1), "failures": self._failures,
+            "backoff_ms": self._backoff, "next_attempt_ms": max(0, left),
+            "sent": self._sent, "received": self._received, "dropped": self._dropped, "refused": self._refused,
+            "queued": queued, "inflight": inflight, "subscriptions": len(self._subs),
+        }
+
+    # ---- publishing ----
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        """Send payload (bytes, str, or anything str() takes) to topic. True: written (QoS 0) or
+        queued for delivery (QoS 1). False: QoS 0 while disconnected (dropped, counted), or the
+        QoS 1 queue is full. ValueError for a bad topic or qos."""
+        tb = topic_bytes(topic)
+        pb = _payload(payload)
+        if qos == 0:
+            if not self.connected:
+                with self._lock:
+                    self._dropped += 1
+                return False
+            return self._send_publish(tb, pb, 0, retain, 0, False)
+        if qos != 1:
+            raise ValueError("qos: 0 or 1 expected, got %r" % (qos,))
+        with self._lock:
+            if len(self._queue) >= self.max_queue:
+                self._refused += 1
+                return False
+            self._queue.append([self._next_pid(), tb, pb, bool(retain), 0])
+        self._pump()
+        return True
+
+    def _next_pid(self):
+        self._pid = self._pid % 65535 + 1
+        return self._pid
+
+    def _pump(self):
+        """Send the head of the QoS 1 queue if nothing is in flight (re-sent with DUP if it was
+        sent on an earlier connection)."""
+        if not self.connected:
+            return
+        with self._lock:
+            if not self._queue or self._queue[0][4] == 2:
+                return
+            m = self._queue[0]
+            dup = m[4] == 1
+            m[4] = 2   # 0: never sent, 1: sent on an earlier connection, 2: in flight now
+        if not self._send_publish(m[1], m[2], 1, m[3], m[0], dup):
+            with self._lock:
+                if m[4] == 2:
+                    m[4] = 1
+
+    def _send_publish(self, tb, pb, qos, retain, pid, dup):
+        s = self._s
+        if s is None:
+            return False
+        with self._io:
+            if self._s is not s:
+                return False
+            buf, n = build_publish(self._tx, tb, pb, qos, retain, pid, dup)
+            return self._write_or_drop(buf, n)
+
+    def _send_sub(self, fs, fb, qos, unsub):
+        s = self._s
+        if s is None:
+            return False
+        with self._lock:
+            pid = self._next_pid()
+            if not unsub:
+                self._pending[pid] = fs
+        with self._io:
+            if self._s is not s:
+                return False
+            buf, n = build_subscribe(self._tx, pid, fb, qos, unsub)
+            return self._write_or_drop(buf, n)
+
+    def _write_or_drop(self, buf, n):
+        # caller holds self._io
+        try:
+            self._write(buf, n)
+            self._sent += 1
+            return True
+        except (OSError, _Lost) as e:
+            self._close_locked("write failed: %s" % _why(e))
+            return False
+
+    def _write(self, buf, n):
+        """All n bytes of buf with one call when the socket takes them (caller holds self._io)."""
+        mv = memoryview(buf)
+        off = 0
+        t0 = ticks_ms()
+        wr = self._wr
+        while off < n:
+            try:
+                k = wr(mv[off:n])
+            except OSError as e:
+                if not _timed_out(e):
+                    raise
+                k = 0
+            if k:
+                off += k
+                t0 = ticks_ms()
+            elif ticks_diff(ticks_ms(), t0) >= self.timeout * 1000:
+                raise _Lost("send blocked for %d s" % self.timeout)
+        self._tx_ms = ticks_ms()
+
+    # ---- connecting ----
+
+    def _connect(self):
+        self._backoff = 0
+        raw = s = None
+        try:
+            ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+            raw = socket.socket(ai[0], socket.SOCK_STREAM)
+            raw.settimeout(self.timeout)
+            raw.connect(ai[-1])
+            try:
+                raw.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+            except (OSError, TypeError):
+                pass  # a port without TCP_NODELAY: packets still go out whole (one write each)
+            s = self._wrap(raw) if self._tls else raw
+            for x in (s, raw):  # CPython: the TLS socket took over raw's descriptor
+                try:
+                    x.settimeout(_SLICE_MS / 1000)
+                except (AttributeError, OSError):
+                    pass  # MicroPython's TLS stream: the socket under it carries the timeout
+            self._raw = raw
+            self._rd = getattr(s, "readinto", None) or s.recv_into
+            self._wr = getattr(s, "write", None) or s.send
+            if self._rx is None:
+                self._rx = bytearray(self.buffer_size)
+                self._tx = bytearray(self.buffer_size)
+            with self._io:
+                buf, n = build_connect(self._tx, self._cid, self.keepalive, self._user, self._password,
+                                       self._will)
+                self._s = s
+                self._write(buf, n)
+                ack = self._read_exact(4, self.timeout * 1000)
+                if ack is None:
+                    raise _Lost("connection closed before CONNACK")
+                if ack[0] != _CONNACK or ack[1] != 2:
+                    raise _Lost("not an MQTT broker (no CONNACK)")
+                if ack[3]:
+                    rc = ack[3]
+                    raise _Lost("broker refused the connection: %s (%d)"
+                                % (_REFUSED[rc] if rc < len(_REFUSED) else "code", rc))
+                p = select.poll()
+                p.register(s, select.POLLIN)
+                self._poll = p
+                now = ticks_ms()
+                self._rx_ms = self._tx_ms = self._ping_ms = now
+                self.connected = True
+        except Exception as e:  # OSError, TLS errors (ValueError on MicroPython), _Lost
+            self._s = None
+            self._poll = None
+            for x in (s, raw):
+                if x is not None:
+                    try:
+                        x.close()
+                    except Exception:
+                        pass
+            self._retry_later("connect to %s:%d failed: %s" % (self.host, self.port, _why(e)))
+            return False
+        self._connects += 1
+        self._failures = 0
+        self._err = None
+        print("mqtt: connected to %s:%d as %s" % (self.host, self.port, self.client_id))
+        with self._lock:
+            subs = list(self._subs)
+            for m in self._queue:
+                if m[4]:
+                    m[4] = 1   # in flight on the old connection: re-send with DUP
+            self._pending = {}
+        for sub in subs:
+            if not self._send_sub(sub[0], sub[1], sub[3], False):
+                return False
+        self._pump()
+        for cb in self._on_connect:
+            if not self.connected:
+                break
+            try:
+                cb()
+            except Exception as e:
+                print("mqtt: on_connect callback %r failed:" % (cb,))
+                print_exception(e)
+        return self.connected
+
+    def _wrap(self, raw):
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self._cadata:
+            ctx.load_verify_locations(cadata=self._cadata)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        else:
+            if hasattr(ctx, "check_hostname"):
+                ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx.wrap_socket(raw, server_hostname=self.host)
+
+    def _retry_later(self, why):
+        self._failures += 1
+        self._err = why
+        self._backoff = backoff_ms(self._failures, _rand16())
+        self._next_ms = ticks_ms() + self._backoff
+        print("mqtt: %s; next attempt in %d ms" % (why, self._backoff))
+
+    def _drop(self, why):
+        """Close the connection (from any thread); why: None for a deliberate stop."""
+        with self._io:
+            self._close_locked(why)
+
+    def _close_locked(self, why):
+        # caller holds self._io, so no read or write is under way on the socket being closed
+        s = self._s
+        if s is None:
+            return
+        self._s = None
+        self._poll = None
+        self.connected = False
+        with self._lock:
+            if self._queue and self._queue[0][4] == 2:
+                self._queue[0][4] = 1
+        for x in (s, self._raw):
+            try:
+                x.close()
+            except Exception:
+                pass
+        self._raw = None
+        if why is not None:
+            self._retry_later("connection lost: " + why)
+
+    # ---- reading ----
+
+    def _readable(self, ms):
+        s = self._s
+        p = self._poll
+        if s is None or p is None:
+            return False
+        pending = getattr(s, "pending", None)   # CPython TLS: bytes already decrypted
+        if pending is not None and pending():
+            return True
+        try:
+            return bool(p.poll(ms))
+        except OSError:
+            return True   # let the read find out what is wrong
+
+    def _read_exact(self, n, timeout_ms, into=None):
+        """n bytes into self._rx (or `into`) within timeout_ms of no progress: the memoryview of
+        them, or None at end of stream (caller holds self._io)."""
+        buf = into if into is not None else self._rx
+        mv = memoryview(buf)
+        off = 0
+        t0 = ticks_ms()
+        rd = self._rd
+        while off < n:
+            try:
+                k = rd(mv[off:n])
+            except OSError as e:
+                if not _timed_out(e):
+                    raise
+                k = None
+            if k == 0:
+                return None
+            if k:
+                off += k
+                t0 = ticks_ms()
+            elif ticks_diff(ticks_ms(), t0) >= timeout_ms:
+                raise _Lost("no data for %d ms inside a packet" % timeout_ms)
+        return mv[:n]
+
+    def _read_packets(self):
+        # one packet, then more while they are already there (a burst costs one poll)
+        for _ in range(16):
+            if not self._read_packet() or not self._readable(0):
+                return
+
+    def _read_packet(self):
+        s = self._s
+        if s is None:
+            return False
+        msg = None
+        with self._io:
+            if self._s is not s:
+                return False
+            try:
+                hdr = self._read_exact(1, self.timeout * 1000)
+                if hdr is None:
+                    self._close_locked("the broker closed the connection")
+                    return False
+                first = hdr[0]
+                n = 0
+                shift = 0
+                for _ in range(4):
+                    b = self._read_exact(1, self.timeout * 1000)
+                    if b is None:
+                        raise _Lost("closed inside a packet header")
+                    n |= (b[0] & 0x7F) << shift
+                    shift += 7
+                    if not b[0] & 0x80:
+                        break
+                else:
+                    raise _Lost("malformed remaining length")
+                if n > self.max_packet:
+                    print("mqtt: inbound packet of %d bytes > max_packet %d: dropped, reconnecting"
+                          % (n, self.max_packet))
+                    self._close_locked("inbound packet of %d bytes over max_packet" % n)
+                    return False
+                body = self._read_exact(n, self.timeout * 1000, None if n <= len(self._rx) else bytearray(n))
+                if body is None:
+                    raise _Lost("closed inside a packet")
+                self._rx_ms = ticks_ms()
+                self._received += 1
+                kind = first & 0xF0
+                if kind == _PUBLISH:
+                    msg = decode_publish(first, body)
+                    if msg[2] == 2:
+                        raise _Lost("QoS 2 PUBLISH (never asked for)")
+                elif kind == _PUBACK:
+                    msg = ((body[0] << 8) | body[1],) if n >= 2 else None
+                elif kind == _SUBACK:
+                    msg = ((body[0] << 8) | body[1], bytes(body[2:n]))
+                elif kind not in (_PINGRESP, _UNSUBACK):
+                    raise _Lost("unexpected packet type 0x%02x" % first)
+            except (OSError, ValueError, _Lost, IndexError) as e:
+                self._close_locked(_why(e))
+                return False
+        if msg is None:
+            return True
+        if kind == _PUBLISH:
+            self._deliver(msg)
+        elif kind == _PUBACK:
+            self._acked(msg[0])
+        else:
+            self._subacked(msg[0], msg[1])
+        return True
+
+    def _deliver(self, msg):
+        topic, payload, qos, _, _, pid = msg
+        with self._lock:
+            cbs = [sub[2] for sub in self._subs if topic_matches(sub[0], topic)]
+        for cb in cbs:
+            try:
+                cb(topic, payload)
+            except Exception as e:  # the app's bug must not cost the connection
+                print("mqtt: callback for %s failed:" % topic)
+                print_exception(e)
+        if qos == 1:
+            s = self._s
+            if s is not None:
+                with self._io:
+                    if self._s is s:
+                        ack = self._tx
+                        ack[0] = _PUBACK
+                        ack[1] = 2
+                        ack[2] = pid >> 8
+                        ack[3] = pid & 0xFF
+                        self._write_or_drop(ack, 4)
+
+    def _acked(self, pid):
+        with self._lock:
+            if self._queue and self._queue[0][0] == pid and self._queue[0][4] == 2:
+                self._queue.pop(0)
+            else:
+                return
+        self._pump()
+
+    def _subacked(self, pid, codes):
+        with self._lock:
+            fs = self._pending.pop(pid, None)
+        if codes and codes[0] == 0x80:
+            self._err = "the broker refused the subscription to %s" % fs
+            print("mqtt: " + self._err)
+
+    def _keepalive(self):
+        """PINGREQ when due; False (and the link closed) when nothing came for 1.5 x keepalive."""
+        if not self.keepalive or not self.connected:
+            return self.connected
+        now = ticks_ms()
+        ka = self.keepalive * 1000
+        quiet = ticks_diff(now, self._rx_ms)
+        if quiet > ka * 3 // 2:
+            self._drop("nothing from the broker for %d ms (keepalive %d s): link dead"
+                       % (quiet, self.keepalive))
+            return False
+        half = ka // 2
+        if self._probe or ((quiet >= half or ticks_diff(now, self._tx_ms) >= half)
+                           and ticks_diff(now, self._ping_ms) >= half):
+            self._probe = False
+            self._ping_ms = now
+            s = self._s
+            with self._io:
+                if self._s is s and s is not None:
+                    self._write_or_drop(b"\xc0\x00", 2)
+        return self.connected
+
+
+def _payload(p):
+    if isinstance(p, (bytes, bytearray, memoryview)):
+        return p
+    if isinstance(p, str):
+        return p.encode()
+    return str(p).encode()
+
+
+def _why(e):
+    """A one-line reason for an exception (MicroPython's TLS errors start with a newline)."""
+    if isinstance(e, _Lost):
+        return e.args[0]
+    if isinstance(e, _Timeout):
+        return "timed out"
+    if isinstance(e, OSError) and e.args and isinstance(e.args[0], int):
+        code = e.args[0]
+        if len(e.args) > 1:
+            return " ".join(str(e.args[1]).split())
+        name = errno.errorcode.get(code) if hasattr(errno, "errorcode") else None
+        return "%s (errno %d)" % (name or "OSError", code)
+    return " ".join(("%s: %s" % (type(e).__name__, e)).split())

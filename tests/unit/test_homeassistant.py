@@ -1,0 +1,273 @@
+# iotutils.homeassistant: discovery payloads (device and per-component modes) checked against
+# Home Assistant's rules, the no-ghost clean-up, commands and states, and the Bridge over a fake
+# MQTT client. Runs on CPython and MicroPython.
+import json
+
+from mpunit import raises
+
+from iotutils import homeassistant as ha
+
+# The part of Home Assistant's abbreviation table these payloads rely on (short -> full name),
+# from https://www.home-assistant.io/integrations/mqtt/#supported-abbreviations-in-mqtt-discovery-messages
+# (source: home-assistant/home-assistant.io, source/_integrations/mqtt.markdown, "Supported
+# abbreviations", "... for device registry configuration", "... for origin info").
+ABBREVIATIONS = {
+    "avty_t": "availability_topic", "bri_scl": "brightness_scale", "cmd_t": "command_topic",
+    "cmps": "components", "dev": "device", "dev_cla": "device_class", "ent_cat": "entity_category",
+    "ic": "icon", "max": "max", "min": "min", "mode": "mode", "name": "name", "o": "origin",
+    "ops": "options", "p": "platform", "pl_inst": "payload_install", "pl_prs": "payload_press",
+    "ptrn": "pattern", "stat_cla": "state_class", "stat_t": "state_topic", "step": "step",
+    "sup_clrm": "supported_color_modes", "uniq_id": "unique_id", "unit_of_meas": "unit_of_measurement",
+    "val_tpl": "value_template", "pl_avail": "payload_available", "pl_not_avail": "payload_not_available",
+    "json_attr_t": "json_attributes_topic", "l_ver_t": "latest_version_topic", "rel_u": "release_url",
+    "rel_s": "release_summary", "en": "enabled_by_default", "e": "encoding", "ret": "retain",
+}
+DEVICE_ABBREVIATIONS = {"cu": "configuration_url", "cns": "connections", "ids": "identifiers", "name": "name",
+                        "mf": "manufacturer", "mdl": "model", "mdl_id": "model_id", "hw": "hw_version",
+                        "sw": "sw_version", "sa": "suggested_area", "sn": "serial_number"}
+ORIGIN_ABBREVIATIONS = {"name": "name", "sw": "sw_version", "url": "support_url"}
+# full option names that have no abbreviation (valid as they are)
+UNABBREVIATED = {"schema"}
+# what each platform needs (its configuration's required options, plus what we rely on)
+REQUIRED = {
+    "light": {"cmd_t", "schema", "stat_t", "sup_clrm"}, "switch": {"cmd_t", "stat_t"},
+    "number": {"cmd_t", "stat_t", "min", "max", "step"}, "text": {"cmd_t", "stat_t", "max"},
+    "select": {"cmd_t", "ops", "stat_t"}, "sensor": {"stat_t"}, "button": {"cmd_t"},
+    "update": {"stat_t", "cmd_t", "pl_inst"},
+}
+# options HA reads as strings (a null there is an error, not "unset")
+STRINGS = {"name", "uniq_id", "stat_t", "cmd_t", "avty_t", "dev_cla", "stat_cla", "unit_of_meas", "ent_cat",
+           "val_tpl", "ic", "ptrn", "pl_inst", "p", "schema", "mode"}
+
+INFO = {"id": "0200000001ab", "name": "Desk lamp", "sw": "0.1.0", "model": "iotutils lamp",
+        "url": "http://192.168.1.20/admin"}
+ENTITIES = [
+    ("light", "lamp", "Lamp", {"rgb": True, "scale": 255}),
+    ("switch", "relay", "Relay", None),
+    ("number", "bri", "Brightness", {"min": 0, "max": 100, "step": 1, "int": True, "unit": "%", "mode": "slider"}),
+    ("number", "temp", "Target", {"min": 5.5, "max": 30.5, "step": 0.5}),
+    ("text", "label", "Label", {"max": 32}),
+    ("text", "mask", "Mask", {"max": 10, "hex": True}),
+    ("select", "effect", "Effect", {"options": ["none", "rainbow", "breathe"]}),
+    ("button", "restart", "Restart", {"device_class": "restart"}),
+    ("update", "firmware", "Firmware", None),
+] + ha.diagnostics()
+
+
+def _walk(obj, path=""):
+    if obj is None:
+        raise AssertionError("None (null) at %s" % path)
+    if isinstance(obj, dict):
+        for k in obj:
+            _walk(obj[k], path + "/" + k)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _walk(v, "%s[%d]" % (path, i))
+
+
+def _check_component(c, kind, with_device):
+    for k in c:
+        assert k in ABBREVIATIONS or k in UNABBREVIATED or (with_device and k in ("dev", "o")), (kind, k)
+    for k in REQUIRED[kind]:
+        assert k in c, (kind, k, c)
+    for k in STRINGS:
+        if k in c:
+            assert isinstance(c[k], str) and c[k], (kind, k, c[k])
+    if "ops" in c:
+        assert c["ops"] and all(isinstance(o, str) for o in c["ops"])
+    for k in ("stat_t", "cmd_t", "avty_t"):
+        if k in c:
+            assert "+" not in c[k] and "#" not in c[k] and c[k].startswith("iotutils/0200000001ab/")
+
+
+def _check_device(d):
+    assert set(d) <= set(DEVICE_ABBREVIATIONS) and d["ids"] == ["0200000001ab"] and d["name"] == "Desk lamp"
+
+
+def test_device_discovery_payload_follows_the_contract():
+    msgs = ha.discovery(INFO, ENTITIES)
+    assert len(msgs) == 1
+    topic, payload = msgs[0]
+    assert topic == "homeassistant/device/0200000001ab/config"
+    d = json.loads(payload)
+    _walk(d)
+    assert set(d) == {"dev", "o", "avty_t", "cmps"}
+    _check_device(d["dev"])
+    assert set(d["o"]) <= set(ORIGIN_ABBREVIATIONS) and d["o"]["name"] == "iotutils"
+    assert d["avty_t"] == "iotutils/0200000001ab/status"
+    assert sorted(d["cmps"]) == sorted(e[1] for e in ENTITIES)
+    uids = []
+    for e in ENTITIES:
+        c = d["cmps"][e[1]]
+        assert c["p"] == e[0]
+        _check_component(c, e[0], False)
+        uids.append(c["uniq_id"])
+        assert c["uniq_id"] == "0200000001ab_" + e[1]
+    assert len(set(uids)) == len(uids)
+    assert len(payload) < 4096, len(payload)     # one MQTT message, modest for an ESP32 to build
+    lamp = d["cmps"]["lamp"]
+    assert lamp["schema"] == "json" and lamp["sup_clrm"] == ["rgb"] and lamp["bri_scl"] == 255
+    assert lamp["cmd_t"] == "iotutils/0200000001ab/lamp/set" and lamp["stat_t"] == "iotutils/0200000001ab/lamp"
+    assert d["cmps"]["mask"]["ptrn"] and d["cmps"]["label"]["max"] == 32
+    assert d["cmps"]["rssi"]["ent_cat"] == "diagnostic" and d["cmps"]["rssi"]["unit_of_meas"] == "dBm"
+    assert d["cmps"]["rssi"]["stat_t"] == "iotutils/0200000001ab/info"
+    assert d["cmps"]["rssi"]["val_tpl"] == "{{ value_json.rssi }}"
+    assert d["cmps"]["firmware"]["pl_inst"] == "install" and d["cmps"]["firmware"]["dev_cla"] == "firmware"
+    assert d["cmps"]["restart"]["dev_cla"] == "restart"
+
+
+def test_component_discovery_payloads_for_older_home_assistant():
+    msgs = ha.discovery(INFO, ENTITIES, prefix="ha", mode="component")
+    assert len(msgs) == len(ENTITIES)
+    uids = set()
+    for (topic, payload), e in zip(msgs, ENTITIES):
+        assert topic == "ha/%s/0200000001ab/%s/config" % (e[0], e[1])
+        c = json.loads(payload)
+        _walk(c)
+        _check_component(c, e[0], True)
+        assert "p" not in c
+        _check_device(c["dev"])
+        assert c["avty_t"] == "iotutils/0200000001ab/status"
+        uids.add(c["uniq_id"])
+        assert len(payload) < 1024, (topic, len(payload))
+    assert len(uids) == len(ENTITIES)
+
+
+def test_bad_descriptions_name_the_field():
+    for bad, field in (((("lamp", "x", "X", None),), "kind"), ((("switch", "a b", "X", None),), "object_id"),
+                       ((("switch", "x", "", None),), "name"), ((("select", "x", "X", {"options": []}),), "options"),
+                       ((("number", "x", "X", {"min": 5, "max": 5}),), "max"),
+                       ((("switch", "x", "X"), ("button", "x", "Y")), "object_id")):
+        e = raises(ValueError, ha.discovery, INFO, list(bad))
+        assert str(e).startswith(field + ":"), (field, e)
+    e = raises(ValueError, ha.discovery, dict(INFO, id="no/slash"), [])
+    assert str(e).startswith("id:")
+    raises(ValueError, ha.discovery, INFO, [], mode="other")
+    raises(ValueError, ha.discovery, INFO, [], prefix="ha/#")
+    assert ha.check_id("x", "Ab_9-") == "Ab_9-"
+    raises(ValueError, ha.check_id, "x", "é")
+    raises(ValueError, ha.check_id, "x", "a" * 65)
+
+
+def test_no_ghost_entities_device_mode():
+    prev = ha.announced(INFO, ENTITIES)
+    now = [e for e in ENTITIES if e[1] not in ("relay", "effect")]
+    msgs = ha.discovery(INFO, now, previous=prev)
+    assert [t for t, _ in msgs] == ["homeassistant/device/0200000001ab/config"] * 2
+    first, last = json.loads(msgs[0][1]), json.loads(msgs[1][1])
+    assert first["cmps"]["relay"] == {"p": "switch"} and first["cmps"]["effect"] == {"p": "select"}
+    assert "relay" not in last["cmps"] and "effect" not in last["cmps"] and "lamp" in last["cmps"]
+    # nothing removed: just the config
+    assert len(ha.discovery(INFO, ENTITIES, previous=prev)) == 1
+    # no entity left: the device config is cleared
+    assert ha.discovery(INFO, [], previous=prev) == [("homeassistant/device/0200000001ab/config", "")]
+
+
+def test_no_ghost_entities_component_mode_and_mode_changes():
+    prev = ha.announced(INFO, ENTITIES, mode="component")
+    msgs = ha.discovery(INFO, ENTITIES[1:], mode="component", previous=prev)
+    assert msgs[0] == ("homeassistant/light/0200000001ab/lamp/config", "")
+    assert len(msgs) == len(ENTITIES)
+    # component -> device: every old per-entity topic emptied, then the device config
+    msgs = ha.discovery(INFO, ENTITIES, mode="device", previous=prev)
+    empties = [t for t, p in msgs if p == ""]
+    assert len(empties) == len(ENTITIES) and msgs[-1][0] == "homeassistant/device/0200000001ab/config"
+    # device -> component, and a new prefix: the old device topic emptied under the old prefix
+    prev = ha.announced(INFO, ENTITIES)
+    msgs = ha.discovery(INFO, ENTITIES, prefix="ha2", mode="component", previous=prev)
+    assert msgs[0] == ("homeassistant/device/0200000001ab/config", "")
+    assert all(t.startswith("ha2/") for t, _ in msgs[1:])
+
+
+def test_states_and_commands():
+    rgb = {"rgb": True, "scale": 255}
+    s = json.loads(ha.state_payload("light", rgb, {"on": True, "brightness": 128, "rgb": (255, 0, 10)}))
+    assert s == {"state": "ON", "brightness": 128, "color_mode": "rgb", "color": {"r": 255, "g": 0, "b": 10}}
+    assert json.loads(ha.state_payload("light", {"brightness": False}, {"on": False})) == \
+        {"state": "OFF", "color_mode": "onoff"}
+    assert ha.parse_command("light", rgb, b'{"state":"ON","brightness":300,"color":{"r":1,"g":2,"b":3}}') == \
+        {"on": True, "brightness": 255, "rgb": (1, 2, 3)}
+    assert ha.parse_command("light", rgb, b'{"state":"OFF"}') == {"on": False}
+    raises(ValueError, ha.parse_command, "light", rgb, b"ON")
+    raises(ValueError, ha.parse_command, "light", rgb, b'{"state":"DIM"}')
+    assert ha.state_payload("switch", None, True) == "ON" and ha.parse_command("switch", None, b"off") is False
+    raises(ValueError, ha.parse_command, "switch", None, b"maybe")
+    n = {"min": 0, "max": 100, "int": True}
+    assert ha.parse_command("number", n, b"42.6") == 43 and ha.parse_command("number", n, b"-5") == 0
+    assert ha.parse_command("number", {"min": 0.5, "max": 2.5}, "1.25") == 1.25
+    assert ha.state_payload("number", n, 42.0) == "42"
+    raises(ValueError, ha.parse_command, "number", n, b"lots")
+    assert ha.parse_command("text", {"max": 5}, "héllo".encode()) == "héllo"
+    raises(ValueError, ha.parse_command, "text", {"max": 5}, b"toolong")
+    raises(ValueError, ha.parse_command, "text", None, b"\xff")
+    assert ha.parse_command("text", {"hex": True}, b"0x1F") == 31 and ha.state_payload("text", {"hex": True}, 31) == "0x1f"
+    raises(ValueError, ha.parse_command, "text", {"hex": True}, b"xyz")
+    sel = {"options": ["a", "b"]}
+    assert ha.parse_command("select", sel, b"b") == "b"
+    raises(ValueError, ha.parse_command, "select", sel, b"c")
+    assert ha.parse_command("button", None, b"PRESS") is True
+    assert ha.parse_command("update", None, b"install") == "install"
+    raises(ValueError, ha.parse_command, "sensor", None, b"1")
+    u = json.loads(ha.state_payload("update", None, {"installed_version": "1.0", "latest_version": "1.1",
+                                                     "release_url": None, "update_percentage": None}))
+    assert u == {"installed_version": "1.0", "latest_version": "1.1", "in_progress": False, "update_percentage": None}
+    u = json.loads(ha.state_payload("update", None, {"installed_version": "1.0", "in_progress": True,
+                                                     "update_percentage": 40}))
+    assert u["in_progress"] is True and u["update_percentage"] == 40
+
+
+class _FakeMQTT:
+    def __init__(self):
+        self.will = None
+        self.subs = {}
+        self.cbs = []
+        self.out = []
+
+    def set_will(self, topic, payload, retain=True, qos=0):
+        self.will = (topic, payload, retain)
+
+    def on_connect(self, cb):
+        self.cbs.append(cb)
+
+    def subscribe(self, f, cb, qos=0):
+        self.subs[f] = cb
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.out.append((topic, payload, retain))
+        return True
+
+
+def test_bridge_announces_and_handles_commands():
+    m = _FakeMQTT()
+    values = {"lamp": {"on": True, "brightness": 10, "rgb": (1, 2, 3)}, "relay": False, "bri": 50, "temp": 20.0,
+              "label": "hi", "mask": 15, "effect": "none", "firmware": {"installed_version": "0.1.0"}}
+    sets = []
+    saved = []
+
+    def setter(oid, v):
+        sets.append((oid, v))
+        values[oid] = v
+
+    b = ha.Bridge(m, INFO, ENTITIES, get=values.get, set=setter, on_announced=saved.append)
+    assert m.will == ("iotutils/0200000001ab/status", "offline", True)
+    assert set(m.subs) == {"iotutils/0200000001ab/+/set", "homeassistant/status"}
+    for cb in m.cbs:   # the client connected
+        cb()
+    topics = [t for t, _, _ in m.out]
+    assert topics[0] == "homeassistant/device/0200000001ab/config"
+    assert topics[1] == "iotutils/0200000001ab/status" and m.out[1][1] == "online"
+    assert all(r for _, _, r in m.out)                     # everything retained
+    assert "iotutils/0200000001ab/relay" in topics and "iotutils/0200000001ab/restart" not in topics
+    assert saved == [ha.announced(INFO, ENTITIES)]
+    m.out = []
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/relay/set", b"ON")
+    assert sets == [("relay", True)] and m.out == [("iotutils/0200000001ab/relay", "ON", True)]
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/bri/set", b"nonsense")   # logged, ignored
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/nosuch/set", b"1")
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/restart/set", b"PRESS")
+    assert sets[-1] == ("restart", True) and len(sets) == 2
+    m.out = []
+    m.subs["homeassistant/status"]("homeassistant/status", b"online")   # HA restarted: announce again
+    assert m.out[0][0] == "homeassistant/device/0200000001ab/config" and len(saved) == 1
+    b.publish_info({"version": "0.1.0", "uptime": 5, "heap": 40000, "rssi": -60, "ip": "192.168.1.20"})
+    assert m.out[-1][0] == "iotutils/0200000001ab/info" and json.loads(m.out[-1][1])["rssi"] == -60
