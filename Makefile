@@ -16,6 +16,8 @@ SIM_STATE   ?= state
 SIM_PORT    ?= 8080
 FIRMWARE    ?=
 PYTEST_ARGS ?=
+# parallel workers; each test file runs whole on one of them (module fixtures such as a simulated
+# device are made once, and tests that build on each other stay in order)
 JOBS        ?= auto
 
 ROOT        := $(abspath .)
@@ -60,7 +62,7 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json examples/lamp.py
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
-	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) $(PYTEST_ARGS)
+	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 C_SOURCES   = c_modules/iotutils/*.c c_modules/iotutils/*.h tests/c/fuzz/*.c
 

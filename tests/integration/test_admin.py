@@ -180,15 +180,29 @@ def test_admin_page_asset_is_current_and_small():
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     from iotutils import admin_assets
-    assert len(admin_assets.INDEX_GZ) <= 30 * 1024  # the whole page, gzipped: no other asset is loaded
-    html = __import__("gzip").decompress(admin_assets.INDEX_GZ).decode()
-    assert "http://" not in html and "https://" not in html  # no CDN, nothing fetched from elsewhere
+    import gzip
+    import re
+    total = len(admin_assets.INDEX_GZ) + len(admin_assets.JS_GZ) + len(admin_assets.CSS_GZ)
+    assert total <= 30 * 1024  # the whole page, gzipped: page, script and style, nothing else is loaded
+    html = gzip.decompress(admin_assets.INDEX_GZ).decode()
+    js = gzip.decompress(admin_assets.JS_GZ).decode()
+    for text in (html, js, gzip.decompress(admin_assets.CSS_GZ).decode()):
+        assert "http://" not in text and "https://" not in text  # no CDN, nothing fetched from elsewhere
+    # no inline script or style anywhere: the CSP forbids them, so the page must not need them
+    assert "<style" not in html and re.search(r"<script>", html) is None
+    assert not re.search(r"\son[a-z]+=", html) and "style=" not in html
+    assert not re.search(r"\son[a-z]+=['\"]", js) and "style=" not in js
 
 
 def test_admin_page_served_gzipped_with_etag(device):
     r = requests.get(device.url("/admin"), headers={"Accept-Encoding": "gzip"}, timeout=10)
     assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
-    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    csp = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp and "script-src 'self'" in csp
+    for asset, ctype in (("admin.js", "application/javascript"), ("admin.css", "text/css")):
+        a = requests.get(device.url("/admin/" + asset), headers={"Accept-Encoding": "gzip"}, timeout=10)
+        assert a.status_code == 200 and a.headers["Content-Type"] == ctype and a.headers["Content-Encoding"] == "gzip"
+        assert a.headers["X-Content-Type-Options"] == "nosniff"
     etag = r.headers["ETag"]
     r2 = requests.get(device.url("/admin"), headers={"If-None-Match": etag}, timeout=10)
     assert r2.status_code == 304
