@@ -31,7 +31,7 @@ INT_RANGE = {
     U32: (0, 2**32 - 1), I32: (-2**31, 2**31 - 1), U64: (0, 2**64 - 1), I64: (-2**63, 2**63 - 1),
 }
 KVS_ERRORS = {-1: "not found", -2: "no space", -3: "too long", -4: "bad name", -5: "bad value",
-              -6: "I/O error", -7: "no memory", -8: "corrupt"}
+              -6: "I/O error", -7: "no memory", -8: "corrupt", -9: "buffer full"}
 
 READ_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32)
 WRITE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32)
@@ -66,6 +66,8 @@ def lib(idf_load_only=False, idf_writes_only=False):
         L.kvstore_erase_namespace.argtypes = [vp, cp]
         L.kvstore_erase_all.argtypes = [vp]
         L.kvstore_list.argtypes = [vp, cp, LIST_FN, vp]
+        L.kvstore_keys.argtypes = [vp, cp, vp, vp, sz, ctypes.POINTER(sz)]
+        L.kvstore_namespaces.argtypes = [vp, vp, sz, ctypes.POINTER(sz)]
         L.nvs_host_crc32.argtypes = [ctypes.c_uint32, cp, sz]
         L.nvs_host_crc32.restype = ctypes.c_uint32
         _libs[variant] = L
@@ -233,23 +235,31 @@ class CStore:
             _raise(rc, "%s/%s" % (ns, key))
         return True
 
-    def _list(self, ns):
-        out = []
-
-        def cb(arg, nsn, key, t):
-            out.append((nsn.decode(), key.decode(), t))
-            return 0
-        fn = LIST_FN(cb)
-        rc = self.L.kvstore_list(self.h, ns.encode() if ns is not None else None, fn, None)
+    def _names(self, ns):
+        """kvstore_keys (ns given) or kvstore_namespaces: [(name, type)], starting with room for two
+        so the grow-and-ask-again path (KVS_ERR_BUF_FULL) runs too."""
+        cap = 2
+        while True:
+            names = (ctypes.c_char * 16 * cap)()
+            types = (ctypes.c_uint8 * cap)()
+            count = ctypes.c_size_t(0)
+            if ns is None:
+                rc = self.L.kvstore_namespaces(self.h, names, cap, ctypes.byref(count))
+            else:
+                rc = self.L.kvstore_keys(self.h, ns.encode(), names, types, cap, ctypes.byref(count))
+            if rc != -9:
+                break
+            assert count.value == cap
+            cap *= 2
         if rc != 0:
             _raise(rc, "list")
-        return out
+        return [(names[i].value.decode(), types[i]) for i in range(count.value)]
 
     def keys(self, ns):
-        return [(k, t) for _n, k, t in self._list(ns)]
+        return self._names(ns)
 
     def namespaces(self):
-        return sorted({n for n, _k, _t in self._list(None)})
+        return [n for n, _t in self._names(None)]
 
     def erase_namespace(self, ns):
         rc = self.L.kvstore_erase_namespace(self.h, ns.encode())
@@ -537,6 +547,21 @@ def test_full_partition_gives_enospc_and_keeps_data():
     s.set("fill", "again", b"blob" * 100)        # space comes back after erasing
     assert s.get("fill", "again") == b"blob" * 100
     assert not flash.violations
+
+
+def test_listings_agree_with_kvstore_list():
+    # kvstore_keys/kvstore_namespaces (what KVStore.keys()/namespaces() call) are kvstore_list's
+    # entries copied out: keys in listing order, namespaces once each and sorted.
+    s = CStore(SimFlash(0x8000))
+    for i in range(40):
+        s.set("ns%02d" % (i * 7 % 13), "k%d" % i, i if i % 3 else "v%d" % i)
+    listed = []
+    fn = LIST_FN(lambda arg, ns, key, t: listed.append((ns.decode(), key.decode(), t)) or 0)
+    assert s.L.kvstore_list(s.h, None, fn, None) == 0
+    assert s.namespaces() == sorted({n for n, _k, _t in listed})
+    for ns in s.namespaces():
+        assert s.keys(ns) == [(k, t) for n, k, t in listed if n == ns]
+    assert s.keys("none") == []
 
 
 def _random_value(rnd):

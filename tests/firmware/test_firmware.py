@@ -298,7 +298,7 @@ def _fw_run(code, tmp_path, path=".frozen"):
 
 
 def test_host_firmware_has_the_c_module_with_the_current_abi(tmp_path):
-    with open(os.path.join(ROOT, "c_modules", "iotutils", "modiotutils.c")) as f:
+    with open(os.path.join(ROOT, "c_modules", "iotutils", "mod_iotutils.c")) as f:
         abi = int(re.search(r"#define IOTUTILS_ABI \((\d+)\)", f.read()).group(1))
     rc, out = _fw_run("import _iotutils; print('abi', _iotutils.abi)", tmp_path)
     assert rc == 0, out
