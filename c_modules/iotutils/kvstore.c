@@ -1,5 +1,5 @@
 // kvstore: the typed front (names, integer ranges, size limits) shared by both backends,
-// and the host backend: nvs_host.c over a partition of the flash image file.
+// and the host backend: the host NVS engine (nvs_host.h) over a partition of the flash image file.
 #include "kvstore.h"
 
 #include <stdlib.h>

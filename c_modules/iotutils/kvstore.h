@@ -1,7 +1,8 @@
 // kvstore: typed key/value store in ESP-IDF NVS, behind _iotutils.KVStore.
 //
 // One API, two backends picked at compile time:
-//   host firmware (default):   ESP-IDF's on-flash format kept in a flash image file by nvs_host.c;
+//   host firmware (default):   ESP-IDF's on-flash format kept in a flash image file by the host
+//                              NVS engine (nvs_host.h over nvs_*.c);
 //   ESP32 (IOTUTILS_KV_IDF=1): ESP-IDF's own NVS (nvs_open/nvs_set_*/...) in kvstore_idf.c.
 // Values carry ESP-IDF type codes (NVS_TYPE_* in nvs_host.h / nvs_type_t).
 #ifndef IOTUTILS_KVSTORE_H

@@ -10,6 +10,10 @@ SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_kvstore.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/httpparse.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/kvstore.c
 # The host NVS engine (kvstore's backend here; the ESP32 uses ESP-IDF's own NVS).
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_item.c
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_page.c
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_pagemanager.c
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_storage.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_host.c
 
 CFLAGS_USERMOD += -I$(IOTUTILS_MOD_DIR) -DIOTUTILS_KV_HOST=1

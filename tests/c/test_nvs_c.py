@@ -1,4 +1,4 @@
-"""The C NVS core (c_modules/iotutils/nvs_host.c + kvstore.c), loaded with ctypes.
+"""The C NVS core (c_modules/iotutils/kvstore.c over the host NVS engine nvs_*.c), loaded with ctypes.
 
 Checked against images made by Espressif's esp-idf-nvs-partition-gen, against a Python model
 (random operation sequences), against power cuts after every flash write, against the
@@ -18,7 +18,7 @@ import zlib
 
 import pytest
 
-from cbuild import build_shared
+from cbuild import KVSTORE_SOURCES, build_shared
 
 from conftest import ROOT
 PY = sys.executable
@@ -48,12 +48,12 @@ _libs = {}
 
 def lib(idf_load_only=False, idf_writes_only=False):
     """The C core; idf_load_only compiles out the loader's one repair beyond ESP-IDF's,
-    idf_writes_only the writer's deviations from ESP-IDF (see nvs_host.c)."""
+    idf_writes_only the writer's deviations from ESP-IDF (see nvs_storage.c)."""
     variant = (idf_load_only, idf_writes_only)
     if variant not in _libs:
         flags = (["-DNVS_HOST_ESP_IDF_LOAD_ONLY"] if idf_load_only else []) + \
             (["-DNVS_HOST_ESP_IDF_WRITES_ONLY"] if idf_writes_only else [])
-        L = build_shared("nvs_c" + "".join(f.lower()[15:] for f in flags), ["nvs_host.c", "kvstore.c"], flags)
+        L = build_shared("nvs_c" + "".join(f.lower()[15:] for f in flags), KVSTORE_SOURCES, flags)
         vp, cp, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
         L.kvstore_open_ops.argtypes = [ctypes.POINTER(vp), ctypes.POINTER(Ops), ctypes.c_uint32]
         L.kvstore_open.argtypes = [ctypes.POINTER(vp), cp, ctypes.c_uint32, ctypes.c_uint32]
