@@ -1,6 +1,6 @@
 // ESP-IDF's own NVS loader on the host: compiled from $IDF_PATH/components/nvs_flash/src
 // (nvs_storage.cpp, nvs_pagemanager.cpp, nvs_page.cpp, ...) with the stand-ins in shim/.
-// Local only, built by tests/c/test_nvs_c.py when IDF_PATH is set:
+// Local only, built by tests/c/nvs_harness.py when IDF_PATH is set:
 //
 //   idf_loader IMAGE...   -> one JSON line per image:
 //   {"file": "...", "error": 0, "items": [["ns", "key", type, value], ...]}
