@@ -64,7 +64,8 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
 	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
-C_SOURCES   = c_modules/iotutils/*.c c_modules/iotutils/*.h tests/c/fuzz/*.c
+C_SOURCES   = c_modules/iotutils/*.[ch] tests/c/fuzz/*.c tests/c/nvs_ref/*.cpp tests/c/nvs_ref/shim/*.h \
+              tests/c/nvs_ref/shim/bsd/*.h boards/UNIX/*.h
 
 lint: venv ## ruff (MicroPython-aware, ruff.toml + modules/ruff.toml) and the C style (.clang-format)
 	$(VENV)/bin/ruff check .

@@ -1,18 +1,20 @@
 # ESP32 build (USER_C_MODULES=<abs>/c_modules/micropython.cmake): the _iotutils module.
 # On the chip the key/value store runs on ESP-IDF's own NVS (kvstore_idf.c); the host NVS
-# engine (nvs_host.c) is only for the unix port (iotutils/micropython.mk).
+# engine (nvs_*.c) is only for the unix port (iotutils/micropython.mk). Paths are absolute
+# (CMAKE_CURRENT_LIST_DIR): the esp32 build evaluates this file from its own directory.
 add_library(usermod_iotutils INTERFACE)
 
 set(_iotutils_dir ${CMAKE_CURRENT_LIST_DIR}/iotutils)
-set(_iotutils_sources ${_iotutils_dir}/modiotutils.c)
-# The cores land one by one: list those present, as micropython.mk does with $(wildcard).
-foreach(_core httpparse.c kvstore.c kvstore_idf.c)
-    if(EXISTS ${_iotutils_dir}/${_core})
-        list(APPEND _iotutils_sources ${_iotutils_dir}/${_core})
-    endif()
-endforeach()
-
-target_sources(usermod_iotutils INTERFACE ${_iotutils_sources})
+target_sources(usermod_iotutils INTERFACE
+    # the module table, then one binding per core
+    ${_iotutils_dir}/mod_iotutils.c
+    ${_iotutils_dir}/mod_httpparse.c
+    ${_iotutils_dir}/mod_kvstore.c
+    # the portable cores, and the key/value store's ESP-IDF backend
+    ${_iotutils_dir}/httpparse.c
+    ${_iotutils_dir}/kvstore.c
+    ${_iotutils_dir}/kvstore_idf.c
+)
 target_include_directories(usermod_iotutils INTERFACE ${_iotutils_dir})
 target_compile_definitions(usermod_iotutils INTERFACE IOTUTILS_KV_IDF=1)
 

@@ -179,12 +179,16 @@ def resolve_sdkconfig(idf_path, micropy_dir, work, board_dir=BOARD_DIR, out=sys.
     return failures, header
 
 
-BINDING = os.path.join(CORE_DIR, "modiotutils.c")
 UNIX_BUILD = os.path.join(ROOT, "build", "unix")
 
 
+def bindings():
+    """The MicroPython binding files of the _iotutils module (mod_*.c: the table and one per core)."""
+    return sorted(glob.glob(os.path.join(CORE_DIR, "mod_*.c")))
+
+
 def check_binding(micropy_dir, out=sys.stdout):
-    """Compile modiotutils.c's ESP32 configuration (IOTUTILS_KV_IDF, no host NVS) against MicroPython.
+    """Compile the bindings' ESP32 configuration (IOTUTILS_KV_IDF, no host NVS) against MicroPython.
 
     The ESP32 port's own headers need a configured ESP-IDF build, so this uses the unix port's
     configuration and the generated headers of the host firmware build (make BOARD=UNIX): qstrs
@@ -192,26 +196,32 @@ def check_binding(micropy_dir, out=sys.stdout):
     Returns the number of failures, or None when the host firmware build is missing.
     """
     genhdr = os.path.join(UNIX_BUILD, "genhdr", "qstrdefs.generated.h")
-    if not micropy_dir or not os.path.isfile(genhdr) or not os.path.isfile(BINDING):
+    sources = bindings()
+    if not micropy_dir or not os.path.isfile(genhdr) or not sources:
         return None
     with open(genhdr) as f:
         known = set(re.findall(r"QDEF[01]\((MP_QSTR_\w+),", f.read()))
-    with open(BINDING) as f:
-        used = set(re.findall(r"\b(MP_QSTR_\w+)", f.read()))
-    placeholders = ["-D%s=1" % q for q in sorted(used - known)]
     cc = shutil.which("gcc") or shutil.which("cc")
-    cmd = [cc, "-fsyntax-only", "-std=gnu99", "-Wall", "-Werror", "-Wextra", "-Wno-unused-parameter",
-           "-DMICROPY_PY_THREAD=1", "-DMICROPY_PY_THREAD_GIL=1", "-DIOTUTILS_KV_IDF=1", "-DNDEBUG",
-           "-I" + micropy_dir, "-I" + os.path.join(micropy_dir, "ports", "unix"),
-           "-I" + os.path.join(ROOT, "boards", "UNIX"), "-I" + UNIX_BUILD, "-I" + CORE_DIR] + placeholders + [BINDING]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        out.write("FAIL c_modules/iotutils/modiotutils.c with IOTUTILS_KV_IDF=1 (MicroPython headers):\n%s\n"
-                  % (proc.stdout + proc.stderr).strip())
-        return 1
-    out.write("ok   c_modules/iotutils/modiotutils.c with IOTUTILS_KV_IDF=1 (MicroPython headers%s)\n"
-              % (", %d qstrs missing from the host build given placeholders" % len(placeholders) if placeholders else ""))
-    return 0
+    failed = 0
+    for src in sources:
+        with open(src) as f:
+            used = set(re.findall(r"\b(MP_QSTR_\w+)", f.read()))
+        placeholders = ["-D%s=1" % q for q in sorted(used - known)]
+        cmd = [cc, "-fsyntax-only", "-std=gnu99", "-Wall", "-Werror", "-Wextra", "-Wno-unused-parameter",
+               "-DMICROPY_PY_THREAD=1", "-DMICROPY_PY_THREAD_GIL=1", "-DIOTUTILS_KV_IDF=1", "-DNDEBUG",
+               "-I" + micropy_dir, "-I" + os.path.join(micropy_dir, "ports", "unix"),
+               "-I" + os.path.join(ROOT, "boards", "UNIX"), "-I" + UNIX_BUILD, "-I" + CORE_DIR] + placeholders + [src]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        name = os.path.relpath(src, ROOT)
+        if proc.returncode != 0:
+            failed += 1
+            out.write("FAIL %s with IOTUTILS_KV_IDF=1 (MicroPython headers):\n%s\n"
+                      % (name, (proc.stdout + proc.stderr).strip()))
+            continue
+        out.write("ok   %s with IOTUTILS_KV_IDF=1 (MicroPython headers%s)\n"
+                  % (name, ", %d qstrs missing from the host build given placeholders" % len(placeholders)
+                     if placeholders else ""))
+    return failed
 
 
 def default_sources():
@@ -254,8 +264,8 @@ def check(idf_path, sources, micropy_dir="", board_dir=BOARD_DIR, out=sys.stdout
                 f.write(SDKCONFIG_H)
         binding = check_binding(micropy_dir, out)
         if binding is None:
-            out.write("note modiotutils.c's ESP32 path not compiled: needs MICROPY_DIR and the host firmware "
-                      "build (make BOARD=UNIX)\n")
+            out.write("note the bindings' (mod_*.c) ESP32 path not compiled: needs MICROPY_DIR and the host "
+                      "firmware build (make BOARD=UNIX)\n")
         else:
             failed += binding
         if not sources:

@@ -8,10 +8,12 @@ picolibc-xtensa-lx106-elf): the nearest compiler to the ESP32's (xtensa-esp32-el
 here. Flags mirror an ESP-IDF size build: -Os -mlongcalls, all warnings as errors. Each core must
 also be libc-only: every symbol it leaves undefined must come from picolibc, libgcc or another core.
 
-Without arguments it checks the cores of c_modules/iotutils/ that exist (httpparse.c, kvstore.c,
-nvs_host.c); a core with an IOTUTILS_KV_IDF path is also compiled in that (ESP32) configuration,
-and the report totals what the ESP32 build links (the host NVS engine nvs_host.c is unix-only). Exits 0 when all compile clean, 1 on a warning/error or a foreign symbol, 2 when the
-cross compiler is not installed, 3 when there is nothing to compile.
+Without arguments it checks the cores of c_modules/iotutils/ (CORES: httpparse, kvstore and the
+host NVS engine nvs_*.c); a file with an IOTUTILS_KV_IDF path is also compiled in that (ESP32)
+configuration. The report gives each file's sections, then each core's total, and what the host
+and the ESP32 builds link (the host NVS engine is unix-only). Exits 0 when all compile clean, 1 on
+a warning/error or a foreign symbol, 2 when the cross compiler is not installed, 3 when there is
+nothing to compile.
 """
 import argparse
 import os
@@ -23,9 +25,16 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE_DIR = os.path.join(ROOT, "c_modules", "iotutils")
-CORES = ("httpparse.c", "kvstore.c", "nvs_host.c")
+# Each portable core and its files (the MicroPython bindings mod_*.c are not cores: they need
+# MicroPython's headers; kvstore_idf.c needs ESP-IDF's: scripts/check_idf.py checks those).
+CORES = {
+    "httpparse": ("httpparse.c",),
+    "kvstore": ("kvstore.c",),
+    "nvs_host": ("nvs_item.c", "nvs_page.c", "nvs_pagemanager.c", "nvs_storage.c", "nvs_host.c"),
+}
 # The host NVS engine: the unix port only (micropython.mk); the ESP32 uses ESP-IDF's NVS.
-HOST_ONLY = {"nvs_host.c"}
+HOST_ONLY = {"nvs_host"}
+CORE_OF = {f: core for core, files in CORES.items() for f in files}
 # A core with an ESP32 path is compiled a second time the way c_modules/micropython.cmake does.
 IDF_DEFINE = "IOTUTILS_KV_IDF"
 
@@ -112,7 +121,7 @@ def check(sources, out=sys.stdout):
         out.write("check_xtensa: no C core to compile in %s\n" % CORE_DIR)
         return 3
     failed = False
-    rows = []  # (label, sizes, in the ESP32 build)
+    rows = []  # (label, sizes, in the ESP32 build, core or None)
     with tempfile.TemporaryDirectory() as tmp:
         objs = {}
         idf_objs = {}
@@ -127,7 +136,8 @@ def check(sources, out=sys.stdout):
             objs[name] = obj
             with open(src) as f:
                 has_idf_path = IDF_DEFINE in f.read()
-            rows.append((name, section_sizes(obj), name not in HOST_ONLY and not has_idf_path))
+            core = CORE_OF.get(name)
+            rows.append((name, section_sizes(obj), core not in HOST_ONLY and not has_idf_path, core))
             if has_idf_path:
                 # the configuration the ESP32 build compiles (c_modules/micropython.cmake)
                 label = "%s [IDF]" % name
@@ -138,7 +148,7 @@ def check(sources, out=sys.stdout):
                     failed = True
                     continue
                 idf_objs[label] = idf_obj
-                rows.append((label, section_sizes(idf_obj), True))
+                rows.append((label, section_sizes(idf_obj), True, core and core + " [IDF]"))
         # libc only: whatever a core calls must be picolibc, libgcc or one of the cores.
         libs = defined_symbols([p for p in LIBC_CANDIDATES if os.path.exists(p)] + [libgcc_path(cc)])
         provided = set(libs)
@@ -158,14 +168,19 @@ def check(sources, out=sys.stdout):
                           % (name, " (a core that failed to compile may define some)" if failed else "",
                              ", ".join(foreign)))
                 failed = True
-    out.write("%-18s %8s %8s %8s %8s   (%s, picolibc, %s)\n"
-              % ("core", ".text", ".rodata", ".data", ".bss", CC, " ".join(CFLAGS[1:3])))
-    for name, sz, _ in rows:
-        out.write("%-18s %8d %8d %8d %8d\n" % (name, sz["text"], sz["rodata"], sz["data"], sz["bss"]))
-    for label, picked in (("host build", [r for r in rows if not r[0].endswith("[IDF]")]),
-                          ("ESP32 build", [r for r in rows if r[2]])):
+    out.write("%-20s %8s %8s %8s %8s   (%s, picolibc, %s)\n"
+              % ("file", ".text", ".rodata", ".data", ".bss", CC, " ".join(CFLAGS[1:3])))
+    for name, sz, _, _ in rows:
+        out.write("%-20s %8d %8d %8d %8d\n" % (name, sz["text"], sz["rodata"], sz["data"], sz["bss"]))
+    totals = []  # (label, rows): each core, then what each build links
+    for core in dict.fromkeys(r[3] for r in rows if r[3]):
+        totals.append(("core " + core + (" (host only)" if core in HOST_ONLY else ""), [r for r in rows if r[3] == core]))
+    totals.append(("host build", [r for r in rows if not r[0].endswith("[IDF]")]))
+    totals.append(("ESP32 build", [r for r in rows if r[2]]))
+    out.write("%-32s %8s %8s %8s %8s %8s\n" % ("total", ".text", ".rodata", ".data", ".bss", "flash"))
+    for label, picked in totals:
         t = {k: sum(r[1][k] for r in picked) for k in ("text", "rodata", "data", "bss")}
-        out.write("%-18s %8d %8d %8d %8d   flash %d B, static RAM %d B\n"
+        out.write("%-32s %8d %8d %8d %8d %8d   static RAM %d B\n"
                   % (label, t["text"], t["rodata"], t["data"], t["bss"],
                      t["text"] + t["rodata"] + t["data"], t["data"] + t["bss"]))
     return 1 if failed else 0
@@ -175,8 +190,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sources", nargs="*", help="C files (default: the cores in c_modules/iotutils)")
     args = ap.parse_args(argv)
-    sources = args.sources or [os.path.join(CORE_DIR, c) for c in CORES
-                               if os.path.exists(os.path.join(CORE_DIR, c))]
+    sources = args.sources or [os.path.join(CORE_DIR, f) for files in CORES.values() for f in files
+                               if os.path.exists(os.path.join(CORE_DIR, f))]
     return check(sources)
 
 

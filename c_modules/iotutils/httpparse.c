@@ -1,9 +1,11 @@
 // httpparse: zero-copy, incremental HTTP/1.x request head parser + in-place chunked decoder.
 //
 // Mirrors modules/iotutils/http.py check for check (same order, same reasons): the rules are
-// documented there. The head parser has a fast path for the common well-formed field line
-// (token ":" value CRLF in one scan); anything unusual falls back to the slow path, which does the
-// checks in exactly the Python order, so both give the same answer for every input.
+// documented there. A head is parsed in three steps: the request line (hp_request_line), the
+// header fields (hp_header_fields), then the message framing in httpparse_head. The field parser
+// has a fast path for the common well-formed field line (token ":" value CRLF in one scan);
+// anything unusual falls back to the slow path, which does the checks in exactly the Python
+// order, so both give the same answer for every input.
 
 #include <string.h>
 
@@ -174,6 +176,7 @@ static int hp_is_ows(uint8_t c) {
 }
 
 typedef struct {
+    size_t fields;  // header fields so far
     int64_t cl;     // Content-Length, -1 if absent
     int te_n;       // codings in all Transfer-Encoding fields
     int te_chunked; // how many are "chunked"
@@ -301,19 +304,22 @@ static int hp_special(const uint8_t *b, size_t pos, size_t name_len, size_t vs, 
     return 0;
 }
 
-int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
-    if (out_len < HP_OUT_FIXED || len > 0x7fffffff) {
-        return HP_BAD_ARGS;
-    }
-    const uint8_t *b = (const uint8_t *)buf;
-    size_t n = len;
-    size_t max_headers = (out_len - HP_OUT_FIXED) / HP_OUT_PER_HEADER;
+// Start of the request line and its parts.
+typedef struct {
+    int32_t method_off;
+    int32_t method_len;
+    int32_t target_off;
+    int32_t target_len;
+    int minor;
+} hp_request_line_t;
+
+// The request line (after any empty lines before it, RFC 9112 2.2) into *rl. Returns the offset
+// just past its CRLF (> 0), or the head's result: HP_NEED_MORE or -status, with out[0] set.
+static int hp_request_line(const uint8_t *b, size_t n, int32_t *out, hp_request_line_t *rl) {
     size_t pos = 0;
     while (pos + 1 < n && b[pos] == '\r' && b[pos + 1] == '\n') {
         pos += 2;
     }
-
-    // request line
     size_t e = hp_find_crlf(b, pos, n);
     if (e == NOT_FOUND) {
         return hp_partial(b, pos, n, out, 0);
@@ -340,31 +346,33 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
     }
     const uint8_t *v = b + sp2 + 1;
     size_t vlen = e - sp2 - 1;
-    int minor;
     if (vlen == 8 && memcmp(v, "HTTP/1.1", 8) == 0) {
-        minor = 1;
+        rl->minor = 1;
     } else if (vlen == 8 && memcmp(v, "HTTP/1.0", 8) == 0) {
-        minor = 0;
+        rl->minor = 0;
     } else if (vlen == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' && v[6] == '.' && v[7] >= '0'
                && v[7] <= '9') {
         return hp_fail(out, R_VERSION_UNSUP, 505);
     } else {
         return hp_fail(out, R_VERSION, 400);
     }
-    int32_t method_off = (int32_t)pos;
-    int32_t method_len = (int32_t)(sp1 - pos);
-    int32_t target_off = (int32_t)(sp1 + 1);
-    int32_t target_len = (int32_t)(sp2 - sp1 - 1);
+    rl->method_off = (int32_t)pos;
+    rl->method_len = (int32_t)(sp1 - pos);
+    rl->target_off = (int32_t)(sp1 + 1);
+    rl->target_len = (int32_t)(sp2 - sp1 - 1);
+    return (int)(e + 2);
+}
 
-    // header fields
-    hp_head_t h = {-1, 0, 0, 0, 0, 0, 0, 0, 0};
-    size_t nh = 0;
-    pos = e + 2;
+// The header fields from pos up to the empty line: each field's name and value into its four
+// out[] slots (at most max_headers fields), what the parser itself needs into *h. Returns the
+// offset just past the empty line (> 0), or the head's result: HP_NEED_MORE or -status, with
+// out[0] set.
+static int hp_header_fields(const uint8_t *b, size_t n, size_t pos, int32_t *out, size_t max_headers, hp_head_t *h) {
     for (;;) {
         size_t name_end;
         size_t line_end = NOT_FOUND;
         // fast path: token ":" value-bytes CRLF, all in one scan
-        if (nh < max_headers && pos < n && (hp_class[b[pos]] & CH_TOKEN)) {
+        if (h->fields < max_headers && pos < n && (hp_class[b[pos]] & CH_TOKEN)) {
             size_t i = pos + 1;
             while (i < n && (hp_class[b[i]] & CH_TOKEN)) {
                 i++;
@@ -382,24 +390,24 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
         }
         if (line_end == NOT_FOUND) {
             // slow path: the checks in http.py's order
-            e = hp_find_crlf(b, pos, n);
+            size_t e = hp_find_crlf(b, pos, n);
             if (e == NOT_FOUND) {
                 return hp_partial(b, pos, n, out, 1);
             }
             if (e == pos) {
-                break;
+                return (int)(pos + 2);
             }
-            if (nh >= max_headers) {
+            if (h->fields >= max_headers) {
                 return hp_fail(out, R_TOO_MANY, 431);
             }
             if (hp_is_ows(b[pos])) {
                 return hp_fail(out, R_FOLD, 400);
             }
-            r = hp_line_ctl(b, pos, e);
+            int r = hp_line_ctl(b, pos, e);
             if (r) {
                 return hp_fail(out, r, 400);
             }
-            p = memchr(b + pos, ':', e - pos);
+            const uint8_t *p = memchr(b + pos, ':', e - pos);
             if (p == NULL) {
                 return hp_fail(out, R_HEADER, 400);
             }
@@ -417,22 +425,40 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
         while (ve > vs && hp_is_ows(b[ve - 1])) {
             ve--;
         }
-        int32_t *slot = out + HP_OUT_FIXED + HP_OUT_PER_HEADER * nh;
+        int32_t *slot = out + HP_OUT_FIXED + HP_OUT_PER_HEADER * h->fields;
         slot[0] = (int32_t)pos;
         slot[1] = (int32_t)(name_end - pos);
         slot[2] = (int32_t)vs;
         slot[3] = (int32_t)(ve - vs);
-        nh++;
-        r = hp_special(b, pos, name_end - pos, vs, ve, &h);
+        h->fields++;
+        int r = hp_special(b, pos, name_end - pos, vs, ve, h);
         if (r) {
             return hp_fail(out, r, 400);
         }
         pos = line_end + 2;
     }
+}
 
+int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
+    if (out_len < HP_OUT_FIXED || len > 0x7fffffff) {
+        return HP_BAD_ARGS;
+    }
+    const uint8_t *b = (const uint8_t *)buf;
+    hp_request_line_t rl = {0, 0, 0, 0, 0};
+    int r = hp_request_line(b, len, out, &rl);
+    if (r <= 0) {
+        return r;
+    }
+    hp_head_t h = {.cl = -1}; // the rest zero
+    r = hp_header_fields(b, len, (size_t)r, out, (out_len - HP_OUT_FIXED) / HP_OUT_PER_HEADER, &h);
+    if (r <= 0) {
+        return r;
+    }
+
+    // message framing (RFC 9112 6.1-6.3) and the connection flags
     int body = HP_BODY_NONE;
     if (h.te_n) {
-        if (minor == 0) {
+        if (rl.minor == 0) {
             return hp_fail(out, R_TE_10, 400);
         }
         if (h.cl >= 0) {
@@ -451,26 +477,26 @@ int httpparse_head(const char *buf, size_t len, int32_t *out, size_t out_len) {
     } else if (h.cl >= 0) {
         body = HP_BODY_LENGTH;
     }
-    if (minor == 1 && !h.hosts) {
+    if (rl.minor == 1 && !h.hosts) {
         return hp_fail(out, R_NO_HOST, 400);
     }
     int flags = h.flags;
-    if (h.expect && minor == 1) {
+    if (h.expect && rl.minor == 1) {
         flags |= HP_FLAG_EXPECT_CONTINUE;
     }
     if (h.has_upgrade && h.conn_upgrade) {
         flags |= HP_FLAG_UPGRADE;
     }
-    out[HP_OUT_METHOD_OFF] = method_off;
-    out[HP_OUT_METHOD_LEN] = method_len;
-    out[HP_OUT_TARGET_OFF] = target_off;
-    out[HP_OUT_TARGET_LEN] = target_len;
-    out[HP_OUT_MINOR] = minor;
-    out[HP_OUT_NHEADERS] = (int32_t)nh;
+    out[HP_OUT_METHOD_OFF] = rl.method_off;
+    out[HP_OUT_METHOD_LEN] = rl.method_len;
+    out[HP_OUT_TARGET_OFF] = rl.target_off;
+    out[HP_OUT_TARGET_LEN] = rl.target_len;
+    out[HP_OUT_MINOR] = rl.minor;
+    out[HP_OUT_NHEADERS] = (int32_t)h.fields;
     out[HP_OUT_BODY] = body;
     out[HP_OUT_CONTENT_LENGTH] = body == HP_BODY_LENGTH ? (int32_t)h.cl : 0;
     out[HP_OUT_FLAGS] = flags;
-    return (int)(pos + 2);
+    return r;
 }
 
 // chunked decoder phases (state[0]); the same numbers as http.py

@@ -2,7 +2,7 @@
 //
 // The exact rules, the `out` and `state` layouts and the REASONS table are documented in
 // modules/iotutils/http.py, the pure-Python twin; both give the same answer for every input.
-// libc only: used by the MicroPython binding (modiotutils.c), the tests (ctypes), the fuzzer
+// libc only: used by the MicroPython binding (mod_httpparse.c), the tests (ctypes), the fuzzer
 // and the benchmark driver.
 #ifndef IOTUTILS_HTTPPARSE_H
 #define IOTUTILS_HTTPPARSE_H

@@ -1,5 +1,5 @@
 // kvstore: the typed front (names, integer ranges, size limits) shared by both backends,
-// and the host backend: nvs_host.c over a partition of the flash image file.
+// and the host backend: the host NVS engine (nvs_host.h) over a partition of the flash image file.
 #include "kvstore.h"
 
 #include <stdlib.h>
@@ -170,6 +170,73 @@ int kvstore_list(kvstore_t *kv, const char *ns, kvstore_list_cb cb, void *arg) {
     }
     list_ctx_t c = {cb, arg};
     return kvstore_be_list(kv, ns, list_one, &c);
+}
+
+// kvstore_keys / kvstore_namespaces: names copied out of a listing (a callback cannot allocate).
+typedef struct {
+    kvstore_name_t *names;
+    uint8_t *types; // NULL: collect distinct namespaces instead of keys
+    size_t cap, count;
+    int full;
+} names_t;
+
+static int collect_name(void *arg, const char *ns, const char *key, uint8_t type) {
+    names_t *l = (names_t *)arg;
+    const char *name = l->types ? key : ns;
+    if (l->types == NULL) {
+        for (size_t i = 0; i < l->count; i++) {
+            if (strcmp(l->names[i], name) == 0) {
+                return 0;
+            }
+        }
+    }
+    if (l->count == l->cap) {
+        l->full = 1;
+        return 1;
+    }
+    strncpy(l->names[l->count], name, KVS_NAME_MAX);
+    l->names[l->count][KVS_NAME_MAX] = 0;
+    if (l->types) {
+        l->types[l->count] = type;
+    }
+    l->count++;
+    return 0;
+}
+
+static int list_names(kvstore_t *kv, const char *ns, names_t *l, size_t *count) {
+    int rc = kvstore_list(kv, ns, collect_name, l);
+    *count = l->count;
+    if (rc == KVS_OK && l->full) {
+        rc = KVS_ERR_BUF_FULL;
+    }
+    return rc;
+}
+
+int kvstore_keys(kvstore_t *kv, const char *ns, kvstore_name_t *names, uint8_t *types, size_t cap, size_t *count) {
+    if (ns == NULL) {
+        *count = 0;
+        return KVS_ERR_BAD_NAME;
+    }
+    names_t l = {names, types, cap, 0, 0};
+    return list_names(kv, ns, &l, count);
+}
+
+int kvstore_namespaces(kvstore_t *kv, kvstore_name_t *names, size_t cap, size_t *count) {
+    names_t l = {names, NULL, cap, 0, 0};
+    int rc = list_names(kv, NULL, &l, count);
+    if (rc != KVS_OK) {
+        return rc;
+    }
+    // Insertion sort: a few namespaces at most (ESP-IDF allows 254).
+    for (size_t i = 1; i < l.count; i++) {
+        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            kvstore_name_t t;
+            memcpy(t, names[j], sizeof(t));
+            memcpy(names[j], names[j - 1], sizeof(t));
+            memcpy(names[j - 1], t, sizeof(t));
+        }
+    }
+    return KVS_OK;
 }
 
 // erase_all: every namespace that holds keys, one at a time (as nvs_erase_all per namespace).

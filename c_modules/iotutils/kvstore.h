@@ -1,7 +1,8 @@
 // kvstore: typed key/value store in ESP-IDF NVS, behind _iotutils.KVStore.
 //
 // One API, two backends picked at compile time:
-//   host firmware (default):   ESP-IDF's on-flash format kept in a flash image file by nvs_host.c;
+//   host firmware (default):   ESP-IDF's on-flash format kept in a flash image file by the host
+//                              NVS engine (nvs_host.h over nvs_*.c);
 //   ESP32 (IOTUTILS_KV_IDF=1): ESP-IDF's own NVS (nvs_open/nvs_set_*/...) in kvstore_idf.c.
 // Values carry ESP-IDF type codes (NVS_TYPE_* in nvs_host.h / nvs_type_t).
 #ifndef IOTUTILS_KVSTORE_H
@@ -19,6 +20,7 @@
 #define KVS_ERR_IO        (-6) // flash/file access failed
 #define KVS_ERR_NO_MEM    (-7)
 #define KVS_ERR_CORRUPT   (-8) // partition unusable as it is (ESP-IDF would ask to erase it)
+#define KVS_ERR_BUF_FULL  (-9) // a listing needs more room than the caller gave: call again with more
 
 #define KVS_T_U8      (0x01)
 #define KVS_T_I8      (0x11)
@@ -37,6 +39,9 @@
 #define KVS_BLOB_MAX (508000)
 
 typedef struct kvstore kvstore_t;
+
+// A key or namespace name with its NUL.
+typedef char kvstore_name_t[KVS_NAME_MAX + 1];
 
 // Called per stored key; return non-zero to stop the listing.
 typedef int (*kvstore_list_cb)(void *arg, const char *ns, const char *key, uint8_t type);
@@ -66,6 +71,13 @@ int kvstore_erase_all(kvstore_t *kv);
 
 // Every stored key of namespace `ns` (NULL: all namespaces), as nvs_entry_find/next list them.
 int kvstore_list(kvstore_t *kv, const char *ns, kvstore_list_cb cb, void *arg);
+
+// Listings into the caller's arrays of `cap` entries; *count: entries filled. KVS_ERR_BUF_FULL
+// when there are more than `cap`: the caller grows its arrays and asks again.
+// The keys of namespace `ns` with their types, in kvstore_list's order:
+int kvstore_keys(kvstore_t *kv, const char *ns, kvstore_name_t *names, uint8_t *types, size_t cap, size_t *count);
+// The namespaces that hold keys, each once, sorted (strcmp):
+int kvstore_namespaces(kvstore_t *kv, kvstore_name_t *names, size_t cap, size_t *count);
 
 // ---- backend interface (kvstore.c on the host, kvstore_idf.c on the ESP32) ----
 // Raw values: integers as (type & 0x0f) little-endian bytes, strings with their NUL.

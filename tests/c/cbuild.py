@@ -13,6 +13,11 @@ C_DIR = os.path.join(ROOT, "c_modules", "iotutils")
 OUT_DIR = os.path.join(ROOT, "build", "ctests")
 WARN_FLAGS = ["-Wall", "-Wextra", "-Werror", "-std=c99"]
 
+# The C files of each core, as c_modules/iotutils/micropython.mk builds them into the host firmware.
+HTTPPARSE_SOURCES = ["httpparse.c"]
+NVS_HOST_SOURCES = ["nvs_item.c", "nvs_page.c", "nvs_pagemanager.c", "nvs_storage.c", "nvs_host.c"]
+KVSTORE_SOURCES = ["kvstore.c"] + NVS_HOST_SOURCES  # the store over its host backend
+
 
 def build_shared(name, sources, extra_flags=(), sanitize=False):
     """Build c_modules/iotutils/<sources> into lib<name>.so and return a ctypes.CDLL.

@@ -18,7 +18,7 @@ from array import array
 
 import pytest
 
-from cbuild import build_shared, C_DIR, WARN_FLAGS
+from cbuild import HTTPPARSE_SOURCES, build_shared, C_DIR, WARN_FLAGS
 from conftest import ROOT
 from iotutils import http as pyhttp
 
@@ -90,7 +90,7 @@ _C = []
 
 def chttp():
     if not _C:
-        _C.append(CHttp(build_shared("httpparse", ["httpparse.c"])))
+        _C.append(CHttp(build_shared("httpparse", HTTPPARSE_SOURCES)))
     return _C[0]
 
 
@@ -450,10 +450,10 @@ def test_differential(vec):
 def test_corpus_under_asan_ubsan(tmp_path):
     cc = os.environ.get("CC", "cc")
     exe = tmp_path / "hp_driver"
-    cmd = [cc] + WARN_FLAGS + ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                               "-fno-omit-frame-pointer", "-DHP_STANDALONE_MAIN", "-I", C_DIR,
-                               os.path.join(FUZZ_DIR, "fuzz_httpparse.c"), os.path.join(C_DIR, "httpparse.c"),
-                               "-o", str(exe)]
+    cmd = ([cc] + WARN_FLAGS + ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                                "-fno-omit-frame-pointer", "-DHP_STANDALONE_MAIN", "-I", C_DIR,
+                                os.path.join(FUZZ_DIR, "fuzz_httpparse.c")]
+           + [os.path.join(C_DIR, f) for f in HTTPPARSE_SOURCES] + ["-o", str(exe)])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode and "sanitize" in proc.stderr:
         pytest.skip("compiler without ASan/UBSan: " + proc.stderr[-300:])

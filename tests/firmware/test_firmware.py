@@ -86,16 +86,15 @@ needs_xtensa = pytest.mark.skipif(shutil.which("xtensa-lx106-elf-gcc") is None,
 
 @needs_xtensa
 def test_check_xtensa_cores_compile_clean_with_size_report():
-    cores = [c for c in ("httpparse.c", "kvstore.c", "nvs_host.c")
-             if os.path.exists(os.path.join(ROOT, "c_modules", "iotutils", c))]
-    if not cores:
-        pytest.skip("no C core in c_modules/iotutils yet")
+    import check_xtensa
     rc, out = _script("check_xtensa.py")
     assert rc == 0, out
-    for core in cores:
-        m = re.search(r"^%s\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$" % re.escape(core), out, re.M)
-        assert m, out
-        assert int(m.group(1)) > 0, out  # some code
+    for core, files in check_xtensa.CORES.items():
+        for name in files:
+            m = re.search(r"^%s\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$" % re.escape(name), out, re.M)
+            assert m, out
+            assert int(m.group(1)) > 0, out  # some code
+        assert re.search(r"^core %s\b.*\s(\d+)\s+static RAM" % re.escape(core), out, re.M), out
 
 
 @needs_xtensa
@@ -298,7 +297,7 @@ def _fw_run(code, tmp_path, path=".frozen"):
 
 
 def test_host_firmware_has_the_c_module_with_the_current_abi(tmp_path):
-    with open(os.path.join(ROOT, "c_modules", "iotutils", "modiotutils.c")) as f:
+    with open(os.path.join(ROOT, "c_modules", "iotutils", "mod_iotutils.c")) as f:
         abi = int(re.search(r"#define IOTUTILS_ABI \((\d+)\)", f.read()).group(1))
     rc, out = _fw_run("import _iotutils; print('abi', _iotutils.abi)", tmp_path)
     assert rc == 0, out

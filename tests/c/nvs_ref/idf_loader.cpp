@@ -1,6 +1,6 @@
 // ESP-IDF's own NVS loader on the host: compiled from $IDF_PATH/components/nvs_flash/src
 // (nvs_storage.cpp, nvs_pagemanager.cpp, nvs_page.cpp, ...) with the stand-ins in shim/.
-// Local only, built by tests/c/test_nvs_c.py when IDF_PATH is set:
+// Local only, built by tests/c/nvs_harness.py when IDF_PATH is set:
 //
 //   idf_loader IMAGE...   -> one JSON line per image:
 //   {"file": "...", "error": 0, "items": [["ns", "key", type, value], ...]}
@@ -71,7 +71,7 @@ class RamPartition : public nvs::Partition {
 public:
     explicit RamPartition(std::vector<uint8_t> data) : mData(std::move(data)) {
     }
-    long budget = -1;   // flash writes/erases left before the power is cut (-1: no cut)
+    long budget = -1; // flash writes/erases left before the power is cut (-1: no cut)
     long done = 0;
     const std::vector<uint8_t> &bytes() const {
         return mData;
@@ -105,7 +105,7 @@ public:
         }
         const uint8_t *s = static_cast<const uint8_t *>(src);
         for (size_t i = 0; i < n; i++) {
-            mData[off + i] &= s[i];     // NOR flash: writes only clear bits
+            mData[off + i] &= s[i]; // NOR flash: writes only clear bits
         }
         return ESP_OK;
     }
@@ -148,7 +148,7 @@ std::string json_str(const char *s, size_t n) {
             snprintf(buf, sizeof(buf), "\\u%04x", c);
             out += buf;
         } else {
-            out += static_cast<char>(c);   // UTF-8 passes through
+            out += static_cast<char>(c); // UTF-8 passes through
         }
     }
     return out + "\"";
@@ -230,9 +230,9 @@ void dump(const char *path) {
             uint8_t ns = 0;
             st->createOrOpenNamespace(it.entry_info.namespace_name, false, ns);
             printf("%s[%s, %s, %d, %s]", first ? "" : ", ",
-                json_str(it.entry_info.namespace_name, strlen(it.entry_info.namespace_name)).c_str(),
-                json_str(it.entry_info.key, strlen(it.entry_info.key)).c_str(), static_cast<int>(it.entry_info.type),
-                value_json(*st, ns, it.entry_info.type, it.entry_info.key).c_str());
+                   json_str(it.entry_info.namespace_name, strlen(it.entry_info.namespace_name)).c_str(),
+                   json_str(it.entry_info.key, strlen(it.entry_info.key)).c_str(), static_cast<int>(it.entry_info.type),
+                   value_json(*st, ns, it.entry_info.type, it.entry_info.key).c_str());
             first = false;
         }
     }
@@ -342,7 +342,7 @@ int write_mode(const char *base, const char *ops_path, const char *outdir, long 
         for (; err == ESP_OK && k < ops.size(); k++) {
             err = apply(*st, ops[k]);
             if (err != ESP_OK && part.budget >= 0 && part.done >= part.budget) {
-                break;      // the power was cut during this op
+                break; // the power was cut during this op
             }
             if (err != ESP_OK && err != ESP_ERR_NVS_NOT_FOUND && err != ESP_ERR_NVS_NOT_ENOUGH_SPACE && budget < 0) {
                 fprintf(stderr, "op %zu failed without a power cut: %d\n", k, static_cast<int>(err));

@@ -1,90 +1,20 @@
-// _iotutils: the one thin MicroPython binding over the portable C cores.
+// _iotutils.KVStore: the binding of the key/value store core (kvstore.c).
 //
-// Each core (httpparse.c, nvs_host.c/kvstore.c) includes only libc and its own header;
-// this file converts MicroPython objects to C buffers and back, and nothing else.
-// Sections are kept apart so each core's binding stays readable on its own.
-
-#include "py/runtime.h"
-#include "py/obj.h"
-
-// Bumped whenever a binding signature changes, so Python code can detect a stale firmware.
-#define IOTUTILS_ABI (1)
-
-// ---- section: http parser binding (httpparse.c) ----
-// Same names and behaviour as modules/iotutils/http.py (parse_head, chunked_decode, constants);
-// REASONS stays in Python, the table is reached here through http_reason(i).
+// Separate from the core (libc only; its backend is nvs_host.c on the host firmware and
+// kvstore_idf.c on the ESP32) and from the other bindings: this file only checks arguments and
+// converts MicroPython objects to the core's C arguments and back. The same methods as
+// modules/iotutils/nvs.py's NVS class, so store.py uses either. Host firmware:
+// KVStore(image_path, partition_offset, partition_size); ESP32: KVStore("nvs") (partition label).
+// Values: int (I64 unless type= says otherwise), str, bytes.
 
 #include <string.h>
-#include "py/binary.h"
-#include "httpparse.h"
 
-// A writable array('i') (or 32-bit 'l') of at least min_len items; returns its items.
-static int32_t *iotutils_http_int32_array(mp_obj_t obj, size_t min_len, size_t *len, const char *what) {
-    mp_buffer_info_t bi;
-    mp_get_buffer_raise(obj, &bi, MP_BUFFER_WRITE);
-    if ((bi.typecode != 'i' && bi.typecode != 'l') || mp_binary_get_size('@', bi.typecode, NULL) != 4) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%s must be array('i')"), what);
-    }
-    *len = bi.len / 4;
-    if (*len < min_len) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("%s too short"), what);
-    }
-    return (int32_t *)bi.buf;
-}
-
-static mp_obj_t iotutils_http_parse_head(mp_obj_t buf_in, mp_obj_t length_in, mp_obj_t out_in) {
-    mp_buffer_info_t bi;
-    mp_get_buffer_raise(buf_in, &bi, MP_BUFFER_READ);
-    mp_int_t length = mp_obj_get_int(length_in);
-    if (length < 0 || (size_t)length > bi.len) {
-        mp_raise_ValueError(MP_ERROR_TEXT("length"));
-    }
-    size_t out_len;
-    int32_t *out = iotutils_http_int32_array(out_in, HP_OUT_FIXED, &out_len, "out");
-    int r = httpparse_head(bi.buf, (size_t)length, out, out_len);
-    if (r == HP_BAD_ARGS) {
-        mp_raise_ValueError(MP_ERROR_TEXT("length"));
-    }
-    return mp_obj_new_int(r);
-}
-static MP_DEFINE_CONST_FUN_OBJ_3(iotutils_http_parse_head_obj, iotutils_http_parse_head);
-
-static mp_obj_t iotutils_http_chunked_decode(size_t n_args, const mp_obj_t *args) {
-    (void)n_args;
-    mp_buffer_info_t bi;
-    mp_get_buffer_raise(args[0], &bi, MP_BUFFER_WRITE);
-    mp_int_t start = mp_obj_get_int(args[1]);
-    mp_int_t end = mp_obj_get_int(args[2]);
-    if (start < 0 || end < start || (size_t)end > bi.len) {
-        mp_raise_ValueError(MP_ERROR_TEXT("range"));
-    }
-    size_t state_len;
-    int32_t *state = iotutils_http_int32_array(args[3], HP_CHUNK_STATE_LEN, &state_len, "state");
-    int r = httpparse_chunked(bi.buf, (size_t)start, (size_t)end, state);
-    if (r == HP_BAD_ARGS) {
-        mp_raise_ValueError(MP_ERROR_TEXT("state"));
-    }
-    return mp_obj_new_int(r);
-}
-static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(iotutils_http_chunked_decode_obj, 4, 4, iotutils_http_chunked_decode);
-
-static mp_obj_t iotutils_http_reason(mp_obj_t i_in) {
-    const char *s = httpparse_reason(mp_obj_get_int(i_in));
-    return mp_obj_new_str(s, strlen(s));
-}
-static MP_DEFINE_CONST_FUN_OBJ_1(iotutils_http_reason_obj, iotutils_http_reason);
-
-// ---- end section: http parser binding ----
-
-// ---- section: key/value store binding (kvstore.c over ESP-IDF NVS or nvs_host.c) ----
-// _iotutils.KVStore: the same methods as modules/iotutils/nvs.py's NVS class, so store.py uses
-// either. Host firmware: KVStore(image_path, partition_offset, partition_size); ESP32:
-// KVStore("nvs") (partition label). Values: int (I64 unless type= says otherwise), str, bytes.
-
-#include <string.h>
 #include "py/mperrno.h"
+#include "py/runtime.h"
 #include "py/unicode.h"
+
 #include "kvstore.h"
+#include "mod_iotutils.h"
 
 typedef struct _iotutils_KVStore_obj_t {
     mp_obj_base_t base;
@@ -288,58 +218,36 @@ static mp_obj_t iotutils_KVStore_erase(mp_obj_t self_in, mp_obj_t ns_in, mp_obj_
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(iotutils_KVStore_erase_obj, iotutils_KVStore_erase);
 
-// Listings collect names in C first (a callback must not raise), then build the objects.
-typedef char iotutils_kv_name_t[16];
-
+// A listing into arrays on the heap, grown until everything fits (the core copies the names).
 typedef struct {
-    iotutils_kv_name_t *names;
+    kvstore_name_t *names;
     uint8_t *types;
-    size_t count, cap;
-    int by_namespace; // collect distinct namespaces instead of keys
+    size_t count;
 } iotutils_kv_listing_t;
 
-static int iotutils_kv_collect(void *arg, const char *ns, const char *key, uint8_t type) {
-    iotutils_kv_listing_t *l = arg;
-    const char *name = l->by_namespace ? ns : key;
-    if (l->by_namespace) {
-        for (size_t i = 0; i < l->count; i++) {
-            if (strcmp(l->names[i], name) == 0) {
-                return 0;
-            }
-        }
-    }
-    if (l->count == l->cap) {
-        return 1; // the caller grows the buffer and lists again
-    }
-    strncpy(l->names[l->count], name, 15);
-    l->names[l->count][15] = 0;
-    l->types[l->count++] = type;
-    return 0;
-}
-
 static void iotutils_kv_list(kvstore_t *kv, const char *ns, iotutils_kv_listing_t *l) {
-    l->cap = 32;
-    for (;;) {
-        l->names = m_new(iotutils_kv_name_t, l->cap);
-        l->types = m_new(uint8_t, l->cap);
-        l->count = 0;
-        int rc = kvstore_list(kv, ns, iotutils_kv_collect, l);
-        if (rc != KVS_OK) {
-            iotutils_kv_raise(rc);
-        }
-        if (l->count < l->cap) {
+    for (size_t cap = 32;; cap *= 4) {
+        l->names = m_new(kvstore_name_t, cap);
+        l->types = ns != NULL ? m_new(uint8_t, cap) : NULL;
+        int rc = ns != NULL ? kvstore_keys(kv, ns, l->names, l->types, cap, &l->count)
+                            : kvstore_namespaces(kv, l->names, cap, &l->count);
+        if (rc == KVS_OK) {
             return;
         }
-        m_del(iotutils_kv_name_t, l->names, l->cap);
-        m_del(uint8_t, l->types, l->cap);
-        l->cap *= 4;
+        m_del(kvstore_name_t, l->names, cap);
+        if (l->types != NULL) {
+            m_del(uint8_t, l->types, cap);
+        }
+        if (rc != KVS_ERR_BUF_FULL) {
+            iotutils_kv_raise(rc);
+        }
     }
 }
 
 // keys(ns) -> [(key, type)]
 static mp_obj_t iotutils_KVStore_keys(mp_obj_t self_in, mp_obj_t ns_in) {
     kvstore_t *kv = iotutils_kv_get(self_in);
-    iotutils_kv_listing_t l = {NULL, NULL, 0, 0, 0};
+    iotutils_kv_listing_t l;
     iotutils_kv_list(kv, iotutils_kv_name(ns_in, "namespace"), &l);
     mp_obj_t list = mp_obj_new_list(0, NULL);
     for (size_t i = 0; i < l.count; i++) {
@@ -353,16 +261,8 @@ static MP_DEFINE_CONST_FUN_OBJ_2(iotutils_KVStore_keys_obj, iotutils_KVStore_key
 // namespaces() -> sorted names of the namespaces that hold keys
 static mp_obj_t iotutils_KVStore_namespaces(mp_obj_t self_in) {
     kvstore_t *kv = iotutils_kv_get(self_in);
-    iotutils_kv_listing_t l = {NULL, NULL, 0, 0, 1};
+    iotutils_kv_listing_t l;
     iotutils_kv_list(kv, NULL, &l);
-    for (size_t i = 1; i < l.count; i++) {
-        for (size_t j = i; j > 0 && strcmp(l.names[j - 1], l.names[j]) > 0; j--) {
-            char t[16];
-            memcpy(t, l.names[j], 16);
-            memcpy(l.names[j], l.names[j - 1], 16);
-            memcpy(l.names[j - 1], t, 16);
-        }
-    }
     mp_obj_t list = mp_obj_new_list(0, NULL);
     for (size_t i = 0; i < l.count; i++) {
         mp_obj_list_append(list, mp_obj_new_str(l.names[i], strlen(l.names[i])));
@@ -413,38 +313,5 @@ static const mp_rom_map_elem_t iotutils_KVStore_locals_dict_table[] = {
 };
 static MP_DEFINE_CONST_DICT(iotutils_KVStore_locals_dict, iotutils_KVStore_locals_dict_table);
 
-static MP_DEFINE_CONST_OBJ_TYPE(iotutils_KVStore_type, MP_QSTR_KVStore, MP_TYPE_FLAG_NONE, make_new,
-                                iotutils_KVStore_make_new, locals_dict, &iotutils_KVStore_locals_dict);
-
-// ---- end section: key/value store binding ----
-
-static const mp_rom_map_elem_t iotutils_module_globals_table[] = {
-    {MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__iotutils)},
-    {MP_ROM_QSTR(MP_QSTR_abi), MP_ROM_INT(IOTUTILS_ABI)},
-    // ---- http parser entries ----
-    {MP_ROM_QSTR(MP_QSTR_parse_head), MP_ROM_PTR(&iotutils_http_parse_head_obj)},
-    {MP_ROM_QSTR(MP_QSTR_chunked_decode), MP_ROM_PTR(&iotutils_http_chunked_decode_obj)},
-    {MP_ROM_QSTR(MP_QSTR_http_reason), MP_ROM_PTR(&iotutils_http_reason_obj)},
-    {MP_ROM_QSTR(MP_QSTR_NEED_MORE), MP_ROM_INT(HP_NEED_MORE)},
-    {MP_ROM_QSTR(MP_QSTR_BODY_NONE), MP_ROM_INT(HP_BODY_NONE)},
-    {MP_ROM_QSTR(MP_QSTR_BODY_LENGTH), MP_ROM_INT(HP_BODY_LENGTH)},
-    {MP_ROM_QSTR(MP_QSTR_BODY_CHUNKED), MP_ROM_INT(HP_BODY_CHUNKED)},
-    {MP_ROM_QSTR(MP_QSTR_FLAG_CLOSE), MP_ROM_INT(HP_FLAG_CLOSE)},
-    {MP_ROM_QSTR(MP_QSTR_FLAG_KEEP_ALIVE), MP_ROM_INT(HP_FLAG_KEEP_ALIVE)},
-    {MP_ROM_QSTR(MP_QSTR_FLAG_EXPECT_CONTINUE), MP_ROM_INT(HP_FLAG_EXPECT_CONTINUE)},
-    {MP_ROM_QSTR(MP_QSTR_FLAG_UPGRADE), MP_ROM_INT(HP_FLAG_UPGRADE)},
-    {MP_ROM_QSTR(MP_QSTR_OUT_FIXED), MP_ROM_INT(HP_OUT_FIXED)},
-    {MP_ROM_QSTR(MP_QSTR_CHUNK_STATE_LEN), MP_ROM_INT(HP_CHUNK_STATE_LEN)},
-    {MP_ROM_QSTR(MP_QSTR_CS_DONE), MP_ROM_INT(HP_CS_DONE)},
-    {MP_ROM_QSTR(MP_QSTR_CS_ERROR), MP_ROM_INT(HP_CS_ERROR)},
-    // ---- key/value store entries ----
-    {MP_ROM_QSTR(MP_QSTR_KVStore), MP_ROM_PTR(&iotutils_KVStore_type)},
-};
-static MP_DEFINE_CONST_DICT(iotutils_module_globals, iotutils_module_globals_table);
-
-const mp_obj_module_t iotutils_user_cmodule = {
-    .base = {&mp_type_module},
-    .globals = (mp_obj_dict_t *)&iotutils_module_globals,
-};
-
-MP_REGISTER_MODULE(MP_QSTR__iotutils, iotutils_user_cmodule);
+MP_DEFINE_CONST_OBJ_TYPE(iotutils_KVStore_type, MP_QSTR_KVStore, MP_TYPE_FLAG_NONE, make_new, iotutils_KVStore_make_new,
+                         locals_dict, &iotutils_KVStore_locals_dict);
