@@ -460,10 +460,10 @@ def default_pubkey():
     "ota", key "pubkey"). A frozen key cannot be replaced by anyone who can write NVS."""
     try:
         from iotutils._ota_key import PUBKEY
-
-        return load_pubkey(PUBKEY)
     except ImportError:
-        pass
+        PUBKEY = None
+    if PUBKEY is not None:
+        return load_pubkey(PUBKEY)
     try:
         from iotutils import store
 
