@@ -252,12 +252,13 @@ def load_pubkey(key):
     bytes, or the point itself (65 bytes, or 33 compressed). ValueError saying what is wrong for
     anything else: another algorithm (RSA, Ed25519) or curve (P-384), a private key, a point off
     the curve."""
-    if isinstance(key, str):
+    text = isinstance(key, str)  # text can only be PEM; bytes may also be DER or a raw point
+    if text:
         key = key.encode()
     if not isinstance(key, (bytes, bytearray, memoryview)):
         raise ValueError("key: expected PEM text or bytes, got %s" % type(key).__name__)
     key = bytes(key)
-    if key[:5] == b"-----" or b"-----BEGIN" in key:
+    if text or key[:5] == b"-----" or b"-----BEGIN" in key:
         try:
             text = key.decode()
         except UnicodeError:
