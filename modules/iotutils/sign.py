@@ -24,6 +24,8 @@
 import binascii
 import hashlib
 
+from iotutils.auth import hexstr
+
 try:
     from _iotsig import verify as _c_verify
 except ImportError:  # stock MicroPython, CPython: the pure-Python verifier
@@ -192,7 +194,7 @@ def _spki_point(der):
         for known, name in _OTHER_KEYS:
             if oid == known:
                 raise ValueError("key: this is %s: only ECDSA P-256 (prime256v1) keys are supported" % name)
-        raise ValueError("key: not an EC key (algorithm OID %s): only ECDSA P-256 is supported" % _hex(oid))
+        raise ValueError("key: not an EC key (algorithm OID %s): only ECDSA P-256 is supported" % hexstr(oid))
     if o_end >= alg_end or der[o_end] != 0x06:
         raise ValueError("key: EC key without a named curve: only P-256 (prime256v1) is supported")
     c, c_end = _der(der, o_end, 0x06, "curve OID")
@@ -201,7 +203,7 @@ def _spki_point(der):
         for known, name in _OTHER_CURVES:
             if curve == known:
                 raise ValueError("key: curve %s: only P-256 (prime256v1) is supported" % name)
-        raise ValueError("key: unknown curve (OID %s): only P-256 (prime256v1) is supported" % _hex(curve))
+        raise ValueError("key: unknown curve (OID %s): only P-256 (prime256v1) is supported" % hexstr(curve))
     b, b_end = _der(der, alg_end, 0x03, "BIT STRING")
     if b_end != end or b == b_end or der[b] != 0:
         raise ValueError("key: bad public key BIT STRING")
@@ -275,17 +277,13 @@ def load_pubkey(key):
 
 def key_id(point):
     """Short public id of a key: the first 8 bytes of SHA-256 of its 65-byte point, as hex."""
-    return _hex(hashlib.sha256(_point_bytes(point)).digest()[:8])
+    return hexstr(hashlib.sha256(_point_bytes(point)).digest()[:8])
 
 
 def _point_bytes(point):
     if isinstance(point, (bytes, bytearray, memoryview)) and len(point) == 65 and point[0] == 4:
         return bytes(point)
     raise ValueError("key: expected the 65-byte point from load_pubkey()")
-
-
-def _hex(b):
-    return binascii.hexlify(b).decode()
 
 
 # ---------------------------------------------------------------- signatures
@@ -351,7 +349,7 @@ def verify_release(point, manifest, digest, desc=None):
     secure_version (when present) the descriptor's."""
     precheck(point, manifest)
     want = manifest.get("sha256")
-    if want is not None and str(want).lower() != _hex(digest):
+    if want is not None and str(want).lower() != hexstr(digest):
         raise SignatureError("image sha256 differs from the manifest's")
     if not verify_digest(point, digest, manifest["sig"]):
         raise SignatureError("bad signature: the image was not signed by key %s" % key_id(point))
