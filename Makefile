@@ -15,6 +15,7 @@ PORT        ?= /dev/ttyUSB0
 SIM_STATE   ?= state
 SIM_PORT    ?= 8080
 FIRMWARE    ?=
+OTA_PUBKEY  ?=
 PYTEST_ARGS ?=
 # parallel workers; each test file runs whole on one of them (module fixtures such as a simulated
 # device are made once, and tests that build on each other stay in order)
@@ -27,7 +28,7 @@ UNIX_FIRMWARE := $(BUILD_UNIX)/micropython
 
 .DEFAULT_GOAL := default
 .PHONY: default help setup venv deps test unit lint format sim bench fuzz mip firmware flash ota-image \
-        check-frozen check-xtensa check-idf micropython-src clean
+        check-frozen check-xtensa check-idf micropython-src clean ota-key
 
 default:
 ifeq ($(BOARD),)
@@ -108,14 +109,20 @@ micropython-src:
 	  { echo "Could not fetch MicroPython $(MICROPY_TAG): set MICROPY_DIR=<path to a $(MICROPY_TAG) tree>."; exit 2; }; \
 	fi
 
+# The OTA public key frozen into the firmware: build/ota_key/iotutils/_ota_key.py, which
+# frozen/manifest.py picks up. It stays until replaced (OTA_PUBKEY=other.pub) or removed
+# (OTA_PUBKEY=none: a module without a key), so a later `make ... ota-image` without OTA_PUBKEY cannot drop it silently.
+ota-key: ## freeze the OTA public key into the firmware: OTA_PUBKEY=<.pub> (sticky; =none: no key)
+	$(PYTHON) scripts/keygen.py --freeze "$(OTA_PUBKEY)" -o build/ota_key
+
 ifeq ($(BOARD),UNIX)
-firmware: micropython-src ## build the firmware for BOARD (ESP32_GENERIC or UNIX)
+firmware: micropython-src ota-key ## build the firmware for BOARD (ESP32_GENERIC or UNIX)
 	$(MAKE) -C $(MICROPY_DIR)/mpy-cross
 	$(MAKE) -C $(MICROPY_DIR)/ports/unix VARIANT_DIR=$(ROOT)/boards/UNIX BUILD=$(BUILD_UNIX) \
 	    USER_C_MODULES=$(ROOT)/c_modules FROZEN_MANIFEST=$(ROOT)/frozen/manifest.py
 	@echo "host firmware: $(UNIX_FIRMWARE)   (make test FIRMWARE=$(UNIX_FIRMWARE))"
 else ifeq ($(BOARD),ESP32_GENERIC)
-firmware: micropython-src idf-check venv
+firmware: micropython-src idf-check venv ota-key
 	$(MAKE) -C $(MICROPY_DIR)/mpy-cross
 	$(MAKE) -C $(MICROPY_DIR)/ports/esp32 BOARD_DIR=$(ROOT)/boards/ESP32_GENERIC BUILD=$(BUILD_ESP32) \
 	    USER_C_MODULES=$(ROOT)/c_modules/micropython.cmake FROZEN_MANIFEST=$(ROOT)/frozen/manifest.py

@@ -14,6 +14,10 @@ target_sources(usermod_iotutils INTERFACE
     ${_iotutils_dir}/httpparse.c
     ${_iotutils_dir}/kvstore.c
     ${_iotutils_dir}/kvstore_idf.c
+    # OTA signature verification (_iotsig) over ESP-IDF's mbedTLS component, which the port links for
+    # TLS: ECDSA and P-256 are on by default (CONFIG_MBEDTLS_ECDSA_C, CONFIG_MBEDTLS_ECP_DP_SECP256R1_ENABLED)
+    ${_iotutils_dir}/sigverify.c
+    ${_iotutils_dir}/mod_sigverify.c
 )
 target_include_directories(usermod_iotutils INTERFACE ${_iotutils_dir})
 target_compile_definitions(usermod_iotutils INTERFACE IOTUTILS_KV_IDF=1)

@@ -13,6 +13,10 @@ JSON settings:
       "wifi_networks": [{"ssid": "home", "password": "secret", "hidden": false}],   -> wifi/networks
       "admin_password": "plain text",               -> admin/pwhash (PBKDF2-SHA256, as the admin page)
       "admin_password_hash": "pbkdf2_sha256$...",   -> admin/pwhash as given
+      "ota_pubkey": "-----BEGIN PUBLIC KEY-----...",  -> ota/pubkey: the key OTA releases must be
+                                                    signed with (a .pub from scripts/keygen.py;
+                                                    or --ota-pubkey FILE). A key frozen into the
+                                                    firmware wins over this one.
       "<folder>": {"<name>": <value> | {"type": "<type>", "value": <value>, "lo":..., "hi":...}}
     }
 CSV settings: a header "folder,name,type,value", one value per row (type may be empty: str).
@@ -34,7 +38,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "modules"))
 
-from iotutils import nvs, nvs_format, persist  # noqa: E402
+from iotutils import nvs, nvs_format, persist, sign  # noqa: E402
 from iotutils.hal import layout  # noqa: E402
 from iotutils.hal.flash import RamFlash  # noqa: E402
 from iotutils.wifi import check_password, check_ssid  # noqa: E402
@@ -135,6 +139,8 @@ def settings_from_json(data):
             if not isinstance(val, str) or not val.startswith("pbkdf2_sha256$") or val.count("$") != 3:
                 raise ProvisionError("admin_password_hash: expected pbkdf2_sha256$<n>$<salt>$<hash>")
             out.append(("admin", "pwhash", "str", val, {}))
+        elif key == "ota_pubkey":
+            out.append(("ota", "pubkey", "str", ota_pubkey_pem(val), {}))
         elif isinstance(val, dict):
             for name, e in val.items():
                 if isinstance(e, dict) and "type" in e and "value" in e:
@@ -145,6 +151,24 @@ def settings_from_json(data):
         else:
             raise ProvisionError("%s: expected an object of values (a folder) or a known setting" % key)
     return out
+
+
+# SubjectPublicKeyInfo of an uncompressed P-256 point, up to the point (RFC 5480)
+_P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+
+
+def ota_pubkey_pem(val):
+    """The OTA public key as the PEM text the device stores (ota/pubkey), from a .pub file's text.
+    Checked as the device checks it (iotutils.sign.load_pubkey) and written in one normal form."""
+    if not isinstance(val, str):
+        raise ProvisionError("ota_pubkey: expected the PEM text of a .pub file (scripts/keygen.py)")
+    try:
+        point = sign.load_pubkey(val)
+    except ValueError as e:
+        raise ProvisionError("ota_pubkey: %s" % e)
+    b64 = base64.b64encode(_P256_SPKI_PREFIX + point).decode()
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return "-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n" % "\n".join(lines)
 
 
 def settings_from_csv(text):
@@ -228,6 +252,8 @@ def main(argv=None):
     ap.add_argument("--port", default=None, help="serial port for the printed esptool command")
     ap.add_argument("--chip", default="esp32")
     ap.add_argument("--keep-csv", default=None, help="also save the generator's CSV here")
+    ap.add_argument("--ota-pubkey", metavar="FILE", default=None,
+                    help='the OTA public key (.pub) to store as ota/pubkey (replaces settings "ota_pubkey")')
     args = ap.parse_args(argv)
     try:
         offset, size = nvs_partition(args.partitions)
@@ -240,6 +266,11 @@ def main(argv=None):
                 entries = settings_from_json(json.loads(text))
             except json.JSONDecodeError as e:
                 raise ProvisionError("%s: not JSON: %s" % (args.settings, e))
+        if args.ota_pubkey:
+            with open(args.ota_pubkey, encoding="utf8") as f:
+                pem = ota_pubkey_pem(f.read())
+            entries = [e for e in entries if (e[0], e[1]) != ("ota", "pubkey")]
+            entries.append(("ota", "pubkey", "str", pem, {}))
         with tempfile.TemporaryDirectory() as work:
             image, encoded = build(entries, size, work)
             if args.keep_csv:

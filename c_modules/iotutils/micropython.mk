@@ -17,3 +17,9 @@ SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_storage.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_host.c
 
 CFLAGS_USERMOD += -I$(IOTUTILS_MOD_DIR) -DIOTUTILS_KV_HOST=1
+
+# OTA signature verification (_iotsig: sigverify.c + mod_sigverify.c) over the mbedTLS the port
+# builds for TLS; without it (no SSL, or axTLS) sign.py verifies in pure Python.
+ifeq ($(MICROPY_PY_SSL)$(MICROPY_SSL_MBEDTLS),11)
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/sigverify.c $(IOTUTILS_MOD_DIR)/mod_sigverify.c
+endif
