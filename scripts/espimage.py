@@ -56,14 +56,14 @@ def _field(name, value, width):
     return raw
 
 
-def app_desc(version, project, idf_ver="v5.5.1", time="12:00:00", date="Jan  1 2026"):
-    """esp_app_desc_t (256 bytes)."""
+def app_desc(version, project, idf_ver="v5.5.1", time="12:00:00", date="Jan  1 2026", secure_version=0):
+    """esp_app_desc_t (256 bytes); secure_version: the anti-rollback counter (CONFIG_BOOTLOADER_APP_SECURE_VERSION)."""
     v = _field("version", version, 32)
     p = _field("project_name", project, 32)
     i = _field("idf_ver", idf_ver, 32)
     elf_sha = hashlib.sha256(b"elf:" + p + b":" + v).digest()
     # mmu_page_size is log2 of the page size (64 KB on ESP32); max efuse block rev 0.99 as IDF 5 sets it
-    return struct.pack(APP_DESC_FMT, APP_DESC_MAGIC, 0, b"\0" * 8, v, p, time.encode(), date.encode(),
+    return struct.pack(APP_DESC_FMT, APP_DESC_MAGIC, secure_version, b"\0" * 8, v, p, time.encode(), date.encode(),
                        i, elf_sha, 0, 99, 16, b"\0" * 3, b"\0" * 72)
 
 
@@ -118,13 +118,14 @@ def _layout(desc, bulk, seed):
     return segs
 
 
-def build_app_image(version, project="micropython", size=None, chip_id=CHIP_ESP32, idf_ver="v5.5.1"):
+def build_app_image(version, project="micropython", size=None, chip_id=CHIP_ESP32, idf_ver="v5.5.1",
+                    secure_version=0):
     """A valid ESP32 app image whose app descriptor carries `version` and `project`.
 
     size: wanted total length in bytes (rounded to a multiple of 16; at least ~4 KB); None -> ~4 KB.
     chip_id: the extended header's chip id (0 = ESP32; other values make wrong-chip images).
     """
-    desc = app_desc(version, project, idf_ver)
+    desc = app_desc(version, project, idf_ver, secure_version=secure_version)
     seed = ("%s/%s/%d" % (project, version, chip_id)).encode()
     entry = IRAM_ADDR + 4
     bulk = 0

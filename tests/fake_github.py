@@ -43,11 +43,67 @@ def git_blob_sha1(data):
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def manifest(version, image, url=None, project="iotutils"):
-    m = {"version": version, "project": project, "size": len(image), "sha256": hashlib.sha256(image).hexdigest()}
+class SigningKey:
+    """An owner's OTA signing key made for one test process (ECDSA P-256, as scripts/keygen.py makes):
+    .pem is the public key devices are given, sign(digest) the r||s signature release.py writes."""
+
+    def __init__(self):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self.pem = self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        from iotutils import sign
+
+        self.key_id = sign.key_id(sign.load_pubkey(self.pem))
+
+    def sign(self, digest):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+        r, s = utils.decode_dss_signature(self._key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256()))))
+        return (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex()
+
+
+#: the key this test process signs releases with (devices are given OWNER.pem)
+OWNER = SigningKey()
+
+
+def manifest(version, image, url=None, project="iotutils", key=OWNER):
+    """ota.json for image, signed by `key` (the owner's by default; None: unsigned), as
+    scripts/release.py writes it."""
+    digest = hashlib.sha256(image).digest()
+    m = {"version": version, "project": project, "size": len(image), "sha256": digest.hex()}
+    if key is not None:
+        try:
+            import espimage
+            m["secure_version"] = espimage.parse_app_image(image)["secure_version"]
+        except ValueError:
+            pass  # not an app image (tests of refused downloads): nothing to say
+        m["sig"] = key.sign(digest)
+        m["key_id"] = key.key_id
     if url:
         m["url"] = url
     return json.dumps(m).encode()
+
+
+def app_manifest(files, version="1", key=OWNER, urls=None):
+    """app.json for {name: bytes} as `scripts/release.py --app` writes it, signed by `key` (None:
+    unsigned); urls: {name: url} for a url: channel's manifest (default: the name, beside it)."""
+    m = {"version": version, "files": [dict({"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()},
+                                            **({"url": urls[n]} if urls and n in urls else {}))
+                                       for n, d in sorted(files.items())]}
+    if key is not None:
+        m["key_id"] = key.key_id
+        body = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+        m["sig"] = key.sign(hashlib.sha256(body).digest())
+    return json.dumps(m).encode()
+
+
+def device_env(gh):
+    """Environment for a simulated device app that updates from gh: the API and the owner's key."""
+    return {"IOTUTILS_TEST_API": gh.api_url, "IOTUTILS_TEST_PUBKEY": OWNER.pem}
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -104,14 +160,21 @@ class FakeGitHub:
         with self.lock:
             self.files.setdefault((repo, ref), {})[path] = bytes(data)
 
+    def set_app(self, repo, ref, folder, files, version="1", key=OWNER):
+        """An App OTA folder at ref: its files and the signed app.json beside them."""
+        for name, data in files.items():
+            self.set_file(repo, ref, folder + "/" + name, data)
+        self.set_file(repo, ref, folder + "/app.json", app_manifest(files, version, key))
+
     def asset_link(self, data, name="firmware.bin"):
         """A URL on the asset host serving data (for ota.json "url" fields)."""
         key, _ = self._blob(data, name)
         return "%s/a/%s" % (self.asset_url, key)
 
     # ---- servers ----
-    def start(self, tls=None):
-        """tls=(certfile, keyfile): serve both hosts over HTTPS."""
+    def start(self, tls=None, api_host="127.0.0.1", asset_host="127.0.0.1"):
+        """tls=(certfile, keyfile): serve both hosts over HTTPS. api_host / asset_host: the names the
+        URLs use (GitHub's own, for a device whose simulator maps them to loopback)."""
         fake = self
 
         class Api(_Handler):
@@ -132,8 +195,8 @@ class FakeGitHub:
             threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self._servers.append(srv)
         scheme = "https" if tls else "http"
-        self.api_url = "%s://127.0.0.1:%d" % (scheme, self._servers[0].server_address[1])
-        self.asset_url = "%s://127.0.0.1:%d" % (scheme, self._servers[1].server_address[1])
+        self.api_url = "%s://%s:%d" % (scheme, api_host, self._servers[0].server_address[1])
+        self.asset_url = "%s://%s:%d" % (scheme, asset_host, self._servers[1].server_address[1])
         return self
 
     def stop(self):

@@ -29,7 +29,8 @@ class Device:
     wdt_timeout_ms = 10000
 
     def __init__(self, name="iotutils", port=80, workers=3, ota_repo=None, ota_channel="release",
-                 ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=()):
+                 ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
+                 ota_cadata=None, ota_allow_http=False):
         from iotutils.persist import PersistentStr
         self._name = PersistentStr("name", default=name, folder="device", max_length=32)
         from iotutils.server import WebServer
@@ -60,6 +61,9 @@ class Device:
             self._ota_repo = PersistentStr("repo", default=ota_repo or "", folder="ota", max_length=100)
             self._ota_channel = PersistentStr("channel", default=ota_channel, folder="ota", max_length=120)
             self._ota_api = ota_api
+            # releases must be signed with the owner's key: this one (PEM/DER bytes), else the one
+            # frozen into the firmware or provisioned (iotutils.sign.default_pubkey)
+            self._ota_kw = {"pubkey": ota_pubkey, "cadata": ota_cadata, "allow_http": ota_allow_http}
             self._make_ota()
         if alexa:
             from iotutils.alexa import Alexa
@@ -72,7 +76,7 @@ class Device:
             old._auto = None  # its auto-update thread ends; the new source resumes the schedule
         repo = self._ota_repo.value or None
         channel = self._ota_channel.value or "release"
-        kw = {"channel": channel}
+        kw = dict(self._ota_kw, channel=channel)
         if self._ota_api:
             kw["api"] = self._ota_api
         try:
@@ -86,7 +90,7 @@ class Device:
         if not self._want["ota"]:
             raise ValueError("repo: OTA is turned off on this device (Device(ota=False))")
         from iotutils.ota import OTA
-        kw = {"channel": channel or "release"}
+        kw = dict(self._ota_kw, channel=channel or "release")
         if self._ota_api:
             kw["api"] = self._ota_api
         OTA(repo=repo or None, **kw)  # validates before anything is stored

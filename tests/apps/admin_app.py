@@ -10,7 +10,9 @@ rgb = PersistentRGB("rgb", default=(255, 128, 0), folder="lamp")
 label = PersistentStr("label", default="desk", folder="lamp", max_length=16)
 
 api = os.getenv("IOTUTILS_TEST_API")
-dev = iotutils.Device(name="admintest", ota_repo="acme/lamp" if api else None, ota_api=api)
+dev = iotutils.Device(name="admintest", ota_repo="acme/lamp" if api else None, ota_api=api,
+                      ota_pubkey=os.getenv("IOTUTILS_TEST_PUBKEY"),  # the fake GitHub signs with it
+                      ota_allow_http=bool(api) and api.startswith("http:"))
 dev.alexa.add("Desk lamp", dimmable=True)
 dev.start()
 print("READY")

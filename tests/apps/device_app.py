@@ -41,6 +41,8 @@ if "wifi_retry_s" in cfg:
 
 api = os.getenv("IOTUTILS_TEST_API")
 dev = iotutils.Device(name="devtest", ota_repo="acme/lamp" if api else None, ota_api=api,
+                      ota_pubkey=os.getenv("IOTUTILS_TEST_PUBKEY"),  # the fake GitHub signs with it
+                      ota_allow_http=bool(api) and api.startswith("http:"),
                       ota_channel=cfg.get("ota_channel", "release"))
 for ssid, password in cfg.get("networks", []):
     if ssid not in [n["ssid"] for n in dev.wifi.networks()]:

@@ -10,7 +10,9 @@ import iotutils
 from iotutils import hal
 
 api = os.getenv("IOTUTILS_TEST_API") or "http://127.0.0.1:9"
-dev = iotutils.Device(name="bench", ota_repo="acme/lamp", ota_api=api)
+dev = iotutils.Device(name="bench", ota_repo="acme/lamp", ota_api=api,
+                      ota_pubkey=os.getenv("IOTUTILS_TEST_PUBKEY"),  # the fake GitHub signs with it
+                      ota_allow_http=bool(api) and api.startswith("http:"))
 dev.alexa.add("Desk lamp", dimmable=True)
 dev.alexa.add("Heater", wemo=True)
 dev.ota.auto_update(True, every_hours=24, idle_minutes=10, app=dev.app)

@@ -1,6 +1,7 @@
 # Device app for tests/integration/test_ota.py and tests/integration/test_ota_powercut.py: an OTA
 # client driven by commands written to fs/cmd, reporting on the console.
-# Configuration: fs/ota_cfg.json {"repo", "channel", "api", "timeout", "app_ota", "ca_file"}.
+# Configuration: fs/ota_cfg.json {"repo", "channel", "api", "timeout", "app_ota", "ca_file", "pubkey",
+# "allow_http"}.
 import json
 import os
 import sys
@@ -48,8 +49,10 @@ cadata = None
 if cfg.get("ca_file"):
     with open(cfg["ca_file"], "rb") as f:
         cadata = f.read()
+# the owner's key the releases are signed with; plain http only for the fake GitHub on loopback
+keyed = {"pubkey": cfg.get("pubkey"), "allow_http": cfg.get("allow_http", False)}
 ota = OTA(repo=cfg.get("repo", "me/fw"), channel=cfg.get("channel", "release"),
-          api=cfg.get("api", "http://127.0.0.1:9"), cadata=cadata)
+          api=cfg.get("api", "http://127.0.0.1:9"), cadata=cadata, **keyed)
 if cfg.get("timeout"):
     ota.http.timeout = cfg["timeout"]
 st = ota.status()
@@ -89,7 +92,8 @@ def run(cmd):
         print("CHECK " + json.dumps(ota.check()))
     elif cmd.startswith("update"):
         print("UPDATING")
-        v = ota.update(progress=progress, reboot=False, force=cmd == "update_force")
+        v = ota.update(progress=progress, reboot=False, force=cmd == "update_force",
+                       downgrade=cmd == "update_downgrade")
         print("SETBOOT %s" % v)
         hal.reset()
     elif cmd == "confirm":
@@ -98,7 +102,7 @@ def run(cmd):
     elif cmd == "status":
         print("STATUS " + json.dumps(ota.status()))
     elif cmd.startswith("channel "):
-        ota.__init__(repo=ota.repo, channel=cmd[8:], api=ota.api, cadata=cadata)
+        ota.__init__(repo=ota.repo, channel=cmd[8:], api=ota.api, cadata=cadata, **keyed)
         print("CHANNEL %s" % ota.channel)
     elif cmd.startswith("auto "):
         h, m = cmd.split()[1:3]

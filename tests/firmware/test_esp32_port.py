@@ -23,7 +23,7 @@ if FAKES not in sys.path:
 import esp32  # noqa: E402  (the fake)
 import espimage  # noqa: E402
 import sim  # noqa: E402  (scripts/sim.py: its bootloader)
-from fake_github import FakeGitHub  # noqa: E402
+from fake_github import OWNER, FakeGitHub  # noqa: E402
 from iotutils.hal import esp32 as hal  # noqa: E402
 from iotutils.hal import layout, otadata  # noqa: E402
 
@@ -127,7 +127,7 @@ from iotutils.persist import PersistentInt
 from iotutils.ota import OTA
 boots = PersistentInt("boots", default=0, folder="stats")
 boots.value = boots.value + 1
-ota = OTA(repo="me/fw", api=cfg["api"])
+ota = OTA(repo="me/fw", api=cfg["api"], pubkey=cfg["pubkey"], allow_http=True)
 st = ota.status()
 print("BOOT", json.dumps({"platform": hal.PLATFORM, "backend": store.BACKEND, "boots": boots.value,
                           "slot": st["slot"], "version": st["version"], "pending": st["pending"],
@@ -162,7 +162,8 @@ def run_device(tmp_path, flash, step, api="http://127.0.0.1:9"):
     d = tmp_path / "fs"
     d.mkdir(exist_ok=True)
     (d / "main.py").write_text(DEVICE)
-    (d / "cfg.json").write_text(json.dumps({"fakes": FAKES, "flash": str(flash), "api": api, "step": step}))
+    (d / "cfg.json").write_text(json.dumps({"fakes": FAKES, "flash": str(flash), "api": api, "step": step,
+                                                 "pubkey": OWNER.pem}))
     env = dict(os.environ, MICROPYPATH=micropython_path())
     p = subprocess.run(micropython_cmd() + ["main.py"], cwd=str(d), env=env, capture_output=True, text=True,
                        timeout=120)

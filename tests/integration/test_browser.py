@@ -13,7 +13,7 @@ from conftest import ROOT
 from simdev import SimDevice
 
 import espimage
-from fake_github import FakeGitHub
+from fake_github import FakeGitHub, device_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (requirements.txt)")
@@ -44,7 +44,7 @@ def device(tmp_path_factory, github):
                                               "channel": 6, "up": True},
                                              {"ssid": "cafe", "password": "", "rssi": -75, "channel": 1,
                                               "up": True}]}))
-    dev = SimDevice(d / "dev", app=APP, wifi=wifi, extra_env={"IOTUTILS_TEST_API": github.api_url}).start()
+    dev = SimDevice(d / "dev", app=APP, wifi=wifi, extra_env=device_env(github)).start()
     dev.wait_line("READY", timeout=30)
     dev.wait_line("wifi: setup portal on", timeout=30)  # unconfigured: the first password may be set now
     yield dev

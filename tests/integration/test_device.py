@@ -17,7 +17,7 @@ from conftest import ROOT
 from simdev import SimDevice
 
 import espimage
-from fake_github import FakeGitHub
+from fake_github import FakeGitHub, device_env
 from iotutils import __version__
 from iotutils.hal import layout, otadata
 from iotutils.hal.flash import FileFlash
@@ -401,7 +401,7 @@ def test_auto_update_installs_reboots_confirms_and_resumes(tmp_path, devices):
     gh = FakeGitHub().start()
     try:
         gh.add_release("acme/lamp", "0.3.0", espimage.build_app_image("0.3.0", size=96 * 1024))
-        dev = make_device(tmp_path, env={"IOTUTILS_TEST_API": gh.api_url})
+        dev = make_device(tmp_path, env=device_env(gh))
         boot(dev, devices)
         dev.wait_line(r"setup portal on")      # the first admin password needs the setup AP
         s = requests.Session()
@@ -436,9 +436,9 @@ def test_app_ota_is_confirmed_after_the_health_check(tmp_path, devices):
     # confirmed by the Device, it stays after a power cut
     gh = FakeGitHub().start()
     try:
-        gh.set_file("acme/lamp", "main", "app/userapp.py", b"VERSION = '7'\n")
+        gh.set_app("acme/lamp", "main", "app", {"userapp.py": b"VERSION = '7'\n"})
         dev = make_device(tmp_path, {"app_ota": True, "ota_channel": "branch:main", "health_timeout_s": 120},
-                          env={"IOTUTILS_TEST_API": gh.api_url})
+                          env=device_env(gh))
         boot(dev, devices)
         assert dev.wait_line(r"USERAPP (\S+)").group(1) == "none"
         since = len(dev.lines)

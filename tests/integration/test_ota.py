@@ -13,77 +13,12 @@ import time
 
 import pytest
 
-from conftest import ROOT
-from fake_github import FakeGitHub, git_blob_sha1, manifest
-from simdev import SimDevice
+from fake_github import OWNER, FakeGitHub, app_manifest, git_blob_sha1, manifest
 
 import espimage
-from iotutils.hal import layout, otadata
-from iotutils.hal.flash import FileFlash
+from iotutils.hal import otadata
 
-APP = os.path.join(ROOT, "tests", "apps", "ota_app.py")
-TABLE = {p[0]: p for p in layout.DEFAULT}
-FACTORY = "0.1.0"   # iotutils.__version__: the simulator's factory image
-SIZE = 96 * 1024
-
-
-def image(version, **kw):
-    kw.setdefault("size", SIZE)
-    return espimage.build_app_image(version, **kw)
-
-
-class Dev:
-    """A simulated device running tests/apps/ota_app.py against the fake GitHub."""
-
-    def __init__(self, tmp_path, gh, channel="release", app_ota=False, timeout=5, ca_file=None):
-        self.dir = tmp_path / "dev"
-        os.makedirs(self.dir / "fs", exist_ok=True)
-        with open(self.dir / "fs" / "ota_cfg.json", "w") as f:
-            json.dump({"repo": "me/fw", "channel": channel, "api": gh.api_url, "timeout": timeout,
-                       "app_ota": app_ota, "ca_file": ca_file}, f)
-        self.sim = SimDevice(self.dir, app=APP)
-
-    def boot(self, timeout=30):
-        m = self.sim.wait_line(r"BOOT version=(\S+) slot=(\S+) pending=(\S+) rolled_back=(\S+)", timeout)
-        self.sim.wait_line("READY", timeout)
-        return {"version": m.group(1), "slot": m.group(2), "pending": m.group(3) == "True",
-                "rolled_back": m.group(4) == "True"}
-
-    def start(self):
-        self.sim.start()
-        return self.boot()
-
-    def cmd(self, c, expect, timeout=30):
-        since = len(self.sim.lines)
-        p = os.path.join(self.dir, "fs", "cmd")
-        with open(p + ".tmp", "w") as f:
-            f.write(c)
-        os.replace(p + ".tmp", p)
-        return self.sim.wait_line(expect, timeout, since=since)
-
-    def update_expect_reboot(self):
-        self.cmd("update", r"SETBOOT (\S+)")
-        self.sim.mark = len(self.sim.lines)
-        return self.boot()
-
-    def update_expect_error(self):
-        return self.cmd("update", r"OTAERROR (.*)|SETBOOT").group(1)
-
-    def reset(self):
-        self.cmd("reset", "CMD reset")
-        self.sim.mark = len(self.sim.lines)
-        return self.boot()
-
-    def flash(self, name):
-        p = TABLE[name]
-        r = FileFlash(str(self.dir / "flash.bin"), p[3], p[4], name)
-        try:
-            return r.read(0, p[4])
-        finally:
-            r.close()
-
-    def stop(self):
-        self.sim.stop()
+from otadev import APP, FACTORY, SIZE, TABLE, Dev, image  # noqa: F401 - shared with the other OTA tests
 
 
 @pytest.fixture
@@ -184,7 +119,10 @@ def test_branch_commit_and_tag_channels(gh, mkdev):
     assert st == {"version": "2.0.0-c0123", "slot": "ota_0", "pending": True, "rolled_back": False}
     dev.cmd("confirm", "CONFIRMED")
     dev.cmd("channel release:1.5.0", "CHANNEL")   # a given tag, not the latest (1.6.0)
-    assert dev.update_expect_reboot()["version"] == "1.5.0"
+    assert "older than the running 2.0.0-c0123" in dev.update_expect_error()  # a downgrade: refused
+    dev.cmd("update_downgrade", r"SETBOOT (\S+)")                               # unless the owner says so
+    dev.sim.mark = len(dev.sim.lines)
+    assert dev.boot()["version"] == "1.5.0"
     raw = [r for r in gh.requests if "/contents/" in r[1]]
     assert raw and all("ref=" in r[1] for r in raw)
 
@@ -223,7 +161,7 @@ def _bad_releases():
         ("wrong chip", image("3.0.0", chip_id=5), "3.0.0", "chip id 5"),
         ("wrong project", image("3.0.0", project="otherfw"), "3.0.0", "project 'otherfw'"),
         ("same version", image(FACTORY), FACTORY, "already running"),
-        ("descriptor differs from manifest", image("3.0.1"), "3.0.0", "image version 3.0.1"),
+        ("descriptor differs from manifest", image("3.0.1"), "3.0.0", "signed image is 3.0.1"),
         ("not an image", b"<html>oops</html>" * 1000, "3.0.0", "magic"),
     ]
 
@@ -309,9 +247,8 @@ def test_auto_update_waits_for_idle_and_not_busy(gh, mkdev):
 
 
 def test_app_ota_switches_atomically_and_rolls_back(gh, mkdev):
-    v1 = {"app/userapp.py": b"VERSION = '1'\n", "app/util.py": b"X = 1\n" * 50}
-    for p, d in v1.items():
-        gh.set_file("me/fw", "main", p, d)
+    v1 = {"userapp.py": b"VERSION = '1'\n", "util.py": b"X = 1\n" * 50}
+    gh.set_app("me/fw", "main", "app", v1)
     dev = mkdev(channel="branch:main", app_ota=True)
     dev.sim.start()
     assert dev.sim.wait_line(r"APPBOOT path=(\S+)").group(1) == "None"
@@ -322,9 +259,9 @@ def test_app_ota_switches_atomically_and_rolls_back(gh, mkdev):
     dev.boot()
     dev.cmd("confirm", "CONFIRMED")
     # v2 changes userapp.py only; a corrupted download is refused and nothing switches
-    gh.set_file("me/fw", "main", "app/userapp.py", b"VERSION = '2'\n")
+    gh.set_app("me/fw", "main", "app", dict(v1, **{"userapp.py": b"VERSION = '2'\n"}), version="2")
     gh.corrupt_files.add("app/userapp.py")
-    assert "SHA-1 mismatch" in dev.cmd("app_update app", r"OTAERROR (.*)").group(1)
+    assert "sha256 mismatch" in dev.cmd("app_update app", r"OTAERROR (.*)").group(1)
     assert json.loads(dev.cmd("app_status", r"APPSTATUS (.*)").group(1))["active"] == "a"
     gh.corrupt_files.clear()
     dev.cmd("app_update app", "APPSWITCH")
@@ -333,7 +270,7 @@ def test_app_ota_switches_atomically_and_rolls_back(gh, mkdev):
     dev.boot()
     files_b = sorted(os.listdir(dev.dir / "fs" / "apps" / "b"))
     assert files_b == ["userapp.py", "util.py"]
-    assert git_blob_sha1((dev.dir / "fs" / "apps" / "b" / "util.py").read_bytes()) == git_blob_sha1(v1["app/util.py"])
+    assert git_blob_sha1((dev.dir / "fs" / "apps" / "b" / "util.py").read_bytes()) == git_blob_sha1(v1["util.py"])
     # not confirmed: the next boot runs the previous app again
     dev.cmd("reset", "CMD reset")
     dev.sim.mark = len(dev.sim.lines)
@@ -358,10 +295,18 @@ def local(tmp_path, monkeypatch):
     return str(tmp_path / "state.json")
 
 
+def _ota(**kw):
+    """An OTA in this process that trusts the fake GitHub's key and its plain-http loopback servers."""
+    from iotutils.ota import OTA
+    kw.setdefault("pubkey", OWNER.pem)
+    kw.setdefault("allow_http", True)
+    return OTA(**kw)
+
+
 def test_http_client_redirect_loop_and_token_not_leaked(gh, local):
-    from iotutils.ota import OTA, OTAError
+    from iotutils.ota import OTAError
     gh.add_release("me/fw", "1.0.1", image("1.0.1", size=20000))
-    o = OTA(repo="me/fw", api=gh.api_url, token="s3cret", state_path=local)
+    o = _ota(repo="me/fw", api=gh.api_url, token="s3cret", state_path=local)
     assert o.update(reboot=False) == "1.0.1"
     api = [r for r in gh.requests if r[0] == "api"]
     assets = [r for r in gh.requests if r[0] == "asset"]
@@ -385,17 +330,22 @@ def test_http_client_redirect_loop_and_token_not_leaked(gh, local):
             c.sendall(b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n")
             c.close()
     threading.Thread(target=loop, daemon=True).start()
-    o2 = OTA(channel="url:http://127.0.0.1:%d/ota.json" % port, state_path=local)
+    o2 = _ota(channel="url:http://127.0.0.1:%d/ota.json" % port, state_path=local)
     with pytest.raises(OTAError, match="too many redirects"):
         o2.check()
     srv.close()
 
 
 def test_plain_url_source_with_sha256(gh, local):
-    from iotutils.ota import OTA, OTAError
+    from iotutils.ota import OTAError
     img = image("1.7.0", size=30000)
     url = gh.asset_link(img)
-    o = OTA(channel="url:" + url, sha256=hashlib.sha256(img).hexdigest(), state_path=local)
+    digest = hashlib.sha256(img).digest()
+    # an image URL has no ota.json: its signature comes with it (sig=, from the release's ota.json)
+    unsigned = _ota(channel="url:" + url, sha256=digest.hex(), state_path=local)
+    with pytest.raises(OTAError, match="not signed"):
+        unsigned.update(reboot=False)
+    o = _ota(channel="url:" + url, sha256=digest.hex(), sig=OWNER.sign(digest), state_path=local)
     assert o.check() == {"current": "1.0.0", "available": "1.7.0", "newer": True}
     done = []
     assert o.update(progress=lambda a, b: done.append((a, b)), reboot=False) == "1.7.0"
@@ -403,9 +353,9 @@ def test_plain_url_source_with_sha256(gh, local):
     # without sha256= the URL names an ota.json manifest (its "url" may be relative to it)
     man = gh.asset_link(manifest("1.7.1", image("1.7.1", size=30000), url=url), "ota.json")
     with pytest.raises(OTAError, match="bad JSON"):
-        OTA(channel="url:" + url, state_path=local).check()
-    assert OTA(channel="url:" + man, state_path=local).check()["available"] == "1.7.1"
-    bad = OTA(channel="url:" + url, sha256="0" * 64, state_path=local)
+        _ota(channel="url:" + url, state_path=local).check()
+    assert _ota(channel="url:" + man, state_path=local).check()["available"] == "1.7.1"
+    bad = _ota(channel="url:" + url, sha256="0" * 64, sig=OWNER.sign(digest), state_path=local)
     from iotutils import hal
     hal.ota_mark_valid()
     with pytest.raises(OTAError):
@@ -422,12 +372,12 @@ def test_constructor_validates_arguments(local):
 
 def test_update_refused_while_running_image_unconfirmed(gh, local):
     from iotutils import hal
-    from iotutils.ota import OTA, OTAError
+    from iotutils.ota import OTAError
     gh.add_release("me/fw", "1.0.2", image("1.0.2", size=20000))
     od = hal.partition("otadata")
     otadata.set_boot(od, 0)
     otadata.set_state(od, otadata.STATE_PENDING_VERIFY)
-    o = OTA(repo="me/fw", api=gh.api_url, state_path=local)
+    o = _ota(repo="me/fw", api=gh.api_url, state_path=local)
     assert o.status()["pending"] is True
     with pytest.raises(OTAError, match="not confirmed"):
         o.update(reboot=False)
@@ -439,24 +389,32 @@ def test_update_refused_while_running_image_unconfirmed(gh, local):
 def test_install_stream_upload(local):
     import io
     from iotutils import hal
-    from iotutils.ota import OTA, OTAError
-    o = OTA(repo="me/fw", api="http://127.0.0.1:9", state_path=local)
+    from iotutils.ota import OTAError
+    o = _ota(repo="me/fw", api="http://127.0.0.1:9", state_path=local)
     img = image("1.9.0", size=40000)
+    sig = OWNER.sign(hashlib.sha256(img).digest())
+    with pytest.raises(OTAError, match="not signed"):   # refused before a byte is read
+        o.install_stream(io.BytesIO(img), len(img))
     with pytest.raises(OTAError, match="sha256 mismatch"):
-        o.install_stream(io.BytesIO(img), len(img), sha256="ab" * 32)
+        o.install_stream(io.BytesIO(img), len(img), sha256="ab" * 32, sig=sig)
     bad = bytearray(img)
     bad[20000] ^= 1
     with pytest.raises(OTAError, match="checksum|SHA-256"):
-        o.install_stream(io.BytesIO(bytes(bad)), len(bad))
+        o.install_stream(io.BytesIO(bytes(bad)), len(bad), sig=sig)
+    other = image("1.9.0", project="other", size=40000)
     with pytest.raises(OTAError, match="project"):
-        o.install_stream(io.BytesIO(image("1.9.0", project="other", size=40000)))
+        o.install_stream(io.BytesIO(other), sig=OWNER.sign(hashlib.sha256(other).digest()))
     with pytest.raises(OTAError, match="truncated"):
-        o.install_stream(io.BytesIO(img[:30000]), len(img))
+        o.install_stream(io.BytesIO(img[:30000]), len(img), sig=sig)
+    # a complete, valid image signed by another key: everything checked, then refused
+    from fake_github import SigningKey
+    with pytest.raises(OTAError, match="bad signature"):
+        o.install_stream(io.BytesIO(img), len(img), sig=SigningKey().sign(hashlib.sha256(img).digest()))
     assert hal.ota_next() == "ota_1"
     assert otadata.active(hal.partition("otadata")) is None   # the refusals set nothing to boot
     seen = []
     assert o.install_stream(io.BytesIO(img), None, progress=lambda a, b: seen.append((a, b)),
-                            sha256=hashlib.sha256(img).hexdigest()) == "1.9.0"
+                            sha256=hashlib.sha256(img).hexdigest(), sig=sig) == "1.9.0"
     assert seen[-1] == (40000, None)
     assert espimage.parse_app_image(hal.partition("ota_1").read(0, 65536))["version"] == "1.9.0"
 
@@ -530,7 +488,7 @@ def test_http_client_edge_cases():
         b"SMTP ready\r\n\r\n",
         None,   # accepts, never answers: the read times out
     ])
-    h = Http()
+    h = Http(allow_http=True)
     h.timeout = 0.5
     r = h.get(base + "/dir/start")
     assert r.url.endswith("/dir/sub/file")   # a relative Location resolves against the request path
@@ -552,14 +510,17 @@ def test_http_client_edge_cases():
 def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     import sys
     from iotutils import ota as ota_mod
-    from iotutils.ota import OTA, OTAError
+    from iotutils.ota import OTAError
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     files = {"userapp.py": b"VERSION = 'u1'\n", "helper.py": b"def f():\n    return 42\n"}
-    entries = [{"name": n, "sha256": hashlib.sha256(d).hexdigest(), "size": len(d),
-                "url": gh.asset_link(d, n)} for n, d in files.items()]
-    man = gh.asset_link(json.dumps({"files": entries}).encode(), "app.json")
-    o = OTA(channel="url:" + man, state_path=local)
+    urls = {n: gh.asset_link(d, n) for n, d in files.items()}
+    man = gh.asset_link(app_manifest(files, urls=urls), "app.json")
+    unsigned = _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, key=None), "app.json"),
+                    state_path=local)
+    with pytest.raises(OTAError, match="not signed"):
+        unsigned.update_app(reboot=False)
+    o = _ota(channel="url:" + man, state_path=local)
     seen = []
     assert o.update_app(progress=lambda a, b: seen.append((a, b)), reboot=False) == "a"
     assert seen[-1] == (sum(len(d) for d in files.values()),) * 2
@@ -568,13 +529,14 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     assert ota_mod.app_boot() == "apps/a" and sys.path[0] == "apps/a"
     o.confirm()
     assert ota_mod.app_status()["pending"] is False
-    # a file whose bytes do not match the manifest: refused, the running app stays
-    bad = [dict(entries[0], sha256="0" * 64)] + entries[1:]
-    o2 = OTA(channel="url:" + gh.asset_link(json.dumps({"files": bad}).encode(), "app.json"), state_path=local)
+    # a file whose bytes do not match the (signed) manifest: refused, the running app stays
+    v2 = dict(files, **{"userapp.py": b"VERSION = 'u2'\n"})
+    swapped = dict(urls, **{"userapp.py": gh.asset_link(b"VERSION = 'evil'\n", "userapp.py")})
+    o2 = _ota(channel="url:" + gh.asset_link(app_manifest(v2, urls=swapped), "app.json"), state_path=local)
     with pytest.raises(OTAError, match="sha256 mismatch"):
         o2.update_app(reboot=False)
     assert ota_mod.app_status()["active"] == "a"
-    for junk in ({"files": [{"name": "../x.py", "sha256": "0" * 64}]}, {"files": []}, {"files": ["x"]}):
-        o3 = OTA(channel="url:" + gh.asset_link(json.dumps(junk).encode(), "app.json"), state_path=local)
+    for junk in ({"../x.py": b"x"}, {}):
+        o3 = _ota(channel="url:" + gh.asset_link(app_manifest(junk), "app.json"), state_path=local)
         with pytest.raises(OTAError):
             o3.update_app(reboot=False)

@@ -10,7 +10,7 @@ import random
 import time
 
 from conftest import ROOT
-from fake_github import FakeGitHub
+from fake_github import OWNER, FakeGitHub
 from simdev import SimDevice
 
 import espimage
@@ -56,7 +56,7 @@ def test_power_cuts_during_ota(tmp_path):
     state = str(tmp_path / "dev")
     os.makedirs(os.path.join(state, "fs"))
     with open(os.path.join(state, "fs", "ota_cfg.json"), "w") as f:
-        json.dump({"repo": "me/fw", "api": gh.api_url, "timeout": 5}, f)
+        json.dump({"repo": "me/fw", "api": gh.api_url, "timeout": 5, "pubkey": OWNER.pem, "allow_http": True}, f)
     dev = SimDevice(state, app=APP)
     n_release = [0]
 
@@ -184,8 +184,8 @@ APP_FILES = 6
 
 def _app_files(version):
     # every module carries the version; userapp checks they all agree (a mixed app would not)
-    files = {"app/mod%d.py" % i: (b"V = %r\n" % version) + b"# padding\n" * 1500 for i in range(APP_FILES)}
-    files["app/userapp.py"] = (
+    files = {"mod%d.py" % i: (b"V = %r\n" % version) + b"# padding\n" * 1500 for i in range(APP_FILES)}
+    files["userapp.py"] = (
         b"VERSION = %r\n" % version +
         b"".join(b"import mod%d\n" % i for i in range(APP_FILES)) +
         b"CONSISTENT = all(m.V == VERSION for m in (%s))\n" % b", ".join(b"mod%d" % i for i in range(APP_FILES)) +
@@ -200,15 +200,14 @@ def test_power_cuts_during_app_ota(tmp_path):
     os.makedirs(os.path.join(state, "fs"))
     with open(os.path.join(state, "fs", "ota_cfg.json"), "w") as f:
         json.dump({"repo": "me/fw", "channel": "branch:main", "api": gh.api_url, "timeout": 5,
-                   "app_ota": True}, f)
+                   "app_ota": True, "pubkey": OWNER.pem, "allow_http": True}, f)
     dev = SimDevice(state, app=APP)
     n = [0]
 
     def publish():
         n[0] += 1
         v = "a%d" % n[0]
-        for p, d in _app_files(v).items():
-            gh.set_file("me/fw", "main", p, d)
+        gh.set_app("me/fw", "main", "app", _app_files(v), version=v)
         return v
 
     def boot(since):

@@ -178,3 +178,33 @@ def state_dir():
 
 def wlan(interface):
     return network.WLAN(network.AP_IF if interface == 1 else network.STA_IF)
+
+
+# ---- names and time (the OTA client's TLS needs both) ----
+
+def getaddrinfo(host, port):
+    import socket
+
+    return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+
+
+def time_ok():
+    """True when the clock can be trusted to check certificates: after a power-on it starts at the
+    port's epoch, and every certificate would look not yet valid."""
+    import time
+
+    return time.gmtime()[0] >= 2024
+
+
+def sync_time(host="pool.ntp.org"):
+    """Set the clock by NTP (micropython-lib's ntptime, frozen in the ESP32 firmware); True if it is
+    right afterwards."""
+    try:
+        import ntptime
+
+        ntptime.host = host
+        ntptime.settime()
+    except (ImportError, OSError, OverflowError, IndexError) as e:
+        print("hal: NTP failed:", e)
+    return time_ok()
+

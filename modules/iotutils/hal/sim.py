@@ -210,3 +210,28 @@ def wlan(interface):
     """A network.WLAN-like object for hal.STA (0) or hal.AP (1), driven by the Wi-Fi scenario."""
     from iotutils.hal import wlan_sim
     return wlan_sim.interface(interface, config().get("wifi"))
+
+
+# ---- names and time (the OTA client's TLS needs both) ----
+
+def getaddrinfo(host, port):
+    """socket.getaddrinfo for a TCP connection. The simulator's host map answers first: the
+    environment variable IOTUTILS_SIM_HOSTS ("api.github.com=127.0.0.1,...") lets tests give real
+    names (GitHub's, checked by TLS) to servers on loopback."""
+    for item in (os.getenv("IOTUTILS_SIM_HOSTS") or "").split(","):
+        name, _, addr = item.partition("=")
+        if name and name == host:
+            host = addr
+            break
+    return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+
+
+def time_ok():
+    """True when the clock can be trusted to check certificates (the host's clock is)."""
+    return time.gmtime()[0] >= 2024
+
+
+def sync_time():
+    """Set the clock from the network (NTP); True if it is right afterwards. The host's clock is."""
+    return time_ok()
+

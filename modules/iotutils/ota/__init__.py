@@ -42,6 +42,45 @@ from iotutils.ota.release import ReleaseScan, Source  # noqa: F401 - ReleaseScan
 from iotutils.ota.state import State
 
 
+NO_KEY = ("no OTA public key on this device, so no update can be trusted: make a key pair once with "
+          "`python scripts/keygen.py -o keys`, sign releases with `python scripts/release.py IMAGE -o DIR "
+          "--key keys/ota.key`, and give devices keys/ota.pub: Device(ota_pubkey=...), OTA(pubkey=...), the "
+          "\"ota_pubkey\" provisioning setting, or make BOARD=ESP32_GENERIC OTA_PUBKEY=keys/ota.pub")
+
+
+def _precheck(point, manifest):
+    from iotutils import sign
+
+    try:
+        sign.precheck(point, manifest)
+    except ValueError as e:  # SignatureError
+        raise OTAError(str(e))
+
+
+def _version_key(v):
+    """(numeric core, pre-release) of a version "1.4.0", "v2.0.1-rc2+build", or None when it is not
+    such a version (then nothing is called older)."""
+    v = v[1:] if v[:1] in ("v", "V") else v
+    core, _, pre = v.partition("+")[0].partition("-")
+    try:
+        nums = [int(x) for x in core.split(".")]
+    except ValueError:
+        return None
+    return nums + [0] * (4 - len(nums)), pre
+
+
+def _older_version(a, b):
+    """True if version a is older than b. Cores compare as numbers; of two builds of the same core a
+    pre-release is older than the release, and two pre-releases (branch or commit builds) are not
+    ordered: either may follow the other."""
+    ka, kb = _version_key(a), _version_key(b)
+    if ka is None or kb is None:
+        return False
+    if ka[0] != kb[0]:
+        return ka[0] < kb[0]
+    return bool(ka[1]) and not kb[1]
+
+
 class OTA:
     """OTA updates of the firmware image (and App OTA of .py files) from GitHub or a URL."""
 
@@ -53,7 +92,8 @@ class OTA:
     chip_id = appimage.CHIP_ESP32
 
     def __init__(self, repo=None, channel="release", api="https://api.github.com", token=None,
-                 sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None):
+                 sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None,
+                 pubkey=None, allow_http=False, sig=None):
         if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
             raise ValueError("repo must be 'owner/name', got %r" % (repo,))
         kind, _, arg = channel.partition(":")
@@ -70,8 +110,12 @@ class OTA:
         self.sha256 = sha256
         self.manifest = manifest
         self.asset = asset
-        self.http = Http(token, cadata)
-        self.source = Source(self.http, repo, kind, arg, self.api, manifest, asset, sha256, self.chip_id)
+        self.http = Http(token, cadata, allow_http)
+        self.source = Source(self.http, repo, kind, arg, self.api, manifest, asset, sha256, self.chip_id, sig)
+        # the owner's public key (PEM/DER) given by the app; None: the key frozen into the firmware or
+        # provisioned in NVS (iotutils.sign.default_pubkey). Loaded when first needed.
+        self._pubkey = pubkey
+        self._point = None
         self.state = State(state_path)
         self._lock = allocate_lock()
         self._busy = False
@@ -123,32 +167,58 @@ class OTA:
             self._busy = bool(flag)
         return self._busy
 
+    # ---- the owner's key ----
+    def owner_key(self):
+        """The public key releases must be signed with (a 65-byte P-256 point), or OTAError."""
+        if self._point is None:
+            from iotutils import sign
+
+            try:
+                self._point = sign.load_pubkey(self._pubkey) if self._pubkey else sign.default_pubkey()
+            except ValueError as e:
+                raise OTAError("the OTA public key is not usable: %s" % e)
+            if self._point is None:
+                raise OTAError(NO_KEY)
+        return self._point
+
     # ---- check / update ----
     def check(self):
         """Ask the source what it offers: {"current", "available", "newer"} (no download of the image).
-        newer is False for the running version and for a version that already rolled back here."""
+        newer is False for the running version, for an older one (see update()) and for a version that
+        already rolled back here."""
         plan = self.source.resolve()
         cur = self._running_desc().get("version")
         bad = self.state.load().get("bad") or ()
         return {"current": cur, "available": plan["version"],
-                "newer": plan["version"] != cur and plan["version"] not in bad}
+                "newer": plan["version"] != cur and plan["version"] not in bad
+                and not self._older(plan["version"], plan["secure_version"])}
 
-    def update(self, progress=None, force=False, reboot=True):
+    def update(self, progress=None, force=False, reboot=True, downgrade=False):
         """Download, verify and install the offered image into the other slot, then reboot into it.
 
-        progress(bytes_done, total) is called after every block. Raises OTAError (nothing is
-        changed: the running image stays the boot image) for any failure. force: install a version
-        that rolled back here before. reboot=False: return the installed version instead of resetting.
-        """
-        return self._locked(self._update, (progress, force), reboot)
+        Only a release signed with the owner's key is installed: its manifest is checked before the
+        download, the image's signature and identity after it, before the slot may boot. progress
+        (bytes_done, total) is called after every block. Raises OTAError (nothing is changed: the
+        running image stays the boot image) for any failure. force: install a version that rolled
+        back here before. downgrade: install a version older than the running one (by secure_version,
+        then version), refused otherwise. reboot=False: return the installed version instead of
+        resetting."""
+        return self._locked(self._update, (progress, force, downgrade), reboot)
 
-    def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False):
+    def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False,
+                       sig=None, manifest=None, downgrade=False):
         """Install an image read from `stream` (readinto(buf) -> n, 0 at the end; e.g. an upload's
-        request body) with the same checks as update(); sha256 (hex), when given, must match.
-        Returns the installed version (reboot=False: the caller reboots)."""
+        request body) with the same checks as update(). The signature comes as `sig` (128 hex digits,
+        from the release's ota.json) or with the whole `manifest` (the ota.json dict); sha256 (hex),
+        when given, must match. Returns the installed version (reboot=False: the caller reboots)."""
         if sha256 is not None and len(sha256) != 64:
             raise ValueError("sha256 must be 64 hex digits")
-        return self._locked(self._install, (stream, total, sha256, None, progress, force), reboot)
+        man = dict(manifest) if manifest else {}
+        if sig is not None:
+            man["sig"] = sig
+        if sha256 is not None:
+            man["sha256"] = sha256
+        return self._locked(self._install, (stream, total, sha256, None, progress, force, downgrade, man), reboot)
 
     def _locked(self, fn, args, reboot):
         if self._lock is not None and not self._lock.acquire(0):
@@ -162,31 +232,49 @@ class OTA:
             hal.reset()
         return version
 
-    def _update(self, progress, force):
+    def _update(self, progress, force, downgrade):
         self._sync_boot()
         if hal.ota_pending():
             raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
+        point = self.owner_key()  # no key, no download
         plan = self.source.resolve()
-        self._check_version(plan["version"], force)
+        _precheck(point, plan["manifest"])  # unsigned, another key: refused before the download
+        self._check_version(plan["version"], force, downgrade, plan["secure_version"])
         gc.collect()
         resp = self.http.get(plan["url"], plan["accept"])
         try:
             if resp.length is not None and resp.length != plan["size"]:
                 raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, plan["size"]))
-            return self._install(resp, plan["size"], plan["sha256"], plan["version"], progress, force)
+            return self._install(resp, plan["size"], plan["sha256"], plan["version"], progress, force, downgrade,
+                                 plan["manifest"])
         finally:
             resp.close()
 
-    def _check_version(self, version, force):
+    def _older(self, version, secure_version):
+        """True if (secure_version, version) is older than the running image's."""
+        cur = self._running_desc()
+        cur_sv = cur.get("secure_version") or 0
+        if secure_version != cur_sv:
+            return (secure_version or 0) < cur_sv
+        return _older_version(version, cur.get("version") or "")
+
+    def _check_version(self, version, force, downgrade=False, secure_version=0):
         if version == self._running_desc().get("version"):
             raise OTAError("version %s is already running" % version)
         if not force and version in (self.state.load().get("bad") or ()):
             raise OTAError("version %s rolled back on this device before (force=True to retry)" % version)
+        if not downgrade and self._older(version, secure_version):
+            raise OTAError("version %s (secure_version %s) is older than the running %s: refused (an old "
+                           "release may have known holes; downgrade=True installs it anyway)"
+                           % (version, secure_version, self._running_desc().get("version")))
 
-    def _install(self, reader, total, sha_hex, version, progress, force):
+    def _install(self, reader, total, sha_hex, version, progress, force, downgrade=False, manifest=None):
         """reader -> next slot, verified; then set_boot. Returns the image's version."""
+        from iotutils import sign
         from iotutils.ota.install import Writer, scrub
 
+        point = self.owner_key()
+        _precheck(point, manifest)
         self._sync_boot()
         if hal.ota_pending():
             raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
@@ -202,11 +290,16 @@ class OTA:
         gc.collect()
         info = writer.run(reader, total, region, progress, binascii.unhexlify(sha_hex) if sha_hex else None)
         try:
+            # the signature covers the image; the manifest's sha256, version and secure_version must
+            # be the signed image's own (so an edited manifest cannot pass an old image as new)
+            sign.verify_release(point, manifest, info["sha256"], info)
             if version is not None and info["version"] != version:
                 raise OTAError("image version %s, but the source says %s" % (info["version"], version))
-            self._check_version(info["version"], force)
-        except BaseException:
+            self._check_version(info["version"], force, downgrade, info.get("secure_version") or 0)
+        except BaseException as e:
             scrub(region)
+            if isinstance(e, ValueError):
+                raise OTAError(str(e))
             raise
         hal.ota_set_boot(target)
         # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback

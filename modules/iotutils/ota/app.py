@@ -16,11 +16,12 @@ APP_ROOT = "apps"               # apps/a, apps/b and the pointer file apps/curre
 def update_app(ota, folder="app", progress=None, reboot=True):
     """Install the .py files of an app folder as the app; returns the new folder name.
 
-    branch/commit channels: the files of `folder` in the repository at that ref, each checked
-    against its git blob SHA-1 from the contents listing. url: channel: the URL names an app
-    manifest {"files": [{"name", "sha256", "url"?, "size"?}]} (url relative to the manifest,
-    default the name). Every file goes into the inactive staging folder (unchanged ones are
-    copied locally) and is verified; then the pointer file switches atomically. The new app runs
+    The app is described by a signed app.json {"version", "files": [{"path", "size", "sha256",
+    "url"?}], "key_id", "sig"} (scripts/release.py --app FOLDER --key KEY): for branch/commit
+    channels `folder`/app.json in the repository at that ref, its files beside it; for a url: channel
+    the URL names the app.json (file urls relative to it, default the path). Its signature must be
+    the owner's, then every file goes into the inactive staging folder (unchanged ones are copied
+    locally) and its sha256 is checked; then the pointer file switches atomically. The new app runs
     pending until confirm(); the next boot without confirm goes back to the previous app."""
     files = _app_files(ota, folder)
     ptr = _app_pointer()
@@ -33,14 +34,14 @@ def update_app(ota, folder="app", progress=None, reboot=True):
         os.remove(stage + "/" + name)
     cur_dir = APP_ROOT + "/" + ptr["active"] if ptr.get("active") else None
     buf = bytearray(1024)
-    total = sum(f[4] for f in files)
+    total = sum(f[3] for f in files)
     done = 0
-    for name, algo, digest, url, size in files:
+    for name, digest, url, size, accept in files:
         dst = stage + "/" + name
-        if cur_dir and _file_digest(cur_dir + "/" + name, algo, buf) == digest:
+        if cur_dir and _file_digest(cur_dir + "/" + name, buf) == digest:
             _copy(cur_dir + "/" + name, dst, buf)
         else:
-            resp = ota.http.get(url, "application/vnd.github.raw" if algo == "git" else None)
+            resp = ota.http.get(url, accept)
             try:
                 with open(dst, "wb") as f:
                     while True:
@@ -50,9 +51,8 @@ def update_app(ota, folder="app", progress=None, reboot=True):
                         f.write(memoryview(buf)[:n])
             finally:
                 resp.close()
-            if _file_digest(dst, algo, buf) != digest:
-                raise OTAError("%s: %s mismatch (corrupt download)" % (
-                    name, "git blob SHA-1" if algo == "git" else "sha256"))
+            if _file_digest(dst, buf) != digest:
+                raise OTAError("%s: sha256 mismatch (corrupt download)" % name)
         done += size
         if progress:
             progress(done, total)
@@ -64,33 +64,40 @@ def update_app(ota, folder="app", progress=None, reboot=True):
 
 
 def _app_files(ota, folder):
-    """[(name, "git"|"sha256", hex digest, url, size)] of the app to install."""
-    out = []
+    """[(name, sha256 hex, url, size, Accept)] of the app to install, from its app.json (made by
+    scripts/release.py --app), which must carry the owner's signature over the file list."""
     if ota.kind in ("branch", "commit"):
-        listing = ota.source.get_json(ota.source.contents_url(folder, ota.ref))
-        if not isinstance(listing, list):
-            raise OTAError("%s is not a folder at %s" % (folder, ota.ref))
-        for e in listing:
-            if e.get("type") == "file" and not str(e.get("name")).startswith("."):
-                out.append((e.get("name"), "git", e.get("sha"),
-                            ota.source.contents_url(folder + "/" + str(e.get("name")), ota.ref), e.get("size") or 0))
+        # the folder's app.json at that ref; each file next to it
+        accept = "application/vnd.github.raw"
+        man = ota.source.get_json(ota.source.contents_url(folder + "/app.json", ota.ref), accept)
+
+        def url_of(e):
+            return ota.source.contents_url(folder + "/" + str(e.get("path") or e.get("name")), ota.ref)
     elif ota.kind == "url":
+        accept = None
         man = ota.source.get_json(ota.ref, "application/json")
-        for e in (man.get("files") if isinstance(man, dict) else None) or ():
-            if not isinstance(e, dict):
-                raise OTAError("app manifest: every file entry must be an object")
-            out.append((e.get("name"), "sha256", str(e.get("sha256", "")).lower(),
-                        join_url(ota.ref, e.get("url") or str(e.get("name"))), e.get("size") or 0))
+
+        def url_of(e):
+            return join_url(ota.ref, e.get("url") or str(e.get("path") or e.get("name")))
     else:
-        raise OTAError("App OTA needs a branch:<name>, commit:<sha> or url:<app manifest> channel")
-    for name, _, digest, _, size in out:
+        raise OTAError("App OTA needs a branch:<name>, commit:<sha> or url:<app.json URL> channel")
+    from iotutils import sign
+
+    if not sign.verify_manifest(ota.owner_key(), man):
+        raise OTAError("app.json is not signed with this device's key (scripts/release.py --app ... --key): refused")
+    out = []
+    for e in man.get("files") or ():
+        if not isinstance(e, dict):
+            raise OTAError("app.json: every file entry must be an object")
+        out.append((e.get("path") or e.get("name"), str(e.get("sha256", "")).lower(), url_of(e),
+                    e.get("size") or 0, accept))
+    for name, digest, _, size, _ in out:
         if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or \
-                not isinstance(digest, str) or len(digest) not in (40, 64) or not isinstance(size, int):
+                not isinstance(digest, str) or len(digest) != 64 or not isinstance(size, int):
             raise OTAError("app file entry %r is not usable (name, digest, size)" % (name,))
     if not out:
         raise OTAError("the app folder is empty")
     return out
-
 
 
 def _mkdirs(path):
@@ -110,13 +117,13 @@ def _copy(src, dst, buf):
             b.write(memoryview(buf)[:n])
 
 
-def _file_digest(path, algo, buf):
-    """Hex digest of a file: "git" = git blob SHA-1 (as GitHub's listing gives), else SHA-256."""
+def _file_digest(path, buf):
+    """SHA-256 hex digest of a file, or None if it is not there."""
     try:
-        size = os.stat(path)[6]
+        os.stat(path)
     except OSError:
         return None
-    h = hashlib.sha1(b"blob %d\0" % size) if algo == "git" else hashlib.sha256()
+    h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:
             n = f.readinto(buf)

@@ -1,10 +1,12 @@
 # The OTA's HTTP(S) client: streaming GET with redirects (the token never follows a redirect to another
 # origin), Content-Length and chunked bodies, a timeout on every read, and GitHub's error answers
-# (rate limits, 404) as clear OTAErrors. TLS verifies the server when CA certificates are given.
+# (rate limits, 404) as clear OTAErrors. TLS always verifies the server (the bundled roots, or the
+# certificates given), on a clock set by NTP; plain http only when the owner allowed it.
 import errno
 import json
 import socket
 
+import iotutils.hal as hal
 from iotutils._compat import const, ticks_diff, ticks_ms
 
 _ERR_BODY = const(300)
@@ -163,13 +165,20 @@ class Http:
     max_redirects = 5
     user_agent = "iotutils-ota"
 
-    def __init__(self, token=None, cadata=None):
+    def __init__(self, token=None, cadata=None, allow_http=False):
         self.token = token
-        self.cadata = cadata   # PEM/DER CA certificates: verify the server; None: encrypt only
+        # CA certificates (PEM text or DER, one or many) the server must chain to; None: the bundled
+        # roots GitHub's hosts chain to (iotutils/ota/roots.py). A server is always verified.
+        self.cadata = cadata
+        self.allow_http = allow_http  # plain http: only when the owner said so (a LAN test server)
 
     def _open(self, scheme, host, port):
         """(stream, raw socket): the TLS stream over the socket for https, else the socket twice."""
-        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        if scheme == "https" and not hal.time_ok() and not hal.sync_time():
+            # a clock at its epoch makes every certificate look not yet valid: nothing is verified
+            # on it, and nothing is downloaded without verification
+            raise OTAError("the clock is not set (no NTP answer): cannot check %s's certificate" % host)
+        ai = hal.getaddrinfo(host, port)[0]
         raw = socket.socket(ai[0], socket.SOCK_STREAM)
         try:
             raw.settimeout(self.timeout)
@@ -184,12 +193,16 @@ class Http:
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if self.cadata:
-            ctx.load_verify_locations(cadata=_der(self.cadata))
-            ctx.verify_mode = ssl.CERT_REQUIRED
+            certs = _der(self.cadata)
         else:
-            if hasattr(ctx, "check_hostname"):
-                ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+            from iotutils.ota.roots import ROOTS
+
+            certs = ROOTS
+        for der in certs:  # one at a time: MicroPython's ssl parses one DER certificate per call
+            ctx.load_verify_locations(cadata=der)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if hasattr(ctx, "check_hostname"):
+            ctx.check_hostname = True  # (MicroPython checks the name given as server_hostname)
         return ctx.wrap_socket(s, server_hostname=host)
 
     def get(self, url, accept=None):
@@ -197,6 +210,11 @@ class Http:
         auth = self.token
         for _ in range(self.max_redirects + 1):
             scheme, host, port, path = split_url(url)
+            if scheme == "http" and not self.allow_http:
+                # an http: source (or a redirect to one) is readable and changeable by anyone on the
+                # path; the release's signature would still be checked, but we do not even ask
+                raise OTAError("refusing plain http:// (%s): use https://, or allow_http=True for a "
+                               "server on your own network" % url)
             try:
                 resp = self._request(scheme, host, port, path, accept, auth)
             except OSError as e:
@@ -260,16 +278,19 @@ class Http:
 
 
 def _der(cadata):
-    """CA certificates as DER: PEM text is converted (MicroPython's ssl takes DER reliably)."""
+    """CA certificates as a list of DER certificates: PEM text is converted (MicroPython's ssl takes
+    DER reliably), a list or tuple of them is taken as it is."""
+    if isinstance(cadata, (list, tuple)):
+        return cadata
     if isinstance(cadata, str):
         cadata = cadata.encode()
     if b"-----BEGIN" not in cadata:
-        return cadata
+        return [cadata]
     import binascii
-    out = b""
+    out = []
     for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
         body = part.split(b"-----END CERTIFICATE-----")[0]
-        out += binascii.a2b_base64(b"".join(body.split()))
+        out.append(binascii.a2b_base64(b"".join(body.split())))
     if not out:
         raise ValueError("cadata: no certificate in the PEM text")
     return out

@@ -147,7 +147,7 @@ class ReleaseScan:
 class Source:
     """The update source of one OTA: repo "owner/name", channel kind and ref, the GitHub API base."""
 
-    def __init__(self, http, repo, kind, ref, api, manifest, asset, sha256, chip_id):
+    def __init__(self, http, repo, kind, ref, api, manifest, asset, sha256, chip_id, sig=None):
         self.http = http
         self.repo = repo
         self.kind = kind
@@ -157,6 +157,7 @@ class Source:
         self.asset = asset
         self.sha256 = sha256
         self.chip_id = chip_id
+        self.sig = sig  # the signature of a url:<image> channel (which has no ota.json to carry one)
 
     def contents_url(self, path, ref):
         return "%s/repos/%s/contents/%s?ref=%s" % (self.api, self.repo, path, ref)
@@ -230,8 +231,12 @@ class Source:
             sha = ""
         if not isinstance(v, str) or not v or len(sha) != 64 or size <= 0:
             raise OTAError("%s: ota.json has a bad version, size or sha256" % where)
+        sv = man.get("secure_version", 0)
+        if not isinstance(sv, int) or sv < 0:
+            raise OTAError("%s: ota.json has a bad secure_version" % where)
+        # the manifest goes along: its signature is checked before and after the download
         return {"version": v, "size": size, "sha256": sha, "url": man.get("url"), "accept": None,
-                "project": man.get("project")}
+                "project": man.get("project"), "secure_version": sv, "manifest": man}
 
     def _ref_plan(self):
         man = self.get_json(self.contents_url(self.manifest, self.ref), "application/vnd.github.raw")
@@ -273,8 +278,13 @@ class Source:
             resp.close()
         if v.desc is None:
             raise OTAError("%s: no app descriptor in the image" % url)
-        return {"version": v.desc["version"], "size": size, "sha256": self.sha256.lower(), "url": url,
-                "accept": None, "project": None}
+        sha = self.sha256.lower()
+        # no manifest: the signature comes from OTA(sig=...) and signs this image's SHA-256
+        man = {"sha256": sha, "version": v.desc["version"], "secure_version": v.desc["secure_version"]}
+        if self.sig:
+            man["sig"] = self.sig
+        return {"version": v.desc["version"], "size": size, "sha256": sha, "url": url, "accept": None,
+                "project": None, "secure_version": v.desc["secure_version"], "manifest": man}
 
     def resolve(self):
         if self.kind == "release":
