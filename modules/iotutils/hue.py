@@ -185,7 +185,11 @@ class HueBridge:
 
     def _api(self, req, p):
         self.save()  # ids handed out to a client are on flash first
+        # empty segments are skipped (a client's trailing or doubled slash); nothing else is special:
+        # ".." or "%" are plain characters of a user name or light id that matches nothing
         parts = [s for s in p.split("/") if s]
+        if not parts:  # /api//
+            return self._json([hue_error(1, "/", "unauthorized user")])
         user = parts[0]
         rest = parts[1:]
         if user == "config" and not rest and req.method == "GET":
@@ -259,7 +263,7 @@ class HueBridge:
             return self._json({"lastscan": "none"})
         with self._lock:
             light = self._byid.get(lid)
-            if light is None and lid.isdigit() and len(lid) < 4:
+            if light is None and 0 < len(lid) < 4 and not lid.strip("0123456789"):  # ASCII digits only
                 # the plain index ("1") as an alias of the MAC-based id: clients and scripts written
                 # for bridges that number their lights 1, 2, ... keep working
                 n = int(lid)

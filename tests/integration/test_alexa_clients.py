@@ -199,6 +199,57 @@ def test_hue_http_surface(dev):
     assert request(dev, "GET", "/nothing-here")[0] == 404
 
 
+def raw_request(port, head, body=b""):
+    """Send bytes as they are (no client would): the status and the body of the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(head + b"\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                  + body)
+        data = b""
+        while True:
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+    finally:
+        s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = b""
+        while True:
+            line, _, rest = rest.partition(b"\r\n")
+            n = int(line, 16)
+            if n == 0:
+                break
+            body += rest[:n]
+            rest = rest[n + 2:]
+        rest = body
+    return int(head.split(b" ")[1]), head.lower(), rest
+
+
+def test_malformed_hue_paths_never_answer_500(dev):
+    # the Hue router behind the real server: empty segments, dot segments, percent-encoding that
+    # decodes to "/" or "..", to NUL or to bytes that are not UTF-8, raw non-UTF-8 bytes, long user names
+    u = new_user(dev).encode()
+    a = b"/api/" + u
+    targets = [b"/api//", b"/api///", b"/api//lights", b"/api/" + b"/" * 40, a + b"//", a + b"//lights//",
+               a + b"/lights//1//state", b"/api/%2F", b"/api/%2F%2F/lights", b"/api/..", b"/api/../config",
+               b"/api/%2e%2e/config", a + b"/..%2F..%2Flights", b"/api/%00", a + b"/%00/x", b"/api/%ff%fe/lights",
+               a + b"/lights/%ff", a + b"/lights/%", b"/api/%zz", b"/api/\xff\xfe/lights", a + b"/lights/\xc3(",
+               b"/api/\xc3\xbc/lights", b"/api/" + b"x" * 2000, a + b"/" + b"a/" * 500, a + b"/lights/" + b"9" * 300,
+               b"/api/config/", b"/api/config//x"]
+    for t in targets:
+        for m in (b"GET", b"PUT", b"POST", b"DELETE"):
+            status, head, body = raw_request(dev.port, m + b" " + t + b" HTTP/1.1", b'{"on": true}')
+            assert status in (200, 400, 404, 405, 414), (m, t, status, body[:200])
+            if status == 200:
+                assert b"content-type: application/json" in head, (m, t, head)
+                r = json.loads(body)
+                assert isinstance(r, dict) or all("error" in e or "success" in e for e in r), (m, t, r)
+    assert request(dev, "GET", "/api/%s/lights" % u.decode())[0] == 200    # still serving
+    assert "Traceback" not in "\n".join(dev.lines)
+
+
 def test_tls_client_hello_refused_then_plain_works(dev):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False

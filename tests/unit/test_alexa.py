@@ -176,6 +176,40 @@ def test_users_are_capped():
     assert jcall(app, "GET", "/api/%s/lights" % users[-1]) == {}
 
 
+def test_malformed_paths_get_hue_errors_never_an_exception():
+    # /api//, empty segments, dot segments, percent signs left after decoding, long and odd user names:
+    # each one a Hue JSON answer (the real server turned an exception here into a 500)
+    app, alexa = setup()
+    lamp = alexa.add("Lamp")
+    alexa.pairing(True)
+    u = user_of(app)
+    bad = ["/api//", "/api///", "/api//lights", "/api//lights/", "/api/" + "/" * 40, "/api//config",
+           "/api/%s//" % u, "/api/%s//lights" % u, "/api/%s/lights//" % u, "/api/%s/lights//state" % u,
+           "/api/%s/lights/%s//state/" % (u, lamp.id), "/api/%s/lights/%s/state/x/y" % (u, lamp.id),
+           "/api/%s/lights/new/x" % u, "/api/%s/config/x" % u, "/api/%s/groups/1/action" % u,
+           "/api/..", "/api/../config", "/api/%s/../../lights" % u, "/api/%s/lights/../lights" % u,
+           "/api/.", "/api/%s/./lights" % u, "/api/%25", "/api/%s/lights/%%41" % u, "/api/%s/lights/%%" % u,
+           "/api/" + "x" * 3000, "/api/" + "x" * 3000 + "/lights", "/api/%s/" % u + "a/" * 400,
+           "/api/%s/lights/" % u + "9" * 400, "/api/%s/lights/-1" % u, "/api/%s/lights/0" % u,
+           "/api/\u00fc/lights", "/api/%s/lights/\u0661" % u, "/api/%s/lights/\u00b2" % u,
+           "/api/\ufffd\ufffd", "/api/\x00", "/api/%s/\x00" % u, "/api/%s/lights/ 1" % u,
+           "/api/config/", "/api/config/x", "/api/config//"]
+    for path in bad:
+        for method in ("GET", "PUT", "POST", "DELETE"):
+            for body in (b"", b"{}", b'{"on": true}', b"\xff\xfe", b"[]"):
+                resp = app.call(method, path, body)
+                assert resp is not None, (method, path)
+                assert resp.status == 200 and resp.content_type == "application/json", (method, path, resp.status)
+                r = json.loads(body_of(resp))
+                if isinstance(r, list):
+                    assert r and all("error" in e or "success" in e for e in r), (method, path, r)
+                    for e in r:
+                        if "error" in e:
+                            assert isinstance(e["error"]["type"], int) and "address" in e["error"], e
+                else:
+                    assert isinstance(r, dict), (method, path, r)
+
+
 # ---- lights ----
 def test_lights_list_with_and_without_slash_and_get_light():
     app, alexa = setup()
