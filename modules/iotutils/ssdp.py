@@ -32,8 +32,38 @@ def _rand(n):
     return int.from_bytes(os.urandom(4), "little") % n
 
 
+def ip4(text):
+    """A dotted IPv4 address ("192.168.1.5") as 4 bytes, or None for anything else (a host name, IPv6)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    out = bytearray(4)
+    for i in range(4):
+        p = parts[i]
+        if not 0 < len(p) < 4 or p.strip("0123456789"):
+            return None
+        n = int(p)
+        if n > 255:
+            return None
+        out[i] = n
+    return bytes(out)
+
+
+def addr_ip(addr):
+    """The IPv4 address of a socket address as 4 bytes, or None: a (host, port) tuple (CPython, the
+    ESP32 port) or the unix port's raw sockaddr_in (family, port, address)."""
+    if isinstance(addr, tuple):
+        return ip4(addr[0]) if addr and isinstance(addr[0], str) else None
+    if isinstance(addr, (bytes, bytearray)) and len(addr) >= 8 and 2 in (addr[0], addr[1]):  # AF_INET
+        return bytes(addr[4:8])
+    return None
+
+
 def _ip_bytes(ip):
-    return bytes(int(x) for x in ip.split("."))
+    b = ip4(ip)
+    if b is None:
+        raise ValueError("not an IPv4 address: %r" % (ip,))
+    return b
 
 
 def parse(data):

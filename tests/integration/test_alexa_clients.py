@@ -367,6 +367,84 @@ def test_wemo_gena_raw(dev):
     c.close()
 
 
+def _subscribe(port, callback, source="127.0.0.1"):
+    """A GENA SUBSCRIBE from address `source`: (status, headers without Date)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        c.request("SUBSCRIBE", "/upnp/event/basicevent1",
+                  headers={"CALLBACK": callback, "NT": "upnp:event", "TIMEOUT": "Second-300"})
+        r = c.getresponse()
+        r.read()
+        return r.status, sorted((k.lower(), v) for k, v in r.getheaders() if k.lower() != "date")
+    finally:
+        c.close()
+
+
+def _tcp_listener(host):
+    s = socket.socket()
+    s.bind((host, 0))
+    s.listen(8)
+    s.settimeout(0.2)
+    return s
+
+
+def _accepted(listener, seconds):
+    """The first connection to listener within seconds, or None."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            return listener.accept()[0]
+        except socket.timeout:
+            pass
+    return None
+
+
+def test_wemo_subscribe_calls_back_only_the_subscriber(dev):
+    # CallStranger (CVE-2020-12695): a SUBSCRIBE from 127.0.0.1 naming another host of the LAN
+    # (127.0.0.2) or a name instead of its address gets 412 and the device never connects there;
+    # the answer is the same whether or not something listens at the target (no port-scan oracle)
+    port = wemo_port(dev, 1)
+    other = _tcp_listener("127.0.0.2")
+    mine = _tcp_listener("127.0.0.1")
+    free = _tcp_listener("127.0.0.2")
+    closed = free.getsockname()[1]
+    free.close()                                     # a port with nothing listening
+    try:
+        answers = [_subscribe(port, "<http://127.0.0.2:%d/cb>" % other.getsockname()[1]),
+                   _subscribe(port, "<http://127.0.0.2:%d/cb>" % closed),
+                   _subscribe(port, "<http://localhost:%d/cb>" % mine.getsockname()[1]),
+                   _subscribe(port, "<http://127.0.0.1:0/cb>"),
+                   _subscribe(port, "<http://127.0.0.1:%d/%s>" % (mine.getsockname()[1], "x" * 300))]
+        assert answers[0][0] == 412 and all(a == answers[0] for a in answers), answers
+        # a change would be sent to every subscriber now
+        urllib.request.urlopen(dev.url("/test/set?name=Pump&on=1"), timeout=10).read()
+        urllib.request.urlopen(dev.url("/test/set?name=Pump&on=0"), timeout=10).read()
+        assert _accepted(other, 2.0) is None, "the device connected to a host that did not subscribe"
+        assert _accepted(mine, 0.2) is None, "the device looked up a name and connected to it"
+        # the subscriber's own address (here 127.0.0.2) is called back as before
+        status, headers = _subscribe(port, "<http://127.0.0.2:%d/cb>" % other.getsockname()[1], source="127.0.0.2")
+        assert status == 200 and dict(headers)["sid"].startswith("uuid:")
+        conn = _accepted(other, 10)
+        assert conn is not None, "no initial event NOTIFY"
+        conn.settimeout(5)
+        data = b""
+        while b"</e:propertyset>" not in data:
+            part = conn.recv(4096)
+            if not part:
+                break
+            data += part
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        conn.close()
+        assert data.startswith(b"NOTIFY /cb HTTP/1.1\r\n") and b"<BinaryState>0</BinaryState>" in data, data
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("UNSUBSCRIBE", "/upnp/event/basicevent1", headers={"SID": dict(headers)["sid"]})
+        assert c.getresponse().status == 200
+        c.close()
+    finally:
+        other.close()
+        mine.close()
+
+
 # ---- SSDP: async-upnp-client over loopback multicast ----
 def _search(st, timeout=2):
     from async_upnp_client.search import async_search

@@ -13,11 +13,12 @@ gc.collect()
 
 
 class Req:
-    def __init__(self, method, path, body=b"", headers=None):
+    def __init__(self, method, path, body=b"", headers=None, peer="127.0.0.1"):
         self.method = method
         self.path = path
         self.body = body
         self.headers = headers or {}
+        self.client_ip = peer
 
 
 class App:
@@ -115,6 +116,16 @@ def test_wemo_parsers():
     assert W.parse_callback("http://nope") is None
     assert W.parse_callback("<http://h:99999/>") is None
     assert W.parse_callback("<ftp://h/>") is None
+    # bounds: port 1..65535 in digits, a short printable path
+    assert W.parse_callback("<http://10.0.0.2:65535/a>") == ("10.0.0.2", 65535, "/a")
+    assert W.parse_callback("<http://10.0.0.2:1>") == ("10.0.0.2", 1, "/")
+    for bad in ("<http://10.0.0.2:0/a>", "<http://10.0.0.2:65536/a>", "<http://10.0.0.2:-1/a>",
+                "<http://10.0.0.2:+80/a>", "<http://10.0.0.2: 80/a>", "<http://10.0.0.2:0x50/a>",
+                "<http://10.0.0.2:000080/a>", "<http://10.0.0.2:80/" + "a" * 128 + ">",
+                "<http://10.0.0.2:80/a b>", "<http://10.0.0.2:80/a\tb>", "<http://10.0.0.2:80/\u00e9>",
+                "<http://:80/a>", "<>"):
+        assert W.parse_callback(bad) is None, bad
+    assert W.parse_callback("<http://10.0.0.2:80/" + "a" * 127 + ">")[2] == "/" + "a" * 127
     assert W._tag("<s:Body><u:SetBinaryState><BinaryState>1</BinaryState></u:SetBinaryState>", "BinaryState") == "1"
     assert W._tag("<a><x:BinaryState>0</x:BinaryState></a>", "BinaryState") == "0"
     assert W._tag("<a><NotBinaryState>0</NotBinaryState></a>", "BinaryState") is None
@@ -176,6 +187,69 @@ def test_wemo_soap_and_gena_handlers():
     alexa._jobs = []
 
 
+
+
+def test_addresses():
+    assert S.ip4("192.168.1.5") == bytes((192, 168, 1, 5)) and S.ip4("0.0.0.0") == bytes(4)
+    for bad in ("localhost", "192.168.1", "192.168.1.5.6", "256.1.1.1", "1.2.3.-4", "1.2.3.4 ", "::1",
+                "[::1]", "1..2.3", "0x7f.0.0.1", "1.2.3.1000", ""):
+        assert S.ip4(bad) is None, bad
+    assert S.addr_ip(("10.1.2.3", 80)) == bytes((10, 1, 2, 3))
+    # the unix port's raw sockaddr_in: family (native order), port (network order), address
+    assert S.addr_ip(bytearray(b"\x02\x00\x1f\x90\x7f\x00\x00\x02" + bytes(8))) == bytes((127, 0, 0, 2))
+    assert S.addr_ip(b"\x0a\x00" + bytes(26)) is None          # AF_INET6
+    assert S.addr_ip(None) is None and S.addr_ip(("::1", 80, 0, 0)) is None
+
+
+def _subscribe(dev, callback, peer="127.0.0.1", nt="upnp:event"):
+    return dev._event(Req("SUBSCRIBE", "/upnp/event/basicevent1", b"",
+                          {"callback": callback, "nt": nt, "timeout": "Second-600"}, peer))
+
+
+def test_wemo_callback_only_to_the_subscriber_itself():
+    # CallStranger (CVE-2020-12695): a SUBSCRIBE naming any other host is refused before anything is
+    # sent: no NOTIFY job is queued, no subscription kept, and the answer is the same for every target
+    app, alexa = setup()
+    fan = alexa.add("Fan", wemo=True)
+    dev = W.WemoDevice(alexa, fan, 49153)
+    alexa._wemo[fan] = dev
+    refused = []
+    for cb in ("<http://127.0.0.2:8080/cb>", "<http://127.0.0.2:9/cb>", "<http://192.168.1.1:80/>",
+               "<http://10.0.0.9:22/x>", "<http://localhost:8080/cb>", "<http://[::1]:8080/cb>",
+               "<http://127.0.0.1.nip.io:8080/cb>", "<http://2130706433:8080/cb>", "<http://127.1:8080/cb>",
+               "<http://127.0.0.1:0/cb>", "<http://127.0.0.1:70000/cb>", "<http://127.0.0.1:80/" + "x" * 200 + ">"):
+        r = _subscribe(dev, cb)
+        refused.append((r.status, r.headers, r.body))
+    assert refused[0][0] == 412 and all(x == refused[0] for x in refused), refused
+    assert dev._subs == [] and alexa._jobs == []
+    # the subscriber's own address: accepted
+    assert _subscribe(dev, "<http://127.0.0.1:8989/sub/a>").status == 200
+    assert _subscribe(dev, "<http://127.0.0.2:8989/sub/b>", peer="127.0.0.2").status == 200
+    assert _subscribe(dev, "<http://127.0.0.1:8989/sub/b>", peer="127.0.0.2").status == 412
+    assert _subscribe(dev, "<http://127.0.0.2:8989/sub/b>", peer="").status == 412     # peer unknown
+    assert [(s[1], s[2], s[3]) for s in dev._subs] == [("127.0.0.1", 8989, "/sub/a"), ("127.0.0.2", 8989, "/sub/b")]
+    assert len(alexa._jobs) == 2
+    alexa._jobs = []
+
+
+def test_wemo_subscriber_caps():
+    app, alexa = setup()
+    fan = alexa.add("Fan", wemo=True)
+    dev = W.WemoDevice(alexa, fan, 49153)
+    a, b, c = "10.0.0.2", "10.0.0.3", "10.0.0.4"
+    for peer, path in ((a, "/1"), (b, "/1"), (a, "/2")):
+        assert _subscribe(dev, "<http://%s:80%s>" % (peer, path), peer).status == 200
+    # the same callback again replaces its earlier subscription
+    assert _subscribe(dev, "<http://10.0.0.2:80/2>", a).status == 200
+    assert [(s[1], s[3]) for s in dev._subs] == [("10.0.0.2", "/1"), ("10.0.0.3", "/1"), ("10.0.0.2", "/2")]
+    # one host's third subscription pushes out its own oldest, not another host's
+    assert _subscribe(dev, "<http://10.0.0.2:80/3>", a).status == 200
+    assert [(s[1], s[3]) for s in dev._subs] == [("10.0.0.3", "/1"), ("10.0.0.2", "/2"), ("10.0.0.2", "/3")]
+    # beyond the device's cap the oldest goes
+    for path in ("/1", "/2"):
+        assert _subscribe(dev, "<http://10.0.0.4:80%s>" % path, c).status == 200
+    assert len(dev._subs) == 4 and [(s[1], s[3]) for s in dev._subs][-2:] == [("10.0.0.4", "/1"), ("10.0.0.4", "/2")]
+    alexa._jobs = []
 
 
 def test_ssdp_start_without_network_then_stop_for_good():
