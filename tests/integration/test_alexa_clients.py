@@ -60,8 +60,14 @@ def request(dev, method, path, body=None, port=None):
         c.close()
 
 
-def new_user(dev):
-    status, headers, body = request(dev, "POST", "/api", {"devicetype": "pytest#x"})
+def pair(dev, seconds=60):
+    """The owner opens Hue pairing (the device's button: alexa.pair(seconds))."""
+    urllib.request.urlopen(dev.url("/test/pair?seconds=%s" % seconds), timeout=10).read()
+
+
+def new_user(dev, devicetype="pytest#x"):
+    pair(dev)
+    status, headers, body = request(dev, "POST", "/api", {"devicetype": devicetype})
     assert status == 200
     return json.loads(body)[0]["success"]["username"]
 
@@ -86,6 +92,7 @@ def test_aiohue_discovery_app_key_lights_and_set_state(dev):
             bid = expected_bridgeid(dev)
             assert found.id == (bid[:6] + bid[10:]).lower()      # aiohue normalises away the FFFE
             assert found.supports_v2 is False                     # the https probe was refused cleanly
+            pair(dev)
             key = await create_app_key(host(dev), "iotutils#pytest", s)   # tries https first, then http
             bridge = HueBridgeV1(host(dev), key, s)
             await bridge.initialize()
@@ -120,22 +127,122 @@ def test_aiohue_discovery_app_key_lights_and_set_state(dev):
     asyncio.run(asyncio.wait_for(flow(), 60))
 
 
-def test_pairing_switch(dev):
+def test_pairing_is_closed_until_the_owner_opens_it(tmp_path):
+    # a fresh device refuses Hue registrations (aiohue, phue, raw); after pair() it takes them, the
+    # window closes by itself, and an Echo's user keeps working whatever registrations others attempt
     import aiohttp
+    import phue
     from aiohue import errors
     from aiohue.util import create_app_key
+    from aiohue.v1 import HueBridgeV1
+
+    d = start_device(tmp_path / "fresh", ALEXA_WEMO=0)
+    hub = phue.Bridge(ip=host(d), username="x" * 32, config_file_path=str(tmp_path / "phue.json"))
+    hub.username = None
+
+    def register():
+        return json.loads(request(d, "POST", "/api", {"devicetype": "someone#else"})[2])[0]
+
+    def pairing_open():
+        return json.loads(urllib.request.urlopen(d.url("/test/pairing"), timeout=10).read())["pairing"]
+
+    async def app_key(s):
+        return await create_app_key(host(d), "echo#kitchen", s)
 
     async def flow():
         async with aiohttp.ClientSession() as s:
             with pytest.raises(errors.LinkButtonNotPressed):
-                await create_app_key(host(dev), "late#client", s)
+                await app_key(s)
+            with pytest.raises(phue.PhueRegistrationException):
+                hub.register_app()
+            assert register()["error"]["type"] == 101
+            assert not pairing_open()
+            pair(d, 3)                                  # the owner presses the button: 3 s
+            key = await app_key(s)                      # the Echo
+            echo = HueBridgeV1(host(d), key, s)
+            await echo.initialize()
+            assert echo.config.raw["linkbutton"] is True
+            assert list(echo.config.raw["whitelist"]) == [key]
+            hub.register_app()                          # phue too
+            assert hub.username and hub.username != key
+            deadline = time.time() + 10
+            while pairing_open() and time.time() < deadline:   # the window closes by itself
+                await asyncio.sleep(0.2)
+            assert not pairing_open()
+            with pytest.raises(errors.LinkButtonNotPressed):
+                await create_app_key(host(d), "late#client", s)
+            # 16 registrations with pairing closed, then 16 more while the owner pairs a new app:
+            # none of them takes the Echo's place
+            assert [register()["error"]["type"] for _ in range(16)] == [101] * 16
+            pair(d, 60)
+            got = [register() for _ in range(16)]
+            ok = [g for g in got if "success" in g]
+            assert len(ok) == 16 - 2 and [g["error"]["type"] for g in got[len(ok):]] == [11, 11]
+            pair(d, 0)
+            await echo.initialize()
+            lamp = [light for light in echo.lights.values() if light.name == "Desk lamp"][0]
+            mark = len(d.lines)
+            await lamp.set_state(on=True)
+            d.wait_line(r"changed Desk lamp on=True", since=mark, timeout=10)
+            again = phue.Bridge(ip=host(d), username=hub.username, config_file_path=str(tmp_path / "phue.json"))
+            assert "Desk lamp" in again.get_light_objects("name")
+            # nobody learns the others' keys from the config
+            last = ok[-1]["success"]["username"]
+            text = request(d, "GET", "/api/%s" % last)[2].decode()
+            assert last in text and key not in text and hub.username not in text
 
-    urllib.request.urlopen(dev.url("/test/pairing?on=0"), timeout=10).read()
     try:
-        asyncio.run(asyncio.wait_for(flow(), 30))
+        asyncio.run(asyncio.wait_for(flow(), 60))
     finally:
-        urllib.request.urlopen(dev.url("/test/pairing?on=1"), timeout=10).read()
-    assert new_user(dev)
+        d.stop()
+
+
+def test_admin_api_opens_and_closes_pairing(tmp_path):
+    import requests
+    wifi = tmp_path / "wifi.json"
+    wifi.write_text(json.dumps({"networks": [{"ssid": "home", "password": "home-pass-1", "rssi": -50,
+                                              "channel": 6, "up": True}]}))
+    d = SimDevice(tmp_path / "dev", app=os.path.join(ROOT, "tests", "apps", "admin_app.py"), wifi=wifi).start()
+    try:
+        d.wait_line("READY", timeout=30)
+        d.wait_line("wifi: setup portal on", timeout=30)   # unconfigured: the first password may be set
+        s = requests.Session()
+        r = s.post(d.url("/admin/api/password"), json={"new": "alexa-owner-1"}, timeout=10)
+        assert r.status_code == 200, r.text
+        csrf = {"X-CSRF-Token": r.json()["csrf"]}
+
+        def admin(method, path, body=None):
+            return s.request(method, d.url("/admin/api/" + path), json=body, headers=csrf, timeout=10)
+
+        def register():
+            return requests.post(d.url("/api"), json={"devicetype": "echo#admin"}, timeout=10).json()[0]
+
+        a = admin("GET", "alexa").json()
+        assert (a["pairing"], a["pairing_left_s"], a["users"]) == (False, 0, [])
+        assert register()["error"]["type"] == 101
+        assert admin("PUT", "alexa/pairing", {"seconds": 2}).json() == {"pairing": True, "pairing_left_s": 2}
+        key = register()["success"]["username"]
+        a = admin("GET", "alexa")
+        assert a.json()["users"] == [{"n": 1, "name": "echo#admin", "idle_h": 0}] and key not in a.text
+        deadline = time.time() + 10
+        while admin("GET", "alexa").json()["pairing"] and time.time() < deadline:   # closes by itself
+            time.sleep(0.2)
+        assert register()["error"]["type"] == 101
+        assert admin("PUT", "alexa/pairing", {}).json()["pairing_left_s"] == 60     # the default window
+        assert admin("PUT", "alexa/pairing", {"allowed": False}).json() == {"pairing": False, "pairing_left_s": 0}
+        assert admin("PUT", "alexa/pairing", {"allowed": True, "seconds": 300}).json()["pairing_left_s"] == 300
+        for bad in ({"seconds": 0}, {"seconds": 301}, {"seconds": "60"}, {"seconds": 1.5}, {"seconds": True},
+                    {"allowed": "no"}, {"allowed": None}):
+            r = admin("PUT", "alexa/pairing", bad)
+            assert r.status_code == 400 and r.json()["error"].split(":")[0] in bad, (bad, r.text)
+        admin("PUT", "alexa/pairing", {"allowed": False})
+        assert requests.get(d.url("/api/%s/lights/1" % key), timeout=10).json()["name"] == "Desk lamp"
+        assert admin("DELETE", "alexa/users/2").status_code == 404
+        assert admin("DELETE", "alexa/users/1").json() == {"ok": True}
+        assert requests.get(d.url("/api/%s/lights" % key), timeout=10).json()[0]["error"]["type"] == 1
+        assert admin("GET", "alexa").json()["users"] == []
+    finally:
+        d.stop()
 
 
 # ---- Hue: phue ----
