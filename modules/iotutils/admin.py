@@ -499,7 +499,8 @@ class Admin:
     def _alexa(self, req):
         a = self._need_alexa()
         return {"pairing": a.pairing(), "pairing_left_s": a.pairing_left_s(),
-                "devices": [self._light_json(l) for l in a.lights()], "users": a.user_list()}
+                "devices": [self._light_json(l) for l in a.lights()], "users": a.user_list(),
+                "ssdp": a.discovery_stats()}
 
     def _alexa_pairing(self, req):
         # {"seconds": N} (default 60) opens Hue pairing for N s, {"allowed": false} closes it

@@ -503,6 +503,10 @@ class Alexa(HueBridge):
             print("alexa: ssdp not started yet:", repr(e))
         _thread.start_new_thread(self._run, ())
 
+    def discovery_stats(self):
+        """SSDP counters: searches for us, answers sent, searches dropped (rate limits, off the subnet)."""
+        return dict(self._ssdp.stats) if self._ssdp is not None else {}
+
     def stop(self):
         """NOTIFY byebye, close the SSDP socket and the WeMo ports."""
         if not self._running:

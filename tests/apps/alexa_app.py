@@ -6,8 +6,8 @@
 # loop), "heap per device: N" and "ALEXA READY <n lights>". GET /test/set?name=..&on=0|1&brightness=N
 # makes a local change (a button on the device); GET /test/pair?seconds=N opens Hue pairing for N s (the
 # device's pairing button: alexa.pair(N)), GET /test/pairing?on=0|1 sets it with the old switch call and
-# without on= tells whether it is open; GET /test/stop stops Alexa (byebye); GET /test/remove?name=..
-# removes (and forgets) a device.
+# without on= tells whether it is open; GET /test/ssdp: SSDP counters; GET /test/stop stops Alexa
+# (byebye); GET /test/remove?name=.. removes (and forgets) a device.
 import gc
 import os
 import time
@@ -82,6 +82,11 @@ def pair(req):
 def pairing(req):
     on = req.query.get("on")
     return {"pairing": alexa.pairing(None if on is None else on == "1"), "pairing_left_s": alexa.pairing_left_s()}
+
+
+@app.route("/test/ssdp")
+def ssdp_stats(req):
+    return alexa.discovery_stats()
 
 
 @app.route("/test/remove")

@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT
 from simdev import SimDevice
 
+from iotutils.ssdp import SSDP
+
 APP = os.path.join(ROOT, "tests", "apps", "alexa_app.py")
 WEMO_PORTS = 2          # the default app set has two WeMo devices: device ports 49153, 49154
 
@@ -585,6 +587,59 @@ def test_ssdp_search_finds_bridge_and_wemo_devices(dev):
                for h in belkin)
     assert not [h for h in _search("urn:schemas-upnp-org:device:MediaRenderer:1")
                 if h.get("location") in {hue_loc} | wemo_locs]
+
+
+def test_ssdp_flood_is_rate_limited_while_discovery_still_works(dev):
+    # 300 M-SEARCHes in ~1.5 s from 127.0.0.2 for the bridge's own uuid (so no other simulated device
+    # on this machine answers or is bothered): the answers are capped by the source's token bucket,
+    # while Home Assistant's discovery from 127.0.0.1 still finds everything at the same time
+    udn = re.search(rb"<UDN>(uuid:[^<]+)</UDN>", request(dev, "GET", "/description.xml")[2]).group(1).decode()
+    hue_loc = "http://127.0.0.1:%d/description.xml" % dev.port
+    wemo_locs = {"http://127.0.0.1:%d/setup.xml" % wemo_port(dev, k) for k in range(WEMO_PORTS)}
+    before = json.loads(urllib.request.urlopen(dev.url("/test/ssdp"), timeout=10).read())
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.2", 0))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+    s.setblocking(False)
+    msg = ("M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 0\r\n"
+           "ST: %s\r\n\r\n" % udn).encode()
+    answers = []
+    found = []
+
+    def drain():
+        while True:
+            try:
+                data = s.recv(2048)
+            except BlockingIOError:
+                return
+            if hue_loc.encode() in data:
+                answers.append(data)
+
+    ha = threading.Thread(target=lambda: found.extend(_search("ssdp:all", timeout=2)))
+    try:
+        t0 = time.time()
+        ha.start()
+        for _ in range(300):
+            s.sendto(msg, ("239.255.255.250", 1900))
+            drain()
+            time.sleep(0.005)
+        flood_s = time.time() - t0
+        deadline = time.time() + 1.5
+        while time.time() < deadline:
+            drain()
+            time.sleep(0.02)
+        ha.join(10)
+    finally:
+        s.close()
+    cap = SSDP.source_burst + SSDP.source_rate * (flood_s + 1.5)
+    assert 0 < len(answers) <= cap, (len(answers), cap)
+    assert all(("USN: %s\r\n" % udn).encode() in a for a in answers)
+    locs = {h.get("location") for h in found}
+    assert hue_loc in locs and wemo_locs <= locs, found
+    after = json.loads(urllib.request.urlopen(dev.url("/test/ssdp"), timeout=10).read())
+    assert after["dropped"] - before["dropped"] >= 300 - cap - 20, (before, after)   # (a few may be lost on the way)
+    assert after["offnet"] == before["offnet"]
 
 
 def test_ssdp_notify_alive_and_byebye(tmp_path):

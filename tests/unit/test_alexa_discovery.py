@@ -83,6 +83,7 @@ def test_ssdp_matching_and_answers():
 
 def test_ssdp_mx_delay_is_random_and_capped():
     s = S.SSDP()
+    s.source_burst = s.total_burst = 1000      # the rate limits are tested below
     s.add("http://%s:%d/d.xml", "uuid:x", ("upnp:rootdevice",), "", 80)
     now = 5000
     for _ in range(20):
@@ -97,6 +98,74 @@ def test_ssdp_mx_delay_is_random_and_capped():
     for _ in range(100):
         s.handle(_msearch("upnp:rootdevice", mx=1), ("127.0.0.1", 1), now)
     assert len(s._pending) == s.max_pending
+
+
+def _hosts(s, addrs, now, st="upnp:rootdevice"):
+    """How many answers searches from these addresses got queued (then sent: the queue empties)."""
+    n = 0
+    for a in addrs:
+        n += s.handle(_msearch(st, mx=0), a, now)
+        s.due(now)
+    return n
+
+
+def test_ssdp_answers_only_the_local_subnet():
+    s = S.SSDP()
+    s.add("http://%s:%d/d.xml", "uuid:l", ("upnp:rootdevice",), "", 80)
+    # the simulator's LAN is loopback: 127.0.0.0/8
+    assert _hosts(s, [("127.0.0.1", 5), ("127.9.8.7", 5)], 0) == 2
+    assert _hosts(s, [("192.168.1.7", 1900), ("10.0.0.1", 5), ("8.8.8.8", 53), ("0.0.0.0", 0)], 0) == 0
+    assert s.stats["offnet"] == 4 and s.stats["dropped"] == 4 and s.stats["searches"] == 6
+    # only searches for something announced count (and so are dropped)
+    assert _hosts(s, [("8.8.8.8", 53)], 0, "urn:nothing:here:1") == 0 and s.stats["searches"] == 6
+    real_ip, real_mask = hal.ip, hal.netmask
+    try:
+        hal.ip, hal.netmask = (lambda: "192.168.1.50"), (lambda: "255.255.254.0")   # a board on a /23
+        s._net = None                  # (read again at start() and rejoin())
+        assert _hosts(s, [("192.168.1.7", 1900), ("192.168.0.200", 1), ("192.168.1.255", 1)], 0) == 3
+        assert _hosts(s, [("192.168.2.7", 1), ("127.0.0.1", 1), ("10.192.168.1", 1), ("::1", 1)], 0) == 0
+        # the unix port's raw sockaddr_in: 192.168.1.9 port 1900, and 192.168.3.9
+        assert _hosts(s, [bytearray(b"\x02\x00\x07\x6c\xc0\xa8\x01\x09" + bytes(8))], 0) == 1
+        assert _hosts(s, [bytearray(b"\x02\x00\x07\x6c\xc0\xa8\x03\x09" + bytes(8))], 0) == 0
+        hal.ip = lambda: "no address yet"
+        s._net = None
+        assert _hosts(s, [("192.168.1.7", 1)], 0) == 0
+    finally:
+        hal.ip, hal.netmask = real_ip, real_mask
+
+
+def test_ssdp_rate_limits_per_source_and_in_all():
+    s = S.SSDP()
+    s.add("http://%s:%d/d.xml", "uuid:r", ("upnp:rootdevice",), "", 80)
+    a = ("127.0.0.2", 1900)
+    # one source: a burst of source_burst answers, then source_rate a second
+    assert _hosts(s, [a] * 100, 0) == s.source_burst == 24
+    assert s.stats["dropped"] == 100 - 24
+    assert _hosts(s, [a] * 100, 500) == 4 and _hosts(s, [a] * 100, 1000) == 4
+    assert _hosts(s, [a] * 100, 1124) == 0 and _hosts(s, [a] * 100, 1125) == 1
+    assert _hosts(s, [a] * 100, 100000) == 24          # a long quiet: a full burst, never more
+    # another source has a bucket of its own; a search with several answers takes several tokens
+    s2 = S.SSDP()
+    s2.add("http://%s:%d/d.xml", "uuid:q", ("upnp:rootdevice", "urn:x:device:y:1", "urn:x:service:z:1"), "", 80)
+    assert _hosts(s2, [a] * 10, 0, "ssdp:all") == 24   # 4 answers each: 6 searches, the 7th cut short
+    assert _hosts(s2, [("127.0.0.3", 1)], 0, "ssdp:all") == 4
+    # all sources together: total_burst, then total_rate a second, however many sources there are
+    s3 = S.SSDP()
+    s3.add("http://%s:%d/d.xml", "uuid:t", ("upnp:rootdevice",), "", 80)
+    many = [("127.0.1.%d" % i, 1) for i in range(1, 9)]
+    assert _hosts(s3, many * 30, 0) == s3.total_burst == 64
+    assert _hosts(s3, many * 30, 1000) == s3.total_rate == 32
+    # a new source pushes the least recently heard one out of the table (8 kept): the table is bounded
+    assert len(s3._sources) == s3.max_sources
+    _hosts(s3, [("127.0.2.1", 1)], 1000)
+    assert len(s3._sources) == s3.max_sources
+    assert [b[0] for b in s3._sources] == [S.ip4(x) for x in ["127.0.1.%d" % i for i in range(2, 9)] + ["127.0.2.1"]]
+    # the queue bound holds too
+    s4 = S.SSDP()
+    s4.add("http://%s:%d/d.xml", "uuid:u", ("upnp:rootdevice",), "", 80)
+    for i in range(40):
+        s4.handle(_msearch("upnp:rootdevice", mx=1), ("127.0.3.%d" % i, 1), 0)
+    assert len(s4._pending) == s4.max_pending and s4.stats["dropped"] == 40 - s4.max_pending
 
 
 def test_ssdp_notify_messages():
