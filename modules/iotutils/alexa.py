@@ -223,6 +223,7 @@ class Alexa(HueBridge):
             self.name = check_name(name, "bridge name")
         self.folder = folder
         self._lock = _thread.allocate_lock()
+        self._save_lock = _thread.allocate_lock()   # one writer of the users at a time (see _save_users)
         self.mac = hal.mac()
         m = bytes(self.mac)
         self._id_base = ((m[3] << 16) | (m[4] << 8) | m[5]) << 7   # < 2**31: a signed int for every client
@@ -402,11 +403,12 @@ class Alexa(HueBridge):
     def _pair_left_ms(self):
         if not self._pair_on:
             return 0
-        left = ticks_diff(self._pair_end, ticks_ms())
-        # the wall clock as well: ticks wrap (12 days on a board), an old window must never reopen
-        if left <= 0 or time.time() > self._pair_end_s + 1:
-            self._pair_on = False
-            return 0
+        with self._lock:
+            left = ticks_diff(self._pair_end, ticks_ms())
+            # the wall clock as well: ticks wrap (12 days on a board), an old window must never reopen
+            if left <= 0 or time.time() > self._pair_end_s + 1:
+                self._pair_on = False
+                return 0
         return left
 
     def users(self):
@@ -428,14 +430,22 @@ class Alexa(HueBridge):
             if not is_num(n) or not 1 <= n <= len(self._users):
                 return False
             self._users = self._users[:n - 1] + self._users[n:]
-            data = list(self._users)
-        self._p_users.value = data
+        self._save_users()
         return True
 
     def forget_users(self):
         with self._lock:
             self._users = []
-        self._p_users.value = []
+        self._save_users()
+
+    def _save_users(self):
+        # Writers take turns, and each writes the list as it is once its turn came: whatever the
+        # order threads changed it in, the last write holds the last change (a user's last use
+        # changes in place, adding or removing one replaces the list).
+        with self._save_lock:
+            with self._lock:
+                data = list(self._users)
+            self._p_users.value = data
 
     def _hours(self):
         """The clock of users' last use, in hours: the wall clock when the device knows the date (NTP,
@@ -458,8 +468,7 @@ class Alexa(HueBridge):
             if u[_U_USED] >= now:
                 return u
             u[_U_USED] = now
-            data = list(self._users)
-        self._p_users.value = data
+        self._save_users()
         return u
 
     def _new_user(self, devicetype):
@@ -479,7 +488,7 @@ class Alexa(HueBridge):
                 users.remove(old)
             users.append([user, devicetype[:40], now, now])
             self._users = users
-        self._p_users.value = users
+        self._save_users()
         return user
 
     # ---- life cycle ----

@@ -309,6 +309,46 @@ def test_last_use_on_flash_at_most_once_an_hour_per_user():
     assert alexa2.forget_user(2) is False and alexa2.forget_user(0) is False
 
 
+class RaceWrites(CountWrites):
+    """The first write lets another thread register a user right then, and waits a while for it."""
+
+    def __init__(self, p, app):
+        super().__init__(p)
+        self.app = app
+        self.done = []
+
+    @CountWrites.value.setter
+    def value(self, v):
+        if self.writes == 0:
+            self.writes += 1
+            import _thread
+            _thread.start_new_thread(lambda: self.done.append(user_of(self.app, "late")), ())
+            for _ in range(40):
+                if self.done:
+                    break
+                A.sleep_ms(5)
+        self.p.value = v
+
+
+def test_users_written_by_two_threads_keep_the_last_change():
+    # a last use being written while another thread registers a user: the new user reaches flash
+    folder = _new_folder()
+    app, alexa = setup(folder)
+    clock = Clock(alexa)
+    u = user_of(app)
+    clock.hour += 1
+    race = alexa._p_users = RaceWrites(alexa._p_users, app)
+    jcall(app, "GET", "/api/%s/lights" % u)         # writes u's last use; "late" registers meanwhile
+    for _ in range(200):
+        if race.done:
+            break
+        A.sleep_ms(5)
+    A.sleep_ms(50)
+    assert len(race.done) == 1
+    app2, alexa2 = setup(folder)
+    assert alexa2.users() == [u, race.done[0]]
+
+
 def test_users_of_older_versions_and_their_pairing_switch():
     # before: users were [key, device type] and pairing a persisted switch (open by default)
     from iotutils import store
