@@ -8,6 +8,7 @@
 #     alexa.start()                            # SSDP responder + WeMo ports (iotutils.Device does this)
 #     def changed(light): print(light.on, light.brightness)    # brightness 0..100 %
 #     lamp.set(on=True, brightness=40)         # a local change: Hue clients and WeMo subscribers see it
+#     alexa.pair(60)                           # the pairing button: "Alexa, discover devices" within 60 s
 #
 # Threads: Hue/WeMo requests are served by the web server's worker threads. on_change(light) is called
 #   - from alexa.poll() once the app calls it (iotutils.Device's main loop does): callbacks then run in
