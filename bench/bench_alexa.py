@@ -105,6 +105,7 @@ def run(n, rounds, tmp):
         dev.wait_http()
         fast = [search_once(dev.port, 0) for _ in range(rounds)]
         echo = [search_once(dev.port, 3) for _ in range(rounds)]
+        fetch(dev.port, "GET", "/test/pair?seconds=60")     # the owner opens Hue pairing (the app's button)
         _, _, body = fetch(dev.port, "POST", "/api", b'{"devicetype": "bench"}')
         user = json.loads(body)[0]["success"]["username"]
         lists = []

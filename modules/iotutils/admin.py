@@ -498,12 +498,30 @@ class Admin:
 
     def _alexa(self, req):
         a = self._need_alexa()
-        return {"pairing": a.pairing(), "devices": [self._light_json(l) for l in a.lights()]}
+        return {"pairing": a.pairing(), "pairing_left_s": a.pairing_left_s(),
+                "devices": [self._light_json(l) for l in a.lights()], "users": a.user_list(),
+                "ssdp": a.discovery_stats()}
 
     def _alexa_pairing(self, req):
+        # {"seconds": N} (default 60) opens Hue pairing for N s, {"allowed": false} closes it
         a = self._need_alexa()
-        a.pairing(bool(_obj(req).get("allowed")))
-        return {"pairing": a.pairing()}
+        data = _obj(req)
+        allowed = data.get("allowed", True)
+        if type(allowed) is not bool:
+            raise HTTPError(400, "allowed: true or false expected")
+        if not allowed:
+            a.pair(0)
+        else:
+            n = data.get("seconds", 60)
+            if type(n) is not int or not 1 <= n <= a.max_pair_s:
+                raise HTTPError(400, "seconds: 1..%d expected" % a.max_pair_s)
+            a.pair(n)
+        return {"pairing": a.pairing(), "pairing_left_s": a.pairing_left_s()}
+
+    def _alexa_user_delete(self, req, n):
+        if not self._need_alexa().forget_user(n):
+            raise HTTPError(404, "no Hue user %d" % n)
+        return {"ok": True}
 
     def _alexa_add(self, req):
         a = self._need_alexa()
@@ -568,7 +586,8 @@ _ROUTES = (
     ("POST", "ota/update", "_ota_update"), ("GET", "ota/progress", "_ota_progress"),
     ("GET", "alexa", "_alexa"), ("PUT", "alexa/pairing", "_alexa_pairing"),
     ("POST", "alexa/devices", "_alexa_add"), ("PUT", "alexa/devices/#", "_alexa_put"),
-    ("DELETE", "alexa/devices/#", "_alexa_delete"), ("POST", "reboot", "_reboot"),
+    ("DELETE", "alexa/devices/#", "_alexa_delete"), ("DELETE", "alexa/users/#", "_alexa_user_delete"),
+    ("POST", "reboot", "_reboot"),
 )
 
 

@@ -8,6 +8,7 @@
 #     alexa.start()                            # SSDP responder + WeMo ports (iotutils.Device does this)
 #     def changed(light): print(light.on, light.brightness)    # brightness 0..100 %
 #     lamp.set(on=True, brightness=40)         # a local change: Hue clients and WeMo subscribers see it
+#     alexa.pair(60)                           # the pairing button: "Alexa, discover devices" within 60 s
 #
 # Threads: Hue/WeMo requests are served by the web server's worker threads. on_change(light) is called
 #   - from alexa.poll() once the app calls it (iotutils.Device's main loop does): callbacks then run in
@@ -16,18 +17,25 @@
 #     whatever it shares with the app with a lock.
 # Light state is guarded by the Alexa lock; read light.on / .brightness anywhere.
 #
-# Persisted (folder "alexa"): the device list (key, name, Hue id, flags, WeMo port slot), the Hue users
-# and the pairing switch. A light is found again by its key (the name first given to add(), or key=...),
-# so renaming it from a Hue client or the admin page survives reboots and keeps its id and uniqueid.
-# On/off and brightness are the app's to persist (it knows what the lamp really shows).
+# Persisted (folder "alexa"): the device list (key, name, Hue id, flags, WeMo port slot) and the Hue users
+# (app key, device type, hour created, hour last used). A light is found again by its key (the name first
+# given to add(), or key=...), so renaming it from a Hue client or the admin page survives reboots and
+# keeps its id and uniqueid. On/off and brightness are the app's to persist (it knows what the lamp shows).
+#
+# Pairing is closed, as on a Hue bridge until its link button is pressed: alexa.pair(seconds=60) (the
+# admin page, or the device's own button) opens it, and only then may a new Hue user register (an Echo
+# asked to discover devices, a Hue app). The window lives in RAM: a reboot closes it. At most max_users
+# users are kept; when they are all there, a new one takes the place of the least recently used user
+# that has not been used for keep_days, and is refused when every one was used more recently. A user's
+# last use is written to flash at most once an hour.
 import _thread
 import time
 
 from iotutils import hal
-from iotutils._compat import const, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hexstr, token
-from iotutils.hue import (F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, is_int, is_num,
-                          pct_to_bri)
+from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, is_int,
+                          is_num, pct_to_bri)
 
 _MAX_LIGHTS = const(64)
 _MAX_INDEX = const(127)      # light index 1..127 (7 bits of the Hue id)
@@ -37,6 +45,11 @@ _R_NAME = const(1)
 _R_INDEX = const(2)
 _R_FLAGS = const(3)
 _R_SLOT = const(4)
+_U_KEY = const(0)            # persisted Hue user: [app key, device type, hour created, hour last used]
+_U_TYPE = const(1)
+_U_CREATED = const(2)
+_U_USED = const(3)
+_SANE_H = const(473352)      # 2024-01-01 in hours since 1970: a wall clock before it was never set
 
 _HUE_TYPES = ("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1")
 
@@ -195,8 +208,13 @@ class Alexa(HueBridge):
     #: retry binding the SSDP socket this often (ms) when start() ran before the network was up, and
     #: check this often whether the address changed
     retry_ms = 10000
-    #: most Hue users kept (the oldest is dropped beyond this)
+    #: most Hue users kept; beyond it a new user replaces the least recently used one that has not been
+    #: used for keep_days, or is refused (Hue error 11) when every user was used more recently
     max_users = 16
+    #: a Hue user used within this many days is never pushed out by a new one
+    keep_days = 14
+    #: longest pairing window pair() opens (s)
+    max_pair_s = 300
     #: print Hue/WeMo state changes on the console
     log = False
 
@@ -206,6 +224,7 @@ class Alexa(HueBridge):
             self.name = check_name(name, "bridge name")
         self.folder = folder
         self._lock = _thread.allocate_lock()
+        self._save_lock = _thread.allocate_lock()   # one writer of the users at a time (see _save_users)
         self.mac = hal.mac()
         m = bytes(self.mac)
         self._id_base = ((m[3] << 16) | (m[4] << 8) | m[5]) << 7   # < 2**31: a signed int for every client
@@ -220,14 +239,30 @@ class Alexa(HueBridge):
         self._wemo = {}            # Light -> wemo.WemoDevice
         self._dirty = False        # the device list has changes not yet written
         # persisted state
-        from iotutils.persist import PersistentBool, PersistentJSON
+        self._pair_on = False      # the pairing window: open until _pair_end (ticks) / _pair_end_s (time)
+        self._pair_end = 0
+        self._pair_end_s = 0
+        from iotutils.persist import PersistentJSON
         self._p_devices = PersistentJSON("devices", default=[1, []], folder=folder)
         self._p_users = PersistentJSON("users", default=[], folder=folder)
-        self._p_pairing = PersistentBool("pairing", default=True, folder=folder)
         d = self._p_devices.value
         self._next = d[0]
         self._records = d[1]
-        self._users = [u[0] for u in self._p_users.value]
+        # [[key, device type, created, used]]: hours on the clock of _hours() (older versions kept
+        # [key, device type]: those count as used when this boot began)
+        self._t0 = int(time.time())
+        self._h0 = 0
+        try:  # the pairing switch of older versions (pairing is a window in RAM now)
+            from iotutils import store
+            store.delete(folder, "pairing")
+        except (OSError, ValueError):
+            pass
+        users = [u for u in self._p_users.value if isinstance(u, list) and len(u) >= 2]
+        for u in users:
+            if len(u) == 4 and u[_U_USED] > self._h0:
+                self._h0 = u[_U_USED]
+        now = self._hours()
+        self._users = [u if len(u) == 4 else [u[0], u[1], now, now] for u in users]
         self._routes(app)
 
     # ---- devices ----
@@ -343,28 +378,118 @@ class Alexa(HueBridge):
             self._save()
 
     # ---- pairing and users ----
+    def pair(self, seconds=60):
+        """Open Hue pairing for `seconds` (up to max_pair_s), like pressing a Hue bridge's link button:
+        until then new Hue users may register. pair(0) closes it. Returns the seconds left."""
+        if not is_num(seconds) or not 0 <= seconds <= self.max_pair_s:
+            raise ValueError("seconds: 0..%d expected, got %r" % (self.max_pair_s, seconds))
+        ms = int(seconds * 1000)
+        with self._lock:
+            self._pair_end = ticks_add(ticks_ms(), ms)
+            self._pair_end_s = time.time() + seconds
+            self._pair_on = ms > 0
+        return self.pairing_left_s()
+
     def pairing(self, allowed=None):
-        """Whether new Hue users may register (no link button needed): get, or set and persist."""
+        """Whether new Hue users may register now. pairing(True) opens pairing for 60 s (as pair()),
+        pairing(False) closes it (pairing used to be a switch)."""
         if allowed is not None:
-            self._p_pairing.value = bool(allowed)
-        return self._p_pairing.value
+            self.pair(60 if allowed else 0)
+        return self._pair_left_ms() > 0
+
+    def pairing_left_s(self):
+        """Seconds until the pairing window closes (0: closed)."""
+        return (self._pair_left_ms() + 999) // 1000
+
+    def _pair_left_ms(self):
+        if not self._pair_on:
+            return 0
+        with self._lock:
+            left = ticks_diff(self._pair_end, ticks_ms())
+            # the wall clock as well: ticks wrap (12 days on a board), an old window must never reopen
+            if left <= 0 or time.time() > self._pair_end_s + 1:
+                self._pair_on = False
+                return 0
+        return left
 
     def users(self):
-        return list(self._users)
+        """The Hue user names (app keys: credentials, like passwords), oldest first."""
+        with self._lock:
+            return [u[_U_KEY] for u in self._users]
+
+    def user_list(self):
+        """The Hue users without their keys: [{"n": 1.., "name": device type, "idle_h": hours since
+        last use}] (what the admin page shows; n is what forget_user() takes)."""
+        now = self._hours()
+        with self._lock:
+            return [{"n": i + 1, "name": u[_U_TYPE], "idle_h": max(0, now - u[_U_USED])}
+                    for i, u in enumerate(self._users)]
+
+    def forget_user(self, n):
+        """Drop the n-th Hue user of user_list() (1..); False if there is none."""
+        with self._lock:
+            if not is_num(n) or not 1 <= n <= len(self._users):
+                return False
+            self._users = self._users[:n - 1] + self._users[n:]
+        self._save_users()
+        return True
 
     def forget_users(self):
         with self._lock:
             self._users = []
-        self._p_users.value = []
+        self._save_users()
+
+    def _save_users(self):
+        # Writers take turns, and each writes the list as it is once its turn came: whatever the
+        # order threads changed it in, the last write holds the last change (a user's last use
+        # changes in place, adding or removing one replaces the list).
+        with self._save_lock:
+            with self._lock:
+                data = list(self._users)
+            self._p_users.value = data
+
+    def _hours(self):
+        """The clock of users' last use, in hours: the wall clock when the device knows the date (NTP,
+        the simulator), else the latest hour on record plus the hours since boot; never before the record."""
+        t = int(time.time())
+        h = t // 3600 + EPOCH_H
+        if h < _SANE_H:
+            h = self._h0 + (t - self._t0) // 3600
+        return h if h > self._h0 else self._h0
+
+    def _user(self, name):
+        """The entry of Hue user `name`, its use recorded (on flash at most once an hour), or None."""
+        now = self._hours()
+        with self._lock:
+            for u in self._users:
+                if u[_U_KEY] == name:
+                    break
+            else:
+                return None
+            if u[_U_USED] >= now:
+                return u
+            u[_U_USED] = now
+        self._save_users()
+        return u
 
     def _new_user(self, devicetype):
+        """Register a new Hue user: its key, or None when all max_users were used within keep_days."""
         user = token(16)
+        now = self._hours()
+        idle = self.keep_days * 24
         with self._lock:
-            entries = [u for u in self._p_users.value if u[0] in self._users]
-            entries.append([user, devicetype[:40]])
-            entries = entries[-self.max_users:]
-            self._users = [u[0] for u in entries]
-        self._p_users.value = entries
+            users = list(self._users)
+            while len(users) >= self.max_users:
+                old = None
+                for u in users:
+                    if now - u[_U_USED] >= idle and (old is None or u[_U_USED] < old[_U_USED]):
+                        old = u
+                if old is None:
+                    return None
+                users.remove(old)
+            users.append([user, devicetype[:40], now, now])
+            self._users = users
+        self._save_users()
         return user
 
     # ---- life cycle ----
@@ -388,6 +513,10 @@ class Alexa(HueBridge):
             print("alexa: ssdp not started yet:", repr(e))
         _thread.start_new_thread(self._run, ())
 
+    def discovery_stats(self):
+        """SSDP counters: searches for us, answers sent, searches dropped (rate limits, off the subnet)."""
+        return dict(self._ssdp.stats) if self._ssdp is not None else {}
+
     def stop(self):
         """NOTIFY byebye, close the SSDP socket and the WeMo ports."""
         if not self._running:
@@ -407,6 +536,8 @@ class Alexa(HueBridge):
         alive = check = ticks_ms()
         while self._running:
             now = ticks_ms()
+            if self._pair_on:
+                self._pair_left_ms()   # closes the pairing window on time, whether or not anyone asks
             if not ssdp.started():
                 if ssdp.closed() or ticks_diff(now, check) < self.retry_ms:
                     time.sleep(0.3)

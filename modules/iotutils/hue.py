@@ -1,8 +1,10 @@
 # The Philips Hue bridge v1 API that Echo, Home Assistant (aiohue) and phue use: /description.xml, user
-# creation (no link button while pairing is allowed), /api/config, full state, lights (the list streamed
-# one light at a time), light state with Hue's success/error answers. Mixed into alexa.Alexa, which owns
-# the lights, users and lock; this module only speaks the protocol.
+# creation (while the owner keeps pairing open, alexa.pair(): the link button), /api/config, full state,
+# lights (the list streamed one light at a time), light state with Hue's success/error answers. Mixed
+# into alexa.Alexa, which owns the lights, users and lock; this module only speaks the protocol.
+# A user sees its own whitelist entry only: the others' user names are credentials.
 import json
+import time
 
 from iotutils import hal
 from iotutils._compat import const
@@ -14,6 +16,8 @@ F_WEMO = const(4)
 MAX_NAME = const(32)         # Hue's limit for light names
 
 HUE_UUID = "2f402f80-da50-11e1-9b23-"
+#: hours from 1970 to this port's time epoch (2000 on the ESP32 port; 1970 on the unix port, CPython)
+EPOCH_H = 262968 if time.gmtime(0)[0] == 2000 else 0
 _API_VERSION = "1.41.0"
 _SW_VERSION = "1941132080"
 _DATASTORE = "98"
@@ -62,6 +66,12 @@ def check_name(name, field="name"):
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
         raise ValueError("%s: 1..%d characters expected, got %r" % (field, MAX_NAME, name))
     return name
+
+
+def _date(hours):
+    """An hour of alexa._hours() as Hue writes dates ("2026-01-31T17:00:00")."""
+    t = time.gmtime(max(0, hours - EPOCH_H) * 3600)
+    return "%04d-%02d-%02dT%02d:00:00" % (t[0], t[1], t[2], t[3])
 
 
 def hue_error(kind, address, description):
@@ -138,12 +148,14 @@ class HueBridge:
         if not self.pairing():
             return self._json([hue_error(101, "", "link button not pressed")])
         user = self._new_user(dt)
+        if user is None:
+            return self._json([hue_error(11, "", "too many users: remove one on the device's admin page")])
         ok = {"username": user}
         if data.get("generateclientkey"):
             ok["clientkey"] = token(16).upper()
         return self._json([{"success": ok}])
 
-    def _config(self, full):
+    def _config(self, full, user=None):
         mac = ":".join("%02x" % b for b in bytes(self.mac))
         c = {"name": self.name, "datastoreversion": _DATASTORE, "swversion": _SW_VERSION,
              "apiversion": _API_VERSION, "mac": mac, "bridgeid": self.bridgeid, "factorynew": False,
@@ -155,9 +167,9 @@ class HueBridge:
                       "portalservices": False, "portalconnection": "disconnected",
                       "linkbutton": self.pairing(),
                       "swupdate2": {"state": "noupdates", "autoinstall": {"on": False}},
-                      "whitelist": {u[0]: {"name": u[1], "last use date": "2026-01-01T00:00:00",
-                                                "create date": "2026-01-01T00:00:00"}
-                                        for u in self._p_users.value}})
+                      # the caller's own entry only (the other user names are credentials)
+                      "whitelist": {} if user is None else {user[0]: {
+                          "name": user[1], "last use date": _date(user[3]), "create date": _date(user[2])}}})
         return c
 
     def _public_config(self, req):
@@ -175,28 +187,33 @@ class HueBridge:
             first = False
         yield "}"
 
-    def _full_gen(self):
+    def _full_gen(self, user):
         yield '{"lights":'
         for part in self._lights_gen(self.lights()):
             yield part
         yield ',"groups":{},"config":'
-        yield json.dumps(self._config(True))
+        yield json.dumps(self._config(True, user))
         yield ',"schedules":{},"scenes":{},"rules":{},"sensors":{},"resourcelinks":{}}'
 
     def _api(self, req, p):
         self.save()  # ids handed out to a client are on flash first
+        # empty segments are skipped (a client's trailing or doubled slash); nothing else is special:
+        # ".." or "%" are plain characters of a user name or light id that matches nothing
         parts = [s for s in p.split("/") if s]
+        if not parts:  # /api//
+            return self._json([hue_error(1, "/", "unauthorized user")])
         user = parts[0]
         rest = parts[1:]
         if user == "config" and not rest and req.method == "GET":
             return self._public_config(req)
         address = "/" + "/".join(rest)
-        if user not in self._users:
+        entry = self._user(user)
+        if entry is None:
             return self._json([hue_error(1, address, "unauthorized user")])
         m = req.method
         if not rest:
             if m == "GET":
-                return self._json(self._full_gen())
+                return self._json(self._full_gen(entry))
             return self._no_method(m, address)
         top = rest[0]
         if top == "lights":
@@ -205,7 +222,7 @@ class HueBridge:
             if len(rest) > 1:
                 return self._no_resource(address)
             if m == "GET":
-                return self._json(self._config(True))
+                return self._json(self._config(True, entry))
             if m == "PUT":
                 return self._put_config(req)
             return self._no_method(m, address)
@@ -259,7 +276,7 @@ class HueBridge:
             return self._json({"lastscan": "none"})
         with self._lock:
             light = self._byid.get(lid)
-            if light is None and lid.isdigit() and len(lid) < 4:
+            if light is None and 0 < len(lid) < 4 and not lid.strip("0123456789"):  # ASCII digits only
                 # the plain index ("1") as an alias of the MAC-based id: clients and scripts written
                 # for bridges that number their lights 1, 2, ... keep working
                 n = int(lid)

@@ -11,6 +11,11 @@
 # (or the port given to add()), so a Wi-Fi reconnect with a new address needs nothing here.
 # Replies to a search are delayed at random by up to MX seconds (capped by max_delay_ms), as UPnP asks,
 # without blocking: they wait in a small queue that serve() flushes when due.
+#
+# Not an amplifier: a search is answered only when it comes from the device's own subnet (hal.ip() and
+# hal.netmask()), and answers are rate-limited: a token bucket per source address (a small table, the
+# least recently heard source goes) and one for all sources together. Whatever is over the limits is
+# dropped without a word; stats counts it.
 import os
 import socket
 
@@ -32,8 +37,48 @@ def _rand(n):
     return int.from_bytes(os.urandom(4), "little") % n
 
 
+def ip4(text):
+    """A dotted IPv4 address ("192.168.1.5") as 4 bytes, or None for anything else (a host name, IPv6)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    out = bytearray(4)
+    for i in range(4):
+        p = parts[i]
+        if not 0 < len(p) < 4 or p.strip("0123456789"):
+            return None
+        n = int(p)
+        if n > 255:
+            return None
+        out[i] = n
+    return bytes(out)
+
+
+def addr_ip(addr):
+    """The IPv4 address of a socket address as 4 bytes, or None: a (host, port) tuple (CPython, the
+    ESP32 port) or the unix port's raw sockaddr_in (family, port, address)."""
+    if isinstance(addr, tuple):
+        return ip4(addr[0]) if addr and isinstance(addr[0], str) else None
+    if isinstance(addr, (bytes, bytearray)) and len(addr) >= 8 and 2 in (addr[0], addr[1]):  # AF_INET
+        return bytes(addr[4:8])
+    return None
+
+
 def _ip_bytes(ip):
-    return bytes(int(x) for x in ip.split("."))
+    b = ip4(ip)
+    if b is None:
+        raise ValueError("not an IPv4 address: %r" % (ip,))
+    return b
+
+
+def _refill(b, burst, rate, now):
+    """Token bucket b ([..., milli-answers, ms of the last refill]) refilled at `rate` answers a second
+    up to `burst`: the whole answers it holds now."""
+    el = ticks_diff(now, b[-1])
+    if el > 0:
+        b[-2] = min(burst * 1000, b[-2] + min(el, 60000) * rate)
+    b[-1] = now
+    return b[-2] // 1000
 
 
 def parse(data):
@@ -80,6 +125,14 @@ class SSDP:
     server = "Linux/3.14.0 UPnP/1.0 IpBridge/1.24.0"
     #: most queued answers; more searches are dropped (a flood must not eat the heap)
     max_pending = 24
+    #: answers to one source address: a burst of source_burst, then source_rate a second (a token
+    #: bucket per source, kept for the max_sources most recently heard; the oldest goes)
+    source_burst = 24
+    source_rate = 8
+    max_sources = 8
+    #: answers to all sources together: a burst of total_burst, then total_rate a second
+    total_burst = 64
+    total_rate = 32
     #: print each answered search on the console
     log = False
 
@@ -92,7 +145,12 @@ class SSDP:
         self._running = False
         self._closed = False
         self.ip = None        # the address the group was joined on
-        self.answered = 0
+        self._net = None      # (own address, netmask), 4 bytes each: who is local
+        self._sources = []    # token buckets [address (4 bytes), milli-answers, ms], most recently heard last
+        self._all = None      # the bucket of all sources: [milli-answers, ms]
+        #: searches for something announced here; answers sent; searches dropped in whole or part
+        #: (rate limits, queue full, off the subnet); of those, from off the subnet
+        self.stats = {"searches": 0, "answered": 0, "dropped": 0, "offnet": 0}
 
     # ---- what we announce ----
     def add(self, location, uuid, types, extra="", port=80):
@@ -131,6 +189,7 @@ class SSDP:
         self._poller = None
         self._sock = s
         self.ip = ip
+        self._net = None
         self._running = True
         self.notify("ssdp:alive")
 
@@ -222,16 +281,67 @@ class SSDP:
         limit = min(max(mx, 0) * 1000, self.max_delay_ms)
         if now is None:
             now = ticks_ms()
-        n = 0
         with self._lock:
+            want = 0
+            for entry in self._services:
+                want += len(st_matches(st, entry[2] + (entry[1],)))
+            if not want:
+                return 0
+            stats = self.stats
+            stats["searches"] += 1
+            ip = addr_ip(addr)
+            if ip is None or not self._local(ip):
+                stats["dropped"] += 1
+                stats["offnet"] += 1
+                return 0
+            src = self._source(ip, now)
+            if self._all is None:
+                self._all = [self.total_burst * 1000, now]
+            n = min(want, self.max_pending - len(self._pending),
+                    _refill(src, self.source_burst, self.source_rate, now),
+                    _refill(self._all, self.total_burst, self.total_rate, now))
+            if n < want:
+                stats["dropped"] += 1
+            if n <= 0:
+                return 0
+            src[1] -= n * 1000
+            self._all[0] -= n * 1000
+            left = n
             for entry in self._services:
                 for t in st_matches(st, entry[2] + (entry[1],)):
-                    if len(self._pending) >= self.max_pending:
-                        return n
-                    # MX asks for a random spread; unicast answers to one searcher stay in order
-                    self._pending.append([now + _rand(limit + 1) if limit else now, addr, entry, t])
-                    n += 1
+                    if left:
+                        # MX asks for a random spread; unicast answers to one searcher stay in order
+                        self._pending.append([now + _rand(limit + 1) if limit else now, addr, entry, t])
+                        left -= 1
         return n
+
+    def _local(self, ip):
+        """Whether address ip (4 bytes) is on the device's own subnet."""
+        net = self._net
+        if net is None:
+            a, m = ip4(hal.ip()), ip4(hal.netmask())
+            if a is None or m is None:
+                return False
+            net = self._net = (a, m)
+        a, m = net
+        for i in range(4):
+            if (ip[i] ^ a[i]) & m[i]:
+                return False
+        return True
+
+    def _source(self, ip, now):
+        """The token bucket of source ip, now the most recently heard (a new one starts full)."""
+        srcs = self._sources
+        for i in range(len(srcs)):
+            if srcs[i][0] == ip:
+                b = srcs.pop(i)
+                srcs.append(b)
+                return b
+        if len(srcs) >= self.max_sources:
+            srcs.pop(0)
+        b = [ip, self.source_burst * 1000, now]
+        srcs.append(b)
+        return b
 
     def due(self, now=None):
         """Remove and return the queued answers whose time has come: [(addr, bytes)]."""
@@ -295,6 +405,6 @@ class SSDP:
         for addr, packet in self.due():
             try:
                 s.sendto(packet, addr)
-                self.answered += 1
+                self.stats["answered"] += 1
             except OSError:
                 pass

@@ -6,14 +6,23 @@
 #   POST /upnp/control/basicevent1     SOAP GetBinaryState / SetBinaryState / GetFriendlyName
 #   SUBSCRIBE / UNSUBSCRIBE /upnp/event/basicevent1   GENA: BinaryState NOTIFYs to the CALLBACK URL
 # The NOTIFYs are sent from the Alexa background thread, never from a request handler.
+#
+# GENA callbacks (CallStranger, CVE-2020-12695): a CALLBACK is accepted only when its host is the
+# subscriber's own address (the TCP peer of the SUBSCRIBE, as a dotted IPv4 literal: no name is ever
+# looked up), its port 1..65535 and its path short and printable; anything else is 412 before any
+# connection is made, so the device never connects, on anyone's behalf, to a host that did not ask,
+# and the answer is the same whether or not something listens there.
 import socket
 
 from iotutils._compat import const, ticks_diff, ticks_ms
 from iotutils.auth import escape, token
 from iotutils.server import Response
+from iotutils.ssdp import ip4
 
 _MAX_SUBS = const(4)           # subscribers per device; the oldest goes
+_MAX_SUBS_PER_HOST = const(2)  # one host's new subscription pushes out its own oldest, not others'
 _MAX_TIMEOUT_S = const(1800)
+_MAX_PATH = const(128)         # callback path length (pywemo's: /sub/basicevent/<32 characters>)
 
 _SETUP = """<?xml version="1.0"?>
 <root xmlns="urn:Belkin:device-1-0">
@@ -94,7 +103,8 @@ def _tag(text, name):
 
 
 def parse_callback(value):
-    """GENA CALLBACK "<http://host:port/path>" (first URL of several) -> (host, port, path) or None."""
+    """GENA CALLBACK "<http://host:port/path>" (first URL of several) -> (host, port, path) or None.
+    The port must be 1..65535 (digits only), the path at most _MAX_PATH printable characters."""
     v = value.strip()
     if not v.startswith("<") or ">" not in v:
         return None
@@ -103,13 +113,19 @@ def parse_callback(value):
         return None
     hostport, _, path = url[7:].partition("/")
     host, _, port = hostport.partition(":")
-    try:
-        port = int(port) if port else 80
-    except ValueError:
+    if port:
+        if len(port) > 5 or port.strip("0123456789"):
+            return None
+        port = int(port)
+    else:
+        port = 80
+    path = "/" + path
+    if not host or not 0 < port < 65536 or len(path) > _MAX_PATH:
         return None
-    if not host or not 0 < port < 65536:
-        return None
-    return host, port, "/" + path
+    for c in path:
+        if not "!" <= c <= "~":  # no space, control or non-ASCII character goes into our request line
+            return None
+    return host, port, path
 
 
 class WemoDevice:
@@ -215,12 +231,19 @@ class WemoDevice:
                     return Response(b"", 412)
             return Response(b"", 200, {"SID": sid, "TIMEOUT": "Second-%d" % timeout})
         cb = parse_callback(h.get("callback", ""))
-        if cb is None or h.get("nt") != "upnp:event":
+        peer = ip4(req.client_ip)
+        # the subscriber's own address only (see the module comment): refused before any connection
+        if cb is None or peer is None or ip4(cb[0]) != peer or h.get("nt") != "upnp:event":
             return Response(b"", 412)
+        host = "%d.%d.%d.%d" % (peer[0], peer[1], peer[2], peer[3])
         sid = "uuid:" + token(16)
-        sub = [sid, cb[0], cb[1], cb[2], now + timeout * 1000, 0]
+        sub = [sid, host, cb[1], cb[2], now + timeout * 1000, 0]
         with lock:
-            subs = [s for s in self._subs if ticks_diff(s[4], now) > 0]
+            # live ones, but not an earlier subscription to this same callback (a client subscribing again)
+            subs = [s for s in self._subs if ticks_diff(s[4], now) > 0 and (s[1], s[2], s[3]) != (host, cb[1], cb[2])]
+            mine = [s for s in subs if s[1] == host]
+            if len(mine) >= _MAX_SUBS_PER_HOST:
+                subs.remove(mine[0])
             subs.append(sub)
             self._subs = subs[-_MAX_SUBS:]
             on = self.light.on

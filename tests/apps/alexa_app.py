@@ -4,8 +4,10 @@
 # Default set: "Desk lamp" (dimmable), "Heater" (on/off), "Colour bulb" (colour), WeMo "Fan" and "Pump".
 # Prints "changed <name> on=<bool> brightness=<pct>" from on_change (run by alexa.poll() in the main
 # loop), "heap per device: N" and "ALEXA READY <n lights>". GET /test/set?name=..&on=0|1&brightness=N
-# makes a local change (a button on the device); GET /test/pairing?on=0|1 flips pairing; GET /test/stop
-# stops Alexa (byebye); GET /test/remove?name=.. removes (and forgets) a device.
+# makes a local change (a button on the device); GET /test/pair?seconds=N opens Hue pairing for N s (the
+# device's pairing button: alexa.pair(N)), GET /test/pairing?on=0|1 sets it with the old switch call and
+# without on= tells whether it is open; GET /test/ssdp: SSDP counters; GET /test/stop stops Alexa
+# (byebye); GET /test/remove?name=.. removes (and forgets) a device.
 import gc
 import os
 import time
@@ -71,9 +73,20 @@ def local_set(req):
     return {"on": light.on, "brightness": light.brightness}
 
 
+@app.route("/test/pair")
+def pair(req):
+    return {"pairing_left_s": alexa.pair(float(req.query.get("seconds", "60")))}
+
+
 @app.route("/test/pairing")
 def pairing(req):
-    return {"pairing": alexa.pairing(req.query.get("on") == "1")}
+    on = req.query.get("on")
+    return {"pairing": alexa.pairing(None if on is None else on == "1"), "pairing_left_s": alexa.pairing_left_s()}
+
+
+@app.route("/test/ssdp")
+def ssdp_stats(req):
+    return alexa.discovery_stats()
 
 
 @app.route("/test/remove")

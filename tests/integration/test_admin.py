@@ -148,6 +148,8 @@ def test_no_response_ever_contains_a_secret(device, session):
 
 
 def test_alexa_stays_usable_without_the_admin_password(device, session):
+    s, csrf = session
+    assert call(device, s, "PUT", "alexa/pairing", {"seconds": 60}, csrf).status_code == 200  # the owner pairs
     r = requests.post(device.url("/api"), json={"devicetype": "echo#test"}, timeout=10)
     user = r.json()[0]["success"]["username"]
     r = requests.put(device.url("/api/%s/lights/1/state" % user), json={"on": True, "bri": 127}, timeout=10)
@@ -212,6 +214,7 @@ def test_admin_page_served_gzipped_with_etag(device):
 
 def test_hue_app_keys_are_credentials_and_never_shown(device, session):
     s, csrf = session
+    call(device, s, "PUT", "alexa/pairing", {"seconds": 60}, csrf)
     key = requests.post(device.url("/api"), json={"devicetype": "echo#secret"}, timeout=10).json()[0]["success"]["username"]
     for path in ("vars/alexa", "export"):
         assert key not in s.get(api(device, path), timeout=10).text, path

@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT
 from simdev import SimDevice
 
+from iotutils.ssdp import SSDP
+
 APP = os.path.join(ROOT, "tests", "apps", "alexa_app.py")
 WEMO_PORTS = 2          # the default app set has two WeMo devices: device ports 49153, 49154
 
@@ -60,8 +62,14 @@ def request(dev, method, path, body=None, port=None):
         c.close()
 
 
-def new_user(dev):
-    status, headers, body = request(dev, "POST", "/api", {"devicetype": "pytest#x"})
+def pair(dev, seconds=60):
+    """The owner opens Hue pairing (the device's button: alexa.pair(seconds))."""
+    urllib.request.urlopen(dev.url("/test/pair?seconds=%s" % seconds), timeout=10).read()
+
+
+def new_user(dev, devicetype="pytest#x"):
+    pair(dev)
+    status, headers, body = request(dev, "POST", "/api", {"devicetype": devicetype})
     assert status == 200
     return json.loads(body)[0]["success"]["username"]
 
@@ -86,6 +94,7 @@ def test_aiohue_discovery_app_key_lights_and_set_state(dev):
             bid = expected_bridgeid(dev)
             assert found.id == (bid[:6] + bid[10:]).lower()      # aiohue normalises away the FFFE
             assert found.supports_v2 is False                     # the https probe was refused cleanly
+            pair(dev)
             key = await create_app_key(host(dev), "iotutils#pytest", s)   # tries https first, then http
             bridge = HueBridgeV1(host(dev), key, s)
             await bridge.initialize()
@@ -120,22 +129,122 @@ def test_aiohue_discovery_app_key_lights_and_set_state(dev):
     asyncio.run(asyncio.wait_for(flow(), 60))
 
 
-def test_pairing_switch(dev):
+def test_pairing_is_closed_until_the_owner_opens_it(tmp_path):
+    # a fresh device refuses Hue registrations (aiohue, phue, raw); after pair() it takes them, the
+    # window closes by itself, and an Echo's user keeps working whatever registrations others attempt
     import aiohttp
+    import phue
     from aiohue import errors
     from aiohue.util import create_app_key
+    from aiohue.v1 import HueBridgeV1
+
+    d = start_device(tmp_path / "fresh", ALEXA_WEMO=0)
+    hub = phue.Bridge(ip=host(d), username="x" * 32, config_file_path=str(tmp_path / "phue.json"))
+    hub.username = None
+
+    def register():
+        return json.loads(request(d, "POST", "/api", {"devicetype": "someone#else"})[2])[0]
+
+    def pairing_open():
+        return json.loads(urllib.request.urlopen(d.url("/test/pairing"), timeout=10).read())["pairing"]
+
+    async def app_key(s):
+        return await create_app_key(host(d), "echo#kitchen", s)
 
     async def flow():
         async with aiohttp.ClientSession() as s:
             with pytest.raises(errors.LinkButtonNotPressed):
-                await create_app_key(host(dev), "late#client", s)
+                await app_key(s)
+            with pytest.raises(phue.PhueRegistrationException):
+                hub.register_app()
+            assert register()["error"]["type"] == 101
+            assert not pairing_open()
+            pair(d, 3)                                  # the owner presses the button: 3 s
+            key = await app_key(s)                      # the Echo
+            echo = HueBridgeV1(host(d), key, s)
+            await echo.initialize()
+            assert echo.config.raw["linkbutton"] is True
+            assert list(echo.config.raw["whitelist"]) == [key]
+            hub.register_app()                          # phue too
+            assert hub.username and hub.username != key
+            deadline = time.time() + 10
+            while pairing_open() and time.time() < deadline:   # the window closes by itself
+                await asyncio.sleep(0.2)
+            assert not pairing_open()
+            with pytest.raises(errors.LinkButtonNotPressed):
+                await create_app_key(host(d), "late#client", s)
+            # 16 registrations with pairing closed, then 16 more while the owner pairs a new app:
+            # none of them takes the Echo's place
+            assert [register()["error"]["type"] for _ in range(16)] == [101] * 16
+            pair(d, 60)
+            got = [register() for _ in range(16)]
+            ok = [g for g in got if "success" in g]
+            assert len(ok) == 16 - 2 and [g["error"]["type"] for g in got[len(ok):]] == [11, 11]
+            pair(d, 0)
+            await echo.initialize()
+            lamp = [light for light in echo.lights.values() if light.name == "Desk lamp"][0]
+            mark = len(d.lines)
+            await lamp.set_state(on=True)
+            d.wait_line(r"changed Desk lamp on=True", since=mark, timeout=10)
+            again = phue.Bridge(ip=host(d), username=hub.username, config_file_path=str(tmp_path / "phue.json"))
+            assert "Desk lamp" in again.get_light_objects("name")
+            # nobody learns the others' keys from the config
+            last = ok[-1]["success"]["username"]
+            text = request(d, "GET", "/api/%s" % last)[2].decode()
+            assert last in text and key not in text and hub.username not in text
 
-    urllib.request.urlopen(dev.url("/test/pairing?on=0"), timeout=10).read()
     try:
-        asyncio.run(asyncio.wait_for(flow(), 30))
+        asyncio.run(asyncio.wait_for(flow(), 60))
     finally:
-        urllib.request.urlopen(dev.url("/test/pairing?on=1"), timeout=10).read()
-    assert new_user(dev)
+        d.stop()
+
+
+def test_admin_api_opens_and_closes_pairing(tmp_path):
+    import requests
+    wifi = tmp_path / "wifi.json"
+    wifi.write_text(json.dumps({"networks": [{"ssid": "home", "password": "home-pass-1", "rssi": -50,
+                                              "channel": 6, "up": True}]}))
+    d = SimDevice(tmp_path / "dev", app=os.path.join(ROOT, "tests", "apps", "admin_app.py"), wifi=wifi).start()
+    try:
+        d.wait_line("READY", timeout=30)
+        d.wait_line("wifi: setup portal on", timeout=30)   # unconfigured: the first password may be set
+        s = requests.Session()
+        r = s.post(d.url("/admin/api/password"), json={"new": "alexa-owner-1"}, timeout=10)
+        assert r.status_code == 200, r.text
+        csrf = {"X-CSRF-Token": r.json()["csrf"]}
+
+        def admin(method, path, body=None):
+            return s.request(method, d.url("/admin/api/" + path), json=body, headers=csrf, timeout=10)
+
+        def register():
+            return requests.post(d.url("/api"), json={"devicetype": "echo#admin"}, timeout=10).json()[0]
+
+        a = admin("GET", "alexa").json()
+        assert (a["pairing"], a["pairing_left_s"], a["users"]) == (False, 0, [])
+        assert register()["error"]["type"] == 101
+        assert admin("PUT", "alexa/pairing", {"seconds": 2}).json() == {"pairing": True, "pairing_left_s": 2}
+        key = register()["success"]["username"]
+        a = admin("GET", "alexa")
+        assert a.json()["users"] == [{"n": 1, "name": "echo#admin", "idle_h": 0}] and key not in a.text
+        deadline = time.time() + 10
+        while admin("GET", "alexa").json()["pairing"] and time.time() < deadline:   # closes by itself
+            time.sleep(0.2)
+        assert register()["error"]["type"] == 101
+        assert admin("PUT", "alexa/pairing", {}).json()["pairing_left_s"] == 60     # the default window
+        assert admin("PUT", "alexa/pairing", {"allowed": False}).json() == {"pairing": False, "pairing_left_s": 0}
+        assert admin("PUT", "alexa/pairing", {"allowed": True, "seconds": 300}).json()["pairing_left_s"] == 300
+        for bad in ({"seconds": 0}, {"seconds": 301}, {"seconds": "60"}, {"seconds": 1.5}, {"seconds": True},
+                    {"allowed": "no"}, {"allowed": None}):
+            r = admin("PUT", "alexa/pairing", bad)
+            assert r.status_code == 400 and r.json()["error"].split(":")[0] in bad, (bad, r.text)
+        admin("PUT", "alexa/pairing", {"allowed": False})
+        assert requests.get(d.url("/api/%s/lights/1" % key), timeout=10).json()["name"] == "Desk lamp"
+        assert admin("DELETE", "alexa/users/2").status_code == 404
+        assert admin("DELETE", "alexa/users/1").json() == {"ok": True}
+        assert requests.get(d.url("/api/%s/lights" % key), timeout=10).json()[0]["error"]["type"] == 1
+        assert admin("GET", "alexa").json()["users"] == []
+    finally:
+        d.stop()
 
 
 # ---- Hue: phue ----
@@ -197,6 +306,57 @@ def test_hue_http_surface(dev):
     assert err(request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), {"warp": 9}))["type"] == 6
     # the server's other routes are untouched
     assert request(dev, "GET", "/nothing-here")[0] == 404
+
+
+def raw_request(port, head, body=b""):
+    """Send bytes as they are (no client would): the status and the body of the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(head + b"\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                  + body)
+        data = b""
+        while True:
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+    finally:
+        s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = b""
+        while True:
+            line, _, rest = rest.partition(b"\r\n")
+            n = int(line, 16)
+            if n == 0:
+                break
+            body += rest[:n]
+            rest = rest[n + 2:]
+        rest = body
+    return int(head.split(b" ")[1]), head.lower(), rest
+
+
+def test_malformed_hue_paths_never_answer_500(dev):
+    # the Hue router behind the real server: empty segments, dot segments, percent-encoding that
+    # decodes to "/" or "..", to NUL or to bytes that are not UTF-8, raw non-UTF-8 bytes, long user names
+    u = new_user(dev).encode()
+    a = b"/api/" + u
+    targets = [b"/api//", b"/api///", b"/api//lights", b"/api/" + b"/" * 40, a + b"//", a + b"//lights//",
+               a + b"/lights//1//state", b"/api/%2F", b"/api/%2F%2F/lights", b"/api/..", b"/api/../config",
+               b"/api/%2e%2e/config", a + b"/..%2F..%2Flights", b"/api/%00", a + b"/%00/x", b"/api/%ff%fe/lights",
+               a + b"/lights/%ff", a + b"/lights/%", b"/api/%zz", b"/api/\xff\xfe/lights", a + b"/lights/\xc3(",
+               b"/api/\xc3\xbc/lights", b"/api/" + b"x" * 2000, a + b"/" + b"a/" * 500, a + b"/lights/" + b"9" * 300,
+               b"/api/config/", b"/api/config//x"]
+    for t in targets:
+        for m in (b"GET", b"PUT", b"POST", b"DELETE"):
+            status, head, body = raw_request(dev.port, m + b" " + t + b" HTTP/1.1", b'{"on": true}')
+            assert status in (200, 400, 404, 405, 414), (m, t, status, body[:200])
+            if status == 200:
+                assert b"content-type: application/json" in head, (m, t, head)
+                r = json.loads(body)
+                assert isinstance(r, dict) or all("error" in e or "success" in e for e in r), (m, t, r)
+    assert request(dev, "GET", "/api/%s/lights" % u.decode())[0] == 200    # still serving
+    assert "Traceback" not in "\n".join(dev.lines)
 
 
 def test_tls_client_hello_refused_then_plain_works(dev):
@@ -316,6 +476,84 @@ def test_wemo_gena_raw(dev):
     c.close()
 
 
+def _subscribe(port, callback, source="127.0.0.1"):
+    """A GENA SUBSCRIBE from address `source`: (status, headers without Date)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        c.request("SUBSCRIBE", "/upnp/event/basicevent1",
+                  headers={"CALLBACK": callback, "NT": "upnp:event", "TIMEOUT": "Second-300"})
+        r = c.getresponse()
+        r.read()
+        return r.status, sorted((k.lower(), v) for k, v in r.getheaders() if k.lower() != "date")
+    finally:
+        c.close()
+
+
+def _tcp_listener(host):
+    s = socket.socket()
+    s.bind((host, 0))
+    s.listen(8)
+    s.settimeout(0.2)
+    return s
+
+
+def _accepted(listener, seconds):
+    """The first connection to listener within seconds, or None."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            return listener.accept()[0]
+        except socket.timeout:
+            pass
+    return None
+
+
+def test_wemo_subscribe_calls_back_only_the_subscriber(dev):
+    # CallStranger (CVE-2020-12695): a SUBSCRIBE from 127.0.0.1 naming another host of the LAN
+    # (127.0.0.2) or a name instead of its address gets 412 and the device never connects there;
+    # the answer is the same whether or not something listens at the target (no port-scan oracle)
+    port = wemo_port(dev, 1)
+    other = _tcp_listener("127.0.0.2")
+    mine = _tcp_listener("127.0.0.1")
+    free = _tcp_listener("127.0.0.2")
+    closed = free.getsockname()[1]
+    free.close()                                     # a port with nothing listening
+    try:
+        answers = [_subscribe(port, "<http://127.0.0.2:%d/cb>" % other.getsockname()[1]),
+                   _subscribe(port, "<http://127.0.0.2:%d/cb>" % closed),
+                   _subscribe(port, "<http://localhost:%d/cb>" % mine.getsockname()[1]),
+                   _subscribe(port, "<http://127.0.0.1:0/cb>"),
+                   _subscribe(port, "<http://127.0.0.1:%d/%s>" % (mine.getsockname()[1], "x" * 300))]
+        assert answers[0][0] == 412 and all(a == answers[0] for a in answers), answers
+        # a change would be sent to every subscriber now
+        urllib.request.urlopen(dev.url("/test/set?name=Pump&on=1"), timeout=10).read()
+        urllib.request.urlopen(dev.url("/test/set?name=Pump&on=0"), timeout=10).read()
+        assert _accepted(other, 2.0) is None, "the device connected to a host that did not subscribe"
+        assert _accepted(mine, 0.2) is None, "the device looked up a name and connected to it"
+        # the subscriber's own address (here 127.0.0.2) is called back as before
+        status, headers = _subscribe(port, "<http://127.0.0.2:%d/cb>" % other.getsockname()[1], source="127.0.0.2")
+        assert status == 200 and dict(headers)["sid"].startswith("uuid:")
+        conn = _accepted(other, 10)
+        assert conn is not None, "no initial event NOTIFY"
+        conn.settimeout(5)
+        data = b""
+        while b"</e:propertyset>" not in data:
+            part = conn.recv(4096)
+            if not part:
+                break
+            data += part
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        conn.close()
+        assert data.startswith(b"NOTIFY /cb HTTP/1.1\r\n") and b"<BinaryState>0</BinaryState>" in data, data
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("UNSUBSCRIBE", "/upnp/event/basicevent1", headers={"SID": dict(headers)["sid"]})
+        assert c.getresponse().status == 200
+        c.close()
+    finally:
+        other.close()
+        mine.close()
+
+
 # ---- SSDP: async-upnp-client over loopback multicast ----
 def _search(st, timeout=2):
     from async_upnp_client.search import async_search
@@ -349,6 +587,59 @@ def test_ssdp_search_finds_bridge_and_wemo_devices(dev):
                for h in belkin)
     assert not [h for h in _search("urn:schemas-upnp-org:device:MediaRenderer:1")
                 if h.get("location") in {hue_loc} | wemo_locs]
+
+
+def test_ssdp_flood_is_rate_limited_while_discovery_still_works(dev):
+    # 300 M-SEARCHes in ~1.5 s from 127.0.0.2 for the bridge's own uuid (so no other simulated device
+    # on this machine answers or is bothered): the answers are capped by the source's token bucket,
+    # while Home Assistant's discovery from 127.0.0.1 still finds everything at the same time
+    udn = re.search(rb"<UDN>(uuid:[^<]+)</UDN>", request(dev, "GET", "/description.xml")[2]).group(1).decode()
+    hue_loc = "http://127.0.0.1:%d/description.xml" % dev.port
+    wemo_locs = {"http://127.0.0.1:%d/setup.xml" % wemo_port(dev, k) for k in range(WEMO_PORTS)}
+    before = json.loads(urllib.request.urlopen(dev.url("/test/ssdp"), timeout=10).read())
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.2", 0))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+    s.setblocking(False)
+    msg = ("M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 0\r\n"
+           "ST: %s\r\n\r\n" % udn).encode()
+    answers = []
+    found = []
+
+    def drain():
+        while True:
+            try:
+                data = s.recv(2048)
+            except BlockingIOError:
+                return
+            if hue_loc.encode() in data:
+                answers.append(data)
+
+    ha = threading.Thread(target=lambda: found.extend(_search("ssdp:all", timeout=2)))
+    try:
+        t0 = time.time()
+        ha.start()
+        for _ in range(300):
+            s.sendto(msg, ("239.255.255.250", 1900))
+            drain()
+            time.sleep(0.005)
+        flood_s = time.time() - t0
+        deadline = time.time() + 1.5
+        while time.time() < deadline:
+            drain()
+            time.sleep(0.02)
+        ha.join(10)
+    finally:
+        s.close()
+    cap = SSDP.source_burst + SSDP.source_rate * (flood_s + 1.5)
+    assert 0 < len(answers) <= cap, (len(answers), cap)
+    assert all(("USN: %s\r\n" % udn).encode() in a for a in answers)
+    locs = {h.get("location") for h in found}
+    assert hue_loc in locs and wemo_locs <= locs, found
+    after = json.loads(urllib.request.urlopen(dev.url("/test/ssdp"), timeout=10).read())
+    assert after["dropped"] - before["dropped"] >= 300 - cap - 20, (before, after)   # (a few may be lost on the way)
+    assert after["offnet"] == before["offnet"]
 
 
 def test_ssdp_notify_alive_and_byebye(tmp_path):

@@ -155,7 +155,9 @@ def test_4_toggle_an_alexa_device(device, page):
     box.check()
     page.wait_for_selector("#flash >> text=Switched on")
     shot(page, "alexa")
-    # the Hue API (what an Echo reads) sees the light on
+    # the Hue API (what an Echo reads) sees the light on, once the owner let a Hue user pair
+    page.click("text=Allow pairing for 60 s")
+    page.wait_for_selector("#flash >> text=Pairing open for 60 s")
     user = requests.post(device.url("/api"), json={"devicetype": "test#browser"}, timeout=10).json()[0]
     state = requests.get(device.url("/api/%s/lights/1" % user["success"]["username"]), timeout=10).json()
     assert state["state"]["on"] is True

@@ -62,7 +62,8 @@ class Admin:
         return r.json()["heap"]["free"]
 
 
-def hue_user(dev):
+def hue_user(dev, admin):
+    admin.call("PUT", "alexa/pairing", {"seconds": 60})   # the owner opens Hue pairing first
     r = requests.post(dev.url("/api"), json={"devicetype": "chaos#test"}, timeout=10)
     return r.json()[0]["success"]["username"]
 
@@ -181,8 +182,8 @@ def _load_round(dev, lua, seconds=4):
     Returns the problems seen (statuses other than 2xx/503, errors of the clients)."""
     problems = []
     stop = threading.Event()
-    user = hue_user(dev)
     admin = Admin(dev)
+    user = hue_user(dev, admin)
 
     def admin_client():
         i = 0
@@ -688,8 +689,7 @@ def test_power_cuts_while_the_admin_edits_variables(tmp_path):
 def _alexa_cuts(tmp_path, acked_kept):
     dev = make_device(tmp_path)
     rng = random.Random(11)
-    _boot(dev, first=True)
-    user = hue_user(dev)
+    user = hue_user(dev, _boot(dev, first=True))
     lights = requests.get(dev.url("/api/%s/lights" % user), timeout=10).json()
     lid = [k for k, v in lights.items() if v["name"] == "Desk lamp"][0]
 

@@ -153,6 +153,17 @@ def test_lamp_page_form(lamp):
 
 
 def hue_user(dev):
+    # the owner opens Hue pairing on the admin page first (setting the first admin password while the
+    # lamp's setup access point is up, or logging in with it)
+    s = requests.Session()
+    r = s.post(dev.url("/admin/api/login"), json={"password": "lamp-owner-1"}, timeout=10)
+    if r.status_code == 409:  # no password yet: the first one, once the setup access point is up
+        dev.wait_line(r"setup portal on", since=0, timeout=BOOT_TIMEOUT)
+        r = s.post(dev.url("/admin/api/password"), json={"new": "lamp-owner-1"}, timeout=10)
+    assert r.status_code == 200, r.text
+    r = s.put(dev.url("/admin/api/alexa/pairing"), json={"seconds": 60}, headers={"X-CSRF-Token": r.json()["csrf"]},
+              timeout=10)
+    assert r.status_code == 200, r.text
     r = requests.post(dev.url("/api"), json={"devicetype": "test#device"}, timeout=10)
     return r.json()[0]["success"]["username"]
 

@@ -78,12 +78,48 @@ def jcall(app, method, path, body=b""):
 def setup(folder=None):
     app = App()
     alexa = A.Alexa(app, folder=folder or _new_folder())
+    app.alexa = alexa
     return app, alexa
 
 
-def user_of(app):
-    r = jcall(app, "POST", "/api", {"devicetype": "Echo#unit"})
+def user_of(app, devicetype="Echo#unit"):
+    """A new Hue user, registered the way the owner lets one in: pairing opened first."""
+    app.alexa.pair()
+    r = jcall(app, "POST", "/api", {"devicetype": devicetype})
     return r[0]["success"]["username"]
+
+
+class Clock:
+    """Stands for Alexa._hours(): the hour, set by the test."""
+
+    def __init__(self, alexa, hour=500000):
+        self.hour = hour
+        alexa._hours = self
+
+    def __call__(self):
+        return self.hour
+
+
+class CountWrites:
+    """Stands for a PersistentJSON and counts the writes to flash."""
+
+    def __init__(self, p):
+        self.p = p
+        self.writes = 0
+
+    @property
+    def value(self):
+        return self.p.value
+
+    @value.setter
+    def value(self, v):
+        self.writes += 1
+        self.p.value = v
+
+
+def closed_now(alexa):
+    # time passes: the pairing window ended a moment ago
+    alexa._pair_end = A.ticks_add(A.ticks_ms(), -1)
 
 
 # ---- brightness mapping ----
@@ -139,7 +175,7 @@ def test_description_xml():
 # ---- users ----
 def test_user_creation_pairing_and_errors():
     app, alexa = setup()
-    assert alexa.pairing() is True
+    alexa.pair()
     r = jcall(app, "POST", "/api", {"devicetype": "Echo", "generateclientkey": True})
     user = r[0]["success"]["username"]
     assert len(user) == 32 and len(r[0]["success"]["clientkey"]) == 32
@@ -150,10 +186,51 @@ def test_user_creation_pairing_and_errors():
     assert jcall(app, "POST", "/api", {"foo": 1})[0]["error"]["type"] == 5
     alexa.pairing(False)
     r = jcall(app, "POST", "/api", {"devicetype": "Echo"})
-    assert r[0]["error"]["type"] == 101
+    assert r[0]["error"] == {"type": 101, "address": "", "description": "link button not pressed"}
     assert len(alexa.users()) == 2
     alexa.pairing(True)
     assert "success" in jcall(app, "POST", "/api", {"devicetype": "Echo"})[0]
+
+
+def test_pairing_is_closed_until_the_owner_opens_it_and_closes_by_itself():
+    app, alexa = setup()
+    assert alexa.pairing() is False and alexa.pairing_left_s() == 0
+    r = jcall(app, "POST", "/api", {"devicetype": "Echo"})
+    assert r[0]["error"]["type"] == 101 and alexa.users() == []
+    assert alexa.pair() == 60 and alexa.pairing() is True      # the default window: 60 s
+    assert 59 <= alexa.pairing_left_s() <= 60
+    u = user_of(app)
+    assert jcall(app, "GET", "/api/%s/config" % u)["linkbutton"] is True
+    closed_now(alexa)                                           # the window ends by itself
+    assert alexa.pairing() is False and alexa.pairing_left_s() == 0
+    assert jcall(app, "POST", "/api", {"devicetype": "late"})[0]["error"]["type"] == 101
+    assert jcall(app, "GET", "/api/%s/config" % u)["linkbutton"] is False
+    assert alexa.users() == [u]
+    assert 299 <= alexa.pair(300) <= 300
+    alexa._pair_end_s = 0                    # ticks say open, the wall clock says long over: closed
+    assert alexa.pairing() is False
+    assert alexa.pair(2.5) == 3 and alexa.pair(0) == 0 and alexa.pairing() is False
+    for bad in (-1, 301, "60", None, True, [60]):
+        assert "seconds" in str(raises(ValueError, alexa.pair, bad)), bad
+    assert alexa.pairing() is False
+    assert alexa.pairing(True) is True and 59 <= alexa.pairing_left_s() <= 60   # the old switch: 60 s
+    assert alexa.pairing(False) is False
+
+
+def test_config_shows_the_callers_own_whitelist_entry_only():
+    app, alexa = setup()
+    alexa.add("Lamp")
+    echo = user_of(app, "Echo#kitchen")
+    other = user_of(app, "phone#app")
+    for path in ("/api/%s/config" % echo, "/api/%s" % echo, "/api/%s/" % echo):
+        text = body_of(app.call("GET", path))
+        assert other not in text and "phone" not in text, path
+        cfg = json.loads(text)
+        cfg = cfg.get("config", cfg)
+        assert list(cfg["whitelist"]) == [echo] and cfg["whitelist"][echo]["name"] == "Echo#kitchen"
+        assert cfg["whitelist"][echo]["create date"][:2] == "20"
+    assert "whitelist" not in jcall(app, "GET", "/api/config")
+    assert other not in body_of(app.call("GET", "/api/config")) + body_of(app.call("GET", "/api/nobody/config"))
 
 
 def test_unauthorized_user():
@@ -168,12 +245,155 @@ def test_unauthorized_user():
     assert alexa.get("Lamp").on is False
 
 
-def test_users_are_capped():
+def test_users_are_capped_and_a_used_one_is_never_pushed_out():
     app, alexa = setup()
-    users = [user_of(app) for _ in range(alexa.max_users + 2)]
-    assert alexa.users() == users[-alexa.max_users:]
-    assert jcall(app, "GET", "/api/%s/lights" % users[0])[0]["error"]["type"] == 1
-    assert jcall(app, "GET", "/api/%s/lights" % users[-1]) == {}
+    clock = Clock(alexa)
+    echo = user_of(app, "Echo")
+    # pairing closed: 16 more registrations are all refused
+    alexa.pair(0)
+    for i in range(alexa.max_users):
+        assert jcall(app, "POST", "/api", {"devicetype": "x%d" % i})[0]["error"]["type"] == 101
+    assert alexa.users() == [echo]
+    # pairing open: the table fills up; beyond it, while every user was used within keep_days, refused
+    others = [user_of(app, "other%d" % i) for i in range(alexa.max_users - 1)]
+    assert alexa.users() == [echo] + others
+    for _ in range(3):
+        alexa.pair()
+        r = jcall(app, "POST", "/api", {"devicetype": "one too many"})
+        assert r[0]["error"]["type"] == 11 and "too many" in r[0]["error"]["description"]
+    assert alexa.users() == [echo] + others
+    # days pass; the Echo goes on using its user, the others not
+    clock.hour += alexa.keep_days * 24 - 1
+    assert jcall(app, "GET", "/api/%s/lights" % echo) == {}
+    clock.hour += 1
+    assert jcall(app, "GET", "/api/%s/lights" % others[1]) == {}     # used again: stays too
+    # now the least recently used of the idle ones makes room, never the Echo
+    newer = [user_of(app, "new%d" % i) for i in range(3)]
+    assert alexa.users() == [echo, others[1]] + others[4:] + newer   # others 0, 2, 3 made room
+    assert jcall(app, "GET", "/api/%s/lights" % echo) == {}
+    assert jcall(app, "GET", "/api/%s/lights" % others[0])[0]["error"]["type"] == 1
+    assert len(alexa.users()) == alexa.max_users
+
+
+def test_last_use_on_flash_at_most_once_an_hour_per_user():
+    folder = _new_folder()
+    app, alexa = setup(folder)
+    clock = Clock(alexa)
+    a, b = user_of(app), user_of(app)
+    p = alexa._p_users = CountWrites(alexa._p_users)
+    for _ in range(20):
+        jcall(app, "GET", "/api/%s/lights" % a)
+        jcall(app, "GET", "/api/%s/lights" % b)
+    assert p.writes == 0                      # used in the hour they were made: nothing to write
+    clock.hour += 1
+    for _ in range(20):
+        jcall(app, "GET", "/api/%s/lights" % a)
+    assert p.writes == 1
+    for _ in range(20):
+        jcall(app, "GET", "/api/%s/lights" % b)
+    assert p.writes == 2
+    clock.hour += 3
+    jcall(app, "GET", "/api/%s/" % a)
+    jcall(app, "GET", "/api/%s/config" % a)
+    assert p.writes == 3
+    assert [u["idle_h"] for u in alexa.user_list()] == [0, 3]
+    # a reboot: the last use came back from flash, and unknown users wrote nothing
+    app2, alexa2 = setup(folder)
+    Clock(alexa2, clock.hour + 1)
+    assert [(u["name"], u["idle_h"]) for u in alexa2.user_list()] == [("Echo#unit", 1), ("Echo#unit", 4)]
+    p2 = alexa2._p_users = CountWrites(alexa2._p_users)
+    for _ in range(5):
+        jcall(app2, "GET", "/api/%s/lights" % ("0" * 32))
+    assert p2.writes == 0
+    assert alexa2.forget_user(2) is True and alexa2.users() == [a] and p2.writes == 1
+    assert alexa2.forget_user(2) is False and alexa2.forget_user(0) is False
+
+
+class RaceWrites(CountWrites):
+    """The first write lets another thread register a user right then, and waits a while for it."""
+
+    def __init__(self, p, app):
+        super().__init__(p)
+        self.app = app
+        self.done = []
+
+    @CountWrites.value.setter
+    def value(self, v):
+        if self.writes == 0:
+            self.writes += 1
+            import _thread
+            _thread.start_new_thread(lambda: self.done.append(user_of(self.app, "late")), ())
+            for _ in range(40):
+                if self.done:
+                    break
+                A.sleep_ms(5)
+        self.p.value = v
+
+
+def test_users_written_by_two_threads_keep_the_last_change():
+    # a last use being written while another thread registers a user: the new user reaches flash
+    folder = _new_folder()
+    app, alexa = setup(folder)
+    clock = Clock(alexa)
+    u = user_of(app)
+    clock.hour += 1
+    race = alexa._p_users = RaceWrites(alexa._p_users, app)
+    jcall(app, "GET", "/api/%s/lights" % u)         # writes u's last use; "late" registers meanwhile
+    for _ in range(200):
+        if race.done:
+            break
+        A.sleep_ms(5)
+    A.sleep_ms(50)
+    assert len(race.done) == 1
+    app2, alexa2 = setup(folder)
+    assert alexa2.users() == [u, race.done[0]]
+
+
+def test_users_of_older_versions_and_their_pairing_switch():
+    # before: users were [key, device type] and pairing a persisted switch (open by default)
+    from iotutils import store
+    folder = _new_folder()
+    store.set(folder, "users", json.dumps([["a" * 32, "Echo"], ["b" * 32, "phue"]]))
+    store.set(folder, "pairing", 1, 0x01)
+    app, alexa = setup(folder)
+    assert alexa.users() == ["a" * 32, "b" * 32] and alexa.pairing() is False
+    assert store.get(folder, "pairing") is None
+    assert jcall(app, "GET", "/api/%s/lights" % ("a" * 32)) == {}
+    assert [u["idle_h"] for u in alexa.user_list()] == [0, 0]
+
+
+def test_malformed_paths_get_hue_errors_never_an_exception():
+    # /api//, empty segments, dot segments, percent signs left after decoding, long and odd user names:
+    # each one a Hue JSON answer (the real server turned an exception here into a 500)
+    app, alexa = setup()
+    lamp = alexa.add("Lamp")
+    alexa.pairing(True)
+    u = user_of(app)
+    bad = ["/api//", "/api///", "/api//lights", "/api//lights/", "/api/" + "/" * 40, "/api//config",
+           "/api/%s//" % u, "/api/%s//lights" % u, "/api/%s/lights//" % u, "/api/%s/lights//state" % u,
+           "/api/%s/lights/%s//state/" % (u, lamp.id), "/api/%s/lights/%s/state/x/y" % (u, lamp.id),
+           "/api/%s/lights/new/x" % u, "/api/%s/config/x" % u, "/api/%s/groups/1/action" % u,
+           "/api/..", "/api/../config", "/api/%s/../../lights" % u, "/api/%s/lights/../lights" % u,
+           "/api/.", "/api/%s/./lights" % u, "/api/%25", "/api/%s/lights/%%41" % u, "/api/%s/lights/%%" % u,
+           "/api/" + "x" * 3000, "/api/" + "x" * 3000 + "/lights", "/api/%s/" % u + "a/" * 400,
+           "/api/%s/lights/" % u + "9" * 400, "/api/%s/lights/-1" % u, "/api/%s/lights/0" % u,
+           "/api/\u00fc/lights", "/api/%s/lights/\u0661" % u, "/api/%s/lights/\u00b2" % u,
+           "/api/\ufffd\ufffd", "/api/\x00", "/api/%s/\x00" % u, "/api/%s/lights/ 1" % u,
+           "/api/config/", "/api/config/x", "/api/config//"]
+    for path in bad:
+        for method in ("GET", "PUT", "POST", "DELETE"):
+            for body in (b"", b"{}", b'{"on": true}', b"\xff\xfe", b"[]"):
+                resp = app.call(method, path, body)
+                assert resp is not None, (method, path)
+                assert resp.status == 200 and resp.content_type == "application/json", (method, path, resp.status)
+                r = json.loads(body_of(resp))
+                if isinstance(r, list):
+                    assert r and all("error" in e or "success" in e for e in r), (method, path, r)
+                    for e in r:
+                        if "error" in e:
+                            assert isinstance(e["error"]["type"], int) and "address" in e["error"], e
+                else:
+                    assert isinstance(r, dict), (method, path, r)
 
 
 # ---- lights ----
@@ -214,8 +434,8 @@ def test_full_state_and_config():
     assert list(full["lights"]) == [lamp.id]
     assert full["groups"] == {}
     assert full["config"]["bridgeid"] == alexa.bridgeid
-    assert u in full["config"]["whitelist"]
-    assert full["config"]["linkbutton"] is True
+    assert list(full["config"]["whitelist"]) == [u]
+    assert full["config"]["linkbutton"] is True      # user_of() opened pairing
     assert jcall(app, "GET", "/api/%s/config" % u) == full["config"]
     assert jcall(app, "GET", "/api/%s/groups" % u) == {}
 
@@ -356,7 +576,7 @@ def test_persisted_devices_users_pairing_and_rename():
     r = jcall(app, "PUT", "/api/%s/lights/%s" % (u, lamp.id), {"name": "Reading lamp"})
     assert r == [{"success": {"/lights/%s/name" % lamp.id: "Reading lamp"}}]
     assert jcall(app, "PUT", "/api/%s/lights/%s" % (u, lamp.id), {"name": ""})[0]["error"]["type"] == 7
-    alexa.pairing(False)
+    alexa.pair()
     ids = (lamp.id, fan.id, lamp.uniqueid)
     # a reboot: a new Alexa on the same folder; the app adds the same lights in another order
     app2, alexa2 = setup(folder)
@@ -364,7 +584,7 @@ def test_persisted_devices_users_pairing_and_rename():
     lamp2 = alexa2.add("Desk lamp")
     assert (lamp2.id, fan2.id, lamp2.uniqueid) == ids
     assert lamp2.name == "Reading lamp" and lamp2.key == "Desk lamp"
-    assert alexa2.pairing() is False
+    assert alexa2.pairing() is False      # a reboot closes pairing
     assert u in alexa2.users()
     lights = jcall(app2, "GET", "/api/%s/lights" % u)
     assert lights[lamp2.id]["name"] == "Reading lamp"

@@ -13,11 +13,12 @@ gc.collect()
 
 
 class Req:
-    def __init__(self, method, path, body=b"", headers=None):
+    def __init__(self, method, path, body=b"", headers=None, peer="127.0.0.1"):
         self.method = method
         self.path = path
         self.body = body
         self.headers = headers or {}
+        self.client_ip = peer
 
 
 class App:
@@ -82,6 +83,7 @@ def test_ssdp_matching_and_answers():
 
 def test_ssdp_mx_delay_is_random_and_capped():
     s = S.SSDP()
+    s.source_burst = s.total_burst = 1000      # the rate limits are tested below
     s.add("http://%s:%d/d.xml", "uuid:x", ("upnp:rootdevice",), "", 80)
     now = 5000
     for _ in range(20):
@@ -96,6 +98,74 @@ def test_ssdp_mx_delay_is_random_and_capped():
     for _ in range(100):
         s.handle(_msearch("upnp:rootdevice", mx=1), ("127.0.0.1", 1), now)
     assert len(s._pending) == s.max_pending
+
+
+def _hosts(s, addrs, now, st="upnp:rootdevice"):
+    """How many answers searches from these addresses got queued (then sent: the queue empties)."""
+    n = 0
+    for a in addrs:
+        n += s.handle(_msearch(st, mx=0), a, now)
+        s.due(now)
+    return n
+
+
+def test_ssdp_answers_only_the_local_subnet():
+    s = S.SSDP()
+    s.add("http://%s:%d/d.xml", "uuid:l", ("upnp:rootdevice",), "", 80)
+    # the simulator's LAN is loopback: 127.0.0.0/8
+    assert _hosts(s, [("127.0.0.1", 5), ("127.9.8.7", 5)], 0) == 2
+    assert _hosts(s, [("192.168.1.7", 1900), ("10.0.0.1", 5), ("8.8.8.8", 53), ("0.0.0.0", 0)], 0) == 0
+    assert s.stats["offnet"] == 4 and s.stats["dropped"] == 4 and s.stats["searches"] == 6
+    # only searches for something announced count (and so are dropped)
+    assert _hosts(s, [("8.8.8.8", 53)], 0, "urn:nothing:here:1") == 0 and s.stats["searches"] == 6
+    real_ip, real_mask = hal.ip, hal.netmask
+    try:
+        hal.ip, hal.netmask = (lambda: "192.168.1.50"), (lambda: "255.255.254.0")   # a board on a /23
+        s._net = None                  # (read again at start() and rejoin())
+        assert _hosts(s, [("192.168.1.7", 1900), ("192.168.0.200", 1), ("192.168.1.255", 1)], 0) == 3
+        assert _hosts(s, [("192.168.2.7", 1), ("127.0.0.1", 1), ("10.192.168.1", 1), ("::1", 1)], 0) == 0
+        # the unix port's raw sockaddr_in: 192.168.1.9 port 1900, and 192.168.3.9
+        assert _hosts(s, [bytearray(b"\x02\x00\x07\x6c\xc0\xa8\x01\x09" + bytes(8))], 0) == 1
+        assert _hosts(s, [bytearray(b"\x02\x00\x07\x6c\xc0\xa8\x03\x09" + bytes(8))], 0) == 0
+        hal.ip = lambda: "no address yet"
+        s._net = None
+        assert _hosts(s, [("192.168.1.7", 1)], 0) == 0
+    finally:
+        hal.ip, hal.netmask = real_ip, real_mask
+
+
+def test_ssdp_rate_limits_per_source_and_in_all():
+    s = S.SSDP()
+    s.add("http://%s:%d/d.xml", "uuid:r", ("upnp:rootdevice",), "", 80)
+    a = ("127.0.0.2", 1900)
+    # one source: a burst of source_burst answers, then source_rate a second
+    assert _hosts(s, [a] * 100, 0) == s.source_burst == 24
+    assert s.stats["dropped"] == 100 - 24
+    assert _hosts(s, [a] * 100, 500) == 4 and _hosts(s, [a] * 100, 1000) == 4
+    assert _hosts(s, [a] * 100, 1124) == 0 and _hosts(s, [a] * 100, 1125) == 1
+    assert _hosts(s, [a] * 100, 100000) == 24          # a long quiet: a full burst, never more
+    # another source has a bucket of its own; a search with several answers takes several tokens
+    s2 = S.SSDP()
+    s2.add("http://%s:%d/d.xml", "uuid:q", ("upnp:rootdevice", "urn:x:device:y:1", "urn:x:service:z:1"), "", 80)
+    assert _hosts(s2, [a] * 10, 0, "ssdp:all") == 24   # 4 answers each: 6 searches, the 7th cut short
+    assert _hosts(s2, [("127.0.0.3", 1)], 0, "ssdp:all") == 4
+    # all sources together: total_burst, then total_rate a second, however many sources there are
+    s3 = S.SSDP()
+    s3.add("http://%s:%d/d.xml", "uuid:t", ("upnp:rootdevice",), "", 80)
+    many = [("127.0.1.%d" % i, 1) for i in range(1, 9)]
+    assert _hosts(s3, many * 30, 0) == s3.total_burst == 64
+    assert _hosts(s3, many * 30, 1000) == s3.total_rate == 32
+    # a new source pushes the least recently heard one out of the table (8 kept): the table is bounded
+    assert len(s3._sources) == s3.max_sources
+    _hosts(s3, [("127.0.2.1", 1)], 1000)
+    assert len(s3._sources) == s3.max_sources
+    assert [b[0] for b in s3._sources] == [S.ip4(x) for x in ["127.0.1.%d" % i for i in range(2, 9)] + ["127.0.2.1"]]
+    # the queue bound holds too
+    s4 = S.SSDP()
+    s4.add("http://%s:%d/d.xml", "uuid:u", ("upnp:rootdevice",), "", 80)
+    for i in range(40):
+        s4.handle(_msearch("upnp:rootdevice", mx=1), ("127.0.3.%d" % i, 1), 0)
+    assert len(s4._pending) == s4.max_pending and s4.stats["dropped"] == 40 - s4.max_pending
 
 
 def test_ssdp_notify_messages():
@@ -115,6 +185,16 @@ def test_wemo_parsers():
     assert W.parse_callback("http://nope") is None
     assert W.parse_callback("<http://h:99999/>") is None
     assert W.parse_callback("<ftp://h/>") is None
+    # bounds: port 1..65535 in digits, a short printable path
+    assert W.parse_callback("<http://10.0.0.2:65535/a>") == ("10.0.0.2", 65535, "/a")
+    assert W.parse_callback("<http://10.0.0.2:1>") == ("10.0.0.2", 1, "/")
+    for bad in ("<http://10.0.0.2:0/a>", "<http://10.0.0.2:65536/a>", "<http://10.0.0.2:-1/a>",
+                "<http://10.0.0.2:+80/a>", "<http://10.0.0.2: 80/a>", "<http://10.0.0.2:0x50/a>",
+                "<http://10.0.0.2:000080/a>", "<http://10.0.0.2:80/" + "a" * 128 + ">",
+                "<http://10.0.0.2:80/a b>", "<http://10.0.0.2:80/a\tb>", "<http://10.0.0.2:80/\u00e9>",
+                "<http://:80/a>", "<>"):
+        assert W.parse_callback(bad) is None, bad
+    assert W.parse_callback("<http://10.0.0.2:80/" + "a" * 127 + ">")[2] == "/" + "a" * 127
     assert W._tag("<s:Body><u:SetBinaryState><BinaryState>1</BinaryState></u:SetBinaryState>", "BinaryState") == "1"
     assert W._tag("<a><x:BinaryState>0</x:BinaryState></a>", "BinaryState") == "0"
     assert W._tag("<a><NotBinaryState>0</NotBinaryState></a>", "BinaryState") is None
@@ -176,6 +256,69 @@ def test_wemo_soap_and_gena_handlers():
     alexa._jobs = []
 
 
+
+
+def test_addresses():
+    assert S.ip4("192.168.1.5") == bytes((192, 168, 1, 5)) and S.ip4("0.0.0.0") == bytes(4)
+    for bad in ("localhost", "192.168.1", "192.168.1.5.6", "256.1.1.1", "1.2.3.-4", "1.2.3.4 ", "::1",
+                "[::1]", "1..2.3", "0x7f.0.0.1", "1.2.3.1000", ""):
+        assert S.ip4(bad) is None, bad
+    assert S.addr_ip(("10.1.2.3", 80)) == bytes((10, 1, 2, 3))
+    # the unix port's raw sockaddr_in: family (native order), port (network order), address
+    assert S.addr_ip(bytearray(b"\x02\x00\x1f\x90\x7f\x00\x00\x02" + bytes(8))) == bytes((127, 0, 0, 2))
+    assert S.addr_ip(b"\x0a\x00" + bytes(26)) is None          # AF_INET6
+    assert S.addr_ip(None) is None and S.addr_ip(("::1", 80, 0, 0)) is None
+
+
+def _subscribe(dev, callback, peer="127.0.0.1", nt="upnp:event"):
+    return dev._event(Req("SUBSCRIBE", "/upnp/event/basicevent1", b"",
+                          {"callback": callback, "nt": nt, "timeout": "Second-600"}, peer))
+
+
+def test_wemo_callback_only_to_the_subscriber_itself():
+    # CallStranger (CVE-2020-12695): a SUBSCRIBE naming any other host is refused before anything is
+    # sent: no NOTIFY job is queued, no subscription kept, and the answer is the same for every target
+    app, alexa = setup()
+    fan = alexa.add("Fan", wemo=True)
+    dev = W.WemoDevice(alexa, fan, 49153)
+    alexa._wemo[fan] = dev
+    refused = []
+    for cb in ("<http://127.0.0.2:8080/cb>", "<http://127.0.0.2:9/cb>", "<http://192.168.1.1:80/>",
+               "<http://10.0.0.9:22/x>", "<http://localhost:8080/cb>", "<http://[::1]:8080/cb>",
+               "<http://127.0.0.1.nip.io:8080/cb>", "<http://2130706433:8080/cb>", "<http://127.1:8080/cb>",
+               "<http://127.0.0.1:0/cb>", "<http://127.0.0.1:70000/cb>", "<http://127.0.0.1:80/" + "x" * 200 + ">"):
+        r = _subscribe(dev, cb)
+        refused.append((r.status, r.headers, r.body))
+    assert refused[0][0] == 412 and all(x == refused[0] for x in refused), refused
+    assert dev._subs == [] and alexa._jobs == []
+    # the subscriber's own address: accepted
+    assert _subscribe(dev, "<http://127.0.0.1:8989/sub/a>").status == 200
+    assert _subscribe(dev, "<http://127.0.0.2:8989/sub/b>", peer="127.0.0.2").status == 200
+    assert _subscribe(dev, "<http://127.0.0.1:8989/sub/b>", peer="127.0.0.2").status == 412
+    assert _subscribe(dev, "<http://127.0.0.2:8989/sub/b>", peer="").status == 412     # peer unknown
+    assert [(s[1], s[2], s[3]) for s in dev._subs] == [("127.0.0.1", 8989, "/sub/a"), ("127.0.0.2", 8989, "/sub/b")]
+    assert len(alexa._jobs) == 2
+    alexa._jobs = []
+
+
+def test_wemo_subscriber_caps():
+    app, alexa = setup()
+    fan = alexa.add("Fan", wemo=True)
+    dev = W.WemoDevice(alexa, fan, 49153)
+    a, b, c = "10.0.0.2", "10.0.0.3", "10.0.0.4"
+    for peer, path in ((a, "/1"), (b, "/1"), (a, "/2")):
+        assert _subscribe(dev, "<http://%s:80%s>" % (peer, path), peer).status == 200
+    # the same callback again replaces its earlier subscription
+    assert _subscribe(dev, "<http://10.0.0.2:80/2>", a).status == 200
+    assert [(s[1], s[3]) for s in dev._subs] == [("10.0.0.2", "/1"), ("10.0.0.3", "/1"), ("10.0.0.2", "/2")]
+    # one host's third subscription pushes out its own oldest, not another host's
+    assert _subscribe(dev, "<http://10.0.0.2:80/3>", a).status == 200
+    assert [(s[1], s[3]) for s in dev._subs] == [("10.0.0.3", "/1"), ("10.0.0.2", "/2"), ("10.0.0.2", "/3")]
+    # beyond the device's cap the oldest goes
+    for path in ("/1", "/2"):
+        assert _subscribe(dev, "<http://10.0.0.4:80%s>" % path, c).status == 200
+    assert len(dev._subs) == 4 and [(s[1], s[3]) for s in dev._subs][-2:] == [("10.0.0.4", "/1"), ("10.0.0.4", "/2")]
+    alexa._jobs = []
 
 
 def test_ssdp_start_without_network_then_stop_for_good():

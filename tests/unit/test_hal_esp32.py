@@ -250,6 +250,7 @@ def test_wlan_ip_and_mac():
     assert [(s[0], s[2], s[3]) for s in sta.scan()] == [(b"home", 6, -55)]
     ap.active(True)
     assert hal.ip() == "192.168.4.1"          # no station link: the access point's address
+    assert hal.netmask() == "255.255.255.0"
     sta.connect("home", "wrong")
     assert sta.status() == network.STAT_CONNECTING
     _wait(lambda: sta.status() != network.STAT_CONNECTING)
@@ -257,8 +258,9 @@ def test_wlan_ip_and_mac():
     sta.connect("home", "secret")
     _wait(sta.isconnected)
     assert sta.status() == network.STAT_GOT_IP and sta.status("rssi") == -55
-    assert hal.ip() == "192.168.1.50"
+    assert hal.ip() == "192.168.1.50" and hal.netmask() == "255.255.255.0"
     network.fake_reset()
+    assert (hal.ip(), hal.netmask()) == ("0.0.0.0", "255.255.255.255")   # no interface up: nobody is local
 
 
 def _wait(cond, ms=2000):

@@ -134,12 +134,21 @@ def port(device_port):
     return device_port
 
 
-def ip():
+def _ifconfig():
     sta = network.WLAN(network.STA_IF)
     if sta.isconnected():
-        return sta.ifconfig()[0]
+        return sta.ifconfig()
     ap = network.WLAN(network.AP_IF)
-    return ap.ifconfig()[0] if ap.active() else "0.0.0.0"
+    return ap.ifconfig() if ap.active() else ("0.0.0.0", "255.255.255.255")
+
+
+def ip():
+    return _ifconfig()[0]
+
+
+def netmask():
+    """The netmask of the interface ip() is on (SSDP answers only searchers on that subnet)."""
+    return _ifconfig()[1]
 
 
 def mac():

@@ -173,6 +173,11 @@ def ip():
     return "127.0.0.1"
 
 
+def netmask():
+    """The simulated LAN is loopback: 127.0.0.0/8 (every simulated device and test client is on it)."""
+    return "255.0.0.0"
+
+
 def mac():
     return bytes(int(x, 16) for x in config().get("mac", "02:00:00:00:00:01").split(":"))
 
