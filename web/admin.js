@@ -54,22 +54,29 @@ function showProgress(p){if(!p)return;var pct=p.total?Math.floor(100*p.done/p.to
 $("otatext").textContent=p.state=="idle"?"idle":p.state=="failed"?"failed: "+p.error:p.state=="rebooting"?"100 % — installed "+(p.version||"")+", rebooting…":pct+" % ("+Math.round(p.done/1024)+" of "+Math.round(p.total/1024)+" KB)";
 if(p.state=="downloading"&&!otaTimer)otaTimer=setInterval(pollOta,300);if(p.state!="downloading"&&otaTimer){clearInterval(otaTimer);otaTimer=null}}
 function pollOta(){api("GET","ota/progress").then(showProgress).catch(function(){clearInterval(otaTimer);otaTimer=null})}
-function otaUpdate(){api("POST","ota/update",{}).then(function(r){showProgress(r.progress)}).catch(function(e){say(e.message)})}
-function otaUpload(){var f=$("otafile").files[0];if(!f){say("choose an image file first");return}showProgress({state:"downloading",done:0,total:f.size});
-api("POST","ota/upload",f,true).then(function(r){showProgress({state:"rebooting",version:r.version,done:1,total:1})}).catch(function(e){say(e.message);loadOta()})}
+function otaUpdate(){api("POST","ota/update",{downgrade:$("otadown").checked}).then(function(r){showProgress(r.progress)}).catch(function(e){say(e.message)})}
+function otaUpload(){var f=$("otafile").files[0],m=$("otaman").files[0];if(!f){say("choose firmware.bin first");return}if(!m){say("choose the release's ota.json too: it carries the signature");return}
+m.text().then(function(t){var j;try{j=JSON.parse(t)}catch(e){throw new Error("ota.json is not JSON")}if(!j.sig)throw new Error("this ota.json is not signed: the device refuses unsigned images");
+var q="?sig="+encodeURIComponent(j.sig)+(j.sha256?"&sha256="+encodeURIComponent(j.sha256):"")+($("otadown").checked?"&downgrade=1":"");
+showProgress({state:"downloading",done:0,total:f.size});return api("POST","ota/upload"+q,f,true)}).then(function(r){if(r)showProgress({state:"rebooting",version:r.version,done:1,total:1})}).catch(function(e){say(e.message);loadOta()})}
+var pairTimer=null;
 function loadAlexa(){api("GET","alexa").then(function(r){$("pairstate").textContent=r.pairing?"pairing open"+(r.pairing_left_s?" for "+r.pairing_left_s+" s":"")+": say \u201cAlexa, discover devices\u201d now":"pairing closed: new Alexa/Hue apps cannot register";
+clearTimeout(pairTimer);if(r.pairing&&page=="alexa")pairTimer=setTimeout(loadAlexa,1000);
+$("huetable").innerHTML=(r.users||[]).map(function(u){return"<tr><td>"+esc(u.name)+"</td><td class='mut'>"+(u.idle_h==null?"":"last used "+esc(u.idle_h)+" h ago")+"</td><td class='r'><button class='sec' data-n='"+esc(u.n)+"' data-act='forgetUser'>Forget</button></td></tr>"}).join("")||"<tr><td class='mut'>none</td></tr>";
 $("alexatable").innerHTML=r.devices.map(function(d){return"<tr><td><input type='text' value='"+esc(d.name)+"' data-id='"+d.id+"'></td><td><label><input type='checkbox' "+(d.on?"checked":"")+" data-id='"+d.id+"' data-change='toggle'> on</label></td><td class='mut'>"+(d.dimmable?d.brightness+" %":"on/off")+(d.wemo?" WeMo":"")+"</td><td><button class='sec' data-id='"+d.id+"' data-act='renameDev'>Rename</button> <button class='sec' data-id='"+d.id+"' data-act='removeDev'>Remove</button></td></tr>"}).join("")||"<tr><td class='mut'>no devices</td></tr>"}).catch(function(e){say(e.message)})}
 function toggle(c){api("PUT","alexa/devices/"+c.getAttribute("data-id"),{on:c.checked}).then(function(){say("Switched "+(c.checked?"on":"off"),1)}).catch(function(e){say(e.message);loadAlexa()})}
 function renameDev(b){var i=b.parentNode.parentNode.querySelector("input[type=text]");api("PUT","alexa/devices/"+b.getAttribute("data-id"),{name:i.value}).then(function(){say("Renamed",1);loadAlexa()}).catch(function(e){say(e.message)})}
 function removeDev(b){api("DELETE","alexa/devices/"+b.getAttribute("data-id")).then(function(){say("Removed",1);loadAlexa()}).catch(function(e){say(e.message)})}
 $("alexaadd").onsubmit=function(ev){ev.preventDefault();api("POST","alexa/devices",{name:$("alexaname").value,dimmable:$("alexadim").checked,wemo:$("alexawemo").checked}).then(function(){$("alexaname").value="";say("Added",1);loadAlexa()}).catch(function(e){say(e.message)})};
 function pairNow(){api("PUT","alexa/pairing",{allowed:true,seconds:60}).then(function(){say("Pairing open for 60 s",1);loadAlexa()}).catch(function(e){say(e.message)})}
+function pairClose(){api("PUT","alexa/pairing",{allowed:false}).then(function(){say("Pairing closed",1);loadAlexa()}).catch(function(e){say(e.message)})}
+function forgetUser(b){api("DELETE","alexa/users/"+encodeURIComponent(b.getAttribute("data-n"))).then(function(){say("Forgotten",1);loadAlexa()}).catch(function(e){say(e.message)})}
 $("pwform").onsubmit=function(ev){ev.preventDefault();api("POST","password",{old:$("oldpw").value,"new":$("newpw").value}).then(function(r){csrf=r.csrf;$("oldpw").value=$("newpw").value="";say("Password changed",1)}).catch(function(e){say(e.message)})};
 function rebootDev(){api("POST","reboot").then(function(){say("Rebooting…",1)}).catch(function(e){say(e.message)})}
 function logout(){api("POST","logout").then(function(){csrf=null;showLogin()}).catch(function(e){say(e.message)})}
 // Buttons and checkboxes name their action in data-act / data-change: no inline handlers, so the
 // page's Content-Security-Policy can forbid inline script.
-var ACT={delVar:delVar,exportVars:exportVars,factoryReset:factoryReset,forget:forget,importVars:importVars,load:load,loadFolder:loadFolder,logout:logout,otaCheck:otaCheck,otaUpdate:otaUpdate,otaUpload:otaUpload,pairNow:pairNow,rebootDev:rebootDev,removeDev:removeDev,renameDev:renameDev,saveVar:saveVar,scan:scan,toggle:toggle};
+var ACT={delVar:delVar,exportVars:exportVars,factoryReset:factoryReset,forget:forget,forgetUser:forgetUser,importVars:importVars,load:load,loadFolder:loadFolder,logout:logout,otaCheck:otaCheck,otaUpdate:otaUpdate,otaUpload:otaUpload,pairClose:pairClose,pairNow:pairNow,rebootDev:rebootDev,removeDev:removeDev,renameDev:renameDev,saveVar:saveVar,scan:scan,toggle:toggle};
 document.addEventListener("click",function(e){var t=e.target.closest("[data-act]");if(!t)return;if(t.tagName=="BUTTON")e.preventDefault();ACT[t.getAttribute("data-act")](t)});
 document.addEventListener("change",function(e){var t=e.target.closest("[data-change]");if(t)ACT[t.getAttribute("data-change")](t)});
 start();

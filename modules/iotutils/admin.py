@@ -437,19 +437,21 @@ class Admin:
         o = self._need_ota()
         if self._ota["state"] in ("downloading", "rebooting"):
             raise HTTPError(409, "an update is already running")
+        data = _obj(req)
         self._ota.update(state="downloading", done=0, total=0, error=None)
-        self._later(self._run_update, o, bool(_obj(req).get("force")))
+        # force: a version that rolled back here before; downgrade: one older than the running image
+        self._later(self._run_update, o, bool(data.get("force")), bool(data.get("downgrade")))
         return Response({"ok": True, "progress": dict(self._ota)}, 202)
 
     def _progress(self, done, total):
         self._ota["done"] = done
         self._ota["total"] = total or 0
 
-    def _run_update(self, o, force):
+    def _run_update(self, o, force, downgrade=False):
         # a thread of its own: whatever happens in it (MemoryError included) ends as "failed" with
         # the reason, and the next update can start (OTA scrubbed the slot and let go of its lock)
         try:
-            version = o.update(progress=self._progress, force=force, reboot=False)
+            version = o.update(progress=self._progress, force=force, reboot=False, downgrade=downgrade)
         except BaseException as e:
             gc.collect()
             self._ota.update(state="failed", error=_short(e) or type(e).__name__)
@@ -462,7 +464,9 @@ class Admin:
         return dict(self._ota)
 
     def _ota_upload(self, req):
-        """A local image file (the body, application/octet-stream), installed like a download."""
+        """A local image file (the body, application/octet-stream), installed like a download: only
+        with its signature from the release's ota.json (?sig=<128 hex>, and ?sha256=), checked before
+        the upload is read and again before the image may boot."""
         o = self._need_ota()
         if not hasattr(o, "install_stream"):
             raise HTTPError(501, "this OTA module cannot install uploads")
@@ -471,8 +475,9 @@ class Admin:
         total = req.content_length or 0
         self._ota.update(state="downloading", done=0, total=total, error=None)
         try:
-            version = o.install_stream(req.stream, total or None, progress=self._progress,
-                                       sha256=req.query.get("sha256"))
+            q = req.query
+            version = o.install_stream(req.stream, total or None, progress=self._progress, sha256=q.get("sha256"),
+                                       sig=q.get("sig"), downgrade=q.get("downgrade") in ("1", "true"))
         except BaseException as e:
             gc.collect()
             reason = _short(e) or type(e).__name__

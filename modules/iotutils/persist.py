@@ -62,7 +62,9 @@ _guard = allocate_lock()
 # its own with secret(). _JOURNAL is internal bookkeeping (an import in progress), hidden the same way.
 _JOURNAL = ("iotutils", "import")
 _SECRET_FOLDERS = ["admin", "wifi", _JOURNAL[0]]
-_SECRET_VALUES = [("alexa", "users"), ("mqtt", "password")]
+# (the OTA public key is no secret, but only provisioning sets which key the device trusts: it is
+# kept out of the admin page's editor and its import the same way)
+_SECRET_VALUES = [("alexa", "users"), ("mqtt", "password"), ("ota", "pubkey")]
 _valid = {}  # names that passed _check: an app makes its variables with a few dozen names
 
 

@@ -365,9 +365,15 @@ def test_plain_url_source_with_sha256(gh, local):
 def test_constructor_validates_arguments(local):
     from iotutils.ota import OTA
     for kw in ({"repo": "nope"}, {"repo": "a/b", "channel": "tag"}, {"repo": "a/b", "channel": "branch:"},
-               {"channel": "release"}):
-        with pytest.raises(ValueError):
+               {"channel": "release"}, {"repo": "<img src=x onerror=alert(1)>/x"}, {"repo": "a/b?c"},
+               {"repo": "a/../b"}, {"repo": "a/b", "channel": "branch:<b>"}, {"repo": "a/b", "channel": "commit:xyz"},
+               {"repo": "a/b", "channel": "release:v1 2"}, {"channel": "url:javascript:alert(1)"},
+               {"channel": 'url:https://x/"><script>'}):
+        with pytest.raises(ValueError, match="repo|channel"):
             OTA(state_path=local, **kw)
+    for ok in ({"repo": "Owner-1/my_repo.fw"}, {"repo": "a/b", "channel": "branch:feature/x"},
+               {"repo": "a/b", "channel": "commit:0123abc"}, {"repo": "a/b", "channel": "release:v1.2.3"}):
+        OTA(state_path=local, **ok)
 
 
 def test_update_refused_while_running_image_unconfirmed(gh, local):

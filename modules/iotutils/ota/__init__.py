@@ -57,6 +57,30 @@ def _precheck(point, manifest):
         raise OTAError(str(e))
 
 
+def _name_ok(s, extra=""):
+    # GitHub's characters for owners, repositories, tags and branches (a subset: nothing that could
+    # be markup, a query or a path trick in the URLs built from them)
+    if not s or len(s) > 100 or s[0] in ".-" or ".." in s:
+        return False
+    for c in s:
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "-_." or c in extra):
+            return False
+    return True
+
+
+def _repo_ok(repo):
+    return isinstance(repo, str) and repo.count("/") == 1 and all(_name_ok(p) for p in repo.split("/"))
+
+
+def _ref_ok(kind, arg):
+    if kind == "url":
+        return (arg.startswith("https://") or arg.startswith("http://")) and " " not in arg and "<" not in arg \
+            and '"' not in arg and len(arg) <= 300
+    if kind == "commit":
+        return 7 <= len(arg) <= 40 and all(c in "0123456789abcdef" for c in arg)
+    return not arg or _name_ok(arg, "/+")
+
+
 def _version_key(v):
     """(numeric core, pre-release) of a version "1.4.0", "v2.0.1-rc2+build", or None when it is not
     such a version (then nothing is called older)."""
@@ -94,12 +118,13 @@ class OTA:
     def __init__(self, repo=None, channel="release", api="https://api.github.com", token=None,
                  sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None,
                  pubkey=None, allow_http=False, sig=None):
-        if repo is not None and (repo.count("/") != 1 or not all(repo.split("/"))):
-            raise ValueError("repo must be 'owner/name', got %r" % (repo,))
-        kind, _, arg = channel.partition(":")
-        if kind not in ("release", "branch", "commit", "url") or (kind != "release" and not arg):
-            raise ValueError("channel must be 'release', 'release:<tag>', 'branch:<name>', 'commit:<sha>' "
-                             "or 'url:<URL>', got %r" % (channel,))
+        if repo is not None and not _repo_ok(repo):
+            raise ValueError("repo: must be 'owner/name' (letters, digits, '-', '_', '.'), got %r" % (repo,))
+        kind, _, arg = channel.partition(":") if isinstance(channel, str) else ("", "", "")
+        if kind not in ("release", "branch", "commit", "url") or (kind != "release" and not arg) \
+                or not _ref_ok(kind, arg):
+            raise ValueError("channel: must be 'release', 'release:<tag>', 'branch:<name>', 'commit:<sha>' "
+                             "or 'url:<https URL>', got %r" % (channel,))
         if kind != "url" and repo is None:
             raise ValueError("repo is required for channel %r" % channel)
         self.repo = repo
