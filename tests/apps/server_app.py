@@ -162,6 +162,45 @@ def stats(req):
             "conns": len(app._conns), "mem_free": gc.mem_free()}
 
 
+_holes = []
+
+
+@app.route("/t/fragment", methods=("POST",))
+def fragment(req):
+    # Fill the heap with 4 KB blocks, then free every other one: plenty of free memory, but no free
+    # block larger than about 4 KB (a heap after a day of use looks like this, only less regular)
+    import gc
+    gc.collect()
+    blocks = []
+    try:
+        while True:
+            blocks.append(bytearray(4096))
+    except MemoryError:
+        pass
+    for i in range(0, len(blocks), 2):
+        blocks[i] = None
+    _holes.append(blocks)
+    gc.collect()
+    return {"blocks": len(blocks), "free": gc.mem_free()}
+
+
+@app.route("/t/unfragment", methods=("POST",))
+def unfragment(req):
+    del _holes[:]
+    return {"ok": True}
+
+
+@app.route("/t/json_count", methods=("POST",))
+def json_count(req):
+    d = req.json()
+    return {"folders": len(d), "values": sum(len(v) for v in d.values())}
+
+
+@app.route("/t/raw_len", methods=("POST",))
+def raw_len(req):
+    return {"len": len(req.body)}
+
+
 @app.route("/meminfo")
 def meminfo(req):
     import gc

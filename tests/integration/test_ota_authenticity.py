@@ -177,3 +177,40 @@ def test_the_image_is_what_was_signed(tmp_path):
         assert hashlib.sha256(good).hexdigest() in json.loads(manifest("1.8.0", good))["sha256"]
     finally:
         gh.stop()
+
+
+def test_an_uploaded_image_needs_its_signature(tmp_path):
+    """The admin page's upload: the image and the signature from its ota.json."""
+    import os
+
+    import requests
+
+    from conftest import ROOT
+    from fake_github import device_env
+    from simdev import SimDevice
+    gh = FakeGitHub().start()
+    dev = SimDevice(tmp_path / "dev", app=os.path.join(ROOT, "tests", "apps", "admin_app.py"),
+                    extra_env=device_env(gh)).start()
+    try:
+        dev.wait_line("READY", timeout=40)
+        dev.wait_line("setup portal on", timeout=30)
+        s = requests.Session()
+        csrf = s.post(dev.url("/admin/api/password"), json={"new": "upload-test-pw"}, timeout=10).json()["csrf"]
+        img = image("6.1.0", size=60000)
+        sig = OWNER.sign(hashlib.sha256(img).digest())
+
+        def upload(query):
+            return s.post(dev.url("/admin/api/ota/upload" + query), data=img, timeout=30,
+                          headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"})
+        r = upload("")
+        assert r.status_code == 400 and "not signed" in r.json()["error"], r.text
+        r = upload("?sig=" + SigningKey().sign(hashlib.sha256(img).digest()))
+        assert r.status_code == 400 and "bad signature" in r.json()["error"], r.text
+        assert s.get(dev.url("/admin/api/ota/progress"), timeout=10).json()["state"] == "failed"
+        since = len(dev.lines)
+        r = upload("?sig=%s&sha256=%s" % (sig, hashlib.sha256(img).hexdigest()))
+        assert r.status_code == 200 and r.json()["version"] == "6.1.0", r.text
+        dev.wait_line(r"firmware: slot ota_1 \(pending verify\), \S+ 6\.1\.0", since=since, timeout=30)
+    finally:
+        dev.stop()
+        gh.stop()

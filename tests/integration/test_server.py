@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 import pytest
+import requests
 
 from conftest import ROOT
 from simdev import SimDevice
@@ -709,3 +710,23 @@ def test_absolute_form_target_is_served_like_its_path(dev):
     data = raw(dev, b"GET http://127.0.0.1/query?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert b'"x"' in data, data
+
+
+def test_a_large_json_body_is_accepted_on_a_fragmented_heap(tmp_path):
+    """A 10 KB JSON body (say a settings import) on a heap with room but no free block of 8 KB:
+    parsed as it streams in, never needing a block its size. The same body read whole fails there,
+    which shows the heap really is that fragmented."""
+    dev = start_device(tmp_path / "frag")
+    try:
+        body = json.dumps({"folder%d" % f: {"value%02d" % i: "x" * 30 for i in range(20)} for f in range(10)})
+        assert len(body) > 9000
+        frag = requests.post(dev.url("/t/fragment"), timeout=30).json()
+        assert frag["free"] > 3 * len(body), frag  # room enough: only its shape is in the way
+        r = requests.post(dev.url("/t/json_count"), data=body, timeout=30)
+        assert r.status_code == 200 and r.json() == {"folders": 10, "values": 200}, r.text
+        whole = requests.post(dev.url("/t/raw_len"), data=body, timeout=30)
+        assert whole.status_code == 503, whole.text  # a contiguous copy of the body finds no room
+        requests.post(dev.url("/t/unfragment"), timeout=30)
+        assert requests.post(dev.url("/t/raw_len"), data=body, timeout=30).json() == {"len": len(body)}
+    finally:
+        dev.stop()
