@@ -546,3 +546,87 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
         o3 = _ota(channel="url:" + gh.asset_link(app_manifest(junk), "app.json"), state_path=local)
         with pytest.raises(OTAError):
             o3.update_app(reboot=False)
+
+
+class _Faulty:
+    """A stream that raises `exc` at its k-th read (a network error or a full heap mid-download)."""
+
+    def __init__(self, data, k, exc):
+        self.f = __import__("io").BytesIO(data)
+        self.k = k
+        self.exc = exc
+        self.n = 0
+
+    def readinto(self, b):
+        self.n += 1
+        if self.n == self.k:
+            raise self.exc
+        return self.f.readinto(b)
+
+
+def test_a_failure_at_any_step_of_an_install_leaves_nothing_behind(local):
+    """MemoryError or OSError at every flash write/erase and at every network read of an install:
+    the update fails with the reason, nothing is bootable, the OTA lock and state are free, and the
+    next install works."""
+    import io
+
+    from iotutils import hal
+    from iotutils.hal.flash import Region
+    from iotutils.ota import OTAError
+    o = _ota(repo="me/fw", api="http://127.0.0.1:9", state_path=local)
+    img = image("2.2.0", size=30000)
+    sig = OWNER.sign(hashlib.sha256(img).digest())
+    boot_before = hal.partition("otadata").read(0, 8192)
+    count = [0]
+
+    def counting(op, name, off, n):
+        if op != "read":
+            count[0] += 1
+    Region.fault = counting
+    try:
+        assert o.install_stream(io.BytesIO(img), len(img), sig=sig) == "2.2.0"
+    finally:
+        Region.fault = None
+    steps = count[0]
+    reads = _Faulty(img, 10 ** 6, None)
+    hal.ota_set_boot("ota_0")  # back to the factory image for the runs below
+    od = hal.partition("otadata")
+    od.erase(0, 8192)
+    od.write(0, boot_before)
+    o.install_stream(reads, len(img), sig=sig)  # (counts the reads of a clean install)
+    od.erase(0, 8192)
+    od.write(0, boot_before)
+    n_reads = reads.n
+    assert steps > 5 and n_reads > 5, (steps, n_reads)
+    failures = []
+    for exc in (MemoryError(), OSError(5, "EIO")):
+        for where, k in [("flash", k) for k in range(1, steps + 1)] + [("net", k) for k in range(1, n_reads)]:
+            hit = [0]
+
+            def fault(op, name, off, n, k=k, exc=exc, hit=hit):
+                if op != "read":
+                    hit[0] += 1
+                    if hit[0] == k:
+                        raise exc
+            stream = io.BytesIO(img) if where == "flash" else _Faulty(img, k, exc)
+            if where == "flash":
+                Region.fault = fault
+            try:
+                o.install_stream(stream, len(img), sig=sig)
+                failures.append((where, k, type(exc).__name__, "installed anyway"))
+            except (OTAError, MemoryError, OSError):
+                pass
+            finally:
+                Region.fault = None
+            if hal.partition("otadata").read(0, 8192) != boot_before:
+                failures.append((where, k, type(exc).__name__, "boot slot changed"))
+                od.erase(0, 8192)
+                od.write(0, boot_before)
+            first = hal.partition("ota_1").read(0, 4)
+            if first[0] == 0xE9:
+                failures.append((where, k, type(exc).__name__, "a half image looks like an image"))
+            assert not o.state.load().get("installing")
+            assert o._lock.acquire(0)  # released
+            o._lock.release()
+    assert not failures, failures[:10]
+    assert o.install_stream(io.BytesIO(img), len(img), sig=sig) == "2.2.0"  # and the next one works

@@ -326,10 +326,20 @@ class OTA:
             if isinstance(e, ValueError):
                 raise OTAError(str(e))
             raise
-        hal.ota_set_boot(target)
+        try:
+            hal.ota_set_boot(target)
+        except BaseException:
+            # otadata keeps its last good copy (two sectors, the newer one wins), so the running image
+            # still boots; the slot must not keep a complete image nobody selected
+            scrub(region)
+            raise
         # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback
-        # seen at a later boot is this image's (a cut in between only forgets to blacklist it)
-        self.state.update(installing=info["version"])
+        # seen at a later boot is this image's (a cut in between only forgets to blacklist it). The
+        # install is done either way: a failure here must not report it as failed.
+        try:
+            self.state.update(installing=info["version"])
+        except Exception as e:
+            print("ota: installed %s, but could not record it:" % info["version"], e)
         return info["version"]
 
     # ---- auto-update ----
