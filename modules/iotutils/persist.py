@@ -27,7 +27,7 @@
 # in DEFAULT_FOLDER ("default").
 import json
 
-from iotutils import store
+from iotutils import journal, store
 from iotutils.coerce import clamp, hex_digits, parse_json, to_bool, to_float, to_int, to_json_text, to_str
 from iotutils._compat import allocate_lock
 
@@ -59,9 +59,9 @@ _guard = allocate_lock()
 # Where secrets live: whole folders, or single values. export_json() leaves them out (unless asked
 # for by a tool that must have them), and the admin page neither lists nor edits them. The toolbox's
 # own are here (so they stay hidden even when the module that owns them is not loaded); an app adds
-# its own with secret(). _JOURNAL is internal bookkeeping (an import in progress), hidden the same way.
-_JOURNAL = ("iotutils", "import")
-_SECRET_FOLDERS = ["admin", "wifi", _JOURNAL[0]]
+# its own with secret(). The journal's folder is internal bookkeeping (an import in progress), hidden
+# the same way.
+_SECRET_FOLDERS = ["admin", "wifi", journal.FOLDER]
 # (the OTA public key is no secret, but only provisioning sets which key the device trusts: it is
 # kept out of the admin page's editor and its import the same way)
 _SECRET_VALUES = [("alexa", "users"), ("mqtt", "password"), ("ota", "pubkey")]
@@ -97,10 +97,10 @@ def _cache_drop(folder, name):
 
 def _fresh():
     # The first access after a boot (or after store.use() swapped the backend, in tests): forget what
-    # was cached, and finish an import a power cut interrupted (rolled back)
+    # was cached, and undo an import a power cut (or a failed rollback) left half-done
     if _gen[0] != store.GENERATION:
         _cache.clear()
-        _recover()
+        journal.recover()
         _gen[0] = store.GENERATION
 
 
@@ -532,8 +532,17 @@ def infer_kind(value):
 
 # ---- folders: listing, deleting, factory reset, export/import ----
 
+def _ready():
+    # every way into the store goes through here first: after a boot, an unfinished import is undone
+    # before anything is read (see _fresh)
+    if _gen[0] != store.GENERATION:
+        with _guard:
+            _fresh()
+
+
 def folders():
     """Folders that hold at least one stored value."""
+    _ready()
     return store.folders()
 
 
@@ -586,6 +595,7 @@ def _value_of(folder, name):
 def list_folder(folder=DEFAULT_FOLDER):
     """{name: value} of everything stored in folder (typed when a variable of that name exists)."""
     _check(folder, "folder", "list_folder")
+    _ready()
     out = {}
     for name in store.keys(folder):
         out[name] = _value_of(folder, name)
@@ -647,6 +657,7 @@ def export_json(only=None, secrets=False):
     """Every stored value (or those of the folders in the list `only`: an empty list is none) as
     typed JSON text: {"folder": {"name": {"type": "int", "value": 3}, ...}, ...}. Secrets (see
     secret()) are left out unless secrets=True."""
+    _ready()
     out = {}
     for folder in (folders() if only is None else only):
         if not secrets and is_secret(folder):
@@ -666,115 +677,68 @@ def export_json(only=None, secrets=False):
 def import_json(text):
     """Store the values of export_json() text. Entries may also be plain values (type inferred).
     Every entry is validated first: any bad one -> ValueError naming them all, nothing written.
-    Returns the number of values stored."""
+    Then all of them are stored, or (a full partition, a MemoryError, a power cut) none: see the
+    journal below. Returns the number of values stored."""
     try:
         data = json.loads(text) if isinstance(text, (str, bytes, bytearray)) else text
     except ValueError:
         raise ValueError("import: not JSON text")
     if not isinstance(data, dict):
         raise ValueError("import: expected an object of folders")
-    todo = []
     bad = []
+    n = 0
+    for folder, name, e in _entries(data, bad):
+        try:
+            _encode_entry(folder, name, e)
+            n += 1
+        except (ValueError, TypeError) as ex:
+            bad.append("%s/%s: %s" % (folder, name, ex))
+    if bad:
+        raise ValueError("import: bad entries: " + "; ".join(bad))
+    with _guard:
+        _fresh()
+    # (not under _guard: each entry is encoded by a variable object, whose making takes it; the
+    # store serialises the writes, and what was cached is dropped afterwards)
+    try:
+        journal.write_all(lambda: _plan(data))
+    finally:
+        with _guard:
+            _cache.clear()
+            if journal.pending[0]:
+                _gen[0] = None  # what a failure left of the journal goes at the next access
+    return n
+
+
+def _plan(data):
+    for folder, name, e in _entries(data):
+        code, raw = _encode_entry(folder, name, e)
+        yield folder, name, code, raw
+
+
+def _entries(data, bad=None):
     for folder in data:
         entries = data[folder]
         if not isinstance(entries, dict):
-            bad.append("%s: not an object of names" % folder)
+            if bad is not None:
+                bad.append("%s: not an object of names" % folder)
             continue
         for name in entries:
-            e = entries[name]
-            try:
-                _check(folder, "folder", "import %s/%s" % (folder, name))
-                _check(name, "name", "import %s/%s" % (folder, name))
-                if isinstance(e, dict) and "type" in e and "value" in e:
-                    kind, value = e["type"], e["value"]
-                    spec = {}
-                    for k in ("lo", "hi", "max_length"):
-                        if k in e:
-                            spec[k] = e[k]
-                else:
-                    kind, value, spec = infer_kind(e), e, {}
-                obj = _detached(kind, name, folder, spec)
-                todo.append((obj, obj.coerce(value)))
-            except (ValueError, TypeError) as ex:
-                bad.append("%s/%s: %s" % (folder, name, ex))
-    if bad:
-        raise ValueError("import: bad entries: " + "; ".join(bad))
-    plan = []
-    for obj, v in todo:
-        code, raw = obj._encode(v)
-        plan.append((obj.folder, obj.name, code if isinstance(raw, int) else None, raw))
-    with _guard:
-        _fresh()
-        _apply_journaled(plan)
-        _cache.clear()
-        for obj, _v in todo:
-            if obj._key not in _kinds:
-                _kinds[obj._key] = obj  # so a later export keeps the imported type
-    return len(todo)
+            yield folder, name, entries[name]
 
 
-# ---- all or nothing: the import journal ----
-#
-# An import writes many values; a power cut, a full partition or a MemoryError in the middle must not
-# leave some of them. Before the first write, the old value of every key (or "absent") goes to one
-# journal entry (one NVS item: written whole or not at all); then the values are written; then the
-# journal is erased. A failure rolls the old values back at once; if even that fails (or the power
-# went), the next access to the store after a boot rolls them back before anything is read.
-
-def _apply_journaled(plan):
-    undo = []
-    for folder, name, _code, _raw in plan:
-        old = store.get_typed(folder, name)
-        undo.append([folder, name] + ([None, None] if old is None else _journal_value(old)))
-    journal = json.dumps(undo).encode()
-    try:
-        # (inside the try: a write that failed may still have stored the journal, which must not
-        # outlive this call, or a later boot would roll back newer changes)
-        store.set(_JOURNAL[0], _JOURNAL[1], journal)
-        for folder, name, code, raw in plan:
-            store.set(folder, name, raw, code)
-        store.delete(_JOURNAL[0], _JOURNAL[1])  # the import is done once this is
-    except BaseException:  # MemoryError, OSError (no space, flash), KeyboardInterrupt: roll back
-        try:
-            _rollback(undo)
-        except BaseException:
-            _gen[0] = None  # the journal stays: the next access to the store rolls back again
-        raise
-
-
-def _journal_value(typed):
-    code, raw = typed
-    if isinstance(raw, (bytes, bytearray)):
-        return [code, "b:" + b2a_base64(bytes(raw)).decode().strip()]
-    if isinstance(raw, str):
-        return [code, "s:" + raw]
-    return [code, raw]
-
-
-def _rollback(undo):
-    try:
-        import gc
-        gc.collect()  # a MemoryError brought us here: make room for the way back
-    except ImportError:
-        pass
-    for folder, name, code, raw in undo:
-        if code is None:
-            store.delete(folder, name)
-            continue
-        if isinstance(raw, str):
-            raw = a2b_base64(raw[2:]) if raw.startswith("b:") else raw[2:]
-        store.set(folder, name, raw, code if isinstance(raw, int) else None)
-    store.delete(_JOURNAL[0], _JOURNAL[1])
-
-
-def _recover():
-    # an import cut short (power, or a rollback that failed): put the old values back
-    raw = store.get(_JOURNAL[0], _JOURNAL[1])
-    if raw is None:
-        return
-    try:
-        undo = json.loads(bytes(raw))
-    except ValueError:
-        undo = []  # a journal is written whole or not at all: this never happens, but never loop on it
-    _rollback(undo)
-    print("persist: an interrupted import was rolled back (%d values)" % len(undo))
+def _encode_entry(folder, name, e):
+    """(NVS type code or None, raw value) an import entry stores; ValueError/TypeError if invalid.
+    (A variable object is made and dropped for each: an import of many values keeps none of them.)"""
+    _check(folder, "folder", "import %s/%s" % (folder, name))
+    _check(name, "name", "import %s/%s" % (folder, name))
+    if isinstance(e, dict) and "type" in e and "value" in e:
+        kind, value = e["type"], e["value"]
+        spec = {}
+        for k in ("lo", "hi", "max_length"):
+            if k in e:
+                spec[k] = e[k]
+    else:
+        kind, value, spec = infer_kind(e), e, {}
+    obj = _detached(kind, name, folder, spec)
+    code, raw = obj._encode(obj.coerce(value))
+    return (code if isinstance(raw, int) else None), raw
