@@ -16,6 +16,7 @@ SIM_STATE   ?= state
 SIM_PORT    ?= 8080
 FIRMWARE    ?=
 OTA_PUBKEY  ?=
+OTA_KEY     ?=
 PYTEST_ARGS ?=
 # parallel workers; each test file runs whole on one of them (module fixtures such as a simulated
 # device are made once, and tests that build on each other stay in order)
@@ -133,8 +134,8 @@ flash: firmware ## flash bootloader, partition table and app to PORT with esptoo
 	    0x1000 $(BUILD_ESP32)/bootloader/bootloader.bin 0x8000 $(BUILD_ESP32)/partition_table/partition-table.bin \
 	    0xf000 $(BUILD_ESP32)/ota_data_initial.bin 0x20000 $(BUILD_ESP32)/micropython.bin
 
-ota-image: firmware ## the app image OTA installs + its release assets (build/release/)
-	$(VPY) scripts/release.py --image $(BUILD_ESP32)/micropython.bin --out build/release
+ota-image: firmware ## the signed release assets for OTA (build/release/): OTA_KEY=<your .key>
+	$(VPY) scripts/release.py $(BUILD_ESP32)/micropython.bin -o build/release $(if $(OTA_KEY),--key $(OTA_KEY))
 
 idf-check:
 	@if [ -z "$(IDF_PATH)" ] || ! command -v idf.py >/dev/null 2>&1; then \

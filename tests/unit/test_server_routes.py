@@ -418,7 +418,8 @@ def test_start_serves_from_background_threads_and_stop():
         return {"hi": n}
     seed = int.from_bytes(os.urandom(2), "little")
     for i in range(20):  # a free port
-        app.port = 30000 + (seed + 97 * i) % 20000
+        # (below 49152: the simulated hardware layer maps device ports 49152+ to WeMo host ports)
+        app.port = 20000 + (seed + 97 * i) % 20000
         try:
             app.start()
             break
@@ -426,16 +427,16 @@ def test_start_serves_from_background_threads_and_stop():
             continue
     assert app._running  # start() returned: serving from its threads
     try:
-        data = _client_get(app.port, "/hi/7")
+        data = _client_get(app.bound_port, "/hi/7")
         assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b'{"hi": 7}')
         app.add_route("/added", lambda req: "added")
-        assert _client_get(app.port, "/added").endswith(b"added")
+        assert _client_get(app.bound_port, "/added").endswith(b"added")
         assert app.request_count == 2
     finally:
         app.stop()
     assert app._threads == 0  # the poll thread and both workers ended
     try:
-        _client_get(app.port, "/hi/1")
+        _client_get(app.bound_port, "/hi/1")
         refused = False
     except OSError:
         refused = True
