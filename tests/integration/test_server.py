@@ -160,6 +160,14 @@ def test_json_without_content_type_as_hue_clients_send(dev):
 def test_bad_json_is_400_not_500(dev):
     st, _, body = request(dev, "PUT", "/api/led/1", body=b"{not json")
     assert st == 400 and b"JSON" in body
+    # nested deeper than Request.max_json_depth: refused before the parser recurses that deep, both
+    # for a small body (read whole) and a large one (parsed as it streams in)
+    for deep in (b"[" * 40 + b"]" * 40, b'{"pad": "' + b"x" * 3000 + b'", "a": ' + b"[" * 40 + b"]" * 40 + b"}"):
+        st, _, body = request(dev, "PUT", "/api/led/1", body=deep)
+        assert st == 400 and b"nested deeper than 32" in body, (len(deep), st, body)
+    # a string full of brackets is no nesting
+    st, _, body = request(dev, "PUT", "/api/led/1", body=b'{"s": "' + b"[" * 3000 + b'"}')
+    assert st == 200, body
 
 
 def test_form_body(dev):

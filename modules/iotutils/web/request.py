@@ -64,27 +64,36 @@ def parse_qs(s):
     return d
 
 
-def _json_too_deep(b, limit):
-    depth = 0
-    in_str = False
-    esc = False
-    for c in b:
-        if in_str:
-            if esc:
-                esc = False
-            elif c == 92:    # backslash
-                esc = True
-            elif c == 34:    # quote
-                in_str = False
-        elif c == 34:
-            in_str = True
-        elif c == 91 or c == 123:
-            depth += 1
-            if depth > limit:
-                return True
-        elif c == 93 or c == 125:
-            depth -= 1
-    return False
+class _Depth:
+    """The nesting depth of JSON text fed to it in pieces (strings and escapes followed across
+    pieces): HTTPError 400 as soon as it passes `limit` (MicroPython's parser recurses per level: a
+    deeper body would exhaust the heap, 503 for everyone, instead of being the client's error)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.depth = 0
+        self.in_str = self.esc = False
+
+    def feed(self, buf, n):
+        depth, in_str, esc = self.depth, self.in_str, self.esc
+        for i in range(n):
+            c = buf[i]
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == 92:    # backslash
+                    esc = True
+                elif c == 34:    # quote
+                    in_str = False
+            elif c == 34:
+                in_str = True
+            elif c == 91 or c == 123:
+                depth += 1
+                if depth > self.limit:
+                    raise HTTPError(400, "JSON nested deeper than %d levels" % self.limit)
+            elif c == 93 or c == 125:
+                depth -= 1
+        self.depth, self.in_str, self.esc = depth, in_str, esc
 
 
 try:
@@ -104,12 +113,10 @@ class _JSONSource(_IOBase):
     def __init__(self, reader, limit, depth):
         self.reader = reader
         self.limit = limit
-        self.max_depth = depth
+        self.depth = _Depth(depth)
         self.buf = bytearray(256)
         self.pos = self.end = 0
         self.total = 0
-        self.depth = 0
-        self.in_str = self.esc = False
 
     def readinto(self, b):
         if self.pos >= self.end:
@@ -119,34 +126,13 @@ class _JSONSource(_IOBase):
             self.total += n
             if self.limit is not None and self.total > self.limit:
                 raise HTTPError(413)
-            self._scan(n)
+            self.depth.feed(self.buf, n)
             self.pos, self.end = 0, n
         n = min(len(b), self.end - self.pos)
         b[:n] = memoryview(self.buf)[self.pos:self.pos + n]
         self.pos += n
         return n
 
-    def _scan(self, n):
-        buf = self.buf
-        depth, in_str, esc = self.depth, self.in_str, self.esc
-        for i in range(n):
-            c = buf[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif c == 92:    # backslash
-                    esc = True
-                elif c == 34:    # quote
-                    in_str = False
-            elif c == 34:
-                in_str = True
-            elif c == 91 or c == 123:
-                depth += 1
-                if depth > self.max_depth:
-                    raise HTTPError(400, "JSON nested deeper than %d levels" % self.max_depth)
-            elif c == 93 or c == 125:
-                depth -= 1
-        self.depth, self.in_str, self.esc = depth, in_str, esc
 
 
 class Request:
@@ -325,8 +311,8 @@ class Request:
             b = bytes(b)
         lim = self.max_json_depth
         # counting brackets is C-speed; only a body with many of them gets the exact scan
-        if b.count(b"[") + b.count(b"{") > lim and _json_too_deep(b, lim):
-            raise HTTPError(400, "JSON nested deeper than %d levels" % lim)
+        if b.count(b"[") + b.count(b"{") > lim:
+            _Depth(lim).feed(b, len(b))
         try:
             return json.loads(b)
         except ValueError:
@@ -338,6 +324,8 @@ class Request:
                           else route.max_body, self.max_json_depth)
         try:
             v = json.load(src)
+        except HTTPError:
+            raise  # (a ValueError too) too deep or too large: said while the bytes passed
         except ValueError:
             if src.total == 0:
                 return None
