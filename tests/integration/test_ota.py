@@ -630,3 +630,20 @@ def test_a_failure_at_any_step_of_an_install_leaves_nothing_behind(local):
             o._lock.release()
     assert not failures, failures[:10]
     assert o.install_stream(io.BytesIO(img), len(img), sig=sig) == "2.2.0"  # and the next one works
+
+
+def test_no_download_on_a_clock_that_cannot_check_certificates(local, monkeypatch):
+    """After a power-on an ESP32's clock is at its epoch: every certificate looks not yet valid. The
+    client sets it by NTP first and refuses to connect when that fails (never "verify" on it)."""
+    from iotutils import hal
+    from iotutils.ota import OTAError
+    synced = []
+    monkeypatch.setattr(hal, "time_ok", lambda: False)
+    monkeypatch.setattr(hal, "sync_time", lambda: synced.append(1) or False)
+    o = _ota(repo="me/fw", api="https://127.0.0.1:9", state_path=local)
+    with pytest.raises(OTAError, match="clock is not set"):
+        o.check()
+    assert synced  # it tried NTP first
+    monkeypatch.setattr(hal, "sync_time", lambda: synced.append(2) or True)
+    with pytest.raises(OTAError, match="network error"):  # the clock is fine now: on to the (closed) port
+        o.check()
