@@ -176,8 +176,16 @@ def heap_bytes(spec):
     return n
 
 
-def runtime_setup(runtime, heap="110wK"):
-    """(heapsize argument, MICROPYPATH prefix, allowance bytes) for running iotutils on `runtime`."""
+def runtime_setup(runtime, heap="110wK", frozen_exact=True):
+    """(heapsize argument, MICROPYPATH prefix, allowance bytes) for running iotutils on `runtime`.
+
+    A runtime with the toolbox frozen (the host firmware) gets no allowance and no preload: as on the
+    chip, a module costs the heap (its module, class and function objects) only once it is imported,
+    and only what the app imports is. The PyPI runtime must hold the bytecode too: it gets the heap
+    grown by what loading every module costs, spent before the app starts. frozen_exact=False gives
+    the host firmware that allowance too (unit tests: they need room for their data, not the model)."""
+    if frozen_exact and has_frozen_toolbox(runtime):
+        return str(heap_bytes(heap)), None, 0
     prefix = compile_modules(runtime)
     allowance = code_allowance(runtime, prefix)
     return str(heap_bytes(heap) + allowance), prefix, allowance

@@ -20,7 +20,7 @@ def micropython_cmd(heap="110wK"):
     """[runtime, -X heapsize=...]: the ESP32 heap model plus the code allowance (scripts/mpcode.py)."""
     import mpcode
     exe = micropython_exe()
-    heap_arg, _, _ = mpcode.runtime_setup(exe, heap)
+    heap_arg, _, _ = mpcode.runtime_setup(exe, heap, frozen_exact=False)
     return [exe, "-X", "heapsize=" + heap_arg]
 
 

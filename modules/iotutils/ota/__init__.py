@@ -415,7 +415,6 @@ class OTA:
 def __getattr__(name):
     # App OTA's boot-time functions, loaded on first use
     if name in ("app_boot", "app_confirm", "app_status", "APP_ROOT"):
-        from iotutils.ota import app
-
-        return getattr(app, name)
+        # (not `from iotutils.ota import app`: on MicroPython that asks this very hook for "app")
+        return getattr(__import__("iotutils.ota.app", None, None, ("app_boot",)), name)
     raise AttributeError(name)
