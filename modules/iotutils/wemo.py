@@ -1,6 +1,6 @@
 # Belkin WeMo socket emulation for one on/off device (Alexa's other local protocol; used by alexa.py for
 # lights added with wemo=True). Each device has its own TCP port (49153, 49154, ... like a real WeMo and
-# fauxmo) served by a small WebServer (workers=0: its one thread answers, and reads even a body itself):
+# fauxmo), listened on by the Alexa web server (WebServer.listen: a socket, no thread of its own):
 #   GET  /setup.xml                    device description (what pywemo and Echo read)
 #   GET  /eventservice.xml             basicevent1 SCPD
 #   POST /upnp/control/basicevent1     SOAP GetBinaryState / SetBinaryState / GetFriendlyName
@@ -134,7 +134,7 @@ class WemoDevice:
     SSDP_TYPES = ("upnp:rootdevice", "urn:Belkin:device:controllee:1", "urn:Belkin:service:basicevent:1")
 
     def __init__(self, alexa, light, port):
-        from iotutils.server import WebServer
+        from iotutils.web.routing import Router
         self.alexa = alexa
         self.light = light
         self.port = port
@@ -142,18 +142,20 @@ class WemoDevice:
         self.udn_tail = "Socket-1_0-" + self.serial
         self.entry = None
         self._subs = []    # [sid, host, port, path, expires_ms, seq]
-        self.server = WebServer(port=port, workers=0)
-        self.server.server_name = "Unspecified, UPnP/1.0, Unspecified"
-        self.server.add_route("/setup.xml", self._setup, ("GET",))
-        self.server.add_route("/eventservice.xml", self._scpd, ("GET",))
-        self.server.add_route("/upnp/control/basicevent1", self._control, ("POST",))
-        self.server.add_route("/upnp/event/basicevent1", self._event, ("SUBSCRIBE", "UNSUBSCRIBE"))
+        # its own port, served by the Alexa web server's threads (WebServer.listen): a WeMo device
+        # costs a listening socket, not a server with a thread and buffers of its own
+        r = self.router = Router()
+        r.server_name = "Unspecified, UPnP/1.0, Unspecified"
+        r.add_route("/setup.xml", self._setup, ("GET",))
+        r.add_route("/eventservice.xml", self._scpd, ("GET",))
+        r.add_route("/upnp/control/basicevent1", self._control, ("POST",))
+        r.add_route("/upnp/event/basicevent1", self._event, ("SUBSCRIBE", "UNSUBSCRIBE"))
 
     def start(self):
-        self.server.start()
+        self.alexa.app.listen(self.port, self.router)
 
     def stop(self):
-        self.server.stop()
+        self.alexa.app.unlisten(self.port)
 
     # ---- descriptions ----
     def _setup(self, req):

@@ -46,7 +46,7 @@ class FakeSock:
 def run(app, raw, more=b"", bufsize=1024):
     """Serve one request (head and maybe body in `raw`, the rest of the body in `more`):
     (status, headers, body, keep, conn)."""
-    conn = _Conn(FakeSock(more), ("127.0.0.1", 1234), 0)
+    conn = _Conn(FakeSock(more), ("127.0.0.1", 1234), 0, app)
     conn.buf = bytearray(bufsize)
     conn.mv = memoryview(conn.buf)
     conn.buf[:len(raw)] = raw
@@ -477,7 +477,7 @@ def test_errorhandler_replaces_error_pages():
 def _pipelined(app, reqs):
     """Serve a buffer holding `reqs` pipelined requests through app._serve, as a thread that does not
     lead: (answers written, connections handed back, bytes still buffered)."""
-    conn = _Conn(FakeSock(), ("127.0.0.1", 1234), 0)
+    conn = _Conn(FakeSock(), ("127.0.0.1", 1234), 0, app)
     one = b"GET /api/led/%d HTTP/1.1\r\nHost: d\r\n\r\n"
     data = b"".join(one % i for i in range(reqs))
     conn.buf = bytearray(1024)

@@ -87,9 +87,10 @@ _METHODS = {0x473: ("GET", b"GET"), 0x484: ("HEAD", b"HEAD"), 0x504: ("POST", b"
 
 
 class _Conn:
-    def __init__(self, sock, addr, now):
+    def __init__(self, sock, addr, now, site):
         self.sock = sock
         self.addr = addr
+        self.site = site  # the Router of the port it came in on (the server itself, or a listen()ed one)
         self.buf = None   # a buffer only while a request is being read (idle keep-alive sockets hold none)
         self.mv = None    # memoryview(buf), made once per buffer
         self.n = 0        # valid bytes in buf
@@ -222,6 +223,8 @@ class WebServer(Router):
         self._running = False
         self._threads = 0
         self._sock = None
+        self._sites = {}       # key of an extra listening socket -> (socket, Router, device port)
+        self._site_changes = []  # (port, Router or None) for the poll loop to add or drop
         self._wake = None
         self._wake_addr = None
         self._pre = None
@@ -267,13 +270,8 @@ class WebServer(Router):
                 host = "0.0.0.0" if getattr(hal, "PLATFORM", "") == "esp32" else hal.ip()
         if host is None:
             host = "0.0.0.0"
-        addr = socket.getaddrinfo(host, port)[0][-1]
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(addr)
-        s.listen(self.backlog)
-        s.setblocking(False)
-        self._sock = s
+        self._host_ip = host
+        self._sock = self._listener(host, port)
         self.bound_port = port
         # the wake-up socket: a thread that lost the lead hands its connection back to the poll loop
         # and pokes it with a datagram
@@ -286,6 +284,63 @@ class WebServer(Router):
             self._wake_addr = wa
         except OSError:
             self._wake = None  # the poll loop then polls with a short timeout instead
+
+    def _listener(self, host, port):
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo(host, port)[0][-1])
+            s.listen(self.backlog)
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def listen(self, port, router):
+        """Also serve `router` (a Router: routes and hooks of its own, e.g. a WeMo device's) on `port`,
+        from this server's threads and poll loop: every port of a device costs a listening socket, not
+        a server with threads, buffers and a wake-up socket of its own. Before or after start()."""
+        with self._rlock:
+            self._site_changes.append((port, router))
+        self._poke()
+
+    def unlisten(self, port):
+        """Stop serving the port given to listen() (its connections are closed)."""
+        with self._rlock:
+            self._site_changes.append((port, None))
+        self._poke()
+
+    def _apply_site_changes(self):
+        # leader only (or before the threads start): the poll set and the site table are its
+        with self._rlock:
+            changes = self._site_changes
+            self._site_changes = []
+        for port, router in changes:
+            for key in list(self._sites):
+                s, r, p = self._sites[key]
+                if p == port:
+                    del self._sites[key]
+                    for c in [c for c in self._conns.values() if c.site is r and not c.busy]:
+                        self._close(c)
+                    try:
+                        self._poller.unregister(s)
+                    except (OSError, ValueError, KeyError):
+                        pass
+                    s.close()
+            if router is not None:
+                try:
+                    from iotutils import hal
+                    host_port = hal.port(port)
+                except (ImportError, ValueError):
+                    host_port = port
+                try:
+                    s = self._listener(self._host_ip, host_port)
+                except OSError as e:
+                    print("server: cannot listen on port %d: %s" % (port, e))
+                    continue
+                self._sites[self._key(s)] = (s, router, port)
+                self._poller.register(s, _POLLIN)
 
     def start(self):
         """Bind and serve from background threads; returns at once."""
@@ -335,6 +390,7 @@ class WebServer(Router):
         self._line_lock = _thread.allocate_lock()
         # an empty poll set to sleep on: in the kernel (time.sleep_ms wakes every 0.5 ms on unix)
         self._nap = select.poll() if self.workers else None
+        self._apply_site_changes()  # ports listen()ed before start()
         self._running = True
 
     def _spawn(self, fn, *args):
@@ -473,7 +529,8 @@ class WebServer(Router):
                 # Everything else goes to _serve, which answers anything.
                 route = None
                 try:
-                    if inline and conn.req is None and not self._after:
+                    site = conn.site
+                    if inline and conn.req is None and not site._after:
                         res = parse(conn.buf, conn.n, out)
                         if res > 0 and not out[_OUT_BODY]:
                             method = method_of(conn, out[_OUT_METHOD], out[_OUT_METHOD_LEN])
@@ -481,7 +538,7 @@ class WebServer(Router):
                             target = str(conn.mv[to:to + out[_OUT_TARGET_LEN]], "utf-8")
                             i = target.find("?")
                             path = target if i < 0 else target[:i]
-                            lit = self._lit.get(path) if "%" not in path else None
+                            lit = site._lit.get(path) if "%" not in path else None
                             if lit is None:
                                 pass
                             elif type(lit) is not tuple:
@@ -516,7 +573,7 @@ class WebServer(Router):
                             hg = self.host_guard
                             rv = hg(req) if hg is not None else None
                             if rv is None:
-                                for hook in self._before:
+                                for hook in site._before:
                                     rv = hook(req)
                                     if rv is not None:
                                         break
@@ -542,9 +599,9 @@ class WebServer(Router):
                                 if t is str:
                                     rv = memoryview(rv) if mp else rv.encode()  # UTF-8, no copy
                                 cache = self._prefixes
-                                pre = cache[1].get(ctype) if cache[0] == self.server_name else None
+                                pre = cache[1].get(ctype) if cache[0] == site.server_name else None
                                 if pre is None:
-                                    pre = self._prefix(ctype)
+                                    pre = self._prefix(ctype, site.server_name)
                                 if not keep:
                                     tail = b"\r\nConnection: close\r\n\r\n"
                                 elif x & X_HTTP11:
@@ -583,7 +640,7 @@ class WebServer(Router):
                                     v = sock.write(ob, base, k) if mp else None  # (buf, off, max_len)
                                     if v != k:
                                         write_all(sock, ob, base + k, base + (v or 0))
-                                if self._on_request:
+                                if site._on_request:
                                     self._answered(req, 200)
                                 conn.cur = None
                                 if keep:
@@ -622,6 +679,7 @@ class WebServer(Router):
             events = poller.ipoll(timeout) if mp else poller.poll(timeout)
             now = now_ms()
             accept = False
+            accept_sites = None
             for ev in events:
                 obj = ev[0]
                 conn = None
@@ -638,6 +696,9 @@ class WebServer(Router):
                     else:
                         conn = conns.get(obj)
                         if conn is None:
+                            site = self._sites.get(obj)
+                            if site is not None:  # another port's listener: after the loop, as the main one
+                                accept_sites = (accept_sites or []) + [site]
                             continue
                         # a read that completes a head, inline (see _serve on the cost of calls);
                         # everything else: _readable
@@ -663,15 +724,25 @@ class WebServer(Router):
                     self._trouble(e, conn)
             if accept:
                 try:
-                    self._accept(now)
+                    self._accept(now, lsock, self)
                 except Exception as e:
                     self._trouble(e, None)
+            if accept_sites:
+                for site in accept_sites:
+                    try:
+                        self._accept(now, site[0], site[1])
+                    except Exception as e:
+                        self._trouble(e, None)
             try:
                 if self._accept_paused is not None and ticks_diff(now, self._accept_paused) > 100:
                     self._accept_paused = None
                     poller.modify(lsock, _POLLIN)
+                    for site in self._sites.values():
+                        poller.modify(site[0], _POLLIN)
                 if self._returned:
                     self._take_back(now)
+                if self._site_changes:
+                    self._apply_site_changes()
                 if ticks_diff(now, self._last_scan) > 200:
                     self._last_scan = now
                     self._scan(now)
@@ -700,6 +771,13 @@ class WebServer(Router):
         except (OSError, ValueError, KeyError):
             pass
         self._sock.close()
+        for s, _r, _p in self._sites.values():
+            try:
+                self._poller.unregister(s)
+            except (OSError, ValueError, KeyError):
+                pass
+            s.close()
+        self._sites = {}
         if self._wake is not None:
             self._wake.close()
         self._sock = None
@@ -718,22 +796,24 @@ class WebServer(Router):
     def _key(self, sock):
         return sock if _MP else sock.fileno()
 
-    def _accept(self, now):
+    def _accept(self, now, lsock, site):
         while True:
             try:
-                s, addr = self._sock.accept()
+                s, addr = lsock.accept()
             except OSError as e:
                 if e.args and e.args[0] not in (_EAGAIN, _EINTR):  # out of sockets or memory
                     if not self._evict():
                         # nothing to free: stop accepting for a moment instead of spinning on it
                         self._poller.modify(self._sock, 0)
+                        for other in self._sites.values():
+                            self._poller.modify(other[0], 0)
                         self._accept_paused = now
                 return
             if len(self._conns) >= self.max_connections and not self._evict():
                 s.close()  # every connection is busy: refuse
                 continue
             s.setblocking(False)
-            c = _Conn(s, addr, now)
+            c = _Conn(s, addr, now, site)
             self._seq += 1
             c.seq = self._seq
             self._conns[self._key(s)] = c
@@ -1066,7 +1146,8 @@ class WebServer(Router):
             reader.start()
             hg = self.host_guard
             rv = hg(req) if hg is not None else None
-            found = self._find(req) if rv is None else 0
+            site = conn.site
+            found = site._find(req) if rv is None else 0
             args = None
             t = type(found)
             if rv is not None:
@@ -1083,8 +1164,8 @@ class WebServer(Router):
                 route = found
                 if t is tuple:
                     route, args = found
-                if self._before:
-                    for hook in self._before:
+                if site._before:
+                    for hook in site._before:
                         rv = hook(req)
                         if rv is not None:
                             resp = make_response(rv)
@@ -1101,8 +1182,8 @@ class WebServer(Router):
                                 # larger one is read when the handler asks (req.json() streams it)
                                 req.body  # noqa: B018 - the property reads it
                     resp = make_response(route.fn(req, *args) if args else route.fn(req))
-            if self._after:
-                for hook in self._after:
+            if site._after:
+                for hook in site._after:
                     rv = hook(req, resp)
                     if rv is not None:
                         resp = make_response(rv)
@@ -1128,8 +1209,9 @@ class WebServer(Router):
         its next request; True to keep it."""
         conn = req.conn
         status = resp.status
-        if status >= 400 and self._errors:
-            fn = self._errors.get(status)
+        errors = conn.site._errors
+        if status >= 400 and errors:
+            fn = errors.get(status)
             if fn is not None:
                 try:
                     resp = make_response(fn(req))
@@ -1158,7 +1240,7 @@ class WebServer(Router):
         return bool(keep)
 
     def _answered(self, req, status):
-        for fn in self._on_request:
+        for fn in req.conn.site._on_request:
             try:
                 fn(req, status)
             except Exception as e:
@@ -1204,29 +1286,28 @@ class WebServer(Router):
                 continue
             off += w
 
-    def _prefix(self, ctype):
-        # the head of a fast 200 answer up to the Content-Length value, kept per content type
-        cache = self._prefixes
-        if cache[0] != self.server_name:
-            cache = (self.server_name, {})
-        pre = self._status_line(200) + (_CTYPE_LINES.get(ctype) or ("Content-Type: %s\r\n" % ctype).encode()) \
+    def _prefix(self, ctype, name):
+        # the head of a fast 200 answer up to the Content-Length value, kept per content type for the
+        # server's own Server name (another port's answers, rare, are formatted each time)
+        pre = self._status_line(200, name) + (_CTYPE_LINES.get(ctype) or ("Content-Type: %s\r\n" % ctype).encode()) \
             + b"Content-Length: "
-        d = dict(cache[1])  # copy-on-write: other threads read the old one meanwhile
-        d[ctype] = pre
-        self._prefixes = (cache[0], d)
+        if name == self.server_name:
+            cache = self._prefixes
+            d = dict(cache[1]) if cache[0] == name else {}  # copy-on-write: other threads read the old one
+            d[ctype] = pre
+            self._prefixes = (name, d)
         return pre
 
-    def _status_line(self, status):
+    def _status_line(self, status, name):
         # b"HTTP/1.1 200 OK\r\nServer: iotutils\r\n", kept for 200 (most answers)
         pre = self._pre
-        name = self.server_name
         if status == 200 and pre is not None and pre[0] == name:
             return pre[1]
         line = "HTTP/1.1 %d %s\r\n" % (status, STATUS.get(status, "Unknown"))
         if name:
             line += "Server: %s\r\n" % name
         line = line.encode()
-        if status == 200:
+        if status == 200 and name == self.server_name:
             self._pre = (name, line)  # replaces the value of an existing attribute: safe across threads
         return line
 
@@ -1234,6 +1315,7 @@ class WebServer(Router):
         """Write resp; True if the connection may be reused. The head is formatted in one go and a
         small body goes out with it in one write."""
         sock = req.conn.sock
+        name = req.conn.site.server_name
         body = resp.body
         status = resp.status
         no_body = status == 204 or status == 304 or status < 200
@@ -1270,13 +1352,13 @@ class WebServer(Router):
         if t is bytes or isinstance(body, (bytearray, memoryview)):
             n = len(body)
             if no_body:
-                data = b"%s%s%s%s\r\n" % (self._status_line(status), extra, ctype, conn_line)
+                data = b"%s%s%s%s\r\n" % (self._status_line(status, name), extra, ctype, conn_line)
             elif head_only or n > 1024:
                 data = b"%s%s%sContent-Length: %d\r\n%s\r\n" % (
-                    self._status_line(status), extra, ctype, n, conn_line)
+                    self._status_line(status, name), extra, ctype, n, conn_line)
             else:
                 data = b"%s%s%sContent-Length: %d\r\n%s\r\n%s" % (
-                    self._status_line(status), extra, ctype, n, conn_line,
+                    self._status_line(status, name), extra, ctype, n, conn_line,
                     body if t is bytes else bytes(body))  # MicroPython's %s embeds only bytes as they are
                 body = None
             self.write_all(sock, data)
@@ -1302,7 +1384,7 @@ class WebServer(Router):
                 if keep:  # HTTP/1.0: the end of the body is the end of the connection
                     keep = False
                     conn_line = b"Connection: close\r\n"
-            self.write_all(sock, b"%s%s%s%s%s\r\n" % (self._status_line(status), extra, ctype, framing, conn_line))
+            self.write_all(sock, b"%s%s%s%s%s\r\n" % (self._status_line(status, name), extra, ctype, framing, conn_line))
             if head_only:
                 pass
             elif hasattr(stream, "readinto"):

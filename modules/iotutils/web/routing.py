@@ -72,7 +72,14 @@ class Route:
 
 
 class Router:
-    """Routes and request hooks (mixed into WebServer)."""
+    """Routes and request hooks: WebServer's own (it is a Router), or those of another port the
+    server also serves (WebServer.listen(port, router))."""
+
+    #: value of the Server header (None: no header)
+    server_name = "iotutils"
+
+    def __init__(self):
+        self._init_routes()
 
     def _init_routes(self):
         self._lit = {}
