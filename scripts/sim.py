@@ -301,12 +301,50 @@ class Uart:
         self.sock.setblocking(True)
 
     def close(self):
-        """A clean stop: the adapter and its PTY go away (a power cut leaves them)."""
+        """A clean stop: the adapter and its PTY go away (a power cut leaves them). Returns once
+        they are gone (the adapter closes the connection last)."""
         try:
             self.sock.sendall(b"Q")
+            self.sock.settimeout(5)
+            while self.sock.recv(4096):
+                pass
         except OSError:
             pass
         self.sock.close()
+
+
+# Ctrl-C on the console must raise KeyboardInterrupt in the device's main thread the way a board's
+# UART interrupt does: mp_sched_keyboard_interrupt(), raised at the VM's next check. The unix port's
+# SIGINT handler does that when the runtime has a GIL (the host firmware); without one (the PyPI
+# runtime) it raises from inside the signal handler (MICROPY_ASYNC_KBD_INTR), wherever the thread
+# is, lock-holding C code included, which can leave the GC or qstr mutex held and every thread
+# stuck. The PyPI runtime is MicroPython inside CPython (micropython_run): this launcher makes
+# SIGUSR2 call mp_sched_keyboard_interrupt() directly (it only stores the pending exception: safe
+# in a signal handler), then runs the interpreter as its `micropython` script would.
+KBD_LAUNCHER = r"""
+import ctypes, signal, sys
+import micropython_run
+mp = ctypes.CDLL(micropython_run.__file__)
+libc = ctypes.CDLL(None)
+libc.signal.restype = ctypes.c_void_p
+libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+libc.signal(signal.SIGUSR2, ctypes.cast(mp.mp_sched_keyboard_interrupt, ctypes.c_void_p))
+libc.siginterrupt(signal.SIGUSR2, 1)   # a sleep or a poll returns at once, as on the board
+sys.exit(micropython_run.run_main(["micropython"] + sys.argv[1:]))
+"""
+
+
+def device_command(runtime):
+    """(argv prefix that runs the MicroPython `runtime`, signal that makes Ctrl-C) for the console."""
+    try:
+        with open(runtime, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        head = b""
+    if head.startswith(b"#!") and b"micropython_unix" in head:
+        python = head[2:].split(b"\n", 1)[0].decode().strip().split()[0]
+        return [python, "-c", KBD_LAUNCHER], signal.SIGUSR2
+    return [runtime], signal.SIGINT   # a native unix port: the host firmware has a GIL
 
 
 def console_setup(runtime, mpy_dir):
@@ -404,9 +442,11 @@ def main(argv=None):
     import mpcode
     heap_arg, mpy_dir, allowance = mpcode.runtime_setup(runtime, args.heap)
     uart = console_dir = None
+    launch, intr = [runtime], None
     if args.serial:
         console_dir, console_cost = console_setup(runtime, mpy_dir)
         heap_arg = str(int(heap_arg) + console_cost)
+        launch, intr = device_command(runtime)
         uart = Uart(state, args.serial)
     app = os.path.abspath(args.app)
     mac = args.mac or "02:00:00:%02x:%02x:%02x" % ((args.port >> 16) & 255, (args.port >> 8) & 255, args.port & 255)
@@ -470,11 +510,11 @@ def main(argv=None):
                 env["MICROPYPATH"] = console_dir + os.pathsep + env["MICROPYPATH"]
                 pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
                 uart.flush_input()
-            child = subprocess.Popen([runtime, "-X", "heapsize=" + heap_arg, BOOT, app], cwd=fs, env=env,
+            child = subprocess.Popen(launch + ["-X", "heapsize=" + heap_arg, BOOT, app], cwd=fs, env=env,
                                      preexec_fn=_pdeathsig, **pipes)
             with open(os.path.join(state, "device.pid"), "w") as f:
                 f.write("%d\n" % child.pid)
-            cause = supervise(child, ctl, uart, wdt)
+            cause = supervise(child, ctl, uart, wdt, intr)
             soft = None
             if isinstance(cause, tuple):   # ("soft_reboot", REPL mode)
                 soft = cause[1]
@@ -491,7 +531,7 @@ def main(argv=None):
             uart.close()   # a clean stop; a power cut (SIGKILL) leaves the PTY
 
 
-def supervise(child, ctl, uart=None, wdt=None):
+def supervise(child, ctl, uart=None, wdt=None, intr=signal.SIGINT):
     """Run the device until it ends. Returns the next reset cause, ("soft_reboot", REPL mode) for a
     soft reset of the serial console, or None if the app exited cleanly."""
     wdt = {} if wdt is None else wdt   # {"timeout": s, "fed": monotonic time}
@@ -549,7 +589,7 @@ def supervise(child, ctl, uart=None, wdt=None):
             if msg and msg[0] == "soft" and uart:
                 return end(("soft_reboot", msg[1] if len(msg) > 1 else "friendly"))
             if msg and msg[0] == "intr" and child.poll() is None:
-                child.send_signal(signal.SIGINT)   # Ctrl-C on the console: KeyboardInterrupt
+                child.send_signal(intr)   # Ctrl-C on the console: KeyboardInterrupt (device_command)
             if msg and msg[0] == "wdt":
                 wdt["timeout"] = int(msg[1]) / 1000.0
                 wdt["fed"] = time.monotonic()

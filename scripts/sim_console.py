@@ -245,12 +245,11 @@ class Console:
         for i in range(len(chunk)):
             if chunk[i] != 3:
                 continue
-            self.lock.acquire()
-            intr = self.executing and not self.kbd
-            if intr:
-                self.kbd = True
-            self.lock.release()
-            if intr:
+            with self.lock:
+                intr = self.executing and not self.kbd
+                if intr:
+                    self.kbd = True
+            if intr:   # code runs: Ctrl-C is KeyboardInterrupt, not a character (the UART IRQ's rule)
                 self._put(chunk[start:i])
                 start = i + 1
                 self._ctl("intr")
@@ -259,34 +258,31 @@ class Console:
     def _put(self, data):
         if not data:
             return
-        self.lock.acquire()
-        self.buf.extend(data)
-        wake = self.waiting
-        self.waiting = False
-        self.lock.release()
+        with self.lock:
+            self.buf.extend(data)
+            wake = self.waiting
+            self.waiting = False
         if wake:
             self.wake.release()
 
     def getc(self):
+        # every lock is taken with `with`: a KeyboardInterrupt that lands anywhere leaves none held
         while True:
-            self.lock.acquire()
-            if self.pos < len(self.buf):
-                c = self.buf[self.pos]
-                self.pos += 1
-                if self.pos == len(self.buf):
-                    self.buf = bytearray()
-                    self.pos = 0
-                self.lock.release()
-                return c
-            self.waiting = True
-            self.lock.release()
+            with self.lock:
+                if self.pos < len(self.buf):
+                    c = self.buf[self.pos]
+                    self.pos += 1
+                    if self.pos == len(self.buf):
+                        self.buf = bytearray()
+                        self.pos = 0
+                    return c
+                self.waiting = True
             try:
                 self.wake.acquire()
             except KeyboardInterrupt:  # a Ctrl-C that came as code finished: it is a Ctrl-C character
-                self.lock.acquire()
-                self.waiting = False
-                self.kbd = False
-                self.lock.release()
+                with self.lock:
+                    self.waiting = False
+                    self.kbd = False
                 return _CTRL_C
 
     def _ctl(self, msg):
@@ -301,13 +297,13 @@ class Console:
 
     # ---- running code (pyexec.c parse_compile_execute) ----
     def execute(self, src, kind, name, eof=False):
-        """Compile and run src in the REPL globals; returns _SOFT for SystemExit (a soft reset)."""
+        """Compile and run src in the REPL globals. Returns 1 (PYEXEC_NORMAL_EXIT), 0 (an exception,
+        printed) or _SOFT (SystemExit: a soft reset)."""
         exc = None
-        ret = 1                   # PYEXEC_NORMAL_EXIT; 0: an exception; _SOFT: SystemExit
-        self.lock.acquire()
-        self.executing = True
-        self.lock.release()
+        ret = 1
         try:
+            with self.lock:
+                self.executing = True
             if not isinstance(src, str):
                 src = bytes(src).decode()
             code = compile(src, name, kind)
@@ -315,7 +311,7 @@ class Console:
             exec(code, self.g)
         except BaseException as e:  # the REPL prints whatever the code raised, SystemExit included
             exc = e
-        self._idle()
+        self._idle(isinstance(exc, KeyboardInterrupt))
         if eof:
             _w(b"\x04")
         if isinstance(exc, SystemExit):
@@ -327,20 +323,24 @@ class Console:
             _w(b"\x04")
         return ret
 
-    def _idle(self):
-        self.lock.acquire()
-        self.executing = False
-        pending = self.kbd
-        self.lock.release()
-        if pending:
-            # a Ctrl-C was sent as SIGINT while the code ended: let it land here, not in the REPL
-            deadline = time.ticks_add(time.ticks_ms(), 500)
+    def _idle(self, interrupted):
+        """The code ended. If a Ctrl-C was sent to it and did not land (it ended first), wait for
+        it here: it must not land in the REPL."""
+        while True:
             try:
-                while self.kbd and time.ticks_diff(deadline, time.ticks_ms()) > 0:
-                    time.sleep_ms(1)
+                with self.lock:
+                    self.executing = False
+                    if interrupted:
+                        self.kbd = False
+                    pending = self.kbd
+                if pending:
+                    deadline = time.ticks_add(time.ticks_ms(), 500)
+                    while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+                        time.sleep_ms(1)
+                self.kbd = False
+                return
             except KeyboardInterrupt:
-                pass
-        self.kbd = False
+                interrupted = True
 
     def run_file(self, name, source=None):
         """pyexec_file_if_exists: boot.py from the device filesystem, or the app as main.py."""
@@ -538,7 +538,11 @@ class Console:
         app_source = None
         gc.collect()
         while not ret & _SOFT:
-            ret = self.raw() if self.mode == "raw" else self.friendly()
+            try:
+                ret = self.raw() if self.mode == "raw" else self.friendly()
+            except KeyboardInterrupt:   # a Ctrl-C that arrived between two commands
+                _w(b"\r\n")
+                ret = 0
         _w(b"MPY: soft reboot\r\n")
         self._ctl("soft " + self.mode)
         while True:       # sim.py ends this process and starts the next one

@@ -14,6 +14,8 @@ import requests
 import fake_github
 from hil.board import ADMIN_PASSWORD, DEVICE_NAME, SCRIPTS, bump
 
+# pytest-embedded's fixtures use record_xml_attribute, "experimental" for pytest: one warning per test
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestExperimentalApiWarning")
 
 # ---- boot and console ----
 

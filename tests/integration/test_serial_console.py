@@ -45,17 +45,20 @@ class SerialSim:
         self.proc = None
 
     def start(self):
-        with open(self.dir / "sim.log", "ab") as log:
+        logfile = self.dir / "sim.log"
+        mark = logfile.stat().st_size if logfile.exists() else 0
+        with open(logfile, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, SIM, "--state", self.state, "--port", str(self.port),
                                           "--serial", self.tty, str(self.app)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
-        while not os.path.exists(self.tty):
+        # the PTY is there at once; what is sent to it before main.py runs is lost, as on a booting board
+        while not (os.path.exists(self.tty) and b"APP START" in logfile.read_bytes()[mark:]):
             assert self.proc.poll() is None and time.monotonic() < deadline, self.log()
             time.sleep(0.02)
         return self
 
     def log(self):
-        return (self.dir / "sim.log").read_bytes().decode(errors="replace")[-3000:]
+        return (self.dir / "sim.log").read_bytes().decode(errors="replace")[-6000:]
 
     def kill(self, sig):
         if self.proc and self.proc.poll() is None:
@@ -282,6 +285,7 @@ def test_raw_repl_bytes(sim, uart):
 
 def test_ctrl_c_interrupts_code_from_the_raw_repl(sim, uart):
     port = uart
+    port.wait(rb"TICK")      # running: what is sent while the board boots is lost, as on a UART
     port.write(b"\r\x03\r\x01")
     port.wait(rb"raw REPL; CTRL-B to exit\r\n>")
     port.write(b"import time\nwhile True:\n    time.sleep(0.01)\n\x04")
