@@ -57,6 +57,13 @@ def print_exception(exc):
             print(line)
 
 
+def _text(line):
+    try:
+        return bytes(line).decode()
+    except UnicodeError:   # half a UTF-8 sequence: compile() will say what is wrong
+        return ""
+
+
 def _banner():
     v = sys.version.partition("; ")[2] or "MicroPython"
     _w(b"%s; %s\r\nType \"help()\" for more information.\r\n" % (v.encode(), _BOARD.encode()))
@@ -455,7 +462,7 @@ class Console:
             elif not line:
                 continue
             else:
-                while continue_with_input(bytes(line).decode()):
+                while continue_with_input(_text(line)):
                     line.append(10)
                     ret = self.readline(b"... ", line)
                     if ret == _CTRL_C or ret == _CTRL_D:

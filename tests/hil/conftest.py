@@ -17,6 +17,7 @@ Where the board is:
 Both start from an NVS image written before the first boot (device name, Wi-Fi, admin password and,
 once OTA signing is in the tree, the release public key).
 """
+import base64
 import os
 import subprocess
 import sys
@@ -73,8 +74,12 @@ def _settings(board):
     s = {"device_name": DEVICE_NAME, "wifi_networks": [{"ssid": board.wifi[0], "password": board.wifi[1]}],
          "admin_password": ADMIN_PASSWORD}
     if board.signing:
-        with open(board.signing[1]) as f:
-            s["ota_pubkey"] = f.read().strip()
+        with open(board.signing[1], "rb") as f:
+            pub = f.read()
+        try:
+            s["ota_pubkey"] = pub.decode().strip()          # a text key file (PEM, hex, base64)
+        except UnicodeError:
+            s["ota_pubkey"] = base64.b64encode(pub).decode()  # raw key bytes
     return s
 
 

@@ -220,13 +220,15 @@ def test_alexa_discovery_and_hue_switch(board):
 @pytest.fixture
 def releases(board):
     """A fake GitHub on this host that the board reaches (tests/fake_github.py), and a way to publish."""
-    ip = board.host_ip or board.lan_ip()
-    gh = _fake_github(ip)
+    servers = []
     workdir = os.path.join(board.workdir, "releases")
 
     def publish(image, version):
         """Release assets made by scripts/release.py (signed with --key once OTA signing is there);
         returns the url: channel that names its ota.json."""
+        if not servers:   # on the address facing the board (known once it booted)
+            servers.append(_fake_github(board.host_ip or board.lan_ip()))
+        gh = servers[0]
         src = os.path.join(workdir, version + ".bin")
         out = os.path.join(workdir, version)
         os.makedirs(workdir, exist_ok=True)
@@ -245,7 +247,8 @@ def releases(board):
         return "url:%s/hil/lamp-firmware/releases/download/%s/ota.json" % (gh.api_url, version)
 
     yield publish
-    gh.stop()
+    for gh in servers:
+        gh.stop()
 
 
 def _fake_github(ip):
