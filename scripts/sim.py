@@ -509,7 +509,8 @@ def main(argv=None):
                 env["IOTUTILS_SERIAL"] = "1"
                 env["MICROPYPATH"] = console_dir + os.pathsep + env["MICROPYPATH"]
                 pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-                uart.flush_input()
+                if soft is None:
+                    uart.flush_input()   # a reset loses what the host sent meanwhile; a soft reset keeps it
             child = subprocess.Popen(launch + ["-X", "heapsize=" + heap_arg, BOOT, app], cwd=fs, env=env,
                                      preexec_fn=_pdeathsig, **pipes)
             with open(os.path.join(state, "device.pid"), "w") as f:
@@ -576,6 +577,9 @@ def supervise(child, ctl, uart=None, wdt=None, intr=signal.SIGINT):
                 out = None
         if uart and uart.sock in r:
             data = uart.recv()
+            if not data:   # the adapter is gone (killed): the console has no host side any more
+                fds.remove(uart.sock)
+                continue
             # framed for scripts/sim_console.py: a length byte, then up to 255 bytes
             frames = b"".join(bytes((len(data[i:i + 255]),)) + data[i:i + 255] for i in range(0, len(data), 255))
             try:
