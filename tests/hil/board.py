@@ -36,6 +36,19 @@ DEVICE_NAME = "hil-lamp"
 BOOT_TIMEOUT = 60        # a board: ROM, MicroPython, the toolbox, Wi-Fi
 PROMPT = re.compile(rb">>> ")
 
+# The board's boot.py during the suite. The lamp's OTA source is the test host on the board's own
+# network, over plain http: what Device(ota_allow_http=True) is for (a bench has no certificate that
+# GitHub's roots accept, nor always an NTP server for TLS); releases are still signed and checked.
+# examples/lamp.py stays as it is: boot.py runs first, in the same globals, and sets the default.
+BOOT_PY = """# boot.py written by the HIL suite (tests/hil/board.py)
+import iotutils.device
+_hil_init = iotutils.device.Device.__init__
+def _hil_device(self, *args, **kw):
+    kw.setdefault("ota_allow_http", True)
+    _hil_init(self, *args, **kw)
+iotutils.device.Device.__init__ = _hil_device
+"""
+
 _BOOT = re.compile(rb"iotutils (\S+) on (\S+): ([^\r\n]*)\r\n")
 _FIRMWARE = re.compile(rb"firmware: slot (\S+) \((pending verify|valid)\), (\S+) (\S+?)(, last update rolled back)?\r\n")
 _CAUSE = re.compile(rb"reset cause: (\S+)\r\n")
@@ -125,6 +138,16 @@ class Board:
     def put_file(self, path, text):
         data = text.encode() if isinstance(text, str) else text
         self.raw_exec("f = open(%r, 'wb')\nf.write(%r)\nf.close()\n" % (path, data))
+
+    def write_boot_py(self, extra=""):
+        """The suite's boot.py (BOOT_PY) plus `extra` lines; from the REPL, at the next boot."""
+        self.put_file("boot.py", BOOT_PY + extra)
+
+    def prepare(self):
+        """Once per session, at the first test: the board as the scenarios expect it."""
+        self.repl(tries=20)
+        self.write_boot_py()
+        self.prepared = True
 
     # ---- boots ----
     def reset(self, wifi=True):
@@ -323,16 +346,37 @@ class RealBoard(Board):
                          workdir=workdir, **kw)
         self.tty = port
 
-    def write_nvs(self, image):
-        """esptool write-flash 0x9000 IMAGE through the esp service's esptool connection, then a reset."""
+    def _esptool(self, args):
+        """esptool over the esp service's connection (pytest-embedded's use_esptool), then a hard reset."""
         import esptool
         ser = self.dut.serial
         with ser.disable_redirect_thread():
             settings = ser.proc.get_settings()
             ser.esp.connect()
-            esptool.main(["write-flash", "0x9000", image], esp=ser.esp)
+            esptool.main(args, esp=ser.esp)
             ser.esp.hard_reset()
             ser.proc.apply_settings(settings)
+
+    def write_nvs(self, image):
+        """esptool write-flash 0x9000 IMAGE, then a reset."""
+        self._esptool(["write-flash", "0x9000", image])
+
+    def prepare(self):
+        """HIL_FLASH: bootloader, partition table, otadata and app from that ESP-IDF build folder;
+        always the provisioning image; then examples/lamp.py as main.py and the suite's boot.py."""
+        build = os.environ.get("HIL_FLASH")
+        args = []
+        if build:
+            args += ["0x1000", os.path.join(build, "bootloader", "bootloader.bin"),
+                     "0x8000", os.path.join(build, "partition_table", "partition-table.bin"),
+                     "0xf000", os.path.join(build, "ota_data_initial.bin"),
+                     "0x20000", os.path.join(build, "micropython.bin")]
+        self._esptool(["write-flash", "-z"] + args + ["0x9000", self.nvs_image()])
+        self.repl(tries=20)
+        with open(APP) as f:
+            self.put_file("main.py", f.read())
+        self.write_boot_py()
+        self.prepared = True
 
     def base_image(self, version):
         path = os.environ.get("HIL_FIRMWARE") or os.path.join(ROOT, "build", "esp32", "micropython.bin")

@@ -24,7 +24,7 @@ import sys
 
 import pytest
 
-from hil.board import ADMIN_PASSWORD, DEVICE_NAME, ROOT, SCRIPTS, RealBoard, SimBoard
+from hil.board import ADMIN_PASSWORD, DEVICE_NAME, SCRIPTS, RealBoard, SimBoard
 from hil.simdut import SimDut
 
 
@@ -99,7 +99,7 @@ def hil(request, tmp_path_factory):
     b = SimBoard(workdir, free_port_block(4), signing=signing)
     b.settings = _settings(b)
     b.start(nvs=b.nvs_image())      # provisioning: the NVS image is in flash before the first boot
-    b.prepared = True
+    b.prepared = False
     yield b
     b.stop()
 
@@ -120,32 +120,8 @@ def board(hil, request):
         request.addfinalizer(dut.close)
     hil.dut = dut
     if not hil.prepared:
-        _prepare_board(hil)
+        hil.prepare()
     yield hil
     hil.dut = None
     if getattr(request.node, "hil_failed", False) and hil.sim:
         print("---- sim.py (console copy and messages), tail ----\n" + hil.log_tail())
-
-
-def _prepare_board(b):
-    """A real board's first test: flash (HIL_FLASH), provision and make examples/lamp.py its main.py."""
-    import esptool
-    build = os.environ.get("HIL_FLASH")
-    args = []
-    if build:
-        args += ["0x1000", os.path.join(build, "bootloader", "bootloader.bin"),
-                 "0x8000", os.path.join(build, "partition_table", "partition-table.bin"),
-                 "0xf000", os.path.join(build, "ota_data_initial.bin"),
-                 "0x20000", os.path.join(build, "micropython.bin")]
-    args += ["0x9000", b.nvs_image()]
-    ser = b.dut.serial
-    with ser.disable_redirect_thread():
-        settings = ser.proc.get_settings()
-        ser.esp.connect()
-        esptool.main(["write-flash", "-z"] + args, esp=ser.esp)
-        ser.esp.hard_reset()
-        ser.proc.apply_settings(settings)
-    b.repl(tries=20)
-    with open(os.path.join(ROOT, "examples", "lamp.py")) as f:
-        b.put_file("main.py", f.read())
-    b.prepared = True
