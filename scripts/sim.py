@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The simulated device: a MicroPython process on a simulated ESP32 (docs/design.md).
 
-    python3 scripts/sim.py --state DIR --port N [--wifi FILE] [--heap SIZE] [--runtime PATH] [APP]
+    python3 scripts/sim.py --state DIR --port N [--wifi FILE] [--heap SIZE] [--runtime PATH]
+                           [--write-nvs IMAGE] [--serial PATH] [APP]
 
 - flash: DIR/flash.bin (4 MB), laid out by boards/ESP32_GENERIC/partitions.csv; the device
   filesystem is DIR/fs/ (the device's working directory);
