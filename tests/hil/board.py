@@ -70,9 +70,10 @@ class Board:
         self.wifi = wifi           # (ssid, password) of the network the board joins
         self.host_ip = host_ip     # the test host's address as the board reaches it
         self.workdir = workdir
-        self.signing = signing     # (private key, public key) paths, or None: OTA signing not there yet
+        self.signing = signing     # (private key, public key) paths (scripts/keygen.py)
         self.dut = None
-        self.info = {}             # the last boot report (parse_boot)
+        self.info = {}             # the last boot report (wait_boot)
+        self.prepared = False      # prepare() runs at the first test
 
     # ---- the console ----
     def expect(self, pattern, timeout=10, before=False):

@@ -14,10 +14,10 @@ Where the board is:
   PTY, its own Wi-Fi scenario (one network, given to the tests as HIL_SSID would be). With
   `--embedded-services serial` the tests get pytest-embedded's Dut on that PTY; without the plugin
   a SimDut (tests/hil/simdut.py) with the same write()/expect().
-Both start from an NVS image written before the first boot (device name, Wi-Fi, admin password and,
-once OTA signing is in the tree, the release public key).
+Both start from an NVS image written before the first boot (device name, Wi-Fi, admin password and the
+public key of the session's OTA signing key, made by scripts/keygen.py) and get the suite's boot.py
+(tests/hil/board.py) at their first test.
 """
-import base64
 import os
 import subprocess
 import sys
@@ -56,7 +56,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def _signing_keys(workdir):
-    """(private, public) key paths from scripts/keygen.py, or None while OTA signing has not landed."""
+    """(private, public) key paths from scripts/keygen.py (None in a tree without OTA signing)."""
     keygen = os.path.join(SCRIPTS, "keygen.py")
     if not os.path.exists(keygen):
         return None
@@ -74,12 +74,8 @@ def _settings(board):
     s = {"device_name": DEVICE_NAME, "wifi_networks": [{"ssid": board.wifi[0], "password": board.wifi[1]}],
          "admin_password": ADMIN_PASSWORD}
     if board.signing:
-        with open(board.signing[1], "rb") as f:
-            pub = f.read()
-        try:
-            s["ota_pubkey"] = pub.decode().strip()          # a text key file (PEM, hex, base64)
-        except UnicodeError:
-            s["ota_pubkey"] = base64.b64encode(pub).decode()  # raw key bytes
+        with open(board.signing[1]) as f:
+            s["ota_pubkey"] = f.read()     # the PEM text keygen.py writes
     return s
 
 
@@ -92,14 +88,12 @@ def hil(request, tmp_path_factory):
     if port:
         b = RealBoard(port, workdir, signing=signing)
         b.settings = _settings(b)
-        b.prepared = False
         yield b
         return
     from simdev import free_port_block
     b = SimBoard(workdir, free_port_block(4), signing=signing)
     b.settings = _settings(b)
     b.start(nvs=b.nvs_image())      # provisioning: the NVS image is in flash before the first boot
-    b.prepared = False
     yield b
     b.stop()
 
