@@ -297,9 +297,10 @@ class SimBoard(Board):
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120   # a first start measures the console's heap cost (cached)
         while not os.path.exists(self.tty):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError("sim.py --serial did not make %s:\n%s" % (self.tty, self.log_tail()))
             time.sleep(0.05)
 

@@ -93,9 +93,11 @@ def hil(request, tmp_path_factory):
     from simdev import free_port_block
     b = SimBoard(workdir, free_port_block(4), signing=signing)
     b.settings = _settings(b)
-    b.start(nvs=b.nvs_image())      # provisioning: the NVS image is in flash before the first boot
-    yield b
-    b.stop()
+    try:
+        b.start(nvs=b.nvs_image())      # provisioning: the NVS image is in flash before the first boot
+        yield b
+    finally:
+        b.stop()
 
 
 @pytest.fixture
