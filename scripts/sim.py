@@ -502,7 +502,7 @@ def main(argv=None):
             env["IOTUTILS_SIM"] = cfg_path
             env["MICROPYPATH"] = os.pathsep.join([p for p in (".", mpy_dir, ".frozen", os.path.join(ROOT, "modules"),
                                                               "lib") if p])
-            if allowance or uart:
+            if allowance:   # (a frozen toolbox: imported as the app needs it, before or after --serial's remount)
                 env["IOTUTILS_PRELOAD"] = ",".join(mpcode.preload_modules())
             pipes = {}
             if uart:
