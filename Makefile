@@ -2,6 +2,7 @@
 #
 #   make sim                 run the simulated device (example lamp) on http://127.0.0.1:8080
 #   make test                set up everything (venv, Debian packages) and run every suite
+#   make hil [PORT=/dev/ttyUSB0]  the hardware-in-the-loop scenarios: simulated board, or a flashed ESP32
 #   make BOARD=ESP32_GENERIC build the ESP32 firmware (needs MICROPY_DIR or internet, and ESP-IDF)
 #   make BOARD=UNIX          build the host firmware (unix port + the same C module and frozen code)
 
@@ -28,7 +29,7 @@ BUILD_UNIX  := $(ROOT)/build/unix
 UNIX_FIRMWARE := $(BUILD_UNIX)/micropython
 
 .DEFAULT_GOAL := default
-.PHONY: default help setup venv deps test unit lint format sim bench fuzz mip firmware flash ota-image \
+.PHONY: default help setup venv deps test unit lint format sim hil bench fuzz mip firmware flash ota-image \
         check-frozen check-xtensa check-idf micropython-src clean ota-key
 
 default:
@@ -65,6 +66,20 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
 	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+
+# HIL: tests/hil through pytest-embedded (requirements-hil.txt). Without PORT on the command line: a
+# simulated board (sim.py --serial on a PTY, the serial service). With PORT: the ESP32 there, flashed
+# with build/esp32 (make BOARD=ESP32_GENERIC) through the esp service; HIL_SSID/HIL_PASSWORD name its
+# network (README: Hardware in the loop).
+hil: setup ## HIL scenarios (tests/hil) on a simulated board, or PORT=/dev/ttyUSB0: flash and test that ESP32
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-hil.txt
+ifeq ($(origin PORT),file)
+	$(VPY) -m pytest tests/hil -v -ra --embedded-services serial $(PYTEST_ARGS)
+else
+	@test -f $(BUILD_ESP32)/micropython.bin || { echo "No firmware in $(BUILD_ESP32): make BOARD=ESP32_GENERIC first."; exit 2; }
+	HIL_FLASH=$(BUILD_ESP32) $(VPY) -m pytest tests/hil -v -ra --embedded-services esp,serial --port $(PORT) \
+	    --target esp32 $(PYTEST_ARGS)
+endif
 
 C_SOURCES   = c_modules/iotutils/*.[ch] tests/c/fuzz/*.c tests/c/nvs_ref/*.cpp tests/c/nvs_ref/shim/*.h \
               tests/c/nvs_ref/shim/bsd/*.h boards/UNIX/*.h

@@ -3,7 +3,8 @@
 # On the firmware every iotutils module is frozen in flash: importing one costs the heap almost
 # nothing. This runtime has to hold their bytecode in the heap instead, and sim.py grew the heap by
 # exactly that amount (scripts/mpcode.py). Loading them all here first spends that allowance up
-# front, so what the app sees as free heap is the ESP32 model's. Then the app runs as main.py.
+# front, so what the app sees as free heap is the ESP32 model's. Then the app runs as main.py (with
+# sim.py --serial, under the board's REPL: scripts/sim_console.py).
 import gc
 import os
 import sys
@@ -12,19 +13,20 @@ import sys
 # A power cut is a SIGKILL of the supervisor (scripts/sim.py). PR_SET_PDEATHSIG is set for this
 # process but is not honoured on every kernel this runs on, so the device also watches its parent
 # itself: once the supervisor is gone, it dies at once, as a board does when the power goes.
-def _stat():
-    with open("/proc/self/stat") as f:
-        s = f.read()
-    head, _, rest = s.rpartition(")")
+def _stat(f):
+    # one open file, read again from the start: the watcher looks up no path after boot (the serial
+    # console remounts the filesystem root)
+    f.seek(0)
+    head, _, rest = f.read().rpartition(")")
     return int(head.split(" ", 1)[0]), int(rest.split()[1])
 
 
-def _watch_parent(pid, ppid):
+def _watch_parent(f, pid, ppid):
     import time
     while True:
         time.sleep_ms(50) if hasattr(time, "sleep_ms") else time.sleep(0.05)
         try:
-            if _stat()[1] != ppid:
+            if _stat(f)[1] != ppid:
                 break
         except OSError:
             break
@@ -33,7 +35,8 @@ def _watch_parent(pid, ppid):
 
 try:
     import _thread
-    _thread.start_new_thread(_watch_parent, _stat())
+    _proc = open("/proc/self/stat")
+    _thread.start_new_thread(_watch_parent, (_proc,) + _stat(_proc))
 except (ImportError, OSError):
     pass
 
@@ -42,6 +45,21 @@ for name in (os.getenv("IOTUTILS_PRELOAD") or "").split(","):
     if name:
         __import__(name)
 gc.collect()
+
+if os.getenv("IOTUTILS_SERIAL"):
+    # sim.py --serial: the board's console on a PTY (scripts/sim_console.py runs boot.py, the app as
+    # main.py and the REPL). The device filesystem becomes "/": open every flash partition now,
+    # while the flash file is reachable by its host path.
+    from iotutils.hal import sim as _sim
+    _cfg = _sim.config()
+    for _p in _cfg["partitions"]:
+        _sim.partition(_p[0])
+    with open(app) as f:
+        source = f.read()
+    sys.path.pop(0)   # scripts/: sim_console comes precompiled from MICROPYPATH (sim.py's console_setup)
+    import sim_console
+    gc.collect()
+    sim_console.start(_cfg, source, ["/proc/"] + ([_cfg["wifi"]] if _cfg.get("wifi") else []))
 
 sys.path[0] = app.rpartition("/")[0] or "."
 with open(app) as f:
