@@ -65,7 +65,7 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json examples/lamp.py
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
-	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile -p no:pytest_embedded $(PYTEST_ARGS)
 
 # HIL: tests/hil through pytest-embedded (requirements-hil.txt). Without PORT on the command line: a
 # simulated board (sim.py --serial on a PTY, the serial service). With PORT: the ESP32 there, flashed

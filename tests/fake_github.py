@@ -172,9 +172,10 @@ class FakeGitHub:
         return "%s/a/%s" % (self.asset_url, key)
 
     # ---- servers ----
-    def start(self, tls=None, api_host="127.0.0.1", asset_host="127.0.0.1"):
+    def start(self, tls=None, api_host="127.0.0.1", asset_host="127.0.0.1", bind="127.0.0.1"):
         """tls=(certfile, keyfile): serve both hosts over HTTPS. api_host / asset_host: the names the
-        URLs use (GitHub's own, for a device whose simulator maps them to loopback)."""
+        URLs use (GitHub's own, for a device whose simulator maps them to loopback). bind: the address
+        served on (loopback; a HIL run on a board passes this host's LAN address)."""
         fake = self
 
         class Api(_Handler):
@@ -186,7 +187,7 @@ class FakeGitHub:
             gh = fake
 
         for cls in (Api, Assets):
-            srv = _Server(("127.0.0.1", 0), cls)
+            srv = _Server((bind, 0), cls)
             if tls:
                 import ssl
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -252,23 +252,8 @@ def releases(board):
 
 
 def _fake_github(ip):
-    if ip == "127.0.0.1":
-        return fake_github.FakeGitHub().start()
-    # a board reaches this host over its network: serve there (FakeGitHub itself binds loopback)
-    plain = fake_github._Server
-
-    class _Lan(plain):
-        def __init__(self, address, handler):
-            plain.__init__(self, (ip, 0), handler)
-
-    fake_github._Server = _Lan
-    try:
-        gh = fake_github.FakeGitHub().start()
-    finally:
-        fake_github._Server = plain
-    gh.api_url = gh.api_url.replace("127.0.0.1", ip)
-    gh.asset_url = gh.asset_url.replace("127.0.0.1", ip)
-    return gh
+    # a board reaches this host over its network: serve there
+    return fake_github.FakeGitHub().start(api_host=ip, asset_host=ip, bind=ip)
 
 
 def _install(board, s, channel):
