@@ -51,9 +51,9 @@ setup: deps venv ## install Debian packages and the pinned Python environment
 
 venv: $(VENV)/.stamp ## create .venv from requirements.txt (pinned)
 
-$(VENV)/.stamp: requirements.txt
+$(VENV)/.stamp: requirements.txt requirements-hil.txt
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-hil.txt
 	@touch $@
 
 deps: ## install the pinned Debian packages the tests use (needs root; skipped when present)
@@ -65,14 +65,15 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json examples/lamp.py
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
-	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile -p no:pytest_embedded $(PYTEST_ARGS)
+	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile -p no:pytest_embedded \
+	    --ignore=tests/hil $(PYTEST_ARGS)
+	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests/hil -q -ra --embedded-services serial $(PYTEST_ARGS)
 
 # HIL: tests/hil through pytest-embedded (requirements-hil.txt). Without PORT on the command line: a
 # simulated board (sim.py --serial on a PTY, the serial service). With PORT: the ESP32 there, flashed
 # with build/esp32 (make BOARD=ESP32_GENERIC) through the esp service; HIL_SSID/HIL_PASSWORD name its
 # network (README: Hardware in the loop).
 hil: setup ## HIL scenarios (tests/hil) on a simulated board, or PORT=/dev/ttyUSB0: flash and test that ESP32
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-hil.txt
 ifeq ($(origin PORT),file)
 	$(VPY) -m pytest tests/hil -v -ra --embedded-services serial $(PYTEST_ARGS)
 else

@@ -2,7 +2,7 @@
 
     make hil                        # the simulated board (sim.py --serial on a PTY), pytest-embedded's serial service
     make hil PORT=/dev/ttyUSB0      # a board: flash it, then the suite through pytest-embedded's esp + serial services
-    make test                       # runs this suite on the simulated board too (one xdist worker: group "hil")
+    make test                       # runs this suite on the simulated board too, through pytest-embedded
 
 Where the board is:
 - `--embedded-services esp,serial --port P` (pytest-embedded, requirements-hil.txt): the ESP32 on P.
