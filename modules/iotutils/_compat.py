@@ -76,3 +76,40 @@ def exists(path):
         return True
     except OSError:
         return False
+
+
+# Threads started through start_thread, while they run: [name, stack bytes asked (0: the port's
+# default)]. The memory budget (iotutils.memory) counts them: on an ESP32 every thread is a FreeRTOS
+# task whose stack comes from internal RAM, outside the MicroPython heap.
+THREADS = []
+
+
+def start_thread(name, fn, args=(), stack_size=0):
+    """Run fn(*args) in a new thread, counted in THREADS until it ends. stack_size: bytes for its
+    stack (0: the port's default), set for this thread only."""
+    entry = [name, stack_size]
+    THREADS.append(entry)
+
+    def run():
+        try:
+            fn(*args)
+        finally:
+            try:
+                THREADS.remove(entry)
+            except ValueError:
+                pass
+
+    old = None
+    try:
+        if stack_size:
+            try:
+                old = _thread.stack_size(stack_size)
+            except ValueError:  # CPython: below its minimum, its own default serves
+                pass
+        _thread.start_new_thread(run, ())
+    except BaseException:
+        THREADS.remove(entry)
+        raise
+    finally:
+        if old is not None:
+            _thread.stack_size(old)

@@ -1,0 +1,140 @@
+# iotutils.tasks: one housekeeping thread runs every background step: on time, at once when its
+# socket has data, past a step that raises, and counted as one thread in _compat.THREADS.
+import socket
+import time
+
+from iotutils import _compat, tasks
+from iotutils._compat import sleep_ms, ticks_diff, ticks_ms
+
+
+def _udp():
+    """A UDP socket on a free loopback port -> (socket, port); MicroPython's sockets have no
+    getsockname(), so the port is picked here."""
+    import random
+
+    for _ in range(50):
+        port = random.randint(20000, 45000)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+            return s, port
+        except OSError:
+            s.close()
+    raise OSError("no free UDP port")
+
+
+def _wait(cond, ms=3000):
+    t0 = ticks_ms()
+    while not cond():
+        if ticks_diff(ticks_ms(), t0) > ms:
+            return False
+        sleep_ms(5)
+    return True
+
+
+def test_steps_run_when_they_ask_and_a_finished_task_goes():
+    hk = tasks.Housekeeper("t1")
+    runs = []
+
+    def every_20(now):
+        runs.append(now)
+        return 20 if len(runs) < 5 else None
+
+    hk.add("p", every_20)
+    t0 = ticks_ms()
+    while hk.has("p") and ticks_diff(ticks_ms(), t0) < 3000:
+        hk.run_once(100)
+    assert len(runs) == 5 and not hk.has("p")
+    gaps = [ticks_diff(runs[i + 1], runs[i]) for i in range(4)]
+    assert min(gaps) >= 19, gaps     # never early
+    assert "p" not in hk.status()["tasks"]
+
+
+def test_a_readable_socket_runs_its_step_at_once():
+    hk = tasks.Housekeeper("t2")
+    rx, port = _udp()
+    tx = _udp()[0]
+    got = []
+
+    def reader(now):
+        try:
+            rx.setblocking(False)
+            got.append(rx.recv(64))
+        except OSError:
+            pass
+        return 60000   # by time only once a minute: only the socket can wake it this soon
+
+    hk.add("rx", reader, sock=lambda: rx)
+    hk.run_once(0)      # first run: registers the socket
+    assert got == []
+    tx.sendto(b"ping", socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    t0 = ticks_ms()
+    hk.run_once(2000)   # wakes on the datagram
+    hk.run_once(0)      # runs the woken step
+    assert got == [b"ping"]
+    assert ticks_diff(ticks_ms(), t0) < 1500
+    rx.close()
+    tx.close()
+
+
+def test_a_step_that_raises_is_retried_and_the_others_go_on():
+    hk = tasks.Housekeeper("t3")
+    calls = {"bad": 0, "good": 0}
+
+    def bad(now):
+        calls["bad"] += 1
+        raise MemoryError("no room for this step")
+
+    def good(now):
+        calls["good"] += 1
+        return 1
+
+    hk.add("bad", bad)
+    hk.add("good", good)
+    for _ in range(5):
+        hk.run_once(5)
+    assert calls["bad"] == 1           # retried a second later, not in a tight loop
+    assert calls["good"] >= 4
+    assert hk.errors == 1
+
+
+def test_one_thread_counted_while_it_runs_and_wake_from_another_thread():
+    hk = tasks.Housekeeper("t4")
+    hk.stack_size = 16384
+    seen = []
+    hk.add("w", lambda now: seen.append(now) or 60000)
+    before = len(_compat.THREADS)
+    hk.start()
+    hk.start()   # idempotent
+    try:
+        assert _wait(lambda: len(seen) == 1)
+        assert ["t4", 16384] in _compat.THREADS
+        assert len(_compat.THREADS) == before + 1
+        hk.wake("w")
+        assert _wait(lambda: len(seen) == 2, 1000)
+        assert hk.status()["running"] is True
+    finally:
+        hk.stop()
+    assert not hk.running()
+    assert _wait(lambda: ["t4", 16384] not in _compat.THREADS, 1000)
+
+
+def test_replacing_a_task_and_a_closed_socket_do_not_spin():
+    hk = tasks.Housekeeper("t5")
+    s = _udp()[0]
+    n = [0]
+
+    def step(now):
+        n[0] += 1
+        return 10000
+
+    hk.add("s", step, sock=lambda: s)
+    hk.run_once(0)
+    s.close()            # its owner closed it, the task still names it
+    t0 = time.time()
+    for _ in range(3):
+        hk.run_once(30)
+    assert n[0] <= 4, n[0]   # a dead socket may wake the task, but not in a tight loop
+    assert time.time() - t0 < 2
+    hk.add("s", lambda now: 5)   # replaced by name
+    assert hk.has("s") and len(hk.status()["tasks"]) == 1
