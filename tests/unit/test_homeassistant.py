@@ -65,7 +65,8 @@ def _walk(obj, path=""):
             _walk(v, "%s[%d]" % (path, i))
 
 
-def _check_component(c, kind, with_device):
+def _check_component(c, kind, with_device, base="iotutils/0200000001ab/"):
+    # (tests/integration/test_mqtt_device.py checks what devices publish with these rules too)
     for k in c:
         assert k in ABBREVIATIONS or k in UNABBREVIATED or (with_device and k in ("dev", "o")), (kind, k)
     for k in REQUIRED[kind]:
@@ -77,11 +78,11 @@ def _check_component(c, kind, with_device):
         assert c["ops"] and all(isinstance(o, str) for o in c["ops"])
     for k in ("stat_t", "cmd_t", "avty_t"):
         if k in c:
-            assert "+" not in c[k] and "#" not in c[k] and c[k].startswith("iotutils/0200000001ab/")
+            assert "+" not in c[k] and "#" not in c[k] and c[k].startswith(base)
 
 
-def _check_device(d):
-    assert set(d) <= set(DEVICE_ABBREVIATIONS) and d["ids"] == ["0200000001ab"] and d["name"] == "Desk lamp"
+def _check_device(d, dev_id="0200000001ab", name="Desk lamp"):
+    assert set(d) <= set(DEVICE_ABBREVIATIONS) and d["ids"] == [dev_id] and d["name"] == name
 
 
 def test_device_discovery_payload_follows_the_contract():

@@ -8,7 +8,7 @@
 #   m.subscribe("iotutils/<id>/+/set", callback)                # callback(topic str, payload bytes)
 #   m.start()                     # returns at once; connects, and reconnects, in its own thread
 #   m.publish(topic, payload, qos=0, retain=False)   # True when written (QoS 0) or queued (QoS 1)
-#   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.stop()
+#   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.drop(why) (Wi-Fi is gone); m.stop()
 #
 # Or without a thread: call m.loop_once() often (Device's main loop): it connects when due, reads
 # what arrived, keeps the link alive. Callbacks run in whichever thread calls loop_once().
@@ -251,6 +251,11 @@ class MQTT:
         self._kicked = True
         self._next_ms = ticks_ms()
         self._probe = True
+
+    def drop(self, why="dropped by the application"):
+        """Close the connection now, without DISCONNECT (the broker publishes the will): the network
+        under it went away. The next attempt follows the backoff, or kick()."""
+        self._drop(why)
 
     def connect(self):
         """One connect attempt now, on the caller's thread (when not using start()). -> connected."""
