@@ -77,6 +77,20 @@ def _rgb_light(rgb):
     return {"on": True, "brightness": m, "rgb": tuple(c * 255 // m for c in rgb)}
 
 
+def rgb_command(cur, cmd, mem=None):
+    """The colour an RGB variable showing `cur` takes for a light command {"on", "brightness",
+    "rgb"} (brightness 0..255); mem: its colour before it was switched off (white if unknown)."""
+    if cmd.get("on") is False:
+        return (0, 0, 0)
+    st = _rgb_light(cur)
+    m = _rgb_light(mem or (255, 255, 255))
+    colour = cmd.get("rgb") or st["rgb"] or m["rgb"]
+    bri = cmd.get("brightness")
+    if bri is None:
+        bri = st["brightness"] or m["brightness"]
+    return tuple(c * bri // 255 for c in colour)
+
+
 def entity_for(var, oid, name, kind=None):
     """(kind, object_id, name, extra) of the Home Assistant entity for a Persistent variable."""
     k = var.kind
@@ -420,7 +434,10 @@ class MqttDevice:
         if v is not None:
             var = v[0]
             if var.kind == "rgb" and v[2] != "text":
-                value = self._rgb_command(oid, var, value)
+                cur = var.value
+                if max(cur):
+                    self._rgb_mem[oid] = cur
+                value = rgb_command(cur, value, self._rgb_mem.get(oid))
             var.set(value)   # its own coercion: ValueError is logged, the real state published
             return
         lt = self._lights.get(oid)
@@ -440,20 +457,6 @@ class MqttDevice:
         elif oid == "firmware":
             if not self._start_job("install", None):
                 raise ValueError("an update or check is already running")
-
-    def _rgb_command(self, oid, var, cmd):
-        cur = var.value
-        st = _rgb_light(cur)
-        if st["on"]:
-            self._rgb_mem[oid] = cur
-        if cmd.get("on") is False:
-            return (0, 0, 0)
-        mem = _rgb_light(self._rgb_mem.get(oid) or (255, 255, 255))
-        colour = cmd.get("rgb") or st["rgb"] or mem["rgb"]
-        bri = cmd.get("brightness")
-        if bri is None:
-            bri = st["brightness"] or mem["brightness"]
-        return tuple(c * bri // 255 for c in colour)
 
     # ---- firmware: the update entity, installs, fleet rollouts ----
 

@@ -3,8 +3,8 @@
 # from the fake GitHub named by IOTUTILS_TEST_API (repo acme/lamp, signed by IOTUTILS_TEST_PUBKEY).
 # Configuration (fs/device_cfg.json): {"mqtt": URL, "networks": [[ssid, password]], "keepalive": s,
 # "info_every_s": s, "announce_delay_ms": ms, "check_every_h": h, "health_timeout_s": s,
-# "wifi_retry_s": s, "bad_version": V (an image of that version cannot reach the broker: it never
-# passes the health check and rolls back), "expose": [names] (default all; [] for the fleet's
+# "wifi_retry_s": s, "bad_version": V (an image of that version crashes at boot: the bootloader goes
+# back to the previous one), "expose": [names] (default all; [] for the fleet's
 # devices), "admin_pwhash": a hash_password() string stored as the admin password}.
 # Console: ONCHANGE <name> on=<bool> bri=<0..100> when HA changed the Alexa light (main loop);
 # POST /t/set {"name", "value"}: the app itself changes a variable.
@@ -36,8 +36,7 @@ if "wifi_retry_s" in cfg:
 url = cfg.get("mqtt")
 version = (appimage.read_desc(hal.partition(hal.ota_running())) or {}).get("version")
 if cfg.get("bad_version") and version == cfg["bad_version"]:
-    print("BAD IMAGE %s: its broker is unreachable" % version)
-    url = "mqtt://127.0.0.1:9"
+    raise RuntimeError("BAD IMAGE %s: crashes at boot" % version)
 
 api = os.getenv("IOTUTILS_TEST_API")
 dev = Device(name=cfg.get("name", "mqttdev"), mqtt=url, ota_repo="acme/lamp" if api else None, ota_api=api,
