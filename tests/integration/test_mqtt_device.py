@@ -5,15 +5,22 @@ no ghost entities, the admin page's MQTT section and provisioning; and the fault
 and restarted, a half-open link, Wi-Fi dropped and back, Home Assistant restarting, a power cut in
 the middle of an update started from the update entity."""
 import json
+import os
+import shlex
 import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 import requests
 
+from conftest import ROOT
 from fake_github import FakeGitHub, device_env
 from mosquitto import USER, HomeAssistant, Mosquitto, Proxy, broker_fixture, own_broker_fixture  # noqa: F401
 from mqttdev import BOOT_TIMEOUT, Dev, check_discovery, write_wifi
+from simdev import SimDevice
 from test_homeassistant import _check_component, _check_device
 
 import espimage
@@ -381,3 +388,62 @@ def test_update_entity_power_cut_during_the_install_then_a_whole_install(tmp_pat
     fw = ha.wait_json(dev.t("firmware"), lambda d: d["installed_version"] == "0.2.0", since=m, timeout=10)
     assert fw["latest_version"] == "0.2.0" and fw["in_progress"] is False
     ha.wait_json(dev.t("info"), lambda d: d["version"] == "0.2.0", since=m, timeout=10)
+
+
+# ---- make sim SIM_MQTT=... ----
+
+class MakeSimLamp(SimDevice):
+    """examples/lamp.py started with exactly the command line of `make sim SIM_MQTT=<url>`."""
+
+    def __init__(self, state, url):
+        SimDevice.__init__(self, state)
+        out = subprocess.run(["make", "-n", "--no-print-directory", "sim", "SIM_STATE=" + str(state),
+                              "SIM_PORT=%d" % self.port, "SIM_MQTT=" + url], cwd=ROOT, capture_output=True,
+                             text=True, timeout=30).stdout
+        self.cmd = shlex.split([x for x in out.splitlines() if "scripts/sim.py" in x][0])
+        self.id = "iotutils-020000%06x" % self.port
+        self.base = "iotutils/" + self.id
+
+    def start(self):
+        self.mark = len(self.lines)
+        self.proc = subprocess.Popen([sys.executable] + self.cmd[1:], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        return self
+
+    def t(self, topic):
+        return self.base + "/" + topic
+
+
+def test_make_sim_lamp_on_a_broker(tmp_path, broker, ha):
+    lamp = MakeSimLamp(tmp_path / "lamp", broker.url())
+    assert lamp.cmd[-3:] == ["--mqtt", broker.url(), "examples/lamp.py"], lamp.cmd
+    lamp.start()
+    try:
+        # as for `make sim` alone, the lamp first joins the simulated Wi-Fi through its setup page
+        lamp.wait_line(r"wifi: setup portal on", timeout=BOOT_TIMEOUT)
+        assert "mqtt: connected" not in lamp.output()          # no network yet, no broker
+        r = requests.post(lamp.url("/setup"), json={"ssid": "home", "password": "secret-home", "admin": "lamp-admin-1"},
+                          timeout=10)
+        assert r.status_code == 200, r.text
+        lamp.wait_line(r"mqtt: announced 9 entities", timeout=20)
+        cmps = check_discovery(ha.wait_json("homeassistant/device/%s/config" % lamp.id), lamp, "lamp")
+        assert (cmps["lamp_on"]["p"], cmps["lamp_on"]["name"]) == ("switch", "Lamp")
+        assert (cmps["lamp_bri"]["p"], cmps["lamp_bri"]["min"], cmps["lamp_bri"]["max"]) == ("number", 0, 100)
+        assert (cmps["alexa_1"]["p"], cmps["alexa_1"]["name"]) == ("light", "Desk lamp")
+        # Home Assistant switches the lamp on at 35 %: the LED and the Alexa light follow
+        m = ha.mark()
+        since = len(lamp.lines)
+        ha.send(lamp.t("lamp_bri/set"), "35")
+        ha.send(lamp.t("lamp_on/set"), "ON")
+        lamp.wait_line(r"LED rgb=\(89,62,35\)", since=since, timeout=5)
+        ha.wait_json(lamp.t("alexa_1"), lambda d: d["state"] == "ON" and d["brightness"] == 35, since=m, timeout=5)
+        # and its Alexa light, as a Hue client would: the lamp's own on_change
+        ha.send(lamp.t("alexa_1/set"), '{"state":"ON","brightness":80}')
+        ha.wait(lamp.t("lamp_bri"), b"80", since=m, timeout=5)
+        lamp.wait_line(r"LED rgb=\(204,144,80\)", since=since, timeout=5)
+        r = requests.get(lamp.url("/api/lamp"), timeout=10).json()
+        assert r == {"on": True, "brightness": 80, "rgb": [255, 180, 100]}
+    finally:
+        lamp.stop()
