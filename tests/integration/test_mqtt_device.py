@@ -376,12 +376,17 @@ def test_update_entity_power_cut_during_the_install_then_a_whole_install(tmp_pat
     assert r["version"] == "0.2.0" and r["ok"] is False and "interrupted" in r["error"]
     fw = ha.wait_json(dev.t("firmware"), lambda d: d.get("latest_version") == "0.2.0", since=m, timeout=20)
     assert fw["installed_version"] == __version__ and fw["in_progress"] is False
-    # again, to the end: the new image, confirmed once it reached the broker
+    # again, and the power goes the moment the image is installed, before the device's own reset:
+    # it comes back on the new image, which is confirmed once it reached the broker
     gh.chunk_delay_s = 0
     m = ha.mark()
     since = len(dev.lines)
     ha.send(dev.t("firmware/set"), "install")
-    dev.wait_line(r"^  firmware: slot ota_1 \(pending verify\), micropython 0\.2\.0", since=since, timeout=40)
+    dev.wait_line(r"mqtt: 0\.2\.0 installed, rebooting into it", since=since, timeout=30)
+    dev.power_cut()
+    since = len(dev.lines)
+    dev.boot()
+    dev.wait_line(r"^  firmware: slot ota_1 \(pending verify\), micropython 0\.2\.0", since=since, timeout=5)
     dev.wait_line(r"health check passed, image confirmed", since=since, timeout=30)
     r = ha.wait_json(dev.t("ota/result"), since=m, timeout=20)
     assert r == {"version": "0.2.0", "ok": True, "error": None}
