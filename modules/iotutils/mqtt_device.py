@@ -32,7 +32,7 @@ import json
 
 from iotutils import hal, persist
 from iotutils import homeassistant as ha
-from iotutils._compat import _thread, allocate_lock, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import _thread, allocate_lock, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.mqtt import MQTT, rollout_selected
 from iotutils.mqtt_settings import FOLDER, device_id, load
 
@@ -143,7 +143,7 @@ class MqttDevice:
     keepalive = 30
     #: seconds between diagnostics messages (<base>/info: version, uptime, heap, rssi, ip)
     info_every_s = 60
-    #: hours between questions to the OTA source (the update entity's latest version)
+    #: hours between questions to the OTA source (the update entity's latest version; at most 72)
     check_every_h = 12
     #: the update entity's progress is published when it moved this many percent, or ...
     progress_step = 5
@@ -175,6 +175,7 @@ class MqttDevice:
         self._lights_ms = 0
         self._scans = 0
         self._last = {}          # object_id -> the value last published (MQTT thread only)
+        self._raw = {}           # object_id -> an Alexa light's (on, bri, hue, sat) last looked at
         self._rgb_mem = {}       # object_id -> colour of an RGB light before it was switched off
         self._calls = []         # Alexa lights whose on_change the main loop owes (HA changed them)
         self._seen = -1          # persist.changes() when the exposed values were last compared
@@ -308,7 +309,7 @@ class MqttDevice:
 
     def _net_up(self):
         w = self.dev.wifi
-        return w is None or w.status()["connected"]
+        return w is None or w.connected()
 
     def _run(self):
         up = False
@@ -328,7 +329,7 @@ class MqttDevice:
                     sleep_ms(200)
                     continue
                 try:
-                    self._step(100)
+                    self._step(200)
                 except Exception as e:  # a bug must not end the thread
                     print("mqtt: unexpected error:")
                     print_exception(e)
@@ -363,10 +364,14 @@ class MqttDevice:
                 self._publish_if_changed(oid)
         if lights:
             for oid in self._lights:
-                self._publish_if_changed(oid)
+                lt = self._lights[oid]
+                raw = (lt.on, lt.bri, lt.hue, lt.sat)   # (no conversions while nothing changed)
+                if raw != self._raw.get(oid):
+                    self._raw[oid] = raw
+                    self._publish_if_changed(oid)
         self._firmware(now)
         if self._info_at is not None and ticks_diff(now, self._info_at) >= 0:
-            self._info_at = now + self.info_every_s * 1000
+            self._info_at = ticks_add(now, self.info_every_s * 1000)
             self.bridge.publish_info(self._diagnostics())
         self._confirmed(now)
         if self._result is not None:
@@ -381,7 +386,7 @@ class MqttDevice:
         now = ticks_ms()
         self._info_at = now
         if self._check_at is None:
-            self._check_at = now + 1000
+            self._check_at = ticks_add(now, 1000)
         self._seen = -1
         print("mqtt: announced %d entities to %s (%s mode) under %s" % (
             len(self.bridge.entities), self.prefix, self.mode, self.base))
@@ -391,7 +396,7 @@ class MqttDevice:
         b = os.urandom(2)
         ms = (b[0] << 8 | b[1]) * self.announce_delay_ms // 65536
         print("mqtt: Home Assistant is back: announcing again in %d ms" % ms)
-        self._announce_at = ticks_ms() + ms
+        self._announce_at = ticks_add(ticks_ms(), ms)
 
     def _diagnostics(self):
         import gc
@@ -408,7 +413,8 @@ class MqttDevice:
             var = v[0]
             if var.kind == "rgb":
                 return "#%02x%02x%02x" % var.value if v[2] == "text" else _rgb_light(var.value)
-            return var.value
+            x = var.value
+            return x[:255] if isinstance(x, str) else x   # (HA takes no longer text)
         lt = self._lights.get(oid)
         if lt is not None:
             return {"on": lt.on, "brightness": lt.brightness, "rgb": hs_rgb(lt.hue, lt.sat) if lt.color else None}
@@ -463,7 +469,8 @@ class MqttDevice:
     def _firmware(self, now):
         o = self.dev.ota
         if self._check_at is not None and ticks_diff(now, self._check_at) >= 0:
-            self._check_at = now + self.check_every_h * 3600000
+            # (a tick difference holds a few days on a board: 72 h at most)
+            self._check_at = ticks_add(now, int(min(self.check_every_h, 72) * 3600000))
             if o is None:
                 self._fw_set(release_summary="no OTA source configured on this device")
             else:
