@@ -522,6 +522,8 @@ class MQTT:
             return
         self._s = None
         self._poll = None
+        if why is not None:
+            self._err = "connection lost: " + why   # before connected goes False: status() agrees
         self.connected = False
         with self._lock:
             if self._queue and self._queue[0][4] == 2:
