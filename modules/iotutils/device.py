@@ -81,9 +81,12 @@ class Device:
         self._make_mqtt()
 
     def _make_mqtt(self):
-        from iotutils.persist import PersistentStr
-        if not (self.mqtt_url or PersistentStr("url", default="", folder="mqtt", max_length=200).value):
-            return
+        from iotutils import persist
+        if not self.mqtt_url:
+            stored = persist.PersistentStr("url", default="", folder="mqtt", max_length=200).value
+            persist.undeclare("url", "mqtt")   # a device without MQTT shows no "mqtt" folder
+            if not stored:
+                return
         from iotutils.mqtt_device import MqttDevice
         try:
             self._mq = MqttDevice(self, self.mqtt_url)
