@@ -17,7 +17,7 @@
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
 from iotutils import __version__, hal
-from iotutils._compat import const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -78,6 +78,7 @@ class Device:
         self.mqtt = None           # the MQTT client (iotutils.mqtt.MQTT) when a broker is configured
         self._mq = None            # its Home Assistant side (iotutils.mqtt_device)
         self._exposed = []         # (var, name, kind) for Home Assistant
+        self._mqtt_lock = allocate_lock()
         self._make_mqtt()
 
     def _make_mqtt(self):
@@ -102,14 +103,15 @@ class Device:
 
     def reload_mqtt(self):
         """Start MQTT again with the settings now stored (the admin page calls this after a change)."""
-        old = self._mq
-        if old is not None:
-            old.stop()
-        self._mq = self.mqtt = None
-        self._make_mqtt()
-        if self._mq is not None and self._started:
-            self._mq.start()
-        return self.mqtt
+        with self._mqtt_lock:   # two saves in a row: one client after the other, never two at once
+            old = self._mq
+            if old is not None:
+                old.stop()
+            self._mq = self.mqtt = None
+            self._make_mqtt()
+            if self._mq is not None and self._started:
+                self._mq.start()
+            return self.mqtt
 
     def expose(self, var, name=None, kind=None):
         """Show a persistent variable in Home Assistant as the entity its type implies (bool: switch,

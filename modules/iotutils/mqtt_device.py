@@ -461,6 +461,8 @@ class MqttDevice:
             self.client.publish(self.base + "/status", "offline", retain=True)
             _later(_reset_soon)
         elif oid == "firmware":
+            if self.dev.ota is None:
+                raise ValueError("no OTA source configured on this device")
             if not self._start_job("install", None):
                 raise ValueError("an update or check is already running")
 
