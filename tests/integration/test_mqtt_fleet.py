@@ -91,8 +91,8 @@ def test_discovery_storm_and_a_staged_rollout_halted_by_a_bad_release(tmp_path, 
             r = f.rollout("0.3.0", steps=[b[0], 50, 100], step_wait=90, max_failures=0, log=print)
             t_bad = time.time() - t0
             assert not r["completed"] and r["percent"] == 0 and r["failed"] == sorted(first), r
-            assert ha.wait_json("iotutils/fleet/rollout") == {"version": "0.3.0", "percent": 0, "halted": True,
-                                                               "reason": r["reason"]}
+            assert ha.wait_json("iotutils/fleet/rollout", lambda x: x.get("halted")) == {
+                "version": "0.3.0", "percent": 0, "halted": True, "reason": r["reason"]}
             results = f.snapshot()[first[0]]["results"]
             assert results[-1]["version"] == "0.3.0" and results[-1]["ok"] is False
             assert "rolled back" in results[-1]["error"]
