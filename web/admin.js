@@ -82,7 +82,7 @@ document.addEventListener("change",function(e){var t=e.target.closest("[data-cha
 start();
 // ---- MQTT: broker settings (the password is write-only), status, a connection test ----
 function loadMqtt(){api("GET","mqtt").then(function(r){var st=r.status;
-rows("mqttstatus",[["Broker",st?(st.connected?"connected to ":"not connected to ")+st.host+":"+st.port+(st.tls?" (TLS)":""):"not configured"],["Last error",st&&st.last_error||"-"],
+rows("mqttstatus",[["Broker",st?(st.connected?"connected to ":"not connected to ")+st.host+":"+st.port+(st.tls?" (TLS)":""):"not configured"],["Last error",st&&st.last_error||r.error||"-"],
 ["Connections",st?st.connects+" ("+st.reconnects+" reconnects), "+st.sent+" sent, "+st.received+" received":"-"],["Device id",r.device_id],["Base topic",r.base_topic],
 ["Settings from",r.source=="admin"?"this page":r.source=="code"?"the device's code ("+r.code_url+")":"-"]]);
 if(document.activeElement.tagName!="INPUT"&&document.activeElement.tagName!="TEXTAREA"){$("mqtturl").value=r.url||"";$("mqttuser").value=r.user||"";$("mqttpw").value="";

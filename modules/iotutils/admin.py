@@ -569,7 +569,7 @@ class Admin:
         m = self.dev.mqtt
         out = {k: s[k] for k in ("user", "ca", "prefix", "mode", "base")}
         out.update(url=ms.redact(ms.setting("url").value), password_set=bool(s["password"]), source=s["source"],
-                   code_url=ms.redact(self.dev.mqtt_url), device_id=ms.device_id(),
+                   error=s["error"], code_url=ms.redact(self.dev.mqtt_url), device_id=ms.device_id(),
                    base_topic=s["base"] or "iotutils/" + ms.device_id(), status=m.status() if m else None)
         return out
 

@@ -156,7 +156,7 @@ class MqttDevice:
     def __init__(self, dev, code_url=None):
         s = load(code_url)
         if not s["url"]:
-            raise ValueError("url: no broker configured")
+            raise ValueError(s["error"] or "url: no broker configured")
         self.dev = dev
         self.source = s["source"]
         self.prefix = s["prefix"] or "homeassistant"
@@ -323,6 +323,8 @@ class MqttDevice:
                     if up and not net:
                         self.client.drop("Wi-Fi lost")
                     elif net and not up:
+                        if self.client.status()["failures"]:
+                            print("mqtt: the network is back: connecting now")
                         self.client.kick()
                     up = net
                 if not up:

@@ -127,17 +127,23 @@ def check(d, stored=None):
 
 def load(code_url=None, changes=None):
     """The settings in force: {field: value} with "url" the full URL to connect to ("" when no
-    broker is configured) and "source" "admin", "code" or None. changes: checked settings laid
-    over the stored ones (a connection test of values not saved yet)."""
+    broker is configured, or the code's is not a broker URL: "error" says why) and "source"
+    "admin", "code" or None. changes: checked settings laid over the stored ones (a connection
+    test of values not saved yet)."""
     s = {k: setting(k).value for k in FIELDS}
     for k in changes or ():
         s[k] = changes[k] or _DEFAULT.get(k, "")
     stored = s["url"]
     url = stored or code_url or ""
     s["source"] = "admin" if stored else "code" if code_url else None
+    s["error"] = None
     if url:
-        tls, host, port, user, password = parse_url(url)
-        url = _url(tls, host, port, s["user"] or user, s["password"] or password)
+        try:
+            tls, host, port, user, password = parse_url(url)
+            url = _url(tls, host, port, s["user"] or user, s["password"] or password)
+        except ValueError as e:   # the code's URL (a stored one was checked): not usable
+            s["error"] = str(e)
+            url = ""
     s["url"] = url
     return s
 
@@ -171,7 +177,7 @@ def test_connection(d=None, code_url=None):
     stored["url"] = stored["url"] or code_url or ""
     s = load(code_url, check(d or {}, stored))
     if not s["url"]:
-        raise ValueError("url: no broker configured")
+        raise ValueError(s["error"] or "url: no broker configured")
     from iotutils.mqtt import MQTT
     m = MQTT(s["url"], client_id=device_id() + "-test", keepalive=10, cadata=s["ca"] or None)
     t0 = ticks_ms()

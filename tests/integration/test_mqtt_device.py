@@ -319,6 +319,7 @@ def test_wifi_dropped_and_back(tmp_path, broker, ha, devices):
     t0 = time.time()
     dev.wait_line(r"wifi: connected to home", since=since, timeout=20)
     t1 = time.time()
+    dev.wait_line(r"mqtt: the network is back: connecting now", since=since, timeout=5)   # no backoff wait
     dev.wait_line(r"mqtt: announced", since=since, timeout=5)
     assert time.time() - t1 < 2.0, "reconnected %.1f s after Wi-Fi" % (time.time() - t1)   # kicked, no backoff
     ha.wait(dev.t("status"), b"online", since=m, timeout=5)

@@ -125,3 +125,12 @@ def test_an_rgb_variable_as_a_light():
     assert rgb_command((0, 0, 0), {"on": True}) == (255, 255, 255)
     assert rgb_command((0, 0, 128), {"brightness": 255}) == (0, 0, 255)
     assert rgb_command((0, 0, 128), {"rgb": (255, 0, 0)}) == (128, 0, 0)       # keeps its brightness
+
+
+def test_a_code_url_that_is_not_a_broker_url():
+    fresh()
+    s = ms.load("http://broker.lan")
+    assert s["url"] == "" and "mqtt://" in s["error"] and s["source"] == "code"
+    ms.save({"url": "mqtt://fixed.lan"})                 # the admin page's wins, and works
+    s = ms.load("http://broker.lan")
+    assert s["url"] == "mqtt://fixed.lan:1883" and s["error"] is None
