@@ -102,13 +102,16 @@ class Device:
         self.mqtt = self._mq.client
 
     def reload_mqtt(self):
-        """Start MQTT again with the settings now stored (the admin page calls this after a change)."""
+        """Start MQTT again with the settings now stored (the admin page calls this after a change):
+        dev.mqtt is a new client, which carries the app's own subscriptions and on_connect callbacks."""
         with self._mqtt_lock:   # two saves in a row: one client after the other, never two at once
             old = self._mq
             if old is not None:
                 old.stop()
             self._mq = self.mqtt = None
             self._make_mqtt()
+            if self._mq is not None and old is not None:
+                self._mq.adopt(old)   # the app's own subscriptions go on with the new client
             if self._mq is not None and self._started:
                 self._mq.start()
             return self.mqtt

@@ -262,12 +262,14 @@ class MqttDevice:
         self._fw.update(installed_version=cur, latest_version=cur)
         self._outcome()
         m = self.client
+        before = len(m.handlers()[1])
         self.bridge = ha.Bridge(m, self._info(), self._entities(), get=self._get, set=self._set,
                                 prefix=self.prefix, mode=self.mode, announced=self._announced.value,
                                 on_announced=self._announced.set, on_ha_online=self._ha_online)
         self._dirty = False
         m.on_connect(self._connected)
         m.subscribe(ROLLOUT, self._rollout_msg)
+        self._own = (m.handlers()[1][before:], (self.base + "/+/set", self.prefix + "/status", ROLLOUT))
         self._running = self._alive = True
         if _thread is None:
             return self   # no threads: poll() drives the client
@@ -278,6 +280,18 @@ class MqttDevice:
             if old is not None:
                 _thread.stack_size(old)
         return self
+
+    def adopt(self, old):
+        """The app's own subscriptions and on_connect callbacks on the client of `old` (the
+        MqttDevice these settings replace) carry over to this one."""
+        own_cbs, own_subs = getattr(old, "_own", ((), ()))
+        subs, cbs = old.client.handlers()
+        for f, cb, qos in subs:
+            if f not in own_subs:
+                self.client.subscribe(f, cb, qos)
+        for cb in cbs:
+            if not [1 for o in own_cbs if o is cb]:
+                self.client.on_connect(cb)
 
     def stop(self):
         """Say offline, disconnect and end the thread (new settings: Device starts another)."""

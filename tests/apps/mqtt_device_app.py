@@ -6,7 +6,9 @@
 # "wifi_retry_s": s, "bad_version": V (an image of that version crashes at boot: the bootloader goes
 # back to the previous one), "expose": [names] (default all; [] for the fleet's
 # devices), "admin_pwhash": a hash_password() string stored as the admin password}.
-# Console: ONCHANGE <name> on=<bool> bri=<0..100> when HA changed the Alexa light (main loop);
+# Console: ONCHANGE <name> on=<bool> bri=<0..100> when HA changed the Alexa light (main loop),
+# PING <payload> for a message on app/<id>/ping and APP CONNECTED (the app's own subscription and
+# on_connect callback on dev.mqtt);
 # POST /t/set {"name", "value"}: the app itself changes a variable.
 import json
 import os
@@ -69,6 +71,11 @@ def changed(light):
 
 
 dev.alexa.add("Desk lamp", on_change=changed, dimmable=True, color=True)
+
+
+if dev.mqtt is not None:   # the app's own use of the client: carried over when settings change
+    dev.mqtt.subscribe("app/%s/ping" % dev.mqtt.client_id, lambda t, p: print("PING %s" % p.decode()))
+    dev.mqtt.on_connect(lambda: print("APP CONNECTED"))
 
 
 @dev.app.route("/t/set", methods=("POST",))

@@ -160,6 +160,11 @@ def test_component_mode_and_prefix_from_the_admin_page_clear_the_old_topics(tmp_
     _check_device(c["dev"], dev.id, "mqttdev")
     assert c["avty_t"] == dev.t("status")
     ha.wait_json("homeassistant/update/%s/firmware/config" % dev.id, since=m)
+    # the new client carries the app's own subscription and on_connect callback
+    since = len(dev.lines)
+    ha.send("app/%s/ping" % dev.id, "after the restart")
+    dev.wait_line(r"^PING after the restart$", since=since, timeout=5)
+    assert dev.output().count("APP CONNECTED") == 2
     # and back: every per-component config is cleared
     m = ha.mark()
     r = s.put(dev.url("/admin/api/mqtt"), json={"mode": ""}, timeout=10)

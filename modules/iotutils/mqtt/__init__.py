@@ -9,6 +9,7 @@
 #   m.start()                     # returns at once; connects, and reconnects, in its own thread
 #   m.publish(topic, payload, qos=0, retain=False)   # True when written (QoS 0) or queued (QoS 1)
 #   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.drop(why) (Wi-Fi is gone); m.stop()
+#   m.handlers() -> (subscriptions, on_connect callbacks), to carry them to a new client
 #
 # Or without a thread: call m.loop_once() often (Device's main loop): it connects when due, reads
 # what arrived, keeps the link alive. Callbacks run in whichever thread calls loop_once().
@@ -197,6 +198,12 @@ class MQTT:
             self._subs = [s for s in self._subs if s[0] != topic_filter]
         if self.connected:
             self._send_sub(topic_filter, fb, 0, True)
+
+    def handlers(self):
+        """([(filter, callback, qos)], [on_connect callbacks]) registered so far (to carry them to a
+        client made with new settings)."""
+        with self._lock:
+            return [(s[0], s[2], s[3]) for s in self._subs], list(self._on_connect)
 
     # ---- running ----
 
