@@ -15,6 +15,7 @@ BOARD       ?=
 PORT        ?= /dev/ttyUSB0
 SIM_STATE   ?= state
 SIM_PORT    ?= 8080
+SIM_MQTT    ?=
 FIRMWARE    ?=
 OTA_PUBKEY  ?=
 OTA_KEY     ?=
@@ -44,6 +45,7 @@ help:            ## this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "variables: BOARD=ESP32_GENERIC|UNIX  MICROPY_DIR=<micropython $(MICROPY_TAG) tree>  PORT=$(PORT)"
 	@echo "           FIRMWARE=<host firmware binary> (run the suites on it)  SIM_PORT=$(SIM_PORT)  SIM_STATE=$(SIM_STATE)"
+	@echo "           SIM_MQTT=mqtt://host:1883 (make sim: the lamp on that broker, with Home Assistant discovery)"
 
 # ---- environment ------------------------------------------------------------------------
 
@@ -61,8 +63,8 @@ deps: ## install the pinned Debian packages the tests use (needs root; skipped w
 
 # ---- run and test -------------------------------------------------------------------------
 
-sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:8080 (SIM_PORT)
-	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json examples/lamp.py
+sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:8080 (SIM_PORT); SIM_MQTT=mqtt://... for Home Assistant
+	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json $(if $(SIM_MQTT),--mqtt $(SIM_MQTT) )examples/lamp.py
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
 	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile -p no:pytest_embedded \

@@ -16,6 +16,15 @@ Measured, per client, in a device process of its own:
   notices, and for iotutils the time until it is connected again once the link is back.
   umqtt.simple sends no PINGREQ by itself: its loop here pings every keepalive/2 as its docs ask.
 
+Then through a whole device (tests/apps/device_bench.py on the simulator: iotutils.Device with
+everything on, a Hue light, a WeMo socket, auto-update, and here MQTT with Home Assistant discovery,
+a switch and a number exposed), side by side without and with MQTT:
+- heap: free after start (the boot report) and in the main loop once MQTT is connected and has
+  announced (median of the app's own "HEAP free=N" lines, collected first);
+- command -> state: paho publishes <base>/bench_on/set, the device sets the persistent variable
+  (its coercion, written to flash) and publishes the new state, paho receives it; next to the bare
+  client's command -> echo above.
+
 umqtt.simple (micropython-umqtt.simple 1.3.4, the last on PyPI) is downloaded at bench time from
 PyPI into build/umqtt/ (hash checked); its code is not part of this repository.
 Printed, never asserted: `make bench` material, not a test.
@@ -185,6 +194,55 @@ def run_client(kind, broker, n, pings, workdir):
     return res
 
 
+def run_device(broker, workdir, pings, with_mqtt):
+    """Heap and command -> state latency of tests/apps/device_bench.py, with or without MQTT."""
+    from simdev import SimDevice
+    wifi = os.path.join(workdir, "wifi.json")
+    with open(wifi, "w") as f:
+        json.dump({"networks": [{"ssid": "home", "password": "home-secret", "rssi": -55, "channel": 6}]}, f)
+    env = {"IOTUTILS_BENCH_WIFI": "home:home-secret"}
+    if with_mqtt:
+        env["IOTUTILS_MQTT"] = broker.url()
+    dev = SimDevice(os.path.join(workdir, "dev-%s" % with_mqtt), app=os.path.join(ROOT, "tests", "apps", "device_bench.py"),
+                    wifi=wifi, extra_env=env)
+    res = {}
+    ha = None
+    try:
+        dev.start()
+        res["after_start"] = int(dev.wait_line(r"heap free after start: (\d+)", timeout=60).group(1))
+        dev.wait_line(r"wifi: connected to home", timeout=30)
+        if with_mqtt:
+            dev.wait_line(r"mqtt: announced", timeout=30)
+        since = len(dev.lines)
+        frees = []
+        for _ in range(5):
+            m = dev.wait_line(r"HEAP free=(\d+)", since=since, timeout=10)
+            frees.append(int(m.group(1)))
+            since = next(i for i in range(since, len(dev.lines)) if "HEAP free=" in dev.lines[i]) + 1
+        res["loop"] = int(statistics.median(frees))
+        if with_mqtt:
+            from mosquitto import HomeAssistant
+            ha = HomeAssistant(broker, client_id="bench-ha")
+            base = "iotutils/iotutils-020000%06x" % dev.port
+            ha.wait(base + "/bench_on")
+            lat = []
+            for i in range(pings):
+                want = b"ON" if i % 2 == 0 else b"OFF"
+                mark = ha.mark()
+                t0 = time.perf_counter()
+                ha.send(base + "/bench_on/set", want)
+                ha.wait(base + "/bench_on", want, since=mark, timeout=5)
+                lat.append((time.perf_counter() - t0) * 1000)
+            lat.sort()
+            res["lat_median_ms"] = statistics.median(lat)
+            res["lat_p95_ms"] = lat[int(len(lat) * 0.95) - 1]
+    finally:
+        if ha is not None:
+            ha.close()
+        dev.stop()
+    return res
+
+
 def fmt(v, unit="", nd=1):
     return "n/a" if v is None else ("%.*f%s" % (nd, v, unit))
 
@@ -208,6 +266,7 @@ def main():
         broker = Mosquitto(os.path.join(d, "broker")).start()
         try:
             res = {k: run_client(k, broker, a.n, a.pings, d) for k in kinds}
+            devs = {m: run_device(broker, d, a.pings, m) for m in (False, True)}
         finally:
             broker.stop()
     ours = res["iotutils"]
@@ -235,6 +294,17 @@ def main():
     print("umqtt.simple writes a packet in several calls (header, topic, payload) without TCP_NODELAY: Nagle's")
     print("algorithm and the peer's delayed ACK then hold each small exchange ~40 ms (on lwIP as on Linux);")
     print("iotutils builds each packet in one buffer, writes it with one call, and sets TCP_NODELAY.")
+    print()
+    off, on = devs[False], devs[True]
+    print("%-48s %12s %12s %8s" % ("a whole Device (simulator, 110wK heap model)", "no MQTT", "MQTT", "cost"))
+    for label, key in (("heap free after start (bytes)", "after_start"),
+                       ("heap free in the main loop, connected (bytes)", "loop")):
+        print("%-48s %12d %12d %8d" % (label, off[key], on[key], off[key] - on[key]))
+    print("%-48s %12s %12s" % ("command -> state through the device, median (ms)", "-", fmt(on.get("lat_median_ms"), "", 2)))
+    print("%-48s %12s %12s" % ("command -> state through the device, p95 (ms)", "-", fmt(on.get("lat_p95_ms"), "", 2)))
+    print("(the bare client's command -> echo above: %s / %s ms; through the device the command also goes"
+          % (fmt(ours.get("lat_median_ms"), "", 2), fmt(ours.get("lat_p95_ms"), "", 2)))
+    print(" through Home Assistant's parsing, the variable's coercion and a write to flash)")
     return 0
 
 

@@ -1,18 +1,34 @@
 # A complete smart lamp: persistent on/brightness/colour, an Alexa dimmable light, its own page,
-# plus everything iotutils.Device brings (Wi-Fi + setup portal, admin page, OTA, watchdog).
+# plus everything iotutils.Device brings (Wi-Fi + setup portal, admin page, OTA, watchdog), and
+# Home Assistant over MQTT when a broker is set (`make sim SIM_MQTT=mqtt://127.0.0.1:1883`, the
+# admin page's MQTT section, or MQTT below).
 # `make sim` runs it on the simulated device; on a board, copy it as main.py.
 import iotutils
 from iotutils.persist import PersistentBool, PersistentRange, PersistentRGB
+
+try:
+    from os import getenv   # the simulator passes `make sim SIM_MQTT=...` as IOTUTILS_MQTT
+except ImportError:         # a board: write your broker here, or set it on the admin page
+    def getenv(name):
+        return None
+MQTT = getenv("IOTUTILS_MQTT")   # e.g. "mqtt://user:password@192.168.1.5"; None: the admin page's
 
 on = PersistentBool("on", default=False, folder="lamp")
 brightness = PersistentRange("bri", 0, 100, default=60, folder="lamp")
 colour = PersistentRGB("rgb", default=(255, 180, 100), folder="lamp")
 
-dev = iotutils.Device(name="lamp", ota_repo="iotutils/lamp-firmware")
+dev = iotutils.Device(name="lamp", ota_repo="iotutils/lamp-firmware", mqtt=MQTT)
+# in Home Assistant (with the Alexa light below, diagnostics, restart and the firmware)
+dev.expose(on, "Lamp")
+dev.expose(brightness, "Brightness")
+
+
+shown = [None]   # (on, brightness, colour) the LED shows
 
 
 def drive_led():
     # a real lamp would set PWM duty here; the simulator prints what the LED would show
+    shown[0] = (on.value, brightness.value, colour.value)
     r, g, b = colour.value
     k = brightness.value / 100 if on.value else 0
     print("LED rgb=(%d,%d,%d)" % (int(r * k), int(g * k), int(b * k)))
@@ -45,6 +61,14 @@ def apply(changes):
 
 light = dev.alexa.add("Desk lamp", on_change=alexa_changed, dimmable=True)
 show_on_alexa()
+
+
+@dev.every(250)
+def follow():
+    # a change made elsewhere (Home Assistant, the admin page's variables) reaches the LED and Alexa
+    if (on.value, brightness.value, colour.value) != shown[0]:
+        show_on_alexa()
+        drive_led()
 
 
 def _html(s):

@@ -17,6 +17,11 @@ JSON settings:
                                                     signed with (a .pub from scripts/keygen.py;
                                                     or --ota-pubkey FILE). A key frozen into the
                                                     firmware wins over this one.
+      "mqtt": {"url": "mqtt://broker:1883", "user": "...", "password": "...", "ca": "<PEM>",
+               "prefix": "homeassistant", "mode": "device" | "component", "base": "iotutils/..."}
+                                                    -> folder mqtt: the broker and Home Assistant
+                                                    discovery (any subset; checked as the admin
+                                                    page checks them; they win over the code's URL)
       "<folder>": {"<name>": <value> | {"type": "<type>", "value": <value>, "lo":..., "hi":...}}
     }
 CSV settings: a header "folder,name,type,value", one value per row (type may be empty: str).
@@ -38,7 +43,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "modules"))
 
-from iotutils import nvs, nvs_format, persist, sign  # noqa: E402
+from iotutils import mqtt_settings, nvs, nvs_format, persist, sign  # noqa: E402
 from iotutils.hal import layout  # noqa: E402
 from iotutils.hal.flash import RamFlash  # noqa: E402
 from iotutils.wifi import check_password, check_ssid  # noqa: E402
@@ -141,6 +146,14 @@ def settings_from_json(data):
             out.append(("admin", "pwhash", "str", val, {}))
         elif key == "ota_pubkey":
             out.append(("ota", "pubkey", "str", ota_pubkey_pem(val), {}))
+        elif key == "mqtt":
+            try:  # the device's own rules (iotutils.mqtt_settings), so nothing it would refuse
+                checked = mqtt_settings.check(val)
+            except ValueError as e:
+                raise ProvisionError(str(e) if str(e).startswith("mqtt") else "mqtt %s" % e)
+            for name, v in checked.items():
+                if v:
+                    out.append((mqtt_settings.FOLDER, name, "str", v, {}))
         elif isinstance(val, dict):
             for name, e in val.items():
                 if isinstance(e, dict) and "type" in e and "value" in e:

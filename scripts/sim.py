@@ -2,7 +2,7 @@
 """The simulated device: a MicroPython process on a simulated ESP32 (docs/design.md).
 
     python3 scripts/sim.py --state DIR --port N [--wifi FILE] [--heap SIZE] [--runtime PATH]
-                           [--write-nvs IMAGE] [--serial PATH] [APP]
+                           [--write-nvs IMAGE] [--serial PATH] [--mqtt URL] [APP]
 
 - flash: DIR/flash.bin (4 MB), laid out by boards/ESP32_GENERIC/partitions.csv; the device
   filesystem is DIR/fs/ (the device's working directory);
@@ -420,6 +420,9 @@ def main(argv=None):
                     help="the device's console on a pseudo-terminal, as on the board's UART: PATH becomes a "
                          "symlink to it (open it with mpremote, pytest-embedded, picocom); REPL, raw REPL, "
                          "boot.py, the app as main.py, the device filesystem as /")
+    ap.add_argument("--mqtt", metavar="URL", default=None,
+                    help="an MQTT broker for the app, as the environment variable IOTUTILS_MQTT "
+                         "(examples/lamp.py passes it to Device(mqtt=...)), e.g. mqtt://127.0.0.1:1883")
     ap.add_argument("app", nargs="?", default=DEFAULT_APP, help="main program (default: examples/lamp.py)")
     args = ap.parse_args(argv)
 
@@ -500,6 +503,8 @@ def main(argv=None):
             os.replace(cfg_path + ".tmp", cfg_path)
             env = dict(os.environ)
             env["IOTUTILS_SIM"] = cfg_path
+            if args.mqtt:
+                env["IOTUTILS_MQTT"] = args.mqtt
             env["MICROPYPATH"] = os.pathsep.join([p for p in (".", mpy_dir, ".frozen", os.path.join(ROOT, "modules"),
                                                               "lib") if p])
             if allowance:   # (a frozen toolbox: imported as the app needs it, before or after --serial's remount)

@@ -328,3 +328,93 @@ class Proxy:
         self.ls.close()
         for s in self.socks:
             s.close()
+
+
+class HomeAssistant:
+    """paho-mqtt playing Home Assistant: subscribed to the discovery prefix and to iotutils/#, it
+    keeps every message (log: [(time, topic, payload, retain)]) and the last payload per topic.
+
+        ha = HomeAssistant(broker)
+        cfg = ha.wait_json("homeassistant/device/<id>/config")      # the last, or the next one
+        ha.wait("iotutils/<id>/app_on", b"ON", since=ha.mark())     # a message after the mark
+        ha.send("iotutils/<id>/app_on/set", "ON"); ha.birth()        # a command; HA (re)started
+    """
+
+    def __init__(self, broker, prefix="homeassistant", client_id=None, user=None, password=None):
+        import paho.mqtt.client as mc
+        self.prefix = prefix
+        self.log = []
+        self.last = {}
+        self._cond = threading.Condition()
+        self.c = mc.Client(mc.CallbackAPIVersion.VERSION2, client_id=client_id or "ha-%d-%d" % (os.getpid(), id(self)))
+        if user:
+            self.c.username_pw_set(user, password)
+        self.c.on_message = self._message
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe([(prefix + "/#", 1), ("iotutils/#", 1)])
+        self.c.connect("127.0.0.1", broker.port, keepalive=30)
+        self.c.loop_start()
+        deadline = time.time() + 5
+        while not self.c.is_connected():
+            if time.time() > deadline:
+                raise TimeoutError("paho (Home Assistant) could not connect")
+            time.sleep(0.01)
+
+    def _message(self, c, userdata, msg):
+        with self._cond:
+            self.log.append((time.time(), msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.last[msg.topic] = bytes(msg.payload)
+            self._cond.notify_all()
+
+    def mark(self):
+        """The log position now: wait(..., since=mark) looks only at what arrives after it."""
+        with self._cond:
+            return len(self.log)
+
+    def wait(self, topic, want=None, timeout=15.0, since=None):
+        """The payload of a message on topic satisfying want (bytes to equal, or a predicate; None:
+        any): the last one already received (since=None) or the first after index `since`."""
+        ok = (lambda p: True) if want is None else want if callable(want) else (lambda p: p == want)
+        deadline = time.time() + timeout
+        with self._cond:
+            i = since
+            while True:
+                if i is None:
+                    if topic in self.last and ok(self.last[topic]):
+                        return self.last[topic]
+                else:
+                    while i < len(self.log):
+                        t, tp, p, _ = self.log[i]
+                        i += 1
+                        if tp == topic and ok(p):
+                            return p
+                left = deadline - time.time()
+                if left <= 0:
+                    seen = [(tp, p[:120]) for _, tp, p, _ in self.log if tp == topic][-5:]
+                    raise TimeoutError("no message on %s matching within %.0f s (last ones: %r)" % (topic, timeout, seen))
+                self._cond.wait(min(left, 0.1))
+
+    def wait_json(self, topic, want=None, timeout=15.0, since=None):
+        import json
+        ok = (lambda d: True) if want is None else want
+
+        def pred(p):
+            try:
+                return bool(p) and ok(json.loads(p))
+            except ValueError:
+                return False
+        return json.loads(self.wait(topic, pred, timeout, since))
+
+    def messages(self, topic, since=0):
+        with self._cond:
+            return [(t, p) for t, tp, p, _ in self.log[since:] if tp == topic]
+
+    def send(self, topic, payload, qos=0, retain=False):
+        self.c.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def birth(self):
+        """Home Assistant's birth message: it (re)started."""
+        self.send(self.prefix + "/status", "online", qos=1)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()

@@ -80,3 +80,15 @@ var ACT={delVar:delVar,exportVars:exportVars,factoryReset:factoryReset,forget:fo
 document.addEventListener("click",function(e){var t=e.target.closest("[data-act]");if(!t)return;if(t.tagName=="BUTTON")e.preventDefault();ACT[t.getAttribute("data-act")](t)});
 document.addEventListener("change",function(e){var t=e.target.closest("[data-change]");if(t)ACT[t.getAttribute("data-change")](t)});
 start();
+// ---- MQTT: broker settings (the password is write-only), status, a connection test ----
+function loadMqtt(){api("GET","mqtt").then(function(r){var st=r.status;
+rows("mqttstatus",[["Broker",st?(st.connected?"connected to ":"not connected to ")+st.host+":"+st.port+(st.tls?" (TLS)":""):"not configured"],["Last error",st&&st.last_error||r.error||"-"],
+["Connections",st?st.connects+" ("+st.reconnects+" reconnects), "+st.sent+" sent, "+st.received+" received":"-"],["Device id",r.device_id],["Base topic",r.base_topic],
+["Settings from",r.source=="admin"?"this page":r.source=="code"?"the device's code ("+r.code_url+")":"-"]]);
+if(document.activeElement.tagName!="INPUT"&&document.activeElement.tagName!="TEXTAREA"){$("mqtturl").value=r.url||"";$("mqttuser").value=r.user||"";$("mqttpw").value="";
+$("mqttpw").placeholder=r.password_set?"password: set (unchanged)":"password";$("mqttca").value=r.ca||"";$("mqttprefix").value=r.prefix||"";$("mqttmode").value=r.mode||"device";$("mqttbase").value=r.base||""}}).catch(function(e){say(e.message)})}
+function mqttForm(){var b={url:$("mqtturl").value,user:$("mqttuser").value,ca:$("mqttca").value,prefix:$("mqttprefix").value,mode:$("mqttmode").value,base:$("mqttbase").value};if($("mqttpw").value)b.password=$("mqttpw").value;return b}
+$("mqttform").onsubmit=function(ev){ev.preventDefault();api("PUT","mqtt",mqttForm()).then(function(){$("mqttpw").value="";say("MQTT settings saved: reconnecting",1);setTimeout(loadMqtt,1500)}).catch(function(e){say(e.message)})};
+function mqttTest(){$("mqtttest").textContent="connecting…";api("POST","mqtt/test",mqttForm()).then(function(r){$("mqtttest").textContent=r.result=="connected"?"connected ("+r.ms+" ms)":r.result+": "+r.reason}).catch(function(e){$("mqtttest").textContent="";say(e.message)})}
+ACT.mqttTest=mqttTest;
+(function(){var base=load;load=function(){base();if(page=="mqtt")loadMqtt()}})();

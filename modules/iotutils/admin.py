@@ -561,6 +561,34 @@ class Admin:
         self._need_alexa().remove(light)
         return {"ok": True}
 
+    # ---- MQTT (iotutils.mqtt_settings: the admin page's settings win over the code's URL) ----
+
+    def _mqtt_get(self, req):
+        from iotutils import mqtt_settings as ms
+        s = ms.load(self.dev.mqtt_url)
+        m = self.dev.mqtt
+        out = {k: s[k] for k in ("user", "ca", "prefix", "mode", "base")}
+        out.update(url=ms.redact(ms.setting("url").value), password_set=bool(s["password"]), source=s["source"],
+                   error=s["error"], code_url=ms.redact(self.dev.mqtt_url), device_id=ms.device_id(),
+                   base_topic=s["base"] or "iotutils/" + ms.device_id(), status=m.status() if m else None)
+        return out
+
+    def _mqtt_put(self, req):
+        from iotutils import mqtt_settings as ms
+        try:
+            ms.save(_obj(req), self.dev.mqtt_url)
+        except ValueError as e:
+            raise HTTPError(400, _short(e))
+        self._later(self.dev.reload_mqtt)  # the old client says offline and stops, in its own time
+        return dict(self._mqtt_get(req), ok=True, restarting=True)
+
+    def _mqtt_test(self, req):
+        from iotutils import mqtt_settings as ms
+        try:
+            return ms.test_connection(_obj(req), self.dev.mqtt_url)
+        except ValueError as e:
+            raise HTTPError(400, _short(e))
+
     # ---- system ----
 
     def _reboot(self, req):
@@ -592,6 +620,7 @@ _ROUTES = (
     ("GET", "alexa", "_alexa"), ("PUT", "alexa/pairing", "_alexa_pairing"),
     ("POST", "alexa/devices", "_alexa_add"), ("PUT", "alexa/devices/#", "_alexa_put"),
     ("DELETE", "alexa/devices/#", "_alexa_delete"), ("DELETE", "alexa/users/#", "_alexa_user_delete"),
+    ("GET", "mqtt", "_mqtt_get"), ("PUT", "mqtt", "_mqtt_put"), ("POST", "mqtt/test", "_mqtt_test"),
     ("POST", "reboot", "_reboot"),
 )
 

@@ -11,8 +11,13 @@
 # An app with its own loop calls dev.start() and then dev.poll() often (well within
 # Device.wdt_timeout_ms): the first poll() arms the task watchdog, and poll() is also what confirms
 # a new firmware image after the health check and delivers Alexa changes to on_change.
+#
+# MQTT and Home Assistant (iotutils.mqtt_device, loaded only when a broker is configured: in the
+# code, on the admin page or by provisioning; the stored setting wins):
+#   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
+#   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
 from iotutils import __version__, hal
-from iotutils._compat import const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -30,7 +35,7 @@ class Device:
 
     def __init__(self, name="iotutils", port=80, workers=3, ota_repo=None, ota_channel="release",
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
-                 ota_cadata=None, ota_allow_http=False):
+                 ota_cadata=None, ota_allow_http=False, mqtt=None):
         from iotutils.persist import PersistentStr
         self._name = PersistentStr("name", default=name, folder="device", max_length=32)
         from iotutils.server import WebServer
@@ -68,6 +73,59 @@ class Device:
         if alexa:
             from iotutils.alexa import Alexa
             self.alexa = Alexa(self.app)
+        #: the broker URL given in the code (the one set on the admin page or provisioned wins)
+        self.mqtt_url = mqtt
+        self.mqtt = None           # the MQTT client (iotutils.mqtt.MQTT) when a broker is configured
+        self._mq = None            # its Home Assistant side (iotutils.mqtt_device)
+        self._exposed = []         # (var, name, kind) for Home Assistant
+        self._mqtt_lock = allocate_lock()
+        self._make_mqtt()
+
+    def _make_mqtt(self):
+        from iotutils import persist
+        if not self.mqtt_url:
+            stored = persist.PersistentStr("url", default="", folder="mqtt", max_length=200).value
+            persist.undeclare("url", "mqtt")   # a device without MQTT shows no "mqtt" folder
+            if not stored:
+                return
+        from iotutils.mqtt_device import MqttDevice
+        try:
+            self._mq = MqttDevice(self, self.mqtt_url)
+        except ValueError as e:
+            print("mqtt: settings not usable:", e)
+            return
+        for x in self._exposed:
+            try:
+                self._mq.expose(*x)
+            except ValueError as e:
+                print("mqtt: not exposed:", e)
+        self.mqtt = self._mq.client
+
+    def reload_mqtt(self):
+        """Start MQTT again with the settings now stored (the admin page calls this after a change):
+        dev.mqtt is a new client, which carries the app's own subscriptions and on_connect callbacks."""
+        with self._mqtt_lock:   # two saves in a row: one client after the other, never two at once
+            old = self._mq
+            if old is not None:
+                old.stop()
+            self._mq = self.mqtt = None
+            self._make_mqtt()
+            if self._mq is not None and old is not None:
+                self._mq.adopt(old)   # the app's own subscriptions go on with the new client
+            if self._mq is not None and self._started:
+                self._mq.start()
+            return self.mqtt
+
+    def expose(self, var, name=None, kind=None):
+        """Show a persistent variable in Home Assistant as the entity its type implies (bool: switch,
+        range/int/float: number, str: text or select (choices=), hex: text, rgb: light, or
+        kind="text"), named `name` (default: the variable's name). Changes made anywhere are published;
+        HA's commands go through the variable's coercion. ValueError for a type with no entity
+        (checked now when MQTT is configured, else when it is). Returns var."""
+        if self._mq is not None:
+            self._mq.expose(var, name, kind)
+        self._exposed.append((var, name, kind))
+        return var
 
     def _make_ota(self):
         from iotutils.ota import OTA
@@ -159,6 +217,8 @@ class Device:
         print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
         if self.ota is not None:
             self._resume_auto_update()
+        if self._mq is not None:
+            self._mq.start()
         if self._pending():
             print("  firmware: new %s, confirming after a health check (within %d s)"
                   % ("image" if hal.ota_pending() else "app", self.health_timeout_s))
@@ -221,11 +281,14 @@ class Device:
 
     def healthy(self):
         """The OTA health check: the network is up (station, or the setup portal when no network
-        is configured) and the web server answers a request over a real socket."""
+        is configured), the web server answers a request over a real socket, and, when MQTT is
+        configured, the device is connected to the broker."""
         if self.wifi is not None:
             st = self.wifi.status()
             if not (st.get("connected") or (st.get("ap_ssid") and not st.get("configured"))):
                 return False
+        if self._mq is not None and not self._mq.healthy():
+            return False
         return _self_request(self._http_port())
 
     def poll(self):
@@ -246,6 +309,8 @@ class Device:
             self._check_health(now)
         if self.alexa is not None and hasattr(self.alexa, "poll"):
             self.alexa.poll()
+        if self._mq is not None:
+            self._mq.poll()
         for task in self._tasks:
             if ticks_diff(now, task[1]) >= task[0]:
                 task[1] = now

@@ -33,9 +33,13 @@
 #   set(object_id, value)            the command handler: value already parsed and checked
 #
 #   bridge = Bridge(mqtt, info, entities, get, set, prefix="homeassistant", mode="device",
-#                   announced=previous, on_announced=save)   # before mqtt.start(): sets the will
+#                   announced=previous, on_announced=save,   # before mqtt.start(): sets the will
+#                   on_ha_online=None)   # HA's birth message: announce() now, or call this instead
 #   bridge.publish_state("bri")      # after a change made elsewhere (web page, Alexa, a button)
 #   bridge.publish_info({"version": ..., "uptime": s, "heap": b, "rssi": dBm, "ip": "..."})
+#   bridge.set_entities(entities)    # the entity list changed: announced again (gone ones removed)
+#   A command HA sends that does not parse, or that set() refuses with ValueError, is logged and
+#   the unchanged state is published again (HA's optimistic view snaps back).
 #   `announced` is what on_announced(state) last received (persist it, e.g. PersistentJSON):
 #   entities gone since then get empty retained configs, so HA shows no ghosts.
 #
@@ -334,19 +338,18 @@ class Bridge:
     """A device's entities in Home Assistant over an MQTT client (see the top of this file)."""
 
     def __init__(self, mqtt, info, entities, get=None, set=None, prefix="homeassistant", mode="device",
-                 announced=None, on_announced=None):
+                 announced=None, on_announced=None, on_ha_online=None):
         self.mqtt = mqtt
         self.info = info
-        self.entities = [_entity(e) for e in entities]
-        self._by_id = {e[1]: e for e in self.entities}
         self.get = get
         self.set = set
         self.prefix = prefix
         self.mode = mode
         self.previous = announced
         self.on_announced = on_announced
+        self.on_ha_online = on_ha_online
         self.base = base_topic(info)
-        discovery(info, self.entities, prefix, mode)   # every check now, not at the first connect
+        self._use(entities)
         mqtt.set_will(self.base + "/status", "offline", retain=True)
         mqtt.on_connect(self.announce)
         mqtt.subscribe(self.base + "/+/set", self._command)
@@ -367,6 +370,19 @@ class Bridge:
         for e in self.entities:
             if e[0] not in ("button",) and not (e[0] == "sensor" and e[3].get("key")):
                 self.publish_state(e[1])
+
+    def _use(self, entities):
+        ents = [_entity(e) for e in entities]
+        discovery(self.info, ents, self.prefix, self.mode)   # every check now, not at the next connect
+        self.entities = ents
+        self._by_id = {e[1]: e for e in ents}
+
+    def set_entities(self, entities):
+        """Replace the entity list (ValueError, and nothing changed, for a bad one); announced at
+        once when connected (entities gone since the last announcement are removed from HA)."""
+        self._use(entities)
+        if getattr(self.mqtt, "connected", False):
+            self.announce()
 
     def publish_state(self, object_id, value=None):
         e = self._by_id[object_id]
@@ -389,13 +405,15 @@ class Bridge:
             return
         try:
             value = parse_command(e[0], e[3], payload)
-        except ValueError as err:
+            self.set(oid, value)
+        except ValueError as err:   # not understood, or refused by set(): HA is shown the real state
             print("homeassistant: %s: %s" % (oid, err))
-            return
-        self.set(oid, value)
         if e[0] != "button":
             self.publish_state(oid)
 
     def _ha_status(self, topic, payload):
         if payload == b"online":
-            self.announce()
+            if self.on_ha_online is not None:
+                self.on_ha_online()
+            else:
+                self.announce()

@@ -24,7 +24,8 @@
 # delete_folder(folder), factory_reset() (every folder); export_json() -> typed JSON text
 # {"folder": {"name": {"type": "int", "value": 3}}} and import_json(text), which validates every
 # entry first (ValueError naming the bad ones, nothing written). Variables without a folder live
-# in DEFAULT_FOLDER ("default").
+# in DEFAULT_FOLDER ("default"). changes() counts every write, reset and delete (a cheap "did
+# anything change?" for code that mirrors values elsewhere, such as MQTT states).
 import json
 
 from iotutils import journal, store
@@ -52,6 +53,7 @@ _MISSING = object()
 _cache = {}        # folder -> {name: raw stored value, or _MISSING}
 _kinds = {}        # (folder, name) -> the Persistent object last made for it (its type, for export)
 _gen = [None]
+_changes = [0]     # writes, resets, deletes and imports so far (changes())
 
 
 _guard = allocate_lock()
@@ -174,6 +176,7 @@ class _Persistent:
                 _cache_drop(self.folder, self.name)  # unknown state on flash: read it again next time
                 raise
             _cache_put(self.folder, self.name, raw)
+            _changes[0] += 1
         return self._out(v)
 
     def reset(self):
@@ -182,6 +185,7 @@ class _Persistent:
             _fresh()
             store.delete(self.folder, self.name)
             _cache_put(self.folder, self.name, _MISSING)
+            _changes[0] += 1
 
     def is_set(self):
         with _guard:
@@ -248,17 +252,20 @@ class PersistentFloat(_Persistent):
 class PersistentStr(_Persistent):
     kind = "str"
 
-    def __init__(self, name, default=None, folder=DEFAULT_FOLDER, max_length=None):
+    def __init__(self, name, default=None, folder=DEFAULT_FOLDER, max_length=None, choices=None):
         self.max_length = max_length
+        self.choices = tuple(choices) if choices else None   # only these values (a Home Assistant select)
         _Persistent.__init__(self, name, default, folder)
 
     def empty(self):
-        return ""
+        return self.choices[0] if self.choices else ""
 
     def _coerce(self, x):
         s = to_str(x)
         if self.max_length is not None and len(s) > self.max_length:
             s = s[:self.max_length]
+        if self.choices and s not in self.choices:
+            raise ValueError("not one of %s" % ", ".join(self.choices))
         return s
 
     def _encode(self, v):
@@ -546,6 +553,11 @@ def folders():
     return store.folders()
 
 
+def changes():
+    """How many writes, resets, deletes and imports happened since boot (compare two readings)."""
+    return _changes[0]
+
+
 def secret(folder, name=None):
     """Declare a folder (name None) or one value as secret: never exported or shown by the admin page."""
     _check(folder, "folder", "secret")
@@ -610,6 +622,7 @@ def delete(name, folder=DEFAULT_FOLDER):
         _fresh()
         found = store.delete(folder, name)
         _cache_drop(folder, name)  # (nothing kept for a name that may never be read again)
+        _changes[0] += 1
     return found
 
 
@@ -618,6 +631,7 @@ def delete_folder(folder):
     with _guard:
         store.erase_folder(folder)
         _cache.clear()
+        _changes[0] += 1
 
 
 def factory_reset():
@@ -625,6 +639,7 @@ def factory_reset():
     with _guard:
         store.erase_all()
         _cache.clear()
+        _changes[0] += 1
 
 
 def _export_entry(folder, name):
@@ -704,6 +719,7 @@ def import_json(text):
     finally:
         with _guard:
             _cache.clear()
+            _changes[0] += 1
             if journal.pending[0]:
                 _gen[0] = None  # what a failure left of the journal goes at the next access
     return n

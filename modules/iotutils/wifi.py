@@ -224,6 +224,10 @@ class Wifi:
     def configured(self):
         return bool(self._load())
 
+    def connected(self):
+        """True while the station is connected to a network (status() without building it)."""
+        return self._state == _CONNECTED and self._sta.isconnected()
+
     # ---- names ----
     def _mac_suffix(self):
         m = hal.mac()

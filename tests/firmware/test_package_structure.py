@@ -2,8 +2,9 @@
 files a newcomer can read.
 
 A static check of modules/iotutils with Python's ast (what the firmware freezes is this package):
-- layering: wifi <- portal <- admin <- device (a module never imports one above it), the web server
-  and the hardware layer import no capability, and nothing but iotutils/__init__ imports device;
+- layering: wifi <- portal <- admin <- device (a module never imports one above it), mqtt and
+  homeassistant <- mqtt_device <- device, the web server and the hardware layer import no
+  capability, and nothing but iotutils/__init__ imports device;
 - no module imports a private (_name) from another one (iotutils._compat is the shared-shim module);
 - the runtime shims (const, ticks, sleep_ms, print_exception, lock fallbacks) exist only in _compat,
   the crypto/escaping helpers only in auth;
@@ -26,11 +27,19 @@ FORBIDDEN = {
     "iotutils.auth": ("iotutils.portal", "iotutils.admin", "iotutils.wifi", "iotutils.server"),
     "iotutils.persist": ("iotutils.wifi", "iotutils.portal", "iotutils.admin", "iotutils.device",
                          "iotutils.server", "iotutils.ota", "iotutils.alexa"),
+    # MQTT's device side is handed the Device (and reaches Wi-Fi, OTA, Alexa through it): it imports
+    # the client, homeassistant, persist and hal, never what sits above it
+    "iotutils.mqtt_device": ("iotutils.device", "iotutils.admin", "iotutils.portal", "iotutils.wifi",
+                             "iotutils.alexa", "iotutils.server", "iotutils.web"),
+    "iotutils.mqtt_settings": ("iotutils.device", "iotutils.admin", "iotutils.mqtt_device", "iotutils.homeassistant"),
+    "iotutils.mqtt": ("iotutils.device", "iotutils.admin", "iotutils.mqtt_device", "iotutils.mqtt_settings"),
+    "iotutils.homeassistant": ("iotutils.device", "iotutils.admin", "iotutils.mqtt_device", "iotutils.mqtt"),
 }
 # the web server and the hardware layer are below every capability
 LOWER = ("iotutils.web", "iotutils.hal", "iotutils.http", "iotutils._compat")
 CAPABILITIES = ("iotutils.wifi", "iotutils.portal", "iotutils.admin", "iotutils.device", "iotutils.ota",
-                "iotutils.alexa", "iotutils.persist", "iotutils.mqtt", "iotutils.homeassistant")
+                "iotutils.alexa", "iotutils.persist", "iotutils.mqtt", "iotutils.homeassistant",
+                "iotutils.mqtt_device", "iotutils.mqtt_settings")
 # the one upward reference allowed: Wifi.start(portal=True) alone builds the default portal
 # (Device passes its own builder, so a device never takes this path)
 ALLOWED = {("iotutils.wifi", "iotutils.portal")}

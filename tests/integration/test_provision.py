@@ -231,3 +231,30 @@ def test_dump_edit_validation_and_partition_lookup(tmp_path):
     assert json.loads(out.stdout) == {"a": {"n": {"type": "i8", "value": -3}, "s": {"type": "string", "value": "text"}}}
     assert path.read_bytes() == before  # -o: the original stays as it was
     assert "write-flash 0x9000 %s" % (tmp_path / "new.bin") in out.stderr
+
+
+def test_mqtt_settings_are_checked_and_stored_as_the_device_reads_them(tmp_path):
+    ca = ("-----BEGIN CERTIFICATE-----\n" + base64.b64encode(b"\x30\x82" + bytes(300)).decode() +
+          "\n-----END CERTIFICATE-----\n")
+    entries = nvs_provision.settings_from_json({"mqtt": {
+        "url": "mqtts://dev:p%40ss@broker.lan:8883", "ca": ca, "prefix": "ha", "mode": "component",
+        "base": "iotutils/kitchen"}})
+    got = {e[1]: e[3] for e in entries}
+    # credentials in the URL go to user/password: the stored URL carries none
+    assert got == {"url": "mqtts://broker.lan:8883", "user": "dev", "password": "p@ss", "ca": ca,
+                   "prefix": "ha", "mode": "component", "base": "iotutils/kitchen"}
+    assert all(e[0] == "mqtt" and e[2] == "str" for e in entries)
+    image, _ = nvs_provision.build(entries, NVS_SIZE, str(tmp_path))
+    f = RamFlash(NVS_SIZE)
+    f.buf[:] = image
+    s = nvs.NVS(f)
+    assert s.get("mqtt", "url") == "mqtts://broker.lan:8883" and s.get("mqtt", "password") == "p@ss"
+    # the device's rules: each bad one named
+    for bad, field in (({"url": "http://x"}, "url"), ({"url": "mqtts://x"}, "ca"), ({"mode": "both"}, "mode"),
+                       ({"prefix": "home/#"}, "prefix"), ({"base": "/x/"}, "base"), ({"ca": "not a cert"}, "ca"),
+                       ({"port": 1883}, "port"), ({"user": 5}, "user"), ("mqtt://x", "")):
+        settings = tmp_path / "bad.json"
+        settings.write_text(json.dumps({"mqtt": bad}))
+        out = _run([PROVISION, str(settings), "-o", str(tmp_path / "nvs.bin")])
+        want = "mqtt %s: " % field if field else "mqtt: an object of settings expected"
+        assert out.returncode == 2 and want in out.stderr, (bad, out.stderr)

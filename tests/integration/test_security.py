@@ -40,7 +40,8 @@ STATES = {
     "everything": {"admin_password": PASSWORD, "device_name": "sectest",
                    "wifi_networks": [{"ssid": "home", "password": WIFI_PASSWORD},
                                      {"ssid": "cafe", "password": "cafe-pass-7781"}],
-                   "lamp": {"bri": {"type": "range", "value": 7, "lo": 0, "hi": 100}}},
+                   "lamp": {"bri": {"type": "range", "value": 7, "lo": 0, "hi": 100}},
+                   "mqtt": {"url": "mqtt://127.0.0.1:9", "user": "sec", "password": "mqtt-pass-3317"}},
 }
 
 
@@ -113,7 +114,7 @@ def _crawl(dev, state):
     for u in users:
         for p in ("/api/%s", "/api/%s/config", "/api/%s/lights", "/api/%s/lights/1"):
             c.ask("GET", p % u, label="user %s: GET %s" % (u, p))
-    apis = ["session", "status", "wifi", "wifi/scan", "vars", "export", "ota", "ota/progress", "alexa"]
+    apis = ["session", "status", "wifi", "wifi/scan", "vars", "export", "ota", "ota/progress", "alexa", "mqtt"]
     folders = set(s.get(dev.url("/admin/api/vars"), timeout=10).json()["folders"])
     folders |= {"admin", "wifi", "alexa", "lamp", "device", "iotutils", "ota", "mqtt"}
     for f in sorted(folders):

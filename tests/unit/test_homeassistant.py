@@ -65,7 +65,8 @@ def _walk(obj, path=""):
             _walk(v, "%s[%d]" % (path, i))
 
 
-def _check_component(c, kind, with_device):
+def _check_component(c, kind, with_device, base="iotutils/0200000001ab/"):
+    # (tests/integration/test_mqtt_device.py checks what devices publish with these rules too)
     for k in c:
         assert k in ABBREVIATIONS or k in UNABBREVIATED or (with_device and k in ("dev", "o")), (kind, k)
     for k in REQUIRED[kind]:
@@ -77,11 +78,11 @@ def _check_component(c, kind, with_device):
         assert c["ops"] and all(isinstance(o, str) for o in c["ops"])
     for k in ("stat_t", "cmd_t", "avty_t"):
         if k in c:
-            assert "+" not in c[k] and "#" not in c[k] and c[k].startswith("iotutils/0200000001ab/")
+            assert "+" not in c[k] and "#" not in c[k] and c[k].startswith(base)
 
 
-def _check_device(d):
-    assert set(d) <= set(DEVICE_ABBREVIATIONS) and d["ids"] == ["0200000001ab"] and d["name"] == "Desk lamp"
+def _check_device(d, dev_id="0200000001ab", name="Desk lamp"):
+    assert set(d) <= set(DEVICE_ABBREVIATIONS) and d["ids"] == [dev_id] and d["name"] == name
 
 
 def test_device_discovery_payload_follows_the_contract():
@@ -271,3 +272,44 @@ def test_bridge_announces_and_handles_commands():
     assert m.out[0][0] == "homeassistant/device/0200000001ab/config" and len(saved) == 1
     b.publish_info({"version": "0.1.0", "uptime": 5, "heap": 40000, "rssi": -60, "ip": "192.168.1.20"})
     assert m.out[-1][0] == "iotutils/0200000001ab/info" and json.loads(m.out[-1][1])["rssi"] == -60
+
+
+def test_bridge_refused_commands_entity_changes_and_ha_coming_back():
+    m = _FakeMQTT()
+    m.connected = True
+    values = {"relay": False, "bri": 50}
+    saved = []
+    back = []
+
+    def setter(oid, v):
+        if oid == "bri" and v > 80:
+            raise ValueError("bri: too bright")      # the app's own rule
+        values[oid] = v
+
+    ents = [("switch", "relay", "Relay", None), ("number", "bri", "Bri", {"min": 0, "max": 100, "int": True})]
+    b = ha.Bridge(m, INFO, ents, get=values.get, set=setter, on_announced=saved.append,
+                  on_ha_online=lambda: back.append(1))
+    cmd = m.subs["iotutils/0200000001ab/+/set"]
+    # a payload that does not parse, or a value set() refuses: the real state goes out again
+    for payload in (b"maybe", b"ON "):
+        m.out = []
+        cmd("iotutils/0200000001ab/relay/set", payload)
+    assert values["relay"] is True and m.out == [("iotutils/0200000001ab/relay", "ON", True)]
+    m.out = []
+    cmd("iotutils/0200000001ab/bri/set", b"90")
+    assert values["bri"] == 50 and m.out == [("iotutils/0200000001ab/bri", "50", True)]
+    m.out = []
+    cmd("iotutils/0200000001ab/bri/set", b"lots")
+    assert m.out == [("iotutils/0200000001ab/bri", "50", True)]
+    # HA's birth message goes to on_ha_online when given (a delayed announcement)
+    m.out = []
+    m.subs["homeassistant/status"]("homeassistant/status", b"online")
+    assert back == [1] and m.out == []
+    # the entity list changes while connected: announced again, the gone one removed
+    raises(ValueError, b.set_entities, ents + [("nope", "x", "X", None)])
+    assert [e[1] for e in b.entities] == ["relay", "bri"]         # unchanged by the bad list
+    b.announce()
+    b.set_entities(ents[:1])
+    cfgs = [json.loads(p) for t, p, _ in m.out if t.endswith("/config")]
+    assert cfgs[-2]["cmps"]["bri"] == {"p": "number"} and "bri" not in cfgs[-1]["cmps"]
+    assert saved[-1]["entities"] == ["switch/relay"]

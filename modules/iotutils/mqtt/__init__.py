@@ -8,7 +8,8 @@
 #   m.subscribe("iotutils/<id>/+/set", callback)                # callback(topic str, payload bytes)
 #   m.start()                     # returns at once; connects, and reconnects, in its own thread
 #   m.publish(topic, payload, qos=0, retain=False)   # True when written (QoS 0) or queued (QoS 1)
-#   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.stop()
+#   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.drop(why) (Wi-Fi is gone); m.stop()
+#   m.handlers() -> (subscriptions, on_connect callbacks), to carry them to a new client
 #
 # Or without a thread: call m.loop_once() often (Device's main loop): it connects when due, reads
 # what arrived, keeps the link alive. Callbacks run in whichever thread calls loop_once().
@@ -198,6 +199,12 @@ class MQTT:
         if self.connected:
             self._send_sub(topic_filter, fb, 0, True)
 
+    def handlers(self):
+        """([(filter, callback, qos)], [on_connect callbacks]) registered so far (to carry them to a
+        client made with new settings)."""
+        with self._lock:
+            return [(s[0], s[2], s[3]) for s in self._subs], list(self._on_connect)
+
     # ---- running ----
 
     def start(self):
@@ -251,6 +258,11 @@ class MQTT:
         self._kicked = True
         self._next_ms = ticks_ms()
         self._probe = True
+
+    def drop(self, why="dropped by the application"):
+        """Close the connection now, without DISCONNECT (the broker publishes the will): the network
+        under it went away. The next attempt follows the backoff, or kick()."""
+        self._drop(why)
 
     def connect(self):
         """One connect attempt now, on the caller's thread (when not using start()). -> connected."""
@@ -517,6 +529,8 @@ class MQTT:
             return
         self._s = None
         self._poll = None
+        if why is not None:
+            self._err = "connection lost: " + why   # before connected goes False: status() agrees
         self.connected = False
         with self._lock:
             if self._queue and self._queue[0][4] == 2:

@@ -1,0 +1,672 @@
+# MQTT and Home Assistant for iotutils.Device: the client's thread, and the device's entities in
+# Home Assistant: exposed persistent variables, every Alexa light, diagnostics, a restart button and
+# the firmware as an `update` entity; plus the device's side of fleet rollouts (scripts/fleet.py).
+# Device loads this module only when a broker is configured: a device without MQTT never holds it.
+# The settings (URL, credentials, CA, discovery prefix and mode, base topic) are iotutils.mqtt_settings.
+#
+#   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
+#   dev.expose(brightness, "Brightness")     # a PersistentRange -> a Home Assistant number
+#
+# Topics: Home Assistant's (iotutils.homeassistant) under <base> ("iotutils/<device id>"), plus
+# <base>/ota/result {"version", "ok", "error"} after an install started here (over MQTT: HA's
+# Install or a fleet rollout), sent once its outcome is known (after the reboot: confirmed, rolled
+# back, or interrupted), and the retained iotutils/fleet/rollout {"version", "percent"[, "halted"]}
+# read: a device takes the version when rollout_selected(<its id in the topics>, percent) and the
+# OTA source offers exactly that version. Kept in folder "mqtt": "announced" (what HA was told, so
+# entities that went are removed: no ghosts) and "ota_job" (the install whose result is owed).
+#
+# Entities, by the variable's type: Bool -> switch; Range -> number (its lo..hi); Int, Float ->
+# number (a box); Str -> text, or select when it has choices; Hex -> text (hexadecimal); RGB -> a
+# light (colour + brightness; off is black), or text "#rrggbb" with kind="text". HA's commands go
+# through the variable's own coercion: a refused value is logged and the real state published again.
+# Every change, wherever it is made (admin page, Alexa, the app, HA), is published: the client's
+# thread compares the exposed values when persist.changes() moved, and the Alexa lights every pass.
+#
+# Threads: one thread runs the client and does all the publishing (states, diagnostics every
+# info_every_s, the update entity's progress); it connects only while Wi-Fi is up, drops the link
+# when Wi-Fi goes and reconnects at once when it is back. HA's commands run there; an Alexa light's
+# on_change is delivered from Device.poll() (the main loop), as for Hue clients. OTA checks and
+# installs run in a thread of their own. Home Assistant's birth message ("online" on
+# <prefix>/status) is answered with a new announcement after a random 0..announce_delay_ms.
+import json
+
+from iotutils import hal, persist
+from iotutils import homeassistant as ha
+from iotutils._compat import _thread, allocate_lock, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils.mqtt import MQTT, rollout_selected
+from iotutils.mqtt_settings import FOLDER, device_id, load
+
+ROLLOUT = "iotutils/fleet/rollout"
+
+
+# ---- colours ----
+
+def hs_rgb(hue, sat):
+    """Hue's hue (0..65535) and sat (0..254) as (r, g, b) at full brightness."""
+    h = (hue or 0) * 6.0 / 65536
+    s = (sat or 0) / 254.0
+    i = int(h)
+    f = h - i
+    p, q, t = 1 - s, 1 - s * f, 1 - s * (1 - f)
+    c = ((1, t, p), (q, 1, p), (p, 1, t), (p, q, 1), (t, p, 1), (1, p, q))[i % 6]
+    return tuple(int(x * 255 + 0.5) for x in c)
+
+
+def rgb_hs(rgb):
+    """(hue 0..65535, sat 0..254) of an (r, g, b) colour."""
+    r, g, b = (x / 255.0 for x in rgb)
+    mx, mn = max(r, g, b), min(r, g, b)
+    d = mx - mn
+    if mx <= 0 or d <= 0:
+        return 0, 0
+    if mx == r:
+        h = ((g - b) / d) % 6
+    elif mx == g:
+        h = (b - r) / d + 2
+    else:
+        h = (r - g) / d + 4
+    return int(h / 6 * 65536 + 0.5) % 65536, int(d / mx * 254 + 0.5)
+
+
+def _rgb_light(rgb):
+    # an RGB variable as a light: on unless black; brightness its brightest channel; the colour at
+    # full brightness
+    m = max(rgb)
+    if not m:
+        return {"on": False, "brightness": None, "rgb": None}
+    return {"on": True, "brightness": m, "rgb": tuple(c * 255 // m for c in rgb)}
+
+
+def rgb_command(cur, cmd, mem=None):
+    """The colour an RGB variable showing `cur` takes for a light command {"on", "brightness",
+    "rgb"} (brightness 0..255); mem: its colour before it was switched off (white if unknown)."""
+    if cmd.get("on") is False:
+        return (0, 0, 0)
+    st = _rgb_light(cur)
+    m = _rgb_light(mem or (255, 255, 255))
+    colour = cmd.get("rgb") or st["rgb"] or m["rgb"]
+    bri = cmd.get("brightness")
+    if bri is None:
+        bri = st["brightness"] or m["brightness"]
+    return tuple(c * bri // 255 for c in colour)
+
+
+def entity_for(var, oid, name, kind=None):
+    """(kind, object_id, name, extra) of the Home Assistant entity for a Persistent variable."""
+    k = var.kind
+    if kind == "text" and k == "rgb":
+        return ("text", oid, name, {"max": 7, "pattern": "^#?[0-9a-fA-F]{6}$"})
+    if kind not in (None, ha_kind(var)):
+        raise ValueError("kind: %s cannot be shown as %r" % (k, kind))
+    if k == "bool":
+        return ("switch", oid, name, None)
+    if k == "range":
+        f = isinstance(var.lo, float) or isinstance(var.hi, float)
+        step = max(0.001, round((var.hi - var.lo) / 100.0, 3)) if f else 1
+        return ("number", oid, name, {"min": var.lo, "max": var.hi, "step": step, "int": not f, "mode": "slider"})
+    if k == "int":
+        return ("number", oid, name, {"min": -2147483648, "max": 2147483647, "int": True, "mode": "box"})
+    if k == "float":
+        return ("number", oid, name, {"min": -1e9, "max": 1e9, "step": 0.001, "mode": "box"})
+    if k == "str":
+        if getattr(var, "choices", None):
+            return ("select", oid, name, {"options": list(var.choices)})
+        return ("text", oid, name, {"max": min(var.max_length or 255, 255)})
+    if k == "hex":
+        return ("text", oid, name, {"max": 20, "hex": True})
+    if k == "rgb":
+        return ("light", oid, name, {"rgb": True, "scale": 255})
+    raise ValueError("%s/%s: a %s variable has no Home Assistant entity (bool, int, float, str, range, "
+                     "rgb and hex have)" % (var.folder, var.name, k))
+
+
+def ha_kind(var):
+    k = var.kind
+    return {"bool": "switch", "range": "number", "int": "number", "float": "number", "hex": "text",
+            "rgb": "light"}.get(k, "select" if getattr(var, "choices", None) else "text" if k == "str" else None)
+
+
+def object_id(var):
+    oid = "%s_%s" % (var.folder, var.name)
+    return "".join(c if (c.isalpha() and c < "\x80") or c.isdigit() or c in "_-" else "_" for c in oid)
+
+
+_FIXED = ("restart", "firmware", "rssi", "heap", "uptime", "ip")
+
+
+# ---- the device's link ----
+
+class MqttDevice:
+    """What Device runs when a broker is configured (see the top of this file)."""
+
+    #: seconds between keepalive exchanges (a link gone without a FIN is noticed after 1.5 x)
+    keepalive = 30
+    #: seconds between diagnostics messages (<base>/info: version, uptime, heap, rssi, ip)
+    info_every_s = 60
+    #: hours between questions to the OTA source (the update entity's latest version; at most 72)
+    check_every_h = 12
+    #: the update entity's progress is published when it moved this many percent, or ...
+    progress_step = 5
+    #: ... when this many ms passed since the last (and no more often otherwise)
+    progress_every_ms = 2000
+    #: Home Assistant came back: announce again after a random delay up to this (ms), so that a
+    #: whole house of devices does not answer at the same moment
+    announce_delay_ms = 5000
+
+    def __init__(self, dev, code_url=None):
+        s = load(code_url)
+        if not s["url"]:
+            raise ValueError(s["error"] or "url: no broker configured")
+        self.dev = dev
+        self.source = s["source"]
+        self.prefix = s["prefix"] or "homeassistant"
+        self.mode = s["mode"] or "device"
+        self.client = MQTT(s["url"], client_id=device_id(), keepalive=self.keepalive, cadata=s["ca"] or None)
+        self.id = self.client.client_id
+        self.base = s["base"] or "iotutils/" + self.id
+        parts = self.base.split("/")
+        # scripts/fleet.py knows a device by the level after iotutils/
+        self.fleet_id = parts[1] if len(parts) == 2 and parts[0] == "iotutils" else self.id
+        self.bridge = None
+        self._lock = allocate_lock()
+        self._vars = {}          # object_id -> [var, kind]
+        self._lights = {}        # object_id -> Alexa light
+        self._light_sig = None
+        self._lights_ms = 0
+        self._scans = 0
+        self._last = {}          # object_id -> the value last published (MQTT thread only)
+        self._raw = {}           # object_id -> an Alexa light's (on, bri, hue, sat) last looked at
+        self._rgb_mem = {}       # object_id -> colour of an RGB light before it was switched off
+        self._calls = []         # Alexa lights whose on_change the main loop owes (HA changed them)
+        self._seen = -1          # persist.changes() when the exposed values were last compared
+        self._dirty = False      # the entity list changed
+        self._running = False
+        self._alive = False
+        self._announce_at = None
+        self._info_at = None
+        self._check_at = None
+        self._job = None         # "check" / "install" while an OTA job runs
+        self._fw = {"installed_version": None, "latest_version": None, "release_url": None,
+                    "release_summary": None, "in_progress": False, "update_percentage": None}
+        self._fw_dirty = False
+        self._pct_pub = (-100, 0)  # (percent, ms) of the last progress published
+        self._rollout = None
+        self._result = None      # {"version", "ok", "error"} waiting for <base>/ota/result
+        self._report = persist.PersistentJSON("ota_job", default={}, folder=FOLDER)
+        self._rec = self._report.value or {}   # {"v": version, "rollout": bool, "done": bool}
+        self._await = None       # a new image, pending verify: its result once confirmed
+        self._await_ms = 0
+        self._announced = persist.PersistentJSON("announced", default=None, folder=FOLDER)
+
+    # ---- what HA shows ----
+
+    def expose(self, var, name=None, kind=None):
+        """Add var as an entity (ValueError if its type has none); announced at the next pass."""
+        oid = object_id(var)
+        with self._lock:
+            old = self._vars.get(oid)
+            if old is None and (oid in _FIXED or oid in self._vars or oid.startswith("alexa_")):
+                oid += "_v"
+            entity_for(var, oid, name or var.name, kind)  # checks now
+            t = dict(self._vars)   # replaced, never changed in place: the client's thread reads it
+            t[oid] = [var, name or var.name, kind]
+            self._vars = t
+            self._dirty = True
+        return oid
+
+    def _entities(self):
+        out = []
+        with self._lock:
+            for oid in self._vars:
+                v = self._vars[oid]
+                out.append(entity_for(v[0], oid, v[1], v[2]))
+        for oid in self._lights:
+            lt = self._lights[oid]
+            x = {"rgb": True, "scale": 100} if lt.color else {"scale": 100} if lt.dimmable else {"brightness": False}
+            out.append(("light", oid, lt.name, x))
+        out.append(("button", "restart", "Restart", {"device_class": "restart"}))
+        out.append(("update", "firmware", "Firmware", None))
+        return out + ha.diagnostics()
+
+    def _scan_lights(self):
+        a = self.dev.alexa
+        lights = a.lights() if a is not None else ()
+        sig = [(lt.index, lt.name, lt.dimmable, lt.color) for lt in lights]
+        if sig != self._light_sig:
+            self._light_sig = sig
+            self._lights = {"alexa_%d" % lt.index: lt for lt in lights}
+            return True
+        return False
+
+    def _info(self):
+        port = hal.port(80)
+        return {"id": self.id, "name": self.dev.name, "model": "iotutils", "sw": self._version(), "base": self.base,
+                "url": "http://%s%s/admin" % (hal.ip(), "" if port == 80 else ":%d" % port)}
+
+    def _version(self):
+        o = self.dev.ota
+        if o is not None:
+            return o.status()["version"]
+        from iotutils import appimage
+        try:
+            return (appimage.read_desc(hal.partition(hal.ota_running())) or {}).get("version")
+        except (OSError, ValueError):
+            return None
+
+    # ---- running ----
+
+    def start(self):
+        """Announce and stay connected from a thread of its own; returns at once."""
+        self._scan_lights()
+        cur = self._version()
+        self._fw.update(installed_version=cur, latest_version=cur)
+        self._outcome()
+        m = self.client
+        before = len(m.handlers()[1])
+        self.bridge = ha.Bridge(m, self._info(), self._entities(), get=self._get, set=self._set,
+                                prefix=self.prefix, mode=self.mode, announced=self._announced.value,
+                                on_announced=self._announced.set, on_ha_online=self._ha_online)
+        self._dirty = False
+        m.on_connect(self._connected)
+        m.subscribe(ROLLOUT, self._rollout_msg)
+        self._own = (m.handlers()[1][before:], (self.base + "/+/set", self.prefix + "/status", ROLLOUT))
+        self._running = self._alive = True
+        if _thread is None:
+            return self   # no threads: poll() drives the client
+        old = _thread.stack_size(MQTT.stack_size) if MQTT.stack_size else None
+        try:
+            _thread.start_new_thread(self._run, ())
+        finally:
+            if old is not None:
+                _thread.stack_size(old)
+        return self
+
+    def adopt(self, old):
+        """The app's own subscriptions and on_connect callbacks on the client of `old` (the
+        MqttDevice these settings replace) carry over to this one."""
+        own_cbs, own_subs = getattr(old, "_own", ((), ()))
+        subs, cbs = old.client.handlers()
+        for f, cb, qos in subs:
+            if f not in own_subs:
+                self.client.subscribe(f, cb, qos)
+        for cb in cbs:
+            if not [1 for o in own_cbs if o is cb]:
+                self.client.on_connect(cb)
+
+    def stop(self):
+        """Say offline, disconnect and end the thread (new settings: Device starts another)."""
+        self._running = False
+        t0 = ticks_ms()
+        while self._alive and ticks_diff(ticks_ms(), t0) < 3000:
+            sleep_ms(10)
+
+    def healthy(self):
+        """Part of the OTA health check: connected to the broker (a new image must reach it)."""
+        return self.client.connected
+
+    def poll(self):
+        """From the main loop: the on_change of Alexa lights HA changed (as for a Hue client)."""
+        if _thread is None and self._running:
+            self._step(0)
+        if not self._calls:
+            return
+        with self._lock:
+            calls = self._calls
+            self._calls = []
+        for lt in calls:
+            cb = lt.on_change
+            if cb is not None:
+                try:
+                    cb(lt)
+                except Exception as e:
+                    print("mqtt: on_change of %r failed: %r" % (lt.name, e))
+
+    def _net_up(self):
+        w = self.dev.wifi
+        return w is None or w.connected()
+
+    def _run(self):
+        up = False
+        checked = ticks_ms()
+        try:
+            while self._running:
+                now = ticks_ms()
+                if ticks_diff(now, checked) >= (500 if up else 200):
+                    checked = now
+                    net = self._net_up()
+                    if up and not net:
+                        self.client.drop("Wi-Fi lost")
+                    elif net and not up:
+                        if self.client.status()["failures"]:
+                            print("mqtt: the network is back: connecting now")
+                        self.client.kick()
+                    up = net
+                if not up:
+                    sleep_ms(200)
+                    continue
+                try:
+                    self._step(200)
+                except Exception as e:  # a bug must not end the thread
+                    print("mqtt: unexpected error:")
+                    print_exception(e)
+                    sleep_ms(200)
+        finally:
+            m = self.client
+            if m.connected:
+                m.publish(self.base + "/status", "offline", retain=True)
+            m.stop()
+            self._alive = False
+
+    def _step(self, wait_ms):
+        m = self.client
+        m.loop_once(wait_ms)
+        if not m.connected:
+            return
+        now = ticks_ms()
+        lights = ticks_diff(now, self._lights_ms) >= 250   # (Hue clients change them: look 4 times a second)
+        if lights:
+            self._lights_ms = now
+            self._scans += 1
+        if (lights and self._scans % 4 == 0 and self._scan_lights()) or self._dirty:
+            self._dirty = False
+            self.bridge.set_entities(self._entities())
+        if self._announce_at is not None and ticks_diff(now, self._announce_at) >= 0:
+            self._announce_at = None
+            self.bridge.announce()
+        c = persist.changes()
+        if c != self._seen:
+            self._seen = c
+            for oid in self._vars:
+                self._publish_if_changed(oid)
+        if lights:
+            for oid in self._lights:
+                lt = self._lights[oid]
+                raw = (lt.on, lt.bri, lt.hue, lt.sat)   # (no conversions while nothing changed)
+                if raw != self._raw.get(oid):
+                    self._raw[oid] = raw
+                    self._publish_if_changed(oid)
+        self._firmware(now)
+        if self._info_at is not None and ticks_diff(now, self._info_at) >= 0:
+            self._info_at = ticks_add(now, self.info_every_s * 1000)
+            self.bridge.publish_info(self._diagnostics())
+        self._confirmed(now)
+        if self._result is not None:
+            r = self._result
+            self._result = None
+            print("mqtt: ota result %s" % json.dumps(r))
+            m.publish(self.base + "/ota/result", json.dumps(r), qos=1)
+        self._consider_rollout()
+
+    def _connected(self):
+        # after the Bridge's announcement (registered first): diagnostics now, a check soon
+        now = ticks_ms()
+        self._info_at = now
+        if self._check_at is None:
+            self._check_at = ticks_add(now, 1000)
+        self._seen = -1
+        print("mqtt: announced %d entities to %s (%s mode) under %s" % (
+            len(self.bridge.entities), self.prefix, self.mode, self.base))
+
+    def _ha_online(self):
+        import os
+        b = os.urandom(2)
+        ms = (b[0] << 8 | b[1]) * self.announce_delay_ms // 65536
+        print("mqtt: Home Assistant is back: announcing again in %d ms" % ms)
+        self._announce_at = ticks_add(ticks_ms(), ms)
+
+    def _diagnostics(self):
+        import gc
+        gc.collect()   # the heap in use, not what garbage happens to hold
+        w = self.dev.wifi.status() if self.dev.wifi is not None else {}
+        return {"version": self._version(), "uptime": hal.uptime_ms() // 1000, "heap": hal.mem_free(),
+                "rssi": w.get("rssi"), "ip": w.get("ip") or hal.ip()}
+
+    # ---- states and commands (the Bridge calls these in the client's thread) ----
+
+    def _value(self, oid):
+        v = self._vars.get(oid)
+        if v is not None:
+            var = v[0]
+            if var.kind == "rgb":
+                return "#%02x%02x%02x" % var.value if v[2] == "text" else _rgb_light(var.value)
+            x = var.value
+            return x[:255] if isinstance(x, str) else x   # (HA takes no longer text)
+        lt = self._lights.get(oid)
+        if lt is not None:
+            return {"on": lt.on, "brightness": lt.brightness, "rgb": hs_rgb(lt.hue, lt.sat) if lt.color else None}
+        if oid == "firmware":
+            with self._lock:
+                return dict(self._fw)
+        return None
+
+    def _get(self, oid):
+        v = self._value(oid)
+        self._last[oid] = v
+        return v
+
+    def _publish_if_changed(self, oid):
+        v = self._value(oid)
+        if v != self._last.get(oid, self):
+            self._last[oid] = v
+            if v is not None:
+                self.bridge.publish_state(oid, v)
+
+    def _set(self, oid, value):
+        v = self._vars.get(oid)
+        if v is not None:
+            var = v[0]
+            if var.kind == "rgb" and v[2] != "text":
+                cur = var.value
+                if max(cur):
+                    self._rgb_mem[oid] = cur
+                value = rgb_command(cur, value, self._rgb_mem.get(oid))
+            var.set(value)   # its own coercion: ValueError is logged, the real state published
+            return
+        lt = self._lights.get(oid)
+        if lt is not None:
+            hue = sat = None
+            if value.get("rgb") is not None and lt.color:
+                hue, sat = rgb_hs(value["rgb"])
+            lt.set(on=value.get("on"), brightness=value.get("brightness"), hue=hue, sat=sat)
+            with self._lock:
+                if lt not in self._calls:
+                    self._calls.append(lt)
+            return
+        if oid == "restart":
+            print("mqtt: restart pressed in Home Assistant")
+            self.client.publish(self.base + "/status", "offline", retain=True)
+            _later(_reset_soon)
+        elif oid == "firmware":
+            if self.dev.ota is None:
+                raise ValueError("no OTA source configured on this device")
+            if not self._start_job("install", None):
+                raise ValueError("an update or check is already running")
+
+    # ---- firmware: the update entity, installs, fleet rollouts ----
+
+    def _firmware(self, now):
+        o = self.dev.ota
+        if self._check_at is not None and ticks_diff(now, self._check_at) >= 0:
+            # (a tick difference holds a few days on a board: 72 h at most)
+            self._check_at = ticks_add(now, int(min(self.check_every_h, 72) * 3600000))
+            if o is None:
+                self._fw_set(release_summary="no OTA source configured on this device")
+            else:
+                self._start_job("check", None)
+        with self._lock:
+            fw = self._fw
+            pct = fw["update_percentage"]
+            if fw["in_progress"] and pct is not None:
+                last, t = self._pct_pub
+                if pct - last >= self.progress_step or (pct != last and ticks_diff(now, t) >= self.progress_every_ms):
+                    self._fw_dirty = True
+                if self._fw_dirty:
+                    self._pct_pub = (pct, now)
+            dirty = self._fw_dirty
+            self._fw_dirty = False
+        if dirty:
+            v = self._value("firmware")
+            self._last["firmware"] = v
+            self.bridge.publish_state("firmware", v)
+
+    def _fw_set(self, **kw):
+        with self._lock:
+            self._fw.update(kw)
+            self._fw_dirty = True
+
+    def _start_job(self, kind, version):
+        if self.dev.ota is None:
+            self._fw_set(release_summary="no OTA source configured on this device")
+            return kind == "check"
+        with self._lock:
+            if self._job is not None:
+                return False
+            self._job = kind
+        _later(self._job_run, kind, version)
+        return True
+
+    def _job_run(self, kind, version):
+        try:
+            if kind == "check":
+                self._check()
+            else:
+                self._install(version)
+        except Exception as e:
+            print("mqtt: ota %s failed:" % kind)
+            print_exception(e)
+        finally:
+            with self._lock:
+                self._job = None
+
+    def _check(self):
+        o = self.dev.ota
+        try:
+            c = o.check()
+        except Exception as e:  # OTAError, OSError, a full heap: say why, keep the running version
+            self._fw_set(latest_version=self._fw["installed_version"], release_url=None,
+                         release_summary=("check failed: %s" % e)[:200])
+            return None
+        cur, new = c["current"], c["available"]
+        bad = o.state.load().get("bad") or ()
+        if c["newer"]:
+            url = "https://github.com/%s/releases/tag/%s" % (o.repo, new) if o.kind == "release" and o.repo else None
+            self._fw_set(installed_version=cur, latest_version=new, release_url=url,
+                         release_summary="%s is available (running %s)" % (new, cur))
+        else:
+            why = ("%s rolled back on this device (it did not pass the health check): not offered again" % new
+                   if new in bad else "up to date" if new == cur else
+                   "%s is offered, but it is older than the running %s" % (new, cur))
+            self._fw_set(installed_version=cur, latest_version=cur, release_url=None, release_summary=why)
+        return c
+
+    def _install(self, version):
+        o = self.dev.ota
+        rollout = version is not None
+        c = self._check()
+        if c is None:
+            return self._failed(version or "?", self._fw["release_summary"], rollout)
+        if rollout and c["available"] != version:
+            return self._failed(version, "the OTA source offers %s, not %s" % (c["available"], version), rollout)
+        if not c["newer"]:
+            return self._failed(c["available"], self._fw["release_summary"], rollout)
+        version = c["available"]
+        self._record({"v": version, "rollout": rollout})
+        self._fw_set(in_progress=True, update_percentage=0)
+        print("mqtt: installing %s" % version)
+        try:
+            got = o.update(progress=self._progress, reboot=False)
+        except Exception as e:
+            return self._failed(version, str(e) or type(e).__name__, rollout)
+        self._fw_set(update_percentage=100)
+        print("mqtt: %s installed, rebooting into it" % got)
+        # the result is reported once the new image is confirmed (or rolled back): after the reboot
+        t0 = ticks_ms()
+        while self._fw_dirty and ticks_diff(ticks_ms(), t0) < 2000:
+            sleep_ms(20)
+        sleep_ms(300)
+        hal.reset()
+
+    def _progress(self, done, total):
+        if total:
+            pct = min(100, done * 100 // total)
+            with self._lock:
+                self._fw["update_percentage"] = pct
+
+    def _record(self, rec):
+        self._rec = rec
+        self._report.value = rec
+
+    def _failed(self, version, error, rollout=False):
+        print("mqtt: update to %s not installed: %s" % (version, error))
+        self._fw_set(in_progress=False, update_percentage=None, release_summary=("not installed: %s" % error)[:200])
+        self._record({"v": version, "rollout": rollout, "done": True})
+        self._result = {"version": version, "ok": False, "error": error}
+
+    def _outcome(self):
+        """At boot: an install started here before the last reboot, and how it ended (a new image
+        still pending verify is reported once it is confirmed: _confirmed())."""
+        job = self._rec
+        v = job.get("v")
+        if not v or job.get("done") or self.dev.ota is None:
+            return
+        cur = self._version()
+        if cur == v and hal.ota_pending():
+            self._await = v
+            return
+        if cur == v:
+            r = {"version": v, "ok": True, "error": None}
+        elif v in (self.dev.ota.state.load().get("bad") or ()):
+            r = {"version": v, "ok": False, "error": "rolled back: the new image did not pass the health check"}
+        else:
+            r = {"version": v, "ok": False, "error": "interrupted: the device restarted before the install finished"}
+        self._record(dict(job, done=True))
+        self._result = r
+
+    def _confirmed(self, now):
+        # the new image waits for the health check (which wants this connection): once it is
+        # confirmed, say so
+        if self._await is None or ticks_diff(now, self._await_ms) < 500:
+            return
+        self._await_ms = now
+        if not hal.ota_pending():
+            self._record(dict(self._rec, done=True))
+            self._result = {"version": self._await, "ok": True, "error": None}
+            self._await = None
+
+    def _rollout_msg(self, topic, payload):
+        try:
+            r = json.loads(payload) if payload else None
+            if r is not None and not (isinstance(r.get("version"), str) and isinstance(r.get("percent"), (int, float))):
+                raise ValueError("version and percent expected")
+        except (ValueError, AttributeError) as e:
+            print("mqtt: rollout message not understood: %s" % e)
+            return
+        self._rollout = r
+
+    def _consider_rollout(self):
+        r = self._rollout
+        if r is None or r.get("halted") or self._job is not None or self._await is not None:
+            return
+        v = r["version"]
+        if v == self._fw["installed_version"] or (self._rec.get("v") == v and self._rec.get("rollout")):
+            return   # running it, or tried it already (its result was reported)
+        if not rollout_selected(self.fleet_id, r["percent"]):
+            return
+        if self.dev.ota is None:
+            self._failed(v, "no OTA source configured on this device", True)
+            return
+        print("mqtt: rollout of %s at %s %%: this device is in" % (v, r["percent"]))
+        self._record({"v": v, "rollout": True})
+        self._start_job("install", v)
+
+
+def _later(fn, *args):
+    if _thread is not None:
+        _thread.start_new_thread(fn, args)
+    else:
+        fn(*args)
+
+
+def _reset_soon():
+    sleep_ms(500)   # the offline message and the command's answer leave first
+    hal.reset()

@@ -1,0 +1,136 @@
+# The device side of MQTT (iotutils/mqtt_settings.py, iotutils/mqtt_device.py) without a broker:
+# settings checked as the admin page and provisioning check them, the entity each persistent type
+# becomes, colours, an RGB variable as a light, persist.changes() and PersistentStr(choices=).
+# Runs on CPython and MicroPython. The wiring itself: tests/integration/test_mqtt_device.py.
+from mpunit import raises
+
+from iotutils import homeassistant as ha
+from iotutils import mqtt_settings as ms
+from iotutils import nvs, persist, store
+from iotutils.hal.flash import RamFlash
+from iotutils.mqtt.codec import parse_url
+from iotutils.mqtt_device import entity_for, hs_rgb, object_id, rgb_command, rgb_hs
+from iotutils.persist import (PersistentBool, PersistentFloat, PersistentHex, PersistentInt, PersistentJSON,
+                              PersistentRange, PersistentRGB, PersistentStr)
+
+CA = "-----BEGIN CERTIFICATE-----\nMIIBdgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END CERTIFICATE-----\n"
+
+
+def fresh():
+    store.use(nvs.NVS(RamFlash(0x6000)), "nvs")
+
+
+def test_settings_are_checked_and_credentials_leave_the_url():
+    out = ms.check({"url": "mqtt://dev:p%40ss:w@broker.lan", "prefix": "ha", "mode": "component",
+                    "base": "home/lamp"})
+    assert out == {"url": "mqtt://broker.lan:1883", "user": "dev", "password": "p@ss:w", "prefix": "ha",
+                   "mode": "component", "base": "home/lamp"}
+    # given separately, the fields win over the URL's credentials
+    assert ms.check({"url": "mqtt://a:b@h", "user": "x"}) == {"url": "mqtt://h:1883", "user": "x", "password": "b"}
+    assert ms.check({"url": "", "prefix": None}) == {"url": "", "prefix": ""}
+    for bad, field in (({"url": "http://h"}, "url"), ({"url": "mqtts://h"}, "ca"), ({"mode": "x"}, "mode"),
+                       ({"prefix": "a/+/b"}, "prefix"), ({"base": "a/"}, "base"), ({"base": "x#"}, "base"),
+                       ({"ca": "-----BEGIN CERTIFICATE-----\n!!\n"}, "ca"), ({"user": 1}, "user"),
+                       ({"password": "p" * 129}, "password"), ({"host": "h"}, "host")):
+        e = raises(ValueError, ms.check, bad)
+        assert str(e).startswith(field + ":"), (bad, e)
+    raises(ValueError, ms.check, "mqtt://h")
+    assert ms.check({"url": "mqtts://h", "ca": CA})["url"] == "mqtts://h:8883"
+    assert ms.check({"url": "mqtts://h"}, {"ca": CA}) == {"url": "mqtts://h:8883"}   # a CA stored before
+    # the URL the client gets back parses to the same credentials, whatever they hold
+    u = ms._url(False, "::1", 1884, "us@r/é", "p:w d%")
+    assert parse_url(u) == (False, "::1", 1884, "us@r/é", "p:w d%")
+    assert ms.redact(u) == "mqtt://us%40r%2F%C3%A9@[::1]:1884" and ms.redact("") == ""
+
+
+def test_settings_stored_load_and_precedence():
+    fresh()
+    assert ms.load()["url"] == "" and ms.load()["source"] is None
+    s = ms.load("mqtt://c:cpw@code.lan")
+    assert s["url"] == "mqtt://c:cpw@code.lan:1883" and s["source"] == "code" and s["prefix"] == "homeassistant"
+    ms.save({"user": "admin", "password": "apw"}, "mqtt://c:cpw@code.lan")
+    assert ms.load("mqtt://c:cpw@code.lan")["url"] == "mqtt://admin:apw@code.lan:1883"
+    ms.save({"url": "mqtt://stored.lan:1999"})
+    s = ms.load("mqtt://c:cpw@code.lan")
+    assert s["url"] == "mqtt://admin:apw@stored.lan:1999" and s["source"] == "admin"
+    assert ms.setting("url").value == "mqtt://stored.lan:1999"         # no credentials on flash
+    assert persist.is_secret("mqtt", "password") and "apw" not in persist.export_json()
+    ms.save({"url": "", "user": ""})                                    # back to the code's
+    assert ms.load("mqtt://c:cpw@code.lan")["url"] == "mqtt://c:apw@code.lan:1883"
+    raises(ValueError, ms.save, {"mode": "both"})
+    assert ms.load()["mode"] == "device"
+    # a test of settings not saved: laid over the stored ones, nothing written
+    assert ms.load(None, ms.check({"url": "mqtt://t.lan", "prefix": ""}))["url"] == "mqtt://t.lan:1883"
+    assert ms.setting("url").value == ""
+
+
+class _Var:
+    pass
+
+
+def test_each_persistent_type_becomes_the_entity_it_implies():
+    fresh()
+    x = [entity_for(v, object_id(v), "N") for v in (
+        PersistentBool("on", folder="app"), PersistentRange("bri", 0, 100, folder="app"),
+        PersistentRange("temp", 5.0, 30.0, folder="app"), PersistentInt("n", folder="app"),
+        PersistentFloat("f", folder="app"), PersistentStr("s", folder="app", max_length=40),
+        PersistentStr("long", folder="app"), PersistentStr("fx", folder="app", choices=("a", "b")),
+        PersistentHex("mask", folder="app"), PersistentRGB("col", folder="my app"))]
+    assert [e[0] for e in x] == ["switch", "number", "number", "number", "number", "text", "text", "select",
+                                 "text", "light"]
+    assert x[1][3] == {"min": 0, "max": 100, "step": 1, "int": True, "mode": "slider"}
+    assert x[2][3]["step"] == 0.25 and not x[2][3]["int"]
+    assert x[5][3] == {"max": 40} and x[6][3] == {"max": 255} and x[7][3] == {"options": ["a", "b"]}
+    assert x[8][3]["hex"] and x[9][1] == "my_app_col" and x[9][3]["rgb"]
+    t = entity_for(PersistentRGB("col", folder="app"), "c", "C", "text")
+    assert t[0] == "text" and t[3]["pattern"]
+    # every one makes a valid discovery message
+    assert ha.discovery({"id": "iotutils-0200", "name": "d"}, x)
+    e = raises(ValueError, entity_for, PersistentJSON("cfg", folder="app"), "c", "C")
+    assert "app/cfg" in str(e) and "json" in str(e)
+    raises(ValueError, entity_for, PersistentBool("b", folder="app"), "b", "B", "text")
+
+
+def test_choices_and_the_change_counter():
+    fresh()
+    fx = PersistentStr("fx", folder="app", choices=("none", "rainbow"))
+    assert fx.value == "none"
+    assert "not one of none, rainbow" in str(raises(ValueError, fx.set, "disco"))
+    raises(ValueError, PersistentStr, "fx2", "disco", "app", None, ("none",))
+    n = persist.changes()
+    fx.value = "rainbow"
+    fx.value = "rainbow"                     # the same value: nothing written, still counted
+    assert persist.changes() == n + 2
+    fx.reset()
+    persist.delete("fx", "app")
+    persist.import_json({"app": {"fx": "none"}})
+    assert persist.changes() == n + 5
+
+
+def test_colours():
+    assert hs_rgb(0, 254) == (255, 0, 0) and hs_rgb(21845, 254) == (0, 255, 0) and hs_rgb(43690, 254) == (0, 0, 255)
+    assert hs_rgb(12345, 0) == (255, 255, 255)
+    for rgb in ((255, 0, 0), (0, 128, 255), (255, 200, 10), (10, 255, 80)):
+        h, s = rgb_hs(rgb)
+        back = hs_rgb(h, s)
+        m = max(rgb)
+        assert all(abs(a - b * 255 // m) <= 3 for a, b in zip(back, rgb)), (rgb, h, s, back)
+    assert rgb_hs((0, 0, 0)) == (0, 0) and rgb_hs((90, 90, 90)) == (0, 0)
+
+
+def test_an_rgb_variable_as_a_light():
+    assert rgb_command((255, 128, 0), {"rgb": (0, 0, 255), "brightness": 128}) == (0, 0, 128)
+    assert rgb_command((0, 0, 128), {"on": False}) == (0, 0, 0)
+    assert rgb_command((0, 0, 0), {"on": True}, (0, 0, 128)) == (0, 0, 128)     # the colour it had
+    assert rgb_command((0, 0, 0), {"on": True}) == (255, 255, 255)
+    assert rgb_command((0, 0, 128), {"brightness": 255}) == (0, 0, 255)
+    assert rgb_command((0, 0, 128), {"rgb": (255, 0, 0)}) == (128, 0, 0)       # keeps its brightness
+
+
+def test_a_code_url_that_is_not_a_broker_url():
+    fresh()
+    s = ms.load("http://broker.lan")
+    assert s["url"] == "" and "mqtt://" in s["error"] and s["source"] == "code"
+    ms.save({"url": "mqtt://fixed.lan"})                 # the admin page's wins, and works
+    s = ms.load("http://broker.lan")
+    assert s["url"] == "mqtt://fixed.lan:1883" and s["error"] is None
