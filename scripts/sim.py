@@ -423,6 +423,9 @@ def main(argv=None):
     ap.add_argument("--mqtt", metavar="URL", default=None,
                     help="an MQTT broker for the app, as the environment variable IOTUTILS_MQTT "
                          "(examples/lamp.py passes it to Device(mqtt=...)), e.g. mqtt://127.0.0.1:1883")
+    ap.add_argument("--sockets", type=int, default=int(os.environ["IOTUTILS_SIM_SOCKETS"]) if os.getenv("IOTUTILS_SIM_SOCKETS") else None,
+                    help="the board's lwIP socket table (default: the ESP32 board's, iotutils.hal.MAX_SOCKETS; "
+                         "0: no table, the host's limits; env IOTUTILS_SIM_SOCKETS)")
     ap.add_argument("app", nargs="?", default=DEFAULT_APP, help="main program (default: examples/lamp.py)")
     args = ap.parse_args(argv)
 
@@ -494,6 +497,7 @@ def main(argv=None):
                 "ota_state": otadata.STATE_NAMES.get(ota_state, "undefined"),
                 "reset_cause": cause, "boot": boots, "mac": mac,
                 "heap_model": mpcode.heap_bytes(args.heap), "code_allowance": allowance,
+                "sockets": args.sockets,
             }
             if uart:
                 cfg.update(repl=soft or "friendly", soft_reboot=soft is not None)

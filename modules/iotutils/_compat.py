@@ -5,6 +5,7 @@
 # const(): MicroPython's compiler folds `_X = const(3)` by the name `const` alone, wherever the name
 # comes from, so `from iotutils._compat import const` keeps the folding (tests/unit check it with
 # mpy-cross) while CPython gets the identity function.
+import sys
 import time
 
 try:
@@ -82,12 +83,20 @@ def exists(path):
 # default)]. The memory budget (iotutils.memory) counts them: on an ESP32 every thread is a FreeRTOS
 # task whose stack comes from internal RAM, outside the MicroPython heap.
 THREADS = []
+_HOST = sys.platform != "esp32"
+_WIDE = sys.maxsize > 0x7FFFFFFF
 
 
 def start_thread(name, fn, args=(), stack_size=0):
     """Run fn(*args) in a new thread, counted in THREADS until it ends. stack_size: bytes for its
-    stack (0: the port's default), set for this thread only."""
+    stack on the chip (0: the port's default), set for this thread only. Elsewhere the thread gets
+    what the same code needs there: MicroPython's unix port needs twice the stack on a 64-bit host
+    (its UNIX_STACK_MULTIPLIER) and keeps 8 KB of every thread's stack out of its recursion limit,
+    so a thread sized for the chip runs out of stack here about where it would on the chip."""
     entry = [name, stack_size]
+    real = stack_size
+    if stack_size and _HOST:
+        real = stack_size * (2 if _WIDE else 1) + 8192
     THREADS.append(entry)
 
     def run():
@@ -101,9 +110,9 @@ def start_thread(name, fn, args=(), stack_size=0):
 
     old = None
     try:
-        if stack_size:
+        if real:
             try:
-                old = _thread.stack_size(stack_size)
+                old = _thread.stack_size(real)
             except ValueError:  # CPython: below its minimum, its own default serves
                 pass
         _thread.start_new_thread(run, ())

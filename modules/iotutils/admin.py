@@ -13,8 +13,8 @@ import gc
 import json
 import time
 
-from iotutils import __version__, hal, persist
-from iotutils._compat import _thread, allocate_lock
+from iotutils import __version__, hal, persist, tasks
+from iotutils._compat import _thread, allocate_lock, start_thread
 from iotutils.auth import consteq, token
 from iotutils.server import HTTPError, Response
 
@@ -244,6 +244,11 @@ class Admin:
                 "heap": {"free": free, "total": hal.heap_total()}, "wifi": wifi,
                 "clients": len(wifi.get("ap_clients") or ()) if wifi else None,
                 "requests": stats.get("requests"), "platform": hal.PLATFORM}
+
+    def _memory(self, req):
+        b = self.dev.memory(largest=req.query.get("largest") == "1")
+        b["housekeeper"] = tasks.shared().status()
+        return b
 
     # ---- Wi-Fi ----
 
@@ -601,7 +606,7 @@ class Admin:
 
     def _later(self, fn, *args):
         if _thread:
-            _thread.start_new_thread(fn, args)
+            start_thread("admin-job", fn, args)   # short-lived: an install, a restart
         else:
             fn(*args)
 
@@ -609,7 +614,7 @@ class Admin:
 # method, path ("*": one segment, "#": an integer segment), handler name
 _ROUTES = (
     ("GET", "session", "_session"), ("POST", "login", "_login"), ("POST", "logout", "_logout"),
-    ("POST", "password", "_password"), ("GET", "status", "_status"),
+    ("POST", "password", "_password"), ("GET", "status", "_status"), ("GET", "memory", "_memory"),
     ("GET", "wifi", "_wifi"), ("GET", "wifi/scan", "_wifi_scan"), ("POST", "wifi/networks", "_wifi_add"),
     ("DELETE", "wifi/networks/*", "_wifi_forget"), ("PUT", "wifi/ap", "_wifi_ap"),
     ("GET", "vars", "_vars"), ("GET", "vars/*", "_vars_folder"), ("PUT", "vars/*/*", "_var_put"),

@@ -233,7 +233,7 @@ class Alexa(HueBridge):
         self._queue = None         # None: call on_change at once; else lights waiting for poll()
         self._polls_started = 0    # poll() passes that took the queue ...
         self._polls_done = 0       # ... and those that finished their callbacks
-        self._jobs = []            # callables for the background thread (WeMo NOTIFYs)
+        self._jobs = []            # callables for the housekeeping thread (WeMo NOTIFYs)
         self._running = False
         self._ssdp = None
         self._wemo = {}            # Light -> wemo.WemoDevice
@@ -511,7 +511,11 @@ class Alexa(HueBridge):
             self._ssdp.start()
         except OSError as e:
             print("alexa: ssdp not started yet:", repr(e))
-        _thread.start_new_thread(self._run, ())
+        from iotutils import tasks
+        self._alive_ms = self._check_ms = ticks_ms()
+        # SSDP answers, alive NOTIFYs and WeMo event NOTIFYs: a step of the device's housekeeping
+        # thread (socket I/O kept out of the server's workers), woken at once by an M-SEARCH
+        tasks.shared().add("alexa", self._task, sock=self._ssdp_sock).start()
 
     def discovery_stats(self):
         """SSDP counters: searches for us, answers sent, searches dropped (rate limits, off the subnet)."""
@@ -529,50 +533,54 @@ class Alexa(HueBridge):
             w.stop()
         self._ssdp.stop()
 
-    def _run(self):
-        # the background thread: SSDP answers, periodic alive NOTIFYs and WeMo event NOTIFYs (socket I/O
-        # kept out of the server's workers)
+    def _ssdp_sock(self):
+        return self._ssdp._sock if self._ssdp is not None else None
+
+    def _task(self, now):
+        if not self._running:
+            return None
         ssdp = self._ssdp
-        alive = check = ticks_ms()
-        while self._running:
-            now = ticks_ms()
-            if self._pair_on:
-                self._pair_left_ms()   # closes the pairing window on time, whether or not anyone asks
-            if not ssdp.started():
-                if ssdp.closed() or ticks_diff(now, check) < self.retry_ms:
-                    time.sleep(0.3)
-                else:
-                    check = now
-                    try:
-                        ssdp.start()
-                    except OSError:
-                        pass
-            else:
+        if self._pair_on:
+            self._pair_left_ms()   # closes the pairing window on time, whether or not anyone asks
+        if not ssdp.started():
+            if not ssdp.closed() and ticks_diff(now, self._check_ms) >= self.retry_ms:
+                self._check_ms = now
                 try:
-                    ssdp.serve(50 if self._jobs else 300)
-                    if ticks_diff(now, check) > self.retry_ms:
-                        check = now
-                        if ssdp.moved():  # a new address (setup AP -> home network): join the group there
-                            ssdp.rejoin()
-                    if ticks_diff(now, alive) > self.alive_ms:
-                        alive = now
-                        ssdp.notify("ssdp:alive")
-                except Exception as e:  # never let discovery die silently
-                    print("alexa: ssdp:", repr(e))
-            while self._jobs:
-                with self._lock:
-                    job = self._jobs.pop(0) if self._jobs else None
-                if job is None:
-                    break
-                try:
-                    job()
-                except Exception as e:
-                    print("alexa: notify:", repr(e))
+                    ssdp.start()
+                except OSError:
+                    pass
+        else:
+            try:
+                ssdp.serve(0)
+                if ticks_diff(now, self._check_ms) > self.retry_ms:
+                    self._check_ms = now
+                    if ssdp.moved():  # a new address (setup AP -> home network): join the group there
+                        ssdp.rejoin()
+                if ticks_diff(now, self._alive_ms) > self.alive_ms:
+                    self._alive_ms = now
+                    ssdp.notify("ssdp:alive")
+            except Exception as e:  # never let discovery die silently
+                print("alexa: ssdp:", repr(e))
+        for _ in range(4):   # a few WeMo NOTIFYs per step (each bounded by notify_timeout)
+            with self._lock:
+                job = self._jobs.pop(0) if self._jobs else None
+            if job is None:
+                break
+            try:
+                job()
+            except Exception as e:
+                print("alexa: notify:", repr(e))
+        if self._jobs:
+            return 0
+        due = ssdp.next_due_ms() if ssdp.started() else None
+        return 300 if due is None else min(due, 300)
 
     def _later(self, job):
         with self._lock:
             if len(self._jobs) < 32:
                 self._jobs.append(job)
+        from iotutils import tasks
+        tasks.shared().wake("alexa")
 
     def poll(self):
         """Deliver queued on_change callbacks in this thread (call it from the app's main loop). From the

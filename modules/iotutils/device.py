@@ -16,13 +16,15 @@
 # code, on the admin page or by provisioning; the stored setting wins):
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
-from iotutils import __version__, hal
+from iotutils import __version__, hal, tasks
 from iotutils._compat import allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
 _FEED_EVERY_MS = const(500)     # the watchdog needs a feed well within its timeout, not every pass
 _HEALTH_EVERY_MS = const(1000)  # a failing self-request costs up to 3 s: not on every pass
+_SOCKET_RESERVE = const(2)      # lwIP sockets kept for short-lived connections the device makes
+_MIN_CLIENTS = const(4)         # web clients at least, whatever the board's socket table
 
 
 class Device:
@@ -131,7 +133,7 @@ class Device:
         from iotutils.ota import OTA
         old = self.ota
         if old is not None:
-            old._auto = None  # its auto-update thread ends; the new source resumes the schedule
+            old._auto = None  # its auto-update timer ends; the new source resumes the schedule
         repo = self._ota_repo.value or None
         channel = self._ota_channel.value or "release"
         kw = dict(self._ota_kw, channel=channel)
@@ -222,8 +224,63 @@ class Device:
         if self._pending():
             print("  firmware: new %s, confirming after a health check (within %d s)"
                   % ("image" if hal.ota_pending() else "app", self.health_timeout_s))
+        self._fit_sockets()
+        if self.memory_report:
+            for line in self.memory(True, lines=True):
+                print("  " + line)
         print("  " + self.heap_report())
         return self
+
+    #: print the whole device's memory budget at start (heap, thread stacks, sockets)
+    memory_report = True
+
+    def _fit_sockets(self):
+        # the board's lwIP socket table (hal.max_sockets()) is shared: web clients get what the
+        # device's own sockets and a reserve for short-lived ones (an OTA download, a WeMo NOTIFY,
+        # NTP) leave, so an accept never fails for want of a socket the device itself needs
+        n = hal.max_sockets()
+        if not n:
+            return
+        s = self.sockets()
+        own = s["listen"] + s["udp"] + (1 if self._mq is not None else 0) + (1 if self.wifi is not None else 0)
+        clients = n - own - _SOCKET_RESERVE
+        self.app.max_connections = max(_MIN_CLIENTS, min(self.app.max_connections, clients))
+
+    def sockets(self):
+        """What the device holds open: {"listen", "tcp", "udp", "tls", "tcp_max"} (the memory budget's
+        input; WeMo ports are the web server's)."""
+        s = self.app.sockets()
+        s["tls"] = 0
+        a = self.alexa
+        if a is not None and a._ssdp_sock() is not None:
+            s["udp"] += 1
+        w = self.wifi
+        if w is not None and w._dns_sock() is not None:
+            s["udp"] += 1
+        m = self.mqtt
+        if m is not None and m.connected:
+            s["tcp"] += 1
+            s["tls"] += 1 if m._tls else 0
+        return s
+
+    def memory(self, largest=False, lines=False):
+        """The whole device's memory budget (iotutils.memory.budget: heap free, total and, with
+        largest=True, the largest free block; every thread's stack; every socket's lwIP cost; their
+        sum), or with lines=True the console lines of it. The module is dropped again afterwards:
+        a report now and then must not keep its code in the heap."""
+        import sys
+
+        import iotutils
+        from iotutils import memory
+        try:
+            b = memory.budget(self.sockets(), largest)
+            return memory.report(b) if lines else b
+        finally:
+            sys.modules.pop("iotutils.memory", None)
+            try:
+                del iotutils.memory   # MicroPython: the package holds its submodules too
+            except (AttributeError, TypeError):
+                pass
 
     def heap_report(self):
         """'heap free after start: F of T bytes (P %)' (T: the heap the board gives to data)."""
@@ -305,6 +362,9 @@ class Device:
             self._fed_ms = now
         if self.wifi is not None and hasattr(self.wifi, "poll"):
             self.wifi.poll()
+        hk = tasks.shared()
+        if not hk.running():
+            hk.run_once(0)   # a port without threads: the housekeeping steps run in the main loop
         if not self._confirmed:
             self._check_health(now)
         if self.alexa is not None and hasattr(self.alexa, "poll"):

@@ -1,4 +1,4 @@
-# MQTT and Home Assistant for iotutils.Device: the client's thread, and the device's entities in
+# MQTT and Home Assistant for iotutils.Device: the client's step, and the device's entities in
 # Home Assistant: exposed persistent variables, every Alexa light, diagnostics, a restart button and
 # the firmware as an `update` entity; plus the device's side of fleet rollouts (scripts/fleet.py).
 # Device loads this module only when a broker is configured: a device without MQTT never holds it.
@@ -20,10 +20,11 @@
 # light (colour + brightness; off is black), or text "#rrggbb" with kind="text". HA's commands go
 # through the variable's own coercion: a refused value is logged and the real state published again.
 # Every change, wherever it is made (admin page, Alexa, the app, HA), is published: the client's
-# thread compares the exposed values when persist.changes() moved, and the Alexa lights every pass.
+# step compares the exposed values when persist.changes() moved, and the Alexa lights every pass.
 #
-# Threads: one thread runs the client and does all the publishing (states, diagnostics every
-# info_every_s, the update entity's progress); it connects only while Wi-Fi is up, drops the link
+# Threads: one step of the device's housekeeping thread (iotutils.tasks) runs the client and does all
+# the publishing (states, diagnostics every info_every_s, the update entity's progress), woken at once
+# by data from the broker; it connects only while Wi-Fi is up, drops the link
 # when Wi-Fi goes and reconnects at once when it is back. HA's commands run there; an Alexa light's
 # on_change is delivered from Device.poll() (the main loop), as for Hue clients. OTA checks and
 # installs run in a thread of their own. Home Assistant's birth message ("online" on
@@ -32,7 +33,7 @@ import json
 
 from iotutils import hal, persist
 from iotutils import homeassistant as ha
-from iotutils._compat import _thread, allocate_lock, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import _thread, allocate_lock, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms
 from iotutils.mqtt import MQTT, rollout_selected
 from iotutils.mqtt_settings import FOLDER, device_id, load
 
@@ -174,7 +175,7 @@ class MqttDevice:
         self._light_sig = None
         self._lights_ms = 0
         self._scans = 0
-        self._last = {}          # object_id -> the value last published (MQTT thread only)
+        self._last = {}          # object_id -> the value last published (MQTT step only)
         self._raw = {}           # object_id -> an Alexa light's (on, bri, hue, sat) last looked at
         self._rgb_mem = {}       # object_id -> colour of an RGB light before it was switched off
         self._calls = []         # Alexa lights whose on_change the main loop owes (HA changed them)
@@ -271,14 +272,12 @@ class MqttDevice:
         m.subscribe(ROLLOUT, self._rollout_msg)
         self._own = (m.handlers()[1][before:], (self.base + "/+/set", self.prefix + "/status", ROLLOUT))
         self._running = self._alive = True
+        self._up = False
+        self._net_ms = ticks_ms()
         if _thread is None:
             return self   # no threads: poll() drives the client
-        old = _thread.stack_size(MQTT.stack_size) if MQTT.stack_size else None
-        try:
-            _thread.start_new_thread(self._run, ())
-        finally:
-            if old is not None:
-                _thread.stack_size(old)
+        from iotutils import tasks
+        tasks.shared().add("mqtt", self._task, sock=m.sock).start()
         return self
 
     def adopt(self, old):
@@ -294,8 +293,11 @@ class MqttDevice:
                 self.client.on_connect(cb)
 
     def stop(self):
-        """Say offline, disconnect and end the thread (new settings: Device starts another)."""
+        """Say offline, disconnect and leave the housekeeping thread (new settings: Device starts
+        another)."""
         self._running = False
+        from iotutils import tasks
+        tasks.shared().wake("mqtt")   # its last step says offline and disconnects
         t0 = ticks_ms()
         while self._alive and ticks_diff(ticks_ms(), t0) < 3000:
             sleep_ms(10)
@@ -325,37 +327,34 @@ class MqttDevice:
         w = self.dev.wifi
         return w is None or w.connected()
 
-    def _run(self):
-        up = False
-        checked = ticks_ms()
-        try:
-            while self._running:
-                now = ticks_ms()
-                if ticks_diff(now, checked) >= (500 if up else 200):
-                    checked = now
-                    net = self._net_up()
-                    if up and not net:
-                        self.client.drop("Wi-Fi lost")
-                    elif net and not up:
-                        if self.client.status()["failures"]:
-                            print("mqtt: the network is back: connecting now")
-                        self.client.kick()
-                    up = net
-                if not up:
-                    sleep_ms(200)
-                    continue
-                try:
-                    self._step(200)
-                except Exception as e:  # a bug must not end the thread
-                    print("mqtt: unexpected error:")
-                    print_exception(e)
-                    sleep_ms(200)
-        finally:
-            m = self.client
-            if m.connected:
-                m.publish(self.base + "/status", "offline", retain=True)
-            m.stop()
-            self._alive = False
+    def _task(self, now):
+        # one step in the housekeeping thread: follow Wi-Fi, then the client and the publishing
+        m = self.client
+        if not self._running:
+            try:
+                if m.connected:
+                    m.publish(self.base + "/status", "offline", retain=True)
+                m.stop()
+            finally:
+                self._alive = False
+            return None
+        if ticks_diff(now, self._net_ms) >= (500 if self._up else 200):
+            self._net_ms = now
+            net = self._net_up()
+            if self._up and not net:
+                m.drop("Wi-Fi lost")
+            elif net and not self._up:
+                if m.status()["failures"]:
+                    print("mqtt: the network is back: connecting now")
+                m.kick()
+            self._up = net
+        if not self._up:
+            return 200
+        n = m._received
+        self._step(0)
+        if not m.connected:
+            return min(max(50, ticks_diff(m._next_ms, ticks_ms())), 200)
+        return 0 if m._received != n else 200   # more may wait inside TLS
 
     def _step(self, wait_ms):
         m = self.client
@@ -662,7 +661,7 @@ class MqttDevice:
 
 def _later(fn, *args):
     if _thread is not None:
-        _thread.start_new_thread(fn, args)
+        start_thread("mqtt-job", fn, args)
     else:
         fn(*args)
 

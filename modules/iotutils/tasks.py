@@ -31,8 +31,9 @@ _LONGEST_MS = const(1 << 28)  # the farthest a step can ask (74 h): ticks_add's 
 class Housekeeper:
     #: the longest single wait in poll(): the loop re-reads its clock at least this often
     slice_ms = 50
-    #: stack bytes for the thread (0: the port's default); Device sets the board's figure
-    stack_size = 0
+    #: stack bytes (the chip's) for the thread: None takes the board's (hal.HOUSEKEEPER_STACK), 0 the
+    #: port's default
+    stack_size = None
 
     def __init__(self, name="housekeeper"):
         self.name = name
@@ -79,7 +80,11 @@ class Housekeeper:
         self._running = True
         self._alive = True
         try:
-            start_thread(self.name, self._loop, (), self.stack_size)
+            size = self.stack_size
+            if size is None:
+                from iotutils import hal
+                size = hal.HOUSEKEEPER_STACK
+            start_thread(self.name, self._loop, (), size)
         except BaseException:
             self._running = self._alive = False
             raise

@@ -134,8 +134,9 @@ class Wifi:
     #: the fallback AP and portal stay up this long (s) after the station connected, so the
     #: phone that did the setup sees the result and the new address
     ap_linger_s = 60
-    #: background thread period (ms)
+    #: period of the manager's step in the housekeeping thread (ms)
     poll_ms = 200
+    _made = 0
     #: scan results are reused for this long (ms)
     scan_cache_ms = 3000
     #: most remembered networks; adding one more forgets the least recently used
@@ -157,8 +158,9 @@ class Wifi:
         self._portal_wanted = False
         self._app = None
         self._portal = None
-        self._thread = False
         self._running = False
+        Wifi._made += 1   # the housekeeping task's name: "wifi", then "wifi2", ... for more managers
+        self._task_name = "wifi" if Wifi._made == 1 else "wifi%d" % Wifi._made
         self._cands = []
         self._idx = 0
         self._trying = None
@@ -602,8 +604,8 @@ class Wifi:
         """Connect in the background; if no known network works, start the AP (+ setup portal) and keep
         retrying. Returns at once. portal: True for the setup portal on `app` (a WebServer; one is made
         if None), a callable (wifi, app) -> portal that builds it when the AP first needs it (loaded
-        only then), or False for the AP alone. thread=False: no background thread, the caller calls
-        poll() often (a main loop)."""
+        only then), or False for the AP alone. thread=False: not in the housekeeping thread
+        (iotutils.tasks), the caller calls poll() often (a main loop)."""
         self._auto = True
         self._portal_wanted = portal
         if app is not None:
@@ -613,10 +615,12 @@ class Wifi:
             if self._state != _CONNECTED:
                 self._state = _IDLE
             self._kick = True   # the first step (thread or poll) scans and connects: nothing blocks here
-        if thread and not self._thread:
-            self._thread = True
+        if thread:
             self._running = True
-            _thread.start_new_thread(self._run, ())
+            from iotutils import tasks
+            # a step of the device's housekeeping thread (no thread of its own), woken at once by a
+            # DNS query to the portal; added again after a stop(), replaced if still there
+            tasks.shared().add(self._task_name, self._task, sock=self._dns_sock).start()
         return self
 
     def stop(self):
@@ -631,26 +635,20 @@ class Wifi:
         self._ap_down()
         self._sta.active(False)
 
-    def _run(self):
-        try:
-            while self._running:
-                p = self._portal
-                try:
-                    if p is not None and p.active:
-                        p.serve_dns(self.poll_ms)
-                    else:
-                        sleep_ms(self.poll_ms)
-                except Exception as e:  # a DNS socket error or a full heap must not end the manager
-                    print("wifi: error serving DNS:")
-                    print_exception(e)
-                    sleep_ms(self.poll_ms)
-                self.poll()
-        finally:
-            self._thread = False
+    def _task(self, now):
+        if not self._running:
+            return None   # stopped: the housekeeper drops the task
+        self.poll()
+        return self.poll_ms
+
+    def _dns_sock(self):
+        p = self._portal
+        d = p.dns if p is not None and p.active else None
+        return d.sock if d is not None else None
 
     def poll(self):
         """One non-blocking step of the manager (and pending portal DNS queries). Safe to call from
-        a main loop while the background thread runs too."""
+        a main loop while the housekeeping thread runs it too."""
         if not self._plock.acquire(0):
             return
         try:

@@ -1,6 +1,6 @@
 # Device app for tests/integration/test_chaos.py: a whole device with everything on (Wi-Fi + portal, server, admin,
 # OTA, Alexa with a Hue light and a WeMo light), the lamp page of examples/lamp.py, and a few probes:
-#   GET  /chaos/threads       the server's live thread count and the ones it should have
+#   GET  /chaos/threads       the server's live thread count and the ones it should have; the housekeeper's steps
 #   GET  /chaos/heap          free heap and the largest block that can be allocated
 #   GET  /chaos/boom          a handler that raises (the device must stay up: 500)
 #   GET  /chaos/memboom       a handler that exhausts the heap (503, the device stays up)
@@ -50,8 +50,11 @@ def lamp_page(req):
 
 @dev.app.route("/chaos/threads")
 def threads(req):
+    # the server's threads, and the housekeeping thread running the Wi-Fi and Alexa steps
+    from iotutils import tasks
+    hk = tasks.shared()
     return {"threads": dev.app._threads, "expected": dev.app.workers + 1,
-            "wifi": bool(dev.wifi._thread), "alexa": bool(dev.alexa._running)}
+            "wifi": hk.running() and hk.has("wifi"), "alexa": hk.running() and hk.has("alexa")}
 
 
 @dev.app.route("/chaos/heap")

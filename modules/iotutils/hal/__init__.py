@@ -14,3 +14,10 @@ else:
 
 STA = 0
 AP = 1
+
+# The board's thread stacks and sockets (the chip's bytes; the simulated device models the same
+# board). Stacks: the deepest use measured by bench/bench_stack.py plus a margin (docs/memory.md);
+# a board with other needs sets WebServer.stack_size / Housekeeper.stack_size instead.
+WEB_STACK = 8192          # each web server thread: handlers build JSON, the admin page imports
+HOUSEKEEPER_STACK = 8192  # the housekeeping thread: Wi-Fi, SSDP/WeMo, MQTT callbacks, OTA timer
+MAX_SOCKETS = 16          # CONFIG_LWIP_MAX_SOCKETS in boards/ESP32_GENERIC/sdkconfig.board

@@ -159,6 +159,12 @@ def unique_id():
     return machine.unique_id()
 
 
+def max_sockets():
+    """lwIP's socket table (CONFIG_LWIP_MAX_SOCKETS of the board's sdkconfig)."""
+    from iotutils import hal
+    return hal.MAX_SOCKETS
+
+
 def mem_free():
     import gc
     return gc.mem_free()

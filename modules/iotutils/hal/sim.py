@@ -203,6 +203,16 @@ def heap_total():
     return mem_free() + mem_alloc()
 
 
+def max_sockets():
+    """The board's lwIP socket table (0: none, the host's limits): the board's, unless the simulator
+    was given another (scripts/sim.py --sockets)."""
+    n = config().get("sockets")
+    if n is None:
+        from iotutils import hal
+        n = hal.MAX_SOCKETS
+    return n
+
+
 def uptime_ms():
     return ticks_diff(ticks_ms(), _booted_ms)
 

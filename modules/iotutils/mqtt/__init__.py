@@ -1,4 +1,4 @@
-# MQTT 3.1.1 client: one background thread, QoS 0 and 1, retain, will, clean sessions that
+# MQTT 3.1.1 client: in the device's housekeeping thread, QoS 0 and 1, retain, will, clean sessions that
 # re-subscribe and re-announce on every connect, keepalive that notices a half-open link, and
 # reconnection with exponential backoff. Runs on MicroPython (>= 1.24) and on CPython.
 #
@@ -6,7 +6,7 @@
 #   m.set_will("iotutils/<id>/status", "offline", retain=True)  # before start(): sent in CONNECT
 #   m.on_connect(lambda: m.publish("iotutils/<id>/status", "online", retain=True))
 #   m.subscribe("iotutils/<id>/+/set", callback)                # callback(topic str, payload bytes)
-#   m.start()                     # returns at once; connects, and reconnects, in its own thread
+#   m.start()                     # returns at once; connects, and reconnects, in the housekeeping thread
 #   m.publish(topic, payload, qos=0, retain=False)   # True when written (QoS 0) or queued (QoS 1)
 #   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.drop(why) (Wi-Fi is gone); m.stop()
 #   m.handlers() -> (subscriptions, on_connect callbacks), to carry them to a new client
@@ -33,7 +33,6 @@
 import errno
 import select
 import socket
-import sys
 
 from iotutils._compat import _thread, allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
@@ -105,9 +104,6 @@ class MQTT:
     max_queue = 8
     #: bytes of the receive and send buffers kept while connected (bigger packets use a temporary one)
     buffer_size = 256
-    #: stack of the client's thread (callbacks run on it: Home Assistant discovery builds JSON there);
-    #: 0 keeps the port's default
-    stack_size = 8192 if sys.platform == "esp32" else 0
 
     def __init__(self, url, client_id=None, keepalive=30, cadata=None, insecure=False):
         self._tls, self.host, self.port, user, password = parse_url(url)
@@ -144,6 +140,7 @@ class MQTT:
         self._probe = False
         self._running = False
         self._alive = False
+        self._in_step = False
         self._err = None
         self._rx_ms = self._tx_ms = self._ping_ms = 0
         self._connects = 0
@@ -208,37 +205,49 @@ class MQTT:
     # ---- running ----
 
     def start(self):
-        """Connect and stay connected from a background thread; returns at once."""
+        """Connect and stay connected as a step of the device's housekeeping thread (iotutils.tasks:
+        no thread of its own; callbacks run there); returns at once."""
         if self._running:
             return self
         if _thread is None:
             raise OSError("mqtt: this port has no threads: call loop_once() from the main loop")
         self._running = True
         self._alive = True
-        old = _thread.stack_size(self.stack_size) if self.stack_size else None
-        try:
-            _thread.start_new_thread(self._run, ())
-        finally:
-            if old is not None:
-                _thread.stack_size(old)   # other threads keep the size they asked for
+        from iotutils import tasks
+        tasks.shared().add(self._task_name(), self.task, sock=self.sock).start()
         return self
 
-    def _run(self):
-        try:
-            while self._running:
-                try:
-                    self.loop_once(_SLICE_MS * 5)
-                except Exception as e:  # a bug must not end the thread: print it, go on
-                    print("mqtt: unexpected error:")
-                    print_exception(e)
-                    sleep_ms(_SLICE_MS)
-        finally:
-            if not self._running:
-                self._drop(None)
+    def _task_name(self):
+        return "mqtt:" + self.client_id
+
+    def sock(self):
+        """The socket whose data the client waits for (None while disconnected)."""
+        return self._s
+
+    def task(self, now):
+        """One housekeeping step: connect when due, read what arrived, keep the link alive.
+        -> ms until the next step (None once stopped)."""
+        if not self._running:
+            self._drop(None)
             self._alive = False
+            return None
+        self._in_step = True
+        try:
+            n = self._received
+            try:
+                self.loop_once(0)
+            except Exception as e:  # a bug must not end the client: print it, go on
+                print("mqtt: unexpected error:")
+                print_exception(e)
+                return _SLICE_MS * 10
+        finally:
+            self._in_step = False
+        if not self.connected:   # the next attempt (kick() wakes it sooner)
+            return min(max(_SLICE_MS, ticks_diff(self._next_ms, ticks_ms())), _SLICE_MS * 10)
+        return 0 if self._received != n else _SLICE_MS * 2   # more may wait inside TLS
 
     def stop(self):
-        """Disconnect cleanly (the broker drops the will) and end the background thread."""
+        """Disconnect cleanly (the broker drops the will) and leave the housekeeping thread."""
         self._running = False
         s = self._s
         if s is not None and self.connected:
@@ -249,15 +258,21 @@ class MQTT:
                     except (OSError, _Lost):
                         pass
         self._drop(None)
+        from iotutils import tasks
+        tasks.shared().remove(self._task_name())
         t0 = ticks_ms()
-        while self._alive and ticks_diff(ticks_ms(), t0) < 3000:
+        while self._in_step and ticks_diff(ticks_ms(), t0) < 3000:   # a step under way ends first
             sleep_ms(10)
+        self._alive = False
 
     def kick(self):
         """The network is back: try to connect now (or, if connected, check the link now)."""
         self._kicked = True
         self._next_ms = ticks_ms()
         self._probe = True
+        if self._running:
+            from iotutils import tasks
+            tasks.shared().wake(self._task_name())
 
     def drop(self, why="dropped by the application"):
         """Close the connection now, without DISCONNECT (the broker publishes the will): the network

@@ -32,15 +32,15 @@
 # app (App OTA and app_boot). This module is the OTA facade apps use.
 import binascii
 import gc
-import time
 
 import iotutils.appimage as appimage
 import iotutils.hal as hal
-from iotutils._compat import _thread, allocate_lock, ticks_diff, ticks_ms
+from iotutils._compat import _thread, allocate_lock, const, start_thread, ticks_diff, ticks_ms
 from iotutils.ota.client import Http, OTAError
 from iotutils.ota.release import ReleaseScan, Source  # noqa: F401 - ReleaseScan too
 from iotutils.ota.state import State
 
+_AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
 
 NO_KEY = ("no OTA public key on this device, so no update can be trusted: make a key pair once with "
           "`python scripts/keygen.py -o keys`, sign releases with `python scripts/release.py IMAGE -o DIR "
@@ -360,9 +360,16 @@ class OTA:
         self._auto_cfg = st
         if app is not None:
             self._app = app
-        if st["on"] and self._auto is None and _thread:
+        if st["on"] and self._auto is None:
             self._auto = True
-            _thread.start_new_thread(self._auto_loop, ())
+            self._auto_work = False
+            self._auto_since = None   # ms since the last check (None: check now)
+            self._auto_prev = ticks_ms()
+            self._auto_pending = None
+            from iotutils import tasks
+            # a timer in the device's housekeeping thread; the check and the install (network and
+            # flash, seconds long) get a short-lived thread of their own
+            tasks.shared().add("ota", self._auto_step).start()
         elif not st["on"]:
             self._auto = None
         return st
@@ -374,33 +381,57 @@ class OTA:
             return hal.uptime_ms()
         return ticks_diff(ticks_ms(), last)
 
-    def _auto_loop(self):
+    def _auto_step(self, now):
         # time is summed in small steps: ticks_ms() differences are only valid for a few days
-        since_check = None
-        prev = ticks_ms()
-        pending = None
-        while self._auto:
-            st = self._auto_cfg
-            now = ticks_ms()
-            if since_check is not None:
-                since_check += ticks_diff(now, prev)
-            prev = now
-            if pending is None and (since_check is None or since_check >= st["every_h"] * 3600000):
-                since_check = 0
-                try:
-                    c = self.check()
-                    if c["newer"]:
-                        pending = c["available"]
-                        print("ota: auto: %s available, installing when idle" % pending)
-                except Exception as e:  # a failed check waits for the next period
-                    print("ota: auto check failed:", e)
-            if pending and not self._busy and self.idle_ms() >= st["idle_min"] * 60000:
-                pending = None
-                try:
-                    self.update()   # reboots on success
-                except Exception as e:
-                    print("ota: auto update failed:", e)
-            time.sleep(0.2)
+        if not self._auto:
+            return None
+        if self._auto_since is not None:
+            self._auto_since += ticks_diff(now, self._auto_prev)
+        self._auto_prev = now
+        if self._auto_work:
+            return _AUTO_STEP_MS
+        st = self._auto_cfg
+        if self._auto_pending is None and (self._auto_since is None
+                                           or self._auto_since >= st["every_h"] * 3600000):
+            self._auto_since = 0
+            self._auto_spawn(self._auto_check)
+        elif self._auto_pending and not self._busy and self.idle_ms() >= st["idle_min"] * 60000:
+            self._auto_spawn(self._auto_install)
+        return _AUTO_STEP_MS
+
+    def _auto_spawn(self, fn):
+        self._auto_work = True
+
+        def work():
+            try:
+                fn()
+            finally:
+                self._auto_work = False
+
+        if _thread is None:
+            work()   # a port without threads: in the caller's loop
+            return
+        try:
+            start_thread("ota", work)
+        except (OSError, MemoryError, RuntimeError) as e:   # no room for a thread now: next step
+            self._auto_work = False
+            print("ota: auto: no thread now:", e)
+
+    def _auto_check(self):
+        try:
+            c = self.check()
+            if c["newer"]:
+                self._auto_pending = c["available"]
+                print("ota: auto: %s available, installing when idle" % self._auto_pending)
+        except Exception as e:  # a failed check waits for the next period
+            print("ota: auto check failed:", e)
+
+    def _auto_install(self):
+        self._auto_pending = None
+        try:
+            self.update()   # reboots on success
+        except Exception as e:
+            print("ota: auto update failed:", e)
 
     # ---- App OTA (Python files on the filesystem) ----
     def update_app(self, folder="app", progress=None, reboot=True):

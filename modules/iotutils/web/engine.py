@@ -36,7 +36,7 @@ import _thread
 import select
 import socket
 
-from iotutils._compat import const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import const, print_exception, sleep_ms, start_thread, ticks_diff, ticks_ms
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
                                   FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)
@@ -157,7 +157,8 @@ def _gc_collect():
 class WebServer(Router):
     """A threaded HTTP/1.1 server. Limits are class attributes: tune them on the class or the instance."""
 
-    #: most open connections; a new one evicts the least recently used idle one (or is refused)
+    #: most open connections; a new one evicts the least recently used idle one (or waits in the
+    #: listen backlog until one frees). Device lowers it to what the board's socket table leaves.
     max_connections = 32
     #: per-connection read buffer (bytes), taken only while a request is under way; a head that does
     #: not fit grows it up to max_head. Most heads fit, and half a KB per request in flight is
@@ -194,9 +195,9 @@ class WebServer(Router):
     inline_answers = True
     #: chunk size for streamed responses (files)
     send_buffer = 1024
-    #: thread stack size for the server threads (0: the port's default; the ESP32 default of ~5 KB
-    #: is tight for handlers that build JSON)
-    stack_size = 8192 if sys.platform == "esp32" else 0
+    #: stack bytes (the chip's) of each server thread: None takes the board's (hal.WEB_STACK), 0 the
+    #: port's default (~5 KB on the ESP32: tight for handlers that build JSON)
+    stack_size = None
     #: listen backlog
     backlog = 8
     #: print handler exceptions to the console
@@ -342,6 +343,14 @@ class WebServer(Router):
                 self._sites[self._key(s)] = (s, router, port)
                 self._poller.register(s, _POLLIN)
 
+    def sockets(self):
+        """What the server holds open, for the memory budget: {"listen", "tcp", "udp", "tcp_max"}
+        (listening sockets, client connections now, the UDP wake-up socket, most connections)."""
+        if not self._running:
+            return {"listen": 0, "tcp": 0, "udp": 0, "tcp_max": 0}
+        return {"listen": 1 + len(self._sites), "tcp": len(self._conns), "udp": 1 if self._wake is not None else 0,
+                "tcp_max": self.max_connections}
+
     def start(self):
         """Bind and serve from background threads; returns at once."""
         if self._running:
@@ -396,9 +405,14 @@ class WebServer(Router):
     def _spawn(self, fn, *args):
         with self._slock:
             self._threads += 1
-        if self.stack_size:
-            _thread.stack_size(self.stack_size)
-        _thread.start_new_thread(self._thread_main, (fn, args))
+        size = self.stack_size
+        if size is None:
+            try:
+                from iotutils import hal
+                size = hal.WEB_STACK
+            except ImportError:  # installed without the hardware layer
+                size = 0
+        start_thread("web", self._thread_main, (fn, args), size)
 
     def _thread_main(self, fn, args):
         try:
@@ -797,27 +811,37 @@ class WebServer(Router):
         return sock if _MP else sock.fileno()
 
     def _accept(self, now, lsock, site):
+        first = True   # the poller said a client is waiting; after that, none may be
         while True:
+            if len(self._conns) >= self.max_connections:
+                if not first:
+                    return   # still readable if more wait: the next pass evicts for them
+                if not self._evict():
+                    # every slot is serving: new clients wait in the listen backlog (on the chip
+                    # lwIP queues them without a socket each) until one frees, not refused
+                    self._pause_accept(now)
+                    return
+            first = False
             try:
                 s, addr = lsock.accept()
             except OSError as e:
                 if e.args and e.args[0] not in (_EAGAIN, _EINTR):  # out of sockets or memory
                     if not self._evict():
                         # nothing to free: stop accepting for a moment instead of spinning on it
-                        self._poller.modify(self._sock, 0)
-                        for other in self._sites.values():
-                            self._poller.modify(other[0], 0)
-                        self._accept_paused = now
+                        self._pause_accept(now)
                 return
-            if len(self._conns) >= self.max_connections and not self._evict():
-                s.close()  # every connection is busy: refuse
-                continue
             s.setblocking(False)
             c = _Conn(s, addr, now, site)
             self._seq += 1
             c.seq = self._seq
             self._conns[self._key(s)] = c
             self._poller.register(s, _POLLIN)
+
+    def _pause_accept(self, now):
+        self._poller.modify(self._sock, 0)
+        for other in self._sites.values():
+            self._poller.modify(other[0], 0)
+        self._accept_paused = now
 
     def _evict(self):
         # least recently used connection that is not being served and has no request under way;

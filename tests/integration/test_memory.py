@@ -1,0 +1,97 @@
+"""The whole device's memory as the device reports it (GET /admin/api/memory and the boot report):
+with everything on (Wi-Fi, portal-capable, web server + admin, Alexa, OTA auto-update, MQTT with
+Home Assistant connected to a real Mosquitto) it runs the web server's threads and one housekeeping
+thread, whose steps are Wi-Fi, Alexa, MQTT and the OTA timer; sockets and the board's socket table
+are counted. Sizes are benchmarks (bench/bench_device.py), not asserted here."""
+import re
+
+import pytest
+import requests
+
+import espimage
+from fake_github import FakeGitHub, device_env
+from mosquitto import broker_fixture  # noqa: F401
+from mqttdev import Dev, wait_until
+
+
+@pytest.fixture(scope="module")
+def gh():
+    g = FakeGitHub().start()
+    # older than what runs: checks find nothing to install
+    g.add_release("acme/lamp", "0.0.1", espimage.build_app_image("0.0.1", size=64 * 1024))
+    yield g
+    g.stop()
+
+
+def test_everything_on_runs_the_servers_threads_and_one_more(tmp_path, broker, gh):
+    dev = Dev(tmp_path, "mem", {"mqtt": broker.url()}, env=device_env(gh)).boot()
+    try:
+        boot = dev.output()
+        # the boot report: the budget's lines, before "heap free after start"
+        m = re.search(r"stacks: main 16\.0 KB \+ (.*) = [\d.]+ KB", boot)
+        assert m, boot
+        assert "sockets: " in boot and "total: heap used " in boot, boot
+        s = dev.admin()
+        r = s.put(dev.url("/admin/api/ota/settings"), json={"auto": {"on": True, "every_hours": 24}}, timeout=10)
+        assert r.status_code == 200, r.text
+        wait_until(lambda: (s.get(dev.url("/admin/api/mqtt"), timeout=10).json()["status"] or {}).get("connected"),
+                   what="MQTT connected")
+
+        def steady():
+            b = s.get(dev.url("/admin/api/memory"), timeout=10).json()
+            # an OTA check or an announcement may run a short-lived job thread: wait it out
+            return b if set(b["stacks"]["threads"]) == {"web", "housekeeper"} else None
+
+        b = wait_until(steady, timeout=20, what="only the server's threads and the housekeeper")
+        threads = b["stacks"]["threads"]
+        assert threads["web"][0] == 4            # Device(workers=3): 3 workers + the poll loop
+        assert threads["housekeeper"][0] == 1
+        tasks = b["housekeeper"]["tasks"]
+        for name in ("wifi", "alexa", "mqtt", "ota"):
+            assert name in tasks, tasks
+        assert b["housekeeper"]["running"] is True
+        sk = b["sockets"]
+        assert sk["listen"] >= 1 and sk["udp"] >= 2     # the server's wake-up socket, SSDP
+        assert sk["tcp"] >= 2                          # this request, MQTT
+        # web clients get what the board's socket table (16) leaves: the device's own sockets
+        # (listeners, UDP, MQTT, the portal's DNS) and 2 for short-lived ones are kept back
+        own = sk["listen"] + sk["udp"] + 1 + 1
+        assert sk["tcp_max"] == 16 - own - 2, sk
+        h = b["heap"]
+        assert 0 < h["free"] <= h["total"] and h["largest"] is None
+        h = s.get(dev.url("/admin/api/memory?largest=1"), timeout=10).json()["heap"]
+        assert 0 < h["largest"] <= h["free"]
+        assert b["total"] == b["heap_used_chip"] + b["stacks"]["total"] + sk["now"]
+        assert s.get(dev.url("/healthz"), timeout=10).status_code == 200
+    finally:
+        dev.stop()
+
+
+def test_more_clients_than_the_socket_table_all_get_their_answer(tmp_path, broker):
+    # the board's table leaves the web server a handful of connections: a burst of three times as
+    # many clients waits in the listen backlog for a free slot, none is refused or reset
+    import concurrent.futures
+
+    dev = Dev(tmp_path, "burst", {"mqtt": broker.url()}).boot()
+    try:
+        slots = dev.admin().get(dev.url("/admin/api/memory"), timeout=10).json()["sockets"]["tcp_max"]
+        assert 4 <= slots < 16
+
+        def one(i):
+            r = requests.get(dev.url("/healthz"), headers={"Connection": "close"}, timeout=30)
+            return r.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(3 * slots) as ex:
+            codes = list(ex.map(one, range(6 * slots)))
+        assert codes == [200] * (6 * slots), codes
+    finally:
+        dev.stop()
+
+
+def test_memory_needs_the_admin_session(tmp_path, broker):
+    dev = Dev(tmp_path, "mem2", {"mqtt": broker.url()}).boot()
+    try:
+        r = requests.get(dev.url("/admin/api/memory"), timeout=10)
+        assert r.status_code == 401, r.text
+    finally:
+        dev.stop()
