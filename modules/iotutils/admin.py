@@ -38,7 +38,9 @@ class Admin:
     #: seconds between the end of an OTA install and the reboot (the page shows 100 %)
     reboot_delay_s = 1.5
 
-    def __init__(self, device):
+    def __init__(self, device, routes=True):
+        """routes=False: the caller routes to it (Device does, loading the page at its first request:
+        _page, _script, _style, upload and _dispatch, with _guard as the before_request hook)."""
         self.dev = device
         self.app = device.app
         self._sessions = {}   # token -> [csrf, expires_s, last use]
@@ -47,6 +49,8 @@ class Admin:
         self._ota = {"state": "idle", "done": 0, "total": 0, "error": None, "version": None}
         self._pw = persist.PersistentStr("pwhash", default="", folder="admin", max_length=200)
         self._adhoc = {}      # (folder, name) of variables this page made (the program did not declare them)
+        if not routes:
+            return
         app = self.app
         app.before_request(self._guard)
         app.add_route("/admin", self._page, ("GET",))
@@ -55,8 +59,12 @@ class Admin:
         app.add_route("/admin/admin.css", self._style, ("GET",))
         # one catch-all route dispatching from a constant table: a server route per endpoint would
         # cost ~450 bytes of heap each (33 of them), this costs two
-        app.add_route(_PREFIX + "ota/upload", _json_errors(self._ota_upload), ("POST",), stream=True)
+        app.add_route(_PREFIX + "ota/upload", self.upload, ("POST",), stream=True)
         app.add_route(_PREFIX + "<path:p>", self._dispatch, ("GET", "POST", "PUT", "DELETE"))
+
+    def upload(self, req):
+        """POST /admin/api/ota/upload (a streamed body)."""
+        return _json_errors(self._ota_upload)(req)
 
     def _dispatch(self, req, p):
         from iotutils.server import unquote

@@ -51,7 +51,8 @@ class Device:
         self.wifi = None
         self.alexa = None
         self.ota = None
-        self.admin = None
+        self._admin = None
+        self._admin_lock = allocate_lock()
         self._want = {"wifi": wifi, "alexa": alexa, "admin": admin, "ota": ota}
         self._tasks = []       # [period_ms, last_ms, fn]
         self._started = False
@@ -209,8 +210,7 @@ class Device:
         self._started = True
         print(self.boot_report())
         if self._want["admin"]:
-            from iotutils.admin import Admin
-            self.admin = Admin(self)
+            self._route_admin()
         if self.alexa is not None:
             self.alexa.start()
         self.app.start()
@@ -230,6 +230,47 @@ class Device:
                 print("  " + line)
         print("  " + self.heap_report())
         return self
+
+    # ---- the admin page, loaded at its first request ----
+
+    @property
+    def admin(self):
+        """The admin page and API (iotutils.admin.Admin), made at first use: a device nobody
+        administers never holds their code. None with Device(admin=False) or before start()."""
+        if self._admin is None and self._want["admin"] and self._started:
+            with self._admin_lock:
+                if self._admin is None:
+                    from iotutils.admin import Admin
+                    self._admin = Admin(self, routes=False)
+        return self._admin
+
+    def _route_admin(self):
+        app = self.app
+        app.before_request(self._admin_guard)
+        app.add_route("/admin", self._admin_page, ("GET",))
+        app.add_route("/admin/", self._admin_page, ("GET",))
+        app.add_route("/admin/admin.js", self._admin_script, ("GET",))
+        app.add_route("/admin/admin.css", self._admin_style, ("GET",))
+        app.add_route("/admin/api/ota/upload", self._admin_upload, ("POST",), stream=True)
+        app.add_route("/admin/api/<path:p>", self._admin_api, ("GET", "POST", "PUT", "DELETE"))
+
+    def _admin_guard(self, req):
+        return self.admin._guard(req) if req.path.startswith("/admin/api/") else None
+
+    def _admin_page(self, req):
+        return self.admin._page(req)
+
+    def _admin_script(self, req):
+        return self.admin._script(req)
+
+    def _admin_style(self, req):
+        return self.admin._style(req)
+
+    def _admin_upload(self, req):
+        return self.admin.upload(req)
+
+    def _admin_api(self, req, p):
+        return self.admin._dispatch(req, p)
 
     #: print the whole device's memory budget at start (heap, thread stacks, sockets)
     memory_report = True
