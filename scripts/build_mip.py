@@ -457,7 +457,7 @@ def main(argv=None):
         size = sum(os.path.getsize(os.path.join(out, u[1])) for u in d["urls"])
         if name != FULL:
             total += size
-        print("  %-17s %-17s %2d files %7d bytes  deps: %s" % (
+        print("  %-17s %-22s %2d files %7d bytes  deps: %s" % (
             name, package_file(name), len(d["urls"]), size,
             ", ".join(dep[0].rsplit("/", 1)[-1][:-len(".json")] for dep in d["deps"]) or "-"))
     print("wrote %s: %d .mpy files (%d bytes), version %s, deps under %s"
