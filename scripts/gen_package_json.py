@@ -10,8 +10,8 @@ the repo root and fetches each listed file relative to it, into <target>/iotutil
 iotutils.__version__ (read from the source, not imported: modules/ is MicroPython code).
 
 That install compiles every module on import, which a stock ESP32 without PSRAM has no heap for:
-scripts/build_mip.py builds the precompiled (.mpy) package with its own package.json, using
-describe()/render() from here so both files have the same format.
+scripts/build_mip.py builds the precompiled (.mpy) packages, one per capability and one with
+everything, using render() from here so the files have the same format.
 """
 import argparse
 import json
