@@ -577,7 +577,7 @@ class Admin:
     # ---- MQTT (iotutils.mqtt_settings: the admin page's settings win over the code's URL) ----
 
     def _mqtt_get(self, req):
-        from iotutils import mqtt_settings as ms
+        ms = _mqtt_settings()
         s = ms.load(self.dev.mqtt_url)
         m = self.dev.mqtt
         out = {k: s[k] for k in ("user", "ca", "prefix", "mode", "base")}
@@ -587,7 +587,7 @@ class Admin:
         return out
 
     def _mqtt_put(self, req):
-        from iotutils import mqtt_settings as ms
+        ms = _mqtt_settings()
         try:
             ms.save(_obj(req), self.dev.mqtt_url)
         except ValueError as e:
@@ -596,7 +596,7 @@ class Admin:
         return dict(self._mqtt_get(req), ok=True, restarting=True)
 
     def _mqtt_test(self, req):
-        from iotutils import mqtt_settings as ms
+        ms = _mqtt_settings()
         try:
             return ms.test_connection(_obj(req), self.dev.mqtt_url)
         except ValueError as e:
@@ -725,3 +725,11 @@ def _inflate(gz, wbits):
         for i in range(0, len(gz), 512):
             yield d.decompress(gz[i:i + 512])
         yield d.flush()
+
+
+def _mqtt_settings():
+    try:
+        from iotutils import mqtt_settings
+    except (ImportError, AttributeError):   # a stock board without the package iotutils-mqtt
+        raise HTTPError(404, "MQTT is not installed on this device (mip package iotutils-mqtt)")
+    return mqtt_settings

@@ -777,6 +777,14 @@ def _use_admin(lib, env, tmp_path, mqtt=None):
         cookie = headers["Set-Cookie"].split(";")[0]
         st = json.loads(_get(base + "/admin/api/status", {"Cookie": cookie}, app=app)[1])
         assert st["name"] == "miplamp", st
+        if mqtt is None and not os.path.exists(os.path.join(lib, "iotutils", "mqtt_settings.mpy")):
+            # the admin page's MQTT tab on a board without iotutils-mqtt: a reason, not a 500
+            try:
+                urllib.request.urlopen(urllib.request.Request(base + "/admin/api/mqtt", headers={"Cookie": cookie}),
+                                       timeout=20)
+                raise AssertionError("GET /admin/api/mqtt answered without iotutils-mqtt installed")
+            except urllib.error.HTTPError as e:
+                assert e.code == 404 and b"iotutils-mqtt" in e.read(), e.code
         return app, st
 
 
