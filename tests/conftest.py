@@ -30,3 +30,26 @@ def micropython_path(*extra):
     import mpcode
     prefix = mpcode.compile_modules(micropython_exe())
     return os.pathsep.join([p for p in list(extra) + [prefix, ".frozen", os.path.join(ROOT, "modules")] if p])
+
+
+try:
+    import pytest
+except ImportError:  # the micropython unit runner imports this file's helpers only
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(autouse=True)
+    def _no_leaked_devices():
+        """A simulated device a test (or its function-scoped fixtures) started and left running is
+        stopped when the test ends, pass or fail; module-scoped ones were started before and stay."""
+        import simdev
+        before = list(simdev.STARTED)
+        yield
+        for d in [d for d in simdev.STARTED if d not in before]:
+            simdev.STARTED.remove(d)
+            if d.alive():
+                try:
+                    d.stop()
+                except Exception as e:  # a stop that fails must not hide the test's own result
+                    print("could not stop a leftover simulated device: %r" % (e,))

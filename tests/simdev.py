@@ -71,6 +71,10 @@ def _wait_gone(pids, timeout=5.0):
             time.sleep(0.01)
 
 
+#: every SimDevice started in this process (tests/conftest.py stops a test's leftovers)
+STARTED = []
+
+
 class SimDevice:
     def __init__(self, state_dir, app=None, port=None, wifi=None, heap=None, runtime=None, extra_env=None,
                  ports=4, write_nvs=None):
@@ -104,6 +108,8 @@ class SimDevice:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.mark = len(self.lines)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        if self not in STARTED:
+            STARTED.append(self)   # tests/conftest.py stops what a test started and left running
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
         return self
