@@ -57,13 +57,13 @@ def free_port():
 class Sim:
     """scripts/sim.py of a tree (this one or an exported older one) running its device_bench app."""
 
-    def __init__(self, tree, state, runtime=None, env=None, wifi=None, nvs=None):
+    def __init__(self, tree, state, runtime=None, env=None, wifi=None, nvs=None, sim_tree=None):
         self.port = free_port()
         wifi_file = os.path.join(state, "wifi.json")
         os.makedirs(state, exist_ok=True)
         with open(wifi_file, "w") as f:
             json.dump({"networks": wifi or []}, f)
-        cmd = [VPY, os.path.join(tree, "scripts", "sim.py"), "--state", os.path.join(state, "dev"),
+        cmd = [VPY, os.path.join(sim_tree or tree, "scripts", "sim.py"), "--state", os.path.join(state, "dev"),
                "--port", str(self.port), "--wifi", wifi_file]
         if runtime:
             cmd += ["--runtime", runtime]
@@ -164,7 +164,7 @@ def session(sim):
     return s
 
 
-def measure(label, tree, runtime=None, old=False, mqtt=None, env=None):
+def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=None):
     state = tempfile.mkdtemp(prefix="benchmem-")
     env = dict(env or {})
     wifi = nvs = None
@@ -178,7 +178,7 @@ def measure(label, tree, runtime=None, old=False, mqtt=None, env=None):
         nvs = os.path.join(state, "nvs.bin")
         subprocess.run([VPY, os.path.join(ROOT, "scripts", "nvs_provision.py"), settings, "-o", nvs],
                        check=True, capture_output=True)
-    sim = Sim(tree, state, runtime, env, wifi, nvs)
+    sim = Sim(tree, state, runtime, env, wifi, nvs, sim_tree)
     try:
         m = sim.wait(r"heap free after start: (\d+) of (\d+) bytes", 90)
         start_free, total = int(m.group(1)), int(m.group(2))
@@ -223,6 +223,25 @@ def export_tree(rev):
     return out
 
 
+def old_firmware(tree, rev):
+    """The host firmware of the older tree (its own frozen toolbox), built once per revision when
+    MICROPY_DIR names a MicroPython tree (make BOARD=UNIX); None otherwise."""
+    mp = os.environ.get("MICROPY_DIR")
+    if not mp or not os.path.isdir(os.path.join(mp, "ports", "unix")):
+        return None
+    cache = os.path.join(ROOT, "build", "bench", "firmware-" + rev)
+    exe = os.path.join(cache, "micropython")
+    if not os.path.exists(exe):
+        r = subprocess.run(["make", "-C", tree, "BOARD=UNIX", "MICROPY_DIR=" + mp], capture_output=True, text=True)
+        built = os.path.join(tree, "build", "unix", "micropython")
+        if r.returncode != 0 or not os.path.exists(built):
+            print("(the host firmware of %s did not build: %s)" % (rev, r.stderr[-300:]))
+            return None
+        os.makedirs(cache, exist_ok=True)
+        shutil.copy(built, exe)
+    return exe
+
+
 def kb(n):
     return "%.1f" % (n / 1024.0)
 
@@ -244,14 +263,17 @@ def report(rows, before):
         if r["largest"] is not None:
             print("    largest free block after use: %d bytes (%s KB on the chip)" % (
                 r["largest"], kb(r["largest"] * memory.heap_scale())))
-    b = before
-    for r in rows[1:]:
-        if r["label"].startswith("after") and "MQTT" not in r["label"] and "firmware" not in r["label"]:
+    fw = [r for r in rows if "firmware" in r["label"]]
+    pairs = [(before, [r for r in rows if r["label"] == "after"], "simulator model (PyPI runtime)")]
+    if len(fw) == 2:
+        pairs.append((fw[0], fw[1:], "host firmware, frozen, bare 110wK: closest to the chip"))
+    for b, after, what in pairs:
+        for r in after:
             cut = 100.0 * (b["whole"] - r["whole"]) / b["whole"]
-            print("  whole device, same features, same runtime: %s KB -> %s KB (%.0f %% less; target >= 25 %%: %s)"
-                  % (kb(b["whole"]), kb(r["whole"]), cut, "met" if cut >= 25 else "MISSED"))
+            print("  whole device, same features, %s: %s KB -> %s KB (%.0f %% less; target >= 25 %%: %s)"
+                  % (what, kb(b["whole"]), kb(r["whole"]), cut, "met" if cut >= 25 else "MISSED"))
     for r in rows:
-        if "firmware" in r["label"]:
+        if r["label"].startswith("after, host firmware"):
             s, u = r["start"] * 100 // r["total"], r["use"] * 100 // r["total"]
             big = r["largest"] or 0
             print("  host firmware, bare 110wK: %d %% free after start (target >= 65 %%: %s), %d %% after use "
@@ -281,6 +303,11 @@ def main():
                     b.stop()
         except ImportError:
             pass
+        fw_old = old_firmware(old, args.before[:7])
+        if fw_old:
+            # this tree's simulator: it runs a frozen toolbox in the bare heap (the older one gave
+            # every runtime the code allowance); the older firmware's own frozen modules and app
+            rows.append(measure("before, host firmware (frozen, bare 110wK)", old, fw_old, old=True, sim_tree=ROOT))
         fw = os.path.join(ROOT, "build", "unix", "micropython")
         if os.path.exists(fw):
             rows.append(measure("after, host firmware (frozen, bare 110wK)", ROOT, fw))

@@ -28,7 +28,7 @@
 # anything change?" for code that mirrors values elsewhere, such as MQTT states).
 import json
 
-from iotutils import journal, store
+from iotutils import store
 from iotutils.coerce import clamp, hex_digits, parse_json, to_bool, to_float, to_int, to_json_text, to_str
 from iotutils._compat import allocate_lock
 
@@ -63,7 +63,8 @@ _guard = allocate_lock()
 # own are here (so they stay hidden even when the module that owns them is not loaded); an app adds
 # its own with secret(). The journal's folder is internal bookkeeping (an import in progress), hidden
 # the same way.
-_SECRET_FOLDERS = ["admin", "wifi", journal.FOLDER]
+_JOURNAL = "iotutils"  # iotutils.journal.FOLDER: an import in progress (loaded only when used)
+_SECRET_FOLDERS = ["admin", "wifi", _JOURNAL]
 # (the OTA public key is no secret, but only provisioning sets which key the device trusts: it is
 # kept out of the admin page's editor and its import the same way)
 _SECRET_VALUES = [("alexa", "users"), ("mqtt", "password"), ("ota", "pubkey")]
@@ -99,10 +100,13 @@ def _cache_drop(folder, name):
 
 def _fresh():
     # The first access after a boot (or after store.use() swapped the backend, in tests): forget what
-    # was cached, and undo an import a power cut (or a failed rollback) left half-done
+    # was cached, and undo an import a power cut (or a failed rollback) left half-done (the journal's
+    # code is loaded only then, or for an import)
     if _gen[0] != store.GENERATION:
         _cache.clear()
-        journal.recover()
+        if store.keys(_JOURNAL):
+            from iotutils import journal
+            journal.recover()
         _gen[0] = store.GENERATION
 
 
@@ -714,6 +718,7 @@ def import_json(text):
         _fresh()
     # (not under _guard: each entry is encoded by a variable object, whose making takes it; the
     # store serialises the writes, and what was cached is dropped afterwards)
+    from iotutils import journal
     try:
         journal.write_all(lambda: _plan(data))
     finally:

@@ -234,11 +234,13 @@ class Portal:
         app.add_route("/setup/status", self._status, ("GET",))
         app.add_route("/setup/scan", self._scan, ("GET",))
         app.add_route("/setup/result", self._result, ("GET",))
-        for path in _PROBES:
-            app.add_route(path, self._probe, ("GET", "HEAD"))
-        # before: overrides the app's own "/" while in AP mode; after: catches what no route matched
+        # before: answers the OS probes (no route each: eleven routes would cost ~2 KB of heap) and
+        # overrides the app's own "/" while in AP mode; after: catches what no route matched
         if hasattr(app, "before_request"):
             app.before_request(self._captive)
+        else:
+            for path in _PROBES:
+                app.add_route(path, self._probe, ("GET", "HEAD"))
         if hasattr(app, "after_request"):
             app.after_request(self._captive_404)
         else:
@@ -299,9 +301,11 @@ class Portal:
 
     def _captive(self, req):
         path = req.path
+        if path in _PROBES and req.method in ("GET", "HEAD"):
+            return self._probe(req)
         if path == "/" and (self.active or not self.wifi.configured()) and req.method in ("GET", "HEAD"):
             return self._page()
-        if self.active and not self._own_host(req) and not path.startswith("/setup") and path not in _PROBES:
+        if self.active and not self._own_host(req) and not path.startswith("/setup"):
             return self.redirect()
         return None
 

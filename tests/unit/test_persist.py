@@ -551,3 +551,10 @@ def test_import_cut_short_is_rolled_back_at_the_next_boot():
         seen_old += got == old
         assert store.keys("iotutils") == [], k
     assert seen_new and seen_old, (seen_new, seen_old)
+
+
+def test_the_journal_folder_is_the_one_persist_hides():
+    # persist names the journal's folder itself, so that it need not load the journal's code
+    from iotutils import journal
+    assert persist._JOURNAL == journal.FOLDER
+    assert persist.is_secret(journal.FOLDER, "import")

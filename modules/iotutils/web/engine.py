@@ -40,7 +40,7 @@ from iotutils._compat import const, print_exception, sleep_ms, start_thread, tic
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
                                   FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)
-from iotutils.web.response import STATUS, HTTPError, Response, make_response
+from iotutils.web.response import HTTPError, Response, make_response, status_reason
 from iotutils.web.routing import Router
 
 # The builtins the hot paths use, as module globals: MicroPython finds a builtin only after missing it
@@ -1006,10 +1006,10 @@ class WebServer(Router):
         self._send_error_now(conn.sock, status, reason)
         self._close(conn)
 
-    def _send_error_now(self, sock, status, reason=None):
-        body = (reason or STATUS.get(status, "Error")) + "\n"
+    def _send_error_now(self, sock, status, why=None):
+        body = (why or status_reason(status, "Error")) + "\n"
         msg = "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-            status, STATUS.get(status, "Error"), len(body), body)
+            status, status_reason(status, "Error"), len(body), body)
         try:
             sock.send(msg.encode())
         except OSError:
@@ -1327,7 +1327,7 @@ class WebServer(Router):
         pre = self._pre
         if status == 200 and pre is not None and pre[0] == name:
             return pre[1]
-        line = "HTTP/1.1 %d %s\r\n" % (status, STATUS.get(status, "Unknown"))
+        line = "HTTP/1.1 %d %s\r\n" % (status, status_reason(status, "Unknown"))
         if name:
             line += "Server: %s\r\n" % name
         line = line.encode()

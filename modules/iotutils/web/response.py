@@ -4,25 +4,30 @@ import json
 import os
 import time
 
-STATUS = {
-    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
-    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
-    304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
-    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
-    421: "Misdirected Request", 429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
-}
+# status code, reason: a constant tuple (in flash on the firmware), not a dict in the heap
+_REASONS = (
+    100, "Continue", 200, "OK", 201, "Created", 202, "Accepted", 204, "No Content",
+    206, "Partial Content", 301, "Moved Permanently", 302, "Found", 303, "See Other",
+    304, "Not Modified", 307, "Temporary Redirect", 308, "Permanent Redirect", 400, "Bad Request",
+    401, "Unauthorized", 403, "Forbidden", 404, "Not Found", 405, "Method Not Allowed",
+    406, "Not Acceptable", 408, "Request Timeout", 409, "Conflict", 411, "Length Required",
+    413, "Content Too Large", 414, "URI Too Long", 415, "Unsupported Media Type",
+    421, "Misdirected Request", 429, "Too Many Requests", 431, "Request Header Fields Too Large",
+    500, "Internal Server Error", 501, "Not Implemented", 503, "Service Unavailable",
+    505, "HTTP Version Not Supported",
+)
 
-MIME = {
-    "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8", "css": "text/css",
-    "js": "application/javascript", "mjs": "application/javascript", "json": "application/json",
-    "txt": "text/plain; charset=utf-8", "svg": "image/svg+xml", "png": "image/png", "jpg": "image/jpeg",
-    "jpeg": "image/jpeg", "gif": "image/gif", "ico": "image/x-icon", "webp": "image/webp",
-    "wasm": "application/wasm", "xml": "application/xml", "pdf": "application/pdf",
-    "woff": "font/woff", "woff2": "font/woff2", "bin": "application/octet-stream",
-}
+
+def status_reason(status, default=""):
+    """The reason phrase of an HTTP status code (default for one not listed)."""
+    r = _REASONS
+    for i in range(0, len(r), 2):
+        if r[i] == status:
+            return r[i + 1]
+    return default
+
+
+
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -32,9 +37,9 @@ class HTTPError(ValueError):
     """Raise from a handler (or from req.json()/req.body) to answer with `status` and `reason`."""
 
     def __init__(self, status, reason=None):
-        super().__init__(reason or STATUS.get(status, ""))
+        super().__init__(reason or status_reason(status))
         self.status = status
-        self.reason = reason or STATUS.get(status, "")
+        self.reason = reason or status_reason(status)
 
 
 def http_date(secs):
@@ -75,6 +80,7 @@ class Response:
     def file(cls, path, content_type=None, headers=None):
         """Stream the file at path (closed after sending)."""
         if content_type is None:
+            from iotutils.web.static import MIME  # (the file types live with the file server)
             content_type = MIME.get(path.rpartition(".")[2].lower(), "application/octet-stream")
         r = cls(open(path, "rb"), 200, headers, content_type)
         r.length = os.stat(path)[6]

@@ -3,7 +3,16 @@
 # apps that serve files.
 import os
 
-from iotutils.web.response import MIME, Response, http_date
+from iotutils.web.response import Response, http_date
+
+MIME = {
+    "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8", "css": "text/css",
+    "js": "application/javascript", "mjs": "application/javascript", "json": "application/json",
+    "txt": "text/plain; charset=utf-8", "svg": "image/svg+xml", "png": "image/png", "jpg": "image/jpeg",
+    "jpeg": "image/jpeg", "gif": "image/gif", "ico": "image/x-icon", "webp": "image/webp",
+    "wasm": "application/wasm", "xml": "application/xml", "pdf": "application/pdf",
+    "woff": "font/woff", "woff2": "font/woff2", "bin": "application/octet-stream",
+}
 
 
 def _stat(path):
