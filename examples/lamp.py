@@ -30,8 +30,8 @@ def drive_led():
     # a real lamp would set PWM duty here; the simulator prints what the LED would show
     shown[0] = (on.value, brightness.value, colour.value)
     r, g, b = colour.value
-    k = brightness.value / 100 if on.value else 0
-    print("LED rgb=(%d,%d,%d)" % (int(r * k), int(g * k), int(b * k)))
+    pct = brightness.value if on.value else 0   # whole numbers: the same duty on every runtime
+    print("LED rgb=(%d,%d,%d)" % (r * pct // 100, g * pct // 100, b * pct // 100))
 
 
 def show_on_alexa():

@@ -448,7 +448,7 @@ def test_make_sim_lamp_on_a_broker(tmp_path, broker, ha):
         since = len(lamp.lines)
         ha.send(lamp.t("lamp_bri/set"), "35")
         ha.send(lamp.t("lamp_on/set"), "ON")
-        lamp.wait_line(r"LED rgb=\(89,62,35\)", since=since, timeout=5)
+        lamp.wait_line(r"LED rgb=\(89,63,35\)", since=since, timeout=5)
         ha.wait_json(lamp.t("alexa_1"), lambda d: d["state"] == "ON" and d["brightness"] == 35, since=m, timeout=5)
         # and its Alexa light, as a Hue client would: the lamp's own on_change
         ha.send(lamp.t("alexa_1/set"), '{"state":"ON","brightness":80}')
