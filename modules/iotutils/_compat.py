@@ -85,18 +85,21 @@ def exists(path):
 THREADS = []
 _HOST = sys.platform != "esp32"
 _WIDE = sys.maxsize > 0x7FFFFFFF
+_HOST_MARGIN = 8192        # the unix port's stack-limit margin
+_HOST_IMPORTS = 4 * 4096   # four nested imports' PATH_MAX buffers
 
 
 def start_thread(name, fn, args=(), stack_size=0):
     """Run fn(*args) in a new thread, counted in THREADS until it ends. stack_size: bytes for its
     stack on the chip (0: the port's default), set for this thread only. Elsewhere the thread gets
-    what the same code needs there: MicroPython's unix port needs twice the stack on a 64-bit host
-    (its UNIX_STACK_MULTIPLIER) and keeps 8 KB of every thread's stack out of its recursion limit,
-    so a thread sized for the chip runs out of stack here about where it would on the chip."""
+    what the same code needs there, so that it runs out of stack about where it would on the chip:
+    MicroPython's unix port needs twice the stack on a 64-bit host (its UNIX_STACK_MULTIPLIER), keeps
+    8 KB of every thread's stack out of its recursion limit, and puts a PATH_MAX (4 KB) buffer on
+    the C stack for each nested import (the ESP32 port: 128 bytes), up to four deep here."""
     entry = [name, stack_size]
     real = stack_size
     if stack_size and _HOST:
-        real = stack_size * (2 if _WIDE else 1) + 8192
+        real = stack_size * (2 if _WIDE else 1) + _HOST_MARGIN + _HOST_IMPORTS
     THREADS.append(entry)
 
     def run():

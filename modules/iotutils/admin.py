@@ -614,7 +614,7 @@ class Admin:
 
     def _later(self, fn, *args):
         if _thread:
-            start_thread("admin-job", fn, args, hal.WEB_STACK)   # short-lived: an install, a restart
+            start_thread("admin-job", fn, args, hal.JOB_STACK)   # short-lived: an install, a restart
         else:
             fn(*args)
 

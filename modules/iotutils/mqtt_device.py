@@ -661,7 +661,7 @@ class MqttDevice:
 
 def _later(fn, *args):
     if _thread is not None:
-        start_thread("mqtt-job", fn, args, hal.WEB_STACK)   # an OTA check or install: TLS, flash
+        start_thread("mqtt-job", fn, args, hal.JOB_STACK)   # an OTA check or install: TLS, flash
     else:
         fn(*args)
 

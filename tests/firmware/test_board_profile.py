@@ -28,7 +28,7 @@ def test_socket_table_matches_sdkconfig():
 
 
 def test_thread_stacks_are_at_least_the_ports_minimum():
-    for name in ("WEB_STACK", "HOUSEKEEPER_STACK"):
+    for name in ("WEB_STACK", "HOUSEKEEPER_STACK", "JOB_STACK"):
         size = _hal_constant(name)
         assert size >= 4096, name   # MP_THREAD_MIN_STACK_SIZE of ports/esp32
         assert size % 512 == 0, name

@@ -444,6 +444,56 @@ def test_start_serves_from_background_threads_and_stop():
     time.sleep(0)
 
 
+def _start_on_free_port(app):
+    import os
+    seed = int.from_bytes(os.urandom(2), "little")
+    for i in range(20):  # below 49152: the simulated hardware layer maps 49152+ to WeMo host ports
+        app.port = 20000 + (seed + 97 * i) % 20000
+        try:
+            app.start()
+            return
+        except OSError:
+            continue
+    raise OSError("no free port")
+
+
+def test_a_second_port_served_and_closed_by_the_time_unlisten_returns():
+    from iotutils.web.routing import Router
+    app = WebServer(port=0, workers=2, host="127.0.0.1")
+    side = Router()
+    side.add_route("/side", lambda req: "side")
+    _start_on_free_port(app)
+    try:
+        port = app.bound_port + 1
+        app.listen(port, side)
+        for _ in range(200):  # applied by the poll loop: serving within moments
+            try:
+                data = _client_get(port, "/side")
+                break
+            except OSError:
+                import time
+                time.sleep(0.01)
+        assert data.endswith(b"side"), data
+        # dropped from a handler (as removing a WeMo device does): closed when unlisten returns,
+        # although the thread that runs the handler was leading the poll loop
+        def drop(req):
+            app.unlisten(port)
+            import socket
+            s = socket.socket()
+            try:
+                s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+                return "still open"
+            except OSError:
+                return "refused"
+            finally:
+                s.close()
+        app.add_route("/drop", drop)
+        assert _client_get(app.bound_port, "/drop").endswith(b"refused")
+        assert _client_get(app.bound_port, "/drop").endswith(b"refused")  # twice: no harm
+    finally:
+        app.stop()
+
+
 def test_handler_headers_override_and_repeat():
     app = WebServer()
 

@@ -16,10 +16,10 @@ STA = 0
 AP = 1
 
 # The board's thread stacks and sockets (the chip's bytes; the simulated device models the same
-# board). Stacks: the deepest use measured by bench/bench_stack.py plus a margin (docs/memory.md);
-# a board with other needs sets WebServer.stack_size / Housekeeper.stack_size instead.
-WEB_STACK = 12288         # each web server thread (and OTA/admin jobs): a handler that imports a module
-                          # which imports others (the admin page's MQTT tab: three frozen imports deep)
-                          # overflowed 10 KB on the host firmware
-HOUSEKEEPER_STACK = 8192  # the housekeeping thread: Wi-Fi, SSDP/WeMo, MQTT callbacks, OTA timer
+# board). Stacks: the deepest use bench/bench_stack.py measures on the host firmware, plus a margin
+# (docs/memory.md); a board with other needs sets these before Device.start(), or
+# WebServer.stack_size / Housekeeper.stack_size.
+WEB_STACK = 8192          # each web server thread: deepest handler measured 7 KB (the admin MQTT tab)
+HOUSEKEEPER_STACK = 10240 # Wi-Fi, SSDP/WeMo, MQTT and its callbacks (6.5 KB) + an mqtts handshake
+JOB_STACK = 10240         # short-lived jobs (OTA check/install, admin and MQTT jobs): 7 KB + TLS
 MAX_SOCKETS = 16          # CONFIG_LWIP_MAX_SOCKETS in boards/ESP32_GENERIC/sdkconfig.board

@@ -412,7 +412,7 @@ class OTA:
             work()   # a port without threads: in the caller's loop
             return
         try:
-            start_thread("ota", work, (), hal.WEB_STACK)   # TLS and the flash: a request's stack
+            start_thread("ota", work, (), hal.JOB_STACK)
         except (OSError, MemoryError, RuntimeError) as e:   # no room for a thread now: next step
             self._auto_work = False
             print("ota: auto: no thread now:", e)

@@ -226,6 +226,8 @@ class WebServer(Router):
         self._sock = None
         self._sites = {}       # key of an extra listening socket -> (socket, Router, device port)
         self._site_changes = []  # (port, Router or None) for the poll loop to add or drop
+        self._site_asked = 0     # changes asked / applied: unlisten() waits until its own is applied
+        self._site_done = 0
         self._wake = None
         self._wake_addr = None
         self._pre = None
@@ -306,17 +308,25 @@ class WebServer(Router):
             self._site_changes.append((port, router))
         self._poke()
 
-    def unlisten(self, port):
-        """Stop serving the port given to listen() (its connections are closed)."""
+    def unlisten(self, port, wait_ms=1000):
+        """Stop serving the port given to listen() (its connections are closed). Returns once the
+        port is closed, so a client that connects afterwards is refused (or after wait_ms when no
+        thread leads the poll loop, e.g. while every one runs a handler)."""
         with self._rlock:
             self._site_changes.append((port, None))
+            self._site_asked += 1
+            mine = self._site_asked
         self._poke()
+        t0 = ticks_ms()
+        while self._running and self._site_done < mine and ticks_diff(ticks_ms(), t0) < wait_ms:
+            sleep_ms(2)
 
     def _apply_site_changes(self):
         # leader only (or before the threads start): the poll set and the site table are its
         with self._rlock:
             changes = self._site_changes
             self._site_changes = []
+            done = self._site_asked
         for port, router in changes:
             for key in list(self._sites):
                 s, r, p = self._sites[key]
@@ -342,6 +352,7 @@ class WebServer(Router):
                     continue
                 self._sites[self._key(s)] = (s, router, port)
                 self._poller.register(s, _POLLIN)
+        self._site_done = done
 
     def sockets(self):
         """What the server holds open, for the memory budget: {"listen", "tcp", "udp", "tcp_max"}
