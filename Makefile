@@ -52,13 +52,22 @@ help:            ## this list
 
 # ---- environment ------------------------------------------------------------------------
 
-setup: deps venv ## install Debian packages and the pinned Python environment
+setup: deps venv ha-venv ## install Debian packages and the pinned Python environments
 
 venv: $(VENV)/.stamp ## create .venv from requirements.txt (pinned)
 
 $(VENV)/.stamp: requirements.txt requirements-hil.txt
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-hil.txt
+	@touch $@
+
+# Home Assistant's own MQTT discovery schemas judge our discovery messages (tests/ha_schema_check.py):
+# homeassistant pins its own dependencies, so it gets a venv of its own
+ha-venv: .venv-ha/.stamp ## create .venv-ha with Home Assistant (requirements-ha.txt, pinned)
+
+.venv-ha/.stamp: requirements-ha.txt
+	@test -x .venv-ha/bin/python || $(PYTHON) -m venv .venv-ha
+	.venv-ha/bin/python -m pip install -q --disable-pip-version-check -r requirements-ha.txt
 	@touch $@
 
 deps: ## install the pinned Debian packages the tests use (needs root; skipped when present)

@@ -86,7 +86,7 @@ THREADS = []
 _HOST = sys.platform != "esp32"
 _WIDE = sys.maxsize > 0x7FFFFFFF
 _HOST_MARGIN = 8192        # the unix port's stack-limit margin
-_HOST_IMPORTS = 4 * 4096   # four nested imports' PATH_MAX buffers
+_HOST_IMPORTS = 2 * 4096   # two nested imports' PATH_MAX buffers (the deepest a handler reaches)
 
 
 def start_thread(name, fn, args=(), stack_size=0):
@@ -95,7 +95,7 @@ def start_thread(name, fn, args=(), stack_size=0):
     what the same code needs there, so that it runs out of stack about where it would on the chip:
     MicroPython's unix port needs twice the stack on a 64-bit host (its UNIX_STACK_MULTIPLIER), keeps
     8 KB of every thread's stack out of its recursion limit, and puts a PATH_MAX (4 KB) buffer on
-    the C stack for each nested import (the ESP32 port: 128 bytes), up to four deep here."""
+    the C stack for each nested import (the ESP32 port: 128 bytes): two here (bench_stack.py)."""
     entry = [name, stack_size]
     real = stack_size
     if stack_size and _HOST:

@@ -120,6 +120,11 @@ def component(info, e, with_device=False):
     if kind == "light":
         modes = ["rgb"] if x.get("rgb") else ["brightness"] if x.get("brightness", True) else ["onoff"]
         c.update({"schema": "json", "stat_t": state, "cmd_t": cmd, "sup_clrm": modes})
+        if with_device:
+            # HA before 2024.11 (component mode) reads supported_color_modes only with color_mode set
+            # (its schema has both in one inclusion group: one alone drops the light); later HA
+            # deprecated the flag, so device mode leaves it out
+            c["clrm"] = True
         if modes != ["onoff"]:
             c["bri_scl"] = x.get("scale", 255)
     elif kind == "switch":

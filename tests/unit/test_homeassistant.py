@@ -21,6 +21,7 @@ ABBREVIATIONS = {
     "val_tpl": "value_template", "pl_avail": "payload_available", "pl_not_avail": "payload_not_available",
     "json_attr_t": "json_attributes_topic", "l_ver_t": "latest_version_topic", "rel_u": "release_url",
     "rel_s": "release_summary", "en": "enabled_by_default", "e": "encoding", "ret": "retain",
+    "clrm": "color_mode",
 }
 DEVICE_ABBREVIATIONS = {"cu": "configuration_url", "cns": "connections", "ids": "identifiers", "name": "name",
                         "mf": "manufacturer", "mdl": "model", "mdl_id": "model_id", "hw": "hw_version",
@@ -108,6 +109,7 @@ def test_device_discovery_payload_follows_the_contract():
     assert len(payload) < 4096, len(payload)     # one MQTT message, modest for an ESP32 to build
     lamp = d["cmps"]["lamp"]
     assert lamp["schema"] == "json" and lamp["sup_clrm"] == ["rgb"] and lamp["bri_scl"] == 255
+    assert "clrm" not in lamp   # deprecated by the HA versions that read device mode
     assert lamp["cmd_t"] == "iotutils/0200000001ab/lamp/set" and lamp["stat_t"] == "iotutils/0200000001ab/lamp"
     assert d["cmps"]["mask"]["ptrn"] and d["cmps"]["label"]["max"] == 32
     assert d["cmps"]["rssi"]["ent_cat"] == "diagnostic" and d["cmps"]["rssi"]["unit_of_meas"] == "dBm"
@@ -129,6 +131,8 @@ def test_component_discovery_payloads_for_older_home_assistant():
         assert "p" not in c
         _check_device(c["dev"])
         assert c["avty_t"] == "iotutils/0200000001ab/status"
+        # HA before 2024.11 takes supported_color_modes only with the color_mode flag
+        assert c.get("clrm") is (True if e[0] == "light" else None), (e, c)
         uids.add(c["uniq_id"])
         assert len(payload) < 1024, (topic, len(payload))
     assert len(uids) == len(ENTITIES)

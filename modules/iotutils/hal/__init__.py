@@ -16,10 +16,10 @@ STA = 0
 AP = 1
 
 # The board's thread stacks and sockets (the chip's bytes; the simulated device models the same
-# board). Stacks: the deepest use bench/bench_stack.py measures on the host firmware, plus a margin
-# (docs/memory.md); a board with other needs sets these before Device.start(), or
-# WebServer.stack_size / Housekeeper.stack_size.
-WEB_STACK = 8192          # each web server thread: deepest handler measured 7 KB (the admin MQTT tab)
-HOUSEKEEPER_STACK = 10240 # Wi-Fi, SSDP/WeMo, MQTT and its callbacks (6.5 KB) + an mqtts handshake
-JOB_STACK = 10240         # short-lived jobs (OTA check/install, admin and MQTT jobs): 7 KB + TLS
+# board). Stacks: bench/bench_stack.py's measured need on the host firmware (its 'preloaded' column:
+# a role's own frames) plus a margin (docs/memory.md); a board with other needs sets these before
+# Device.start(), or WebServer.stack_size / Housekeeper.stack_size.
+WEB_STACK = 8192          # each web server thread: measured 6.5 KB (every admin page and API, uploads)
+HOUSEKEEPER_STACK = 10240 # Wi-Fi, SSDP/WeMo, MQTT and its callbacks: 4.5 KB + an mqtts handshake
+JOB_STACK = 10240         # short-lived jobs (OTA check/install, admin and MQTT jobs): <= 3 KB + TLS
 MAX_SOCKETS = 16          # CONFIG_LWIP_MAX_SOCKETS in boards/ESP32_GENERIC/sdkconfig.board

@@ -6,6 +6,7 @@
 from iotutils._compat import const
 
 SECTOR_SIZE = const(4096)
+_BLANK = b"\xff" * 256  # SECTOR_SIZE is a multiple of it
 
 
 class FlashError(Exception):
@@ -124,10 +125,11 @@ class FileFlash(Region):
         self.f.write(data)
 
     def _erase(self, off, n):
-        blank = b"\xff" * SECTOR_SIZE
+        # in 256-byte writes of one constant: a sector-sized blank allocated per erase (4 KB) is heap
+        # the chip's erase (a C call) never takes, and on a full heap it failed OTA installs here
         self.f.seek(self.offset + off)
-        for _ in range(n // SECTOR_SIZE):
-            self.f.write(blank)
+        for _ in range(n // len(_BLANK)):
+            self.f.write(_BLANK)
 
     def close(self):
         self.f.close()

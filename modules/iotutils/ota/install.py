@@ -1,8 +1,10 @@
 # Writing an image into the other OTA slot, verified while it streams: socket -> one 4 KB buffer ->
 # flash. The image verifier (iotutils.appimage) checks the ESP32 app image format on that buffer, the
 # SHA-256 runs beside it, and the slot is read back through the same buffer before anything may boot
-# it: ~8 KB of extra heap whatever the image size. A failure scrubs the slot's first sector, so a
-# half-written slot never looks like an image. Loaded only when an update runs.
+# it: ~8 KB of extra heap whatever the image size. On a fragmented heap where no 4 KB block is free
+# the buffer halves (down to 512 bytes: slower, never refused). A failure scrubs the slot's first
+# sector, so a half-written slot never looks like an image. Loaded only when an update runs.
+import gc
 import hashlib
 
 import iotutils.appimage as appimage
@@ -10,6 +12,19 @@ from iotutils._compat import const, ticks_diff, ticks_ms
 from iotutils.ota.client import OTAError
 
 _BLOCK = const(4096)
+_SMALLEST = const(512)
+
+
+def buffer(size, alloc=bytearray):
+    """A bytearray of `size` bytes, or of the largest half, quarter, ... (>= 512) the heap has."""
+    while True:
+        try:
+            return alloc(size)
+        except MemoryError:
+            if size <= _SMALLEST:
+                raise
+            gc.collect()
+            size //= 2
 
 
 class Writer:
@@ -27,7 +42,7 @@ class Writer:
         """reader -> region, verified; returns the image's descriptor info (+ "size", "sha256" digest).
         want_sha: the SHA-256 (bytes) the image must have, or None to take the stream's own. Raises
         OTAError / ValueError (region scrubbed) on any failure."""
-        buf = bytearray(self.block_size)
+        buf = buffer(self.block_size)
         stream_sha = hashlib.sha256()
         try:
             info = self._write(reader, total, region, buf, progress, stream_sha)
@@ -54,6 +69,7 @@ class Writer:
         mv = memoryview(buf)
         bs = len(buf)
         off = 0
+        erased = 0  # sectors are erased ahead of the writes: the buffer need not be a whole sector
         t0 = ticks_ms()
         try:
             while True:
@@ -77,7 +93,10 @@ class Writer:
                 chunk = mv[:fill]
                 v.feed(chunk)
                 stream_sha.update(chunk)
-                region.erase(off, (fill + _BLOCK - 1) // _BLOCK * _BLOCK)
+                if off + fill > erased:
+                    n = (off + fill - erased + _BLOCK - 1) // _BLOCK * _BLOCK
+                    region.erase(erased, n)
+                    erased += n
                 region.write(off, chunk)
                 off += fill
                 if progress:

@@ -1,0 +1,51 @@
+# The OTA slot writer (iotutils.ota.install) on a heap too fragmented for its 4 KB buffer, on
+# CPython and MicroPython: the buffer halves, and any buffer size still writes the exact image.
+import hashlib
+import io
+
+from mpunit import raises
+from test_appimage import build
+
+from iotutils.hal.flash import RamFlash
+from iotutils.ota.install import Writer, buffer
+
+
+def test_buffer_halves_until_the_heap_has_one():
+    asked = []
+
+    def fragmented(n):
+        asked.append(n)
+        if n > 1024:
+            raise MemoryError
+        return bytearray(n)
+    assert len(buffer(4096, fragmented)) == 1024
+    assert asked == [4096, 2048, 1024]
+
+    def full(n):
+        raise MemoryError
+    raises(MemoryError, buffer, 4096, full)  # below 512 bytes: the install fails, cleanly
+
+
+def test_any_buffer_size_writes_the_exact_image_and_erases_each_sector_once():
+    img = build("3.0.0", bulk=9000)  # three sectors
+    for size in (512, 1024, 4096):
+        region = RamFlash(8 * 4096)
+        region.strict = True            # a write that sets a bit without an erase raises
+        region.write(0, bytes(len(img) + 100))  # old data everywhere the image goes
+        erased = []
+        erase = region.erase
+
+        def counting(off, n, erase=erase, erased=erased):
+            erased.append((off, n))
+            erase(off, n)
+        region.erase = counting
+        sha = hashlib.sha256()
+        info = Writer(0, "micropython", 4096, 60)._write(io.BytesIO(img), len(img), region, bytearray(size),
+                                                         None, sha)
+        assert info["version"] == "3.0.0" and info["size"] == len(img), size
+        assert region.read(0, len(img)) == img, size
+        assert sha.digest() == hashlib.sha256(img).digest()
+        starts = [off for off, n in erased]
+        assert all(off % 4096 == 0 and n % 4096 == 0 for off, n in erased), erased
+        assert sorted(set(starts)) == starts, erased          # no sector erased twice
+        assert sum(n for off, n in erased) == (len(img) + 4095) // 4096 * 4096, (size, erased)
