@@ -734,7 +734,7 @@ def report(roles, vs, const, found, shipped, probes, seconds):
         print("  %-12s%s  %-26s %-14s %s" % (role, row, "%s = %d" % (CONST[role], c), margin, verdict))
     print("  margin and verdict: the 'preloaded' column, the closest to the chip ('bare' is an upper bound: every")
     print("  nested import costs 4 KB of stack on the host, 128 bytes on the chip; 'sim' is what every simulated")
-    print("  device and test runs with, generous by design)")
+    print("  device and test runs with: within about 1 KB of the chip's need)")
     print("  not measured: the TLS handshake's stack (an mqtts:// broker, an OTA download over HTTPS): the host's")
     print("  TLS is not the chip's mbedTLS build; it is why the housekeeper and the jobs carry more margin")
     web_n = 4   # Device(workers=3): three workers and the poll loop
