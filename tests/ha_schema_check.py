@@ -24,25 +24,14 @@ from homeassistant.components.mqtt.abbreviations import (  # noqa: E402
 from homeassistant.components.mqtt.discovery import SUPPORTED_COMPONENTS, TOPIC_MATCHER  # noqa: E402
 from homeassistant.components.mqtt.mixins import MQTT_ORIGIN_INFO_SCHEMA  # noqa: E402
 
+import test_homeassistant as unit  # noqa: E402
 from iotutils import homeassistant as ha  # noqa: E402
 
-INFO = {"id": "0200000001ab", "name": "Desk lamp", "sw": "0.1.0", "model": "iotutils lamp",
-        "url": "http://192.168.1.20/admin"}
-# every kind of entity a device announces: Alexa lights (colour, dimmable, on/off), each persistent
-# type's entity (mqtt_device.entity_for), the restart button, the firmware, the diagnostics
-ENTITIES = [
-    ("light", "lamp", "Lamp", {"rgb": True, "scale": 255}),
-    ("light", "dim", "Dimmer", {"scale": 100}),
-    ("light", "plug", "Plug", {"brightness": False}),
-    ("switch", "relay", "Relay", None),
-    ("number", "bri", "Brightness", {"min": 0, "max": 100, "step": 1, "int": True, "unit": "%", "mode": "slider"}),
-    ("number", "temp", "Target", {"min": 5.5, "max": 30.5, "step": 0.5}),
-    ("text", "label", "Label", {"max": 32}),
-    ("text", "mask", "Mask", {"max": 10, "hex": True}),
-    ("select", "effect", "Effect", {"options": ["none", "rainbow", "breathe"]}),
-    ("button", "restart", "Restart", {"device_class": "restart"}),
-    ("update", "firmware", "Firmware", None),
-] + ha.diagnostics()
+# every kind of entity a device announces (the unit tests' set: each persistent type's entity, the
+# restart button, the firmware, the diagnostics) plus Alexa's dimmable and on/off lights
+INFO = unit.INFO
+ENTITIES = unit.ENTITIES[:1] + [("light", "dim", "Dimmer", {"scale": 100}),
+                                ("light", "plug", "Plug", {"brightness": False})] + unit.ENTITIES[1:]
 
 
 def expand(payload):

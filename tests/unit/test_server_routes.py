@@ -408,23 +408,27 @@ def _client_get(port, path):
     return data
 
 
-def test_start_serves_from_background_threads_and_stop():
+def _start_on_free_port(app):
     import os
+    seed = int.from_bytes(os.urandom(2), "little")
+    for i in range(20):  # below 49152: the simulated hardware layer maps 49152+ to WeMo host ports
+        app.port = 20000 + (seed + 97 * i) % 20000
+        try:
+            app.start()
+            return
+        except OSError:
+            continue
+    raise OSError("no free port")
+
+
+def test_start_serves_from_background_threads_and_stop():
     import time
     app = WebServer(port=0, workers=2, host="127.0.0.1")
 
     @app.route("/hi/<int:n>")
     def hi(req, n):
         return {"hi": n}
-    seed = int.from_bytes(os.urandom(2), "little")
-    for i in range(20):  # a free port
-        # (below 49152: the simulated hardware layer maps device ports 49152+ to WeMo host ports)
-        app.port = 20000 + (seed + 97 * i) % 20000
-        try:
-            app.start()
-            break
-        except OSError:
-            continue
+    _start_on_free_port(app)
     assert app._running  # start() returned: serving from its threads
     try:
         data = _client_get(app.bound_port, "/hi/7")
@@ -442,19 +446,6 @@ def test_start_serves_from_background_threads_and_stop():
         refused = True
     assert refused
     time.sleep(0)
-
-
-def _start_on_free_port(app):
-    import os
-    seed = int.from_bytes(os.urandom(2), "little")
-    for i in range(20):  # below 49152: the simulated hardware layer maps 49152+ to WeMo host ports
-        app.port = 20000 + (seed + 97 * i) % 20000
-        try:
-            app.start()
-            return
-        except OSError:
-            continue
-    raise OSError("no free port")
 
 
 def test_a_second_port_served_and_closed_by_the_time_unlisten_returns():
