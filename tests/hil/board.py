@@ -73,6 +73,7 @@ class Board:
         self.signing = signing     # (private key, public key) paths (scripts/keygen.py)
         self.dut = None
         self.info = {}             # the last boot report (wait_boot)
+        self.boot_text = b""       # its console text (wait_boot)
         self.prepared = False      # prepare() runs at the first test
 
     # ---- the console ----
@@ -187,7 +188,13 @@ class Board:
             w = _WIFI.search(text) or self.expect(_WIFI, timeout=timeout)
             info.update(self._wifi(w))
         self.info = info
+        self.boot_text = text   # what the boot printed before its report ended (other threads' lines too)
         return info
+
+    def expect_after_boot(self, pattern, timeout=10):
+        """A line the boot prints from another thread: already read with the boot report, or still to come."""
+        if re.search(pattern, self.boot_text) is None:
+            self.expect(pattern, timeout=timeout)
 
     @staticmethod
     def _wifi(m):

@@ -128,7 +128,7 @@ def test_wifi_falls_back_to_the_setup_access_point(board):
         assert info["ap_ssid"].startswith("iotutils-")
         pw = info["ap_password"]
         assert 8 <= len(pw) <= 63, "the setup AP must be WPA2 with the password on the console: %r" % info
-        board.expect(rb"wifi: setup portal on http://", timeout=30)
+        board.expect_after_boot(rb"wifi: setup portal on http://", timeout=30)
         if board.sim:
             # the simulated AP's address is loopback: the portal answers this host too
             r = requests.get(board.url("/setup"), timeout=10)
