@@ -7,7 +7,6 @@ tests/integration/test_mqtt_device.py and test_mqtt_fleet.py.
 """
 import json
 import os
-import time
 
 import requests
 
@@ -66,15 +65,6 @@ class Dev(SimDevice):
         return self.base + ("/" + topic if topic else "")
 
 
-def wait_until(fn, timeout=15.0, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError("%s not reached within %.0f s (last: %r)" % (what, timeout, last))
 
 
 def check_discovery(cfg, dev, name="mqttdev"):

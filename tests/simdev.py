@@ -200,3 +200,15 @@ class SimDevice:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def wait_until(fn, timeout=15.0, what="condition"):
+    """Poll fn() until it returns something true (requests, not sleeps, are the synchronisation)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError("%s not reached within %.0f s (last: %r)" % (what, timeout, last))

@@ -8,13 +8,12 @@ import re
 import shlex
 import subprocess
 import threading
-import time
 
 import pytest
 import requests
 
 from conftest import ROOT
-from simdev import SimDevice
+from simdev import SimDevice, wait_until
 
 import espimage
 from fake_github import FakeGitHub, device_env
@@ -26,18 +25,6 @@ from iotutils.hue import bri_to_pct, pct_to_bri
 APP = os.path.join(ROOT, "tests", "apps", "device_app.py")
 TABLE = {p[0]: p for p in layout.DEFAULT}
 BOOT_TIMEOUT = 40
-
-
-def wait_until(fn, timeout=15.0, what="condition"):
-    """Poll fn() until it returns something true (requests, not sleeps, are the synchronisation)."""
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError("%s not reached within %.0f s (last: %r)" % (what, timeout, last))
 
 
 # ---- the lamp, as `make sim` runs it ----

@@ -11,7 +11,8 @@ import requests
 import espimage
 from fake_github import FakeGitHub, device_env
 from mosquitto import broker_fixture  # noqa: F401
-from mqttdev import Dev, wait_until
+from mqttdev import Dev
+from simdev import wait_until
 
 
 @pytest.fixture(scope="module")
