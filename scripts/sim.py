@@ -525,7 +525,7 @@ def main(argv=None):
                                      preexec_fn=_pdeathsig, **pipes)
             with open(os.path.join(state, "device.pid"), "w") as f:
                 f.write("%d\n" % child.pid)
-            cause = supervise(child, ctl, uart, wdt, intr)
+            cause = supervise(child, ctl, uart, wdt, intr, boots)
             soft = None
             if isinstance(cause, tuple):   # ("soft_reboot", REPL mode)
                 soft = cause[1]
@@ -542,7 +542,7 @@ def main(argv=None):
             uart.close()   # a clean stop; a power cut (SIGKILL) leaves the PTY
 
 
-def supervise(child, ctl, uart=None, wdt=None, intr=signal.SIGINT):
+def supervise(child, ctl, uart=None, wdt=None, intr=signal.SIGINT, boot=None):
     """Run the device until it ends. Returns the next reset cause, ("soft_reboot", REPL mode) for a
     soft reset of the serial console, or None if the app exited cleanly."""
     wdt = {} if wdt is None else wdt   # {"timeout": s, "fed": monotonic time}
@@ -598,7 +598,9 @@ def supervise(child, ctl, uart=None, wdt=None, intr=signal.SIGINT):
                 pass   # the device does not read its UART: the bytes are lost, as on a full UART buffer
         if ctl in r:
             msg = ctl.recv(64).decode(errors="replace").split()
-            if msg and msg[0] == "reset":
+            # "reset <boot>": the device says it again each second until it is reset (a datagram can
+            # be lost on a busy host); one from an earlier boot, late, must not reset this one
+            if msg and msg[0] == "reset" and (len(msg) < 2 or msg[1] == str(boot)):
                 return end("soft")
             if msg and msg[0] == "soft" and uart:
                 return end(("soft_reboot", msg[1] if len(msg) > 1 else "friendly"))

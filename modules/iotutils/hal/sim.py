@@ -139,10 +139,12 @@ def _ctl(msg):
 
 def reset():
     """machine.reset(): the simulator stops this process and boots again (never returns)."""
-    if not _ctl("reset"):
+    msg = "reset %s" % config().get("boot")
+    if not _ctl(msg):
         raise SystemExit("reset requested outside the simulator")
     while True:
         time.sleep(1)
+        _ctl(msg)   # lost on a busy host? the simulator ignores it once this boot has ended
 
 
 def wdt_start(timeout_ms):
