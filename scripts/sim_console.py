@@ -226,6 +226,7 @@ class Console:
         self.pos = 0
         self.executing = False
         self.kbd = False          # a Ctrl-C was turned into SIGINT and has not arrived yet
+        self.kbd_at = 0           # when (ticks_ms) it was sent
         self.ctl_addr = None
         self.indent = False       # readline: auto-indent state
 
@@ -253,9 +254,13 @@ class Console:
             if chunk[i] != 3:
                 continue
             with self.lock:
-                intr = self.executing and not self.kbd
+                # another Ctrl-C while the last one has not landed for a second is sent again: its
+                # datagram to sim.py can be lost on a busy host, and the code would run on for good
+                now = time.ticks_ms()
+                intr = self.executing and (not self.kbd or time.ticks_diff(now, self.kbd_at) > 1000)
                 if intr:
                     self.kbd = True
+                    self.kbd_at = now
             if intr:   # code runs: Ctrl-C is KeyboardInterrupt, not a character (the UART IRQ's rule)
                 self._put(chunk[start:i])
                 start = i + 1

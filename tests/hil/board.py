@@ -54,8 +54,10 @@ _FIRMWARE = re.compile(rb"firmware: slot (\S+) \((pending verify|valid)\), (\S+)
 _CAUSE = re.compile(rb"reset cause: (\S+)\r\n")
 _HEAP = re.compile(rb"heap free: (\d+) of (\d+) bytes")
 _WEB = re.compile(rb"web server: http://([\d.]+):(\d+)/")
+# (not up to \r\n: print() writes the line's end apart, and another thread's line can come between
+# them, on a board's UART as here; the address ends at the first character that cannot be in it)
 _WIFI = re.compile(rb"wifi: (?:connected to (.+?) as (\S+) \(([\d.]+), (-?\d+) dBm\)|access point (\S+) "
-                   rb"\((?:WPA2, password (\S+)|open)\) at ([\d.]+))\r\n")
+                   rb"\((?:WPA2, password (\S+)|open)\) at ([\d.]+)(?=[^\d.]))")
 _DONE = re.compile(rb"@@DONE\r\n|Traceback \(most recent call last\):\r\n.*?\r\n(?=>>> )", re.S)
 _VALUE = re.compile(rb"@@R (.*?) @@E\r\n|Traceback \(most recent call last\):\r\n.*?\r\n(?=>>> )", re.S)
 
@@ -174,7 +176,8 @@ class Board:
             info["rst"] = m.group(2).decode()
         m = self.expect(_BOOT, timeout=timeout)
         info.update(version=m.group(1).decode(), platform=m.group(2).decode(), name=m.group(3).decode())
-        text = self.expect(rb"heap free after start: (\d+) of (\d+) bytes[^\r\n]*\r\n", timeout=timeout, before=True)
+        # (only up to the end of its own words: the rest of the line may be another thread's)
+        text = self.expect(rb"heap free after start: (\d+) of (\d+) bytes \(\d+ %\)", timeout=timeout, before=True)
         fw = _FIRMWARE.search(text)
         info.update(slot=fw.group(1).decode(), pending=fw.group(2) == b"pending verify",
                     project=fw.group(3).decode(), fw_version=fw.group(4).decode(), rolled_back=bool(fw.group(5)),
