@@ -1,6 +1,6 @@
 # Device app for tests/integration/test_server.py: one WebServer with a route for every behaviour under test.
 # Tuning through the environment (SRV_WORKERS, SRV_MAX_CONN, SRV_REQUEST_TIMEOUT, SRV_IDLE_TIMEOUT,
-# SRV_MAX_BODY, SRV_STATIC); prints "SERVER READY" once serving.
+# SRV_MAX_BODY, SRV_SLOW_HEAD, SRV_STATIC); prints "SERVER READY" once serving.
 import os
 import time
 
@@ -22,6 +22,7 @@ app.max_connections = env_int("SRV_MAX_CONN", 250)
 app.request_timeout = env_int("SRV_REQUEST_TIMEOUT", 2000)
 app.idle_timeout = env_int("SRV_IDLE_TIMEOUT", 60000)
 app.max_body = env_int("SRV_MAX_BODY", 16384)
+app.slow_head_ms = env_int("SRV_SLOW_HEAD", 250)
 ticks = [0]  # advanced by the main loop below: user code keeps running beside the server
 
 

@@ -633,8 +633,8 @@ def test_lru_eviction_of_idle_connections(tmp_path):
     d = start_device(tmp_path / "lru", SRV_MAX_CONN=8, SRV_WORKERS=0)
     try:
         idle = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(8)]
-        for s in idle[1:]:
-            s.sendall(b"GET /api/led/2 HTTP/1.1\r\nHost: d\r\n\r\n")  # used: now more recent than idle[0]
+        for s in idle:  # each used once, idle[0] first: the least recently used
+            s.sendall(b"GET /api/led/2 HTTP/1.1\r\nHost: d\r\n\r\n")
             assert json.loads(read_response(s.makefile("rb"))[2])["n"] == 2
         st, _, body = request(d, "GET", "/api/led/3")  # a ninth connection: evicts idle[0]
         assert st == 200
@@ -644,6 +644,26 @@ def test_lru_eviction_of_idle_connections(tmp_path):
             s.sendall(b"GET /api/led/4 HTTP/1.1\r\nHost: d\r\n\r\n")
             assert json.loads(read_response(s.makefile("rb"))[2])["n"] == 4
         for s in idle:
+            s.close()
+    finally:
+        d.stop()
+
+
+def test_a_new_connection_is_not_evicted_before_it_could_send_its_request(tmp_path):
+    # a burst of clients larger than the table: one whose request is a moment late must not be
+    # closed unanswered to make room for the next (a client does not retry a new connection)
+    d = start_device(tmp_path / "fresh", SRV_MAX_CONN=2, SRV_WORKERS=0, SRV_SLOW_HEAD=3000)
+    try:
+        early = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(2)]
+        time.sleep(0.3)  # both accepted, neither has sent anything yet
+        late = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        late.sendall(b"GET /api/led/7 HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)  # the newcomer waits in the backlog; before, it evicted early[0] here
+        for i, s in enumerate(early):
+            s.sendall(b"GET /api/led/%d HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n" % i)
+            assert json.loads(read_response(s.makefile("rb"))[2])["n"] == i
+        assert json.loads(read_response(late.makefile("rb"))[2])["n"] == 7
+        for s in early + [late]:
             s.close()
     finally:
         d.stop()

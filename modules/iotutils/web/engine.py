@@ -173,7 +173,8 @@ class WebServer(Router):
     #: the whole head (and a small body) must arrive within this many ms of its first byte: else 408
     request_timeout = 10000
     #: when every slot is taken, a request head still arriving after this long (ms) may be dropped
-    #: to make room (slowloris); a complete request is never dropped
+    #: to make room (slowloris), and so may a new connection silent for this long; a complete request
+    #: is never dropped
     slow_head_ms = 250
     #: an idle keep-alive connection is closed after this many ms
     idle_timeout = 30000
@@ -865,7 +866,9 @@ class WebServer(Router):
             if c.busy:
                 continue
             if c.t0 is None:
-                if victim is None or c.seq < victim.seq:
+                # a connection that has not sent its first request yet gets slow_head_ms to do so:
+                # its client would not retry (one whose keep-alive reuse fails does)
+                if (c.hl or ticks_diff(now, c.last) > self.slow_head_ms) and (victim is None or c.seq < victim.seq):
                     victim = c
             elif ticks_diff(now, c.t0) > self.slow_head_ms and (slow is None or ticks_diff(c.t0, slow.t0) < 0):
                 slow = c
