@@ -25,6 +25,9 @@ PYTEST_ARGS ?=
 # parallel workers; each test file runs whole on one of them (module fixtures such as a simulated
 # device are made once, and tests that build on each other stay in order)
 JOBS        ?= auto
+# a test that fails runs once more, so one lost datagram on a loaded CI machine does not fail the
+# run; a real failure fails both times, and every rerun is listed in the summary ("R")
+RERUNS      ?= 1
 
 ROOT        := $(abspath .)
 BUILD_ESP32 := $(ROOT)/build/esp32
@@ -80,7 +83,7 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
 	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile -p no:pytest_embedded \
-	    --ignore=tests/hil $(PYTEST_ARGS)
+	    --ignore=tests/hil --reruns $(RERUNS) $(PYTEST_ARGS)
 	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests/hil -q -ra --embedded-services serial $(PYTEST_ARGS)
 
 # HIL: tests/hil through pytest-embedded (requirements-hil.txt). Without PORT on the command line: a
