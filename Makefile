@@ -82,7 +82,7 @@ sim: venv ## run the simulated device with examples/lamp.py on http://127.0.0.1:
 	$(VPY) scripts/sim.py --state $(SIM_STATE) --port $(SIM_PORT) --wifi examples/wifi.json $(if $(SIM_MQTT),--mqtt $(SIM_MQTT) )examples/lamp.py
 
 test: setup ## run every suite (CPython + micropython units, C cores, integration); FIRMWARE=... to test a host firmware
-	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -ra -n $(JOBS) --dist loadfile -p no:pytest_embedded \
+	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests -q -raR -n $(JOBS) --dist loadfile -p no:pytest_embedded \
 	    --ignore=tests/hil --reruns $(RERUNS) $(PYTEST_ARGS)
 	FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests/hil -q -ra --embedded-services serial $(PYTEST_ARGS)
 

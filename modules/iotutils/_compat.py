@@ -42,6 +42,12 @@ except ImportError:  # CPython
         traceback.print_exception(type(e), e, e.__traceback__, file=file)
 
 
+def log(*parts):
+    """print(), with the line written in one call: print() writes the line end apart and lets go of
+    the GIL around each write, so another thread's line could land inside this one on the console."""
+    sys.stdout.write(" ".join([str(p) for p in parts]) + "\n")
+
+
 try:
     import _thread
 

@@ -32,7 +32,7 @@ import _thread
 import time
 
 from iotutils import hal
-from iotutils._compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import const, log, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hexstr, token
 from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, is_int,
                           is_num, pct_to_bri)
@@ -510,7 +510,7 @@ class Alexa(HueBridge):
         try:
             self._ssdp.start()
         except OSError as e:
-            print("alexa: ssdp not started yet:", repr(e))
+            log("alexa: ssdp not started yet:", repr(e))
         from iotutils import tasks
         self._alive_ms = self._check_ms = ticks_ms()
         # SSDP answers, alive NOTIFYs and WeMo event NOTIFYs: a step of the device's housekeeping
@@ -560,7 +560,7 @@ class Alexa(HueBridge):
                     self._alive_ms = now
                     ssdp.notify("ssdp:alive")
             except Exception as e:  # never let discovery die silently
-                print("alexa: ssdp:", repr(e))
+                log("alexa: ssdp:", repr(e))
         for _ in range(4):   # a few WeMo NOTIFYs per step (each bounded by notify_timeout)
             with self._lock:
                 job = self._jobs.pop(0) if self._jobs else None
@@ -569,7 +569,7 @@ class Alexa(HueBridge):
             try:
                 job()
             except Exception as e:
-                print("alexa: notify:", repr(e))
+                log("alexa: notify:", repr(e))
         if self._jobs:
             return 0
         due = ssdp.next_due_ms() if ssdp.started() else None
@@ -603,7 +603,7 @@ class Alexa(HueBridge):
     def _changed(self, light):
         """A Hue/WeMo client changed light (called without the lock held)."""
         if self.log:
-            print("alexa: %s on=%s brightness=%d" % (light.name, light.on, light.brightness))
+            log("alexa: %s on=%s brightness=%d" % (light.name, light.on, light.brightness))
         if light.wemo:
             self._wemo_changed(light)
         with self._lock:
@@ -630,7 +630,7 @@ class Alexa(HueBridge):
             try:
                 cb(light)
             except Exception as e:
-                print("alexa: on_change of %r failed: %r" % (light.name, e))
+                log("alexa: on_change of %r failed: %r" % (light.name, e))
 
     # ---- identity ----
     @property
@@ -651,7 +651,7 @@ class Alexa(HueBridge):
         try:
             w.start()
         except OSError as e:  # its port is taken: the other devices still work
-            print("alexa: WeMo %r on port %d: %r" % (light.name, w.port, e))
+            log("alexa: WeMo %r on port %d: %r" % (light.name, w.port, e))
             return
         with self._lock:
             self._wemo[light] = w

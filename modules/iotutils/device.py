@@ -17,7 +17,7 @@
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
 from iotutils import __version__, hal, tasks
-from iotutils._compat import allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, const, log, print_exception, sleep_ms, ticks_diff, ticks_ms
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -95,13 +95,13 @@ class Device:
         try:
             self._mq = MqttDevice(self, self.mqtt_url)
         except ValueError as e:
-            print("mqtt: settings not usable:", e)
+            log("mqtt: settings not usable:", e)
             return
         for x in self._exposed:
             try:
                 self._mq.expose(*x)
             except ValueError as e:
-                print("mqtt: not exposed:", e)
+                log("mqtt: not exposed:", e)
         self.mqtt = self._mq.client
 
     def reload_mqtt(self):
@@ -143,7 +143,7 @@ class Device:
         try:
             self.ota = OTA(repo=repo, **kw) if (repo or channel.startswith("url:")) else None
         except ValueError as e:
-            print("ota: source not usable:", e)
+            log("ota: source not usable:", e)
             self.ota = None
 
     def set_ota_source(self, repo, channel="release"):
@@ -208,7 +208,7 @@ class Device:
         if self._started:
             return self
         self._started = True
-        print(self.boot_report())
+        log(self.boot_report())
         if self._want["admin"]:
             self._route_admin()
         if self.alexa is not None:
@@ -216,19 +216,19 @@ class Device:
         self.app.start()
         if self.wifi is not None:
             self.wifi.start(portal=self._make_portal, app=self.app)
-        print("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
+        log("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
         if self.ota is not None:
             self._resume_auto_update()
         if self._mq is not None:
             self._mq.start()
         if self._pending():
-            print("  firmware: new %s, confirming after a health check (within %d s)"
+            log("  firmware: new %s, confirming after a health check (within %d s)"
                   % ("image" if hal.ota_pending() else "app", self.health_timeout_s))
         self._fit_sockets()
         if self.memory_report:
             for line in self.memory(True, lines=True):
-                print("  " + line)
-        print("  " + self.heap_report())
+                log("  " + line)
+        log("  " + self.heap_report())
         return self
 
     # ---- the admin page, loaded at its first request ----
@@ -418,7 +418,7 @@ class Device:
                 try:
                     task[2]()
                 except Exception as e:  # user code must not stop the device
-                    print("device: task %r failed:" % (task[2],))
+                    log("device: task %r failed:" % (task[2],))
                     print_exception(e)
 
     def _check_health(self, now):
@@ -434,11 +434,11 @@ class Device:
             else:
                 hal.ota_mark_valid()
             self._confirmed = True
-            print("firmware: health check passed, image confirmed")
+            log("firmware: health check passed, image confirmed")
         elif ticks_diff(ticks_ms(), self._boot_ms) > self.health_timeout_s * 1000:
             # a reset while the image is pending verify makes the bootloader boot the previous one
             # (and app_boot() the previous App OTA folder)
-            print("firmware: health check failed for %d s, rolling back" % self.health_timeout_s)
+            log("firmware: health check failed for %d s, rolling back" % self.health_timeout_s)
             hal.reset()
 
     def _pending(self):

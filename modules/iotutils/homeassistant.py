@@ -47,6 +47,8 @@
 # <base>/<object_id> (retained), commands <base>/<object_id>/set, diagnostics <base>/info (retained).
 import json
 
+from iotutils._compat import log
+
 ORIGIN = "iotutils"
 _KINDS = ("light", "switch", "number", "text", "select", "sensor", "button", "update")
 _HEX_PATTERN = "^(0x|0X)?[0-9a-fA-F]+$"
@@ -412,7 +414,7 @@ class Bridge:
             value = parse_command(e[0], e[3], payload)
             self.set(oid, value)
         except ValueError as err:   # not understood, or refused by set(): HA is shown the real state
-            print("homeassistant: %s: %s" % (oid, err))
+            log("homeassistant: %s: %s" % (oid, err))
         if e[0] != "button":
             self.publish_state(oid)
 

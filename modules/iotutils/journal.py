@@ -10,7 +10,7 @@
 import json
 
 from iotutils import store
-from iotutils._compat import const
+from iotutils._compat import const, log
 
 try:
     from binascii import a2b_base64, b2a_base64
@@ -70,7 +70,7 @@ def recover():
             store.delete(FOLDER, k)
     else:
         _rollback(chunks)
-        print("persist: an interrupted import was rolled back")
+        log("persist: an interrupted import was rolled back")
     pending[0] = False
 
 

@@ -33,7 +33,7 @@ import json
 
 from iotutils import hal, persist
 from iotutils import homeassistant as ha
-from iotutils._compat import _thread, allocate_lock, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import _thread, allocate_lock, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms
 from iotutils.mqtt import MQTT, rollout_selected
 from iotutils.mqtt_settings import FOLDER, device_id, load
 
@@ -321,7 +321,7 @@ class MqttDevice:
                 try:
                     cb(lt)
                 except Exception as e:
-                    print("mqtt: on_change of %r failed: %r" % (lt.name, e))
+                    log("mqtt: on_change of %r failed: %r" % (lt.name, e))
 
     def _net_up(self):
         w = self.dev.wifi
@@ -345,7 +345,7 @@ class MqttDevice:
                 m.drop("Wi-Fi lost")
             elif net and not self._up:
                 if m.status()["failures"]:
-                    print("mqtt: the network is back: connecting now")
+                    log("mqtt: the network is back: connecting now")
                 m.kick()
             self._up = net
         if not self._up:
@@ -392,7 +392,7 @@ class MqttDevice:
         if self._result is not None:
             r = self._result
             self._result = None
-            print("mqtt: ota result %s" % json.dumps(r))
+            log("mqtt: ota result %s" % json.dumps(r))
             m.publish(self.base + "/ota/result", json.dumps(r), qos=1)
         self._consider_rollout()
 
@@ -403,14 +403,14 @@ class MqttDevice:
         if self._check_at is None:
             self._check_at = ticks_add(now, 1000)
         self._seen = -1
-        print("mqtt: announced %d entities to %s (%s mode) under %s" % (
+        log("mqtt: announced %d entities to %s (%s mode) under %s" % (
             len(self.bridge.entities), self.prefix, self.mode, self.base))
 
     def _ha_online(self):
         import os
         b = os.urandom(2)
         ms = (b[0] << 8 | b[1]) * self.announce_delay_ms // 65536
-        print("mqtt: Home Assistant is back: announcing again in %d ms" % ms)
+        log("mqtt: Home Assistant is back: announcing again in %d ms" % ms)
         self._announce_at = ticks_add(ticks_ms(), ms)
 
     def _diagnostics(self):
@@ -472,7 +472,7 @@ class MqttDevice:
                     self._calls.append(lt)
             return
         if oid == "restart":
-            print("mqtt: restart pressed in Home Assistant")
+            log("mqtt: restart pressed in Home Assistant")
             self.client.publish(self.base + "/status", "offline", retain=True)
             _later(_reset_soon)
         elif oid == "firmware":
@@ -531,7 +531,7 @@ class MqttDevice:
             else:
                 self._install(version)
         except Exception as e:
-            print("mqtt: ota %s failed:" % kind)
+            log("mqtt: ota %s failed:" % kind)
             print_exception(e)
         finally:
             with self._lock:
@@ -571,13 +571,13 @@ class MqttDevice:
         version = c["available"]
         self._record({"v": version, "rollout": rollout})
         self._fw_set(in_progress=True, update_percentage=0)
-        print("mqtt: installing %s" % version)
+        log("mqtt: installing %s" % version)
         try:
             got = o.update(progress=self._progress, reboot=False)
         except Exception as e:
             return self._failed(version, str(e) or type(e).__name__, rollout)
         self._fw_set(update_percentage=100)
-        print("mqtt: %s installed, rebooting into it" % got)
+        log("mqtt: %s installed, rebooting into it" % got)
         # the result is reported once the new image is confirmed (or rolled back): after the reboot
         t0 = ticks_ms()
         while self._fw_dirty and ticks_diff(ticks_ms(), t0) < 2000:
@@ -596,7 +596,7 @@ class MqttDevice:
         self._report.value = rec
 
     def _failed(self, version, error, rollout=False):
-        print("mqtt: update to %s not installed: %s" % (version, error))
+        log("mqtt: update to %s not installed: %s" % (version, error))
         self._fw_set(in_progress=False, update_percentage=None, release_summary=("not installed: %s" % error)[:200])
         self._record({"v": version, "rollout": rollout, "done": True})
         self._result = {"version": version, "ok": False, "error": error}
@@ -638,7 +638,7 @@ class MqttDevice:
             if r is not None and not (isinstance(r.get("version"), str) and isinstance(r.get("percent"), (int, float))):
                 raise ValueError("version and percent expected")
         except (ValueError, AttributeError) as e:
-            print("mqtt: rollout message not understood: %s" % e)
+            log("mqtt: rollout message not understood: %s" % e)
             return
         self._rollout = r
 
@@ -654,7 +654,7 @@ class MqttDevice:
         if self.dev.ota is None:
             self._failed(v, "no OTA source configured on this device", True)
             return
-        print("mqtt: rollout of %s at %s %%: this device is in" % (v, r["percent"]))
+        log("mqtt: rollout of %s at %s %%: this device is in" % (v, r["percent"]))
         self._record({"v": v, "rollout": True})
         self._start_job("install", v)
 

@@ -12,7 +12,7 @@ import json
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, const
+from iotutils._compat import allocate_lock, const, log
 from iotutils.auth import Locked, escape, hash_password, login_guard, verify_password
 from iotutils.wifi import check_ssid
 
@@ -257,7 +257,7 @@ class Portal:
             try:
                 self.dns = DNSServer(ip, hal.port(53), bind).open()
             except OSError as e:
-                print("portal: no DNS server:", e)
+                log("portal: no DNS server:", e)
                 self.dns = None
 
     def deactivate(self):
@@ -462,7 +462,7 @@ class Portal:
             except ValueError:
                 pass  # a name without letters or digits keeps the old host name
             dev_name.value = name
-        print("portal: saved network %s" % ssid)
+        log("portal: saved network %s" % ssid)
         self.wifi.reconnect(prefer=ssid)
         if self.on_saved is not None:
             self.on_saved({"ssid": ssid, "name": name or dev_name.value})
@@ -520,6 +520,6 @@ def default_portal(wifi, app=None):
         try:
             app.start()
         except OSError as e:
-            print("wifi: cannot start the portal's web server:", e)
+            log("wifi: cannot start the portal's web server:", e)
             return None
     return Portal(app, wifi)

@@ -20,7 +20,7 @@ import os
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, const, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, const, log, ticks_diff, ticks_ms
 
 _GROUP = "239.255.255.250"
 _PORT = const(1900)
@@ -401,7 +401,7 @@ class SSDP:
         got = self._recv(s, wait)
         data, addr = got if got is not None else (None, None)
         if data is not None and self.handle(data, addr) and self.log:
-            print("ssdp: search", parse(data)[1].get("st"))
+            log("ssdp: search", parse(data)[1].get("st"))
         for addr, packet in self.due():
             try:
                 s.sendto(packet, addr)

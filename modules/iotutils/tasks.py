@@ -13,7 +13,7 @@
 #   hk.add("ssdp", ssdp_step, sock=lambda: ssdp.sock)
 #   hk.start()                                           # idempotent; without threads: hk.run_once()
 from iotutils._compat import (
-    _thread, allocate_lock, const, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms,
+    _thread, allocate_lock, const, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms,
 )
 
 _NAME = const(0)
@@ -106,7 +106,7 @@ class Housekeeper:
                     self.run_once(1000)
                 except Exception as e:  # the loop itself must not die (a full heap in poll())
                     self.errors += 1
-                    print("%s: error:" % self.name)
+                    log("%s: error:" % self.name)
                     print_exception(e)
                     sleep_ms(_RETRY_MS)
         finally:
@@ -140,7 +140,7 @@ class Housekeeper:
             nxt = t[_STEP](now)
         except Exception as e:  # one task's bug or a full heap must not starve the others
             self.errors += 1
-            print("%s: %s:" % (self.name, t[_NAME]))
+            log("%s: %s:" % (self.name, t[_NAME]))
             print_exception(e)
             nxt = _RETRY_MS
         took = ticks_diff(ticks_ms(), now)

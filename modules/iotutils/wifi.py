@@ -22,7 +22,7 @@
 import _thread
 
 from iotutils import hal
-from iotutils._compat import const, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import const, log, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hmac_sha256, token
 
 # network.WLAN status codes (ESP32 port)
@@ -304,14 +304,14 @@ class Wifi:
         else:
             self._ap.config(essid=ssid, authmode=_AUTH_OPEN)
         if fresh:
-            print("wifi: access point %s (%s) at %s" % (ssid, ("WPA2, password " + pw) if pw else "open",
+            log("wifi: access point %s (%s) at %s" % (ssid, ("WPA2, password " + pw) if pw else "open",
                                                          self._ap.ifconfig()[0]))
 
     def _ap_down(self):
         self._portal_down()
         if self._ap.active():
             self._ap.active(False)
-            print("wifi: access point off")
+            log("wifi: access point off")
 
     # ---- the setup portal ----
     @property
@@ -338,7 +338,7 @@ class Wifi:
         ip = self._ap.ifconfig()[0]
         if not self._portal.active:
             self._portal.activate(ip)
-            print("wifi: setup portal on %s" % self._portal.url())
+            log("wifi: setup portal on %s" % self._portal.url())
 
     def _portal_down(self):
         if self._portal is not None and self._portal.active:
@@ -475,10 +475,10 @@ class Wifi:
                     pass
                 self._sta.connect(ssid, pw)
                 self._t_attempt = now
-                print("wifi: connecting to %s" % ssid)
+                log("wifi: connecting to %s" % ssid)
                 return
             except OSError as e:
-                print("wifi: cannot connect to %s: %s" % (ssid, e))
+                log("wifi: cannot connect to %s: %s" % (ssid, e))
                 self._attempt_failed(now, ASSOC_FAIL)
 
     def _attempt_failed(self, now, error):
@@ -491,7 +491,7 @@ class Wifi:
                 self._error = error
             self._trying = None
         if ssid is not None:
-            print("wifi: %s: %s" % (ssid, error))
+            log("wifi: %s: %s" % (ssid, error))
         try:
             self._sta.disconnect()
         except OSError:
@@ -511,14 +511,14 @@ class Wifi:
         if not self._ap_fallback:
             self._ap_fallback = True
             self._ap_off_at = None
-            print("wifi: no known network works%s: starting the access point" %
+            log("wifi: no known network works%s: starting the access point" %
                   ("" if self.configured() else " (none configured)"))
             self._ap_up()
         self._ap_off_at = None
         if self._portal_wanted:
             self._portal_up()
         if self.configured():
-            print("wifi: retrying the known networks in %ss" % delay)
+            log("wifi: retrying the known networks in %ss" % delay)
 
     def _connected(self, now):
         ssid = self._trying
@@ -533,7 +533,7 @@ class Wifi:
             rssi = self._sta.status("rssi")
         except (OSError, ValueError):
             rssi = 0
-        print("wifi: connected to %s as %s (%s, %d dBm)" % (ssid, self.hostname(), self._sta.ifconfig()[0], rssi))
+        log("wifi: connected to %s as %s (%s, %d dBm)" % (ssid, self.hostname(), self._sta.ifconfig()[0], rssi))
         if self._ap_fallback:
             self._ap_off_at = ticks_add(now, int(self.ap_linger_s * 1000))
         # most recently used last: the order used when no scan is possible
@@ -563,7 +563,7 @@ class Wifi:
             if self._kick:
                 self._begin_round(now)
             elif not self._sta.isconnected():
-                print("wifi: lost the connection to %s" % self._ssid)
+                log("wifi: lost the connection to %s" % self._ssid)
                 with self._mu:
                     self._errors[self._ssid] = LOST
                     self._error = LOST
@@ -593,7 +593,7 @@ class Wifi:
                     except UnicodeError:
                         continue
                     if s in known and s not in self._seen:
-                        print("wifi: %s is back" % s)
+                        log("wifi: %s is back" % s)
                         self._begin_round(now, scan)
                         return
         elif self._kick and self._auto:
@@ -657,7 +657,7 @@ class Wifi:
                 p.serve_dns(0)
             self._step(ticks_ms())
         except Exception as e:  # the manager must outlive any driver error
-            print("wifi: error in poll:")
+            log("wifi: error in poll:")
             print_exception(e)
         finally:
             self._plock.release()

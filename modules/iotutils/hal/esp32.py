@@ -4,7 +4,7 @@ import esp32
 import machine
 import network
 
-from iotutils._compat import ticks_diff, ticks_ms
+from iotutils._compat import log, ticks_diff, ticks_ms
 from iotutils.hal import otadata
 from iotutils.hal.flash import SECTOR_SIZE, Region
 
@@ -220,6 +220,6 @@ def sync_time(host="pool.ntp.org"):
         ntptime.host = host
         ntptime.settime()
     except (ImportError, OSError, OverflowError, IndexError) as e:
-        print("hal: NTP failed:", e)
+        log("hal: NTP failed:", e)
     return time_ok()
 

@@ -34,7 +34,7 @@ import errno
 import select
 import socket
 
-from iotutils._compat import _thread, allocate_lock, const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import _thread, allocate_lock, const, log, print_exception, sleep_ms, ticks_diff, ticks_ms
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
     backoff_ms, build_connect, build_publish, build_subscribe, decode_publish, decode_varint, encode_varint,
     filter_bytes, parse_url, rollout_selected, topic_bytes, topic_matches, utf8, varint_size)
@@ -237,7 +237,7 @@ class MQTT:
             try:
                 self.loop_once(0)
             except Exception as e:  # a bug must not end the client: print it, go on
-                print("mqtt: unexpected error:")
+                log("mqtt: unexpected error:")
                 print_exception(e)
                 return _SLICE_MS * 10
         finally:
@@ -492,7 +492,7 @@ class MQTT:
         self._connects += 1
         self._failures = 0
         self._err = None
-        print("mqtt: connected to %s:%d as %s" % (self.host, self.port, self.client_id))
+        log("mqtt: connected to %s:%d as %s" % (self.host, self.port, self.client_id))
         with self._lock:
             subs = list(self._subs)
             for m in self._queue:
@@ -509,7 +509,7 @@ class MQTT:
             try:
                 cb()
             except Exception as e:
-                print("mqtt: on_connect callback %r failed:" % (cb,))
+                log("mqtt: on_connect callback %r failed:" % (cb,))
                 print_exception(e)
         return self.connected
 
@@ -530,7 +530,7 @@ class MQTT:
         self._err = why
         self._backoff = backoff_ms(self._failures, _rand16())
         self._next_ms = ticks_ms() + self._backoff
-        print("mqtt: %s; next attempt in %d ms" % (why, self._backoff))
+        log("mqtt: %s; next attempt in %d ms" % (why, self._backoff))
 
     def _drop(self, why):
         """Close the connection (from any thread); why: None for a deliberate stop."""
@@ -631,7 +631,7 @@ class MQTT:
                 else:
                     raise _Lost("malformed remaining length")
                 if n > self.max_packet:
-                    print("mqtt: inbound packet of %d bytes > max_packet %d: dropped, reconnecting"
+                    log("mqtt: inbound packet of %d bytes > max_packet %d: dropped, reconnecting"
                           % (n, self.max_packet))
                     self._close_locked("inbound packet of %d bytes over max_packet" % n)
                     return False
@@ -672,7 +672,7 @@ class MQTT:
             try:
                 cb(topic, payload)
             except Exception as e:  # the app's bug must not cost the connection
-                print("mqtt: callback for %s failed:" % topic)
+                log("mqtt: callback for %s failed:" % topic)
                 print_exception(e)
         if qos == 1:
             s = self._s
@@ -699,7 +699,7 @@ class MQTT:
             fs = self._pending.pop(pid, None)
         if codes and codes[0] == 0x80:
             self._err = "the broker refused the subscription to %s" % fs
-            print("mqtt: " + self._err)
+            log("mqtt: " + self._err)
 
     def _keepalive(self):
         """PINGREQ when due; False (and the link closed) when nothing came for 1.5 x keepalive."""

@@ -35,7 +35,7 @@ import gc
 
 import iotutils.appimage as appimage
 import iotutils.hal as hal
-from iotutils._compat import _thread, allocate_lock, const, start_thread, ticks_diff, ticks_ms
+from iotutils._compat import _thread, allocate_lock, const, log, start_thread, ticks_diff, ticks_ms
 from iotutils.ota.client import Http, OTAError
 from iotutils.ota.release import ReleaseScan, Source  # noqa: F401 - ReleaseScan too
 from iotutils.ota.state import State
@@ -339,7 +339,7 @@ class OTA:
         try:
             self.state.update(installing=info["version"])
         except Exception as e:
-            print("ota: installed %s, but could not record it:" % info["version"], e)
+            log("ota: installed %s, but could not record it:" % info["version"], e)
         return info["version"]
 
     # ---- auto-update ----
@@ -415,23 +415,23 @@ class OTA:
             start_thread("ota", work, (), hal.JOB_STACK)
         except (OSError, MemoryError, RuntimeError) as e:   # no room for a thread now: next step
             self._auto_work = False
-            print("ota: auto: no thread now:", e)
+            log("ota: auto: no thread now:", e)
 
     def _auto_check(self):
         try:
             c = self.check()
             if c["newer"]:
                 self._auto_pending = c["available"]
-                print("ota: auto: %s available, installing when idle" % self._auto_pending)
+                log("ota: auto: %s available, installing when idle" % self._auto_pending)
         except Exception as e:  # a failed check waits for the next period
-            print("ota: auto check failed:", e)
+            log("ota: auto check failed:", e)
 
     def _auto_install(self):
         self._auto_pending = None
         try:
             self.update()   # reboots on success
         except Exception as e:
-            print("ota: auto update failed:", e)
+            log("ota: auto update failed:", e)
 
     # ---- App OTA (Python files on the filesystem) ----
     def update_app(self, folder="app", progress=None, reboot=True):

@@ -36,7 +36,7 @@ import _thread
 import select
 import socket
 
-from iotutils._compat import const, print_exception, sleep_ms, start_thread, ticks_diff, ticks_ms
+from iotutils._compat import const, log, print_exception, sleep_ms, start_thread, ticks_diff, ticks_ms
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
                                   FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)
@@ -349,7 +349,7 @@ class WebServer(Router):
                 try:
                     s = self._listener(self._host_ip, host_port)
                 except OSError as e:
-                    print("server: cannot listen on port %d: %s" % (port, e))
+                    log("server: cannot listen on port %d: %s" % (port, e))
                     continue
                 self._sites[self._key(s)] = (s, router, port)
                 self._poller.register(s, _POLLIN)
