@@ -14,7 +14,7 @@ import struct
 
 from iotutils.nvs_format import (BLOB, BLOB_DATA, BLOB_IDX, I8, I16, I32, I64, STR, U8, U16, U32, U64,  # noqa: F401 - API
                                   NVSError)
-from iotutils.nvs_format import (ANY, BITMAP, BLOCK, CHUNK_MAX, ENOSPC, ENTRIES, ESIZE, E_EMPTY, E_ERASED, E_WRITTEN, FIRST, INTS, PAGE, PageFull, S_ACTIVE, S_CORRUPT, S_EMPTY, S_FREEING, S_FULL, S_UNINIT, VER1, consistent, crc32, entry_crc, item_hash, key_cache, key_field, shape_ok)
+from iotutils.nvs_format import (ANY, BITMAP, BLOCK, CHUNK_MAX, ENOSPC, ENTRIES, ESIZE, E_EMPTY, E_ERASED, E_WRITTEN, FIRST, INTS, PAGE, PageFull, S_ACTIVE, S_CORRUPT, S_EMPTY, S_FREEING, S_FULL, S_UNINIT, VER1, consistent, crc32, entry_crc, item_hash, key_field, shape_ok)
 
 
 class NVS:
@@ -703,9 +703,7 @@ class NVS:
 
     def get_typed(self, ns, key):
         """(type code, value) of ns/key, or None. Blobs report BLOB_DATA (0x42, nvs_type_t's NVS_TYPE_BLOB)."""
-        key16 = key_cache.get(key) if type(key) is str else None
-        if key16 is None:
-            key16 = key_field(key)
+        key16 = key_field(key)
         nsi = self._ns.get(ns)
         if nsi is None:
             nsi = self._ns_index(ns, False)  # (validates ns)

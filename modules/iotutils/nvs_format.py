@@ -73,20 +73,9 @@ class PageFull(Exception):
     pass
 
 
-key_cache = {}  # key str -> its 16-byte field (a device uses a few dozen keys)
-
-
 def key_field(key, what="key"):
-    k = key_cache.get(key) if isinstance(key, str) else None
-    if k is not None:
-        return k
-    k = key_field_new(key, what)
-    if isinstance(key, str) and len(key_cache) < 32:
-        key_cache[key] = k
-    return k
-
-
-def key_field_new(key, what):
+    # (made each time, not cached: keys also come from requests, and a cache keeps each one where the
+    # heap had room at that moment, splitting the free heap into small blocks)
     if isinstance(key, str):
         kb = key.encode()
     else:

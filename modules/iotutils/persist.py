@@ -68,19 +68,14 @@ _SECRET_FOLDERS = ["admin", "wifi", _JOURNAL]
 # (the OTA public key is no secret, but only provisioning sets which key the device trusts: it is
 # kept out of the admin page's editor and its import the same way)
 _SECRET_VALUES = [("alexa", "users"), ("mqtt", "password"), ("ota", "pubkey")]
-_valid = {}  # names that passed _check: an app makes its variables with a few dozen names
 
 
 def _check(name, what, owner):
-    if isinstance(name, str) and name in _valid:
-        return
-    if not isinstance(name, str) or not 1 <= len(name.encode()) <= 15:
+    # (no cache of the names seen: see store.check_name)
+    if not isinstance(name, str) or not 0 < len(name) <= 15 or (max(name) >= "\x80" and len(name.encode()) > 15):
         raise ValueError("%s: %s must be 1..15 characters: %r" % (owner, what, name))
-    for c in name:
-        if ord(c) < 0x20:
-            raise ValueError("%s: %s must be printable: %r" % (owner, what, name))
-    if len(_valid) < 64:  # bounded: names also come from requests (admin page)
-        _valid[name] = True
+    if min(name) < " ":
+        raise ValueError("%s: %s must be printable: %r" % (owner, what, name))
 
 
 # (Two levels of str keys: MicroPython's dict probes long chains with (folder, name) tuple keys,

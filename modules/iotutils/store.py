@@ -74,29 +74,22 @@ def backend():
         return _open()
 
 
-_checked = {}  # names that passed check_name (an app uses a few dozen): skip the loop next time
-
-
 def check_name(s, what="key"):
     """1..15 printable characters (NVS's key limit), else ValueError."""
-    if isinstance(s, str) and s in _checked:
-        return s
-    if not isinstance(s, str) or not 1 <= len(s.encode()) <= 15:
+    # (no cache of the names seen: names also come from requests, and a cache holds each one where
+    # the heap had room at that moment: a few dozen such strings split the free heap into small
+    # blocks. min()/max() check the characters in C.)
+    if not isinstance(s, str) or not 0 < len(s) <= 15 or (max(s) >= "\x80" and len(s.encode()) > 15):
         raise ValueError("%s must be 1..15 characters: %r" % (what, s))
-    for c in s:
-        if ord(c) < 0x20:
-            raise ValueError("%s must be printable: %r" % (what, s))
-    if len(_checked) < 64:  # bounded: names also come from requests (admin page)
-        _checked[s] = True
+    if min(s) < " ":
+        raise ValueError("%s must be printable: %r" % (what, s))
     return s
 
 
 def get(folder, key):
     """The stored int/str/bytes, or None."""
-    # (persist reads every variable at boot: names seen before skip check_name's call)
-    if type(folder) is not str or type(key) is not str or folder not in _checked or key not in _checked:
-        check_name(folder, "folder")
-        check_name(key)
+    check_name(folder, "folder")
+    check_name(key)
     with _lock:
         b = _backend if _backend is not None else _open()
         return b.get(folder, key)

@@ -61,9 +61,16 @@ class Admin:
                               timeout=timeout)
 
     def heap(self):
-        r = self.s.get(self.url("status"), timeout=10)
-        assert r.status_code == 200, r.text
-        return r.json()["heap"]["free"]
+        # the best of three readings, a moment apart: connections a load left closing and another
+        # thread's passing allocations lower one reading, a leak lowers them all
+        best = 0
+        for i in range(3):
+            if i:
+                time.sleep(0.2)
+            r = self.s.get(self.url("status"), timeout=10)
+            assert r.status_code == 200, r.text
+            best = max(best, r.json()["heap"]["free"])
+        return best
 
 
 def hue_user(dev, admin):
@@ -575,13 +582,12 @@ def test_admin_delete_of_missing_things_is_a_404_with_a_reason(device):
         assert r.json()["error"], r.text
 
 
-@pytest.mark.xfail(strict=False, reason="(not strict: depends on the heap layout of the run) "
-                                        "after ~150 edit/delete bursts of new names through the admin API the "
-                                       "heap stays bounded but fragmented: the largest free block falls below "
-                                       "8 KB (name caches are now bounded to 64; the rest is not found yet)")
 def test_admin_edits_of_many_names_do_not_leak_heap(device):
     admin = device.admin
-    # an attacker with a session (or a buggy script) edits and deletes ever new names
+    # an attacker with a session (or a buggy script) edits and deletes ever new names. The heap
+    # must not be shredded either: persist and store used to keep up to 64 names each in a cache,
+    # each string where the heap had room when its request came, and 100 such requests took the
+    # largest free block from 66 KB to 9 KB with 170 KB free (host bytes)
     def burst(tag, n):
         for i in range(n):
             name = "%s%d" % (tag, i)
@@ -590,13 +596,16 @@ def test_admin_edits_of_many_names_do_not_leak_heap(device):
             assert admin.call("DELETE", "vars/junk/" + name).status_code == 200
             r = admin.call("DELETE", "vars/junk/m" + name)
             assert r.status_code == 404, r.text
+    def largest():  # (the best of three: another thread's passing allocation can split it once)
+        return max(requests.get(device.url("/chaos/heap"), timeout=10).json()["largest"] for _ in range(3))
+
     burst("w", 20)
     before = admin.heap()
+    block = largest()
     burst("a", 150)
     after = admin.heap()
     assert after > before - 4096, (before, after)
-    big = requests.get(device.url("/chaos/heap"), timeout=10).json()
-    assert big["largest"] >= 8192, big   # the heap is not shredded either
+    assert largest() >= min(block, 16384) // 2, (block, largest())   # the heap is not shredded either
     healthy(device)
 
 
