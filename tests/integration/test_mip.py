@@ -206,11 +206,15 @@ print("SERVED", app.stats()["requests"])
 
 
 def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    # not one of the WeMo device ports (49152..49251): hal.sim maps those to the simulator's own
+    # ports, so the app would listen elsewhere and its READY be followed by "connection refused"
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if not 49152 <= port < 49252:
+            return port
 
 
 def _exe():
