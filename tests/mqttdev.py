@@ -65,8 +65,6 @@ class Dev(SimDevice):
         return self.base + ("/" + topic if topic else "")
 
 
-
-
 def check_discovery(cfg, dev, name="mqttdev"):
     """A device-mode discovery payload as Home Assistant reads it (the rules of the unit tests)."""
     _check_device(cfg["dev"], dev.id, name)

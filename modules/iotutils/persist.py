@@ -71,11 +71,11 @@ _SECRET_VALUES = [("alexa", "users"), ("mqtt", "password"), ("ota", "pubkey")]
 
 
 def _check(name, what, owner):
-    # (no cache of the names seen: see store.check_name)
-    if not isinstance(name, str) or not 0 < len(name) <= 15 or (max(name) >= "\x80" and len(name.encode()) > 15):
-        raise ValueError("%s: %s must be 1..15 characters: %r" % (owner, what, name))
-    if min(name) < " ":
-        raise ValueError("%s: %s must be printable: %r" % (owner, what, name))
+    # store's rule (NVS's key limit), said with the owner's name
+    try:
+        store.check_name(name, what)
+    except ValueError as e:
+        raise ValueError("%s: %s" % (owner, e))
 
 
 # (Two levels of str keys: MicroPython's dict probes long chains with (folder, name) tuple keys,

@@ -558,4 +558,3 @@ def test_the_journal_folder_is_the_one_persist_hides():
     from iotutils import journal
     assert persist._JOURNAL == journal.FOLDER
     assert persist.is_secret(journal.FOLDER, "import")
-
