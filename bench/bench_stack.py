@@ -737,7 +737,7 @@ def report(roles, vs, const, found, shipped, probes, seconds):
     print("  device and test runs with: within about 1 KB of the chip's need)")
     print("  not measured: the TLS handshake's stack (an mqtts:// broker, an OTA download over HTTPS): the host's")
     print("  TLS is not the chip's mbedTLS build; it is why the housekeeper and the jobs carry more margin")
-    web_n = 4   # Device(workers=3): three workers and the poll loop
+    web_n = 3   # Device(): the board's two workers (hal.WEB_WORKERS) and the poll loop
     board = web_n * const["web"] + const["housekeeper"]
     print("  whole device, resident thread stacks (%d web x WEB_STACK + housekeeper): board %s;" % (web_n, kb(board)))
     for v in vs:

@@ -31,11 +31,16 @@ class Device:
     #: seconds a new OTA image may take to pass the health check (Wi-Fi up, or the setup portal on a
     #: device with no network configured, and the server answering /healthz); then it is rolled back
     health_timeout_s = 60
+    #: run() runs the housekeeping steps in the main loop (the main task's stack, no task of their
+    #: own: ~10 KB less internal RAM on the chip). A user task that takes long delays them (an SSDP
+    #: answer, an MQTT keepalive): set False (before Device()) to give them their thread back.
+    #: Programs that call start() and keep a loop of their own always get the thread.
+    housekeep_in_main_loop = True
     #: task watchdog timeout (ms), armed when the main loop starts: a main loop stuck for longer
     #: (a user task that never returns) resets the device
     wdt_timeout_ms = 10000
 
-    def __init__(self, name="iotutils", port=80, workers=3, ota_repo=None, ota_channel="release",
+    def __init__(self, name="iotutils", port=80, workers=None, ota_repo=None, ota_channel="release",
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
         from iotutils.persist import PersistentStr
@@ -46,7 +51,8 @@ class Device:
         self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
         # every server of this device (the web server, each WeMo device) checks the Host first
         WebServer.host_guard = self._host_guard
-        self.app = WebServer(port=port, workers=workers)
+        # None: the board's (hal.WEB_WORKERS)
+        self.app = WebServer(port=port, workers=hal.WEB_WORKERS if workers is None else workers)
         self.app.add_route("/healthz", _health, ("GET",))
         self.wifi = None
         self.alexa = None
@@ -56,6 +62,9 @@ class Device:
         self._want = {"wifi": wifi, "alexa": alexa, "admin": admin, "ota": ota}
         self._tasks = []       # [period_ms, last_ms, fn]
         self._started = False
+        self._main_loop = False   # run() is the main loop: it runs the housekeeping steps
+        if self.housekeep_in_main_loop:
+            tasks.shared().host()   # until start() knows whether run() will run them
         self._boot_ms = ticks_ms()
         self._confirmed = False
         self._wdt = False          # armed by the first poll(): start() alone must not arm it
@@ -224,6 +233,10 @@ class Device:
         if self._pending():
             log("  firmware: new %s, confirming after a health check (within %d s)"
                   % ("image" if hal.ota_pending() else "app", self.health_timeout_s))
+        if not self._main_loop:   # a loop of the program's own: the steps get a thread
+            hk = tasks.shared().host(False)
+            if hk._tasks:
+                hk.start()
         self._fit_sockets()
         if self.memory_report:
             for line in self.memory(True, lines=True):
@@ -452,13 +465,22 @@ class Device:
 
     def run(self):
         """start() if needed, then the main loop forever. An error in one pass (a module's poll, a full
-        heap) is printed and the loop goes on; only one that repeats pass after pass ends it (a reboot)."""
+        heap) is printed and the loop goes on; only one that repeats pass after pass ends it (a reboot).
+        With housekeep_in_main_loop, the housekeeping steps (Wi-Fi, SSDP, MQTT, the auto-update timer)
+        run in this loop too, between passes, instead of in a thread of their own."""
+        hk = tasks.shared()
+        self._main_loop = True
         self.start()
         failures = 0
         while True:
             try:
                 self.poll()
                 failures = 0
+                if not hk.running():
+                    # the steps are this loop's: wait on their sockets (SSDP, DNS, MQTT) instead of
+                    # sleeping, so data there is answered at once
+                    hk.run_once(_LOOP_SLEEP_MS)
+                    continue
             except Exception as e:
                 failures += 1
                 print_exception(e)

@@ -12,6 +12,10 @@
 #   hk = tasks.shared()                                  # the device's one housekeeper
 #   hk.add("ssdp", ssdp_step, sock=lambda: ssdp.sock)
 #   hk.start()                                           # idempotent; without threads: hk.run_once()
+#
+# A Device hosts the housekeeper in the main loop of Device.run() instead (hk.host() before anything
+# starts it): the main task has a stack of its own anyway (16 KB on the ESP32), so the device saves
+# the housekeeper's task. A program that keeps a loop of its own calls Device.start() and gets the thread.
 from iotutils._compat import (
     _thread, allocate_lock, const, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms,
 )
@@ -26,6 +30,7 @@ _MAX_MS = const(6)   # the longest step so far (the bounded-step claim, shown by
 
 _RETRY_MS = const(1000)       # a step that raised runs again after this
 _LONGEST_MS = const(1 << 28)  # the farthest a step can ask (74 h): ticks_add's range
+_STALE_MS = const(15000)      # a hosted housekeeper whose loop has not passed for this long is stuck
 
 
 class Housekeeper:
@@ -43,6 +48,8 @@ class Housekeeper:
         self._polled = ()      # the sockets registered in _poller
         self._running = False
         self._alive = False
+        self._hosted = False   # the main loop runs the steps: start() starts no thread
+        self._pass_ms = None   # when run_once() last ran (a hosted housekeeper is alive while it runs)
         self.errors = 0
 
     # ---- tasks ----
@@ -68,14 +75,24 @@ class Housekeeper:
                 t[_WOKEN] = True
 
     def status(self):
-        """{"running", "tasks": {name: longest step in ms}, "errors"}."""
-        return {"running": self._alive, "tasks": {t[_NAME]: t[_MAX_MS] for t in self._tasks},
-                "errors": self.errors}
+        """{"running", "in": "thread" or "main loop", "tasks": {name: longest step in ms}, "errors"}."""
+        hosted = not self._alive and self._pass_ms is not None
+        running = self._alive or (hosted and ticks_diff(ticks_ms(), self._pass_ms) < _STALE_MS)
+        return {"running": running, "in": "main loop" if hosted else "thread",
+                "tasks": {t[_NAME]: t[_MAX_MS] for t in self._tasks}, "errors": self.errors}
 
     # ---- running ----
+    def host(self, hosted=True):
+        """host(): the caller's loop runs the steps (run_once() every pass), start() starts no thread.
+        host(False): start() starts the thread again. Call it before anything starts the housekeeper;
+        once its thread runs, it keeps running."""
+        self._hosted = hosted
+        return self
+
     def start(self):
-        """The thread, once (a port without threads: the caller calls run_once() from its loop)."""
-        if self._running or _thread is None:
+        """The thread, once (a port without threads, or a hosted housekeeper: the caller calls
+        run_once() from its loop)."""
+        if self._running or self._hosted or _thread is None:
             return self
         self._running = True
         self._alive = True
@@ -115,6 +132,7 @@ class Housekeeper:
     def run_once(self, wait_ms=0):
         """Run the tasks that are due, then wait up to wait_ms (less when one is due sooner) for one
         of their sockets, and run the ones that got data."""
+        self._pass_ms = ticks_ms()
         tasks = self._tasks
         for t in tasks:
             now = ticks_ms()

@@ -5,7 +5,8 @@
 # "info_every_s": s, "announce_delay_ms": ms, "check_every_h": h, "health_timeout_s": s,
 # "wifi_retry_s": s, "bad_version": V (an image of that version crashes at boot: the bootloader goes
 # back to the previous one), "expose": [names] (default all; [] for the fleet's
-# devices), "admin_pwhash": a hash_password() string stored as the admin password}.
+# devices), "admin_pwhash": a hash_password() string stored as the admin password, "own_loop": true
+# (Device.start() and a loop of the app's own calling poll(), instead of Device.run())}.
 # Console: ONCHANGE <name> on=<bool> bri=<0..100> when HA changed the Alexa light (main loop),
 # PING <payload> for a message on app/<id>/ping and APP CONNECTED (the app's own subscription and
 # on_connect callback on dev.mqtt);
@@ -89,4 +90,11 @@ def status(req):
     return dev.mqtt.status() if dev.mqtt else {}
 
 
+if cfg.get("own_loop"):
+    import time
+
+    dev.start()
+    while True:
+        dev.poll()
+        time.sleep_ms(20)
 dev.run()

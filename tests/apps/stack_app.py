@@ -33,6 +33,9 @@ import iotutils
 from iotutils.persist import PersistentBool, PersistentRange, PersistentRGB, PersistentStr
 from iotutils.wifi import Wifi
 
+# the housekeeping thread is the role under test (a program with a loop of its own gets it; run()
+# hosts the steps in the main task, whose 16 KB stack is the port's)
+iotutils.Device.housekeep_in_main_loop = False
 Wifi.retry_s = 1            # the bench takes the network away and back: reconnect at once
 Wifi.scan_interval_s = 1
 

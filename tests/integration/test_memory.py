@@ -1,8 +1,9 @@
 """The whole device's memory as the device reports it (GET /admin/api/memory and the boot report):
 with everything on (Wi-Fi, portal-capable, web server + admin, Alexa, OTA auto-update, MQTT with
-Home Assistant connected to a real Mosquitto) it runs the web server's threads and one housekeeping
-thread, whose steps are Wi-Fi, Alexa, MQTT and the OTA timer; sockets and the board's socket table
-are counted. Sizes are benchmarks (bench/bench_device.py), not asserted here."""
+Home Assistant connected to a real Mosquitto) it runs the web server's threads and nothing else: the
+housekeeping steps (Wi-Fi, Alexa, MQTT and the OTA timer) run in the main loop of Device.run(), and a
+program with a loop of its own (Device.start()) gets one housekeeping thread; sockets and the board's
+socket table are counted. Sizes are benchmarks (bench/bench_device.py), not asserted here."""
 import re
 
 import pytest
@@ -24,7 +25,7 @@ def gh():
     g.stop()
 
 
-def test_everything_on_runs_the_servers_threads_and_one_more(tmp_path, broker, gh):
+def test_everything_on_runs_the_servers_threads_and_housekeeps_in_the_main_loop(tmp_path, broker, gh):
     dev = Dev(tmp_path, "mem", {"mqtt": broker.url()}, env=device_env(gh)).boot()
     try:
         boot = dev.output()
@@ -41,16 +42,16 @@ def test_everything_on_runs_the_servers_threads_and_one_more(tmp_path, broker, g
         def steady():
             b = s.get(dev.url("/admin/api/memory"), timeout=10).json()
             # an OTA check or an announcement may run a short-lived job thread: wait it out
-            return b if set(b["stacks"]["threads"]) == {"web", "housekeeper"} else None
+            return b if set(b["stacks"]["threads"]) == {"web"} else None
 
-        b = wait_until(steady, timeout=20, what="only the server's threads and the housekeeper")
+        b = wait_until(steady, timeout=20, what="only the server's threads")
         threads = b["stacks"]["threads"]
-        assert threads["web"][0] == 4            # Device(workers=3): 3 workers + the poll loop
-        assert threads["housekeeper"][0] == 1
+        assert threads["web"][0] == 3            # the board's 2 workers (hal.WEB_WORKERS) + the poll loop
         tasks = b["housekeeper"]["tasks"]
         for name in ("wifi", "alexa", "mqtt", "ota"):
             assert name in tasks, tasks
-        assert b["housekeeper"]["running"] is True
+        assert b["housekeeper"]["running"] is True and b["housekeeper"]["in"] == "main loop", b["housekeeper"]
+        assert "housekeeper" not in boot, boot   # the boot report's stacks: main + web only
         sk = b["sockets"]
         assert sk["listen"] >= 1 and sk["udp"] >= 2     # the server's wake-up socket, SSDP
         assert sk["tcp"] >= 2                          # this request, MQTT
@@ -64,6 +65,20 @@ def test_everything_on_runs_the_servers_threads_and_one_more(tmp_path, broker, g
         assert 0 < h["largest"] <= h["free"]
         assert b["total"] == b["heap_used_chip"] + b["stacks"]["total"] + sk["now"]
         assert s.get(dev.url("/healthz"), timeout=10).status_code == 200
+    finally:
+        dev.stop()
+
+
+def test_a_program_with_its_own_loop_gets_one_housekeeping_thread(tmp_path, broker):
+    dev = Dev(tmp_path, "own", {"mqtt": broker.url(), "own_loop": True}).boot()
+    try:
+        s = dev.admin()
+        wait_until(lambda: (s.get(dev.url("/admin/api/mqtt"), timeout=10).json()["status"] or {}).get("connected"),
+                   what="MQTT connected")
+        b = s.get(dev.url("/admin/api/memory"), timeout=10).json()
+        assert b["stacks"]["threads"]["housekeeper"][0] == 1, b["stacks"]
+        assert b["housekeeper"]["running"] is True and b["housekeeper"]["in"] == "thread", b["housekeeper"]
+        assert "mqtt" in b["housekeeper"]["tasks"] and "alexa" in b["housekeeper"]["tasks"]
     finally:
         dev.stop()
 

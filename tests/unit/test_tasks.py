@@ -119,6 +119,29 @@ def test_one_thread_counted_while_it_runs_and_wake_from_another_thread():
     assert _wait(lambda: ["t4", 16384] not in _compat.THREADS, 1000)
 
 
+def test_a_hosted_housekeeper_starts_no_thread_until_it_is_handed_back():
+    hk = tasks.Housekeeper("t6").host()
+    hk.stack_size = 16384
+    seen = []
+    hk.add("w", lambda now: seen.append(now) or 60000)
+    before = len(_compat.THREADS)
+    hk.start()                       # what every module does after add(): no thread while hosted
+    assert len(_compat.THREADS) == before and not hk.running()
+    assert hk.status()["running"] is False        # its loop has not passed yet
+    hk.run_once(0)                   # the host's loop runs the steps
+    assert len(seen) == 1
+    st = hk.status()
+    assert st["running"] is True and st["in"] == "main loop", st
+    hk.host(False).start()           # handed back: the thread takes over
+    try:
+        assert _wait(lambda: ["t6", 16384] in _compat.THREADS, 1000)
+        hk.wake("w")
+        assert _wait(lambda: len(seen) == 2, 1000)
+        assert hk.status()["in"] == "thread"
+    finally:
+        hk.stop()
+
+
 def test_replacing_a_task_and_a_closed_socket_do_not_spin():
     hk = tasks.Housekeeper("t5")
     s = _udp()[0]

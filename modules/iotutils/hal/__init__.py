@@ -19,6 +19,11 @@ AP = 1
 # board). Stacks: bench/bench_stack.py's measured need on the host firmware (its 'preloaded' column:
 # a role's own frames) plus a margin (docs/memory.md); a board with other needs sets these before
 # Device.start(), or WebServer.stack_size / Housekeeper.stack_size.
+# Web server threads: handlers that run at once (Device(workers=None) takes it), plus the poll loop.
+# The poll loop answers quick requests itself; a worker is taken only by a handler that runs longer
+# than takeover_ms (a login's password hash, an upload, a Wi-Fi scan), and two of those at once is
+# what a device without PSRAM plans for (each thread is a task with its own stack: 8.4 KB here).
+WEB_WORKERS = 2
 WEB_STACK = 8192          # each web server thread: measured 6.5 KB (every admin page and API, uploads)
 HOUSEKEEPER_STACK = 10240 # Wi-Fi, SSDP/WeMo, MQTT and its callbacks: 4.5 KB + an mqtts handshake
 JOB_STACK = 10240         # short-lived jobs (OTA check/install, admin and MQTT jobs): <= 3 KB + TLS
