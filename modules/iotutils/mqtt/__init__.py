@@ -141,6 +141,7 @@ class MQTT:
         self._running = False
         self._alive = False
         self._in_step = False
+        self._connecting = False   # a connect job runs (a hosted housekeeper: see _connect_job)
         self._err = None
         self._rx_ms = self._tx_ms = self._ping_ms = 0
         self._connects = 0
@@ -231,6 +232,10 @@ class MQTT:
             self._drop(None)
             self._alive = False
             return None
+        if self._connecting:   # a connect job runs (below): the link is its until it is done
+            return _SLICE_MS
+        if not self.connected and self._hosted():
+            return self._connect_job()
         self._in_step = True
         try:
             n = self._received
@@ -245,6 +250,44 @@ class MQTT:
         if not self.connected:   # the next attempt (kick() wakes it sooner)
             return min(max(_SLICE_MS, ticks_diff(self._next_ms, ticks_ms())), _SLICE_MS * 10)
         return 0 if self._received != n else _SLICE_MS * 2   # more may wait inside TLS
+
+    @staticmethod
+    def _hosted():
+        from iotutils import tasks
+        return tasks.shared()._hosted
+
+    def _connect_job(self):
+        # The housekeeping steps run in the main loop (Device.run()): a connect takes seconds (DNS,
+        # TCP, a TLS handshake, CONNACK, then the subscriptions and on_connect callbacks) and must not
+        # hold that loop, its user tasks or its watchdog. It gets a short-lived thread of its own.
+        left = ticks_diff(self._next_ms, ticks_ms())
+        if not self._kicked and left > 0:
+            return min(max(_SLICE_MS, left), _SLICE_MS * 10)
+        self._kicked = False
+        self._connecting = True
+        try:
+            from iotutils import hal
+            from iotutils._compat import start_thread
+            start_thread("mqtt", self._connect_in_job, (), hal.JOB_STACK)
+        except (OSError, MemoryError, RuntimeError) as e:   # no room for a thread now: next step
+            self._connecting = False
+            self._retry_later("no thread for the connect now: %s" % (e,))
+        return _SLICE_MS
+
+    def _connect_in_job(self):
+        try:
+            if self._running:
+                self._connect()
+        except Exception as e:  # _connect handles the network; a bug must not end the client
+            log("mqtt: unexpected error:")
+            print_exception(e)
+        finally:
+            self._connecting = False
+            if self._running:
+                from iotutils import tasks
+                tasks.shared().wake(self._task_name())   # watch the new socket now
+            else:
+                self._drop(None)   # stopped while it connected
 
     def stop(self):
         """Disconnect cleanly (the broker drops the will) and leave the housekeeping thread."""
@@ -261,7 +304,7 @@ class MQTT:
         from iotutils import tasks
         tasks.shared().remove(self._task_name())
         t0 = ticks_ms()
-        while self._in_step and ticks_diff(ticks_ms(), t0) < 3000:   # a step under way ends first
+        while (self._in_step or self._connecting) and ticks_diff(ticks_ms(), t0) < 3000:   # a step ends first
             sleep_ms(10)
         self._alive = False
 
