@@ -562,6 +562,8 @@ class Alexa(HueBridge):
             except Exception as e:  # never let discovery die silently
                 log("alexa: ssdp:", repr(e))
         for _ in range(4):   # a few WeMo NOTIFYs per step (each bounded by notify_timeout)
+            if ticks_diff(ticks_ms(), now) >= self.notify_timeout * 1000:
+                break   # one slow subscriber is enough for a step (it may run in the main loop)
             with self._lock:
                 job = self._jobs.pop(0) if self._jobs else None
             if job is None:

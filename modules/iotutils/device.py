@@ -411,9 +411,8 @@ class Device:
             self._wdt = True
             hal.wdt_start(self.wdt_timeout_ms)
             self._fed_ms = now
-        elif ticks_diff(now, self._fed_ms) >= _FEED_EVERY_MS:
-            hal.wdt_feed()
-            self._fed_ms = now
+        else:
+            self._feed()
         if self.wifi is not None and hasattr(self.wifi, "poll"):
             self.wifi.poll()
         hk = tasks.shared()
@@ -433,6 +432,13 @@ class Device:
                 except Exception as e:  # user code must not stop the device
                     log("device: task %r failed:" % (task[2],))
                     print_exception(e)
+
+    def _feed(self):
+        # the main loop is alive: feed the watchdog (armed by the first poll()), at most every 0.5 s
+        now = ticks_ms()
+        if self._wdt and ticks_diff(now, self._fed_ms) >= _FEED_EVERY_MS:
+            hal.wdt_feed()
+            self._fed_ms = now
 
     def _check_health(self, now):
         if self._health_ms is not None and ticks_diff(now, self._health_ms) < _HEALTH_EVERY_MS:
@@ -470,6 +476,7 @@ class Device:
         run in this loop too, between passes, instead of in a thread of their own."""
         hk = tasks.shared()
         self._main_loop = True
+        hk.before_step = self._feed
         self.start()
         failures = 0
         while True:

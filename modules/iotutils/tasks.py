@@ -39,6 +39,9 @@ class Housekeeper:
     #: stack bytes (the chip's) for the thread: None takes the board's (hal.HOUSEKEEPER_STACK), 0 the
     #: port's default
     stack_size = None
+    #: called before every step (a hosted housekeeper: Device feeds its watchdog, so only one step,
+    #: not a whole pass of them, has to fit in the watchdog's timeout)
+    before_step = None
 
     def __init__(self, name="housekeeper"):
         self.name = name
@@ -154,6 +157,8 @@ class Housekeeper:
 
     def _step(self, t, now):
         t[_WOKEN] = False
+        if self.before_step is not None:
+            self.before_step()
         try:
             nxt = t[_STEP](now)
         except Exception as e:  # one task's bug or a full heap must not starve the others

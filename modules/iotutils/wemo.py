@@ -279,7 +279,8 @@ class WemoDevice:
             (getattr(s, "sendall", None) or s.write)((head + body).encode())
             # read the answer to its end (closing early resets the subscriber's socket mid-reply)
             n = 0
-            while n < 2048:
+            t0 = ticks_ms()
+            while n < 2048 and ticks_diff(ticks_ms(), t0) < self.alexa.notify_timeout * 1000:
                 part = s.recv(256)
                 if not part:
                     break

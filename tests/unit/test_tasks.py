@@ -142,6 +142,17 @@ def test_a_hosted_housekeeper_starts_no_thread_until_it_is_handed_back():
         hk.stop()
 
 
+def test_before_step_runs_before_every_step_of_a_pass():
+    # a hosted housekeeper's owner feeds its watchdog there: one step, not a whole pass, must fit
+    hk = tasks.Housekeeper("t7").host()
+    order = []
+    hk.before_step = lambda: order.append("feed")
+    hk.add("a", lambda now: order.append("a") or 60000)
+    hk.add("b", lambda now: order.append("b") or 60000)
+    hk.run_once(0)
+    assert order == ["feed", "a", "feed", "b"], order
+
+
 def test_replacing_a_task_and_a_closed_socket_do_not_spin():
     hk = tasks.Housekeeper("t5")
     s = _udp()[0]
