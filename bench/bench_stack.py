@@ -739,7 +739,10 @@ def report(roles, vs, const, found, shipped, probes, seconds):
     print("  TLS is not the chip's mbedTLS build; it is why the housekeeper and the jobs carry more margin")
     web_n = 3   # Device(): the board's two workers (hal.WEB_WORKERS) and the poll loop
     board = web_n * const["web"] + const["housekeeper"]
-    print("  whole device, resident thread stacks (%d web x WEB_STACK + housekeeper): board %s;" % (web_n, kb(board)))
+    # Device.run() runs the housekeeping in the main task; a program with a loop of its own (start())
+    # has the housekeeper's thread: the figure below is that case, the larger one
+    print("  whole device, resident thread stacks (%d web x WEB_STACK + housekeeper, as with Device.start(); "
+          "Device.run() has no housekeeper thread): board %s;" % (web_n, kb(board)))
     for v in vs:
         w, h = found.get((v.key, "web"), 0), found.get((v.key, "housekeeper"), 0)
         if w and h and "web" in roles and "housekeeper" in roles:

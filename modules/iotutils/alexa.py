@@ -233,7 +233,7 @@ class Alexa(HueBridge):
         self._queue = None         # None: call on_change at once; else lights waiting for poll()
         self._polls_started = 0    # poll() passes that took the queue ...
         self._polls_done = 0       # ... and those that finished their callbacks
-        self._jobs = []            # callables for the housekeeping thread (WeMo NOTIFYs)
+        self._jobs = []            # callables for the housekeeping (WeMo NOTIFYs)
         self._running = False
         self._ssdp = None
         self._wemo = {}            # Light -> wemo.WemoDevice

@@ -22,7 +22,7 @@
 # Every change, wherever it is made (admin page, Alexa, the app, HA), is published: the client's
 # step compares the exposed values when persist.changes() moved, and the Alexa lights every pass.
 #
-# Threads: one step of the device's housekeeping thread (iotutils.tasks) runs the client and does all
+# Threads: one step of the device's housekeeping (iotutils.tasks) runs the client and does all
 # the publishing (states, diagnostics every info_every_s, the update entity's progress), woken at once
 # by data from the broker; it connects only while Wi-Fi is up, drops the link
 # when Wi-Fi goes and reconnects at once when it is back. HA's commands run there; an Alexa light's
@@ -293,7 +293,7 @@ class MqttDevice:
                 self.client.on_connect(cb)
 
     def stop(self):
-        """Say offline, disconnect and leave the housekeeping thread (new settings: Device starts
+        """Say offline, disconnect and leave the housekeeping (new settings: Device starts
         another)."""
         self._running = False
         from iotutils import tasks
@@ -328,7 +328,7 @@ class MqttDevice:
         return w is None or w.connected()
 
     def _task(self, now):
-        # one step in the housekeeping thread: follow Wi-Fi, then the client and the publishing
+        # one step in the housekeeping: follow Wi-Fi, then the client and the publishing
         m = self.client
         if not self._running:
             try:

@@ -1,7 +1,7 @@
-# One housekeeping thread for all the background work of a device that mostly waits: the Wi-Fi
-# manager, the setup portal's DNS, SSDP answers and NOTIFYs, WeMo events, the MQTT client and the
-# auto-update timer. On an ESP32 each thread is a FreeRTOS task with a stack of its own in internal
-# RAM (5 KB by default, more for deep code), so a device runs the web server's threads and this one.
+# The housekeeping: all the background work of a device that mostly waits (the Wi-Fi manager, the
+# setup portal's DNS, SSDP answers and NOTIFYs, WeMo events, the MQTT client and the auto-update
+# timer), run by one loop. On an ESP32 each thread is a FreeRTOS task with a stack of its own in
+# internal RAM, so this work shares one: the main loop's (Device.run()) or one thread's.
 #
 # A task is a step function, step(now_ms) -> ms until it wants to run again (None: it is done), that
 # does a bounded piece of work and returns: no step waits for the network longer than its own socket

@@ -5,7 +5,7 @@
 #   GET  /eventservice.xml             basicevent1 SCPD
 #   POST /upnp/control/basicevent1     SOAP GetBinaryState / SetBinaryState / GetFriendlyName
 #   SUBSCRIBE / UNSUBSCRIBE /upnp/event/basicevent1   GENA: BinaryState NOTIFYs to the CALLBACK URL
-# The NOTIFYs are sent by the Alexa step of the housekeeping thread, never from a request handler.
+# The NOTIFYs are sent by the Alexa step of the housekeeping, never from a request handler.
 #
 # GENA callbacks (CallStranger, CVE-2020-12695): a CALLBACK is accepted only when its host is the
 # subscriber's own address (the TCP peer of the SUBSCRIBE, as a dotted IPv4 literal: no name is ever
@@ -249,7 +249,7 @@ class WemoDevice:
             subs.append(sub)
             self._subs = subs[-_MAX_SUBS:]
             on = self.light.on
-        # the initial event (UPnP: after the SUBSCRIBE answer): from the housekeeping thread, which runs later
+        # the initial event (UPnP: after the SUBSCRIBE answer): from the housekeeping, which runs later
         self.alexa._later(lambda: self._notify(sub, on))
         return Response(b"", 200, {"SID": sid, "TIMEOUT": "Second-%d" % timeout})
 
@@ -287,7 +287,7 @@ class WemoDevice:
                 n += len(part)
         except OSError:
             # gone or stuck: drop it, so it cannot hold up discovery on every change (each try costs
-            # up to notify_timeout in the housekeeping thread); a live client renews, gets 412, subscribes again
+            # up to notify_timeout in the housekeeping); a live client renews, gets 412, subscribes again
             with self.alexa._lock:
                 self._subs = [x for x in self._subs if x is not sub]
         finally:

@@ -134,7 +134,7 @@ class Wifi:
     #: the fallback AP and portal stay up this long (s) after the station connected, so the
     #: phone that did the setup sees the result and the new address
     ap_linger_s = 60
-    #: period of the manager's step in the housekeeping thread (ms)
+    #: period of the manager's step in the housekeeping (ms)
     poll_ms = 200
     _made = 0
     #: scan results are reused for this long (ms)
@@ -604,7 +604,7 @@ class Wifi:
         """Connect in the background; if no known network works, start the AP (+ setup portal) and keep
         retrying. Returns at once. portal: True for the setup portal on `app` (a WebServer; one is made
         if None), a callable (wifi, app) -> portal that builds it when the AP first needs it (loaded
-        only then), or False for the AP alone. thread=False: not in the housekeeping thread
+        only then), or False for the AP alone. thread=False: not in the housekeeping
         (iotutils.tasks), the caller calls poll() often (a main loop)."""
         self._auto = True
         self._portal_wanted = portal
@@ -618,7 +618,7 @@ class Wifi:
         if thread:
             self._running = True
             from iotutils import tasks
-            # a step of the device's housekeeping thread (no thread of its own), woken at once by a
+            # a step of the device's housekeeping (no thread of its own), woken at once by a
             # DNS query to the portal; added again after a stop(), replaced if still there
             tasks.shared().add(self._task_name, self._task, sock=self._dns_sock).start()
         return self
@@ -648,7 +648,7 @@ class Wifi:
 
     def poll(self):
         """One non-blocking step of the manager (and pending portal DNS queries). Safe to call from
-        a main loop while the housekeeping thread runs it too."""
+        a main loop while the housekeeping runs it too."""
         if not self._plock.acquire(0):
             return
         try:

@@ -1,4 +1,4 @@
-# MQTT 3.1.1 client: in the device's housekeeping thread, QoS 0 and 1, retain, will, clean sessions that
+# MQTT 3.1.1 client: in the device's housekeeping, QoS 0 and 1, retain, will, clean sessions that
 # re-subscribe and re-announce on every connect, keepalive that notices a half-open link, and
 # reconnection with exponential backoff. Runs on MicroPython (>= 1.24) and on CPython.
 #
@@ -6,7 +6,7 @@
 #   m.set_will("iotutils/<id>/status", "offline", retain=True)  # before start(): sent in CONNECT
 #   m.on_connect(lambda: m.publish("iotutils/<id>/status", "online", retain=True))
 #   m.subscribe("iotutils/<id>/+/set", callback)                # callback(topic str, payload bytes)
-#   m.start()                     # returns at once; connects, and reconnects, in the housekeeping thread
+#   m.start()                     # returns at once; connects, and reconnects, in the housekeeping
 #   m.publish(topic, payload, qos=0, retain=False)   # True when written (QoS 0) or queued (QoS 1)
 #   m.connected; m.status(); m.kick() (Wi-Fi is back: retry now); m.drop(why) (Wi-Fi is gone); m.stop()
 #   m.handlers() -> (subscriptions, on_connect callbacks), to carry them to a new client
@@ -206,7 +206,7 @@ class MQTT:
     # ---- running ----
 
     def start(self):
-        """Connect and stay connected as a step of the device's housekeeping thread (iotutils.tasks:
+        """Connect and stay connected as a step of the device's housekeeping (iotutils.tasks:
         no thread of its own; callbacks run there); returns at once."""
         if self._running:
             return self
@@ -290,7 +290,7 @@ class MQTT:
                 self._drop(None)   # stopped while it connected
 
     def stop(self):
-        """Disconnect cleanly (the broker drops the will) and leave the housekeeping thread."""
+        """Disconnect cleanly (the broker drops the will) and leave the housekeeping."""
         self._running = False
         s = self._s
         if s is not None and self.connected:

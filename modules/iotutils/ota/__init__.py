@@ -367,7 +367,7 @@ class OTA:
             self._auto_prev = ticks_ms()
             self._auto_pending = None
             from iotutils import tasks
-            # a timer in the device's housekeeping thread; the check and the install (network and
+            # a timer in the device's housekeeping; the check and the install (network and
             # flash, seconds long) get a short-lived thread of their own
             tasks.shared().add("ota", self._auto_step).start()
         elif not st["on"]:
