@@ -476,8 +476,9 @@ class Device:
         run in this loop too, between passes, instead of in a thread of their own."""
         hk = tasks.shared()
         self._main_loop = True
-        hk.before_step = self._feed
         self.start()
+        if not hk.running():
+            hk.before_step = self._feed   # its steps are this loop's (never a thread's: that would hide a stuck loop)
         failures = 0
         while True:
             try:

@@ -350,6 +350,10 @@ class MqttDevice:
             self._up = net
         if not self._up:
             return 200
+        if m._connecting:   # a connect job runs (the steps run in the main loop: MQTT._connect_job)
+            return 50
+        if not m.connected and m._hosted():
+            return m._connect_job()
         n = m._received
         self._step(0)
         if not m.connected:

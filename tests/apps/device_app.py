@@ -1,7 +1,8 @@
 # Device app for tests/integration/test_device.py: iotutils.Device with everything on, plus a user route and
 # user tasks (dev.every) the tests watch, and a way to make a task hang (watchdog).
 # Configuration (fs/device_cfg.json, optional): {"networks": [[ssid, password]], "health_timeout_s": N,
-# "wdt_timeout_ms": N, "wifi_retry_s": N, "start_only": true (dev.start() and an own loop, no run())}
+# "wdt_timeout_ms": N, "wifi_retry_s": N, "start_only": true (dev.start() and an own loop, no run()),
+# "mqtt": broker URL}
 # OTA: repo acme/lamp on the fake GitHub named by IOTUTILS_TEST_API, if set; "ota_channel": channel;
 # "app_ota": true runs App OTA's app_boot() first and imports the app's `userapp` module.
 import json
@@ -43,7 +44,7 @@ api = os.getenv("IOTUTILS_TEST_API")
 dev = iotutils.Device(name="devtest", ota_repo="acme/lamp" if api else None, ota_api=api,
                       ota_pubkey=os.getenv("IOTUTILS_TEST_PUBKEY"),  # the fake GitHub signs with it
                       ota_allow_http=bool(api) and api.startswith("http:"),
-                      ota_channel=cfg.get("ota_channel", "release"))
+                      ota_channel=cfg.get("ota_channel", "release"), mqtt=cfg.get("mqtt"))
 for ssid, password in cfg.get("networks", []):
     if ssid not in [n["ssid"] for n in dev.wifi.networks()]:
         dev.wifi.add_network(ssid, password)

@@ -293,6 +293,34 @@ def test_watchdog_resets_a_stuck_main_loop(tmp_path, devices):
     assert info(dev)["reset_cause"] == "watchdog"
 
 
+def test_a_broker_that_never_answers_does_not_stall_the_main_loop(tmp_path, devices):
+    # Device.run() runs the housekeeping in the main loop: an MQTT connect that hangs for its whole
+    # timeout (5 s for CONNACK here) must not hold that loop, or the 3 s watchdog would reset it
+    import socket
+    import threading
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(hole.accept()) for _ in range(8)], daemon=True).start()
+    try:
+        dev = make_device(tmp_path, {"networks": [["home", "home-secret"]], "wdt_timeout_ms": 3000,
+                                     "mqtt": "mqtt://127.0.0.1:%d" % hole.getsockname()[1]})
+        boot(dev, devices)
+        wait_until(lambda: held, timeout=20, what="the device's connect to the silent broker")
+        ticks0 = info(dev)["ticks"]
+        wait_until(lambda: info(dev)["uptime_ms"] > 9000, timeout=30, what="uptime past the CONNACK timeout")
+        i = info(dev)
+        assert i["reset_cause"] == "power_on" and "watchdog" not in dev.output(), dev.output()[-2000:]
+        assert i["ticks"] > ticks0 + 20   # the 50 ms user task kept running meanwhile
+        dev.wait_line(r"mqtt: connect to 127\.0\.0\.1:\d+ failed", timeout=15)
+    finally:
+        hole.close()
+        for c, _ in held:
+            c.close()
+
+
 def test_start_alone_does_not_arm_the_watchdog(tmp_path, devices):
     # an app that calls dev.start() and runs its own loop (no dev.poll()) must not be reset
     dev = make_device(tmp_path, {"wdt_timeout_ms": 1000, "start_only": True})

@@ -142,6 +142,7 @@ class MQTT:
         self._alive = False
         self._in_step = False
         self._connecting = False   # a connect job runs (a hosted housekeeper: see _connect_job)
+        self._stopped = False      # stop() was called (a connect job that ends after it disconnects)
         self._err = None
         self._rx_ms = self._tx_ms = self._ping_ms = 0
         self._connects = 0
@@ -214,6 +215,7 @@ class MQTT:
             raise OSError("mqtt: this port has no threads: call loop_once() from the main loop")
         self._running = True
         self._alive = True
+        self._stopped = False
         from iotutils import tasks
         tasks.shared().add(self._task_name(), self.task, sock=self.sock).start()
         return self
@@ -276,22 +278,20 @@ class MQTT:
 
     def _connect_in_job(self):
         try:
-            if self._running:
+            if not self._stopped:
                 self._connect()
         except Exception as e:  # _connect handles the network; a bug must not end the client
             log("mqtt: unexpected error:")
             print_exception(e)
         finally:
             self._connecting = False
-            if self._running:
-                from iotutils import tasks
-                tasks.shared().wake(self._task_name())   # watch the new socket now
-            else:
+            if self._stopped:
                 self._drop(None)   # stopped while it connected
 
     def stop(self):
         """Disconnect cleanly (the broker drops the will) and leave the housekeeping."""
         self._running = False
+        self._stopped = True
         s = self._s
         if s is not None and self.connected:
             with self._io:
