@@ -85,6 +85,12 @@ def app_update(req):
     return {"started": True}
 
 
+@dev.app.route("/t/modules")
+def modules(req):
+    import sys
+    return {"loaded": sorted(m for m in sys.modules if m.startswith("iotutils"))}
+
+
 @dev.app.route("/t/hang", methods=("POST",))
 def do_hang(req):
     hang[0] = True

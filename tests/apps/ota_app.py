@@ -54,7 +54,7 @@ keyed = {"pubkey": cfg.get("pubkey"), "allow_http": cfg.get("allow_http", False)
 ota = OTA(repo=cfg.get("repo", "me/fw"), channel=cfg.get("channel", "release"),
           api=cfg.get("api", "http://127.0.0.1:9"), cadata=cadata, **keyed)
 if cfg.get("timeout"):
-    ota.http.timeout = cfg["timeout"]
+    ota.http_timeout = cfg["timeout"]
 st = ota.status()
 print("BOOT version=%s slot=%s pending=%s rolled_back=%s project=%s" % (
     st["version"], st["slot"], st["pending"], st["rolled_back"], st["project"]))

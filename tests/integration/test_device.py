@@ -457,6 +457,41 @@ def test_auto_update_installs_reboots_confirms_and_resumes(tmp_path, devices):
         gh.stop()
 
 
+def test_an_automatic_check_unloads_the_network_code_until_the_next_check(tmp_path, devices):
+    # the HTTP client, the release scanner and the signature code are needed once a day: after an
+    # automatic check that found nothing they leave the heap; a check from the admin page loads them
+    # again and answers as before
+    network = {"iotutils.ota.client", "iotutils.ota.release"}
+    gh = FakeGitHub().start()
+    try:
+        gh.add_release("acme/lamp", "0.0.1", espimage.build_app_image("0.0.1", size=64 * 1024))  # older
+        dev = make_device(tmp_path, env=device_env(gh))
+        boot(dev, devices)
+        dev.wait_line(r"setup portal on")      # the first admin password needs the setup AP
+
+        def loaded():
+            return set(requests.get(dev.url("/t/modules"), timeout=10).json()["loaded"])
+
+        s = requests.Session()
+        r = s.post(dev.url("/admin/api/password"), json={"new": "unload-pw"}, timeout=10)
+        assert r.status_code == 200, r.text
+        csrf = {"X-CSRF-Token": r.json()["csrf"]}
+        asked = len(gh.requests)
+        r = s.put(dev.url("/admin/api/ota/settings"), headers=csrf,
+                  json={"auto": {"on": True, "every_hours": 24, "idle_minutes": 0}}, timeout=10)
+        assert r.status_code == 200, r.text
+        wait_until(lambda: len(gh.requests) > asked, what="the automatic check's request")
+        wait_until(lambda: not network & loaded(), what="the network code unloaded after the check")
+        assert "iotutils.sign" not in loaded()
+        c = s.post(dev.url("/admin/api/ota/check"), headers=csrf, timeout=10)
+        assert c.status_code == 200, c.text
+        assert c.json() == {"current": "0.1.0", "available": "0.0.1", "newer": False}
+        assert network <= loaded()             # loaded again for the check from the page
+        assert "auto check failed" not in dev.output()
+    finally:
+        gh.stop()
+
+
 def test_app_ota_is_confirmed_after_the_health_check(tmp_path, devices):
     # App OTA (Python files from a branch) goes through the same health check as a firmware image:
     # confirmed by the Device, it stays after a power cut

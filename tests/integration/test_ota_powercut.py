@@ -85,8 +85,17 @@ def test_power_cuts_during_ota(tmp_path):
         dev.wait_line("CONFIRMED pending=False", 20, since=mark)
         base, target = target, new_release()
         t_start = time.time()
-        while cuts < CUTS:
-            assert time.time() - t_start < 150, "power-cut test too slow (%d cuts)" % cuts
+
+        def covered():
+            # every stage was hit (the same thresholds as asserted below); the window comes from one
+            # uncut run, so on a loaded machine a stage can come up short: cut on (up to twice as
+            # many) rather than fail for the dice
+            return (phases.get("download/write", 0) >= 10 and phases.get("set_boot/reboot", 0) >= 3
+                    and phases.get("first boot", 0) + phases.get("pending boot", 0) >= 5
+                    and installs >= 3 and rollbacks >= 3)
+
+        while cuts < CUTS or (not covered() and cuts < 2 * CUTS):
+            assert time.time() - t_start < 300, "power-cut test too slow (%d cuts)" % cuts
             if rnd.random() < 0.08:
                 # now and then an uncut, confirmed install: the cuts then hit writes into the other slot
                 mark = len(dev.lines)

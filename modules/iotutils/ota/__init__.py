@@ -35,10 +35,13 @@ import gc
 
 import iotutils.appimage as appimage
 import iotutils.hal as hal
-from iotutils._compat import _thread, allocate_lock, const, log, start_thread, ticks_diff, ticks_ms
-from iotutils.ota.client import Http, OTAError
-from iotutils.ota.release import ReleaseScan, Source  # noqa: F401 - ReleaseScan too
-from iotutils.ota.state import State
+from iotutils._compat import _thread, allocate_lock, const, log, start_thread, ticks_diff, ticks_ms, unload
+from iotutils.ota.state import OTAError, State
+
+# The network code (HTTP client, release scanner, signature checks) runs only during a check or an
+# update, once a day or less: it is loaded then and unloaded after an automatic check (_unload_network).
+_NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.sign")
+# (no other module imports them at its top: a loaded module would keep their functions alive)
 
 _AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
 
@@ -135,8 +138,9 @@ class OTA:
         self.sha256 = sha256
         self.manifest = manifest
         self.asset = asset
-        self.http = Http(token, cadata, allow_http)
-        self.source = Source(self.http, repo, kind, arg, self.api, manifest, asset, sha256, self.chip_id, sig)
+        self._net = (token, cadata, allow_http, sig)
+        self._http = None      # made on first use (the network code is loaded then)
+        self._source = None
         # the owner's public key (PEM/DER) given by the app; None: the key frozen into the firmware or
         # provisioned in NVS (iotutils.sign.default_pubkey). Loaded when first needed.
         self._pubkey = pubkey
@@ -149,6 +153,41 @@ class OTA:
         self._app = None
         self._desc = None
         self._sync_boot()
+
+    #: seconds an HTTP connect or read may block (None: the client's default, 15)
+    http_timeout = None
+
+    @property
+    def http(self):
+        """The HTTP(S) client (iotutils.ota.client.Http), made on first use."""
+        h = self._http
+        if h is None:
+            from iotutils.ota.client import Http
+            h = Http(self._net[0], self._net[1], self._net[2])
+            if self.http_timeout is not None:
+                h.timeout = self.http_timeout
+            self._http = h
+        return h
+
+    @property
+    def source(self):
+        """Where updates come from (iotutils.ota.release.Source), made on first use."""
+        s = self._source
+        if s is None:
+            from iotutils.ota.release import Source
+            s = Source(self.http, self.repo, self.kind, self.ref, self.api, self.manifest, self.asset,
+                       self.sha256, self.chip_id, self._net[3])
+            self._source = s
+        return s
+
+    def _unload_network(self):
+        # after an automatic check: the client, the release scanner and the signature code go until
+        # the next check (~5 KB of heap on the chip for the day between), unless an update runs
+        with self._lock:
+            if self._busy:
+                return
+            self._http = self._source = None
+        unload(*_NETWORK_MODULES)
 
     # ---- running image ----
     def _running_desc(self):
@@ -425,6 +464,9 @@ class OTA:
                 log("ota: auto: %s available, installing when idle" % self._auto_pending)
         except Exception as e:  # a failed check waits for the next period
             log("ota: auto check failed:", e)
+        finally:
+            if self._auto_pending is None:   # (an install follows soon: it needs the same code)
+                self._unload_network()
 
     def _auto_install(self):
         self._auto_pending = None
@@ -448,4 +490,9 @@ def __getattr__(name):
     if name in ("app_boot", "app_confirm", "app_status", "APP_ROOT"):
         # (not `from iotutils.ota import app`: on MicroPython that asks this very hook for "app")
         return getattr(__import__("iotutils.ota.app", None, None, ("app_boot",)), name)
+    # the network code's classes, loaded when asked for (see _NETWORK_MODULES)
+    if name == "Http":
+        return __import__("iotutils.ota.client", None, None, ("Http",)).Http
+    if name in ("ReleaseScan", "Source"):
+        return getattr(__import__("iotutils.ota.release", None, None, ("Source",)), name)
     raise AttributeError(name)

@@ -8,7 +8,7 @@ import os
 
 import iotutils.hal as hal
 from iotutils._compat import exists
-from iotutils.ota.client import OTAError, join_url
+from iotutils.ota.state import OTAError
 
 APP_ROOT = "apps"               # apps/a, apps/b and the pointer file apps/current.json
 
@@ -78,6 +78,8 @@ def _app_files(ota, folder):
         man = ota.source.get_json(ota.ref, "application/json")
 
         def url_of(e):
+            from iotutils.ota.client import join_url   # (the boot-time functions do not need the client)
+
             return join_url(ota.ref, e.get("url") or str(e.get("path") or e.get("name")))
     else:
         raise OTAError("App OTA needs a branch:<name>, commit:<sha> or url:<app.json URL> channel")

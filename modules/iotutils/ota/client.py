@@ -8,13 +8,12 @@ import socket
 
 import iotutils.hal as hal
 from iotutils._compat import const, ticks_diff, ticks_ms
+from iotutils.ota.state import OTAError
 
 _ERR_BODY = const(300)
 _SLICE_S = 0.25   # MicroPython socket reads wait at most this long at a time (see _Response)
 
 
-class OTAError(Exception):
-    """An update that cannot be done: nothing was changed (iotutils.ota re-exports it)."""
 
 
 def split_url(url):

@@ -9,7 +9,7 @@ import hashlib
 
 import iotutils.appimage as appimage
 from iotutils._compat import const, ticks_diff, ticks_ms
-from iotutils.ota.client import OTAError
+from iotutils.ota.state import OTAError
 
 _BLOCK = const(4096)
 _SMALLEST = const(512)

@@ -7,7 +7,8 @@ import json
 
 import iotutils.appimage as appimage
 from iotutils._compat import const
-from iotutils.ota.client import OTAError, join_url
+from iotutils.ota.client import join_url
+from iotutils.ota.state import OTAError
 
 _MAX_JSON = const(65536)
 

@@ -8,6 +8,12 @@ import os
 STATE_FILE = "ota_state.json"   # fallback state store when iotutils.persist is not there
 
 
+class OTAError(Exception):
+    """An update that cannot be done: nothing was changed (iotutils.ota re-exports it). It lives here,
+    in the module an OTA always keeps, so it stays one class while the network code (client, release)
+    is unloaded between checks and loaded again."""
+
+
 class State:
     """Small persistent dict: bad (rolled-back) versions, the install in flight, auto-update
     settings. iotutils.persist when it is there, else one JSON file written atomically."""
