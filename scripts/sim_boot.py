@@ -41,9 +41,14 @@ except (ImportError, OSError):
     pass
 
 app = sys.argv[1]
+# The model spent the code's bytes up front. When the toolbox unloads a module (_compat.unload: the
+# OTA network code after a check), the chip frees the module's objects and keeps its code in flash;
+# here both would come back. Holding the preloaded modules keeps both spent: conservative.
+_preloaded = []
 for name in (os.getenv("IOTUTILS_PRELOAD") or "").split(","):
     if name:
         __import__(name)
+        _preloaded.append(sys.modules[name])
 gc.collect()
 
 if os.getenv("IOTUTILS_SERIAL"):

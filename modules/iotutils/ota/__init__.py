@@ -33,14 +33,13 @@
 import binascii
 import gc
 
-import iotutils.appimage as appimage
 import iotutils.hal as hal
 from iotutils._compat import _thread, allocate_lock, const, log, start_thread, ticks_diff, ticks_ms, unload
 from iotutils.ota.state import OTAError, State
 
 # The network code (HTTP client, release scanner, signature checks) runs only during a check or an
 # update, once a day or less: it is loaded then and unloaded after an automatic check (_unload_network).
-_NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.sign")
+_NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.sign", "iotutils.appimage")
 # (no other module imports them at its top: a loaded module would keep their functions alive)
 
 _AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
@@ -116,7 +115,7 @@ class OTA:
     #: seconds the whole download may take before it is abandoned
     deadline_s = 1800
     #: the chip id images must carry (0 = ESP32)
-    chip_id = appimage.CHIP_ESP32
+    chip_id = 0   # iotutils.appimage.CHIP_ESP32 (that module loads with the network code)
 
     def __init__(self, repo=None, channel="release", api="https://api.github.com", token=None,
                  sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None,
@@ -192,6 +191,8 @@ class OTA:
     # ---- running image ----
     def _running_desc(self):
         if self._desc is None:
+            from iotutils import appimage
+
             self._desc = appimage.read_desc(hal.partition(hal.ota_running())) or {}
         return self._desc
 
