@@ -85,10 +85,15 @@ def exists(path):
         return False
 
 
+KEEP_LOADED = False   # the simulator's heap model counts the toolbox's code as loaded for good
+
+
 def unload(*names):
     """Forget modules (sys.modules and their package's attribute) so that their functions and tables
     can be collected once nothing else holds them; the next import loads them again. Only for modules
     that keep no state of their own: a class attribute a program set on them is gone too."""
+    if KEEP_LOADED:
+        return
     for name in names:
         if sys.modules.pop(name, None) is None:
             continue

@@ -88,7 +88,9 @@ def app_update(req):
 @dev.app.route("/t/modules")
 def modules(req):
     import sys
-    return {"loaded": sorted(m for m in sys.modules if m.startswith("iotutils"))}
+
+    from iotutils import _compat
+    return {"loaded": sorted(m for m in sys.modules if m.startswith("iotutils")), "keep": _compat.KEEP_LOADED}
 
 
 @dev.app.route("/t/hang", methods=("POST",))

@@ -472,6 +472,9 @@ def test_an_automatic_check_unloads_the_network_code_until_the_next_check(tmp_pa
         def loaded():
             return set(requests.get(dev.url("/t/modules"), timeout=10).json()["loaded"])
 
+        if requests.get(dev.url("/t/modules"), timeout=10).json()["keep"]:
+            pytest.skip("the simulator's heap model (PyPI runtime) counts the toolbox's code as frozen and "
+                        "keeps it loaded; the host firmware (FIRMWARE=build/unix/micropython) unloads")
         s = requests.Session()
         r = s.post(dev.url("/admin/api/password"), json={"new": "unload-pw"}, timeout=10)
         assert r.status_code == 200, r.text
