@@ -10,6 +10,7 @@ target_sources(usermod_iotutils INTERFACE
     ${_iotutils_dir}/mod_iotutils.c
     ${_iotutils_dir}/mod_httpparse.c
     ${_iotutils_dir}/mod_kvstore.c
+    ${_iotutils_dir}/mod_heap.c
     # the portable cores, and the key/value store's ESP-IDF backend
     ${_iotutils_dir}/httpparse.c
     ${_iotutils_dir}/kvstore.c

@@ -6,6 +6,7 @@ IOTUTILS_MOD_DIR := $(USERMOD_DIR)
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_iotutils.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_httpparse.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_kvstore.c
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_heap.c
 # The portable cores (libc only).
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/httpparse.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/kvstore.c

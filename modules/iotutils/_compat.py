@@ -85,27 +85,6 @@ def exists(path):
         return False
 
 
-KEEP_LOADED = False   # the simulator's heap model counts the toolbox's code as loaded for good
-
-
-def unload(*names):
-    """Forget modules (sys.modules and their package's attribute) so that their functions and tables
-    can be collected once nothing else holds them; the next import loads them again. Only for modules
-    that keep no state of their own: a class attribute a program set on them is gone too."""
-    if KEEP_LOADED:
-        return
-    for name in names:
-        if sys.modules.pop(name, None) is None:
-            continue
-        pkg, _, attr = name.rpartition(".")
-        parent = sys.modules.get(pkg)
-        if parent is not None:
-            try:
-                delattr(parent, attr)
-            except AttributeError:
-                pass
-
-
 # Threads started through start_thread, while they run: [name, stack bytes asked (0: the port's
 # default)]. The memory budget (iotutils.memory) counts them: on an ESP32 every thread is a FreeRTOS
 # task whose stack comes from internal RAM, outside the MicroPython heap.

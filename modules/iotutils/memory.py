@@ -35,6 +35,7 @@ UDP_BUFFERS = const(6 * 1600)
 TLS_SESSION = const(27 * 1024)
 
 _WORD = 4   # the chip's pointer size
+_PROBE_MAX = const(65536)   # the largest bytearray the Python fallback of largest_block() tries
 
 
 def heap_scale():
@@ -43,10 +44,19 @@ def heap_scale():
 
 
 def largest_block(limit=None, step=256):
-    """The largest block the heap can give now (bytes; bisection with bytearrays, within `step`).
-    Held for an instant only; a collection runs first."""
+    """The largest block the heap can give now (bytes), after a collection. The firmware's C module
+    reads it from the GC's table; elsewhere a bisection with bytearrays finds it (within `step`, up
+    to `limit` or _PROBE_MAX): MicroPython's GC is conservative, and a stale pointer on the C stack
+    can keep the largest probe alive for a while, so the probes stay small enough to be harmless."""
     gc.collect()
-    lo, hi = 0, (limit or hal.mem_free()) + step
+    try:
+        from _iotutils import heap_largest
+    except ImportError:
+        heap_largest = None
+    if heap_largest is not None:
+        n = heap_largest()
+        return min(n, limit) if limit else n
+    lo, hi = 0, min(limit or _PROBE_MAX, hal.mem_free()) + step
     while hi - lo > step:
         mid = (lo + hi) // 2
         try:

@@ -89,8 +89,9 @@ def app_update(req):
 def modules(req):
     import sys
 
-    from iotutils import _compat
-    return {"loaded": sorted(m for m in sys.modules if m.startswith("iotutils")), "keep": _compat.KEEP_LOADED}
+    # preloaded: the simulator's heap model imported the whole toolbox at boot (PyPI runtime)
+    return {"loaded": sorted(m for m in sys.modules if m.startswith("iotutils")),
+            "preloaded": bool(os.getenv("IOTUTILS_PRELOAD"))}
 
 
 @dev.app.route("/t/hang", methods=("POST",))

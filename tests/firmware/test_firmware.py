@@ -304,6 +304,18 @@ def test_host_firmware_has_the_c_module_with_the_current_abi(tmp_path):
     assert out.split() == ["abi", str(abi)], out
 
 
+def test_heap_largest_reads_the_gc_table_without_allocating(tmp_path):
+    # the largest free block, exactly: that size fits, a little more does not, and asking allocates
+    # nothing (the bisection it replaces could leave its largest probe alive on a conservative GC)
+    code = ("import gc, _iotutils\nn = f = b = 0   # (globals made first: a new one grows the dict)\nkeep = [bytearray(3000) for _ in range(20)]\nfor i in range(0, 20, 2):\n    keep[i] = None\ngc.collect()\n"
+            "f = gc.mem_free()\nn = _iotutils.heap_largest()\nprint('same', gc.mem_free() == f)\n"
+            "b = bytearray(n - 64)\ndel b\ngc.collect()\n"
+            "try:\n    bytearray(n + 64)\n    print('more fits')\nexcept MemoryError:\n    print('exact', n)\n")
+    rc, out = _fw_run(code, tmp_path)
+    assert rc == 0, out
+    assert "same True" in out and re.search(r"^exact \d+$", out, re.M), out
+
+
 def test_host_firmware_freezes_the_whole_toolbox(tmp_path):
     names = [rel[:-3].replace("/", ".").replace(".__init__", "")
              for rel in gen_package_json.package_files() if rel not in CHIP_ONLY]

@@ -49,3 +49,16 @@ def test_any_buffer_size_writes_the_exact_image_and_erases_each_sector_once():
         assert all(off % 4096 == 0 and n % 4096 == 0 for off, n in erased), erased
         assert sorted(set(starts)) == starts, erased          # no sector erased twice
         assert sum(n for off, n in erased) == (len(img) + 4095) // 4096 * 4096, (size, erased)
+
+
+def test_ota_error_is_one_class_wherever_it_is_imported_from():
+    # it lives in ota.state (loaded with every OTA), the network code re-exports it
+    from iotutils.ota import OTAError
+    from iotutils.ota.client import OTAError as from_client
+    from iotutils.ota.install import OTAError as from_install
+    from iotutils.ota.state import OTAError as from_state
+
+    assert OTAError is from_client is from_install is from_state
+    from iotutils.ota import Http, Source   # the network classes, through the package's lazy names
+
+    assert Http.timeout == 15 and Source.__name__ == "Source"

@@ -34,13 +34,11 @@ import binascii
 import gc
 
 import iotutils.hal as hal
-from iotutils._compat import _thread, allocate_lock, const, log, start_thread, ticks_diff, ticks_ms, unload
+from iotutils._compat import _thread, allocate_lock, const, log, start_thread, ticks_diff, ticks_ms
 from iotutils.ota.state import OTAError, State
 
-# The network code (HTTP client, release scanner, signature checks) runs only during a check or an
-# update, once a day or less: it is loaded then and unloaded after an automatic check (_unload_network).
-_NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.sign", "iotutils.appimage")
-# (no other module imports them at its top: a loaded module would keep their functions alive)
+# The network code (HTTP client, release scanner, signature checks, the image format) is imported by
+# the first check or update: a device that never checks (auto-update is off by default) never holds it.
 
 _AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
 
@@ -115,7 +113,7 @@ class OTA:
     #: seconds the whole download may take before it is abandoned
     deadline_s = 1800
     #: the chip id images must carry (0 = ESP32)
-    chip_id = 0   # iotutils.appimage.CHIP_ESP32 (that module loads with the network code)
+    chip_id = 0   # iotutils.appimage.CHIP_ESP32 (that module is loaded when first needed)
 
     def __init__(self, repo=None, channel="release", api="https://api.github.com", token=None,
                  sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None,
@@ -178,15 +176,6 @@ class OTA:
                        self.sha256, self.chip_id, self._net[3])
             self._source = s
         return s
-
-    def _unload_network(self):
-        # after an automatic check: the client, the release scanner and the signature code go until
-        # the next check (~5 KB of heap on the chip for the day between), unless an update runs
-        with self._lock:
-            if self._busy:
-                return
-            self._http = self._source = None
-        unload(*_NETWORK_MODULES)
 
     # ---- running image ----
     def _running_desc(self):
@@ -465,9 +454,6 @@ class OTA:
                 log("ota: auto: %s available, installing when idle" % self._auto_pending)
         except Exception as e:  # a failed check waits for the next period
             log("ota: auto check failed:", e)
-        finally:
-            if self._auto_pending is None:   # (an install follows soon: it needs the same code)
-                self._unload_network()
 
     def _auto_install(self):
         self._auto_pending = None
