@@ -481,6 +481,22 @@ def _canned_server(responses):
     return srv, "http://127.0.0.1:%d" % srv.getsockname()[1], conns
 
 
+def test_the_network_code_is_made_when_first_used_and_can_be_replaced(gh, local):
+    # OTA() makes no HTTP client or source (their modules load at the first check); the attributes
+    # still read and write as before, and a client set by the program is the one the source uses
+    from iotutils.ota import OTA, Http
+    o = _ota(repo="me/fw", api=gh.api_url, state_path=local)
+    assert o._http is None and o._source is None
+    o.http_timeout = 3
+    assert o.http.timeout == 3 and o.source.http is o.http
+    mine = Http(allow_http=True)
+    o.http = mine
+    assert o.source.http is mine
+    gh.add_release("me/fw", "1.0.1", image("1.0.1", size=20000))
+    assert o.check()["available"] == "1.0.1"
+    assert isinstance(o.http, Http) and OTA.http_timeout is None
+
+
 def test_http_client_edge_cases():
     from iotutils.ota import Http, OTAError
     body = b"0123456789" * 500

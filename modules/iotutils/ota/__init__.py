@@ -166,6 +166,11 @@ class OTA:
             self._http = h
         return h
 
+    @http.setter
+    def http(self, h):
+        self._http = h
+        self._source = None   # made again over this client
+
     @property
     def source(self):
         """Where updates come from (iotutils.ota.release.Source), made on first use."""
@@ -176,6 +181,10 @@ class OTA:
                        self.sha256, self.chip_id, self._net[3])
             self._source = s
         return s
+
+    @source.setter
+    def source(self, s):
+        self._source = s
 
     # ---- running image ----
     def _running_desc(self):
