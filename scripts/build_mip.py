@@ -86,7 +86,7 @@ PACKAGES = (
 OPTIONAL = {
     ("iotutils", "iotutils.device"): "iotutils.Device, on first use (iotutils-admin)",
     ("iotutils.device", "iotutils.mqtt_device"): "Device, only when a broker is configured (iotutils-mqtt)",
-    ("iotutils.admin", "iotutils.mqtt_settings"): "the admin page's MQTT settings, when opened (iotutils-mqtt)",
+    ("iotutils.admin_api", "iotutils.mqtt_settings"): "the admin page's MQTT settings, when opened (iotutils-mqtt)",
 }
 # Imported, but never a file of the package.
 EXTERNAL = {
