@@ -301,13 +301,20 @@ class WebServer(Router):
             raise
         return s
 
-    def listen(self, port, router):
+    def listen(self, port, router, wait_ms=1000):
         """Also serve `router` (a Router: routes and hooks of its own, e.g. a WeMo device's) on `port`,
         from this server's threads and poll loop: every port of a device costs a listening socket, not
-        a server with threads, buffers and a wake-up socket of its own. Before or after start()."""
+        a server with threads, buffers and a wake-up socket of its own. Before or after start(); after
+        it, returns once the port listens (the poll loop binds it), so what is advertised next (an
+        SSDP location) is reachable, or after wait_ms as unlisten() does."""
         with self._rlock:
             self._site_changes.append((port, router))
+            self._site_asked += 1
+            mine = self._site_asked
         self._poke()
+        t0 = ticks_ms()
+        while self._running and self._site_done < mine and ticks_diff(ticks_ms(), t0) < wait_ms:
+            sleep_ms(2)
 
     def unlisten(self, port, wait_ms=1000):
         """Stop serving the port given to listen() (its connections are closed). Returns once the
