@@ -235,7 +235,7 @@ class Device:
                   % ("image" if hal.ota_pending() else "app", self.health_timeout_s))
         if not self._main_loop:   # a loop of the program's own: the steps get a thread
             hk = tasks.shared().host(False)
-            if hk._tasks:
+            if hk.has_tasks():
                 hk.start()
         self._fit_sockets()
         if self.memory_report:

@@ -350,10 +350,9 @@ class MqttDevice:
             self._up = net
         if not self._up:
             return 200
-        if m._connecting:   # a connect job runs (the steps run in the main loop: MQTT._connect_job)
-            return 50
-        if not m.connected and m._hosted():
-            return m._connect_job()
+        wait = m.hosted_connect_step()   # (the steps run in the main loop: connects get a job thread)
+        if wait is not None:
+            return wait
         n = m._received
         self._step(0)
         if not m.connected:

@@ -71,6 +71,9 @@ class Housekeeper:
     def has(self, name):
         return any(t[_NAME] == name for t in self._tasks)
 
+    def has_tasks(self):
+        return bool(self._tasks)
+
     def wake(self, name):
         """Run task `name` in the next pass (from any thread; at most slice_ms later)."""
         for t in self._tasks:
@@ -91,6 +94,10 @@ class Housekeeper:
         once its thread runs, it keeps running."""
         self._hosted = hosted
         return self
+
+    def hosted(self):
+        """Whether the caller's loop runs the steps (host()), not a thread."""
+        return self._hosted
 
     def start(self):
         """The thread, once (a port without threads, or a hosted housekeeper: the caller calls

@@ -234,10 +234,9 @@ class MQTT:
             self._drop(None)
             self._alive = False
             return None
-        if self._connecting:   # a connect job runs (below): the link is its until it is done
-            return _SLICE_MS
-        if not self.connected and self._hosted():
-            return self._connect_job()
+        wait = self.hosted_connect_step()
+        if wait is not None:
+            return wait
         self._in_step = True
         try:
             n = self._received
@@ -253,10 +252,16 @@ class MQTT:
             return min(max(_SLICE_MS, ticks_diff(self._next_ms, ticks_ms())), _SLICE_MS * 10)
         return 0 if self._received != n else _SLICE_MS * 2   # more may wait inside TLS
 
-    @staticmethod
-    def _hosted():
-        from iotutils import tasks
-        return tasks.shared()._hosted
+    def hosted_connect_step(self):
+        """For a housekeeping step: while a connect job runs, or when one is due and the steps run in
+        the main loop (Device.run()), the ms until the step wants to run again; else None (go on)."""
+        if self._connecting:   # a connect job runs: the link is its until it is done
+            return _SLICE_MS
+        if not self.connected:
+            from iotutils import tasks
+            if tasks.shared().hosted():
+                return self._connect_job()
+        return None
 
     def _connect_job(self):
         # The housekeeping steps run in the main loop (Device.run()): a connect takes seconds (DNS,

@@ -307,21 +307,18 @@ class WebServer(Router):
         a server with threads, buffers and a wake-up socket of its own. Before or after start(); after
         it, returns once the port listens (the poll loop binds it), so what is advertised next (an
         SSDP location) is reachable, or after wait_ms as unlisten() does."""
-        with self._rlock:
-            self._site_changes.append((port, router))
-            self._site_asked += 1
-            mine = self._site_asked
-        self._poke()
-        t0 = ticks_ms()
-        while self._running and self._site_done < mine and ticks_diff(ticks_ms(), t0) < wait_ms:
-            sleep_ms(2)
+        self._change_site(port, router, wait_ms)
 
     def unlisten(self, port, wait_ms=1000):
         """Stop serving the port given to listen() (its connections are closed). Returns once the
         port is closed, so a client that connects afterwards is refused (or after wait_ms when no
         thread leads the poll loop, e.g. while every one runs a handler)."""
+        self._change_site(port, None, wait_ms)
+
+    def _change_site(self, port, router, wait_ms):
+        # queued for the poll loop (the poll set is the leader's); while serving, wait until applied
         with self._rlock:
-            self._site_changes.append((port, None))
+            self._site_changes.append((port, router))
             self._site_asked += 1
             mine = self._site_asked
         self._poke()
