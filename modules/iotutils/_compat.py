@@ -75,6 +75,18 @@ except ImportError:  # a port built without threads: nothing runs beside us, loc
         return _NoLock()
 
 
+def before_load(module):
+    """Call before a module's first import after boot: collect the heap first. Between collections
+    every allocation goes higher up the heap, so a module loaded then (its functions, classes and
+    tables live as long as the device) would land among the garbage above the last collection, and
+    once that garbage is freed it splits the largest free block. Collected first, it fills the holes
+    lower down. A no-op once the module is loaded."""
+    if module not in sys.modules:
+        import gc
+
+        gc.collect()
+
+
 def exists(path):
     import os
 

@@ -13,7 +13,7 @@ import gc
 import time
 
 from iotutils import __version__, hal, persist, tasks
-from iotutils._compat import _thread, allocate_lock, start_thread
+from iotutils._compat import _thread, allocate_lock, before_load, start_thread
 from iotutils.auth import consteq, token
 from iotutils.server import HTTPError, Response
 
@@ -130,6 +130,9 @@ class Admin:
         return w is None or bool(w.status().get("ap_ssid"))
 
     def _new_session(self):
+        # a session lives for hours, and it comes right after the password's hash, whose garbage
+        # took the heap upwards: collected first, it lands low instead of splitting the free heap
+        gc.collect()
         tok, csrf = token(), token()
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
@@ -214,6 +217,7 @@ class Admin:
         return self._asset(req, "CSS", "text/css")
 
     def _asset(self, req, name, ctype):
+        before_load("iotutils.admin_assets")
         from iotutils import admin_assets
         gz = getattr(admin_assets, name + "_GZ")
         etag = '"%s"' % getattr(admin_assets, name + "_ETAG")
@@ -260,6 +264,7 @@ class Admin:
     def __getattr__(self, name):
         # the API's areas (Wi-Fi, variables, settings, OTA, Alexa, MQTT: iotutils.admin_api) load at
         # their first request; a visit that signs in and reads the status never holds their code
+        before_load("iotutils.admin_api")
         from iotutils import admin_api
         fn = getattr(admin_api, name, None)
         if fn is None or not name.startswith("_"):

@@ -32,7 +32,7 @@ import _thread
 import time
 
 from iotutils import hal
-from iotutils._compat import const, log, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import before_load, const, log, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hexstr, token
 from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, is_int,
                           is_num, pct_to_bri)
@@ -499,6 +499,7 @@ class Alexa(HueBridge):
         if self._running:
             return
         self.save()
+        before_load("iotutils.ssdp")
         from iotutils.ssdp import SSDP
         self._ssdp = SSDP()
         self._ssdp.add("http://%s:%d/description.xml", "uuid:" + HUE_UUID + self.serial, _HUE_TYPES,
@@ -648,6 +649,7 @@ class Alexa(HueBridge):
 
     # ---- WeMo ----
     def _start_wemo(self, light):
+        before_load("iotutils.wemo")
         from iotutils.wemo import WemoDevice
         w = WemoDevice(self, light, _WEMO_BASE + light._rec[_R_SLOT])
         try:

@@ -17,7 +17,7 @@
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
 from iotutils import __version__, hal, tasks
-from iotutils._compat import allocate_lock, const, log, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, before_load, const, log, print_exception, sleep_ms, ticks_diff, ticks_ms
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -45,6 +45,7 @@ class Device:
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
         from iotutils.persist import PersistentStr
         self._name = PersistentStr("name", default=name, folder="device", max_length=32)
+        before_load("iotutils.server")
         from iotutils.server import WebServer
         #: host names the device answers to besides its own (a reverse proxy's, a DNS name you gave
         #: it); IP literals and the device's host name (+ ".local") are always accepted
@@ -71,6 +72,7 @@ class Device:
         self._fed_ms = 0
         self._health_ms = None     # last health check (rate limit)
         if wifi:
+            before_load("iotutils.wifi")
             from iotutils.wifi import Wifi
             self.wifi = Wifi()
         if ota:
@@ -83,6 +85,7 @@ class Device:
             self._ota_kw = {"pubkey": ota_pubkey, "cadata": ota_cadata, "allow_http": ota_allow_http}
             self._make_ota()
         if alexa:
+            before_load("iotutils.alexa")
             from iotutils.alexa import Alexa
             self.alexa = Alexa(self.app)
         #: the broker URL given in the code (the one set on the admin page or provisioned wins)
@@ -100,6 +103,7 @@ class Device:
             persist.undeclare("url", "mqtt")   # a device without MQTT shows no "mqtt" folder
             if not stored:
                 return
+        before_load("iotutils.mqtt_device")
         from iotutils.mqtt_device import MqttDevice
         try:
             self._mq = MqttDevice(self, self.mqtt_url)
@@ -140,6 +144,7 @@ class Device:
         return var
 
     def _make_ota(self):
+        before_load("iotutils.ota")
         from iotutils.ota import OTA
         old = self.ota
         if old is not None:
@@ -253,6 +258,7 @@ class Device:
         if self._admin is None and self._want["admin"] and self._started:
             with self._admin_lock:
                 if self._admin is None:
+                    before_load("iotutils.admin")
                     from iotutils.admin import Admin
                     self._admin = Admin(self, routes=False)
         return self._admin
@@ -356,6 +362,7 @@ class Device:
 
     def _make_portal(self, wifi, app):
         # built when the access point first needs it: a device on its home network never loads it
+        before_load("iotutils.portal")
         from iotutils.portal import Portal
 
         return Portal(app, wifi)

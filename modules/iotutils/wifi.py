@@ -22,7 +22,7 @@
 import _thread
 
 from iotutils import hal
-from iotutils._compat import const, log, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import before_load, const, log, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hmac_sha256, token
 
 # network.WLAN status codes (ESP32 port)
@@ -331,6 +331,7 @@ class Wifi:
             if not callable(make):
                 # start(portal=True) by itself promises the setup portal; Device passes its own
                 # builder, so only an app that uses Wifi alone loads the portal from here
+                before_load("iotutils.portal")
                 from iotutils.portal import default_portal as make
             if make(self, self._app) is None:
                 self._portal_wanted = False  # no portal can be had (port 80 taken): AP only

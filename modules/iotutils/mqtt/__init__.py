@@ -31,6 +31,7 @@
 #
 # The wire format (packets, topic rules, URLs, backoff) is iotutils.mqtt.codec.
 import errno
+import gc
 import select
 import socket
 
@@ -485,6 +486,9 @@ class MQTT:
     def _connect(self):
         self._backoff = 0
         raw = s = None
+        # a connection lives for days (its socket, TLS session, buffers and poll object): collected
+        # first, they fill the holes low in the heap instead of splitting its largest free block
+        gc.collect()
         try:
             ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
             raw = socket.socket(ai[0], socket.SOCK_STREAM)

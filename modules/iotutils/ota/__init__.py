@@ -34,7 +34,7 @@ import binascii
 import gc
 
 import iotutils.hal as hal
-from iotutils._compat import _thread, allocate_lock, const, log, start_thread, ticks_diff, ticks_ms
+from iotutils._compat import _thread, allocate_lock, before_load, const, log, start_thread, ticks_diff, ticks_ms
 from iotutils.ota.state import OTAError, State
 
 # The network code (HTTP client, release scanner, signature checks, the image format) is imported by
@@ -159,6 +159,7 @@ class OTA:
         """The HTTP(S) client (iotutils.ota.client.Http), made on first use."""
         h = self._http
         if h is None:
+            before_load("iotutils.ota.client")
             from iotutils.ota.client import Http
             h = Http(self._net[0], self._net[1], self._net[2])
             if self.http_timeout is not None:
@@ -176,6 +177,7 @@ class OTA:
         """Where updates come from (iotutils.ota.release.Source), made on first use."""
         s = self._source
         if s is None:
+            before_load("iotutils.ota.release")
             from iotutils.ota.release import Source
             s = Source(self.http, self.repo, self.kind, self.ref, self.api, self.manifest, self.asset,
                        self.sha256, self.chip_id, self._net[3])
@@ -220,6 +222,7 @@ class OTA:
         hal.ota_mark_valid()
         if self.state.load().get("installing"):
             self.state.update(installing=None)
+        before_load("iotutils.ota.app")
         from iotutils.ota.app import app_confirm
 
         app_confirm()
@@ -234,6 +237,7 @@ class OTA:
     def owner_key(self):
         """The public key releases must be signed with (a 65-byte P-256 point), or OTAError."""
         if self._point is None:
+            before_load("iotutils.sign")
             from iotutils import sign
 
             try:
