@@ -44,6 +44,12 @@ app = sys.argv[1]
 for name in (os.getenv("IOTUTILS_PRELOAD") or "").split(","):
     if name:
         __import__(name)
+if os.getenv("IOTUTILS_PRELOAD"):
+    # The model spent the code's bytes up front, as if it were frozen. An unloaded module (the OTA
+    # network code after a check) would hand its bytecode back here, which the chip keeps in flash,
+    # and a second import would compile it again: in the model the toolbox keeps what it loaded.
+    from iotutils import _compat
+    _compat.KEEP_LOADED = True
 gc.collect()
 
 if os.getenv("IOTUTILS_SERIAL"):

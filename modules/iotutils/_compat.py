@@ -87,6 +87,28 @@ def before_load(module):
         gc.collect()
 
 
+KEEP_LOADED = False   # the simulator's heap model counts the toolbox's code as loaded for good
+
+
+def unload(*names):
+    """Forget modules (sys.modules and their package's attribute), so their functions and tables can
+    be collected once nothing else holds them; the next import loads them again (call before_load
+    first then). Only for modules that keep no state of their own and that no loaded module imports
+    at its top: a class attribute a program set on them is gone too."""
+    if KEEP_LOADED:
+        return
+    for name in names:
+        if sys.modules.pop(name, None) is None:
+            continue
+        pkg, _, attr = name.rpartition(".")
+        parent = sys.modules.get(pkg)
+        if parent is not None:
+            try:
+                delattr(parent, attr)
+            except AttributeError:
+                pass
+
+
 def exists(path):
     import os
 

@@ -468,9 +468,10 @@ def test_auto_update_installs_reboots_confirms_and_resumes(tmp_path, devices):
         gh.stop()
 
 
-def test_the_ota_network_code_is_loaded_by_the_first_check(tmp_path, devices):
+def test_the_ota_network_code_is_loaded_by_a_check_and_unloaded_after_an_automatic_one(tmp_path, devices):
     # the HTTP client, the release scanner and the signature code are needed only by a check
-    # or an update: a device with auto-update off (the default) does not hold them until asked
+    # or an update: a device with auto-update off (the default) does not hold them until asked,
+    # and one with auto-update on holds them only while its daily check runs
     network = {"iotutils.ota.client", "iotutils.ota.release", "iotutils.sign"}
     gh = FakeGitHub().start()
     try:
@@ -487,11 +488,28 @@ def test_the_ota_network_code_is_loaded_by_the_first_check(tmp_path, devices):
         assert r.status_code == 200, r.text
         assert s.get(dev.url("/admin/api/ota"), timeout=10).json()["status"]["version"] == "0.1.0"
         assert not network & set(requests.get(dev.url("/t/modules"), timeout=10).json()["loaded"])
-        c = s.post(dev.url("/admin/api/ota/check"), headers={"X-CSRF-Token": r.json()["csrf"]}, timeout=10)
-        assert c.status_code == 200, c.text
-        assert c.json() == {"current": "0.1.0", "available": "0.0.1", "newer": False}
-        loaded = set(requests.get(dev.url("/t/modules"), timeout=10).json()["loaded"])
-        assert {"iotutils.ota.client", "iotutils.ota.release"} <= loaded, loaded
+        csrf = {"X-CSRF-Token": r.json()["csrf"]}
+
+        def loaded():
+            return set(requests.get(dev.url("/t/modules"), timeout=10).json()["loaded"])
+
+        def check_from_the_page():
+            c = s.post(dev.url("/admin/api/ota/check"), headers=csrf, timeout=10)
+            assert c.status_code == 200, c.text
+            assert c.json() == {"current": "0.1.0", "available": "0.0.1", "newer": False}
+            assert {"iotutils.ota.client", "iotutils.ota.release"} <= loaded()   # and it stays
+
+        check_from_the_page()
+        # auto-update on: its first check runs at once and finds nothing newer; then the code goes
+        asked = len(gh.requests)
+        r = s.put(dev.url("/admin/api/ota/settings"), headers=csrf,
+                  json={"auto": {"on": True, "every_hours": 24, "idle_minutes": 0}}, timeout=10)
+        assert r.status_code == 200, r.text
+        wait_until(lambda: len(gh.requests) > asked, what="the automatic check's request")
+        wait_until(lambda: not network & loaded(), what="the network code unloaded after the automatic check")
+        assert not {"iotutils.appimage", "iotutils.ota.roots"} & loaded()
+        check_from_the_page()                  # loaded again, and it answers as before
+        assert "auto check failed" not in dev.output()
     finally:
         gh.stop()
 

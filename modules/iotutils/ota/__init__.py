@@ -34,11 +34,17 @@ import binascii
 import gc
 
 import iotutils.hal as hal
-from iotutils._compat import _thread, allocate_lock, before_load, const, log, start_thread, ticks_diff, ticks_ms
+from iotutils._compat import (_thread, allocate_lock, before_load, const, log, start_thread, ticks_diff, ticks_ms,
+                              unload)
 from iotutils.ota.state import OTAError, State
 
-# The network code (HTTP client, release scanner, signature checks, the image format) is imported by
-# the first check or update: a device that never checks (auto-update is off by default) never holds it.
+# The network code (HTTP client, release scanner, signature checks, the image format, the installer)
+# is imported by a check or an update, once a day or less, and unloaded after an automatic check
+# (_unload_network): a device holds it for the seconds a check takes, not for the day between.
+# No module that stays loaded imports one of these at its top (that would keep its functions alive);
+# OTAError lives in ota.state, which stays, so it is one class across loads.
+_NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.ota.roots", "iotutils.ota.install",
+                    "iotutils.sign", "iotutils.appimage")
 
 _AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
 
@@ -49,6 +55,7 @@ NO_KEY = ("no OTA public key on this device, so no update can be trusted: make a
 
 
 def _precheck(point, manifest):
+    before_load("iotutils.sign")
     from iotutils import sign
 
     try:
@@ -137,6 +144,7 @@ class OTA:
         self.asset = asset
         self._net = (token, cadata, allow_http, sig)
         self._http = None      # made on first use (the network code is loaded then)
+        self._own_net = True   # http and source are ours to drop (not set by the program)
         self._source = None
         # the owner's public key (PEM/DER) given by the app; None: the key frozen into the firmware or
         # provisioned in NVS (iotutils.sign.default_pubkey). Loaded when first needed.
@@ -171,6 +179,7 @@ class OTA:
     def http(self, h):
         self._http = h
         self._source = None   # made again over this client
+        self._own_net = False   # a program's client: the network code stays loaded
 
     @property
     def source(self):
@@ -187,6 +196,19 @@ class OTA:
     @source.setter
     def source(self, s):
         self._source = s
+        self._own_net = False
+
+    def _unload_network(self):
+        # after an automatic check that found nothing: the network code goes until the next check
+        # (~5 KB of heap on the chip for the day between), unless an update runs now (it holds the
+        # install lock) or the program set a client or source of its own
+        if not self._own_net or self._lock is None or not self._lock.acquire(0):
+            return
+        try:
+            self._http = self._source = None
+            unload(*_NETWORK_MODULES)
+        finally:
+            self._lock.release()
 
     # ---- running image ----
     def _running_desc(self):
@@ -467,6 +489,9 @@ class OTA:
                 log("ota: auto: %s available, installing when idle" % self._auto_pending)
         except Exception as e:  # a failed check waits for the next period
             log("ota: auto check failed:", e)
+        finally:
+            if self._auto_pending is None:   # (an install follows soon: it needs the same code)
+                self._unload_network()
 
     def _auto_install(self):
         self._auto_pending = None

@@ -10,7 +10,8 @@ STATE_FILE = "ota_state.json"   # fallback state store when iotutils.persist is 
 
 class OTAError(Exception):
     """An update that cannot be done: nothing was changed (iotutils.ota re-exports it). It lives here,
-    in the module an OTA always loads, so raising and catching it never needs the network code."""
+    in the module an OTA always keeps, so raising and catching it never needs the network code, and it
+    stays one class while that code is unloaded between checks and loaded again."""
 
 
 class State:
