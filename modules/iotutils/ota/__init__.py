@@ -200,8 +200,9 @@ class OTA:
 
     def _unload_network(self):
         # after an automatic check that found nothing: the network code goes until the next check
-        # (~5 KB of heap on the chip for the day between), unless an update runs now (it holds the
-        # install lock) or the program set a client or source of its own
+        # (~4.5 KB of heap on the host firmware, about half that on the chip, for the day between),
+        # unless an update runs now (it holds the install lock) or the program set a client or
+        # source of its own
         if not self._own_net or self._lock is None or not self._lock.acquire(0):
             return
         try:
