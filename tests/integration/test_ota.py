@@ -497,6 +497,44 @@ def test_the_network_code_is_made_when_first_used_and_can_be_replaced(gh, local)
     assert isinstance(o.http, Http) and OTA.http_timeout is None
 
 
+def test_after_an_automatic_check_the_network_code_goes_unless_it_is_in_use(gh, local, monkeypatch):
+    # an automatic check that found nothing unloads the client, the release scanner, the signature
+    # code and the image format until the next check; not while an update holds the install lock,
+    # and not when the program set a client of its own (it would lose it)
+    import sys
+
+    import iotutils.ota as ota_pkg
+    from iotutils.ota import _NETWORK_MODULES, Http
+    o = _ota(repo="me/fw", api=gh.api_url, state_path=local)
+    gh.add_release("me/fw", "0.9.0", image("0.9.0", size=20000))   # older: nothing to install
+    assert o.check()["newer"] is False
+    o.owner_key()
+    for name in _NETWORK_MODULES:        # the other tests of this process keep their module objects
+        __import__(name)
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])
+        pkg, _, attr = name.rpartition(".")
+        monkeypatch.setattr(sys.modules[pkg], attr, sys.modules[name])
+
+    def loaded():
+        return {n for n in _NETWORK_MODULES if n in sys.modules}
+
+    assert o._lock.acquire(0)            # an update runs: everything stays
+    try:
+        o._auto_check()
+        assert loaded() == set(_NETWORK_MODULES) and o._http is not None
+    finally:
+        o._lock.release()
+    o._auto_check()
+    assert not loaded() and o._http is None and o._source is None
+    assert not hasattr(ota_pkg, "client")
+    assert o.check()["available"] == "0.9.0"      # loaded again on demand, same answer
+    assert {"iotutils.ota.client", "iotutils.ota.release", "iotutils.appimage"} <= loaded()
+    mine = Http(allow_http=True)         # (the module object from before the unload)
+    o.http = mine
+    o._auto_check()
+    assert o.http is mine and "iotutils.ota.client" in sys.modules
+
+
 def test_http_client_edge_cases():
     from iotutils.ota import Http, OTAError
     body = b"0123456789" * 500

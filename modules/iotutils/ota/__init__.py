@@ -155,6 +155,7 @@ class OTA:
         self._busy = False
         self._auto = None
         self._auto_cfg = None
+        self._auto_pending = None   # a version the automatic check found, installed when idle
         self._app = None
         self._desc = None
         self._sync_boot()
