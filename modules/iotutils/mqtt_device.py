@@ -530,7 +530,9 @@ class MqttDevice:
     def _job_run(self, kind, version):
         try:
             if kind == "check":
-                self._check()
+                c = self._check()
+                if c is None or not c["newer"]:   # asked again in hours; an install would load it
+                    self.dev.ota.unload_network()
             else:
                 self._install(version)
         except Exception as e:

@@ -90,6 +90,15 @@ def status(req):
     return dev.mqtt.status() if dev.mqtt else {}
 
 
+@dev.app.route("/t/modules")
+def modules(req):
+    import sys
+
+    # preloaded: the simulator's heap model imported the whole toolbox at boot (PyPI runtime)
+    return {"loaded": sorted(m for m in sys.modules if m.startswith("iotutils")),
+            "preloaded": bool(os.getenv("IOTUTILS_PRELOAD"))}
+
+
 if cfg.get("own_loop"):
     import time
 

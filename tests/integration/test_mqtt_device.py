@@ -20,7 +20,7 @@ from conftest import ROOT
 from fake_github import FakeGitHub, device_env
 from mosquitto import USER, HomeAssistant, Mosquitto, Proxy, broker_fixture, own_broker_fixture  # noqa: F401
 from mqttdev import BOOT_TIMEOUT, Dev, check_discovery, write_wifi
-from simdev import SimDevice
+from simdev import SimDevice, wait_until
 from test_homeassistant import _check_component, _check_device
 
 import espimage
@@ -399,6 +399,25 @@ def test_update_entity_power_cut_during_the_install_then_a_whole_install(tmp_pat
     fw = ha.wait_json(dev.t("firmware"), lambda d: d["installed_version"] == "0.2.0", since=m, timeout=10)
     assert fw["latest_version"] == "0.2.0" and fw["in_progress"] is False
     ha.wait_json(dev.t("info"), lambda d: d["version"] == "0.2.0", since=m, timeout=10)
+
+
+def test_the_update_entitys_check_lets_the_network_code_go_when_nothing_is_newer(tmp_path, broker, ha, gh, devices):
+    # Home Assistant's update entity asks the OTA source every few hours; when nothing newer is
+    # offered, the HTTP client, the release scanner and the image format leave the heap until the
+    # next question (an install would load them again)
+    gh.add_release("acme/lamp", "0.0.1", espimage.build_app_image("0.0.1", size=64 * 1024))   # older
+    dev = boot(devices, tmp_path, "dev", {"mqtt": broker.url(), "expose": ["on"]}, env=device_env(gh))
+    fw = ha.wait_json(dev.t("firmware"), lambda d: "older than" in (d.get("release_summary") or ""), timeout=20)
+    assert fw["latest_version"] == fw["installed_version"] == __version__
+
+    def loaded():
+        return requests.get(dev.url("/t/modules"), timeout=10).json()
+
+    if loaded()["preloaded"]:
+        pytest.skip("the simulator's heap model (PyPI runtime) imports the whole toolbox at boot, as if "
+                    "frozen, and keeps it; the host firmware (FIRMWARE=build/unix/micropython) unloads")
+    network = {"iotutils.ota.client", "iotutils.ota.release", "iotutils.appimage"}
+    wait_until(lambda: not network & set(loaded()["loaded"]), what="the network code unloaded after the check")
 
 
 # ---- make sim SIM_MQTT=... ----

@@ -40,7 +40,7 @@ from iotutils.ota.state import OTAError, State
 
 # The network code (HTTP client, release scanner, signature checks, the image format, the installer)
 # is imported by a check or an update, once a day or less, and unloaded after an automatic check
-# (_unload_network): a device holds it for the seconds a check takes, not for the day between.
+# (unload_network): a device holds it for the seconds a check takes, not for the day between.
 # No module that stays loaded imports one of these at its top (that would keep its functions alive);
 # OTAError lives in ota.state, which stays, so it is one class across loads.
 _NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.ota.roots", "iotutils.ota.install",
@@ -199,11 +199,12 @@ class OTA:
         self._source = s
         self._own_net = False
 
-    def _unload_network(self):
-        # after an automatic check that found nothing: the network code goes until the next check
-        # (~4.5 KB of heap on the host firmware, about half that on the chip, for the day between),
-        # unless an update runs now (it holds the install lock) or the program set a client or
-        # source of its own
+    def unload_network(self):
+        """Let the network code go until the next check or update loads it again: for a caller that
+        checks on a timer and found nothing to install (the automatic check, Home Assistant's update
+        entity). ~4.5 KB of heap on the host firmware, about half that on the chip, for the hours
+        between. Nothing happens while an update runs (it holds the install lock) or when the program
+        set a client or source of its own."""
         if not self._own_net or self._lock is None or not self._lock.acquire(0):
             return
         try:
@@ -493,7 +494,7 @@ class OTA:
             log("ota: auto check failed:", e)
         finally:
             if self._auto_pending is None:   # (an install follows soon: it needs the same code)
-                self._unload_network()
+                self.unload_network()
 
     def _auto_install(self):
         self._auto_pending = None
