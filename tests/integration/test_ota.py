@@ -529,6 +529,11 @@ def test_after_an_automatic_check_the_network_code_goes_unless_it_is_in_use(gh, 
     assert not hasattr(ota_pkg, "client")
     assert o.check()["available"] == "0.9.0"      # loaded again on demand, same answer
     assert {"iotutils.ota.client", "iotutils.ota.release", "iotutils.appimage"} <= loaded()
+    o._auto_check()                      # gone again; an update after that loads all it needs
+    assert not loaded()
+    gh.add_release("me/fw", "1.0.1", image("1.0.1", size=20000))
+    assert o.update(reboot=False) == "1.0.1"
+    assert {"iotutils.sign", "iotutils.ota.install"} <= loaded()
     mine = Http(allow_http=True)         # (the module object from before the unload)
     o.http = mine
     o._auto_check()
