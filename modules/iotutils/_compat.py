@@ -5,6 +5,7 @@
 # const(): MicroPython's compiler folds `_X = const(3)` by the name `const` alone, wherever the name
 # comes from, so `from iotutils._compat import const` keeps the folding (tests/unit check it with
 # mpy-cross) while CPython gets the identity function.
+import gc
 import sys
 import time
 
@@ -82,8 +83,6 @@ def before_load(module):
     once that garbage is freed it splits the largest free block. Collected first, it fills the holes
     lower down. A no-op once the module is loaded."""
     if module not in sys.modules:
-        import gc
-
         gc.collect()
 
 

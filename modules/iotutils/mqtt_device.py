@@ -530,9 +530,10 @@ class MqttDevice:
     def _job_run(self, kind, version):
         try:
             if kind == "check":
+                o = self.dev.ota
                 c = self._check()
-                if c is None or not c["newer"]:   # asked again in hours; an install would load it
-                    self.dev.ota.unload_network()
+                if o is not None and (c is None or not c["newer"]):   # asked again in hours
+                    o.unload_network()
             else:
                 self._install(version)
         except Exception as e:

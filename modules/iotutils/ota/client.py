@@ -14,8 +14,6 @@ _ERR_BODY = const(300)
 _SLICE_S = 0.25   # MicroPython socket reads wait at most this long at a time (see _Response)
 
 
-
-
 def split_url(url):
     if url.startswith("http://"):
         scheme, rest, port = "http", url[7:], 80
