@@ -2,7 +2,8 @@
 thread's stack + every socket's lwIP cost, on the chip's terms, for the same device (tests/apps/
 device_bench.py: Wi-Fi with the setup portal up, web server + admin page, OTA with auto-update,
 Alexa with a Hue light and a WeMo socket), plus the same with MQTT connected (after only, on both
-runtimes, when Mosquitto is installed).
+runtimes, when Mosquitto is installed), and the example lamp (`make sim`, examples/lamp.py) as the
+budget of a typical device.
 
 usage: python bench/bench_memory.py [--before REV] [--runtime PATH]
 
@@ -12,7 +13,8 @@ usage: python bench/bench_memory.py [--before REV] [--runtime PATH]
   the toolbox frozen, the bare 110wK heap) when it is built.
 - heap: the device's boot report ("heap free after start") and its main loop's "HEAP free=N" after a
   session of use (first admin password, /admin, Hue /api/config, /admin/api/status); on the host
-  these are 64-bit bytes: the chip's are half (iotutils.memory.heap_scale()).
+  these are 64-bit bytes: the chip's are half (iotutils.memory.heap_scale()). The lamp prints no
+  HEAP lines: its heap after use is the device's own budget (GET /admin/api/memory), read in a request.
 - threads: counted by the kernel (/proc/<pid>/task, less the runtime's main thread and the
   simulator's power watcher) and named: after, by the device (GET /admin/api/memory); before, by the
   roles the old code started (4 web server threads at 8 KB, a web server thread of 8 KB per WeMo
@@ -44,6 +46,7 @@ from iotutils import memory  # noqa: E402  (the lwIP and stack figures, on CPyth
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python")
 PASSWORD = "bench-password-1"
+LAMP = os.path.join("examples", "lamp.py")
 OLD_ROLES = {"web": 8192, "wemo web": 8192, "wifi": 5120, "alexa": 5120, "ota auto": 5120, "mqtt": 8192}
 
 
@@ -58,7 +61,7 @@ def free_port():
 class Sim:
     """scripts/sim.py of a tree (this one or an exported older one) running its device_bench app."""
 
-    def __init__(self, tree, state, runtime=None, env=None, wifi=None, nvs=None, sim_tree=None):
+    def __init__(self, tree, state, runtime=None, env=None, wifi=None, nvs=None, sim_tree=None, app=None):
         self.port = free_port()
         wifi_file = os.path.join(state, "wifi.json")
         os.makedirs(state, exist_ok=True)
@@ -70,7 +73,7 @@ class Sim:
             cmd += ["--runtime", runtime]
         if nvs:
             cmd += ["--write-nvs", nvs]
-        cmd.append(os.path.join(tree, "tests", "apps", "device_bench.py"))
+        cmd.append(os.path.join(tree, app or os.path.join("tests", "apps", "device_bench.py")))
         self.lines = []
         self.proc = subprocess.Popen(cmd, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
@@ -165,7 +168,7 @@ def session(sim):
     return s
 
 
-def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=None):
+def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=None, app=None):
     state = tempfile.mkdtemp(prefix="benchmem-")
     env = dict(env or {})
     wifi = nvs = None
@@ -179,7 +182,7 @@ def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=
         nvs = os.path.join(state, "nvs.bin")
         subprocess.run([VPY, os.path.join(ROOT, "scripts", "nvs_provision.py"), settings, "-o", nvs],
                        check=True, capture_output=True)
-    sim = Sim(tree, state, runtime, env, wifi, nvs, sim_tree)
+    sim = Sim(tree, state, runtime, env, wifi, nvs, sim_tree, app)
     try:
         m = sim.wait(r"heap free after start: (\d+) of (\d+) bytes", 90)
         start_free, total = int(m.group(1)), int(m.group(2))
@@ -187,10 +190,15 @@ def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=
             sim.wait(r"mqtt: announced", 30)
         time.sleep(2.5)     # the portal (or MQTT) settles; the first auto-update check fails fast
         s = session(sim)
-        n = len(sim.lines)
-        used = int(sim.wait(r"HEAP free=(\d+)", 10, since=n).group(1))
-        time.sleep(1.5)
-        used = int(sim.wait(r"HEAP free=(\d+)", 10, since=len(sim.lines)).group(1))
+        if app:
+            # an app of its own prints no HEAP lines: the device's budget, read in a request
+            time.sleep(1.5)
+            used = s.get(sim.url("/admin/api/memory"), timeout=10).json()["heap"]["free"]
+        else:
+            n = len(sim.lines)
+            used = int(sim.wait(r"HEAP free=(\d+)", 10, since=n).group(1))
+            time.sleep(1.5)
+            used = int(sim.wait(r"HEAP free=(\d+)", 10, since=len(sim.lines)).group(1))
         pid = sim.device_pid()
         ks = kernel_sockets(pid)
         kt = kernel_threads(pid)
@@ -303,6 +311,7 @@ def main():
     try:
         rows.append(measure("before (%s)" % args.before[:7], old, args.runtime, old=True))
         rows.append(measure("after", ROOT, args.runtime))
+        rows.append(measure("example lamp (make sim)", ROOT, args.runtime, app=LAMP))
         if broker:
             rows.append(measure("after, with MQTT connected (no portal)", ROOT, args.runtime, mqtt=broker.url()))
         fw_old = old_firmware(old, args.before[:7])
@@ -313,6 +322,7 @@ def main():
         fw = os.path.join(ROOT, "build", "unix", "micropython")
         if os.path.exists(fw):
             rows.append(measure("after, host firmware (frozen, bare 110wK)", ROOT, fw))
+            rows.append(measure("example lamp, host firmware", ROOT, fw, app=LAMP))
             if broker:
                 rows.append(measure("after, host firmware, with MQTT connected (no portal)", ROOT, fw,
                                     mqtt=broker.url()))
