@@ -3,13 +3,14 @@
 # this module at the first request for one of these, through Admin.__getattr__: each function here
 # is a handler of the Admin it is given as `self`, named as admin._ROUTES names it.
 import gc
-import json
 import time
 
 from iotutils import hal, persist
+from iotutils._compat import const
 from iotutils.admin import json_body
 from iotutils.server import HTTPError, Response
 
+_ENOSPC = const(28)
 
 # ---- Wi-Fi ----
 def _need_wifi(self):
@@ -74,7 +75,7 @@ def _vars(self, req):
 def _vars_folder(self, req, folder):
     self._check_folder(folder)
     try:
-        data = json.loads(persist.export_json(only=[folder])).get(folder, {})
+        data = {name: e for _, name, e in persist.export_entries(only=[folder])}
     except ValueError as e:
         raise HTTPError(400, _short(e))
     # variables the app declared but never stored: shown with their defaults
@@ -102,7 +103,7 @@ def _var_put(self, req, folder, name):
     try:
         v = persist.declared(folder).get(name)
         if v is None:
-            entry = json.loads(persist.export_json(only=[folder])).get(folder, {}).get(name)
+            entry = persist.export_entry(folder, name)
             kind = data.get("type") or (entry or {}).get("type") or persist.infer_kind(data["value"])
             spec = {}
             for k in ("lo", "hi", "max_length"):
@@ -141,7 +142,9 @@ def _var_delete(self, req, folder, name):
 
 
 def _export(self, req):
-    return Response(persist.export_json(), 200,  # (secrets are left out by persist)
+    # streamed as it is read (secrets are left out by persist): a store of any size exports
+    # without a block of the whole text's size, which a fragmented heap may not have
+    return Response(persist.export_pieces(), 200,
                     {"Content-Disposition": 'attachment; filename="%s-settings.json"' % self.dev.name},
                     "application/json")
 
@@ -161,6 +164,9 @@ def _import(self, req):
         raise HTTPError(400, _short(e))
     except (MemoryError, OSError) as e:  # all or nothing: persist rolled every value back
         gc.collect()
+        if getattr(e, "errno", None) == _ENOSPC:   # the client's to fix: import less
+            raise HTTPError(507, "import: nothing changed: the settings partition has no room for it "
+                                 "(while an import runs, each value takes room twice)")
         raise HTTPError(503, "import: nothing changed (%s)" % (_short(e) or type(e).__name__))
     return {"ok": True, "imported": n}
 

@@ -26,16 +26,19 @@ pending = [False]
 
 def write_all(plan):
     """Write every (folder, name, NVS type code or None, raw value) that plan() yields, or none of
-    them. plan is called twice (the keys first, for the journal; then the values), so that neither
-    the journal nor the values need to be held in RAM all at once. Raises what the store raised,
+    them (values already stored as they are need neither a journal entry nor a write). plan is
+    called twice (the keys first, for the journal; then the values), so that neither the journal
+    nor the values need to be held in RAM all at once. Raises what the store raised,
     after rolling back."""
     chunks = 0
     try:
         # (inside the try: a write that failed may still have stored part of the journal, which must
         # not outlive this call, or a later boot would roll back newer changes)
         undo = []
-        for folder, name, _code, _raw in plan():
+        for folder, name, code, raw in plan():
             old = store.get_typed(folder, name)
+            if _unchanged(old, code, raw):
+                continue  # nothing to undo, and the store skips writing what it already holds
             undo.append([folder, name] + ([None, None] if old is None else _journal_value(old)))
             if len(undo) == _CHUNK:
                 store.set(FOLDER, "u%d" % chunks, json.dumps(undo).encode())
@@ -44,6 +47,8 @@ def write_all(plan):
         if undo:
             store.set(FOLDER, "u%d" % chunks, json.dumps(undo).encode())
             chunks += 1
+        elif not chunks:
+            return  # every value is stored as it is: nothing to write
         undo = None
         store.set(FOLDER, _HEADER, chunks)  # the journal is valid from here on
         for folder, name, code, raw in plan():
@@ -60,6 +65,18 @@ def write_all(plan):
         _drop_chunks(chunks)
     except Exception:  # stray chunks without a header mean nothing: recover() erases them
         pending[0] = True
+
+
+def _unchanged(old, code, raw):
+    # a settings file imported back onto the device it came from changes few values: those
+    # unchanged take no room in the journal, which would otherwise need room for every value
+    if old is None:
+        return False
+    if isinstance(raw, int):
+        return isinstance(old[1], int) and old[0] == code and old[1] == raw
+    if isinstance(raw, str):
+        return isinstance(old[1], str) and old[1] == raw
+    return isinstance(old[1], (bytes, bytearray)) and old[1] == raw
 
 
 def recover():

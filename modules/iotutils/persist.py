@@ -667,25 +667,63 @@ def _export_entry(folder, name):
     return {"type": "bytes", "value": b2a_base64(raw).decode().strip()}
 
 
-def export_json(only=None, secrets=False):
-    """Every stored value (or those of the folders in the list `only`: an empty list is none) as
-    typed JSON text: {"folder": {"name": {"type": "int", "value": 3}, ...}, ...}. Secrets (see
-    secret()) are left out unless secrets=True."""
+def export_entries(only=None, secrets=False):
+    """(folder, name, entry) for every stored value (or those of the folders in the list `only`),
+    entry being {"type": ..., "value": ...} as in export_json(); secrets left out unless
+    secrets=True. Read from the store as it goes: nothing is held for the values already given."""
     _ready()
-    out = {}
+    done = []
     for folder in (folders() if only is None else only):
-        if not secrets and is_secret(folder):
+        if folder in done or not secrets and is_secret(folder):
             continue
-        d = {}
+        done.append(folder)
         for name in store.keys(folder):
             if not secrets and is_secret(folder, name):
                 continue
             e = _export_entry(folder, name)
             if e is not None:
-                d[name] = e
-        if d:
-            out[folder] = d
-    return json.dumps(out)
+                yield folder, name, e
+
+
+def export_entry(folder, name, secrets=False):
+    """The entry export_json() writes for one stored value ({"type": ..., "value": ...}), or None
+    (not stored, or a secret and secrets=False)."""
+    _ready()
+    if not secrets and is_secret(folder, name):
+        return None
+    return _export_entry(folder, name)
+
+
+def export_pieces(only=None, secrets=False, size=1024):
+    """export_json()'s text in pieces of about `size` characters, made as the values are read: a
+    store of any size exports with no block of the whole text's size (the admin API streams it)."""
+    out = ["{"]
+    n = 1
+    last = None
+    for folder, name, e in export_entries(only, secrets):
+        if folder != last:
+            out.append(("" if last is None else "}, ") + json.dumps(folder) + ": {")
+            last = folder
+        else:
+            out.append(", ")
+        out.append(json.dumps(name))
+        out.append(": ")
+        piece = json.dumps(e)
+        out.append(piece)
+        n += len(piece) + len(name) + 8
+        if n >= size:
+            yield "".join(out)
+            out = []
+            n = 0
+    out.append("}}" if last is not None else "}")
+    yield "".join(out)
+
+
+def export_json(only=None, secrets=False):
+    """Every stored value (or those of the folders in the list `only`: an empty list is none) as
+    typed JSON text: {"folder": {"name": {"type": "int", "value": 3}, ...}, ...}. Secrets (see
+    secret()) are left out unless secrets=True. (export_pieces() gives the same text in pieces.)"""
+    return "".join(export_pieces(only, secrets))
 
 
 def import_json(text):

@@ -234,3 +234,49 @@ def test_unknown_api_and_wrong_method_are_json_errors(device, session):
     assert call(device, s, "POST", "wifi/networks", {"ssid": "a/b c", "password": ""}, csrf).ok
     r = call(device, s, "DELETE", "wifi/networks/a%2Fb%20c", None, csrf)
     assert r.status_code == 200, r.text
+
+
+def test_many_values_import_export_and_import_back(tmp_path):
+    """A device holding a few hundred values: an import of one big folder (a body over 2 KB is
+    parsed as it streams in), the export of all of them (streamed as it is read), that export
+    imported back, and an import the settings partition has no room for (507, nothing changed).
+    At 150 values the parse's garbage once scattered the values over the heap until their own
+    dict had no room left (503 with 100 KB free); the export of 250 failed the same way."""
+    dev = SimDevice(tmp_path / "dev", app=APP).start()
+    try:
+        dev.wait_line("READY", timeout=30)
+        dev.wait_line("wifi: setup portal on", timeout=30)
+        s = requests.Session()
+        r = s.post(api(dev, "password"), json={"new": PASSWORD}, timeout=10)
+        assert r.status_code == 200, r.text
+        csrf = r.json()["csrf"]
+        big = {"bulk": {"v%03d" % i: 1000 + i for i in range(150)}}
+        assert len(json.dumps(big)) > 2048
+        r = call(dev, s, "POST", "import", big, csrf)
+        assert r.status_code == 200 and r.json()["imported"] == 150, r.text
+        more = {"more%d" % k: {"w%03d" % i: {"type": "str", "value": "text %d.%d" % (k, i)} for i in range(50)}
+                for k in range(2)}
+        assert call(dev, s, "POST", "import", more, csrf).status_code == 200
+        assert call(dev, s, "PUT", "vars/lamp/bri", {"value": 7}, csrf).status_code == 200
+
+        r = s.get(api(dev, "export"), timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.headers.get("Transfer-Encoding") == "chunked"
+        exported = r.json()
+        assert {k: e["value"] for k, e in exported["bulk"].items()} == big["bulk"]
+        assert exported["more1"]["w049"] == {"type": "str", "value": "text 1.49"}
+        assert exported["lamp"]["bri"] == {"type": "range", "value": 7, "lo": 0, "hi": 100}
+        r = s.get(api(dev, "vars/bulk"), timeout=30)     # the admin page's view of one big folder
+        assert r.status_code == 200 and r.json()["vars"]["v149"]["value"] == 1149, r.text
+
+        r = call(dev, s, "POST", "import", exported, csrf)
+        assert r.status_code == 200 and r.json()["imported"] == len(json.dumps(exported).split('"type"')) - 1, r.text
+
+        huge = {"huge%d" % k: {"x%03d" % i: i for i in range(120)} for k in range(5)}
+        r = call(dev, s, "POST", "import", huge, csrf)
+        assert r.status_code == 507 and "no room" in r.json()["error"], r.text
+        again = s.get(api(dev, "export"), timeout=30).json()
+        assert again == exported    # all or nothing
+        assert s.get(dev.url("/healthz"), timeout=10).status_code == 200
+    finally:
+        dev.stop()

@@ -14,7 +14,7 @@ _REASONS = (
     413, "Content Too Large", 414, "URI Too Long", 415, "Unsupported Media Type",
     421, "Misdirected Request", 429, "Too Many Requests", 431, "Request Header Fields Too Large",
     500, "Internal Server Error", 501, "Not Implemented", 503, "Service Unavailable",
-    505, "HTTP Version Not Supported",
+    505, "HTTP Version Not Supported", 507, "Insufficient Storage",
 )
 
 
