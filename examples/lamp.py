@@ -5,6 +5,7 @@
 # `make sim` runs it on the simulated device; on a board, copy it as main.py.
 import iotutils
 from iotutils.persist import PersistentBool, PersistentRange, PersistentRGB
+from iotutils.server import HTTPError
 
 try:
     from os import getenv   # the simulator passes `make sim SIM_MQTT=...` as IOTUTILS_MQTT
@@ -105,12 +106,14 @@ def lamp_page(req):
 def lamp_api(req):
     if req.method == "PUT":
         try:
-            data = req.json()   # bad JSON: HTTPError, a ValueError
+            data = req.json()
             if not isinstance(data, dict):
                 raise ValueError('expected a JSON object like {"on": true, "brightness": 40, "rgb": "#ff8000"}')
             apply(data)
+        except HTTPError as e:  # the body's own trouble keeps its status: bad JSON 400, too large 413, too slow 408
+            return {"error": e.reason}, e.status
         except (ValueError, TypeError) as e:
-            return {"error": getattr(e, "reason", None) or str(e)}, 400
+            return {"error": str(e)}, 400
     return {"on": on.value, "brightness": brightness.value, "rgb": list(colour.value)}
 
 

@@ -760,3 +760,80 @@ def test_a_large_json_body_is_accepted_on_a_fragmented_heap(tmp_path):
         assert requests.post(dev.url("/t/raw_len"), data=body, timeout=30).json() == {"len": len(body)}
     finally:
         dev.stop()
+
+
+def test_empty_lines_alone_are_skipped_and_never_stall_the_server(dev):
+    """Empty lines before a request line are skipped (RFC 9112 2.2). Four bytes of them alone used
+    to be dispatched again and again, forever: the poll loop spun and nobody got an answer."""
+    s = socket.create_connection(("127.0.0.1", dev.port), timeout=5)
+    try:
+        s.sendall(b"\r\n\r\n")
+        time.sleep(0.3)
+        assert_alive(dev)                        # another client is answered
+        s.sendall(b"\r\n\r\nGET /api/led/5 HTTP/1.1\r\nHost: d\r\n\r\n")   # the same connection goes on
+        assert json.loads(read_response(s.makefile("rb"))[2])["n"] == 5
+        # after a pipelined request: its empty lines, then the next request
+        s.sendall(b"GET /api/led/6 HTTP/1.1\r\nHost: d\r\n\r\n\r\n\r\n")
+        f = s.makefile("rb")
+        assert json.loads(read_response(f)[2])["n"] == 6
+        time.sleep(0.3)
+        assert_alive(dev)
+        s.sendall(b"GET /api/led/7 HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert json.loads(read_response(f)[2])["n"] == 7
+    finally:
+        s.close()
+    assert_alive(dev)
+
+
+def test_slow_request_bodies_get_408_and_never_hold_up_everyone(tmp_path):
+    """Three clients send a body a few bytes at a time, forever, on a server with two workers. Each
+    gets 408 once its body falls below body_min_rate after request_timeout (or 503 when the other
+    workers already wait for slow bodies), and meanwhile every other request is answered within a
+    few seconds. Before, each slow client held a thread for as long as it kept sending: with three,
+    nothing was answered until they stopped."""
+    d = start_device(tmp_path / "slowbody", SRV_WORKERS=2)
+    slow = []
+    stop = threading.Event()
+    try:
+        for path in ("/upload", "/echo", "/api/led/1"):   # streamed, buffered and JSON bodies
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=15)
+            s.sendall(b"PUT %s HTTP/1.1\r\nHost: d\r\nContent-Length: 9000\r\n\r\n" % path.encode() + b" " * 10)
+            slow.append(s)
+
+        def trickle():
+            while not stop.is_set():
+                for s in slow:
+                    try:
+                        s.send(b" ")
+                    except OSError:
+                        pass
+                stop.wait(0.3)
+        threading.Thread(target=trickle, daemon=True).start()
+        t0 = time.time()
+        worst = 0.0
+        while time.time() - t0 < 6:
+            t = time.time()
+            st, _, body = request(d, "GET", "/api/led/9")
+            worst = max(worst, time.time() - t)
+            assert st == 200 and json.loads(body)["n"] == 9
+            time.sleep(0.2)
+        answers = []
+        for s in slow:
+            head = s.makefile("rb").readline()
+            answers.append(head)
+        assert worst < 4.0, worst
+        for head in answers:
+            assert head.split()[1] in (b"408", b"503"), answers
+        assert any(h.split()[1] == b"408" for h in answers), answers
+    finally:
+        stop.set()
+        for s in slow:
+            s.close()
+        d.stop()
+
+
+def test_a_json_body_with_more_values_than_the_heap_holds_is_413(dev):
+    body = b"[" + b",".join([b"{}"] * 5000) + b"]"        # 15 KB: under max_body, ~5000 dicts
+    st, _, text = request(dev, "POST", "/api/led/3", body=body)
+    assert st == 413 and b"memory" in text, (st, text)
+    assert_alive(dev)

@@ -180,6 +180,14 @@ class WebServer(Router):
     idle_timeout = 30000
     #: socket timeout (ms) while a worker reads a body or writes a response
     io_timeout = 10000
+    #: a request body must keep coming: once request_timeout has passed since its first wait, at
+    #: least this many bytes per second on average, else 408 (a client sending a byte every few
+    #: seconds would hold a thread for as long as it liked)
+    body_min_rate = 500
+    #: while max(1, workers - 1) threads already wait for request bodies, another waits at most this
+    #: long (ms) for its body's next bytes, else 503: the poll loop answers queued requests only while
+    #: a thread stands by, so slow bodies holding every thread would hold up every request
+    last_thread_wait_ms = 1000
     #: unread request body a worker discards to keep a connection alive (bytes); more -> close
     max_drain = 65536
     #: a handler running longer than this (ms) hands the poll loop to a standing-by thread: the most
@@ -213,6 +221,7 @@ class WebServer(Router):
         self.last_request_ms = ticks_ms()
         self.request_count = 0
         self.takeovers = 0  # how often a slow handler handed the poll loop to another thread
+        self.body_waits = 0  # threads waiting for a request body's next bytes now (under _slock)
         self._init_routes()
         self._slock = _thread.allocate_lock()
         self._qlock = _thread.allocate_lock()
@@ -1125,7 +1134,12 @@ class WebServer(Router):
                 self._error_close(conn, 400, lead)
                 return lead
             if res <= 0:
-                if res == 0:  # only empty lines so far
+                if res == 0:  # only empty lines so far: skipped (RFC 9112 2.2), and dropped here,
+                    # or the "\r\n\r\n" left in the buffer would be dispatched again, forever
+                    buf, k = conn.buf, 0
+                    while k + 1 < conn.n and buf[k] == 13 and buf[k + 1] == 10:
+                        k += 2
+                    self._keep_leftover(conn, k, conn.n)
                     self._give_back(conn, True, lead)
                 else:
                     self._error_close(conn, -res, lead, reason(out[_OUT_REASON]) or None)

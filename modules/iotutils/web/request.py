@@ -5,9 +5,10 @@ import json
 import sys
 from array import array
 
+import select
 from select import POLLIN
 
-from iotutils._compat import const
+from iotutils._compat import const, ticks_diff, ticks_ms
 from iotutils.web.parser import chunked_decode, reason
 from iotutils.web.response import HTTPError
 
@@ -104,6 +105,7 @@ except ImportError:  # a port without io.IOBase: bodies are read whole
     _IOBase = object
     _STREAMS = False
 _STREAM_JSON_OVER = const(2048)
+_JSON_TOO_BIG = "JSON body has more values than this device has memory for"
 
 
 class _JSONSource(_IOBase):
@@ -326,6 +328,8 @@ class Request:
             return json.loads(b)
         except ValueError:
             raise HTTPError(400, "invalid JSON body")
+        except MemoryError:   # within max_body, but too many values for the heap: the client's to fix
+            raise HTTPError(413, _JSON_TOO_BIG)
 
     def _json_streamed(self):
         route = self.route
@@ -339,6 +343,8 @@ class Request:
             if src.total == 0:
                 return None
             raise HTTPError(400, "invalid JSON body")
+        except MemoryError:
+            raise HTTPError(413, _JSON_TOO_BIG)
         self._body = b""  # consumed: the handler cannot read it twice
         return v
 
@@ -384,6 +390,8 @@ class BodyReader:
         self.done = not self.chunked and self.remaining == 0
         self.continued = not (req.flags & FLAG_EXPECT_CONTINUE)
         self.broken = False
+        self.t0 = None        # when the body was first waited for (ticks_ms)
+        self.got = 0          # bytes received from the socket since
 
     def start(self):
         if self.chunked:
@@ -451,6 +459,8 @@ class BodyReader:
         # sockets stay non-blocking: read what is there (a chunked body has no known end, so a
         # blocking readinto could wait for bytes that never come) and poll (io_timeout) for more
         sock = self.conn.sock
+        if self.t0 is None:
+            self.t0 = ticks_ms()
         while True:
             try:
                 r = sock.readinto(b) if _MP else sock.recv_into(b)
@@ -459,8 +469,38 @@ class BodyReader:
                     raise
                 r = None
             if r is not None:
+                self.got += r
                 return r
-            self.server.wait_io(sock, POLLIN)
+            self._wait(sock)
+
+    def _wait(self, sock):
+        # The body must keep coming (server.body_min_rate after request_timeout: else 408), and
+        # only one thread less than the workers may wait for one at length: the last waits briefly
+        # (503). The poll loop answers queued requests only while a thread stands by, so a few
+        # clients sending slowly would otherwise hold up every request behind them.
+        server = self.server
+        left = max(server.request_timeout, self.got * 1000 // server.body_min_rate) \
+            - ticks_diff(ticks_ms(), self.t0)
+        if left <= 0:
+            self.broken = True
+            raise HTTPError(408, "request body too slow")
+        lock = server._slock
+        with lock:
+            last = server.body_waits >= max(1, server.workers - 1)
+            server.body_waits += 1
+        try:
+            p = select.poll()
+            p.register(sock, POLLIN)
+            ready = p.poll(min(left, server.last_thread_wait_ms if last else server.io_timeout))
+        finally:
+            with lock:
+                server.body_waits -= 1
+        if not ready:
+            if last:
+                self.broken = True
+                raise HTTPError(503, "busy: every thread is waiting for a request body")
+            if left > server.io_timeout:
+                raise OSError(110)  # ETIMEDOUT (else the next turn answers 408)
 
     def read(self, n=-1):
         if n is None or n < 0:

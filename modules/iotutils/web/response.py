@@ -11,6 +11,7 @@ _REASONS = (
     304, "Not Modified", 307, "Temporary Redirect", 308, "Permanent Redirect", 400, "Bad Request",
     401, "Unauthorized", 403, "Forbidden", 404, "Not Found", 405, "Method Not Allowed",
     406, "Not Acceptable", 408, "Request Timeout", 409, "Conflict", 411, "Length Required",
+    412, "Precondition Failed",
     413, "Content Too Large", 414, "URI Too Long", 415, "Unsupported Media Type",
     421, "Misdirected Request", 429, "Too Many Requests", 431, "Request Header Fields Too Large",
     500, "Internal Server Error", 501, "Not Implemented", 503, "Service Unavailable",
