@@ -108,7 +108,7 @@ class Admin:
         if not path.startswith(_PREFIX):
             return None
         what = path[len(_PREFIX):]
-        if what in ("session", "login") or (what == "password" and self._first_password_allowed()):
+        if what in ("session", "login") or (what == "password" and self._first_password_allowed(req)):
             return None
         tok, s = self._session_of(req)
         if s is None:
@@ -120,14 +120,15 @@ class Admin:
         req.g["session"] = tok
         return None
 
-    def _first_password_allowed(self):
-        # With no password yet, the first one may be set without a session, but only while the
-        # setup access point is up: it is WPA2 with the per-device password printed on the serial
-        # console, so whoever sets it has the device in hand, not just a seat on the home network.
+    def _first_password_allowed(self, req):
+        # With no password yet, the first one may be set without a session, but only by a client
+        # of the setup access point: it is WPA2 with the per-device password printed on the serial
+        # console, so whoever sets it has the device in hand, not just a seat on the home network
+        # (which can reach the device too while the access point lingers after the device joined).
         if self._pw.value:
             return False
         w = self.dev.wifi
-        return w is None or bool(w.status().get("ap_ssid"))
+        return w is None or w.on_setup_ap(req.client_ip)
 
     def _new_session(self):
         # a session lives for hours, and it comes right after the password's hash, whose garbage
@@ -147,7 +148,7 @@ class Admin:
     def _session(self, req):
         tok, s = self._session_of(req)
         return {"logged_in": s is not None, "csrf": s[0] if s else None,
-                "password_set": bool(self._pw.value), "can_set_password": self._first_password_allowed(),
+                "password_set": bool(self._pw.value), "can_set_password": self._first_password_allowed(req),
                 "name": self.dev.name}
 
     def _check_password(self, req, pw, stored):

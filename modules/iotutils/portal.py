@@ -445,11 +445,12 @@ class Portal:
             login_guard.ok(client)
         elif len(adminpw) < self.min_admin_password:
             raise ValueError("admin: at least %d characters" % self.min_admin_password)
-        if not stored and not self.active:
+        if not stored and not (self.active and self.wifi.on_setup_ap(client)):
             from iotutils.wifi import check_password
             check_password(password)
             # the first admin password is set only through the setup access point (WPA2, its
-            # password on the serial console): not by anyone on the home network
+            # password on the serial console): not by anyone on the home network, not even while
+            # the access point lingers after the device joined it
             raise Denied("admin: no admin password yet: set it while connected to the setup access point")
         visible = [n["ssid"] for n in self.wifi.scan()]
         self.wifi.add_network(ssid, password, hidden=ssid not in visible)   # validates the password
@@ -489,7 +490,7 @@ class Portal:
     def _result(self, req):
         ssid = req.query.get("ssid", "")
         if not ssid:
-            return self._redirect()
+            return self.redirect()
         return self._result_page(ssid)
 
 

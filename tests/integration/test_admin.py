@@ -280,3 +280,50 @@ def test_many_values_import_export_and_import_back(tmp_path):
         assert s.get(dev.url("/healthz"), timeout=10).status_code == 200
     finally:
         dev.stop()
+
+
+def test_the_first_password_is_for_the_setup_access_point_only_not_the_home_network(tmp_path):
+    """A device that knows its home network but has no admin password yet, booted while the router
+    is off: its setup access point comes up, and a client of it may set the first password. Once
+    the router is back, the device joins the home network and the access point lingers a minute:
+    a client on the home network (in the simulator the home network wins the shared address, as it
+    does on a board where the subnets overlap) may not set it then, neither on the admin API nor
+    through the setup form. Before, "the access point is up" was the only check."""
+    import time
+
+    import nvs_provision
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"wifi_networks": [{"ssid": "home", "password": WIFI_PASSWORD}]}))
+    image = tmp_path / "nvs.bin"
+    assert nvs_provision.main([str(settings), "-o", str(image)]) == 0
+    scenario = tmp_path / "wifi.json"
+
+    def router(up):
+        tmp = str(scenario) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"networks": [{"ssid": "home", "password": WIFI_PASSWORD, "rssi": -50, "channel": 6,
+                                     "up": up}]}, f)
+        os.replace(tmp, str(scenario))
+    router(False)
+    dev = SimDevice(tmp_path / "dev", app=APP, wifi=scenario, write_nvs=image).start()
+    try:
+        dev.wait_line("READY", timeout=30)
+        dev.wait_line("wifi: setup portal on", timeout=30)
+        # a client of the access point (the only network up): it may
+        assert requests.get(api(dev, "session"), timeout=10).json()["can_set_password"] is True
+        router(True)
+        dev.wait_line(r"wifi: connected to home", timeout=60)
+        deadline = time.time() + 10
+        while requests.get(dev.url("/setup/status"), timeout=10).json().get("mode") != "sta+ap":
+            assert time.time() < deadline, "the access point did not linger"
+            time.sleep(0.1)
+        s = requests.Session()
+        assert s.get(api(dev, "session"), timeout=10).json()["can_set_password"] is False
+        r = s.post(api(dev, "password"), json={"new": "attacker-password"}, timeout=10)
+        assert r.status_code == 401, r.text
+        r = s.post(dev.url("/setup"), json={"ssid": "home", "password": WIFI_PASSWORD, "admin": "attacker-password"},
+                   timeout=10)
+        assert r.status_code == 403 and "setup access point" in r.json()["error"], r.text
+        assert requests.get(api(dev, "session"), timeout=10).json()["password_set"] is False
+    finally:
+        dev.stop()

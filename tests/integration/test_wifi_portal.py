@@ -252,3 +252,12 @@ def test_router_off_portal_dns_probes_router_back_without_reboot(boot):
     assert r.status_code == 204
     with pytest.raises(dns.exception.Timeout):   # the captive DNS is gone with the AP
         dns.query.udp(q, "127.0.0.1", port=dns_port, timeout=0.5)
+
+
+def test_the_result_page_without_a_network_sends_back_to_the_setup_page(boot):
+    # (it answered 500: the portal called a method by a name it no longer had)
+    dev, _ = boot([net("home", "secret-home", -50, up=False)])
+    dev.wait_line(r"wifi: setup portal on")
+    for path in ("/setup/result", "/setup/result?ssid="):
+        r = get(dev, path, allow_redirects=False)
+        assert r.status_code == 302 and r.headers["location"].endswith("/setup"), (path, r.status_code, r.text)

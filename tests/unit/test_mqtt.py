@@ -110,6 +110,19 @@ def test_url_parsing():
         assert str(e).startswith("url:"), e
 
 
+def test_a_bad_url_is_never_quoted_with_its_password():
+    # the error reaches the console, the admin page and GET /admin/api/mqtt: it must not carry the
+    # credentials of a URL the program or the owner got slightly wrong
+    for bad in ("mqtt://bob:TOPSECRET@h/x", "http://bob:TOPSECRET@h", "mqtt://bob:TOPSECRET@h:99999",
+                "mqtt://bob:TOPSECRET@", "mqtt://bob:TOP@SECRET@[::1", "mqtt://bob:TOP/SECRET@h"):
+        e = str(raises(ValueError, mqtt.parse_url, bad))
+        assert "SECRET" not in e and "bob" not in e and e.startswith("url:"), e
+        assert "***@" in e, e    # where the credentials were, so the owner sees which part to fix
+    e = str(raises(ValueError, mqtt.parse_url, b"mqtt://bob:TOPSECRET@h"))
+    assert "SECRET" not in e and "bytes" in e, e
+    assert "mqtt://h/x" in str(raises(ValueError, mqtt.parse_url, "mqtt://h/x"))   # nothing to hide
+
+
 def test_backoff_doubles_to_a_minute_within_jitter():
     prev = 0
     for failures in range(1, 12):

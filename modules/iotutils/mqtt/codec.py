@@ -17,17 +17,17 @@ def parse_url(url):
     """(tls, host, port, user, password) of "mqtt[s]://[user[:password]@]host[:port][/]".
     User and password are percent-decoded; ports default to 1883 / 8883. ValueError otherwise."""
     if not isinstance(url, str):
-        raise ValueError("url: a string expected, got %r" % (url,))
+        raise ValueError("url: a string expected, got %s" % type(url).__name__)
     if url.startswith("mqtt://"):
         tls, rest, port = False, url[7:], 1883
     elif url.startswith("mqtts://"):
         tls, rest, port = True, url[8:], 8883
     else:
-        raise ValueError("url: mqtt:// or mqtts:// expected, got %r" % url)
+        raise ValueError("url: mqtt:// or mqtts:// expected, got %r" % _shown(url))
     i = rest.find("/")
     if i >= 0:
         if rest[i:] not in ("", "/"):
-            raise ValueError("url: no path allowed after the host in %r" % url)
+            raise ValueError("url: no path allowed after the host in %r" % _shown(url))
         rest = rest[:i]
     user = password = None
     i = rest.rfind("@")
@@ -41,18 +41,27 @@ def parse_url(url):
     if rest.startswith("["):  # IPv6 literal
         j = rest.find("]")
         if j < 0:
-            raise ValueError("url: unclosed [ in %r" % url)
+            raise ValueError("url: unclosed [ in %r" % _shown(url))
         host, tail = rest[1:j], rest[j + 1:]
     else:
         host, _, p = rest.partition(":")
         tail = ":" + p if _ else ""
     if tail:
         if not tail.startswith(":") or not tail[1:].isdigit() or not 0 < int(tail[1:]) < 65536:
-            raise ValueError("url: bad port in %r" % url)
+            raise ValueError("url: bad port in %r" % _shown(url))
         port = int(tail[1:])
     if not host:
-        raise ValueError("url: no host in %r" % url)
+        raise ValueError("url: no host in %r" % _shown(url))
     return tls, host, port, user, password
+
+
+def _shown(url):
+    # the URL as an error may quote it: without its credentials (errors reach logs, the admin
+    # page and the API's answers)
+    i = url.find("://")
+    i = i + 3 if i >= 0 else 0
+    j = url.rfind("@", i)
+    return url if j < 0 else url[:i] + "***" + url[j:]
 
 
 def _unquote(s):
