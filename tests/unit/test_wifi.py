@@ -414,6 +414,13 @@ def test_setup_json_stores_network_admin_hash_and_name():
     r = post(_Req("POST", "/setup", {"ssid": "home", "password": "secret-home", "admin": "admin-pass"}))
     assert r[1] == 403 and "setup access point" in r[0]["error"] and w.networks() == []
     p.active = True
+    # the portal is up but its client is not one of the access point's (the access point is off
+    # here; on a board: a client on the home network while the access point lingers)
+    assert not w.on_setup_ap("127.0.0.1")
+    r = post(_Req("POST", "/setup", {"ssid": "home", "password": "secret-home", "admin": "admin-pass"}))
+    assert r[1] == 403 and "setup access point" in r[0]["error"] and w.networks() == []
+    w.access_point(True)
+    assert w.on_setup_ap("127.0.0.1")
     # a typed (hidden) network wins over the picked one
     r = post(_Req("POST", "/setup", {"ssid": "home", "other": "attic", "password": "attic-pass",
                                      "name": "Desk Lamp", "admin": "admin-pass"}))
