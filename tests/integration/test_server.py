@@ -837,3 +837,33 @@ def test_a_json_body_with_more_values_than_the_heap_holds_is_413(dev):
     st, _, text = request(dev, "POST", "/api/led/3", body=body)
     assert st == 413 and b"memory" in text, (st, text)
     assert_alive(dev)
+
+
+def test_clients_that_never_read_their_answers_do_not_hold_up_everyone(tmp_path, static_dir):
+    """Three clients ask for a file far larger than the socket buffers and never read it, on a
+    server with two workers. One thread may wait io_timeout for its client; the others, being the
+    last free ones, wait last_thread_wait_ms and drop theirs: every other request is answered within
+    a few seconds meanwhile. Before, each held a thread for io_timeout, again after every write
+    that found room."""
+    d = start_device(tmp_path / "slowread", SRV_WORKERS=2, SRV_STATIC=str(static_dir))
+    readers = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=15)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: d\r\n\r\n")
+            readers.append(s)
+        time.sleep(0.5)
+        t0 = time.time()
+        worst = 0.0
+        while time.time() - t0 < 6:
+            t = time.time()
+            st, _, body = request(d, "GET", "/api/led/9")
+            worst = max(worst, time.time() - t)
+            assert st == 200 and json.loads(body)["n"] == 9
+            time.sleep(0.2)
+        assert worst < 4.0, worst
+    finally:
+        for s in readers:
+            s.close()
+        d.stop()

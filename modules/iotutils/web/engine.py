@@ -184,9 +184,10 @@ class WebServer(Router):
     #: least this many bytes per second on average, else 408 (a client sending a byte every few
     #: seconds would hold a thread for as long as it liked)
     body_min_rate = 500
-    #: while max(1, workers - 1) threads already wait for request bodies, another waits at most this
-    #: long (ms) for its body's next bytes, else 503: the poll loop answers queued requests only while
-    #: a thread stands by, so slow bodies holding every thread would hold up every request
+    #: while max(1, workers - 1) threads already wait on slow clients (a body's next bytes, room to
+    #: write an answer), another waits at most this long (ms): then 503 for a body, a close for an
+    #: answer. The poll loop answers queued requests only while a thread stands by, so slow clients
+    #: holding every thread would hold up every request
     last_thread_wait_ms = 1000
     #: unread request body a worker discards to keep a connection alive (bytes); more -> close
     max_drain = 65536
@@ -221,7 +222,7 @@ class WebServer(Router):
         self.last_request_ms = ticks_ms()
         self.request_count = 0
         self.takeovers = 0  # how often a slow handler handed the poll loop to another thread
-        self.body_waits = 0  # threads waiting for a request body's next bytes now (under _slock)
+        self.io_waits = 0  # threads waiting on a client now: a body's next bytes, room to write (under _slock)
         self._init_routes()
         self._slock = _thread.allocate_lock()
         self._qlock = _thread.allocate_lock()
@@ -1316,10 +1317,28 @@ class WebServer(Router):
     # ---- responses ----
     def wait_io(self, sock, ev):
         # a worker waits for its (non-blocking) socket: no mode switches, one timeout for all I/O
-        p = select.poll()
-        p.register(sock, ev)
-        if not p.poll(self.io_timeout):
+        if self.io_wait(sock, ev, self.io_timeout) <= 0:
             raise OSError(110)  # ETIMEDOUT
+
+    def io_wait(self, sock, ev, most):
+        """Wait at most `most` ms for sock to be ready for ev: 1 ready, 0 timed out, -1 timed out as
+        the last free thread. While max(1, workers - 1) threads already wait on their clients (a body
+        coming slowly, an answer read slowly), another waits last_thread_wait_ms at most: the poll
+        loop answers queued requests only while a thread stands by, so a few slow clients would
+        otherwise hold up every request."""
+        lock = self._slock
+        with lock:
+            last = self.io_waits >= max(1, self.workers - 1)
+            self.io_waits += 1
+        try:
+            p = select.poll()
+            p.register(sock, ev)
+            if p.poll(min(most, self.last_thread_wait_ms) if last else most):
+                return 1
+            return -1 if last and most > self.last_thread_wait_ms else 0
+        finally:
+            with lock:
+                self.io_waits -= 1
 
     def write_all(self, sock, data, n=None, off=0):
         """Write data[off:n] (all of it by default), waiting at most io_timeout whenever the socket is

@@ -5,7 +5,6 @@ import json
 import sys
 from array import array
 
-import select
 from select import POLLIN
 
 from iotutils._compat import const, ticks_diff, ticks_ms
@@ -474,33 +473,20 @@ class BodyReader:
             self._wait(sock)
 
     def _wait(self, sock):
-        # The body must keep coming (server.body_min_rate after request_timeout: else 408), and
-        # only one thread less than the workers may wait for one at length: the last waits briefly
-        # (503). The poll loop answers queued requests only while a thread stands by, so a few
-        # clients sending slowly would otherwise hold up every request behind them.
+        # The body must keep coming (server.body_min_rate after request_timeout: else 408), and a
+        # thread that is the server's last free one waits for it only briefly (503): see io_wait.
         server = self.server
         left = max(server.request_timeout, self.got * 1000 // server.body_min_rate) \
             - ticks_diff(ticks_ms(), self.t0)
         if left <= 0:
             self.broken = True
             raise HTTPError(408, "request body too slow")
-        lock = server._slock
-        with lock:
-            last = server.body_waits >= max(1, server.workers - 1)
-            server.body_waits += 1
-        try:
-            p = select.poll()
-            p.register(sock, POLLIN)
-            ready = p.poll(min(left, server.last_thread_wait_ms if last else server.io_timeout))
-        finally:
-            with lock:
-                server.body_waits -= 1
-        if not ready:
-            if last:
-                self.broken = True
-                raise HTTPError(503, "busy: every thread is waiting for a request body")
-            if left > server.io_timeout:
-                raise OSError(110)  # ETIMEDOUT (else the next turn answers 408)
+        r = server.io_wait(sock, POLLIN, min(left, server.io_timeout))
+        if r < 0:
+            self.broken = True
+            raise HTTPError(503, "busy: every thread is waiting for a slow client")
+        if r == 0 and left > server.io_timeout:
+            raise OSError(110)  # ETIMEDOUT (else the next turn answers 408)
 
     def read(self, n=-1):
         if n is None or n < 0:
