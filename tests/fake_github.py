@@ -23,9 +23,10 @@ Retry-After. Faults for asset bytes (`fault`, applies until reset to None): "tru
 with Content-Length promising all), "corrupt" (one byte flipped), "slow" (stalls `slow_s` seconds
 after the first block), "chunked" (valid, chunked transfer encoding), "no_length" (valid, no
 Content-Length, close-delimited), "reset" (close without any response), "short_length" (a
-Content-Length smaller than the file, valid HTTP); only the asset named `fault_name` (default
+Content-Length smaller than the file, valid HTTP), "pause" (one 0.6 s pause after 6000 bytes);
+`api_slow` makes the API's answers slow (see there); only the asset named `fault_name` (default
 firmware.bin; None: all) is hit. `chunk_delay_s` throttles asset bytes (4 KB per delay);
-`corrupt_files` serves those repo paths with one byte flipped; start(tls=(cert, key)) serves HTTPS.
+`corrupt_files` serves those repo paths with one byte flipped, `padded_files` with bytes added; start(tls=(cert, key)) serves HTTPS.
 `requests` logs (host, path, headers) of every
 request.
 """
@@ -125,8 +126,12 @@ class FakeGitHub:
         self.fault_name = "firmware.bin"   # the asset the fault hits (None: every asset)
         self.slow_s = 30.0
         self.chunk_delay_s = 0.0            # throttle asset downloads (power-cut tests, benches)
+        # API answers (JSON): None; "pause" (one 0.6 s pause after 100 bytes, honest but slow);
+        # "head" / "body" (a byte every 0.3 s for `slow_s`: the head never ends / the JSON never does)
+        self.api_slow = None
         self.rate_limit_remaining = None   # None: unlimited
         self.corrupt_files = set()          # repo paths served with one byte flipped (raw contents)
+        self.padded_files = {}              # repo path -> bytes appended (a file larger than signed)
         self.secondary_limit = False
         self._next_id = 100
         self._servers = []
@@ -236,6 +241,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _send(self, status, body=b"", ctype="application/json", headers=()):
+        slow = self.gh.api_slow if self.role == "api" else None
+        if slow in ("head", "body"):
+            return self._trickle(slow)
+        if slow == "pause":
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body[:100])
+            self.wfile.flush()
+            time.sleep(0.6)
+            self.wfile.write(body[100:])
+            self.close_connection = True
+            return
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -245,6 +267,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         self.close_connection = True
+
+    def _trickle(self, where):
+        self.close_connection = True
+        out = self.wfile
+        try:
+            if where == "head":
+                out.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            else:
+                out.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{")
+            t0 = time.time()
+            while time.time() - t0 < self.gh.slow_s:
+                out.flush()
+                time.sleep(0.3)
+                out.write(b"a" if where == "head" else b" ")
+        except OSError:
+            pass  # the client gave up
 
     def _json(self, obj, status=200, headers=()):
         self._send(status, json.dumps(obj).encode(), headers=headers)
@@ -336,6 +374,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data = files[path]
             if path in self.gh.corrupt_files:
                 data = data[:-1] + bytes([data[-1] ^ 1])
+            if path in self.gh.padded_files:
+                data = data + b"#" * self.gh.padded_files[path]
             if "raw" in accept:
                 return self._send(200, data, "application/octet-stream")
             return self._json({"type": "file", "name": path.rsplit("/", 1)[-1], "path": path, "size": len(data),
@@ -386,6 +426,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(data[:len(data) // 2])
             elif fault == "short_length":
                 self.wfile.write(data[:len(data) - 1000])
+            elif fault == "pause":   # honest but slow: one pause, not on a 4 KB boundary
+                self.wfile.write(data[:6000])
+                self.wfile.flush()
+                time.sleep(0.6)
+                self.wfile.write(data[6000:])
             elif fault == "slow":
                 self.wfile.write(data[:4096])
                 self.wfile.flush()

@@ -26,11 +26,12 @@ class Dev:
     """A simulated device running tests/apps/ota_app.py against the fake GitHub."""
 
     def __init__(self, tmp_path, gh, channel="release", app_ota=False, timeout=5, ca_file=None,
-                 pubkey=OWNER.pem, env=None):
+                 pubkey=OWNER.pem, env=None, small_answer_s=None):
         self.dir = tmp_path / "dev"
         os.makedirs(self.dir / "fs", exist_ok=True)
         with open(self.dir / "fs" / "ota_cfg.json", "w") as f:
             json.dump({"repo": "me/fw", "channel": channel, "api": gh.api_url, "timeout": timeout,
+                       "small_answer_s": small_answer_s,
                        "app_ota": app_ota, "ca_file": ca_file, "pubkey": pubkey,
                        "allow_http": gh.api_url.startswith("http:")}, f)
         self.sim = SimDevice(self.dir, app=APP, extra_env=env)

@@ -1,7 +1,7 @@
 # Device app for tests/integration/test_ota.py and tests/integration/test_ota_powercut.py: an OTA
 # client driven by commands written to fs/cmd, reporting on the console.
-# Configuration: fs/ota_cfg.json {"repo", "channel", "api", "timeout", "app_ota", "ca_file", "pubkey",
-# "allow_http"}.
+# Configuration: fs/ota_cfg.json {"repo", "channel", "api", "timeout", "small_answer_s", "app_ota",
+# "ca_file", "pubkey", "allow_http"}.
 import json
 import os
 import sys
@@ -55,6 +55,8 @@ ota = OTA(repo=cfg.get("repo", "me/fw"), channel=cfg.get("channel", "release"),
           api=cfg.get("api", "http://127.0.0.1:9"), cadata=cadata, **keyed)
 if cfg.get("timeout"):
     ota.http_timeout = cfg["timeout"]
+if cfg.get("small_answer_s"):
+    ota.http.small_answer_s = cfg["small_answer_s"]
 st = ota.status()
 print("BOOT version=%s slot=%s pending=%s rolled_back=%s project=%s" % (
     st["version"], st["slot"], st["pending"], st["rolled_back"], st["project"]))

@@ -327,3 +327,43 @@ def test_the_first_password_is_for_the_setup_access_point_only_not_the_home_netw
         assert requests.get(api(dev, "session"), timeout=10).json()["password_set"] is False
     finally:
         dev.stop()
+
+
+def test_one_update_check_at_a_time_against_a_slow_update_server(tmp_path):
+    """The update server answers a byte now and then (a hostile path to GitHub). A check from the
+    admin page holds its thread until the client's limits; a second click is 409 at once instead
+    of taking another thread, and the device keeps answering."""
+    import threading
+    import time
+
+    from fake_github import FakeGitHub, device_env
+    gh = FakeGitHub().start()
+    gh.api_slow = "head"
+    gh.slow_s = 20
+    dev = SimDevice(tmp_path / "dev", app=APP, extra_env=device_env(gh)).start()
+    try:
+        dev.wait_line("READY", timeout=30)
+        dev.wait_line("wifi: setup portal on", timeout=30)
+        s = requests.Session()
+        r = s.post(api(dev, "password"), json={"new": PASSWORD}, timeout=10)
+        csrf = r.json()["csrf"]
+        first = []
+        s2 = requests.Session()
+        s2.cookies.update(s.cookies)
+        t = threading.Thread(target=lambda: first.append(s2.post(api(dev, "ota/check"), json={}, timeout=60,
+                                                                 headers={"X-CSRF-Token": csrf})), daemon=True)
+        t.start()
+        deadline = time.time() + 10
+        while not [q for q in gh.requests if q[0] == "api"]:
+            assert time.time() < deadline, "the first check never reached the server"
+            time.sleep(0.05)
+        t0 = time.time()
+        r = call(dev, s, "POST", "ota/check", {}, csrf)
+        assert r.status_code == 409 and "already running" in r.json()["error"], r.text
+        assert time.time() - t0 < 3
+        assert requests.get(dev.url("/healthz"), timeout=5).status_code == 200
+        t.join(60)
+        assert first and first[0].status_code == 502 and "too slow" in first[0].json()["error"], first
+    finally:
+        dev.stop()
+        gh.stop()

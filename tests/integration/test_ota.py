@@ -264,6 +264,13 @@ def test_app_ota_switches_atomically_and_rolls_back(gh, mkdev):
     assert "sha256 mismatch" in dev.cmd("app_update app", r"OTAERROR (.*)").group(1)
     assert json.loads(dev.cmd("app_status", r"APPSTATUS (.*)").group(1))["active"] == "a"
     gh.corrupt_files.clear()
+    # a file far larger than its signed size: stopped at that size, and nothing is left staged
+    # (before: all of it was written, then refused, and it stayed: a board's filesystem is small)
+    gh.padded_files["app/userapp.py"] = 3 * 1024 * 1024
+    assert "larger than its signed size" in dev.cmd("app_update app", r"OTAERROR (.*)").group(1)
+    assert os.listdir(dev.dir / "fs" / "apps" / "b") == []
+    assert json.loads(dev.cmd("app_status", r"APPSTATUS (.*)").group(1))["active"] == "a"
+    gh.padded_files.clear()
     dev.cmd("app_update app", "APPSWITCH")
     dev.sim.mark = len(dev.sim.lines)
     assert dev.sim.wait_line(r"USERAPP (\S+)").group(1) == "2"
@@ -706,3 +713,37 @@ def test_no_download_on_a_clock_that_cannot_check_certificates(local, monkeypatc
     monkeypatch.setattr(hal, "sync_time", lambda: synced.append(2) or True)
     with pytest.raises(OTAError, match="network error"):  # the clock is fine now: on to the (closed) port
         o.check()
+
+
+def test_a_server_that_pauses_mid_answer_loses_no_bytes(gh, mkdev):
+    """An honest server that pauses once in the middle of an answer (the image, and every API
+    answer), not at a 4 KB boundary. MicroPython's blocking readinto threw away what it had read
+    when a read timed out part-way: the image came out short and the JSON broken."""
+    gh.add_release("me/fw", "1.1.0", image("1.1.0", size=150000))
+    gh.fault = "pause"
+    gh.api_slow = "pause"
+    dev = mkdev()
+    dev.start()
+    chk = json.loads(dev.cmd("check", r"CHECK (.*)").group(1))
+    assert chk["available"] == "1.1.0" and chk["newer"] is True
+    assert dev.update_expect_reboot()["version"] == "1.1.0"
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_a_server_that_keeps_sending_a_byte_now_and_then_cannot_hold_a_check(gh, mkdev, where):
+    """A hostile path to GitHub answers a byte every 0.3 s, under every read timeout: a head that
+    never ends, or a release JSON that never does. The check gives up within the head's time (the
+    read timeout) or the small answers' time (small_answer_s), and the device checks again later.
+    Before, it never returned: the OTA lock stayed taken, and an admin page's check held its thread."""
+    gh.add_release("me/fw", "1.1.0", image("1.1.0"))
+    gh.api_slow = where
+    gh.slow_s = 60
+    dev = mkdev(timeout=3, small_answer_s=6)
+    dev.start()
+    t0 = time.time()
+    err = dev.cmd("check", r"OTAERROR (.*)|CHECK", timeout=30).group(1)
+    took = time.time() - t0
+    assert err and "too slow" in err, err
+    assert took < (10 if where == "head" else 15), took
+    gh.api_slow = None
+    assert json.loads(dev.cmd("check", r"CHECK (.*)").group(1))["available"] == "1.1.0"

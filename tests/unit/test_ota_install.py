@@ -62,3 +62,18 @@ def test_ota_error_is_one_class_wherever_it_is_imported_from():
     from iotutils.ota import Http, Source   # the network classes, through the package's lazy names
 
     assert Http.timeout == 15 and Source.__name__ == "Source"
+
+
+def test_versions_order_releases_and_the_known_pre_releases():
+    # what update() calls older (refused unless downgrade=True): a replayed old release must be
+    # older, whatever its spelling; builds whose pre-release is not a known label stay unordered
+    from iotutils.ota import _older_version as older
+    for a, b in [("1.2", "1.10"), ("0.9.9", "1.0.0"), ("v1.0.0", "1.0.1"), ("1.0.0-rc1", "1.0.0"),
+                 ("0.2.0-rc1", "0.2.0-rc2"), ("1.0.0-rc.9", "1.0.0-rc.10"), ("1.0.0a1", "1.0.0b1"),
+                 ("1.0.0b2", "1.0.0rc1"), ("0.0.1b1", "1.0.0"), ("1.0.0-beta.2", "1.0.0-rc.1"),
+                 ("2.0.0-rc1+build.5", "2.0.0")]:
+        assert older(a, b), (a, b)
+        assert not older(b, a), (b, a)
+    for a, b in [("1.0.0", "1.0.0"), ("1.0.0", "v1.0.0"), ("1.0.0-dev-3f2a91c", "1.0.0-dev-08e1b2d"),
+                 ("main", "1.0.0"), ("1.0.0", "nightly"), ("1.0.0-rc1", "1.0.0-rc1")]:
+        assert not older(a, b) and not older(b, a), (a, b)

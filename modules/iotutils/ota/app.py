@@ -36,31 +36,53 @@ def update_app(ota, folder="app", progress=None, reboot=True):
     buf = bytearray(1024)
     total = sum(f[3] for f in files)
     done = 0
-    for name, digest, url, size, accept in files:
-        dst = stage + "/" + name
-        if cur_dir and _file_digest(cur_dir + "/" + name, buf) == digest:
-            _copy(cur_dir + "/" + name, dst, buf)
-        else:
-            resp = ota.http.get(url, accept)
+    try:
+        for name, digest, url, size, accept in files:
+            dst = stage + "/" + name
+            if cur_dir and _file_digest(cur_dir + "/" + name, buf) == digest:
+                _copy(cur_dir + "/" + name, dst, buf)
+            else:
+                _download(ota, url, accept, dst, name, size, buf)
+                if _file_digest(dst, buf) != digest:
+                    raise OTAError("%s: sha256 mismatch (corrupt download)" % name)
+            done += size
+            if progress:
+                progress(done, total)
+    except BaseException:
+        # nothing half-downloaded stays on the filesystem (a board's is small: the OTA state and
+        # the pointer file need its room); the running app is untouched
+        for name in os.listdir(stage):
             try:
-                with open(dst, "wb") as f:
-                    while True:
-                        n = resp.readinto(memoryview(buf))
-                        if not n:
-                            break
-                        f.write(memoryview(buf)[:n])
-            finally:
-                resp.close()
-            if _file_digest(dst, buf) != digest:
-                raise OTAError("%s: sha256 mismatch (corrupt download)" % name)
-        done += size
-        if progress:
-            progress(done, total)
+                os.remove(stage + "/" + name)
+            except OSError:
+                pass
+        raise
     _write_pointer({"active": new, "previous": ptr.get("active"), "pending": True, "tries": 0,
                     "ref": ota.ref})
     if reboot:
         hal.reset()
     return new
+
+
+def _download(ota, url, accept, dst, name, size, buf):
+    # at most the size the owner signed: a server sending more is stopped at once, not after it
+    # filled the filesystem
+    resp = ota.http.get(url, accept, True)
+    got = 0
+    try:
+        with open(dst, "wb") as f:
+            while True:
+                n = resp.readinto(memoryview(buf))
+                if not n:
+                    break
+                got += n
+                if got > size:
+                    raise OTAError("%s: larger than its signed size (%d bytes)" % (name, size))
+                f.write(memoryview(buf)[:n])
+    finally:
+        resp.close()
+    if got != size:
+        raise OTAError("%s: %d bytes, its signed size is %d" % (name, got, size))
 
 
 def _app_files(ota, folder):
@@ -92,10 +114,10 @@ def _app_files(ota, folder):
         if not isinstance(e, dict):
             raise OTAError("app.json: every file entry must be an object")
         out.append((e.get("path") or e.get("name"), str(e.get("sha256", "")).lower(), url_of(e),
-                    e.get("size") or 0, accept))
+                    e.get("size"), accept))
     for name, digest, _, size, _ in out:
         if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or \
-                not isinstance(digest, str) or len(digest) != 64 or not isinstance(size, int):
+                not isinstance(digest, str) or len(digest) != 64 or not isinstance(size, int) or size < 0:
             raise OTAError("app file entry %r is not usable (name, digest, size)" % (name,))
     if not out:
         raise OTAError("the app folder is empty")

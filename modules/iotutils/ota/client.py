@@ -4,14 +4,17 @@
 # certificates given), on a clock set by NTP; plain http only when the owner allowed it.
 import errno
 import json
+import select
 import socket
 
 import iotutils.hal as hal
-from iotutils._compat import const, ticks_diff, ticks_ms
+from iotutils._compat import const, ticks_add, ticks_diff, ticks_ms
 from iotutils.ota.state import OTAError
 
 _ERR_BODY = const(300)
 _SLICE_S = 0.25   # MicroPython socket reads wait at most this long at a time (see _Response)
+_MAX_LINE = const(2048)        # longest response head line (GitHub's are well under 1 KB)
+_MAX_HEAD_LINES = const(64)    # most header lines in a response head
 
 
 def split_url(url):
@@ -41,27 +44,57 @@ def join_url(base, loc):
 class _Response:
     """One HTTP response; read the body with readinto()/read_all(). close() when done."""
 
-    def __init__(self, sock, stream, status, headers, url, timeout, raw=None):
+    def __init__(self, sock, stream, url, timeout, raw=None, until=None):
         self.sock = sock
         self.f = stream
-        self.status = status
-        self.headers = headers
+        self.status = None
+        self.headers = {}
         self.url = url
         self.timeout = timeout
-        # MicroPython: wait in short slices and count the time here. The unix port restarts a
-        # blocking read's SO_RCVTIMEO whenever a signal interrupts it (another thread's GC does),
-        # so a stalled server could hold a plain timeout forever.
+        self.until = until   # ticks_ms by which everything must be read (None: no overall limit)
+        # MicroPython: a non-blocking socket, polled in short slices, the time counted here. A
+        # blocking read with a timeout loses what it read when the timeout strikes part-way (the
+        # stream layer raises instead of returning the count), and the unix port restarts
+        # SO_RCVTIMEO whenever a signal interrupts it (another thread's GC does).
         self._sliced = stream is sock
+        self._raw = raw or sock   # TLS: the socket under the TLS stream
         if self._sliced:
-            (raw or sock).settimeout(_SLICE_S)  # TLS: the socket under the TLS stream
+            self._raw.setblocking(False)
+        self._poll = None
+        self.chunked = False
+        self.length = None
+        self._left = None
+        self._eof = False
+
+    def _head(self, host):
+        # status line and header fields: at most _MAX_HEAD_LINES lines of _MAX_LINE bytes each,
+        # and all of it within `timeout` (a server sending a byte a second must not hold us)
+        line = self._readline()
+        if not line:
+            raise OTAError("no response from %s" % host)
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise OTAError("bad HTTP status line from %s: %r" % (host, line[:40]))
+        self.status = int(parts[1])
+        headers = self.headers
+        for _ in range(_MAX_HEAD_LINES):
+            h = self._readline()
+            if not h:
+                raise OTAError("connection closed in the response head from %s" % host)
+            if h in (b"\r\n", b"\n"):
+                break
+            try:
+                k, _, v = h.decode().partition(":")
+            except UnicodeError:
+                continue  # a header we do not use, in some other encoding
+            headers[k.strip().lower()] = v.strip()
+        else:
+            raise OTAError("more than %d header lines from %s" % (_MAX_HEAD_LINES, host))
         te = headers.get("transfer-encoding", "").lower()
         self.chunked = "chunked" in te
         cl = headers.get("content-length")
         self.length = int(cl) if cl is not None and cl.strip().isdigit() else None
-        self._left = self.length   # bytes left (length body) or in the current chunk
-        self._eof = False
-        if self.chunked:
-            self._left = 0
+        self._left = 0 if self.chunked else self.length   # bytes left (length body) or in the chunk
 
     def _raw_readinto(self, mv):
         t0 = ticks_ms()
@@ -72,22 +105,34 @@ class _Response:
                 if not self._sliced or e.args[0] not in (errno.ETIMEDOUT, errno.EAGAIN):
                     raise
                 n = None
-            if n is not None:
+            if n is not None:  # (a non-blocking stream gives None while nothing is there)
                 return n
-            if ticks_diff(ticks_ms(), t0) >= self.timeout * 1000:
+            now = ticks_ms()
+            if ticks_diff(now, t0) >= self.timeout * 1000:
                 raise OTAError("network: no data for %s s from %s" % (self.timeout, self.url))
+            if self.until is not None and ticks_diff(now, self.until) >= 0:
+                raise OTAError("network: %s is too slow (it sends, but not enough in time)" % self.url)
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(self._raw, select.POLLIN)
+            self._poll.poll(int(_SLICE_S * 1000))
 
     def _readline(self):
         if not self._sliced:
-            return self.f.readline()
-        line = bytearray()
-        one = bytearray(1)
-        while len(line) < 256:
-            if not self._raw_readinto(one):
-                break
-            line += one
-            if one[0] == 0x0A:
-                break
+            line = self.f.readline(_MAX_LINE + 1)
+        else:
+            line = bytearray()
+            one = bytearray(1)
+            while len(line) <= _MAX_LINE:
+                if not self._raw_readinto(one):
+                    break
+                line += one
+                if one[0] == 0x0A:
+                    break
+        if len(line) > _MAX_LINE:
+            raise OTAError("a line longer than %d bytes from %s" % (_MAX_LINE, self.url))
+        if self.until is not None and ticks_diff(ticks_ms(), self.until) >= 0:
+            raise OTAError("network: %s is too slow (it sends, but not enough in time)" % self.url)
         return bytes(line)
 
     def readinto(self, mv):
@@ -156,8 +201,12 @@ class _Response:
 class Http:
     """A small streaming HTTP/1.1 GET client: redirects, Content-Length and chunked bodies, timeouts."""
 
-    #: seconds a connect or read may block
+    #: seconds a connect or read may block; a response head must arrive within it, whole
     timeout = 15
+    #: seconds a small answer (a release's JSON, ota.json, an app file) may take in all: a server
+    #: that keeps sending a byte now and then must not hold a check (the image download has the
+    #: installer's OTA.deadline_s)
+    small_answer_s = 60
     #: redirects followed before giving up (GitHub assets redirect once, to another host)
     max_redirects = 5
     user_agent = "iotutils-ota"
@@ -202,9 +251,11 @@ class Http:
             ctx.check_hostname = True  # (MicroPython checks the name given as server_hostname)
         return ctx.wrap_socket(s, server_hostname=host)
 
-    def get(self, url, accept=None):
-        """GET url following redirects; returns a _Response with status 2xx, else raises OTAError."""
+    def get(self, url, accept=None, small=False):
+        """GET url following redirects; returns a _Response with status 2xx, else raises OTAError.
+        small: a small answer, to be read whole within small_answer_s (redirects included)."""
         auth = self.token
+        until = ticks_add(ticks_ms(), self.small_answer_s * 1000) if small else None
         for _ in range(self.max_redirects + 1):
             scheme, host, port, path = split_url(url)
             if scheme == "http" and not self.allow_http:
@@ -213,7 +264,7 @@ class Http:
                 raise OTAError("refusing plain http:// (%s): use https://, or allow_http=True for a "
                                "server on your own network" % url)
             try:
-                resp = self._request(scheme, host, port, path, accept, auth)
+                resp = self._request(scheme, host, port, path, accept, auth, until)
             except OSError as e:
                 raise OTAError("network error talking to %s:%d: %s" % (host, port, e))
             except ValueError as e:  # MicroPython's ssl reports a failed certificate check so
@@ -233,7 +284,7 @@ class Http:
             raise _http_error(resp)
         raise OTAError("too many redirects (> %d) for %s" % (self.max_redirects, url))
 
-    def _request(self, scheme, host, port, path, accept, auth):
+    def _request(self, scheme, host, port, path, accept, auth, until=None):
         s, raw = self._open(scheme, host, port)
         try:
             hostport = host if port in (80, 443) else "%s:%d" % (host, port)
@@ -249,26 +300,13 @@ class Http:
             else:
                 s.write(req)
             f = s if hasattr(s, "readline") else s.makefile("rb")  # MicroPython streams / CPython sockets
-            line = f.readline()
-            if not line:
-                raise OTAError("no response from %s:%d" % (host, port))
-            parts = line.split(None, 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-                raise OTAError("bad HTTP status line from %s: %r" % (host, line[:40]))
-            status = int(parts[1])
-            headers = {}
-            while True:
-                h = f.readline()
-                if not h:
-                    raise OTAError("connection closed in the response head from %s" % host)
-                if h in (b"\r\n", b"\n"):
-                    break
-                try:
-                    k, _, v = h.decode().partition(":")
-                except UnicodeError:
-                    continue  # a header we do not use, in some other encoding
-                headers[k.strip().lower()] = v.strip()
-            return _Response(s, f, status, headers, "%s://%s%s" % (scheme, hostport, path), self.timeout, raw)
+            head_by = ticks_add(ticks_ms(), self.timeout * 1000)
+            if until is not None and ticks_diff(until, head_by) < 0:
+                head_by = until
+            resp = _Response(s, f, "%s://%s%s" % (scheme, hostport, path), self.timeout, raw, head_by)
+            resp._head(host)
+            resp.until = until
+            return resp
         except Exception:
             s.close()
             raise
@@ -296,6 +334,8 @@ def _der(cadata):
 def _http_error(resp):
     h = resp.headers
     msg = ""
+    if resp.until is None:   # its body is read within the time a head has
+        resp.until = ticks_add(ticks_ms(), resp.timeout * 1000)
     try:
         raw = resp.read_all(_ERR_BODY * 20)[:_ERR_BODY]
         try:

@@ -11,6 +11,7 @@ from iotutils.ota.client import join_url
 from iotutils.ota.state import OTAError
 
 _MAX_JSON = const(65536)
+_MAX_RELEASE = const(1048576)   # a release's JSON: notes up to GitHub's 125,000 characters, many assets
 
 _WS = b" \t\r\n"
 
@@ -164,7 +165,7 @@ class Source:
         return "%s/repos/%s/contents/%s?ref=%s" % (self.api, self.repo, path, ref)
 
     def get_json(self, url, accept="application/vnd.github+json"):
-        resp = self.http.get(url, accept)
+        resp = self.http.get(url, accept, True)
         try:
             raw = resp.read_all(_MAX_JSON)
         finally:
@@ -182,14 +183,18 @@ class Source:
         # a release's JSON carries its notes and uploader objects (often 10+ KB): scan it as it
         # streams in and keep only the tag and the two asset URLs
         scan = ReleaseScan((self.manifest, self.asset))
-        resp = self.http.get(url, "application/vnd.github+json")
+        resp = self.http.get(url, "application/vnd.github+json", True)
         try:
             buf = bytearray(512)
             mv = memoryview(buf)
+            total = 0
             while True:
                 n = resp.readinto(mv)
                 if not n:
                     break
+                total += n
+                if total > _MAX_RELEASE:
+                    raise OTAError("release JSON from %s larger than %d bytes" % (url, _MAX_RELEASE))
                 scan.feed(bytes(mv[:n]))
         finally:
             resp.close()
@@ -262,7 +267,7 @@ class Source:
         # the image itself: its version is in the app descriptor, read from the first blocks
         if len(self.sha256) != 64:
             raise OTAError("sha256= must be 64 hex digits")
-        resp = self.http.get(url)
+        resp = self.http.get(url, None, True)   # only its first blocks are read here
         try:
             v = appimage.AppImageVerifier(self.chip_id)
             buf = bytearray(1024)
