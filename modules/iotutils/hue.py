@@ -21,6 +21,7 @@ EPOCH_H = 262968 if time.gmtime(0)[0] == 2000 else 0
 _API_VERSION = "1.41.0"
 _SW_VERSION = "1941132080"
 _DATASTORE = "98"
+_MAX_STATE_KEYS = const(32)   # parameters in one light state request
 
 
 _DESCRIPTION = """<?xml version="1.0" encoding="UTF-8" ?>
@@ -335,13 +336,20 @@ class HueBridge:
         changed = False
 
         def bad(k, v):
-            out.append(hue_error(7, pre + k, "invalid value, %s, for parameter, %s" % (json.dumps(v), k)))
+            t = json.dumps(v)
+            if len(t) > 40:   # (an answer need not echo a large value whole)
+                t = t[:40] + "..."
+            out.append(hue_error(7, pre + k, "invalid value, %s, for parameter, %s" % (t, k)))
 
         def ok(k, v):
             out.append({"success": {pre + k: v}})
 
         if not data:
             return [hue_error(5, pre[:-1], "invalid/missing parameters in body")], False
+        if len(data) > _MAX_STATE_KEYS:
+            # a Hue state has about fifteen parameters; an answer entry per key of a larger one
+            # would take ten times its size from the heap
+            return [hue_error(5, pre[:-1], "too many parameters in body (at most %d)" % _MAX_STATE_KEYS)], False
         with self._lock:
             c = light._col
             for k in data:

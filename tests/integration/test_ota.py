@@ -579,6 +579,23 @@ def test_http_client_edge_cases():
         c.close()
 
 
+def test_redirects_are_followed_by_the_rules_or_refused_clearly():
+    # a hostile path's odd Locations: another host written scheme-relative (and the token stays
+    # behind), other schemes, bad ports, a Location that would smuggle words into the request line
+    from iotutils.ota import OTAError
+    from iotutils.ota.client import join_url, split_url
+    base = "https://api.github.com/repos/me/fw/releases/latest"
+    assert join_url(base, "//objects.example/a/1") == "https://objects.example/a/1"
+    assert split_url(join_url(base, "//objects.example/a/1"))[1] == "objects.example"
+    assert join_url(base, "/repos/x") == "https://api.github.com:443/repos/x"
+    assert join_url(base, "other") == "https://api.github.com:443/repos/me/fw/releases/other"
+    for loc, why in [("ftp://h/x", "unsupported"), ("http://127.0.0.1:abc/x", "bad host or port"),
+                     ("http://127.0.0.1:70000/x", "bad host or port"), ("http://[::1]/x", "bad host or port"),
+                     ("/a b HTTP/1.0", "space"), ("/a\r\nX-Injected: 1", "control"), ("http:///x", "no host")]:
+        with pytest.raises(OTAError, match=why):
+            split_url(join_url(base, loc))
+
+
 def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     import sys
     from iotutils import ota as ota_mod
@@ -602,8 +619,9 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     o.confirm()
     assert ota_mod.app_status()["pending"] is False
     # a file whose bytes do not match the (signed) manifest: refused, the running app stays
+    # (the same size, so the digest is what refuses it; a larger one stops at its signed size)
     v2 = dict(files, **{"userapp.py": b"VERSION = 'u2'\n"})
-    swapped = dict(urls, **{"userapp.py": gh.asset_link(b"VERSION = 'evil'\n", "userapp.py")})
+    swapped = dict(urls, **{"userapp.py": gh.asset_link(b"VERSION = 'ev'\n", "userapp.py")})
     o2 = _ota(channel="url:" + gh.asset_link(app_manifest(v2, urls=swapped), "app.json"), state_path=local)
     with pytest.raises(OTAError, match="sha256 mismatch"):
         o2.update_app(reboot=False)
@@ -747,3 +765,12 @@ def test_a_server_that_keeps_sending_a_byte_now_and_then_cannot_hold_a_check(gh,
     assert took < (10 if where == "head" else 15), took
     gh.api_slow = None
     assert json.loads(dev.cmd("check", r"CHECK (.*)").group(1))["available"] == "1.1.0"
+
+
+def test_a_release_json_nested_without_end_is_refused_before_it_fills_the_heap():
+    from iotutils.ota import OTAError
+    from iotutils.ota.release import ReleaseScan
+    scan = ReleaseScan(("ota.json", "firmware.bin"))
+    scan.feed(b'{"tag_name": "v1", "body": ' + b"[" * 20)
+    with pytest.raises(OTAError, match="nested deeper"):
+        scan.feed(b"[" * 100000)

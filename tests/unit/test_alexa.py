@@ -486,6 +486,13 @@ def test_put_state_errors():
     assert jcall(app, "PUT", path, {"hue": 100})[0]["error"]["type"] == 6
     assert jcall(app, "PUT", "/api/%s/lights/99/state" % u, {"on": True})[0]["error"]["type"] == 3
     assert jcall(app, "DELETE", "/api/%s/lights/%s" % (u, lamp.id))[0]["error"]["type"] == 4
+    # a state with hundreds of unknown keys: one error, not one (ten times the body's size) per key
+    many = {"k%03d" % i: 1 for i in range(300)}
+    r = jcall(app, "PUT", path, dict(many, on=True))
+    assert len(r) == 1 and r[0]["error"]["type"] == 5 and "too many" in r[0]["error"]["description"], r
+    assert lamp.on is False
+    r = jcall(app, "PUT", path, {"bri": "x" * 5000})
+    assert r[0]["error"]["type"] == 7 and len(r[0]["error"]["description"]) < 120, r
 
 
 def test_colour_state():

@@ -23,19 +23,32 @@ def split_url(url):
     elif url.startswith("https://"):
         scheme, rest, port = "https", url[8:], 443
     else:
-        raise OTAError("unsupported URL %r (http:// or https:// only)" % url)
+        raise OTAError("unsupported URL %r (http:// or https:// only)" % url[:80])
+    for c in url:
+        if c <= " " or c == "\x7f":   # (it goes into a request line as it is)
+            raise OTAError("URL with a space or a control character: %r" % url[:80])
     i = rest.find("/")
     host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
     if ":" in host:
         host, p = host.rsplit(":", 1)
+        if not p.isdigit() or not 0 < int(p) < 65536 or host.startswith("["):
+            raise OTAError("bad host or port in URL %r" % url[:80])
         port = int(p)
+    if not host:
+        raise OTAError("no host in URL %r" % url[:80])
     return scheme, host, port, path
 
 
 def join_url(base, loc):
+    """Where a redirect's Location leads from base: absolute, scheme-relative (//host/path),
+    absolute-path or relative."""
     if loc.startswith("http://") or loc.startswith("https://"):
         return loc
     scheme, host, port, path = split_url(base)
+    if loc.startswith("//"):
+        return scheme + ":" + loc
+    if "://" in loc.split("/", 1)[0] or loc.split("/", 1)[0].endswith(":"):
+        raise OTAError("unsupported URL %r (http:// or https:// only)" % loc[:80])
     if loc.startswith("/"):
         return "%s://%s:%d%s" % (scheme, host, port, loc)
     return "%s://%s:%d%s/%s" % (scheme, host, port, path.rsplit("/", 1)[0], loc)

@@ -11,7 +11,8 @@ from iotutils.ota.client import join_url
 from iotutils.ota.state import OTAError
 
 _MAX_JSON = const(65536)
-_MAX_RELEASE = const(1048576)   # a release's JSON: notes up to GitHub's 125,000 characters, many assets
+_MAX_RELEASE = const(1048576)
+_MAX_DEPTH = const(32)          # a release object is four levels deep   # a release's JSON: notes up to GitHub's 125,000 characters, many assets
 
 _WS = b" \t\r\n"
 
@@ -57,6 +58,8 @@ class ReleaseScan:
                 self._in_str = True
                 self._str = bytearray()
                 self._long = False
+            elif (c == 0x7B or c == 0x5B) and len(self._stack) >= _MAX_DEPTH:
+                raise OTAError("bad JSON: nested deeper than %d levels" % _MAX_DEPTH)
             elif c == 0x7B:  # {
                 if not self._stack and self._started:
                     raise OTAError("bad JSON: data after the release object")
