@@ -244,20 +244,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         slow = self.gh.api_slow if self.role == "api" else None
         if slow in ("head", "body"):
             return self._trickle(slow)
-        if slow == "pause":
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in headers:
-                self.send_header(k, v)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body[:100])
-            self.wfile.flush()
-            time.sleep(0.6)
-            self.wfile.write(body[100:])
-            self.close_connection = True
-            return
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -265,6 +251,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Connection", "close")
         self.end_headers()
+        if slow == "pause":   # honest but slow: one pause, in the middle of the answer
+            self.wfile.write(body[:100])
+            self.wfile.flush()
+            time.sleep(0.6)
+            body = body[100:]
         self.wfile.write(body)
         self.close_connection = True
 
