@@ -50,7 +50,7 @@ from iotutils.ota import OTA, Http
 KEYED = {"pubkey": os.getenv("BENCH_PUBKEY"), "allow_http": True}  # releases signed, served on loopback
 # loaded on first use by an update; on a board they are frozen (no heap for their code): load them
 # before the baseline, so that the heap measured is the update's own
-import iotutils.ota.install, iotutils.sign  # noqa: E401,F401
+import iotutils.ota.install, iotutils.sign, iotutils.ota.release, iotutils.appimage  # noqa: E401,F401
 
 # live-heap high-water mark: gc.collect() + gc.mem_alloc() at every block (and after JSON parsing),
 # only in the heap runs (it slows the job down)
@@ -80,6 +80,7 @@ def secs(t0):
 res = {"mode": MODE}
 if MODE == "ota":
     o = OTA(repo="me/fw", api=API, **KEYED)
+    o.source  # (its HTTP client and source: made once, kept)
     gc.collect()
     BASE = gc.mem_alloc()
     if not SKIP:
@@ -90,6 +91,7 @@ if MODE == "ota":
 elif MODE == "ota_url":
     # the same install from a plain ota.json URL: no GitHub release JSON to parse first
     o = OTA(channel="url:" + URL, **KEYED)
+    o.source  # (its HTTP client and source: made once, kept)
     gc.collect()
     BASE = gc.mem_alloc()
     if not SKIP:
@@ -98,6 +100,13 @@ elif MODE == "ota_url":
         res["s"] = secs(t0)
 elif MODE == "check":
     o = OTA(repo="me/fw", api=API, **KEYED)
+    _feed = iotutils.ota.release.ReleaseScan.feed
+
+    def feed(self, data):   # the release JSON is scanned as it streams in: sampled there
+        _feed(self, data)
+        sample()
+    iotutils.ota.release.ReleaseScan.feed = feed
+    o.source  # (its HTTP client and source: made once, kept)
     gc.collect()
     BASE = gc.mem_alloc()
     if not SKIP:
