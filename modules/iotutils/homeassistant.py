@@ -278,6 +278,16 @@ def state_payload(kind, extra, value):
     return str(value)
 
 
+_INF = float("inf")
+
+
+def _whole(v, field):
+    # a JSON number as an int (bool, null, strings, lists and non-finite numbers are refused)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (_INF, -_INF):
+        raise ValueError("%s: a number expected, got %s" % (field, json.dumps(v)[:20]))
+    return int(v)
+
+
 def parse_command(kind, extra, payload):
     """The value a command payload (bytes or str) asks for; ValueError if it is not acceptable."""
     extra = extra or {}
@@ -305,16 +315,18 @@ def parse_command(kind, extra, payload):
             out["on"] = d["state"] == "ON"
         if "brightness" in d:
             scale = extra.get("scale", 255)
-            out["brightness"] = max(0, min(scale, int(d["brightness"])))
+            out["brightness"] = max(0, min(scale, _whole(d["brightness"], "brightness")))
         c = d.get("color")
         if isinstance(c, dict) and extra.get("rgb"):
-            out["rgb"] = tuple(max(0, min(255, int(c.get(k, 0)))) for k in ("r", "g", "b"))
+            out["rgb"] = tuple(max(0, min(255, _whole(c.get(k, 0), "color." + k))) for k in ("r", "g", "b"))
         return out
     if kind == "number":
         try:
             v = float(p)
         except ValueError:
             raise ValueError("payload: a number expected, got %r" % p[:20])
+        if v != v or v in (_INF, -_INF) or "_" in p:   # (float() takes "nan", "inf" and "1_0")
+            raise ValueError("payload: a finite number expected, got %r" % p[:20])
         v = max(extra.get("min", 0), min(extra.get("max", 100), v))
         return int(round(v)) if extra.get("int") else v
     if kind == "text":
@@ -410,10 +422,16 @@ class Bridge:
         e = self._by_id.get(oid)
         if e is None or self.set is None:
             return
+        if getattr(self.mqtt, "retained", False):
+            # Home Assistant never retains a command: a retained one is stale (someone's mistake,
+            # or a trap), and acting on it at every connect would press "restart" at every boot
+            log("homeassistant: %s: a retained command, ignored" % oid)
+            return
         try:
             value = parse_command(e[0], e[3], payload)
             self.set(oid, value)
-        except ValueError as err:   # not understood, or refused by set(): HA is shown the real state
+        except (ValueError, TypeError, OverflowError, MemoryError) as err:
+            # not understood, or refused by set(): HA is shown the real state
             log("homeassistant: %s: %s" % (oid, err))
         if e[0] != "button":
             self.publish_state(oid)

@@ -15,7 +15,7 @@
 #   settings in force; redact(url); device_id(); test_connection(d) -> {"result", "reason", "ms"}
 from iotutils import hal, persist
 from iotutils._compat import ticks_diff, ticks_ms
-from iotutils.mqtt.codec import parse_url, topic_bytes
+from iotutils.mqtt.codec import parse_url, topic_bytes, utf8
 
 FOLDER = "mqtt"
 FIELDS = ("url", "user", "password", "ca", "prefix", "mode", "base")
@@ -83,6 +83,8 @@ def _pem(ca):
             ok = False
         if not ok:
             raise ValueError("ca: a certificate in the PEM text is not valid base64 or has no END line")
+        if ok[0] != 0x30 or len(ok) < 16:   # DER: a SEQUENCE, and no certificate is that small
+            raise ValueError("ca: the PEM text holds something that is not a certificate")
 
 
 def check(d, stored=None):
@@ -103,6 +105,11 @@ def check(d, stored=None):
         if k != "mode" and len(v) > _MAX[k]:
             raise ValueError("%s: at most %d characters" % (k, _MAX[k]))
         out[k] = v.strip() if k not in ("password", "ca") else v
+        if k in ("url", "user", "prefix", "base") and out[k]:
+            try:
+                utf8(k, out[k])   # what the client would refuse later (NUL, controls) is refused now
+            except UnicodeError:
+                raise ValueError("%s: not valid UTF-8" % k)
     url = out.get("url")
     if url:
         tls, host, port, user, password = parse_url(url)
@@ -190,6 +197,6 @@ def test_connection(d=None, code_url=None):
     reason = err.partition(" failed: ")[2] or err
     if "refused the connection" in reason:
         return {"result": "refused", "reason": reason.partition("connection: ")[2], "ms": ms}
-    if "timed out" in reason or "ETIMEDOUT" in reason or "no data for" in reason:
+    if "timed out" in reason or "ETIMEDOUT" in reason or "in time" in reason or "blocked for" in reason:
         return {"result": "timeout", "reason": reason, "ms": ms}
     return {"result": "failed", "reason": reason, "ms": ms}

@@ -1,6 +1,7 @@
 # A device-side MQTT app for tests/integration/test_mqtt_broker.py and bench/bench_mqtt.py, run by
 # CPython or by the micropython runtime. Environment: MQTT_URL, MQTT_ID, MQTT_KEEPALIVE (s),
-# MQTT_CA (a CA file for mqtts), MQTT_HEAP=1 (print the heap cost of the connected client).
+# MQTT_CA (a CA file for mqtts), MQTT_HEAP=1 (print the heap cost of the connected client),
+# MQTT_CHURN=1 (collect the heap all the time).
 #
 # Topics (T = "t/<MQTT_ID>"): will T/status "offline", T/status "online" on every connect;
 # a message on T/in/<name> is echoed to T/out/<name> (QoS 1 if <name> starts with "q1", retained
@@ -60,7 +61,12 @@ m.subscribe(T + "/in/#", echo, qos=1)
 m.subscribe(T + "/ctl", ctl)
 m.start()
 heap_said = False
+# MQTT_CHURN=1: a collection every pass, as a device's other threads make them; on the unix port
+# each one interrupts the client thread's blocking reads (a signal), which restarts their timeout
+churn = os.getenv("MQTT_CHURN")
 while True:
+    if churn:
+        gc.collect()
     if up[0] and not m.connected:
         up[0] = False
         say("DISCONNECTED", m.status()["last_error"])

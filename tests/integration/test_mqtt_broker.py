@@ -218,3 +218,101 @@ def test_example_acl_keeps_each_device_to_its_own_topics(tmp_path):
     finally:
         m.stop()
         b.stop()
+
+
+def _hostile_broker(mode):
+    """A TCP server on a free loopback port. "dribble": answers CONNECT with a CONNACK, then starts
+    a PUBLISH and sends the rest a byte every 0.5 s; "silent": accepts and never sends a byte (an
+    mqtts:// client waits for a TLS handshake that never comes)."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve(c):
+        try:
+            if mode == "dribble":
+                c.recv(1024)
+                c.sendall(b"\x20\x02\x00\x00")
+                time.sleep(0.3)
+                c.sendall(b"\x30\x40")   # a PUBLISH of 64 bytes: here they come, slowly
+                while not stop.wait(0.5):
+                    c.sendall(b"a")
+            else:
+                stop.wait(60)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, stop
+
+
+def test_a_broker_that_sends_slowly_is_dropped_in_time(runtime):
+    """Each inbound packet must arrive whole within packet_ms (2 s) of its first byte. Before, the
+    5 s read timeout restarted with every byte: a broker sending one every few seconds held the
+    housekeeping (the device's main loop) until its watchdog reset the device."""
+    srv, stop = _hostile_broker("dribble")
+    try:
+        with App(runtime, "mqtt://127.0.0.1:%d" % srv.getsockname()[1], _id(runtime, "slow")) as app:
+            app.wait("CONNECTED 1", timeout=15)
+            t0 = time.time()
+            app.wait(r"DISCONNECTED .*did not arrive whole in time", timeout=10)
+            assert time.time() - t0 < 6
+            assert app.alive()
+    finally:
+        stop.set()
+        srv.close()
+
+
+def test_a_tls_handshake_that_never_comes_is_given_up(tls_broker, runtime):
+    """mqtts:// to a server that accepts and stays silent: the connect fails within the client's
+    timeout and is tried again later. Before, the handshake ran on a blocking socket whose timeout
+    the unix port restarts at every signal, and another thread's collection is one: on a busy
+    device the client hung there."""
+    _, ca, _ = tls_broker
+    srv, stop = _hostile_broker("silent")
+    port = srv.getsockname()[1]
+    try:
+        with App(runtime, "mqtts://127.0.0.1:%d" % port, _id(runtime, "tlsq"), ca_file=ca,
+                 extra_env={"MQTT_CHURN": "1"}) as app:   # (the collections of a busy device)
+            t0 = time.time()
+            app.wait(r"connect to 127.0.0.1:%d failed: .*; next attempt" % port, timeout=15)
+            assert time.time() - t0 < 12
+            assert "CONNECTED" not in app.output() and app.alive()
+    finally:
+        stop.set()
+        srv.close()
+
+
+def test_a_retained_message_says_so_to_its_callback(broker):
+    # what lets Home Assistant's bridge ignore stale, retained commands
+    from iotutils.mqtt import MQTT
+    peer = Peer(broker, "peer-retained")
+    peer.publish("t/retained-flag/cmd", b"old", retain=True, qos=1)
+    got = []
+    m = MQTT(broker.url(), client_id="retained-flag", keepalive=10)
+    m.subscribe("t/retained-flag/cmd", lambda t, p: got.append((p, m.retained)))
+    m.start()
+    try:
+        deadline = time.time() + 10
+        while len(got) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        peer.publish("t/retained-flag/cmd", b"new", qos=1)
+        while len(got) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        assert got == [(b"old", True), (b"new", False)], got
+    finally:
+        m.stop()
+        peer.publish("t/retained-flag/cmd", b"", retain=True)   # clears it
+        peer.close()

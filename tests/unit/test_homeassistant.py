@@ -202,6 +202,17 @@ def test_states_and_commands():
     assert ha.parse_command("number", {"min": 0.5, "max": 2.5}, "1.25") == 1.25
     assert ha.state_payload("number", n, 42.0) == "42"
     raises(ValueError, ha.parse_command, "number", n, b"lots")
+    # non-finite numbers and Python-only spellings are refused (NaN clamped to the maximum before)
+    for bad in (b"nan", b"inf", b"-inf", b"1e999", b"1_0"):
+        e = raises(ValueError, ha.parse_command, "number", n, bad)
+        assert str(e).startswith("payload:"), (bad, e)
+    # a light's fields: a ValueError naming the field, whatever the JSON holds
+    for bad, field in ((b'{"brightness":[1]}', "brightness"), (b'{"brightness":null}', "brightness"),
+                       (b'{"brightness":true}', "brightness"), (b'{"brightness":"abc"}', "brightness"),
+                       (b'{"brightness":1e999}', "brightness"), (b'{"color":{"r":[1]}}', "color.r"),
+                       (b'{"color":{"g":1e999}}', "color.g")):
+        e = raises(ValueError, ha.parse_command, "light", rgb, bad)
+        assert str(e).startswith(field + ":"), (bad, e)
     assert ha.parse_command("text", {"max": 5}, "héllo".encode()) == "héllo"
     raises(ValueError, ha.parse_command, "text", {"max": 5}, b"toolong")
     raises(ValueError, ha.parse_command, "text", None, b"\xff")
@@ -271,6 +282,17 @@ def test_bridge_announces_and_handles_commands():
     m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/nosuch/set", b"1")
     m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/restart/set", b"PRESS")
     assert sets[-1] == ("restart", True) and len(sets) == 2
+    # a retained command is stale (Home Assistant never retains one): ignored, or a retained
+    # "PRESS" would restart the device at every connect, and a retained value be written at each boot
+    m.retained = True
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/restart/set", b"PRESS")
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/relay/set", b"OFF")
+    m.retained = False
+    assert len(sets) == 2
+    # a light command of the wrong types: logged and the real state published, nothing set
+    m.out = []
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/lamp/set", b'{"brightness": [1]}')
+    assert len(sets) == 2 and m.out and m.out[0][0] == "iotutils/0200000001ab/lamp"
     m.out = []
     m.subs["homeassistant/status"]("homeassistant/status", b"online")   # HA restarted: announce again
     assert m.out[0][0] == "homeassistant/device/0200000001ab/config" and len(saved) == 1

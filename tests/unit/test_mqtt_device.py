@@ -31,7 +31,11 @@ def test_settings_are_checked_and_credentials_leave_the_url():
     for bad, field in (({"url": "http://h"}, "url"), ({"url": "mqtts://h"}, "ca"), ({"mode": "x"}, "mode"),
                        ({"prefix": "a/+/b"}, "prefix"), ({"base": "a/"}, "base"), ({"base": "x#"}, "base"),
                        ({"ca": "-----BEGIN CERTIFICATE-----\n!!\n"}, "ca"), ({"user": 1}, "user"),
-                       ({"password": "p" * 129}, "password"), ({"host": "h"}, "host")):
+                       ({"password": "p" * 129}, "password"), ({"host": "h"}, "host"),
+                       # what the client refuses later is refused when saved (it turned MQTT off)
+                       ({"user": "a\x00b"}, "user"), ({"user": "a\x01"}, "user"), ({"url": "mqtt://h\x00st"}, "url"),
+                       ({"base": "a\x1fb"}, "base"), ({"prefix": "h\x7fa"}, "prefix"),
+                       ({"ca": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}, "ca")):
         e = raises(ValueError, ms.check, bad)
         assert str(e).startswith(field + ":"), (bad, e)
     raises(ValueError, ms.check, "mqtt://h")

@@ -34,8 +34,10 @@ import errno
 import gc
 import select
 import socket
+import sys
 
-from iotutils._compat import _thread, allocate_lock, const, log, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import (_thread, allocate_lock, const, log, print_exception, sleep_ms, ticks_add, ticks_diff,
+                              ticks_ms)
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
     backoff_ms, build_connect, build_publish, build_subscribe, decode_publish, decode_varint, encode_varint,
     filter_bytes, parse_url, rollout_selected, topic_bytes, topic_matches, utf8, varint_size)
@@ -48,6 +50,7 @@ _UNSUBACK = const(0xB0)
 _PINGRESP = const(0xD0)
 
 _SLICE_MS = const(100)          # the longest a socket read or the idle wait blocks at a time
+_MP = sys.implementation.name == "micropython"
 
 _REFUSED = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
             "bad user name or password", "not authorized")
@@ -99,6 +102,9 @@ class MQTT:
     #: largest inbound packet (bytes after the fixed header) read; a larger one is not read: the
     #: connection is closed and opened again (a PUBLISH that big would not fit the heap anyway)
     max_packet = 4096
+    #: ms an inbound packet may take to arrive whole, from its first byte (more: the connection is
+    #: dropped and made again); the housekeeping reads packets, and the main loop must not stall
+    packet_ms = 2000
     #: seconds a TCP/TLS connect, the broker's CONNACK, or a blocked write may take
     timeout = 5
     #: QoS 1 messages kept while disconnected or behind the one in flight; more: publish() -> False
@@ -124,10 +130,15 @@ class MQTT:
         self._io = allocate_lock()     # the socket: one packet read or written at a time
         self._s = None                 # the stream (TLS or the socket itself)
         self._raw = None               # the socket under it
+        self._wpoll = None             # MicroPython: a poll of the socket for _wait
+        self._wpoll_out = False
         self._poll = None
         self._rx = None
         self._tx = None
         self.connected = False
+        #: inside a subscription's callback: True when the message it is given was retained (sent
+        #: by the broker from its store, not just published)
+        self.retained = False
         self._subs = []                # [filter str, filter bytes, callback, qos]
         self._queue = []               # QoS 1 outbox: [pid, topic bytes, payload bytes, retain, sent]
         self._pending = {}             # packet id -> filter of a SUBSCRIBE not yet acknowledged
@@ -477,8 +488,13 @@ class MQTT:
             if k:
                 off += k
                 t0 = ticks_ms()
-            elif ticks_diff(ticks_ms(), t0) >= self.timeout * 1000:
-                raise _Lost("send blocked for %d s" % self.timeout)
+            else:
+                left = self.timeout * 1000 - ticks_diff(ticks_ms(), t0)
+                if left <= 0:
+                    raise _Lost("sending blocked for %d s (the broker does not read, or does not finish the TLS handshake)" % self.timeout)
+                self._wpoll_out = True   # (a TLS handshake in progress also waits to read)
+                self._wait(min(left, _SLICE_MS))
+                self._wpoll_out = False
         self._tx_ms = ticks_ms()
 
     # ---- connecting ----
@@ -498,12 +514,20 @@ class MQTT:
                 raw.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
             except (OSError, TypeError):
                 pass  # a port without TCP_NODELAY: packets still go out whole (one write each)
+            if _MP:
+                # non-blocking, waited for with poll (_wait): a blocking read that times out part-way
+                # throws away what it read (MicroPython's readinto reads "exactly" and raises), and a
+                # TLS handshake on a blocking socket retries a timeout forever (modtls_mbedtls)
+                raw.setblocking(False)
+                self._wpoll = select.poll()
+                self._wpoll.register(raw, select.POLLIN)
             s = self._wrap(raw) if self._tls else raw
-            for x in (s, raw):  # CPython: the TLS socket took over raw's descriptor
-                try:
-                    x.settimeout(_SLICE_MS / 1000)
-                except (AttributeError, OSError):
-                    pass  # MicroPython's TLS stream: the socket under it carries the timeout
+            if not _MP:
+                for x in (s, raw):
+                    try:
+                        x.settimeout(_SLICE_MS / 1000)
+                    except OSError:
+                        pass  # the TLS socket took over raw's descriptor
             self._raw = raw
             self._rd = getattr(s, "readinto", None) or s.recv_into
             self._wr = getattr(s, "write", None) or s.send
@@ -515,7 +539,7 @@ class MQTT:
                                        self._will)
                 self._s = s
                 self._write(buf, n)
-                ack = self._read_exact(4, self.timeout * 1000)
+                ack = self._read_exact(4, ticks_add(ticks_ms(), self.timeout * 1000))
                 if ack is None:
                     raise _Lost("connection closed before CONNACK")
                 if ack[0] != _CONNACK or ack[1] != 2:
@@ -575,7 +599,17 @@ class MQTT:
             if hasattr(ctx, "check_hostname"):
                 ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        if _MP:   # the handshake happens in the first write (the CONNECT), within its deadline
+            return ctx.wrap_socket(raw, server_hostname=self.host, do_handshake_on_connect=False)
         return ctx.wrap_socket(raw, server_hostname=self.host)
+
+    def _wait(self, ms):
+        # MicroPython: wait (at most ms) for the socket to have bytes or room; CPython's socket
+        # timeout does the waiting inside the read or write
+        if _MP and ms > 0:
+            p = self._wpoll
+            p.modify(self._raw, select.POLLIN | select.POLLOUT if self._wpoll_out else select.POLLIN)
+            p.poll(ms)
 
     def _retry_later(self, why):
         self._failures += 1
@@ -626,13 +660,12 @@ class MQTT:
         except OSError:
             return True   # let the read find out what is wrong
 
-    def _read_exact(self, n, timeout_ms, into=None):
-        """n bytes into self._rx (or `into`) within timeout_ms of no progress: the memoryview of
-        them, or None at end of stream (caller holds self._io)."""
+    def _read_exact(self, n, until, into=None):
+        """n bytes into self._rx (or `into`) by the time `until` (ticks_ms): the memoryview of them,
+        or None at end of stream (caller holds self._io)."""
         buf = into if into is not None else self._rx
         mv = memoryview(buf)
         off = 0
-        t0 = ticks_ms()
         rd = self._rd
         while off < n:
             try:
@@ -645,15 +678,21 @@ class MQTT:
                 return None
             if k:
                 off += k
-                t0 = ticks_ms()
-            elif ticks_diff(ticks_ms(), t0) >= timeout_ms:
-                raise _Lost("no data for %d ms inside a packet" % timeout_ms)
+                continue
+            left = ticks_diff(until, ticks_ms())
+            if left <= 0:
+                raise _Lost("a packet did not arrive whole in time")
+            self._wait(min(left, _SLICE_MS))
         return mv[:n]
 
     def _read_packets(self):
-        # one packet, then more while they are already there (a burst costs one poll)
+        # one packet, then more while they are already there (a burst costs one poll); each packet
+        # must arrive whole within packet_ms of its first byte, and no new one is started after
+        # that time: a broker sending slowly holds the housekeeping (the main loop) packet_ms x 2
+        # at most, instead of resetting the device through its watchdog
+        t0 = ticks_ms()
         for _ in range(16):
-            if not self._read_packet() or not self._readable(0):
+            if not self._read_packet() or not self._readable(0) or ticks_diff(ticks_ms(), t0) >= self.packet_ms:
                 return
 
     def _read_packet(self):
@@ -665,7 +704,8 @@ class MQTT:
             if self._s is not s:
                 return False
             try:
-                hdr = self._read_exact(1, self.timeout * 1000)
+                until = ticks_add(ticks_ms(), self.packet_ms)
+                hdr = self._read_exact(1, until)
                 if hdr is None:
                     self._close_locked("the broker closed the connection")
                     return False
@@ -673,7 +713,7 @@ class MQTT:
                 n = 0
                 shift = 0
                 for _ in range(4):
-                    b = self._read_exact(1, self.timeout * 1000)
+                    b = self._read_exact(1, until)
                     if b is None:
                         raise _Lost("closed inside a packet header")
                     n |= (b[0] & 0x7F) << shift
@@ -687,7 +727,7 @@ class MQTT:
                           % (n, self.max_packet))
                     self._close_locked("inbound packet of %d bytes over max_packet" % n)
                     return False
-                body = self._read_exact(n, self.timeout * 1000, None if n <= len(self._rx) else bytearray(n))
+                body = self._read_exact(n, until, None if n <= len(self._rx) else bytearray(n))
                 if body is None:
                     raise _Lost("closed inside a packet")
                 self._rx_ms = ticks_ms()
@@ -717,15 +757,17 @@ class MQTT:
         return True
 
     def _deliver(self, msg):
-        topic, payload, qos, _, _, pid = msg
+        topic, payload, qos, retain, _, pid = msg
         with self._lock:
             cbs = [sub[2] for sub in self._subs if topic_matches(sub[0], topic)]
+        self.retained = retain
         for cb in cbs:
             try:
                 cb(topic, payload)
             except Exception as e:  # the app's bug must not cost the connection
                 log("mqtt: callback for %s failed:" % topic)
                 print_exception(e)
+        self.retained = False
         if qos == 1:
             s = self._s
             if s is not None:
