@@ -138,7 +138,7 @@ def test_backoff_doubles_to_a_minute_within_jitter():
     assert mqtt.backoff_ms(1, 32768) == 1000 and mqtt.backoff_ms(7, 32768) == 60000
     assert mqtt.backoff_ms(50, 65535) <= 75000
     assert mqtt.backoff_ms(0, 32768) == 1000
-    seen = {mqtt.backoff_ms(3, mqtt._rand16()) for _ in range(40)}
+    seen = {mqtt.backoff_ms(3, mqtt.rand16()) for _ in range(40)}
     assert len(seen) > 5 and min(seen) >= 3000 and max(seen) <= 5000
 
 

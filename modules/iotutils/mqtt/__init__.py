@@ -39,8 +39,8 @@ import sys
 from iotutils._compat import (_thread, allocate_lock, const, log, print_exception, sleep_ms, ticks_add, ticks_diff,
                               ticks_ms)
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
-    backoff_ms, build_connect, build_publish, build_subscribe, decode_publish, decode_varint, encode_varint,
-    filter_bytes, parse_url, rollout_selected, topic_bytes, topic_matches, utf8, varint_size)
+    backoff_ms, build_connect, build_publish, build_subscribe, ca_der, decode_publish, decode_varint,
+    default_client_id, encode_varint, filter_bytes, parse_url, payload_bytes, rand16, rollout_selected, topic_bytes, topic_matches, utf8, varint_size)
 
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
@@ -57,35 +57,6 @@ _REFUSED = ("", "unacceptable protocol version", "client id rejected", "server u
 
 _TIMEOUT_ERRNOS = (errno.EAGAIN, errno.ETIMEDOUT)
 _Timeout = getattr(socket, "timeout", ())   # CPython's timeout error (args: "timed out")
-
-
-def _rand16():
-    import os
-    b = os.urandom(2)
-    return b[0] << 8 | b[1]
-
-
-def _der(cadata):
-    """CA certificates as DER (PEM text converted): MicroPython's ssl takes DER reliably."""
-    if isinstance(cadata, str):
-        cadata = cadata.encode()
-    if b"-----BEGIN" not in cadata:
-        return bytes(cadata)
-    import binascii
-    out = b""
-    for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-        body = part.split(b"-----END CERTIFICATE-----")[0]
-        out += binascii.a2b_base64(b"".join(body.split()))
-    if not out:
-        raise ValueError("cadata: no certificate in the PEM text")
-    return out
-
-
-def _default_client_id():
-    import binascii
-
-    from iotutils import hal
-    return "iotutils-" + binascii.hexlify(hal.mac()).decode()
 
 
 def _timed_out(e):
@@ -116,11 +87,11 @@ class MQTT:
         self._tls, self.host, self.port, user, password = parse_url(url)
         if self._tls and not cadata and not insecure:
             raise ValueError("cadata: mqtts:// needs the broker's CA certificate (or insecure=True)")
-        self._cadata = _der(cadata) if cadata else None
+        self._cadata = ca_der(cadata) if cadata else None
         self._user = utf8("user", user) if user is not None else None
         self._password = password.encode() if password is not None else None
         if client_id is None:
-            client_id = _default_client_id()
+            client_id = default_client_id()
         self.client_id = client_id
         self._cid = utf8("client_id", client_id)
         if not isinstance(keepalive, int) or not 0 <= keepalive <= 65535:
@@ -136,9 +107,7 @@ class MQTT:
         self._rx = None
         self._tx = None
         self.connected = False
-        #: inside a subscription's callback: True when the message it is given was retained (sent
-        #: by the broker from its store, not just published)
-        self.retained = False
+        self.retained = False   #: in a subscription's callback: its message was retained (from the store)
         self._subs = []                # [filter str, filter bytes, callback, qos]
         self._queue = []               # QoS 1 outbox: [pid, topic bytes, payload bytes, retain, sent]
         self._pending = {}             # packet id -> filter of a SUBSCRIBE not yet acknowledged
@@ -173,7 +142,7 @@ class MQTT:
             return
         if qos not in (0, 1):
             raise ValueError("qos: 0 or 1 expected, got %r" % (qos,))
-        self._will = (topic_bytes(topic), _payload(payload), qos, bool(retain))
+        self._will = (topic_bytes(topic), payload_bytes(payload), qos, bool(retain))
 
     def on_connect(self, callback):
         """callback() after every successful connect, subscriptions renewed (re-announce state
@@ -401,7 +370,7 @@ class MQTT:
         queued for delivery (QoS 1). False: QoS 0 while disconnected (dropped, counted), or the
         QoS 1 queue is full. ValueError for a bad topic or qos."""
         tb = topic_bytes(topic)
-        pb = _payload(payload)
+        pb = payload_bytes(payload)
         if qos == 0:
             if not self.connected:
                 with self._lock:
@@ -515,9 +484,8 @@ class MQTT:
             except (OSError, TypeError):
                 pass  # a port without TCP_NODELAY: packets still go out whole (one write each)
             if _MP:
-                # non-blocking, waited for with poll (_wait): a blocking read that times out part-way
-                # throws away what it read (MicroPython's readinto reads "exactly" and raises), and a
-                # TLS handshake on a blocking socket retries a timeout forever (modtls_mbedtls)
+                # non-blocking, waited for with poll (_wait): a blocking readinto that times out part-way
+                # loses what it read, and a blocking TLS handshake's timeout restarts at every signal
                 raw.setblocking(False)
                 self._wpoll = select.poll()
                 self._wpoll.register(raw, select.POLLIN)
@@ -604,8 +572,7 @@ class MQTT:
         return ctx.wrap_socket(raw, server_hostname=self.host)
 
     def _wait(self, ms):
-        # MicroPython: wait (at most ms) for the socket to have bytes or room; CPython's socket
-        # timeout does the waiting inside the read or write
+        # MicroPython: wait (at most ms) for bytes or room; CPython's socket timeout waits in the call
         if _MP and ms > 0:
             p = self._wpoll
             p.modify(self._raw, select.POLLIN | select.POLLOUT if self._wpoll_out else select.POLLIN)
@@ -614,7 +581,7 @@ class MQTT:
     def _retry_later(self, why):
         self._failures += 1
         self._err = why
-        self._backoff = backoff_ms(self._failures, _rand16())
+        self._backoff = backoff_ms(self._failures, rand16())
         self._next_ms = ticks_ms() + self._backoff
         log("mqtt: %s; next attempt in %d ms" % (why, self._backoff))
 
@@ -686,10 +653,8 @@ class MQTT:
         return mv[:n]
 
     def _read_packets(self):
-        # one packet, then more while they are already there (a burst costs one poll); each packet
-        # must arrive whole within packet_ms of its first byte, and no new one is started after
-        # that time: a broker sending slowly holds the housekeeping (the main loop) packet_ms x 2
-        # at most, instead of resetting the device through its watchdog
+        # one packet, then more while they are already there (a burst costs one poll), for packet_ms at
+        # most: a broker sending slowly holds the main loop ~2 x packet_ms, not until the watchdog fires
         t0 = ticks_ms()
         for _ in range(16):
             if not self._read_packet() or not self._readable(0) or ticks_diff(ticks_ms(), t0) >= self.packet_ms:
@@ -816,14 +781,6 @@ class MQTT:
                 if self._s is s and s is not None:
                     self._write_or_drop(b"\xc0\x00", 2)
         return self.connected
-
-
-def _payload(p):
-    if isinstance(p, (bytes, bytearray, memoryview)):
-        return p
-    if isinstance(p, str):
-        return p.encode()
-    return str(p).encode()
 
 
 def _why(e):

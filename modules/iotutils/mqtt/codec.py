@@ -1,6 +1,7 @@
 # MQTT 3.1.1 on the wire, without sockets: packets built into a caller's buffer and decoded,
 # the remaining-length varint, topic and filter rules, matching, the broker URL, the reconnect
-# backoff, and the fleet's rollout rule. The client (iotutils.mqtt) uses these; so do the unit tests.
+# backoff and its jitter, the fleet's rollout rule, CA certificates and payloads as bytes, the
+# default client id. The client (iotutils.mqtt) uses these; so do the unit tests.
 from iotutils._compat import const
 
 _CONNECT = const(0x10)
@@ -307,3 +308,43 @@ def rollout_selected(device_id, percent):
     import hashlib
     d = hashlib.sha256(device_id.encode() if isinstance(device_id, str) else device_id).digest()
     return int.from_bytes(d[:4], "big") % 100 < percent
+
+
+def rand16():
+    """16 random bits (the reconnect backoff's jitter)."""
+    import os
+    b = os.urandom(2)
+    return b[0] << 8 | b[1]
+
+
+def ca_der(cadata):
+    """CA certificates as DER (PEM text converted): MicroPython's ssl takes DER reliably."""
+    if isinstance(cadata, str):
+        cadata = cadata.encode()
+    if b"-----BEGIN" not in cadata:
+        return bytes(cadata)
+    import binascii
+    out = b""
+    for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        body = part.split(b"-----END CERTIFICATE-----")[0]
+        out += binascii.a2b_base64(b"".join(body.split()))
+    if not out:
+        raise ValueError("cadata: no certificate in the PEM text")
+    return out
+
+
+def payload_bytes(p):
+    """A payload (bytes, str or anything str() takes) as bytes."""
+    if isinstance(p, (bytes, bytearray, memoryview)):
+        return p
+    if isinstance(p, str):
+        return p.encode()
+    return str(p).encode()
+
+
+def default_client_id():
+    """The client id a device uses by default: "iotutils-" and its MAC in hex."""
+    import binascii
+
+    from iotutils import hal
+    return "iotutils-" + binascii.hexlify(hal.mac()).decode()
