@@ -40,7 +40,8 @@ from iotutils._compat import (_thread, allocate_lock, const, log, print_exceptio
                               ticks_ms)
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
     backoff_ms, build_connect, build_publish, build_subscribe, ca_der, decode_publish, decode_varint,
-    default_client_id, encode_varint, filter_bytes, parse_url, payload_bytes, rand16, rollout_selected, topic_bytes, topic_matches, utf8, varint_size)
+    default_client_id, encode_varint, filter_bytes, parse_url, payload_bytes, rand16, rollout_selected,
+    topic_bytes, topic_matches, utf8, varint_size)
 
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
@@ -102,7 +103,6 @@ class MQTT:
         self._s = None                 # the stream (TLS or the socket itself)
         self._raw = None               # the socket under it
         self._wpoll = None             # MicroPython: a poll of the socket for _wait
-        self._wpoll_out = False
         self._poll = None
         self._rx = None
         self._tx = None
@@ -460,10 +460,10 @@ class MQTT:
             else:
                 left = self.timeout * 1000 - ticks_diff(ticks_ms(), t0)
                 if left <= 0:
-                    raise _Lost("sending blocked for %d s (the broker does not read, or does not finish the TLS handshake)" % self.timeout)
-                self._wpoll_out = True   # (a TLS handshake in progress also waits to read)
-                self._wait(min(left, _SLICE_MS))
-                self._wpoll_out = False
+                    raise _Lost("sending blocked for %d s (the broker does not read, or does not finish "
+                                "the TLS handshake)" % self.timeout)
+                # room to write, or (a TLS handshake in progress) bytes to read
+                self._wait(min(left, _SLICE_MS), select.POLLIN | select.POLLOUT)
         self._tx_ms = ticks_ms()
 
     # ---- connecting ----
@@ -571,12 +571,11 @@ class MQTT:
             return ctx.wrap_socket(raw, server_hostname=self.host, do_handshake_on_connect=False)
         return ctx.wrap_socket(raw, server_hostname=self.host)
 
-    def _wait(self, ms):
+    def _wait(self, ms, ev=select.POLLIN):
         # MicroPython: wait (at most ms) for bytes or room; CPython's socket timeout waits in the call
         if _MP and ms > 0:
-            p = self._wpoll
-            p.modify(self._raw, select.POLLIN | select.POLLOUT if self._wpoll_out else select.POLLIN)
-            p.poll(ms)
+            self._wpoll.modify(self._raw, ev)
+            self._wpoll.poll(ms)
 
     def _retry_later(self, why):
         self._failures += 1
@@ -657,7 +656,8 @@ class MQTT:
         # most: a broker sending slowly holds the main loop ~2 x packet_ms, not until the watchdog fires
         t0 = ticks_ms()
         for _ in range(16):
-            if not self._read_packet() or not self._readable(0) or ticks_diff(ticks_ms(), t0) >= self.packet_ms:
+            if not self._read_packet() or not self._readable(0) or \
+                    ticks_diff(ticks_ms(), t0) >= self.packet_ms:
                 return
 
     def _read_packet(self):

@@ -11,8 +11,8 @@ from iotutils.ota.client import join_url
 from iotutils.ota.state import OTAError
 
 _MAX_JSON = const(65536)
-_MAX_RELEASE = const(1048576)
-_MAX_DEPTH = const(32)          # a release object is four levels deep   # a release's JSON: notes up to GitHub's 125,000 characters, many assets
+_MAX_RELEASE = const(1048576)   # a release's JSON: notes up to GitHub's 125,000 characters, many assets
+_MAX_DEPTH = const(32)          # a release object is four levels deep
 
 _WS = b" \t\r\n"
 
