@@ -579,23 +579,6 @@ def test_http_client_edge_cases():
         c.close()
 
 
-def test_redirects_are_followed_by_the_rules_or_refused_clearly():
-    # a hostile path's odd Locations: another host written scheme-relative (and the token stays
-    # behind), other schemes, bad ports, a Location that would smuggle words into the request line
-    from iotutils.ota import OTAError
-    from iotutils.ota.client import join_url, split_url
-    base = "https://api.github.com/repos/me/fw/releases/latest"
-    assert join_url(base, "//objects.example/a/1") == "https://objects.example/a/1"
-    assert split_url(join_url(base, "//objects.example/a/1"))[1] == "objects.example"
-    assert join_url(base, "/repos/x") == "https://api.github.com:443/repos/x"
-    assert join_url(base, "other") == "https://api.github.com:443/repos/me/fw/releases/other"
-    for loc, why in [("ftp://h/x", "unsupported"), ("http://127.0.0.1:abc/x", "bad host or port"),
-                     ("http://127.0.0.1:70000/x", "bad host or port"), ("http://[::1]/x", "bad host or port"),
-                     ("/a b HTTP/1.0", "space"), ("/a\r\nX-Injected: 1", "control"), ("http:///x", "no host")]:
-        with pytest.raises(OTAError, match=why):
-            split_url(join_url(base, loc))
-
-
 def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     import sys
     from iotutils import ota as ota_mod
@@ -765,12 +748,3 @@ def test_a_server_that_keeps_sending_a_byte_now_and_then_cannot_hold_a_check(gh,
     assert took < (10 if where == "head" else 15), took
     gh.api_slow = None
     assert json.loads(dev.cmd("check", r"CHECK (.*)").group(1))["available"] == "1.1.0"
-
-
-def test_a_release_json_nested_without_end_is_refused_before_it_fills_the_heap():
-    from iotutils.ota import OTAError
-    from iotutils.ota.release import ReleaseScan
-    scan = ReleaseScan(("ota.json", "firmware.bin"))
-    scan.feed(b'{"tag_name": "v1", "body": ' + b"[" * 20)
-    with pytest.raises(OTAError, match="nested deeper"):
-        scan.feed(b"[" * 100000)

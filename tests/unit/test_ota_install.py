@@ -1,5 +1,6 @@
 # The OTA slot writer (iotutils.ota.install) on a heap too fragmented for its 4 KB buffer, on
 # CPython and MicroPython: the buffer halves, and any buffer size still writes the exact image.
+# Also the OTA's rules that need no server: version order, redirects, the release scan's limits.
 import hashlib
 import io
 
@@ -77,3 +78,31 @@ def test_versions_order_releases_and_the_known_pre_releases():
     for a, b in [("1.0.0", "1.0.0"), ("1.0.0", "v1.0.0"), ("1.0.0-dev-3f2a91c", "1.0.0-dev-08e1b2d"),
                  ("main", "1.0.0"), ("1.0.0", "nightly"), ("1.0.0-rc1", "1.0.0-rc1")]:
         assert not older(a, b) and not older(b, a), (a, b)
+
+
+def test_redirects_are_followed_by_the_rules_or_refused_clearly():
+    # a hostile path's odd Locations: another host written scheme-relative (and the token stays
+    # behind), other schemes, bad ports, a Location that would smuggle words into the request line
+    from iotutils.ota.client import join_url, split_url
+    from iotutils.ota.state import OTAError
+    base = "https://api.github.com/repos/me/fw/releases/latest"
+    assert join_url(base, "//objects.example/a/1") == "https://objects.example/a/1"
+    assert split_url(join_url(base, "//objects.example/a/1"))[1] == "objects.example"
+    assert join_url(base, "/repos/x") == "https://api.github.com:443/repos/x"
+    assert join_url(base, "other") == "https://api.github.com:443/repos/me/fw/releases/other"
+    def follow(base, loc):
+        return split_url(join_url(base, loc))
+    for loc, why in [("ftp://h/x", "unsupported"), ("http://127.0.0.1:abc/x", "bad host or port"),
+                     ("http://127.0.0.1:70000/x", "bad host or port"), ("http://[::1]/x", "bad host or port"),
+                     ("/a b HTTP/1.0", "space"), ("/a\r\nX-Injected: 1", "control"), ("http:///x", "no host")]:
+        e = raises(OTAError, follow, base, loc)
+        assert why in str(e), (loc, e)
+
+
+def test_a_release_json_nested_without_end_is_refused_before_it_fills_the_heap():
+    from iotutils.ota.release import ReleaseScan
+    from iotutils.ota.state import OTAError
+    scan = ReleaseScan(("ota.json", "firmware.bin"))
+    scan.feed(b'{"tag_name": "v1", "body": ' + b"[" * 20)
+    e = raises(OTAError, scan.feed, b"[" * 100000)
+    assert "nested deeper" in str(e), e
