@@ -613,6 +613,16 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
         o3 = _ota(channel="url:" + gh.asset_link(app_manifest(junk), "app.json"), state_path=local)
         with pytest.raises(OTAError):
             o3.update_app(reboot=False)
+    # an update confirmed without a reboot: the app still runs from apps/a, so the next update
+    # must not take apps/a for the free folder (before: it wrote the new files over the running app)
+    o4 = _ota(channel="url:" + gh.asset_link(app_manifest(v2, urls={n: gh.asset_link(d, n) for n, d in v2.items()}),
+                                             "app.json"), state_path=local)
+    assert o4.update_app(reboot=False) == "b"
+    o4.confirm()
+    assert ota_mod.app_status()["active"] == "b" and sys.path[0] == "apps/a"
+    with pytest.raises(OTAError, match="running app's folder"):
+        o4.update_app(reboot=False)
+    assert (tmp_path / "apps" / "a" / "userapp.py").read_bytes() == files["userapp.py"]
 
 
 class _Faulty:
@@ -697,6 +707,136 @@ def test_a_failure_at_any_step_of_an_install_leaves_nothing_behind(local):
             o._lock.release()
     assert not failures, failures[:10]
     assert o.install_stream(io.BytesIO(img), len(img), sig=sig) == "2.2.0"  # and the next one works
+
+
+def test_a_failure_at_any_step_of_an_app_update_leaves_the_running_app_alone(gh, local, tmp_path, monkeypatch):
+    """MemoryError or OSError at every file operation and at every network read of an App OTA:
+    the update fails, the running app and its pointer are untouched (or, for a failure after the
+    switch was written, the new app is complete), nothing half-written stays, the install lock is
+    free and the next update works."""
+    import builtins
+    import sys
+
+    from iotutils import ota as ota_mod
+    from iotutils.ota import OTAError
+    from iotutils.ota import app as app_mod
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    v1 = {"userapp.py": b"VERSION = 'u1'\n", "helper.py": b"def f():\n    return 42\n" * 40}
+    v2 = dict(v1, **{"userapp.py": b"VERSION = 'u2'\n" * 90, "extra.py": b"E = 1\n" * 300})
+
+    def release(files):
+        urls = {n: gh.asset_link(d, n) for n, d in files.items()}
+        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls), "app.json"), state_path=local)
+    assert release(v1).update_app(reboot=False) == "a"
+    app_mod.app_confirm()
+    o = release(v2)
+    fs_ops = [0]
+    net_reads = [0]
+    faults = {"fs": 0, "net": 0, "exc": None}
+
+    def step(kind):
+        counter = fs_ops if kind == "fs" else net_reads
+        counter[0] += 1
+        if faults[kind] == counter[0]:
+            raise faults["exc"]
+
+    real_open, real_os = builtins.open, os
+
+    class FaultyFile:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def __getattr__(self, name):
+            attr = getattr(self.f, name)
+            if name in ("write", "readinto", "read"):
+                def op(*a):
+                    step("fs")
+                    return attr(*a)
+                return op
+            return attr
+
+    def faulty_open(*a, **kw):
+        step("fs")
+        return FaultyFile(real_open(*a, **kw))
+
+    class FaultyOs:
+        def __getattr__(self, name):
+            attr = getattr(real_os, name)
+            if name in ("remove", "rename", "mkdir", "listdir", "stat"):
+                def op(*a):
+                    step("fs")
+                    return attr(*a)
+                return op
+            return attr
+
+    http_get = type(o.http).get
+
+    def faulty_get(self, *a, **kw):
+        resp = http_get(self, *a, **kw)
+        readinto = resp.readinto
+
+        def counted(b):
+            step("net")
+            return readinto(b)
+        resp.readinto = counted
+        return resp
+    monkeypatch.setattr(app_mod, "open", faulty_open, raising=False)
+    monkeypatch.setattr(app_mod, "os", FaultyOs())
+    monkeypatch.setattr(type(o.http), "get", faulty_get)
+
+    def app_files(folder):
+        return {n: (tmp_path / "apps" / folder / n).read_bytes() for n in os.listdir(tmp_path / "apps" / folder)}
+    before = app_mod.app_status()
+    assert before["active"] == "a" and not before["pending"] and app_files("a") == v1
+    # count the steps of a clean run of the same update (then undo its switch)
+    ptr = (tmp_path / "apps" / "current.json").read_bytes()
+    assert o.update_app(reboot=False) == "b"
+    n_fs, n_net = fs_ops[0], net_reads[0]
+    assert n_fs > 10 and n_net > 2, (n_fs, n_net)
+    failures = []
+
+    def undo_switch():
+        (tmp_path / "apps" / "current.json").write_bytes(ptr)
+        shutil.rmtree(tmp_path / "apps" / "b")
+        os.mkdir(tmp_path / "apps" / "b")
+    undo_switch()
+    for exc in (MemoryError(), OSError(28, "ENOSPC")):
+        for kind, k in [("fs", k) for k in range(1, n_fs + 1)] + [("net", k) for k in range(1, n_net + 1)]:
+            fs_ops[0] = net_reads[0] = 0
+            faults.update(fs=k if kind == "fs" else 0, net=k if kind == "net" else 0, exc=exc)
+            try:
+                o.update_app(reboot=False)
+                switched = True
+            except (OTAError, MemoryError, OSError):
+                switched = False
+            faults.update(fs=0, net=0)
+            st = app_mod.app_status()
+            where = (kind, k, type(exc).__name__)
+            if st["active"] == "b":
+                # the pointer was written before the failure: the new app must be whole
+                if app_files("b") != v2:
+                    failures.append(where + ("switched to an incomplete app",))
+                undo_switch()
+            elif st != before:
+                failures.append(where + ("pointer changed: %r" % (st,),))
+            elif switched:
+                failures.append(where + ("reported success without switching",))
+            elif any(app_files("b")):
+                failures.append(where + ("left staged files %r" % sorted(app_files("b")),))
+            if app_files("a") != v1:
+                failures.append(where + ("the running app changed",))
+            assert o._lock.acquire(0), where  # the install lock is free again
+            o._lock.release()
+    assert not failures, "\n".join(map(repr, failures))
+    assert o.update_app(reboot=False) == "b" and app_files("b") == v2   # and the next one works
+    assert ota_mod.app_boot() == "apps/b"
 
 
 def test_no_download_on_a_clock_that_cannot_check_certificates(local, monkeypatch):

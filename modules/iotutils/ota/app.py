@@ -5,12 +5,14 @@
 import hashlib
 import json
 import os
+import sys
 
 import iotutils.hal as hal
-from iotutils._compat import exists
+from iotutils._compat import const, exists
 from iotutils.ota.state import OTAError
 
 APP_ROOT = "apps"               # apps/a, apps/b and the pointer file apps/current.json
+_ENOENT = const(2)
 
 
 def update_app(ota, folder="app", progress=None, reboot=True):
@@ -24,11 +26,14 @@ def update_app(ota, folder="app", progress=None, reboot=True):
     locally) and its sha256 is checked; then the pointer file switches atomically. The new app runs
     pending until confirm(); the next boot without confirm goes back to the previous app."""
     files = _app_files(ota, folder)
-    ptr = _app_pointer()
+    ptr = _app_pointer(strict=True)
     if ptr.get("pending"):
         raise OTAError("the running app is not confirmed yet")
     new = "b" if ptr.get("active") == "a" else "a"
     stage = APP_ROOT + "/" + new
+    if stage in sys.path:
+        # the running app's own folder (a pointer changed since boot): never written over
+        raise OTAError("%s is the running app's folder: reboot first" % stage)
     _mkdirs(stage)
     for name in os.listdir(stage):
         os.remove(stage + "/" + name)
@@ -48,17 +53,13 @@ def update_app(ota, folder="app", progress=None, reboot=True):
             done += size
             if progress:
                 progress(done, total)
+        _write_pointer({"active": new, "previous": ptr.get("active"), "pending": True, "tries": 0,
+                        "ref": ota.ref})
     except BaseException:
-        # nothing half-downloaded stays on the filesystem (a board's is small: the OTA state and
-        # the pointer file need its room); the running app is untouched
-        for name in os.listdir(stage):
-            try:
-                os.remove(stage + "/" + name)
-            except OSError:
-                pass
+        # nothing staged stays on the filesystem (a board's is small: the OTA state and the
+        # pointer file need its room); the running app and its pointer are untouched
+        _remove_all(stage, APP_ROOT + "/current.tmp")
         raise
-    _write_pointer({"active": new, "previous": ptr.get("active"), "pending": True, "tries": 0,
-                    "ref": ota.ref})
     if reboot:
         hal.reset()
     return new
@@ -124,6 +125,19 @@ def _app_files(ota, folder):
     return out
 
 
+def _remove_all(folder, *paths):
+    # best effort: this runs after a failure, and a second one must not hide the first
+    try:
+        paths += tuple(folder + "/" + name for name in os.listdir(folder))
+    except (OSError, MemoryError):
+        pass
+    for p in paths:
+        try:
+            os.remove(p)
+        except (OSError, MemoryError):
+            pass
+
+
 def _mkdirs(path):
     p = ""
     for part in path.split("/"):
@@ -157,12 +171,18 @@ def _file_digest(path, buf):
     return "".join("%02x" % b for b in h.digest())
 
 
-def _app_pointer():
+def _app_pointer(strict=False):
+    # strict (an update): only a missing file means "no app"; a read that failed must not make
+    # the update take the running app's folder for the free one
     try:
         with open(APP_ROOT + "/current.json") as f:
             p = json.load(f)
         return p if isinstance(p, dict) else {}
-    except (OSError, ValueError):
+    except OSError as e:
+        if strict and e.args and e.args[0] != _ENOENT:
+            raise OTAError("cannot read %s/current.json: %s" % (APP_ROOT, e))
+        return {}
+    except ValueError:
         return {}
 
 
@@ -177,7 +197,6 @@ def _write_pointer(p):
 def app_boot():
     """Call first in main.py: picks the app folder (rolling back an App OTA that never confirmed),
     puts it first on sys.path and returns it (None when no App OTA was ever installed)."""
-    import sys
     p = _app_pointer()
     if not p.get("active"):
         return None
