@@ -169,8 +169,9 @@ class Device:
         if self._ota_api:
             kw["api"] = self._ota_api
         OTA(repo=repo or None, **kw)  # validates before anything is stored
-        self._ota_repo.value = repo or ""
-        self._ota_channel.value = channel or "release"
+        from iotutils import persist
+        # both or neither: a new repo with the old channel's commit would be a source nobody chose
+        persist.set_all([(self._ota_repo, repo or ""), (self._ota_channel, channel or "release")])
         self._make_ota()
         if self.ota is not None and self._started:
             self._resume_auto_update()

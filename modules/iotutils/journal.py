@@ -25,11 +25,11 @@ pending = [False]
 
 
 def write_all(plan):
-    """Write every (folder, name, NVS type code or None, raw value) that plan() yields, or none of
-    them (values already stored as they are need neither a journal entry nor a write). plan is
-    called twice (the keys first, for the journal; then the values), so that neither the journal
-    nor the values need to be held in RAM all at once. Raises what the store raised,
-    after rolling back."""
+    """Write every (folder, name, NVS type code or None, raw value or None to delete it) that
+    plan() yields, or none of them (values already stored as they are need neither a journal
+    entry nor a write). plan is called twice (the keys first, for the journal; then the values),
+    so that neither the journal nor the values need to be held in RAM all at once. Raises what
+    the store raised, after rolling back."""
     chunks = 0
     try:
         # (inside the try: a write that failed may still have stored part of the journal, which must
@@ -52,7 +52,10 @@ def write_all(plan):
         undo = None
         store.set(FOLDER, _HEADER, chunks)  # the journal is valid from here on
         for folder, name, code, raw in plan():
-            store.set(folder, name, raw, code)
+            if raw is None:
+                store.delete(folder, name)
+            else:
+                store.set(folder, name, raw, code)
         store.delete(FOLDER, _HEADER)  # the writes are done once this is
     except BaseException:  # MemoryError, OSError (no space, flash), KeyboardInterrupt: roll back
         undo = None
@@ -70,8 +73,8 @@ def write_all(plan):
 def _unchanged(old, code, raw):
     # a settings file imported back onto the device it came from changes few values: those
     # unchanged take no room in the journal, which would otherwise need room for every value
-    if old is None:
-        return False
+    if old is None or raw is None:
+        return old is raw
     if isinstance(raw, int):
         return isinstance(old[1], int) and old[0] == code and old[1] == raw
     if isinstance(raw, str):

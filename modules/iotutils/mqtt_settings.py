@@ -161,12 +161,9 @@ def save(d, code_url=None):
     cur = {k: setting(k).value for k in FIELDS}
     cur["url"] = cur["url"] or code_url or ""
     out = check(d, cur)
-    for k in out:
-        var = setting(k)
-        if out[k] == "":
-            var.reset()
-        else:
-            var.value = out[k]
+    # all or nothing: a cut between two of them could send one broker's password to another
+    # (a new plain mqtt:// URL stored, the old broker's credentials not yet replaced)
+    persist.set_all([(setting(k), persist.RESET if out[k] == "" else out[k]) for k in out])
     return out
 
 

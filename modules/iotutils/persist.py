@@ -22,10 +22,9 @@
 #
 # Folders: folders(), list_folder(folder) -> {name: value}, delete(name, folder),
 # delete_folder(folder), factory_reset() (every folder); export_json() -> typed JSON text
-# {"folder": {"name": {"type": "int", "value": 3}}} and import_json(text), which validates every
-# entry first (ValueError naming the bad ones, nothing written). Variables without a folder live
-# in DEFAULT_FOLDER ("default"). changes() counts every write, reset and delete (a cheap "did
-# anything change?" for code that mirrors values elsewhere, such as MQTT states).
+# {"folder": {"name": {"type": "int", "value": 3}}}; import_json(text) and set_all([(var, value)])
+# store all or nothing (see the journal). Variables without a folder live in DEFAULT_FOLDER.
+# changes() counts every write, reset and delete (a cheap "did anything change?").
 import json
 
 from iotutils import store
@@ -50,6 +49,7 @@ _I64_MAX = 0x7FFFFFFFFFFFFFFF
 _STR_MAX = 3999  # NVS strings hold 4000 bytes with the trailing NUL
 
 _MISSING = object()
+RESET = _MISSING   # set_all(): forget the value
 _cache = {}        # folder -> {name: raw stored value, or _MISSING}
 _kinds = {}        # (folder, name) -> the Persistent object last made for it (its type, for export)
 _gen = [None]
@@ -523,16 +523,9 @@ def _detached(kind, name, folder, spec):
 
 def infer_kind(value):
     """The type an untyped JSON value gets on import."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
+    for t, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list")):
+        if isinstance(value, t):
+            return kind
     return "json"
 
 
@@ -597,20 +590,14 @@ def declared_folders():
 def _value_of(folder, name):
     with _guard:
         obj = _kinds.get((folder, name))
-    if obj is not None:
-        return obj.value
-    raw = store.get(folder, name)
-    return raw
+    return obj.value if obj is not None else store.get(folder, name)
 
 
 def list_folder(folder=DEFAULT_FOLDER):
     """{name: value} of everything stored in folder (typed when a variable of that name exists)."""
     _check(folder, "folder", "list_folder")
     _ready()
-    out = {}
-    for name in store.keys(folder):
-        out[name] = _value_of(folder, name)
-    return out
+    return {name: _value_of(folder, name) for name in store.keys(folder)}
 
 
 def delete(name, folder=DEFAULT_FOLDER):
@@ -747,20 +734,35 @@ def import_json(text):
             bad.append("%s/%s: %s" % (folder, name, ex))
     if bad:
         raise ValueError("import: bad entries: " + "; ".join(bad))
+    _journaled(lambda: _plan(data))
+    return n
+
+
+def set_all(changes):
+    """Store several variables at once, all or nothing, across power cuts too (the import's
+    journal): changes is [(variable, value)], value RESET to forget one. Every value is coerced
+    first (ValueError naming its variable, nothing written)."""
+    plan = []
+    for var, x in changes:
+        code, raw = (None, None) if x is RESET else var._encode(var.coerce(x))
+        plan.append((var.folder, var.name, code if isinstance(raw, int) else None, raw))
+    _journaled(lambda: plan)
+
+
+def _journaled(plan):
     with _guard:
         _fresh()
-    # (not under _guard: each entry is encoded by a variable object, whose making takes it; the
-    # store serialises the writes, and what was cached is dropped afterwards)
+    # (not under _guard: an import's entries are encoded by variable objects, whose making takes
+    # it; the store serialises the writes, and what was cached is dropped afterwards)
     from iotutils import journal
     try:
-        journal.write_all(lambda: _plan(data))
+        journal.write_all(plan)
     finally:
         with _guard:
             _cache.clear()
             _changes[0] += 1
             if journal.pending[0]:
                 _gen[0] = None  # what a failure left of the journal goes at the next access
-    return n
 
 
 def _plan(data):

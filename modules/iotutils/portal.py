@@ -445,17 +445,21 @@ class Portal:
             login_guard.ok(client)
         elif len(adminpw) < self.min_admin_password:
             raise ValueError("admin: at least %d characters" % self.min_admin_password)
+        from iotutils.wifi import check_password
+        check_password(password)
         if not stored and not (self.active and self.wifi.on_setup_ap(client)):
-            from iotutils.wifi import check_password
-            check_password(password)
             # the first admin password is set only through the setup access point (WPA2, its
             # password on the serial console): not by anyone on the home network, not even while
             # the access point lingers after the device joined it
             raise Denied("admin: no admin password yet: set it while connected to the setup access point")
+        # (the slow hash, which may fail for memory, before anything is stored)
+        new_hash = None if stored else hash_password(adminpw)
         visible = [n["ssid"] for n in self.wifi.scan()]
-        self.wifi.add_network(ssid, password, hidden=ssid not in visible)   # validates the password
-        if not stored:
-            admin.value = hash_password(adminpw)
+        # the admin password before the network: a cut between the two leaves a device that is
+        # still not set up (the form asks for that password next time), never one on the home
+        # network without an admin password, which only the access point may set
+        if new_hash:
+            admin.value = new_hash
         if name:
             from iotutils.wifi import hostname_of
             try:
@@ -463,6 +467,7 @@ class Portal:
             except ValueError:
                 pass  # a name without letters or digits keeps the old host name
             dev_name.value = name
+        self.wifi.add_network(ssid, password, hidden=ssid not in visible)
         log("portal: saved network %s" % ssid)
         self.wifi.reconnect(prefer=ssid)
         if self.on_saved is not None:

@@ -68,6 +68,47 @@ def test_settings_stored_load_and_precedence():
     assert ms.setting("url").value == ""
 
 
+def test_settings_are_saved_all_or_nothing():
+    """A move from one broker to another that fails at any flash write (full partition, no memory)
+    keeps the old settings whole: before, a new plain mqtt:// URL could be stored with the old
+    broker's password still in place, and the device sent it to the new broker in the clear."""
+    from iotutils.hal.flash import Region
+    old_url = "mqtts://u1:p1@a.lan"
+    move = {"url": "mqtt://b.lan", "user": "u2", "password": "p2", "ca": ""}
+    fresh()
+    ms.save({"url": old_url, "ca": CA})
+    before = ms.load()["url"]
+    count = [0]
+
+    def counting(op, name, off, n):
+        count[0] += op != "read"
+    Region.fault = counting
+    try:
+        ms.save(move)
+    finally:
+        Region.fault = None
+    after = ms.load()["url"]
+    assert (before, after) == ("mqtts://u1:p1@a.lan:8883", "mqtt://u2:p2@b.lan:1883"), (before, after)
+    for k in range(1, count[0] + 1):
+        fresh()
+        ms.save({"url": old_url, "ca": CA})
+        hit = [0]
+
+        def fault(op, name, off, n, hit=hit, k=k):
+            if op != "read":
+                hit[0] += 1
+                if hit[0] == k:
+                    raise OSError(28)
+        Region.fault = fault
+        try:
+            ms.save(move)
+        except OSError:
+            pass
+        finally:
+            Region.fault = None
+        assert ms.load()["url"] in (before, after), (k, ms.load()["url"])
+
+
 class _Var:
     pass
 

@@ -556,6 +556,71 @@ def test_import_cut_short_is_rolled_back_at_the_next_boot():
     assert seen_new and seen_old, (seen_new, seen_old)
 
 
+def test_set_all_is_all_or_nothing_at_every_failing_step_and_across_a_power_cut():
+    """set_all() of values and a reset: a MemoryError or OSError at every flash write leaves all
+    the old values (or, past the last write, all the new ones); a power cut at every step leaves
+    old or new after the reboot, never a mix."""
+    url = PersistentStr("url", folder="mq")
+    user = PersistentStr("user", folder="mq")
+    pw = PersistentStr("password", folder="mq")
+    port = PersistentInt("port", folder="mq", default=1883)
+
+    def setup():
+        f = fresh()
+        url.value, user.value, pw.value, port.value = "mqtts://a", "ua", "pa", 8883
+        return f
+
+    def now():
+        return (url.value, user.value, pw.value, port.value, store.get("mq", "password"))
+    change = [(url, "mqtt://b"), (user, "ub"), (pw, persist.RESET), (port, "1884")]
+    setup()
+    old = now()
+    fault, count = _failing_at(10 ** 6, MemoryError)
+    Region.fault = fault
+    try:
+        persist.set_all(change)
+    finally:
+        Region.fault = None
+    new = now()
+    assert new == ("mqtt://b", "ub", "", 1884, None), new
+    steps = count[0]
+    assert steps > 4, steps
+    # a bad value: nothing written, the variable named
+    setup()
+    assert "port" in str(raises(ValueError, persist.set_all, [(url, "mqtt://c"), (port, "not a number")]))
+    assert now() == old
+    for exc in (MemoryError, OSError):
+        for k in range(1, steps + 1):
+            setup()
+            fault, _ = _failing_at(k, exc)
+            Region.fault = fault
+            try:
+                persist.set_all(change)
+                failed = False
+            except exc:
+                failed = True
+            finally:
+                Region.fault = None
+            assert now() == (old if failed else new), (exc.__name__, k, failed, now())
+    seen = set()
+    for k in range(1, steps + 2):
+        f = setup()
+        fault, _ = _failing_at(k, OSError, persistent=True)
+        Region.fault = fault
+        try:
+            persist.set_all(change)
+        except OSError:
+            pass
+        finally:
+            Region.fault = None
+        reboot(f)
+        got = now()
+        assert got in (old, new), (k, got)
+        seen.add(got == new)
+        assert store.keys("iotutils") == [], k
+    assert seen == {True, False}, seen
+
+
 def test_an_import_of_what_is_stored_writes_nothing_and_a_mixed_one_only_the_changes():
     """A settings file imported back onto its device: the values stored as they are take no room in
     the journal and no flash write (a store of 250 values could not be restored onto itself: the

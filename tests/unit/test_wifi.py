@@ -440,6 +440,68 @@ def test_setup_json_stores_network_admin_hash_and_name():
     w.stop()
 
 
+def test_setup_that_fails_part_way_never_leaves_a_network_without_an_admin_password():
+    """A full partition at any write of the setup form, or no memory for the password hash: the
+    device never ends up knowing the home network without an admin password (it would join it,
+    and only a client of the access point may set the first one: the owner would be locked out)."""
+    from iotutils.hal.flash import Region
+    w, app, p = _portal([_net("home", pw="secret-home")])
+    w.access_point(True)
+    p.active = True
+    post = app.routes[("POST", "/setup")]
+    form = {"ssid": "home", "password": "secret-home", "name": "Desk Lamp", "admin": "admin-pass"}
+    admin, name = p._store()
+
+    def failing_hash(pw):
+        raise MemoryError
+    real_hash = P.hash_password
+    P.hash_password = failing_hash
+    try:
+        r = post(_Req("POST", "/setup", dict(form)))
+    except MemoryError:
+        r = None
+    finally:
+        P.hash_password = real_hash
+    assert r is None or r[1] >= 500, r
+    assert w.networks() == [] and not admin.value
+    count = [0]
+
+    def counting(op, name_, off, n):
+        count[0] += op != "read"
+    Region.fault = counting
+    try:
+        assert post(_Req("POST", "/setup", dict(form)))["ok"]
+    finally:
+        Region.fault = None
+    writes = count[0]
+    assert writes >= 3, writes
+    for k in range(1, writes + 1):
+        w.forget("home")
+        admin.reset()
+        name.reset()
+        hit = [0]
+
+        def fault(op, name_, off, n, hit=hit, k=k):
+            if op != "read":
+                hit[0] += 1
+                if hit[0] == k:
+                    raise OSError(28)
+        Region.fault = fault
+        try:
+            post(_Req("POST", "/setup", dict(form)))
+        except OSError:
+            pass
+        finally:
+            Region.fault = None
+        if w.networks():
+            assert admin.value, k
+    w.forget("home")
+    w._host.reset()
+    admin.reset()
+    name.reset()
+    w.stop()
+
+
 def test_probes_pass_through_outside_the_portal_and_root_only_while_needed():
     w, app, p = _portal([])
     w.add_network("home", "secret12")
