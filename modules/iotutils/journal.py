@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover
 
 FOLDER = "iotutils"   # internal: persist hides it (secret), the admin page never shows it
 _HEADER = "import"
+_RESET = "reset"
 _CHUNK = const(16)    # journal entries per undo chunk
 #: [True] while a journal could not be rolled back in this boot: the next access tries again
 pending = [False]
@@ -83,7 +84,13 @@ def _unchanged(old, code, raw):
 
 
 def recover():
-    """Undo a write_all() that did not finish (run before the store is read after a boot)."""
+    """Undo a write_all() that did not finish, or finish a factory reset (persist.factory_reset)
+    that did not (run before the store is read after a boot)."""
+    if store.get(FOLDER, _RESET) is not None:
+        erase_all()
+        log("persist: an interrupted factory reset was finished")
+        pending[0] = False
+        return
     chunks = store.get(FOLDER, _HEADER)
     if chunks is None:
         for k in store.keys(FOLDER):  # chunks of a journal without its header
@@ -92,6 +99,16 @@ def recover():
         _rollback(chunks)
         log("persist: an interrupted import was rolled back")
     pending[0] = False
+
+
+def erase_all():
+    """Factory reset: every folder, finished by recover() at the next boot if the power fails
+    part-way (a half reset could keep the Wi-Fi network and lose the admin password)."""
+    store.set(FOLDER, _RESET, 1)   # erased last: while it is there, the reset is not done
+    for folder in store.folders():
+        if folder != FOLDER:
+            store.erase_folder(folder)
+    store.erase_all()
 
 
 def _journal_value(typed):

@@ -8,8 +8,7 @@
 # is a ValueError naming the variable. Reading accepts any compatible stored type, so values
 # written by a provisioning image (esp-idf-nvs-partition-gen CSV) or an older app version work.
 #
-# How each type is stored (NVS type / CSV type of esp-idf-nvs-partition-gen); scripts/
-# nvs_provision.py uses the same table (encode()):
+# How each type is stored (NVS type / esp-idf-nvs-partition-gen CSV type; nvs_provision.py: encode()):
 #   bool        U8 0/1                        (u8)      reads any int, or "true"/"on"/"1"...
 #   int         I64; beyond 64 bits: STR      (i64)     reads any int type, "42", "3.9"
 #   float       STR repr, e.g. "2.5"          (string)  reads ints too
@@ -61,9 +60,8 @@ _guard = allocate_lock()
 # Where secrets live: whole folders, or single values. export_json() leaves them out (unless asked
 # for by a tool that must have them), and the admin page neither lists nor edits them. The toolbox's
 # own are here (so they stay hidden even when the module that owns them is not loaded); an app adds
-# its own with secret(). The journal's folder is internal bookkeeping (an import in progress), hidden
-# the same way.
-_JOURNAL = "iotutils"  # iotutils.journal.FOLDER: an import in progress (loaded only when used)
+# its own with secret(). The journal's folder (an import or a factory reset in progress) too.
+_JOURNAL = "iotutils"  # iotutils.journal.FOLDER (the journal's code is loaded only when used)
 _SECRET_FOLDERS = ["admin", "wifi", _JOURNAL]
 # (the OTA public key is no secret, but only provisioning sets which key the device trusts: it is
 # kept out of the admin page's editor and its import the same way)
@@ -94,9 +92,8 @@ def _cache_drop(folder, name):
 
 
 def _fresh():
-    # The first access after a boot (or after store.use() swapped the backend, in tests): forget what
-    # was cached, and undo an import a power cut (or a failed rollback) left half-done (the journal's
-    # code is loaded only then, or for an import)
+    # The first access after a boot (or a store.use() in tests): forget what was cached, and finish
+    # what a power cut left half-done (an import, a factory reset: the journal's code loads only then)
     if _gen[0] != store.GENERATION:
         _cache.clear()
         if store.keys(_JOURNAL):
@@ -118,10 +115,9 @@ class _Persistent:
             raise ValueError("%s %r%s" % (type(self).__name__, name, e.args[0]))
         self.name = name
         self.folder = folder
-        self._key = (folder, name)
         self.default = self._coerce_default(default)
         with _guard:
-            _kinds[self._key] = self
+            _kinds[(folder, name)] = self
 
     def _coerce_default(self, default):
         return self.coerce(self.empty() if default is None else default)
@@ -532,8 +528,7 @@ def infer_kind(value):
 # ---- folders: listing, deleting, factory reset, export/import ----
 
 def _ready():
-    # every way into the store goes through here first: after a boot, an unfinished import is undone
-    # before anything is read (see _fresh)
+    # every way into the store comes here first: after a boot, see _fresh
     if _gen[0] != store.GENERATION:
         with _guard:
             _fresh()
@@ -621,11 +616,16 @@ def delete_folder(folder):
 
 
 def factory_reset():
-    """Erase every folder: all variables go back to their defaults."""
+    """Erase every folder: all variables go back to their defaults (journal.erase_all: a power
+    cut part-way is finished at the next boot, a failure at the next access)."""
+    from iotutils import journal
     with _guard:
-        store.erase_all()
+        _fresh()
         _cache.clear()
         _changes[0] += 1
+        _gen[0] = None   # until the erase is over (the guard is held: nothing is cached meanwhile)
+        journal.erase_all()
+        _gen[0] = store.GENERATION
 
 
 def _export_entry(folder, name):

@@ -621,6 +621,71 @@ def test_set_all_is_all_or_nothing_at_every_failing_step_and_across_a_power_cut(
     assert seen == {True, False}, seen
 
 
+def test_a_factory_reset_cut_short_is_finished_at_the_next_boot_or_access():
+    """A power cut at every flash write of a factory reset: after the reboot every folder is either
+    all there (the cut came before the reset began) or all gone, never half (a device that kept
+    its Wi-Fi network and lost its admin password would lock its owner out). A MemoryError or
+    OSError part-way: the next access finishes it."""
+    folders = ("admin", "wifi", "mqtt", "lamp", "zz")
+
+    def setup():
+        f = fresh()
+        for folder in folders:
+            for j in range(3):
+                PersistentStr("v%d" % j, folder=folder).value = "%s-%d" % (folder, j)
+        return f
+
+    def now():
+        return {folder: persist.list_folder(folder) for folder in folders}
+    setup()
+    full = now()
+    gone = {folder: {} for folder in folders}
+    fault, count = _failing_at(10 ** 6, OSError)
+    Region.fault = fault
+    try:
+        persist.factory_reset()
+    finally:
+        Region.fault = None
+    assert now() == gone
+    steps = count[0]
+    assert steps > len(folders), steps
+    seen = set()
+    for k in range(1, steps + 2):
+        f = setup()
+        fault, _ = _failing_at(k, OSError, persistent=True)
+        Region.fault = fault
+        try:
+            persist.factory_reset()
+        except OSError:
+            pass
+        finally:
+            Region.fault = None
+        reboot(f)
+        got = now()
+        assert got in (full, gone), (k, got)
+        seen.add(got == gone)
+        assert store.keys("iotutils") == [], k
+    assert seen == {True, False}, seen
+    for exc in (MemoryError, OSError):
+        finished = []
+        for k in range(1, steps + 1):
+            setup()
+            fault, _ = _failing_at(k, exc)
+            Region.fault = fault
+            try:
+                persist.factory_reset()
+            except exc:
+                pass
+            finally:
+                Region.fault = None
+            got = now()
+            assert got in (full, gone), (exc.__name__, k, got)
+            finished.append(got == gone)
+            assert store.keys("iotutils") == [], k
+        # all there only when the failure hit the mark's own first writes (nothing had begun)
+        assert finished == sorted(finished) and finished.count(True) > steps // 2, finished
+
+
 def test_an_import_of_what_is_stored_writes_nothing_and_a_mixed_one_only_the_changes():
     """A settings file imported back onto its device: the values stored as they are take no room in
     the journal and no flash write (a store of 250 values could not be restored onto itself: the
