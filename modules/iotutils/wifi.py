@@ -280,12 +280,14 @@ class Wifi:
         """Access point on/off. Default name "<hostname>-xxxx"; default password: ap_password()
         (WPA2); password="" opens it."""
         if on:
+            # both checked before either is kept
             if ssid is not None:
                 check_ssid(ssid)
+            if password is not None and password and not 8 <= len(password) <= 63:
+                raise ValueError("password: 8 to 63 characters, or empty for an open AP")
+            if ssid is not None:
                 self._ap_ssid = ssid
             if password is not None:
-                if password and not 8 <= len(password) <= 63:
-                    raise ValueError("password: 8 to 63 characters, or empty for an open AP")
                 self._ap_pw = password
             self._ap_manual = True
             self._ap_up()

@@ -309,6 +309,9 @@ def test_ap_password_is_per_device_stable_and_wpa2():
     w.access_point(True, ssid="open-setup", password="")
     assert ap.config("authmode") == wlan_sim.AUTH_OPEN and w.status()["ap_ssid"] == "open-setup"
     assert raises(ValueError, w.access_point, True, None, "short").args[0].startswith("password")
+    # a refused password keeps the name too (before: the new name was kept, the password not)
+    raises(ValueError, w.access_point, True, "other-name", "short")
+    assert w.ap_ssid() == "open-setup"
     w.access_point(False)
     assert w.status()["mode"] == "off"
 
