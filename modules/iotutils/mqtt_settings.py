@@ -163,7 +163,15 @@ def save(d, code_url=None):
     out = check(d, cur)
     # all or nothing: a cut between two of them could send one broker's password to another
     # (a new plain mqtt:// URL stored, the old broker's credentials not yet replaced)
-    persist.set_all([(setting(k), persist.RESET if out[k] == "" else out[k]) for k in out])
+    persist.set_all([(setting(k), persist.RESET if out[k] == "" else out[k]) for k in out if k != "ca"])
+    if "ca" in out:
+        # last and on its own: a CA of several KB in the journal needs room for three copies. A
+        # cut before it leaves the new URL with the old CA, which fails closed at the handshake.
+        var = setting("ca")
+        if out["ca"] == "":
+            var.reset()
+        else:
+            var.value = out["ca"]
     return out
 
 

@@ -109,6 +109,27 @@ def test_settings_are_saved_all_or_nothing():
         assert ms.load()["url"] in (before, after), (k, ms.load()["url"])
 
 
+def _pem(n, fill):
+    from binascii import b2a_base64
+    der = b"\x30\x82" + bytes((n >> 8, n & 255)) + bytes([fill]) * n
+    body = b2a_base64(der).decode().replace("\n", "")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+
+
+def test_the_largest_ca_can_be_replaced_on_the_boards_partition():
+    """A CA near its 8000-character limit replaced by another on the board's 24 KB NVS partition
+    that holds other values too (in the settings' journal it needed room for three copies: ENOSPC)."""
+    fresh()
+    for i in range(30):
+        PersistentInt("v%d" % i, folder="app").value = i
+    a, b = _pem(5800, 1), _pem(5800, 2)
+    assert 7500 < len(a) <= 8000
+    ms.save({"url": "mqtts://u:p@h.lan", "ca": a})
+    ms.save({"url": "mqtts://u2:p2@h2.lan", "ca": b})
+    assert ms.load()["ca"] == b and ms.load()["url"] == "mqtts://u2:p2@h2.lan:8883"
+
+
 class _Var:
     pass
 
