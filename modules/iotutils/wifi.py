@@ -131,6 +131,10 @@ class Wifi:
     retry_max_s = 300
     #: in AP fallback, scan this often (s): a known network that appears is tried at once
     scan_interval_s = 20
+    #: ... but only this often while the access point has a client (most likely someone on the
+    #: setup page): a scan takes the one radio off the AP's channel for about 2 s, and some
+    #: clients drop the network then (arduino-esp32 #4554)
+    scan_busy_s = 120
     #: the fallback AP and portal stay up this long (s) after the station connected, so the
     #: phone that did the setup sees the result and the new address
     ap_linger_s = 60
@@ -348,6 +352,12 @@ class Wifi:
             self._portal.deactivate()
 
     # ---- scanning ----
+    def _ap_clients(self):
+        try:
+            return len(self._ap.status("stations"))
+        except (OSError, ValueError, TypeError):
+            return 0
+
     def _scan_raw(self):
         if not self._sta.active():
             self._sta.active(True)
@@ -585,6 +595,8 @@ class Wifi:
                 self._begin_round(now)
             elif ticks_diff(now, self._next_scan) >= 0:
                 self._next_scan = ticks_add(now, int(self.scan_interval_s * 1000))
+                if ticks_diff(now, self._scan_at) < int(self.scan_busy_s * 1000) and self._ap_clients():
+                    return
                 try:
                     scan = self._scan_raw()
                 except OSError:

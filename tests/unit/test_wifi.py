@@ -284,6 +284,40 @@ def test_never_stranded_fallback_and_recovery_with_poll():
     assert w.status()["mode"] == "off"
 
 
+def test_fallback_scans_seldom_while_someone_is_on_the_access_point():
+    """In AP fallback the known networks are looked for by a scan every scan_interval_s; while the
+    access point has a client (a phone on the setup page) only every scan_busy_s: a scan takes the
+    radio off the AP's channel, and some clients drop the network then."""
+    w = _wifi([_net("home", up=False)], retry_s=100, retry_max_s=100, scan_busy_s=100)
+    w.add_network("home", "secret12")
+    scans = [0]
+    real_scan = w._sta.scan
+
+    def counting_scan():
+        scans[0] += 1
+        return real_scan()
+    w._sta.scan = counting_scan
+    w.start(portal=False, thread=False)
+    _until(w, lambda: w.status()["state"] == "portal")
+
+    def scans_in(ms):
+        n = scans[0]
+        for _ in range(ms // 10):
+            w.poll()
+            _sleep_ms(10)
+        return scans[0] - n
+    assert scans_in(400) >= 3            # nobody on the access point: every 50 ms
+    wlan_sim.scenario().set({"networks": [_net("home", up=False)], "ap_clients": ["aa:bb:cc:dd:ee:01"]})
+    assert w.status()["ap_clients"]
+    assert scans_in(400) == 0            # a phone on it: not before scan_busy_s
+    w.scan_busy_s = 0.1
+    assert scans_in(400) >= 1            # ... and then again (never stranded)
+    # the router comes back while the phone is there: found at the next scan
+    wlan_sim.scenario().set({"networks": [_net("home")], "ap_clients": ["aa:bb:cc:dd:ee:01"]})
+    _until(w, lambda: w.status()["connected"])
+    w.stop()
+
+
 def test_unconfigured_start_opens_the_ap_at_once():
     w = _wifi([_net("home")])
     w.start(portal=False, thread=False)
