@@ -12,7 +12,7 @@
 #   bool        U8 0/1                        (u8)      reads any int, or "true"/"on"/"1"...
 #   int         I64; beyond 64 bits: STR      (i64)     reads any int type, "42", "3.9"
 #   float       STR repr, e.g. "2.5"          (string)  reads ints too
-#   str         STR (blob of UTF-8 beyond 3999 bytes)   (string)
+#   str         STR (blob of UTF-8 beyond 1000 bytes)   (string)
 #   json/list/set  STR of compact JSON        (string)  a set is stored as a JSON list
 #   range       I64, or STR for float ranges  (i64)     clamped to [lo, hi]
 #   rgb         U32 0xRRGGBB                  (u32)     reads "#ff8000" / "ff8000" too
@@ -21,8 +21,9 @@
 #
 # Folders: folders(), list_folder(folder) -> {name: value}, delete(name, folder),
 # delete_folder(folder), factory_reset() (every folder); export_json() -> typed JSON text
-# {"folder": {"name": {"type": "int", "value": 3}}}; import_json(text) and set_all([(var, value)])
-# store all or nothing (see the journal). Variables without a folder live in DEFAULT_FOLDER.
+# {"folder": {"name": {"type": "int", "value": 3}}} (loaded at first use: persist_io.py);
+# import_json(text) and set_all([(var, value)]) store all or nothing (see the journal). Variables
+# without a folder live in DEFAULT_FOLDER.
 # changes() counts every write, reset and delete (a cheap "did anything change?").
 import json
 
@@ -31,9 +32,9 @@ from iotutils.coerce import clamp, hex_digits, parse_json, to_bool, to_float, to
 from iotutils._compat import allocate_lock
 
 try:
-    from binascii import a2b_base64, b2a_base64
+    from binascii import a2b_base64
 except ImportError:  # pragma: no cover
-    a2b_base64 = b2a_base64 = None
+    a2b_base64 = None
 
 DEFAULT_FOLDER = "default"
 
@@ -45,7 +46,10 @@ BLOB = 0x42
 
 _I64_MIN = -0x8000000000000000
 _I64_MAX = 0x7FFFFFFFFFFFFFFF
-_STR_MAX = 3999  # NVS strings hold 4000 bytes with the trailing NUL
+# Longer text is a blob. An NVS string must fit in one page (4000 bytes would fill a whole one), so
+# rewriting a long one needs a page with that much room at once, and with a few KB of other values the
+# store ran out of space at ~40 % use; a blob is cut to fit the pages' free room.
+_STR_MAX = 1000
 
 _MISSING = object()
 RESET = _MISSING   # set_all(): forget the value
@@ -628,91 +632,6 @@ def factory_reset():
         _gen[0] = store.GENERATION
 
 
-def _export_entry(folder, name):
-    with _guard:
-        obj = _kinds.get((folder, name))
-    if obj is not None and obj.is_set():
-        v = obj.value
-        if isinstance(v, set):
-            v = sorted(v) if all(isinstance(i, (int, float)) for i in v) or \
-                all(isinstance(i, str) for i in v) else list(v)
-        elif isinstance(v, tuple):
-            v = list(v)
-        elif isinstance(v, bytes):
-            v = b2a_base64(v).decode().strip()
-        e = {"type": obj.kind, "value": v}
-        e.update(obj.spec())
-        return e
-    r = store.get_typed(folder, name)
-    if r is None:
-        return None
-    code, raw = r
-    if isinstance(raw, int):
-        return {"type": "int", "value": raw}
-    if isinstance(raw, str):
-        return {"type": "str", "value": raw}
-    return {"type": "bytes", "value": b2a_base64(raw).decode().strip()}
-
-
-def export_entries(only=None, secrets=False):
-    """(folder, name, entry) for every stored value (or those of the folders in the list `only`),
-    entry being {"type": ..., "value": ...} as in export_json(); secrets left out unless
-    secrets=True. Read from the store as it goes: nothing is held for the values already given."""
-    _ready()
-    done = []
-    for folder in (folders() if only is None else only):
-        if folder in done or not secrets and is_secret(folder):
-            continue
-        done.append(folder)
-        for name in store.keys(folder):
-            if not secrets and is_secret(folder, name):
-                continue
-            e = _export_entry(folder, name)
-            if e is not None:
-                yield folder, name, e
-
-
-def export_entry(folder, name, secrets=False):
-    """The entry export_json() writes for one stored value ({"type": ..., "value": ...}), or None
-    (not stored, or a secret and secrets=False)."""
-    _ready()
-    if not secrets and is_secret(folder, name):
-        return None
-    return _export_entry(folder, name)
-
-
-def export_pieces(only=None, secrets=False, size=1024):
-    """export_json()'s text in pieces of about `size` characters, made as the values are read: a
-    store of any size exports with no block of the whole text's size (the admin API streams it)."""
-    out = ["{"]
-    n = 1
-    last = None
-    for folder, name, e in export_entries(only, secrets):
-        if folder != last:
-            out.append(("" if last is None else "}, ") + json.dumps(folder) + ": {")
-            last = folder
-        else:
-            out.append(", ")
-        out.append(json.dumps(name))
-        out.append(": ")
-        piece = json.dumps(e)
-        out.append(piece)
-        n += len(piece) + len(name) + 8
-        if n >= size:
-            yield "".join(out)
-            out = []
-            n = 0
-    out.append("}}" if last is not None else "}")
-    yield "".join(out)
-
-
-def export_json(only=None, secrets=False):
-    """Every stored value (or those of the folders in the list `only`: an empty list is none) as
-    typed JSON text: {"folder": {"name": {"type": "int", "value": 3}, ...}, ...}. Secrets (see
-    secret()) are left out unless secrets=True. (export_pieces() gives the same text in pieces.)"""
-    return "".join(export_pieces(only, secrets))
-
-
 def import_json(text):
     """Store the values of export_json() text. Entries may also be plain values (type inferred).
     Every entry is validated first: any bad one -> ValueError naming them all, nothing written.
@@ -798,3 +717,11 @@ def _encode_entry(folder, name, e):
     obj = _detached(kind, name, folder, spec)
     code, raw = obj._encode(obj.coerce(value))
     return (code if isinstance(raw, int) else None), raw
+
+
+def __getattr__(name):
+    # the export (the admin page's settings, provisioning tools) loads at its first use: persist_io.py
+    if name in ("export_json", "export_pieces", "export_entries", "export_entry"):
+        from iotutils import persist_io
+        return getattr(persist_io, name)
+    raise AttributeError(name)

@@ -686,6 +686,35 @@ def test_a_factory_reset_cut_short_is_finished_at_the_next_boot_or_access():
         assert finished == sorted(finished) and finished.count(True) > steps // 2, finished
 
 
+def test_long_strings_rewritten_among_other_values_never_run_out_of_space():
+    """Strings of up to 4 KB and a JSON value rewritten again and again on the board's 24 KB
+    partition with about 9 KB in use: no write fails. An NVS string must fit in one page, so while
+    text up to 3999 bytes was stored as one, each rewrite needed a page with that much room at
+    once, and the store ran out of space within a few dozen writes (a review's app: about ten)."""
+    fresh()
+    vs = [PersistentStr("v%d" % k, folder="long") for k in range(6)]
+    j = PersistentJSON("j", folder="long2")
+    sizes = [0] * 6
+    seed = [12345]
+
+    def rnd(n):   # the same numbers on every runtime
+        seed[0] = (seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return seed[0] % n
+    for i in range(300):
+        k = rnd(6)
+        n = rnd(4000)
+        n = min(n, 9000 - (sum(sizes) - sizes[k]))
+        vs[k].value = "x" * n
+        sizes[k] = n
+        if i % 3 == 0:
+            j.value = {"i": i, "pad": "y" * rnd(1500)}
+        if i % 10 == 0:   # the review's: just under 4000 bytes
+            s_near = min(3985 + rnd(15), 9000 - (sum(sizes) - sizes[0]))
+            vs[0].value = "z" * s_near
+            sizes[0] = s_near
+    assert [len(v.value) for v in vs] == sizes
+
+
 def test_an_import_of_what_is_stored_writes_nothing_and_a_mixed_one_only_the_changes():
     """A settings file imported back onto its device: the values stored as they are take no room in
     the journal and no flash write (a store of 250 values could not be restored onto itself: the
