@@ -108,6 +108,36 @@ def unload(*names):
                 pass
 
 
+def recv_for(sock, limit, ms):
+    """Up to `limit` bytes from sock, until it closes or `ms` pass: OSError ETIMEDOUT if the time
+    ran out first. The socket is left non-blocking and polled in slices, the time counted here: a
+    blocking socket's timeout restarts at every signal on the unix port, and another thread's
+    garbage collection sends one, so a peer that never answers could hold the caller forever."""
+    import select
+
+    sock.setblocking(False)
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    got = b""
+    t0 = ticks_ms()
+    while len(got) < limit:
+        left = ms - ticks_diff(ticks_ms(), t0)
+        if left <= 0:
+            raise OSError(110, "timed out")   # ETIMEDOUT
+        if not p.poll(min(left, 100)):
+            continue
+        try:
+            part = sock.recv(limit - len(got))
+        except OSError as e:
+            if e.args and e.args[0] == 11:   # EAGAIN: woken for nothing
+                continue
+            raise
+        if not part:
+            break
+        got += part
+    return got
+
+
 def exists(path):
     import os
 

@@ -17,7 +17,8 @@
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
 from iotutils import __version__, hal, tasks
-from iotutils._compat import allocate_lock, before_load, const, log, print_exception, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import (allocate_lock, before_load, const, log, print_exception, recv_for, sleep_ms, ticks_diff,
+                              ticks_ms)
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -528,7 +529,7 @@ def _self_request(port):
         s.settimeout(3)
         s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
         s.send(b"GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % hal.ip().encode())
-        head = s.recv(16)
+        head = recv_for(s, 16, 3000)
         return head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200")
     except OSError:
         return False

@@ -14,7 +14,7 @@
 # and the answer is the same whether or not something listens there.
 import socket
 
-from iotutils._compat import const, ticks_diff, ticks_ms
+from iotutils._compat import const, recv_for, ticks_diff, ticks_ms
 from iotutils.auth import escape, token
 from iotutils.server import Response
 from iotutils.ssdp import ip4
@@ -265,6 +265,8 @@ class WemoDevice:
 
     def _notify(self, sub, on):
         with self.alexa._lock:
+            if sub not in self._subs:
+                return   # dropped (or expired) since this NOTIFY was queued: no time spent on it
             seq = sub[5]
             sub[5] = seq + 1
         body = _PROPSET % (1 if on else 0)
@@ -277,14 +279,9 @@ class WemoDevice:
             s.connect(socket.getaddrinfo(sub[1], sub[2])[0][-1])
             # sendall is missing on the unix port's sockets; stream write() sends it all when blocking
             (getattr(s, "sendall", None) or s.write)((head + body).encode())
-            # read the answer to its end (closing early resets the subscriber's socket mid-reply)
-            n = 0
-            t0 = ticks_ms()
-            while n < 2048 and ticks_diff(ticks_ms(), t0) < self.alexa.notify_timeout * 1000:
-                part = s.recv(256)
-                if not part:
-                    break
-                n += len(part)
+            # read the answer to its end (closing early resets the subscriber's socket mid-reply),
+            # within notify_timeout, else OSError: a subscriber that never answers is dropped
+            recv_for(s, 2048, int(self.alexa.notify_timeout * 1000))
         except OSError:
             # gone or stuck: drop it, so it cannot hold up discovery on every change (each try costs
             # up to notify_timeout in the housekeeping); a live client renews, gets 412, subscribes again
