@@ -75,6 +75,38 @@ def test_https_with_certificate_validation(tmp_path):
         g.stop()
 
 
+def test_over_tls_a_pause_loses_no_bytes_and_a_trickle_cannot_hold_a_check(tmp_path):
+    """The same hostile path as the plain-http tests below, over verified TLS (GitHub's own way):
+    an honest pause in the middle of every answer loses no bytes, and a release JSON that arrives
+    a byte every 0.3 s is given up within small_answer_s. On MicroPython the TLS stream is now
+    non-blocking and polled like a plain socket (the handshake too: test_ota_install.py has the
+    server that never answers it); this checks that path reads every byte and keeps the limits."""
+    cert, key = _self_signed(tmp_path, "server")
+    g = FakeGitHub().start(tls=(cert, key))
+    try:
+        g.add_release("me/fw", "1.1.0", image("1.1.0", size=60000))
+        g.fault = "pause"
+        g.api_slow = "pause"
+        dev = Dev(tmp_path / "a", g, ca_file=cert, timeout=3, small_answer_s=6)
+        dev.start()
+        chk = json.loads(dev.cmd("check", r"CHECK (.*)").group(1))
+        assert chk["available"] == "1.1.0" and chk["newer"] is True
+        g.fault = None
+        g.api_slow = "body"
+        g.slow_s = 60
+        t0 = time.time()
+        err = dev.cmd("check", r"OTAERROR (.*)|CHECK", timeout=40).group(1)
+        took = time.time() - t0
+        assert err and "too slow" in err, err
+        assert took < 15, took
+        g.api_slow = None
+        g.fault = "pause"
+        assert dev.update_expect_reboot()["version"] == "1.1.0"
+        dev.stop()
+    finally:
+        g.stop()
+
+
 def test_release_update_reboot_confirm(gh, mkdev):
     gh.add_release("me/fw", "1.0.9", image("1.0.9"))
     gh.add_release("me/fw", "1.1.0", image("1.1.0", size=150000))

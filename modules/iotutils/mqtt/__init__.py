@@ -462,8 +462,9 @@ class MQTT:
                 if left <= 0:
                     raise _Lost("sending blocked for %d s (the broker does not read, or does not finish "
                                 "the TLS handshake)" % self.timeout)
-                # room to write, or (a TLS handshake in progress) bytes to read
-                self._wait(min(left, _SLICE_MS), select.POLLIN | select.POLLOUT)
+                # bytes to read (a TLS handshake in progress), or a short pause for room to write:
+                # POLLOUT would be ready all along while the handshake waits, and the loop would spin
+                self._wait(min(left, 50), select.POLLIN)
         self._tx_ms = ticks_ms()
 
     # ---- connecting ----

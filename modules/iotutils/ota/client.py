@@ -6,6 +6,7 @@ import errno
 import json
 import select
 import socket
+import sys
 
 import iotutils.hal as hal
 from iotutils._compat import const, ticks_add, ticks_diff, ticks_ms
@@ -15,6 +16,8 @@ _ERR_BODY = const(300)
 _SLICE_S = 0.25   # MicroPython socket reads wait at most this long at a time (see _Response)
 _MAX_LINE = const(2048)        # longest response head line (GitHub's are well under 1 KB)
 _MAX_HEAD_LINES = const(64)    # most header lines in a response head
+# MicroPython: every socket non-blocking and polled (plain and TLS alike), the time counted here
+_MP = sys.implementation.name == "micropython"
 
 
 def split_url(url):
@@ -69,7 +72,7 @@ class _Response:
         # blocking read with a timeout loses what it read when the timeout strikes part-way (the
         # stream layer raises instead of returning the count), and the unix port restarts
         # SO_RCVTIMEO whenever a signal interrupts it (another thread's GC does).
-        self._sliced = stream is sock
+        self._sliced = _MP or stream is sock
         self._raw = raw or sock   # TLS: the socket under the TLS stream
         if self._sliced:
             self._raw.setblocking(False)
@@ -242,6 +245,10 @@ class Http:
         try:
             raw.settimeout(self.timeout)
             raw.connect(ai[-1])
+            if _MP:
+                # the TLS handshake happens in the request's write, within its deadline: a blocking
+                # one's timeout restarts at every signal on the unix port (another thread's GC)
+                raw.setblocking(False)
             s = self._tls(raw, host) if scheme == "https" else raw
         except Exception:
             raw.close()
@@ -262,6 +269,8 @@ class Http:
         ctx.verify_mode = ssl.CERT_REQUIRED
         if hasattr(ctx, "check_hostname"):
             ctx.check_hostname = True  # (MicroPython checks the name given as server_hostname)
+        if _MP:
+            return ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
         return ctx.wrap_socket(s, server_hostname=host)
 
     def get(self, url, accept=None, small=False):
@@ -308,14 +317,16 @@ class Http:
             if auth:
                 req += "Authorization: Bearer %s\r\n" % auth
             req = (req + "\r\n").encode()
-            if hasattr(s, "sendall"):
+            head_by = ticks_add(ticks_ms(), self.timeout * 1000)
+            if until is not None and ticks_diff(until, head_by) < 0:
+                head_by = until
+            if _MP:
+                _send_by(s, raw, req, head_by, host)
+            elif hasattr(s, "sendall"):
                 s.sendall(req)
             else:
                 s.write(req)
             f = s if hasattr(s, "readline") else s.makefile("rb")  # MicroPython streams / CPython sockets
-            head_by = ticks_add(ticks_ms(), self.timeout * 1000)
-            if until is not None and ticks_diff(until, head_by) < 0:
-                head_by = until
             resp = _Response(s, f, "%s://%s%s" % (scheme, hostport, path), self.timeout, raw, head_by)
             resp._head(host)
             resp.until = until
@@ -323,6 +334,31 @@ class Http:
         except Exception:
             s.close()
             raise
+
+
+def _send_by(s, raw, data, by, host):
+    # all of data on a non-blocking (TLS) stream by ticks `by`; the TLS handshake, if not done yet,
+    # happens in here: while it runs, a write takes nothing and the stream waits for the server
+    mv = memoryview(data)
+    off = 0
+    p = None
+    while off < len(data):
+        try:
+            k = s.write(mv[off:])
+        except OSError as e:
+            if e.args[0] not in (errno.EAGAIN, errno.ETIMEDOUT):
+                raise
+            k = None
+        if k:
+            off += k
+            continue
+        if ticks_diff(ticks_ms(), by) >= 0:
+            raise OTAError("network: %s did not take the request in time (or its TLS handshake)" % host)
+        if p is None:
+            # (POLLIN alone: the socket is writable all along while the handshake waits to read)
+            p = select.poll()
+            p.register(raw, select.POLLIN)
+        p.poll(50)
 
 
 def _der(cadata):
