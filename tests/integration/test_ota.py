@@ -871,6 +871,42 @@ def test_a_failure_at_any_step_of_an_app_update_leaves_the_running_app_alone(gh,
     assert ota_mod.app_boot() == "apps/b"
 
 
+def test_an_automatic_check_never_runs_beside_another_check(gh, local):
+    """While a check runs (the admin page's), the automatic one does not start a second (each holds
+    the network code's buffers: two at once failed for memory on a fragmented heap); it comes a
+    minute later. Two checks called at once run one after the other."""
+    gh.add_release("me/fw", "1.1.0", image("1.1.0"))
+    o = _ota(repo="me/fw", api=gh.api_url, state_path=local)
+    o._auto_cfg = {"on": True, "every_h": 24, "idle_min": 10}
+    o._auto_since = o._auto_pending = None
+    n = len(gh.requests)
+    with o._checking:
+        o._auto_check()
+    assert len(gh.requests) == n and o._auto_pending is None
+    assert o._auto_since == 24 * 3600000 - 60000   # due again in a minute
+    o._auto_check()
+    assert o._auto_pending == "1.1.0" and len(gh.requests) > n
+    # two at once: never inside resolve() together
+    inside, most = [0], [0]
+    resolve = o.source.resolve
+
+    def counting():
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        try:
+            return resolve()
+        finally:
+            inside[0] -= 1
+    o.source.resolve = counting
+    ts = [threading.Thread(target=o.check) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    assert most[0] == 1
+
+
 def test_no_download_on_a_clock_that_cannot_check_certificates(local, monkeypatch):
     """After a power-on an ESP32's clock is at its epoch: every certificate looks not yet valid. The
     client sets it by NTP first and refuses to connect when that fails (never "verify" on it)."""

@@ -180,6 +180,7 @@ class OTA:
         self._point = None
         self.state = State(state_path)
         self._lock = allocate_lock()
+        self._checking = allocate_lock()   # one check at a time: each holds the network code's buffers
         self._busy = False
         self._auto = None
         self._auto_cfg = None
@@ -306,7 +307,8 @@ class OTA:
         """Ask the source what it offers: {"current", "available", "newer"} (no download of the image).
         newer is False for the running version, for an older one (see update()) and for a version that
         already rolled back here."""
-        plan = self.source.resolve()
+        with self._checking:   # (an automatic check and the admin page's wait for each other)
+            plan = self.source.resolve()
         cur = self._running_desc().get("version")
         bad = self.state.load().get("bad") or ()
         return {"current": cur, "available": plan["version"],
@@ -513,6 +515,10 @@ class OTA:
             log("ota: auto: no thread now:", e)
 
     def _auto_check(self):
+        if self._checking.locked():
+            # another check runs (the admin page's): this one comes a minute later, not beside it
+            self._auto_since = max(0, self._auto_cfg["every_h"] * 3600000 - 60000)
+            return
         try:
             c = self.check()
             if c["newer"]:
