@@ -48,3 +48,77 @@ def rmtree(path):
         else:
             os.remove(full)
     os.rmdir(path)
+
+
+def flash_writes(fn, *args):
+    """How many flash writes and erases fn(*args) makes (through hal.flash.Region.fault)."""
+    from iotutils.hal.flash import Region
+    count = [0]
+
+    def counting(op, name, off, n):
+        count[0] += op != "read"
+    Region.fault = counting
+    try:
+        fn(*args)
+    finally:
+        Region.fault = None
+    return count[0]
+
+
+def failing_at_write(k, fn, *args, exc=None):
+    """Call fn(*args) with the k-th flash write or erase raising exc (OSError ENOSPC by default);
+    returns the exception fn raised, or None if it returned."""
+    from iotutils.hal.flash import Region
+    hit = [0]
+    exc = exc or OSError(28)
+
+    def fault(op, name, off, n):
+        if op != "read":
+            hit[0] += 1
+            if hit[0] == k:
+                raise exc
+    Region.fault = fault
+    try:
+        fn(*args)
+    except (OSError, MemoryError) as e:
+        return e
+    finally:
+        Region.fault = None
+    return None
+
+
+def silent_listener(first_port=41000):
+    """(socket, port): a listening TCP socket on 127.0.0.1 that nobody ever answers from (the kernel
+    completes the handshakes). MicroPython's unix sockets have no getsockname: ports are tried."""
+    import socket
+    import time
+    s = socket.socket()
+    port = first_port + int(time.time() * 1000) % 7000
+    while True:
+        try:
+            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+            break
+        except OSError:
+            port += 1
+    s.listen(2)
+    return s, port
+
+
+def collecting_thread(every_ms=20):
+    """Start a thread that collects garbage every few ms, as a device's threads do (each collection
+    signals the other threads on the unix port); returns the function that stops it."""
+    import gc
+
+    from iotutils._compat import _thread, sleep_ms
+    stop = [False]
+
+    def churn():
+        while not stop[0]:
+            gc.collect()
+            sleep_ms(every_ms)
+    _thread.start_new_thread(churn, ())
+
+    def stopper():
+        stop[0] = True
+        sleep_ms(every_ms * 5)
+    return stopper

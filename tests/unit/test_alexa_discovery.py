@@ -2,7 +2,7 @@
 # socket's SOAP/GENA handlers and parsers (iotutils.wemo), called directly (no sockets).
 import gc
 
-
+from mpunit import collecting_thread, silent_listener
 
 import alexa_setup  # noqa: F401  (real server and store; see there)
 from iotutils import alexa as A
@@ -306,31 +306,14 @@ def test_a_notify_to_a_subscriber_that_never_answers_gives_up_in_time_and_drops_
     collects garbage (as the device's threads do): the NOTIFY gives up within notify_timeout and the
     subscriber goes. Before, on MicroPython the blocking recv's timeout restarted at every signal a
     collection sends, so this waited as long as the subscriber did (the device's watchdog reset it)."""
-    import socket
-    import time
-
-    from iotutils._compat import _thread, sleep_ms, ticks_diff, ticks_ms
+    from iotutils._compat import ticks_diff, ticks_ms
     app, alexa = setup()
     alexa.notify_timeout = 1
     fan = alexa.add("Fan", wemo=True)
     dev = W.WemoDevice(alexa, fan, 49153)
     alexa._wemo[fan] = dev
-    hung = socket.socket()
-    port = 41000 + ticks_ms() % 7000   # (MicroPython's unix sockets have no getsockname: try ports)
-    while True:
-        try:
-            hung.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-            break
-        except OSError:
-            port += 1
-    hung.listen(2)
-    stop = [False]
-
-    def churn():
-        while not stop[0]:
-            gc.collect()
-            sleep_ms(20)
-    _thread.start_new_thread(churn, ())
+    hung, port = silent_listener()   # the kernel completes the TCP handshake; nobody ever answers
+    stop = collecting_thread()
     try:
         assert _subscribe(dev, "<http://127.0.0.1:%d/cb>" % port).status == 200
         alexa._jobs = []
@@ -345,9 +328,8 @@ def test_a_notify_to_a_subscriber_that_never_answers_gives_up_in_time_and_drops_
         dev._notify(sub, False)
         assert ticks_diff(ticks_ms(), t0) < 200
     finally:
-        stop[0] = True
+        stop()
         hung.close()
-        time.sleep(0.1)
 
 
 def test_wemo_subscriber_caps():

@@ -2,7 +2,7 @@
 # settings checked as the admin page and provisioning check them, the entity each persistent type
 # becomes, colours, an RGB variable as a light, persist.changes() and PersistentStr(choices=).
 # Runs on CPython and MicroPython. The wiring itself: tests/integration/test_mqtt_device.py.
-from mpunit import raises
+from mpunit import failing_at_write, flash_writes, raises
 
 from iotutils import homeassistant as ha
 from iotutils import mqtt_settings as ms
@@ -72,40 +72,18 @@ def test_settings_are_saved_all_or_nothing():
     """A move from one broker to another that fails at any flash write (full partition, no memory)
     keeps the old settings whole: before, a new plain mqtt:// URL could be stored with the old
     broker's password still in place, and the device sent it to the new broker in the clear."""
-    from iotutils.hal.flash import Region
     old_url = "mqtts://u1:p1@a.lan"
     move = {"url": "mqtt://b.lan", "user": "u2", "password": "p2", "ca": ""}
     fresh()
     ms.save({"url": old_url, "ca": CA})
     before = ms.load()["url"]
-    count = [0]
-
-    def counting(op, name, off, n):
-        count[0] += op != "read"
-    Region.fault = counting
-    try:
-        ms.save(move)
-    finally:
-        Region.fault = None
+    writes = flash_writes(ms.save, move)
     after = ms.load()["url"]
     assert (before, after) == ("mqtts://u1:p1@a.lan:8883", "mqtt://u2:p2@b.lan:1883"), (before, after)
-    for k in range(1, count[0] + 1):
+    for k in range(1, writes + 1):
         fresh()
         ms.save({"url": old_url, "ca": CA})
-        hit = [0]
-
-        def fault(op, name, off, n, hit=hit, k=k):
-            if op != "read":
-                hit[0] += 1
-                if hit[0] == k:
-                    raise OSError(28)
-        Region.fault = fault
-        try:
-            ms.save(move)
-        except OSError:
-            pass
-        finally:
-            Region.fault = None
+        failing_at_write(k, ms.save, move)
         assert ms.load()["url"] in (before, after), (k, ms.load()["url"])
 
 

@@ -1,11 +1,10 @@
 # The OTA slot writer (iotutils.ota.install) on a heap too fragmented for its 4 KB buffer, on
 # CPython and MicroPython: the buffer halves, and any buffer size still writes the exact image.
 # Also the OTA's rules that need no server: version order, redirects, the release scan's limits.
-import gc
 import hashlib
 import io
 
-from mpunit import raises
+from mpunit import collecting_thread, raises, silent_listener
 from test_appimage import build
 
 from iotutils.hal.flash import RamFlash
@@ -114,28 +113,12 @@ def test_a_tls_server_that_never_answers_the_handshake_is_given_up_in_time():
     collects garbage (as a device's threads do): the request is given up within Http.timeout.
     Before, on MicroPython the handshake blocked on the socket, whose timeout restarts at every
     signal a collection sends: it waited for as long as the server did."""
-    import socket
-
     from iotutils import hal
-    from iotutils._compat import _thread, sleep_ms, ticks_diff, ticks_ms
+    from iotutils._compat import ticks_diff, ticks_ms
     from iotutils.ota import Http, OTAError
     assert hal.time_ok()   # (else the client stops before connecting: nothing would be tested)
-    silent = socket.socket()
-    port = 43000 + ticks_ms() % 7000   # (MicroPython's unix sockets have no getsockname: try ports)
-    while True:
-        try:
-            silent.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-            break
-        except OSError:
-            port += 1
-    silent.listen(2)   # the kernel completes the TCP handshake; nobody ever answers
-    stop = [False]
-
-    def churn():
-        while not stop[0]:
-            gc.collect()
-            sleep_ms(20)
-    _thread.start_new_thread(churn, ())
+    silent, port = silent_listener()   # the kernel completes the TCP handshake; nobody ever answers
+    stop = collecting_thread()
     try:
         h = Http()
         h.timeout = 1
@@ -144,6 +127,5 @@ def test_a_tls_server_that_never_answers_the_handshake_is_given_up_in_time():
         took = ticks_diff(ticks_ms(), t0)
         assert took < 5000, (took, e)
     finally:
-        stop[0] = True
+        stop()
         silent.close()
-        sleep_ms(100)

@@ -2,7 +2,7 @@
 # hashing of iotutils.portal, on CPython and MicroPython.
 import time
 
-from mpunit import is_micropython, raises, tempdir
+from mpunit import failing_at_write, flash_writes, is_micropython, raises, tempdir
 
 from iotutils import store
 from iotutils.hal.flash import FileFlash
@@ -481,7 +481,6 @@ def test_setup_that_fails_part_way_never_leaves_a_network_without_an_admin_passw
     """A full partition at any write of the setup form, or no memory for the password hash: the
     device never ends up knowing the home network without an admin password (it would join it,
     and only a client of the access point may set the first one: the owner would be locked out)."""
-    from iotutils.hal.flash import Region
     w, app, p = _portal([_net("home", pw="secret-home")])
     w.access_point(True)
     p.active = True
@@ -501,35 +500,13 @@ def test_setup_that_fails_part_way_never_leaves_a_network_without_an_admin_passw
         P.hash_password = real_hash
     assert r is None or r[1] >= 500, r
     assert w.networks() == [] and not admin.value
-    count = [0]
-
-    def counting(op, name_, off, n):
-        count[0] += op != "read"
-    Region.fault = counting
-    try:
-        assert post(_Req("POST", "/setup", dict(form)))["ok"]
-    finally:
-        Region.fault = None
-    writes = count[0]
-    assert writes >= 3, writes
+    writes = flash_writes(lambda: post(_Req("POST", "/setup", dict(form))))
+    assert writes >= 3 and w.networks() and admin.value, writes
     for k in range(1, writes + 1):
         w.forget("home")
         admin.reset()
         name.reset()
-        hit = [0]
-
-        def fault(op, name_, off, n, hit=hit, k=k):
-            if op != "read":
-                hit[0] += 1
-                if hit[0] == k:
-                    raise OSError(28)
-        Region.fault = fault
-        try:
-            post(_Req("POST", "/setup", dict(form)))
-        except OSError:
-            pass
-        finally:
-            Region.fault = None
+        failing_at_write(k, post, _Req("POST", "/setup", dict(form)))
         if w.networks():
             assert admin.value, k
     w.forget("home")
