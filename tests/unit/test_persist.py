@@ -470,6 +470,44 @@ def _failing_at(k, exc, persistent=False):
     return fault, count
 
 
+def _cut_at_every_write(steps, setup, op, now):
+    """The power fails at each flash write of op() in turn (the flash takes no more writes after
+    it), the device reboots: what now() reads after each reboot. The journal is always gone."""
+    seen = []
+    for k in range(1, steps + 2):
+        f = setup()
+        fault, _ = _failing_at(k, OSError, persistent=True)
+        Region.fault = fault
+        try:
+            op()
+        except OSError:
+            pass
+        finally:
+            Region.fault = None
+        reboot(f)
+        seen.append(now())
+        assert store.keys("iotutils") == [], k
+    return seen
+
+
+def _fail_at_every_write(steps, setup, op, now, exc):
+    """op() with its k-th flash write failing (exc), for each k: [(op raised, what now() reads)]."""
+    out = []
+    for k in range(1, steps + 1):
+        setup()
+        fault, _ = _failing_at(k, exc)
+        Region.fault = fault
+        try:
+            op()
+            failed = False
+        except exc:
+            failed = True
+        finally:
+            Region.fault = None
+        out.append((failed, now()))
+    return out
+
+
 def test_import_is_all_or_nothing_at_every_failing_step():
     """A MemoryError or OSError at every flash write or erase of an import: afterwards every value
     is the old one (rolled back at once) - never some old and some new."""
@@ -590,35 +628,11 @@ def test_set_all_is_all_or_nothing_at_every_failing_step_and_across_a_power_cut(
     assert "port" in str(raises(ValueError, persist.set_all, [(url, "mqtt://c"), (port, "not a number")]))
     assert now() == old
     for exc in (MemoryError, OSError):
-        for k in range(1, steps + 1):
-            setup()
-            fault, _ = _failing_at(k, exc)
-            Region.fault = fault
-            try:
-                persist.set_all(change)
-                failed = False
-            except exc:
-                failed = True
-            finally:
-                Region.fault = None
-            assert now() == (old if failed else new), (exc.__name__, k, failed, now())
-    seen = set()
-    for k in range(1, steps + 2):
-        f = setup()
-        fault, _ = _failing_at(k, OSError, persistent=True)
-        Region.fault = fault
-        try:
-            persist.set_all(change)
-        except OSError:
-            pass
-        finally:
-            Region.fault = None
-        reboot(f)
-        got = now()
-        assert got in (old, new), (k, got)
-        seen.add(got == new)
-        assert store.keys("iotutils") == [], k
-    assert seen == {True, False}, seen
+        for k, (failed, got) in enumerate(_fail_at_every_write(steps, setup, lambda: persist.set_all(change),
+                                                               now, exc)):
+            assert got == (old if failed else new), (exc.__name__, k, failed, got)
+    got = _cut_at_every_write(steps, setup, lambda: persist.set_all(change), now)
+    assert all(g in (old, new) for g in got) and old in got and new in got, got
 
 
 def test_a_factory_reset_cut_short_is_finished_at_the_next_boot_or_access():
@@ -649,40 +663,14 @@ def test_a_factory_reset_cut_short_is_finished_at_the_next_boot_or_access():
     assert now() == gone
     steps = count[0]
     assert steps > len(folders), steps
-    seen = set()
-    for k in range(1, steps + 2):
-        f = setup()
-        fault, _ = _failing_at(k, OSError, persistent=True)
-        Region.fault = fault
-        try:
-            persist.factory_reset()
-        except OSError:
-            pass
-        finally:
-            Region.fault = None
-        reboot(f)
-        got = now()
-        assert got in (full, gone), (k, got)
-        seen.add(got == gone)
-        assert store.keys("iotutils") == [], k
-    assert seen == {True, False}, seen
+    got = _cut_at_every_write(steps, setup, persist.factory_reset, now)
+    assert all(g in (full, gone) for g in got) and full in got and gone in got, got
     for exc in (MemoryError, OSError):
-        finished = []
-        for k in range(1, steps + 1):
-            setup()
-            fault, _ = _failing_at(k, exc)
-            Region.fault = fault
-            try:
-                persist.factory_reset()
-            except exc:
-                pass
-            finally:
-                Region.fault = None
-            got = now()
-            assert got in (full, gone), (exc.__name__, k, got)
-            finished.append(got == gone)
-            assert store.keys("iotutils") == [], k
+        got = [g for _, g in _fail_at_every_write(steps, setup, persist.factory_reset, now, exc)]
+        assert all(g in (full, gone) for g in got), (exc.__name__, got)
+        assert store.keys("iotutils") == []
         # all there only when the failure hit the mark's own first writes (nothing had begun)
+        finished = [g == gone for g in got]
         assert finished == sorted(finished) and finished.count(True) > steps // 2, finished
 
 
