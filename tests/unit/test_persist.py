@@ -2,7 +2,7 @@
 # Runs on CPython (pytest) and MicroPython (mp_runner.py).
 import json
 
-from mpunit import raises
+from mpunit import flash_writes, raises
 
 from iotutils import nvs, persist, store
 from iotutils.hal.flash import RamFlash, Region
@@ -613,15 +613,9 @@ def test_set_all_is_all_or_nothing_at_every_failing_step_and_across_a_power_cut(
     change = [(url, "mqtt://b"), (user, "ub"), (pw, persist.RESET), (port, "1884")]
     setup()
     old = now()
-    fault, count = _failing_at(10 ** 6, MemoryError)
-    Region.fault = fault
-    try:
-        persist.set_all(change)
-    finally:
-        Region.fault = None
+    steps = flash_writes(persist.set_all, change)
     new = now()
     assert new == ("mqtt://b", "ub", "", 1884, None), new
-    steps = count[0]
     assert steps > 4, steps
     # a bad value: nothing written, the variable named
     setup()
@@ -654,14 +648,8 @@ def test_a_factory_reset_cut_short_is_finished_at_the_next_boot_or_access():
     setup()
     full = now()
     gone = {folder: {} for folder in folders}
-    fault, count = _failing_at(10 ** 6, OSError)
-    Region.fault = fault
-    try:
-        persist.factory_reset()
-    finally:
-        Region.fault = None
+    steps = flash_writes(persist.factory_reset)
     assert now() == gone
-    steps = count[0]
     assert steps > len(folders), steps
     got = _cut_at_every_write(steps, setup, persist.factory_reset, now)
     assert all(g in (full, gone) for g in got) and full in got and gone in got, got
