@@ -104,6 +104,28 @@ def test_more_clients_than_the_socket_table_all_get_their_answer(tmp_path, broke
         dev.stop()
 
 
+def test_more_keep_alive_clients_than_the_socket_table_get_every_answer_without_a_reset(tmp_path, broker):
+    # ab -k with four times as many connections as the board's table leaves: a keep-alive connection
+    # is closed to make room only once it has been idle for keepalive_min_ms. Before, one that had
+    # just got its answer was closed while its client sent the next request: the connection was
+    # reset, and ab gave up ("apr_socket_recv: Connection reset by peer") on every run
+    import shutil
+    import subprocess
+    if not shutil.which("ab"):
+        pytest.skip("ab (apache2-utils) not installed")
+    dev = Dev(tmp_path, "keepalive", {"mqtt": broker.url()}).boot()
+    try:
+        slots = dev.admin().get(dev.url("/admin/api/memory"), timeout=10).json()["sockets"]["tcp_max"]
+        for _ in range(2):
+            out = subprocess.run(["ab", "-k", "-s", "20", "-n", "2000", "-c", str(4 * slots), dev.url("/healthz")],
+                                 capture_output=True, text=True, timeout=120)
+            text = out.stdout + out.stderr
+            assert "reset by peer" not in text and re.search(r"Complete requests:\s+2000", text), text[-1500:]
+            assert "Non-2xx" not in text, text[-1500:]
+    finally:
+        dev.stop()
+
+
 def test_memory_needs_the_admin_session(tmp_path, broker):
     dev = Dev(tmp_path, "mem2", {"mqtt": broker.url()}).boot()
     try:

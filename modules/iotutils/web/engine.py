@@ -176,6 +176,10 @@ class WebServer(Router):
     #: to make room (slowloris), and so may a new connection silent for this long; a complete request
     #: is never dropped
     slow_head_ms = 250
+    #: ... and a keep-alive connection only once it has been idle this long (ms): a client that just
+    #: got its answer may already be sending the next request, and closing under it resets the
+    #: connection (ab -k aborts on that); until then, a new client waits in the listen backlog
+    keepalive_min_ms = 100
     #: an idle keep-alive connection is closed after this many ms
     idle_timeout = 30000
     #: socket timeout (ms) while a worker reads a body or writes a response
@@ -882,7 +886,9 @@ class WebServer(Router):
             if c.t0 is None:
                 # a connection that has not sent its first request yet gets slow_head_ms to do so:
                 # its client would not retry (one whose keep-alive reuse fails does)
-                if (c.hl or ticks_diff(now, c.last) > self.slow_head_ms) and (victim is None or c.seq < victim.seq):
+                idle = ticks_diff(now, c.last)
+                if idle > (self.keepalive_min_ms if c.hl else self.slow_head_ms) and \
+                        (victim is None or c.seq < victim.seq):
                     victim = c
             elif ticks_diff(now, c.t0) > self.slow_head_ms and (slow is None or ticks_diff(c.t0, slow.t0) < 0):
                 slow = c
