@@ -126,6 +126,45 @@ def test_more_keep_alive_clients_than_the_socket_table_get_every_answer_without_
         dev.stop()
 
 
+def test_clients_keeping_every_slot_busy_cannot_keep_a_new_client_out(tmp_path, broker):
+    # as many keep-alive clients as there are slots, each asking again the moment it has its answer
+    # (never idle long enough to be closed for room): a new client still gets in within a second or
+    # so, since answers close their connections once new clients have waited shed_after_ms
+    import socket
+    import threading
+    import time
+    dev = Dev(tmp_path, "hogs", {"mqtt": broker.url()}).boot()
+    stop = threading.Event()
+    host = dev.url("/").split("/")[2]
+    req = ("GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n" % host).encode()
+
+    def hog():
+        while not stop.is_set():
+            try:
+                s = socket.create_connection(("127.0.0.1", int(host.split(":")[1])), timeout=10)
+                while not stop.is_set():
+                    s.sendall(req)
+                    if not s.recv(4096):
+                        break   # closed to make room: connect again and go on
+                s.close()
+            except OSError:
+                time.sleep(0.01)
+    try:
+        slots = dev.admin().get(dev.url("/admin/api/memory"), timeout=10).json()["sockets"]["tcp_max"]
+        hogs = [threading.Thread(target=hog, daemon=True) for _ in range(slots)]
+        for t in hogs:
+            t.start()
+        time.sleep(1)
+        for _ in range(5):
+            t0 = time.time()
+            r = requests.get(dev.url("/healthz"), headers={"Connection": "close"}, timeout=30)
+            assert r.status_code == 200
+            assert time.time() - t0 < 3, time.time() - t0
+    finally:
+        stop.set()
+        dev.stop()
+
+
 def test_memory_needs_the_admin_session(tmp_path, broker):
     dev = Dev(tmp_path, "mem2", {"mqtt": broker.url()}).boot()
     try:

@@ -178,8 +178,12 @@ class WebServer(Router):
     slow_head_ms = 250
     #: ... and a keep-alive connection only once it has been idle this long (ms): a client that just
     #: got its answer may already be sending the next request, and closing under it resets the
-    #: connection (ab -k aborts on that); until then, a new client waits in the listen backlog
+    #: connection (ab -k aborts on that). Until then a new client waits in the listen backlog
     keepalive_min_ms = 100
+    #: when new clients have found no slot for this long (ms), answers close their connections
+    #: (Connection: close) until one gets in: a slot frees cleanly after a whole answer, and clients
+    #: that keep every slot busy cannot keep others out
+    shed_after_ms = 250
     #: an idle keep-alive connection is closed after this many ms
     idle_timeout = 30000
     #: socket timeout (ms) while a worker reads a body or writes a response
@@ -236,6 +240,8 @@ class WebServer(Router):
         self._wake_pending = False
         self._seq = 0
         self._accept_paused = None
+        self._waiting_since = None   # ticks since which new clients have found no slot
+        self._shed = False
         self._running = False
         self._threads = 0
         self._sock = None
@@ -635,7 +641,7 @@ class WebServer(Router):
                             else:
                                 ctype = None
                             keep = (not (x & FLAG_CLOSE) and (x & (X_HTTP11 | FLAG_KEEP_ALIVE))
-                                    and self._running)
+                                    and self._running and not self._shed)
                             if ctype is None:
                                 keep = self._finish(req, NO_BODY, make_response(rv))
                             else:
@@ -866,8 +872,14 @@ class WebServer(Router):
             c.seq = self._seq
             self._conns[self._key(s)] = c
             self._poller.register(s, _POLLIN)
+            self._waiting_since = None
+            self._shed = False
 
     def _pause_accept(self, now):
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif ticks_diff(now, self._waiting_since) > self.shed_after_ms:
+            self._shed = True
         self._poller.modify(self._sock, 0)
         for other in self._sites.values():
             self._poller.modify(other[0], 0)
@@ -1282,7 +1294,9 @@ class WebServer(Router):
                 except Exception as e:
                     if self.log_errors:
                         print_exception(e)
-        keep = req.keep_alive and self._running and status != 413
+        # while new clients have waited long for a slot (_shed), answers close their connection: a
+        # slot frees after a whole answer, and nobody can hold the slots by keeping them busy
+        keep = req.keep_alive and self._running and status != 413 and not self._shed
         if keep and not reader.done:
             # the handler left (part of) the body unread: discard a little, else close
             if status == 503 or reader.broken or not reader.continued:
