@@ -786,6 +786,10 @@ class WebServer(Router):
             try:
                 if self._accept_paused is not None and ticks_diff(now, self._accept_paused) > 100:
                     self._accept_paused = None
+                    if len(self._conns) < self.max_connections:
+                        # room again: those waiting get in now (or have gone), answers keep alive
+                        self._waiting_since = None
+                        self._shed = False
                     poller.modify(lsock, _POLLIN)
                     for site in self._sites.values():
                         poller.modify(site[0], _POLLIN)
