@@ -1,6 +1,7 @@
 # Secrets and the things done with them, written once for the whole toolbox: HMAC-SHA256, PBKDF2,
 # constant-time comparison, random tokens, the admin password hash, the count of wrong passwords,
-# and escaping text for HTML/XML answers (so a stored name can never become markup).
+# CA certificates read from PEM, and escaping text for HTML/XML answers (so a stored name can never
+# become markup).
 #
 # MicroPython has hashlib.sha256 but no hmac module and no pbkdf2_hmac: both are built here from
 # sha256 alone; CPython's C implementations are used when present (host tools and unit tests).
@@ -190,6 +191,34 @@ class LoginGuard:
 
 #: the one count of wrong admin passwords on this device
 login_guard = LoginGuard()
+
+
+def der_certs(cadata, field="cadata"):
+    """CA certificates as a list of DER certificates (MicroPython's ssl takes DER reliably, and one
+    per call): PEM text is converted, other bytes are one DER certificate, a list or tuple is taken
+    as it is. ValueError naming `field` for PEM text that holds no certificate, or a block that is
+    not valid base64, has no END line or holds something that is not a certificate."""
+    if isinstance(cadata, (list, tuple)):
+        return cadata
+    if isinstance(cadata, str):
+        cadata = cadata.encode()
+    if b"-----BEGIN" not in cadata:
+        return [bytes(cadata)]
+    out = []
+    for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
+        body, end, _ = part.partition(b"-----END CERTIFICATE-----")
+        try:
+            der = end and binascii.a2b_base64(b"".join(body.split()))
+        except ValueError:   # (binascii.Error is one)
+            der = None
+        if not der:
+            raise ValueError("%s: a certificate in the PEM text is not valid base64 or has no END line" % field)
+        if der[0] != 0x30 or len(der) < 16:   # DER: a SEQUENCE, and no certificate is that small
+            raise ValueError("%s: the PEM text holds something that is not a certificate" % field)
+        out.append(der)
+    if not out:
+        raise ValueError("%s: no certificate in the PEM text" % field)
+    return out
 
 
 def escape(s):

@@ -14,6 +14,7 @@
 #   check(d) -> validated dict (ValueError naming the field); save(d); load(code_url) -> the
 #   settings in force; redact(url); device_id(); test_connection(d) -> {"result", "reason", "ms"}
 from iotutils import hal, persist
+from iotutils.auth import der_certs
 from iotutils._compat import ticks_diff, ticks_ms
 from iotutils.mqtt.codec import parse_url, topic_bytes, utf8
 
@@ -71,20 +72,9 @@ def _topic(field, s):
 
 
 def _pem(ca):
-    import binascii
-    parts = ca.split("-----BEGIN CERTIFICATE-----")[1:]
-    if not parts:
+    if "-----BEGIN CERTIFICATE-----" not in ca:
         raise ValueError("ca: PEM text with -----BEGIN CERTIFICATE----- expected")
-    for p in parts:
-        body, end, _ = p.partition("-----END CERTIFICATE-----")
-        try:
-            ok = end and binascii.a2b_base64("".join(body.split()))
-        except ValueError:   # (binascii.Error is one)
-            ok = False
-        if not ok:
-            raise ValueError("ca: a certificate in the PEM text is not valid base64 or has no END line")
-        if ok[0] != 0x30 or len(ok) < 16:   # DER: a SEQUENCE, and no certificate is that small
-            raise ValueError("ca: the PEM text holds something that is not a certificate")
+    der_certs(ca, "ca")   # (what the client would refuse later is refused when saved)
 
 
 def check(d, stored=None):

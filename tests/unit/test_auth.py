@@ -113,3 +113,20 @@ def test_client_table_is_bounded():
     for i in range(100):
         g.attempt("10.0.%d.%d" % (i // 250, i % 250), now=i)
     assert len(g._clients) == 16
+
+
+def test_der_certs_reads_every_certificate_of_a_pem_text_and_names_the_field():
+    from binascii import b2a_base64
+
+    from iotutils.auth import der_certs
+
+    def pem(der):
+        return "-----BEGIN CERTIFICATE-----\n%s-----END CERTIFICATE-----\n" % b2a_base64(der).decode()
+    a, b = b"\x30\x82\x00\x20" + bytes(32), b"\x30\x82\x00\x21" + bytes(33)
+    assert der_certs(pem(a) + pem(b)) == [a, b]          # a chain: each certificate, in order
+    assert der_certs((pem(a) + pem(b)).encode()) == [a, b]
+    assert der_certs(a) == [a] and der_certs([a, b]) == [a, b]
+    for bad in ("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+                "-----BEGIN CERTIFICATE-----\n" + b2a_base64(a).decode(),               # no END line
+                pem(b"\x02\x01\x05" + bytes(20)), "-----BEGIN PRIVATE KEY-----\nAAAA\n"):
+        assert str(raises(ValueError, der_certs, bad, "ca")).startswith("ca:"), bad

@@ -38,8 +38,9 @@ import sys
 
 from iotutils._compat import (_thread, allocate_lock, const, log, print_exception, sleep_ms, ticks_add, ticks_diff,
                               ticks_ms)
+from iotutils.auth import der_certs
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
-    backoff_ms, build_connect, build_publish, build_subscribe, ca_der, decode_publish, decode_varint,
+    backoff_ms, build_connect, build_publish, build_subscribe, decode_publish, decode_varint,
     default_client_id, encode_varint, filter_bytes, parse_url, payload_bytes, rand16, rollout_selected,
     topic_bytes, topic_matches, utf8, varint_size)
 
@@ -88,7 +89,7 @@ class MQTT:
         self._tls, self.host, self.port, user, password = parse_url(url)
         if self._tls and not cadata and not insecure:
             raise ValueError("cadata: mqtts:// needs the broker's CA certificate (or insecure=True)")
-        self._cadata = ca_der(cadata) if cadata else None
+        self._cadata = der_certs(cadata) if cadata else None
         self._user = utf8("user", user) if user is not None else None
         self._password = password.encode() if password is not None else None
         if client_id is None:
@@ -462,8 +463,7 @@ class MQTT:
                 if left <= 0:
                     raise _Lost("sending blocked for %d s (the broker does not read, or does not finish "
                                 "the TLS handshake)" % self.timeout)
-                # bytes to read (a TLS handshake in progress), or a short pause for room to write:
-                # POLLOUT would be ready all along while the handshake waits, and the loop would spin
+                # bytes to read (a TLS handshake), or a short pause for room: POLLOUT would spin here
                 self._wait(min(left, 50), select.POLLIN)
         self._tx_ms = ticks_ms()
 
@@ -562,7 +562,8 @@ class MQTT:
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if self._cadata:
-            ctx.load_verify_locations(cadata=self._cadata)
+            for der in self._cadata:   # one at a time: MicroPython's ssl parses one DER certificate per call
+                ctx.load_verify_locations(cadata=der)
             ctx.verify_mode = ssl.CERT_REQUIRED
         else:
             if hasattr(ctx, "check_hostname"):

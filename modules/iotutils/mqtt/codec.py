@@ -317,22 +317,6 @@ def rand16():
     return b[0] << 8 | b[1]
 
 
-def ca_der(cadata):
-    """CA certificates as DER (PEM text converted): MicroPython's ssl takes DER reliably."""
-    if isinstance(cadata, str):
-        cadata = cadata.encode()
-    if b"-----BEGIN" not in cadata:
-        return bytes(cadata)
-    import binascii
-    out = b""
-    for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-        body = part.split(b"-----END CERTIFICATE-----")[0]
-        out += binascii.a2b_base64(b"".join(body.split()))
-    if not out:
-        raise ValueError("cadata: no certificate in the PEM text")
-    return out
-
-
 def payload_bytes(p):
     """A payload (bytes, str or anything str() takes) as bytes."""
     if isinstance(p, (bytes, bytearray, memoryview)):

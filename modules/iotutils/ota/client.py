@@ -9,6 +9,7 @@ import socket
 import sys
 
 import iotutils.hal as hal
+from iotutils.auth import der_certs
 from iotutils._compat import const, ticks_add, ticks_diff, ticks_ms
 from iotutils.ota.state import OTAError
 
@@ -259,7 +260,7 @@ class Http:
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if self.cadata:
-            certs = _der(self.cadata)
+            certs = der_certs(self.cadata)
         else:
             from iotutils.ota.roots import ROOTS
 
@@ -359,25 +360,6 @@ def _send_by(s, raw, data, by, host):
             p = select.poll()
             p.register(raw, select.POLLIN)
         p.poll(50)
-
-
-def _der(cadata):
-    """CA certificates as a list of DER certificates: PEM text is converted (MicroPython's ssl takes
-    DER reliably), a list or tuple of them is taken as it is."""
-    if isinstance(cadata, (list, tuple)):
-        return cadata
-    if isinstance(cadata, str):
-        cadata = cadata.encode()
-    if b"-----BEGIN" not in cadata:
-        return [cadata]
-    import binascii
-    out = []
-    for part in cadata.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-        body = part.split(b"-----END CERTIFICATE-----")[0]
-        out.append(binascii.a2b_base64(b"".join(body.split())))
-    if not out:
-        raise ValueError("cadata: no certificate in the PEM text")
-    return out
 
 
 def _http_error(resp):
