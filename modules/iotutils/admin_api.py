@@ -215,21 +215,18 @@ def _ota_settings(self, req):
 def _ota_check(self, req):
     o = self._need_ota()
     from iotutils.ota import OTAError
-    # one at a time: a slow update server holds the thread of a check until the client's limits
-    # (Http.timeout, Http.small_answer_s), and clicks on "check" must not take every thread
-    with self._lock:
-        if self._ota.get("checking"):
-            raise HTTPError(409, "a check is already running")
-        self._ota["checking"] = True
     try:
-        return o.check()
+        # without waiting: a slow update server holds a check's thread until the client's limits
+        # (Http.timeout, Http.small_answer_s), and clicks on "check" must not take every thread
+        r = o.check(wait=False)
     except (OTAError, OSError, ValueError) as e:
         raise HTTPError(502, "check failed: %s" % e)
     except MemoryError:
         gc.collect()
         raise HTTPError(502, "check failed: the update server's answer does not fit in memory")
-    finally:
-        self._ota["checking"] = False
+    if r is None:
+        raise HTTPError(409, "a check is already running")
+    return r
 
 
 def _ota_update(self, req):

@@ -879,9 +879,13 @@ def test_an_automatic_check_never_runs_beside_another_check(gh, local):
     o = _ota(repo="me/fw", api=gh.api_url, state_path=local)
     o._auto_cfg = {"on": True, "every_h": 24, "idle_min": 10}
     o._auto_since = o._auto_pending = None
+    o.check()   # (the network code is loaded)
     n = len(gh.requests)
     with o._checking:
         o._auto_check()
+        o.unload_network()
+        assert o._source is not None   # the running check's network code stays
+        assert o.check(wait=False) is None   # (the admin page answers 409 to this)
     assert len(gh.requests) == n and o._auto_pending is None
     assert o._auto_since == 24 * 3600000 - 60000   # due again in a minute
     o._auto_check()

@@ -180,7 +180,7 @@ class OTA:
         self._point = None
         self.state = State(state_path)
         self._lock = allocate_lock()
-        self._checking = allocate_lock()   # one check at a time: each holds the network code's buffers
+        self._checking = allocate_lock()   # one check at a time (check())
         self._busy = False
         self._auto = None
         self._auto_cfg = None
@@ -232,9 +232,9 @@ class OTA:
         """Let the network code go until the next check or update loads it again: for a caller that
         checks on a timer and found nothing to install (the automatic check, Home Assistant's update
         entity). ~4.5 KB of heap on the host firmware, about half that on the chip, for the hours
-        between. Nothing happens while an update runs (it holds the install lock) or when the program
-        set a client or source of its own."""
-        if not self._own_net or self._lock is None or not self._lock.acquire(0):
+        between. Nothing happens while an update or a check runs (the install lock, check()'s lock)
+        or when the program set a client or source of its own."""
+        if not self._own_net or self._lock is None or self._checking.locked() or not self._lock.acquire(0):
             return
         try:
             self._http = self._source = None
@@ -303,12 +303,17 @@ class OTA:
         return self._point
 
     # ---- check / update ----
-    def check(self):
+    def check(self, wait=True):
         """Ask the source what it offers: {"current", "available", "newer"} (no download of the image).
         newer is False for the running version, for an older one (see update()) and for a version that
-        already rolled back here."""
-        with self._checking:   # (an automatic check and the admin page's wait for each other)
+        already rolled back here. One check runs at a time (each holds the network code's buffers):
+        another one waits for it, or with wait=False returns None at once."""
+        if not self._checking.acquire(1 if wait else 0):
+            return None
+        try:
             plan = self.source.resolve()
+        finally:
+            self._checking.release()
         cur = self._running_desc().get("version")
         bad = self.state.load().get("bad") or ()
         return {"current": cur, "available": plan["version"],
@@ -515,20 +520,21 @@ class OTA:
             log("ota: auto: no thread now:", e)
 
     def _auto_check(self):
-        if self._checking.locked():
-            # another check runs (the admin page's): this one comes a minute later, not beside it
-            self._auto_since = max(0, self._auto_cfg["every_h"] * 3600000 - 60000)
-            return
         try:
-            c = self.check()
-            if c["newer"]:
-                self._auto_pending = c["available"]
-                log("ota: auto: %s available, installing when idle" % self._auto_pending)
+            c = self.check(wait=False)
         except Exception as e:  # a failed check waits for the next period
             log("ota: auto check failed:", e)
-        finally:
-            if self._auto_pending is None:   # (an install follows soon: it needs the same code)
-                self.unload_network()
+            c = {}
+        if c is None:
+            # another check runs (the admin page's): this one comes a minute later, not beside it,
+            # and the network code that check uses stays
+            self._auto_since = max(0, self._auto_cfg["every_h"] * 3600000 - 60000)
+            return
+        if c.get("newer"):
+            self._auto_pending = c["available"]
+            log("ota: auto: %s available, installing when idle" % self._auto_pending)
+        else:   # (an install follows soon when one is pending: it needs the same code)
+            self.unload_network()
 
     def _auto_install(self):
         self._auto_pending = None
