@@ -13,20 +13,32 @@ import sys
 # A power cut is a SIGKILL of the supervisor (scripts/sim.py). PR_SET_PDEATHSIG is set for this
 # process but is not honoured on every kernel this runs on, so the device also watches its parent
 # itself: once the supervisor is gone, it dies at once, as a board does when the power goes.
-def _stat(f):
+def _stat(f, buf):
     # one open file, read again from the start: the watcher looks up no path after boot (the serial
-    # console remounts the filesystem root)
+    # console remounts the filesystem root). It allocates nothing: 20 reads a second of split
+    # strings would land all over the heap the device measures (a chip has no such thread)
     f.seek(0)
-    head, _, rest = f.read().rpartition(")")
-    return int(head.split(" ", 1)[0]), int(rest.split()[1])
+    n = f.readinto(buf)
+    i = n - 1
+    while buf[i] != 41:   # the last ")": the command's name may hold spaces and parentheses
+        i -= 1
+    return _number_at(buf, 0), _number_at(buf, i + 4)   # "pid (name) S ppid ..."
 
 
-def _watch_parent(f, pid, ppid):
+def _number_at(buf, i):
+    v = 0
+    while 48 <= buf[i] <= 57:
+        v = v * 10 + buf[i] - 48
+        i += 1
+    return v
+
+
+def _watch_parent(f, buf, pid, ppid):
     import time
     while True:
         time.sleep_ms(50) if hasattr(time, "sleep_ms") else time.sleep(0.05)
         try:
-            if _stat(f)[1] != ppid:
+            if _stat(f, buf)[1] != ppid:
                 break
         except OSError:
             break
@@ -35,8 +47,8 @@ def _watch_parent(f, pid, ppid):
 
 try:
     import _thread
-    _proc = open("/proc/self/stat")
-    _thread.start_new_thread(_watch_parent, (_proc,) + _stat(_proc))
+    _proc, _buf = open("/proc/self/stat", "rb"), bytearray(1024)
+    _thread.start_new_thread(_watch_parent, (_proc, _buf) + _stat(_proc, _buf))
 except (ImportError, OSError):
     pass
 
