@@ -34,6 +34,8 @@ except ImportError:  # CPython
         time.sleep(ms / 1000)
 
 
+_IPOLL = sys.implementation.name == "micropython"
+
 try:
     from sys import print_exception
 except ImportError:  # CPython
@@ -106,6 +108,21 @@ def unload(*names):
                 delattr(parent, attr)
             except AttributeError:
                 pass
+
+
+def events(poller, ms=0):
+    """The (object, event) pairs a select.poll has within ms. On MicroPython it allocates nothing
+    (ipoll: a pair is valid until the next one; do not change the poll set while iterating): poll()
+    makes a list at every call, and the idle loops ask many times a second, so their garbage would
+    walk the allocator over the whole heap between two collections."""
+    return poller.ipoll(ms) if _IPOLL else poller.poll(ms)
+
+
+def ready(poller, ms=0):
+    """Whether a socket registered in `poller` has an event within ms (allocating nothing)."""
+    for _ in events(poller, ms):
+        return True
+    return False
 
 
 def recv_for(sock, limit, ms):

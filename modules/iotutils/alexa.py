@@ -589,10 +589,13 @@ class Alexa(HueBridge):
         """Deliver queued on_change callbacks in this thread (call it from the app's main loop). From the
         first call on, callbacks are queued for poll() instead of running in the server's worker."""
         self.save()
-        with self._lock:
+        if not self._queue:
+            # nothing to deliver (the usual pass): no new list, the loop runs many times a second
             if self._queue is None:
-                self._queue = []
-                return
+                with self._lock:
+                    self._queue = []
+            return
+        with self._lock:
             pending = self._queue
             self._queue = []
             self._polls_started += 1

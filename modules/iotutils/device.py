@@ -16,6 +16,8 @@
 # code, on the admin page or by provisioning; the stored setting wins):
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
+import gc
+
 from iotutils import __version__, hal, tasks
 from iotutils._compat import (allocate_lock, before_load, const, log, print_exception, recv_for, sleep_ms, ticks_diff,
                               ticks_ms)
@@ -196,7 +198,6 @@ class Device:
     def boot_report(self):
         """The console's first lines: what runs (firmware version, slot), why it booted, how much
         heap is left."""
-        import gc
         gc.collect()
         free = hal.mem_free()
         total = hal.heap_total()
@@ -346,7 +347,6 @@ class Device:
 
     def heap_report(self):
         """'heap free after start: F of T bytes (P %)' (T: the heap the board gives to data)."""
-        import gc
         gc.collect()
         free = hal.mem_free()
         total = hal.heap_total()
@@ -422,8 +422,6 @@ class Device:
             self._fed_ms = now
         else:
             self._feed()
-        if self.wifi is not None and hasattr(self.wifi, "poll"):
-            self.wifi.poll()
         hk = tasks.shared()
         if not hk.running():
             hk.run_once(0)   # a port without threads: the housekeeping steps run in the main loop
@@ -504,7 +502,6 @@ class Device:
                 if failures >= _MAX_LOOP_FAILURES:
                     raise
                 if isinstance(e, MemoryError):
-                    import gc
                     gc.collect()
             sleep_ms(_LOOP_SLEEP_MS)
 

@@ -12,7 +12,7 @@ import json
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, const, log
+from iotutils._compat import allocate_lock, const, log, ready
 from iotutils.auth import Locked, escape, hash_password, login_guard, verify_password
 from iotutils.wifi import check_ssid
 
@@ -149,11 +149,13 @@ class DNSServer:
             s = self.sock
             if s is None:
                 return 0
-            if timeout_ms and self._poll is not None:
-                if not self._poll.poll(timeout_ms):
-                    return 0
+            p = self._poll
             count = 0
-            for _ in range(self.max_per_call):
+            for i in range(self.max_per_call):
+                # asked first: a recvfrom() that finds nothing costs a buffer and an exception,
+                # and the housekeeping asks several times a second
+                if p is not None and not ready(p, 0 if i else timeout_ms):
+                    break
                 try:
                     pkt, addr = s.recvfrom(_DNS_MAX + 1)
                 except OSError:

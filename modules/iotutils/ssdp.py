@@ -20,7 +20,7 @@ import os
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, const, log, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, const, log, ready, ticks_diff, ticks_ms
 
 _GROUP = "239.255.255.250"
 _PORT = const(1900)
@@ -345,17 +345,21 @@ class SSDP:
 
     def due(self, now=None):
         """Remove and return the queued answers whose time has come: [(addr, bytes)]."""
+        if not self._pending:
+            return ()   # the usual pass: nothing made
         if now is None:
             now = ticks_ms()
         out = []
         with self._lock:
-            keep = []
-            for p in self._pending:
+            pending = self._pending   # changed in place: it lives as long as the device
+            i = 0
+            while i < len(pending):
+                p = pending[i]
                 if ticks_diff(now, p[0]) >= 0:
                     out.append((p[1], self.response(p[2], p[3]).encode()))
+                    pending.pop(i)
                 else:
-                    keep.append(p)
-            self._pending = keep
+                    i += 1
         return out
 
     def next_due_ms(self, now=None):
@@ -363,9 +367,12 @@ class SSDP:
         if now is None:
             now = ticks_ms()
         with self._lock:
-            if not self._pending:
-                return None
-            return max(0, min(ticks_diff(p[0], now) for p in self._pending))
+            soonest = None
+            for p in self._pending:   # (a generator over `now` would cost a cell at every call)
+                d = ticks_diff(p[0], now)
+                if soonest is None or d < soonest:
+                    soonest = d
+        return None if soonest is None else max(0, soonest)
 
     def _recv(self, s, wait_ms):
         # Wait in short poll() slices against our own clock, never with a socket timeout: on the
@@ -377,18 +384,18 @@ class SSDP:
             self._poller = select.poll()
             self._poller.register(s, select.POLLIN)
         t0 = ticks_ms()
+        wait = 0
         while True:
+            # asked before reading: a recvfrom() that finds nothing costs a buffer and an exception
             try:
-                return s.recvfrom(_MAX_PACKET)
-            except OSError:  # EAGAIN (or closed by stop())
+                if ready(self._poller, wait):
+                    return s.recvfrom(_MAX_PACKET)
+            except OSError:  # woken for nothing (EAGAIN), or closed by stop()
                 pass
             left = wait_ms - ticks_diff(ticks_ms(), t0)
             if left <= 0 or self._sock is not s:
                 return None
-            try:
-                self._poller.poll(min(left, 50))
-            except OSError:
-                return None
+            wait = min(left, 50)
 
     def serve(self, timeout_ms=500):
         """Wait up to timeout_ms for a datagram (less when an answer is due), handle it, send due answers."""

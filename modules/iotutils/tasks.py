@@ -17,7 +17,8 @@
 # starts it): the main task has a stack of its own anyway (16 KB on the ESP32), so the device saves
 # the housekeeper's task. A program that keeps a loop of its own calls Device.start() and gets the thread.
 from iotutils._compat import (
-    _thread, allocate_lock, const, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms,
+    _thread, allocate_lock, const, events, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff,
+    ticks_ms,
 )
 
 _NAME = const(0)
@@ -184,8 +185,7 @@ class Housekeeper:
         t[_SOCK] = fn() if fn is not None else None
 
     def _wait(self, tasks, wait_ms):
-        socks = tuple(t[_SOCK] for t in tasks if t[_SOCK] is not None)
-        if not socks:
+        if not self._polling(tasks):
             while wait_ms > 0:
                 step = min(wait_ms, self.slice_ms)
                 sleep_ms(step)
@@ -196,47 +196,63 @@ class Housekeeper:
             return
         import select
 
-        if self._poller is None or not _same(socks, self._polled):
-            p = select.poll()
-            for s in socks:
-                try:
-                    p.register(s, select.POLLIN)
-                except (OSError, ValueError):  # closed under us: its owner hands over a new one
-                    pass
-            self._poller, self._polled = p, socks
         t0 = ticks_ms()
         while True:
             left = wait_ms - ticks_diff(ticks_ms(), t0)
             if left <= 0:
                 return
+            hit = False
+            gone = None
             try:
-                ready = self._poller.poll(min(left, self.slice_ms))
-            except OSError:
-                ready = ()
-            if ready:
-                hit = False
-                for r in ready:
+                for r in events(self._poller, min(left, self.slice_ms)):
                     for t in tasks:
                         s = t[_SOCK]
                         if s is not None and (r[0] is s or r[0] == _fileno(s)):
                             t[_WOKEN] = True
                             hit = True
                     if r[1] & ~select.POLLIN:   # error or hang-up: stop watching until replaced
-                        self._poller.unregister(r[0])
-                if hit:
-                    return
+                        gone = r[0]
+            except OSError:
+                pass
+            if gone is not None:
+                try:
+                    self._poller.unregister(gone)
+                except (OSError, ValueError, KeyError):
+                    pass
+            if hit:
+                return
             for t in self._tasks:
                 if t[_WOKEN]:
                     return
 
-
-def _same(a, b):
-    if len(a) != len(b):
-        return False
-    for i in range(len(a)):
-        if a[i] is not b[i]:
+    def _polling(self, tasks):
+        # the poll set of the tasks' sockets, made again only when one changed (a new tuple and
+        # poller at every pass would be garbage many times a second); False: no socket to wait on
+        n = 0
+        same = self._poller is not None
+        polled = self._polled
+        for t in tasks:
+            s = t[_SOCK]
+            if s is not None:
+                if same and (n >= len(polled) or polled[n] is not s):
+                    same = False
+                n += 1
+        if not n:
+            self._poller, self._polled = None, ()
             return False
-    return True
+        if same and n == len(polled):
+            return True
+        import select
+
+        socks = tuple(t[_SOCK] for t in tasks if t[_SOCK] is not None)
+        p = select.poll()
+        for s in socks:
+            try:
+                p.register(s, select.POLLIN)
+            except (OSError, ValueError):  # closed under us: its owner hands over a new one
+                pass
+        self._poller, self._polled = p, socks
+        return True
 
 
 def _fileno(s):
