@@ -5,6 +5,7 @@ housekeeping steps (Wi-Fi, Alexa, MQTT and the OTA timer) run in the main loop o
 program with a loop of its own (Device.start()) gets one housekeeping thread; sockets and the board's
 socket table are counted. Sizes are benchmarks (bench/bench_device.py), not asserted here."""
 import re
+import time
 
 import pytest
 import requests
@@ -170,5 +171,29 @@ def test_memory_needs_the_admin_session(tmp_path, broker):
     try:
         r = requests.get(dev.url("/admin/api/memory"), timeout=10)
         assert r.status_code == 401, r.text
+    finally:
+        dev.stop()
+
+
+def test_the_heap_is_collected_once_the_device_falls_idle_after_requests(tmp_path, broker):
+    # between two collections MicroPython allocates ever further up the heap: what outlives a burst
+    # of requests would land anywhere and split the free heap. A device that falls idle collects
+    # (Device._tidy_heap), so the next burst starts from the lowest holes; the count is in the budget
+    dev = Dev(tmp_path, "tidy", {}).boot()
+    try:
+        s = dev.admin()
+
+        def tidied():
+            return s.get(dev.url("/admin/api/memory"), timeout=10).json()["heap"]["tidied"]
+
+        before = tidied()
+        with requests.Session() as c:
+            for _ in range(80):   # garbage of well over 1/16 of the heap, with no pause
+                assert c.get(dev.url("/description.xml"), timeout=10).status_code == 200
+        for _ in range(20):
+            time.sleep(0.5)   # idle in between (a question every 50 ms would keep it busy)
+            if tidied() > before:
+                break
+        assert tidied() > before
     finally:
         dev.stop()

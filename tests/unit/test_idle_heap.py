@@ -1,7 +1,8 @@
 # What an idle device allocates: nothing in the loops that wait (_compat.ready/events, the setup
-# portal's DNS, SSDP, the housekeeping). Garbage made many times a second walked MicroPython's
-# allocator over the whole heap between two collections, so whatever a request kept landed anywhere
-# and split the free heap.
+# portal's DNS, SSDP, the housekeeping), and the heap is collected once the device falls idle
+# (Device._tidy_heap). Garbage made many times a second walked MicroPython's allocator over the
+# whole heap between two collections, so whatever a request kept landed anywhere and split the free
+# heap.
 # Allocation counts need MicroPython's gc.mem_alloc (a fresh process per module there); CPython skips.
 import gc
 import os
@@ -124,3 +125,49 @@ def test_an_idle_housekeeping_pass_allocates_nothing():
         assert steps[0] == n + 1
     finally:
         s.close()
+
+
+class _App:
+    def __init__(self):
+        self.idle = 0
+
+    def idle_ms(self):
+        return self.idle
+
+
+class _Dev:
+    tidy_idle_ms = 100
+
+    def __init__(self):
+        self.app = _App()
+        self.heap_tidies = 0
+        self._tidy_base = gc.mem_alloc()
+
+
+def test_the_heap_is_collected_once_the_device_falls_idle_with_garbage_worth_it():
+    _need_micropython()
+    from iotutils import hal
+    from iotutils.device import Device
+    d = _Dev()
+    tidy = Device._tidy_heap
+    gc.collect()
+    d._tidy_base = gc.mem_alloc()
+    assert tidy(d, 0) > 0 and d.heap_tidies == 0      # no garbage
+    junk = None
+    for _ in range(hal.heap_total() // 16 // 64 + 10):
+        junk = bytearray(48)   # garbage of about 1/16 of the heap
+    del junk
+    assert tidy(d, 0) and d.heap_tidies == 0          # busy: a request came just now
+    d.app.idle = 99
+    assert tidy(d, 0) and d.heap_tidies == 0
+    d.app.idle = 100
+    before = gc.mem_alloc()
+    tidy(d, 0)
+    assert d.heap_tidies == 1 and gc.mem_alloc() < before   # collected
+    assert abs(d._tidy_base - gc.mem_alloc()) < 256
+    tidy(d, 0)
+    assert d.heap_tidies == 1                         # nothing new to collect
+    # a collection by the runtime in between: the next one counts from there
+    d._tidy_base += 100000
+    tidy(d, 0)
+    assert d.heap_tidies == 1 and d._tidy_base <= gc.mem_alloc() + 256
