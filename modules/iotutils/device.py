@@ -44,8 +44,10 @@ class Device:
     #: (a user task that never returns) resets the device
     wdt_timeout_ms = 10000
     #: collect the heap once the web server has had no request for this long and the heap holds at
-    #: least 1/16 of its size in garbage (see _tidy_heap); 0: never
+    #: least tidy_min_garbage bytes of garbage (see _tidy_heap); 0: never
     tidy_idle_ms = 100
+    #: None: 1/64 of the heap (the board's; a few ms of the chip's time per collection)
+    tidy_min_garbage = None
 
     def __init__(self, name="iotutils", port=80, workers=None, ota_repo=None, ota_channel="release",
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
@@ -274,7 +276,7 @@ class Device:
         used = gc.mem_alloc()
         if used < self._tidy_base:
             self._tidy_base = used   # the runtime collected since
-        elif used - self._tidy_base >= hal.heap_total() // 16:
+        elif used - self._tidy_base >= (self.tidy_min_garbage or hal.heap_total() // 64):
             gc.collect()
             self._tidy_base = gc.mem_alloc()
             self.heap_tidies += 1

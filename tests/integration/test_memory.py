@@ -188,7 +188,7 @@ def test_the_heap_is_collected_once_the_device_falls_idle_after_requests(tmp_pat
 
         before = tidied()
         with requests.Session() as c:
-            for _ in range(80):   # garbage of well over 1/16 of the heap, with no pause
+            for _ in range(80):   # garbage of well over 1/64 of the heap, with no pause
                 assert c.get(dev.url("/description.xml"), timeout=10).status_code == 200
         for _ in range(20):
             time.sleep(0.5)   # idle in between (a question every 50 ms would keep it busy)

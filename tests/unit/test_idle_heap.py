@@ -137,6 +137,7 @@ class _App:
 
 class _Dev:
     tidy_idle_ms = 100
+    tidy_min_garbage = None
 
     def __init__(self):
         self.app = _App()
@@ -154,8 +155,8 @@ def test_the_heap_is_collected_once_the_device_falls_idle_with_garbage_worth_it(
     d._tidy_base = gc.mem_alloc()
     assert tidy(d, 0) > 0 and d.heap_tidies == 0      # no garbage
     junk = None
-    for _ in range(hal.heap_total() // 16 // 64 + 10):
-        junk = bytearray(48)   # garbage of about 1/16 of the heap
+    for _ in range(hal.heap_total() // 64 // 64 + 10):
+        junk = bytearray(48)   # garbage of a bit more than 1/64 of the heap (the default)
     del junk
     assert tidy(d, 0) and d.heap_tidies == 0          # busy: a request came just now
     d.app.idle = 99
@@ -171,3 +172,15 @@ def test_the_heap_is_collected_once_the_device_falls_idle_with_garbage_worth_it(
     d._tidy_base += 100000
     tidy(d, 0)
     assert d.heap_tidies == 1 and d._tidy_base <= gc.mem_alloc() + 256
+    # a threshold of the app's own: less garbage than that waits
+    d.tidy_min_garbage = 8192
+    d._tidy_base = gc.mem_alloc()
+    for _ in range(40):
+        junk = bytearray(48)   # ~2.5 KB
+    tidy(d, 0)
+    assert d.heap_tidies == 1
+    for _ in range(160):
+        junk = bytearray(48)   # ~10 KB in all
+    del junk
+    tidy(d, 0)
+    assert d.heap_tidies == 2
