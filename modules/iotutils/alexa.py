@@ -231,6 +231,7 @@ class Alexa(HueBridge):
         self._lights = []          # Light objects served now
         self._byid = {}            # Hue id -> Light
         self._queue = None         # None: call on_change at once; else lights waiting for poll()
+        self._delivering = None    # poll()'s other list: the two swap, so a poll makes no list
         self._polls_started = 0    # poll() passes that took the queue ...
         self._polls_done = 0       # ... and those that finished their callbacks
         self._jobs = []            # callables for the housekeeping (WeMo NOTIFYs)
@@ -594,16 +595,21 @@ class Alexa(HueBridge):
             if self._queue is None:
                 with self._lock:
                     self._queue = []
+                    self._delivering = []
             return
         with self._lock:
+            # swap the two lists made once: a new list per change would outlive the request that
+            # made it and stay wherever the heap had room then, splitting the free space
             pending = self._queue
-            self._queue = []
+            self._queue = self._delivering
+            self._delivering = pending
             self._polls_started += 1
             n = self._polls_started
         try:
             for light in pending:
                 self._call(light)
         finally:
+            del pending[:]   # (in place: a slice delete keeps the list's room)
             self._polls_done = n
 
     def _changed(self, light):

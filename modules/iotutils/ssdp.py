@@ -138,7 +138,11 @@ class SSDP:
 
     def __init__(self):
         self._services = []   # [location_fmt, uuid, types, extra, port]
-        self._pending = []    # [due_ms, addr, service, st]
+        # [due_ms, addr, service, st]; made with room for max_pending at once and changed in place
+        # (slice deletes: they never shrink it), so a burst of searches does not move it up the heap
+        # between two collections, where it would stay and split the free space
+        self._pending = [None] * self.max_pending
+        del self._pending[:]
         self._lock = allocate_lock()
         self._sock = None
         self._poller = None
@@ -146,8 +150,13 @@ class SSDP:
         self._closed = False
         self.ip = None        # the address the group was joined on
         self._net = None      # (own address, netmask), 4 bytes each: who is local
-        self._sources = []    # token buckets [address (4 bytes), milli-answers, ms], most recently heard last
-        self._all = None      # the bucket of all sources: [milli-answers, ms]
+        # token buckets [address (4 bytes), milli-answers, ms], most recently heard last; with room
+        # for max_sources, changed in place (as _pending)
+        self._sources = [None] * self.max_sources
+        del self._sources[:]
+        # the bucket of all sources: [milli-answers, ms], filled at the first search (total_burst may
+        # be set after construction); made here, not in the middle of traffic
+        self._all = [None, 0]
         #: searches for something announced here; answers sent; searches dropped in whole or part
         #: (rate limits, queue full, off the subnet); of those, from off the subnet
         self.stats = {"searches": 0, "answered": 0, "dropped": 0, "offnet": 0}
@@ -164,7 +173,10 @@ class SSDP:
     def remove(self, entry):
         with self._lock:
             self._services = [e for e in self._services if e is not entry]
-            self._pending = [p for p in self._pending if p[2] is not entry]
+            pending = self._pending
+            for i in range(len(pending) - 1, -1, -1):
+                if pending[i][2] is entry:
+                    del pending[i:i + 1]
 
     # ---- socket ----
     def start(self):
@@ -190,6 +202,7 @@ class SSDP:
         self._sock = s
         self.ip = ip
         self._net = None
+        self._local(b"\0\0\0\0")   # works out (address, netmask) now, not at the first search mid-traffic
         self._running = True
         self.notify("ssdp:alive")
 
@@ -295,8 +308,8 @@ class SSDP:
                 stats["offnet"] += 1
                 return 0
             src = self._source(ip, now)
-            if self._all is None:
-                self._all = [self.total_burst * 1000, now]
+            if self._all[0] is None:
+                self._all[0], self._all[1] = self.total_burst * 1000, now
             n = min(want, self.max_pending - len(self._pending),
                     _refill(src, self.source_burst, self.source_rate, now),
                     _refill(self._all, self.total_burst, self.total_rate, now))
@@ -334,12 +347,16 @@ class SSDP:
         srcs = self._sources
         for i in range(len(srcs)):
             if srcs[i][0] == ip:
-                b = srcs.pop(i)
+                b = srcs[i]
+                del srcs[i:i + 1]   # (pop() would shrink the list's room)
                 srcs.append(b)
                 return b
         if len(srcs) >= self.max_sources:
-            srcs.pop(0)
-        b = [ip, self.source_burst * 1000, now]
+            b = srcs[0]   # the least recently heard one's bucket, reused
+            del srcs[0:1]
+            b[0], b[1], b[2] = ip, self.source_burst * 1000, now
+        else:
+            b = [ip, self.source_burst * 1000, now]
         srcs.append(b)
         return b
 
@@ -357,7 +374,7 @@ class SSDP:
                 p = pending[i]
                 if ticks_diff(now, p[0]) >= 0:
                     out.append((p[1], self.response(p[2], p[3]).encode()))
-                    pending.pop(i)
+                    del pending[i:i + 1]   # (pop() would shrink the list's room)
                 else:
                     i += 1
         return out

@@ -257,8 +257,13 @@ class WemoDevice:
         """The light's on/off changed: queue a NOTIFY to every live subscriber."""
         now = ticks_ms()
         with self.alexa._lock:
-            subs = [s for s in self._subs if ticks_diff(s[4], now) > 0]
-            self._subs = subs
+            subs = self._subs
+            for s in subs:
+                if ticks_diff(s[4], now) <= 0:   # one expired: a new list without them
+                    subs = self._subs = [x for x in subs if ticks_diff(x[4], now) > 0]
+                    break
+            # (else the same list: one made per change would outlive the request and split the heap;
+            # every other change replaces the list, so iterating it below is safe)
             on = self.light.on
         for s in subs:
             self.alexa._later(lambda s=s: self._notify(s, on))

@@ -154,6 +154,7 @@ class Wifi:
         self._host = PersistentStr("hostname", default="", folder="wifi", max_length=32)
         self._salt = PersistentStr("apsalt", default="", folder="wifi", max_length=32)
         self._sta = hal.wlan(hal.STA)
+        self._host_given = None   # the host name the interface was last given (_apply_hostname)
         self._ap = hal.wlan(hal.AP)
         self._plock = _thread.allocate_lock()   # one state-machine step at a time
         self._mu = _thread.allocate_lock()      # short critical sections on shared fields
@@ -247,8 +248,11 @@ class Wifi:
         return self._host.value or "%s-%s" % (self.name_prefix, self._mac_suffix())
 
     def _apply_hostname(self):
+        # kept: a round (every retry_s without a network) gives it again only when it changed; a
+        # string given each time would outlive the round in the interface and split the heap
+        self._host_given = h = self.hostname()
         try:
-            self._sta.config(hostname=self.hostname())
+            self._sta.config(hostname=h)
         except (ValueError, OSError, TypeError, NotImplementedError):
             pass  # a port without per-interface host names
 
@@ -423,7 +427,7 @@ class Wifi:
     def _candidates(self, scan):
         nets = self._load()
         if not nets:
-            return []
+            return ()   # (a round every retry_s: no new list each time, which would outlive it)
         if scan is None:
             try:
                 scan = self._scan_raw()
@@ -463,7 +467,9 @@ class Wifi:
         self._kick = False
         if not self._sta.active():
             self._sta.active(True)
-        self._apply_hostname()
+            self._host_given = None   # an interface brought up again is told its name again
+        if self._host_given != self.hostname():
+            self._apply_hostname()
         self._cands = self._candidates(scan)
         self._idx = -1
         self._state = _TRYING

@@ -560,6 +560,14 @@ def test_poll_queues_callbacks_to_the_app():
     assert seen == [10, 30]     # one call per light per poll, with the latest state
     alexa.poll()
     assert seen == [10, 30]
+    # the queue is one of two lists made once, swapped: a new list per poll would outlive the
+    # request that filled it, wherever the heap had room then, and split the free heap
+    lists = (alexa._queue, alexa._delivering)
+    for bri in (40, 50, 60):
+        jcall(app, "PUT", path, {"bri": bri})
+        alexa.poll()
+        assert alexa._queue in lists and alexa._delivering in lists and alexa._queue is not alexa._delivering
+    assert seen == [10, 30, 40, 50, 60] and not alexa._queue
 
 
 def test_callback_exception_does_not_break_api():

@@ -100,6 +100,48 @@ def test_ssdp_mx_delay_is_random_and_capped():
     assert len(s._pending) == s.max_pending
 
 
+def _room(lst, n):
+    """Whether n more items fit in lst without an allocation (MicroPython: the heap locked)."""
+    try:
+        import micropython
+    except ImportError:
+        return True   # CPython: only the lists' identity is checked
+    micropython.heap_lock()
+    try:
+        i = 0
+        while i < n:   # (a for over range() would allocate)
+            lst.append(None)
+            i += 1
+        return True
+    except MemoryError:
+        return False
+    finally:
+        micropython.heap_unlock()
+        del lst[len(lst) - i:]
+
+
+def test_ssdp_queues_stay_where_they_were_made():
+    """The answer queue and the sources' buckets are made with room for their caps and changed in
+    place. A list that grows in a burst of searches moves up the heap (between two collections the
+    allocator only goes up) and stays there after the burst, splitting the free heap."""
+    s = S.SSDP()
+    s.source_burst = s.total_burst = 1000
+    s.add("http://%s:%d/d.xml", "uuid:q", ("upnp:rootdevice", "urn:a:device:b:1", "urn:a:service:c:1"), "", 80)
+    pending, sources = s._pending, s._sources
+    now = 1000
+    for i in range(s.max_sources + 4):   # more searchers than buckets: the least recent one's is reused
+        for _ in range(3):
+            assert s.handle(_msearch("ssdp:all", mx=0), ("127.0.0.%d" % (i + 1), 5), now) == 4
+        assert len(s.due(now)) == 12
+    assert s._pending is pending and s._sources is sources and len(sources) == s.max_sources
+    assert [b[0][3] for b in sources] == list(range(5, s.max_sources + 5))   # most recently heard last
+    assert _room(pending, s.max_pending)
+    while len(s._pending) < s.max_pending:
+        s.handle(_msearch("ssdp:all", mx=1), ("127.0.0.2", 5), now)
+    assert len(s.due(now + s.max_delay_ms)) == s.max_pending and s._pending is pending
+    assert _room(pending, s.max_pending)
+
+
 def _hosts(s, addrs, now, st="upnp:rootdevice"):
     """How many answers searches from these addresses got queued (then sent: the queue empties)."""
     n = 0
@@ -349,6 +391,17 @@ def test_wemo_subscriber_caps():
     for path in ("/1", "/2"):
         assert _subscribe(dev, "<http://10.0.0.4:80%s>" % path, c).status == 200
     assert len(dev._subs) == 4 and [(s[1], s[3]) for s in dev._subs][-2:] == [("10.0.0.4", "/1"), ("10.0.0.4", "/2")]
+    alexa._jobs = []
+    # a change queues a NOTIFY to each subscriber and keeps their list (a new one per change would
+    # outlive the request and split the heap); one that expired goes, in a new list
+    from iotutils._compat import ticks_add, ticks_ms
+    subs = dev._subs
+    dev.changed()
+    assert dev._subs is subs and len(alexa._jobs) == 4
+    alexa._jobs = []
+    subs[0][4] = ticks_add(ticks_ms(), -1)
+    dev.changed()
+    assert dev._subs is not subs and dev._subs == subs[1:] and len(alexa._jobs) == 3
     alexa._jobs = []
 
 

@@ -331,6 +331,35 @@ def test_unconfigured_start_opens_the_ap_at_once():
     w.stop()
 
 
+def test_rounds_that_find_nothing_leave_nothing_behind():
+    """A device whose network is gone tries a round every retry_s, for weeks. What a round made and
+    kept (the host name given to the interface again, a new empty list of candidates) outlived it
+    wherever the heap had room, and split the free heap."""
+    w = _wifi([_net("home", up=False)])
+    w.start(portal=False, thread=False)
+    _until(w, lambda: w.status()["state"] == "portal", 500)
+    sta = w._sta
+    given, cands = sta.config("hostname"), w._cands
+    rounds = [0]
+    begin = w._begin_round
+
+    def counting(now, scan=None):
+        rounds[0] += 1
+        begin(now, scan)
+    w._begin_round = counting
+    _until(w, lambda: rounds[0] >= 3)
+    assert sta.config("hostname") is given and w._cands is cands
+    # a new name is given at once; an interface brought up again is told it again
+    w.hostname("Desk lamp")
+    assert sta.config("hostname") == "desk-lamp"
+    sta.active(False)
+    sta.config(hostname="other")
+    n = rounds[0]
+    _until(w, lambda: rounds[0] > n)
+    assert sta.active() and sta.config("hostname") == "desk-lamp"
+    w.stop()
+
+
 def test_ap_password_is_per_device_stable_and_wpa2():
     w = _wifi([])
     pw = w.ap_password()
