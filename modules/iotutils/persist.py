@@ -120,8 +120,14 @@ class _Persistent:
         self.name = name
         self.folder = folder
         self.default = self._coerce_default(default)
+        key = (folder, name)
         with _guard:
-            _kinds[(folder, name)] = self
+            # the same variable made again (an admin or MQTT settings request makes its objects at
+            # each call) keeps the first one registered: each new one would stay, wherever the heap
+            # had room during that request, and split the free heap
+            before = _kinds.get(key)
+            if before is None or type(before) is not type(self) or before.__dict__ != self.__dict__:
+                _kinds[key] = self
 
     def _coerce_default(self, default):
         return self.coerce(self.empty() if default is None else default)

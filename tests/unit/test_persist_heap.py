@@ -35,3 +35,22 @@ def test_names_from_requests_leave_nothing_behind_in_the_heap():
     gc.collect()
     grown = gc.mem_alloc() - before
     assert grown < 1024, grown  # (a dict's deleted slots may still grow its table once)
+
+
+def test_a_variable_made_again_keeps_the_first_one_registered():
+    # the admin page's and MQTT settings' handlers make their Persistent objects at each request:
+    # each new one registered in persist's table stayed wherever the heap had room during that
+    # request (the next collection keeps it: the table points to it) and split the free heap
+    store.use(nvs.NVS(RamFlash(0x6000, "nvs")), "nvs")
+    first = persist.PersistentStr("url", default="", folder="again", max_length=64)
+    for _ in range(3):
+        again = persist.PersistentStr("url", default="", folder="again", max_length=64)
+        assert persist.declared("again")["url"] is first
+    again.value = "mqtt://x"
+    assert first.value == "mqtt://x"   # the same stored variable either way
+    # one that differs (its limits, its type) is the variable's type from now on
+    other = persist.PersistentStr("url", default="", folder="again", max_length=128)
+    assert persist.declared("again")["url"] is other
+    typed = persist.PersistentInt("url", folder="again")
+    assert persist.declared("again")["url"] is typed
+    persist.undeclare("url", "again")
