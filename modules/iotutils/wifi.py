@@ -20,6 +20,7 @@
 # any method. Retry/backoff intervals are class attributes (tests make them small).
 
 import _thread
+import gc
 
 from iotutils import hal
 from iotutils._compat import before_load, const, log, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
@@ -366,6 +367,10 @@ class Wifi:
         if not self._sta.active():
             self._sta.active(True)
             self._apply_hostname()
+        # the results stay (the cache, for the portal's next question): collected first, they land
+        # in the heap's lowest holes, not wherever requests' garbage left the allocator. A scan takes
+        # seconds; the collection a few ms
+        gc.collect()
         res = self._sta.scan()
         self._scan_cache = res
         self._scan_at = ticks_ms()

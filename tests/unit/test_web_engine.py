@@ -162,3 +162,39 @@ def test_inline_answers_really_take_the_fast_path():
         counts[inline] = served[0]
     assert counts[False] == 3, counts
     assert counts[True] == 0, counts
+
+
+def test_a_thread_that_takes_over_the_poll_loop_starts_low_in_the_heap():
+    """A handler that runs longer than takeover_ms hands the poll loop to a standing-by thread. Its
+    frame and parser array live until the next takeover; made among the slow handler's garbage they
+    split the free heap, so the heap is collected first and they land in its lowest holes. On
+    MicroPython uctypes.addressof() gives a buffer's address: the new leader's array must sit below what
+    the handler made last."""
+    from mpunit import SkipTest
+    try:
+        from uctypes import addressof
+    except ImportError:
+        raise SkipTest("heap addresses: MicroPython's uctypes.addressof()")
+    import time
+    app = WebServer(port=0, workers=2, host="127.0.0.1")
+    last = [0]
+
+    def slow(req):
+        junk = None
+        for i in range(900):
+            # garbage of small and larger pieces: they fill every hole the last collection left,
+            # and the allocator moves up past them
+            junk = bytearray(24 if i % 3 else 600)
+        marker = bytearray(24)
+        last[0] = addressof(marker)
+        time.sleep(0.2)            # > takeover_ms: another thread leads meanwhile
+        return "done %d" % (len(junk) + len(marker))
+    app.add_route("/slow", slow)
+    _start(True, app)
+    try:
+        before = app.takeovers
+        assert _exchange(app.bound_port, _req("/slow", extra="Connection: close\r\n")).endswith(b"done %d" % (24 + 24))
+        assert app.takeovers > before
+        assert addressof(app._out) < last[0], (addressof(app._out), last[0])
+    finally:
+        app.stop()

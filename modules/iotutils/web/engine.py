@@ -516,6 +516,11 @@ class WebServer(Router):
                 if (since is not None and ticks_diff(ticks_ms(), since) >= self.takeover_ms
                         and self._lead_lock.acquire(0)):
                     self.takeovers += 1  # (only the leader writes it, and this thread leads now)
+                    # the new leader's frame (_lead's locals) and parser array live until the next
+                    # takeover: collected first, they land in the heap's lowest holes, not among
+                    # the slow handler's garbage where they would split the free heap. Only after
+                    # a handler ran takeover_ms; a collection costs a few ms of the chip's time
+                    _gc_collect()
                     got = True
                     break
                 ready(nap, wait)   # the nap (an empty poll set): ready() makes no list each time
