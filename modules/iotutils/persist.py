@@ -124,9 +124,11 @@ class _Persistent:
         with _guard:
             # the same variable made again (an admin or MQTT settings request makes its objects at
             # each call) keeps the first one registered: each new one would stay, wherever the heap
-            # had room during that request, and split the free heap
+            # had room during that request, and split the free heap (a port without __dict__:
+            # 0 != 1, the newest is registered as before)
             before = _kinds.get(key)
-            if before is None or type(before) is not type(self) or before.__dict__ != self.__dict__:
+            if (before is None or type(before) is not type(self)
+                    or getattr(before, "__dict__", 0) != getattr(self, "__dict__", 1)):
                 _kinds[key] = self
 
     def _coerce_default(self, default):
