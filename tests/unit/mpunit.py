@@ -87,6 +87,33 @@ def failing_at_write(k, fn, *args, exc=None):
     return None
 
 
+def on_free_port(open_at, first=20000, span=25000, tries=50):
+    """(open_at(port), port) for a random loopback port where open_at does not raise OSError (taken).
+    MicroPython's unix sockets have no getsockname(), so the port is picked here."""
+    for _ in range(tries):
+        port = first + int.from_bytes(os.urandom(2), "little") % span
+        try:
+            return open_at(port), port
+        except OSError:
+            pass
+    raise OSError("no free port")
+
+
+def udp_socket():
+    """(socket, port): a UDP socket bound to a free port on 127.0.0.1."""
+    import socket
+
+    def bind(port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        except OSError:
+            s.close()
+            raise
+        return s
+    return on_free_port(bind)
+
+
 def silent_listener(first_port=41000):
     """(socket, port): a listening TCP socket on 127.0.0.1 that nobody ever answers from (the kernel
     completes the handshakes). MicroPython's unix sockets have no getsockname: ports are tried."""

@@ -5,10 +5,9 @@
 # heap.
 # Allocation counts need MicroPython's gc.mem_alloc (a fresh process per module there); CPython skips.
 import gc
-import os
 import socket
 
-from mpunit import SkipTest, is_micropython
+from mpunit import SkipTest, is_micropython, on_free_port, udp_socket
 
 from iotutils import _compat, tasks
 
@@ -29,15 +28,9 @@ def _allocated(fn, times=100):
 
 
 def _udp():
-    for _ in range(50):  # a free port (MicroPython's sockets have no getsockname)
-        port = 20000 + int.from_bytes(os.urandom(2), "little") % 25000
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-            return s, socket.getaddrinfo("127.0.0.1", port)[0][-1]
-        except OSError:
-            s.close()
-    raise OSError("no free UDP port")
+    """(socket, address) of a UDP socket on a free loopback port."""
+    s, port = udp_socket()
+    return s, socket.getaddrinfo("127.0.0.1", port)[0][-1]
 
 
 def test_asking_a_poller_allocates_nothing_and_still_sees_data():
@@ -62,15 +55,7 @@ def test_asking_a_poller_allocates_nothing_and_still_sees_data():
 def test_an_idle_portal_dns_allocates_nothing_and_answers_the_next_query():
     _need_micropython()
     from iotutils import portal
-    srv = None
-    for _ in range(20):
-        port = 30000 + int.from_bytes(os.urandom(2), "little") % 20000
-        try:
-            srv = portal.DNSServer("127.0.0.1", port).open()
-            break
-        except OSError:
-            pass
-    assert srv is not None
+    srv, port = on_free_port(lambda port: portal.DNSServer("127.0.0.1", port).open())
     try:
         # a recvfrom() that found nothing cost a 513-byte buffer and an exception, at every pass
         assert _allocated(lambda: srv.serve(0)) == 0

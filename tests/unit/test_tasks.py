@@ -3,24 +3,10 @@
 import socket
 import time
 
+from mpunit import udp_socket
+
 from iotutils import _compat, tasks
 from iotutils._compat import sleep_ms, ticks_diff, ticks_ms
-
-
-def _udp():
-    """A UDP socket on a free loopback port -> (socket, port); MicroPython's sockets have no
-    getsockname(), so the port is picked here."""
-    import random
-
-    for _ in range(50):
-        port = random.randint(20000, 45000)
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-            return s, port
-        except OSError:
-            s.close()
-    raise OSError("no free UDP port")
 
 
 def _wait(cond, ms=3000):
@@ -52,8 +38,8 @@ def test_steps_run_when_they_ask_and_a_finished_task_goes():
 
 def test_a_readable_socket_runs_its_step_at_once():
     hk = tasks.Housekeeper("t2")
-    rx, port = _udp()
-    tx = _udp()[0]
+    rx, port = udp_socket()
+    tx = udp_socket()[0]
     got = []
 
     def reader(now):
@@ -155,7 +141,7 @@ def test_before_step_runs_before_every_step_of_a_pass():
 
 def test_replacing_a_task_and_a_closed_socket_do_not_spin():
     hk = tasks.Housekeeper("t5")
-    s = _udp()[0]
+    s = udp_socket()[0]
     n = [0]
 
     def step(now):

@@ -2,7 +2,7 @@
 # hashing of iotutils.portal, on CPython and MicroPython.
 import time
 
-from mpunit import SkipTest, failing_at_write, flash_writes, is_micropython, raises, tempdir
+from mpunit import SkipTest, failing_at_write, on_free_port, flash_writes, is_micropython, raises, tempdir
 
 from iotutils import store
 from iotutils.hal.flash import FileFlash
@@ -135,17 +135,8 @@ def test_dns_other_opcodes_get_notimp():
 
 
 def test_dns_server_answers_over_udp_and_survives_junk():
-    import os
     import socket
-    srv = None
-    for _ in range(20):  # a free port (MicroPython sockets have no getsockname)
-        port = 30000 + int.from_bytes(os.urandom(2), "little") % 20000
-        try:
-            srv = P.DNSServer("127.0.0.1", port).open()
-            break
-        except OSError:
-            pass
-    assert srv is not None
+    srv, port = on_free_port(lambda port: P.DNSServer("127.0.0.1", port).open())
     try:
         c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         c.settimeout(2)
