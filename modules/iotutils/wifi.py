@@ -249,13 +249,23 @@ class Wifi:
         return self._host.value or "%s-%s" % (self.name_prefix, self._mac_suffix())
 
     def _apply_hostname(self):
-        # kept: a round (every retry_s without a network) gives it again only when it changed; a
-        # string given each time would outlive the round in the interface and split the heap
-        self._host_given = h = self.hostname()
+        # only when it changed: a round (every retry_s without a network) asks again, and a string
+        # given each time would outlive the round in the interface and split the heap
+        h = self.hostname()
+        if h == self._host_given:
+            return
+        self._host_given = h
         try:
             self._sta.config(hostname=h)
         except (ValueError, OSError, TypeError, NotImplementedError):
             pass  # a port without per-interface host names
+
+    def _sta_up(self):
+        # the station interface on, with its host name (an interface brought up is told it again)
+        if not self._sta.active():
+            self._sta.active(True)
+            self._host_given = None
+        self._apply_hostname()
 
     def ap_ssid(self):
         if self._ap_ssid:
@@ -277,8 +287,7 @@ class Wifi:
     def station(self, on=True):
         """Station interface on/off. Off also stops the background reconnecting."""
         if on:
-            self._sta.active(True)
-            self._apply_hostname()
+            self._sta_up()
         else:
             with self._mu:
                 self._state = _IDLE
@@ -364,9 +373,7 @@ class Wifi:
             return 0
 
     def _scan_raw(self):
-        if not self._sta.active():
-            self._sta.active(True)
-            self._apply_hostname()
+        self._sta_up()
         # the results stay (the cache, for the portal's next question): collected first, they land
         # in the heap's lowest holes, not wherever requests' garbage left the allocator. A scan takes
         # seconds; the collection a few ms
@@ -470,11 +477,7 @@ class Wifi:
 
     def _begin_round(self, now, scan=None):
         self._kick = False
-        if not self._sta.active():
-            self._sta.active(True)
-            self._host_given = None   # an interface brought up again is told its name again
-        if self._host_given != self.hostname():
-            self._apply_hostname()
+        self._sta_up()
         self._cands = self._candidates(scan)
         self._idx = -1
         self._state = _TRYING
