@@ -24,17 +24,13 @@
 # {"folder": {"name": {"type": "int", "value": 3}}} (loaded at first use: persist_io.py);
 # import_json(text) and set_all([(var, value)]) store all or nothing (see the journal). Variables
 # without a folder live in DEFAULT_FOLDER.
+# The list, set, RGB and hex classes load at their first use (persist_kinds.py), as the export does.
 # changes() counts every write, reset and delete (a cheap "did anything change?").
 import json
 
 from iotutils import store
-from iotutils.coerce import clamp, hex_digits, parse_json, to_bool, to_float, to_int, to_json_text, to_str
-from iotutils._compat import allocate_lock
-
-try:
-    from binascii import a2b_base64
-except ImportError:  # pragma: no cover
-    a2b_base64 = None
+from iotutils.coerce import clamp, parse_json, to_bool, to_float, to_int, to_json_text, to_str
+from iotutils._compat import allocate_lock, before_load
 
 DEFAULT_FOLDER = "default"
 
@@ -311,64 +307,6 @@ class PersistentJSON(_Persistent):
         return json.loads(to_json_text(v)) if isinstance(v, (list, dict)) else v
 
 
-class PersistentList(PersistentJSON):
-    kind = "list"
-
-    def empty(self):
-        return []
-
-    def _coerce_default(self, default):
-        return _Persistent._coerce_default(self, default)
-
-    def _coerce(self, x):
-        if isinstance(x, (str, bytes, bytearray)):
-            x = parse_json(x)
-        if isinstance(x, (tuple, set, frozenset)):
-            x = list(x)
-        if not isinstance(x, list):
-            raise ValueError("not a list")
-        return PersistentJSON._coerce(self, x)
-
-    def _decode(self, raw):
-        return self._coerce(raw)
-
-
-class PersistentSet(PersistentJSON):
-    kind = "set"
-
-    def empty(self):
-        return set()
-
-    def _coerce_default(self, default):
-        return _Persistent._coerce_default(self, default)
-
-    def _coerce(self, x):
-        if isinstance(x, (str, bytes, bytearray)):
-            x = parse_json(x)
-        if not isinstance(x, (list, tuple, set, frozenset)):
-            raise ValueError("not a set")
-        try:
-            s = set(x)
-        except TypeError:
-            raise ValueError("set items must be hashable")
-        to_json_text(list(s))
-        return s
-
-    def _decode(self, raw):
-        return self._coerce(raw)
-
-    def _encode(self, v):
-        items = list(v)
-        try:
-            items.sort()
-        except TypeError:
-            pass
-        return PersistentJSON._encode(self, items)
-
-    def _out(self, v):
-        return set(v)
-
-
 class PersistentRange(_Persistent):
     kind = "range"
 
@@ -400,104 +338,27 @@ class PersistentRange(_Persistent):
         return {"lo": self.lo, "hi": self.hi}
 
 
-class PersistentRGB(_Persistent):
-    kind = "rgb"
-
-    def empty(self):
-        return (0, 0, 0)
-
-    def _coerce(self, x):
-        if isinstance(x, (bytes, bytearray)):
-            x = bytes(x).decode()
-        if isinstance(x, str):
-            s = x.strip()
-            if s.startswith("#"):
-                s = s[1:]
-            elif s[:2] in ("0x", "0X"):
-                s = s[2:]
-            if len(s) != 6 or not hex_digits(s):
-                raise ValueError("not an RGB colour")
-            x = int(s, 16)
-        if isinstance(x, bool):
-            raise ValueError("not an RGB colour")
-        if isinstance(x, int):
-            if not 0 <= x <= 0xFFFFFF:
-                raise ValueError("not an RGB colour")
-            return ((x >> 16) & 255, (x >> 8) & 255, x & 255)
-        if isinstance(x, (tuple, list)) and len(x) == 3:
-            return tuple(clamp(to_int(c), 0, 255) for c in x)
-        raise ValueError("not an RGB colour")
-
-    def _encode(self, v):
-        return U32, (v[0] << 16) | (v[1] << 8) | v[2]
-
-    def hex(self):
-        v = self.value
-        return "#%02x%02x%02x" % v
-
-
-class PersistentHex(_Persistent):
-    kind = "hex"
-
-    def empty(self):
-        return 0
-
-    def _coerce(self, x):
-        if isinstance(x, (bytes, bytearray)):
-            x = bytes(x).decode()
-        if isinstance(x, str):
-            s = x.strip().lower()
-            neg = s.startswith("-")
-            if neg:
-                s = s[1:]
-            if s.startswith("0x"):
-                s = s[2:]
-            if not hex_digits(s):
-                raise ValueError("not hexadecimal")
-            return -int(s, 16) if neg else int(s, 16)
-        if isinstance(x, bool) or not isinstance(x, int):
-            raise ValueError("not an int or hex text")
-        return x
-
-    def _encode(self, v):
-        if _I64_MIN <= v <= _I64_MAX:
-            return I64, v
-        return STR, "0x%x" % v
-
-    def __str__(self):
-        v = self.value
-        return "-0x%x" % -v if v < 0 else "0x%x" % v
-
-
-class _PersistentBytes(_Persistent):
-    # not public API: carries blobs through export/import
-    kind = "bytes"
-
-    def empty(self):
-        return b""
-
-    def _coerce(self, x):
-        if isinstance(x, (bytes, bytearray)):
-            return bytes(x)
-        if isinstance(x, str):
-            try:
-                return a2b_base64(x)
-            except (ValueError, TypeError):
-                raise ValueError("not base64")
-        raise ValueError("not bytes")
-
-    def _encode(self, v):
-        return BLOB, v
-
-
 KINDS = {"bool": PersistentBool, "int": PersistentInt, "float": PersistentFloat, "str": PersistentStr,
-         "json": PersistentJSON, "list": PersistentList, "set": PersistentSet, "range": PersistentRange,
-         "rgb": PersistentRGB, "hex": PersistentHex, "bytes": _PersistentBytes}
+         "json": PersistentJSON, "range": PersistentRange}
+# the other kinds' classes load at their first use (persist_kinds.py): about 2 KB of heap that a
+# device whose variables are all scalars never holds
+_LATER = {"list": "PersistentList", "set": "PersistentSet", "rgb": "PersistentRGB", "hex": "PersistentHex",
+          "bytes": "_PersistentBytes"}
+
+
+def kind_class(kind):
+    """The class of export type `kind` ("int", "rgb", ...), or None."""
+    cls = KINDS.get(kind)
+    if cls is None and kind in _LATER:
+        before_load("iotutils.persist_kinds")
+        from iotutils import persist_kinds
+        cls = getattr(persist_kinds, _LATER[kind])
+    return cls
 
 
 def make(kind, name, folder=DEFAULT_FOLDER, **spec):
     """A Persistent object of export type `kind` ("int", "range" with lo/hi, ...)."""
-    cls = KINDS.get(kind)
+    cls = kind_class(kind)
     if cls is None:
         raise ValueError("%s/%s: unknown type %r" % (folder, name, kind))
     if cls is PersistentRange:
@@ -732,4 +593,7 @@ def __getattr__(name):
     if name in ("export_json", "export_pieces", "export_entries", "export_entry"):
         from iotutils import persist_io
         return getattr(persist_io, name)
+    for kind, cls in _LATER.items():   # PersistentList, PersistentSet, PersistentRGB, PersistentHex
+        if cls == name:
+            return kind_class(kind)
     raise AttributeError(name)

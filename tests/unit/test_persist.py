@@ -751,3 +751,40 @@ def test_the_journal_folder_is_the_one_persist_hides():
     from iotutils import journal
     assert persist._JOURNAL == journal.FOLDER
     assert persist.is_secret(journal.FOLDER, "import")
+
+
+def test_the_less_common_kinds_load_at_their_first_use():
+    # list, set, RGB and hex live in persist_kinds.py, loaded when a program first asks for one: a
+    # device whose variables are all scalars never holds their classes (about 2 KB of heap)
+    import sys
+
+    import iotutils
+    from iotutils import _compat
+
+    if _compat.KEEP_LOADED:
+        from mpunit import SkipTest
+        raise SkipTest("the simulator's heap model keeps what it loaded")
+    fresh()
+    first = sys.modules.get("iotutils.persist_kinds")
+    _compat.unload("iotutils.persist_kinds")
+    try:
+        PersistentBool("lb", folder="lazy").value = True
+        assert persist.make("int", "li", folder="lazy").set("7") == 7
+        assert persist.make("range", "lr", folder="lazy", lo=0, hi=3).set(9) == 3
+        persist.PersistentStr("ls", folder="lazy").value = "x"
+        assert persist.kind_class("float") is PersistentFloat
+        assert "iotutils.persist_kinds" not in sys.modules
+        rgb = persist.make("rgb", "lc", folder="lazy")
+        kinds = sys.modules["iotutils.persist_kinds"]
+        assert type(rgb) is kinds.PersistentRGB and persist.PersistentRGB is kinds.PersistentRGB
+        assert persist.kind_class("rgb") is kinds.PersistentRGB
+        from iotutils.persist import PersistentSet as lazy_set
+        assert lazy_set is kinds.PersistentSet and persist.kind_class("hex") is kinds.PersistentHex
+        assert rgb.set("#ff8000") == (255, 128, 0) and persist.list_folder("lazy")["lc"] == (255, 128, 0)
+        assert persist.kind_class("nothing") is None
+        raises(AttributeError, getattr, persist, "PersistentNothing")
+        raises(ValueError, persist.make, "nothing", "ln", folder="lazy")
+    finally:
+        if first is not None:
+            sys.modules["iotutils.persist_kinds"] = first
+            iotutils.persist_kinds = first
