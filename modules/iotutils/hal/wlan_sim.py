@@ -73,14 +73,7 @@ class Scenario:
         return None
 
 
-_lock = allocate_lock()
-
-
-def _locked(fn):
-    def wrapper(*args, **kw):
-        with _lock:
-            return fn(*args, **kw)
-    return wrapper
+_lock = allocate_lock()   # each _WLAN method holds it (a `with`, not a decorator: a closure each)
 
 
 class _WLAN:
@@ -95,90 +88,90 @@ class _WLAN:
         self._since = 0
         self._status = STAT_IDLE
 
-    @_locked
     def active(self, on=None):
-        if on is None:
-            return self._active
-        self._active = bool(on)
-        if not on:
-            self._disconnect()
+        with _lock:
+            if on is None:
+                return self._active
+            self._active = bool(on)
+            if not on:
+                self._disconnect()
 
-    @_locked
     def config(self, *args, **kw):
-        if args:
-            key = args[0]
-            if key == "password" and not self._is_ap:
-                raise ValueError("password is write-only")
-            if key == "ssid":
-                key = "essid"
-            if key not in self._cfg:
-                raise ValueError("unknown config param")
-            return self._cfg[key]
-        for k, v in kw.items():
-            if k == "ssid":
-                k = "essid"
-            if k == "security":
-                k = "authmode"
-            if k == "dhcp_hostname":
-                k = "hostname"
-            if k not in self._cfg:
-                raise ValueError("unknown config param")
-            self._cfg[k] = v
-        if self._is_ap and self._cfg["authmode"] != AUTH_OPEN and not 8 <= len(self._cfg["password"]) <= 64:
-            # esp_wifi_set_config refuses a WPA2 AP with a short password
-            self._cfg["authmode"] = AUTH_OPEN
-            raise OSError("invalid AP password")
+        with _lock:
+            if args:
+                key = args[0]
+                if key == "password" and not self._is_ap:
+                    raise ValueError("password is write-only")
+                if key == "ssid":
+                    key = "essid"
+                if key not in self._cfg:
+                    raise ValueError("unknown config param")
+                return self._cfg[key]
+            for k, v in kw.items():
+                if k == "ssid":
+                    k = "essid"
+                if k == "security":
+                    k = "authmode"
+                if k == "dhcp_hostname":
+                    k = "hostname"
+                if k not in self._cfg:
+                    raise ValueError("unknown config param")
+                self._cfg[k] = v
+            if self._is_ap and self._cfg["authmode"] != AUTH_OPEN and not 8 <= len(self._cfg["password"]) <= 64:
+                # esp_wifi_set_config refuses a WPA2 AP with a short password
+                self._cfg["authmode"] = AUTH_OPEN
+                raise OSError("invalid AP password")
 
     # ---- station ----
-    @_locked
     def scan(self):
-        if self._is_ap or not self._active:
-            raise OSError("STA must be active to scan")
-        out = []
-        for n in self._scn.refresh():
-            if not n.get("up", True):
-                continue
-            ssid = b"" if n.get("hidden") else n["ssid"].encode()
-            sec = AUTH_WPA2_PSK if n.get("password") else AUTH_OPEN
-            out.append((ssid, b"\x02\x11\x22\x33\x44\x55", n.get("channel", 1), n.get("rssi", -70), sec,
-                        bool(n.get("hidden"))))
-        return out
+        with _lock:
+            if self._is_ap or not self._active:
+                raise OSError("STA must be active to scan")
+            out = []
+            for n in self._scn.refresh():
+                if not n.get("up", True):
+                    continue
+                ssid = b"" if n.get("hidden") else n["ssid"].encode()
+                sec = AUTH_WPA2_PSK if n.get("password") else AUTH_OPEN
+                out.append((ssid, b"\x02\x11\x22\x33\x44\x55", n.get("channel", 1), n.get("rssi", -70), sec,
+                            bool(n.get("hidden"))))
+            return out
 
-    @_locked
     def connect(self, ssid=None, key=None, bssid=None):
-        if not self._active:
-            raise OSError("STA is not active")
-        self._target = (ssid, key or "")
-        self._since = ticks_ms()
-        self._status = STAT_CONNECTING
+        with _lock:
+            if not self._active:
+                raise OSError("STA is not active")
+            self._target = (ssid, key or "")
+            self._since = ticks_ms()
+            self._status = STAT_CONNECTING
 
     def _disconnect(self):
         self._target = None
         self._status = STAT_IDLE
 
-    @_locked
     def disconnect(self):
-        self._disconnect()
+        with _lock:
+            self._disconnect()
 
-    @_locked
     def status(self, what=None):
-        if what == "rssi":
-            n = self._network()
-            return n.get("rssi", -70) if n else 0
-        if what == "stations":
-            if not (self._is_ap and self._active):
-                return []
-            self._scn.refresh()
-            return [(bytes(int(x, 16) for x in m.split(":")),) for m in self._scn.ap_clients]
-        self._evaluate()
-        return self._status
+        with _lock:
+            if what == "rssi":
+                n = self._network()
+                return n.get("rssi", -70) if n else 0
+            if what == "stations":
+                if not (self._is_ap and self._active):
+                    return []
+                self._scn.refresh()
+                return [(bytes(int(x, 16) for x in m.split(":")),) for m in self._scn.ap_clients]
+            self._evaluate()
+            return self._status
 
-    @_locked
     def isconnected(self):
-        if self._is_ap:
-            return self._active
-        self._evaluate()
-        return self._status == STAT_GOT_IP
+        with _lock:
+            if self._is_ap:
+                return self._active
+            self._evaluate()
+            return self._status == STAT_GOT_IP
 
     def _network(self):
         return self._scn.find(self._target[0]) if self._target else None
@@ -214,15 +207,15 @@ class _WLAN:
                 self._status = STAT_BEACON_TIMEOUT
                 self._target = None
 
-    @_locked
     def ifconfig(self, *args):
-        if self._is_ap:
-            return ("127.0.0.1", "255.255.255.0", "127.0.0.1", "127.0.0.1") if self._active else \
-                ("0.0.0.0",) * 4
-        self._evaluate()
-        if self._status == STAT_GOT_IP:
-            return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
-        return ("0.0.0.0",) * 4
+        with _lock:
+            if self._is_ap:
+                return ("127.0.0.1", "255.255.255.0", "127.0.0.1", "127.0.0.1") if self._active else \
+                    ("0.0.0.0",) * 4
+            self._evaluate()
+            if self._status == STAT_GOT_IP:
+                return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
+            return ("0.0.0.0",) * 4
 
 
 _scenario = None
