@@ -17,10 +17,11 @@
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
 import gc
+import sys
 
 from iotutils import __version__, hal, tasks
 from iotutils._compat import (allocate_lock, before_load, const, log, print_exception, recv_for, sleep_ms, ticks_diff,
-                              ticks_ms)
+                              ticks_ms, unload)
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -212,11 +213,14 @@ class Device:
         if self.ota is not None:
             fw = self.ota.status()
         else:
+            loaded = "iotutils.appimage" in sys.modules
             from iotutils import appimage
             try:
                 fw = appimage.read_desc(hal.partition(hal.ota_running())) or {}
             except (OSError, ValueError):
                 fw = {}
+            if not loaded:   # needed once, for these lines
+                unload("iotutils.appimage")
         state = "pending verify" if hal.ota_pending() else "valid"
         lines = [
             "iotutils %s on %s: %s" % (__version__, hal.PLATFORM, self.name),
@@ -361,8 +365,6 @@ class Device:
         largest=True, the largest free block; every thread's stack; every socket's lwIP cost; their
         sum), or with lines=True the console lines of it. The module is dropped again afterwards:
         a report now and then must not keep its code in the heap."""
-        import sys
-
         import iotutils
         from iotutils import memory
         try:

@@ -32,6 +32,7 @@
 # app (App OTA and app_boot). This module is the OTA facade apps use.
 import binascii
 import gc
+import sys
 
 import iotutils.hal as hal
 from iotutils._compat import (_thread, allocate_lock, before_load, const, log, start_thread, ticks_diff, ticks_ms,
@@ -245,9 +246,12 @@ class OTA:
     # ---- running image ----
     def _running_desc(self):
         if self._desc is None:
+            loaded = "iotutils.appimage" in sys.modules
             from iotutils import appimage
 
             self._desc = appimage.read_desc(hal.partition(hal.ota_running())) or {}
+            if not loaded:   # read once at boot; a check or an update loads it again (_NETWORK_MODULES)
+                unload("iotutils.appimage")
         return self._desc
 
     def _sync_boot(self):
