@@ -8,13 +8,12 @@
 # portal is active they are redirected to the setup page (which makes phones and laptops open their
 # "sign in to network" window); otherwise they get the answer each OS takes as "online".
 # The admin password it sets is hashed and checked by iotutils.auth, shared with the admin page.
-import json
+# The pages themselves (portal_pages.py) load at the first request for one: until a phone opens the
+# portal, a device holds only the DNS server, the probes' answers and the captive hooks.
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, const, log, ready
-from iotutils.auth import Locked, escape, hash_password, login_guard, verify_password
-from iotutils.wifi import check_ssid
+from iotutils._compat import allocate_lock, before_load, const, log, ready
 
 try:
     import select
@@ -179,14 +178,6 @@ class DNSServer:
 
 # ---- the setup page ----
 
-_STYLE = ("body{font-family:sans-serif;max-width:28em;margin:auto;padding:1em;color:#222}"
-          "h1{font-size:1.4em}label{display:block;margin:.8em 0 .2em}"
-          "input{width:100%;box-sizing:border-box;padding:.6em;font-size:1em}"
-          ".n label{display:flex;justify-content:space-between;align-items:center;margin:0;padding:.5em;"
-          "border-bottom:1px solid #ddd}.n input{width:auto;margin-right:.6em}small{color:#666}"
-          "button,.b{display:block;width:100%;padding:.8em;font-size:1.1em;margin-top:1.2em;text-align:center}"
-          ".e{color:#b00}.ok{color:#070}")
-
 # OS connectivity probes: path -> (what answers "online" outside the portal)
 _FIREFOX = '<meta http-equiv="refresh" content="0;url=https://support.mozilla.org/kb/captive-portal"/>\n'
 _APPLE = "<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>"
@@ -203,15 +194,6 @@ _PROBES = {
     "/check_network_status.txt": ("NetworkManager is online\n", 200, "text/plain"),  # GNOME/Ubuntu
     "/kindle-wifi/wifistub.html": ("81ce4465-7167-4dcb-835b-dcc9e44c112a", 200, "text/html"),
 }
-
-_RESULT_TEXT = {"wrong_password": "wrong password", "no_ap_found": "network not found",
-                "assoc_fail": "the router refused the connection", "timeout": "no answer (no address)",
-                "lost": "connection lost"}
-
-
-class Denied(ValueError):
-    """A setup that needs the current admin password did not give it (HTTP 403)."""
-
 
 class Portal:
     """The setup portal on WebServer `app` for Wifi `wifi`. on_saved(info) is called after a setup
@@ -231,11 +213,10 @@ class Portal:
         self.dns = None
         self._admin = None
         self._name = None
-        app.add_route("/setup", self._setup_get, ("GET",))
-        app.add_route("/setup", self._setup_post, ("POST",))
-        app.add_route("/setup/status", self._status, ("GET",))
-        app.add_route("/setup/scan", self._scan, ("GET",))
-        app.add_route("/setup/result", self._result, ("GET",))
+        pages = self._pages   # one bound method for the four routes
+        app.add_route("/setup", pages, ("GET", "POST"))
+        for path in ("/setup/status", "/setup/scan", "/setup/result"):
+            app.add_route(path, pages, ("GET",))
         # before: answers the OS probes (no route each: eleven routes would cost ~2 KB of heap) and
         # overrides the app's own "/" while in AP mode; after: catches what no route matched
         if hasattr(app, "before_request"):
@@ -246,7 +227,7 @@ class Portal:
         if hasattr(app, "after_request"):
             app.after_request(self._captive_404)
         else:
-            app.add_route("/", self._setup_get, ("GET",))
+            app.add_route("/", self._front, ("GET",))
         wifi.attach_portal(self)
 
     # ---- state ----
@@ -306,7 +287,7 @@ class Portal:
         if path in _PROBES and req.method in ("GET", "HEAD"):
             return self._probe(req)
         if path == "/" and (self.active or not self.wifi.configured()) and req.method in ("GET", "HEAD"):
-            return self._page()
+            return self._front(req)
         if self.active and not self._own_host(req) and not path.startswith("/setup"):
             return self.redirect()
         return None
@@ -315,6 +296,17 @@ class Portal:
         if resp.status == 404:
             return self._captive(req)
         return None
+
+    def _pages(self, req):
+        # the page code loads at the first request for a page (portal_pages.py)
+        before_load("iotutils.portal_pages")
+        from iotutils import portal_pages
+        return portal_pages.handle(self, req)
+
+    def _front(self, req):
+        before_load("iotutils.portal_pages")
+        from iotutils import portal_pages
+        return portal_pages.handle(self, req, True)
 
     def redirect(self):
         """A 302 to the setup page at the device's own address (the captive portal's answer)."""
@@ -329,195 +321,6 @@ class Portal:
         body, status, ctype = _PROBES[req.path]
         return Response(body, status, {"Cache-Control": "no-store"}, ctype)
 
-    # ---- pages ----
-    def _head(self, title, extra=""):
-        return ('<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" '
-                'content="width=device-width,initial-scale=1"><title>%s</title>%s<style>%s</style></head><body>'
-                % (escape(title), extra, _STYLE))
-
-    def _page(self, error=None, form=None):
-        form = form or {}
-        admin, name = self._store()
-        nets = []
-        try:
-            nets = self.wifi.scan()[:self.max_listed]
-        except OSError:
-            pass
-        chosen = form.get("ssid", "")
-        out = [self._head("Wi-Fi setup"), "<h1>Wi-Fi setup</h1>"]
-        if error:
-            out.append('<p class="e">%s</p>' % escape(error))
-        out.append('<form method="post" action="/setup"><div class="n">')
-        for n in nets:
-            out.append('<label><span><input type="radio" name="ssid" value="%s"%s>%s</span><small>%d dBm%s</small>'
-                       '</label>' % (escape(n["ssid"]), " checked" if n["ssid"] == chosen else "", escape(n["ssid"]),
-                                     n["rssi"], " &#128274;" if n["secure"] else ""))
-        if not nets:
-            out.append("<p><small>No networks found.</small></p>")
-        out.append('</div><p><a href="/setup">Scan again</a></p>'
-                   '<label for="o">Other (hidden) network</label><input id="o" name="other" maxlength="32" '
-                   'autocapitalize="none">'
-                   '<label for="p">Wi-Fi password</label><input id="p" name="password" type="password" '
-                   'maxlength="64">'
-                   '<label for="d">Device name</label><input id="d" name="name" maxlength="32" value="%s">'
-                   % escape(form.get("name") or name.value))
-        if admin.value:
-            out.append('<label for="a">Admin password <small>(current)</small></label>')
-        else:
-            out.append('<label for="a">Admin password <small>(new, at least %d characters)</small></label>'
-                       % self.min_admin_password)
-        out.append('<input id="a" name="admin" type="password" maxlength="64" required>'
-                   '<button type="submit">Save and connect</button></form></body></html>')
-        return "".join(out)
-
-    def _result_page(self, ssid):
-        st = self.wifi.status()
-        res = self.wifi.result(ssid)
-        refresh = ""
-        if res == "connected":
-            p = hal.port(80)
-            addr = "http://%s%s/" % (st["ip"], "" if p == 80 else ":%d" % p)
-            msg = ('<p class="ok" id="m">Connected to <b>%s</b>.</p><p>New address: <a id="a" href="%s">%s</a>'
-                   '<br><small>%s.local</small></p><p>Connect this phone back to <b>%s</b> to reach it.</p>'
-                   % (escape(ssid), escape(addr), escape(addr), escape(st["hostname"]), escape(ssid)))
-        elif res in (None, "connecting"):
-            refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>'
-            msg = '<p id="m">Connecting to <b>%s</b>&hellip;</p>' % escape(ssid)
-        else:
-            msg = ('<p class="e" id="m">Could not connect to <b>%s</b>: %s.</p><a class="b" href="/setup">Try again</a>'
-                   % (escape(ssid), escape(_RESULT_TEXT.get(res, res))))
-        js = ""
-        if refresh:
-            # with JS: poll the JSON status and reload once the attempt is decided
-            js = ("<script>function p(){fetch('/setup/status?ssid='+encodeURIComponent(%s)).then(function(r)"
-                  "{return r.json()}).then(function(s){if(s.result!='connecting'&&s.result!=null)location.reload();"
-                  "else setTimeout(p,1000)}).catch(function(){setTimeout(p,2000)})}p()</script>"
-                  % json.dumps(ssid).replace("<", "\\u003c"))
-        return "".join((self._head("Wi-Fi setup", refresh), "<h1>Wi-Fi setup</h1>", msg, js, "</body></html>"))
-
-    # ---- handlers ----
-    def _setup_get(self, req):
-        return self._page()
-
-    def _setup_post(self, req):
-        ctype = req.headers.get("content-type", "")
-        as_json = "json" in ctype
-        data = None
-        try:
-            data = req.json() if as_json else req.form()
-            if not isinstance(data, dict):
-                raise ValueError("body: a form or a JSON object expected")
-            ssid = self._save(data, req.client_ip)
-        except Locked as e:
-            h = {"Retry-After": str(e.wait)}
-            return ({"error": str(e)}, 429, h) if as_json else (self._page(str(e), _form(data)), 429, h)
-        except Denied as e:
-            return ({"error": str(e)}, 403) if as_json else (self._page(str(e), _form(data)), 403)
-        except ValueError as e:
-            return ({"error": str(e)}, 400) if as_json else (self._page(str(e), _form(data)), 400)
-        if as_json:
-            return {"ok": True, "ssid": ssid, "result": self.wifi.result(ssid)}
-        from iotutils.server import Response
-        return Response.redirect("/setup/result?ssid=" + _quote(ssid), 303)
-
-    def _save(self, data, client):
-        def field(k):
-            v = data.get(k)
-            if v is None:
-                return ""
-            if not isinstance(v, str):
-                raise ValueError("%s: must be a string" % k)
-            return v
-        ssid = field("other").strip() or field("ssid")
-        if not ssid:
-            raise ValueError("ssid: pick a network or type its name")
-        check_ssid(ssid)
-        password = field("password")
-        name = field("name").strip()
-        if name and len(name) > 32:
-            raise ValueError("name: at most 32 characters")
-        adminpw = field("admin")
-        admin, dev_name = self._store()
-        stored = admin.value
-        if stored:
-            # counted before the slow hash, with the admin login's count (raises Locked)
-            login_guard.attempt(client, trusted=self.wifi.on_setup_ap(client))
-            if not verify_password(adminpw, stored):
-                raise Denied("admin: wrong admin password")
-            login_guard.ok(client)
-        elif len(adminpw) < self.min_admin_password:
-            raise ValueError("admin: at least %d characters" % self.min_admin_password)
-        from iotutils.wifi import check_password
-        check_password(password)
-        if not stored and not (self.active and self.wifi.on_setup_ap(client)):
-            # the first admin password is set only through the setup access point (WPA2, its
-            # password on the serial console): not by anyone on the home network, not even while
-            # the access point lingers after the device joined it
-            raise Denied("admin: no admin password yet: set it while connected to the setup access point")
-        # (the slow hash, which may fail for memory, before anything is stored)
-        new_hash = None if stored else hash_password(adminpw)
-        visible = [n["ssid"] for n in self.wifi.scan()]
-        # the admin password before the network: a cut between the two leaves a device that is
-        # still not set up (the form asks for that password next time), never one on the home
-        # network without an admin password, which only the access point may set
-        if new_hash:
-            admin.value = new_hash
-        if name:
-            from iotutils.wifi import hostname_of
-            try:
-                self.wifi.hostname(hostname_of(name))
-            except ValueError:
-                pass  # a name without letters or digits keeps the old host name
-            dev_name.value = name
-        self.wifi.add_network(ssid, password, hidden=ssid not in visible)
-        log("portal: saved network %s" % ssid)
-        self.wifi.reconnect(prefer=ssid)
-        if self.on_saved is not None:
-            self.on_saved({"ssid": ssid, "name": name or dev_name.value})
-        return ssid
-
-    def _status(self, req):
-        st = self.wifi.status()
-        ssid = req.query.get("ssid")
-        if ssid:
-            st["result"] = self.wifi.result(ssid)
-        st["portal"] = self.active
-        if not self.active:
-            # on the home network this page is open to anyone: the setup result, not the device's
-            # details (the admin page has those, behind a login)
-            for k in ("ap_clients", "hostname"):
-                st.pop(k, None)
-        return st
-
-    def _scan(self, req):
-        if not self.active and self._store()[0].value:
-            return {"error": "the setup portal is off: scan from the admin page"}, 403
-        return self.wifi.scan()
-
-    def _result(self, req):
-        ssid = req.query.get("ssid", "")
-        if not ssid:
-            return self.redirect()
-        return self._result_page(ssid)
-
-
-def _form(data):
-    if not isinstance(data, dict):
-        return {}
-    return {k: data.get(k) for k in ("ssid", "name") if isinstance(data.get(k), str)}
-
-
-def _quote(s):
-    out = []
-    for b in s.encode():
-        c = chr(b)
-        if "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "-_.~":
-            out.append(c)
-        else:
-            out.append("%%%02X" % b)
-    return "".join(out)
-
-
 def default_portal(wifi, app=None):
     """The setup portal for `wifi` on `app` (a WebServer on port 80 is made and started if None);
     None when no web server can be had (port 80 taken by a server the app did not hand over)."""
@@ -531,3 +334,14 @@ def default_portal(wifi, app=None):
             log("wifi: cannot start the portal's web server:", e)
             return None
     return Portal(app, wifi)
+
+
+def __getattr__(name):
+    # names this module had before its pages moved out (portal_pages.py, auth.py)
+    if name == "Denied":
+        from iotutils.portal_pages import Denied
+        return Denied
+    if name in ("hash_password", "verify_password"):
+        from iotutils import auth
+        return getattr(auth, name)
+    raise AttributeError(name)

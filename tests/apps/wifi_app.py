@@ -13,7 +13,8 @@ gc.collect()
 import iotutils.persist  # noqa: F401
 gc.collect()
 from iotutils.wifi import Wifi
-from iotutils.portal import Portal, verify_password
+from iotutils.auth import verify_password
+from iotutils.portal import Portal
 gc.collect()
 
 Wifi.attempt_timeout_s = 1.5

@@ -116,7 +116,7 @@ def test_json_settings_to_image_to_device(tmp_path):
     assert v["name"] == "Desk lamp"
     assert v["nets"] == [{"ssid": "home", "pw": "secret-pass", "hidden": False},
                          {"ssid": "cafe", "pw": "", "hidden": False}]
-    from iotutils.portal import verify_password
+    from iotutils.auth import verify_password
     assert verify_password("correct horse", v["pwhash"]) and not verify_password("wrong", v["pwhash"])
     assert v["on"] is True and v["bri"] == 100 and v["col"] == [255, 128, 0] and v["mask"] == "0x1f"
     assert v["gain"] == 0.75 and v["tags"] == ["a", "b"]

@@ -527,14 +527,15 @@ def test_setup_that_fails_part_way_never_leaves_a_network_without_an_admin_passw
 
     def failing_hash(pw):
         raise MemoryError
-    real_hash = P.hash_password
-    P.hash_password = failing_hash
+    from iotutils import portal_pages   # the pages' code (loaded by the portal at their first request)
+    real_hash = portal_pages.hash_password
+    portal_pages.hash_password = failing_hash
     try:
         r = post(_Req("POST", "/setup", dict(form)))
     except MemoryError:
         r = None
     finally:
-        P.hash_password = real_hash
+        portal_pages.hash_password = real_hash
     assert r is None or r[1] >= 500, r
     assert w.networks() == [] and not admin.value
     writes = flash_writes(lambda: post(_Req("POST", "/setup", dict(form))))
@@ -550,6 +551,31 @@ def test_setup_that_fails_part_way_never_leaves_a_network_without_an_admin_passw
     w._host.reset()
     admin.reset()
     name.reset()
+    w.stop()
+
+
+def test_the_pages_code_loads_at_the_first_page_and_not_before():
+    # a device waiting with its access point up holds the DNS server and the captive hooks; the
+    # pages (portal_pages.py) load when a phone first asks for one
+    import sys
+
+    from iotutils import _compat
+
+    if _compat.KEEP_LOADED:
+        raise SkipTest("the simulator's heap model keeps what it loaded")
+    _compat.unload("iotutils.portal_pages")
+    w, app, p = _portal([_net("home", pw="secret-home")])
+    w.access_point(True)
+    p.active = True
+    captive = app.hooks[0]   # a probe and a foreign host: answered by the portal's hook alone
+    assert captive(_Req("GET", "/generate_204")).status == 302
+    assert captive(_Req("GET", "/anything", host="example.com")).status == 302
+    assert "iotutils.portal_pages" not in sys.modules
+    page = app.routes[("GET", "/setup")](_Req("GET", "/setup"))
+    assert "iotutils.portal_pages" in sys.modules and "Wi-Fi setup" in page and "home" in page
+    st = app.routes[("GET", "/setup/status")](_Req("GET", "/setup/status"))
+    assert st["portal"] is True
+    assert P.Denied is sys.modules["iotutils.portal_pages"].Denied and P.verify_password is auth.verify_password
     w.stop()
 
 
