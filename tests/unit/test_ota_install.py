@@ -68,7 +68,7 @@ def test_ota_error_is_one_class_wherever_it_is_imported_from():
 def test_versions_order_releases_and_the_known_pre_releases():
     # what update() calls older (refused unless downgrade=True): a replayed old release must be
     # older, whatever its spelling; builds whose pre-release is not a known label stay unordered
-    from iotutils.ota import _older_version as older
+    from iotutils.ota.version import older_version as older
     for a, b in [("1.2", "1.10"), ("0.9.9", "1.0.0"), ("v1.0.0", "1.0.1"), ("1.0.0-rc1", "1.0.0"),
                  ("0.2.0-rc1", "0.2.0-rc2"), ("1.0.0-rc.9", "1.0.0-rc.10"), ("1.0.0a1", "1.0.0b1"),
                  ("1.0.0b2", "1.0.0rc1"), ("0.0.1b1", "1.0.0"), ("1.0.0-beta.2", "1.0.0-rc.1"),
@@ -78,6 +78,29 @@ def test_versions_order_releases_and_the_known_pre_releases():
     for a, b in [("1.0.0", "1.0.0"), ("1.0.0", "v1.0.0"), ("1.0.0-dev-3f2a91c", "1.0.0-dev-08e1b2d"),
                  ("main", "1.0.0"), ("1.0.0", "nightly"), ("1.0.0-rc1", "1.0.0-rc1")]:
         assert not older(a, b) and not older(b, a), (a, b)
+
+
+def test_the_install_path_loads_when_asked_even_after_an_unload():
+    # OTA.check and OTA.update import the version rules and the installer when they need them (they
+    # are network code: unloaded after an automatic check). On MicroPython `from iotutils.ota import
+    # install` would ask the package's own __getattr__, which knows no such name: the update failed
+    # with AttributeError on the host firmware, where nothing is loaded before it is asked for
+    import sys
+
+    import iotutils.ota as ota_pkg
+    from iotutils import _compat
+
+    kept = {n: sys.modules.get(n) for n in ("iotutils.ota.install", "iotutils.ota.version")}
+    try:
+        _compat.unload(*kept)
+        assert ota_pkg._version().older_version("1.0.0", "1.0.1")
+        assert ota_pkg._installer().Writer.__name__ == "Writer"
+        assert "iotutils.ota.install" in sys.modules and "iotutils.ota.version" in sys.modules
+    finally:
+        for name, mod in kept.items():   # the other tests keep the module objects they imported
+            if mod is not None:
+                sys.modules[name] = mod
+                setattr(ota_pkg, name.rpartition(".")[2], mod)
 
 
 def test_redirects_are_followed_by_the_rules_or_refused_clearly():

@@ -28,10 +28,9 @@
 # heap stays ~8 KB whatever the image size.
 #
 # The package, one module per seam: client (HTTP(S) GET, OTAError), release (where an update comes
-# from: ReleaseScan, Source), state (what survives reboots), install (writing and verifying a slot),
-# app (App OTA and app_boot). This module is the OTA facade apps use.
-import binascii
-import gc
+# from: ReleaseScan, Source), version (which is older), state (what survives reboots), install (what
+# may be installed, and writing and verifying a slot), app (App OTA and app_boot). This module is
+# the OTA facade apps use.
 import sys
 
 import iotutils.hal as hal
@@ -45,7 +44,7 @@ from iotutils.ota.state import OTAError, State
 # No module that stays loaded imports one of these at its top (that would keep its functions alive);
 # OTAError lives in ota.state, which stays, so it is one class across loads.
 _NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.ota.roots", "iotutils.ota.install",
-                    "iotutils.sign", "iotutils.appimage")
+                    "iotutils.ota.version", "iotutils.sign", "iotutils.appimage")
 
 _AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
 
@@ -53,16 +52,6 @@ NO_KEY = ("no OTA public key on this device, so no update can be trusted: make a
           "`python scripts/keygen.py -o keys`, sign releases with `python scripts/release.py IMAGE -o DIR "
           "--key keys/ota.key`, and give devices keys/ota.pub: Device(ota_pubkey=...), OTA(pubkey=...), the "
           "\"ota_pubkey\" provisioning setting, or make BOARD=ESP32_GENERIC OTA_PUBKEY=keys/ota.pub")
-
-
-def _precheck(point, manifest):
-    before_load("iotutils.sign")
-    from iotutils import sign
-
-    try:
-        sign.precheck(point, manifest)
-    except ValueError as e:  # SignatureError
-        raise OTAError(str(e))
 
 
 def _name_ok(s, extra=""):
@@ -89,56 +78,17 @@ def _ref_ok(kind, arg):
     return not arg or _name_ok(arg, "/+")
 
 
-def _version_key(v):
-    """(numeric core, pre-release) of a version "1.4.0", "v2.0.1-rc2+build", "1.0.0b1", or None when
-    it has no numeric core (then nothing is called older)."""
-    v = (v[1:] if v[:1] in ("v", "V") else v).partition("+")[0]
-    i = 0
-    while i < len(v) and (v[i].isdigit() or v[i] == "."):
-        i += 1
-    core, pre = v[:i].rstrip("."), v[i:].lstrip("-.")
-    parts = core.split(".")
-    if not core or "" in parts:
-        return None
-    nums = [int(x) for x in parts]
-    return nums + [0] * (4 - len(nums)), pre
+def _version():
+    # (not `from iotutils.ota import version`: on MicroPython that asks this package's __getattr__)
+    before_load("iotutils.ota.version")
+    return __import__("iotutils.ota.version", None, None, ("older",))
 
 
-# pre-release labels in their order (PEP 440 and the usual semver ones)
-_PRE_LABELS = ("a", 0, "alpha", 0, "b", 1, "beta", 1, "c", 2, "rc", 2, "pre", 2)
-
-
-def _pre_rank(p):
-    """(label order, number) of a pre-release such as "rc2", "beta.3", "b1"; None for anything else
-    (a branch or commit build's "dev-3f2a91c": not ordered)."""
-    p = p.lower()
-    i = 0
-    while i < len(p) and p[i].isalpha():
-        i += 1
-    label, num = p[:i], p[i:].lstrip(".-")
-    if num and not num.isdigit():
-        return None
-    for k in range(0, len(_PRE_LABELS), 2):
-        if _PRE_LABELS[k] == label:
-            return _PRE_LABELS[k + 1], int(num or 0)
-    return None
-
-
-def _older_version(a, b):
-    """True if version a is older than b. Cores compare as numbers; of two builds of the same core a
-    pre-release is older than the release, pre-releases with known labels are ordered (a < b < rc,
-    then by number: rc1 < rc2), and other pre-releases (branch or commit builds) are not: either
-    may follow the other."""
-    ka, kb = _version_key(a), _version_key(b)
-    if ka is None or kb is None:
-        return False
-    if ka[0] != kb[0]:
-        return ka[0] < kb[0]
-    pa, pb = ka[1], kb[1]
-    if not pa or not pb:
-        return bool(pa) and not pb
-    ra, rb = _pre_rank(pa), _pre_rank(pb)
-    return ra is not None and rb is not None and ra < rb
+def _installer():
+    # the install path (iotutils.ota.install: the owner's signature, the slot writer and its checks)
+    # is network code: loaded by an update, unloaded with the rest after an automatic check
+    before_load("iotutils.ota.install")
+    return __import__("iotutils.ota.install", None, None, ("install",))
 
 
 class OTA:
@@ -322,7 +272,7 @@ class OTA:
         bad = self.state.load().get("bad") or ()
         return {"current": cur, "available": plan["version"],
                 "newer": plan["version"] != cur and plan["version"] not in bad
-                and not self._older(plan["version"], plan["secure_version"])}
+                and not _version().older(self, plan["version"], plan["secure_version"])}
 
     def update(self, progress=None, force=False, reboot=True, downgrade=False):
         """Download, verify and install the offered image into the other slot, then reboot into it.
@@ -334,7 +284,7 @@ class OTA:
         back here before. downgrade: install a version older than the running one (by secure_version,
         then version), refused otherwise. reboot=False: return the installed version instead of
         resetting."""
-        return self._locked(self._update, (progress, force, downgrade), reboot)
+        return self._locked(_installer().update, (self, progress, force, downgrade), reboot)
 
     def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False,
                        sig=None, manifest=None, downgrade=False):
@@ -349,7 +299,8 @@ class OTA:
             man["sig"] = sig
         if sha256 is not None:
             man["sha256"] = sha256
-        return self._locked(self._install, (stream, total, sha256, None, progress, force, downgrade, man), reboot)
+        return self._locked(_installer().install, (self, stream, total, sha256, None, progress, force, downgrade, man),
+                            reboot)
 
     def _locked(self, fn, args, reboot):
         if self._lock is not None and not self._lock.acquire(0):
@@ -362,91 +313,6 @@ class OTA:
         if reboot:
             hal.reset()
         return version
-
-    def _update(self, progress, force, downgrade):
-        self._sync_boot()
-        if hal.ota_pending():
-            raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
-        point = self.owner_key()  # no key, no download
-        plan = self.source.resolve()
-        _precheck(point, plan["manifest"])  # unsigned, another key: refused before the download
-        self._check_version(plan["version"], force, downgrade, plan["secure_version"])
-        gc.collect()
-        resp = self.http.get(plan["url"], plan["accept"])
-        try:
-            if resp.length is not None and resp.length != plan["size"]:
-                raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, plan["size"]))
-            return self._install(resp, plan["size"], plan["sha256"], plan["version"], progress, force, downgrade,
-                                 plan["manifest"])
-        finally:
-            resp.close()
-
-    def _older(self, version, secure_version):
-        """True if (secure_version, version) is older than the running image's."""
-        cur = self._running_desc()
-        cur_sv = cur.get("secure_version") or 0
-        if secure_version != cur_sv:
-            return (secure_version or 0) < cur_sv
-        return _older_version(version, cur.get("version") or "")
-
-    def _check_version(self, version, force, downgrade=False, secure_version=0):
-        if version == self._running_desc().get("version"):
-            raise OTAError("version %s is already running" % version)
-        if not force and version in (self.state.load().get("bad") or ()):
-            raise OTAError("version %s rolled back on this device before (force=True to retry)" % version)
-        if not downgrade and self._older(version, secure_version):
-            raise OTAError("version %s (secure_version %s) is older than the running %s: refused (an old "
-                           "release may have known holes; downgrade=True installs it anyway)"
-                           % (version, secure_version, self._running_desc().get("version")))
-
-    def _install(self, reader, total, sha_hex, version, progress, force, downgrade=False, manifest=None):
-        """reader -> next slot, verified; then set_boot. Returns the image's version."""
-        from iotutils import sign
-        from iotutils.ota.install import Writer, scrub
-
-        point = self.owner_key()
-        _precheck(point, manifest)
-        self._sync_boot()
-        if hal.ota_pending():
-            raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
-        project = self._running_desc().get("project")
-        try:
-            target = hal.ota_next()
-            region = hal.partition(target)
-        except (OSError, ValueError) as e:  # a partition table without OTA slots (stock firmware)
-            raise OTAError("no OTA slot to install into: %s" % e)
-        if total is not None and total > region.size:
-            raise OTAError("image of %d bytes does not fit the %d-byte slot %s" % (total, region.size, target))
-        writer = Writer(self.chip_id, project, self.block_size, self.deadline_s)
-        gc.collect()
-        info = writer.run(reader, total, region, progress, binascii.unhexlify(sha_hex) if sha_hex else None)
-        try:
-            # the signature covers the image; the manifest's sha256, version and secure_version must
-            # be the signed image's own (so an edited manifest cannot pass an old image as new)
-            sign.verify_release(point, manifest, info["sha256"], info)
-            if version is not None and info["version"] != version:
-                raise OTAError("image version %s, but the source says %s" % (info["version"], version))
-            self._check_version(info["version"], force, downgrade, info.get("secure_version") or 0)
-        except BaseException as e:
-            scrub(region)
-            if isinstance(e, ValueError):
-                raise OTAError(str(e))
-            raise
-        try:
-            hal.ota_set_boot(target)
-        except BaseException:
-            # otadata keeps its last good copy (two sectors, the newer one wins), so the running image
-            # still boots; the slot must not keep a complete image nobody selected
-            scrub(region)
-            raise
-        # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback
-        # seen at a later boot is this image's (a cut in between only forgets to blacklist it). The
-        # install is done either way: a failure here must not report it as failed.
-        try:
-            self.state.update(installing=info["version"])
-        except Exception as e:
-            log("ota: installed %s, but could not record it:" % info["version"], e)
-        return info["version"]
 
     # ---- auto-update ----
     def auto_update(self, enable=None, every_hours=None, idle_minutes=None, app=None):

@@ -3,13 +3,18 @@
 # SHA-256 runs beside it, and the slot is read back through the same buffer before anything may boot
 # it: ~8 KB of extra heap whatever the image size. On a fragmented heap where no 4 KB block is free
 # the buffer halves (down to 512 bytes: slower, never refused). A failure scrubs the slot's first
-# sector, so a half-written slot never looks like an image. Loaded only when an update runs.
+# sector, so a half-written slot never looks like an image. Below it, what may be installed (the
+# owner's signature, the version rules) and the install itself, for OTA.update and
+# OTA.install_stream. Network code (iotutils.ota): loaded by a check or an update only.
+import binascii
 import gc
 import hashlib
 
 import iotutils.appimage as appimage
-from iotutils._compat import const, ticks_diff, ticks_ms
+import iotutils.hal as hal
+from iotutils._compat import before_load, const, log, ticks_diff, ticks_ms
 from iotutils.ota.state import OTAError
+from iotutils.ota.version import older
 
 _BLOCK = const(4096)
 _SMALLEST = const(512)
@@ -114,7 +119,6 @@ class Writer:
         return info
 
 
-
 def scrub(region):
     # the half-written slot must never look like an image (the bootloader would refuse it anyway)
     try:
@@ -133,3 +137,96 @@ def _sha256_region(region, size, buf):
         h.update(mv[:n])
         off += n
     return h.digest()
+
+
+# ---- what may be installed, and the install itself (OTA.update, OTA.install_stream) ----
+
+def precheck(point, manifest):
+    """OTAError unless the manifest is signed with the owner's key (before any download)."""
+    before_load("iotutils.sign")
+    from iotutils import sign
+
+    try:
+        sign.precheck(point, manifest)
+    except ValueError as e:  # SignatureError
+        raise OTAError(str(e))
+
+
+def update(ota, progress, force, downgrade):
+    """OTA.update's work (under its install lock): the source's offer, checked, downloaded and installed."""
+    ota._sync_boot()
+    if hal.ota_pending():
+        raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
+    point = ota.owner_key()  # no key, no download
+    plan = ota.source.resolve()
+    precheck(point, plan["manifest"])  # unsigned, another key: refused before the download
+    check_version(ota, plan["version"], force, downgrade, plan["secure_version"])
+    gc.collect()
+    resp = ota.http.get(plan["url"], plan["accept"])
+    try:
+        if resp.length is not None and resp.length != plan["size"]:
+            raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, plan["size"]))
+        return install(ota, resp, plan["size"], plan["sha256"], plan["version"], progress, force, downgrade,
+                       plan["manifest"])
+    finally:
+        resp.close()
+
+
+def check_version(ota, version, force, downgrade=False, secure_version=0):
+    if version == ota._running_desc().get("version"):
+        raise OTAError("version %s is already running" % version)
+    if not force and version in (ota.state.load().get("bad") or ()):
+        raise OTAError("version %s rolled back on this device before (force=True to retry)" % version)
+    if not downgrade and older(ota, version, secure_version):
+        raise OTAError("version %s (secure_version %s) is older than the running %s: refused (an old "
+                       "release may have known holes; downgrade=True installs it anyway)"
+                       % (version, secure_version, ota._running_desc().get("version")))
+
+
+def install(ota, reader, total, sha_hex, version, progress, force, downgrade=False, manifest=None):
+    """reader -> next slot, verified; then set_boot. Returns the image's version."""
+    from iotutils import sign
+
+    point = ota.owner_key()
+    precheck(point, manifest)
+    ota._sync_boot()
+    if hal.ota_pending():
+        raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
+    project = ota._running_desc().get("project")
+    try:
+        target = hal.ota_next()
+        region = hal.partition(target)
+    except (OSError, ValueError) as e:  # a partition table without OTA slots (stock firmware)
+        raise OTAError("no OTA slot to install into: %s" % e)
+    if total is not None and total > region.size:
+        raise OTAError("image of %d bytes does not fit the %d-byte slot %s" % (total, region.size, target))
+    writer = Writer(ota.chip_id, project, ota.block_size, ota.deadline_s)
+    gc.collect()
+    info = writer.run(reader, total, region, progress, binascii.unhexlify(sha_hex) if sha_hex else None)
+    try:
+        # the signature covers the image; the manifest's sha256, version and secure_version must
+        # be the signed image's own (so an edited manifest cannot pass an old image as new)
+        sign.verify_release(point, manifest, info["sha256"], info)
+        if version is not None and info["version"] != version:
+            raise OTAError("image version %s, but the source says %s" % (info["version"], version))
+        check_version(ota, info["version"], force, downgrade, info.get("secure_version") or 0)
+    except BaseException as e:
+        scrub(region)
+        if isinstance(e, ValueError):
+            raise OTAError(str(e))
+        raise
+    try:
+        hal.ota_set_boot(target)
+    except BaseException:
+        # otadata keeps its last good copy (two sectors, the newer one wins), so the running image
+        # still boots; the slot must not keep a complete image nobody selected
+        scrub(region)
+        raise
+    # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback
+    # seen at a later boot is this image's (a cut in between only forgets to blacklist it). The
+    # install is done either way: a failure here must not report it as failed.
+    try:
+        ota.state.update(installing=info["version"])
+    except Exception as e:
+        log("ota: installed %s, but could not record it:" % info["version"], e)
+    return info["version"]

@@ -1,0 +1,65 @@
+# Which of two versions is older (OTA.check's "newer", and the installer's refusal of a downgrade):
+# cores compare as numbers, known pre-release labels in their order. Network code (iotutils.ota):
+# loaded by a check or an update only.
+
+
+def _version_key(v):
+    """(numeric core, pre-release) of a version "1.4.0", "v2.0.1-rc2+build", "1.0.0b1", or None when
+    it has no numeric core (then nothing is called older)."""
+    v = (v[1:] if v[:1] in ("v", "V") else v).partition("+")[0]
+    i = 0
+    while i < len(v) and (v[i].isdigit() or v[i] == "."):
+        i += 1
+    core, pre = v[:i].rstrip("."), v[i:].lstrip("-.")
+    parts = core.split(".")
+    if not core or "" in parts:
+        return None
+    nums = [int(x) for x in parts]
+    return nums + [0] * (4 - len(nums)), pre
+
+
+# pre-release labels in their order (PEP 440 and the usual semver ones)
+_PRE_LABELS = ("a", 0, "alpha", 0, "b", 1, "beta", 1, "c", 2, "rc", 2, "pre", 2)
+
+
+def _pre_rank(p):
+    """(label order, number) of a pre-release such as "rc2", "beta.3", "b1"; None for anything else
+    (a branch or commit build's "dev-3f2a91c": not ordered)."""
+    p = p.lower()
+    i = 0
+    while i < len(p) and p[i].isalpha():
+        i += 1
+    label, num = p[:i], p[i:].lstrip(".-")
+    if num and not num.isdigit():
+        return None
+    for k in range(0, len(_PRE_LABELS), 2):
+        if _PRE_LABELS[k] == label:
+            return _PRE_LABELS[k + 1], int(num or 0)
+    return None
+
+
+def older_version(a, b):
+    """True if version a is older than b. Cores compare as numbers; of two builds of the same core a
+    pre-release is older than the release, pre-releases with known labels are ordered (a < b < rc,
+    then by number: rc1 < rc2), and other pre-releases (branch or commit builds) are not: either
+    may follow the other."""
+    ka, kb = _version_key(a), _version_key(b)
+    if ka is None or kb is None:
+        return False
+    if ka[0] != kb[0]:
+        return ka[0] < kb[0]
+    pa, pb = ka[1], kb[1]
+    if not pa or not pb:
+        return bool(pa) and not pb
+    ra, rb = _pre_rank(pa), _pre_rank(pb)
+    return ra is not None and rb is not None and ra < rb
+
+
+
+def older(ota, version, secure_version):
+    """True if (secure_version, version) is older than the running image's."""
+    cur = ota._running_desc()
+    cur_sv = cur.get("secure_version") or 0
+    if secure_version != cur_sv:
+        return (secure_version or 0) < cur_sv
+    return older_version(version, cur.get("version") or "")
