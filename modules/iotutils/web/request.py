@@ -1,13 +1,14 @@
 # The request a handler sees: Request (method, path, query, headers decoded on demand from the
 # connection's buffer, body, json(), form()), its body reader (Content-Length or chunked, read from a
 # non-blocking socket, 100-continue on first read), and URL decoding.
+import io
 import json
 import sys
 from array import array
 
 from select import POLLIN
 
-from iotutils._compat import const, ticks_diff, ticks_ms
+from iotutils._compat import before_load, const, ticks_diff, ticks_ms
 from iotutils.web.parser import chunked_decode, reason
 from iotutils.web.response import HTTPError
 
@@ -64,85 +65,18 @@ def parse_qs(s):
     return d
 
 
-class _Depth:
-    """The nesting depth of JSON text fed to it in pieces (strings and escapes followed across
-    pieces): HTTPError 400 as soon as it passes `limit` (MicroPython's parser recurses per level: a
-    deeper body would exhaust the heap, 503 for everyone, instead of being the client's error)."""
-
-    def __init__(self, limit):
-        self.limit = limit
-        self.depth = 0
-        self.in_str = self.esc = False
-
-    def feed(self, buf, n):
-        depth, in_str, esc = self.depth, self.in_str, self.esc
-        for i in range(n):
-            c = buf[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif c == 92:    # backslash
-                    esc = True
-                elif c == 34:    # quote
-                    in_str = False
-            elif c == 34:
-                in_str = True
-            elif c == 91 or c == 123:
-                depth += 1
-                if depth > self.limit:
-                    raise HTTPError(400, "JSON nested deeper than %d levels" % self.limit)
-            elif c == 93 or c == 125:
-                depth -= 1
-        self.depth, self.in_str, self.esc = depth, in_str, esc
-
-
-try:
-    from io import IOBase as _IOBase
-
-    _STREAMS = sys.implementation.name == "micropython"  # CPython's json.load reads it whole anyway
-except ImportError:  # a port without io.IOBase: bodies are read whole
-    _IOBase = object
-    _STREAMS = False
 _STREAM_JSON_OVER = const(2048)
 _JSON_TOO_BIG = "JSON body has more values than this device has memory for"
+# MicroPython's json.load reads a stream (CPython's reads it whole anyway); without io.IOBase a port
+# reads bodies whole
+_STREAMS = _MP and hasattr(io, "IOBase")
 
 
-class _JSONSource(_IOBase):
-    """A request body as the stream MicroPython's json.load reads (one byte per call), through a
-    small buffer; checks the nesting depth and the size limit as the bytes pass."""
-
-    def __init__(self, reader, limit, depth):
-        self.reader = reader
-        self.limit = limit
-        self.depth = _Depth(depth)
-        self.buf = bytearray(256)
-        self.pos = self.end = 0
-        self.total = 0
-
-    def readinto(self, b):
-        pos = self.pos
-        if pos >= self.end:
-            n = self.reader.readinto(self.buf)
-            if not n:
-                return 0
-            self.total += n
-            if self.limit is not None and self.total > self.limit:
-                raise HTTPError(413)
-            self.depth.feed(self.buf, n)
-            self.end = n
-            pos = 0
-        if len(b) == 1:
-            # json.load's case: a byte per call, so nothing may be allocated here. Slicing made
-            # ~70 bytes of garbage per byte, and the values parsed between collections landed
-            # scattered across the whole heap: a 2 KB body then left no room for its own dict.
-            b[0] = self.buf[pos]
-            self.pos = pos + 1
-            return 1
-        n = min(len(b), self.end - pos)
-        b[:n] = memoryview(self.buf)[pos:pos + n]
-        self.pos = pos + n
-        return n
-
+def _json_body():
+    # the streaming JSON parser and the exact depth scan (json_body.py): only for large or deeply
+    # bracketed bodies, so they load when the first such body comes
+    before_load("iotutils.web.json_body")
+    return __import__("iotutils.web.json_body", None, None, ("streamed",))
 
 
 class Request:
@@ -313,7 +247,7 @@ class Request:
         size is needed (a fragmented heap may have none, although it has the room)."""
         if self._body is None and _STREAMS and self.stream is not NO_BODY and \
                 (self.content_length is None or self.content_length > _STREAM_JSON_OVER):
-            return self._json_streamed()
+            return _json_body().streamed(self)
         b = self.body
         if not b:
             return None
@@ -322,30 +256,13 @@ class Request:
         lim = self.max_json_depth
         # counting brackets is C-speed; only a body with many of them gets the exact scan
         if b.count(b"[") + b.count(b"{") > lim:
-            _Depth(lim).feed(b, len(b))
+            _json_body().Depth(lim).feed(b, len(b))
         try:
             return json.loads(b)
         except ValueError:
             raise HTTPError(400, "invalid JSON body")
         except MemoryError:   # within max_body, but too many values for the heap: the client's to fix
             raise HTTPError(413, _JSON_TOO_BIG)
-
-    def _json_streamed(self):
-        route = self.route
-        src = _JSONSource(self.stream, self.stream.server.max_body if route is None or route.max_body is None
-                          else route.max_body, self.max_json_depth)
-        try:
-            v = json.load(src)
-        except HTTPError:
-            raise  # (a ValueError too) too deep or too large: said while the bytes passed
-        except ValueError:
-            if src.total == 0:
-                return None
-            raise HTTPError(400, "invalid JSON body")
-        except MemoryError:
-            raise HTTPError(413, _JSON_TOO_BIG)
-        self._body = b""  # consumed: the handler cannot read it twice
-        return v
 
     def form(self):
         """An application/x-www-form-urlencoded body as a dict."""
