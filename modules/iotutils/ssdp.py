@@ -151,9 +151,12 @@ class SSDP:
         self.ip = None        # the address the group was joined on
         self._net = None      # (own address, netmask), 4 bytes each: who is local
         # token buckets [address (4 bytes), milli-answers, ms], most recently heard last; with room
-        # for max_sources, changed in place (as _pending)
+        # for max_sources, changed in place (as _pending). The buckets themselves are made here too,
+        # each with a bytearray the address is copied into: a search from a new address allocates
+        # nothing that stays (a bucket made then lived on wherever that search left the allocator)
         self._sources = [None] * self.max_sources
         del self._sources[:]
+        self._spare = [[bytearray(4), 0, 0] for _ in range(self.max_sources)]
         # the bucket of all sources: [milli-answers, ms], filled at the first search (total_burst may
         # be set after construction); made here, not in the middle of traffic
         self._all = [None, 0]
@@ -354,9 +357,12 @@ class SSDP:
         if len(srcs) >= self.max_sources:
             b = srcs[0]   # the least recently heard one's bucket, reused
             del srcs[0:1]
-            b[0], b[1], b[2] = ip, self.source_burst * 1000, now
-        else:
-            b = [ip, self.source_burst * 1000, now]
+        elif len(srcs) < len(self._spare):
+            b = self._spare[len(srcs)]   # (buckets only ever join srcs: the next one is unused)
+        else:   # max_sources raised after construction
+            b = [bytearray(4), 0, 0]
+        b[0][:] = ip
+        b[1], b[2] = self.source_burst * 1000, now
         srcs.append(b)
         return b
 

@@ -128,6 +128,9 @@ def test_ssdp_queues_stay_where_they_were_made():
     s.source_burst = s.total_burst = 1000
     s.add("http://%s:%d/d.xml", "uuid:q", ("upnp:rootdevice", "urn:a:device:b:1", "urn:a:service:c:1"), "", 80)
     pending, sources = s._pending, s._sources
+    # the buckets and the arrays their addresses are copied into are made with the SSDP object too:
+    # a new searcher's bucket was made at its first search, wherever that left the allocator
+    made = [(b, b[0]) for b in s._spare]
     now = 1000
     for i in range(s.max_sources + 4):   # more searchers than buckets: the least recent one's is reused
         for _ in range(3):
@@ -135,6 +138,7 @@ def test_ssdp_queues_stay_where_they_were_made():
         assert len(s.due(now)) == 12
     assert s._pending is pending and s._sources is sources and len(sources) == s.max_sources
     assert [b[0][3] for b in sources] == list(range(5, s.max_sources + 5))   # most recently heard last
+    assert all([1 for m in made if m[0] is b and m[1] is b[0]] for b in sources)
     assert _room(pending, s.max_pending)
     while len(s._pending) < s.max_pending:
         s.handle(_msearch("ssdp:all", mx=1), ("127.0.0.2", 5), now)
