@@ -16,6 +16,7 @@
 # hal.netmask()), and answers are rate-limited: a token bucket per source address (a small table, the
 # least recently heard source goes) and one for all sources together. Whatever is over the limits is
 # dropped without a word; stats counts it.
+import gc
 import os
 import socket
 
@@ -151,12 +152,9 @@ class SSDP:
         self.ip = None        # the address the group was joined on
         self._net = None      # (own address, netmask), 4 bytes each: who is local
         # token buckets [address (4 bytes), milli-answers, ms], most recently heard last; with room
-        # for max_sources, changed in place (as _pending). The buckets themselves are made here too,
-        # each with a bytearray the address is copied into: a search from a new address allocates
-        # nothing that stays (a bucket made then lived on wherever that search left the allocator)
+        # for max_sources, changed in place (as _pending)
         self._sources = [None] * self.max_sources
         del self._sources[:]
-        self._spare = [[bytearray(4), 0, 0] for _ in range(self.max_sources)]
         # the bucket of all sources: [milli-answers, ms], filled at the first search (total_burst may
         # be set after construction); made here, not in the middle of traffic
         self._all = [None, 0]
@@ -357,9 +355,12 @@ class SSDP:
         if len(srcs) >= self.max_sources:
             b = srcs[0]   # the least recently heard one's bucket, reused
             del srcs[0:1]
-        elif len(srcs) < len(self._spare):
-            b = self._spare[len(srcs)]   # (buckets only ever join srcs: the next one is unused)
-        else:   # max_sources raised after construction
+        else:
+            # a bucket lives as long as the device: made among this search's garbage it would stay
+            # there and split the free heap once that is collected (a collection at each of the first
+            # max_sources addresses only; later ones reuse buckets). The address is copied: the
+            # packet's own bytes would stay where the packet was read
+            gc.collect()
             b = [bytearray(4), 0, 0]
         b[0][:] = ip
         b[1], b[2] = self.source_burst * 1000, now
