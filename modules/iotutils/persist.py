@@ -40,8 +40,8 @@ I64 = 0x18
 STR = 0x21
 BLOB = 0x42
 
-_I64_MIN = -0x8000000000000000
-_I64_MAX = 0x7FFFFFFFFFFFFFFF
+I64_MIN = -0x8000000000000000
+I64_MAX = 0x7FFFFFFFFFFFFFFF
 # Longer text is a blob. An NVS string must fit in one page (4000 bytes would fill a whole one), so
 # rewriting a long one needs a page with that much room at once, and with a few KB of other values the
 # store ran out of space at ~40 % use; a blob is cut to fit the pages' free room.
@@ -104,7 +104,7 @@ def _fresh():
 
 # ---- the variables ----
 
-class _Persistent:
+class Persistent:
     kind = "?"
 
     def __init__(self, name, default=None, folder=DEFAULT_FOLDER):
@@ -211,7 +211,7 @@ class _Persistent:
         return "%s(%r, folder=%r, value=%r)" % (type(self).__name__, self.name, self.folder, self.value)
 
 
-class PersistentBool(_Persistent):
+class PersistentBool(Persistent):
     kind = "bool"
 
     def empty(self):
@@ -224,7 +224,7 @@ class PersistentBool(_Persistent):
         return U8, 1 if v else 0
 
 
-class PersistentInt(_Persistent):
+class PersistentInt(Persistent):
     kind = "int"
 
     def empty(self):
@@ -234,12 +234,12 @@ class PersistentInt(_Persistent):
         return to_int(x)
 
     def _encode(self, v):
-        if _I64_MIN <= v <= _I64_MAX:
+        if I64_MIN <= v <= I64_MAX:
             return I64, v
         return STR, str(v)
 
 
-class PersistentFloat(_Persistent):
+class PersistentFloat(Persistent):
     kind = "float"
 
     def empty(self):
@@ -252,13 +252,13 @@ class PersistentFloat(_Persistent):
         return STR, repr(v)
 
 
-class PersistentStr(_Persistent):
+class PersistentStr(Persistent):
     kind = "str"
 
     def __init__(self, name, default=None, folder=DEFAULT_FOLDER, max_length=None, choices=None):
         self.max_length = max_length
         self.choices = tuple(choices) if choices else None   # only these values (a Home Assistant select)
-        _Persistent.__init__(self, name, default, folder)
+        Persistent.__init__(self, name, default, folder)
 
     def empty(self):
         return self.choices[0] if self.choices else ""
@@ -281,7 +281,7 @@ class PersistentStr(_Persistent):
         return {} if self.max_length is None else {"max_length": self.max_length}
 
 
-class PersistentJSON(_Persistent):
+class PersistentJSON(Persistent):
     kind = "json"
 
     def empty(self):
@@ -307,7 +307,7 @@ class PersistentJSON(_Persistent):
         return json.loads(to_json_text(v)) if isinstance(v, (list, dict)) else v
 
 
-class PersistentRange(_Persistent):
+class PersistentRange(Persistent):
     kind = "range"
 
     def __init__(self, name, lo, hi, default=None, folder=DEFAULT_FOLDER):
@@ -320,7 +320,7 @@ class PersistentRange(_Persistent):
             self.hi = to_float(hi) if self._float else to_int(hi)
         except (ValueError, TypeError) as e:
             raise ValueError("%s: bad bounds %r..%r (%s)" % (owner, lo, hi, e))
-        _Persistent.__init__(self, name, default, folder)
+        Persistent.__init__(self, name, default, folder)
 
     def empty(self):
         return self.lo

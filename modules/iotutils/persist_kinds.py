@@ -3,7 +3,7 @@
 # persist.make("rgb", ...)), so a device whose variables are all scalars never holds their classes.
 # Import them from iotutils.persist, not from here.
 from iotutils.coerce import clamp, hex_digits, parse_json, to_int, to_json_text
-from iotutils.persist import _I64_MAX, _I64_MIN, BLOB, I64, STR, U32, PersistentJSON, _Persistent
+from iotutils.persist import I64_MAX, I64_MIN, BLOB, I64, STR, U32, PersistentJSON, Persistent
 
 try:
     from binascii import a2b_base64
@@ -18,7 +18,7 @@ class PersistentList(PersistentJSON):
         return []
 
     def _coerce_default(self, default):
-        return _Persistent._coerce_default(self, default)
+        return Persistent._coerce_default(self, default)
 
     def _coerce(self, x):
         if isinstance(x, (str, bytes, bytearray)):
@@ -40,7 +40,7 @@ class PersistentSet(PersistentJSON):
         return set()
 
     def _coerce_default(self, default):
-        return _Persistent._coerce_default(self, default)
+        return Persistent._coerce_default(self, default)
 
     def _coerce(self, x):
         if isinstance(x, (str, bytes, bytearray)):
@@ -69,7 +69,7 @@ class PersistentSet(PersistentJSON):
         return set(v)
 
 
-class PersistentRGB(_Persistent):
+class PersistentRGB(Persistent):
     kind = "rgb"
 
     def empty(self):
@@ -105,7 +105,7 @@ class PersistentRGB(_Persistent):
         return "#%02x%02x%02x" % v
 
 
-class PersistentHex(_Persistent):
+class PersistentHex(Persistent):
     kind = "hex"
 
     def empty(self):
@@ -129,7 +129,7 @@ class PersistentHex(_Persistent):
         return x
 
     def _encode(self, v):
-        if _I64_MIN <= v <= _I64_MAX:
+        if I64_MIN <= v <= I64_MAX:
             return I64, v
         return STR, "0x%x" % v
 
@@ -138,7 +138,7 @@ class PersistentHex(_Persistent):
         return "-0x%x" % -v if v < 0 else "0x%x" % v
 
 
-class _PersistentBytes(_Persistent):
+class _PersistentBytes(Persistent):
     # not public API: carries blobs through export/import
     kind = "bytes"
 

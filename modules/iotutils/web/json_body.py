@@ -3,7 +3,7 @@
 # streams in, through a small buffer. Loaded at the first body that needs one of them.
 import json
 
-from iotutils.web.request import _JSON_TOO_BIG
+from iotutils.web.request import JSON_TOO_BIG
 from iotutils.web.response import HTTPError
 
 
@@ -96,6 +96,6 @@ def streamed(req):
             return None
         raise HTTPError(400, "invalid JSON body")
     except MemoryError:
-        raise HTTPError(413, _JSON_TOO_BIG)
+        raise HTTPError(413, JSON_TOO_BIG)
     req._body = b""  # consumed: the handler cannot read it twice
     return v

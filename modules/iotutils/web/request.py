@@ -66,7 +66,7 @@ def parse_qs(s):
 
 
 _STREAM_JSON_OVER = const(2048)
-_JSON_TOO_BIG = "JSON body has more values than this device has memory for"
+JSON_TOO_BIG = "JSON body has more values than this device has memory for"
 # MicroPython's json.load reads a stream (CPython's reads it whole anyway); without io.IOBase a port
 # reads bodies whole
 _STREAMS = _MP and hasattr(io, "IOBase")
@@ -262,7 +262,7 @@ class Request:
         except ValueError:
             raise HTTPError(400, "invalid JSON body")
         except MemoryError:   # within max_body, but too many values for the heap: the client's to fix
-            raise HTTPError(413, _JSON_TOO_BIG)
+            raise HTTPError(413, JSON_TOO_BIG)
 
     def form(self):
         """An application/x-www-form-urlencoded body as a dict."""
