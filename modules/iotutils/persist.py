@@ -105,6 +105,7 @@ def _fresh():
 # ---- the variables ----
 
 class Persistent:
+    """The base of every persistent variable (isinstance(v, Persistent) for any kind)."""
     kind = "?"
 
     def __init__(self, name, default=None, folder=DEFAULT_FOLDER):
