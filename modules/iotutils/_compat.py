@@ -88,6 +88,15 @@ def before_load(module):
         gc.collect()
 
 
+def load(module):
+    """Module `module` (a dotted name), imported at its first use with the heap collected first
+    (before_load). Also how a package reaches its own submodule: on MicroPython `from package import
+    sub` asks the package's __getattr__ first, which may not know the name."""
+    before_load(module)
+    __import__(module)
+    return sys.modules[module]
+
+
 KEEP_LOADED = False   # the simulator's heap model counts the toolbox's code as loaded for good
 
 

@@ -30,7 +30,7 @@ import json
 
 from iotutils import store
 from iotutils.coerce import clamp, parse_json, to_bool, to_float, to_int, to_json_text, to_str
-from iotutils._compat import allocate_lock, before_load
+from iotutils._compat import allocate_lock, load
 
 DEFAULT_FOLDER = "default"
 
@@ -351,9 +351,7 @@ def kind_class(kind):
     """The class of export type `kind` ("int", "rgb", ...), or None."""
     cls = KINDS.get(kind)
     if cls is None and kind in _LATER:
-        before_load("iotutils.persist_kinds")
-        from iotutils import persist_kinds
-        cls = getattr(persist_kinds, _LATER[kind])
+        cls = getattr(load("iotutils.persist_kinds"), _LATER[kind])
     return cls
 
 

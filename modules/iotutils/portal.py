@@ -13,7 +13,7 @@
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, before_load, const, log, ready
+from iotutils._compat import allocate_lock, const, load, log, ready
 
 try:
     import select
@@ -297,16 +297,12 @@ class Portal:
             return self._captive(req)
         return None
 
-    def _pages(self, req):
+    def _pages(self, req, front=False):
         # the page code loads at the first request for a page (portal_pages.py)
-        before_load("iotutils.portal_pages")
-        from iotutils import portal_pages
-        return portal_pages.handle(self, req)
+        return load("iotutils.portal_pages").handle(self, req, front)
 
     def _front(self, req):
-        before_load("iotutils.portal_pages")
-        from iotutils import portal_pages
-        return portal_pages.handle(self, req, True)
+        return self._pages(req, True)
 
     def redirect(self):
         """A 302 to the setup page at the device's own address (the captive portal's answer)."""

@@ -505,12 +505,13 @@ def test_build_places_shared_modules_and_refuses_an_unplaced_import(tmp_path):
         build_mip.build(str(tmp_path / "out2"), modules_dir=str(tmp_path / "modules"), packages=packages)
     assert "p-b: iotutils.b imports iotutils.a, which is neither in the package nor in its deps" in str(e.value)
     assert not (tmp_path / "out2").exists()
-    # a lazy __import__("iotutils.x", ...) (how a package reaches its own submodule past its
-    # __getattr__ on MicroPython) is an import like any other
-    (pkg / "b.py").write_text('def f():\n    return __import__("iotutils.shared", None, None, ("X",))\n')
-    descs = build_mip.build(str(tmp_path / "out3"), modules_dir=str(tmp_path / "modules"), packages=packages)
-    assert [t for t, _ in descs["p-base"]["urls"]] == ["iotutils/__init__.mpy", "iotutils/shared.mpy"]
-    assert [t for t, _ in descs["p-b"]["urls"]] == ["iotutils/b.mpy"]
+    # a lazy __import__("iotutils.x", ...) or _compat's load("iotutils.x") (how a package reaches its
+    # own submodule past its __getattr__ on MicroPython) is an import like any other
+    for call in ('__import__("iotutils.shared", None, None, ("X",))', 'load("iotutils.shared")'):
+        (pkg / "b.py").write_text("def f():\n    return %s\n" % call)
+        descs = build_mip.build(str(tmp_path / "out3"), modules_dir=str(tmp_path / "modules"), packages=packages)
+        assert [t for t, _ in descs["p-base"]["urls"]] == ["iotutils/__init__.mpy", "iotutils/shared.mpy"], call
+        assert [t for t, _ in descs["p-b"]["urls"]] == ["iotutils/b.mpy"], call
 
 
 def test_dep_urls_for_each_place_a_build_is_published():

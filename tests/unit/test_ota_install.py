@@ -82,9 +82,10 @@ def test_versions_order_releases_and_the_known_pre_releases():
 
 def test_the_install_path_loads_when_asked_even_after_an_unload():
     # OTA.check and OTA.update import the version rules and the installer when they need them (they
-    # are network code: unloaded after an automatic check). On MicroPython `from iotutils.ota import
-    # install` would ask the package's own __getattr__, which knows no such name: the update failed
-    # with AttributeError on the host firmware, where nothing is loaded before it is asked for
+    # are network code: unloaded after an automatic check), through _compat.load. On MicroPython
+    # `from iotutils.ota import install` would ask the package's own __getattr__, which knows no such
+    # name: the update failed with AttributeError on the host firmware, where nothing is loaded
+    # before it is asked for
     import sys
 
     import iotutils.ota as ota_pkg
@@ -93,8 +94,8 @@ def test_the_install_path_loads_when_asked_even_after_an_unload():
     kept = {n: sys.modules.get(n) for n in ("iotutils.ota.install", "iotutils.ota.version")}
     try:
         _compat.unload(*kept)
-        assert ota_pkg._version().older_version("1.0.0", "1.0.1")
-        assert ota_pkg._installer().Writer.__name__ == "Writer"
+        assert _compat.load("iotutils.ota.version").older_version("1.0.0", "1.0.1")
+        assert _compat.load("iotutils.ota.install").Writer.__name__ == "Writer"
         assert "iotutils.ota.install" in sys.modules and "iotutils.ota.version" in sys.modules
     finally:
         for name, mod in kept.items():   # the other tests keep the module objects they imported

@@ -34,7 +34,7 @@
 import sys
 
 import iotutils.hal as hal
-from iotutils._compat import (_thread, allocate_lock, before_load, const, log, start_thread, ticks_diff, ticks_ms,
+from iotutils._compat import (_thread, allocate_lock, before_load, const, load, log, start_thread, ticks_diff, ticks_ms,
                               unload)
 from iotutils.ota.state import OTAError, State
 
@@ -76,19 +76,6 @@ def _ref_ok(kind, arg):
     if kind == "commit":
         return 7 <= len(arg) <= 40 and all(c in "0123456789abcdef" for c in arg)
     return not arg or _name_ok(arg, "/+")
-
-
-def _version():
-    # (not `from iotutils.ota import version`: on MicroPython that asks this package's __getattr__)
-    before_load("iotutils.ota.version")
-    return __import__("iotutils.ota.version", None, None, ("older",))
-
-
-def _installer():
-    # the install path (iotutils.ota.install: the owner's signature, the slot writer and its checks)
-    # is network code: loaded by an update, unloaded with the rest after an automatic check
-    before_load("iotutils.ota.install")
-    return __import__("iotutils.ota.install", None, None, ("install",))
 
 
 class OTA:
@@ -272,7 +259,7 @@ class OTA:
         bad = self.state.load().get("bad") or ()
         return {"current": cur, "available": plan["version"],
                 "newer": plan["version"] != cur and plan["version"] not in bad
-                and not _version().older(self, plan["version"], plan["secure_version"])}
+                and not load("iotutils.ota.version").older(self, plan["version"], plan["secure_version"])}
 
     def update(self, progress=None, force=False, reboot=True, downgrade=False):
         """Download, verify and install the offered image into the other slot, then reboot into it.
@@ -284,7 +271,8 @@ class OTA:
         back here before. downgrade: install a version older than the running one (by secure_version,
         then version), refused otherwise. reboot=False: return the installed version instead of
         resetting."""
-        return self._locked(_installer().update, (self, progress, force, downgrade), reboot)
+        # the install path (ota/install.py) is network code, as _NETWORK_MODULES says
+        return self._locked(load("iotutils.ota.install").update, (self, progress, force, downgrade), reboot)
 
     def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False,
                        sig=None, manifest=None, downgrade=False):
@@ -299,8 +287,8 @@ class OTA:
             man["sig"] = sig
         if sha256 is not None:
             man["sha256"] = sha256
-        return self._locked(_installer().install, (self, stream, total, sha256, None, progress, force, downgrade, man),
-                            reboot)
+        return self._locked(load("iotutils.ota.install").install,
+                            (self, stream, total, sha256, None, progress, force, downgrade, man), reboot)
 
     def _locked(self, fn, args, reboot):
         if self._lock is not None and not self._lock.acquire(0):

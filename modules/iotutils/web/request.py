@@ -8,7 +8,7 @@ from array import array
 
 from select import POLLIN
 
-from iotutils._compat import before_load, const, ticks_diff, ticks_ms
+from iotutils._compat import const, load, ticks_diff, ticks_ms
 from iotutils.web.parser import chunked_decode, reason
 from iotutils.web.response import HTTPError
 
@@ -70,13 +70,6 @@ JSON_TOO_BIG = "JSON body has more values than this device has memory for"
 # MicroPython's json.load reads a stream (CPython's reads it whole anyway); without io.IOBase a port
 # reads bodies whole
 _STREAMS = _MP and hasattr(io, "IOBase")
-
-
-def _json_body():
-    # the streaming JSON parser and the exact depth scan (json_body.py): only for large or deeply
-    # bracketed bodies, so they load when the first such body comes
-    before_load("iotutils.web.json_body")
-    return __import__("iotutils.web.json_body", None, None, ("streamed",))
 
 
 class Request:
@@ -247,7 +240,7 @@ class Request:
         size is needed (a fragmented heap may have none, although it has the room)."""
         if self._body is None and _STREAMS and self.stream is not NO_BODY and \
                 (self.content_length is None or self.content_length > _STREAM_JSON_OVER):
-            return _json_body().streamed(self)
+            return load("iotutils.web.json_body").streamed(self)   # (large bodies only)
         b = self.body
         if not b:
             return None
@@ -256,7 +249,7 @@ class Request:
         lim = self.max_json_depth
         # counting brackets is C-speed; only a body with many of them gets the exact scan
         if b.count(b"[") + b.count(b"{") > lim:
-            _json_body().Depth(lim).feed(b, len(b))
+            load("iotutils.web.json_body").Depth(lim).feed(b, len(b))
         try:
             return json.loads(b)
         except ValueError:
