@@ -21,7 +21,7 @@ import sys
 
 from iotutils import __version__, hal, tasks
 from iotutils._compat import (allocate_lock, before_load, const, log, print_exception, recv_for, sleep_ms, ticks_diff,
-                              ticks_ms, unload)
+                              ticks_ms)
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -213,14 +213,10 @@ class Device:
         if self.ota is not None:
             fw = self.ota.status()
         else:
-            loaded = "iotutils.appimage" in sys.modules
-            from iotutils import appimage
             try:
-                fw = appimage.read_desc(hal.partition(hal.ota_running())) or {}
+                fw = hal.running_desc()
             except (OSError, ValueError):
                 fw = {}
-            if not loaded:   # needed once, for these lines
-                unload("iotutils.appimage")
         state = "pending verify" if hal.ota_pending() else "valid"
         lines = [
             "iotutils %s on %s: %s" % (__version__, hal.PLATFORM, self.name),

@@ -31,7 +31,6 @@
 # from: ReleaseScan, Source), version (which is older), state (what survives reboots), install (what
 # may be installed, and writing and verifying a slot), app (App OTA and app_boot). This module is
 # the OTA facade apps use.
-import sys
 
 import iotutils.hal as hal
 from iotutils._compat import (_thread, allocate_lock, before_load, const, load, log, start_thread, ticks_diff, ticks_ms,
@@ -183,12 +182,7 @@ class OTA:
     # ---- running image ----
     def _running_desc(self):
         if self._desc is None:
-            loaded = "iotutils.appimage" in sys.modules
-            from iotutils import appimage
-
-            self._desc = appimage.read_desc(hal.partition(hal.ota_running())) or {}
-            if not loaded:   # read once at boot; a check or an update loads it again (_NETWORK_MODULES)
-                unload("iotutils.appimage")
+            self._desc = hal.running_desc()
         return self._desc
 
     def _sync_boot(self):
