@@ -149,3 +149,14 @@ def collecting_thread(every_ms=20):
         stop[0] = True
         sleep_ms(every_ms * 5)
     return stopper
+
+
+def pile_garbage():
+    """(last piece, marker): garbage of small and larger pieces, which fills every hole the last
+    collection left and moves the allocator up past it, then a small live marker above it all. What
+    a collection-first allocation makes next must land below the marker (MicroPython: id() and
+    uctypes.addressof() are addresses). Keep both alive until the check."""
+    junk = None
+    for i in range(900):
+        junk = bytearray(24 if i % 3 else 600)
+    return junk, bytearray(24)

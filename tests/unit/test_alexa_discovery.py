@@ -2,7 +2,7 @@
 # socket's SOAP/GENA handlers and parsers (iotutils.wemo), called directly (no sockets).
 import gc
 
-from mpunit import SkipTest, collecting_thread, is_micropython, silent_listener
+from mpunit import SkipTest, collecting_thread, is_micropython, pile_garbage, silent_listener
 
 import alexa_setup  # noqa: F401  (real server and store; see there)
 from iotutils import alexa as A
@@ -152,10 +152,7 @@ def test_a_new_searchers_bucket_lands_low_in_the_heap():
         raise SkipTest("heap addresses: MicroPython's id()")
     s = S.SSDP()
     s.add("http://%s:%d/d.xml", "uuid:q", ("upnp:rootdevice",), "", 80)
-    junk = None
-    for i in range(900):
-        junk = bytearray(24 if i % 3 else 600)   # garbage: the allocator moves up past it
-    marker = bytearray(24)
+    junk, marker = pile_garbage()
     assert s.handle(_msearch("ssdp:all", mx=0), ("127.0.0.9", 5), 1000) == 2   # the root device and the uuid
     b = s._sources[-1]
     assert b[0] == S.ip4("127.0.0.9") and id(b) < id(marker) and id(b[0]) < id(marker), (id(b), id(marker))

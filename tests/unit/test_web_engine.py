@@ -170,7 +170,7 @@ def test_a_thread_that_takes_over_the_poll_loop_starts_low_in_the_heap():
     split the free heap, so the heap is collected first and they land in its lowest holes. On
     MicroPython uctypes.addressof() gives a buffer's address: the new leader's array must sit below what
     the handler made last."""
-    from mpunit import SkipTest
+    from mpunit import SkipTest, pile_garbage
     try:
         from uctypes import addressof
     except ImportError:
@@ -180,12 +180,7 @@ def test_a_thread_that_takes_over_the_poll_loop_starts_low_in_the_heap():
     last = [0, 0]
 
     def slow(req):
-        junk = None
-        for i in range(900):
-            # garbage of small and larger pieces: they fill every hole the last collection left,
-            # and the allocator moves up past them
-            junk = bytearray(24 if i % 3 else 600)
-        marker = bytearray(24)
+        junk, marker = pile_garbage()
         last[0], last[1] = addressof(marker), app.takeovers
         time.sleep(0.2)            # > takeover_ms: another thread leads meanwhile
         return "done %d" % (len(junk) + len(marker))

@@ -2,7 +2,7 @@
 # hashing of iotutils.portal, on CPython and MicroPython.
 import time
 
-from mpunit import SkipTest, failing_at_write, on_free_port, flash_writes, is_micropython, raises, tempdir
+from mpunit import SkipTest, failing_at_write, on_free_port, flash_writes, is_micropython, pile_garbage, raises, tempdir
 
 from iotutils import store
 from iotutils.hal.flash import FileFlash
@@ -358,10 +358,7 @@ def test_scan_results_that_stay_land_low_in_the_heap():
     if not is_micropython():
         raise SkipTest("heap addresses: MicroPython's id()")
     w = _wifi([_net("home"), _net("cafe", rssi=-70)])
-    junk = None
-    for i in range(900):
-        junk = bytearray(24 if i % 3 else 600)   # garbage: the allocator moves up past it
-    marker = bytearray(24)
+    junk, marker = pile_garbage()
     res = w._scan_raw()
     assert len(res) == 2 and w._scan_cache is res
     assert id(res) < id(marker) and id(res[0]) < id(marker), (id(res), id(marker))
