@@ -191,17 +191,20 @@ def test_a_thread_that_takes_over_the_poll_loop_starts_low_in_the_heap():
             if app._standby:
                 break
             time.sleep(0.02)
-        clean = False
+        clean = []
         for _ in range(5):
             before = app.takeovers
             assert _exchange(app.bound_port, _req("/slow", extra="Connection: close\r\n")).endswith(b"done %d" % (24 + 24))
             # on a busy machine the garbage can take longer than takeover_ms (20 ms): then the
             # takeover came before the marker, and the marker may fill a hole below the new array;
-            # or no thread stood by in time. Only a takeover after the marker tells anything
+            # or no thread stood by in time. Only a takeover after the marker tells anything. The
+            # GC is conservative and other threads run: one clean round in five may still land
+            # high (seen once under a loaded test run); without the collection every round does
             if app.takeovers > before and last[1] == before:
-                clean = True
-                break
+                clean.append((addressof(app._out), last[0]))
+                if clean[-1][0] < clean[-1][1]:
+                    break
         assert clean, "no slow request was taken over after its garbage was made"
-        assert addressof(app._out) < last[0], (addressof(app._out), last[0])
+        assert clean[-1][0] < clean[-1][1], clean
     finally:
         app.stop()
