@@ -11,8 +11,9 @@ usage: python bench/bench_memory.py [--before REV] [--runtime PATH]
   scripts/sim.py, modules and app, exported with `git archive` to a temporary folder.
 - after: this working tree, on the same runtime; and on the host firmware (build/unix/micropython,
   the toolbox frozen, the bare 110wK heap) when it is built.
-- heap: the device's boot report ("heap free after start") and its main loop's "HEAP free=N" after a
-  session of use (first admin password, /admin, Hue /api/config, /admin/api/status); on the host
+- heap: the device's boot report ("heap free after start"), its main loop's first "HEAP free=N" a
+  second later ("settled": the threads start() began are in their loops by then; the start target is
+  judged on it), and its "HEAP free=N" after a session of use (first admin password, /admin, Hue /api/config, /admin/api/status); on the host
   these are 64-bit bytes: the chip's are half (iotutils.memory.heap_scale()). The lamp prints no
   HEAP lines: its heap after use is the device's own budget (GET /admin/api/memory), read in a request.
 - threads: counted by the kernel (/proc/<pid>/task, less the runtime's main thread and the
@@ -186,6 +187,12 @@ def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=
     try:
         m = sim.wait(r"heap free after start: (\d+) of (\d+) bytes", 90)
         start_free, total = int(m.group(1)), int(m.group(2))
+        # the boot report is read as start() returns, before the threads it started have reached
+        # their loops (their frames, the server's buffers): the main loop's first reading a second
+        # later is the device at rest, and the start target is judged on it
+        settled = None
+        if not app:   # (the app prints its first HEAP line a second after start())
+            settled = int(sim.wait(r"HEAP free=(\d+)", 10).group(1))
         if mqtt:
             sim.wait(r"mqtt: announced", 30)
         time.sleep(2.5)     # the portal (or MQTT) settles; the first auto-update check fails fast
@@ -215,7 +222,7 @@ def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=
         sk_now = (ks["listen"] + ks["tcp"]) * memory.TCP_FIXED + ks["udp"] * memory.UDP_FIXED
         scale = memory.heap_scale()
         heap_used = int((total - used) * scale)
-        return {"label": label, "total": total, "start": start_free, "use": used, "largest": largest,
+        return {"label": label, "total": total, "start": start_free, "settled": settled, "use": used, "largest": largest,
                 "threads": threads, "kernel_threads": kt, "named_threads": named, "stacks": stacks,
                 "sockets": ks, "sockets_bytes": sk_now, "heap_used_chip": heap_used,
                 "whole": heap_used + stacks + sk_now}
@@ -258,12 +265,14 @@ def kb(n):
 def report(rows, before):
     print("Whole device memory (chip terms: heap used x %.2f, stacks and sockets at the ESP32's figures)"
           % memory.heap_scale())
-    print("  %-54s %8s %8s %8s %6s %-34s %6s %9s %7s" % (
-        "", "heap KB", "used KB", "start%", "use%", "threads (chip stack KB)", "stacks", "sockets", "WHOLE"))
+    print("  %-54s %8s %8s %8s %8s %6s %-34s %6s %9s %7s" % (
+        "", "heap KB", "used KB", "start%", "settled%", "use%", "threads (chip stack KB)", "stacks", "sockets",
+        "WHOLE"))
     for r in rows:
         th = ", ".join("%d %s x %s" % (v[0], k, kb(v[1])) for k, v in sorted(r["threads"].items()))
-        print("  %-54s %8s %8s %7d%% %5d%% %-34s %6s %9s %7s" % (
-            r["label"], kb(r["total"]), kb(r["heap_used_chip"]), r["start"] * 100 // r["total"],
+        settled = "%d%%" % (r["settled"] * 100 // r["total"]) if r["settled"] is not None else "-"
+        print("  %-54s %8s %8s %7d%% %8s %5d%% %-34s %6s %9s %7s" % (
+            r["label"], kb(r["total"]), kb(r["heap_used_chip"]), r["start"] * 100 // r["total"], settled,
             r["use"] * 100 // r["total"], th, kb(r["stacks"]),
             "%dL %dT %dU" % (r["sockets"]["listen"], r["sockets"]["tcp"], r["sockets"]["udp"]), kb(r["whole"])))
         if r["kernel_threads"] != r["named_threads"]:
@@ -285,9 +294,11 @@ def report(rows, before):
                   % (what, kb(b["whole"]), kb(r["whole"]), cut, "met" if cut >= 25 else "MISSED"))
     for r in rows:
         if r["label"].startswith("after, host firmware"):
-            s, u = r["start"] * 100 // r["total"], r["use"] * 100 // r["total"]
+            # judged at rest (the first reading after start(), not the boot report's, which comes
+            # before the threads have settled and reads higher)
+            s, u = r["settled"] * 100 // r["total"], r["use"] * 100 // r["total"]
             big = r["largest"] or 0
-            print("  %s: %d %% free after start (target >= 65 %%: %s), %d %% after use "
+            print("  %s: %d %% free after start, at rest (target >= 65 %%: %s), %d %% after use "
                   "(>= 60 %%: %s), largest block %s KB on the chip (>= 16 KB: %s)" % (
                       r["label"].replace("after, ", "").replace(" (frozen, bare 110wK)", ", bare 110wK"), s, "met" if s >= 65 else "MISSED", u, "met" if u >= 60 else "MISSED",
                       kb(big * memory.heap_scale()), "met" if big * memory.heap_scale() >= 16384 else "MISSED"))

@@ -196,16 +196,6 @@ def start_thread(name, fn, args=(), stack_size=0):
     if stack_size and _HOST:
         real = stack_size * (2 if _WIDE else 1) + _HOST_MARGIN + _HOST_IMPORTS
     THREADS.append(entry)
-
-    def run():
-        try:
-            fn(*args)
-        finally:
-            try:
-                THREADS.remove(entry)
-            except ValueError:
-                pass
-
     old = None
     try:
         if real:
@@ -213,10 +203,21 @@ def start_thread(name, fn, args=(), stack_size=0):
                 old = _thread.stack_size(real)
             except ValueError:  # CPython: below its minimum, its own default serves
                 pass
-        _thread.start_new_thread(run, ())
+        _thread.start_new_thread(_thread_entry, ((entry, fn, args),))
     except BaseException:
         THREADS.remove(entry)
         raise
     finally:
         if old is not None:
             _thread.stack_size(old)
+
+
+def _thread_entry(job):
+    # (entry, fn, args). A thread's first frame lives as long as the thread: with one local it stays
+    # on the C stack (MicroPython puts a frame of more than 11 words on the heap: a closure calling
+    # fn(*args) in a try took 192 bytes of heap per thread on a 64-bit host)
+    try:
+        job[1](*job[2])
+    finally:
+        if job[0] in THREADS:
+            THREADS.remove(job[0])

@@ -44,3 +44,35 @@ def test_otadata_decodes_what_it_encodes_and_rejects_bad_crc():
     bad[0] ^= 1
     assert otadata.decode(bytes(bad)) is None
     assert otadata.decode(b"\xff" * 32) is None
+
+
+def _source(name):
+    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+    with open(here + "/../../modules/iotutils/hal/" + name) as f:
+        return f.read()
+
+
+def _api(src):
+    """(__all__ as written, the public functions the module defines) of a hal module's source."""
+    block = src[src.index("__all__ = (") + len("__all__ = ("):]
+    block = block[:block.index(")")]
+    names = sorted(x.strip().strip('"') for x in block.split(",") if x.strip())
+    defs = sorted(line[4:line.index("(")] for line in src.split("\n")
+                  if line.startswith("def ") and not line.startswith("def _"))
+    return names, defs
+
+
+def test_hal_takes_the_hardware_api_and_not_the_simulations_imports():
+    # hal/__init__ star-imports sim.py (or esp32.py): without __all__ every name those modules
+    # import (json, socket, FileFlash, ...) would be copied into hal too, a dictionary slot each
+    import iotutils.hal as hal
+
+    names, defs = _api(_source("sim.py"))
+    assert names == defs == sorted(sim.__all__), "sim.__all__ out of date"
+    for name in sim.__all__:
+        assert getattr(hal, name) is getattr(sim, name), name
+    for name in ("json", "socket", "os", "FileFlash", "RamFlash", "ticks_ms"):
+        assert name not in dir(hal), name
+    # the board's layer offers the same API (config() is the simulator's own)
+    names, defs = _api(_source("esp32.py"))
+    assert names == defs == sorted(n for n in sim.__all__ if n != "config")

@@ -8,6 +8,12 @@ from iotutils._compat import log, ticks_diff, ticks_ms
 from iotutils.hal import otadata
 from iotutils.hal.flash import SECTOR_SIZE, Region
 
+# what hal's star import takes: the hardware API only (not this module's own imports, which would
+# each cost hal a dictionary slot)
+__all__ = ("partition", "ota_running", "ota_next", "ota_set_boot", "ota_mark_valid", "ota_pending",
+           "ota_rolled_back", "reset_cause", "reset", "wdt_start", "wdt_feed", "port", "ip", "netmask",
+           "mac", "unique_id", "mem_free", "mem_alloc", "heap_total", "max_sockets", "uptime_ms",
+           "state_dir", "wlan", "getaddrinfo", "time_ok", "sync_time")
 _IOCTL_BLOCK_ERASE = 6
 _SUBTYPE_OTA_0 = 0x10
 

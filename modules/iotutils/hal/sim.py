@@ -21,6 +21,12 @@ try:
 except ImportError:  # pragma: no cover
     gc = None
 
+# what hal's star import takes: the hardware API only (not this module's own imports, which would
+# each cost hal a dictionary slot)
+__all__ = ("config", "partition", "ota_running", "ota_next", "ota_set_boot", "ota_mark_valid", "ota_pending",
+           "ota_rolled_back", "reset_cause", "reset", "wdt_start", "wdt_feed", "port", "ip", "netmask",
+           "mac", "unique_id", "mem_free", "mem_alloc", "heap_total", "max_sockets", "uptime_ms",
+           "state_dir", "wlan", "getaddrinfo", "time_ok", "sync_time")
 _config = None
 _flash = {}
 _HOST_PLATFORMS = ("linux", "darwin", "win32", "windows", "webassembly")

@@ -393,14 +393,14 @@ class WebServer(Router):
             return
         self._prepare()
         for _ in range(self.workers + 1):
-            self._spawn(self._run)
+            self._spawn()
 
     def serve_forever(self):
         """Bind and serve from this thread (and `workers` more)."""
         if not self._running:
             self._prepare()
             for _ in range(self.workers):
-                self._spawn(self._run)
+                self._spawn()
         self._run()
 
     def stop(self, timeout_ms=5000):
@@ -438,7 +438,7 @@ class WebServer(Router):
         self._apply_site_changes()  # ports listen()ed before start()
         self._running = True
 
-    def _spawn(self, fn, *args):
+    def _spawn(self):
         with self._slock:
             self._threads += 1
         size = self.stack_size
@@ -448,16 +448,7 @@ class WebServer(Router):
                 size = hal.WEB_STACK
             except ImportError:  # installed without the hardware layer
                 size = 0
-        start_thread("web", self._thread_main, (fn, args), size)
-
-    def _thread_main(self, fn, args):
-        try:
-            fn(*args)
-        except Exception as e:
-            print_exception(e)
-        finally:
-            with self._slock:
-                self._threads -= 1
+        start_thread("web", self._run, (True,), size)
 
     # ---- threads: one leads (the poll loop), the others stand by ----
     #
@@ -471,34 +462,41 @@ class WebServer(Router):
     # workers=0); else complete requests queue in _jobs for the next thread that comes free, so the
     # poll loop itself never stalls and at most `workers` handlers run at once.
 
-    def _run(self):
+    def _run(self, spawned=False):
         # the parser's output array and the answer buffer are made when this thread first needs them:
-        # most threads of a quiet server only ever stand by
-        out = None
-        lead_lock = self._lead_lock
-        while self._running:
-            try:
-                if not (lead_lock.acquire(0) or self._stand_by()):
-                    continue
-            except Exception as e:  # never lose a thread (a MemoryError while standing by, ...)
-                self._trouble(e, None)
-                continue
-            while True:
+        # most threads of a quiet server only ever stand by. A spawned thread counts itself out here
+        # (not in a wrapper: each frame a thread keeps for good above 11 words is heap)
+        try:
+            out = None
+            lead_lock = self._lead_lock
+            while self._running:
                 try:
-                    if out is None:
-                        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
-                    stopped = self._lead(out)
-                    break
-                except Exception as e:  # still leading: carry on (never leave the poll loop orphaned)
+                    if not (lead_lock.acquire(0) or self._stand_by()):
+                        continue
+                except Exception as e:  # never lose a thread (a MemoryError while standing by, ...)
                     self._trouble(e, None)
-            if stopped:
-                self._close_all()  # stopped while leading: this thread closes up
-                return
-            try:
-                self._serve_jobs(out)  # lost the lead: help with the queue, then stand by
-            except Exception as e:
-                self._trouble(e, None)
-            out = None  # made again if this thread leads again (rare: only after a slow handler)
+                    continue
+                while True:
+                    try:
+                        if out is None:
+                            out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
+                        stopped = self._lead(out)
+                        break
+                    except Exception as e:  # still leading: carry on (never leave the poll loop orphaned)
+                        self._trouble(e, None)
+                if stopped:
+                    self._close_all()  # stopped while leading: this thread closes up
+                    return
+                try:
+                    self._serve_jobs(out)  # lost the lead: help with the queue, then stand by
+                except Exception as e:
+                    self._trouble(e, None)
+                out = None  # made again if this thread leads again (rare: only after a slow handler)
+        finally:
+            if spawned:
+                self._slock.acquire()
+                self._threads -= 1
+                self._slock.release()
 
     def _stand_by(self):
         """Wait until needed: True when this thread took the lead, None when the server stops."""
