@@ -65,3 +65,48 @@ def test_ota_error_is_one_class_across_unloads_of_the_client():
         raise reloaded("x")
     except OTAError as e:
         assert str(e) == "x"
+
+
+def _heap_in_thread(start):
+    """Heap in use (after a collection) seen from inside a thread that `start` starts, less the same
+    seen from the thread that started it: what the thread holds for as long as it runs."""
+    import gc
+    import time
+
+    seen = []
+    go = [False]
+
+    def body():
+        gc.collect()
+        seen.append(gc.mem_alloc())
+        while not go[0]:
+            time.sleep_ms(1)
+
+    gc.collect()
+    base = gc.mem_alloc()
+    start(body)
+    t0 = time.ticks_ms()
+    while not seen and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+        time.sleep_ms(1)
+    go[0] = True
+    time.sleep_ms(20)
+    assert seen, "the thread did not run"
+    return seen[0] - base
+
+
+def test_a_thread_of_start_thread_keeps_no_heap_frame_of_its_own():
+    # MicroPython puts a frame of more than 11 words on the heap, and a thread's first frames live as
+    # long as it does: start_thread's wrapper (THREADS bookkeeping) once held 192 bytes (64-bit host)
+    # for every thread (with its closure: 480 bytes over a bare thread). Now it costs its bookkeeping:
+    # the job tuple, the THREADS entry and the call's argument array, 160 bytes (five 32-byte blocks).
+    if not is_micropython():
+        raise SkipTest("frames on the heap are MicroPython's")
+    import _thread
+
+    from iotutils._compat import start_thread
+
+    bare = min(_heap_in_thread(lambda fn: _thread.start_new_thread(fn, ())) for _ in range(3))
+    ours = min(_heap_in_thread(lambda fn: start_thread("t", fn)) for _ in range(3))
+    word = 8 if sys.maxsize > 0x7FFFFFFF else 4
+    # a frame on the heap would add six blocks more
+    assert ours - bare <= 32 * word, (bare, ours)
