@@ -49,7 +49,7 @@ from iotutils.hal.flash import RamFlash  # noqa: E402
 from iotutils.wifi import check_password, check_ssid  # noqa: E402
 
 PARTITIONS_CSV = os.path.join(ROOT, "boards", "ESP32_GENERIC", "partitions.csv")
-PBKDF2_ITERATIONS = 4000  # iotutils.portal.PBKDF2_ITERATIONS (the device verifies any count it allows)
+PBKDF2_ITERATIONS = 4000  # iotutils.auth.PBKDF2_ITERATIONS (the device verifies any count it allows)
 MIN_ADMIN_PASSWORD = 8    # iotutils.admin.Admin.min_password
 
 # NVS type code -> esp-idf-nvs-partition-gen CSV encoding

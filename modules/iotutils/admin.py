@@ -2,7 +2,7 @@
 # behind every action (README "Admin API").
 #
 # Security: nothing changes without a session. The admin password is set in the setup portal or
-# by provisioning (folder "admin", key "pwhash": salted PBKDF2-SHA256, see auth.hash_password);
+# by provisioning (folder "admin", key "pwhash": salted PBKDF2-SHA256, see passwords.hash_password);
 # a device with no password yet accepts one first password (POST /admin/api/password) while its
 # setup access point is up, and nothing else. Sessions are random tokens in an HttpOnly SameSite=Strict cookie with an expiry;
 # every state-changing request also needs the session's CSRF token in X-CSRF-Token; failed logins
@@ -13,7 +13,7 @@ import gc
 import time
 
 from iotutils import __version__, hal, persist, tasks
-from iotutils._compat import _thread, allocate_lock, before_load, start_thread
+from iotutils._compat import _thread, allocate_lock, before_load, load, start_thread
 from iotutils.auth import consteq, token
 from iotutils.server import HTTPError, Response
 
@@ -154,7 +154,8 @@ class Admin:
     def _check_password(self, req, pw, stored):
         """None if pw is the admin password; else the answer (401 wrong, 429 locked out). Counted by
         the one login guard (the setup form's admin password too) before the slow hash."""
-        from iotutils.auth import Locked, login_guard, verify_password
+        pw_mod = load("iotutils.passwords")   # the first password check loads the hash's code
+        Locked, login_guard = pw_mod.Locked, pw_mod.login_guard
         client = req.client_ip
         w = self.dev.wifi
         try:
@@ -162,7 +163,7 @@ class Admin:
         except Locked as e:
             return Response({"error": "too many wrong passwords: try again in %d s" % e.wait}, 429,
                             {"Retry-After": str(e.wait)})
-        if not isinstance(pw, str) or not verify_password(pw, stored):
+        if not isinstance(pw, str) or not pw_mod.verify_password(pw, stored):
             return Response({"error": "wrong password"}, 401)
         login_guard.ok(client)
         return None
@@ -185,7 +186,7 @@ class Admin:
                         {"Set-Cookie": "%s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" % _COOKIE})
 
     def _password(self, req):
-        from iotutils.auth import hash_password
+        hash_password = load("iotutils.passwords").hash_password
         data = json_body(req)
         new = data.get("new")
         if not isinstance(new, str) or len(new) < self.min_password:

@@ -333,7 +333,7 @@ def default_portal(wifi, app=None):
 
 
 def __getattr__(name):
-    # names this module had before its pages moved out (portal_pages.py, auth.py)
+    # names this module had before its pages moved out (portal_pages.py, passwords.py)
     if name == "Denied":
         from iotutils.portal_pages import Denied
         return Denied

@@ -5,7 +5,8 @@ import json
 
 from iotutils import hal
 from iotutils._compat import log
-from iotutils.auth import Locked, escape, hash_password, login_guard, verify_password
+from iotutils.auth import escape
+from iotutils.passwords import Locked, hash_password, login_guard, verify_password
 from iotutils.wifi import check_ssid
 
 

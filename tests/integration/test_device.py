@@ -483,6 +483,8 @@ def test_the_ota_network_code_is_loaded_by_a_check_and_unloaded_after_an_automat
         if m["preloaded"]:
             pytest.skip("the simulator's heap model (PyPI runtime) imports the whole toolbox at boot, as if "
                         "frozen; the host firmware (FIRMWARE=build/unix/micropython) imports as used")
+        # the admin password's code (PBKDF2, the lock-out) waits for the first password
+        assert "iotutils.passwords" not in m["loaded"] and "iotutils.auth" in m["loaded"]
         s = requests.Session()
         r = s.post(dev.url("/admin/api/password"), json={"new": "lazy-code-pw"}, timeout=10)
         assert r.status_code == 200, r.text

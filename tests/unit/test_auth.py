@@ -3,7 +3,7 @@ import binascii
 
 from mpunit import raises
 
-from iotutils import auth
+from iotutils import auth, passwords
 
 # RFC 7914 section 11: PBKDF2-HMAC-SHA256 (P="passwd", S="salt", c=1), first 32 bytes
 _PBKDF2_VEC = "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
@@ -18,9 +18,9 @@ def test_hmac_sha256_rfc4231_cases():
 
 
 def test_pbkdf2_matches_rfc7914_vector():
-    assert binascii.hexlify(auth._pbkdf2(b"passwd", b"salt", 1)).decode() == _PBKDF2_VEC
+    assert binascii.hexlify(passwords._pbkdf2(b"passwd", b"salt", 1)).decode() == _PBKDF2_VEC
     # many iterations: the pure-Python loop agrees with the runtime's (C speed on CPython)
-    assert auth._pbkdf2(b"pw", b"NaCl", 50) == auth.pbkdf2_sha256(b"pw", b"NaCl", 50)
+    assert passwords._pbkdf2(b"pw", b"NaCl", 50) == auth.pbkdf2_sha256(b"pw", b"NaCl", 50)
 
 
 def test_hash_password_format_and_verify():
@@ -31,7 +31,7 @@ def test_hash_password_format_and_verify():
     assert not auth.verify_password("correct horsE", h)
     assert auth.hash_password("x", iterations=100) != auth.hash_password("x", iterations=100)  # salted
     assert auth.hash_password("pw", iterations=3, salt=b"NaCl") == \
-        "pbkdf2_sha256$3$4e61436c$" + auth.hexstr(auth._pbkdf2(b"pw", b"NaCl", 3))
+        "pbkdf2_sha256$3$4e61436c$" + auth.hexstr(passwords._pbkdf2(b"pw", b"NaCl", 3))
 
 
 def test_verify_password_rejects_malformed():
@@ -130,3 +130,19 @@ def test_der_certs_reads_every_certificate_of_a_pem_text_and_names_the_field():
                 "-----BEGIN CERTIFICATE-----\n" + b2a_base64(a).decode(),               # no END line
                 pem(b"\x02\x01\x05" + bytes(20)), "-----BEGIN PRIVATE KEY-----\nAAAA\n"):
         assert str(raises(ValueError, der_certs, bad, "ca")).startswith("ca:"), bad
+
+
+def test_the_admin_password_code_is_its_own_module_that_auth_hands_out():
+    # iotutils.passwords (PBKDF2, the hash, the lock-out) loads at the first password; the names
+    # it took from auth still resolve there, to the very same objects
+    for name in ("hash_password", "verify_password", "pbkdf2_sha256", "Locked", "LoginGuard", "login_guard"):
+        assert getattr(auth, name) is getattr(passwords, name), name
+    assert raises(AttributeError, getattr, auth, "no_such_name")
+    # the iteration count is still auth's setting
+    saved = auth.PBKDF2_ITERATIONS
+    try:
+        auth.PBKDF2_ITERATIONS = 7
+        assert auth.hash_password("pw").startswith("pbkdf2_sha256$7$")
+    finally:
+        auth.PBKDF2_ITERATIONS = saved
+    assert passwords.hash_password("pw").startswith("pbkdf2_sha256$%d$" % saved)
