@@ -154,18 +154,18 @@ class Admin:
     def _check_password(self, req, pw, stored):
         """None if pw is the admin password; else the answer (401 wrong, 429 locked out). Counted by
         the one login guard (the setup form's admin password too) before the slow hash."""
-        pw_mod = load("iotutils.passwords")   # the first password check loads the hash's code
-        Locked, login_guard = pw_mod.Locked, pw_mod.login_guard
+        passwords = load("iotutils.passwords")   # the first password check loads the hash's code
+        guard = passwords.login_guard
         client = req.client_ip
         w = self.dev.wifi
         try:
-            login_guard.attempt(client, trusted=w is not None and w.on_setup_ap(client))
-        except Locked as e:
+            guard.attempt(client, trusted=w is not None and w.on_setup_ap(client))
+        except passwords.Locked as e:
             return Response({"error": "too many wrong passwords: try again in %d s" % e.wait}, 429,
                             {"Retry-After": str(e.wait)})
-        if not isinstance(pw, str) or not pw_mod.verify_password(pw, stored):
+        if not isinstance(pw, str) or not passwords.verify_password(pw, stored):
             return Response({"error": "wrong password"}, 401)
-        login_guard.ok(client)
+        guard.ok(client)
         return None
 
     def _login(self, req):
