@@ -501,8 +501,7 @@ class Device:
         if hal.ota_pending():
             return True
         if self.ota is not None:
-            from iotutils.ota import app_status
-            return app_status()["pending"]
+            return self.ota.app_pending()
         return False
 
     def run(self):
