@@ -119,6 +119,17 @@ def unload(*names):
                 pass
 
 
+def call_loaded(module, name, *args):
+    """module.name(*args), the module loaded for this one call (load) and let go again (unload)
+    unless it was loaded already: for code a device needs once, such as at boot."""
+    loaded = module in sys.modules
+    try:
+        return getattr(load(module), name)(*args)
+    finally:
+        if not loaded:
+            unload(module)
+
+
 def events(poller, ms=0):
     """The (object, event) pairs a select.poll has within ms. On MicroPython it allocates nothing
     (ipoll: a pair is valid until the next one; do not change the poll set while iterating): poll()

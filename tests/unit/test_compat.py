@@ -3,7 +3,7 @@
 # free block later), and never again once the module is loaded.
 import sys
 
-from mpunit import SkipTest, is_micropython
+from mpunit import SkipTest, is_micropython, raises
 
 from iotutils import tasks  # noqa: F401 - a module that is loaded
 from iotutils._compat import before_load
@@ -49,6 +49,20 @@ def test_an_unloaded_module_leaves_and_comes_back_on_import():
     again = sys.modules["iotutils.ota.release"]
     assert again is not first and again.Source is Source
     _compat.unload("iotutils.ota.release", "iotutils.not_loaded_at_all")   # never loaded: nothing to do
+
+
+def test_call_loaded_lets_go_of_what_it_loaded_only():
+    from iotutils import _compat
+
+    if _compat.KEEP_LOADED:
+        raise SkipTest("the simulator's heap model keeps what it loaded")
+    _compat.unload("iotutils.ota.version")
+    assert _compat.call_loaded("iotutils.ota.version", "older_version", "1.0", "1.1") is True
+    assert "iotutils.ota.version" not in sys.modules       # loaded for the call, let go after it
+    import iotutils.coerce  # noqa: F401 - loaded before the call
+
+    raises(ValueError, _compat.call_loaded, "iotutils.coerce", "to_int", "x")
+    assert "iotutils.coerce" in sys.modules                # so it stays, the call failing or not
 
 
 def test_ota_error_is_one_class_across_unloads_of_the_client():

@@ -21,15 +21,9 @@ def running_desc():
     or ValueError when its slot cannot be read. The image format's code (iotutils.appimage, network
     code, loaded by an OTA check or update) is loaded for the read and let go again unless it was
     loaded already: the boot report and the OTA status need it once."""
-    from iotutils._compat import unload
+    from iotutils._compat import call_loaded
 
-    loaded = "iotutils.appimage" in sys.modules
-    from iotutils import appimage
-    try:
-        return appimage.read_desc(partition(ota_running())) or {}  # noqa: F405 (the star import's)
-    finally:
-        if not loaded:
-            unload("iotutils.appimage")
+    return call_loaded("iotutils.appimage", "read_desc", partition(ota_running())) or {}  # noqa: F405
 
 # The board's thread stacks and sockets (the chip's bytes; the simulated device models the same
 # board). Stacks: bench/bench_stack.py's measured need on the host firmware (its 'preloaded' column:

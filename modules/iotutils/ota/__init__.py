@@ -32,11 +32,9 @@
 # may be installed, and writing and verifying a slot), app (App OTA and app_boot). This module is
 # the OTA facade apps use.
 
-import sys
-
 import iotutils.hal as hal
-from iotutils._compat import (_thread, allocate_lock, before_load, const, load, log, start_thread, ticks_diff, ticks_ms,
-                              unload)
+from iotutils._compat import (_thread, allocate_lock, before_load, call_loaded, const, load, log, start_thread, ticks_diff,
+                              ticks_ms, unload)
 from iotutils.ota.state import OTAError, State
 
 # The network code (HTTP client, release scanner, signature checks, the image format, the installer)
@@ -213,11 +211,12 @@ class OTA:
         hal.ota_mark_valid()
         if self.state.load().get("installing"):
             self.state.update(installing=None)
-        _app_call("app_confirm")
+        # App OTA's code (ota/app.py) is let go again: a device without App OTA never needs it after
+        call_loaded("iotutils.ota.app", "app_confirm")
 
     def app_pending(self):
         """An App OTA folder (update_app) waits for confirm(): the device's health check asks at boot."""
-        return _app_call("app_status")["pending"]
+        return call_loaded("iotutils.ota.app", "app_status")["pending"]
 
     def busy(self, flag=None):
         """Declare the device busy (auto-update waits); busy() -> current flag."""
@@ -408,17 +407,6 @@ class OTA:
         # under the install lock (an image and an app at once would race for the flash and the
         # pointer files); the reboot, if any, happens inside, after the pointer switched
         return self._locked(update_app, (self, folder, progress, reboot), False)
-
-
-def _app_call(name):
-    # one of App OTA's boot-time functions (ota/app.py), its code let go again unless it was loaded
-    # already: the health check asks once per boot, and a device without App OTA never needs it after
-    loaded = "iotutils.ota.app" in sys.modules
-    try:
-        return getattr(load("iotutils.ota.app"), name)()
-    finally:
-        if not loaded:
-            unload("iotutils.ota.app")
 
 
 def __getattr__(name):
