@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ sys.path.insert(0, os.path.join(ROOT, "modules"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from iotutils import memory  # noqa: E402  (the lwIP and stack figures, on CPython)
+from simdev import free_port_block  # noqa: E402
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python")
 PASSWORD = "bench-password-1"
@@ -51,19 +51,13 @@ LAMP = os.path.join("examples", "lamp.py")
 OLD_ROLES = {"web": 8192, "wemo web": 8192, "wifi": 5120, "alexa": 5120, "ota auto": 5120, "mqtt": 8192}
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 class Sim:
     """scripts/sim.py of a tree (this one or an exported older one) running its device_bench app."""
 
     def __init__(self, tree, state, runtime=None, env=None, wifi=None, nvs=None, sim_tree=None, app=None):
-        self.port = free_port()
+        # the device's ports (80, 53, the WeMo devices' from 49153: device_bench.py has one) map to
+        # consecutive host ports from this one (scripts/sim.py), outside the range of client ports
+        self.port = free_port_block(4)
         wifi_file = os.path.join(state, "wifi.json")
         os.makedirs(state, exist_ok=True)
         with open(wifi_file, "w") as f:

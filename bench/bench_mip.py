@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "modules"))
 
 import build_mip  # noqa: E402
+from simdev import free_port_block  # noqa: E402
 
 HEAP = "110wK"
 TARGETS = {"persist + Wi-Fi + server + OTA": 48 * 1024, "everything (Device, admin, Alexa)": 32 * 1024}
@@ -195,25 +195,6 @@ def install(build, names, lib):
     return done
 
 
-def _free_ports(n=2):
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        ok = True
-        for i in range(1, n):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", base + i))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok and base + n < 65000:
-            return base
-
-
 def sim_board(state):
     """A fresh simulated board (hal/sim.py): erased 4 MB flash file, the home network up."""
     from iotutils.hal import layout
@@ -225,7 +206,7 @@ def sim_board(state):
     with open(os.path.join(state, "flash.bin"), "wb") as f:
         f.write(b"\xff" * layout.FLASH_SIZE)
     cfg = {"state": state, "flash": os.path.join(state, "flash.bin"),
-           "partitions": [list(p) for p in layout.DEFAULT], "port": _free_ports(2), "wifi": scen,
+           "partitions": [list(p) for p in layout.DEFAULT], "port": free_port_block(2), "wifi": scen,
            "ctl_port": None, "slot": "ota_0", "reset_cause": "power_on", "mac": "02:00:00:00:00:42"}
     path = os.path.join(state, "sim.json")
     with open(path, "w") as f:

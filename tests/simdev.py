@@ -18,18 +18,32 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIM = os.path.join(ROOT, "scripts", "sim.py")
 
+def _ephemeral_low():
+    # the kernel hands client connections local ports from this range: a device port there can be
+    # taken by any connection between the check below and the device's bind (EADDRINUSE at boot)
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_LOW = 20000
+_PORT_HIGH = max(_PORT_LOW + 2000, min(_ephemeral_low(), 60000))
 _port_lock = threading.Lock()
-_next_port = [20000 + (os.getpid() * 37) % 20000]
+_next_port = [_PORT_LOW + (os.getpid() * 37) % (_PORT_HIGH - _PORT_LOW - 100)]
 
 
 def free_port_block(n=4):
-    """A base port with n consecutive free TCP ports (device 80 -> base, 53 -> base+1 (UDP), WeMo -> base+2...)."""
+    """A base port with n consecutive free TCP ports (device 80 -> base, 53 -> base+1 (UDP), WeMo -> base+2...),
+    below the kernel's range for client connections' local ports."""
     with _port_lock:
         while True:
             base = _next_port[0]
             _next_port[0] += n + 1
-            if _next_port[0] > 60000:
-                _next_port[0] = 20000
+            if _next_port[0] + n > _PORT_HIGH:
+                _next_port[0] = _PORT_LOW
+                continue
             if all(_tcp_free(base + i) for i in range(n)):
                 return base
 
