@@ -12,8 +12,8 @@ usage: python bench/bench_memory.py [--before REV] [--runtime PATH]
 - after: this working tree, on the same runtime; and on the host firmware (build/unix/micropython,
   the toolbox frozen, the bare 110wK heap) when it is built.
 - heap: the device's boot report ("heap free after start"), its main loop's first "HEAP free=N" a
-  second later ("settled": the threads start() began are in their loops by then; the start target is
-  judged on it), and its "HEAP free=N" after a session of use (first admin password, /admin, Hue /api/config, /admin/api/status); on the host
+  second later ("settled": the setup portal is up by then; the start target is judged on it), and its
+  "HEAP free=N" after a session of use (first admin password, /admin, Hue /api/config, /admin/api/status); on the host
   these are 64-bit bytes: the chip's are half (iotutils.memory.heap_scale()). The lamp prints no
   HEAP lines: its heap after use is the device's own budget (GET /admin/api/memory), read in a request.
 - threads: counted by the kernel (/proc/<pid>/task, less the runtime's main thread and the
@@ -181,9 +181,10 @@ def measure(label, tree, runtime=None, old=False, mqtt=None, env=None, sim_tree=
     try:
         m = sim.wait(r"heap free after start: (\d+) of (\d+) bytes", 90)
         start_free, total = int(m.group(1)), int(m.group(2))
-        # the boot report is read as start() returns, before the threads it started have reached
-        # their loops (their frames, the server's buffers): the main loop's first reading a second
-        # later is the device at rest, and the start target is judged on it
+        # the boot report is read as start() returns, before Wi-Fi's first steps have brought up the
+        # setup portal (its module, DNS server and routes) and the server has made its first buffers:
+        # the main loop's first reading a second later is the device at rest, and the start target
+        # is judged on it
         settled = None
         if not app:   # (the app prints its first HEAP line a second after start())
             settled = int(sim.wait(r"HEAP free=(\d+)", 10).group(1))
