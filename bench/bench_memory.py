@@ -290,7 +290,7 @@ def report(rows, before):
     for r in rows:
         if r["label"].startswith("after, host firmware"):
             # judged at rest (the first reading after start(), not the boot report's, which comes
-            # before the threads have settled and reads higher)
+            # before the setup portal is up and reads higher)
             s, u = r["settled"] * 100 // r["total"], r["use"] * 100 // r["total"]
             big = r["largest"] or 0
             print("  %s: %d %% free after start, at rest (target >= 65 %%: %s), %d %% after use "
