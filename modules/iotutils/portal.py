@@ -338,6 +338,5 @@ def __getattr__(name):
         from iotutils.portal_pages import Denied
         return Denied
     if name in ("hash_password", "verify_password"):
-        from iotutils import auth
-        return getattr(auth, name)
+        return getattr(load("iotutils.passwords"), name)
     raise AttributeError(name)

@@ -33,8 +33,8 @@
 # the OTA facade apps use.
 
 import iotutils.hal as hal
-from iotutils._compat import (_thread, allocate_lock, before_load, call_loaded, const, load, log, start_thread, ticks_diff,
-                              ticks_ms, unload)
+from iotutils._compat import (_thread, allocate_lock, call_loaded, const, load, log, start_thread, ticks_diff, ticks_ms,
+                              unload)
 from iotutils.ota.state import OTAError, State
 
 # The network code (HTTP client, release scanner, signature checks, the image format, the installer)
@@ -134,9 +134,7 @@ class OTA:
         """The HTTP(S) client (iotutils.ota.client.Http), made on first use."""
         h = self._http
         if h is None:
-            before_load("iotutils.ota.client")
-            from iotutils.ota.client import Http
-            h = Http(self._net[0], self._net[1], self._net[2])
+            h = load("iotutils.ota.client").Http(self._net[0], self._net[1], self._net[2])
             if self.http_timeout is not None:
                 h.timeout = self.http_timeout
             self._http = h
@@ -153,10 +151,9 @@ class OTA:
         """Where updates come from (iotutils.ota.release.Source), made on first use."""
         s = self._source
         if s is None:
-            before_load("iotutils.ota.release")
-            from iotutils.ota.release import Source
-            s = Source(self.http, self.repo, self.kind, self.ref, self.api, self.manifest, self.asset,
-                       self.sha256, self.chip_id, self._net[3])
+            source_class = load("iotutils.ota.release").Source
+            s = source_class(self.http, self.repo, self.kind, self.ref, self.api, self.manifest, self.asset,
+                             self.sha256, self.chip_id, self._net[3])
             self._source = s
         return s
 
@@ -228,9 +225,7 @@ class OTA:
     def owner_key(self):
         """The public key releases must be signed with (a 65-byte P-256 point), or OTAError."""
         if self._point is None:
-            before_load("iotutils.sign")
-            from iotutils import sign
-
+            sign = load("iotutils.sign")
             try:
                 self._point = sign.load_pubkey(self._pubkey) if self._pubkey else sign.default_pubkey()
             except ValueError as e:
@@ -402,8 +397,7 @@ class OTA:
         """App OTA: install the .py files of `folder` (branch/commit channels: the repository at that
         ref, each file checked against its git blob SHA-1; url: an app manifest). Returns the new app
         folder; the app runs pending until confirm() (see iotutils.ota.app)."""
-        from iotutils.ota.app import update_app
-
+        update_app = load("iotutils.ota.app").update_app
         # under the install lock (an image and an app at once would race for the flash and the
         # pointer files); the reboot, if any, happens inside, after the pointer switched
         return self._locked(update_app, (self, folder, progress, reboot), False)
@@ -412,11 +406,10 @@ class OTA:
 def __getattr__(name):
     # App OTA's boot-time functions, loaded on first use
     if name in ("app_boot", "app_confirm", "app_status", "APP_ROOT"):
-        # (not `from iotutils.ota import app`: on MicroPython that asks this very hook for "app")
-        return getattr(__import__("iotutils.ota.app", None, None, ("app_boot",)), name)
+        return getattr(load("iotutils.ota.app"), name)
     # the network code's classes, loaded when asked for (see _NETWORK_MODULES)
     if name == "Http":
-        return __import__("iotutils.ota.client", None, None, ("Http",)).Http
+        return load("iotutils.ota.client").Http
     if name in ("ReleaseScan", "Source"):
-        return getattr(__import__("iotutils.ota.release", None, None, ("Source",)), name)
+        return getattr(load("iotutils.ota.release"), name)
     raise AttributeError(name)
