@@ -80,6 +80,7 @@ class Device:
             tasks.shared().host()   # until start() knows whether run() will run them
         self._boot_ms = ticks_ms()
         self._confirmed = False
+        self._app_waits = None   # an App OTA folder waits for confirmation (None: not asked yet)
         self._wdt = False          # armed by the first poll(): start() alone must not arm it
         self._fed_ms = 0
         self._health_ms = None     # last health check (rate limit)
@@ -500,9 +501,13 @@ class Device:
         """A new firmware image, or a new App OTA folder (ota.update_app), waits for confirmation."""
         if hal.ota_pending():
             return True
-        if self.ota is not None:
-            return self.ota.app_pending()
-        return False
+        if self.ota is None:
+            return False
+        if self._app_waits is None:
+            # asked once a boot (start() and the health check ask again every second until confirmed):
+            # only confirm() changes it, and that ends the checks
+            self._app_waits = self.ota.app_pending()
+        return self._app_waits
 
     def run(self):
         """start() if needed, then the main loop forever. An error in one pass (a module's poll, a full

@@ -392,6 +392,46 @@ def test_new_image_is_confirmed_only_after_the_health_check(tmp_path, devices):
     assert (r["version"], r["slot"], r["state"], r["rolled_back"]) == ("0.9.0", "ota_1", "valid", False)
 
 
+def test_a_pending_app_ota_folder_is_confirmed_by_the_health_check(tmp_path, devices):
+    # App OTA (ota.update_app) leaves the new folder pending; app_boot() runs it once, and the
+    # Device's health check confirms it like a new image: asked at start, confirmed when healthy,
+    # never again after (the device asks App OTA once a boot, and lets its code go)
+    gh = FakeGitHub().start()
+    try:
+        dev = make_device(tmp_path, {"app_ota": True, "networks": [["home", "home-secret"]], "wifi_retry_s": 1,
+                                     "health_timeout_s": 60}, wifi_up=False, env=device_env(gh))
+        apps = os.path.join(dev.state_dir, "fs", "apps")
+        os.makedirs(os.path.join(apps, "b"))
+        with open(os.path.join(apps, "b", "userapp.py"), "w") as f:
+            f.write("VERSION = 'b'\n")
+        with open(os.path.join(apps, "current.json"), "w") as f:
+            json.dump({"active": "b", "previous": None, "pending": True}, f)
+        r = boot(dev, devices)
+        assert r["state"] == "valid"   # the image is not what waits
+        assert dev.wait_line(r"USERAPP (\S+)").group(1) == "b"
+        dev.wait_line(r"firmware: new app, confirming after a health check")
+        # no network: not healthy, so not confirmed over several checks (1/s)
+        t0 = info(dev)["uptime_ms"]
+        wait_until(lambda: info(dev)["uptime_ms"] > t0 + 3000, what="three health-check periods")
+        assert "confirmed" not in dev.output()
+        with open(os.path.join(apps, "current.json")) as f:
+            assert json.load(f)["pending"] is True
+        since = len(dev.lines)
+        write_wifi(dev.wifi_path, True)
+        dev.wait_line(r"health check passed, image confirmed", since=since, timeout=30)
+        with open(os.path.join(apps, "current.json")) as f:
+            p = json.load(f)
+        assert p["active"] == "b" and p["pending"] is False and "tries" not in p
+        # the next boot runs the same folder and has nothing to confirm
+        dev.power_cut()
+        since = len(dev.lines)
+        boot(dev)
+        assert dev.wait_line(r"USERAPP (\S+)", since=since).group(1) == "b"
+        assert "confirming after a health check" not in "\n".join(dev.lines[since:])
+    finally:
+        gh.stop()
+
+
 def test_unconfigured_device_confirms_with_the_setup_portal(tmp_path, devices):
     dev = make_device(tmp_path, {"health_timeout_s": 120})
     boot(dev, devices)
