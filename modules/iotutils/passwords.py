@@ -104,15 +104,16 @@ class LoginGuard:
             return None
         return ticks_add(now, min(self.lockout_s * (1 << min(extra - 1, 16)), self.max_lockout_s) * 1000)
 
+    def _locked_out(self, c, trusted, now):
+        # seconds the client (its entry c, or None) waits; untrusted, also everyone's lock-out (held: _lock)
+        w = self._wait(c[1], now) if c else 0
+        return w if trusted else max(w, self._wait(self._all[1], now))
+
     def wait_s(self, client="", trusted=False, now=None):
         """Seconds until `client` may try a password again (0: now)."""
         now = ticks_ms() if now is None else now
         with self._lock:
-            c = self._clients.get(client)
-            w = self._wait(c[1], now) if c else 0
-            if not trusted:
-                w = max(w, self._wait(self._all[1], now))
-            return w
+            return self._locked_out(self._clients.get(client), trusted, now)
 
     def attempt(self, client="", trusted=False, now=None):
         """Call before checking a password from `client`: counts the attempt as wrong until ok() says
@@ -120,9 +121,7 @@ class LoginGuard:
         now = ticks_ms() if now is None else now
         with self._lock:
             c = self._clients.get(client)
-            wait = self._wait(c[1], now) if c else 0
-            if not trusted:
-                wait = max(wait, self._wait(self._all[1], now))
+            wait = self._locked_out(c, trusted, now)
             if wait:
                 raise Locked(wait)
             if c is None:
