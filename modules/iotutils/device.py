@@ -69,7 +69,7 @@ class Device:
         self.alexa = None
         self.ota = None
         self._admin = None
-        self._admin_lock = allocate_lock()
+        self._lock = allocate_lock()   # parts made later, one at a time: the admin page, MQTT again
         self._want = {"wifi": wifi, "alexa": alexa, "admin": admin, "ota": ota}
         self._tasks = []       # [period_ms, last_ms, fn]
         self.heap_tidies = 0   # collections made by _tidy_heap
@@ -106,7 +106,6 @@ class Device:
         self.mqtt = None           # the MQTT client (iotutils.mqtt.MQTT) when a broker is configured
         self._mq = None            # its Home Assistant side (iotutils.mqtt_device)
         self._exposed = []         # (var, name, kind) for Home Assistant
-        self._mqtt_lock = allocate_lock()
         self._make_mqtt()
 
     def _make_mqtt(self):
@@ -133,7 +132,7 @@ class Device:
     def reload_mqtt(self):
         """Start MQTT again with the settings now stored (the admin page calls this after a change):
         dev.mqtt is a new client, which carries the app's own subscriptions and on_connect callbacks."""
-        with self._mqtt_lock:   # two saves in a row: one client after the other, never two at once
+        with self._lock:   # two saves in a row: one client after the other, never two at once
             old = self._mq
             if old is not None:
                 old.stop()
@@ -290,7 +289,7 @@ class Device:
         """The admin page and API (iotutils.admin.Admin), made at first use: a device nobody
         administers never holds their code. None with Device(admin=False) or before start()."""
         if self._admin is None and self._want["admin"] and self._started:
-            with self._admin_lock:
+            with self._lock:
                 if self._admin is None:
                     before_load("iotutils.admin")
                     from iotutils.admin import Admin

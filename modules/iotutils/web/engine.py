@@ -24,8 +24,10 @@
 #     app.start()
 #
 # Threads: the host runtime has no GIL, so every structure touched by two threads is guarded by a lock:
-# the job queue and the standby count (_qlock), connections handed back (_rlock), route/hook tables
-# (copy-on-write under _tlock) and the counters (_slock). The poll state (poller, connection table,
+# the job queue, the standby count, connections handed back, site changes and the counters share one
+# lock (_mu: each section is a few lines that never wait, and on the ESP32 a lock is a FreeRTOS
+# semaphore of about 100 bytes of heap), route/hook tables are copy-on-write (routing.py's lock).
+# The poll state (poller, connection table,
 # buffer pool) belongs to whoever holds _lead_lock. Connection objects are owned by exactly one thread
 # at a time: the leader, or the thread serving them (they are out of the poll set then).
 import json
@@ -230,11 +232,9 @@ class WebServer(Router):
         self.last_request_ms = ticks_ms()
         self.request_count = 0
         self.takeovers = 0  # how often a slow handler handed the poll loop to another thread
-        self.io_waits = 0  # threads waiting on a client now: a body's next bytes, room to write (under _slock)
+        self.io_waits = 0  # threads waiting on a client now: a body's next bytes, room to write (under _mu)
         self._init_routes()
-        self._slock = _thread.allocate_lock()
-        self._qlock = _thread.allocate_lock()
-        self._rlock = _thread.allocate_lock()
+        self._mu = _thread.allocate_lock()
         self._jobs = []
         self._returned = []
         self._wake_pending = False
@@ -273,7 +273,7 @@ class WebServer(Router):
         return ticks_diff(ticks_ms(), self.last_request_ms)
 
     def stats(self):
-        with self._slock:
+        with self._mu:
             return {"requests": self.request_count, "last_request_ms": self.last_request_ms,
                     "takeovers": self.takeovers}
 
@@ -337,7 +337,7 @@ class WebServer(Router):
 
     def _change_site(self, port, router, wait_ms):
         # queued for the poll loop (the poll set is the leader's); while serving, wait until applied
-        with self._rlock:
+        with self._mu:
             self._site_changes.append((port, router))
             self._site_asked += 1
             mine = self._site_asked
@@ -348,7 +348,7 @@ class WebServer(Router):
 
     def _apply_site_changes(self):
         # leader only (or before the threads start): the poll set and the site table are its
-        with self._rlock:
+        with self._mu:
             changes = self._site_changes
             self._site_changes = []
             done = self._site_asked
@@ -439,7 +439,7 @@ class WebServer(Router):
         self._running = True
 
     def _spawn(self):
-        with self._slock:
+        with self._mu:
             self._threads += 1
         size = self.stack_size
         if size is None:
@@ -462,76 +462,90 @@ class WebServer(Router):
     # workers=0); else complete requests queue in _jobs for the next thread that comes free, so the
     # poll loop itself never stalls and at most `workers` handlers run at once.
 
+    # A thread keeps its outer frames for as long as it runs, and MicroPython puts a frame of more
+    # than 11 words (locals + stack + 2 per try; catching an error `as e` alone takes 13) on the heap.
+    # So only _turns (standing by or leading) and _leading (leading) catch; _run, _turn, _stand_by
+    # and _watch stay on the C stack: a thread standing by holds one 14-word frame of heap (the
+    # leader's _lead keeps its locals there on purpose: they save a dict lookup per use).
+
     def _run(self, spawned=False):
-        # the parser's output array and the answer buffer are made when this thread first needs them:
-        # most threads of a quiet server only ever stand by. A spawned thread counts itself out here
-        # (not in a wrapper: each frame a thread keeps for good above 11 words is heap)
+        # a spawned thread counts itself out here (not in a wrapper: one more frame it would keep)
         try:
-            out = None
-            lead_lock = self._lead_lock
-            while self._running:
-                try:
-                    if not (lead_lock.acquire(0) or self._stand_by()):
-                        continue
-                except Exception as e:  # never lose a thread (a MemoryError while standing by, ...)
-                    self._trouble(e, None)
-                    continue
-                while True:
-                    try:
-                        if out is None:
-                            out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
-                        stopped = self._lead(out)
-                        break
-                    except Exception as e:  # still leading: carry on (never leave the poll loop orphaned)
-                        self._trouble(e, None)
-                if stopped:
-                    self._close_all()  # stopped while leading: this thread closes up
-                    return
-                try:
-                    self._serve_jobs(out)  # lost the lead: help with the queue, then stand by
-                except Exception as e:
-                    self._trouble(e, None)
-                out = None  # made again if this thread leads again (rare: only after a slow handler)
+            self._turns()
         finally:
             if spawned:
-                self._slock.acquire()
+                self._mu.acquire()
                 self._threads -= 1
-                self._slock.release()
+                self._mu.release()
+
+    def _turns(self):
+        while self._running:
+            try:
+                if self._turn():
+                    return
+            except Exception as e:  # never lose a thread (a MemoryError while standing by, ...)
+                self._trouble(e, None)
+
+    def _turn(self):
+        """Stand by until this thread leads, lead, then help with the queue. True when the server
+        stopped while this thread led (it has closed up)."""
+        if not (self._lead_lock.acquire(0) or self._stand_by()):
+            return False
+        # the parser's output array is made when this thread leads: most threads of a quiet server
+        # only ever stand by (and again if it leads again: rare, only after a slow handler)
+        out = array("i", [0] * (_OUT_FIXED + 4 * self.max_headers))
+        if self._leading(out):
+            self._close_all()  # stopped while leading: this thread closes up
+            return True
+        self._serve_jobs(out)  # lost the lead: help with the queue, then stand by
+        return False
+
+    def _leading(self, out):
+        while True:
+            try:
+                return self._lead(out)
+            except Exception as e:  # still leading: carry on (never leave the poll loop orphaned)
+                self._trouble(e, None)
 
     def _stand_by(self):
         """Wait until needed: True when this thread took the lead, None when the server stops."""
-        with self._qlock:
-            self._standby += 1
+        mu = self._mu
+        mu.acquire()
+        self._standby += 1
+        mu.release()
         self._line_lock.acquire()
-        got = None
         try:
-            nap = self._nap  # one for all: only the thread holding _line_lock naps
-            wait = max(1, self.takeover_ms // 2)
-            while self._running:
-                # queued requests are the leader's to answer (or a thread's that comes free): a
-                # watcher taking one would cost a hand-back and a wake-up for nothing
-                since = self._serving_since
-                if (since is not None and ticks_diff(ticks_ms(), since) >= self.takeover_ms
-                        and self._lead_lock.acquire(0)):
-                    self.takeovers += 1  # (only the leader writes it, and this thread leads now)
-                    # the new leader's frame (_lead's locals) and parser array live until the next
-                    # takeover: collected first, they land in the heap's lowest holes, not among
-                    # the slow handler's garbage where they would split the free heap. Only after
-                    # a handler ran takeover_ms; a collection costs a few ms of the chip's time
-                    _gc_collect()
-                    got = True
-                    break
-                ready(nap, wait)   # the nap (an empty poll set): ready() makes no list each time
+            return self._watch()
         finally:
-            with self._qlock:
-                self._standby -= 1
+            mu.acquire()
+            self._standby -= 1
+            mu.release()
             self._line_lock.release()
-        return got
+
+    def _watch(self):
+        # only the thread holding _line_lock watches (and naps: one nap poll set for all)
+        nap = self._nap
+        wait = max(1, self.takeover_ms // 2)
+        while self._running:
+            # queued requests are the leader's to answer (or a thread's that comes free): a
+            # watcher taking one would cost a hand-back and a wake-up for nothing
+            since = self._serving_since
+            if (since is not None and ticks_diff(ticks_ms(), since) >= self.takeover_ms
+                    and self._lead_lock.acquire(0)):
+                self.takeovers += 1  # (only the leader writes it, and this thread leads now)
+                # the new leader's frame (_lead's locals) and parser array live until the next
+                # takeover: collected first, they land in the heap's lowest holes, not among
+                # the slow handler's garbage where they would split the free heap. Only after
+                # a handler ran takeover_ms; a collection costs a few ms of the chip's time
+                _gc_collect()
+                return True
+            ready(nap, wait)   # the nap (an empty poll set): ready() makes no list each time
+        return None
 
     def _serve_jobs(self, out):
         # a thread that lost the lead (or served a queued job) first helps with the queue
         while self._running and self._jobs:
-            with self._qlock:
+            with self._mu:
                 conn = self._jobs.pop(0) if self._jobs else None
             if conn is None:
                 return
@@ -547,13 +561,12 @@ class WebServer(Router):
         wake = self._wake
         conns = self._conns
         jobs = self._jobs  # (replaced only while no thread runs)
-        qlock = self._qlock
+        mu = self._mu
         serve = self._serve
         readable = self._readable
         dispatch = self._dispatch
         recv_into = _recv_into
         parse = parse_head
-        slock = self._slock
         lead_lock = self._lead_lock
         alone = not self.workers
         inline = self.inline_answers
@@ -568,9 +581,9 @@ class WebServer(Router):
         while self._running:
             # answer complete requests first (this thread, while another stands by to take over)
             while jobs and (alone or self._standby):
-                qlock.acquire()
+                mu.acquire()
                 conn = jobs.pop(0) if jobs else None
-                qlock.release()
+                mu.release()
                 if conn is None:
                     break
                 # The usual request is answered right here, not by calling _serve: a call to a
@@ -619,10 +632,10 @@ class WebServer(Router):
                             self._serving_since = now_ms()
                             lead_lock.release()
                         try:
-                            slock.acquire()
+                            mu.acquire()
                             self.request_count += 1
                             self.last_request_ms = now_ms()
-                            slock.release()
+                            mu.release()
                             hg = self.host_guard
                             rv = hg(req) if hg is not None else None
                             if rv is None:
@@ -818,7 +831,7 @@ class WebServer(Router):
                 self._take_back(ticks_ms())
             else:
                 sleep_ms(5)
-        with self._qlock:
+        with self._mu:
             self._jobs.clear()
         for c in list(conns.values()):
             c.busy = False
@@ -1074,11 +1087,11 @@ class WebServer(Router):
         # the leader answers it right after this round of events
         conn.busy = True
         self._poller.unregister(conn.sock)
-        with self._qlock:
+        with self._mu:
             self._jobs.append(conn)
 
     def _take_back(self, now):
-        with self._rlock:
+        with self._mu:
             back = self._returned
             self._returned = []
             self._wake_pending = False
@@ -1131,7 +1144,7 @@ class WebServer(Router):
         if lead:
             self._back(conn, keep, ticks_ms())
             return
-        with self._rlock:
+        with self._mu:
             self._returned.append((conn, keep))
             poke = not self._wake_pending
             self._wake_pending = True
@@ -1215,7 +1228,7 @@ class WebServer(Router):
     def _handle(self, req):
         """Answer req (any kind: bodies, parameter routes, hooks, errors); True to keep the connection."""
         conn = req.conn
-        with self._slock:
+        with self._mu:
             self.request_count += 1
             self.last_request_ms = ticks_ms()
         resp = None
@@ -1353,7 +1366,7 @@ class WebServer(Router):
         coming slowly, an answer read slowly), another waits last_thread_wait_ms at most: the poll
         loop answers queued requests only while a thread stands by, so a few slow clients would
         otherwise hold up every request."""
-        lock = self._slock
+        lock = self._mu
         with lock:
             last = self.io_waits >= max(1, self.workers - 1)
             self.io_waits += 1

@@ -12,6 +12,9 @@ _SEG_PATH = const(3)
 
 
 _GET_HEAD = ("GET", "HEAD")
+# one lock for every router's table changes: they are rare (mostly at start), and on the ESP32 each
+# lock is a FreeRTOS semaphore of about 100 bytes of heap (a device has a router per WeMo device too)
+_tables_lock = allocate_lock()
 
 
 class Route:
@@ -104,14 +107,13 @@ class Router:
         self._after = []
         self._on_request = []
         self._errors = {}
-        self._tlock = allocate_lock()
 
     def add_route(self, path, fn, methods=("GET",), stream=False, max_body=None):
         """Register fn(req, *path_args) for path; safe while the server runs."""
         if isinstance(methods, str):
             methods = (methods,)
         r = Route(path, fn, methods, stream, max_body)
-        with self._tlock:
+        with _tables_lock:
             # copy-on-write: readers never see a table being resized
             if r.segs is None:
                 # literal paths by dict (one lookup, whatever the number of routes): the route, or a
@@ -147,13 +149,13 @@ class Router:
     def before_request(self, fn):
         """fn(req) runs before every handler (before the body is read); a return value other than None
         is sent as the response and the handler is skipped (authentication)."""
-        with self._tlock:
+        with _tables_lock:
             self._before = self._before + [fn]
         return fn
 
     def after_request(self, fn):
         """fn(req, response) -> response (or None to keep it) runs after every handler."""
-        with self._tlock:
+        with _tables_lock:
             self._after = self._after + [fn]
         return fn
 
@@ -161,7 +163,7 @@ class Router:
         """Decorator: fn(req) answers instead of the server's own error page for `status` (404, 405,
         413, 500, ...), e.g. a captive portal redirecting every unknown URL to its page."""
         def deco(fn):
-            with self._tlock:
+            with _tables_lock:
                 d = dict(self._errors)
                 d[status] = fn
                 self._errors = d
@@ -170,7 +172,7 @@ class Router:
 
     def on_request(self, fn):
         """fn(req, status) is called after each request was answered (counters, activity LEDs)."""
-        with self._tlock:
+        with _tables_lock:
             self._on_request = self._on_request + [fn]
         return fn
 
