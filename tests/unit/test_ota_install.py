@@ -153,3 +153,65 @@ def test_a_tls_server_that_never_answers_the_handshake_is_given_up_in_time():
     finally:
         stop()
         silent.close()
+
+
+class _Running:
+    """What version.older() asks of an OTA: the running image's descriptor and the channel."""
+
+    def __init__(self, version, kind, secure_version=0):
+        self.kind = kind
+        self._desc = {"version": version, "secure_version": secure_version}
+
+    def _running_desc(self):
+        return self._desc
+
+
+def test_a_release_without_a_numeric_version_is_no_update_for_a_numbered_device():
+    # a hostile path serves an owner-signed branch build ("dev-3f2a91c") as the latest release: it
+    # cannot be shown newer than the running 3.0.0, so on the release channel it counts as a
+    # downgrade (refused unless downgrade=True). A branch or commit channel follows its ref: there
+    # any other build is the next one
+    from iotutils.ota.version import older
+    for v in ("dev-3f2a91c", "nightly", "main"):
+        assert older(_Running("3.0.0", "release"), v, 0), v
+        assert not older(_Running("3.0.0", "branch"), v, 0), v
+        assert not older(_Running("3.0.0", "commit"), v, 0), v
+    assert older(_Running("3.0.0", "release"), "3.0.0-dev-3f2a91c", 0)   # an older build of 3.0.0
+    assert not older(_Running("3.0.0", "release"), "3.1.0", 0)
+    assert not older(_Running("dev-3f2a91c", "release"), "3.1.0", 0)    # a branch build moves to releases
+    assert not older(_Running("3.0.0", "release"), "dev-3f2a91c", 1)    # a newer secure_version decides
+    assert older(_Running("3.0.0", "release", 2), "4.0.0", 1)
+
+
+def test_an_ota_json_nested_without_end_is_an_ota_error_not_a_full_heap():
+    # ota.json is read whole (64 KB at most) and parsed by json.loads, which recurses per level on
+    # MicroPython: 20,000 "[" took the heap (MemoryError, a crash of an app that catches OTAError)
+    from iotutils.ota.release import Source
+    from iotutils.ota.state import OTAError
+
+    class Resp:
+        def __init__(self, body):
+            self.body = body
+
+        def read_all(self, limit):
+            return self.body
+
+        def close(self):
+            pass
+
+    class Http:
+        def __init__(self, body):
+            self.body = body
+
+        def get(self, url, accept=None, api=False):
+            return Resp(self.body)
+
+    for body in (b"[" * 20000, b'{"a":' * 5000, b'{"v": "' + b"[" * 40 + b'", "a": ' + b"[" * 33 + b"]" * 33 + b"}"):
+        src = Source(Http(body), "me/fw", "release", None, "http://127.0.0.1:9", "ota.json", "firmware.bin",
+                     None, 0)
+        e = raises(OTAError, src.get_json, "http://127.0.0.1:9/ota.json")
+        assert "nested deeper than 32" in str(e), e
+    ok = Source(Http(b'{"v": "' + b"[" * 40 + b'", "a": ' + b"[" * 31 + b"]" * 31 + b"}"), "me/fw", "release", None,
+                "http://127.0.0.1:9", "ota.json", "firmware.bin", None, 0)
+    # 32 levels in all pass, and brackets in strings do not count
+    assert ok.get_json("http://127.0.0.1:9/ota.json")["v"] == "[" * 40

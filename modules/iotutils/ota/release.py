@@ -149,6 +149,29 @@ class ReleaseScan:
 
 
 
+def _check_depth(raw, url):
+    # MicroPython's json.loads recurses once per level: text nested thousands deep (64 KB of "[")
+    # exhausts the heap, a MemoryError where the answer is "bad JSON". Strings are skipped.
+    depth = 0
+    in_str = esc = False
+    for c in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 92:    # backslash
+                esc = True
+            elif c == 34:
+                in_str = False
+        elif c == 34:
+            in_str = True
+        elif c == 91 or c == 123:
+            depth += 1
+            if depth > _MAX_DEPTH:
+                raise OTAError("bad JSON from %s: nested deeper than %d levels" % (url, _MAX_DEPTH))
+        elif c == 93 or c == 125:
+            depth -= 1
+
+
 class Source:
     """The update source of one OTA: repo "owner/name", channel kind and ref, the GitHub API base."""
 
@@ -173,10 +196,13 @@ class Source:
             raw = resp.read_all(_MAX_JSON)
         finally:
             resp.close()
+        _check_depth(raw, url)
         try:
             return json.loads(raw)
         except ValueError:
             raise OTAError("bad JSON from %s" % url)
+        except MemoryError:
+            raise OTAError("JSON from %s does not fit in memory" % url)
 
     def _release(self):
         if self.ref:

@@ -57,9 +57,18 @@ def older_version(a, b):
 
 
 def older(ota, version, secure_version):
-    """True if (secure_version, version) is older than the running image's."""
+    """True if (secure_version, version) is older than the running image's: a downgrade, refused
+    unless asked for. On the release channel also a version that has no numeric core while the
+    running one has: a release's tag is its version, and a branch or commit build ("dev-3f2a91c",
+    "nightly") offered as the latest release cannot be shown to be newer. An owner-signed old build
+    of that kind, replayed by a hostile path, would otherwise install as an update. Branch and
+    commit channels follow a ref, not an order: there any other build is the next one."""
     cur = ota._running_desc()
     cur_sv = cur.get("secure_version") or 0
     if secure_version != cur_sv:
         return (secure_version or 0) < cur_sv
-    return older_version(version, cur.get("version") or "")
+    running = cur.get("version") or ""
+    if older_version(version, running):
+        return True
+    return (getattr(ota, "kind", None) == "release" and _version_key(version) is None
+            and _version_key(running) is not None)
