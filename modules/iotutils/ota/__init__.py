@@ -77,6 +77,10 @@ def _ref_ok(kind, arg):
     return not arg or _name_ok(arg, "/+")
 
 
+def _hex_ok(s, n):
+    return isinstance(s, str) and len(s) == n and all(c in "0123456789abcdefABCDEF" for c in s)
+
+
 class OTA:
     """OTA updates of the firmware image (and App OTA of .py files) from GitHub or a URL."""
 
@@ -271,8 +275,10 @@ class OTA:
         request body) with the same checks as update(). The signature comes as `sig` (128 hex digits,
         from the release's ota.json) or with the whole `manifest` (the ota.json dict); sha256 (hex),
         when given, must match. Returns the installed version (reboot=False: the caller reboots)."""
-        if sha256 is not None and len(sha256) != 64:
-            raise ValueError("sha256 must be 64 hex digits")
+        if sha256 is not None and not _hex_ok(sha256, 64):
+            raise ValueError("sha256: must be 64 hex digits")
+        if sig is not None and not _hex_ok(sig, 128):
+            raise ValueError("sig: must be 128 hex digits")
         man = dict(manifest) if manifest else {}
         if sig is not None:
             man["sig"] = sig

@@ -110,7 +110,13 @@ class _Response:
         te = headers.get("transfer-encoding", "").lower()
         self.chunked = "chunked" in te
         cl = headers.get("content-length")
-        self.length = int(cl) if cl is not None and cl.strip().isdigit() else None
+        self.length = None
+        if cl is not None and not self.chunked:
+            # a length that is not a number ("-1", "12, 13") is a broken or hostile server: the
+            # device's own server refuses the same with a 400
+            if not cl.strip().isdigit():
+                raise OTAError("bad Content-Length %r from %s" % (cl[:24], host))
+            self.length = int(cl)
         self._left = 0 if self.chunked else self.length   # bytes left (length body) or in the chunk
 
     def _raw_readinto(self, mv):
