@@ -4,6 +4,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
+    if name == "__all__":   # `from iotutils import *`: the Device (submodules stay by name)
+        return ["Device"]
     if name == "Device":
         from iotutils.device import Device
         return Device

@@ -130,6 +130,12 @@ def call_loaded(module, name, *args):
             unload(module)
 
 
+def public_names(names, lazy=()):
+    """__all__ of a module whose __getattr__ hands out names it loads later. MicroPython's
+    `from module import *` asks that hook for __all__, and its AttributeError ended the import: the
+    module's public names (what a star import takes without __all__) and the lazy ones."""
+    return [n for n in names if n[:1] != "_"] + list(lazy)
+
 def events(poller, ms=0):
     """The (object, event) pairs a select.poll has within ms. On MicroPython it allocates nothing
     (ipoll: a pair is valid until the next one; do not change the poll set while iterating): poll()

@@ -89,6 +89,9 @@ _PASSWORDS = ("hash_password", "verify_password", "pbkdf2_sha256", "Locked", "Lo
 
 
 def __getattr__(name):
+    if name == "__all__":
+        from iotutils._compat import public_names
+        return public_names(globals(), _PASSWORDS)
     # the admin password's code loads at its first use (iotutils.passwords)
     if name in _PASSWORDS:
         from iotutils._compat import load

@@ -587,9 +587,15 @@ def _encode_entry(folder, name, e):
     return (code if isinstance(raw, int) else None), raw
 
 
+_EXPORT = ("export_json", "export_pieces", "export_entries", "export_entry")
+
+
 def __getattr__(name):
+    if name == "__all__":
+        from iotutils._compat import public_names
+        return public_names(globals(), _EXPORT + tuple(c for c in _LATER.values() if c[0] != "_"))
     # the export (the admin page's settings, provisioning tools) loads at its first use: persist_io.py
-    if name in ("export_json", "export_pieces", "export_entries", "export_entry"):
+    if name in _EXPORT:
         from iotutils import persist_io
         return getattr(persist_io, name)
     for kind, cls in _LATER.items():   # PersistentList, PersistentSet, PersistentRGB, PersistentHex

@@ -333,6 +333,9 @@ def default_portal(wifi, app=None):
 
 
 def __getattr__(name):
+    if name == "__all__":
+        from iotutils._compat import public_names
+        return public_names(globals(), ("Denied", "hash_password", "verify_password"))
     # names this module had before its pages moved out (portal_pages.py, passwords.py)
     if name == "Denied":
         from iotutils.portal_pages import Denied

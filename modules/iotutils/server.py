@@ -15,6 +15,9 @@ from iotutils.web.response import HTTPError, Response, http_date, make_response 
 
 
 def __getattr__(name):
+    if name == "__all__":
+        from iotutils._compat import public_names
+        return public_names(globals(), ("Multipart",))
     # loaded on first use: most apps never take an upload
     if name == "Multipart":
         from iotutils.web.multipart import Multipart

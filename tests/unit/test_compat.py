@@ -124,3 +124,19 @@ def test_a_thread_of_start_thread_keeps_no_heap_frame_of_its_own():
     word = 8 if sys.maxsize > 0x7FFFFFFF else 4
     # a frame on the heap would add six blocks more
     assert ours - bare <= 32 * word, (bare, ours)
+
+
+def test_a_star_import_works_from_every_module_that_hands_out_names_later():
+    # MicroPython's `from m import *` asks a module's __getattr__ for __all__; the AttributeError it
+    # raised ended the import ("AttributeError: __all__"), an app's first line on the device
+    for module, wanted in (("iotutils.server", ("WebServer", "Response", "Multipart")),
+                           ("iotutils.persist", ("PersistentInt", "PersistentRGB", "export_json", "folders")),
+                           ("iotutils.auth", ("hmac_sha256", "hash_password")),
+                           ("iotutils.ota", ("OTA", "OTAError")),
+                           ("iotutils.portal", ("Portal", "Denied")),
+                           ("iotutils", ("Device",))):
+        ns = {}
+        exec("from %s import *" % module, ns)
+        for name in wanted:
+            assert name in ns, (module, name)
+        assert not [n for n in ns if n.startswith("_") and n != "__builtins__"], (module, sorted(ns))

@@ -410,6 +410,10 @@ class OTA:
 
 
 def __getattr__(name):
+    if name == "__all__":
+        from iotutils._compat import public_names
+        return public_names(globals(), ("app_boot", "app_confirm", "app_status", "APP_ROOT", "Http", "ReleaseScan",
+                                        "Source"))
     # App OTA's boot-time functions, loaded on first use
     if name in ("app_boot", "app_confirm", "app_status", "APP_ROOT"):
         return getattr(load("iotutils.ota.app"), name)
