@@ -235,6 +235,7 @@ class Alexa(HueBridge):
         self._polls_started = 0    # poll() passes that took the queue ...
         self._polls_done = 0       # ... and those that finished their callbacks
         self._jobs = []            # callables for the housekeeping (WeMo NOTIFYs)
+        self._sending = None       # the NOTIFY under way (a generator: see _task)
         self._running = False
         self._ssdp = None
         self._wemo = {}            # Light -> wemo.WemoDevice
@@ -534,6 +535,12 @@ class Alexa(HueBridge):
         for w in ws:
             w.stop()
         self._ssdp.stop()
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            try:
+                sending.close()   # (its socket closes in its finally)
+            except ValueError:
+                pass              # the housekeeping is advancing it right now
 
     def _ssdp_sock(self):
         return self._ssdp._sock if self._ssdp is not None else None
@@ -563,16 +570,30 @@ class Alexa(HueBridge):
                     ssdp.notify("ssdp:alive")
             except Exception as e:  # never let discovery die silently
                 log("alexa: ssdp:", repr(e))
-        for _ in range(4):   # a few WeMo NOTIFYs per step (each bounded by notify_timeout)
-            if ticks_diff(ticks_ms(), now) >= self.notify_timeout * 1000:
-                break   # one slow subscriber is enough for a step (it may run in the main loop)
-            with self._lock:
-                job = self._jobs.pop(0) if self._jobs else None
-            if job is None:
-                break
+        # WeMo NOTIFYs, one at a time: a job returns a generator while its subscriber is not ready,
+        # which is advanced here once a step (10 ms apart) until it ends or gives the subscriber up
+        for _ in range(4):
+            sending = self._sending
+            if sending is None:
+                with self._lock:
+                    job = self._jobs.pop(0) if self._jobs else None
+                if job is None:
+                    break
+                try:
+                    sending = job()
+                except Exception as e:
+                    log("alexa: notify:", repr(e))
+                    continue
+                if sending is None:
+                    continue
             try:
-                job()
+                next(sending)
+                self._sending = sending
+                return 10   # waiting on the subscriber: back in 10 ms
+            except StopIteration:
+                self._sending = None
             except Exception as e:
+                self._sending = None
                 log("alexa: notify:", repr(e))
         if self._jobs:
             return 0

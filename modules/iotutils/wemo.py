@@ -5,16 +5,19 @@
 #   GET  /eventservice.xml             basicevent1 SCPD
 #   POST /upnp/control/basicevent1     SOAP GetBinaryState / SetBinaryState / GetFriendlyName
 #   SUBSCRIBE / UNSUBSCRIBE /upnp/event/basicevent1   GENA: BinaryState NOTIFYs to the CALLBACK URL
-# The NOTIFYs are sent by the Alexa step of the housekeeping, never from a request handler.
+# The NOTIFYs are sent by the Alexa step of the housekeeping, never from a request handler, and
+# never wait there: a subscriber that is not ready is come back to at the next step.
 #
 # GENA callbacks (CallStranger, CVE-2020-12695): a CALLBACK is accepted only when its host is the
 # subscriber's own address (the TCP peer of the SUBSCRIBE, as a dotted IPv4 literal: no name is ever
 # looked up), its port 1..65535 and its path short and printable; anything else is 412 before any
 # connection is made, so the device never connects, on anyone's behalf, to a host that did not ask,
 # and the answer is the same whether or not something listens there.
+import errno
+import select
 import socket
 
-from iotutils._compat import const, recv_for, ticks_diff, ticks_ms
+from iotutils._compat import const, ready, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import escape, token
 from iotutils.server import Response
 from iotutils.ssdp import ip4
@@ -277,27 +280,65 @@ class WemoDevice:
             self.alexa._later(lambda s=s: self._notify(s, on))
 
     def _notify(self, sub, on):
+        """Send one event NOTIFY: a generator that the Alexa step of the housekeeping advances, which
+        yields whenever the subscriber is not ready (connecting, reading, or not answering), so a slow
+        or silent subscriber holds up nothing: the housekeeping may run in the app's main loop, and
+        every Hue or WeMo change waits for that loop to deliver its callback. Past notify_timeout the
+        subscriber is dropped."""
         with self.alexa._lock:
             if sub not in self._subs:
                 return   # dropped (or expired) since this NOTIFY was queued: no time spent on it
             seq = sub[5]
             sub[5] = seq + 1
         body = _PROPSET % (1 if on else 0)
-        head = ("NOTIFY %s HTTP/1.1\r\nHOST: %s:%d\r\nCONTENT-TYPE: text/xml; charset=\"utf-8\"\r\n"
+        data = ("NOTIFY %s HTTP/1.1\r\nHOST: %s:%d\r\nCONTENT-TYPE: text/xml; charset=\"utf-8\"\r\n"
                 "NT: upnp:event\r\nNTS: upnp:propchange\r\nSID: %s\r\nSEQ: %d\r\nCONTENT-LENGTH: %d\r\n"
-                "Connection: close\r\n\r\n" % (sub[3], sub[1], sub[2], sub[0], seq, len(body)))
+                "Connection: close\r\n\r\n%s" % (sub[3], sub[1], sub[2], sub[0], seq, len(body), body)).encode()
+        until = ticks_add(ticks_ms(), int(self.alexa.notify_timeout * 1000))
         s = socket.socket()
         try:
-            s.settimeout(self.alexa.notify_timeout)
-            s.connect(socket.getaddrinfo(sub[1], sub[2])[0][-1])
-            # sendall is missing on the unix port's sockets; stream write() sends it all when blocking
-            (getattr(s, "sendall", None) or s.write)((head + body).encode())
-            # read the answer to its end (closing early resets the subscriber's socket mid-reply),
-            # within notify_timeout, else OSError: a subscriber that never answers is dropped
-            recv_for(s, 2048, int(self.alexa.notify_timeout * 1000))
+            s.setblocking(False)
+            try:
+                s.connect(socket.getaddrinfo(sub[1], sub[2])[0][-1])
+            except OSError as e:
+                if e.args[0] not in (errno.EINPROGRESS, errno.EAGAIN):
+                    raise
+            p = select.poll()
+            p.register(s, select.POLLOUT)
+            sent = 0
+            while sent < len(data):
+                if ready(p, 0):
+                    try:
+                        sent += s.send(data[sent:]) or 0
+                        continue
+                    except OSError as e:
+                        if e.args[0] != errno.EAGAIN:
+                            raise
+                if ticks_diff(ticks_ms(), until) >= 0:
+                    raise OSError(errno.ETIMEDOUT)
+                yield
+            # read the answer to its end (closing early resets the subscriber's socket mid-reply)
+            p.modify(s, select.POLLIN)
+            got = 0
+            while got < 2048:
+                if ready(p, 0):
+                    try:
+                        part = s.recv(2048 - got)
+                    except OSError as e:
+                        if e.args[0] != errno.EAGAIN:
+                            raise
+                        part = None
+                    if part == b"":
+                        break
+                    if part:
+                        got += len(part)
+                        continue
+                if ticks_diff(ticks_ms(), until) >= 0:
+                    raise OSError(errno.ETIMEDOUT)
+                yield
         except OSError:
-            # gone or stuck: drop it, so it cannot hold up discovery on every change (each try costs
-            # up to notify_timeout in the housekeeping); a live client renews, gets 412, subscribes again
+            # gone or stuck: drop it, so it cannot cost every change the wait again; a live client
+            # renews, gets 412, subscribes again
             with self.alexa._lock:
                 self._subs = [x for x in self._subs if x is not sub]
         finally:
