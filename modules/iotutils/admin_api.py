@@ -338,7 +338,7 @@ def _alexa_add(self, req):
     data = json_body(req)
     try:
         light = a.add(data.get("name"), dimmable=bool(data.get("dimmable", True)),
-                      color=bool(data.get("color")), wemo=bool(data.get("wemo")))
+                      color=bool(data.get("color")), wemo=bool(data.get("wemo")), keep=True)
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
     return Response(self._light_json(light), 201)
@@ -354,6 +354,7 @@ def _find_light(self, i):
 def _alexa_put(self, req, i):
     light = self._find_light(i)
     data = json_body(req)
+    before = (light.on, light.bri)
     try:
         if "name" in data:
             light.rename(data["name"])
@@ -361,6 +362,8 @@ def _alexa_put(self, req, i):
             light.set(on=data.get("on"), brightness=data.get("brightness"))
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
+    if (light.on, light.bri) != before:
+        self._need_alexa().deliver(light)   # the app hears of it as of a Hue change (its lamp follows)
     return self._light_json(light)
 
 

@@ -40,6 +40,7 @@ from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBri
 _MAX_LIGHTS = const(64)
 _MAX_INDEX = const(127)      # light index 1..127 (7 bits of the Hue id)
 _WEMO_BASE = const(49153)   # first WeMo device port (like fauxmo / Espalexa)
+_F_KEPT = const(8)           # record flag: added on the admin page, served by the device on every boot
 _R_KEY = const(0)            # persisted record: [key, name, index, flags, wemo slot (-1: none)]
 _R_NAME = const(1)
 _R_INDEX = const(2)
@@ -268,14 +269,21 @@ class Alexa(HueBridge):
         self._routes(app)
 
     # ---- devices ----
-    def add(self, name, on_change=None, dimmable=True, color=False, wemo=False, key=None):
+    def add(self, name, on_change=None, dimmable=True, color=False, wemo=False, key=None, keep=False):
         """Serve a light named `name` (1..32 chars). A WeMo device (wemo=True) is a plain on/off socket
-        that Alexa finds as a Belkin WeMo instead of a Hue light. Returns the Light."""
+        that Alexa finds as a Belkin WeMo instead of a Hue light. Returns the Light.
+        keep=True (the admin page's devices): the device serves it again on every boot by itself, with
+        no on_change (set light.on_change, or add() it from the app, which then takes it over)."""
         check_name(name)
         key = check_name(key if key is not None else name, "key")
         if wemo and color:
             raise ValueError("wemo: a WeMo device is on/off only (no colour)")
-        flags = (F_DIMMABLE if dimmable and not wemo else 0) | (F_COLOR if color else 0) | (F_WEMO if wemo else 0)
+        flags = ((F_DIMMABLE if dimmable and not wemo else 0) | (F_COLOR if color else 0) | (F_WEMO if wemo else 0)
+                 | (_F_KEPT if keep else 0))
+        if not keep:
+            for light in self.lights():
+                if light.key == key and light.flags & _F_KEPT:
+                    self.remove(light, forget=False)   # a kept device the app now serves itself
         save = False
         with self._lock:
             for light in self._lights:
@@ -506,6 +514,15 @@ class Alexa(HueBridge):
         self._ssdp = SSDP()
         self._ssdp.add("http://%s:%d/description.xml", "uuid:" + HUE_UUID + self.serial, _HUE_TYPES,
                        "hue-bridgeid: %s\r\n" % self.bridgeid, self.app.port)
+        for r in list(self._records):
+            # the admin page's devices, which no app code adds
+            f = r[_R_FLAGS]
+            if f & _F_KEPT and self.get(r[_R_KEY]) is None:
+                try:
+                    self.add(r[_R_NAME], dimmable=bool(f & F_DIMMABLE), color=bool(f & F_COLOR),
+                             wemo=bool(f & F_WEMO), key=r[_R_KEY], keep=True)
+                except ValueError as e:
+                    log("alexa: %s not served: %s" % (r[_R_NAME], e))
         self._running = True
         for light in self.lights():
             if light.wemo:
@@ -639,6 +656,12 @@ class Alexa(HueBridge):
             log("alexa: %s on=%s brightness=%d" % (light.name, light.on, light.brightness))
         if light.wemo:
             self._wemo_changed(light)
+        self.deliver(light)
+
+    def deliver(self, light):
+        """Call light's on_change for a change the app did not make itself (a Hue or WeMo client, the
+        admin page): in the app's main loop once it calls poll(), returning when the callback ran (or
+        after ack_timeout_ms)."""
         with self._lock:
             q = self._queue
             if q is not None:

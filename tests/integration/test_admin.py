@@ -367,3 +367,42 @@ def test_one_update_check_at_a_time_against_a_slow_update_server(tmp_path):
     finally:
         dev.stop()
         gh.stop()
+
+
+def test_alexa_devices_of_the_admin_page_stay_and_its_changes_reach_the_app(tmp_path):
+    """Devices added on the admin page (no app code adds them) are served again after a power cut,
+    WeMo ones on their port too; and a light switched on the admin page is switched for the app as
+    by a Hue client (its on_change runs: the lamp follows), not only in what Alexa is told."""
+    lamp = os.path.join(ROOT, "examples", "lamp.py")
+    dev = SimDevice(tmp_path / "dev", app=lamp, ports=6).start()
+    try:
+        dev.wait_line("wifi: setup portal on", timeout=30)
+        s = requests.Session()
+        r = s.post(api(dev, "password"), json={"new": PASSWORD}, timeout=10)
+        assert r.status_code == 200, r.text
+        csrf = r.json()["csrf"]
+        for body in ({"name": "Extra", "wemo": True}, {"name": "Bulb", "color": True}):
+            r = call(dev, s, "POST", "alexa/devices", body, csrf)
+            assert r.status_code == 201, r.text
+        desk = [d for d in call(dev, s, "GET", "alexa").json()["devices"] if d["name"] == "Desk lamp"][0]
+        requests.put(dev.url("/api/lamp"), json={"on": True, "brightness": 70}, timeout=10)
+        r = call(dev, s, "PUT", "alexa/devices/%d" % desk["id"], {"on": False}, csrf)
+        assert r.status_code == 200 and r.json()["on"] is False, r.text
+        assert requests.get(dev.url("/api/lamp"), timeout=10).json()["on"] is False   # the lamp followed
+        r = call(dev, s, "PUT", "alexa/devices/%d" % desk["id"], {"on": True, "brightness": 20}, csrf)
+        assert r.status_code == 200, r.text
+        assert requests.get(dev.url("/api/lamp"), timeout=10).json()["brightness"] == 20
+
+        dev.power_cut()
+        dev.start()
+        dev.wait_line("heap free after start", timeout=30)
+        s = requests.Session()
+        r = s.post(api(dev, "login"), json={"password": PASSWORD}, timeout=10)
+        assert r.status_code == 200, r.text
+        names = sorted(d["name"] for d in s.get(api(dev, "alexa"), timeout=10).json()["devices"])
+        assert names == ["Bulb", "Desk lamp", "Extra"], names
+        # the WeMo device's port: device port 49153 (its first slot) is host port N+3
+        r = requests.get("http://127.0.0.1:%d/setup.xml" % (dev.port + 3), timeout=10)
+        assert r.status_code == 200 and "<friendlyName>Extra</friendlyName>" in r.text, r.text[:200]
+    finally:
+        dev.stop()

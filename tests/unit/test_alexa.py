@@ -627,3 +627,17 @@ def test_heap_per_device_on_micropython():
     per = (gc.mem_alloc() - before) // 32
     print("heap per device: %d bytes" % per)
     assert per <= 512, per
+
+
+def test_a_kept_device_is_taken_over_by_the_app_s_own_add():
+    # the admin page's devices are kept (served on every boot by the device itself, without a
+    # callback); an app that adds one of the same name takes it over: its callback, its flags, and
+    # the device stops restoring it
+    app, alexa = setup()
+    kept = alexa.add("Extra", keep=True)
+    assert kept.on_change is None and kept.flags & 8
+    seen = []
+    mine = alexa.add("Extra", on_change=seen.append, dimmable=False)
+    assert [l.name for l in alexa.lights()] == ["Extra"] and alexa.get("Extra") is mine
+    assert mine.id == kept.id and not mine.flags & 8 and not mine.dimmable
+    raises(ValueError, alexa.add, "Extra")            # the app's own light is not taken over again
