@@ -113,6 +113,17 @@ def _tag(text, name):
     return text[i:j] if j >= 0 else None
 
 
+def _without_comments(text):
+    """text without its XML comments: a tag inside <!-- --> is no element (a body whose comment held
+    <BinaryState>1</BinaryState> before the real 0 switched the socket on)."""
+    i = text.find("<!--")
+    while i >= 0:
+        j = text.find("-->", i + 4)
+        text = text[:i] if j < 0 else text[:i] + text[j + 3:]
+        i = text.find("<!--", i)
+    return text
+
+
 def parse_callback(value):
     """GENA CALLBACK "<http://host:port/path>" (first URL of several) -> (host, port, path) or None.
     The port must be 1..65535 (digits only), the path at most _MAX_PATH printable characters."""
@@ -182,7 +193,7 @@ class WemoDevice:
         action = req.headers.get("soapaction", "").strip('"')
         action = action.rpartition("#")[2]
         try:
-            body = bytes(req.body).decode()
+            body = _without_comments(bytes(req.body).decode())
         except UnicodeError:
             body = ""
         if not action:

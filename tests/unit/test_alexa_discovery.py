@@ -290,6 +290,12 @@ def test_wemo_soap_and_gena_handlers():
     assert "<BinaryState>1</BinaryState>" in body_of(call("GetBinaryState"))
     assert "<FriendlyName>Fan</FriendlyName>" in body_of(call("GetFriendlyName"))
     assert call("SetBinaryState", "<BinaryState>7</BinaryState>").status == 500
+    # a tag inside an XML comment is no element: the real one (0) counts
+    r = call("SetBinaryState", "<!-- <BinaryState>0</BinaryState> --><BinaryState>1</BinaryState>")
+    assert r.status == 200 and fan.on is True
+    r = call("SetBinaryState", "<!-- <BinaryState>1</BinaryState> --><BinaryState>0</BinaryState><!-- x")
+    assert r.status == 200 and fan.on is False and seen[-1] is False
+    assert call("SetBinaryState", "<BinaryState>1</BinaryState>").status == 200 and fan.on is True
     assert call("Reboot").status == 500
     assert fan.on is True
     # GENA
