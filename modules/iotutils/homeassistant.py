@@ -51,7 +51,7 @@ from iotutils._compat import log
 
 ORIGIN = "iotutils"
 _KINDS = ("light", "switch", "number", "text", "select", "sensor", "button", "update")
-_HEX_PATTERN = "^(0x|0X)?[0-9a-fA-F]+$"
+_HEX_PATTERN = "^-?(0x|0X)?[0-9a-fA-F]+$"   # as a Hex variable prints itself: 0x1f, -0x1f
 
 
 def _dumps(obj):
@@ -268,7 +268,9 @@ def state_payload(kind, extra, value):
     if kind == "number":
         return str(int(value) if extra.get("int") else value)
     if kind == "text":
-        return "0x%x" % value if extra.get("hex") and isinstance(value, int) else str(value)
+        if extra.get("hex") and isinstance(value, int):
+            return "-0x%x" % -value if value < 0 else "0x%x" % value
+        return str(value)
     if kind == "update":
         v = dict(value or {})
         v.setdefault("in_progress", False)
@@ -321,23 +323,27 @@ def parse_command(kind, extra, payload):
             out["rgb"] = tuple(max(0, min(255, _whole(c.get(k, 0), "color." + k))) for k in ("r", "g", "b"))
         return out
     if kind == "number":
-        try:
-            v = float(p)
-        except ValueError:
-            raise ValueError("payload: a number expected, got %r" % p[:20])
-        if v != v or v in (_INF, -_INF) or "_" in p:   # (float() takes "nan", "inf" and "1_0")
-            raise ValueError("payload: a finite number expected, got %r" % p[:20])
-        v = max(extra.get("min", 0), min(extra.get("max", 100), v))
-        return int(round(v)) if extra.get("int") else v
-    if kind == "text":
-        if len(p) > min(int(extra.get("max", 255)), 255):
-            raise ValueError("payload: longer than %d characters" % extra.get("max", 255))
-        if extra.get("hex"):
+        # the number as sent, within the entity's range: the setter's own coercion makes it whole
+        # (an Int variable truncates 3.9 to 3, a Range clamps), as it does for any other caller
+        if (p[1:] if p[:1] in ("+", "-") else p).isdigit():
+            v = int(p)   # exactly, however long (float() would round a big one)
+        else:
             try:
-                return int(p[2:] if p[:2] in ("0x", "0X") else p, 16)
+                v = float(p)
             except ValueError:
+                raise ValueError("payload: a number expected, got %r" % p[:20])
+            if v != v or v in (_INF, -_INF) or "_" in p:   # (float() takes "nan", "inf" and "1_0")
+                raise ValueError("payload: a finite number expected, got %r" % p[:20])
+        return max(extra.get("min", 0), min(extra.get("max", 100), v))
+    if kind == "text":
+        if extra.get("hex"):
+            neg = p[:1] == "-"
+            h = p[1:] if neg else p
+            h = h[2:] if h[:2] in ("0x", "0X") else h
+            if not h or [c for c in h if c not in "0123456789abcdefABCDEF"]:
                 raise ValueError("payload: hexadecimal expected, got %r" % p[:20])
-        return payload
+            return -int(h, 16) if neg else int(h, 16)
+        return payload   # (longer than the variable's max_length: it truncates, as for any caller)
     if kind == "select":
         if p not in extra.get("options", ()):
             raise ValueError("payload: not one of the options: %r" % p[:20])

@@ -85,7 +85,9 @@ def rgb_command(cur, cmd, mem=None):
         return (0, 0, 0)
     st = _rgb_light(cur)
     m = _rgb_light(mem or (255, 255, 255))
-    colour = cmd.get("rgb") or st["rgb"] or m["rgb"]
+    # a command's colour is a colour at full brightness, as the state reports it: its brightness comes
+    # separately (Home Assistant sends both; a colour alone keeps the light's brightness)
+    colour = (cmd.get("rgb") and _rgb_light(cmd["rgb"])["rgb"]) or st["rgb"] or m["rgb"]
     bri = cmd.get("brightness")
     if bri is None:
         bri = st["brightness"] or m["brightness"]
@@ -106,15 +108,18 @@ def entity_for(var, oid, name, kind=None):
         step = max(0.001, round((var.hi - var.lo) / 100.0, 3)) if f else 1
         return ("number", oid, name, {"min": var.lo, "max": var.hi, "step": step, "int": not f, "mode": "slider"})
     if k == "int":
-        return ("number", oid, name, {"min": -2147483648, "max": 2147483647, "int": True, "mode": "box"})
+        # the range an Int stores as a number (NVS i64): Home Assistant ignores a state outside min..max
+        return ("number", oid, name, {"min": -9223372036854775808, "max": 9223372036854775807, "int": True,
+                                      "mode": "box"})
     if k == "float":
-        return ("number", oid, name, {"min": -1e9, "max": 1e9, "step": 0.001, "mode": "box"})
+        # the chip's single-precision range
+        return ("number", oid, name, {"min": -3.4e38, "max": 3.4e38, "step": 0.001, "mode": "box"})
     if k == "str":
         if getattr(var, "choices", None):
             return ("select", oid, name, {"options": list(var.choices)})
         return ("text", oid, name, {"max": min(var.max_length or 255, 255)})
     if k == "hex":
-        return ("text", oid, name, {"max": 20, "hex": True})
+        return ("text", oid, name, {"max": 255, "hex": True})
     if k == "rgb":
         return ("light", oid, name, {"rgb": True, "scale": 255})
     raise ValueError("%s/%s: a %s variable has no Home Assistant entity (bool, int, float, str, range, "

@@ -87,27 +87,31 @@ def test_entities_states_and_commands_through_home_assistant(tmp_path, broker, h
         return ha.wait(dev.t(oid), want, since=m, timeout=5)
     cmd("app_on", "ON", b"ON")
     cmd("app_bri", "250", b"100")                  # clamped to the range
-    cmd("app_count", "42.6", b"43")
+    cmd("app_count", "42.6", b"42")                # the Int's own coercion: Int(42.6) is 42
     cmd("app_gain", "0.25", b"0.25")
     cmd("app_label", "a new label", b"a new label")
     cmd("app_effect", "rainbow", b"rainbow")
     cmd("app_mask", "0xFF", b"0xff")
     p = json.loads(cmd("app_colour", '{"state":"ON","color":{"r":0,"g":0,"b":255},"brightness":128}', None))
     assert p["color"] == {"r": 0, "g": 0, "b": 255} and p["brightness"] == 128
+    # the colour HA sends is at full brightness, its brightness separate: (0, 0, 10) at 128 is blue at 128
+    p = json.loads(cmd("app_colour", '{"state":"ON","color":{"r":0,"g":0,"b":10},"brightness":128}', None))
+    assert p["color"] == {"r": 0, "g": 0, "b": 255} and p["brightness"] == 128
     assert json.loads(cmd("app_colour", '{"state":"OFF"}', None))["state"] == "OFF"
     p = json.loads(cmd("app_colour", '{"state":"ON"}', None))     # back to the colour it had
     assert p["color"] == {"r": 0, "g": 0, "b": 255} and p["brightness"] == 128
     # refused values: a log line, and the unchanged state published again (HA snaps back)
     for oid, bad, state in (("app_effect", "disco", b"rainbow"), ("app_bri", "lots", b"100"),
-                            ("app_on", "maybe", b"ON"), ("app_mask", "xyz", b"0xff"),
-                            ("app_label", "longer than sixteen", b"a new label")):
+                            ("app_on", "maybe", b"ON"), ("app_mask", "xyz", b"0xff")):
         since = len(dev.lines)
         assert cmd(oid, bad, None) == state
         dev.wait_line(r"homeassistant: %s: " % oid, since=since, timeout=5)
+    cmd("app_label", "longer than sixteen", b"longer than sixt")   # the Str truncates (max_length=16)
+    cmd("app_mask", "-0x1f", b"-0x1f")             # a negative Hex as it prints (the pattern allows it)
     s = dev.admin()
     got = s.get(dev.url("/admin/api/vars/app"), timeout=10).json()["vars"]
     assert (got["on"]["value"], got["bri"]["value"], got["effect"]["value"], got["count"]["value"]) == \
-        (True, 100, "rainbow", 43)
+        (True, 100, "rainbow", 42)
     # the Alexa light: the same on_change as a Hue client's, from the main loop
     since = len(dev.lines)
     p = json.loads(cmd("alexa_1", '{"state":"ON","brightness":40,"color":{"r":255,"g":0,"b":0}}', None))

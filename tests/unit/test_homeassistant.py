@@ -198,7 +198,12 @@ def test_states_and_commands():
     assert ha.state_payload("switch", None, True) == "ON" and ha.parse_command("switch", None, b"off") is False
     raises(ValueError, ha.parse_command, "switch", None, b"maybe")
     n = {"min": 0, "max": 100, "int": True}
-    assert ha.parse_command("number", n, b"42.6") == 43 and ha.parse_command("number", n, b"-5") == 0
+    # the number as sent, within range: the variable's own coercion makes it whole (Int(3.9) is 3)
+    assert ha.parse_command("number", n, b"42.6") == 42.6 and ha.parse_command("number", n, b"-5") == 0
+    big = {"min": -(2 ** 63), "max": 2 ** 63 - 1, "int": True}
+    assert ha.parse_command("number", big, b"9007199254740993") == 9007199254740993   # exact, not a float
+    assert ha.parse_command("number", big, b"-12") == -12 and ha.parse_command("number", big, b"+12") == 12
+    raises(ValueError, ha.parse_command, "number", big, b"--5")
     assert ha.parse_command("number", {"min": 0.5, "max": 2.5}, "1.25") == 1.25
     assert ha.state_payload("number", n, 42.0) == "42"
     raises(ValueError, ha.parse_command, "number", n, b"lots")
@@ -214,10 +219,17 @@ def test_states_and_commands():
         e = raises(ValueError, ha.parse_command, "light", rgb, bad)
         assert str(e).startswith(field + ":"), (bad, e)
     assert ha.parse_command("text", {"max": 5}, "héllo".encode()) == "héllo"
-    raises(ValueError, ha.parse_command, "text", {"max": 5}, b"toolong")
+    assert ha.parse_command("text", {"max": 5}, b"toolong") == "toolong"   # a Str variable truncates it
     raises(ValueError, ha.parse_command, "text", None, b"\xff")
     assert ha.parse_command("text", {"hex": True}, b"0x1F") == 31 and ha.state_payload("text", {"hex": True}, 31) == "0x1f"
     raises(ValueError, ha.parse_command, "text", {"hex": True}, b"xyz")
+    # a negative Hex prints as -0x1f (str() of the variable), which the discovery pattern allows
+    assert ha.state_payload("text", {"hex": True}, -31) == "-0x1f" and ha.parse_command("text", {"hex": True}, b"-0x1f") == -31
+    for bad in (b"0x-1f", b"+1f", b"1_f", b"", b"-", b"0x"):
+        raises(ValueError, ha.parse_command, "text", {"hex": True}, bad)
+    import re
+    for ok in ("0x1f", "-0x1f", "1F", "0"):
+        assert re.match(ha._HEX_PATTERN, ok), ok
     sel = {"options": ["a", "b"]}
     assert ha.parse_command("select", sel, b"b") == "b"
     raises(ValueError, ha.parse_command, "select", sel, b"c")

@@ -169,6 +169,10 @@ def test_an_rgb_variable_as_a_light():
     assert rgb_command((0, 0, 0), {"on": True}) == (255, 255, 255)
     assert rgb_command((0, 0, 128), {"brightness": 255}) == (0, 0, 255)
     assert rgb_command((0, 0, 128), {"rgb": (255, 0, 0)}) == (128, 0, 0)       # keeps its brightness
+    # a command's colour is at full brightness, its brightness separate (Home Assistant sends both):
+    # (10, 20, 30) with brightness 255 is that hue at full brightness, not a dim light
+    assert rgb_command((0, 0, 128), {"on": True, "rgb": (10, 20, 30), "brightness": 255}) == (85, 170, 255)
+    assert rgb_command((0, 0, 128), {"rgb": (1, 2, 3)}) == (42, 85, 128)      # a colour alone keeps it too
 
 
 def test_a_code_url_that_is_not_a_broker_url():
