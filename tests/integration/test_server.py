@@ -838,6 +838,43 @@ def test_slow_request_bodies_get_408_and_never_hold_up_everyone(tmp_path):
         d.stop()
 
 
+
+def test_bodies_trickling_in_under_the_default_timeout_never_hold_up_everyone(tmp_path):
+    """The same with the server's own request_timeout (10 s) and two clients sending two bytes a second
+    on a server with two workers, as on the example lamp: one worker may wait for its slow body; the
+    other, the last free one, gives up on its client after last_thread_wait_ms in all (503), not per
+    wait. Before, each byte restarted that wait, both workers waited the whole 10 s, and nothing else
+    was answered meanwhile (the poll loop answers only while a thread stands by)."""
+    d = start_device(tmp_path / "trickle", SRV_WORKERS=2, SRV_REQUEST_TIMEOUT=10000)
+    slow = []
+    stop = threading.Event()
+    try:
+        for path in ("/echo", "/api/led/1"):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=15)
+            s.sendall(b"PUT %s HTTP/1.1\r\nHost: d\r\nContent-Length: 9000\r\n\r\n" % path.encode() + b" ")
+            slow.append(s)
+            time.sleep(0.2)
+
+        def trickle():
+            while not stop.is_set():
+                for s in slow:
+                    try:
+                        s.send(b" ")
+                    except OSError:
+                        pass
+                stop.wait(0.5)
+        threading.Thread(target=trickle, daemon=True).start()
+        worst = slowest_answer(d, 6)
+        assert worst < 4.0, worst
+        s = slow[1]
+        s.settimeout(5)
+        assert s.makefile("rb").readline().split()[1] == b"503"   # the last free thread let it go
+    finally:
+        stop.set()
+        for s in slow:
+            s.close()
+        d.stop()
+
 def test_a_json_body_with_more_values_than_the_heap_holds_is_413(dev):
     body = b"[" + b",".join([b"{}"] * 5000) + b"]"        # 15 KB: under max_body, ~5000 dicts
     st, _, text = request(dev, "POST", "/api/led/3", body=body)

@@ -199,6 +199,9 @@ class WebServer(Router):
     #: answer. The poll loop answers queued requests only while a thread stands by, so slow clients
     #: holding every thread would hold up every request
     last_thread_wait_ms = 1000
+    #: ... counted from the body's start for a body arriving slower than this (bytes/s on average): a
+    #: client sending a byte now and then cannot hold the last free thread; a fast upload still can
+    last_thread_min_rate = 4096
     #: unread request body a worker discards to keep a connection alive (bytes); more -> close
     max_drain = 65536
     #: a handler running longer than this (ms) hands the poll loop to a standing-by thread: the most
@@ -1360,22 +1363,30 @@ class WebServer(Router):
         if self.io_wait(sock, ev, self.io_timeout) <= 0:
             raise OSError(110)  # ETIMEDOUT
 
-    def io_wait(self, sock, ev, most):
+    def io_wait(self, sock, ev, most, since=None):
         """Wait at most `most` ms for sock to be ready for ev: 1 ready, 0 timed out, -1 timed out as
         the last free thread. While max(1, workers - 1) threads already wait on their clients (a body
         coming slowly, an answer read slowly), another waits last_thread_wait_ms at most: the poll
         loop answers queued requests only while a thread stands by, so a few slow clients would
-        otherwise hold up every request."""
+        otherwise hold up every request. since (ticks): when this thread began waiting on this
+        client; the last free thread's limit then counts from there, so a client that sends a byte
+        now and then cannot hold it either (each byte restarted the wait)."""
         lock = self._mu
         with lock:
             last = self.io_waits >= max(1, self.workers - 1)
             self.io_waits += 1
         try:
+            wait = most
+            if last:
+                cap = self.last_thread_wait_ms
+                if since is not None:
+                    cap -= ticks_diff(ticks_ms(), since)
+                wait = max(0, min(most, cap))
             p = select.poll()
             p.register(sock, ev)
-            if p.poll(min(most, self.last_thread_wait_ms) if last else most):
+            if p.poll(wait):
                 return 1
-            return -1 if last and most > self.last_thread_wait_ms else 0
+            return -1 if last and most > wait else 0
         finally:
             with lock:
                 self.io_waits -= 1

@@ -391,7 +391,10 @@ class BodyReader:
         if left <= 0:
             self.broken = True
             raise HTTPError(408, "request body too slow")
-        r = server.io_wait(sock, POLLIN, min(left, server.io_timeout))
+        # a body slower than last_thread_min_rate so far: if this is the last free thread, its limit
+        # counts from the body's start (a trickle cannot hold it); a fast one is waited for per wait
+        slow = self.got * 1000 < server.last_thread_min_rate * ticks_diff(ticks_ms(), self.t0)
+        r = server.io_wait(sock, POLLIN, min(left, server.io_timeout), self.t0 if slow else None)
         if r < 0:
             self.broken = True
             raise HTTPError(503, "busy: every thread is waiting for a slow client")
