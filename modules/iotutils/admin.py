@@ -342,9 +342,9 @@ def _json_errors(fn):
 
 
 def json_body(req):
-    """The request's JSON object ({} for none); HTTPError 400 for anything else."""
+    """The request's JSON object ({} for no body); HTTPError 400 for anything else (null too)."""
     data = req.json()  # (the server refuses JSON nested deeper than Request.max_json_depth: 400)
-    if data is None:
+    if data is None and not req.content_length:
         return {}
     if not isinstance(data, dict):
         raise HTTPError(400, "expected a JSON object")

@@ -53,8 +53,10 @@ def _wifi_forget(self, req, ssid):
 def _wifi_ap(self, req):
     w = self._need_wifi()
     data = json_body(req)
+    if type(data.get("enabled")) is not bool:   # (a missing one turned the access point off)
+        raise HTTPError(400, "enabled: true or false expected")
     try:
-        w.access_point(bool(data.get("enabled")), ssid=data.get("ssid") or None,
+        w.access_point(data["enabled"], ssid=data.get("ssid") or None,
                        password=data.get("password"))
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
@@ -336,9 +338,14 @@ def _alexa_user_delete(self, req, n):
 def _alexa_add(self, req):
     a = self._need_alexa()
     data = json_body(req)
+    for k in ("dimmable", "color", "wemo"):
+        if k in data and type(data[k]) is not bool:
+            raise HTTPError(400, "%s: true or false expected" % k)
+    if data.get("wemo") and data.get("dimmable"):
+        raise HTTPError(400, "wemo: a WeMo device is on/off only (not dimmable)")
     try:
-        light = a.add(data.get("name"), dimmable=bool(data.get("dimmable", True)),
-                      color=bool(data.get("color")), wemo=bool(data.get("wemo")), keep=True)
+        light = a.add(data.get("name"), dimmable=data.get("dimmable", True),
+                      color=data.get("color", False), wemo=data.get("wemo", False), keep=True)
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
     return Response(self._light_json(light), 201)

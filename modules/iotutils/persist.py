@@ -574,13 +574,17 @@ def _encode_entry(folder, name, e):
     (A variable object is made and dropped for each: an import of many values keeps none of them.)"""
     _check(folder, "folder", "import %s/%s" % (folder, name))
     _check(name, "name", "import %s/%s" % (folder, name))
-    if isinstance(e, dict) and "type" in e and "value" in e:
+    if isinstance(e, dict) and ("type" in e or "value" in e):
+        if "type" not in e or "value" not in e:   # a typed entry cut short: not an object to keep
+            raise ValueError("a typed entry needs both type and value")
         kind, value = e["type"], e["value"]
         spec = {}
         for k in ("lo", "hi", "max_length"):
             if k in e:
                 spec[k] = e[k]
     else:
+        if e is None:
+            raise ValueError("null is no value (leave the entry out)")
         kind, value, spec = infer_kind(e), e, {}
     obj = _detached(kind, name, folder, spec)
     code, raw = obj._encode(obj.coerce(value))

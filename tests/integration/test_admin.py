@@ -106,12 +106,25 @@ def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, sessio
     ("POST", "factory-reset", {}, "confirm"),
     ("PUT", "alexa/devices/99", {"on": True}, "99"),
     ("POST", "password", {"old": PASSWORD, "new": "short"}, "new"),
+    ("PUT", "wifi/ap", {}, "enabled"),                       # (it turned the access point off)
+    ("PUT", "wifi/ap", {"enabled": 0}, "enabled"),
+    ("POST", "alexa/devices", {"name": "W", "wemo": True, "dimmable": True}, "wemo"),
+    ("POST", "alexa/devices", {"name": "Y", "dimmable": "no"}, "dimmable"),
 ])
 def test_bad_values_get_400_with_the_reason(device, session, method, path, body, reason):
     s, csrf = session
     r = call(device, s, method, path, body, csrf)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     assert reason in r.json()["error"], r.text
+
+
+def test_a_json_null_is_no_object(device, session):
+    # `null` was taken for an empty body: ota/settings, mqtt and pairing answered 200, wifi/ap
+    # turned the access point off
+    s, csrf = session
+    for method, path in (("PUT", "wifi/ap"), ("PUT", "ota/settings"), ("PUT", "alexa/pairing"), ("PUT", "mqtt")):
+        r = s.request(method, api(device, path), data="null", headers={"X-CSRF-Token": csrf}, timeout=10)
+        assert r.status_code == 400 and "expected a JSON object" in r.json()["error"], (path, r.status_code, r.text)
 
 
 def test_typed_edit_clamps_and_persists(device, session):

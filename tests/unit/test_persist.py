@@ -282,6 +282,13 @@ def test_import_validates_everything_first():
     assert persist.import_json('{"f": {"keep": 5, "name": "dev", "on": true, "l": [1]}}') == 4
     assert PersistentInt("keep", folder="f").value == 5
     assert PersistentBool("on", folder="f").value is True
+    # a typed entry cut short, and null, are errors naming the entry (they were kept as text)
+    cut = {"f": {"a": None, "b": {"type": "str"}, "c": {"value": 1}, "d": {"type": "int"}}}
+    msg = str(raises(ValueError, persist.import_json, json.dumps(cut)))
+    for name in ("f/a", "f/b", "f/c", "f/d"):
+        assert name in msg, (name, msg)
+    assert store.get("f", "b") is None and store.get("f", "a") is None
+    assert persist.import_json('{"f": {"j": {"kind": "a plain object"}}}') == 1   # a JSON value still is one
 
 
 def test_encode_table_matches_variables():
