@@ -11,9 +11,11 @@ target_sources(usermod_iotutils INTERFACE
     ${_iotutils_dir}/mod_httpparse.c
     ${_iotutils_dir}/mod_kvstore.c
     ${_iotutils_dir}/mod_heap.c
+    ${_iotutils_dir}/mod_jsoncheck.c
     # the portable cores, and the key/value store's ESP-IDF backend
     ${_iotutils_dir}/httpparse.c
     ${_iotutils_dir}/kvstore.c
+    ${_iotutils_dir}/jsoncheck.c
     ${_iotutils_dir}/kvstore_idf.c
     # OTA signature verification (_iotsig) over ESP-IDF's mbedTLS component, which the port links for
     # TLS: ECDSA and P-256 are on by default (CONFIG_MBEDTLS_ECDSA_C, CONFIG_MBEDTLS_ECP_DP_SECP256R1_ENABLED)

@@ -30,6 +30,7 @@ CORE_DIR = os.path.join(ROOT, "c_modules", "iotutils")
 CORES = {
     "httpparse": ("httpparse.c",),
     "kvstore": ("kvstore.c",),
+    "jsoncheck": ("jsoncheck.c",),
     "nvs_host": ("nvs_item.c", "nvs_page.c", "nvs_pagemanager.c", "nvs_storage.c", "nvs_host.c"),
 }
 # The host NVS engine: the unix port only (micropython.mk); the ESP32 uses ESP-IDF's NVS.

@@ -7,9 +7,11 @@ SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_iotutils.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_httpparse.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_kvstore.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_heap.c
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/mod_jsoncheck.c
 # The portable cores (libc only).
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/httpparse.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/kvstore.c
+SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/jsoncheck.c
 # The host NVS engine (kvstore's backend here; the ESP32 uses ESP-IDF's own NVS).
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_item.c
 SRC_USERMOD_C += $(IOTUTILS_MOD_DIR)/nvs_page.c

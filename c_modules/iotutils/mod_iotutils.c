@@ -9,7 +9,7 @@
 #include "mod_iotutils.h"
 
 // Bumped whenever a binding signature changes, so Python code can detect a stale firmware.
-#define IOTUTILS_ABI (2)
+#define IOTUTILS_ABI (3)
 
 static const mp_rom_map_elem_t iotutils_module_globals_table[] = {
     {MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__iotutils)},
@@ -32,6 +32,8 @@ static const mp_rom_map_elem_t iotutils_module_globals_table[] = {
     {MP_ROM_QSTR(MP_QSTR_CS_ERROR), MP_ROM_INT(HP_CS_ERROR)},
     // ---- key/value store (mod_kvstore.c over kvstore.c) ----
     {MP_ROM_QSTR(MP_QSTR_KVStore), MP_ROM_PTR(&iotutils_KVStore_type)},
+    // ---- strict JSON (mod_jsoncheck.c over jsoncheck.c) ----
+    {MP_ROM_QSTR(MP_QSTR_JSONCheck), MP_ROM_PTR(&iotutils_JSONCheck_type)},
     // ---- the heap (mod_heap.c: the runtime's own figures) ----
     {MP_ROM_QSTR(MP_QSTR_heap_largest), MP_ROM_PTR(&iotutils_heap_largest_obj)},
 };

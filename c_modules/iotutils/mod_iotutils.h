@@ -16,6 +16,9 @@ MP_DECLARE_CONST_FUN_OBJ_1(iotutils_http_reason_obj);
 // mod_kvstore.c: the KVStore class.
 extern const mp_obj_type_t iotutils_KVStore_type;
 
+// mod_jsoncheck.c: the JSONCheck class (a strict JSON validator fed in pieces).
+extern const mp_obj_type_t iotutils_JSONCheck_type;
+
 // mod_heap.c: heap_largest (the heap's largest free block, read without allocating).
 MP_DECLARE_CONST_FUN_OBJ_0(iotutils_heap_largest_obj);
 

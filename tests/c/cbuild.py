@@ -15,6 +15,7 @@ WARN_FLAGS = ["-Wall", "-Wextra", "-Werror", "-std=c99"]
 
 # The C files of each core, as c_modules/iotutils/micropython.mk builds them into the host firmware.
 HTTPPARSE_SOURCES = ["httpparse.c"]
+JSONCHECK_SOURCES = ["jsoncheck.c"]
 NVS_HOST_SOURCES = ["nvs_item.c", "nvs_page.c", "nvs_pagemanager.c", "nvs_storage.c", "nvs_host.c"]
 KVSTORE_SOURCES = ["kvstore.c"] + NVS_HOST_SOURCES  # the store over its host backend
 

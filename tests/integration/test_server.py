@@ -168,6 +168,15 @@ def test_bad_json_is_400_not_500(dev):
     # a string full of brackets is no nesting
     st, _, body = request(dev, "PUT", "/api/led/1", body=b'{"s": "' + b"[" * 3000 + b'"}')
     assert st == 200, body
+    # what MicroPython's json.loads would take for something else: checked first, strictly, small
+    # bodies and large ones (streamed) alike
+    pad = b'{"pad": "' + b"x" * 3000 + b'", '
+    for bad in (b'{"a": 1]', b"[1, 2}", b"[1,2,]", b'{"a" 1}', b"[01]", b'["\\x41"]', b"[1 2]", b"{,}",
+                b'{"a": 1} {"b": 2}', b'"\xc3"', pad + b'"a": 1]', pad + b'"a" 1}', pad + b'"a": 1}, 5'):
+        st, _, body = request(dev, "PUT", "/api/led/1", body=bad)
+        assert st == 400 and b"invalid JSON body" in body, (bad[-20:], st, body)
+    st, _, body = request(dev, "PUT", "/api/led/1", body=pad + b'"a": [1, {"b": null}]}  ')
+    assert st == 200 and json.loads(body)["body"]["a"] == [1, {"b": None}], body
 
 
 def test_form_body(dev):
