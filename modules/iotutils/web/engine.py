@@ -148,6 +148,14 @@ def _method_of(conn, mo, ml):
     return str(conn.mv[mo:mo + ml], "utf-8")
 
 
+def _method_start(buf, n):
+    """Whether the first n bytes of buf can begin a request: empty lines, then an upper-case letter."""
+    i = 0
+    while i < n and (buf[i] == 13 or buf[i] == 10):
+        i += 1
+    return i >= n or 65 <= buf[i] <= 90
+
+
 def _gc_collect():
     try:
         import gc
@@ -1026,6 +1034,11 @@ class WebServer(Router):
             self._fail(conn, -res, reason(out[_OUT_REASON]) or None)
         elif res > 0:
             self._dispatch(conn)
+        elif not _method_start(buf, conn.n):
+            # the parser waits for the request line's end; a request starts with an upper-case method
+            # (GET, SUBSCRIBE, ...), so a TLS handshake, NULs or text are refused now, not after
+            # request_timeout with their slot held
+            self._fail(conn, 400, "not an HTTP request")
         elif conn.n >= len(buf):
             if len(buf) >= self.max_head:
                 self._fail(conn, 431 if out[_OUT_METHOD] else 414)  # request line complete: the headers are too big
@@ -1077,8 +1090,9 @@ class WebServer(Router):
 
     def _send_error_now(self, sock, status, why=None):
         body = (why or status_reason(status, "Error")) + "\n"
-        msg = "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-            status, status_reason(status, "Error"), len(body), body)
+        name = self.server_name
+        msg = "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+            status, status_reason(status, "Error"), ("Server: %s\r\n" % name) if name else "", len(body), body)
         try:
             sock.send(msg.encode())
         except OSError:
@@ -1254,7 +1268,7 @@ class WebServer(Router):
                 if found == 405 and req.method == "OPTIONS":
                     resp = Response(b"", 204, {"Allow": ", ".join(req.allow + ("OPTIONS",))})
                 elif found == 405:
-                    resp = Response("Method Not Allowed\n", 405, {"Allow": ", ".join(req.allow)},
+                    resp = Response("Method Not Allowed\n", 405, {"Allow": ", ".join(req.allow + ("OPTIONS",))},
                                     "text/plain")
                 else:
                     resp = Response("Not Found\n", 404, None, "text/plain")
