@@ -64,8 +64,8 @@ class Light:
         self.on_change = on_change
         self.on = False
         self.bri = 254
-        # colour lights only: [hue, sat, ct, x, y, colormode]
-        self._col = [8418, 140, 366, 0.4573, 0.41, "ct"] if rec[_R_FLAGS] & F_COLOR else None
+        # colour lights only: [hue, sat, ct, x, y, colormode, effect]
+        self._col = [8418, 140, 366, 0.4573, 0.41, "ct", "none"] if rec[_R_FLAGS] & F_COLOR else None
 
     # ---- identity ----
     @property
@@ -373,6 +373,9 @@ class Alexa(HueBridge):
     def _rename(self, light, name):
         check_name(name)
         with self._lock:
+            for other in self._lights:
+                if other is not light and (other.name == name or other.key == name):
+                    raise ValueError("name: a light %r exists" % name)   # (get(name) would find either)
             light._rec[_R_NAME] = name
         self._save()
 

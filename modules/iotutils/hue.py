@@ -66,6 +66,8 @@ def is_num(v):
 def check_name(name, field="name"):
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
         raise ValueError("%s: 1..%d characters expected, got %r" % (field, MAX_NAME, name))
+    if not name.strip() or [c for c in name if c < " " or c == "\x7f"]:
+        raise ValueError("%s: printable text expected, got %r" % (field, name))
     return name
 
 
@@ -79,6 +81,14 @@ def hue_error(kind, address, description):
     return {"error": {"type": kind, "address": address, "description": description}}
 
 
+def _succeeded(out, key):
+    """Whether an answer list has a success entry for key."""
+    for e in out:
+        if key in e.get("success", ()):
+            return True
+    return False
+
+
 class HueBridge:
     """The Hue v1 API handlers (a mixin: self is the Alexa, with _lock, _lights, _byid, _users, mac...)."""
 
@@ -90,7 +100,7 @@ class HueBridge:
         if c is not None:
             s["hue"] = c[0]
             s["sat"] = c[1]
-            s["effect"] = "none"
+            s["effect"] = c[6]
             s["xy"] = [c[3], c[4]]
             s["ct"] = c[2]
             s["colormode"] = c[5]
@@ -308,11 +318,12 @@ class HueBridge:
             v = data[k]
             if k != "name":
                 out.append(hue_error(6, pre + "/" + k, "parameter, %s, not available" % k))
-            elif not isinstance(v, str) or not 1 <= len(v) <= MAX_NAME:
-                out.append(hue_error(7, pre + "/name", "invalid value, %s, for parameter, name" % (v,)))
             else:
-                light.rename(v)
-                out.append({"success": {pre + "/name": v}})
+                try:
+                    light.rename(v)   # (a name that is not printable, or another light's, is refused)
+                    out.append({"success": {pre + "/name": v}})
+                except ValueError:
+                    out.append(hue_error(7, pre + "/name", "invalid value, %s, for parameter, name" % (v,)))
         if not out:
             out.append(hue_error(5, pre, "invalid/missing parameters in body"))
         return self._json(out)
@@ -377,6 +388,8 @@ class HueBridge:
                     if not is_int(v) or not -254 <= v <= 254:
                         bad(k, v)
                         continue
+                    if "bri" in data:
+                        continue   # (Hue: an increment beside its value is ignored)
                     light.bri = min(254, max(1, light.bri + v))
                     changed = changed or v != 0
                     ok(k, light.bri)
@@ -405,15 +418,29 @@ class HueBridge:
                     c[5] = "xy"
                     ok(k, [c[3], c[4]])
                 elif k in ("hue_inc", "sat_inc", "ct_inc", "xy_inc"):
-                    # accepted and applied to the matching value, clamped like a Hue bridge does
-                    if k == "xy_inc":  # accepted, not applied
-                        if isinstance(v, list):
-                            ok("xy", [c[3], c[4]])
-                        else:
+                    # applied to the matching value, clamped like a Hue bridge does (and ignored beside
+                    # that value itself)
+                    if k == "xy_inc":
+                        try:
+                            dx, dy = v
+                            good = is_num(dx) and is_num(dy) and -0.5 <= dx <= 0.5 and -0.5 <= dy <= 0.5
+                        except (TypeError, ValueError):
+                            good = False
+                        if not good:
                             bad(k, v)
+                            continue
+                        if "xy" not in data:
+                            c[3] = min(1.0, max(0.0, c[3] + dx))
+                            c[4] = min(1.0, max(0.0, c[4] + dy))
+                            c[5] = "xy"
+                            changed = changed or dx != 0 or dy != 0
+                        ok("xy", [c[3], c[4]])
                         continue
                     if not is_int(v) or not -65535 <= v <= 65535:
                         bad(k, v)
+                        continue
+                    if k[:-4] in data:
+                        ok(k[:-4], data[k[:-4]])   # (the value itself was sent too: it wins)
                         continue
                     i, lo, hi = {"hue_inc": (0, 0, 65535), "sat_inc": (1, 0, 254), "ct_inc": (2, 153, 500)}[k]
                     c[i] = (c[i] + v) % 65536 if i == 0 else min(hi, max(lo, c[i] + v))
@@ -433,7 +460,16 @@ class HueBridge:
                     if v not in ("none", "colorloop"):
                         bad(k, v)
                         continue
+                    changed = changed or c[6] != v
+                    c[6] = v   # (kept, and shown in the light's state until set back to none)
                     ok(k, v)
                 else:
                     out.append(hue_error(6, pre + k, "parameter, %s, not available" % k))
+            if c is not None and len(data) > 1:
+                # several colour values in one command: the mode is the one a Hue bridge gives
+                # precedence, xy over ct over hue/sat (the keys come in no particular order here)
+                if "xy" in data and c[5] != "xy" and _succeeded(out, pre + "xy"):
+                    c[5] = "xy"
+                elif "xy" not in data and "ct" in data and _succeeded(out, pre + "ct"):
+                    c[5] = "ct"
         return out, changed

@@ -641,3 +641,30 @@ def test_a_kept_device_is_taken_over_by_the_app_s_own_add():
     assert [l.name for l in alexa.lights()] == ["Extra"] and alexa.get("Extra") is mine
     assert mine.id == kept.id and not mine.flags & 8 and not mine.dimmable
     raises(ValueError, alexa.add, "Extra")            # the app's own light is not taken over again
+
+
+def test_hue_state_commands_as_a_bridge_takes_them():
+    # one command with several colour values takes a Hue bridge's precedence (xy over ct over
+    # hue/sat, whatever order the keys come in); an increment beside its value is ignored; xy_inc is
+    # applied (-0.5..0.5); effect stays as set; a rename to another light's name, to blanks or to
+    # control characters is error 7
+    app, alexa = setup()
+    bulb = alexa.add("Bulb", color=True)
+    alexa.add("Plug", dimmable=False)
+    u = user_of(app)
+    path = "/api/%s/lights/%s/state" % (u, bulb.id)
+    jcall(app, "PUT", path, {"on": True, "hue": 100, "sat": 200, "ct": 300, "xy": [0.3, 0.4]})
+    assert bulb.colormode == "xy" and bulb.xy == (0.3, 0.4)
+    jcall(app, "PUT", path, {"hue": 100, "ct": 250})
+    assert bulb.colormode == "ct" and bulb.ct == 250
+    jcall(app, "PUT", path, {"bri": 50, "bri_inc": 10})
+    assert bulb.bri == 50
+    r = jcall(app, "PUT", path, {"xy_inc": [0.1, -0.1]})
+    assert bulb.colormode == "xy" and abs(bulb.xy[0] - 0.4) < 1e-6 and abs(bulb.xy[1] - 0.3) < 1e-6, r
+    assert jcall(app, "PUT", path, {"xy_inc": [0.9, 0.9]})[0]["error"]["type"] == 7
+    jcall(app, "PUT", path, {"effect": "colorloop"})
+    assert jcall(app, "GET", "/api/%s/lights/%s" % (u, bulb.id))["state"]["effect"] == "colorloop"
+    for bad in ("Plug", "  ", "a\nb"):
+        r = jcall(app, "PUT", "/api/%s/lights/%s" % (u, bulb.id), {"name": bad})
+        assert r[0]["error"]["type"] == 7, (bad, r)
+    assert bulb.name == "Bulb"
