@@ -3,7 +3,7 @@
 #   boots = PersistentInt("boots", default=0, folder="stats")
 #   boots.value += 1          # coerced to the type, on flash before the assignment returns
 #
-# Names and folders are NVS keys and namespaces: 1..15 characters, else ValueError. Reads are
+# Names and folders are NVS keys and namespaces: 1..15 characters (15 bytes of UTF-8), else ValueError. Reads are
 # cached (one cache per folder/name, shared by every object with that name); a failed coercion
 # is a ValueError naming the variable. Reading accepts any compatible stored type, so values
 # written by a provisioning image (esp-idf-nvs-partition-gen CSV) or an older app version work.

@@ -80,7 +80,8 @@ def check_name(s, what="key"):
     # the heap had room at that moment: a few dozen such strings split the free heap into small
     # blocks. min()/max() check the characters in C.)
     if not isinstance(s, str) or not 0 < len(s) <= 15 or (max(s) >= "\x80" and len(s.encode()) > 15):
-        raise ValueError("%s must be 1..15 characters: %r" % (what, s))
+        # (NVS counts bytes: a character beyond ASCII takes 2 to 4 of them)
+        raise ValueError("%s must be 1..15 characters (15 bytes of UTF-8): %r" % (what, s))
     if min(s) < " ":
         raise ValueError("%s must be printable: %r" % (what, s))
     return s
