@@ -208,7 +208,9 @@ def _ota_settings(self, req):
             raise HTTPError(404, "auto: no OTA source configured (set repo and channel first)")
         if "auto" in data:
             a = data["auto"] if isinstance(data["auto"], dict) else {"on": data["auto"]}
-            o.auto_update(bool(a.get("on")), a.get("every_hours"), a.get("idle_minutes"), app=self.app)
+            if type(a.get("on")) is not bool:
+                raise HTTPError(400, "auto: true or false expected (or {\"on\": true, ...})")
+            o.auto_update(a["on"], a.get("every_hours"), a.get("idle_minutes"), app=self.app)
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
     return self._ota_get(req)

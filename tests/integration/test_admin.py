@@ -107,6 +107,9 @@ def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, sessio
     ("PUT", "alexa/devices/99", {"on": True}, "99"),
     ("POST", "password", {"old": PASSWORD, "new": "short"}, "new"),
     ("PUT", "wifi/ap", {}, "enabled"),                       # (it turned the access point off)
+    ("PUT", "ota/settings", {"repo": "a/b", "channel": "release", "auto": "yes"}, "auto"),
+    ("PUT", "ota/settings", {"repo": "a/b", "channel": "release", "auto": {"on": True, "every_hours": "x"}},
+     "every_hours"),
     ("PUT", "wifi/ap", {"enabled": 0}, "enabled"),
     ("POST", "alexa/devices", {"name": "W", "wemo": True, "dimmable": True}, "wemo"),
     ("POST", "alexa/devices", {"name": "Y", "dimmable": "no"}, "dimmable"),

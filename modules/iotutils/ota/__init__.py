@@ -304,6 +304,9 @@ class OTA:
         """Check every N hours and install when idle for M minutes (no HTTP request on `app`, whose
         `last_request_ms` is a time.ticks_ms() value, and no busy(True)). Settings persist: at boot,
         auto_update(app=app) resumes them (enable=None keeps the stored on/off). Returns the settings."""
+        for name, v in (("every_hours", every_hours), ("idle_minutes", idle_minutes)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError("%s: a number expected, got %r" % (name, v))
         st = self.state.load().get("auto") or {"on": False, "every_h": 24, "idle_min": 10}
         if enable is not None:
             st["on"] = bool(enable)
