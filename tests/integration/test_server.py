@@ -822,6 +822,19 @@ def slowest_answer(d, seconds):
     return worst
 
 
+def trickle(socks, stop, every_s):
+    """A thread sending a byte on each socket every every_s seconds until stop is set."""
+    def run():
+        while not stop.is_set():
+            for s in socks:
+                try:
+                    s.send(b" ")
+                except OSError:
+                    pass
+            stop.wait(every_s)
+    threading.Thread(target=run, daemon=True).start()
+
+
 def test_slow_request_bodies_get_408_and_never_hold_up_everyone(tmp_path):
     """Three clients send a body a few bytes at a time, forever, on a server with two workers. Each
     gets 408 once its body falls below body_min_rate after request_timeout (or 503 when the other
@@ -836,16 +849,7 @@ def test_slow_request_bodies_get_408_and_never_hold_up_everyone(tmp_path):
             s = socket.create_connection(("127.0.0.1", d.port), timeout=15)
             s.sendall(b"PUT %s HTTP/1.1\r\nHost: d\r\nContent-Length: 9000\r\n\r\n" % path.encode() + b" " * 10)
             slow.append(s)
-
-        def trickle():
-            while not stop.is_set():
-                for s in slow:
-                    try:
-                        s.send(b" ")
-                    except OSError:
-                        pass
-                stop.wait(0.3)
-        threading.Thread(target=trickle, daemon=True).start()
+        trickle(slow, stop, 0.3)
         worst = slowest_answer(d, 6)
         answers = []
         for s in slow:
@@ -878,16 +882,7 @@ def test_bodies_trickling_in_under_the_default_timeout_never_hold_up_everyone(tm
             s.sendall(b"PUT %s HTTP/1.1\r\nHost: d\r\nContent-Length: 9000\r\n\r\n" % path.encode() + b" ")
             slow.append(s)
             time.sleep(0.2)
-
-        def trickle():
-            while not stop.is_set():
-                for s in slow:
-                    try:
-                        s.send(b" ")
-                    except OSError:
-                        pass
-                stop.wait(0.5)
-        threading.Thread(target=trickle, daemon=True).start()
+        trickle(slow, stop, 0.5)
         worst = slowest_answer(d, 6)
         assert worst < 4.0, worst
         got = []
