@@ -278,6 +278,12 @@ def test_wemo_soap_and_gena_handlers():
                    "<macAddress>", "<firmwareVersion>", "urn:Belkin:service:basicevent:1", "/eventservice.xml"):
         assert needle in setup_xml, needle
     assert "SetBinaryState" in body_of(dev._scpd(Req("GET", "/eventservice.xml")))
+    # each WeMo device has a MAC of its own (locally administered), as real ones do
+    heater = alexa.add("Heater", wemo=True)
+    macs = [body_of(d._setup(Req("GET", "/setup.xml"))).split("<macAddress>")[1][:12]
+            for d in (dev, W.WemoDevice(alexa, heater, 49154))]
+    assert macs[0] != macs[1] and all(int(m[:2], 16) & 2 and len(m) == 12 for m in macs), macs
+    assert macs[0][4:] == dev.serial[4:12], (macs, dev.serial)
 
     def call(action, inner=""):
         return dev._control(Req("POST", "/upnp/control/basicevent1", _soap(action, inner),
