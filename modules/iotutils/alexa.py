@@ -251,6 +251,9 @@ class Alexa(HueBridge):
         d = self._p_devices.value
         self._next = d[0]
         self._records = d[1]
+        self._named = d[2] if len(d) > 2 and isinstance(d[2], str) else None   # a Hue client's bridge name
+        if self._named:
+            self.name = self._named
         # [[key, device type, created, used]]: hours on the clock of _hours() (older versions kept
         # [key, device type]: those count as used when this boot began)
         self._t0 = int(time.time())
@@ -381,7 +384,7 @@ class Alexa(HueBridge):
 
     def _save(self):
         with self._lock:
-            data = [self._next, self._records]
+            data = [self._next, self._records] + ([self._named] if self._named else [])
             self._dirty = False
         self._p_devices.value = data
 

@@ -265,8 +265,9 @@ class HueBridge:
         for k in data:
             v = data[k]
             if k == "name":
-                if isinstance(v, str) and 4 <= len(v) <= 16:
-                    self.name = v
+                if isinstance(v, str) and 4 <= len(v) <= 16 and v.strip() and not [c for c in v if c < " "]:
+                    self.name = self._named = v   # kept, as a bridge keeps its name
+                    self._save()
                     out.append({"success": {"/config/name": v}})
                 else:
                     out.append(hue_error(7, "/config/name", "invalid value, %s, for parameter, name" % v))

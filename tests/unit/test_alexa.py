@@ -668,3 +668,17 @@ def test_hue_state_commands_as_a_bridge_takes_them():
         r = jcall(app, "PUT", "/api/%s/lights/%s" % (u, bulb.id), {"name": bad})
         assert r[0]["error"]["type"] == 7, (bad, r)
     assert bulb.name == "Bulb"
+
+
+def test_a_bridge_name_set_by_a_hue_client_is_kept():
+    # a real bridge keeps its name: after PUT /config {"name"} a new Alexa on the same store (a
+    # reboot) answers with it
+    folder = _new_folder()
+    app, alexa = setup(folder)
+    u = user_of(app)
+    r = jcall(app, "PUT", "/api/%s/config" % u, {"name": "Living room"})
+    assert r == [{"success": {"/config/name": "Living room"}}]
+    assert jcall(app, "PUT", "/api/%s/config" % u, {"name": "a\nb c"})[0]["error"]["type"] == 7
+    app2, alexa2 = setup(folder)
+    assert jcall(app2, "GET", "/api/config")["name"] == "Living room"
+    assert "<friendlyName>Living room" in body_of(app2.call("GET", "/description.xml", b""))
