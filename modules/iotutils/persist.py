@@ -314,13 +314,13 @@ class PersistentRange(Persistent):
     def __init__(self, name, lo, hi, default=None, folder=DEFAULT_FOLDER):
         owner = "PersistentRange %r" % (name,)
         try:
-            if lo > hi:
-                raise ValueError("lo > hi")
             self._float = isinstance(lo, float) or isinstance(hi, float)
             self.lo = to_float(lo) if self._float else to_int(lo)
             self.hi = to_float(hi) if self._float else to_int(hi)
-        except (ValueError, TypeError) as e:
-            raise ValueError("%s: bad bounds %r..%r (%s)" % (owner, lo, hi, e))
+        except (ValueError, TypeError):
+            raise ValueError("%s: lo and hi must be numbers, got %r..%r" % (owner, lo, hi))
+        if self.lo > self.hi:
+            raise ValueError("%s: lo %r is above hi %r" % (owner, lo, hi))
         Persistent.__init__(self, name, default, folder)
 
     def empty(self):

@@ -291,6 +291,15 @@ def test_import_validates_everything_first():
     assert persist.import_json('{"f": {"j": {"kind": "a plain object"}}}') == 1   # a JSON value still is one
 
 
+def test_a_range_s_bad_bounds_are_said_plainly():
+    # (the import's "lo": "a" gave Python's own words: "'>' not supported between ...")
+    fresh()
+    for lo, hi, words in (("a", 5, "must be numbers"), (1, [2], "must be numbers"), (9, 1, "above hi")):
+        e = raises(ValueError, PersistentRange, "r", lo, hi)
+        assert words in str(e) and "PersistentRange 'r'" in str(e), e
+    assert PersistentRange("r", "1", "9").hi == 9   # (text that is a number still is one)
+
+
 def test_encode_table_matches_variables():
     fresh()
     assert persist.encode("bool", "yes") == (nvs.U8, 1)
