@@ -442,6 +442,18 @@ def test_bytes_that_cannot_begin_a_request_get_400_at_once(dev):
     assert_alive(dev)
 
 
+def test_a_request_target_that_is_no_path_is_400(dev):
+    # RFC 9112 3.2: a path (origin form), an absolute URL, or * for OPTIONS; "ping" was routed as a
+    # path and answered 404
+    out = raw(dev, b"GET ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400") and b"bad request target" in out, out[:80]
+    out = raw(dev, b"GET http://d/api/led/3 HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and b'"n": 3' in out, out[:120]
+    out = raw(dev, b"OPTIONS * HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    assert not out.startswith(b"HTTP/1.1 400"), out[:80]
+    assert_alive(dev)
+
+
 def test_slow_drip_headers_get_408(dev):
     s = socket.create_connection(("127.0.0.1", dev.port), timeout=10)
     t0 = time.time()

@@ -1063,6 +1063,8 @@ class WebServer(Router):
             # absolute form (RFC 9112 3.2.2: a server must accept it): keep the path and query
             j = target.find("/", target.find("://") + 3)
             target = target[j:] if j >= 0 else "/"
+        elif target[:1] != "/" and target != "*":
+            raise HTTPError(400, "bad request target")   # (RFC 9112 3.2: a path, or * for OPTIONS)
         i = target.find("?")
         path = target if i < 0 else target[:i]
         if "%" in path:
@@ -1185,6 +1187,9 @@ class WebServer(Router):
             except MemoryError:
                 _gc_collect()
                 self._error_close(conn, 503, lead)
+                return lead
+            except HTTPError as e:  # a head the parser takes and HTTP does not (a bad request target)
+                self._error_close(conn, e.status, lead, e.reason)
                 return lead
             except ValueError:  # undecodable bytes in the head
                 self._error_close(conn, 400, lead)
