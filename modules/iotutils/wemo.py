@@ -181,9 +181,8 @@ class WemoDevice:
 
     # ---- descriptions ----
     def _setup(self, req):
-        # each WeMo device its own MAC, as real ones have: a locally administered one made of the
-        # light's index and the board's last four bytes (Home Assistant's WeMo integration files
-        # devices under their MAC too: with the board's own, a board's sockets became one device)
+        # each WeMo device its own MAC, as real ones have (a board's sockets all showed the board's
+        # one): a locally administered one made of the light's index and the board's last four bytes
         mac = "06%02X%s" % (self.light.index & 255, self.alexa.serial.upper()[4:])
         return Response(_SETUP % (escape(self.light.name), self.serial, self.udn_tail, mac, 1 if self.light.on else 0),
                         200, None, 'text/xml; charset="utf-8"')
