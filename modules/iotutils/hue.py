@@ -156,6 +156,8 @@ class HueBridge:
         dt = data.get("devicetype")
         if not isinstance(dt, str) or not dt:
             return self._json([hue_error(5, "/", "invalid/missing parameters in body")])
+        if len(dt) > 40 or [c for c in dt if c < " "]:   # (Hue: "application#device", 40 characters)
+            return self._json([hue_error(7, "/devicetype", "invalid value, %s, for parameter, devicetype" % dt[:40])])
         if not self.pairing():
             return self._json([hue_error(101, "", "link button not pressed")])
         user = self._new_user(dt)

@@ -670,6 +670,16 @@ def test_hue_state_commands_as_a_bridge_takes_them():
     assert bulb.name == "Bulb"
 
 
+def test_a_devicetype_is_at_most_40_printable_characters():
+    # the Hue API's limit ("application#device"); the admin page lists it as the user's name
+    app, alexa = setup()
+    alexa.pair()
+    for bad in ("x" * 41, "echo#a\nb"):
+        r = jcall(app, "POST", "/api", {"devicetype": bad})
+        assert r[0]["error"]["type"] == 7, (bad, r)
+    assert "success" in jcall(app, "POST", "/api", {"devicetype": "a" * 20 + "#" + "b" * 19})[0]
+
+
 def test_a_bridge_name_set_by_a_hue_client_is_kept():
     # a real bridge keeps its name: after PUT /config {"name"} a new Alexa on the same store (a
     # reboot) answers with it
