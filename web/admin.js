@@ -5,15 +5,18 @@ function say(t,ok){var d=document.createElement("div");d.className="msg "+(ok?"o
 function api(m,p,body,raw){var h={};if(csrf)h["X-CSRF-Token"]=csrf;var o={method:m,headers:h,credentials:"same-origin"};
 if(body!==undefined){if(raw){o.body=body;h["Content-Type"]="application/octet-stream"}else{o.body=JSON.stringify(body);h["Content-Type"]="application/json"}}
 return fetch("/admin/api/"+p,o).then(function(r){return r.text().then(function(t){var j={};try{j=t?JSON.parse(t):{}}catch(e){j={error:t}}
-if(r.status==401&&p!="login"){showLogin();throw new Error(j.error||"login required")}if(!r.ok)throw new Error(j.error||j.reason||("HTTP "+r.status));return j})})}
+if(r.status==401&&p!="login"&&p!="session"){relogin();throw new Error(j.error||"login required")}
+if(r.status==403&&/CSRF/.test(j.error||"")){relogin();throw new Error("the session changed in another tab: try again")}
+if(r.status==409&&p=="login"){relogin()}if(!r.ok)throw new Error(j.error||j.reason||("HTTP "+r.status));return j})})}
 function rows(t,o){$(t).innerHTML=o.map(function(r){return"<tr><th>"+esc(r[0])+"</th><td>"+(r[2]?r[1]:esc(r[1]))+"</td></tr>"}).join("")}
 function showLogin(){$("app").className="hide";$("login").className="";}
+function relogin(){csrf=null;start()}
 function show(p){page=p||"status";$("flash").innerHTML="";document.querySelectorAll("[data-page]").forEach(function(s){s.className=s.getAttribute("data-page")==page?"":"hide"});
 document.querySelectorAll("#nav a").forEach(function(a){a.className=a.getAttribute("href")=="#"+page?"on":""});load()}
 window.onhashchange=function(){show(location.hash.slice(1))};
 function start(){api("GET","session").then(function(s){$("devname").textContent=s.name||"iotutils";document.title=(s.name||"iotutils")+" admin";
 if(s.logged_in){csrf=s.csrf;$("login").className="hide";$("app").className="";show(location.hash.slice(1)||"status")}
-else{showLogin();if(!s.password_set&&s.can_set_password){$("logintitle").textContent="Set the admin password";$("loginbtn").textContent="Set password";$("loginhint").textContent="No admin password yet: choose one (8+ characters)."}
+else{showLogin();$("logintitle").textContent="Log in";$("loginbtn").textContent="Log in";$("loginhint").textContent="";if(!s.password_set&&s.can_set_password){$("logintitle").textContent="Set the admin password";$("loginbtn").textContent="Set password";$("loginhint").textContent="No admin password yet: choose one (8+ characters)."}
 else if(!s.password_set){$("loginhint").textContent="No admin password yet: set one in the setup portal (join the device's access point) or by provisioning."}}}).catch(function(e){say(e.message)})}
 $("loginform").onsubmit=function(ev){ev.preventDefault();var pw=$("pw").value,first=$("loginbtn").textContent!="Log in";
 (first?api("POST","password",{"new":pw}):api("POST","login",{password:pw})).then(function(r){csrf=r.csrf;$("pw").value="";say("Logged in",1);start()}).catch(function(e){say(e.message)})};
@@ -37,10 +40,10 @@ function loadFolder(){var f=$("folders").value;if(!f)return;api("GET","vars/"+en
 $("vartable").innerHTML="<tr><th>name</th><th>type</th><th>value</th><th></th></tr>"+names.map(function(n){var v=r.vars[n],val=typeof v.value=="object"?JSON.stringify(v.value):String(v.value);
 return"<tr><td>"+esc(n)+"</td><td class='mut'>"+esc(v.type)+(v.lo!=null?" "+v.lo+"…"+v.hi:"")+"</td><td><input type='text' data-name='"+esc(n)+"' data-type='"+esc(v.type)+"' value='"+esc(val)+"'></td><td><button class='sec' data-act='saveVar'>Save</button> <button class='sec' data-act='delVar'>Delete</button></td></tr>"}).join("")}).catch(function(e){say(e.message)})}
 function inputOf(b){return b.parentNode.parentNode.querySelector("input")}
-function saveVar(b){var i=inputOf(b),t=i.getAttribute("data-type"),v=i.value;if(t=="json"||t=="list"||t=="set"){try{v=JSON.parse(v)}catch(e){say(i.getAttribute("data-name")+": not valid JSON");return}}
+function saveVar(b){var i=inputOf(b),t=i.getAttribute("data-type"),v=i.value;if(t=="json"||t=="list"||t=="set"||(t=="rgb"&&/^\s*\[/.test(v))){try{v=JSON.parse(v)}catch(e){say(i.getAttribute("data-name")+": not valid JSON");return}}
 api("PUT","vars/"+encodeURIComponent($("folders").value)+"/"+encodeURIComponent(i.getAttribute("data-name")),{value:v}).then(function(r){i.value=typeof r.value=="object"?JSON.stringify(r.value):String(r.value);say("Saved "+r.name+" = "+i.value,1)}).catch(function(e){say(e.message)})}
 function delVar(b){var i=inputOf(b);api("DELETE","vars/"+encodeURIComponent($("folders").value)+"/"+encodeURIComponent(i.getAttribute("data-name"))).then(function(){say("Deleted",1);loadVars()}).catch(function(e){say(e.message)})}
-function exportVars(){api("GET","export").then(function(r){var a=document.createElement("a");a.href=URL.createObjectURL(new Blob([JSON.stringify(r,null,1)],{type:"application/json"}));a.download="settings.json";a.click()}).catch(function(e){say(e.message)})}
+function exportVars(){api("GET","export").then(function(r){var a=document.createElement("a");a.href=URL.createObjectURL(new Blob([JSON.stringify(r,null,1)],{type:"application/json"}));a.download=($("devname").textContent||"iotutils").replace(/[^A-Za-z0-9._-]+/g,"-")+"-settings.json";a.click()}).catch(function(e){say(e.message)})}
 function importVars(){var f=$("importfile").files[0];if(!f){say("choose a JSON file first");return}f.text().then(function(t){var d;try{d=JSON.parse(t)}catch(e){say("not a JSON file");return}
 return api("POST","import",d).then(function(r){say("Imported "+r.imported+" values",1);loadVars()})}).catch(function(e){say(e.message)})}
 function factoryReset(){if(!confirm("Erase all settings and reboot?"))return;api("POST","factory-reset",{confirm:"RESET"}).then(function(){say("Reset: rebooting…",1)}).catch(function(e){say(e.message)})}
@@ -73,7 +76,7 @@ function pairClose(){api("PUT","alexa/pairing",{allowed:false}).then(function(){
 function forgetUser(b){api("DELETE","alexa/users/"+encodeURIComponent(b.getAttribute("data-n"))).then(function(){say("Forgotten",1);loadAlexa()}).catch(function(e){say(e.message)})}
 $("pwform").onsubmit=function(ev){ev.preventDefault();api("POST","password",{old:$("oldpw").value,"new":$("newpw").value}).then(function(r){csrf=r.csrf;$("oldpw").value=$("newpw").value="";say("Password changed",1)}).catch(function(e){say(e.message)})};
 function rebootDev(){api("POST","reboot").then(function(){say("Rebooting…",1)}).catch(function(e){say(e.message)})}
-function logout(){api("POST","logout").then(function(){csrf=null;showLogin()}).catch(function(e){say(e.message)})}
+function logout(){api("POST","logout").then(function(){relogin()}).catch(function(e){say(e.message)})}
 // Buttons and checkboxes name their action in data-act / data-change: no inline handlers, so the
 // page's Content-Security-Policy can forbid inline script.
 var ACT={delVar:delVar,exportVars:exportVars,factoryReset:factoryReset,forget:forget,forgetUser:forgetUser,importVars:importVars,load:load,loadFolder:loadFolder,logout:logout,otaCheck:otaCheck,otaUpdate:otaUpdate,otaUpload:otaUpload,pairClose:pairClose,pairNow:pairNow,rebootDev:rebootDev,removeDev:removeDev,renameDev:renameDev,saveVar:saveVar,scan:scan,toggle:toggle};
@@ -87,7 +90,8 @@ rows("mqttstatus",[["Broker",st?(st.connected?"connected to ":"not connected to 
 ["Settings from",r.source=="admin"?"this page":r.source=="code"?"the device's code ("+r.code_url+")":"-"]]);
 if(document.activeElement.tagName!="INPUT"&&document.activeElement.tagName!="TEXTAREA"){$("mqtturl").value=r.url||"";$("mqttuser").value=r.user||"";$("mqttpw").value="";
 $("mqttpw").placeholder=r.password_set?"password: set (unchanged)":"password";$("mqttca").value=r.ca||"";$("mqttprefix").value=r.prefix||"";$("mqttmode").value=r.mode||"device";$("mqttbase").value=r.base||""}}).catch(function(e){say(e.message)})}
-function mqttForm(){var b={url:$("mqtturl").value,user:$("mqttuser").value,ca:$("mqttca").value,prefix:$("mqttprefix").value,mode:$("mqttmode").value,base:$("mqttbase").value};if($("mqttpw").value)b.password=$("mqttpw").value;return b}
+function mqttForm(){var b={url:$("mqtturl").value,ca:$("mqttca").value,prefix:$("mqttprefix").value,mode:$("mqttmode").value,base:$("mqttbase").value};if($("mqttpw").value)b.password=$("mqttpw").value;
+if($("mqttuser").value||!/\/\/[^\/]*@/.test(b.url))b.user=$("mqttuser").value;return b}
 $("mqttform").onsubmit=function(ev){ev.preventDefault();api("PUT","mqtt",mqttForm()).then(function(){$("mqttpw").value="";say("MQTT settings saved: reconnecting",1);setTimeout(loadMqtt,1500)}).catch(function(e){say(e.message)})};
 function mqttTest(){$("mqtttest").textContent="connecting…";api("POST","mqtt/test",mqttForm()).then(function(r){$("mqtttest").textContent=r.result=="connected"?"connected ("+r.ms+" ms)":r.result+": "+r.reason}).catch(function(e){$("mqtttest").textContent="";say(e.message)})}
 ACT.mqttTest=mqttTest;

@@ -78,7 +78,17 @@ class Admin:
             if method != req.method:
                 allowed.append(method)
                 continue
-            return _json_errors(getattr(self, name))(req, *args)
+            rv = _json_errors(getattr(self, name))(req, *args)
+            tok = req.g.get("renew")
+            if tok:
+                # the session is extended at every use, and so is its cookie, once it is half gone
+                # (the browser drops a cookie at its Max-Age, whatever the device's session says)
+                from iotutils.server import make_response
+                rv = make_response(rv)
+                h = dict(rv.headers or {})
+                h.setdefault("Set-Cookie", self._cookie(tok))
+                rv.headers = h
+            return rv
         if allowed:
             return Response({"error": "method not allowed"}, 405, {"Allow": ", ".join(allowed)})
         return Response({"error": "no such admin API: %s" % p}, 404)
@@ -96,9 +106,13 @@ class Admin:
             if s[1] < _now_s():
                 del self._sessions[tok]
                 return None, None
-            s[1] = _now_s() + self.session_ttl_s
+            now = _now_s()
+            s[1] = now + self.session_ttl_s
             self._use += 1
             s[2] = self._use
+            if s[3] - now < self.session_ttl_s // 2:
+                s[3] = now + self.session_ttl_s
+                req.g["renew"] = tok
             return tok, s
 
     def _guard(self, req):
@@ -141,9 +155,12 @@ class Admin:
                 oldest = min(self._sessions, key=lambda t: self._sessions[t][2])
                 del self._sessions[oldest]
             self._use += 1
-            self._sessions[tok] = [csrf, _now_s() + self.session_ttl_s, self._use]
-        cookie = "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d" % (_COOKIE, tok, self.session_ttl_s)
-        return csrf, cookie
+            # [csrf token, session expiry, last use, cookie expiry]
+            self._sessions[tok] = [csrf, _now_s() + self.session_ttl_s, self._use, _now_s() + self.session_ttl_s]
+        return csrf, self._cookie(tok)
+
+    def _cookie(self, tok):
+        return "%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d" % (_COOKIE, tok, self.session_ttl_s)
 
     def _session(self, req):
         tok, s = self._session_of(req)

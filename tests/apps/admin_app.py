@@ -14,6 +14,9 @@ dev = iotutils.Device(name="admintest", ota_repo="acme/lamp" if api else None, o
                       ota_pubkey=os.getenv("IOTUTILS_TEST_PUBKEY"),  # the fake GitHub signs with it
                       ota_allow_http=bool(api) and api.startswith("http:"))
 dev.alexa.add("Desk lamp", dimmable=True)
+if os.getenv("IOTUTILS_SESSION_TTL_S"):   # (test_admin: a session's cookie renewed while it is used)
+    from iotutils.admin import Admin
+    Admin.session_ttl_s = int(os.getenv("IOTUTILS_SESSION_TTL_S"))
 dev.start()
 print("READY")
 dev.run()

@@ -121,6 +121,33 @@ def test_bad_values_get_400_with_the_reason(device, session, method, path, body,
     assert reason in r.json()["error"], r.text
 
 
+def test_a_session_in_use_keeps_its_cookie_alive(tmp_path):
+    # the device extends a session at every use, but the cookie's Max-Age was set once, at login: a
+    # browser dropped it an hour after the login however busy the owner was. It is sent again once
+    # half of it has gone
+    wifi = tmp_path / "wifi.json"
+    wifi.write_text(json.dumps({"networks": []}))
+    dev = SimDevice(tmp_path / "dev", app=APP, wifi=wifi, extra_env={"IOTUTILS_SESSION_TTL_S": "6"}).start()
+    try:
+        dev.wait_line("READY", timeout=30)
+        dev.wait_line("wifi: setup portal on", timeout=30)
+        s = requests.Session()
+        assert s.post(api(dev, "password"), json={"new": PASSWORD}, timeout=10).status_code == 200
+        r = s.get(api(dev, "status"), timeout=10)
+        assert r.status_code == 200 and "Set-Cookie" not in r.headers   # fresh: nothing to renew
+        renewed = []
+        import time
+        for _ in range(6):   # 9 s of use, a request every 1.5 s: past the first cookie's 6 s
+            time.sleep(1.5)
+            r = s.get(api(dev, "status"), timeout=10)
+            assert r.status_code == 200, r.text
+            if "Set-Cookie" in r.headers:
+                renewed.append(r.headers["Set-Cookie"])
+        assert renewed and "Max-Age=6" in renewed[0] and "HttpOnly" in renewed[0], renewed
+    finally:
+        dev.stop()
+
+
 def test_a_json_null_is_no_object(device, session):
     # `null` was taken for an empty body: ota/settings, mqtt and pairing answered 200, wifi/ap
     # turned the access point off

@@ -99,6 +99,15 @@ def test_1_set_password_and_log_in(device, page):
     other.click("#loginbtn")
     other.wait_for_selector("#statustable >> text=admintest")
     ctx.close()
+    # the tab that set the first password logs out, then in again: its form is the login form now
+    # (it offered "Set password" again, which the device answered with 401)
+    page.goto(device.url("/admin#system"))
+    page.click("[data-act=logout]")
+    page.wait_for_selector("#logintitle >> text=Log in")
+    assert page.inner_text("#loginbtn") == "Log in"
+    page.fill("#pw", PASSWORD)
+    page.click("#loginbtn")
+    page.wait_for_selector("[data-page=system] >> text=Log out")   # logged in, back on the page it was on
 
 
 def test_2_change_a_persistent_value(device, page):
@@ -121,6 +130,12 @@ def test_2_change_a_persistent_value(device, page):
     page.click("text=Open")
     page.wait_for_selector("#vartable input[data-name=bri]")
     assert page.input_value("#vartable input[data-name=bri]") == "42"
+    # an RGB value is shown as [r, g, b], and saved back as shown
+    shown = page.input_value("#vartable input[data-name=rgb]")
+    assert shown.startswith("["), shown
+    page.fill("#vartable input[data-name=rgb]", "[1,2,3]")
+    page.click("#vartable tr:has(input[data-name=rgb]) >> text=Save")
+    page.wait_for_selector("#flash >> text=Saved rgb")
 
 
 def test_3_add_a_wifi_network(device, page):
