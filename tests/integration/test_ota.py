@@ -628,7 +628,7 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     seen = []
     assert o.update_app(progress=lambda a, b: seen.append((a, b)), reboot=False) == "a"
     assert seen[-1] == (sum(len(d) for d in files.values()),) * 2
-    assert ota_mod.app_status() == {"active": "a", "pending": True, "rolled_back": False, "ref": man}
+    assert ota_mod.app_status() == {"active": "a", "pending": True, "rolled_back": False, "ref": man, "version": "1"}
     assert sorted(os.listdir("apps/a")) == ["helper.py", "userapp.py"]
     assert ota_mod.app_boot() == "apps/a" and sys.path[0] == "apps/a"
     o.confirm()
@@ -637,7 +637,7 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     # (the same size, so the digest is what refuses it; a larger one stops at its signed size)
     v2 = dict(files, **{"userapp.py": b"VERSION = 'u2'\n"})
     swapped = dict(urls, **{"userapp.py": gh.asset_link(b"VERSION = 'ev'\n", "userapp.py")})
-    o2 = _ota(channel="url:" + gh.asset_link(app_manifest(v2, urls=swapped), "app.json"), state_path=local)
+    o2 = _ota(channel="url:" + gh.asset_link(app_manifest(v2, urls=swapped, version="2"), "app.json"), state_path=local)
     with pytest.raises(OTAError, match="sha256 mismatch"):
         o2.update_app(reboot=False)
     assert ota_mod.app_status()["active"] == "a"
@@ -647,14 +647,54 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
             o3.update_app(reboot=False)
     # an update confirmed without a reboot: the app still runs from apps/a, so the next update
     # must not take apps/a for the free folder (before: it wrote the new files over the running app)
-    o4 = _ota(channel="url:" + gh.asset_link(app_manifest(v2, urls={n: gh.asset_link(d, n) for n, d in v2.items()}),
-                                             "app.json"), state_path=local)
+    o4 = _ota(channel="url:" + gh.asset_link(app_manifest(v2, urls={n: gh.asset_link(d, n) for n, d in v2.items()},
+                                                          version="2"), "app.json"), state_path=local)
     assert o4.update_app(reboot=False) == "b"
     o4.confirm()
     assert ota_mod.app_status()["active"] == "b" and sys.path[0] == "apps/a"
     with pytest.raises(OTAError, match="running app's folder"):
-        o4.update_app(reboot=False)
+        o4.update_app(reboot=False, force=True)   # (the same version again: force)
     assert (tmp_path / "apps" / "a" / "userapp.py").read_bytes() == files["userapp.py"]
+
+
+def test_app_ota_refuses_replays_of_old_and_rolled_back_bundles(gh, local, tmp_path, monkeypatch):
+    """A hostile server may replay genuine, older signed app bundles: an older version is refused
+    (downgrade=True installs it), so is the running one and one that rolled back here (force=True).
+    Before, the signed version was never compared: v1 replaced v3, and a v2 that had just rolled
+    back was installed again at once."""
+    import sys
+    from iotutils import ota as ota_mod
+    from iotutils.ota import OTAError
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def offer(version):
+        files = {"userapp.py": ("VERSION = %r\n" % version).encode()}
+        urls = {n: gh.asset_link(d, n) for n, d in files.items()}
+        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, version=version), "app.json"),
+                    state_path=local)
+    def boot():   # a reboot: a fresh sys.path, then main.py's app_boot()
+        sys.path[:] = [p for p in sys.path if not p.startswith("apps/")]
+        return ota_mod.app_boot()
+    o = offer("3.0.0")
+    assert o.update_app(reboot=False) == "a"
+    boot()
+    o.confirm()
+    for version, words in (("1.0.0", "older than the running 3.0.0"), ("3.0.0", "already running")):
+        with pytest.raises(OTAError, match=words):
+            offer(version).update_app(reboot=False)
+    assert ota_mod.app_status()["active"] == "a" and ota_mod.app_status()["version"] == "3.0.0"
+    assert offer("1.0.0").update_app(reboot=False, downgrade=True) == "b"   # the owner asks for it
+    boot()   # boots pending, never confirmed ...
+    boot()   # ... so the next boot rolls it back
+    st = ota_mod.app_status()
+    assert st["active"] == "a" and st["rolled_back"] and st["version"] == "3.0.0" and st["ref"], st
+    assert offer("4.0.0").update_app(reboot=False) == "b"
+    boot()
+    boot()
+    with pytest.raises(OTAError, match="rolled back on this device"):
+        offer("4.0.0").update_app(reboot=False)
+    assert offer("4.0.0").update_app(reboot=False, force=True) == "b"
 
 
 class _Faulty:
@@ -757,12 +797,13 @@ def test_a_failure_at_any_step_of_an_app_update_leaves_the_running_app_alone(gh,
     v1 = {"userapp.py": b"VERSION = 'u1'\n", "helper.py": b"def f():\n    return 42\n" * 40}
     v2 = dict(v1, **{"userapp.py": b"VERSION = 'u2'\n" * 90, "extra.py": b"E = 1\n" * 300})
 
-    def release(files):
+    def release(files, version):
         urls = {n: gh.asset_link(d, n) for n, d in files.items()}
-        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls), "app.json"), state_path=local)
-    assert release(v1).update_app(reboot=False) == "a"
+        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, version=version), "app.json"),
+                    state_path=local)
+    assert release(v1, "1").update_app(reboot=False) == "a"
     app_mod.app_confirm()
-    o = release(v2)
+    o = release(v2, "2")
     fs_ops = [0]
     net_reads = [0]
     faults = {"fs": 0, "net": 0, "exc": None}

@@ -402,14 +402,15 @@ class OTA:
             log("ota: auto update failed:", e)
 
     # ---- App OTA (Python files on the filesystem) ----
-    def update_app(self, folder="app", progress=None, reboot=True):
+    def update_app(self, folder="app", progress=None, reboot=True, force=False, downgrade=False):
         """App OTA: install the .py files of `folder` (branch/commit channels: the repository at that
         ref, each file checked against its git blob SHA-1; url: an app manifest). Returns the new app
-        folder; the app runs pending until confirm() (see iotutils.ota.app)."""
+        folder; the app runs pending until confirm() (see iotutils.ota.app). force: the running
+        version again, or one that rolled back here; downgrade: an older version."""
         update_app = load("iotutils.ota.app").update_app
         # under the install lock (an image and an app at once would race for the flash and the
         # pointer files); the reboot, if any, happens inside, after the pointer switched
-        return self._locked(update_app, (self, folder, progress, reboot), False)
+        return self._locked(update_app, (self, folder, progress, reboot, force, downgrade), False)
 
 
 def __getattr__(name):

@@ -8,14 +8,14 @@ import os
 import sys
 
 import iotutils.hal as hal
-from iotutils._compat import const, exists
+from iotutils._compat import const, exists, load
 from iotutils.ota.state import OTAError
 
 APP_ROOT = "apps"               # apps/a, apps/b and the pointer file apps/current.json
 _ENOENT = const(2)
 
 
-def update_app(ota, folder="app", progress=None, reboot=True):
+def update_app(ota, folder="app", progress=None, reboot=True, force=False, downgrade=False):
     """Install the .py files of an app folder as the app; returns the new folder name.
 
     The app is described by a signed app.json {"version", "files": [{"path", "size", "sha256",
@@ -24,11 +24,21 @@ def update_app(ota, folder="app", progress=None, reboot=True):
     the URL names the app.json (file urls relative to it, default the path). Its signature must be
     the owner's, then every file goes into the inactive staging folder (unchanged ones are copied
     locally) and its sha256 is checked; then the pointer file switches atomically. The new app runs
-    pending until confirm(); the next boot without confirm goes back to the previous app."""
-    files = _app_files(ota, folder)
+    pending until confirm(); the next boot without confirm goes back to the previous app.
+    The signed version must not be the running app's or one that rolled back here (force=True), nor
+    older than the running one (downgrade=True): a hostile server may replay old signed bundles."""
+    files, version = _app_files(ota, folder)
     ptr = _app_pointer(strict=True)
     if ptr.get("pending"):
         raise OTAError("the running app is not confirmed yet")
+    cur = ptr.get("version")
+    if not force and version == cur:
+        raise OTAError("app version %s is already running (force=True installs it again)" % version)
+    if not force and version in (ptr.get("bad") or ()):
+        raise OTAError("app version %s rolled back on this device before (force=True to retry)" % version)
+    if not downgrade and cur and load("iotutils.ota.version").older_version(version, cur):
+        raise OTAError("app version %s is older than the running %s: refused (downgrade=True installs it)"
+                       % (version, cur))
     new = "b" if ptr.get("active") == "a" else "a"
     stage = APP_ROOT + "/" + new
     if stage in sys.path:
@@ -54,7 +64,7 @@ def update_app(ota, folder="app", progress=None, reboot=True):
             if progress:
                 progress(done, total)
         _write_pointer({"active": new, "previous": ptr.get("active"), "pending": True, "tries": 0,
-                        "ref": ota.ref})
+                        "ref": ota.ref, "version": version, "previous_version": cur, "bad": ptr.get("bad") or []})
     except BaseException:
         # nothing staged stays on the filesystem (a board's is small: the OTA state and the
         # pointer file need its room); the running app and its pointer are untouched
@@ -122,7 +132,10 @@ def _app_files(ota, folder):
             raise OTAError("app file entry %r is not usable (name, digest, size)" % (name,))
     if not out:
         raise OTAError("the app folder is empty")
-    return out
+    version = man.get("version")
+    if not isinstance(version, str) or not version:
+        raise OTAError("app.json has no version")
+    return out, version
 
 
 def _remove_all(folder, *paths):
@@ -202,8 +215,11 @@ def app_boot():
         return None
     if p.get("pending"):
         if p.get("tries", 0) >= 1:
-            # booted once already and never confirmed: back to the previous app (or none)
-            p = {"active": p.get("previous"), "previous": p["active"], "pending": False, "rolled_back": True}
+            # booted once already and never confirmed: back to the previous app (or none), and its
+            # version is not installed again unless asked (update_app(force=True))
+            bad = (p.get("bad") or [])[-3:] + ([p["version"]] if p.get("version") else [])
+            p = {"active": p.get("previous"), "previous": p["active"], "pending": False, "rolled_back": True,
+                 "ref": p.get("ref"), "version": p.get("previous_version"), "bad": bad}
         else:
             p["tries"] = p.get("tries", 0) + 1
         _write_pointer(p)
@@ -226,4 +242,4 @@ def app_confirm():
 def app_status():
     p = _app_pointer()
     return {"active": p.get("active"), "pending": bool(p.get("pending")), "rolled_back": bool(p.get("rolled_back")),
-            "ref": p.get("ref")}
+            "ref": p.get("ref"), "version": p.get("version")}
