@@ -396,7 +396,7 @@ class Device:
         before_load("iotutils.portal")
         from iotutils.portal import Portal
 
-        return Portal(app, wifi)
+        return Portal(app, wifi, name=self._name)   # (the form shows this device's name, not the default)
 
     def _host_guard(self, req):
         """Only the device's own names reach its servers: a DNS-rebinding page (a name the attacker

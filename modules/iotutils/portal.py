@@ -204,7 +204,7 @@ class Portal:
     #: shortest admin password accepted
     min_admin_password = 8
 
-    def __init__(self, app, wifi, on_saved=None):
+    def __init__(self, app, wifi, on_saved=None, name=None):
         self.app = app
         self.wifi = wifi
         self.on_saved = on_saved
@@ -212,7 +212,7 @@ class Portal:
         self.ip = None
         self.dns = None
         self._admin = None
-        self._name = None
+        self._name = name   # the device name's PersistentStr (Device gives its own: the form shows it)
         pages = self._pages   # one bound method for the four routes
         app.add_route("/setup", pages, ("GET", "POST"))
         for path in ("/setup/status", "/setup/scan", "/setup/result"):
@@ -268,7 +268,8 @@ class Portal:
         if self._admin is None:
             from iotutils.persist import PersistentStr
             self._admin = PersistentStr("pwhash", default="", folder="admin", max_length=160)
-            self._name = PersistentStr("name", default="iotutils", folder="device", max_length=32)
+            if self._name is None:
+                self._name = PersistentStr("name", default="iotutils", folder="device", max_length=32)
         return self._admin, self._name
 
     # ---- hooks and probes ----

@@ -310,8 +310,11 @@ class Wifi:
             self._ap_manual = True
             self._ap_up()
         else:
+            # a name and password given for a manual AP go with it: the setup fallback AP is the
+            # default one again (WPA2, its per-device password; an open one stayed open)
             self._ap_manual = False
             self._ap_fallback = False
+            self._ap_ssid = self._ap_pw = None
             self._ap_down()
 
     def _ap_up(self):

@@ -261,3 +261,17 @@ def test_the_result_page_without_a_network_sends_back_to_the_setup_page(boot):
     for path in ("/setup/result", "/setup/result?ssid="):
         r = get(dev, path, allow_redirects=False)
         assert r.status_code == 302 and r.headers["location"].endswith("/setup"), (path, r.status_code, r.text)
+
+
+def test_the_setup_form_offers_the_device_s_own_name(tmp_path):
+    # a Device(name="lamp") with no known network: the form's name field said "iotutils" (the
+    # portal's own default), and saving the form unchanged renamed the lamp
+    scn = tmp_path / "wifi.json"
+    scn.write_text(json.dumps({"networks": []}))
+    dev = SimDevice(tmp_path / "dev", app=os.path.join(ROOT, "examples", "lamp.py"), wifi=scn).start()
+    try:
+        dev.wait_line(r"wifi: setup portal on http://", timeout=30)
+        page = get(dev, "/setup").text
+        assert re.search(r'<input id="d" name="name"[^>]*value="lamp"', page), page[-800:]
+    finally:
+        dev.stop()

@@ -382,6 +382,25 @@ def test_ap_password_is_per_device_stable_and_wpa2():
     assert w.ap_ssid() == "open-setup"
     w.access_point(False)
     assert w.status()["mode"] == "off"
+    # the setup fallback AP after a manual open one: the default again, WPA2 with the device's
+    # password (it came up open, under the manual name, until a reboot)
+    w._ap_fallback = True
+    w._ap_up()
+    assert ap.config("authmode") == wlan_sim.AUTH_WPA2_PSK and ap.config("password") == pw
+    assert w.status()["ap_ssid"].startswith("iotutils-")
+    w.access_point(False)
+
+
+def test_a_hand_edited_scenario_with_odd_entries_still_scans():
+    # the simulator's Wi-Fi scenario is a file people edit: an entry that is not an object was a
+    # traceback four times a second and a 500 from the admin page's scan
+    w = _wifi([])
+    for data in ({"networks": [{"ssid": "home", "password": "pw-home-1", "rssi": -50, "channel": 6, "up": True},
+                               7, None, {"no": "ssid"}]}, {"networks": {"a": 1}}, []):
+        wlan_sim.scenario().set(data)
+        names = [n["ssid"] for n in w.scan()]
+        assert names == (["home"] if isinstance(data, dict) and isinstance(data["networks"], list) else []), names
+        w._scan_cache = None
 
 
 def test_ap_clients_are_listed():

@@ -45,8 +45,12 @@ class Scenario:
 
     def set(self, data):
         """Replace the scenario in memory (unit tests without a file)."""
-        self.networks = list(data.get("networks", []))
-        self.ap_clients = list(data.get("ap_clients", []))
+        nets = data.get("networks") if isinstance(data, dict) else None
+        # (a hand-edited file: entries that are not objects are left out, not a traceback per poll)
+        self.networks = [n for n in nets if isinstance(n, dict) and isinstance(n.get("ssid"), str)] \
+            if isinstance(nets, list) else []
+        clients = data.get("ap_clients") if isinstance(data, dict) else None
+        self.ap_clients = list(clients) if isinstance(clients, list) else []
 
     def refresh(self):
         if not self.path:
