@@ -697,6 +697,46 @@ def test_app_ota_refuses_replays_of_old_and_rolled_back_bundles(gh, local, tmp_p
     assert offer("4.0.0").update_app(reboot=False, force=True) == "b"
 
 
+def test_a_new_app_that_fails_to_import_resets_to_roll_back(gh, local, tmp_path, monkeypatch):
+    """app_boot(main="userapp"): a new, pending app that raises at import resets the device at once,
+    and the next boot runs the previous app. Imported by main.py itself, such an app stopped main.py
+    and nothing reset the device, so it stayed down (the Device that arms the watchdog never came)."""
+    import sys
+    from iotutils import hal
+    from iotutils import ota as ota_mod
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    resets = []
+    monkeypatch.setattr(hal, "reset", lambda: resets.append(1))
+
+    def boot(main=None):
+        sys.path[:] = [p for p in sys.path if not p.startswith("apps/")]
+        sys.modules.pop("userapp", None)
+        return ota_mod.app_boot(main)
+
+    def offer(version, body):
+        files = {"userapp.py": body}
+        urls = {n: gh.asset_link(d, n) for n, d in files.items()}
+        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, version=version), "app.json"),
+                    state_path=local)
+    o = offer("1.0.0", b"VERSION = '1'\n")
+    o.update_app(reboot=False)
+    assert boot("userapp") == "apps/a" and sys.modules["userapp"].VERSION == "1"
+    o.confirm()
+    offer("2.0.0", b"raise RuntimeError('a bug in the new app')\n").update_app(reboot=False)
+    with pytest.raises(RuntimeError):
+        boot("userapp")
+    assert resets == [1]                       # reset at once ...
+    assert boot("userapp") == "apps/a"         # ... and the next boot is the previous app
+    assert sys.modules["userapp"].VERSION == "1" and ota_mod.app_status()["rolled_back"]
+    # a confirmed app that fails to import is the app's own error: no reset loop
+    sys.modules.pop("userapp", None)
+    (tmp_path / "apps" / "a" / "userapp.py").write_bytes(b"raise ValueError('edited by hand')\n")
+    with pytest.raises(ValueError):
+        boot("userapp")
+    assert resets == [1]
+
+
 class _Faulty:
     """A stream that raises `exc` at its k-th read (a network error or a full heap mid-download)."""
 

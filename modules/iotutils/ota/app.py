@@ -207,9 +207,28 @@ def _write_pointer(p):
     os.rename(tmp, APP_ROOT + "/current.json")  # atomic switch
 
 
-def app_boot():
+def app_boot(main=None):
     """Call first in main.py: picks the app folder (rolling back an App OTA that never confirmed),
-    puts it first on sys.path and returns it (None when no App OTA was ever installed)."""
+    puts it first on sys.path and returns it (None when no App OTA was ever installed).
+    main: the app's module, imported here. A new app that fails to import then resets the device
+    at once, so the next boot rolls it back; imported by main.py itself, such an app stops main.py
+    and nothing resets the device (the watchdog is armed by the app's Device, which never came)."""
+    path = _pick()
+    if main is not None:
+        try:
+            __import__(main)
+        except Exception as e:
+            if path is None or not _app_pointer().get("pending"):
+                raise
+            from iotutils._compat import log, print_exception
+            print_exception(e)
+            log("app: %s failed to import from the new app: resetting, to roll it back" % main)
+            hal.reset()
+            raise
+    return path
+
+
+def _pick():
     p = _app_pointer()
     if not p.get("active"):
         return None
