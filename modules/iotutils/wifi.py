@@ -139,6 +139,10 @@ class Wifi:
     #: the fallback AP and portal stay up this long (s) after the station connected, so the
     #: phone that did the setup sees the result and the new address
     ap_linger_s = 60
+    #: a network that drops within this many seconds of connecting is tried after the others, in
+    #: every round until it stays up that long (else the strongest network kept winning, dropping
+    #: every few seconds, while a weaker one would have held)
+    stable_s = 60
     #: period of the manager's step in the housekeeping (ms)
     poll_ms = 200
     _made = 0
@@ -173,6 +177,8 @@ class Wifi:
         self._t_attempt = 0
         self._ssid = None           # connected network
         self._errors = {}           # ssid -> last error (None: no error / trying)
+        self._flaky = {}            # ssid -> True: dropped within stable_s of connecting (tried last)
+        self._conn_at = 0           # ticks of the current connection
         self._error = None
         self._kick = False
         self._prefer = None
@@ -461,7 +467,8 @@ class Wifi:
                 if s and (s not in rssi or r[3] > rssi[s]):
                     rssi[s] = r[3]
             known = [n for n in nets if n["ssid"] in rssi]
-            known.sort(key=lambda n: -rssi[n["ssid"]])
+            flaky = self._flaky
+            known.sort(key=lambda n: (n["ssid"] in flaky, -rssi[n["ssid"]]))
             cands = [(n["ssid"], n.get("pw", "")) for n in known]
             cands += [(n["ssid"], n.get("pw", "")) for n in nets if n.get("hidden") and n["ssid"] not in rssi]
             self._seen = tuple(n["ssid"] for n in known)
@@ -559,6 +566,7 @@ class Wifi:
             self._error = None
             self._errors[ssid] = None
         self._backoff = self.retry_s
+        self._conn_at = now
         try:
             rssi = self._sta.status("rssi")
         except (OSError, ValueError):
@@ -595,6 +603,10 @@ class Wifi:
             elif not self._sta.isconnected():
                 log("wifi: lost the connection to %s" % self._ssid)
                 with self._mu:
+                    if ticks_diff(now, self._conn_at) < self.stable_s * 1000:
+                        self._flaky[self._ssid] = True
+                    else:
+                        self._flaky.pop(self._ssid, None)
                     self._errors[self._ssid] = LOST
                     self._error = LOST
                     self._ssid = None

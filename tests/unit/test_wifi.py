@@ -275,6 +275,23 @@ def test_never_stranded_fallback_and_recovery_with_poll():
     assert w.status()["mode"] == "off"
 
 
+def test_a_network_that_keeps_dropping_is_tried_after_the_others():
+    # the strongest known network drops a second after each connect: it was chosen again every
+    # round, forever. Once it dropped within stable_s, the weaker one that holds is used
+    w = _wifi([_net("dropper", rssi=-40, fail="drop_after_s:1"), _net("steady", rssi=-70)], stable_s=30)
+    w.add_network("dropper", "secret12")
+    w.add_network("steady", "secret12")
+    w.start(portal=False, thread=False)
+    _until(w, lambda: w.status()["ssid"] == "dropper")
+    _until(w, lambda: w.status()["ssid"] == "steady", timeout_ms=8000)
+    t0 = time.time()
+    while time.time() - t0 < 2.5:   # longer than the dropper's second: steady stays
+        w.poll()
+        _sleep_ms(20)
+    assert w.status()["ssid"] == "steady" and w.status()["connected"]
+    w.stop()
+
+
 def test_fallback_scans_seldom_while_someone_is_on_the_access_point():
     """In AP fallback the known networks are looked for by a scan every scan_interval_s; while the
     access point has a client (a phone on the setup page) only every scan_busy_s: a scan takes the
