@@ -158,12 +158,31 @@ def settings_from_json(data):
             for name, e in val.items():
                 if isinstance(e, dict) and "type" in e and "value" in e:
                     spec = {k: e[k] for k in ("lo", "hi", "max_length") if k in e}
-                    out.append((key, name, e["type"], e["value"], spec))
+                    out.append(_known_slot(key, name, e["type"], e["value"], spec))
                 else:
-                    out.append((key, name, persist.infer_kind(e), e, {}))
+                    out.append(_known_slot(key, name, persist.infer_kind(e), e, {}))
         else:
             raise ProvisionError("%s: expected an object of values (a folder) or a known setting" % key)
     return out
+
+
+# the values the device reads at fixed places, written through the generic folder/name form: the
+# same checks as their named settings (a plain text as admin/pwhash locked the admin page for good,
+# a network list with "password" instead of "pw" joined with no password, a garbage key was kept)
+_KNOWN = {("admin", "pwhash"): "admin_password_hash", ("wifi", "networks"): "wifi_networks",
+          ("ota", "pubkey"): "ota_pubkey", ("device", "name"): "device_name"}
+
+
+def _known_slot(folder, name, typ, value, spec):
+    setting = _KNOWN.get((folder, name))
+    if setting is None:
+        return (folder, name, typ, value, spec)
+    if setting == "device_name" and (not isinstance(value, str) or not 1 <= len(value) <= 32):
+        raise ProvisionError("device/name: 1..32 characters (as the device keeps it)")
+    if setting == "wifi_networks" and isinstance(value, list):
+        # the list as the device stores it ({"ssid", "pw", "hidden"}), from either spelling
+        value = [dict(n, password=n.get("password", n.get("pw"))) if isinstance(n, dict) else n for n in value]
+    return settings_from_json({setting: value})[0]
 
 
 # SubjectPublicKeyInfo of an uncompressed P-256 point, up to the point (RFC 5480)
@@ -185,6 +204,13 @@ def ota_pubkey_pem(val):
 
 
 def settings_from_csv(text):
+    text = text[1:] if text[:1] == "\ufeff" else text   # (a spreadsheet's byte order mark)
+    first = next(csv.reader(io.StringIO(text)), [])
+    if {"folder", "name", "value"} - {c.strip() for c in first}:
+        # (else the first value was taken for the header: a file of one value made an empty image,
+        # which erases the device's settings when flashed)
+        raise ProvisionError("CSV: the first line must be the header folder,name,type,value, got %r"
+                             % ",".join(first)[:60])
     rows = list(csv.DictReader(io.StringIO(text)))
     out = []
     for n, row in enumerate(rows, 2):
@@ -194,7 +220,7 @@ def settings_from_csv(text):
         value = row["value"]
         if typ in ("json", "list", "set", "rgb") and value.strip()[:1] in ("[", "{"):
             value = json.loads(value)
-        out.append((row["folder"].strip(), row["name"].strip(), typ, value, {}))
+        out.append(_known_slot(row["folder"].strip(), row["name"].strip(), typ, value, {}))
     return out
 
 

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 from simdev import SimDevice
 
@@ -258,3 +260,24 @@ def test_mqtt_settings_are_checked_and_stored_as_the_device_reads_them(tmp_path)
         out = _run([PROVISION, str(settings), "-o", str(tmp_path / "nvs.bin")])
         want = "mqtt %s: " % field if field else "mqtt: an object of settings expected"
         assert out.returncode == 2 and want in out.stderr, (bad, out.stderr)
+
+
+def test_the_generic_form_gets_the_named_settings_checks_and_a_csv_needs_its_header():
+    # folder/name entries for the places the device reads at boot were written unchecked: a plain
+    # text as admin/pwhash locked the admin page for good, a network list with "password" (the
+    # named setting's word) joined with no password, a garbage key was kept; and a CSV without its
+    # header took the first value for it: an empty image, which erases the settings when flashed
+    for bad, words in (({"admin": {"pwhash": "plain"}}, "admin_password_hash"),
+                       ({"ota": {"pubkey": "garbage"}}, "ota_pubkey"),
+                       ({"device": {"name": "x" * 60}}, "device/name"),
+                       ({"wifi": {"networks": [{"ssid": "home", "password": "p" * 70}]}}, "wifi_networks home")):
+        with pytest.raises(nvs_provision.ProvisionError, match=words):
+            nvs_provision.settings_from_json(bad)
+    want = [("wifi", "networks", "json", [{"ssid": "home", "pw": "secret-home", "hidden": False}], {})]
+    assert nvs_provision.settings_from_json(
+        {"wifi": {"networks": {"type": "json", "value": [{"ssid": "home", "password": "secret-home"}]}}}) == want
+    assert nvs_provision.settings_from_csv(
+        'folder,name,type,value\nwifi,networks,json,"[{""ssid"":""home"",""password"":""secret-home""}]"\n') == want
+    with pytest.raises(nvs_provision.ProvisionError, match="header"):
+        nvs_provision.settings_from_csv("app,x,int,5\n")
+    assert nvs_provision.settings_from_csv("\ufefffolder,name,type,value\napp,x,int,5\n") == [("app", "x", "int", "5", {})]
