@@ -72,15 +72,22 @@ JSON_TOO_BIG = "JSON body has more values than this device has memory for"
 _STREAMS = _MP and hasattr(io, "IOBase")
 
 
+_json_check_class = [None]
+
+
 def json_check(limit):
     """A strict JSON checker (feed(buf), end(): ValueError for anything that is not one JSON text, or
     one nested deeper than limit): the C module's where the firmware has it, else the same in Python
-    (web/json_body.py). MicroPython's json.loads alone takes {"a": 1] for {"a": 1}."""
-    try:
-        from _iotutils import JSONCheck
-    except ImportError:
-        JSONCheck = load("iotutils.web.json_body").JSONCheck
-    return JSONCheck(limit)
+    (web/json_body.py). MicroPython's json.loads alone takes {"a": 1] for {"a": 1}. The class is found
+    once: a runtime without the C module would otherwise raise and catch an ImportError per body."""
+    cls = _json_check_class[0]
+    if cls is None:
+        try:
+            from _iotutils import JSONCheck as cls
+        except ImportError:
+            cls = load("iotutils.web.json_body").JSONCheck
+        _json_check_class[0] = cls
+    return cls(limit)
 
 
 def json_error(e):
