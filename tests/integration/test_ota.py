@@ -657,6 +657,24 @@ def test_app_ota_from_a_url_manifest(gh, local, tmp_path, monkeypatch):
     assert (tmp_path / "apps" / "a" / "userapp.py").read_bytes() == files["userapp.py"]
 
 
+def _app_release(gh, local, files, version):
+    """An OTA whose url: channel names a signed app.json for {name: bytes}, each file served apart."""
+    urls = {n: gh.asset_link(d, n) for n, d in files.items()}
+    return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, version=version), "app.json"),
+                state_path=local)
+
+
+def _reboot_app(main=None):
+    """A reboot as App OTA sees it in this process: a fresh sys.path (and no app module), then main.py's
+    app_boot(main)."""
+    import sys
+    from iotutils import ota as ota_mod
+    sys.path[:] = [p for p in sys.path if not p.startswith("apps/")]
+    if main is not None:
+        sys.modules.pop(main, None)
+    return ota_mod.app_boot(main)
+
+
 def test_app_ota_refuses_replays_of_old_and_rolled_back_bundles(gh, local, tmp_path, monkeypatch):
     """A hostile server may replay genuine, older signed app bundles: an older version is refused
     (downgrade=True installs it), so is the running one and one that rolled back here (force=True).
@@ -669,13 +687,8 @@ def test_app_ota_refuses_replays_of_old_and_rolled_back_bundles(gh, local, tmp_p
     monkeypatch.setattr(sys, "path", list(sys.path))
 
     def offer(version):
-        files = {"userapp.py": ("VERSION = %r\n" % version).encode()}
-        urls = {n: gh.asset_link(d, n) for n, d in files.items()}
-        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, version=version), "app.json"),
-                    state_path=local)
-    def boot():   # a reboot: a fresh sys.path, then main.py's app_boot()
-        sys.path[:] = [p for p in sys.path if not p.startswith("apps/")]
-        return ota_mod.app_boot()
+        return _app_release(gh, local, {"userapp.py": ("VERSION = %r\n" % version).encode()}, version)
+    boot = _reboot_app
     o = offer("3.0.0")
     assert o.update_app(reboot=False) == "a"
     boot()
@@ -709,16 +722,10 @@ def test_a_new_app_that_fails_to_import_resets_to_roll_back(gh, local, tmp_path,
     resets = []
     monkeypatch.setattr(hal, "reset", lambda: resets.append(1))
 
-    def boot(main=None):
-        sys.path[:] = [p for p in sys.path if not p.startswith("apps/")]
-        sys.modules.pop("userapp", None)
-        return ota_mod.app_boot(main)
+    boot = _reboot_app
 
     def offer(version, body):
-        files = {"userapp.py": body}
-        urls = {n: gh.asset_link(d, n) for n, d in files.items()}
-        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, version=version), "app.json"),
-                    state_path=local)
+        return _app_release(gh, local, {"userapp.py": body}, version)
     o = offer("1.0.0", b"VERSION = '1'\n")
     o.update_app(reboot=False)
     assert boot("userapp") == "apps/a" and sys.modules["userapp"].VERSION == "1"
@@ -838,9 +845,7 @@ def test_a_failure_at_any_step_of_an_app_update_leaves_the_running_app_alone(gh,
     v2 = dict(v1, **{"userapp.py": b"VERSION = 'u2'\n" * 90, "extra.py": b"E = 1\n" * 300})
 
     def release(files, version):
-        urls = {n: gh.asset_link(d, n) for n, d in files.items()}
-        return _ota(channel="url:" + gh.asset_link(app_manifest(files, urls=urls, version=version), "app.json"),
-                    state_path=local)
+        return _app_release(gh, local, files, version)
     assert release(v1, "1").update_app(reboot=False) == "a"
     app_mod.app_confirm()
     o = release(v2, "2")
