@@ -89,7 +89,7 @@ rows("mqttstatus",[["Broker",st?(st.connected?"connected to ":"not connected to 
 ["Connections",st?st.connects+" ("+st.reconnects+" reconnects), "+st.sent+" sent, "+st.received+" received":"-"],["Device id",r.device_id],["Base topic",r.base_topic],
 ["Settings from",r.source=="admin"?"this page":r.source=="code"?"the device's code ("+r.code_url+")":"-"]]);
 if(document.activeElement.tagName!="INPUT"&&document.activeElement.tagName!="TEXTAREA"){$("mqtturl").value=r.url||"";$("mqttuser").value=r.user||"";$("mqttpw").value="";
-$("mqttpw").placeholder=r.password_set?"password: set (unchanged)":"password";$("mqttca").value=r.ca||"";$("mqttprefix").value=r.prefix||"";$("mqttmode").value=r.mode||"device";$("mqttbase").value=r.base||""}}).catch(function(e){say(e.message)})}
+$("mqttpw").placeholder=r.password_set?"password: set (kept for the same host)":"password";$("mqttca").value=r.ca||"";$("mqttprefix").value=r.prefix||"";$("mqttmode").value=r.mode||"device";$("mqttbase").value=r.base||""}}).catch(function(e){say(e.message)})}
 function mqttForm(){var b={url:$("mqtturl").value,ca:$("mqttca").value,prefix:$("mqttprefix").value,mode:$("mqttmode").value,base:$("mqttbase").value};if($("mqttpw").value)b.password=$("mqttpw").value;
 if($("mqttuser").value||!/\/\/[^\/]*@/.test(b.url))b.user=$("mqttuser").value;return b}
 $("mqttform").onsubmit=function(ev){ev.preventDefault();api("PUT","mqtt",mqttForm()).then(function(){$("mqttpw").value="";say("MQTT settings saved: reconnecting",1);setTimeout(loadMqtt,1500)}).catch(function(e){say(e.message)})};

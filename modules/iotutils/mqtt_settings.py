@@ -147,10 +147,9 @@ def load(code_url=None, changes=None):
 
 def save(d, code_url=None):
     """Check and store the settings in d. "" (or null) sets a field back to its default (url: the
-    code's); a missing field is left as it is, so the password need not be sent again."""
-    cur = {k: setting(k).value for k in FIELDS}
-    cur["url"] = cur["url"] or code_url or ""
-    out = check(d, cur)
+    code's); a missing field is left as it is, so the password need not be sent again, except
+    that a URL naming another host clears the user and password it was not given."""
+    out = _changes(d, code_url)
     # all or nothing: a cut between two of them could send one broker's password to another
     # (a new plain mqtt:// URL stored, the old broker's credentials not yet replaced)
     persist.set_all([(setting(k), persist.RESET if out[k] == "" else out[k]) for k in out if k != "ca"])
@@ -165,6 +164,26 @@ def save(d, code_url=None):
     return out
 
 
+def _changes(d, code_url):
+    # d checked against the stored settings. Credentials belong to the broker they were given for:
+    # a URL naming another host clears those it does not bring (a stored password went to whatever
+    # host the URL named next, in the clear)
+    cur = {k: setting(k).value for k in FIELDS}
+    cur["url"] = cur["url"] or code_url or ""
+    out = check(d, cur)
+    if "url" in out and _host(out["url"] or code_url) != _host(cur["url"]):
+        for k in ("user", "password"):
+            out.setdefault(k, "")
+    return out
+
+
+def _host(url):
+    try:
+        return parse_url(url)[1] if url else None
+    except ValueError:   # the code's URL, not a broker's
+        return None
+
+
 def device_id():
     """The device's id in MQTT (its client id and topic level): "iotutils-<MAC hex>"."""
     import binascii
@@ -175,9 +194,7 @@ def test_connection(d=None, code_url=None):
     """One connect attempt with the settings in force, or with those in d laid over them (not
     stored), as another client id (the running client is not disturbed): {"result": "connected" |
     "refused" | "timeout" | "failed", "reason", "ms"}. ValueError for settings that do not validate."""
-    stored = {k: setting(k).value for k in FIELDS}
-    stored["url"] = stored["url"] or code_url or ""
-    s = load(code_url, check(d or {}, stored))
+    s = load(code_url, _changes(d or {}, code_url))
     if not s["url"]:
         raise ValueError(s["error"] or "url: no broker configured")
     from iotutils.mqtt import MQTT

@@ -54,18 +54,30 @@ def test_settings_stored_load_and_precedence():
     assert s["url"] == "mqtt://c:cpw@code.lan:1883" and s["source"] == "code" and s["prefix"] == "homeassistant"
     ms.save({"user": "admin", "password": "apw"}, "mqtt://c:cpw@code.lan")
     assert ms.load("mqtt://c:cpw@code.lan")["url"] == "mqtt://admin:apw@code.lan:1883"
-    ms.save({"url": "mqtt://stored.lan:1999"})
+    ms.save({"url": "mqtt://code.lan:1999"}, "mqtt://c:cpw@code.lan")   # the same host: its credentials stay
+    assert ms.load("mqtt://c:cpw@code.lan")["url"] == "mqtt://admin:apw@code.lan:1999"
+    ms.save({"url": "mqtt://stored.lan:1999", "password": "spw"}, "mqtt://c:cpw@code.lan")
     s = ms.load("mqtt://c:cpw@code.lan")
-    assert s["url"] == "mqtt://admin:apw@stored.lan:1999" and s["source"] == "admin"
+    # another host: the user given for code.lan is not sent to it, the password given with it is
+    assert s["url"] == "mqtt://stored.lan:1999" and s["source"] == "admin" and s["password"] == "spw"
     assert ms.setting("url").value == "mqtt://stored.lan:1999"         # no credentials on flash
-    assert persist.is_secret("mqtt", "password") and "apw" not in persist.export_json()
-    ms.save({"url": "", "user": ""})                                    # back to the code's
-    assert ms.load("mqtt://c:cpw@code.lan")["url"] == "mqtt://c:apw@code.lan:1883"
+    assert persist.is_secret("mqtt", "password") and "spw" not in persist.export_json()
+    ms.save({"url": "", "user": "u"}, "mqtt://c:cpw@code.lan")          # back to the code's
+    assert ms.load("mqtt://c:cpw@code.lan")["url"] == "mqtt://u:cpw@code.lan:1883"
+    # cleared, then another broker: the old password never reaches it
+    ms.save({"url": "mqtt://a.lan", "user": "au", "password": "apw"})
+    ms.save({"url": ""})
+    ms.save({"url": "mqtt://evil.lan"})
+    assert ms.load()["url"] == "mqtt://evil.lan:1883" and ms.setting("password").value == ""
+    ms.save({"url": "mqtt://a.lan", "user": "au", "password": "apw"})
+    ms.save({"url": "mqtts://a.lan", "ca": CA})                         # TLS to the same host keeps them
+    assert ms.load()["url"] == "mqtts://au:apw@a.lan:8883"
     raises(ValueError, ms.save, {"mode": "both"})
     assert ms.load()["mode"] == "device"
     # a test of settings not saved: laid over the stored ones, nothing written
-    assert ms.load(None, ms.check({"url": "mqtt://t.lan", "prefix": ""}))["url"] == "mqtt://t.lan:1883"
-    assert ms.setting("url").value == ""
+    assert ms.load(None, ms.check({"url": "mqtt://t.lan", "prefix": ""}))["url"] == "mqtt://au:apw@t.lan:1883"
+    assert ms.load(None, ms._changes({"url": "mqtt://t.lan"}, None))["url"] == "mqtt://t.lan:1883"
+    assert ms.setting("url").value == "mqtts://a.lan:8883" and ms.setting("password").value == "apw"
 
 
 def test_settings_are_saved_all_or_nothing():
