@@ -131,9 +131,11 @@ def settings_from_json(data):
                 try:  # the device's own rules (iotutils.wifi), so nothing it would refuse gets provisioned
                     check_ssid(n.get("ssid"))
                     pw = check_password(n.get("password"))
+                    if n.get("hidden") is not None and type(n["hidden"]) is not bool:   # ("no" was true)
+                        raise ValueError("hidden: true or false expected")
                 except ValueError as e:
                     raise ProvisionError("wifi_networks %s: %s" % (n.get("ssid"), e))
-                nets.append({"ssid": n["ssid"], "pw": pw, "hidden": bool(n.get("hidden", False))})
+                nets.append({"ssid": n["ssid"], "pw": pw, "hidden": n.get("hidden") or False})
             out.append(("wifi", "networks", "json", nets, {}))
         elif key == "admin_password":
             if not isinstance(val, str) or len(val) < MIN_ADMIN_PASSWORD:

@@ -35,7 +35,7 @@ def _wifi_add(self, req):
     w = self._need_wifi()
     data = json_body(req)
     try:
-        w.add_network(data.get("ssid"), data.get("password") or "", bool(data.get("hidden")))
+        w.add_network(data.get("ssid"), data.get("password") or "", False if data.get("hidden") is None else data["hidden"])
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
     if data.get("connect"):

@@ -84,6 +84,9 @@ def _error_of(status):
 def check_ssid(ssid):
     if not isinstance(ssid, str) or not 1 <= len(ssid.encode()) <= 32:
         raise ValueError("ssid: 1 to 32 bytes")
+    if min(ssid) < " " or "\x7f" in ssid:
+        # (the driver takes a NUL as the name's end: "ho\0me" would join "ho")
+        raise ValueError("ssid: no control characters")
     return ssid
 
 
@@ -203,9 +206,11 @@ class Wifi:
         """Remember a network (replacing one with the same SSID). hidden: not in scans, try it blind."""
         check_ssid(ssid)
         password = check_password(password)
+        if type(hidden) is not bool:   # ("no" counted as true)
+            raise ValueError("hidden: true or false expected")
         with self._mu:
             nets = [n for n in self._load() if n.get("ssid") != ssid]
-            nets.append({"ssid": ssid, "pw": password, "hidden": bool(hidden)})
+            nets.append({"ssid": ssid, "pw": password, "hidden": hidden})
             while len(nets) > self.max_networks:
                 nets.pop(0)
             self._nets.value = nets

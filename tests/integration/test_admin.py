@@ -98,6 +98,8 @@ def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, sessio
     ("PUT", "vars/toolongfoldername16/x", {"value": 1}, "folder"),
     ("POST", "wifi/networks", {"ssid": "", "password": "x"}, "ssid"),
     ("POST", "wifi/networks", {"ssid": "home", "password": "x" * 70}, "password"),
+    ("POST", "wifi/networks", {"ssid": "home", "hidden": "no"}, "hidden"),   # ("no" counted as true)
+    ("POST", "wifi/networks", {"ssid": "ho\u0000me"}, "ssid"),               # (the driver joins "ho")
     ("POST", "alexa/devices", {"name": ""}, "name"),
     ("PUT", "ota/settings", {"repo": "no-slash", "channel": "release"}, "repo"),
     ("PUT", "ota/settings", {"repo": "a/b", "channel": "nightly"}, "channel"),

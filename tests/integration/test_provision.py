@@ -270,7 +270,9 @@ def test_the_generic_form_gets_the_named_settings_checks_and_a_csv_needs_its_hea
     for bad, words in (({"admin": {"pwhash": "plain"}}, "admin_password_hash"),
                        ({"ota": {"pubkey": "garbage"}}, "ota_pubkey"),
                        ({"device": {"name": "x" * 60}}, "device/name"),
-                       ({"wifi": {"networks": [{"ssid": "home", "password": "p" * 70}]}}, "wifi_networks home")):
+                       ({"wifi": {"networks": [{"ssid": "home", "password": "p" * 70}]}}, "wifi_networks home"),
+                       ({"wifi_networks": [{"ssid": "home", "hidden": "no"}]}, "wifi_networks home: hidden: true or false"),
+                       ({"wifi_networks": [{"ssid": "ho\x00me"}]}, "wifi_networks ho.me: ssid: no control")):
         with pytest.raises(nvs_provision.ProvisionError, match=words):
             nvs_provision.settings_from_json(bad)
     want = [("wifi", "networks", "json", [{"ssid": "home", "pw": "secret-home", "hidden": False}], {})]

@@ -173,7 +173,9 @@ def test_network_validation():
     assert raises(ValueError, W.check_ssid, "").args[0].startswith("ssid")
     assert raises(ValueError, W.check_ssid, "x" * 33).args[0].startswith("ssid")
     assert raises(ValueError, W.check_ssid, 5).args[0].startswith("ssid")
-    assert W.check_ssid("café") == "café"
+    assert W.check_ssid("café") == "café" and W.check_ssid(" my net ") == " my net "
+    for bad in ("ho\x00me", "a\nb", "\x7f"):   # the driver ends a name at its NUL
+        assert raises(ValueError, W.check_ssid, bad).args[0] == "ssid: no control characters"
     assert W.check_password("") == ""
     assert W.check_password("12345678") == "12345678"
     assert W.check_password("ab" * 32) == "ab" * 32
@@ -202,6 +204,8 @@ def test_networks_never_show_passwords():
     text = repr(nets) + repr(w.status())
     assert "secret" not in text
     assert raises(ValueError, w.add_network, "x", "p" * 64).args[0].startswith("password")
+    for bad in ("no", 1, None):   # ("no" counted as true)
+        assert raises(ValueError, w.add_network, "x", "", bad).args[0] == "hidden: true or false expected"
     assert w.forget("cafe") and not w.forget("cafe")
     assert [n["ssid"] for n in w.networks()] == ["home"]
 
