@@ -19,6 +19,7 @@ import base64
 import json
 import os
 import shutil
+import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,26 @@ def locate(path, offset=None, size=None, partitions=PARTITIONS_CSV):
     if size % 4096 or size < 8192 or offset + size > total:
         raise DumpError("%s: no %d-byte nvs partition at 0x%x (file is %d bytes)" % (path, size, offset, total))
     return offset, size
+
+
+def check_image(data, what):
+    """DumpError unless data (a partition's bytes) is an NVS partition: blank, or with at least one
+    page whose header ESP-IDF accepts. Garbage loads as an empty store whose "corrupt" pages an edit
+    erases: a wrong file or offset lost its bytes, and a dump printed {} as if it were empty."""
+    valid = bad = 0
+    for base in range(0, len(data) - nvs_format.PAGE + 1, nvs_format.PAGE):
+        head = data[base:base + 32]
+        state = struct.unpack_from("<I", head, 0)[0]
+        if state == nvs_format.S_EMPTY and data[base:base + nvs_format.PAGE].count(0xFF) == nvs_format.PAGE:
+            continue
+        crc = nvs_format.crc32(head[4:28], 0xFFFFFFFF) & 0xFFFFFFFF
+        if state in (nvs_format.S_ACTIVE, nvs_format.S_FULL, nvs_format.S_FREEING) and \
+                struct.unpack_from("<I", head, 28)[0] == crc:
+            valid += 1
+        else:
+            bad += 1
+    if bad and not valid:
+        raise DumpError("%s: not an NVS partition (no page has a valid NVS header)" % what)
 
 
 def dump(store):
@@ -167,6 +188,9 @@ def main(argv=None):
             if args.output:
                 shutil.copyfile(args.image, args.output)
                 target = args.output
+        with open(args.image, "rb") as f:
+            f.seek(off)
+            check_image(f.read(size), "%s at 0x%x" % (args.image, off))
         flash = FileFlash(target, off, size, "nvs")
         if not args.edits:
             # a dump must not touch the file (loading repairs what a power cut left): work on a copy

@@ -205,6 +205,16 @@ def ota_pubkey_pem(val):
     return "-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n" % "\n".join(lines)
 
 
+def _no_duplicates(pairs):
+    # (json.loads keeps the last of two equal keys without a word: a setting silently lost)
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ProvisionError("%r is given twice in one object" % k)
+        out[k] = v
+    return out
+
+
 def settings_from_csv(text):
     text = text[1:] if text[:1] == "\ufeff" else text   # (a spreadsheet's byte order mark)
     first = next(csv.reader(io.StringIO(text)), [])
@@ -242,6 +252,8 @@ def build(entries, size, workdir, version=2):
     bad = []
     for folder, name, typ, value, spec in entries:
         try:
+            if (folder, name) in encoded:   # (a named setting and its folder/name, two CSV rows: one was lost)
+                raise ProvisionError("%s/%s: given twice" % (folder, name))
             encoded[(folder, name)] = encode_entry(folder, name, typ, value, spec)
         except ProvisionError as e:
             bad.append(str(e))
@@ -263,6 +275,10 @@ def build(entries, size, workdir, version=2):
         f.write(out.getvalue())
     proc = subprocess.run([sys.executable, "-m", "esp_idf_nvs_partition_gen", "generate", csv_path, bin_path,
                            hex(size), "--version", str(version)], capture_output=True, text=True, timeout=120)
+    if "InsufficientSizeError" in proc.stdout + proc.stderr:
+        raise ProvisionError("the settings do not fit in the nvs partition (%d bytes; every value costs 32 "
+                             "bytes, a text or blob 32 more per 32 bytes, and one page of %d is kept free)"
+                             % (size, nvs_format.PAGE))
     if proc.returncode != 0 or not os.path.exists(bin_path):
         raise ProvisionError("esp-idf-nvs-partition-gen failed:\n%s%s" % (proc.stdout, proc.stderr))
     with open(bin_path, "rb") as f:
@@ -304,7 +320,7 @@ def main(argv=None):
             entries = settings_from_csv(text)
         else:
             try:
-                entries = settings_from_json(json.loads(text))
+                entries = settings_from_json(json.loads(text, object_pairs_hook=_no_duplicates))
             except json.JSONDecodeError as e:
                 raise ProvisionError("%s: not JSON: %s" % (args.settings, e))
         if args.ota_pubkey:

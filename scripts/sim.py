@@ -100,6 +100,12 @@ def write_partition(flash, name, image_path):
     try:
         if len(data) > region.size:
             sys.exit("sim: %s is %d bytes, the %s partition only %d" % (image_path, len(data), name, region.size))
+        if name == "nvs":
+            from nvs_dump import DumpError, check_image
+            try:
+                check_image(data, image_path)
+            except DumpError as e:
+                sys.exit("sim: %s" % e)
         region.erase(0, region.size)
         region.write(0, data)
     finally:

@@ -196,6 +196,19 @@ def test_bad_settings_name_the_entry_and_write_nothing(tmp_path):
     assert not image.exists()
     settings.write_text("{not json")
     assert _run([PROVISION, str(settings), "-o", str(image)]).returncode == 2
+    # a setting given twice was lost without a word (the last one won); settings too large for the
+    # partition ended in the generator's traceback
+    for text, words in (('{"lamp": {"a": 1, "a": 2}}', "'a' is given twice"),
+                        ('{"device_name": "x", "device": {"name": "y"}}', "device/name: given twice"),
+                        (json.dumps({"lamp": {"long": "a" * 30000}}), "do not fit in the nvs partition")):
+        settings.write_text(text)
+        out = _run([PROVISION, str(settings), "-o", str(image)])
+        assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert not image.exists()
+    csv_settings = tmp_path / "twice.csv"
+    csv_settings.write_text("folder,name,type,value\nlamp,x,int,1\nlamp,x,int,2\n")
+    out = _run([PROVISION, str(csv_settings), "-o", str(image)])
+    assert out.returncode == 2 and "lamp/x: given twice" in out.stderr and not image.exists()
 
 
 def test_too_much_for_the_partition(tmp_path):
@@ -283,3 +296,36 @@ def test_the_generic_form_gets_the_named_settings_checks_and_a_csv_needs_its_hea
     with pytest.raises(nvs_provision.ProvisionError, match="header"):
         nvs_provision.settings_from_csv("app,x,int,5\n")
     assert nvs_provision.settings_from_csv("\ufefffolder,name,type,value\napp,x,int,5\n") == [("app", "x", "int", "5", {})]
+
+
+def test_bytes_that_are_not_nvs_are_refused_before_anything_is_written(tmp_path):
+    # garbage loaded as an empty store: a dump printed {} as if the partition were empty, an edit in
+    # place erased the "corrupt" pages (a wrong file or offset lost its bytes), and the simulator's
+    # --write-nvs flashed it
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes((i * 7919 + 13) & 0xFF for i in range(NVS_SIZE)))
+    before = garbage.read_bytes()
+    edits = tmp_path / "e.json"
+    edits.write_text(json.dumps({"a": {"n": 1}}))
+    for cmd in ([DUMP, str(garbage)], [DUMP, str(garbage), "--set", str(edits)]):
+        out = _run(cmd)
+        assert out.returncode == 2 and "not an NVS partition" in out.stderr and not out.stdout, out
+        assert garbage.read_bytes() == before
+    blank = tmp_path / "blank.bin"
+    blank.write_bytes(b"\xff" * NVS_SIZE)
+    out = _run([DUMP, str(blank)])
+    assert out.returncode == 0 and json.loads(out.stdout) == {}
+    # a whole flash read at the wrong offset
+    image, _ = nvs_provision.build([("a", "n", "int", 5, {})], NVS_SIZE, str(tmp_path))
+    full = _flash_with(str(tmp_path / "st"), image)
+    assert json.loads(_run([DUMP, full]).stdout) == {"a": {"n": {"type": "i64", "value": 5}}}
+    with open(full, "r+b") as f:   # an app image's bytes, say
+        f.seek(0x100000)
+        f.write(before)
+    flash_before = open(full, "rb").read()
+    out = _run([DUMP, full, "--offset", "0x100000", "--size", hex(NVS_SIZE), "--set", str(edits)])
+    assert out.returncode == 2 and "not an NVS partition" in out.stderr
+    assert open(full, "rb").read() == flash_before
+    out = _run([os.path.join(ROOT, "scripts", "sim.py"), "--state", str(tmp_path / "st"), "--write-nvs", str(garbage)])
+    assert out.returncode != 0 and "not an NVS partition" in out.stderr, out
+    assert open(full, "rb").read() == flash_before
