@@ -4,18 +4,18 @@ function esc(s){return String(s==null?"":s).replace(/[&<>"']/g,function(c){retur
 function say(t,ok){var d=document.createElement("div");d.className="msg "+(ok?"ok":"err");d.textContent=t;var f=$("flash");f.innerHTML="";f.appendChild(d);if(ok)setTimeout(function(){if(d.parentNode)f.removeChild(d)},4000)}
 function api(m,p,body,raw){var h={};if(csrf)h["X-CSRF-Token"]=csrf;var o={method:m,headers:h,credentials:"same-origin"};
 if(body!==undefined){if(raw){o.body=body;h["Content-Type"]="application/octet-stream"}else{o.body=JSON.stringify(body);h["Content-Type"]="application/json"}}
-return fetch("/admin/api/"+p,o).then(function(r){return r.text().then(function(t){var j={};try{j=t?JSON.parse(t):{}}catch(e){j={error:t}}
+return fetch("/admin/api/"+p,o).catch(function(){throw new Error("no answer from the device: is it on, and on this network?")}).then(function(r){return r.text().then(function(t){var j={};try{j=t?JSON.parse(t):{}}catch(e){j={error:t}}
 if(r.status==401&&p!="login"&&p!="session"){relogin();throw new Error(j.error||"login required")}
 if(r.status==403&&/CSRF/.test(j.error||"")){relogin();throw new Error("the session changed in another tab: try again")}
 if(r.status==409&&p=="login"){relogin()}if(!r.ok)throw new Error(j.error||j.reason||("HTTP "+r.status));return j})})}
 function rows(t,o){$(t).innerHTML=o.map(function(r){return"<tr><th>"+esc(r[0])+"</th><td>"+(r[2]?r[1]:esc(r[1]))+"</td></tr>"}).join("")}
-function showLogin(){$("app").className="hide";$("login").className="";}
+function showLogin(){$("app").className="hide";$("nav").className="hide";$("login").className="";}
 function relogin(){csrf=null;start()}
 function show(p){page=p||"status";$("flash").innerHTML="";document.querySelectorAll("[data-page]").forEach(function(s){s.className=s.getAttribute("data-page")==page?"":"hide"});
 document.querySelectorAll("#nav a").forEach(function(a){a.className=a.getAttribute("href")=="#"+page?"on":""});load()}
 window.onhashchange=function(){show(location.hash.slice(1))};
 function start(){api("GET","session").then(function(s){$("devname").textContent=s.name||"iotutils";document.title=(s.name||"iotutils")+" admin";
-if(s.logged_in){csrf=s.csrf;$("login").className="hide";$("app").className="";show(location.hash.slice(1)||"status")}
+if(s.logged_in){csrf=s.csrf;$("login").className="hide";$("app").className="";$("nav").className="";show(location.hash.slice(1)||"status")}
 else{showLogin();$("logintitle").textContent="Log in";$("loginbtn").textContent="Log in";$("loginhint").textContent="";if(!s.password_set&&s.can_set_password){$("logintitle").textContent="Set the admin password";$("loginbtn").textContent="Set password";$("loginhint").textContent="No admin password yet: choose one (8+ characters)."}
 else if(!s.password_set){$("loginhint").textContent="No admin password yet: set one in the setup portal (join the device's access point) or by provisioning."}}}).catch(function(e){say(e.message)})}
 $("loginform").onsubmit=function(ev){ev.preventDefault();var pw=$("pw").value,first=$("loginbtn").textContent!="Log in";

@@ -59,7 +59,7 @@ class Admin:
         # one catch-all route dispatching from a constant table: a server route per endpoint would
         # cost ~450 bytes of heap each (33 of them), this costs two
         app.add_route(_PREFIX + "ota/upload", self.upload, ("POST",), stream=True)
-        app.add_route(_PREFIX + "<path:p>", self._dispatch, ("GET", "POST", "PUT", "DELETE"))
+        app.add_route(_PREFIX + "<path:p>", self._dispatch, ("GET", "HEAD", "POST", "PUT", "DELETE"))
 
     def upload(self, req):
         """POST /admin/api/ota/upload (a streamed body)."""
@@ -75,8 +75,8 @@ class Admin:
             args = _match(pattern, parts)
             if args is None:
                 continue
-            if method != req.method:
-                allowed.append(method)
+            if method != req.method and (method, req.method) != ("GET", "HEAD"):   # (HEAD: GET's head)
+                allowed += (method, "HEAD") if method == "GET" else (method,)
                 continue
             rv = _json_errors(getattr(self, name))(req, *args)
             tok = req.g.get("renew")

@@ -238,9 +238,12 @@ def _ota_update(self, req):
     if self._ota["state"] in ("downloading", "rebooting"):
         raise HTTPError(409, "an update is already running")
     data = json_body(req)
+    for k in ("force", "downgrade"):
+        if type(data.get(k, False)) is not bool:   # ("no" installed an older image)
+            raise HTTPError(400, "%s: true or false expected" % k)
     self._ota.update(state="downloading", done=0, total=0, error=None)
     # force: a version that rolled back here before; downgrade: one older than the running image
-    self._later(self._run_update, o, bool(data.get("force")), bool(data.get("downgrade")))
+    self._later(self._run_update, o, data.get("force", False), data.get("downgrade", False))
     return Response({"ok": True, "progress": dict(self._ota)}, 202)
 
 

@@ -113,6 +113,8 @@ def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, sessio
     ("PUT", "ota/settings", {"repo": "a/b", "channel": "release", "auto": {"on": True, "every_hours": "x"}},
      "every_hours"),
     ("PUT", "wifi/ap", {"enabled": 0}, "enabled"),
+    ("POST", "ota/update", {"downgrade": "no"}, "downgrade"),   # ("no" installed an older image)
+    ("POST", "ota/update", {"force": 1}, "force"),
     ("POST", "alexa/devices", {"name": "W", "wemo": True, "dimmable": True}, "wemo"),
     ("POST", "alexa/devices", {"name": "Y", "dimmable": "no"}, "dimmable"),
 ])
@@ -274,7 +276,14 @@ def test_unknown_api_and_wrong_method_are_json_errors(device, session):
     r = s.get(api(device, "no/such/thing"), timeout=10)
     assert r.status_code == 404 and "no such admin API" in r.json()["error"]
     r = call(device, s, "DELETE", "status", None, csrf)
-    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    # HEAD answers as GET does, without the body (it was 405)
+    r = s.head(api(device, "export"), timeout=10)
+    g = s.get(api(device, "export"), timeout=10)
+    assert r.status_code == 200 and r.content == b"" and g.status_code == 200 and g.content
+    assert r.headers["Content-Type"] == g.headers["Content-Type"]
+    assert r.headers.get("Content-Disposition") == g.headers.get("Content-Disposition")
+    assert requests.head(api(device, "export"), timeout=10).status_code == 401   # a session still needed
     # an SSID with a slash and spaces travels percent-encoded in one path segment
     assert call(device, s, "POST", "wifi/networks", {"ssid": "a/b c", "password": ""}, csrf).ok
     r = call(device, s, "DELETE", "wifi/networks/a%2Fb%20c", None, csrf)

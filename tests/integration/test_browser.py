@@ -80,13 +80,22 @@ def flash_text(page):
 
 
 def test_1_set_password_and_log_in(device, page):
+    asked = []
+    page.on("request", lambda r: asked.append(r.url))
     page.goto(device.url("/admin"))
     page.wait_for_selector("text=Set the admin password")
+    # the login screen shows no links to pages it cannot open, and the page asks for no favicon (404)
+    assert not page.is_visible("#nav") and not [u for u in asked if "favicon" in u], asked
     page.fill("#pw", PASSWORD)
     page.click("#loginbtn")
     page.wait_for_selector("#statustable >> text=admintest")
-    assert "ota_0" in page.inner_text("#statustable")
+    assert "ota_0" in page.inner_text("#statustable") and page.is_visible("#nav")
     shot(page, "status")
+    # no answer at all (the device went away): said in words, not the browser's "Failed to fetch"
+    page.route("**/admin/api/status", lambda route: route.abort())
+    page.click("[data-page=status] [data-act=load]")
+    assert "no answer from the device" in flash_text(page)
+    page.unroute("**/admin/api/status")
     # a new browser context must log in with that password
     ctx = page.context.browser.new_context()
     other = ctx.new_page()
