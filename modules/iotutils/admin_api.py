@@ -102,11 +102,16 @@ def _var_put(self, req, folder, name):
         raise HTTPError(400, "value: missing")
     key = (folder, name)
     made = False
+    t = data.get("type")
+    if t is not None and (type(t) is not str or not t):
+        raise HTTPError(400, "type: a kind's name expected (int, str, range...)")
     try:
         v = persist.declared(folder).get(name)
+        if v is not None and t is not None and t != v.kind:   # (it was ignored)
+            raise ValueError("type: %s/%s is declared as %s" % (folder, name, v.kind))
         if v is None:
             entry = persist.export_entry(folder, name)
-            kind = data.get("type") or (entry or {}).get("type") or persist.infer_kind(data["value"])
+            kind = t or (entry or {}).get("type") or persist.infer_kind(data["value"])
             spec = {}
             for k in ("lo", "hi", "max_length"):
                 if entry and k in entry:

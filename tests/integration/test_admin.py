@@ -95,6 +95,8 @@ def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, sessio
     ("PUT", "vars/lamp/bri", {"value": "abc"}, "bri"),
     ("PUT", "vars/lamp/rgb", {"value": "#zz0000"}, "rgb"),
     ("PUT", "vars/lamp/bri", {}, "value"),
+    ("PUT", "vars/lamp/bri", {"value": 5, "type": 5}, "type"),          # (ignored)
+    ("PUT", "vars/lamp/bri", {"value": 5, "type": "str"}, "declared as range"),
     ("PUT", "vars/toolongfoldername16/x", {"value": 1}, "folder"),
     ("POST", "wifi/networks", {"ssid": "", "password": "x"}, "ssid"),
     ("POST", "wifi/networks", {"ssid": "home", "password": "x" * 70}, "password"),
