@@ -828,6 +828,36 @@ def test_a_failure_at_any_step_of_an_install_leaves_nothing_behind(local):
     assert o.install_stream(io.BytesIO(img), len(img), sig=sig) == "2.2.0"  # and the next one works
 
 
+def test_a_failed_app_update_leaves_no_pointer_to_the_folder_it_emptied(gh, local, tmp_path, monkeypatch):
+    """The staging folder is the previous app's; a failed update empties it, and current.json named it
+    as "previous" all the same (a rollback to it would have found no app)."""
+    import json
+    import sys
+    from iotutils.ota import OTAError
+    from iotutils.ota import app as app_mod
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def offer(version):
+        return _app_release(gh, local, {"userapp.py": ("VERSION = %r\n" % version).encode()}, version)
+    for version, folder in (("1", "a"), ("2", "b")):
+        assert offer(version).update_app(reboot=False) == folder
+        _reboot_app()
+        app_mod.app_confirm()
+    pointer = json.loads((tmp_path / "apps" / "current.json").read_text())
+    assert (pointer["active"], pointer["previous"], pointer["previous_version"]) == ("b", "a", "1")
+
+    def broken(*a):
+        raise OTAError("userapp.py: 3 bytes, its signed size is 15")
+    monkeypatch.setattr(app_mod, "_download", broken)
+    with pytest.raises(OTAError, match="signed size"):
+        offer("3").update_app(reboot=False)
+    pointer = json.loads((tmp_path / "apps" / "current.json").read_text())
+    assert pointer["active"] == "b" and pointer["version"] == "2" and not pointer["pending"]
+    assert pointer["previous"] is None and pointer["previous_version"] is None
+    assert os.listdir(tmp_path / "apps" / "a") == [] and _reboot_app() == "apps/b"
+
+
 def test_a_failure_at_any_step_of_an_app_update_leaves_the_running_app_alone(gh, local, tmp_path, monkeypatch):
     """MemoryError or OSError at every file operation and at every network read of an App OTA:
     the update fails, the running app and its pointer are untouched (or, for a failure after the

@@ -44,6 +44,11 @@ def update_app(ota, folder="app", progress=None, reboot=True, force=False, downg
     if stage in sys.path:
         # the running app's own folder (a pointer changed since boot): never written over
         raise OTAError("%s is the running app's folder: reboot first" % stage)
+    if ptr.get("previous") == new:
+        # the staging folder is the previous app's: the pointer stops naming it before it empties
+        # (a refused or cut update left current.json naming an empty folder as "previous")
+        ptr = dict(ptr, previous=None, previous_version=None)
+        _write_pointer(ptr)
     _mkdirs(stage)
     for name in os.listdir(stage):
         os.remove(stage + "/" + name)
