@@ -116,8 +116,9 @@ unit: venv ## only the unit tests (CPython and micropython)
 bench: setup ## benchmarks against the rivals, ratios side by side (not a test)
 	$(VPY) bench/run_all.py
 
-fuzz: setup ## run the C parser fuzzer for FUZZ_SECONDS (default 60)
-	sh tests/c/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60}
+fuzz: setup ## run the C cores' fuzzers (HTTP parser, JSON checker) for FUZZ_SECONDS each (default 60)
+	sh tests/c/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60} httpparse
+	sh tests/c/fuzz/run_fuzz.sh $${FUZZ_SECONDS:-60} jsoncheck
 
 mip: venv ## build the precompiled mip packages (.mpy, one package file per capability) into build/mip; MIP_URL=where it is served
 	$(VPY) scripts/build_mip.py $(if $(MIP_URL),--base-url $(MIP_URL))

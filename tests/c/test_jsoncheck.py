@@ -5,14 +5,22 @@ MicroPython's json.loads takes {"a": 1] for {"a": 1}, [1 2] for [1, 2] and trail
 request body is checked first. Both checkers must say exactly what CPython's strict parser says
 (valid or not) for hand-written cases, for random JSON and for random one-byte mutations of it, fed
 whole and in random pieces; and the error must come at the same byte from both.
+
+The libFuzzer harness (tests/c/fuzz/fuzz_jsoncheck.c: `make fuzz`) holds the C core to a second,
+independent reading of the grammar under ASan/UBSan; here its driver runs the cases below (every
+prefix, several limits) and a bounded fuzzing run, when clang has libFuzzer.
 """
 import ctypes
 import json
+import os
 import random
+import shutil
+import subprocess
 
 import pytest
 
-from cbuild import JSONCHECK_SOURCES, build_shared
+from cbuild import C_DIR, JSONCHECK_SOURCES, WARN_FLAGS, build_shared
+from conftest import ROOT
 
 from iotutils.web.json_body import JSONCheck
 
@@ -177,3 +185,46 @@ def test_depth_is_bounded_and_said(lib):
         c.feed(deep)
     lib.jsoncheck_init(st, 200)                                  # limits above 64 are 64
     assert lib.jsoncheck_feed(st, b"[" * 65, 65) == -2
+
+
+FUZZ_DIR = os.path.join(ROOT, "tests", "c", "fuzz")
+
+
+def test_the_fuzz_harness_agrees_on_the_cases_under_asan_ubsan(tmp_path):
+    cc = os.environ.get("CC", "cc")
+    exe = tmp_path / "jc_driver"
+    cmd = ([cc] + WARN_FLAGS + ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                                "-fno-omit-frame-pointer", "-DJC_STANDALONE_MAIN", "-I", C_DIR,
+                                os.path.join(FUZZ_DIR, "fuzz_jsoncheck.c")]
+           + [os.path.join(C_DIR, f) for f in JSONCHECK_SOURCES] + ["-o", str(exe)])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode and "sanitize" in proc.stderr:
+        pytest.skip("compiler without ASan/UBSan: " + proc.stderr[-300:])
+    assert proc.returncode == 0, proc.stderr
+    files = []
+    for i, (text, _) in enumerate(CASES):
+        for limit in (1, 2, 32, 64):
+            # the harness's input: a byte for the limit, the text, a byte for where to cut it
+            p = tmp_path / ("c%03d-%d" % (i, limit))
+            p.write_bytes(bytes([limit - 1]) + text.encode("latin-1") + bytes([i * 37 % 256]))
+            files.append(str(p))
+    proc = subprocess.run([str(exe)] + files, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "runtime error" not in proc.stderr
+    assert ("ran %d inputs" % len(files)) in proc.stdout
+
+
+def test_fuzz_bounded(tmp_path):
+    clang = shutil.which("clang")
+    if not clang:
+        pytest.skip("clang not installed (apt-get install clang)")
+    probe = subprocess.run([clang, "-fsanitize=fuzzer", "-x", "c", "-", "-o", os.devnull],
+                           input="int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }",
+                           capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip("clang without libFuzzer: " + probe.stderr[-200:])
+    env = dict(os.environ, FUZZ_WORK=str(tmp_path))
+    proc = subprocess.run(["sh", os.path.join(FUZZ_DIR, "run_fuzz.sh"), "10", "jsoncheck"], capture_output=True,
+                          text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Done" in proc.stderr or "DONE" in proc.stderr, proc.stderr[-2000:]
