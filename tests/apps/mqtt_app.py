@@ -5,8 +5,9 @@
 #
 # Topics (T = "t/<MQTT_ID>"): will T/status "offline", T/status "online" on every connect;
 # a message on T/in/<name> is echoed to T/out/<name> (QoS 1 if <name> starts with "q1", retained
-# if it starts with "ret"); T/ctl "status" prints the status. Console lines: CONNECTED <n>,
-# DISCONNECTED <last error>, RX <topic> <length>, STATUS <json>, HEAP <bytes>.
+# if it starts with "ret"); T/ctl "status" prints the status, "big <n>" publishes n bytes of "é" to
+# T/out/big and T/out/bigq1. Console lines: CONNECTED <n>, DISCONNECTED <last error>, RX <topic>
+# <length>, STATUS <json>, HEAP <bytes>, BIG <bytes the QoS 0 publish allocated>.
 import gc
 import json
 import os
@@ -54,6 +55,16 @@ def echo(topic, payload):
 def ctl(topic, payload):
     if payload == b"status":
         say("STATUS", json.dumps(m.status()))
+    elif payload.startswith(b"big "):
+        # a large str payload (a discovery config): QoS 0 and QoS 1, and what the QoS 0 publish
+        # allocated on the way (BIG <bytes>; MicroPython only)
+        text = "é" * (int(payload[4:]) // 2)
+        gc.collect()
+        before = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+        m.publish(T + "/out/big", text)
+        used = (gc.mem_alloc() - before) if hasattr(gc, "mem_alloc") else -1
+        m.publish(T + "/out/bigq1", text, qos=1)
+        say("BIG", used)
 
 
 m.on_connect(online)

@@ -49,6 +49,27 @@ def test_round_trips_qos0_qos1_and_retain(broker, runtime):
     peer.close()
 
 
+def test_a_large_str_payload_goes_out_whole_without_a_copy_of_it(broker, runtime):
+    # a device-mode discovery config is one message of many KB: it went out through two copies of
+    # itself (its bytes, then the packet), and ~50 entities ran the device out of memory
+    cid = _id(runtime, "big")
+    t = "t/" + cid
+    peer = Peer(broker, "peer-" + cid)
+    peer.subscribe(t + "/out/#")
+    with App(runtime, broker.url(), cid) as app:
+        app.wait("CONNECTED 1")
+        since = len(app.lines)
+        peer.publish(t + "/ctl", b"big 20000")
+        want = ("é" * 10000).encode()
+        assert peer.expect(t + "/out/big").payload == want
+        msg = peer.expect(t + "/out/bigq1")
+        assert msg.payload == want and msg.qos == 1
+        used = int(app.wait(r"BIG (-?\d+)", since=since).group(1))
+        if runtime != "cpython":
+            assert 0 <= used < 4000, used   # the head and its bookkeeping, not 20 KB
+    peer.close()
+
+
 def test_will_is_published_when_the_device_dies(broker, runtime):
     cid = _id(runtime, "will")
     t = "t/" + cid

@@ -415,7 +415,13 @@ class MQTT:
         with self._io:
             if self._s is not s:
                 return False
-            buf, n = build_publish(self._tx, tb, pb, qos, retain, pid, dup)
+            tx = self._tx
+            if tx is not None and len(pb) > len(tx) // 2:
+                # a large payload (a device-mode discovery config: KBs) goes out from where it is,
+                # after a head built in the buffer: no packet-sized copy of it on the heap
+                head, n = build_publish(tx, tb, b"", qos, retain, pid, dup, len(pb))
+                return self._write_or_drop(head, n, pb)
+            buf, n = build_publish(tx, tb, pb, qos, retain, pid, dup)
             return self._write_or_drop(buf, n)
 
     def _send_sub(self, fs, fb, qos, unsub):
@@ -432,10 +438,12 @@ class MQTT:
             buf, n = build_subscribe(self._tx, pid, fb, qos, unsub)
             return self._write_or_drop(buf, n)
 
-    def _write_or_drop(self, buf, n):
-        # caller holds self._io
+    def _write_or_drop(self, buf, n, more=None):
+        # caller holds self._io; more: bytes that follow buf's n (a large payload)
         try:
             self._write(buf, n)
+            if more is not None:
+                self._write(more, len(more))
             self._sent += 1
             return True
         except (OSError, _Lost) as e:

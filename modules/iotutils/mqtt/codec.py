@@ -195,10 +195,10 @@ def decode_varint(data, i=0):
     raise ValueError("packet: malformed remaining length")
 
 
-def _header(buf, first, n):
-    """Room for a packet with first byte `first` and remaining length n: (buf or a new buffer
-    if it is too small, index of the body)."""
-    size = 1 + varint_size(n) + n
+def _header(buf, first, n, apart=0):
+    """Room for a packet with first byte `first` and remaining length n, less the last `apart`
+    bytes (sent from where they are): (buf or a new buffer if it is too small, index of the body)."""
+    size = 1 + varint_size(n) + n - apart
     if buf is None or len(buf) < size:
         buf = bytearray(size)
     buf[0] = first
@@ -244,10 +244,11 @@ def build_connect(buf, client_id, keepalive, user=None, password=None, will=None
     return buf, i
 
 
-def build_publish(buf, topic, payload, qos=0, retain=False, pid=0, dup=False):
-    """PUBLISH into buf: (buf, length). topic and payload are bytes-like."""
-    n = 2 + len(topic) + len(payload) + (2 if qos else 0)
-    buf, i = _header(buf, _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0), n)
+def build_publish(buf, topic, payload, qos=0, retain=False, pid=0, dup=False, after=0):
+    """PUBLISH into buf: (buf, length). topic and payload are bytes-like. after: the length of a
+    payload sent apart, right after this head (payload is then b"")."""
+    n = 2 + len(topic) + len(payload) + (2 if qos else 0) + after
+    buf, i = _header(buf, _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0), n, after)
     i = _put_str(buf, i, topic)
     if qos:
         buf[i] = pid >> 8
@@ -322,7 +323,10 @@ def payload_bytes(p):
     if isinstance(p, (bytes, bytearray, memoryview)):
         return p
     if isinstance(p, str):
-        return p.encode()
+        try:
+            return memoryview(p)   # MicroPython: the str's own UTF-8 bytes, not a copy of them
+        except TypeError:          # (CPython)
+            return p.encode()
     return str(p).encode()
 
 
