@@ -92,7 +92,8 @@ def _vars_folder(self, req, folder):
 def _check_key(self, folder, name):
     self._check_folder(folder)
     if persist.is_secret(folder, name):
-        raise HTTPError(403, "%s/%s holds credentials and is not shown here" % (folder, name))
+        raise HTTPError(403, "%s/%s holds credentials or the device's own records and is not shown here"
+                        % (folder, name))
 
 
 def _var_put(self, req, folder, name):
@@ -160,6 +161,10 @@ def _import(self, req):
     data = req.json()  # (the server refuses JSON nested deeper than Request.max_json_depth: 400)
     if not isinstance(data, dict):
         raise HTTPError(400, "expected an object of folders")
+    if isinstance(data.get("mqtt"), dict):
+        # exports made before it was kept private carry MQTT's record of what that device announced:
+        # restored here it is nobody's (and never another device's)
+        data["mqtt"].pop("announced", None)
     for folder in data:
         self._check_folder(folder)
         if isinstance(data[folder], dict):

@@ -94,6 +94,12 @@ def _entity(e):
     return kind, oid, name, extra
 
 
+def check_entity(e):
+    """e (kind, object_id, name, extra) as Home Assistant takes it, else ValueError naming the field."""
+    _entity(e)
+    return e
+
+
 def _device(info):
     d = {"ids": [info["id"]], "name": info["name"], "mf": info.get("manufacturer") or ORIGIN,
          "mdl": info.get("model"), "sw": info.get("sw"), "cu": info.get("url")}
@@ -128,7 +134,9 @@ def component(info, e, with_device=False):
             # deprecated the flag, so device mode leaves it out
             c["clrm"] = True
         if modes != ["onoff"]:
-            c["bri_scl"] = x.get("scale", 255)
+            # brightness on its own in commands: without the flag an older HA sends no brightness at
+            # all, and a current one folds it into an RGB light's colour and drops it
+            c.update({"brightness": True, "bri_scl": x.get("scale", 255)})
     elif kind == "switch":
         c.update({"stat_t": state, "cmd_t": cmd})
     elif kind == "number":
@@ -196,14 +204,36 @@ def announced(info, entities, prefix="homeassistant", mode="device"):
     return {"prefix": prefix, "mode": mode, "id": info["id"], "entities": ["%s/%s" % (e[0], e[1]) for e in entities]}
 
 
+def _check_prefix(prefix):
+    if not isinstance(prefix, str) or not prefix or "+" in prefix or "#" in prefix:
+        raise ValueError("prefix: a topic level such as 'homeassistant' expected, got %r" % (prefix,))
+
+
+def usable_record(previous):
+    """previous (an announced() dict read back from storage) if it is one, else None: a record
+    edited or cut short must not stop the device from announcing itself."""
+    try:
+        if previous["mode"] in ("device", "component") and isinstance(previous["prefix"], str) and \
+                isinstance(previous["id"], str):
+            _check_prefix(previous["prefix"])
+            for k in previous["entities"]:
+                kind, oid = k.split("/")
+                if kind not in _KINDS:
+                    return None
+                check_id("object_id", oid)
+            return previous
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    return None
+
+
 def discovery(info, entities, prefix="homeassistant", mode="device", previous=None):
     """[(topic, payload str)] to publish retained, in order: first what removes entities that
     `previous` (an announced() dict) had and this set has not (no ghosts), then the configs."""
     if mode not in ("device", "component"):
         raise ValueError("mode: 'device' or 'component' expected, got %r" % (mode,))
     check_id("id", info.get("id"))
-    if not isinstance(prefix, str) or not prefix or "+" in prefix or "#" in prefix:
-        raise ValueError("prefix: a topic level such as 'homeassistant' expected, got %r" % (prefix,))
+    _check_prefix(prefix)
     entities = [_entity(e) for e in entities]
     seen = set()
     for e in entities:
@@ -213,9 +243,11 @@ def discovery(info, entities, prefix="homeassistant", mode="device", previous=No
     out = []
     now = {"%s/%s" % (e[0], e[1]) for e in entities}
     gone = []
+    if previous and previous.get("id") != info["id"]:
+        previous = None   # another device's record (a cloned settings store): its topics are its own
     if previous:
         old = [k.split("/", 1) for k in previous.get("entities", ())]
-        same = (previous.get("prefix"), previous.get("mode"), previous.get("id")) == (prefix, mode, info["id"])
+        same = (previous.get("prefix"), previous.get("mode")) == (prefix, mode)
         if not same:  # everything announced the old way goes
             if previous.get("mode") == "device":
                 out.append((config_topic(previous["prefix"], "device", previous["id"]), ""))
@@ -258,12 +290,14 @@ def state_payload(kind, extra, value):
         if extra.get("rgb") or extra.get("brightness", True):
             if v.get("brightness") is not None:
                 d["brightness"] = int(v["brightness"])
-            d["color_mode"] = "rgb" if extra.get("rgb") else "brightness"
+            if not extra.get("rgb"):
+                d["color_mode"] = "brightness"
+            elif v.get("rgb") is not None:
+                r, g, b = v["rgb"]
+                d["color"] = {"r": r, "g": g, "b": b}
+                d["color_mode"] = "rgb"   # (only with a colour: HA reads one whenever it is "rgb")
         else:
             d["color_mode"] = "onoff"
-        if extra.get("rgb") and v.get("rgb") is not None:
-            r, g, b = v["rgb"]
-            d["color"] = {"r": r, "g": g, "b": b}
         return _dumps(d)
     if kind == "number":
         return str(int(value) if extra.get("int") else value)
@@ -345,9 +379,10 @@ def parse_command(kind, extra, payload):
             return -int(h, 16) if neg else int(h, 16)
         return payload   # (longer than the variable's max_length: it truncates, as for any caller)
     if kind == "select":
-        if p not in extra.get("options", ()):
-            raise ValueError("payload: not one of the options: %r" % p[:20])
-        return p
+        for o in (payload, p):   # (an option may begin or end with a space)
+            if o in extra.get("options", ()):
+                return o
+        raise ValueError("payload: not one of the options: %r" % p[:20])
     if kind == "button":
         if p != "PRESS":
             raise ValueError("payload: PRESS expected")
@@ -370,25 +405,38 @@ class Bridge:
         self.set = set
         self.prefix = prefix
         self.mode = mode
-        self.previous = announced
+        self.previous = usable_record(announced)
         self.on_announced = on_announced
         self.on_ha_online = on_ha_online
+        self.error = None   # why the last announcement failed
         self.base = base_topic(info)
+        _check_prefix(prefix)
         self._use(entities)
         mqtt.set_will(self.base + "/status", "offline", retain=True)
         mqtt.on_connect(self.announce)
         mqtt.subscribe(self.base + "/+/set", self._command)
         mqtt.subscribe(prefix + "/status", self._ha_status)
+        if prefix != "homeassistant":
+            # HA's birth message stays on homeassistant/status whatever its discovery prefix
+            mqtt.subscribe("homeassistant/status", self._ha_status)
 
     def announce(self):
         """Configs (removals first), availability, every state. Runs on each connect and when
         HA says it is back online (its birth message)."""
         m = self.mqtt
-        for topic, payload in discovery(self.info, self.entities, self.prefix, self.mode, self.previous):
-            m.publish(topic, payload, retain=True)
+        try:
+            for topic, payload in discovery(self.info, self.entities, self.prefix, self.mode, self.previous):
+                m.publish(topic, payload, retain=True)
+            self.error = None
+        except MemoryError:
+            # device mode sends every entity in one config: the device goes on, said plainly
+            topic = payload = None
+            self.error = ("the discovery config of %d entities does not fit in memory (expose fewer, or use "
+                          "mode \"component\": one config per entity)" % len(self.entities))
+            log("homeassistant: " + self.error)
         m.publish(self.base + "/status", "online", retain=True)
         now = announced(self.info, self.entities, self.prefix, self.mode)
-        if now != self.previous:
+        if self.error is None and now != self.previous:
             self.previous = now
             if self.on_announced is not None:
                 self.on_announced(now)
@@ -397,10 +445,18 @@ class Bridge:
                 self.publish_state(e[1])
 
     def _use(self, entities):
-        ents = [_entity(e) for e in entities]
-        discovery(self.info, ents, self.prefix, self.mode)   # every check now, not at the next connect
-        self.entities = ents
-        self._by_id = {e[1]: e for e in ents}
+        # every check now, not at the next connect, entity by entity: the whole config (KBs) is
+        # built only to be sent
+        check_id("id", self.info.get("id"))
+        by_id = {}
+        for e in entities:
+            e = _entity(e)
+            if e[1] in by_id:
+                raise ValueError("object_id: %r used twice" % e[1])
+            component(self.info, e)
+            by_id[e[1]] = e
+        self.entities = [by_id[e[1]] for e in entities]
+        self._by_id = by_id
 
     def set_entities(self, entities):
         """Replace the entity list (ValueError, and nothing changed, for a bad one); announced at

@@ -207,13 +207,20 @@ class MqttDevice:
     # ---- what HA shows ----
 
     def expose(self, var, name=None, kind=None):
-        """Add var as an entity (ValueError if its type has none); announced at the next pass."""
+        """Add var as an entity (ValueError if its type has none, if Home Assistant would refuse it,
+        or if another variable has its id); announced at the next pass."""
         oid = object_id(var)
         with self._lock:
-            old = self._vars.get(oid)
-            if old is None and (oid in _FIXED or oid in self._vars or oid.startswith("alexa_")):
+            if oid in _FIXED or oid.startswith("alexa_"):
                 oid += "_v"
-            entity_for(var, oid, name or var.name, kind)  # checks now
+            old = self._vars.get(oid)
+            if old is not None and (old[0].folder, old[0].name) != (var.folder, var.name):
+                # ("x/y_z" and "x_y/z", "led 1" and "led.1": the second replaced the first in HA)
+                raise ValueError("name: %s/%s has the Home Assistant id %r of %s/%s already exposed" % (
+                    var.folder, var.name, oid, old[0].folder, old[0].name))
+            # checks now: HA's own rules too (a Range of one value, an empty choice), which the
+            # announcement would otherwise meet at every connect, or at boot
+            ha.check_entity(entity_for(var, oid, name or var.name, kind))
             t = dict(self._vars)   # replaced, never changed in place: the client's thread reads it
             t[oid] = [var, name or var.name, kind]
             self._vars = t
@@ -225,7 +232,10 @@ class MqttDevice:
         with self._lock:
             for oid in self._vars:
                 v = self._vars[oid]
-                out.append(entity_for(v[0], oid, v[1], v[2]))
+                try:   # (expose() checked it: a variable changed since is left out, not the device)
+                    out.append(ha.check_entity(entity_for(v[0], oid, v[1], v[2])))
+                except ValueError as e:
+                    log("mqtt: %s not exposed: %s" % (oid, e))
         for oid in self._lights:
             lt = self._lights[oid]
             x = {"rgb": True, "scale": 100} if lt.color else {"scale": 100} if lt.dimmable else {"brightness": False}
@@ -245,9 +255,12 @@ class MqttDevice:
         return False
 
     def _info(self):
-        port = hal.port(80)
         return {"id": self.id, "name": self.dev.name, "model": "iotutils", "sw": self._version(), "base": self.base,
-                "url": "http://%s%s/admin" % (hal.ip(), "" if port == 80 else ":%d" % port)}
+                "url": self._url()}
+
+    def _url(self):
+        port = hal.port(80)
+        return "http://%s%s/admin" % (hal.ip(), "" if port == 80 else ":%d" % port)
 
     def _version(self):
         o = self.dev.ota
@@ -269,13 +282,15 @@ class MqttDevice:
         self._outcome()
         m = self.client
         before = len(m.handlers()[1])
+        m.on_connect(self._link)   # before the Bridge's announcement
         self.bridge = ha.Bridge(m, self._info(), self._entities(), get=self._get, set=self._set,
                                 prefix=self.prefix, mode=self.mode, announced=self._announced.value,
                                 on_announced=self._announced.set, on_ha_online=self._ha_online)
         self._dirty = False
         m.on_connect(self._connected)
         m.subscribe(ROLLOUT, self._rollout_msg)
-        self._own = (m.handlers()[1][before:], (self.base + "/+/set", self.prefix + "/status", ROLLOUT))
+        self._own = (m.handlers()[1][before:], (self.base + "/+/set", self.prefix + "/status", "homeassistant/status",
+                                                ROLLOUT))
         self._running = self._alive = True
         self._up = False
         self._net_ms = ticks_ms()
@@ -404,6 +419,11 @@ class MqttDevice:
             m.publish(self.base + "/ota/result", json.dumps(r), qos=1)
         self._consider_rollout()
 
+    def _link(self):
+        # the "Visit" link from the address in use now: at start the station may have none yet
+        # (0.0.0.0 on a board until DHCP answers), and DHCP may give another one later
+        self.bridge.info["url"] = self._url()
+
     def _connected(self):
         # after the Bridge's announcement (registered first): diagnostics now, a check soon
         now = ticks_ms()
@@ -411,8 +431,9 @@ class MqttDevice:
         if self._check_at is None:
             self._check_at = ticks_add(now, 1000)
         self._seen = -1
-        log("mqtt: announced %d entities to %s (%s mode) under %s" % (
-            len(self.bridge.entities), self.prefix, self.mode, self.base))
+        if self.bridge.error is None:
+            log("mqtt: announced %d entities to %s (%s mode) under %s" % (
+                len(self.bridge.entities), self.prefix, self.mode, self.base))
 
     def _ha_online(self):
         import os

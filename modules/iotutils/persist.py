@@ -64,8 +64,10 @@ _guard = allocate_lock()
 _JOURNAL = "iotutils"  # iotutils.journal.FOLDER (the journal's code is loaded only when used)
 _SECRET_FOLDERS = ["admin", "wifi", _JOURNAL]
 # (the OTA public key is no secret, but only provisioning sets which key the device trusts: it is
-# kept out of the admin page's editor and its import the same way)
-_SECRET_VALUES = [("alexa", "users"), ("mqtt", "password"), ("ota", "pubkey")]
+# kept out of the admin page's editor and its import the same way; so is MQTT's record of what this
+# device announced to Home Assistant, which names this device: imported into another one, it made
+# that one remove this device from HA)
+_SECRET_VALUES = [("alexa", "users"), ("mqtt", "password"), ("ota", "pubkey"), ("mqtt", "announced")]
 
 
 def _check(name, what, owner):

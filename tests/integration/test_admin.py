@@ -269,6 +269,15 @@ def test_hue_app_keys_are_credentials_and_never_shown(device, session):
         assert key not in s.get(api(device, path), timeout=10).text, path
     r = call(device, s, "PUT", "vars/alexa/users", {"value": []}, csrf)
     assert r.status_code == 403 and "credentials" in r.json()["error"]
+    # MQTT's record of what this device announced names this device: never edited, exported or
+    # imported (another device's, imported, made that one remove this device from HA). An older
+    # export that carries it still imports, without it
+    assert call(device, s, "PUT", "vars/mqtt/announced", {"value": {}}, csrf).status_code == 403
+    rec = {"prefix": "homeassistant", "mode": "device", "id": "0200000009ff", "entities": ["switch/a"]}
+    r = call(device, s, "POST", "import", {"mqtt": {"announced": {"type": "json", "value": rec}},
+                                           "lamp": {"label": {"type": "str", "value": "desk"}}}, csrf)
+    assert r.status_code == 200 and r.json()["imported"] == 1, r.text
+    assert "0200000009ff" not in s.get(api(device, "export"), timeout=10).text
     st = s.get(api(device, "status"), timeout=10).json()
     assert st["firmware"]["version"] and st["requests"] > 0 and isinstance(st["clients"], int)
 

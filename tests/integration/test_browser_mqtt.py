@@ -59,7 +59,7 @@ def test_mqtt_section_tests_and_saves_the_broker(tmp_path):
                 ha.wait_json("homeassistant/device/%s/config" % dev.id)
                 page.reload()
                 page.wait_for_selector("#mqttstatus >> text=connected to 127.0.0.1")
-                assert page.input_value("#mqttpw") == "" and "unchanged" in page.get_attribute("#mqttpw", "placeholder")
+                assert page.input_value("#mqttpw") == "" and "kept for the same host" in page.get_attribute("#mqttpw", "placeholder")
                 assert page.input_value("#mqtturl") == b.url() and page.input_value("#mqttuser") == USER
                 assert "devpw" not in page.content()
                 os.makedirs(SHOTS, exist_ok=True)

@@ -28,7 +28,7 @@ DEVICE_ABBREVIATIONS = {"cu": "configuration_url", "cns": "connections", "ids": 
                         "sw": "sw_version", "sa": "suggested_area", "sn": "serial_number"}
 ORIGIN_ABBREVIATIONS = {"name": "name", "sw": "sw_version", "url": "support_url"}
 # full option names that have no abbreviation (valid as they are)
-UNABBREVIATED = {"schema"}
+UNABBREVIATED = {"schema", "brightness"}
 # what each platform needs (its configuration's required options, plus what we rely on)
 REQUIRED = {
     "light": {"cmd_t", "schema", "stat_t", "sup_clrm"}, "switch": {"cmd_t", "stat_t"},
@@ -109,6 +109,9 @@ def test_device_discovery_payload_follows_the_contract():
     assert len(payload) < 4096, len(payload)     # one MQTT message, modest for an ESP32 to build
     lamp = d["cmps"]["lamp"]
     assert lamp["schema"] == "json" and lamp["sup_clrm"] == ["rgb"] and lamp["bri_scl"] == 255
+    # brightness in commands on its own: without the flag an older HA sent none, and a current one
+    # folds it into an RGB light's colour and drops it
+    assert lamp["brightness"] is True
     assert "clrm" not in lamp   # deprecated by the HA versions that read device mode
     assert lamp["cmd_t"] == "iotutils/0200000001ab/lamp/set" and lamp["stat_t"] == "iotutils/0200000001ab/lamp"
     assert d["cmps"]["mask"]["ptrn"] and d["cmps"]["label"]["max"] == 32
@@ -168,6 +171,34 @@ def test_no_ghost_entities_device_mode():
     assert ha.discovery(INFO, [], previous=prev) == [("homeassistant/device/0200000001ab/config", "")]
 
 
+def test_another_devices_record_or_a_broken_one_removes_nothing():
+    # a record imported from another device's settings named that device: announcing cleared its
+    # config, and it vanished from HA; a record edited by hand stopped every announcement
+    other = ha.announced(dict(INFO, id="0200000009ff"), ENTITIES)
+    msgs = ha.discovery(INFO, ENTITIES, previous=other)
+    assert msgs == [("homeassistant/device/0200000001ab/config", msgs[0][1])] and msgs[0][1]
+    assert ha.usable_record(other) == other and ha.usable_record(ha.announced(INFO, ENTITIES))
+    for broken in ({"prefix": "homeassistant", "mode": "device", "id": "x", "entities": ["switch"]},
+                   {"prefix": "homeassistant", "mode": "device", "id": "x", "entities": "switch/a"},
+                   {"prefix": "homeassistant", "mode": "both", "id": "x", "entities": []},
+                   {"prefix": "a/#", "mode": "device", "id": "x", "entities": []},
+                   {"prefix": "homeassistant", "mode": "device", "id": 5, "entities": []},
+                   {"prefix": "homeassistant", "mode": "device", "id": "x", "entities": ["lamp/a"]},
+                   "garbage", [1], None, {}):
+        assert ha.usable_record(broken) is None, broken
+    m = _FakeMQTT()
+    ha.Bridge(m, INFO, ENTITIES, get=lambda oid: None,
+              announced={"prefix": "homeassistant", "mode": "device", "id": "0200000001ab", "entities": ["switch"]})
+    for cb in m.cbs:   # the client connected
+        cb()
+    assert [t for t, p, _ in m.out if t.endswith("/config") and p] == ["homeassistant/device/0200000001ab/config"]
+    assert ("iotutils/0200000001ab/status", "online", True) in m.out
+    # HA's birth message stays on homeassistant/status whatever the discovery prefix
+    m = _FakeMQTT()
+    ha.Bridge(m, INFO, ENTITIES, prefix="ha")
+    assert set(m.subs) == {"iotutils/0200000001ab/+/set", "ha/status", "homeassistant/status"}
+
+
 def test_no_ghost_entities_component_mode_and_mode_changes():
     prev = ha.announced(INFO, ENTITIES, mode="component")
     msgs = ha.discovery(INFO, ENTITIES[1:], mode="component", previous=prev)
@@ -190,6 +221,10 @@ def test_states_and_commands():
     assert s == {"state": "ON", "brightness": 128, "color_mode": "rgb", "color": {"r": 255, "g": 0, "b": 10}}
     assert json.loads(ha.state_payload("light", {"brightness": False}, {"on": False})) == \
         {"state": "OFF", "color_mode": "onoff"}
+    # an RGB light off has no colour: then no "rgb" colour mode either (HA reads a colour whenever it
+    # is set, and logged "Invalid or incomplete color value" at every switch-off)
+    assert json.loads(ha.state_payload("light", rgb, {"on": False, "brightness": 0, "rgb": None})) == \
+        {"state": "OFF", "brightness": 0}
     assert ha.parse_command("light", rgb, b'{"state":"ON","brightness":300,"color":{"r":1,"g":2,"b":3}}') == \
         {"on": True, "brightness": 255, "rgb": (1, 2, 3)}
     assert ha.parse_command("light", rgb, b'{"state":"OFF"}') == {"on": False}
@@ -232,6 +267,9 @@ def test_states_and_commands():
         assert re.match(ha._HEX_PATTERN, ok), ok
     sel = {"options": ["a", "b"]}
     assert ha.parse_command("select", sel, b"b") == "b"
+    spaced = {"options": ["eco ", " boost", "b"]}   # (stripped, "eco " was refused)
+    assert ha.parse_command("select", spaced, b"eco ") == "eco " and ha.parse_command("select", spaced, b" boost") == " boost"
+    assert ha.parse_command("select", spaced, b" b\n") == "b"
     raises(ValueError, ha.parse_command, "select", sel, b"c")
     assert ha.parse_command("button", None, b"PRESS") is True
     assert ha.parse_command("update", None, b"install") == "install"
@@ -351,3 +389,18 @@ def test_bridge_refused_commands_entity_changes_and_ha_coming_back():
     cfgs = [json.loads(p) for t, p, _ in m.out if t.endswith("/config")]
     assert cfgs[-2]["cmps"]["bri"] == {"p": "number"} and "bri" not in cfgs[-1]["cmps"]
     assert saved[-1]["entities"] == ["switch/relay"]
+
+
+def test_a_config_that_does_not_fit_in_memory_is_said_and_the_device_goes_on():
+    class Tight(_FakeMQTT):
+        def publish(self, topic, payload, qos=0, retain=False):
+            if topic.endswith("/config"):
+                raise MemoryError("memory allocation failed")
+            return _FakeMQTT.publish(self, topic, payload, qos, retain)
+    m = Tight()
+    saved = []
+    b = ha.Bridge(m, INFO, ENTITIES, get=lambda oid: None, on_announced=saved.append)
+    for cb in m.cbs:
+        cb()
+    assert b.error and "does not fit in memory" in b.error and "component" in b.error
+    assert ("iotutils/0200000001ab/status", "online", True) in m.out and saved == []

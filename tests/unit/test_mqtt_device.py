@@ -9,7 +9,7 @@ from iotutils import mqtt_settings as ms
 from iotutils import nvs, persist, store
 from iotutils.hal.flash import RamFlash
 from iotutils.mqtt.codec import parse_url
-from iotutils.mqtt_device import entity_for, hs_rgb, object_id, rgb_command, rgb_hs
+from iotutils.mqtt_device import MqttDevice, entity_for, hs_rgb, object_id, rgb_command, rgb_hs
 from iotutils.persist import (PersistentBool, PersistentFloat, PersistentHex, PersistentInt, PersistentJSON,
                               PersistentRange, PersistentRGB, PersistentStr)
 
@@ -194,3 +194,22 @@ def test_a_code_url_that_is_not_a_broker_url():
     ms.save({"url": "mqtt://fixed.lan"})                 # the admin page's wins, and works
     s = ms.load("http://broker.lan")
     assert s["url"] == "mqtt://fixed.lan:1883" and s["error"] is None
+
+
+def test_expose_refuses_what_home_assistant_would_and_an_id_already_taken():
+    """Two variables with one object id: the second replaced the first in HA without a word. A
+    variable HA refuses (a Range of one value, an empty choice) was accepted, and the announcement
+    then failed at every connect (at boot: the device restarted in a loop)."""
+    fresh()
+    md = MqttDevice(None, "mqtt://127.0.0.1:1")
+    assert md.expose(PersistentBool("y_z", folder="x")) == "x_y_z"
+    e = raises(ValueError, md.expose, PersistentRange("z", 0, 10, folder="x_y"))
+    assert str(e).startswith("name: x_y/z has the Home Assistant id 'x_y_z' of x/y_z"), e
+    assert md.expose(PersistentBool("led 1")) == "default_led_1"
+    raises(ValueError, md.expose, PersistentBool("led.1"))
+    assert md.expose(PersistentBool("y_z", folder="x"), "Again") == "x_y_z"   # the same variable: fine
+    assert str(raises(ValueError, md.expose, PersistentRange("fixed", 5, 5))).startswith("max:")
+    assert str(raises(ValueError, md.expose, PersistentStr("m", choices=("", "eco")))).startswith("options:")
+    assert md.expose(PersistentBool("restart")) == "default_restart"
+    assert sorted(md._vars) == ["default_led_1", "default_restart", "x_y_z"]
+    assert sorted(e[1] for e in md._entities()[:3]) == ["default_led_1", "default_restart", "x_y_z"]
