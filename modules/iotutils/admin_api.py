@@ -96,6 +96,28 @@ def _check_key(self, folder, name):
                         % (folder, name))
 
 
+def _check_setting(self, folder, name, value):
+    """The checks of the page that owns a setting of the device's own, for the variables editor and
+    the import: what the Alexa, OTA or MQTT section refuses is refused here too, and nothing gets
+    stored that the device cannot load at boot (a bad Alexa device list restarted it in a loop)."""
+    if (folder, name) == ("alexa", "devices"):
+        from iotutils.alexa import check_devices
+        check_devices(value)
+    elif (folder, name) == ("device", "name"):
+        from iotutils.hue import check_name
+        check_name(value)
+    elif folder == "ota" and name in ("repo", "channel"):
+        o = self.dev.ota
+        src = {"repo": o.repo if o else "", "channel": o.channel if o else "release", name: value}
+        self.dev.check_ota_source(src["repo"], src["channel"])
+    elif folder == "mqtt":
+        ms = _mqtt_settings()
+        if name in ms.FIELDS:
+            out = ms.check({name: value})
+            if out.get(name) != (value.strip() if name not in ("password", "ca") else value):
+                raise ValueError("%s: credentials go in user and password, not in the URL" % name)
+
+
 def _var_put(self, req, folder, name):
     self._check_key(folder, name)
     data = json_body(req)
@@ -107,6 +129,7 @@ def _var_put(self, req, folder, name):
     if t is not None and (type(t) is not str or not t):
         raise HTTPError(400, "type: a kind's name expected (int, str, range...)")
     try:
+        self._check_setting(folder, name, data["value"])
         v = persist.declared(folder).get(name)
         if v is not None and t is not None and t != v.kind:   # (it was ignored)
             raise ValueError("type: %s/%s is declared as %s" % (folder, name, v.kind))
@@ -171,6 +194,14 @@ def _import(self, req):
             for name in data[folder]:
                 self._check_key(folder, name)
     try:
+        for folder in ("alexa", "device", "ota", "mqtt"):
+            entries = data.get(folder)
+            for name in entries if isinstance(entries, dict) else ():
+                e = entries[name]
+                try:
+                    self._check_setting(folder, name, e["value"] if isinstance(e, dict) and "value" in e else e)
+                except (ValueError, TypeError) as ex:
+                    raise ValueError("import: %s/%s: %s" % (folder, name, ex))
         n = persist.import_json(data)
     except ValueError as e:
         raise HTTPError(400, _short(e))
@@ -207,20 +238,37 @@ def _ota_get(self, req):
 
 
 def _ota_settings(self, req):
+    # everything is checked before anything is stored, and stored in one step: a refused request
+    # changed the source all the same, and a power cut could leave the new source with the old
+    # auto-update settings
     data = json_body(req)
     o = self.dev.ota
+    source = "repo" in data or "channel" in data
+    repo = data.get("repo", o.repo if o else None)
+    channel = data.get("channel", o.channel if o else "release")
+    more = []
+    a = None
     try:
-        if "repo" in data or "channel" in data:
-            self.dev.set_ota_source(data.get("repo", o.repo if o else None),
-                                    data.get("channel", o.channel if o else "release"))
-            o = self.dev.ota
-        if "auto" in data and o is None:
-            raise HTTPError(404, "auto: no OTA source configured (set repo and channel first)")
         if "auto" in data:
             a = data["auto"] if isinstance(data["auto"], dict) else {"on": data["auto"]}
             if type(a.get("on")) is not bool:
                 raise HTTPError(400, "auto: true or false expected (or {\"on\": true, ...})")
-            o.auto_update(a["on"], a.get("every_hours"), a.get("idle_minutes"), app=self.app)
+            if not (repo or isinstance(channel, str) and channel.startswith("url:")) if source else o is None:
+                raise HTTPError(404, "auto: no OTA source configured (set repo and channel first)")
+            from iotutils.ota import auto_settings
+            from iotutils.persist import PersistentJSON
+            var = PersistentJSON("state", default={}, folder="ota")   # (OTA's own state: ota/state.py)
+            st = var.value if isinstance(var.value, dict) else {}
+            more.append((var, dict(st, auto=auto_settings(st.get("auto"), a["on"], a.get("every_hours"),
+                                                           a.get("idle_minutes")))))
+        if source:
+            self.dev.set_ota_settings(repo, channel, more)
+            o = self.dev.ota
+        elif more:
+            from iotutils import persist
+            persist.set_all(more)
+        if a is not None and o is not None:
+            o.auto_update(a["on"], a.get("every_hours"), a.get("idle_minutes"), app=self.app)   # (stored already)
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
     return self._ota_get(req)
@@ -244,13 +292,13 @@ def _ota_check(self, req):
 
 
 def _ota_update(self, req):
-    o = self._need_ota()
-    if self._ota["state"] in ("downloading", "rebooting"):
-        raise HTTPError(409, "an update is already running")
     data = json_body(req)
     for k in ("force", "downgrade"):
         if type(data.get(k, False)) is not bool:   # ("no" installed an older image)
             raise HTTPError(400, "%s: true or false expected" % k)
+    o = self._need_ota()
+    if self._ota["state"] in ("downloading", "rebooting"):
+        raise HTTPError(409, "an update is already running")
     self._ota.update(state="downloading", done=0, total=0, error=None)
     # force: a version that rolled back here before; downgrade: one older than the running image
     self._later(self._run_update, o, data.get("force", False), data.get("downgrade", False))
@@ -363,6 +411,7 @@ def _alexa_add(self, req):
                       color=data.get("color", False), wemo=data.get("wemo", False), keep=True)
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
+    a.save()   # on flash before the answer says it exists (add() leaves it to the next poll)
     return Response(self._light_json(light), 201)
 
 
@@ -377,6 +426,12 @@ def _alexa_put(self, req, i):
     light = self._find_light(i)
     data = json_body(req)
     before = (light.on, light.bri)
+    # the whole body is checked before the name changes (a bad brightness kept the new name)
+    if "on" in data and type(data["on"]) is not bool:
+        raise HTTPError(400, "on: true or false expected")
+    b = data.get("brightness")
+    if b is not None and (type(b) not in (int, float) or not 0 <= b <= 100):
+        raise HTTPError(400, "brightness: 0..100 expected, got %r" % (b,))
     try:
         if "name" in data:
             light.rename(data["name"])

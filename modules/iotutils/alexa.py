@@ -54,6 +54,30 @@ _SANE_H = const(473352)      # 2024-01-01 in hours since 1970: a wall clock befo
 
 _HUE_TYPES = ("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1")
 
+
+def check_devices(d):
+    """d, the stored device list [next index, [[key, name, index, flags, WeMo slot]...], bridge name?],
+    if Alexa can load it; else ValueError saying what is wrong (the admin page's import and editor
+    check with this, and a list that does not pass is not loaded at boot)."""
+    if not isinstance(d, list) or not 2 <= len(d) <= 3 or not is_int(d[0]) or not 1 <= d[0] <= _MAX_INDEX + 1 \
+            or not isinstance(d[1], list) or len(d) == 3 and not isinstance(d[2], str):
+        raise ValueError("devices: [next index, [records], name?] expected")
+    keys = set()
+    indexes = set()
+    for r in d[1]:
+        if not isinstance(r, list) or len(r) != 5 or not is_int(r[_R_INDEX]) or not 1 <= r[_R_INDEX] <= _MAX_INDEX \
+                or not is_int(r[_R_FLAGS]) or not 0 <= r[_R_FLAGS] <= 15 or not is_int(r[_R_SLOT]) \
+                or not -1 <= r[_R_SLOT] < _MAX_LIGHTS or r[_R_INDEX] in indexes:
+            raise ValueError("devices: a record [key, name, index 1..%d, flags, slot] expected, got %r"
+                             % (_MAX_INDEX, r))
+        check_name(r[_R_KEY], "key")
+        check_name(r[_R_NAME])
+        if r[_R_KEY] in keys:
+            raise ValueError("devices: key %r twice" % r[_R_KEY])
+        keys.add(r[_R_KEY])
+        indexes.add(r[_R_INDEX])
+    return d
+
 class Light:
     """One device as Alexa sees it. Read .on, .brightness (0..100 %), .bri (Hue 1..254), .hue, .sat,
     .ct, .xy, .colormode, .name, .id; change it locally with set(); rename(); remove()."""
@@ -248,7 +272,12 @@ class Alexa(HueBridge):
         from iotutils.persist import PersistentJSON
         self._p_devices = PersistentJSON("devices", default=[1, []], folder=folder)
         self._p_users = PersistentJSON("users", default=[], folder=folder)
-        d = self._p_devices.value
+        try:
+            d = check_devices(self._p_devices.value)
+        except ValueError as e:
+            # imported or edited by hand: the device must still boot (it restarted in a loop)
+            log("alexa: the stored device list is not usable (%s): starting without it" % e)
+            d = [1, []]
         self._next = d[0]
         self._records = d[1]
         self._named = d[2] if len(d) > 2 and isinstance(d[2], str) else None   # a Hue client's bridge name
@@ -263,7 +292,9 @@ class Alexa(HueBridge):
             store.delete(folder, "pairing")
         except (OSError, ValueError):
             pass
-        users = [u for u in self._p_users.value if isinstance(u, list) and len(u) >= 2]
+        users = self._p_users.value
+        users = [u for u in (users if isinstance(users, list) else ()) if isinstance(u, list) and
+                 (len(u) == 2 or len(u) == 4 and is_int(u[2]) and is_int(u[3])) and isinstance(u[0], str)]
         for u in users:
             if len(u) == 4 and u[_U_USED] > self._h0:
                 self._h0 = u[_U_USED]

@@ -174,16 +174,25 @@ class Device:
 
     def set_ota_source(self, repo, channel="release"):
         """Change where OTA looks for updates (persisted). ValueError for a bad repo/channel."""
+        return self.set_ota_settings(repo, channel)
+
+    def check_ota_source(self, repo, channel="release"):
+        """ValueError naming the field if set_ota_source(repo, channel) would refuse them."""
         if not self._want["ota"]:
             raise ValueError("repo: OTA is turned off on this device (Device(ota=False))")
         from iotutils.ota import OTA
         kw = dict(self._ota_kw, channel=channel or "release")
         if self._ota_api:
             kw["api"] = self._ota_api
-        OTA(repo=repo or None, **kw)  # validates before anything is stored
+        OTA(repo=repo or None, **kw)
+
+    def set_ota_settings(self, repo, channel="release", more=()):
+        """set_ota_source() with more [(variable, value)] written in the same step (the admin page's
+        auto-update settings): all of them or, after a power cut or an error, none."""
+        self.check_ota_source(repo, channel)   # before anything is stored
         from iotutils import persist
         # both or neither: a new repo with the old channel's commit would be a source nobody chose
-        persist.set_all([(self._ota_repo, repo or ""), (self._ota_channel, channel or "release")])
+        persist.set_all([(self._ota_repo, repo or ""), (self._ota_channel, channel or "release")] + list(more))
         self._make_ota()
         if self.ota is not None and self._started:
             self._resume_auto_update()

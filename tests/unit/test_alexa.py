@@ -692,3 +692,30 @@ def test_a_bridge_name_set_by_a_hue_client_is_kept():
     app2, alexa2 = setup(folder)
     assert jcall(app2, "GET", "/api/config")["name"] == "Living room"
     assert "<friendlyName>Living room" in body_of(app2.call("GET", "/description.xml", b""))
+
+
+def test_a_stored_device_list_that_does_not_load_is_refused_and_never_stops_the_boot():
+    """An import or the variables editor stored any JSON as alexa/devices, and Alexa() then raised at
+    every boot: the device restarted in a loop, its admin page never came back."""
+    from iotutils.persist import PersistentJSON
+    good = [3, [["Lamp", "Lamp", 1, 1, -1], ["Plug", "Plug", 2, 4 | 8, 0]], "My bridge"]
+    assert A.check_devices(good) is good and A.check_devices([1, []]) == [1, []]
+    for bad in ("garbage", [1, 5], [1], [0, []], [1, [], 5], [1, [["Lamp", "Lamp", 1, 1]]],
+                [1, [["Lamp", "Lamp", 0, 1, -1]]], [1, [["Lamp", "Lamp", 1, 99, -1]]],
+                [1, [["Lamp", "Lamp", 1, 1, -1], ["Lamp", "Other", 2, 1, -1]]],
+                [1, [["Lamp", "Lamp", 1, 1, -1], ["Other", "Other", 1, 1, -1]]],
+                [1, [[["k"], "Lamp", 1, 1, -1]]], [1, [["Lamp", "", 1, 1, -1]]], [1, [["Lamp", "Lamp", True, 1, -1]]],
+                None, {}):
+        assert str(raises(ValueError, A.check_devices, bad)).startswith(("devices:", "key:", "name:")), bad
+    for stored in ("garbage", [1, 5], [1, [["Lamp", 5, 1, 1, -1]]], None):
+        folder = _new_folder()
+        PersistentJSON("devices", default=[1, []], folder=folder).value = stored
+        PersistentJSON("users", default=[], folder=folder).value = [["k", "Echo", "x", None], 5, [1, "y"]]
+        app, alexa = setup(folder)
+        assert alexa.lights() == [] and alexa.users() == []
+        light = alexa.add("Desk")   # and it works
+        assert light.index == 1
+    folder = _new_folder()
+    PersistentJSON("devices", default=[1, []], folder=folder).value = good
+    app, alexa = setup(folder)
+    assert alexa.name == "My bridge" and [r[1] for r in alexa._records] == ["Lamp", "Plug"]

@@ -81,6 +81,28 @@ def _hex_ok(s, n):
     return isinstance(s, str) and len(s) == n and all(c in "0123456789abcdefABCDEF" for c in s)
 
 
+def auto_settings(cur, enable=None, every_hours=None, idle_minutes=None):
+    """The auto-update settings {"on", "every_h", "idle_min"} that OTA.auto_update() stores, from the
+    current ones (None: the defaults) and the changes; ValueError naming the field."""
+    for name, v in (("every_hours", every_hours), ("idle_minutes", idle_minutes)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError("%s: a number expected, got %r" % (name, v))
+    st = {"on": False, "every_h": 24, "idle_min": 10}
+    if isinstance(cur, dict):   # (what a store edited by hand holds may be anything)
+        for k in st:
+            if type(cur.get(k)) is type(st[k]) or k != "on" and type(cur.get(k)) is float:
+                st[k] = cur[k]
+    if enable is not None:
+        st["on"] = bool(enable)
+    if every_hours is not None:
+        st["every_h"] = float(every_hours)
+    if idle_minutes is not None:
+        st["idle_min"] = float(idle_minutes)
+    if not 0 < st["every_h"] <= 24 * 365 or not 0 <= st["idle_min"] <= 24 * 60:
+        raise ValueError("every_hours must be in (0, 8760] and idle_minutes in [0, 1440]")
+    return st
+
+
 class OTA:
     """OTA updates of the firmware image (and App OTA of .py files) from GitHub or a URL."""
 
@@ -304,18 +326,7 @@ class OTA:
         """Check every N hours and install when idle for M minutes (no HTTP request on `app`, whose
         `last_request_ms` is a time.ticks_ms() value, and no busy(True)). Settings persist: at boot,
         auto_update(app=app) resumes them (enable=None keeps the stored on/off). Returns the settings."""
-        for name, v in (("every_hours", every_hours), ("idle_minutes", idle_minutes)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise ValueError("%s: a number expected, got %r" % (name, v))
-        st = self.state.load().get("auto") or {"on": False, "every_h": 24, "idle_min": 10}
-        if enable is not None:
-            st["on"] = bool(enable)
-        if every_hours is not None:
-            st["every_h"] = float(every_hours)
-        if idle_minutes is not None:
-            st["idle_min"] = float(idle_minutes)
-        if not 0 < st["every_h"] <= 24 * 365 or not 0 <= st["idle_min"] <= 24 * 60:
-            raise ValueError("every_hours must be in (0, 8760] and idle_minutes in [0, 1440]")
+        st = auto_settings(self.state.load().get("auto"), enable, every_hours, idle_minutes)
         self.state.update(auto=st)
         self._auto_cfg = st
         if app is not None:
