@@ -57,10 +57,10 @@ function showProgress(p){if(!p)return;var pct=p.total?Math.floor(100*p.done/p.to
 $("otatext").textContent=p.state=="idle"?"idle":p.state=="failed"?"failed: "+p.error:p.state=="rebooting"?"100 % — installed "+(p.version||"")+", rebooting…":pct+" % ("+Math.round(p.done/1024)+" of "+Math.round(p.total/1024)+" KB)";
 if(p.state=="downloading"&&!otaTimer)otaTimer=setInterval(pollOta,300);if(p.state!="downloading"&&otaTimer){clearInterval(otaTimer);otaTimer=null}}
 function pollOta(){api("GET","ota/progress").then(showProgress).catch(function(){clearInterval(otaTimer);otaTimer=null})}
-function otaUpdate(){api("POST","ota/update",{downgrade:$("otadown").checked}).then(function(r){showProgress(r.progress)}).catch(function(e){say(e.message)})}
+function otaUpdate(){api("POST","ota/update",{downgrade:$("otadown").checked,force:$("otaforce").checked}).then(function(r){showProgress(r.progress)}).catch(function(e){say(e.message)})}
 function otaUpload(){var f=$("otafile").files[0],m=$("otaman").files[0];if(!f){say("choose firmware.bin first");return}if(!m){say("choose the release's ota.json too: it carries the signature");return}
 m.text().then(function(t){var j;try{j=JSON.parse(t)}catch(e){throw new Error("ota.json is not JSON")}if(!j.sig)throw new Error("this ota.json is not signed: the device refuses unsigned images");
-var q="?sig="+encodeURIComponent(j.sig)+(j.sha256?"&sha256="+encodeURIComponent(j.sha256):"")+($("otadown").checked?"&downgrade=1":"");
+var q="?sig="+encodeURIComponent(j.sig)+(j.sha256?"&sha256="+encodeURIComponent(j.sha256):"")+($("otadown").checked?"&downgrade=1":"")+($("otaforce").checked?"&force=1":"");
 showProgress({state:"downloading",done:0,total:f.size});return api("POST","ota/upload"+q,f,true)}).then(function(r){if(r)showProgress({state:"rebooting",version:r.version,done:1,total:1})}).catch(function(e){say(e.message);loadOta()})}
 var pairTimer=null;
 function loadAlexa(){api("GET","alexa").then(function(r){$("pairstate").textContent=r.pairing?"pairing open"+(r.pairing_left_s?" for "+r.pairing_left_s+" s":"")+": say \u201cAlexa, discover devices\u201d now":"pairing closed: new Alexa/Hue apps cannot register";

@@ -317,7 +317,7 @@ def _run_update(self, o, force, downgrade=False):
         version = o.update(progress=self._progress, force=force, reboot=False, downgrade=downgrade)
     except BaseException as e:
         gc.collect()
-        self._ota.update(state="failed", error=_short(e) or type(e).__name__)
+        self._ota.update(state="failed", error=_page_words(_short(e) or type(e).__name__))
         return
     self._ota.update(state="rebooting", version=version, done=self._ota["total"] or self._ota["done"])
     time.sleep(self.reboot_delay_s)
@@ -342,10 +342,11 @@ def _ota_upload(self, req):
     try:
         q = req.query
         version = o.install_stream(req.stream, total or None, progress=self._progress, sha256=q.get("sha256"),
-                                   sig=q.get("sig"), downgrade=q.get("downgrade") in ("1", "true"))
+                                   sig=q.get("sig"), downgrade=q.get("downgrade") in ("1", "true"),
+                                   force=q.get("force") in ("1", "true"))
     except BaseException as e:
         gc.collect()
-        reason = _short(e) or type(e).__name__
+        reason = _page_words(_short(e) or type(e).__name__)
         self._ota.update(state="failed", error=reason)
         if isinstance(e, (MemoryError, OSError)):
             raise HTTPError(503, "image not installed: %s" % reason)
@@ -353,6 +354,12 @@ def _ota_upload(self, req):
     self._ota.update(state="rebooting", version=version)
     self._later(self._reboot_soon)
     return {"ok": True, "version": version, "rebooting": True}
+
+
+def _page_words(reason):
+    # the OTA module's advice in the page's words too
+    return reason.replace("(force=True to retry)", "(force=True, or the box \"reinstall a version that rolled "
+                          "back\", to retry)")
 
 
 # ---- Alexa ----

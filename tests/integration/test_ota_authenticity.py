@@ -214,6 +214,20 @@ def test_an_uploaded_image_needs_its_signature(tmp_path):
         r = upload("?sig=%s&sha256=%s" % (sig, hashlib.sha256(img).hexdigest()))
         assert r.status_code == 200 and r.json()["version"] == "6.1.0", r.text
         dev.wait_line(r"firmware: slot ota_1 \(pending verify\), \S+ 6\.1\.0", since=since, timeout=30)
+        # the power fails before the new image confirmed itself: the next boot rolls it back, and
+        # the version is refused from then on unless forced, which the upload could not say
+        dev.power_cut(at_once=True)
+        dev.start()
+        dev.wait_line("READY", timeout=40)
+        s = requests.Session()
+        csrf = s.post(dev.url("/admin/api/login"), json={"password": "upload-test-pw"}, timeout=10).json()["csrf"]
+        r = upload("?sig=" + sig)
+        assert r.status_code == 400 and "rolled back" in r.json()["error"], r.text
+        assert "reinstall a version that rolled back" in r.json()["error"], r.text
+        since = len(dev.lines)
+        r = upload("?sig=%s&force=1" % sig)
+        assert r.status_code == 200 and r.json()["version"] == "6.1.0", r.text
+        dev.wait_line(r"firmware: slot ota_1 \(pending verify\), \S+ 6\.1\.0", since=since, timeout=30)
     finally:
         dev.stop()
         gh.stop()
