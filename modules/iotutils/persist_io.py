@@ -13,8 +13,9 @@ except ImportError:  # pragma: no cover
     b2a_base64 = None
 
 
-def _export_entry(folder, name, obj):
-    # obj: the variable this program made for folder/name (its type), or None
+def _export_entry(folder, name, obj, keep_bytes=False):
+    # obj: the variable this program made for folder/name (its type), or None. keep_bytes: bytes stay
+    # bytes (export_pieces writes their base64 a piece at a time)
     if obj is not None and obj.is_set():
         v = obj.value
         if isinstance(v, set):
@@ -22,7 +23,7 @@ def _export_entry(folder, name, obj):
                 all(isinstance(i, str) for i in v) else list(v)
         elif isinstance(v, tuple):
             v = list(v)
-        elif isinstance(v, bytes):
+        elif isinstance(v, bytes) and not keep_bytes:
             v = b2a_base64(v).decode().strip()
         e = {"type": obj.kind, "value": v}
         e.update(obj.spec())
@@ -35,10 +36,10 @@ def _export_entry(folder, name, obj):
         return {"type": "int", "value": raw}
     if isinstance(raw, str):
         return {"type": "str", "value": raw}
-    return {"type": "bytes", "value": b2a_base64(raw).decode().strip()}
+    return {"type": "bytes", "value": raw if keep_bytes else b2a_base64(raw).decode().strip()}
 
 
-def export_entries(only=None, secrets=False):
+def export_entries(only=None, secrets=False, _keep_bytes=False):
     """(folder, name, entry) for every stored value (or those of the folders in the list `only`),
     entry being {"type": ..., "value": ...} as in export_json(); secrets left out unless
     secrets=True. Read from the store as it goes: nothing is held for the values already given."""
@@ -52,7 +53,7 @@ def export_entries(only=None, secrets=False):
         for name in store.keys(folder):
             if not secrets and is_secret(folder, name):
                 continue
-            e = _export_entry(folder, name, kinds.get(name))
+            e = _export_entry(folder, name, kinds.get(name), _keep_bytes)
             if e is not None:
                 yield folder, name, e
 
@@ -72,7 +73,7 @@ def export_pieces(only=None, secrets=False, size=1024):
     out = ["{"]
     n = 1
     last = None
-    for folder, name, e in export_entries(only, secrets):
+    for folder, name, e in export_entries(only, secrets, True):
         if folder != last:
             out.append(("" if last is None else "}, ") + json.dumps(folder) + ": {")
             last = folder
@@ -80,6 +81,16 @@ def export_pieces(only=None, secrets=False, size=1024):
             out.append(", ")
         out.append(json.dumps(name))
         out.append(": ")
+        v = e["value"]
+        if isinstance(v, bytes) or isinstance(v, str) and len(v) > size:
+            # a long value's JSON a slice at a time: its whole text (base64, escapes) may be more
+            # than the heap has in one piece (a 15 KB text made the export fail part-way)
+            yield "".join(out)
+            out = []
+            n = 0
+            for piece in _long_entry(e, size):
+                yield piece
+            continue
         piece = json.dumps(e)
         out.append(piece)
         n += len(piece) + len(name) + 8
@@ -89,6 +100,23 @@ def export_pieces(only=None, secrets=False, size=1024):
             n = 0
     out.append("}}" if last is not None else "}")
     yield "".join(out)
+
+
+def _long_entry(e, size):
+    yield "{"
+    for k in e:
+        if k != "value":
+            yield json.dumps(k) + ": " + json.dumps(e[k]) + ", "
+    yield '"value": "'
+    v = e["value"]
+    if isinstance(v, bytes):
+        step = size // 4 * 3   # whole base64 quanta: the pieces join into the value's base64
+        for i in range(0, len(v), step):
+            yield b2a_base64(v[i:i + step]).decode().strip()
+    else:
+        for i in range(0, len(v), size):
+            yield json.dumps(v[i:i + size])[1:-1]
+    yield '"}'
 
 
 def export_json(only=None, secrets=False):
