@@ -210,6 +210,8 @@ class Admin:
             raise HTTPError(400, "new: at least %d characters" % self.min_password)
         if len(new) > 128:
             raise HTTPError(400, "new: at most 128 characters")
+        if min(new) < " ":   # (no keyboard types them: ten NULs were a password)
+            raise HTTPError(400, "new: no control characters")
         stored = self._pw.value
         if stored:
             # a stolen session is no way around the lock-out either

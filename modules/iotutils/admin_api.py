@@ -34,6 +34,8 @@ def _wifi_scan(self, req):
 def _wifi_add(self, req):
     w = self._need_wifi()
     data = json_body(req)
+    if type(data.get("connect", False)) is not bool:   # ("no" connected)
+        raise HTTPError(400, "connect: true or false expected")
     try:
         w.add_network(data.get("ssid"), data.get("password") or "", False if data.get("hidden") is None else data["hidden"])
     except (ValueError, TypeError) as e:

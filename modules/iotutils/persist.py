@@ -259,6 +259,9 @@ class PersistentStr(Persistent):
     kind = "str"
 
     def __init__(self, name, default=None, folder=DEFAULT_FOLDER, max_length=None, choices=None):
+        if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool)
+                                       or max_length < 1):
+            raise ValueError("max_length: a whole number of 1 or more expected, got %r" % (max_length,))
         self.max_length = max_length
         self.choices = tuple(choices) if choices else None   # only these values (a Home Assistant select)
         Persistent.__init__(self, name, default, folder)

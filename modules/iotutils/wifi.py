@@ -312,6 +312,8 @@ class Wifi:
             # both checked before either is kept
             if ssid is not None:
                 check_ssid(ssid)
+            if password is not None and not isinstance(password, str):
+                raise ValueError("password: a string expected")
             if password is not None and password and not 8 <= len(password) <= 63:
                 raise ValueError("password: 8 to 63 characters, or empty for an open AP")
             if ssid is not None:

@@ -101,6 +101,10 @@ def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, sessio
     ("POST", "wifi/networks", {"ssid": "", "password": "x"}, "ssid"),
     ("POST", "wifi/networks", {"ssid": "home", "password": "x" * 70}, "password"),
     ("POST", "wifi/networks", {"ssid": "home", "hidden": "no"}, "hidden"),   # ("no" counted as true)
+    ("POST", "wifi/networks", {"ssid": "home", "connect": "no"}, "connect"),
+    ("PUT", "wifi/ap", {"enabled": True, "password": 5}, "password"),        # (the reason named no field)
+    ("POST", "password", {"old": PASSWORD, "new": "\u0000" * 10}, "control characters"),
+    ("POST", "import", {"lamp": {"t": {"type": "str", "value": "x", "max_length": -1}}}, "max_length"),
     ("POST", "wifi/networks", {"ssid": "ho\u0000me"}, "ssid"),               # (the driver joins "ho")
     ("POST", "alexa/devices", {"name": ""}, "name"),
     ("PUT", "ota/settings", {"repo": "no-slash", "channel": "release"}, "repo"),
