@@ -405,7 +405,8 @@ class Bridge:
         self.set = set
         self.prefix = prefix
         self.mode = mode
-        self.previous = usable_record(announced)
+        p = usable_record(announced)
+        self.previous = p if p and p["id"] == info.get("id") else None   # (another device's: not ours to clear)
         self.on_announced = on_announced
         self.on_ha_online = on_ha_online
         self.error = None   # why the last announcement failed
@@ -436,6 +437,10 @@ class Bridge:
             log("homeassistant: " + self.error)
         m.publish(self.base + "/status", "online", retain=True)
         now = announced(self.info, self.entities, self.prefix, self.mode)
+        if self.error is None and self.previous:
+            for k in self.previous["entities"]:
+                if k not in now["entities"]:   # a removed entity's retained state goes too
+                    m.publish(self.base + "/" + k.split("/", 1)[1], "", retain=True)
         if self.error is None and now != self.previous:
             self.previous = now
             if self.on_announced is not None:

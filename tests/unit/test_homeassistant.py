@@ -391,6 +391,16 @@ def test_bridge_refused_commands_entity_changes_and_ha_coming_back():
     assert saved[-1]["entities"] == ["switch/relay"]
 
 
+def test_a_removed_entity_leaves_no_retained_state():
+    m = _FakeMQTT()
+    prev = ha.announced(INFO, ENTITIES)
+    ha.Bridge(m, INFO, [e for e in ENTITIES if e[1] != "relay"], get=lambda oid: None, announced=prev)
+    for cb in m.cbs:
+        cb()
+    assert ("iotutils/0200000001ab/relay", "", True) in m.out
+    assert not [t for t, p, _ in m.out if p == "" and t != "iotutils/0200000001ab/relay" and not t.endswith("/config")]
+
+
 def test_a_config_that_does_not_fit_in_memory_is_said_and_the_device_goes_on():
     class Tight(_FakeMQTT):
         def publish(self, topic, payload, qos=0, retain=False):
