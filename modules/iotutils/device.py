@@ -254,7 +254,14 @@ class Device:
         if self.ota is not None:
             self._resume_auto_update()
         if self._mq is not None:
-            self._mq.start()
+            try:
+                self._mq.start()
+            except MemoryError:
+                # (too many entities for this heap: the device goes on without MQTT, not in a loop of
+                # restarts; it says so, and the admin page shows MQTT as not connected)
+                gc.collect()
+                log("mqtt: not started: out of memory for %d exposed variables" % len(self._exposed))
+                self._mq = self.mqtt = None
         if self._pending():
             log("  firmware: new %s, confirming after a health check (within %d s)"
                   % ("image" if hal.ota_pending() else "app", self.health_timeout_s))
