@@ -6,7 +6,8 @@
 # "wifi_retry_s": s, "bad_version": V (an image of that version crashes at boot: the bootloader goes
 # back to the previous one), "expose": [names] (default all; [] for the fleet's
 # devices), "admin_pwhash": a hash_password() string stored as the admin password, "own_loop": true
-# (Device.start() and a loop of the app's own calling poll(), instead of Device.run())}.
+# (Device.start() and a loop of the app's own calling poll(), instead of Device.run()), "bridge_oom":
+# true (fault injection: the Home Assistant bridge's entity table does not fit in the heap)}.
 # Console: ONCHANGE <name> on=<bool> bri=<0..100> when HA changed the Alexa light (main loop),
 # PING <payload> for a message on app/<id>/ping and APP CONNECTED (the app's own subscription and
 # on_connect callback on dev.mqtt);
@@ -30,6 +31,12 @@ except OSError:
 for k in ("keepalive", "info_every_s", "announce_delay_ms", "check_every_h"):
     if k in cfg:
         setattr(MqttDevice, k, cfg[k])
+if cfg.get("bridge_oom"):
+    from iotutils import homeassistant
+
+    def _no_room(self, entities):
+        raise MemoryError("memory allocation failed, allocating 1552 bytes")
+    homeassistant.Bridge._use = _no_room
 if "health_timeout_s" in cfg:
     Device.health_timeout_s = cfg["health_timeout_s"]
 if "wifi_retry_s" in cfg:

@@ -481,3 +481,17 @@ def test_make_sim_lamp_on_a_broker(tmp_path, broker, ha):
         assert r == {"on": True, "brightness": 80, "rgb": [255, 180, 100]}
     finally:
         lamp.stop()
+
+
+def test_mqtt_that_does_not_fit_in_the_heap_is_left_off_and_the_device_goes_on(broker, devices, tmp_path):
+    # a Bridge whose entity table ran the heap out at start (too many exposed variables) raised out
+    # of Device.start(): the device restarted in a loop, its web server and admin page gone
+    dev = Dev(tmp_path, "oom", {"mqtt": broker.url(), "bridge_oom": True})
+    devices.append(dev)
+    dev.boot()
+    dev.wait_line(r"mqtt: not started: out of memory for \d+ exposed variables", timeout=10)
+    s = dev.admin()
+    assert s.get(dev.url("/admin/api/status"), timeout=10).status_code == 200
+    assert s.get(dev.url("/admin/api/mqtt"), timeout=10).json()["status"] is None
+    time.sleep(2)
+    assert dev.alive() and "crashed" not in "\n".join(dev.lines)
