@@ -19,17 +19,17 @@
 #   QoS 1 is queued (at most max_queue messages, sent in order, one in flight at a time, re-sent
 #   with DUP after a reconnect); when the queue is full the new message is refused (counted in
 #   status()["refused"]): False.
-# - publish() writes at once on the caller's thread: it blocks only while the socket's send buffer
-#   is full (a dying link), at most `timeout` seconds; then the connection is dropped.
+# - publish() writes at once on the caller's thread: it blocks only while the socket's send buffer is
+#   full (a dying link), at most `timeout` seconds; then the connection is dropped. A large payload
+#   is written from where it is (a str as its own UTF-8 bytes on MicroPython), not copied.
 # - a failed connect or a lost link: next attempt after 1 s, doubling to 60 s, +-25 % jitter.
 # - keepalive k: PINGREQ after k/2 s without traffic either way; nothing received for 1.5 k s
 #   (a broker or router gone without a FIN) -> the link is declared dead and closed.
 # - an inbound packet larger than max_packet is not read: the connection is closed (logged).
 #
-# TLS: "mqtts://" verifies the broker against cadata (PEM or DER CA certificates) and its host
-# name; without cadata MQTT() refuses mqtts unless insecure=True (encrypted, not authenticated).
-#
-# The wire format (packets, topic rules, URLs, backoff) is iotutils.mqtt.codec.
+# TLS: "mqtts://" verifies the broker against cadata (PEM or DER CA certificates) and its host name;
+# without cadata MQTT() refuses mqtts unless insecure=True (encrypted, not authenticated). The wire
+# format (packets, topic rules, URLs, backoff) is iotutils.mqtt.codec.
 import errno
 import gc
 import select
@@ -104,9 +104,7 @@ class MQTT:
         self._s = None                 # the stream (TLS or the socket itself)
         self._raw = None               # the socket under it
         self._wpoll = None             # MicroPython: a poll of the socket for _wait
-        self._poll = None
-        self._rx = None
-        self._tx = None
+        self._poll = self._rx = self._tx = None
         self.connected = False
         self.retained = False   #: in a subscription's callback: its message was retained (from the store)
         self._subs = []                # [filter str, filter bytes, callback, qos]
@@ -118,18 +116,12 @@ class MQTT:
         self._failures = 0
         self._next_ms = ticks_ms()     # next connect attempt
         self._backoff = 0
-        self._kicked = False
-        self._probe = False
-        self._running = False
-        self._alive = False
-        self._in_step = False
+        self._kicked = self._probe = self._running = self._alive = self._in_step = False
         self._connecting = False   # a connect job runs (a hosted housekeeper: see _connect_job)
         self._stopped = False      # stop() was called (a connect job that ends after it disconnects)
         self._err = None
         self._rx_ms = self._tx_ms = self._ping_ms = 0
-        self._connects = 0
-        self._sent = 0
-        self._received = 0
+        self._connects = self._sent = self._received = 0
         self._dropped = 0              # QoS 0 messages published while disconnected
         self._refused = 0              # QoS 1 messages refused: the queue was full
 
@@ -415,14 +407,10 @@ class MQTT:
         with self._io:
             if self._s is not s:
                 return False
-            tx = self._tx
-            if tx is not None and len(pb) > len(tx) // 2:
-                # a large payload (a device-mode discovery config: KBs) goes out from where it is,
-                # after a head built in the buffer: no packet-sized copy of it on the heap
-                head, n = build_publish(tx, tb, b"", qos, retain, pid, dup, len(pb))
-                return self._write_or_drop(head, n, pb)
-            buf, n = build_publish(tx, tb, pb, qos, retain, pid, dup)
-            return self._write_or_drop(buf, n)
+            # a large payload (a discovery config: KBs) is written from where it is, after its head
+            apart = pb if self._tx is not None and len(pb) > len(self._tx) // 2 else None
+            buf, n = build_publish(self._tx, tb, b"" if apart else pb, qos, retain, pid, dup, len(apart or b""))
+            return self._write_or_drop(buf, n, apart)
 
     def _send_sub(self, fs, fb, qos, unsub):
         s = self._s
