@@ -116,7 +116,7 @@ def _check_setting(self, folder, name, value):
         ms = _mqtt_settings()
         if name in ms.FIELDS:
             out = ms.check({name: value})
-            if out.get(name) != (value.strip() if name not in ("password", "ca") else value):
+            if isinstance(value, str) and out.get(name) != (value.strip() if name not in ("password", "ca") else value):
                 raise ValueError("%s: credentials go in user and password, not in the URL" % name)
 
 
@@ -125,6 +125,8 @@ def _var_put(self, req, folder, name):
     data = json_body(req)
     if "value" not in data:
         raise HTTPError(400, "value: missing")
+    if data["value"] is None:   # (as in an import: it was stored as the JSON text "null")
+        raise HTTPError(400, "value: null is no value (DELETE removes a variable)")
     key = (folder, name)
     made = False
     t = data.get("type")

@@ -121,6 +121,8 @@ def test_everything_that_changes_state_refuses_a_wrong_csrf_token(device, sessio
     ("POST", "import", {"mqtt": {"url": "ftp://nope"}}, "url"),
     ("PUT", "vars/mqtt/url", {"value": "mqtt://u:pw@broker.lan"}, "credentials"),
     ("PUT", "vars/mqtt/mode", {"value": "weird"}, "mode"),
+    ("PUT", "vars/mqtt/url", {"value": None}, "value"),
+    ("PUT", "vars/alexa/devices", {"value": None}, "null"),
     ("PUT", "vars/device/name", {"value": ""}, "name"),
     ("POST", "factory-reset", {}, "confirm"),
     ("PUT", "alexa/devices/99", {"on": True}, "99"),
