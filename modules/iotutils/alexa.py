@@ -38,6 +38,7 @@ from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBri
                           is_num, pct_to_bri)
 
 _MAX_LIGHTS = const(64)
+_MAX_SENDING = const(3)      # WeMo NOTIFYs under way at once (each holds a socket)
 _MAX_INDEX = const(127)      # light index 1..127 (7 bits of the Hue id)
 _WEMO_BASE = const(49153)   # first WeMo device port (like fauxmo / Espalexa)
 _F_KEPT = const(8)           # record flag: added on the admin page, served by the device on every boot
@@ -259,8 +260,8 @@ class Alexa(HueBridge):
         self._delivering = None    # poll()'s other list: the two swap, so a poll makes no list
         self._polls_started = 0    # poll() passes that took the queue ...
         self._polls_done = 0       # ... and those that finished their callbacks
-        self._jobs = []            # callables for the housekeeping (WeMo NOTIFYs)
-        self._sending = None       # the NOTIFY under way (a generator: see _task)
+        self._owed = False         # a WeMo subscriber is owed an event (see _task)
+        self._sending = []         # WeMo NOTIFYs under way: [subscriber, generator]
         self._running = False
         self._ssdp = None
         self._wemo = {}            # Light -> wemo.WemoDevice
@@ -589,12 +590,12 @@ class Alexa(HueBridge):
         for w in ws:
             w.stop()
         self._ssdp.stop()
-        sending, self._sending = self._sending, None
-        if sending is not None:
+        sending, self._sending = self._sending, []
+        for _, g in sending:
             try:
-                sending.close()   # (its socket closes in its finally)
+                g.close()   # (its socket closes in its finally)
             except ValueError:
-                pass              # the housekeeping is advancing it right now
+                pass        # the housekeeping is advancing it right now
 
     def _ssdp_sock(self):
         return self._ssdp._sock if self._ssdp is not None else None
@@ -624,40 +625,41 @@ class Alexa(HueBridge):
                     ssdp.notify("ssdp:alive")
             except Exception as e:  # never let discovery die silently
                 log("alexa: ssdp:", repr(e))
-        # WeMo NOTIFYs, one at a time: a job returns a generator while its subscriber is not ready,
-        # which is advanced here once a step (10 ms apart) until it ends or gives the subscriber up
-        for _ in range(4):
-            sending = self._sending
-            if sending is None:
-                with self._lock:
-                    job = self._jobs.pop(0) if self._jobs else None
-                if job is None:
-                    break
+        # WeMo events: a subscriber is owed the light's state as it is when its NOTIFY starts (a change
+        # while one is under way owes another, so every subscriber ends with the last state, however
+        # many changes came). Up to _MAX_SENDING go at once, each a generator advanced here a step at
+        # a time (10 ms apart) until it ends or gives its subscriber up: a slow subscriber delays
+        # only its own (a queue of every change, one NOTIFY after another, dropped the newest and left
+        # fast subscribers with an old state behind a slow one)
+        sending = self._sending
+        if self._owed and len(sending) < _MAX_SENDING:
+            self._owed = False
+            for w in list(self._wemo.values()):
+                for sub in w.owed():
+                    if len(sending) >= _MAX_SENDING:
+                        self._owed = True   # the rest when one ends
+                        break
+                    if [1 for x in sending if x[0] is sub]:
+                        self._owed = True   # after the one under way
+                        continue
+                    sub[6] = 0
+                    sending.append([sub, w._notify(sub, w.light.on)])
+        if sending:
+            for x in list(sending):
                 try:
-                    sending = job()
+                    next(x[1])
+                except StopIteration:
+                    sending.remove(x)
                 except Exception as e:
+                    sending.remove(x)
                     log("alexa: notify:", repr(e))
-                    continue
-                if sending is None:
-                    continue
-            try:
-                next(sending)
-                self._sending = sending
-                return 10   # waiting on the subscriber: back in 10 ms
-            except StopIteration:
-                self._sending = None
-            except Exception as e:
-                self._sending = None
-                log("alexa: notify:", repr(e))
-        if self._jobs:
-            return 0
+            return 10 if sending else 0
         due = ssdp.next_due_ms() if ssdp.started() else None
         return 300 if due is None else min(due, 300)
 
-    def _later(self, job):
-        with self._lock:
-            if len(self._jobs) < 32:
-                self._jobs.append(job)
+    def _owe(self):
+        # a WeMo subscriber is owed an event: the housekeeping sends it
+        self._owed = True
         from iotutils import tasks
         tasks.shared().wake("alexa")
 

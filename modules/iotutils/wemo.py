@@ -163,7 +163,7 @@ class WemoDevice:
         self.serial = alexa.serial.upper() + "%04X" % light.index
         self.udn_tail = "Socket-1_0-" + self.serial
         self.entry = None
-        self._subs = []    # [sid, host, port, path, expires_ms, seq]
+        self._subs = []    # [sid, host, port, path, expires_ms, seq, owed an event (1/0)]
         # its own port, served by the Alexa web server's threads (WebServer.listen): a WeMo device
         # costs a listening socket, not a server with a thread and buffers of its own
         r = self.router = Router()
@@ -263,7 +263,7 @@ class WemoDevice:
             return Response(b"", 412)
         host = "%d.%d.%d.%d" % (peer[0], peer[1], peer[2], peer[3])
         sid = "uuid:" + token(16)
-        sub = [sid, host, cb[1], cb[2], now + timeout * 1000, 0]
+        sub = [sid, host, cb[1], cb[2], now + timeout * 1000, 0, 1]
         with lock:
             # live ones, but not an earlier subscription to this same callback (a client subscribing again)
             subs = [s for s in self._subs if ticks_diff(s[4], now) > 0 and (s[1], s[2], s[3]) != (host, cb[1], cb[2])]
@@ -272,9 +272,8 @@ class WemoDevice:
                 subs.remove(mine[0])
             subs.append(sub)
             self._subs = subs[-_MAX_SUBS:]
-            on = self.light.on
         # the initial event (UPnP: after the SUBSCRIBE answer): from the housekeeping, which runs later
-        self.alexa._later(lambda: self._notify(sub, on))
+        self.alexa._owe()
         return Response(b"", 200, {"SID": sid, "TIMEOUT": "Second-%d" % timeout})
 
     def changed(self):
@@ -286,11 +285,14 @@ class WemoDevice:
                 if ticks_diff(s[4], now) <= 0:   # one expired: a new list without them
                     subs = self._subs = [x for x in subs if ticks_diff(x[4], now) > 0]
                     break
-            # (else the same list: one made per change would outlive the request and split the heap;
-            # every other change replaces the list, so iterating it below is safe)
-            on = self.light.on
-        for s in subs:
-            self.alexa._later(lambda s=s: self._notify(s, on))
+            # (else the same list: one made per change would outlive the request and split the heap)
+            for s in subs:
+                s[6] = 1
+        self.alexa._owe()
+
+    def owed(self):
+        """The live subscribers owed an event."""
+        return [s for s in self._subs if s[6]]
 
     def _notify(self, sub, on):
         """Send one event NOTIFY: a generator that the Alexa step of the housekeeping advances, which

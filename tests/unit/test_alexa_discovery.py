@@ -310,21 +310,20 @@ def test_wemo_soap_and_gena_handlers():
                                               "timeout": "Second-600"}))
     sid = r.headers["SID"]
     assert r.status == 200 and sid.startswith("uuid:") and r.headers["TIMEOUT"] == "Second-600"
-    assert len(alexa._jobs) == 1          # the initial event, sent later by the Alexa thread
+    assert len(dev.owed()) == 1 and alexa._owed   # the initial event, sent later by the housekeeping
     assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": sid, "timeout": "Second-300"})).status == 200
     assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": "uuid:unknown"})).status == 412
     assert dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "junk", "nt": "upnp:event"})).status == 412
-    fan.set(on=False)                      # a local change queues a NOTIFY per subscriber
-    assert len(alexa._jobs) == 2
-    _send(alexa._jobs[0]())                # the initial NOTIFY: nobody listens on port 9 -> dropped
+    fan.set(on=False)                      # a local change owes every subscriber an event
+    assert len(dev.owed()) == 1
+    _send(dev._notify(dev._subs[0], fan.on))   # nobody listens on port 9 -> dropped
     assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": sid})).status == 412
     assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
-    alexa._jobs = []
     r = dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "<http://127.0.0.1:9/cb>", "nt": "upnp:event"}))
     sid = r.headers["SID"]
     assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 200
     assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
-    alexa._jobs = []
+    assert dev.owed() == []
 
 
 
@@ -368,15 +367,14 @@ def test_wemo_callback_only_to_the_subscriber_itself():
         r = _subscribe(dev, cb)
         refused.append((r.status, r.headers, r.body))
     assert refused[0][0] == 412 and all(x == refused[0] for x in refused), refused
-    assert dev._subs == [] and alexa._jobs == []
+    assert dev._subs == [] and not alexa._owed
     # the subscriber's own address: accepted
     assert _subscribe(dev, "<http://127.0.0.1:8989/sub/a>").status == 200
     assert _subscribe(dev, "<http://127.0.0.2:8989/sub/b>", peer="127.0.0.2").status == 200
     assert _subscribe(dev, "<http://127.0.0.1:8989/sub/b>", peer="127.0.0.2").status == 412
     assert _subscribe(dev, "<http://127.0.0.2:8989/sub/b>", peer="").status == 412     # peer unknown
     assert [(s[1], s[2], s[3]) for s in dev._subs] == [("127.0.0.1", 8989, "/sub/a"), ("127.0.0.2", 8989, "/sub/b")]
-    assert len(alexa._jobs) == 2
-    alexa._jobs = []
+    assert len(dev.owed()) == 2 and alexa._owed
 
 
 def test_a_notify_to_a_subscriber_that_never_answers_gives_up_in_time_and_drops_it():
@@ -394,7 +392,6 @@ def test_a_notify_to_a_subscriber_that_never_answers_gives_up_in_time_and_drops_
     stop = collecting_thread()
     try:
         assert _subscribe(dev, "<http://127.0.0.1:%d/cb>" % port).status == 200
-        alexa._jobs = []
         sub = dev._subs[0]
         t0 = ticks_ms()
         _send(dev._notify(sub, True))
@@ -427,18 +424,17 @@ def test_wemo_subscriber_caps():
     for path in ("/1", "/2"):
         assert _subscribe(dev, "<http://10.0.0.4:80%s>" % path, c).status == 200
     assert len(dev._subs) == 4 and [(s[1], s[3]) for s in dev._subs][-2:] == [("10.0.0.4", "/1"), ("10.0.0.4", "/2")]
-    alexa._jobs = []
-    # a change queues a NOTIFY to each subscriber and keeps their list (a new one per change would
+    for x in dev._subs:
+        x[6] = 0
+    # a change owes each subscriber an event and keeps their list (a new one per change would
     # outlive the request and split the heap); one that expired goes, in a new list
     from iotutils._compat import ticks_add, ticks_ms
     subs = dev._subs
     dev.changed()
-    assert dev._subs is subs and len(alexa._jobs) == 4
-    alexa._jobs = []
+    assert dev._subs is subs and len(dev.owed()) == 4
     subs[0][4] = ticks_add(ticks_ms(), -1)
     dev.changed()
-    assert dev._subs is not subs and dev._subs == subs[1:] and len(alexa._jobs) == 3
-    alexa._jobs = []
+    assert dev._subs is not subs and dev._subs == subs[1:] and len(dev.owed()) == 3
 
 
 def test_ssdp_start_without_network_then_stop_for_good():
@@ -517,10 +513,10 @@ def test_a_silent_subscriber_holds_up_no_step_of_the_housekeeping():
     try:
         assert _subscribe(dev, "<http://127.0.0.1:%d/silent>" % port).status == 200
         assert _subscribe(dev, "<http://127.0.0.1:%d/live>" % port2).status == 200
-        assert len(alexa._jobs) == 2
+        assert len(dev.owed()) == 2
         t0 = ticks_ms()
         slowest = 0
-        while alexa._jobs or alexa._sending is not None:
+        while alexa._owed or alexa._sending:
             s0 = ticks_ms()
             alexa._task(s0)
             slowest = max(slowest, ticks_diff(ticks_ms(), s0))
@@ -538,3 +534,103 @@ def test_a_silent_subscriber_holds_up_no_step_of_the_housekeeping():
 def _sleep_ms(ms):
     import time
     time.sleep(ms / 1000)
+
+
+def _listener(ip):
+    import socket
+    import time
+    s = socket.socket()
+    port = 42000 + int(time.time() * 1000) % 7000
+    while True:
+        try:
+            s.bind(socket.getaddrinfo(ip, port)[0][-1])
+            break
+        except OSError:
+            port += 1
+    s.listen(4)
+    return s, port
+
+
+def _recorder(listener, delay_ms, got, stop):
+    # a WeMo subscriber's callback server: the BinaryState of each NOTIFY, with its time, answered
+    # after delay_ms (a slow subscriber)
+    from iotutils._compat import _thread, sleep_ms, ticks_ms
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop[0]:
+            try:
+                c, _ = listener.accept()
+            except OSError:
+                continue
+            try:
+                c.settimeout(2)
+                data = b""
+                while b"</e:propertyset>" not in data:
+                    part = c.recv(1024)
+                    if not part:
+                        break
+                    data += part
+                i = data.find(b"<BinaryState>")
+                got.append((ticks_ms(), data[i + 13:i + 14]))
+                sleep_ms(delay_ms)
+                c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            finally:
+                c.close()
+    _thread.start_new_thread(serve, ())
+
+
+def test_every_subscriber_ends_with_the_last_state_and_a_slow_one_delays_only_itself():
+    """40 quick switches with four subscribers, one of them slow (1 s to answer): every NOTIFY went
+    through one queue of 32, one after another, so the newest were dropped and subscribers kept an
+    old state; and the fast ones waited for the slow one's answers. Now each subscriber is owed the
+    state as it is when its NOTIFY starts, and NOTIFYs to different subscribers go side by side."""
+    from iotutils._compat import ticks_diff, ticks_ms
+    app, alexa = setup()
+    alexa.notify_timeout = 5
+    fan = alexa.add("Fan", wemo=True)
+    dev = W.WemoDevice(alexa, fan, 49153)
+    alexa._wemo[fan] = dev
+    alexa._ssdp = S.SSDP()
+    alexa._ssdp._closed = True
+    alexa._running = True
+    stop = [False]
+    got = {}
+    socks = []
+    try:
+        for name, delay in (("slow", 1000), ("a", 0), ("b", 0), ("c", 0)):
+            ip = "127.0.0.%d" % (len(socks) + 1)   # (two subscriptions per host at most)
+            sock, port = _listener(ip)
+            socks.append(sock)
+            got[name] = []
+            _recorder(sock, delay, got[name], stop)
+            assert _subscribe(dev, "<http://%s:%d/%s>" % (ip, port, name), ip).status == 200
+
+        def run(until_ms):
+            t0 = ticks_ms()
+            while (alexa._owed or alexa._sending) and ticks_diff(ticks_ms(), t0) < until_ms:
+                alexa._task(ticks_ms())
+                _sleep_ms(5)
+        run(300)   # the initial events, the slow one's still under way
+        t0 = ticks_ms()
+        fan.set(on=True)
+        run(300)
+        fast = [got[n][-1] for n in ("a", "b", "c") if got[n] and got[n][-1][1] == b"1"]
+        assert len(fast) == 3 and all(ticks_diff(t, t0) < 300 for t, _ in fast), got   # not after the slow one
+        for i in range(40):
+            fan.set(on=i % 2 == 0)
+            alexa._task(ticks_ms())
+        run(8000)
+        assert not alexa._owed and not alexa._sending
+        want = b"1" if fan.on else b"0"
+        for name in got:
+            assert got[name] and got[name][-1][1] == want, (name, got[name][-3:])
+        assert len(dev._subs) == 4
+    finally:
+        stop[0] = True
+        alexa._running = False
+        _sleep_ms(300)
+        for sock in socks:
+            sock.close()
