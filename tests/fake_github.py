@@ -23,7 +23,8 @@ Retry-After. Faults for asset bytes (`fault`, applies until reset to None): "tru
 with Content-Length promising all), "corrupt" (one byte flipped), "slow" (stalls `slow_s` seconds
 after the first block), "chunked" (valid, chunked transfer encoding), "no_length" (valid, no
 Content-Length, close-delimited), "reset" (close without any response), "short_length" (a
-Content-Length smaller than the file, valid HTTP), "pause" (one 0.6 s pause after 6000 bytes);
+Content-Length smaller than the file, valid HTTP), "pause" (one 0.6 s pause after 6000 bytes),
+"trickle" (after the first block, one byte every `trickle_s`);
 `api_slow` makes the API's answers slow (see there); only the asset named `fault_name` (default
 firmware.bin; None: all) is hit. `chunk_delay_s` throttles asset bytes (4 KB per delay);
 `corrupt_files` serves those repo paths with one byte flipped, `padded_files` with bytes added; start(tls=(cert, key)) serves HTTPS.
@@ -125,6 +126,8 @@ class FakeGitHub:
         self.fault = None
         self.fault_name = "firmware.bin"   # the asset the fault hits (None: every asset)
         self.slow_s = 30.0
+        self.trickle_s = 0.5
+        self.stopping = False
         self.chunk_delay_s = 0.0            # throttle asset downloads (power-cut tests, benches)
         # API answers (JSON): None; "pause" (one 0.6 s pause after 100 bytes, honest but slow);
         # "head" / "body" (a byte every 0.3 s for `slow_s`: the head never ends / the JSON never does)
@@ -206,6 +209,7 @@ class FakeGitHub:
         return self
 
     def stop(self):
+        self.stopping = True
         for s in self._servers:
             s.shutdown()
             s.server_close()
@@ -427,6 +431,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(self.gh.slow_s)
                 self.wfile.write(data[4096:])
+            elif fault == "trickle":   # after the first block, a byte every trickle_s: no read ever times out
+                self.wfile.write(data[:4196])
+                self.wfile.flush()
+                for i in range(4196, len(data)):
+                    if self.gh.stopping:
+                        break
+                    time.sleep(self.gh.trickle_s)
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
             elif self.gh.chunk_delay_s:
                 for i in range(0, len(data), 4096):   # throttled: ~4 KB per chunk_delay_s
                     self.wfile.write(data[i:i + 4096])

@@ -13,7 +13,7 @@ import gc
 import time
 
 from iotutils import __version__, hal, persist, tasks
-from iotutils._compat import _thread, allocate_lock, before_load, load, start_thread
+from iotutils._compat import _thread, allocate_lock, before_load, load, print_exception, start_thread
 from iotutils.auth import consteq, token
 from iotutils.server import HTTPError, Response
 
@@ -357,6 +357,11 @@ def _json_errors(fn):
             return fn(req, *args)
         except HTTPError as e:
             return Response({"error": e.reason}, e.status)
+        except MemoryError:
+            raise   # (the server's 503)
+        except Exception as e:   # a bug here: said, with its reason, not an empty 500 (and logged)
+            print_exception(e)
+            return Response({"error": "internal error: %s: %s" % (type(e).__name__, e)}, 500)
     return handler
 
 

@@ -331,7 +331,15 @@ def local(tmp_path, monkeypatch):
     monkeypatch.setattr(sim, "_flash", {})
     from iotutils import hal
     hal.partition("ota_0").write(0, espimage.build_app_image("1.0.0", size=20000))
+    _rebooted()
     return str(tmp_path / "state.json")
+
+
+def _rebooted():
+    """What a reset clears in this process: the install that was to boot next (after one, another
+    install is refused until the reset)."""
+    from iotutils.ota import state
+    state.installed[0] = None
 
 
 def _ota(**kw):
@@ -375,6 +383,40 @@ def test_http_client_redirect_loop_and_token_not_leaked(gh, local):
     srv.close()
 
 
+def test_a_hostile_path_gets_the_token_never_and_an_ota_error_always(gh, local):
+    """ota.json is not signed: a host it names for the image got the device's GitHub token (only a
+    redirect dropped it); a size of 1e999 or a url of 1 escaped as OverflowError / AttributeError
+    (an app that catches OTAError crashed; the admin page's check answered an empty 500); and an
+    image trickled a byte at a time was never stopped at deadline_s (only after a whole block)."""
+    import json
+    import time
+    from iotutils.ota import OTAError
+    img = image("1.0.3", size=30000)
+    other = gh.asset_link(img)   # another origin than the API's
+    gh.add_release("me/fw", "1.0.3", img, manifest_bytes=manifest("1.0.3", img, url=other))
+    o = _ota(repo="me/fw", api=gh.api_url, token="s3cret", state_path=local)
+    assert o.update(reboot=False) == "1.0.3"
+    assert [r for r in gh.requests if r[0] == "api"] and all(
+        ("authorization" in r[2]) == (r[0] == "api") for r in gh.requests), gh.requests
+    _rebooted()
+    good = json.loads(manifest("1.0.4", img))
+    for field, value, words in (("size", "1e999", "size is not a whole number"), ("size", '"30000"', "size"),
+                                ("url", "1", "url is not text"), ("url", "[1]", "url is not text")):
+        text = json.dumps(dict(good, **{field: "@"})).replace('"@"', value)
+        gh.add_release("me/fw", "1.0.4", img, manifest_bytes=text.encode())
+        for call in (o.check, lambda: o.update(reboot=False)):
+            with pytest.raises(OTAError, match=words):
+                call()
+    gh.add_release("me/fw", "1.0.5", image("1.0.5", size=30000))
+    gh.fault = "trickle"
+    gh.trickle_s = 0.2
+    o.deadline_s = 2
+    t0 = time.time()
+    with pytest.raises(OTAError, match="download took longer than 2 s"):
+        o.update(reboot=False)
+    assert time.time() - t0 < 6
+
+
 def test_plain_url_source_with_sha256(gh, local):
     from iotutils.ota import OTAError
     img = image("1.7.0", size=30000)
@@ -397,7 +439,12 @@ def test_plain_url_source_with_sha256(gh, local):
     bad = _ota(channel="url:" + url, sha256="0" * 64, sig=OWNER.sign(digest), state_path=local)
     from iotutils import hal
     hal.ota_mark_valid()
-    with pytest.raises(OTAError):
+    # 1.7.0 waits for the reset: nothing else installs before it (a second install, even a refused
+    # one, wiped the slot just chosen to boot)
+    with pytest.raises(OTAError, match="1.7.0 is installed and boots at the next reset"):
+        bad.update(reboot=False)
+    _rebooted()
+    with pytest.raises(OTAError, match="sha256"):
         bad.update(reboot=False)
 
 
@@ -789,15 +836,19 @@ def test_a_failure_at_any_step_of_an_install_leaves_nothing_behind(local):
     od = hal.partition("otadata")
     od.erase(0, 8192)
     od.write(0, boot_before)
+    _rebooted()
     o.install_stream(reads, len(img), sig=sig)  # (counts the reads of a clean install)
     od.erase(0, 8192)
     od.write(0, boot_before)
+    _rebooted()
     n_reads = reads.n
     assert steps > 5 and n_reads > 5, (steps, n_reads)
     failures = []
     for exc in (MemoryError(), OSError(5, "EIO")):
         for where, k in [("flash", k) for k in range(1, steps + 1)] + [("net", k) for k in range(1, n_reads)]:
             hit = [0]
+            from iotutils.ota import state
+            assert state.installed[0] is None   # (else every run below is refused before it starts)
 
             def fault(op, name, off, n, k=k, exc=exc, hit=hit):
                 if op != "read":

@@ -160,7 +160,7 @@ class OTA:
         """The HTTP(S) client (iotutils.ota.client.Http), made on first use."""
         h = self._http
         if h is None:
-            h = load("iotutils.ota.client").Http(self._net[0], self._net[1], self._net[2])
+            h = load("iotutils.ota.client").Http(self._net[0], self._net[1], self._net[2], self.api)
             if self.http_timeout is not None:
                 h.timeout = self.http_timeout
             self._http = h

@@ -123,7 +123,9 @@ class _Response:
         t0 = ticks_ms()
         while True:
             try:
-                n = self.f.readinto(mv)
+                # (CPython's buffered readinto waits until mv is full: readinto1 gives what came, as
+                # MicroPython's does, so a trickle is seen byte by byte)
+                n = self.f.readinto1(mv) if hasattr(self.f, "readinto1") else self.f.readinto(mv)
             except OSError as e:
                 if not self._sliced or e.args[0] not in (errno.ETIMEDOUT, errno.EAGAIN):
                     raise
@@ -234,8 +236,11 @@ class Http:
     max_redirects = 5
     user_agent = "iotutils-ota"
 
-    def __init__(self, token=None, cadata=None, allow_http=False):
+    def __init__(self, token=None, cadata=None, allow_http=False, token_for=None):
         self.token = token
+        # the origin (an URL of it) the token belongs to: the API's. Sent nowhere else, not even to a
+        # host an unsigned ota.json names as the image's (None: the first URL asked for)
+        self.token_for = split_url(token_for)[:3] if token_for else None
         # CA certificates (PEM text or DER, one or many) the server must chain to; None: the bundled
         # roots GitHub's hosts chain to (iotutils/ota/roots.py). A server is always verified.
         self.cadata = cadata
@@ -283,7 +288,7 @@ class Http:
     def get(self, url, accept=None, small=False):
         """GET url following redirects; returns a _Response with status 2xx, else raises OTAError.
         small: a small answer, to be read whole within small_answer_s (redirects included)."""
-        auth = self.token
+        auth = self.token if self.token_for is None or split_url(url)[:3] == self.token_for else None
         until = ticks_add(ticks_ms(), self.small_answer_s * 1000) if small else None
         for _ in range(self.max_redirects + 1):
             scheme, host, port, path = split_url(url)

@@ -12,8 +12,8 @@ import hashlib
 
 import iotutils.appimage as appimage
 import iotutils.hal as hal
-from iotutils._compat import before_load, const, log, ticks_diff, ticks_ms
-from iotutils.ota.state import OTAError
+from iotutils._compat import before_load, const, log, ticks_add, ticks_diff, ticks_ms
+from iotutils.ota.state import OTAError, installed
 from iotutils.ota.version import older
 
 _BLOCK = const(4096)
@@ -76,6 +76,9 @@ class Writer:
         off = 0
         erased = 0  # sectors are erased ahead of the writes: the buffer need not be a whole sector
         t0 = ticks_ms()
+        late = self.deadline_s * 1000
+        if getattr(reader, "until", 0) is None:
+            reader.until = ticks_add(t0, late)   # (a read that waits gives up at the deadline too)
         try:
             while True:
                 fill = 0
@@ -89,6 +92,10 @@ class Writer:
                     if not n:
                         break
                     fill += n
+                    # after every read: a server trickling a byte at a time meets every per-read
+                    # timeout, and a whole block took it hours
+                    if ticks_diff(ticks_ms(), t0) > late:
+                        raise OTAError("download took longer than %d s" % self.deadline_s)
                 if not fill:
                     break
                 if total is not None and off + fill > total:
@@ -106,8 +113,6 @@ class Writer:
                 off += fill
                 if progress:
                     progress(off, total)
-                if ticks_diff(ticks_ms(), t0) > self.deadline_s * 1000:
-                    raise OTAError("download took longer than %d s" % self.deadline_s)
                 if fill < bs:
                     break
         except OSError as e:
@@ -164,7 +169,7 @@ def update(ota, progress, force, downgrade):
     gc.collect()
     resp = ota.http.get(plan["url"], plan["accept"])
     try:
-        if resp.length is not None and resp.length != plan["size"]:
+        if resp.length is not None and plan["size"] is not None and resp.length != plan["size"]:
             raise OTAError("server sends %d bytes, the manifest says %d" % (resp.length, plan["size"]))
         return install(ota, resp, plan["size"], plan["sha256"], plan["version"], progress, force, downgrade,
                        plan["manifest"])
@@ -189,6 +194,9 @@ def install(ota, reader, total, sha_hex, version, progress, force, downgrade=Fal
 
     point = ota.owner_key()
     precheck(point, manifest)
+    if installed[0]:
+        # (a second install before that reset, even a refused one, wiped the slot just selected)
+        raise OTAError("%s is installed and boots at the next reset: reset first" % installed[0])
     ota._sync_boot()
     if hal.ota_pending():
         raise OTAError("the running image is not confirmed yet: confirm() or let it roll back first")
@@ -225,6 +233,7 @@ def install(ota, reader, total, sha_hex, version, progress, force, downgrade=Fal
     # recorded after set_boot: that replaced any older rollback record in otadata, so a rollback
     # seen at a later boot is this image's (a cut in between only forgets to blacklist it). The
     # install is done either way: a failure here must not report it as failed.
+    installed[0] = info["version"]
     try:
         ota.state.update(installing=info["version"])
     except Exception as e:

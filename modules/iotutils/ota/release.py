@@ -257,9 +257,14 @@ class Source:
         if not isinstance(man, dict):
             raise OTAError("%s: ota.json is not an object" % where)
         try:
-            v, size, sha = man["version"], int(man["size"]), man["sha256"].lower()
+            v, size, sha = man["version"], man["size"], man["sha256"].lower()
         except (KeyError, TypeError, ValueError, AttributeError):
             raise OTAError("%s: ota.json needs version, size and sha256" % where)
+        if not isinstance(size, int) or isinstance(size, bool):   # (1e999 raised OverflowError)
+            raise OTAError("%s: ota.json's size is not a whole number" % where)
+        url = man.get("url")
+        if url is not None and not isinstance(url, str):   # (unsigned: 1 raised AttributeError)
+            raise OTAError("%s: ota.json's url is not text" % where)
         try:
             binascii.unhexlify(sha)
         except ValueError:
@@ -270,7 +275,7 @@ class Source:
         if not isinstance(sv, int) or sv < 0:
             raise OTAError("%s: ota.json has a bad secure_version" % where)
         # the manifest goes along: its signature is checked before and after the download
-        return {"version": v, "size": size, "sha256": sha, "url": man.get("url"), "accept": None,
+        return {"version": v, "size": size, "sha256": sha, "url": url, "accept": None,
                 "project": man.get("project"), "secure_version": sv, "manifest": man}
 
     def _ref_plan(self):

@@ -8,6 +8,11 @@ import os
 STATE_FILE = "ota_state.json"   # fallback state store when iotutils.persist is not there
 
 
+# the version an install of this boot selected to boot next, if any (until the reset, which the
+# caller of install(..., reboot=False) makes seconds later): another install would write over it
+installed = [None]
+
+
 class OTAError(Exception):
     """An update that cannot be done: nothing was changed (iotutils.ota re-exports it). It lives here,
     in the module an OTA always keeps, so raising and catching it never needs the network code, and it
