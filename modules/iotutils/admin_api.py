@@ -376,7 +376,7 @@ def _need_alexa(self):
 def _light_json(self, light):
     return {"id": light.index, "name": light.name, "on": light.on, "brightness": light.brightness,
             "dimmable": light.dimmable, "color": light.color, "wemo": light.wemo,
-            "uniqueid": light.uniqueid}
+            "uniqueid": light.uniqueid, "app": not light.flags & 8}   # (8: alexa's _F_KEPT, the page's own)
 
 
 def _alexa(self, req):
@@ -457,6 +457,11 @@ def _alexa_put(self, req, i):
 
 def _alexa_delete(self, req, i):
     light = self._find_light(i)
+    if not light.flags & 8:
+        # the app's code adds it at every boot, under a new id: Alexa and HA then had a dead device
+        # beside a new one
+        raise HTTPError(409, "%s is the app's own device (its code adds it at every boot): remove it there"
+                        % light.name)
     self._need_alexa().remove(light)
     return {"ok": True}
 
