@@ -416,8 +416,8 @@ class HueBridge:
                         bad(k, v)
                         continue
                     changed = changed or c[3] != x or c[4] != y
-                    c[3] = float(x)
-                    c[4] = float(y)
+                    c[3] = round(float(x), 4)
+                    c[4] = round(float(y), 4)
                     c[5] = "xy"
                     ok(k, [c[3], c[4]])
                 elif k in ("hue_inc", "sat_inc", "ct_inc", "xy_inc"):
@@ -432,21 +432,22 @@ class HueBridge:
                         if not good:
                             bad(k, v)
                             continue
-                        if "xy" not in data:
-                            c[3] = min(1.0, max(0.0, c[3] + dx))
-                            c[4] = min(1.0, max(0.0, c[4] + dy))
-                            c[5] = "xy"
-                            changed = changed or dx != 0 or dy != 0
+                        if "xy" in data:
+                            continue   # (the value itself was sent too: it wins, and answers alone)
+                        c[3] = round(min(1.0, max(0.0, c[3] + dx)), 4)   # (as a bridge: 0.21, not 0.21000000000000002)
+                        c[4] = round(min(1.0, max(0.0, c[4] + dy)), 4)
+                        c[5] = "xy"
+                        changed = changed or dx != 0 or dy != 0
                         ok("xy", [c[3], c[4]])
                         continue
                     if not is_int(v) or not -65535 <= v <= 65535:
                         bad(k, v)
                         continue
                     if k[:-4] in data:
-                        ok(k[:-4], data[k[:-4]])   # (the value itself was sent too: it wins)
-                        continue
+                        continue   # (the value itself was sent too: it wins, and answers alone)
                     i, lo, hi = {"hue_inc": (0, 0, 65535), "sat_inc": (1, 0, 254), "ct_inc": (2, 153, 500)}[k]
                     c[i] = (c[i] + v) % 65536 if i == 0 else min(hi, max(lo, c[i] + v))
+                    c[5] = "ct" if i == 2 else "hs"   # (the mode is the last command's kind, as for the values)
                     changed = changed or v != 0
                     ok(k[:-4], c[i])
                 elif k == "transitiontime":

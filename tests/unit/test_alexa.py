@@ -662,6 +662,17 @@ def test_hue_state_commands_as_a_bridge_takes_them():
     r = jcall(app, "PUT", path, {"xy_inc": [0.1, -0.1]})
     assert bulb.colormode == "xy" and abs(bulb.xy[0] - 0.4) < 1e-6 and abs(bulb.xy[1] - 0.3) < 1e-6, r
     assert jcall(app, "PUT", path, {"xy_inc": [0.9, 0.9]})[0]["error"]["type"] == 7
+    assert r[0]["success"]["/lights/%s/state/xy" % bulb.id] == [0.4, 0.3], r   # (rounded as a bridge does)
+    # an increment sets the colour mode as its value does; beside its value it has no answer of its
+    # own (it answered success with the value sent, next to the value's own error or clamped success)
+    jcall(app, "PUT", path, {"hue_inc": 100})
+    assert bulb.colormode == "hs"
+    jcall(app, "PUT", path, {"ct_inc": 10})
+    assert bulb.colormode == "ct"
+    r = jcall(app, "PUT", path, {"ct": 600, "ct_inc": 10})
+    assert r == [{"success": {"/lights/%s/state/ct" % bulb.id: 500}}] and bulb.ct == 500, r
+    r = jcall(app, "PUT", path, {"hue": "x", "hue_inc": 5})
+    assert len(r) == 1 and r[0]["error"]["type"] == 7, r
     jcall(app, "PUT", path, {"effect": "colorloop"})
     assert jcall(app, "GET", "/api/%s/lights/%s" % (u, bulb.id))["state"]["effect"] == "colorloop"
     for bad in ("Plug", "  ", "a\nb"):
