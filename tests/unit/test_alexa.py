@@ -718,15 +718,18 @@ def test_a_stored_device_list_that_does_not_load_is_refused_and_never_stops_the_
                 [1, [[["k"], "Lamp", 1, 1, -1]]], [1, [["Lamp", "", 1, 1, -1]]], [1, [["Lamp", "Lamp", True, 1, -1]]],
                 None, {}):
         assert str(raises(ValueError, A.check_devices, bad)).startswith(("devices:", "key:", "name:")), bad
+    folder = _new_folder()
+    devices = PersistentJSON("devices", default=[1, []], folder=folder)
+    users = PersistentJSON("users", default=[], folder=folder)
     for stored in ("garbage", [1, 5], [1, [["Lamp", 5, 1, 1, -1]]], None):
-        folder = _new_folder()
-        PersistentJSON("devices", default=[1, []], folder=folder).value = stored
-        PersistentJSON("users", default=[], folder=folder).value = [["k", "Echo", "x", None], 5, [1, "y"]]
+        devices.value = stored
+        users.value = [["k", "Echo", "x", None], 5, [1, "y"]]
         app, alexa = setup(folder)
         assert alexa.lights() == [] and alexa.users() == []
         light = alexa.add("Desk")   # and it works
         assert light.index == 1
-    folder = _new_folder()
-    PersistentJSON("devices", default=[1, []], folder=folder).value = good
+    devices.value = good
     app, alexa = setup(folder)
     assert alexa.name == "My bridge" and [r[1] for r in alexa._records] == ["Lamp", "Plug"]
+    app = alexa = light = None
+    gc.collect()
