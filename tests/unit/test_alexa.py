@@ -731,5 +731,5 @@ def test_a_stored_device_list_that_does_not_load_is_refused_and_never_stops_the_
     devices.value = good
     app, alexa = setup(folder)
     assert alexa.name == "My bridge" and [r[1] for r in alexa._records] == ["Lamp", "Plug"]
-    app = alexa = light = None
+    del app, alexa, light
     gc.collect()
