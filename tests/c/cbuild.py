@@ -46,3 +46,26 @@ def build_shared(name, sources, extra_flags=(), sanitize=False):
 
 def _headers():
     return [os.path.join(C_DIR, f) for f in sorted(os.listdir(C_DIR)) if f.endswith(".h")]
+
+
+FUZZ_DIR = os.path.join(ROOT, "tests", "c", "fuzz")
+
+
+def run_sanitized_driver(tmp_path, harness, sources, define, files):
+    """Build tests/c/fuzz/<harness> with -D<define> (its plain driver: `driver FILE...` runs each file,
+    and every prefix of it) under ASan/UBSan, and assert that it runs every file clean (pytest.skip
+    when the compiler has no sanitizers)."""
+    import pytest
+    cc = os.environ.get("CC", "cc")
+    exe = os.path.join(str(tmp_path), harness.split(".")[0] + "_driver")
+    cmd = ([cc] + WARN_FLAGS + ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                                "-fno-omit-frame-pointer", "-D" + define, "-I", C_DIR, os.path.join(FUZZ_DIR, harness)]
+           + [os.path.join(C_DIR, f) for f in sources] + ["-o", exe])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode and "sanitize" in proc.stderr:
+        pytest.skip("compiler without ASan/UBSan: " + proc.stderr[-300:])
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([exe] + files, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "runtime error" not in proc.stderr
+    assert ("ran %d inputs" % len(files)) in proc.stdout

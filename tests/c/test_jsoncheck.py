@@ -19,8 +19,7 @@ import subprocess
 
 import pytest
 
-from cbuild import C_DIR, JSONCHECK_SOURCES, WARN_FLAGS, build_shared
-from conftest import ROOT
+from cbuild import FUZZ_DIR, JSONCHECK_SOURCES, build_shared, run_sanitized_driver
 
 from iotutils.web.json_body import JSONCheck
 
@@ -187,20 +186,7 @@ def test_depth_is_bounded_and_said(lib):
     assert lib.jsoncheck_feed(st, b"[" * 65, 65) == -2
 
 
-FUZZ_DIR = os.path.join(ROOT, "tests", "c", "fuzz")
-
-
 def test_the_fuzz_harness_agrees_on_the_cases_under_asan_ubsan(tmp_path):
-    cc = os.environ.get("CC", "cc")
-    exe = tmp_path / "jc_driver"
-    cmd = ([cc] + WARN_FLAGS + ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                                "-fno-omit-frame-pointer", "-DJC_STANDALONE_MAIN", "-I", C_DIR,
-                                os.path.join(FUZZ_DIR, "fuzz_jsoncheck.c")]
-           + [os.path.join(C_DIR, f) for f in JSONCHECK_SOURCES] + ["-o", str(exe)])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode and "sanitize" in proc.stderr:
-        pytest.skip("compiler without ASan/UBSan: " + proc.stderr[-300:])
-    assert proc.returncode == 0, proc.stderr
     files = []
     for i, (text, _) in enumerate(CASES):
         for limit in (1, 2, 32, 64):
@@ -208,10 +194,7 @@ def test_the_fuzz_harness_agrees_on_the_cases_under_asan_ubsan(tmp_path):
             p = tmp_path / ("c%03d-%d" % (i, limit))
             p.write_bytes(bytes([limit - 1]) + text.encode("latin-1") + bytes([i * 37 % 256]))
             files.append(str(p))
-    proc = subprocess.run([str(exe)] + files, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "runtime error" not in proc.stderr
-    assert ("ran %d inputs" % len(files)) in proc.stdout
+    run_sanitized_driver(tmp_path, "fuzz_jsoncheck.c", JSONCHECK_SOURCES, "JC_STANDALONE_MAIN", files)
 
 
 def test_fuzz_bounded(tmp_path):
