@@ -79,6 +79,7 @@ def check_devices(d):
         indexes.add(r[_R_INDEX])
     return d
 
+
 class Light:
     """One device as Alexa sees it. Read .on, .brightness (0..100 %), .bri (Hue 1..254), .hue, .sat,
     .ct, .xy, .colormode, .name, .id; change it locally with set(); rename(); remove()."""
