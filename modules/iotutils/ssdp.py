@@ -144,6 +144,7 @@ class SSDP:
         # between two collections, where it would stay and split the free space
         self._pending = [None] * self.max_pending
         del self._pending[:]
+        self._turn = 0   # the service a search cut short by the limits begins with
         self._lock = allocate_lock()
         self._sock = None
         self._poller = None
@@ -321,12 +322,20 @@ class SSDP:
             src[1] -= n * 1000
             self._all[0] -= n * 1000
             left = n
-            for entry in self._services:
+            services = self._services
+            k = len(services)
+            # cut short (ssdp:all with many WeMo devices): the next such search begins where this one
+            # stopped, so every service is answered in turn, not the same ones every time
+            first = self._turn % k if n < want else 0
+            for j in range(k):
+                entry = services[(first + j) % k]
                 for t in st_matches(st, entry[2] + (entry[1],)):
                     if left:
                         # MX asks for a random spread; unicast answers to one searcher stay in order
                         self._pending.append([now + _rand(limit + 1) if limit else now, addr, entry, t])
                         left -= 1
+                        if not left and n < want:
+                            self._turn = (first + j + 1) % k
         return n
 
     def _local(self, ip):
