@@ -72,7 +72,10 @@ def test_versions_order_releases_and_the_known_pre_releases():
     for a, b in [("1.2", "1.10"), ("0.9.9", "1.0.0"), ("v1.0.0", "1.0.1"), ("1.0.0-rc1", "1.0.0"),
                  ("0.2.0-rc1", "0.2.0-rc2"), ("1.0.0-rc.9", "1.0.0-rc.10"), ("1.0.0a1", "1.0.0b1"),
                  ("1.0.0b2", "1.0.0rc1"), ("0.0.1b1", "1.0.0"), ("1.0.0-beta.2", "1.0.0-rc.1"),
-                 ("2.0.0-rc1+build.5", "2.0.0")]:
+                 ("2.0.0-rc1+build.5", "2.0.0"),
+                 # post-releases come after the release (a replayed 1.0.0 installed over 1.0.0.post1)
+                 ("1.0.0", "1.0.0.post1"), ("1.0.0.post1", "1.0.0.post2"), ("1.0.0rc1", "1.0.0.post1"),
+                 ("1.0.0.post3", "1.0.1"), ("1.0.0-dev-3f2a91c", "1.0.0.post1")]:
         assert older(a, b), (a, b)
         assert not older(b, a), (b, a)
     for a, b in [("1.0.0", "1.0.0"), ("1.0.0", "v1.0.0"), ("1.0.0-dev-3f2a91c", "1.0.0-dev-08e1b2d"),

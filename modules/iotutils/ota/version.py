@@ -18,8 +18,11 @@ def _version_key(v):
     return nums + [0] * (4 - len(nums)), pre
 
 
-# pre-release labels in their order (PEP 440 and the usual semver ones)
-_PRE_LABELS = ("a", 0, "alpha", 0, "b", 1, "beta", 1, "c", 2, "rc", 2, "pre", 2)
+# pre-release labels in their order (PEP 440 and the usual semver ones), the release itself (5), and
+# PEP 440's post-release spellings after it ("1.0.0.post1" is newer than "1.0.0": it counted as a
+# pre-release, so a replayed 1.0.0 installed over it)
+_PRE_LABELS = ("a", 0, "alpha", 0, "b", 1, "beta", 1, "c", 2, "rc", 2, "pre", 2, "post", 8, "rev", 8, "r", 8)
+_RELEASE = (5, 0)
 
 
 def _pre_rank(p):
@@ -40,19 +43,22 @@ def _pre_rank(p):
 
 def older_version(a, b):
     """True if version a is older than b. Cores compare as numbers; of two builds of the same core a
-    pre-release is older than the release, pre-releases with known labels are ordered (a < b < rc,
-    then by number: rc1 < rc2), and other pre-releases (branch or commit builds) are not: either
-    may follow the other."""
+    pre-release is older than the release and a post-release newer, known labels are ordered (a < b <
+    rc < the release < post, then by number: rc1 < rc2), and other labels (branch or commit builds)
+    are not, except that they come before the release: either may follow the other."""
     ka, kb = _version_key(a), _version_key(b)
     if ka is None or kb is None:
         return False
     if ka[0] != kb[0]:
         return ka[0] < kb[0]
     pa, pb = ka[1], kb[1]
-    if not pa or not pb:
-        return bool(pa) and not pb
-    ra, rb = _pre_rank(pa), _pre_rank(pb)
-    return ra is not None and rb is not None and ra < rb
+    ra = _pre_rank(pa) if pa else _RELEASE
+    rb = _pre_rank(pb) if pb else _RELEASE
+    if ra is None or rb is None:
+        # a build with a label of no known order: older than the release of its core (and its
+        # post-releases), else unordered
+        return ra is None and rb is not None and rb >= _RELEASE
+    return ra < rb
 
 
 
