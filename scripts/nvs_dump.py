@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import shutil
-import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,16 +57,13 @@ def check_image(data, what):
     erases: a wrong file or offset lost its bytes, and a dump printed {} as if it were empty."""
     valid = bad = 0
     for base in range(0, len(data) - nvs_format.PAGE + 1, nvs_format.PAGE):
-        head = data[base:base + 32]
-        state = struct.unpack_from("<I", head, 0)[0]
+        state = nvs_format.header_state(data[base:base + 32])   # (as the device's reader reads it)
         if state == nvs_format.S_EMPTY and data[base:base + nvs_format.PAGE].count(0xFF) == nvs_format.PAGE:
             continue
-        crc = nvs_format.crc32(head[4:28], 0xFFFFFFFF) & 0xFFFFFFFF
-        if state in (nvs_format.S_ACTIVE, nvs_format.S_FULL, nvs_format.S_FREEING) and \
-                struct.unpack_from("<I", head, 28)[0] == crc:
-            valid += 1
-        else:
+        if state in (nvs_format.S_EMPTY, nvs_format.S_CORRUPT):
             bad += 1
+        else:
+            valid += 1
     if bad and not valid:
         raise DumpError("%s: not an NVS partition (no page has a valid NVS header)" % what)
 

@@ -14,7 +14,7 @@ import struct
 
 from iotutils.nvs_format import (BLOB, BLOB_DATA, BLOB_IDX, I8, I16, I32, I64, STR, U8, U16, U32, U64,  # noqa: F401 - API
                                   NVSError)
-from iotutils.nvs_format import (ANY, BITMAP, BLOCK, CHUNK_MAX, ENOSPC, ENTRIES, ESIZE, E_EMPTY, E_ERASED, E_WRITTEN, FIRST, INTS, PAGE, PageFull, S_ACTIVE, S_CORRUPT, S_EMPTY, S_FREEING, S_FULL, S_UNINIT, VER1, consistent, crc32, entry_crc, item_hash, key_field, shape_ok)
+from iotutils.nvs_format import (ANY, BITMAP, BLOCK, CHUNK_MAX, ENOSPC, ENTRIES, ESIZE, E_EMPTY, E_ERASED, E_WRITTEN, FIRST, INTS, PAGE, PageFull, S_ACTIVE, S_CORRUPT, S_EMPTY, S_FREEING, S_FULL, S_UNINIT, VER1, consistent, crc32, entry_crc, header_state, item_hash, key_field, shape_ok)
 
 
 class NVS:
@@ -241,7 +241,7 @@ class NVS:
     def _load_page(self, slot, pb):
         base = slot * PAGE
         head = self.flash.read(base, 32)
-        state = struct.unpack_from("<I", head, 0)[0]
+        state = header_state(head)
         self._used[slot] = 0
         if state == S_EMPTY:
             st = S_EMPTY
@@ -253,8 +253,7 @@ class NVS:
                     break
             self._st[slot] = st
             return
-        if struct.unpack_from("<I", head, 28)[0] != crc32(memoryview(head)[4:28], 0xFFFFFFFF) & 0xFFFFFFFF \
-                or state not in (S_ACTIVE, S_FULL, S_FREEING):
+        if state == S_CORRUPT:
             self._st[slot] = S_CORRUPT
             return
         self._st[slot] = state

@@ -90,6 +90,18 @@ def entry_crc(e):
     return crc32(mv[8:32], crc32(mv[0:4], 0xFFFFFFFF)) & 0xFFFFFFFF
 
 
+def header_state(head):
+    """A page's state from its 32-byte header: S_EMPTY (its first word erased: the page itself must
+    still be blank), S_ACTIVE, S_FULL or S_FREEING with a good CRC, else S_CORRUPT."""
+    state = struct.unpack_from("<I", head, 0)[0]
+    if state == S_EMPTY:
+        return S_EMPTY
+    if state not in (S_ACTIVE, S_FULL, S_FREEING) or \
+            struct.unpack_from("<I", head, 28)[0] != crc32(memoryview(head)[4:28], 0xFFFFFFFF) & 0xFFFFFFFF:
+        return S_CORRUPT
+    return state
+
+
 def item_hash(ns, key16, chunk):
     # RAM index only (never on flash): namespace and chunk seed the CRC of the key
     return crc32(key16, (ns << 8) | chunk) & 0xFFFFFF
