@@ -114,8 +114,8 @@ def udp_socket():
     return on_free_port(bind)
 
 
-def silent_listener(first_port=41000):
-    """(socket, port): a listening TCP socket on 127.0.0.1 that nobody ever answers from (the kernel
+def silent_listener(first_port=41000, ip="127.0.0.1", backlog=2):
+    """(socket, port): a listening TCP socket on ip that nobody ever answers from (the kernel
     completes the handshakes). MicroPython's unix sockets have no getsockname: ports are tried."""
     import socket
     import time
@@ -123,11 +123,11 @@ def silent_listener(first_port=41000):
     port = first_port + int(time.time() * 1000) % 7000
     while True:
         try:
-            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+            s.bind(socket.getaddrinfo(ip, port)[0][-1])
             break
         except OSError:
             port += 1
-    s.listen(2)
+    s.listen(backlog)
     return s, port
 
 

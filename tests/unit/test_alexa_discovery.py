@@ -499,7 +499,7 @@ def test_a_silent_subscriber_holds_up_no_step_of_the_housekeeping():
     waited notify_timeout (2 s) on it, every step, and every Hue command was answered only at
     ack_timeout_ms. Past notify_timeout the subscriber goes; a subscriber that answers gets its event
     and stays."""
-    from iotutils._compat import _thread, ticks_diff, ticks_ms
+    from iotutils._compat import ticks_diff, ticks_ms
     app, alexa = setup()
     alexa.notify_timeout = 1
     fan = alexa.add("Fan", wemo=True)
@@ -511,21 +511,8 @@ def test_a_silent_subscriber_holds_up_no_step_of_the_housekeeping():
     hung, port = silent_listener()
     live, port2 = silent_listener()
     got = []
-
-    def answer():
-        c, _ = live.accept()
-        try:
-            data = b""
-            while b"</e:propertyset>" not in data:
-                part = c.recv(1024)
-                if not part:
-                    break
-                data += part
-            got.append(data)
-            c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        finally:
-            c.close()
-    _thread.start_new_thread(answer, ())
+    stop = [False]
+    _recorder(live, 0, got, stop)
     try:
         assert _subscribe(dev, "<http://127.0.0.1:%d/silent>" % port).status == 200
         assert _subscribe(dev, "<http://127.0.0.1:%d/live>" % port2).status == 200
@@ -540,9 +527,11 @@ def test_a_silent_subscriber_holds_up_no_step_of_the_housekeeping():
             _sleep_ms(5)
         assert slowest < 200, slowest
         assert [s[3] for s in dev._subs] == ["/live"], dev._subs
-        assert got and got[0].startswith(b"NOTIFY /live HTTP/1.1") and b"<BinaryState>0</BinaryState>" in got[0], got
+        assert got and got[0][2].startswith(b"NOTIFY /live HTTP/1.1") and b"<BinaryState>0</BinaryState>" in got[0][2], got
     finally:
+        stop[0] = True
         alexa._running = False
+        _sleep_ms(300)   # (the recorder's accept gives up every 0.2 s)
         hung.close()
         live.close()
 
@@ -552,24 +541,9 @@ def _sleep_ms(ms):
     time.sleep(ms / 1000)
 
 
-def _listener(ip):
-    import socket
-    import time
-    s = socket.socket()
-    port = 42000 + int(time.time() * 1000) % 7000
-    while True:
-        try:
-            s.bind(socket.getaddrinfo(ip, port)[0][-1])
-            break
-        except OSError:
-            port += 1
-    s.listen(4)
-    return s, port
-
-
 def _recorder(listener, delay_ms, got, stop):
-    # a WeMo subscriber's callback server: the BinaryState of each NOTIFY, with its time, answered
-    # after delay_ms (a slow subscriber)
+    # a WeMo subscriber's callback server: (time, BinaryState, the whole NOTIFY) of each, answered
+    # after delay_ms (a slow subscriber), until stop[0]
     from iotutils._compat import _thread, sleep_ms, ticks_ms
 
     def serve():
@@ -588,7 +562,7 @@ def _recorder(listener, delay_ms, got, stop):
                         break
                     data += part
                 i = data.find(b"<BinaryState>")
-                got.append((ticks_ms(), data[i + 13:i + 14]))
+                got.append((ticks_ms(), data[i + 13:i + 14], data))
                 sleep_ms(delay_ms)
                 c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             except OSError:
@@ -618,7 +592,7 @@ def test_every_subscriber_ends_with_the_last_state_and_a_slow_one_delays_only_it
     try:
         for name, delay in (("slow", 1000), ("a", 0), ("b", 0), ("c", 0)):
             ip = "127.0.0.%d" % (len(socks) + 1)   # (two subscriptions per host at most)
-            sock, port = _listener(ip)
+            sock, port = silent_listener(42000, ip, 4)
             socks.append(sock)
             got[name] = []
             _recorder(sock, delay, got[name], stop)
@@ -634,7 +608,7 @@ def test_every_subscriber_ends_with_the_last_state_and_a_slow_one_delays_only_it
         fan.set(on=True)
         run(300)
         fast = [got[n][-1] for n in ("a", "b", "c") if got[n] and got[n][-1][1] == b"1"]
-        assert len(fast) == 3 and all(ticks_diff(t, t0) < 300 for t, _ in fast), got   # not after the slow one
+        assert len(fast) == 3 and all(ticks_diff(t, t0) < 300 for t, _, _ in fast), got   # not after the slow one
         for i in range(40):
             fan.set(on=i % 2 == 0)
             alexa._task(ticks_ms())
