@@ -242,37 +242,35 @@ def _ota_get(self, req):
 
 
 def _ota_settings(self, req):
-    # everything is checked before anything is stored, and stored in one step: a refused request
-    # changed the source all the same, and a power cut could leave the new source with the old
-    # auto-update settings
+    # everything is checked before anything is stored, and a new source is stored in one step with
+    # the auto-update settings: a refused request changed the source all the same, and a power cut
+    # could leave the new source with the old auto-update settings
     data = json_body(req)
     o = self.dev.ota
     source = "repo" in data or "channel" in data
     repo = data.get("repo", o.repo if o else None)
     channel = data.get("channel", o.channel if o else "release")
-    more = []
     a = None
     try:
         if "auto" in data:
             a = data["auto"] if isinstance(data["auto"], dict) else {"on": data["auto"]}
             if type(a.get("on")) is not bool:
                 raise HTTPError(400, "auto: true or false expected (or {\"on\": true, ...})")
-            if not (repo or isinstance(channel, str) and channel.startswith("url:")) if source else o is None:
+            has_source = (repo or isinstance(channel, str) and channel.startswith("url:")) if source else o
+            if not has_source:
                 raise HTTPError(404, "auto: no OTA source configured (set repo and channel first)")
-            from iotutils.ota import auto_settings
-            from iotutils.persist import PersistentJSON
-            var = PersistentJSON("state", default={}, folder="ota")   # (OTA's own state: ota/state.py)
-            st = var.value if isinstance(var.value, dict) else {}
-            more.append((var, dict(st, auto=auto_settings(st.get("auto"), a["on"], a.get("every_hours"),
-                                                           a.get("idle_minutes")))))
         if source:
-            self.dev.set_ota_settings(repo, channel, more)
-            o = self.dev.ota
-        elif more:
-            from iotutils import persist
-            persist.set_all(more)
-        if a is not None and o is not None:
-            o.auto_update(a["on"], a.get("every_hours"), a.get("idle_minutes"), app=self.app)   # (stored already)
+            more = []
+            if a is not None:
+                from iotutils.ota import auto_settings
+                from iotutils.persist import PersistentJSON
+                var = PersistentJSON("state", default={}, folder="ota")   # (OTA's own state: ota/state.py)
+                st = var.value if isinstance(var.value, dict) else {}
+                more.append((var, dict(st, auto=auto_settings(st.get("auto"), a["on"], a.get("every_hours"),
+                                                               a.get("idle_minutes")))))
+            self.dev.set_ota_settings(repo, channel, more)   # (the new OTA resumes auto-update as stored)
+        elif a is not None:
+            o.auto_update(a["on"], a.get("every_hours"), a.get("idle_minutes"), app=self.app)   # (checks, then one write)
     except (ValueError, TypeError) as e:
         raise HTTPError(400, _short(e))
     return self._ota_get(req)
