@@ -16,7 +16,9 @@ import sys
 def _stat(f, buf):
     # one open file, read again from the start: the watcher looks up no path after boot (the serial
     # console remounts the filesystem root). It allocates nothing: 20 reads a second of split
-    # strings would land all over the heap the device measures (a chip has no such thread)
+    # strings would land all over the heap the device measures (a chip has no such thread). The
+    # buffer holds the line's start only: "pid (name) S ppid" fits in 64 bytes (a name is at most
+    # 15 bytes), and the last ")" read is the name's, since only numbers and a state letter follow
     f.seek(0)
     n = f.readinto(buf)
     i = n - 1
@@ -47,7 +49,7 @@ def _watch_parent(f, buf, pid, ppid):
 
 try:
     import _thread
-    _proc, _buf = open("/proc/self/stat", "rb"), bytearray(1024)
+    _proc, _buf = open("/proc/self/stat", "rb"), bytearray(64)
     _thread.start_new_thread(_watch_parent, (_proc, _buf) + _stat(_proc, _buf))
 except (ImportError, OSError):
     pass
