@@ -81,6 +81,15 @@ def hue_error(kind, address, description):
     return {"error": {"type": kind, "address": address, "description": description}}
 
 
+def invalid_value(address, key, value):
+    """Hue's error 7 for value: shown as JSON, as a bridge does (not Python's repr), and cut at
+    40 characters (an answer need not echo a large value whole)."""
+    t = json.dumps(value)
+    if len(t) > 40:
+        t = t[:40] + "..."
+    return hue_error(7, address, "invalid value, %s, for parameter, %s" % (t, key))
+
+
 def _succeeded(out, key):
     """Whether an answer list has a success entry for key."""
     for e in out:
@@ -157,7 +166,7 @@ class HueBridge:
         if not isinstance(dt, str) or not dt:
             return self._json([hue_error(5, "/", "invalid/missing parameters in body")])
         if len(dt) > 40 or [c for c in dt if c < " "]:   # (Hue: "application#device", 40 characters)
-            return self._json([hue_error(7, "/devicetype", "invalid value, %s, for parameter, devicetype" % dt[:40])])
+            return self._json([invalid_value("/devicetype", "devicetype", dt)])
         if not self.pairing():
             return self._json([hue_error(101, "", "link button not pressed")])
         user = self._new_user(dt)
@@ -272,7 +281,7 @@ class HueBridge:
                     self._save()
                     out.append({"success": {"/config/name": v}})
                 else:
-                    out.append(hue_error(7, "/config/name", "invalid value, %s, for parameter, name" % v))
+                    out.append(invalid_value("/config/name", "name", v))
             else:
                 out.append(hue_error(6, "/config/" + k, "parameter, %s, not available" % k))
         return self._json(out)
@@ -326,7 +335,7 @@ class HueBridge:
                     light.rename(v)   # (a name that is not printable, or another light's, is refused)
                     out.append({"success": {pre + "/name": v}})
                 except ValueError:
-                    out.append(hue_error(7, pre + "/name", "invalid value, %s, for parameter, name" % (v,)))
+                    out.append(invalid_value(pre + "/name", "name", v))
         if not out:
             out.append(hue_error(5, pre, "invalid/missing parameters in body"))
         return self._json(out)
@@ -350,10 +359,7 @@ class HueBridge:
         changed = False
 
         def bad(k, v):
-            t = json.dumps(v)
-            if len(t) > 40:   # (an answer need not echo a large value whole)
-                t = t[:40] + "..."
-            out.append(hue_error(7, pre + k, "invalid value, %s, for parameter, %s" % (t, k)))
+            out.append(invalid_value(pre + k, k, v))
 
         def ok(k, v):
             out.append({"success": {pre + k: v}})

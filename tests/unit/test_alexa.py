@@ -591,6 +591,13 @@ def test_persisted_devices_users_pairing_and_rename():
     r = jcall(app, "PUT", "/api/%s/lights/%s" % (u, lamp.id), {"name": "Reading lamp"})
     assert r == [{"success": {"/lights/%s/name" % lamp.id: "Reading lamp"}}]
     assert jcall(app, "PUT", "/api/%s/lights/%s" % (u, lamp.id), {"name": ""})[0]["error"]["type"] == 7
+    # a refused value is shown as JSON, as a bridge shows it (Python's repr said {'a': None})
+    for path, name in (("/api/%s/lights/%s" % (u, lamp.id), "name"), ("/api/%s/config" % u, "name")):
+        r = jcall(app, "PUT", path, {name: {"a": None, "b": True}})
+        assert r[0]["error"]["description"] == \
+            'invalid value, {"a": null, "b": true}, for parameter, name', r
+    r = jcall(app, "PUT", "/api/%s/lights/%s" % (u, lamp.id), {"name": "x" * 100})
+    assert r[0]["error"]["description"] == 'invalid value, "%s..., for parameter, name' % ("x" * 39), r
     alexa.pair()
     ids = (lamp.id, fan.id, lamp.uniqueid)
     # a reboot: a new Alexa on the same folder; the app adds the same lights in another order
