@@ -42,7 +42,8 @@ def _board_port(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    # one board, one session: every scenario runs on the same xdist worker (make test: --dist loadgroup)
+    # one board, one session: under -n with --dist loadgroup every scenario runs on one xdist worker
+    # (make test runs tests/hil in a pytest of its own, without -n; --dist loadfile keeps a file on one too)
     for item in items:
         if os.sep + "hil" + os.sep in str(item.path):
             item.add_marker(pytest.mark.xdist_group("hil"))
