@@ -183,9 +183,12 @@ class WebServer(Router):
     #: the whole head (and a small body) must arrive within this many ms of its first byte: else 408
     request_timeout = 10000
     #: when every slot is taken, a request head still arriving after this long (ms) may be dropped
-    #: to make room (slowloris), and so may a new connection silent for this long; a complete request
-    #: is never dropped
+    #: to make room (slowloris); a complete request is never dropped
     slow_head_ms = 250
+    #: ... and a new connection that has sent nothing yet only after this long (ms): its client
+    #: would not retry, and a client's first bytes can be late by the time TCP retransmits them
+    #: (200, 400, 800 ms) when the network, or the host's backlog, dropped them
+    first_request_ms = 2000
     #: ... and a keep-alive connection only once it has been idle this long (ms): a client that just
     #: got its answer may already be sending the next request, and closing under it resets the
     #: connection (ab -k aborts on that). Until then a new client waits in the listen backlog
@@ -927,10 +930,10 @@ class WebServer(Router):
             if c.busy:
                 continue
             if c.t0 is None:
-                # a connection that has not sent its first request yet gets slow_head_ms to do so:
-                # its client would not retry (one whose keep-alive reuse fails does)
+                # a connection that has not sent its first request yet gets first_request_ms to do
+                # so: its client would not retry (one whose keep-alive reuse fails does)
                 idle = ticks_diff(now, c.last)
-                if idle > (self.keepalive_min_ms if c.hl else self.slow_head_ms) and \
+                if idle > (self.keepalive_min_ms if c.hl else self.first_request_ms) and \
                         (victim is None or c.seq < victim.seq):
                     victim = c
             elif ticks_diff(now, c.t0) > self.slow_head_ms and (slow is None or ticks_diff(c.t0, slow.t0) < 0):
