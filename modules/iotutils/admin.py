@@ -16,6 +16,7 @@ from iotutils import __version__, hal, persist, tasks
 from iotutils._compat import _thread, allocate_lock, before_load, load, print_exception, start_thread
 from iotutils.auth import consteq, token
 from iotutils.server import HTTPError, Response
+from iotutils.web.response import accepts_gzip, etag_matches
 
 _COOKIE = "iotsid"
 _PREFIX = "/admin/api/"
@@ -241,19 +242,20 @@ class Admin:
         before_load("iotutils.admin_assets")
         from iotutils import admin_assets
         gz = getattr(admin_assets, name + "_GZ")
-        etag = '"%s"' % getattr(admin_assets, name + "_ETAG")
+        gzipped = accepts_gzip(req.headers.get("accept-encoding", ""))
+        # each encoding its own tag (a cache must not answer one with the other), both vary with it
+        etag = '"%s%s"' % (getattr(admin_assets, name + "_ETAG"), "-gz" if gzipped else "")
         # script and style come only from these files: no inline script or style runs, so HTML a
         # stored value might smuggle into the page could not act
-        headers = {"Cache-Control": "no-cache", "ETag": etag, "X-Frame-Options": "DENY",
+        headers = {"Cache-Control": "no-cache", "ETag": etag, "Vary": "Accept-Encoding", "X-Frame-Options": "DENY",
                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
                                               "connect-src 'self'; img-src 'self' data:; form-action 'self'; "
                                               "base-uri 'none'; frame-ancestors 'none'"}
-        if req.headers.get("if-none-match") == etag:
+        if etag_matches(req.headers.get("if-none-match", ""), etag):
             return Response(b"", 304, headers)
-        if "gzip" in req.headers.get("accept-encoding", ""):
+        if gzipped:
             headers["Content-Encoding"] = "gzip"
-            headers["Vary"] = "Accept-Encoding"
             return Response(gz, 200, headers, ctype)
         return Response(_inflate(gz, admin_assets.WBITS), 200, headers, ctype)
 

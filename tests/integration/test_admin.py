@@ -283,6 +283,20 @@ def test_admin_page_served_gzipped_with_etag(device):
     assert r2.status_code == 304
     plain = requests.get(device.url("/admin"), headers={"Accept-Encoding": "identity"}, timeout=10)
     assert "Content-Encoding" not in plain.headers and "<title>iotutils admin</title>" in plain.text
+    # each encoding has its own tag and both vary with Accept-Encoding; q=0 refuses gzip (RFC 9110
+    # 12.5.3); If-None-Match compares weakly, takes a list and "*" (13.1.2). Before: one tag for
+    # both, Vary on the gzip one only, "gzip;q=0" got gzip, and only the exact tag got a 304
+    assert plain.headers["ETag"] != etag and r.headers["Vary"] == plain.headers["Vary"] == "Accept-Encoding"
+    refused = requests.get(device.url("/admin/admin.js"), headers={"Accept-Encoding": "gzip;q=0, identity"},
+                           timeout=10)
+    assert refused.status_code == 200 and "Content-Encoding" not in refused.headers
+    assert refused.content.startswith(b"var csrf=")   # the script itself, not gzip bytes
+    for inm in ("W/" + etag, '"zz", ' + etag, "*"):
+        assert requests.get(device.url("/admin"), headers={"If-None-Match": inm, "Accept-Encoding": "gzip"},
+                            timeout=10).status_code == 304, inm
+    # the plain page's tag does not match the gzip one: a cache holding one must not answer the other
+    assert requests.get(device.url("/admin"), headers={"If-None-Match": plain.headers["ETag"],
+                                                       "Accept-Encoding": "gzip"}, timeout=10).status_code == 200
 
 
 def test_hue_app_keys_are_credentials_and_never_shown(device, session):

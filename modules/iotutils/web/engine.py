@@ -1273,11 +1273,15 @@ class WebServer(Router):
             if rv is not None:
                 resp = make_response(rv)
             elif t is int:
-                if found == 405 and req.method == "OPTIONS":
-                    resp = Response(b"", 204, {"Allow": ", ".join(req.allow + ("OPTIONS",))})
-                elif found == 405:
-                    resp = Response("Method Not Allowed\n", 405, {"Allow": ", ".join(req.allow + ("OPTIONS",))},
-                                    "text/plain")
+                if found == 405:
+                    # each method once: two routes can match one path (an app's /api/lamp, Hue's /api/<user>)
+                    allow = []
+                    for m in req.allow + ("OPTIONS",):
+                        if m not in allow:
+                            allow.append(m)
+                    allow = {"Allow": ", ".join(allow)}
+                    resp = Response(b"", 204, allow) if req.method == "OPTIONS" else \
+                        Response("Method Not Allowed\n", 405, allow, "text/plain")
                 else:
                     resp = Response("Not Found\n", 404, None, "text/plain")
             else:

@@ -192,15 +192,20 @@ class Request:
             h = {}
             raw = conn.buf
             off = conn.out
-            try:
-                for i in range(_OUT_FIXED, _OUT_FIXED + 4 * off[_OUT_N_HEADERS], 4):
-                    name = raw[off[i]:off[i] + off[i + 1]].decode().lower()
-                    value = raw[off[i + 2]:off[i + 2] + off[i + 3]].decode()
-                    if name in h:
-                        value = h[name] + ", " + value
-                    h[name] = value
-            except UnicodeError:
-                raise HTTPError(400, "header not UTF-8")
+            for i in range(_OUT_FIXED, _OUT_FIXED + 4 * off[_OUT_N_HEADERS], 4):
+                name = raw[off[i]:off[i] + off[i + 1]].decode().lower()   # (a token: ASCII)
+                value = raw[off[i + 2]:off[i + 2] + off[i + 3]]
+                try:
+                    value = value.decode()
+                except UnicodeError:
+                    if name == "host":
+                        raise HTTPError(400, "header not UTF-8")
+                    # other bytes than UTF-8 are opaque data (RFC 9110 5.5): one character per
+                    # byte, as Python's own http.server reads a head (ISO-8859-1)
+                    value = "".join([chr(b) for b in value])
+                if name in h:
+                    value = h[name] + ", " + value
+                h[name] = value
             self._headers = h
         return h
 

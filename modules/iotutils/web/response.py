@@ -114,3 +114,37 @@ def make_response(rv):
     if rv is None:
         return Response(b"", 204)
     return Response(rv)
+
+
+def accepts_gzip(accept_encoding):
+    """Whether an Accept-Encoding value takes gzip: listed (or "*") with a q above 0 (RFC 9110
+    12.5.3: "gzip;q=0" refuses it)."""
+    star = False
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        params = params.strip().lower()
+        if params.startswith("q="):
+            try:
+                q = float(params[2:])
+            except ValueError:
+                q = 0.0   # (unreadable: identity is always safe)
+        if coding != "*":
+            return q > 0
+        star = q > 0
+    return star
+
+
+def etag_matches(if_none_match, etag):
+    """If-None-Match's weak comparison (RFC 9110 13.1.2): "*", or any tag of the list, W/ or not."""
+    if if_none_match.strip() == "*":
+        return True
+    etag = etag[2:] if etag.startswith("W/") else etag
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if (tag[2:] if tag.startswith("W/") else tag) == etag:
+            return True
+    return False

@@ -3,7 +3,7 @@
 # apps that serve files.
 import os
 
-from iotutils.web.response import Response, http_date
+from iotutils.web.response import Response, accepts_gzip, etag_matches, http_date
 
 MIME = {
     "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8", "css": "text/css",
@@ -42,12 +42,13 @@ class Static:
         if st is None and gz is None:
             return Response("Not Found", 404, content_type="text/plain")
         ctype = MIME.get(full.rpartition(".")[2].lower(), "application/octet-stream")
-        accepts_gz = "gzip" in req.headers.get("accept-encoding", "")
+        accepts_gz = accepts_gzip(req.headers.get("accept-encoding", ""))
         headers = {"Cache-Control": "max-age=%d" % self.max_age}
+        if gz is not None and st is not None:
+            headers["Vary"] = "Accept-Encoding"   # either may be sent: a cache must ask again
         gzipped = gz is not None and (accepts_gz or st is None)
         if gzipped:
             use, ust = full + ".gz", gz
-            headers["Vary"] = "Accept-Encoding"
         else:
             use, ust = full, st
         etag = '"%x-%x%s"' % (ust[6], ust[8], "-gz" if gzipped else "")
@@ -55,7 +56,7 @@ class Static:
         headers["Last-Modified"] = http_date(ust[8])
         inm = req.headers.get("if-none-match")
         if inm is not None:
-            if etag in inm or inm.strip() == "*":
+            if etag_matches(inm, etag):
                 return Response(b"", 304, headers)
         elif req.headers.get("if-modified-since") == headers["Last-Modified"]:
             return Response(b"", 304, headers)
