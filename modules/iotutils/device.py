@@ -426,11 +426,14 @@ class Device:
             h = w.hostname().lower()
             if host == h or host == h + ".local":
                 return None
+        from iotutils.server import Response
+
+        for c in host:   # (not on the device's own names: an invalid Host is rare, and a 400, RFC 9112 3.2)
+            if not ("a" <= c <= "z" or "0" <= c <= "9" or c in "-._~%!$&'()*+,;="):
+                return Response("Bad Request: not a host name\n", 400, None, "text/plain")
         p = w.portal if w is not None else None
         if p is not None and p.active:
             return p.redirect()
-        from iotutils.server import Response
-
         return Response("Misdirected Request: not a name of this device\n", 421, None,
                         "text/plain")
 

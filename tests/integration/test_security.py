@@ -232,6 +232,14 @@ def test_while_the_portal_is_up_a_foreign_name_is_sent_to_the_setup_page(tmp_pat
                          allow_redirects=False)
         assert r.status_code == 302 and r.headers["Location"].startswith("http://127.0.0.1")
         assert r.headers["Location"].endswith("/setup")
+        # a Host that is no host name at all is a 400 (RFC 9112 3.2), portal or not (it was sent to
+        # the setup page); the phones' probe names still go there
+        for bad in ("a b", "evil.example/x", "user@evil", 'a"b'):
+            r = requests.get(dev.url("/healthz"), headers={"Host": bad}, timeout=10, allow_redirects=False)
+            assert r.status_code == 400 and "host" in r.text, (bad, r.status_code)
+        r = requests.get(dev.url("/generate_204"), headers={"Host": "connectivitycheck.gstatic.com"},
+                         timeout=10, allow_redirects=False)
+        assert r.status_code == 302, r.status_code
     finally:
         dev.stop()
 

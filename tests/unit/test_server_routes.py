@@ -203,6 +203,18 @@ def test_404_405_options_head_and_tuple_status():
     for method, status in ((b"PATCH", 405), (b"OPTIONS", 204)):
         st, h, _, _, _ = run(app, method + b" /api/lamp HTTP/1.1\r\nHost: d\r\n\r\n")
         assert st == status and h["allow"] == "GET, PUT, HEAD, POST, DELETE, OPTIONS", h
+    # a method no route takes is 501, not 405 (RFC 9110 9.1; methods are case-sensitive); one
+    # that a route takes elsewhere is a 405 here
+    app.add_route("/ev", lambda req: "", ("SUBSCRIBE",))
+    for method, status in ((b"FOO", 501), (b"get", 501), (b"TRACE", 501), (b"SUBSCRIBE", 405)):
+        st, _, body, keep, _ = run(app, method + b" /api/lamp HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert st == status and keep, (method, st)
+    assert run(app, b"FOO /nowhere HTTP/1.1\r\nHost: d\r\n\r\n")[0] == 501
+    assert run(app, b"SUBSCRIBE /ev HTTP/1.1\r\nHost: d\r\n\r\n")[0] == 200
+    # the asterisk-form: OPTIONS about the server (it was a 404), and nothing else
+    st, h, _, _, _ = run(app, b"OPTIONS * HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert st == 204 and h["allow"] == "GET, HEAD, POST, PUT, DELETE, OPTIONS", (st, h)
+    assert run(app, b"GET * HTTP/1.1\r\nHost: d\r\n\r\n")[0] == 400
 
 
 def test_accept_encoding_and_if_none_match_rules():
@@ -452,6 +464,20 @@ def _start_on_free_port(app):
     raise OSError("no free port")
 
 
+def _free_port_after(port):
+    import socket
+    for p in range(port + 1, port + 200):
+        s = socket.socket()
+        try:
+            s.bind(socket.getaddrinfo("127.0.0.1", p)[0][-1])
+            return p
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise OSError("no free port")
+
+
 def test_start_serves_from_background_threads_and_stop():
     import time
     app = WebServer(port=0, workers=2, host="127.0.0.1")
@@ -486,7 +512,7 @@ def test_a_second_port_served_and_closed_by_the_time_unlisten_returns():
     side.add_route("/side", lambda req: "side")
     _start_on_free_port(app)
     try:
-        port = app.bound_port + 1
+        port = _free_port_after(app.bound_port)   # (not just +1: a device of another test may hold it)
         app.listen(port, side)
         # the poll loop binds it, and listen() returns once it has: what a device advertises next
         # (a WeMo device's SSDP location) is reachable at once

@@ -1282,8 +1282,12 @@ class WebServer(Router):
                     allow = {"Allow": ", ".join(allow)}
                     resp = Response(b"", 204, allow) if req.method == "OPTIONS" else \
                         Response("Method Not Allowed\n", 405, allow, "text/plain")
-                else:
+                elif found == 404:
                     resp = Response("Not Found\n", 404, None, "text/plain")
+                elif found == 501:
+                    resp = Response("Not Implemented: no resource here takes this method\n", 501, None, "text/plain")
+                else:
+                    resp = Response("Bad Request: a * target is for OPTIONS only\n", 400, None, "text/plain")
             else:
                 route = found
                 if t is tuple:

@@ -12,6 +12,8 @@ _SEG_PATH = const(3)
 
 
 _GET_HEAD = ("GET", "HEAD")
+# the methods every server knows; any other is known only if a route takes it (WeMo's SUBSCRIBE)
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 # one lock for every router's table changes: they are rare (mostly at start), and on the ESP32 each
 # lock is a FreeRTOS semaphore of about 100 bytes of heap (a device has a router per WeMo device too)
 _tables_lock = allocate_lock()
@@ -189,9 +191,15 @@ class Router:
 
     def _find(self, req):
         """The route (a literal path), (route, args) (a path with parameters), or the status 404/405
-        (req.allow set for 405). No allocation for a literal path."""
+        (req.allow set for 405), 501 for a method no route takes, 400 for "*" but in OPTIONS *. No
+        allocation for a literal path."""
         path = req.path
         method = req.method
+        if path == "*":   # the asterisk-form: OPTIONS about the server as a whole (RFC 9112 3.2.4)
+            if method != "OPTIONS":
+                return 400
+            req.allow = _METHODS[:-2]
+            return 405
         lit = self._lit.get(path)
         allow = None
         if lit is not None:
@@ -209,7 +217,19 @@ class Router:
             if method in r.methods:
                 return r, args
             allow = (allow or ()) + r.methods
+        if method not in _METHODS and not self._takes(method):
+            return 501   # not 405 or 404: no resource here has it (RFC 9110 9.1)
         if allow is not None:
             req.allow = allow
             return 405
         return 404
+
+    def _takes(self, method):
+        for lit in self._lit.values():
+            for r in (lit if type(lit) is tuple else (lit,)):
+                if method in r.methods:
+                    return True
+        for r in self._params:
+            if method in r.methods:
+                return True
+        return False
