@@ -217,6 +217,36 @@ def test_404_405_options_head_and_tuple_status():
     assert run(app, b"GET * HTTP/1.1\r\nHost: d\r\n\r\n")[0] == 400
 
 
+def test_an_answer_that_cannot_go_on_the_wire_is_a_500():
+    # CR or LF in a header would let a handler that echoes a request's text add headers of its own
+    # (Set-Cookie); a status that is not one, a number as the body or a malformed tuple broke the
+    # answer or the connection. Each is a 500 now, and the connection goes on
+    app = WebServer()
+    app.log_errors = False
+    bad = {
+        "/h": lambda req: Response("x", headers={"X-A": "a\r\nSet-Cookie: evil=1"}),
+        "/r": lambda req: Response.redirect("/x\r\nSet-Cookie: evil=1"),
+        "/l": lambda req: Response("x", headers={"Set-Cookie": ["a=1", "b=2\nSet-Cookie: evil=1"]}),
+        "/n": lambda req: Response("x", headers={"X-A\r\nSet-Cookie": "1"}),
+        "/c": lambda req: Response("x", content_type="text/plain\r\nSet-Cookie: evil=1"),
+        "/s": lambda req: Response("x", "abc"),
+        "/big": lambda req: Response("x", 99999),
+        "/neg": lambda req: Response("x", -1),
+        "/int": lambda req: 5,
+        "/t": lambda req: ("x", "404"),
+        "/e": lambda req: (),
+    }
+    for path, fn in bad.items():
+        app.add_route(path, fn)
+    app.add_route("/ok", lambda req: Response("x", 201, {"X-A": "fine", "X-N": 3}))
+    for path in bad:
+        st, h, body, keep, conn = run(app, b"GET " + path.encode() + b" HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert st == 500 and keep, (path, st)
+        assert b"evil" not in bytes(conn.sock.out), path
+    st, h, body, keep, _ = run(app, b"GET /ok HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert st == 201 and h["x-a"] == "fine" and h["x-n"] == "3" and body == b"x"
+
+
 def test_accept_encoding_and_if_none_match_rules():
     from iotutils.web.response import accepts_gzip, etag_matches
     for value, takes in (("gzip", True), ("gzip, deflate", True), ("deflate, GZIP;q=0.5", True),

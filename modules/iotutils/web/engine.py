@@ -42,7 +42,7 @@ from iotutils._compat import const, log, print_exception, ready, sleep_ms, start
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
                                   FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)
-from iotutils.web.response import HTTPError, Response, make_response, status_reason
+from iotutils.web.response import HTTPError, Response, check_response, make_response, status_reason
 from iotutils.web.routing import Router
 
 # The builtins the hot paths use, as module globals: MicroPython finds a builtin only after missing it
@@ -1336,6 +1336,10 @@ class WebServer(Router):
         """Send resp (after the error handler for its status, if any) and get the connection ready for
         its next request; True to keep it."""
         conn = req.conn
+        try:
+            check_response(resp)   # (a 500 that says why on the console, not a broken answer)
+        except Exception as e:
+            resp = self._error_response(e)
         status = resp.status
         errors = conn.site._errors
         if status >= 400 and errors:

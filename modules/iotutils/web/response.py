@@ -97,6 +97,8 @@ def make_response(rv):
     if t is Response or isinstance(rv, Response):
         return rv
     if t is tuple or isinstance(rv, tuple):
+        if not rv:
+            raise ValueError("a handler returned an empty tuple")
         body = rv[0]
         status = 200
         headers = None
@@ -105,6 +107,9 @@ def make_response(rv):
                 status = extra
             elif isinstance(extra, dict):
                 headers = extra
+            else:   # ("x", "404") was a 200
+                raise TypeError("a handler's tuple is (body, status as an int, headers as a dict): got %s"
+                                % type(extra).__name__)
         if isinstance(body, Response):
             body.status = status
             if headers:
@@ -114,6 +119,35 @@ def make_response(rv):
     if rv is None:
         return Response(b"", 204)
     return Response(rv)
+
+
+def check_response(resp):
+    """ValueError or TypeError, naming the field, for an answer that cannot go on the wire as it is:
+    a status that is not an int from 100 to 599, a number as the body, a CR, LF or NUL in a
+    header (a handler that puts a request's text in a header must not let it add headers of its own)."""
+    s = resp.status
+    if type(s) is not int or not 100 <= s <= 599:
+        raise ValueError("status: %r is not an HTTP status (100-599)" % (s,))
+    b = resp.body
+    if isinstance(b, (int, float)):
+        raise TypeError("body: a handler returned a %s (str, bytes, dict, list, a generator or a file)"
+                        % type(b).__name__)
+    h = resp.headers
+    if h:
+        for k in h:
+            if type(k) is not str or not k or ":" in k or " " in k:
+                raise ValueError("header name: %r" % (k,))
+            v = h[k]
+            for one in (v if isinstance(v, (list, tuple)) else (v,)):
+                _no_crlf(k, one)
+    if resp.content_type:
+        _no_crlf("Content-Type", resp.content_type)
+
+
+def _no_crlf(name, value):
+    v = value if type(value) is str else str(value)
+    if "\r" in v or "\n" in v or "\0" in v or "\r" in name or "\n" in name:
+        raise ValueError("header %s: a CR, LF or NUL in its value" % name)
 
 
 def accepts_gzip(accept_encoding):
