@@ -1038,6 +1038,44 @@ def test_a_failure_at_any_step_of_an_app_update_leaves_the_running_app_alone(gh,
     assert ota_mod.app_boot() == "apps/b"
 
 
+def test_one_ota_letting_the_network_code_go_does_not_break_another_ones_check(gh, local, tmp_path):
+    """The network modules are the process's: one OTA object's automatic check that found nothing
+    unloads them (unload_network) while another object's check or install may be using them. They
+    broke with KeyError('iotutils.ota.release') and AttributeError (the probe's two OTA objects, 3
+    of 3 runs); now an unload waits until no OTA call of the process uses them."""
+    gh.add_release("me/fw", "0.1.0", image("0.1.0"))
+    timer = _ota(repo="me/fw", api=gh.api_url, state_path=local)
+    other = _ota(repo="me/fw", api=gh.api_url, state_path=str(tmp_path / "other.json"))
+    stop = time.time() + 3
+    errors, checks = [], [0, 0]
+
+    def auto():   # what _auto_check does when nothing is newer, back to back
+        while time.time() < stop:
+            try:
+                timer.check()
+            except Exception as e:
+                errors.append(("timer", repr(e)))
+            timer.unload_network()
+            checks[0] += 1
+
+    def admin():
+        while time.time() < stop:
+            try:
+                c = other.check()
+                assert c["available"] == "0.1.0", c
+                other.owner_key()
+            except Exception as e:
+                errors.append(("other", repr(e)))
+            checks[1] += 1
+    ts = [threading.Thread(target=auto), threading.Thread(target=admin)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not errors, errors[:5]
+    assert checks[0] > 5 and checks[1] > 5, checks
+
+
 def test_an_automatic_check_never_runs_beside_another_check(gh, local):
     """While a check runs (the admin page's), the automatic one does not start a second (each holds
     the network code's buffers: two at once failed for memory on a fragmented heap); it comes a

@@ -45,6 +45,16 @@ from iotutils.ota.state import OTAError, State
 _NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.ota.roots", "iotutils.ota.install",
                     "iotutils.ota.version", "iotutils.sign", "iotutils.appimage")
 
+# OTA calls of this process using the network code right now (every OTA object of the process:
+# the modules are the process's), and the lock that counts them: unload_network() waits for none
+_users = [0]
+_users_mu = allocate_lock()
+
+
+def _use(n):
+    with _users_mu:
+        _users[0] += n
+
 _AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
 
 NO_KEY = ("no OTA public key on this device, so no update can be trusted: make a key pair once with "
@@ -197,8 +207,11 @@ class OTA:
         if not self._own_net or self._lock is None or self._checking.locked() or not self._lock.acquire(0):
             return
         try:
-            self._http = self._source = None
-            unload(*_NETWORK_MODULES)
+            with _users_mu:   # (another OTA object's check or update holds them: not now)
+                if _users[0]:
+                    return
+                self._http = self._source = None
+                unload(*_NETWORK_MODULES)
         finally:
             self._lock.release()
 
@@ -251,11 +264,14 @@ class OTA:
     def owner_key(self):
         """The public key releases must be signed with (a 65-byte P-256 point), or OTAError."""
         if self._point is None:
-            sign = load("iotutils.sign")
+            _use(1)
             try:
+                sign = load("iotutils.sign")
                 self._point = sign.load_pubkey(self._pubkey) if self._pubkey else sign.default_pubkey()
             except ValueError as e:
                 raise OTAError("the OTA public key is not usable: %s" % e)
+            finally:
+                _use(-1)
             if self._point is None:
                 raise OTAError(NO_KEY)
         return self._point
@@ -268,15 +284,19 @@ class OTA:
         another one waits for it, or with wait=False returns None at once."""
         if not self._checking.acquire(1 if wait else 0):
             return None
+        _use(1)
         try:
-            plan = self.source.resolve()
+            try:
+                plan = self.source.resolve()
+            finally:
+                self._checking.release()
+            cur = self._running_desc().get("version")
+            bad = self.state.load().get("bad") or ()
+            return {"current": cur, "available": plan["version"],
+                    "newer": plan["version"] != cur and plan["version"] not in bad
+                    and not load("iotutils.ota.version").older(self, plan["version"], plan["secure_version"])}
         finally:
-            self._checking.release()
-        cur = self._running_desc().get("version")
-        bad = self.state.load().get("bad") or ()
-        return {"current": cur, "available": plan["version"],
-                "newer": plan["version"] != cur and plan["version"] not in bad
-                and not load("iotutils.ota.version").older(self, plan["version"], plan["secure_version"])}
+            _use(-1)
 
     def update(self, progress=None, force=False, reboot=True, downgrade=False):
         """Download, verify and install the offered image into the other slot, then reboot into it.
@@ -289,7 +309,7 @@ class OTA:
         then version), refused otherwise. reboot=False: return the installed version instead of
         resetting."""
         # the install path (ota/install.py) is network code, as _NETWORK_MODULES says
-        return self._locked(load("iotutils.ota.install").update, (self, progress, force, downgrade), reboot)
+        return self._locked("iotutils.ota.install", "update", (self, progress, force, downgrade), reboot)
 
     def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False,
                        sig=None, manifest=None, downgrade=False):
@@ -306,15 +326,18 @@ class OTA:
             man["sig"] = sig
         if sha256 is not None:
             man["sha256"] = sha256
-        return self._locked(load("iotutils.ota.install").install,
+        return self._locked("iotutils.ota.install", "install",
                             (self, stream, total, sha256, None, progress, force, downgrade, man), reboot)
 
-    def _locked(self, fn, args, reboot):
+    def _locked(self, module, name, args, reboot):
+        # module.name(*args) under the install lock, the network code counted in use throughout
         if self._lock is not None and not self._lock.acquire(0):
             raise OTAError("an update is already running")
+        _use(1)
         try:
-            version = fn(*args)
+            version = getattr(load(module), name)(*args)
         finally:
+            _use(-1)
             if self._lock is not None:
                 self._lock.release()
         if reboot:
@@ -418,10 +441,10 @@ class OTA:
         ref, each file checked against its git blob SHA-1; url: an app manifest). Returns the new app
         folder; the app runs pending until confirm() (see iotutils.ota.app). force: the running
         version again, or one that rolled back here; downgrade: an older version."""
-        update_app = load("iotutils.ota.app").update_app
         # under the install lock (an image and an app at once would race for the flash and the
         # pointer files); the reboot, if any, happens inside, after the pointer switched
-        return self._locked(update_app, (self, folder, progress, reboot, force, downgrade), False)
+        return self._locked("iotutils.ota.app", "update_app", (self, folder, progress, reboot, force, downgrade),
+                            False)
 
 
 def __getattr__(name):
