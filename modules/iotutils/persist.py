@@ -134,7 +134,13 @@ class Persistent:
         return self.coerce(self.empty() if default is None else default)
 
     def _fail(self, x, why):
-        return ValueError("%s %s/%s: cannot use %r (%s)" % (type(self).__name__, self.folder, self.name, x, why))
+        try:
+            shown = repr(x)
+        except (RuntimeError, MemoryError):   # nested deeper than repr() can go: RuntimeError was raised
+            shown = "a deeply nested " + type(x).__name__
+        if len(shown) > 80:   # (a message, not a copy of a 100 KB value)
+            shown = shown[:77] + "..."
+        return ValueError("%s %s/%s: cannot use %s (%s)" % (type(self).__name__, self.folder, self.name, shown, why))
 
     def coerce(self, x):
         """x converted to this variable's type (ValueError naming the variable if it cannot be)."""

@@ -163,6 +163,31 @@ def test_json_list_set():
     raises(ValueError, s.set, 3)
 
 
+def test_a_value_nested_deeper_than_repr_goes_is_a_valueerror_naming_the_variable():
+    # the depth check refused it, and the message's repr() of the value then raised RuntimeError
+    fresh()
+    lst, j = PersistentList("deep"), PersistentJSON("deepj")
+    lst.set([1])
+    deep = []
+    cur = deep
+    for _ in range(2500):
+        cur.append([])
+        cur = cur[0]
+    for v in (lst, j):
+        try:
+            v.set(deep)
+            raise AssertionError("accepted")
+        except ValueError as e:
+            assert v.name in str(e) and "nested" in str(e) and len(str(e)) < 300, str(e)
+    assert lst.value == [1]
+    # a long value is named in the message, cut short
+    try:
+        PersistentInt("n").set("x" * 5000)
+        raise AssertionError("accepted")
+    except ValueError as e:
+        assert "n:" in str(e) and len(str(e)) < 300, str(e)
+
+
 def test_names_and_folders_limited_to_15():
     fresh()
     PersistentInt("a" * 15, folder="f" * 15).value = 1
