@@ -103,7 +103,9 @@ def auto_settings(cur, enable=None, every_hours=None, idle_minutes=None):
             if type(cur.get(k)) is type(st[k]) or k != "on" and type(cur.get(k)) is float:
                 st[k] = cur[k]
     if enable is not None:
-        st["on"] = bool(enable)
+        if not isinstance(enable, bool):   # ("no" and "false" turned it on, and that was stored)
+            raise ValueError("enable: True or False expected, got %r" % (enable,))
+        st["on"] = enable
     if every_hours is not None:
         st["every_h"] = float(every_hours)
     if idle_minutes is not None:
