@@ -6,9 +6,9 @@ from iotutils.coerce import clamp, hex_digits, parse_json, to_int, to_json_text
 from iotutils.persist import I64_MAX, I64_MIN, BLOB, I64, STR, U32, PersistentJSON, Persistent
 
 try:
-    from binascii import a2b_base64
+    from binascii import a2b_base64, b2a_base64
 except ImportError:  # pragma: no cover
-    a2b_base64 = None
+    a2b_base64 = b2a_base64 = None
 
 
 class PersistentList(PersistentJSON):
@@ -150,9 +150,14 @@ class _PersistentBytes(Persistent):
             return bytes(x)
         if isinstance(x, str):
             try:
-                return a2b_base64(x)
+                raw = a2b_base64(x)
             except (ValueError, TypeError):
                 raise ValueError("not base64")
+            # the decoder skips what is not base64 ("!!!!" was stored as b""): only text that
+            # encodes back the same, as an export writes it, is taken
+            if b2a_base64(raw).decode().strip() != x:
+                raise ValueError("not base64 (as an export writes it: A-Z a-z 0-9 + / and = padding)")
+            return raw
         raise ValueError("not bytes")
 
     def _encode(self, v):

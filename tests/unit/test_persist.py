@@ -287,6 +287,17 @@ def test_export_import_round_trip():
     assert PersistentJSON("j", folder="lamp").value == {"a": [1, None]}
     assert store.get("raw", "blob") == b"\x00\x01"
     assert json.loads(persist.export_json()) == data
+    # bytes are taken as an export writes them, nothing else: the decoder skipped what is not
+    # base64, and "!!!!" was stored as b"", "a@b$c%d^" as three bytes of its letters
+    for bad in ("!!!!", "a@b$c%d^", "AAE", "AA E=", "AAE=\n", "====", "AAAAA==="):
+        try:
+            persist.import_json({"raw": {"blob": {"type": "bytes", "value": bad}}})
+            raise AssertionError("taken: %r" % bad)
+        except ValueError as e:
+            assert "blob" in str(e) and "base64" in str(e), str(e)
+    assert store.get("raw", "blob") == b"\x00\x01"
+    assert persist.import_json({"raw": {"blob": {"type": "bytes", "value": "AAEC"}}}) == 1
+    assert store.get("raw", "blob") == b"\x00\x01\x02"
 
 
 def test_import_validates_everything_first():
