@@ -59,7 +59,10 @@ class Device:
         from iotutils.server import WebServer
         #: host names the device answers to besides its own (a reverse proxy's, a DNS name you gave
         #: it); IP literals and the device's host name (+ ".local") are always accepted
-        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+        if isinstance(allowed_hosts, str) or not all(isinstance(h, str) for h in allowed_hosts or ()):
+            # ("example.com" was taken as its letters)
+            raise ValueError("allowed_hosts: a list of host names expected, got %r" % (allowed_hosts,))
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts or ())
         # every server of this device (the web server, each WeMo device) checks the Host first
         WebServer.host_guard = self._host_guard
         # None: the board's (hal.WEB_WORKERS)
@@ -442,8 +445,11 @@ class Device:
         decorator: @dev.every(1000). A task must return quickly: the loop feeds the watchdog."""
         if fn is None:
             return lambda f: self.every(period_ms, f)
-        if not isinstance(period_ms, int) or period_ms < 0:
-            raise ValueError("period_ms: a number of milliseconds >= 0 expected, got %r" % (period_ms,))
+        if isinstance(period_ms, bool) or not isinstance(period_ms, int) or not 0 <= period_ms < 1 << 29:
+            # (ticks count in a ring of 2**30 ms: a longer period would never come round)
+            raise ValueError("period_ms: milliseconds from 0 to 2**29 - 1 (6 days) expected, got %r" % (period_ms,))
+        if not callable(fn):   # (it failed at every pass of the main loop instead)
+            raise TypeError("fn: a function expected, got %s" % type(fn).__name__)
         self._tasks.append([period_ms, ticks_ms(), fn])
         return fn
 

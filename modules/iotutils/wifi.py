@@ -91,14 +91,16 @@ def check_ssid(ssid):
 
 
 def check_password(password):
-    """A station password: "" (open network), 1..63 characters (WPA/WPA2 passphrases are 8..63,
+    """A station password: "" (open network), 1..63 bytes of UTF-8 without NUL (WPA/WPA2 passphrases are 8..63,
     WEP keys 5 or 13: both exist in the field, so nothing shorter is refused here), or a
     64-hex-digit PSK. The router decides; a wrong one shows as status()["error"]."""
     if password is None:
         return ""
     if not isinstance(password, str):
         raise ValueError("password: must be a string")
-    n = len(password)
+    if "\x00" in password:   # (the driver ends a password at its NUL, as it ends an SSID)
+        raise ValueError("password: no NUL character")
+    n = len(password.encode())   # the driver's limit is in bytes: "é" is two
     if n <= 63:
         return password
     if n == 64:
@@ -112,8 +114,10 @@ def check_password(password):
 
 def hostname_of(name):
     """A device name as a DHCP/mDNS host name: lower case letters, digits and '-', 1..32 chars."""
+    if not isinstance(name, str):   # (b"abc" became "b-abc", ["x"] "x")
+        raise ValueError("hostname: a string expected, got %s" % type(name).__name__)
     out = []
-    for c in str(name).lower():
+    for c in name.lower():
         if "a" <= c <= "z" or "0" <= c <= "9":
             out.append(c)
         elif out and out[-1] != "-":
@@ -314,8 +318,8 @@ class Wifi:
                 check_ssid(ssid)
             if password is not None and not isinstance(password, str):
                 raise ValueError("password: a string expected")
-            if password is not None and password and not 8 <= len(password) <= 63:
-                raise ValueError("password: 8 to 63 characters, or empty for an open AP")
+            if password is not None and password and (not 8 <= len(password.encode()) <= 63 or "\x00" in password):
+                raise ValueError("password: 8 to 63 bytes without NUL, or empty for an open AP")
             if ssid is not None:
                 self._ap_ssid = ssid
             if password is not None:
@@ -426,6 +430,8 @@ class Wifi:
     def connect(self, timeout=15):
         """Try the known networks (visible ones strongest first, then hidden ones) until one
         connects or timeout seconds pass. Returns True when connected."""
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
+            raise ValueError("timeout: seconds from 0 to 3600 expected, got %r" % (timeout,))
         deadline = ticks_add(ticks_ms(), int(timeout * 1000))
         with self._plock:
             if self._state == _CONNECTED and self._sta.isconnected():

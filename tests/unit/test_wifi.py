@@ -182,6 +182,10 @@ def test_network_validation():
     assert W.check_password("secret") == "secret"  # the documented scenario's; WEP keys are short too
     for bad in ("x" * 64, "z" * 65, 12345678):
         assert raises(ValueError, W.check_password, bad).args[0].startswith("password")
+    # the driver's limit is 63 bytes ("é" is two), and it ends a password at a NUL
+    assert W.check_password("é" * 31) == "é" * 31
+    for bad in ("é" * 32, "é" * 63, "a\x00bcdefgh"):
+        assert raises(ValueError, W.check_password, bad).args[0].startswith("password")
 
 
 def test_hostname_of():
@@ -189,6 +193,8 @@ def test_hostname_of():
     assert W.hostname_of("  Küche #2 ") == "k-che-2"
     assert W.hostname_of("a" * 40) == "a" * 32
     assert raises(ValueError, W.hostname_of, "!!").args[0].startswith("hostname")
+    for bad in (b"abc", ["x"], 5, None):   # (b"abc" became "b-abc")
+        assert raises(ValueError, W.hostname_of, bad).args[0].startswith("hostname")
 
 
 # ---- the manager on the simulated WLAN ----
@@ -254,6 +260,12 @@ def test_unknown_network_not_found_and_timeout():
     w.add_network("hidden-one", "secret12", hidden=True)   # not visible: tried blind
     assert not w.connect(timeout=3)
     assert w.result("hidden-one") == "no_ap_found"
+    # the timeout is seconds, said by name ("5" made a 1000-digit string, None a TypeError)
+    for bad in ("5", None, float("nan"), float("inf"), 10 ** 40, -1, True):
+        assert raises(ValueError, w.connect, bad).args[0].startswith("timeout"), bad
+    # an access point's password: 8 to 63 bytes, no NUL
+    for bad in ("é" * 40, "abc\x00defgh"):
+        assert raises(ValueError, w.access_point, True, None, bad).args[0].startswith("password")
     w.stop()
 
 
