@@ -247,6 +247,31 @@ def test_an_answer_that_cannot_go_on_the_wire_is_a_500():
     assert st == 201 and h["x-a"] == "fine" and h["x-n"] == "3" and body == b"x"
 
 
+def test_registration_checks_its_arguments_at_the_call():
+    # each was taken and failed later: at every request (a 500, a bytes/str warning per lookup),
+    # never (a route no path can reach, a server without threads), or with an unrelated message
+    from iotutils.web.routing import Router
+    app = WebServer()
+    fn = lambda req: ""
+    for args, field in (((None, fn), "path"), ((b"/b", fn), "path"), (("noslash", fn), "path"),
+                        (("/p/<int:>", fn), "route"), (("/p/<>", fn), "route"), (("/x", fn, [5]), "methods"),
+                        (("/x", fn, []), "methods"), (("/x", fn, ["GE T"]), "methods")):
+        assert raises(ValueError, app.add_route, *args).args[0].startswith(field), args
+    assert raises(TypeError, app.add_route, "/x", 5).args[0].startswith("fn")
+    assert raises(ValueError, app.add_route, "/x", fn, ("GET",), False, -1).args[0].startswith("max_body")
+    for args, field in (((None, "/tmp"), "static"), (("/s", None), "static"), (("/s", "/tmp", -5), "max_age"),
+                        (("/s", "/tmp", 5, "../x"), "index")):
+        assert raises(ValueError, app.static, *args).args[0].startswith(field), args
+    for kw, field in (({"port": -1}, "port"), ({"port": 70000}, "port"), ({"port": "80"}, "port"),
+                      ({"workers": -3}, "workers"), ({"workers": "2"}, "workers")):
+        assert raises(ValueError, WebServer, **kw).args[0].startswith(field), kw
+    assert raises(ValueError, app.listen, None, Router()).args[0].startswith("port")
+    assert raises(TypeError, app.listen, 8081, None).args[0].startswith("router")
+    assert app._lit == {} and app._params == []   # nothing half-registered
+    app.add_route("/p/<name>", fn)   # a plain parameter still works
+    assert app._params[0].segs[2] == (1, "name")
+
+
 def test_accept_encoding_and_if_none_match_rules():
     from iotutils.web.response import accepts_gzip, etag_matches
     for value, takes in (("gzip", True), ("gzip, deflate", True), ("deflate, GZIP;q=0.5", True),

@@ -164,6 +164,12 @@ def _gc_collect():
         pass
 
 
+def _check_port(port):
+    # (-1 and 70000 were taken, "80" raised TypeError from a comparison deep in start())
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError("port: 0 to 65535 expected, got %r" % (port,))
+
+
 class WebServer(Router):
     """A threaded HTTP/1.1 server. Limits are class attributes: tune them on the class or the instance."""
 
@@ -240,6 +246,10 @@ class WebServer(Router):
     server_name = "iotutils"
 
     def __init__(self, port=80, workers=3, host=None):
+        _check_port(port)
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= 16:
+            # (-3 started no thread at all: nothing ever answered)
+            raise ValueError("workers: 0 to 16 threads expected, got %r" % (workers,))
         self.port = port
         self.workers = workers
         self.host = host
@@ -341,6 +351,9 @@ class WebServer(Router):
         a server with threads, buffers and a wake-up socket of its own. Before or after start(); after
         it, returns once the port listens (the poll loop binds it), so what is advertised next (an
         SSDP location) is reachable, or after wait_ms as unlisten() does."""
+        _check_port(port)
+        if not isinstance(router, Router):
+            raise TypeError("router: a Router expected, got %s" % type(router).__name__)
         self._change_site(port, router, wait_ms)
 
     def unlisten(self, port, wait_ms=1000):

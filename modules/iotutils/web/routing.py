@@ -29,6 +29,14 @@ class Route:
     max_body = None
 
     def __init__(self, pattern, fn, methods, stream, max_body):
+        # checked here, once, not at the first request (a bytes path broke every later lookup)
+        if not isinstance(pattern, str) or not pattern.startswith("/"):
+            raise ValueError("path: a str starting with / expected, got %r" % (pattern,))
+        if not methods or isinstance(methods, str) or \
+                [m for m in methods if not isinstance(m, str) or not m or not m.isalpha()]:
+            raise ValueError("methods: a list of method names expected, got %r" % (methods,))
+        if max_body is not None and (isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0):
+            raise ValueError("max_body: bytes (an int >= 0) expected, got %r" % (max_body,))
         self.pattern = pattern
         self.fn = fn
         if methods == ("GET",) or methods == ["GET"]:
@@ -46,8 +54,10 @@ class Route:
             segs = []
             for part in pattern.split("/"):
                 if part.startswith("<") and part.endswith(">"):
-                    kind, _, name = part[1:-1].partition(":")
+                    kind, colon, name = part[1:-1].partition(":")
                     if not name:
+                        if colon or not kind:   # "<int:>", "<>": no name for the argument
+                            raise ValueError("route %r: a parameter without a name" % (pattern,))
                         kind, name = "str", kind
                     k = {"str": _SEG_STR, "string": _SEG_STR, "int": _SEG_INT, "path": _SEG_PATH}.get(kind)
                     if k is None:
@@ -114,6 +124,8 @@ class Router:
         """Register fn(req, *path_args) for path; safe while the server runs."""
         if isinstance(methods, str):
             methods = (methods,)
+        if not callable(fn):   # (each request was a 500)
+            raise TypeError("fn: a function expected, got %s" % type(fn).__name__)
         r = Route(path, fn, methods, stream, max_body)
         with _tables_lock:
             # copy-on-write: readers never see a table being resized
@@ -183,6 +195,12 @@ class Router:
         that accept it; ETag/Last-Modified/Cache-Control and 304 answers."""
         from iotutils.web.static import Static  # loaded by apps that serve files, only
 
+        if not isinstance(url_prefix, str) or not isinstance(folder, str) or not folder:
+            raise ValueError("static: url_prefix and folder are paths (str), got %r, %r" % (url_prefix, folder))
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
+            raise ValueError("max_age: seconds (an int >= 0) expected, got %r" % (max_age,))
+        if not isinstance(index, str) or not index or "/" in index:
+            raise ValueError("index: a file name expected, got %r" % (index,))
         handler = Static(folder, max_age, index)
         prefix = url_prefix.rstrip("/")
         self.add_route(prefix + "/<path:p>", handler, ("GET",))
