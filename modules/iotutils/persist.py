@@ -184,6 +184,10 @@ class Persistent:
             _fresh()
             try:
                 store.set(self.folder, self.name, raw, code if isinstance(raw, int) else None)
+            except ValueError as e:   # the store's own limits (a value too long for NVS): said by name
+                _cache_drop(self.folder, self.name)
+                raise ValueError("%s %s/%s: %s" % (type(self).__name__, self.folder, self.name,
+                                                   e.args[0] if e.args else "refused by the store"))
             except Exception:
                 _cache_drop(self.folder, self.name)  # unknown state on flash: read it again next time
                 raise
@@ -332,6 +336,8 @@ class PersistentRange(Persistent):
             raise ValueError("%s: lo and hi must be numbers, got %r..%r" % (owner, lo, hi))
         if self.lo > self.hi:
             raise ValueError("%s: lo %r is above hi %r" % (owner, lo, hi))
+        if not self._float and not I64_MIN <= self.lo <= self.hi <= I64_MAX:   # (stored as a 64-bit int)
+            raise ValueError("%s: lo and hi must fit 64 bits, got %r..%r" % (owner, lo, hi))
         Persistent.__init__(self, name, default, folder)
 
     def empty(self):

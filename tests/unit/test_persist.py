@@ -163,8 +163,8 @@ def test_json_list_set():
     raises(ValueError, s.set, 3)
 
 
-def test_a_value_nested_deeper_than_repr_goes_is_a_valueerror_naming_the_variable():
-    # the depth check refused it, and the message's repr() of the value then raised RuntimeError
+def test_values_too_deep_too_long_or_too_large_are_valueerrors_naming_the_variable():
+    # too deep: the depth check refused it, and the message's repr() of the value raised RuntimeError
     fresh()
     lst, j = PersistentList("deep"), PersistentJSON("deepj")
     lst.set([1])
@@ -180,6 +180,24 @@ def test_a_value_nested_deeper_than_repr_goes_is_a_valueerror_naming_the_variabl
         except ValueError as e:
             assert v.name in str(e) and "nested" in str(e) and len(str(e)) < 300, str(e)
     assert lst.value == [1]
+    # the store's own limits are said with the variable's name (they said "blob too long: 30000
+    # bytes" or "value too long for NVS"), and the value stays
+    s = PersistentStr("longs")
+    s.set("kept")
+    for v, value in ((s, "x" * 30000), (PersistentInt("bigi"), 10 ** 4200)):
+        try:
+            v.set(value)
+            raise AssertionError("accepted")
+        except ValueError as e:
+            assert ("/%s: " % v.name) in str(e) and type(v).__name__ in str(e), str(e)
+    assert s.value == "kept"
+    # a range stored as a 64-bit int must have bounds that fit
+    try:
+        PersistentRange("wide", -10 ** 40, 10 ** 40)
+        raise AssertionError("accepted")
+    except ValueError as e:
+        assert "wide" in str(e) and "64 bits" in str(e), str(e)
+    assert PersistentRange("wide", -2 ** 63, 2 ** 63 - 1).set(10 ** 30) == 2 ** 63 - 1
     # a long value is named in the message, cut short
     try:
         PersistentInt("n").set("x" * 5000)
