@@ -311,7 +311,7 @@ class OTA:
         then version), refused otherwise. reboot=False: return the installed version instead of
         resetting."""
         # the install path (ota/install.py) is network code, as _NETWORK_MODULES says
-        return self._locked("iotutils.ota.install", "update", (self, progress, force, downgrade), reboot)
+        return self._locked(lambda: load("iotutils.ota.install").update(self, progress, force, downgrade), reboot)
 
     def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False,
                        sig=None, manifest=None, downgrade=False):
@@ -328,16 +328,17 @@ class OTA:
             man["sig"] = sig
         if sha256 is not None:
             man["sha256"] = sha256
-        return self._locked("iotutils.ota.install", "install",
-                            (self, stream, total, sha256, None, progress, force, downgrade, man), reboot)
+        return self._locked(lambda: load("iotutils.ota.install").install(
+            self, stream, total, sha256, None, progress, force, downgrade, man), reboot)
 
-    def _locked(self, module, name, args, reboot):
-        # module.name(*args) under the install lock, the network code counted in use throughout
+    def _locked(self, run, reboot):
+        # run() under the install lock, the network code counted in use throughout (run loads it:
+        # load("...") with a literal name, as scripts/build_mip.py finds a module's lazy imports)
         if self._lock is not None and not self._lock.acquire(0):
             raise OTAError("an update is already running")
         _use(1)
         try:
-            version = getattr(load(module), name)(*args)
+            version = run()
         finally:
             _use(-1)
             if self._lock is not None:
@@ -445,8 +446,8 @@ class OTA:
         version again, or one that rolled back here; downgrade: an older version."""
         # under the install lock (an image and an app at once would race for the flash and the
         # pointer files); the reboot, if any, happens inside, after the pointer switched
-        return self._locked("iotutils.ota.app", "update_app", (self, folder, progress, reboot, force, downgrade),
-                            False)
+        return self._locked(lambda: load("iotutils.ota.app").update_app(self, folder, progress, reboot, force,
+                                                                         downgrade), False)
 
 
 def __getattr__(name):
