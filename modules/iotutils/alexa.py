@@ -162,7 +162,7 @@ class Light:
     def set(self, on=None, brightness=None, hue=None, sat=None, ct=None, xy=None):
         """A local change (button, own web page): Hue clients see it at their next read, WeMo subscribers
         get a NOTIFY. on_change is not called (the app made the change). brightness 0 turns it off."""
-        if on is not None and not isinstance(on, (bool, int)):
+        if on is not None and on not in (True, False):   # (bool, or 0/1: 5 was taken as True)
             raise ValueError("on: bool expected, got %r" % (on,))
         if brightness is not None:
             if not is_num(brightness) or not 0 <= brightness <= 100:
@@ -312,6 +312,9 @@ class Alexa(HueBridge):
         no on_change (set light.on_change, or add() it from the app, which then takes it over)."""
         check_name(name)
         key = check_name(key if key is not None else name, "key")
+        for field, v in (("dimmable", dimmable), ("color", color), ("wemo", wemo), ("keep", keep)):
+            if not isinstance(v, bool):   # ("no" was taken as True)
+                raise ValueError("%s: True or False expected, got %r" % (field, v))
         if wemo and color:
             raise ValueError("wemo: a WeMo device is on/off only (no colour)")
         flags = ((F_DIMMABLE if dimmable and not wemo else 0) | (F_COLOR if color else 0) | (F_WEMO if wemo else 0)

@@ -272,6 +272,10 @@ class PersistentStr(Persistent):
         if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool)
                                        or max_length < 1):
             raise ValueError("max_length: a whole number of 1 or more expected, got %r" % (max_length,))
+        if choices is not None and (isinstance(choices, str) or not choices
+                                    or [c for c in choices if not isinstance(c, str)]):
+            # ("abc" meant "a", "b", "c"; a number among them failed in the message's join)
+            raise ValueError("choices: a list of strings expected, got %r" % (choices,))
         self.max_length = max_length
         self.choices = tuple(choices) if choices else None   # only these values (a Home Assistant select)
         Persistent.__init__(self, name, default, folder)

@@ -301,6 +301,8 @@ class Wifi:
     # ---- interfaces ----
     def station(self, on=True):
         """Station interface on/off. Off also stops the background reconnecting."""
+        if not isinstance(on, bool):   # ("no" turned it on)
+            raise ValueError("on: True or False expected, got %r" % (on,))
         if on:
             self._sta_up()
         else:

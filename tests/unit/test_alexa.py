@@ -527,6 +527,14 @@ def test_local_set_is_reported():
     assert seen == []    # local changes are the app's own: no callback
     assert isinstance(raises(ValueError, lamp.set, brightness=101), ValueError)
     assert "hue" in str(raises(ValueError, lamp.set, hue=3))
+    # flags are bools ("no" was taken as True, on=5 as on)
+    for bad in ({"on": 5}, {"on": "no"}):
+        assert str(raises(ValueError, lamp.set, **bad)).startswith("on"), bad
+    for bad in ({"dimmable": "no"}, {"wemo": "false"}, {"color": 1}, {"keep": None}):
+        assert str(raises(ValueError, alexa.add, "Odd", **bad)).startswith(list(bad)[0]), bad
+    assert alexa.get("Odd") is None
+    lamp.set(on=1)
+    assert lamp.on is True
     bulb = alexa.add("Bulb", color=True)
     assert "sat" in str(raises(ValueError, bulb.set, sat=300))
     assert "xy" in str(raises(ValueError, bulb.set, xy=(1, 2, 3)))

@@ -96,6 +96,8 @@ def test_float_str_coercions():
     assert s.set(b"bytes") == "bytes"
     raises(ValueError, s.set, None)
     raises(ValueError, s.set, b"\xff\xfe")
+    for bad in ("abc", ("a", 1), ()):   # ("abc" meant "a", "b", "c"; a number failed in a join)
+        assert raises(ValueError, PersistentStr, "pick", choices=bad).args[0].startswith("choices"), bad
     short = PersistentStr("short", max_length=3)
     assert short.set("abcdef") == "abc" and short.value == "abc"
     long = PersistentStr("long")

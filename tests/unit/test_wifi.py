@@ -458,6 +458,7 @@ def test_hostname_persists_and_reaches_the_interface():
     assert w.hostname().startswith("iotutils-")
     w.hostname("Desk Lamp")
     assert w.hostname() == "desk-lamp" and W.Wifi().hostname() == "desk-lamp"
+    assert raises(ValueError, w.station, "no").args[0].startswith("on")   # ("no" turned it on)
     w.station(True)
     assert wlan_sim.interface(0, None).config("hostname") == "desk-lamp"
     w._host.reset()
