@@ -392,9 +392,11 @@ class Alexa(HueBridge):
             light = self.get(light)
             if light is None:
                 raise ValueError("name: no such light")
+        elif not isinstance(light, Light):   # (None and 5 did nothing, silently)
+            raise ValueError("light: a Light, a name or a key expected, got %r" % (light,))
         with self._lock:
             if light not in self._lights:
-                return
+                return   # (one removed already: nothing to do)
             self._lights.remove(light)
             self._byid.pop(light.id, None)
             if forget:

@@ -533,6 +533,9 @@ def test_local_set_is_reported():
     for bad in ({"dimmable": "no"}, {"wemo": "false"}, {"color": 1}, {"keep": None}):
         assert str(raises(ValueError, alexa.add, "Odd", **bad)).startswith(list(bad)[0]), bad
     assert alexa.get("Odd") is None
+    for bad in (None, 5):   # (did nothing, silently)
+        assert str(raises(ValueError, alexa.remove, bad)).startswith("light"), bad
+    assert str(raises(ValueError, alexa.remove, "No such")).startswith("name")
     lamp.set(on=1)
     assert lamp.on is True
     bulb = alexa.add("Bulb", color=True)

@@ -137,6 +137,22 @@ class OTA:
                              "or 'url:<https URL>', got %r" % (channel,))
         if kind != "url" and repo is None:
             raise ValueError("repo is required for channel %r" % channel)
+        # the rest checked here too, not at the first check (api=None was an AttributeError there)
+        if not isinstance(api, str) or not (api.startswith("https://") or api.startswith("http://")) \
+                or [c for c in api if c <= " " or c == "\x7f"]:
+            raise ValueError("api: an https:// URL expected, got %r" % (api,))
+        for field, v, none_ok in (("token", token, True), ("manifest", manifest, False), ("asset", asset, False),
+                                  ("state_path", state_path, True)):
+            if not (v is None and none_ok) and (not isinstance(v, str) or not v or "\x00" in v):
+                raise ValueError("%s: a string expected, got %r" % (field, v))
+        if sha256 is not None and not _hex_ok(sha256, 64):
+            raise ValueError("sha256: must be 64 hex digits")
+        if sig is not None and not _hex_ok(sig, 128):
+            raise ValueError("sig: must be 128 hex digits")
+        if pubkey is not None and not isinstance(pubkey, (str, bytes)):
+            raise ValueError("pubkey: a PEM text or DER bytes expected, got %s" % type(pubkey).__name__)
+        if not isinstance(allow_http, bool):
+            raise ValueError("allow_http: True or False expected, got %r" % (allow_http,))
         self.repo = repo
         self.channel = channel
         self.kind = kind
