@@ -272,6 +272,20 @@ def test_registration_checks_its_arguments_at_the_call():
     assert app._params[0].segs[2] == (1, "name")
 
 
+def test_json_answers_write_nan_and_infinities_as_null():
+    # json.dumps wrote nan/inf (NaN/Infinity on CPython), which no JSON parser takes: a sensor's
+    # failed reading made the whole answer unreadable. As JavaScript's JSON.stringify: null
+    import json
+    nan, inf = float("nan"), float("inf")
+    app = WebServer()
+    app.add_route("/d", lambda req: {"t": nan, "h": [1.5, inf, -inf], "s": "nan inf", "n": {"x": (nan,)}})
+    app.add_route("/r", lambda req: Response([nan, 2.0], 201))
+    st, h, body, _, _ = run(app, b"GET /d HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert st == 200 and json.loads(body) == {"t": None, "h": [1.5, None, None], "s": "nan inf", "n": {"x": [None]}}
+    st, h, body, _, _ = run(app, b"GET /r HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert st == 201 and json.loads(body) == [None, 2.0] and h["content-type"] == "application/json"
+
+
 def test_accept_encoding_and_if_none_match_rules():
     from iotutils.web.response import accepts_gzip, etag_matches
     for value, takes in (("gzip", True), ("gzip, deflate", True), ("deflate, GZIP;q=0.5", True),

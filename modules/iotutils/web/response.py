@@ -62,7 +62,7 @@ class Response:
         if t is str:
             content_type = content_type or self.default_content_type
         elif t is dict or t is list or (t is not bytes and isinstance(body, (dict, list))):
-            body = json.dumps(body)
+            body = json_text(body)
             content_type = content_type or "application/json"
         elif t is not bytes and isinstance(body, str):
             content_type = content_type or self.default_content_type
@@ -119,6 +119,26 @@ def make_response(rv):
     if rv is None:
         return Response(b"", 204)
     return Response(rv)
+
+
+def json_text(obj):
+    """json.dumps(obj), with NaN and infinities as null, as JavaScript's JSON.stringify writes them:
+    json.dumps writes nan/inf (NaN/Infinity on CPython), which no JSON parser takes (a sensor's
+    failed reading made a whole answer unreadable)."""
+    t = json.dumps(obj)
+    if "nan" in t or "inf" in t or "NaN" in t or "Infinity" in t:   # (maybe only inside a string)
+        t = json.dumps(_finite(obj))
+    return t
+
+
+def _finite(x):
+    if type(x) is float:
+        return x if x - x == 0 else None   # (nan - nan and inf - inf are nan)
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def check_response(resp):
