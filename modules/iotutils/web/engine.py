@@ -42,7 +42,8 @@ from iotutils._compat import const, log, print_exception, ready, sleep_ms, start
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
                                   FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)
-from iotutils.web.response import HTTPError, Response, check_response, json_text, make_response, status_reason
+from iotutils.web.response import (NONFINITE, HTTPError, Response, check_response, json_text, make_response,
+                                   status_reason)
 from iotutils.web.routing import Router
 
 # The builtins the hot paths use, as module globals: MicroPython finds a builtin only after missing it
@@ -602,6 +603,7 @@ class WebServer(Router):
         new_request = Request
         now_ms = ticks_ms
         dumps = json.dumps
+        nan, inf = NONFINITE
         write_all = self.write_all
         back = self._back
         mp = _MP
@@ -675,8 +677,8 @@ class WebServer(Router):
                             t = type(rv)
                             if t is dict or t is list:
                                 d = dumps(rv)
-                                if "nan" in d or "inf" in d or "NaN" in d or "Infinity" in d:
-                                    d = json_text(rv)   # (NaN and infinities as null)
+                                if nan in d or inf in d:
+                                    d = json_text(rv, d)   # (NaN and infinities as null)
                                 rv = d
                                 t = str
                                 ctype = "application/json"

@@ -121,13 +121,22 @@ def make_response(rv):
     return Response(rv)
 
 
-def json_text(obj):
-    """json.dumps(obj), with NaN and infinities as null, as JavaScript's JSON.stringify writes them:
-    json.dumps writes nan/inf (NaN/Infinity on CPython), which no JSON parser takes (a sensor's
-    failed reading made a whole answer unreadable)."""
-    t = json.dumps(obj)
-    if "nan" in t or "inf" in t or "NaN" in t or "Infinity" in t:   # (maybe only inside a string)
-        t = json.dumps(_finite(obj))
+# what this runtime's json.dumps writes for NaN and infinity (nan/inf; NaN/Infinity on CPython)
+NONFINITE = (json.dumps(float("nan")), json.dumps(float("inf")))
+
+
+def json_text(obj, text=None):
+    """json.dumps(obj) (or `text`, made by it already), with NaN and infinities as null, as
+    JavaScript's JSON.stringify writes them: no JSON parser takes nan or inf (a sensor's failed
+    reading made a whole answer unreadable). Written again only when one stands as a value, not for
+    a word that holds the letters ("info", "banana")."""
+    t = json.dumps(obj) if text is None else text
+    for m in NONFINITE:
+        i = t.find(m)
+        while i > 0:
+            if t[i - 1] in " [-":   # a value (": nan", "[inf", "-inf"), or maybe a string's word: then
+                return json.dumps(_finite(obj))   # (written again all the same, and right)
+            i = t.find(m, i + 1)
     return t
 
 
