@@ -11,6 +11,7 @@ from iotutils.admin import json_body
 from iotutils.server import HTTPError, Response
 
 _ENOSPC = const(28)
+_KEPT = const(8)   # alexa's _F_KEPT: a device added on this page (not by the app's code)
 
 # ---- Wi-Fi ----
 def _need_wifi(self):
@@ -374,7 +375,7 @@ def _need_alexa(self):
 def _light_json(self, light):
     return {"id": light.index, "name": light.name, "on": light.on, "brightness": light.brightness,
             "dimmable": light.dimmable, "color": light.color, "wemo": light.wemo,
-            "uniqueid": light.uniqueid, "app": not light.flags & 8}   # (8: alexa's _F_KEPT, the page's own)
+            "uniqueid": light.uniqueid, "app": not light.flags & _KEPT}
 
 
 def _alexa(self, req):
@@ -455,7 +456,7 @@ def _alexa_put(self, req, i):
 
 def _alexa_delete(self, req, i):
     light = self._find_light(i)
-    if not light.flags & 8:
+    if not light.flags & _KEPT:
         # the app's code adds it at every boot, under a new id: Alexa and HA then had a dead device
         # beside a new one
         raise HTTPError(409, "%s is the app's own device (its code adds it at every boot): remove it there"

@@ -87,8 +87,12 @@ def _ref_ok(kind, arg):
     return not arg or _name_ok(arg, "/+")
 
 
-def _hex_ok(s, n):
-    return isinstance(s, str) and len(s) == n and all(c in "0123456789abcdefABCDEF" for c in s)
+def _check_hashes(sha256, sig):
+    """ValueError naming the field for an image's sha256 (64 hex digits) or signature (128) given
+    otherwise (OTA() and install_stream() take both)."""
+    for field, v, n in (("sha256", sha256, 64), ("sig", sig, 128)):
+        if v is not None and not (isinstance(v, str) and len(v) == n and all(c in "0123456789abcdefABCDEF" for c in v)):
+            raise ValueError("%s: must be %d hex digits" % (field, n))
 
 
 def auto_settings(cur, enable=None, every_hours=None, idle_minutes=None):
@@ -145,10 +149,7 @@ class OTA:
                                   ("state_path", state_path, True)):
             if not (v is None and none_ok) and (not isinstance(v, str) or not v or "\x00" in v):
                 raise ValueError("%s: a string expected, got %r" % (field, v))
-        if sha256 is not None and not _hex_ok(sha256, 64):
-            raise ValueError("sha256: must be 64 hex digits")
-        if sig is not None and not _hex_ok(sig, 128):
-            raise ValueError("sig: must be 128 hex digits")
+        _check_hashes(sha256, sig)
         if pubkey is not None and not isinstance(pubkey, (str, bytes)):
             raise ValueError("pubkey: a PEM text or DER bytes expected, got %s" % type(pubkey).__name__)
         if not isinstance(allow_http, bool):
@@ -335,10 +336,7 @@ class OTA:
         request body) with the same checks as update(). The signature comes as `sig` (128 hex digits,
         from the release's ota.json) or with the whole `manifest` (the ota.json dict); sha256 (hex),
         when given, must match. Returns the installed version (reboot=False: the caller reboots)."""
-        if sha256 is not None and not _hex_ok(sha256, 64):
-            raise ValueError("sha256: must be 64 hex digits")
-        if sig is not None and not _hex_ok(sig, 128):
-            raise ValueError("sig: must be 128 hex digits")
+        _check_hashes(sha256, sig)
         man = dict(manifest) if manifest else {}
         if sig is not None:
             man["sig"] = sig
