@@ -1038,41 +1038,6 @@ def test_a_failure_at_any_step_of_an_app_update_leaves_the_running_app_alone(gh,
     assert ota_mod.app_boot() == "apps/b"
 
 
-def test_auto_update_settings_are_checked_before_anything_is_stored(local, monkeypatch):
-    # enable="no" was bool("no"): auto-update turned on, and that was stored
-    from iotutils import tasks
-
-    class NoThread:   # the auto-update timer's housekeeping: no thread in this process
-        def add(self, *args):
-            return self
-
-        def start(self):
-            pass
-    monkeypatch.setattr(tasks, "shared", NoThread)
-    o = _ota(repo="me/fw", state_path=local)
-    for bad in ({"enable": "no"}, {"enable": "false"}, {"enable": 1}, {"every_hours": "24"},
-                {"every_hours": 0}, {"idle_minutes": -1}, {"every_hours": float("nan")}):
-        with pytest.raises(ValueError) as e:
-            o.auto_update(**bad)
-        assert list(bad)[0] in str(e.value) or "every_hours" in str(e.value), (bad, e.value)
-    assert o.state.load().get("auto") is None   # nothing stored
-    assert o.auto_update(True, 12, 5)["on"] is True
-    assert o.auto_update(False)["on"] is False and o.state.load()["auto"]["every_h"] == 12
-
-
-def test_the_constructor_checks_every_argument(local):
-    # each was taken and failed at the first check or install (api=None: AttributeError there)
-    from iotutils.ota import OTA
-    for kw, field in (({"api": None}, "api"), ({"api": "ftp://x"}, "api"), ({"api": "https://a b"}, "api"),
-                      ({"token": 5}, "token"), ({"sha256": "zz"}, "sha256"), ({"sig": "nothex"}, "sig"),
-                      ({"pubkey": 5}, "pubkey"), ({"state_path": 5}, "state_path"), ({"asset": ""}, "asset"),
-                      ({"manifest": None}, "manifest"), ({"allow_http": "yes"}, "allow_http")):
-        with pytest.raises(ValueError) as e:
-            OTA(repo="me/fw", **kw)
-        assert str(e.value).startswith(field), (kw, e.value)
-    assert OTA(repo="me/fw", state_path=local, api="http://127.0.0.1:9", allow_http=True).api == "http://127.0.0.1:9"
-
-
 def test_one_ota_letting_the_network_code_go_does_not_break_another_ones_check(gh, local, tmp_path):
     """The network modules are the process's: one OTA object's automatic check that found nothing
     unloads them (unload_network) while another object's check or install may be using them. They
