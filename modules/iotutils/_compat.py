@@ -88,13 +88,44 @@ def before_load(module):
         gc.collect()
 
 
+# One lazy import (or unload) at a time: MicroPython has no import lock, and a thread importing a
+# module that another thread is still running found it in sys.modules half made ("module
+# 'iotutils.ota.release' has no attribute 'Source'": two OTA checks at once). The thread holding it
+# may load more inside (a module's own lazy imports): _load_by names it.
+_load_mu = allocate_lock()
+_load_by = [None]
+
+
+def _hold():
+    # the load lock, unless this thread holds it already: True if taken here (give it back then)
+    me = _thread.get_ident() if _thread is not None else 0
+    if _load_by[0] == me:
+        return False
+    _load_mu.acquire()
+    _load_by[0] = me
+    return True
+
+
+def _let_go(taken):
+    if taken:
+        _load_by[0] = None
+        _load_mu.release()
+
+
 def load(module):
     """Module `module` (a dotted name), imported at its first use with the heap collected first
     (before_load). Also how a package reaches its own submodule: on MicroPython `from package import
     sub` asks the package's __getattr__ first, which may not know the name."""
-    before_load(module)
-    __import__(module)
-    return sys.modules[module]
+    m = sys.modules.get(module)
+    if m is not None and not _load_mu.locked():
+        return m   # (whole: no load runs, so none is making it)
+    taken = _hold()
+    try:
+        before_load(module)
+        __import__(module)
+        return sys.modules[module]
+    finally:
+        _let_go(taken)
 
 
 KEEP_LOADED = False   # the simulator's heap model counts the toolbox's code as loaded for good
@@ -107,16 +138,20 @@ def unload(*names):
     at its top: a class attribute a program set on them is gone too."""
     if KEEP_LOADED:
         return
-    for name in names:
-        if sys.modules.pop(name, None) is None:
-            continue
-        pkg, _, attr = name.rpartition(".")
-        parent = sys.modules.get(pkg)
-        if parent is not None:
-            try:
-                delattr(parent, attr)
-            except AttributeError:
-                pass
+    taken = _hold()   # (not while a load runs: it would find its module gone)
+    try:
+        for name in names:
+            if sys.modules.pop(name, None) is None:
+                continue
+            pkg, _, attr = name.rpartition(".")
+            parent = sys.modules.get(pkg)
+            if parent is not None:
+                try:
+                    delattr(parent, attr)
+                except AttributeError:
+                    pass
+    finally:
+        _let_go(taken)
 
 
 def call_loaded(module, name, *args):

@@ -51,6 +51,36 @@ def test_an_unloaded_module_leaves_and_comes_back_on_import():
     _compat.unload("iotutils.ota.release", "iotutils.not_loaded_at_all")   # never loaded: nothing to do
 
 
+def test_a_module_another_thread_is_loading_is_handed_out_whole():
+    # MicroPython has no import lock: load() of a module another thread was still running found it
+    # in sys.modules half made (two OTA checks at once: "no attribute 'Source'")
+    from mpunit import rmtree, tempdir
+
+    from iotutils._compat import _thread, load, sleep_ms, unload
+    d = tempdir("slowmod")
+    with open(d + "/iotu_slow_mod.py", "w") as f:
+        f.write("from iotutils._compat import sleep_ms\nsleep_ms(300)\nREADY = True\n")
+    sys.path.insert(0, d)
+    got, done = [], [0]
+
+    def first():
+        try:
+            load("iotu_slow_mod")
+        finally:
+            done[0] += 1
+    try:
+        _thread.start_new_thread(first, ())
+        sleep_ms(100)   # the first load runs the module's body now
+        got.append(getattr(load("iotu_slow_mod"), "READY", "half made"))
+        while not done[0]:
+            sleep_ms(10)
+        assert got == [True], got
+    finally:
+        sys.path.remove(d)
+        unload("iotu_slow_mod")
+        rmtree(d)
+
+
 def test_call_loaded_lets_go_of_what_it_loaded_only():
     from iotutils import _compat
 

@@ -1,8 +1,13 @@
-# OTA's arguments, on CPython and MicroPython (in-process: no server).
+# OTA's arguments, and the network code that every OTA object of a process shares, on CPython and
+# MicroPython. No server: a closed loopback port answers every check with an OTAError at once.
 from mpunit import raises, rmtree, tempdir
 
 from iotutils import tasks
-from iotutils.ota import OTA
+from iotutils._compat import _thread, sleep_ms, ticks_diff, ticks_ms
+from iotutils.ota import OTA, OTAError
+
+_CLOSED = "url:http://127.0.0.1:1/ota.json"
+
 
 def test_the_constructor_checks_every_argument():
     # each was taken and failed at the first check or install (api=None: AttributeError there)
@@ -45,4 +50,40 @@ def test_auto_update_settings_are_checked_before_anything_is_stored():
         assert o.auto_update(False)["on"] is False and o.state.load()["auto"]["every_h"] == 12
     finally:
         tasks.shared = shared
+        rmtree(d)
+
+
+def test_one_ota_letting_the_network_code_go_does_not_break_another_ones_check():
+    # the network modules are the process's: one OTA object's timed check that found nothing
+    # unloads them (unload_network) while another object's check may be using them. That broke with
+    # KeyError('iotutils.ota.release') or AttributeError; an unload now waits until no OTA call of
+    # the process uses them
+    d = tempdir("otarace")
+    timer = OTA(channel=_CLOSED, allow_http=True, state_path=d + "/a.json")
+    other = OTA(channel=_CLOSED, allow_http=True, state_path=d + "/b.json")
+    errors, rounds, done = [], [0, 0], [0]
+    t0 = ticks_ms()
+
+    def loop(i, o, unload):
+        try:
+            while ticks_diff(ticks_ms(), t0) < 1500:
+                try:
+                    o.check()
+                except OTAError:
+                    pass   # (the closed port)
+                except Exception as e:
+                    errors.append(repr(e))
+                if unload:
+                    o.unload_network()
+                rounds[i] += 1
+        finally:
+            done[0] += 1
+    try:
+        _thread.start_new_thread(loop, (0, timer, True))
+        _thread.start_new_thread(loop, (1, other, False))
+        while done[0] < 2:
+            sleep_ms(20)
+        assert not errors, errors[:5]
+        assert rounds[0] > 5 and rounds[1] > 5, rounds
+    finally:
         rmtree(d)
