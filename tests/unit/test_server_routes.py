@@ -2,7 +2,7 @@
 # handling and static files, driven through the server's own request path with a fake socket.
 from array import array
 
-from mpunit import raises, rmtree, tempdir
+from mpunit import on_free_port, raises, rmtree, tempdir
 
 from iotutils.http import parse_head
 from iotutils.server import HTTPError, Multipart, Response, WebServer, http_date, make_response, parse_qs, unquote
@@ -539,18 +539,13 @@ def _start_on_free_port(app):
     raise OSError("no free port")
 
 
-def _free_port_after(port):
+def _bindable(port):
     import socket
-    for p in range(port + 1, port + 200):
-        s = socket.socket()
-        try:
-            s.bind(socket.getaddrinfo("127.0.0.1", p)[0][-1])
-            return p
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise OSError("no free port")
+    s = socket.socket()
+    try:
+        s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    finally:
+        s.close()
 
 
 def test_start_serves_from_background_threads_and_stop():
@@ -587,7 +582,7 @@ def test_a_second_port_served_and_closed_by_the_time_unlisten_returns():
     side.add_route("/side", lambda req: "side")
     _start_on_free_port(app)
     try:
-        port = _free_port_after(app.bound_port)   # (not just +1: a device of another test may hold it)
+        port = on_free_port(_bindable)[1]   # (not bound_port + 1: a device of another test may hold it)
         app.listen(port, side)
         # the poll loop binds it, and listen() returns once it has: what a device advertises next
         # (a WeMo device's SSDP location) is reachable at once
