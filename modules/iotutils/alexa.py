@@ -1,6 +1,7 @@
 # Amazon Alexa local control: the device emulates a Philips Hue bridge (v1 API on the web server's own
 # port, which must be 80 on a board: current Echo generations talk to port 80 only) and, per device on
 # request, a Belkin WeMo socket (wemo.py). Echo finds both with SSDP (ssdp.py). No cloud, no skill.
+# The Hue protocol's answers are hue_api.py, loaded at the first Hue request.
 #
 #     from iotutils.alexa import Alexa
 #     alexa = Alexa(app)                       # routes on app (a WebServer)
@@ -32,10 +33,10 @@ import _thread
 import time
 
 from iotutils import hal
-from iotutils._compat import before_load, const, log, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import before_load, const, load, log, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hexstr, token
-from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, HueBridge, bri_to_pct, check_name, is_int,
-                          is_num, pct_to_bri)
+from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, bri_to_pct, check_name, is_int, is_num,
+                          pct_to_bri)
 
 _MAX_LIGHTS = const(64)
 _MAX_SENDING = const(3)      # WeMo NOTIFYs under way at once (each holds a socket)
@@ -220,7 +221,7 @@ class Light:
         self._alexa.remove(self)
 
 
-class Alexa(HueBridge):
+class Alexa:
     """The Hue bridge (and WeMo devices) of this device. See the module comment."""
 
     #: advertised bridge name (Hue "name" in /api/config)
@@ -303,6 +304,19 @@ class Alexa(HueBridge):
         now = self._hours()
         self._users = [u if len(u) == 4 else [u[0], u[1], now, now] for u in users]
         self._routes(app)
+
+    def _routes(self, app):
+        h = self._hue   # (one bound method for the five routes)
+        app.add_route("/description.xml", h, ("GET",))
+        app.add_route("/api", h, ("POST",))
+        app.add_route("/api/", h, ("POST",))
+        app.add_route("/api/config", h, ("GET",))
+        # a catch-all goes after every other route: the app's own /api/... routes still win
+        app.add_route("/api/<path:p>", h, ("GET", "PUT", "POST", "DELETE"))
+
+    def _hue(self, req, p=None):
+        # the Hue protocol is not needed before a Hue client's first request: one handler stands for it
+        return load("iotutils.hue_api").serve(self, req, p)
 
     # ---- devices ----
     def add(self, name, on_change=None, dimmable=True, color=False, wemo=False, key=None, keep=False):

@@ -525,6 +525,10 @@ def test_the_ota_network_code_is_loaded_by_a_check_and_unloaded_after_an_automat
                         "frozen; the host firmware (FIRMWARE=build/unix/micropython) imports as used")
         # the admin password's code (PBKDF2, the lock-out) waits for the first password
         assert "iotutils.passwords" not in m["loaded"] and "iotutils.auth" in m["loaded"]
+        # nor the Hue bridge's answers, until a Hue client (Echo's discovery) first asks
+        assert "iotutils.hue_api" not in m["loaded"] and "iotutils.alexa" in m["loaded"]
+        assert b"Philips hue" in requests.get(dev.url("/description.xml"), timeout=10).content
+        assert "iotutils.hue_api" in requests.get(dev.url("/t/modules"), timeout=10).json()["loaded"]
         s = requests.Session()
         r = s.post(dev.url("/admin/api/password"), json={"new": "lazy-code-pw"}, timeout=10)
         assert r.status_code == 200, r.text

@@ -172,6 +172,19 @@ def test_description_xml():
     assert "http://%s:%d/" % (hal.ip(), hal.port(80)) in text
 
 
+def test_the_hue_protocol_loads_at_the_first_hue_request():
+    # a device nobody has asked holds only the routes; the answers' code comes with the first request
+    import sys
+
+    from iotutils import _compat
+    _compat.unload("iotutils.hue_api")
+    app, alexa = setup()
+    assert "iotutils.hue_api" not in sys.modules
+    assert jcall(app, "GET", "/api/config")["bridgeid"] == alexa.bridgeid
+    assert "iotutils.hue_api" in sys.modules
+    assert len({id(fn) for _, fn, _ in app.routes}) == 1   # one handler stands for the five routes
+
+
 # ---- users ----
 def test_user_creation_pairing_and_errors():
     app, alexa = setup()

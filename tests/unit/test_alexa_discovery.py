@@ -9,6 +9,7 @@ from iotutils import alexa as A
 from iotutils import hal
 from iotutils import ssdp as S
 from iotutils import wemo as W
+from iotutils import wemo_api as WA
 gc.collect()
 
 
@@ -255,24 +256,36 @@ def test_ssdp_notify_messages():
 
 # ---- WeMo ----
 def test_wemo_parsers():
-    assert W.parse_callback("<http://127.0.0.1:8989/sub/basicevent/x>") == ("127.0.0.1", 8989, "/sub/basicevent/x")
-    assert W.parse_callback("<http://10.0.0.2/a><http://10.0.0.3/b>") == ("10.0.0.2", 80, "/a")
-    assert W.parse_callback("http://nope") is None
-    assert W.parse_callback("<http://h:99999/>") is None
-    assert W.parse_callback("<ftp://h/>") is None
+    assert WA.parse_callback("<http://127.0.0.1:8989/sub/basicevent/x>") == ("127.0.0.1", 8989, "/sub/basicevent/x")
+    assert WA.parse_callback("<http://10.0.0.2/a><http://10.0.0.3/b>") == ("10.0.0.2", 80, "/a")
+    assert WA.parse_callback("http://nope") is None
+    assert WA.parse_callback("<http://h:99999/>") is None
+    assert WA.parse_callback("<ftp://h/>") is None
     # bounds: port 1..65535 in digits, a short printable path
-    assert W.parse_callback("<http://10.0.0.2:65535/a>") == ("10.0.0.2", 65535, "/a")
-    assert W.parse_callback("<http://10.0.0.2:1>") == ("10.0.0.2", 1, "/")
+    assert WA.parse_callback("<http://10.0.0.2:65535/a>") == ("10.0.0.2", 65535, "/a")
+    assert WA.parse_callback("<http://10.0.0.2:1>") == ("10.0.0.2", 1, "/")
     for bad in ("<http://10.0.0.2:0/a>", "<http://10.0.0.2:65536/a>", "<http://10.0.0.2:-1/a>",
                 "<http://10.0.0.2:+80/a>", "<http://10.0.0.2: 80/a>", "<http://10.0.0.2:0x50/a>",
                 "<http://10.0.0.2:000080/a>", "<http://10.0.0.2:80/" + "a" * 128 + ">",
                 "<http://10.0.0.2:80/a b>", "<http://10.0.0.2:80/a\tb>", "<http://10.0.0.2:80/\u00e9>",
                 "<http://:80/a>", "<>"):
-        assert W.parse_callback(bad) is None, bad
-    assert W.parse_callback("<http://10.0.0.2:80/" + "a" * 127 + ">")[2] == "/" + "a" * 127
-    assert W._tag("<s:Body><u:SetBinaryState><BinaryState>1</BinaryState></u:SetBinaryState>", "BinaryState") == "1"
-    assert W._tag("<a><x:BinaryState>0</x:BinaryState></a>", "BinaryState") == "0"
-    assert W._tag("<a><NotBinaryState>0</NotBinaryState></a>", "BinaryState") is None
+        assert WA.parse_callback(bad) is None, bad
+    assert WA.parse_callback("<http://10.0.0.2:80/" + "a" * 127 + ">")[2] == "/" + "a" * 127
+    assert WA._tag("<s:Body><u:SetBinaryState><BinaryState>1</BinaryState></u:SetBinaryState>", "BinaryState") == "1"
+    assert WA._tag("<a><x:BinaryState>0</x:BinaryState></a>", "BinaryState") == "0"
+    assert WA._tag("<a><NotBinaryState>0</NotBinaryState></a>", "BinaryState") is None
+
+
+def test_the_wemo_answers_load_at_the_first_wemo_request():
+    import sys
+
+    from iotutils import _compat
+    _compat.unload("iotutils.wemo_api")
+    app, alexa = setup()
+    dev = W.WemoDevice(alexa, alexa.add("Fan", wemo=True), 49153)
+    assert "iotutils.wemo_api" not in sys.modules
+    assert "<friendlyName>Fan</friendlyName>" in body_of(dev._serve(Req("GET", "/setup.xml")))
+    assert "iotutils.wemo_api" in sys.modules
 
 
 def _soap(action, inner=""):
@@ -287,23 +300,23 @@ def test_wemo_soap_and_gena_handlers():
     fan = alexa.add("Fan", wemo=True, on_change=lambda light: seen.append(light.on))
     dev = W.WemoDevice(alexa, fan, 49153)     # not started: handlers called directly
     alexa._wemo[fan] = dev
-    setup_xml = body_of(dev._setup(Req("GET", "/setup.xml")))
+    setup_xml = body_of(dev._serve(Req("GET", "/setup.xml")))
     for needle in ("<deviceType>urn:Belkin:device:controllee:1</deviceType>", "<friendlyName>Fan</friendlyName>",
                    "<manufacturer>Belkin International Inc.</manufacturer>", "<modelName>Socket</modelName>",
                    "<UDN>uuid:Socket-1_0-%s</UDN>" % dev.serial, "<serialNumber>%s</serialNumber>" % dev.serial,
                    "<macAddress>", "<firmwareVersion>", "urn:Belkin:service:basicevent:1", "/eventservice.xml"):
         assert needle in setup_xml, needle
-    assert "SetBinaryState" in body_of(dev._scpd(Req("GET", "/eventservice.xml")))
+    assert "SetBinaryState" in body_of(dev._serve(Req("GET", "/eventservice.xml")))
     # each WeMo device has a MAC of its own (locally administered), as real ones do
     heater = alexa.add("Heater", wemo=True)
-    macs = [body_of(d._setup(Req("GET", "/setup.xml"))).split("<macAddress>")[1][:12]
+    macs = [body_of(d._serve(Req("GET", "/setup.xml"))).split("<macAddress>")[1][:12]
             for d in (dev, W.WemoDevice(alexa, heater, 49154))]
     assert macs[0] != macs[1] and all(int(m[:2], 16) & 2 and len(m) == 12 for m in macs), macs
     assert macs[0][4:] == dev.serial[4:12], (macs, dev.serial)
 
     def call(action, inner=""):
-        return dev._control(Req("POST", "/upnp/control/basicevent1", _soap(action, inner),
-                                {"soapaction": '"urn:Belkin:service:basicevent:1#%s"' % action}))
+        return dev._serve(Req("POST", "/upnp/control/basicevent1", _soap(action, inner),
+                              {"soapaction": '"urn:Belkin:service:basicevent:1#%s"' % action}))
     r = call("GetBinaryState")
     assert r.status == 200 and "<BinaryState>0</BinaryState>" in body_of(r)
     r = call("SetBinaryState", "<BinaryState>1</BinaryState>")
@@ -322,23 +335,23 @@ def test_wemo_soap_and_gena_handlers():
     assert fan.on is True
     # GENA
     ev = "/upnp/event/basicevent1"
-    r = dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "<http://127.0.0.1:9/cb>", "nt": "upnp:event",
+    r = dev._serve(Req("SUBSCRIBE", ev, b"", {"callback": "<http://127.0.0.1:9/cb>", "nt": "upnp:event",
                                               "timeout": "Second-600"}))
     sid = r.headers["SID"]
     assert r.status == 200 and sid.startswith("uuid:") and r.headers["TIMEOUT"] == "Second-600"
     assert len(dev.owed()) == 1 and alexa._owed   # the initial event, sent later by the housekeeping
-    assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": sid, "timeout": "Second-300"})).status == 200
-    assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": "uuid:unknown"})).status == 412
-    assert dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "junk", "nt": "upnp:event"})).status == 412
+    assert dev._serve(Req("SUBSCRIBE", ev, b"", {"sid": sid, "timeout": "Second-300"})).status == 200
+    assert dev._serve(Req("SUBSCRIBE", ev, b"", {"sid": "uuid:unknown"})).status == 412
+    assert dev._serve(Req("SUBSCRIBE", ev, b"", {"callback": "junk", "nt": "upnp:event"})).status == 412
     fan.set(on=False)                      # a local change owes every subscriber an event
     assert len(dev.owed()) == 1
     _send(dev._notify(dev._subs[0], fan.on))   # nobody listens on port 9 -> dropped
-    assert dev._event(Req("SUBSCRIBE", ev, b"", {"sid": sid})).status == 412
-    assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
-    r = dev._event(Req("SUBSCRIBE", ev, b"", {"callback": "<http://127.0.0.1:9/cb>", "nt": "upnp:event"}))
+    assert dev._serve(Req("SUBSCRIBE", ev, b"", {"sid": sid})).status == 412
+    assert dev._serve(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
+    r = dev._serve(Req("SUBSCRIBE", ev, b"", {"callback": "<http://127.0.0.1:9/cb>", "nt": "upnp:event"}))
     sid = r.headers["SID"]
-    assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 200
-    assert dev._event(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
+    assert dev._serve(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 200
+    assert dev._serve(Req("UNSUBSCRIBE", ev, b"", {"sid": sid})).status == 412
     assert dev.owed() == []
 
 
@@ -364,7 +377,7 @@ def _send(notify):
         time.sleep(0.005)
 
 def _subscribe(dev, callback, peer="127.0.0.1", nt="upnp:event"):
-    return dev._event(Req("SUBSCRIBE", "/upnp/event/basicevent1", b"",
+    return dev._serve(Req("SUBSCRIBE", "/upnp/event/basicevent1", b"",
                           {"callback": callback, "nt": nt, "timeout": "Second-600"}, peer))
 
 
