@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -220,6 +221,24 @@ def test_a_foreign_host_name_is_refused_everywhere(tmp_path):
                   name, name + ".local", name.upper() + ":80"):
             r = requests.get(dev.url("/admin/api/session"), headers={"Host": h}, timeout=10)
             assert r.status_code == 200, (h, r.status_code)
+
+        # an absolute-form target names the host instead of the Host header (RFC 9112 3.2.2): a
+        # foreign one is refused even beside the device's own Host, and the Host header is ignored
+        def absolute(url, host):
+            with socket.create_connection(("127.0.0.1", dev.port), timeout=10) as c:
+                c.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (url, host)).encode())
+                data = b""
+                while True:
+                    part = c.recv(4096)
+                    if not part:
+                        return data
+                    data += part
+        assert absolute("http://evil.example/admin/api/session", name).startswith(b"HTTP/1.1 421")
+        assert absolute("http://evil.example:80/healthz", "127.0.0.1").startswith(b"HTTP/1.1 421")
+        assert absolute("http://%s/admin/api/session" % name, "evil.example").startswith(b"HTTP/1.1 200")
+        assert absolute("http://127.0.0.1:%d/healthz" % dev.port, "evil.example").startswith(b"HTTP/1.1 200")
+        for bad in ("http:///healthz", "http://user@127.0.0.1/healthz"):   # no host; user info
+            assert absolute(bad, "127.0.0.1").startswith(b"HTTP/1.1 400"), bad
     finally:
         dev.stop()
 

@@ -1080,9 +1080,15 @@ class WebServer(Router):
         method = _method_of(conn, out[_OUT_METHOD], out[_OUT_METHOD_LEN])
         to = out[_OUT_TARGET]
         target = str(conn.mv[to:to + out[_OUT_TARGET_LEN]], "utf-8")
+        authority = None
         if not target.startswith("/") and "://" in target:
-            # absolute form (RFC 9112 3.2.2: a server must accept it): keep the path and query
-            j = target.find("/", target.find("://") + 3)
+            # absolute form (RFC 9112 3.2.2: a server must accept it): keep the path and query, and
+            # the authority, which stands for the Host header (the Host guard checks that name)
+            k = target.find("://") + 3
+            j = target.find("/", k)
+            authority = (target[k:j] if j >= 0 else target[k:]).partition("?")[0]
+            if not authority or "@" in authority:   # (no host, or user info: RFC 9110 4.2.4)
+                raise HTTPError(400, "bad request target")
             target = target[j:] if j >= 0 else "/"
         elif target[:1] != "/" and target != "*":
             raise HTTPError(400, "bad request target")   # (RFC 9112 3.2: a path, or * for OPTIONS)
@@ -1099,6 +1105,8 @@ class WebServer(Router):
         req = Request(conn, method, path, x)
         if path is not target:
             req._t = target
+        if authority is not None:
+            req._authority = authority
         if kind == BODY_LENGTH:
             req.content_length = out[_OUT_LENGTH]
         conn.hl = head_len

@@ -110,6 +110,7 @@ class Request:
     route = None        # the matched route, stored for requests with a body (its max_body)
     allow = None        # methods of a 405 answer
     _t = None           # the request target when it is not just the path
+    _authority = None   # the host[:port] of an absolute-form target (it overrides Host)
     _body = None
     _query = None
     _headers = None
@@ -215,10 +216,13 @@ class Request:
 
     @property
     def host(self):
-        """The Host header without its port, lower-case ("" without one). Found without decoding
-        the other header fields: a host check runs on every request."""
+        """The Host header without its port, lower-case ("" without one); for an absolute-form
+        target, its host instead (RFC 9112 3.2.2: the Host header is ignored then). Found without
+        decoding the other header fields: a host check runs on every request."""
         h = self._headers
-        if h is not None:
+        if self._authority is not None:
+            v = self._authority
+        elif h is not None:
             v = h.get("host", "")
         else:
             conn = self.conn
