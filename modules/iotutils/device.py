@@ -32,6 +32,15 @@ _MIN_CLIENTS = const(4)         # web clients at least, whatever the board's soc
 _TIDY_EVERY_MS = const(250)     # how often the heap's tidying looks whether the device is idle
 
 
+def _checked_name(name):
+    # the name the admin page, the setup form, Home Assistant and the host name show: "" gave a
+    # device without one, and a longer name was cut at 32 without a word
+    if not isinstance(name, str) or not name.strip() or len(name) > 32 or \
+            [c for c in name if c < " " or c == "\x7f"]:
+        raise ValueError("name: 1..32 printable characters expected, got %r" % (name,))
+    return name
+
+
 class Device:
     #: seconds a new OTA image may take to pass the health check (Wi-Fi up, or the setup portal on a
     #: device with no network configured, and the server answering /healthz); then it is rolled back
@@ -54,7 +63,7 @@ class Device:
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
         from iotutils.persist import PersistentStr
-        self._name = PersistentStr("name", default=name, folder="device", max_length=32)
+        self._name = PersistentStr("name", default=_checked_name(name), folder="device", max_length=32)
         before_load("iotutils.server")
         from iotutils.server import WebServer
         #: host names the device answers to besides its own (a reverse proxy's, a DNS name you gave
@@ -212,7 +221,7 @@ class Device:
 
     @name.setter
     def name(self, value):
-        self._name.value = value
+        self._name.value = _checked_name(value)
 
     # ---- bring-up ----
 

@@ -28,3 +28,23 @@ def test_every_takes_a_function_and_a_period_that_comes_round():
     assert loop._tasks == []
     assert loop.every(10, print) is print and len(loop._tasks) == 1
     assert loop.every(20)(len) is len and len(loop._tasks) == 2   # the decorator form
+
+
+def test_the_name_is_printable_text_of_1_to_32_characters():
+    # "" gave a device without a name; 40 characters were cut at 32 without a word
+    for bad in ("", "   ", "x" * 33, "a\nb", "tab\there", 5, None, b"lamp"):
+        assert raises(ValueError, Device, name=bad).args[0].startswith("name"), bad
+
+    class Named:
+        name = Device.name
+
+        def __init__(self):
+            from iotutils.persist import PersistentStr
+            self._name = PersistentStr("name", default="lamp", folder="devargs")
+
+    dev = Named()
+    for bad in ("", "x" * 33, 7):
+        assert raises(ValueError, setattr, dev, "name", bad).args[0].startswith("name"), bad
+    assert dev.name == "lamp"
+    dev.name = "Kitchen lamp \u00e9"
+    assert dev.name == "Kitchen lamp \u00e9"
