@@ -551,7 +551,12 @@ def set_all(changes):
     journal): changes is [(variable, value)], value RESET to forget one. Every value is coerced
     first (ValueError naming its variable, nothing written)."""
     plan = []
-    for var, x in changes:
+    for c in changes:
+        if not isinstance(c, (tuple, list)) or len(c) != 2:
+            raise ValueError("set_all: (variable, value) pairs expected, got a %s" % type(c).__name__)
+        var, x = c
+        if not isinstance(var, Persistent):   # ((None, 1) was an AttributeError from inside)
+            raise ValueError("set_all: a persistent variable expected, got a %s" % type(var).__name__)
         code, raw = (None, None) if x is RESET else var._encode(var.coerce(x))
         plan.append((var.folder, var.name, code if isinstance(raw, int) else None, raw))
     _journaled(lambda: plan)

@@ -668,6 +668,18 @@ def test_import_cut_short_is_rolled_back_at_the_next_boot():
     assert seen_new and seen_old, (seen_new, seen_old)
 
 
+def test_set_all_takes_variable_value_pairs_only():
+    fresh()
+    port = PersistentInt("port", folder="mq2", default=1)
+    for bad in ([(None, 1)], [("port", 2)], [port], [(port, 2, 3)], [5]):
+        e = raises(ValueError, persist.set_all, bad)
+        assert e.args[0].startswith("set_all: "), (bad, e.args)
+    # a bad pair anywhere: nothing written
+    assert raises(ValueError, persist.set_all, [(port, 5), (None, 1)]) and port.value == 1
+    persist.set_all([(port, 5)])
+    assert port.value == 5
+
+
 def test_set_all_is_all_or_nothing_at_every_failing_step_and_across_a_power_cut():
     """set_all() of values and a reset: a MemoryError or OSError at every flash write leaves all
     the old values (or, past the last write, all the new ones); a power cut at every step leaves
