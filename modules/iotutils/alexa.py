@@ -81,6 +81,10 @@ def check_devices(d):
     return d
 
 
+_VIEWS = ("name", "index", "flags", "key", "id", "wemo", "dimmable", "color", "brightness", "uniqueid", "hue",
+          "sat", "ct", "xy", "colormode")
+
+
 class Light:
     """One device as Alexa sees it. Read .on, .brightness (0..100 %), .bri (Hue 1..254), .hue, .sat,
     .ct, .xy, .colormode, .name, .id; change it locally with set(); rename(); remove()."""
@@ -94,71 +98,57 @@ class Light:
         # colour lights only: [hue, sat, ct, x, y, colormode, effect]
         self._col = [8418, 140, 366, 0.4573, 0.41, "ct", "none"] if rec[_R_FLAGS] & F_COLOR else None
 
-    # ---- identity ----
-    @property
-    def name(self):
-        return self._rec[_R_NAME]
+    # ---- identity and state, read-only ----
+    # One __getattr__ (asked only for what the instance does not hold) stands for fifteen read-only
+    # properties: each cost the heap a property object, a function and a class table slot (~1.2 KB
+    # host for the fifteen, loaded by every device with Alexa on).
+    def __getattr__(self, attr):
+        if attr[:1] == "_":
+            raise AttributeError(attr)   # (_rec itself, before __init__ set it: no recursion)
+        r = self._rec
+        if attr == "name":
+            return r[_R_NAME]
+        if attr == "index":
+            return r[_R_INDEX]
+        if attr == "flags":
+            return r[_R_FLAGS]
+        if attr == "key":
+            return r[_R_KEY]
+        if attr == "id":
+            # the Hue light id: the MAC's last 3 bytes and the index, as a number (as Tasmota and
+            # newer Espalexa do): unique among all the bridges in a home, where several devices
+            # would all have "1"
+            return str(self._alexa._id_base | r[_R_INDEX])
+        if attr == "wemo":
+            return bool(r[_R_FLAGS] & F_WEMO)
+        if attr == "dimmable":
+            return bool(r[_R_FLAGS] & (F_DIMMABLE | F_COLOR))
+        if attr == "color":
+            return self._col is not None
+        if attr == "brightness":
+            return bri_to_pct(self.bri)
+        if attr == "uniqueid":
+            # Hue-style "aa:bb:cc:dd:ee:ff:00:11-0b": the MAC then the index (2 bytes)
+            i = r[_R_INDEX]
+            return ":".join("%02x" % b for b in bytes(self._alexa.mac) + bytes(((i >> 8) & 255, i & 255))) + "-0b"
+        c = self._col   # colour lights only: None for the others
+        if attr == "hue":
+            return c[0] if c else None
+        if attr == "sat":
+            return c[1] if c else None
+        if attr == "ct":
+            return c[2] if c else None
+        if attr == "xy":
+            return (c[3], c[4]) if c else None
+        if attr == "colormode":
+            return c[5] if c else None
+        raise AttributeError(attr)
 
-    @property
-    def key(self):
-        return self._rec[_R_KEY]
-
-    @property
-    def index(self):
-        return self._rec[_R_INDEX]
-
-    @property
-    def id(self):
-        """The Hue light id: the MAC's last 3 bytes and the index, as a number (as Tasmota and newer
-        Espalexa do): unique among all the bridges in a home, where several devices would all have "1"."""
-        return str(self._alexa._id_base | self._rec[_R_INDEX])
-
-    @property
-    def flags(self):
-        return self._rec[_R_FLAGS]
-
-    @property
-    def dimmable(self):
-        return bool(self._rec[_R_FLAGS] & (F_DIMMABLE | F_COLOR))
-
-    @property
-    def color(self):
-        return self._col is not None
-
-    @property
-    def wemo(self):
-        return bool(self._rec[_R_FLAGS] & F_WEMO)
-
-    @property
-    def uniqueid(self):
-        """Hue-style "aa:bb:cc:dd:ee:ff:00:11-0b": the MAC then the index (2 bytes)."""
-        i = self._rec[_R_INDEX]
-        return ":".join("%02x" % b for b in bytes(self._alexa.mac) + bytes(((i >> 8) & 255, i & 255))) + "-0b"
-
-    # ---- state ----
-    @property
-    def brightness(self):
-        return bri_to_pct(self.bri)
-
-    @property
-    def hue(self):
-        return self._col[0] if self._col else None
-
-    @property
-    def sat(self):
-        return self._col[1] if self._col else None
-
-    @property
-    def ct(self):
-        return self._col[2] if self._col else None
-
-    @property
-    def xy(self):
-        return (self._col[3], self._col[4]) if self._col else None
-
-    @property
-    def colormode(self):
-        return self._col[5] if self._col else None
+    def __setattr__(self, attr, value):
+        # the views above stay read-only, as properties were (a stored attribute would hide one)
+        if attr in _VIEWS:
+            raise AttributeError("%s: read-only (use set() or rename())" % attr)
+        object.__setattr__(self, attr, value)
 
     def set(self, on=None, brightness=None, hue=None, sat=None, ct=None, xy=None):
         """A local change (button, own web page): Hue clients see it at their next read, WeMo subscribers

@@ -138,6 +138,26 @@ def test_brightness_mapping_round_trip():
 
 
 # ---- identity ----
+def test_a_lights_views_read_its_record_and_stay_read_only():
+    app, alexa = setup()
+    lamp = alexa.add("Desk lamp", dimmable=True)
+    bulb = alexa.add("Bulb", color=True)
+    assert (lamp.name, lamp.index, lamp.key, lamp.dimmable, lamp.color, lamp.wemo) == \
+        ("Desk lamp", 1, "Desk lamp", True, False, False)
+    assert lamp.id == str(alexa._id_base | 1) and lamp.brightness == 100 and lamp.flags == 1
+    assert (lamp.hue, lamp.sat, lamp.ct, lamp.xy, lamp.colormode) == (None, None, None, None, None)
+    bulb.set(hue=100, sat=20)
+    assert (bulb.hue, bulb.sat, bulb.colormode, bulb.color) == (100, 20, "hs", True)
+    assert bulb.xy == (0.4573, 0.41) and bulb.ct == 366
+    for attr in ("name", "brightness", "id", "hue", "uniqueid"):
+        # refused, as read-only properties were: a stored value would hide the view
+        raises(AttributeError, setattr, lamp, attr, 5)
+    assert lamp.name == "Desk lamp" and lamp.brightness == 100
+    raises(AttributeError, getattr, lamp, "nope")
+    raises(AttributeError, getattr, lamp, "_nope")
+    assert not hasattr(lamp, "volume")
+
+
 def test_bridgeid_and_uniqueid_from_mac():
     app, alexa = setup()
     mac = bytes(hal.mac())
