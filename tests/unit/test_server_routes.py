@@ -134,6 +134,33 @@ def test_route_matching_typed_parameters():
     assert "float" in str(e)
 
 
+def test_a_requests_views_read_what_the_client_sent():
+    app = WebServer(port=80, workers=1)
+    seen = {}
+
+    @app.route("/v/<p>", methods=("GET", "POST"))
+    def views(req, p):
+        req.g["user"] = "ann"
+        for k in ("target", "query_string", "client_ip", "client_addr", "cookies", "server", "flags",
+                  "body_kind", "head_len", "g", "version", "keep_alive", "host"):
+            seen[k] = getattr(req, k)
+        seen["missing"] = hasattr(req, "no_such_view")
+        return "ok"
+
+    head = b"GET /v/a%20b?x=1&y=2 HTTP/1.1\r\nHost: dev.local:80\r\nCookie: a=1; b=two\r\n\r\n"
+    assert run(app, head)[0] == 200
+    assert seen["target"] == "/v/a%20b?x=1&y=2" and seen["query_string"] == "x=1&y=2"
+    assert seen["client_ip"] == "127.0.0.1" and seen["client_addr"] == ("127.0.0.1", 1234)
+    assert seen["cookies"] == {"a": "1", "b": "two"} and seen["g"] == {"user": "ann"}
+    assert seen["server"] is None and seen["body_kind"] == 0 and seen["head_len"] == len(head)
+    assert seen["version"] == 1 and seen["keep_alive"] is True and seen["host"] == "dev.local"
+    assert seen["missing"] is False and seen["flags"] == 0
+    body = b"POST /v/b HTTP/1.0\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc"
+    assert run(app, body)[0] == 200
+    assert seen["target"] == "/v/b" and seen["query_string"] == "" and seen["cookies"] == {}
+    assert seen["server"] is app and seen["body_kind"] != 0 and seen["version"] == 0 and seen["flags"] != 0
+
+
 def test_unquote_and_query_strings():
     assert unquote("a%20b%2Fc") == "a b/c"
     assert unquote("a+b") == "a+b" and unquote("a+b", True) == "a b"

@@ -123,64 +123,54 @@ class Request:
         self.path = path
         self._x = x
 
-    @property
-    def server(self):
-        """The WebServer answering (None for a request without a body: nothing needs it then)."""
-        return getattr(self.stream, "server", None)
-
-    @property
-    def target(self):
-        return self._t or self.path
+    # The views a handler reads now and then are one __getattr__ (asked only for what neither the
+    # instance nor the class holds), not ten properties: each cost the heap a property object, a
+    # function and a table slot. What the server reads at every request stays a property.
+    def __getattr__(self, attr):
+        if attr == "target":
+            return self._t or self.path
+        if attr == "query_string":
+            t = self._t
+            i = -1 if t is None else t.find("?")
+            return "" if i < 0 else t[i + 1:]
+        if attr == "client_ip":
+            # the client's IPv4 address as text ("" if unknown): accept() gives a (host, port) tuple
+            # on some ports and a raw sockaddr_in (bytes) on others
+            a = self.conn.addr
+            if isinstance(a, tuple):
+                return a[0]
+            if isinstance(a, (bytes, bytearray)) and len(a) >= 8 and a[0] == 2:  # AF_INET
+                return "%d.%d.%d.%d" % (a[4], a[5], a[6], a[7])
+            return ""
+        if attr == "client_addr":
+            return self.conn.addr
+        if attr == "g":   # free space for hooks (e.g. the authenticated user)
+            if self._g is None:
+                self._g = {}
+            return self._g
+        if attr == "cookies":
+            d = {}
+            for item in self.headers.get("cookie", "").split(";"):
+                k, _, v = item.strip().partition("=")
+                if k:
+                    d[k] = v
+            return d
+        if attr == "server":   # the WebServer answering (None for a request without a body)
+            return getattr(self.stream, "server", None)
+        if attr == "flags":   # the parser's (Connection: close/keep-alive, Expect: 100-continue) + FLAG_CHUNKED
+            return self._x & X_FLAGS
+        if attr == "body_kind":
+            if self.content_length is not None:
+                return BODY_LENGTH
+            return BODY_CHUNKED if self._x & FLAG_CHUNKED else BODY_NONE
+        if attr == "head_len":
+            return self.conn.hl
+        raise AttributeError(attr)
 
     @property
     def version(self):
         """0 for HTTP/1.0, 1 for HTTP/1.1."""
         return 1 if self._x & X_HTTP11 else 0
-
-    @property
-    def flags(self):
-        """The parser's flags (Connection: close/keep-alive, Expect: 100-continue), plus FLAG_CHUNKED."""
-        return self._x & X_FLAGS
-
-    @property
-    def head_len(self):
-        return self.conn.hl
-
-    @property
-    def body_kind(self):
-        if self.content_length is not None:
-            return BODY_LENGTH
-        return BODY_CHUNKED if self._x & FLAG_CHUNKED else BODY_NONE
-
-    @property
-    def query_string(self):
-        t = self._t
-        if t is None:
-            return ""
-        i = t.find("?")
-        return "" if i < 0 else t[i + 1:]
-
-    @property
-    def client_addr(self):
-        return self.conn.addr
-
-    @property
-    def client_ip(self):
-        """The client's IPv4 address as text ("" if unknown): accept() gives a (host, port) tuple on
-        some ports and a raw sockaddr_in (bytes) on others."""
-        a = self.conn.addr
-        if isinstance(a, tuple):
-            return a[0]
-        if isinstance(a, (bytes, bytearray)) and len(a) >= 8 and a[0] == 2:  # AF_INET
-            return "%d.%d.%d.%d" % (a[4], a[5], a[6], a[7])
-        return ""
-
-    @property
-    def g(self):
-        """Free space for hooks (e.g. the authenticated user)."""
-        if self._g is None:
-            self._g = {}
-        return self._g
 
     @property
     def headers(self):
@@ -304,15 +294,6 @@ class Request:
         """The client lets the connection stay open (HTTP/1.1 unless "close"; 1.0 with "keep-alive")."""
         x = self._x
         return not (x & FLAG_CLOSE) and bool(x & (X_HTTP11 | FLAG_KEEP_ALIVE))
-
-    @property
-    def cookies(self):
-        d = {}
-        for item in self.headers.get("cookie", "").split(";"):
-            k, _, v = item.strip().partition("=")
-            if k:
-                d[k] = v
-        return d
 
 
 class BodyReader:
