@@ -24,7 +24,8 @@
 # {"folder": {"name": {"type": "int", "value": 3}}} (loaded at first use: persist_io.py);
 # import_json(text) and set_all([(var, value)]) store all or nothing (see the journal). Variables
 # without a folder live in DEFAULT_FOLDER.
-# The list, set, RGB and hex classes load at their first use (persist_kinds.py), as the export does.
+# The list, set, RGB and hex classes load at their first use (persist_kinds.py), as do the export,
+# the import, set_all, factory_reset, delete_folder and make/encode/infer_kind (persist_io.py).
 # changes() counts every write, reset and delete (a cheap "did anything change?").
 import json
 
@@ -376,49 +377,7 @@ def kind_class(kind):
     return cls
 
 
-def make(kind, name, folder=DEFAULT_FOLDER, **spec):
-    """A Persistent object of export type `kind` ("int", "range" with lo/hi, ...)."""
-    cls = kind_class(kind)
-    if cls is None:
-        raise ValueError("%s/%s: unknown type %r" % (folder, name, kind))
-    if cls is PersistentRange:
-        if "lo" not in spec or "hi" not in spec:
-            raise ValueError("%s/%s: a range needs lo and hi" % (folder, name))
-        return cls(name, spec["lo"], spec["hi"], folder=folder)
-    if cls is PersistentStr:
-        return cls(name, folder=folder, max_length=spec.get("max_length"))
-    return cls(name, folder=folder)
-
-
-def encode(kind, value, name="value", folder=DEFAULT_FOLDER, **spec):
-    """(NVS type code, raw int/str/bytes) a variable of this kind stores for value (ValueError if invalid).
-    The provisioning script builds images with this, so they read back exactly like set() values."""
-    obj = _detached(kind, name, folder, spec)
-    return obj._encode(obj.coerce(value))
-
-
-def _detached(kind, name, folder, spec):
-    # a Persistent object that does not register itself as the type of folder/name
-    with _guard:
-        before = _kinds.get((folder, name))
-    obj = make(kind, name, folder, **spec)
-    with _guard:
-        if before is None:
-            _kinds.pop((folder, name), None)
-        else:
-            _kinds[(folder, name)] = before
-    return obj
-
-
-def infer_kind(value):
-    """The type an untyped JSON value gets on import."""
-    for t, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list")):
-        if isinstance(value, t):
-            return kind
-    return "json"
-
-
-# ---- folders: listing, deleting, factory reset, export/import ----
+# ---- folders: listing and deleting (export, import, factory reset: persist_io.py) ----
 
 def _ready():
     # every way into the store comes here first: after a boot, see _fresh
@@ -500,134 +459,19 @@ def delete(name, folder=DEFAULT_FOLDER):
     return found
 
 
-def delete_folder(folder):
-    _check(folder, "folder", "delete_folder")
-    with _guard:
-        store.erase_folder(folder)
-        _cache.clear()
-        _changes[0] += 1
-
-
-def factory_reset():
-    """Erase every folder: all variables go back to their defaults (journal.erase_all: a power
-    cut part-way is finished at the next boot, a failure at the next access)."""
-    from iotutils import journal
-    with _guard:
-        _fresh()
-        _cache.clear()
-        _changes[0] += 1
-        _gen[0] = None   # until the erase is over (the guard is held: nothing is cached meanwhile)
-        journal.erase_all()
-        _gen[0] = store.GENERATION
-
-
-def import_json(text):
-    """Store the values of export_json() text. Entries may also be plain values (type inferred).
-    Every entry is validated first: any bad one -> ValueError naming them all, nothing written.
-    Then all of them are stored, or (a full partition, a MemoryError, a power cut) none: see the
-    journal below. Returns the number of values stored."""
-    try:
-        data = json.loads(text) if isinstance(text, (str, bytes, bytearray)) else text
-    except ValueError:
-        raise ValueError("import: not JSON text")
-    if not isinstance(data, dict):
-        raise ValueError("import: expected an object of folders")
-    bad = []
-    n = 0
-    for folder, name, e in _entries(data, bad):
-        try:
-            _encode_entry(folder, name, e)
-            n += 1
-        except (ValueError, TypeError) as ex:
-            bad.append("%s/%s: %s" % (folder, name, ex))
-    if bad:
-        raise ValueError("import: bad entries: " + "; ".join(bad))
-    _journaled(lambda: _plan(data))
-    return n
-
-
-def set_all(changes):
-    """Store several variables at once, all or nothing, across power cuts too (the import's
-    journal): changes is [(variable, value)], value RESET to forget one. Every value is coerced
-    first (ValueError naming its variable, nothing written)."""
-    plan = []
-    for c in changes:
-        if not isinstance(c, (tuple, list)) or len(c) != 2:
-            raise ValueError("set_all: (variable, value) pairs expected, got a %s" % type(c).__name__)
-        var, x = c
-        if not isinstance(var, Persistent):   # ((None, 1) was an AttributeError from inside)
-            raise ValueError("set_all: a persistent variable expected, got a %s" % type(var).__name__)
-        code, raw = (None, None) if x is RESET else var._encode(var.coerce(x))
-        plan.append((var.folder, var.name, code if isinstance(raw, int) else None, raw))
-    _journaled(lambda: plan)
-
-
-def _journaled(plan):
-    with _guard:
-        _fresh()
-    # (not under _guard: an import's entries are encoded by variable objects, whose making takes
-    # it; the store serialises the writes, and what was cached is dropped afterwards)
-    from iotutils import journal
-    try:
-        journal.write_all(plan)
-    finally:
-        with _guard:
-            _cache.clear()
-            _changes[0] += 1
-            if journal.pending[0]:
-                _gen[0] = None  # what a failure left of the journal goes at the next access
-
-
-def _plan(data):
-    for folder, name, e in _entries(data):
-        code, raw = _encode_entry(folder, name, e)
-        yield folder, name, code, raw
-
-
-def _entries(data, bad=None):
-    for folder in data:
-        entries = data[folder]
-        if not isinstance(entries, dict):
-            if bad is not None:
-                bad.append("%s: not an object of names" % folder)
-            continue
-        for name in entries:
-            yield folder, name, entries[name]
-
-
-def _encode_entry(folder, name, e):
-    """(NVS type code or None, raw value) an import entry stores; ValueError/TypeError if invalid.
-    (A variable object is made and dropped for each: an import of many values keeps none of them.)"""
-    _check(folder, "folder", "import %s/%s" % (folder, name))
-    _check(name, "name", "import %s/%s" % (folder, name))
-    if isinstance(e, dict) and ("type" in e or "value" in e):
-        if "type" not in e or "value" not in e:   # a typed entry cut short: not an object to keep
-            raise ValueError("a typed entry needs both type and value")
-        kind, value = e["type"], e["value"]
-        spec = {}
-        for k in ("lo", "hi", "max_length"):
-            if k in e:
-                spec[k] = e[k]
-    else:
-        if e is None:
-            raise ValueError("null is no value (leave the entry out)")
-        kind, value, spec = infer_kind(e), e, {}
-    obj = _detached(kind, name, folder, spec)
-    code, raw = obj._encode(obj.coerce(value))
-    return (code if isinstance(raw, int) else None), raw
-
-
-_EXPORT = ("export_json", "export_pieces", "export_entries", "export_entry")
+# what persist hands out from persist_io.py, loaded at the first use of one of them: the export,
+# the import and the other changes of many values at once (set_all, factory_reset, delete_folder),
+# and making variables by their type's name (make, encode, infer_kind: the admin page, provisioning)
+_IO = ("export_json", "export_pieces", "export_entries", "export_entry", "import_json", "set_all", "factory_reset",
+       "delete_folder", "make", "encode", "infer_kind")
 
 
 def __getattr__(name):
     if name == "__all__":
         from iotutils._compat import public_names
-        return public_names(globals(), _EXPORT + tuple(c for c in _LATER.values() if c[0] != "_"))
-    # the export (the admin page's settings, provisioning tools) loads at its first use: persist_io.py
-    if name in _EXPORT:
-        from iotutils import persist_io
-        return getattr(persist_io, name)
+        return public_names(globals(), _IO + tuple(c for c in _LATER.values() if c[0] != "_"))
+    if name in _IO:
+        return getattr(load("iotutils.persist_io"), name)
     for kind, cls in _LATER.items():   # PersistentList, PersistentSet, PersistentRGB, PersistentHex
         if cls == name:
             return kind_class(kind)

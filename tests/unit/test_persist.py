@@ -668,6 +668,23 @@ def test_import_cut_short_is_rolled_back_at_the_next_boot():
     assert seen_new and seen_old, (seen_new, seen_old)
 
 
+def test_the_export_import_and_bulk_changes_load_at_their_first_use():
+    # a device that only reads and sets its variables does not hold persist_io's code
+    import sys
+
+    from iotutils import _compat
+    fresh()
+    _compat.unload("iotutils.persist_io")
+    v = PersistentInt("lazyio", folder="lazy", default=1)
+    v.value = 3
+    assert v.value == 3 and persist.delete("lazyio", "lazy") and persist.list_folder("lazy") == {}
+    assert "iotutils.persist_io" not in sys.modules
+    persist.set_all([(v, 4)])
+    assert "iotutils.persist_io" in sys.modules and v.value == 4
+    from iotutils.persist import import_json, make   # (from-imports ask the module's __getattr__)
+    assert make("int", "lazy2", "lazy").value == 0 and import_json({"lazy": {"lazy2": 5}}) == 1
+
+
 def test_set_all_takes_variable_value_pairs_only():
     fresh()
     port = PersistentInt("port", folder="mq2", default=1)
