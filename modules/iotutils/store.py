@@ -82,7 +82,7 @@ def check_name(s, what="key"):
     if not isinstance(s, str) or not 0 < len(s) <= 15 or (max(s) >= "\x80" and len(s.encode()) > 15):
         # (NVS counts bytes: a character beyond ASCII takes 2 to 4 of them)
         raise ValueError("%s must be 1..15 characters (15 bytes of UTF-8): %r" % (what, s))
-    if min(s) < " ":
+    if min(s) < " " or "\x7f" in s:   # (DEL is a control character too)
         raise ValueError("%s must be printable: %r" % (what, s))
     return s
 

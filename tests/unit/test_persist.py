@@ -213,7 +213,7 @@ def test_the_stores_limits_are_valueerrors_naming_the_variable():
 def test_names_and_folders_limited_to_15():
     fresh()
     PersistentInt("a" * 15, folder="f" * 15).value = 1
-    for name, folder in (("a" * 16, "f"), ("a", "f" * 16), ("", "f"), ("a", ""), (None, "f"), ("a\x01", "f")):
+    for name, folder in (("a" * 16, "f"), ("a", "f" * 16), ("", "f"), ("a", ""), (None, "f"), ("a\x01", "f"), ("a\x7f", "f"), ("a", "f\x7f")):
         e = raises(ValueError, PersistentInt, name, folder=folder)
         assert "PersistentInt" in str(e)
     raises(ValueError, PersistentInt, "n", default="abc")  # a bad default names the variable too
