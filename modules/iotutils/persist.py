@@ -25,7 +25,7 @@
 # import_json(text) and set_all([(var, value)]) store all or nothing (see the journal). Variables
 # without a folder live in DEFAULT_FOLDER.
 # The list, set, RGB and hex classes load at their first use (persist_kinds.py), as do the export,
-# the import, set_all, factory_reset, delete_folder and make/encode/infer_kind (persist_io.py).
+# the import, set_all, encode and infer_kind (persist_io.py).
 # changes() counts every write, reset and delete (a cheap "did anything change?").
 import json
 
@@ -377,7 +377,34 @@ def kind_class(kind):
     return cls
 
 
-# ---- folders: listing and deleting (export, import, factory reset: persist_io.py) ----
+def make(kind, name, folder=DEFAULT_FOLDER, declare=True, **spec):
+    """A Persistent object of export type `kind` ("int", "range" with lo/hi, ...). declare=False:
+    it does not become the type of folder/name (a value checked or encoded on its own: the
+    import, provisioning)."""
+    cls = kind_class(kind)
+    if cls is None:
+        raise ValueError("%s/%s: unknown type %r" % (folder, name, kind))
+    if not declare:
+        with _guard:
+            before = _kinds.get((folder, name))
+    if cls is PersistentRange:
+        if "lo" not in spec or "hi" not in spec:
+            raise ValueError("%s/%s: a range needs lo and hi" % (folder, name))
+        obj = cls(name, spec["lo"], spec["hi"], folder=folder)
+    elif cls is PersistentStr:
+        obj = cls(name, folder=folder, max_length=spec.get("max_length"))
+    else:
+        obj = cls(name, folder=folder)
+    if not declare:
+        with _guard:
+            if before is None:
+                _kinds.pop((folder, name), None)
+            else:
+                _kinds[(folder, name)] = before
+    return obj
+
+
+# ---- folders: listing, deleting, factory reset (export, import: persist_io.py) ----
 
 def _ready():
     # every way into the store comes here first: after a boot, see _fresh
@@ -459,11 +486,50 @@ def delete(name, folder=DEFAULT_FOLDER):
     return found
 
 
+def delete_folder(folder):
+    _check(folder, "folder", "delete_folder")
+    with _guard:
+        store.erase_folder(folder)
+        _cache.clear()
+        _changes[0] += 1
+
+
+def factory_reset():
+    """Erase every folder: all variables go back to their defaults (journal.erase_all: a power
+    cut part-way is finished at the next boot, a failure at the next access)."""
+    from iotutils import journal
+    with _guard:
+        _fresh()
+        _cache.clear()
+        _changes[0] += 1
+        _gen[0] = None   # until the erase is over (the guard is held: nothing is cached meanwhile)
+        journal.erase_all()
+        _gen[0] = store.GENERATION
+
+
+def write_all(plan):
+    """Store plan() [(folder, name, NVS type code or None, raw value or None to forget)] all or
+    nothing, also across power cuts (the journal): the import and set_all (persist_io.py) end here."""
+    with _guard:
+        _fresh()
+    # (not under _guard: an import's entries are encoded by variable objects, whose making takes
+    # it; the store serialises the writes, and what was cached is dropped afterwards)
+    from iotutils import journal
+    try:
+        journal.write_all(plan)
+    finally:
+        with _guard:
+            _cache.clear()
+            _changes[0] += 1
+            if journal.pending[0]:
+                _gen[0] = None  # what a failure left of the journal goes at the next access
+
+
 # what persist hands out from persist_io.py, loaded at the first use of one of them: the export,
-# the import and the other changes of many values at once (set_all, factory_reset, delete_folder),
-# and making variables by their type's name (make, encode, infer_kind: the admin page, provisioning)
-_IO = ("export_json", "export_pieces", "export_entries", "export_entry", "import_json", "set_all", "factory_reset",
-       "delete_folder", "make", "encode", "infer_kind")
+# the import, set_all, and values encoded by their type's name (encode, infer_kind: the admin page,
+# provisioning)
+_IO = ("export_json", "export_pieces", "export_entries", "export_entry", "import_json", "set_all", "encode",
+       "infer_kind")
 
 
 def __getattr__(name):

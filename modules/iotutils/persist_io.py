@@ -3,14 +3,12 @@
 # only reads and sets its variables does not hold this code:
 #   - the export of persistent values (export_json, export_pieces, export_entries, export_entry):
 #     typed JSON text of every stored value, read from the store as it goes;
-#   - the import (import_json) and the other changes of many values at once (set_all,
-#     factory_reset, delete_folder), all or nothing through the journal;
-#   - variables made by their type's name (make, encode, infer_kind).
+#   - the import (import_json) and set_all, all or nothing through the journal (persist.write_all);
+#   - a value encoded by its type's name (encode, infer_kind).
 import json
 
 from iotutils import store
-from iotutils.persist import (DEFAULT_FOLDER, RESET, Persistent, PersistentRange, PersistentStr, _cache, _changes,
-                              _check, _fresh, _gen, _guard, _kinds, declared, folders, is_secret, kind_class)
+from iotutils.persist import DEFAULT_FOLDER, RESET, Persistent, declared, folders, is_secret, make, write_all
 
 try:
     from binascii import b2a_base64
@@ -131,40 +129,13 @@ def export_json(only=None, secrets=False):
     return "".join(export_pieces(only, secrets))
 
 
-# ---- variables by their type's name ----
-
-def make(kind, name, folder=DEFAULT_FOLDER, **spec):
-    """A Persistent object of export type `kind` ("int", "range" with lo/hi, ...)."""
-    cls = kind_class(kind)
-    if cls is None:
-        raise ValueError("%s/%s: unknown type %r" % (folder, name, kind))
-    if cls is PersistentRange:
-        if "lo" not in spec or "hi" not in spec:
-            raise ValueError("%s/%s: a range needs lo and hi" % (folder, name))
-        return cls(name, spec["lo"], spec["hi"], folder=folder)
-    if cls is PersistentStr:
-        return cls(name, folder=folder, max_length=spec.get("max_length"))
-    return cls(name, folder=folder)
-
+# ---- values by their type's name ----
 
 def encode(kind, value, name="value", folder=DEFAULT_FOLDER, **spec):
     """(NVS type code, raw int/str/bytes) a variable of this kind stores for value (ValueError if invalid).
     The provisioning script builds images with this, so they read back exactly like set() values."""
-    obj = _detached(kind, name, folder, spec)
+    obj = make(kind, name, folder, declare=False, **spec)
     return obj._encode(obj.coerce(value))
-
-
-def _detached(kind, name, folder, spec):
-    # a Persistent object that does not register itself as the type of folder/name
-    with _guard:
-        before = _kinds.get((folder, name))
-    obj = make(kind, name, folder, **spec)
-    with _guard:
-        if before is None:
-            _kinds.pop((folder, name), None)
-        else:
-            _kinds[(folder, name)] = before
-    return obj
 
 
 def infer_kind(value):
@@ -175,28 +146,7 @@ def infer_kind(value):
     return "json"
 
 
-# ---- changes of many values: import, set_all, factory reset ----
-
-def delete_folder(folder):
-    _check(folder, "folder", "delete_folder")
-    with _guard:
-        store.erase_folder(folder)
-        _cache.clear()
-        _changes[0] += 1
-
-
-def factory_reset():
-    """Erase every folder: all variables go back to their defaults (journal.erase_all: a power
-    cut part-way is finished at the next boot, a failure at the next access)."""
-    from iotutils import journal
-    with _guard:
-        _fresh()
-        _cache.clear()
-        _changes[0] += 1
-        _gen[0] = None   # until the erase is over (the guard is held: nothing is cached meanwhile)
-        journal.erase_all()
-        _gen[0] = store.GENERATION
-
+# ---- changes of many values: import, set_all ----
 
 def import_json(text):
     """Store the values of export_json() text. Entries may also be plain values (type inferred).
@@ -219,7 +169,7 @@ def import_json(text):
             bad.append("%s/%s: %s" % (folder, name, ex))
     if bad:
         raise ValueError("import: bad entries: " + "; ".join(bad))
-    _journaled(lambda: _plan(data))
+    write_all(lambda: _plan(data))
     return n
 
 
@@ -236,23 +186,7 @@ def set_all(changes):
             raise ValueError("set_all: a persistent variable expected, got a %s" % type(var).__name__)
         code, raw = (None, None) if x is RESET else var._encode(var.coerce(x))
         plan.append((var.folder, var.name, code if isinstance(raw, int) else None, raw))
-    _journaled(lambda: plan)
-
-
-def _journaled(plan):
-    with _guard:
-        _fresh()
-    # (not under _guard: an import's entries are encoded by variable objects, whose making takes
-    # it; the store serialises the writes, and what was cached is dropped afterwards)
-    from iotutils import journal
-    try:
-        journal.write_all(plan)
-    finally:
-        with _guard:
-            _cache.clear()
-            _changes[0] += 1
-            if journal.pending[0]:
-                _gen[0] = None  # what a failure left of the journal goes at the next access
+    write_all(lambda: plan)
 
 
 def _plan(data):
@@ -275,8 +209,11 @@ def _entries(data, bad=None):
 def _encode_entry(folder, name, e):
     """(NVS type code or None, raw value) an import entry stores; ValueError/TypeError if invalid.
     (A variable object is made and dropped for each: an import of many values keeps none of them.)"""
-    _check(folder, "folder", "import %s/%s" % (folder, name))
-    _check(name, "name", "import %s/%s" % (folder, name))
+    for x, what in ((folder, "folder"), (name, "name")):
+        try:
+            store.check_name(x, what)
+        except ValueError as ex:   # (said with the entry's name, as import_json lists them)
+            raise ValueError("import %s/%s: %s" % (folder, name, ex))
     if isinstance(e, dict) and ("type" in e or "value" in e):
         if "type" not in e or "value" not in e:   # a typed entry cut short: not an object to keep
             raise ValueError("a typed entry needs both type and value")
@@ -289,6 +226,6 @@ def _encode_entry(folder, name, e):
         if e is None:
             raise ValueError("null is no value (leave the entry out)")
         kind, value, spec = infer_kind(e), e, {}
-    obj = _detached(kind, name, folder, spec)
+    obj = make(kind, name, folder, declare=False, **spec)
     code, raw = obj._encode(obj.coerce(value))
     return (code if isinstance(raw, int) else None), raw
