@@ -33,11 +33,12 @@ import json
 
 from iotutils import hal, persist
 from iotutils import homeassistant as ha
-from iotutils._compat import _thread, allocate_lock, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import (_thread, allocate_lock, call_loaded, log, print_exception, sleep_ms, start_thread,
+                              ticks_add, ticks_diff, ticks_ms)
 from iotutils.mqtt import MQTT, rollout_selected
-from iotutils.mqtt_settings import FOLDER, device_id, load
 
 ROLLOUT = "iotutils/fleet/rollout"
+FOLDER = "mqtt"   # mqtt_settings.FOLDER: the job record and the announced entities live beside the settings
 
 
 # ---- colours ----
@@ -160,14 +161,14 @@ class MqttDevice:
     announce_delay_ms = 5000
 
     def __init__(self, dev, code_url=None):
-        s = load(code_url)
+        s = call_loaded("iotutils.mqtt_settings", "client_settings", code_url)   # (not kept: see there)
         if not s["url"]:
             raise ValueError(s["error"] or "url: no broker configured")
         self.dev = dev
         self.source = s["source"]
         self.prefix = s["prefix"] or "homeassistant"
         self.mode = s["mode"] or "device"
-        self.client = MQTT(s["url"], client_id=device_id(), keepalive=self.keepalive, cadata=s["ca"] or None)
+        self.client = MQTT(s["url"], client_id=s["id"], keepalive=self.keepalive, cadata=s["ca"] or None)
         self.id = self.client.client_id
         self.base = s["base"] or "iotutils/" + self.id
         parts = self.base.split("/")

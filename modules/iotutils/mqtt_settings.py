@@ -184,6 +184,15 @@ def _host(url):
         return None
 
 
+def client_settings(code_url=None):
+    """load(code_url) and "id", the client id (device_id()): what MqttDevice needs to start, in one
+    call (it loads this module for that call only, _compat.call_loaded: the admin page's MQTT tab
+    is the only other user)."""
+    s = load(code_url)
+    s["id"] = device_id()
+    return s
+
+
 def device_id():
     """The device's id in MQTT (its client id and topic level): "iotutils-<MAC hex>"."""
     import binascii

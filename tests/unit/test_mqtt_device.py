@@ -196,6 +196,20 @@ def test_a_code_url_that_is_not_a_broker_url():
     assert s["url"] == "mqtt://fixed.lan:1883" and s["error"] is None
 
 
+def test_the_settings_code_is_let_go_once_the_client_is_made():
+    # the admin page's MQTT tab is its only other user: a device keeps none of it while it runs
+    import sys
+
+    from iotutils import _compat
+    from iotutils import mqtt_device
+    fresh()
+    _compat.unload("iotutils.mqtt_settings")
+    md = MqttDevice(None, "mqtt://127.0.0.1:1")
+    assert "iotutils.mqtt_settings" not in sys.modules
+    assert md.id == ms.device_id() and md.client.client_id == md.id and md.base == "iotutils/" + md.id
+    assert mqtt_device.FOLDER == ms.FOLDER   # the job record and the announced entities live there
+
+
 def test_expose_refuses_what_home_assistant_would_and_an_id_already_taken():
     """Two variables with one object id: the second replaced the first in HA without a word. A
     variable HA refuses (a Range of one value, an empty choice) was accepted, and the announcement
