@@ -61,7 +61,7 @@ def test_one_ota_letting_the_network_code_go_does_not_break_another_ones_check()
     d = tempdir("otarace")
     timer = OTA(channel=_CLOSED, allow_http=True, state_path=d + "/a.json")
     other = OTA(channel=_CLOSED, allow_http=True, state_path=d + "/b.json")
-    errors, rounds, done = [], [0, 0], [0]
+    errors, rounds, done = [], [0, 0], []
     t0 = ticks_ms()
 
     def loop(i, o, unload):
@@ -77,11 +77,11 @@ def test_one_ota_letting_the_network_code_go_does_not_break_another_ones_check()
                     o.unload_network()
                 rounds[i] += 1
         finally:
-            done[0] += 1
+            done.append(i)   # (one append per thread: no read-modify-write shared by threads)
     try:
         _thread.start_new_thread(loop, (0, timer, True))
         _thread.start_new_thread(loop, (1, other, False))
-        while done[0] < 2:
+        while len(done) < 2:
             sleep_ms(20)
         assert not errors, errors[:5]
         assert rounds[0] > 5 and rounds[1] > 5, rounds
