@@ -2,6 +2,8 @@
 # appear in Home Assistant, the commands HA sends back parsed into values, states formatted, and
 # the clean-up that leaves no ghost entities. Pure: no sockets. Bridge runs it over any client
 # with publish/subscribe/on_connect/set_will (iotutils.mqtt.MQTT, or a fake in tests).
+# The discovery configs and their checks are ha_discovery.py, loaded while a device announces
+# itself or checks an entity; this module hands out their names too (ha.discovery(...)).
 #
 # The contract is https://www.home-assistant.io/integrations/mqtt/ ("MQTT Discovery"):
 # - mode "device" (HA >= 2024.11): one retained message <prefix>/device/<id>/config holding
@@ -47,230 +49,31 @@
 # <base>/<object_id> (retained), commands <base>/<object_id>/set, diagnostics <base>/info (retained).
 import json
 
-from iotutils._compat import log
+from iotutils._compat import load, log, unload
 
-ORIGIN = "iotutils"
-_KINDS = ("light", "switch", "number", "text", "select", "sensor", "button", "update")
-_HEX_PATTERN = "^-?(0x|0X)?[0-9a-fA-F]+$"   # as a Hex variable prints itself: 0x1f, -0x1f
+# the discovery configs and the checks (ha_discovery.py) load while a device announces itself or
+# checks an entity, and go again after an announcement: a connected device holds only the states
+# and commands below
+_DISCOVERY = ("ORIGIN", "check_id", "base_topic", "entity", "check_entity", "component", "diagnostics",
+              "config_topic", "device_config", "announced", "check_prefix", "usable_record", "discovery")
 
 
-def _dumps(obj):
+def __getattr__(name):
+    if name == "__all__":
+        from iotutils._compat import public_names
+        return public_names(globals(), _DISCOVERY)
+    if name in _DISCOVERY:
+        return getattr(load("iotutils.ha_discovery"), name)
+    raise AttributeError(name)
+
+
+
+def dumps(obj):
+    """JSON as HA's messages carry it (no spaces)."""
     try:
         return json.dumps(obj, separators=(",", ":"))
     except TypeError:  # a MicroPython without separators=
         return json.dumps(obj)
-
-
-def check_id(field, s):
-    """HA's rule for discovery ids: 1..64 characters of [A-Za-z0-9_-] (ValueError naming field)."""
-    if not isinstance(s, str) or not 0 < len(s) <= 64:
-        raise ValueError("%s: 1..64 characters expected, got %r" % (field, s))
-    for c in s:
-        if not (c.isalpha() and c < "\x80" or c.isdigit() or c in "_-"):
-            raise ValueError("%s: only A-Z a-z 0-9 _ - allowed, got %r" % (field, s))
-    return s
-
-
-def base_topic(info):
-    return info.get("base") or "iotutils/" + info["id"]
-
-
-def _entity(e):
-    if not isinstance(e, (tuple, list)) or len(e) not in (3, 4):
-        raise ValueError("entities: (kind, object_id, name, extra) expected, got %r" % (e,))
-    kind, oid, name = e[0], e[1], e[2]
-    extra = (e[3] if len(e) == 4 else None) or {}
-    if kind not in _KINDS:
-        raise ValueError("kind: one of %s expected, got %r" % (", ".join(_KINDS), kind))
-    check_id("object_id", oid)
-    if not isinstance(name, str) or not name:
-        raise ValueError("name: a non-empty string expected for %s" % oid)
-    if kind == "select":
-        ops = extra.get("options")
-        if not ops or not all(isinstance(o, str) and o for o in ops):
-            raise ValueError("options: a non-empty list of strings expected for %s" % oid)
-    if kind == "number" and not extra.get("min", 0) < extra.get("max", 100):
-        raise ValueError("max: must be above min for %s" % oid)
-    return kind, oid, name, extra
-
-
-def check_entity(e):
-    """e (kind, object_id, name, extra) as Home Assistant takes it, else ValueError naming the field."""
-    _entity(e)
-    return e
-
-
-def _device(info):
-    d = {"ids": [info["id"]], "name": info["name"], "mf": info.get("manufacturer") or ORIGIN,
-         "mdl": info.get("model"), "sw": info.get("sw"), "cu": info.get("url")}
-    return _clean(d)
-
-
-def _origin(info):
-    from iotutils import __version__
-    return {"name": ORIGIN, "sw": __version__}
-
-
-def _clean(d):
-    for k in [k for k in d if d[k] is None]:
-        del d[k]
-    return d
-
-
-def component(info, e, with_device=False):
-    """The discovery config (abbreviated keys, no None values) of one entity (kind, object_id,
-    name, extra). with_device: include dev, o and availability (component mode)."""
-    kind, oid, name, x = _entity(e)
-    base = base_topic(info)
-    c = {"name": name, "uniq_id": "%s_%s" % (info["id"], oid)}
-    state = base + "/" + oid
-    cmd = state + "/set"
-    if kind == "light":
-        modes = ["rgb"] if x.get("rgb") else ["brightness"] if x.get("brightness", True) else ["onoff"]
-        c.update({"schema": "json", "stat_t": state, "cmd_t": cmd, "sup_clrm": modes})
-        if with_device:
-            # HA before 2024.11 (component mode) reads supported_color_modes only with color_mode set
-            # (its schema has both in one inclusion group: one alone drops the light); later HA
-            # deprecated the flag, so device mode leaves it out
-            c["clrm"] = True
-        if modes != ["onoff"]:
-            # brightness on its own in commands: without the flag an older HA sends no brightness at
-            # all, and a current one folds it into an RGB light's colour and drops it
-            c.update({"brightness": True, "bri_scl": x.get("scale", 255)})
-    elif kind == "switch":
-        c.update({"stat_t": state, "cmd_t": cmd})
-    elif kind == "number":
-        c.update({"stat_t": state, "cmd_t": cmd, "min": x.get("min", 0), "max": x.get("max", 100),
-                  "step": x.get("step", 1), "mode": x.get("mode"), "unit_of_meas": x.get("unit")})
-    elif kind == "text":
-        c.update({"stat_t": state, "cmd_t": cmd, "min": 0, "max": min(int(x.get("max", 255)), 255),
-                  "ptrn": _HEX_PATTERN if x.get("hex") else x.get("pattern")})
-    elif kind == "select":
-        c.update({"stat_t": state, "cmd_t": cmd, "ops": list(x["options"])})
-    elif kind == "sensor":
-        key = x.get("key")
-        if key:
-            check_id("key", key)
-            c.update({"stat_t": base + "/info", "val_tpl": "{{ value_json.%s }}" % key})
-        else:
-            c["stat_t"] = state
-        c.update({"unit_of_meas": x.get("unit"), "dev_cla": x.get("device_class"),
-                  "stat_cla": x.get("state_class"), "ic": x.get("icon"),
-                  "ent_cat": "diagnostic" if x.get("diagnostic") else None})
-    elif kind == "button":
-        c.update({"cmd_t": cmd, "dev_cla": x.get("device_class"), "ent_cat": x.get("entity_category", "config")})
-    elif kind == "update":
-        c.update({"stat_t": state, "cmd_t": cmd, "pl_inst": "install", "dev_cla": "firmware",
-                  "ent_cat": "config"})
-    if with_device:
-        c.update({"dev": _device(info), "o": _origin(info), "avty_t": base + "/status"})
-    else:
-        c["p"] = kind
-    return _clean(c)
-
-
-def diagnostics():
-    """The diagnostic sensors every device can show (fields of the <base>/info JSON)."""
-    return [
-        ("sensor", "rssi", "Wi-Fi signal", {"key": "rssi", "unit": "dBm", "device_class": "signal_strength",
-                                            "state_class": "measurement", "diagnostic": True}),
-        ("sensor", "heap", "Free heap", {"key": "heap", "unit": "B", "device_class": "data_size",
-                                         "state_class": "measurement", "diagnostic": True}),
-        ("sensor", "uptime", "Uptime", {"key": "uptime", "unit": "s", "device_class": "duration",
-                                        "state_class": "total_increasing", "diagnostic": True}),
-        ("sensor", "ip", "IP address", {"key": "ip", "icon": "mdi:ip-network", "diagnostic": True}),
-    ]
-
-
-def config_topic(prefix, mode, device_id, kind=None, object_id=None):
-    if mode == "device":
-        return "%s/device/%s/config" % (prefix, device_id)
-    return "%s/%s/%s/%s/config" % (prefix, kind, device_id, object_id)
-
-
-def device_config(info, entities, removed=()):
-    """The device-mode config: dev, o, availability and every entity under cmps. removed:
-    (kind, object_id) pairs to list as {"p": kind} only, which tells HA to delete them."""
-    cmps = {}
-    for e in entities:
-        cmps[e[1]] = component(info, e)
-    for kind, oid in removed:
-        cmps[oid] = {"p": kind}
-    return {"dev": _device(info), "o": _origin(info), "avty_t": base_topic(info) + "/status", "cmps": cmps}
-
-
-def announced(info, entities, prefix="homeassistant", mode="device"):
-    """What was announced (persist it; hand it back as `previous` next time)."""
-    return {"prefix": prefix, "mode": mode, "id": info["id"], "entities": ["%s/%s" % (e[0], e[1]) for e in entities]}
-
-
-def _check_prefix(prefix):
-    if not isinstance(prefix, str) or not prefix or "+" in prefix or "#" in prefix:
-        raise ValueError("prefix: a topic level such as 'homeassistant' expected, got %r" % (prefix,))
-
-
-def usable_record(previous):
-    """previous (an announced() dict read back from storage) if it is one, else None: a record
-    edited or cut short must not stop the device from announcing itself."""
-    try:
-        if previous["mode"] in ("device", "component") and isinstance(previous["prefix"], str) and \
-                isinstance(previous["id"], str):
-            _check_prefix(previous["prefix"])
-            for k in previous["entities"]:
-                kind, oid = k.split("/")
-                if kind not in _KINDS:
-                    return None
-                check_id("object_id", oid)
-            return previous
-    except (KeyError, TypeError, ValueError, AttributeError):
-        pass
-    return None
-
-
-def discovery(info, entities, prefix="homeassistant", mode="device", previous=None):
-    """[(topic, payload str)] to publish retained, in order: first what removes entities that
-    `previous` (an announced() dict) had and this set has not (no ghosts), then the configs."""
-    if mode not in ("device", "component"):
-        raise ValueError("mode: 'device' or 'component' expected, got %r" % (mode,))
-    check_id("id", info.get("id"))
-    _check_prefix(prefix)
-    entities = [_entity(e) for e in entities]
-    seen = set()
-    for e in entities:
-        if e[1] in seen:
-            raise ValueError("object_id: %r used twice" % e[1])
-        seen.add(e[1])
-    out = []
-    now = {"%s/%s" % (e[0], e[1]) for e in entities}
-    gone = []
-    if previous and previous.get("id") != info["id"]:
-        previous = None   # another device's record (a cloned settings store): its topics are its own
-    if previous:
-        old = [k.split("/", 1) for k in previous.get("entities", ())]
-        same = (previous.get("prefix"), previous.get("mode")) == (prefix, mode)
-        if not same:  # everything announced the old way goes
-            if previous.get("mode") == "device":
-                out.append((config_topic(previous["prefix"], "device", previous["id"]), ""))
-            else:
-                for kind, oid in old:
-                    out.append((config_topic(previous["prefix"], "component", previous["id"], kind, oid), ""))
-        else:
-            gone = [(kind, oid) for kind, oid in old if "%s/%s" % (kind, oid) not in now]
-            if mode == "component":
-                for kind, oid in gone:
-                    out.append((config_topic(prefix, mode, info["id"], kind, oid), ""))
-    if mode == "device":
-        topic = config_topic(prefix, mode, info["id"])
-        if not entities:
-            out.append((topic, ""))
-            return out
-        if gone:
-            out.append((topic, _dumps(device_config(info, entities, gone))))
-        out.append((topic, _dumps(device_config(info, entities))))
-    else:
-        for e in entities:
-            out.append((config_topic(prefix, mode, info["id"], e[0], e[1]), _dumps(component(info, e, True))))
-    return out
 
 
 # ---- states and commands
@@ -298,7 +101,7 @@ def state_payload(kind, extra, value):
                 d["color_mode"] = "rgb"   # (only with a colour: HA reads one whenever it is "rgb")
         else:
             d["color_mode"] = "onoff"
-        return _dumps(d)
+        return dumps(d)
     if kind == "number":
         return str(int(value) if extra.get("int") else value)
     if kind == "text":
@@ -310,7 +113,7 @@ def state_payload(kind, extra, value):
         v.setdefault("in_progress", False)
         for k in [k for k in v if v[k] is None and k != "update_percentage"]:
             del v[k]   # strings HA reads: absent rather than null
-        return _dumps(v)
+        return dumps(v)
     return str(value)
 
 
@@ -405,13 +208,14 @@ class Bridge:
         self.set = set
         self.prefix = prefix
         self.mode = mode
-        p = usable_record(announced)
+        d = load("iotutils.ha_discovery")
+        p = d.usable_record(announced)
         self.previous = p if p and p["id"] == info.get("id") else None   # (another device's: not ours to clear)
         self.on_announced = on_announced
         self.on_ha_online = on_ha_online
         self.error = None   # why the last announcement failed
-        self.base = base_topic(info)
-        _check_prefix(prefix)
+        self.base = d.base_topic(info)
+        d.check_prefix(prefix)
         self._use(entities)
         mqtt.set_will(self.base + "/status", "offline", retain=True)
         mqtt.on_connect(self.announce)
@@ -425,8 +229,9 @@ class Bridge:
         """Configs (removals first), availability, every state. Runs on each connect and when
         HA says it is back online (its birth message)."""
         m = self.mqtt
+        d = load("iotutils.ha_discovery")
         try:
-            for topic, payload in discovery(self.info, self.entities, self.prefix, self.mode, self.previous):
+            for topic, payload in d.discovery(self.info, self.entities, self.prefix, self.mode, self.previous):
                 m.publish(topic, payload, retain=True)
             self.error = None
         except MemoryError:
@@ -436,7 +241,9 @@ class Bridge:
                           "mode \"component\": one config per entity)" % len(self.entities))
             log("homeassistant: " + self.error)
         m.publish(self.base + "/status", "online", retain=True)
-        now = announced(self.info, self.entities, self.prefix, self.mode)
+        now = d.announced(self.info, self.entities, self.prefix, self.mode)
+        d = None
+        unload("iotutils.ha_discovery")   # (until the next announcement or check)
         if self.error is None and self.previous:
             for k in self.previous["entities"]:
                 if k not in now["entities"]:   # a removed entity's retained state goes too
@@ -452,13 +259,14 @@ class Bridge:
     def _use(self, entities):
         # every check now, not at the next connect, entity by entity: the whole config (KBs) is
         # built only to be sent
-        check_id("id", self.info.get("id"))
+        d = load("iotutils.ha_discovery")
+        d.check_id("id", self.info.get("id"))
         by_id = {}
         for e in entities:
-            e = _entity(e)
+            e = d.entity(e)
             if e[1] in by_id:
                 raise ValueError("object_id: %r used twice" % e[1])
-            component(self.info, e)
+            d.component(self.info, e)
             by_id[e[1]] = e
         self.entities = [by_id[e[1]] for e in entities]
         self._by_id = by_id
@@ -482,7 +290,7 @@ class Bridge:
 
     def publish_info(self, info):
         """The diagnostics JSON (version, uptime, heap, rssi, ip...) on <base>/info, retained."""
-        return self.mqtt.publish(self.base + "/info", _dumps(info), retain=True)
+        return self.mqtt.publish(self.base + "/info", dumps(info), retain=True)
 
     def _command(self, topic, payload):
         oid = topic[len(self.base) + 1:-4]

@@ -422,8 +422,11 @@ def test_the_update_entitys_check_lets_the_network_code_go_when_nothing_is_newer
                     "frozen, and keeps it; the host firmware (FIRMWARE=build/unix/micropython) unloads")
     network = {"iotutils.ota.client", "iotutils.ota.release", "iotutils.appimage"}
     wait_until(lambda: not network & set(loaded()["loaded"]), what="the network code unloaded after the check")
-    # nor the settings' code, which only the client's making and the admin page's MQTT tab use
-    assert "iotutils.mqtt_settings" not in loaded()["loaded"] and "iotutils.mqtt_device" in loaded()["loaded"]
+    # nor the settings' code, which only the client's making and the admin page's MQTT tab use, nor
+    # the discovery configs, which the device needed while it announced itself
+    held = loaded()["loaded"]
+    assert "iotutils.mqtt_device" in held and "iotutils.homeassistant" in held
+    assert not {"iotutils.mqtt_settings", "iotutils.ha_discovery"} & set(held), held
 
 
 # ---- make sim SIM_MQTT=... ----

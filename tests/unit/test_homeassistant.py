@@ -5,6 +5,7 @@ import json
 
 from mpunit import raises
 
+from iotutils import ha_discovery
 from iotutils import homeassistant as ha
 
 # The part of Home Assistant's abbreviation table these payloads rely on (short -> full name),
@@ -264,7 +265,7 @@ def test_states_and_commands():
         raises(ValueError, ha.parse_command, "text", {"hex": True}, bad)
     import re
     for ok in ("0x1f", "-0x1f", "1F", "0"):
-        assert re.match(ha._HEX_PATTERN, ok), ok
+        assert re.match(ha_discovery._HEX_PATTERN, ok), ok
     sel = {"options": ["a", "b"]}
     assert ha.parse_command("select", sel, b"b") == "b"
     spaced = {"options": ["eco ", " boost", "b"]}   # (stripped, "eco " was refused)
@@ -301,6 +302,25 @@ class _FakeMQTT:
     def publish(self, topic, payload, qos=0, retain=False):
         self.out.append((topic, payload, retain))
         return True
+
+
+def test_the_discovery_code_goes_after_an_announcement_and_comes_back_when_asked():
+    # a connected device holds the states and commands only: the configs and checks are loaded
+    # while it announces itself or checks an entity
+    import sys
+    m = _FakeMQTT()
+    b = ha.Bridge(m, INFO, ENTITIES, get=lambda oid: None)
+    assert "iotutils.ha_discovery" in sys.modules     # (the entities were checked)
+    for cb in m.cbs:
+        cb()
+    assert "iotutils.ha_discovery" not in sys.modules
+    assert m.out[0][0] == "homeassistant/device/0200000001ab/config"
+    b.publish_state("relay", True)                    # states and commands need none of it
+    m.subs["iotutils/0200000001ab/+/set"]("iotutils/0200000001ab/relay/set", b"ON")
+    assert "iotutils.ha_discovery" not in sys.modules and m.out[-1][:2] == ("iotutils/0200000001ab/relay", "ON")
+    assert ha.discovery(INFO, ENTITIES)[0][0] == "homeassistant/device/0200000001ab/config"   # loaded again
+    from iotutils.homeassistant import check_id   # (from-imports ask the module's __getattr__)
+    assert check_id("id", "ok") == "ok"
 
 
 def test_bridge_announces_and_handles_commands():
