@@ -237,3 +237,22 @@ def wait_until(fn, timeout=15.0, what="condition"):
             return last
         time.sleep(0.05)
     raise AssertionError("%s not reached within %.0f s (last: %r)" % (what, timeout, last))
+
+
+def raw_http(port, data, timeout=5.0):
+    """Send bytes on a fresh connection; everything the device answers until it closes (or timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.settimeout(timeout)
+    out = b""
+    try:
+        s.sendall(data)
+        while True:
+            c = s.recv(4096)
+            if not c:
+                break
+            out += c
+    except (socket.timeout, ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        s.close()
+    return out

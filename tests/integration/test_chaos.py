@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import ROOT
-from simdev import SimDevice
+from simdev import SimDevice, raw_http
 
 APP = os.path.join(ROOT, "tests", "apps", "chaos_app.py")
 PASSWORD = "chaos-password-1"
@@ -105,25 +105,6 @@ def assert_no_traceback(dev):
         if "has no attribute" in text or "local variable referenced before assignment" in text:
             continue   # the server's start race: a lookup on an object whose attributes another thread adds
         raise AssertionError("exception on the console:\n" + "\n".join(lines[max(0, i - 5):i + 14]))
-
-
-def raw_http(port, data, timeout=5.0):
-    """Send bytes on a fresh connection; everything the device answers until it closes (or timeout)."""
-    s = socket.create_connection(("127.0.0.1", port), 5)
-    s.settimeout(timeout)
-    out = b""
-    try:
-        s.sendall(data)
-        while True:
-            c = s.recv(4096)
-            if not c:
-                break
-            out += c
-    except (socket.timeout, ConnectionResetError, BrokenPipeError):
-        pass
-    finally:
-        s.close()
-    return out
 
 
 def status_of(answer):

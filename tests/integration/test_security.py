@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -23,7 +22,7 @@ import pytest
 import requests
 
 from conftest import ROOT
-from simdev import SimDevice
+from simdev import SimDevice, raw_http
 
 import nvs_dump
 from iotutils import nvs, persist
@@ -225,14 +224,7 @@ def test_a_foreign_host_name_is_refused_everywhere(tmp_path):
         # an absolute-form target names the host instead of the Host header (RFC 9112 3.2.2): a
         # foreign one is refused even beside the device's own Host, and the Host header is ignored
         def absolute(url, host):
-            with socket.create_connection(("127.0.0.1", dev.port), timeout=10) as c:
-                c.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (url, host)).encode())
-                data = b""
-                while True:
-                    part = c.recv(4096)
-                    if not part:
-                        return data
-                    data += part
+            return raw_http(dev.port, ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (url, host)).encode())
         assert absolute("http://evil.example/admin/api/session", name).startswith(b"HTTP/1.1 421")
         assert absolute("http://evil.example:80/healthz", "127.0.0.1").startswith(b"HTTP/1.1 421")
         assert absolute("http://%s/admin/api/session" % name, "evil.example").startswith(b"HTTP/1.1 200")
