@@ -122,3 +122,13 @@ def hex_digits(s):
 
 def clamp(v, lo, hi):
     return lo if v < lo else hi if v > hi else v
+
+
+def check_name(name, field="name"):
+    """A name people see (a device's, a light's, Hue's bridge's): 1..32 printable characters, Hue's
+    limit for light names. ValueError naming field otherwise."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 32:
+        raise ValueError("%s: 1..32 characters expected, got %r" % (field, name))
+    if not name.strip() or [c for c in name if c < " " or c == "\x7f"]:
+        raise ValueError("%s: printable text expected, got %r" % (field, name))
+    return name

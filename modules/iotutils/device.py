@@ -22,6 +22,7 @@ import sys
 from iotutils import __version__, hal, tasks
 from iotutils._compat import (allocate_lock, before_load, const, log, print_exception, recv_for, sleep_ms, ticks_diff,
                               ticks_ms)
+from iotutils.coerce import check_name   # (a device's name follows the lights' rule)
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
@@ -30,15 +31,6 @@ _HEALTH_EVERY_MS = const(1000)  # a failing self-request costs up to 3 s: not on
 _SOCKET_RESERVE = const(2)      # lwIP sockets kept for short-lived connections the device makes
 _MIN_CLIENTS = const(4)         # web clients at least, whatever the board's socket table
 _TIDY_EVERY_MS = const(250)     # how often the heap's tidying looks whether the device is idle
-
-
-def _checked_name(name):
-    # the name the admin page, the setup form, Home Assistant and the host name show: "" gave a
-    # device without one, and a longer name was cut at 32 without a word
-    if not isinstance(name, str) or not name.strip() or len(name) > 32 or \
-            [c for c in name if c < " " or c == "\x7f"]:
-        raise ValueError("name: 1..32 printable characters expected, got %r" % (name,))
-    return name
 
 
 class Device:
@@ -63,7 +55,7 @@ class Device:
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
         from iotutils.persist import PersistentStr
-        self._name = PersistentStr("name", default=_checked_name(name), folder="device", max_length=32)
+        self._name = PersistentStr("name", default=check_name(name), folder="device", max_length=32)
         before_load("iotutils.server")
         from iotutils.server import WebServer
         #: host names the device answers to besides its own (a reverse proxy's, a DNS name you gave
@@ -221,7 +213,7 @@ class Device:
 
     @name.setter
     def name(self, value):
-        self._name.value = _checked_name(value)
+        self._name.value = check_name(value)
 
     # ---- bring-up ----
 

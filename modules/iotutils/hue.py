@@ -4,11 +4,11 @@
 import time
 
 from iotutils._compat import const
+from iotutils.coerce import check_name  # noqa: F401 - the lights' and the bridge's name rule (Hue's 32)
 
 F_DIMMABLE = const(1)
 F_COLOR = const(2)
 F_WEMO = const(4)
-MAX_NAME = const(32)         # Hue's limit for light names
 
 HUE_UUID = "2f402f80-da50-11e1-9b23-"
 #: hours from 1970 to this port's time epoch (2000 on the ESP32 port; 1970 on the unix port, CPython)
@@ -31,11 +31,3 @@ def is_int(v):
 
 def is_num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def check_name(name, field="name"):
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
-        raise ValueError("%s: 1..%d characters expected, got %r" % (field, MAX_NAME, name))
-    if not name.strip() or [c for c in name if c < " " or c == "\x7f"]:
-        raise ValueError("%s: printable text expected, got %r" % (field, name))
-    return name
