@@ -10,10 +10,11 @@
 # salt) are never sent back. The Hue/WeMo routes of alexa.py are not under /admin and stay
 # usable by an Echo without the password; they can only change the Alexa devices' state.
 import gc
+import sys
 import time
 
 from iotutils import __version__, hal, persist, tasks
-from iotutils._compat import _thread, allocate_lock, before_load, load, print_exception, start_thread
+from iotutils._compat import _thread, allocate_lock, before_load, load, print_exception, start_thread, unload
 from iotutils.auth import consteq, token
 from iotutils.server import HTTPError, Response
 from iotutils.web.response import accepts_gzip, etag_matches
@@ -26,6 +27,15 @@ _PREFIX = "/admin/api/"
 
 def _now_s():
     return time.time()
+
+
+def _let_go_passwords():
+    # The owner is in: the password code (1.2 KB, host) goes until the next password. Its guard's
+    # counts live in auth (auth.LOGINS), so the next load counts on. After a wrong password it stays:
+    # a guesser would make every try load it again. Not while the setup page's code is loaded: it
+    # imports the password code at its top, and would keep its copy beside a new one.
+    if "iotutils.portal_pages" not in sys.modules:
+        unload("iotutils.passwords")
 
 
 class Admin:
@@ -184,6 +194,7 @@ class Admin:
         if not isinstance(pw, str) or not passwords.verify_password(pw, stored):
             return Response({"error": "wrong password"}, 401)
         guard.ok(client)
+        _let_go_passwords()
         return None
 
     def _login(self, req):
@@ -222,6 +233,7 @@ class Admin:
                     raise HTTPError(403, "old: wrong password")
                 return refused
         self._pw.value = hash_password(new)
+        _let_go_passwords()
         with self._lock:
             self._sessions.clear()  # a new password ends every session, this one included
         csrf, cookie = self._new_session()

@@ -14,6 +14,11 @@ import os
 #: lower it if a login feels slow on the board)
 PBKDF2_ITERATIONS = 4000
 
+#: what the one count of wrong admin passwords (passwords.login_guard) remembers: (lock, clients,
+#: everyone's count). Made by the password code's first load and kept here, where it outlives that
+#: code: it is let go once the owner is in (admin.py) and a later load counts on.
+LOGINS = None
+
 
 def hmac_pads(key):
     """HMAC-SHA256's (inner, outer) padded keys for bytes key: what every HMAC under that key shares."""

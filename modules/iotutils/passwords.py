@@ -87,10 +87,12 @@ class LoginGuard:
     #: client addresses remembered (the least recently seen one is forgotten)
     max_clients = 16
 
-    def __init__(self):
-        self._lock = allocate_lock()
-        self._clients = {}   # address -> [wrong passwords, locked until (ticks), last seen, counted globally]
-        self._all = [0, None]  # wrong passwords of everyone, locked until
+    def __init__(self, state=None):
+        # state: (lock, {address: [wrong passwords, locked until (ticks), last seen, counted globally]},
+        # [wrong passwords of everyone, locked until]); a guard of its own without it
+        if state is None:
+            state = (allocate_lock(), {}, [0, None])
+        self._lock, self._clients, self._all = state
 
     def _wait(self, until, now):
         if until is None:
@@ -153,5 +155,8 @@ class LoginGuard:
                     a[1] = None
 
 
-#: the one count of wrong admin passwords on this device
-login_guard = LoginGuard()
+#: the one count of wrong admin passwords on this device: its counts live in auth, which stays loaded
+#: when this module is let go, so every load of it counts on where the last one stopped
+if auth.LOGINS is None:
+    auth.LOGINS = (allocate_lock(), {}, [0, None])
+login_guard = LoginGuard(auth.LOGINS)

@@ -146,3 +146,32 @@ def test_the_admin_password_code_is_its_own_module_that_auth_hands_out():
     finally:
         auth.PBKDF2_ITERATIONS = saved
     assert passwords.hash_password("pw").startswith("pbkdf2_sha256$%d$" % saved)
+
+
+def test_the_count_of_wrong_passwords_outlives_the_password_code():
+    # admin.py lets the password code go once the owner is in (a right password); the guard's counts
+    # live in auth, so a guesser's lock-out holds in the code loaded again. Before, the counts were
+    # the module's own: unloading it would have reset them
+    import sys
+
+    import iotutils
+    from iotutils import _compat
+
+    first = _compat.load("iotutils.passwords")
+    client = "10.9.9.9"
+    try:
+        for _ in range(first.LoginGuard.free + 1):
+            first.login_guard.attempt(client, False, 1000)
+        _compat.unload("iotutils.passwords")
+        again = _compat.load("iotutils.passwords")
+        assert again is not first and again.login_guard is not first.login_guard
+        e = raises(again.Locked, again.login_guard.attempt, client, False, 1000)
+        assert e.wait >= 1
+        # a guard made on its own still counts for itself
+        assert again.LoginGuard().wait_s(client, False, 1000) == 0
+    finally:
+        lock, clients, everyone = auth.LOGINS
+        clients.clear()
+        everyone[0], everyone[1] = 0, None
+        sys.modules["iotutils.passwords"] = passwords   # (the module the other tests imported)
+        iotutils.passwords = passwords
