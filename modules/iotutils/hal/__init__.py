@@ -6,11 +6,27 @@
 import sys
 
 if sys.platform == "esp32":
-    from iotutils.hal.esp32 import *  # noqa: F403
+    from iotutils.hal import esp32 as _impl
     PLATFORM = "esp32"
 else:
-    from iotutils.hal.sim import *  # noqa: F403
+    from iotutils.hal import sim as _impl
     PLATFORM = "sim"
+
+
+def __getattr__(name):
+    # the hardware API is read from the board's (or the simulation's) module when asked: a copy of
+    # each of its names here would cost this module a dictionary slot per function (0.4 KB, host)
+    if name in _impl.__all__:
+        return getattr(_impl, name)
+    # MicroPython asks this hook before it imports a submodule (`from iotutils.hal import wlan_sim`).
+    # Only the package's own: MicroPython's dir() asks it for every name the runtime knows
+    if name in ("esp32", "flash", "layout", "otadata", "sim", "wlan_sim"):
+        try:
+            return __import__("iotutils.hal." + name, None, None, (name,))
+        except ImportError:   # (esp32.py off the chip)
+            pass
+    raise AttributeError(name)
+
 
 STA = 0
 AP = 1
@@ -23,7 +39,8 @@ def running_desc():
     loaded already: the boot report and the OTA status need it once."""
     from iotutils._compat import call_loaded
 
-    return call_loaded("iotutils.appimage", "read_desc", partition(ota_running())) or {}  # noqa: F405
+    return call_loaded("iotutils.appimage", "read_desc", _impl.partition(_impl.ota_running())) or {}
+
 
 # The board's thread stacks and sockets (the chip's bytes; the simulated device models the same
 # board). Stacks: bench/bench_stack.py's measured need on the host firmware (its 'preloaded' column:
