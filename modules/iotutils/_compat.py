@@ -165,13 +165,13 @@ def call_loaded(module, name, *args):
             unload(module)
 
 
-def public_names(names, lazy=()):
+def public_names(names, lazy):
     """__all__ of a module whose __getattr__ hands out names it loads later. MicroPython's
     `from module import *` asks that hook for __all__, and its AttributeError ended the import: the
     module's public names (what a star import takes without __all__) and the lazy ones."""
     return [n for n in names if n[:1] != "_"] + list(lazy)
 
-def events(poller, ms=0):
+def events(poller, ms):
     """The (object, event) pairs a select.poll has within ms. On MicroPython it allocates nothing
     (ipoll: a pair is valid until the next one; do not change the poll set while iterating): poll()
     makes a list at every call, and the idle loops ask many times a second, so their garbage would
@@ -179,7 +179,7 @@ def events(poller, ms=0):
     return poller.ipoll(ms) if _IPOLL else poller.poll(ms)
 
 
-def ready(poller, ms=0):
+def ready(poller, ms):
     """Whether a socket registered in `poller` has an event within ms (allocating nothing)."""
     for _ in events(poller, ms):
         return True
@@ -232,11 +232,11 @@ def exists(path):
 THREADS = []
 _HOST = sys.platform != "esp32"
 _WIDE = sys.maxsize > 0x7FFFFFFF
-_HOST_MARGIN = 8192        # the unix port's stack-limit margin
+_HOST_MARGIN = const(8192)  # the unix port's stack-limit margin
 _HOST_IMPORTS = 2 * 4096   # two nested imports' PATH_MAX buffers (the deepest a handler reaches)
 
 
-def start_thread(name, fn, args=(), stack_size=0):
+def start_thread(name, fn, args, stack_size):
     """Run fn(*args) in a new thread, counted in THREADS until it ends. stack_size: bytes for its
     stack on the chip (0: the port's default), set for this thread only. Elsewhere the thread gets
     what the same code needs there, so that it runs out of stack about where it would on the chip:

@@ -108,7 +108,7 @@ def _check_setting(self, folder, name, value):
         check_devices(value)
     elif (folder, name) == ("device", "name"):
         from iotutils.hue import check_name
-        check_name(value)
+        check_name(value, "name")
     elif folder == "ota" and name in ("repo", "channel"):
         o = self.dev.ota
         src = {"repo": o.repo if o else "", "channel": o.channel if o else "release", name: value}

@@ -54,7 +54,7 @@ _U_CREATED = const(2)
 _U_USED = const(3)
 _SANE_H = const(473352)      # 2024-01-01 in hours since 1970: a wall clock before it was never set
 
-_HUE_TYPES = ("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1")
+_HUE_TYPES = const(("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1"))
 
 
 def check_devices(d):
@@ -73,7 +73,7 @@ def check_devices(d):
             raise ValueError("devices: a record [key, name, index 1..%d, flags, slot] expected, got %r"
                              % (_MAX_INDEX, r))
         check_name(r[_R_KEY], "key")
-        check_name(r[_R_NAME])
+        check_name(r[_R_NAME], "name")
         if r[_R_KEY] in keys:
             raise ValueError("devices: key %r twice" % r[_R_KEY])
         keys.add(r[_R_KEY])
@@ -81,8 +81,8 @@ def check_devices(d):
     return d
 
 
-_VIEWS = ("name", "index", "flags", "key", "id", "wemo", "dimmable", "color", "brightness", "uniqueid", "hue",
-          "sat", "ct", "xy", "colormode")
+_VIEWS = const(("name", "index", "flags", "key", "id", "wemo", "dimmable", "color", "brightness", "uniqueid", "hue",
+          "sat", "ct", "xy", "colormode"))
 
 
 class Light:
@@ -314,7 +314,7 @@ class Alexa:
         that Alexa finds as a Belkin WeMo instead of a Hue light. Returns the Light.
         keep=True (the admin page's devices): the device serves it again on every boot by itself, with
         no on_change (set light.on_change, or add() it from the app, which then takes it over)."""
-        check_name(name)
+        check_name(name, "name")
         key = check_name(key if key is not None else name, "key")
         for field, v in (("dimmable", dimmable), ("color", color), ("wemo", wemo), ("keep", keep)):
             if not isinstance(v, bool):   # ("no" was taken as True)
@@ -416,7 +416,7 @@ class Alexa:
             self._save()
 
     def _rename(self, light, name):
-        check_name(name)
+        check_name(name, "name")
         with self._lock:
             for other in self._lights:
                 if other is not light and (other.name == name or other.key == name):
@@ -632,7 +632,7 @@ class Alexa:
                         ssdp.rejoin()
                 if ticks_diff(now, self._alive_ms) > self.alive_ms:
                     self._alive_ms = now
-                    ssdp.notify("ssdp:alive")
+                    ssdp.notify("ssdp:alive", None)
             except Exception as e:  # never let discovery die silently
                 log("alexa: ssdp:", repr(e))
         # WeMo events: a subscriber is owed the light's state as it is when its NOTIFY starts (a change
@@ -664,7 +664,7 @@ class Alexa:
                     sending.remove(x)
                     log("alexa: notify:", repr(e))
             return 10 if sending else 0
-        due = ssdp.next_due_ms() if ssdp.started() else None
+        due = ssdp.next_due_ms(None) if ssdp.started() else None
         return 300 if due is None else min(due, 300)
 
     def _owe(self):

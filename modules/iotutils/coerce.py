@@ -73,7 +73,7 @@ def to_str(x):
     return str(x)
 
 
-def check_json(x, depth=0):
+def check_json(x, depth):
     # json.dumps differs between runtimes on odd input (MicroPython encodes a set): check first
     if depth > 20:
         raise ValueError("nested too deep")
@@ -97,7 +97,7 @@ def check_json(x, depth=0):
 
 
 def to_json_text(x):
-    check_json(x)
+    check_json(x, 0)
     try:
         return json.dumps(x, separators=(",", ":"))
     except (TypeError, ValueError, OverflowError):
@@ -124,7 +124,7 @@ def clamp(v, lo, hi):
     return lo if v < lo else hi if v > hi else v
 
 
-def check_name(name, field="name"):
+def check_name(name, field):
     """A name people see (a device's, a light's, Hue's bridge's): 1..32 printable characters, Hue's
     limit for light names. ValueError naming field otherwise."""
     if not isinstance(name, str) or not 1 <= len(name) <= 32:

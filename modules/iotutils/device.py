@@ -55,7 +55,7 @@ class Device:
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
         from iotutils.persist import PersistentStr
-        self._name = PersistentStr("name", default=check_name(name), folder="device", max_length=32)
+        self._name = PersistentStr("name", default=check_name(name, "name"), folder="device", max_length=32)
         before_load("iotutils.server")
         from iotutils.server import WebServer
         #: host names the device answers to besides its own (a reverse proxy's, a DNS name you gave
@@ -81,7 +81,7 @@ class Device:
         self._started = False
         self._main_loop = False   # run() is the main loop: it runs the housekeeping steps
         if self.housekeep_in_main_loop:
-            tasks.shared().host()   # until start() knows whether run() will run them
+            tasks.shared().host(True)   # until start() knows whether run() will run them
         self._boot_ms = ticks_ms()
         self._confirmed = False
         self._app_waits = None   # an App OTA folder waits for confirmation (None: not asked yet)
@@ -213,7 +213,7 @@ class Device:
 
     @name.setter
     def name(self, value):
-        self._name.value = check_name(value)
+        self._name.value = check_name(value, "name")
 
     # ---- bring-up ----
 

@@ -31,7 +31,7 @@ import json
 
 from iotutils import store
 from iotutils.coerce import clamp, parse_json, to_bool, to_float, to_int, to_json_text, to_str
-from iotutils._compat import allocate_lock, load
+from iotutils._compat import allocate_lock, const, load
 
 DEFAULT_FOLDER = "default"
 
@@ -46,7 +46,7 @@ I64_MAX = 0x7FFFFFFFFFFFFFFF
 # Longer text is a blob. An NVS string must fit in one page (4000 bytes would fill a whole one), so
 # rewriting a long one needs a page with that much room at once, and with a few KB of other values the
 # store ran out of space at ~40 % use; a blob is cut to fit the pages' free room.
-_STR_MAX = 1000
+_STR_MAX = const(1000)
 
 _MISSING = object()
 RESET = _MISSING   # set_all(): forget the value
@@ -528,8 +528,8 @@ def write_all(plan):
 # what persist hands out from persist_io.py, loaded at the first use of one of them: the export,
 # the import, set_all, and values encoded by their type's name (encode, infer_kind: the admin page,
 # provisioning)
-_IO = ("export_json", "export_pieces", "export_entries", "export_entry", "import_json", "set_all", "encode",
-       "infer_kind")
+_IO = const(("export_json", "export_pieces", "export_entries", "export_entry", "import_json", "set_all", "encode",
+       "infer_kind"))
 
 
 def __getattr__(name):

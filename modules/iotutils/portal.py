@@ -108,7 +108,7 @@ class DNSServer:
     #: TTL (s) of the answers: short, so names resolve normally soon after setup
     ttl = 10
 
-    def __init__(self, ip, port=53, bind_ip=None):
+    def __init__(self, ip, port, bind_ip):
         self.ip = ip_bytes(ip)
         self.port = port
         self.bind_ip = bind_ip or ip
@@ -179,8 +179,8 @@ class DNSServer:
 # ---- the setup page ----
 
 # OS connectivity probes: path -> (what answers "online" outside the portal)
-_FIREFOX = '<meta http-equiv="refresh" content="0;url=https://support.mozilla.org/kb/captive-portal"/>\n'
-_APPLE = "<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>"
+_FIREFOX = const('<meta http-equiv="refresh" content="0;url=https://support.mozilla.org/kb/captive-portal"/>\n')
+_APPLE = const("<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>")
 _PROBES = {
     "/generate_204": ("", 204, "text/plain"),                        # Android, Chrome OS
     "/gen_204": ("", 204, "text/plain"),
@@ -250,7 +250,7 @@ class Portal:
         if d is not None:
             d.close()
 
-    def serve_dns(self, timeout_ms=0):
+    def serve_dns(self, timeout_ms):
         d = self.dns
         if d is None:
             if timeout_ms:

@@ -4,7 +4,7 @@
 #
 #     s = SSDP()
 #     s.add("http://%s:%d/description.xml", "uuid:2f402f80-...", ("upnp:rootdevice",
-#           "urn:schemas-upnp-org:device:basic:1"), extra="hue-bridgeid: 001788FFFE0A0B0C\r\n")
+#           "urn:schemas-upnp-org:device:basic:1"), "hue-bridgeid: 001788FFFE0A0B0C\r\n", 80)
 #     s.start()        # binds; then call s.serve(timeout_ms) from a thread of yours, or s.run()
 #
 # LOCATION is a format with two %-slots (ip, port) filled at answer time from hal.ip()/hal.port(80)
@@ -23,7 +23,7 @@ import socket
 from iotutils import hal
 from iotutils._compat import allocate_lock, const, log, ready, ticks_diff, ticks_ms
 
-_GROUP = "239.255.255.250"
+_GROUP = const("239.255.255.250")
 _PORT = const(1900)
 _IPPROTO_IP = const(0)
 # Linux numbers (the simulator); lwIP (ESP32) sends multicast on the station interface by default
@@ -164,9 +164,10 @@ class SSDP:
         self.stats = {"searches": 0, "answered": 0, "dropped": 0, "offnet": 0}
 
     # ---- what we announce ----
-    def add(self, location, uuid, types, extra="", port=80):
+    def add(self, location, uuid, types, extra, port):
         """Announce service `uuid` (e.g. "uuid:Socket-1_0-X") of the given types at location
-        (a format taking (ip, host_port)); port is the device port that serves it."""
+        (a format taking (ip, host_port)); extra: more header lines ("" for none); port: the device
+        port that serves it."""
         entry = [location, uuid, tuple(types), extra, port]
         with self._lock:
             self._services = self._services + [entry]
@@ -206,7 +207,7 @@ class SSDP:
         self._net = None
         self._local(b"\0\0\0\0")   # works out (address, netmask) now, not at the first search mid-traffic
         self._running = True
-        self.notify("ssdp:alive")
+        self.notify("ssdp:alive", None)
 
     def started(self):
         return self._sock is not None
@@ -236,7 +237,7 @@ class SSDP:
         if self._sock is None:
             return
         try:
-            self.notify("ssdp:byebye")
+            self.notify("ssdp:byebye", None)
         except OSError:
             pass
         self._running = False
@@ -267,7 +268,7 @@ class SSDP:
                 "%sNTS: %s\r\nNT: %s\r\nUSN: %s\r\n\r\n"
                 % (_GROUP, _PORT, self.max_age, loc, self.server, entry[3], nts, nt, usn))
 
-    def notify(self, nts, entries=None):
+    def notify(self, nts, entries):
         """Multicast NOTIFY nts (ssdp:alive / ssdp:byebye) for every type of every service."""
         s = self._sock
         if s is None:
@@ -280,7 +281,7 @@ class SSDP:
                 except OSError:
                     pass  # no route yet (Wi-Fi down): the next alive or search answer will do
 
-    def handle(self, data, addr, now=None):
+    def handle(self, data, addr, now):
         """Queue the answers to one datagram. Returns how many were queued."""
         msg = parse(data)
         if msg is None or not msg[0].startswith("M-SEARCH"):
@@ -376,7 +377,7 @@ class SSDP:
         srcs.append(b)
         return b
 
-    def due(self, now=None):
+    def due(self, now):
         """Remove and return the queued answers whose time has come: [(addr, bytes)]."""
         if not self._pending:
             return ()   # the usual pass: nothing made
@@ -395,7 +396,7 @@ class SSDP:
                     i += 1
         return out
 
-    def next_due_ms(self, now=None):
+    def next_due_ms(self, now):
         """Milliseconds until the next queued answer (None: nothing queued)."""
         if now is None:
             now = ticks_ms()
@@ -430,19 +431,19 @@ class SSDP:
                 return None
             wait = min(left, 50)
 
-    def serve(self, timeout_ms=500):
+    def serve(self, timeout_ms):
         """Wait up to timeout_ms for a datagram (less when an answer is due), handle it, send due answers."""
         s = self._sock
         if s is None:
             return
-        wait = self.next_due_ms()
+        wait = self.next_due_ms(None)
         if wait is None or wait > timeout_ms:
             wait = timeout_ms
         got = self._recv(s, wait)
         data, addr = got if got is not None else (None, None)
-        if data is not None and self.handle(data, addr) and self.log:
+        if data is not None and self.handle(data, addr, None) and self.log:
             log("ssdp: search", parse(data)[1].get("st"))
-        for addr, packet in self.due():
+        for addr, packet in self.due(None):
             try:
                 s.sendto(packet, addr)
                 self.stats["answered"] += 1

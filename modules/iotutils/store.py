@@ -30,7 +30,7 @@ _backend = None
 GENERATION = 0  # bumped by use(): caches of stored values (persist.py) compare it
 
 
-def _make(kind, kv_class=None):
+def _make(kind, kv_class):
     """(backend object, its name) for the given kind (see the top of this file)."""
     if kind == "kvstore":
         if hal.PLATFORM == "esp32":
@@ -74,7 +74,7 @@ def backend():
         return _open()
 
 
-def check_name(s, what="key"):
+def check_name(s, what):
     """1..15 printable characters (NVS's key limit), else ValueError."""
     # (no cache of the names seen: names also come from requests, and a cache holds each one where
     # the heap had room at that moment: a few dozen such strings split the free heap into small
@@ -90,7 +90,7 @@ def check_name(s, what="key"):
 def get(folder, key):
     """The stored int/str/bytes, or None."""
     check_name(folder, "folder")
-    check_name(key)
+    check_name(key, "key")
     with _lock:
         b = _backend if _backend is not None else _open()
         return b.get(folder, key)
@@ -99,7 +99,7 @@ def get(folder, key):
 def get_typed(folder, key):
     """(NVS type code, value) or None."""
     check_name(folder, "folder")
-    check_name(key)
+    check_name(key, "key")
     with _lock:
         return _open().get_typed(folder, key)
 
@@ -107,7 +107,7 @@ def get_typed(folder, key):
 def set(folder, key, value, type=None):
     """Store value (int, str or bytes; type: an NVS type code for ints); on flash when this returns."""
     check_name(folder, "folder")
-    check_name(key)
+    check_name(key, "key")
     with _lock:
         _open().set(folder, key, value, type)
 
@@ -115,7 +115,7 @@ def set(folder, key, value, type=None):
 def delete(folder, key):
     """Forget folder/key. True if it was stored."""
     check_name(folder, "folder")
-    check_name(key)
+    check_name(key, "key")
     with _lock:
         return _open().erase(folder, key)
 

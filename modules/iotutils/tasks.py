@@ -11,7 +11,7 @@
 #
 #   hk = tasks.shared()                                  # the device's one housekeeper
 #   hk.add("ssdp", ssdp_step, sock=lambda: ssdp.sock)
-#   hk.start()                                           # idempotent; without threads: hk.run_once()
+#   hk.start()                                           # idempotent; without threads: hk.run_once(ms)
 #
 # A Device hosts the housekeeper in the main loop of Device.run() instead (hk.host() before anything
 # starts it): the main task has a stack of its own anyway (16 KB on the ESP32), so the device saves
@@ -44,7 +44,7 @@ class Housekeeper:
     #: not a whole pass of them, has to fit in the watchdog's timeout)
     before_step = None
 
-    def __init__(self, name="housekeeper"):
+    def __init__(self, name):
         self.name = name
         self._lock = allocate_lock()
         self._tasks = []       # replaced, never changed in place: the thread iterates a snapshot
@@ -89,8 +89,8 @@ class Housekeeper:
                 "tasks": {t[_NAME]: t[_MAX_MS] for t in self._tasks}, "errors": self.errors}
 
     # ---- running ----
-    def host(self, hosted=True):
-        """host(): the caller's loop runs the steps (run_once() every pass), start() starts no thread.
+    def host(self, hosted):
+        """host(True): the caller's loop runs the steps (run_once(ms) every pass), start() starts no thread.
         host(False): start() starts the thread again. Call it before anything starts the housekeeper;
         once its thread runs, it keeps running."""
         self._hosted = hosted
@@ -140,7 +140,7 @@ class Housekeeper:
         finally:
             self._alive = False
 
-    def run_once(self, wait_ms=0):
+    def run_once(self, wait_ms):
         """Run the tasks that are due, then wait up to wait_ms (less when one is due sooner) for one
         of their sockets, and run the ones that got data."""
         self._pass_ms = ticks_ms()
@@ -269,5 +269,5 @@ def shared():
     """The device's housekeeper (made on first use; Device, Wifi, Alexa, OTA and MQTT all use it)."""
     global _shared
     if _shared is None:
-        _shared = Housekeeper()
+        _shared = Housekeeper("housekeeper")
     return _shared

@@ -42,7 +42,7 @@ _IDLE = const(0)        # not connected, nothing running (manual use)
 _TRYING = const(1)      # a round over the known networks is under way
 _CONNECTED = const(2)
 _WAITING = const(3)     # no known network works: AP (+ portal) up, next round scheduled
-_STATES = ("idle", "connecting", "connected", "portal")
+_STATES = const(("idle", "connecting", "connected", "portal"))
 
 # errors reported by status()["error"] and networks()[i]["error"]
 WRONG_PASSWORD = "wrong_password"
@@ -438,7 +438,7 @@ class Wifi:
         with self._plock:
             if self._state == _CONNECTED and self._sta.isconnected():
                 return True
-            self._begin_round(ticks_ms())
+            self._begin_round(ticks_ms(), None)
         while True:
             with self._plock:
                 now = ticks_ms()
@@ -500,7 +500,7 @@ class Wifi:
                         cands.insert(0, (prefer, n.get("pw", "")))
         return cands
 
-    def _begin_round(self, now, scan=None):
+    def _begin_round(self, now, scan):
         self._kick = False
         self._sta_up()
         self._cands = self._candidates(scan)
@@ -614,7 +614,7 @@ class Wifi:
                 self._next_attempt(now)
         elif st == _CONNECTED:
             if self._kick:
-                self._begin_round(now)
+                self._begin_round(now, None)
             elif not self._sta.isconnected():
                 log("wifi: lost the connection to %s" % self._ssid)
                 with self._mu:
@@ -628,7 +628,7 @@ class Wifi:
                     self._state = _IDLE
                 if self._auto:
                     self._backoff = self.retry_s
-                    self._begin_round(now)
+                    self._begin_round(now, None)
             elif self._ap_off_at is not None and ticks_diff(now, self._ap_off_at) >= 0:
                 self._ap_off_at = None
                 self._ap_fallback = False
@@ -636,7 +636,7 @@ class Wifi:
                     self._ap_down()
         elif st == _WAITING:
             if self._kick or ticks_diff(now, self._next_retry) >= 0:
-                self._begin_round(now)
+                self._begin_round(now, None)
             elif ticks_diff(now, self._next_scan) >= 0:
                 self._next_scan = ticks_add(now, int(self.scan_interval_s * 1000))
                 if ticks_diff(now, self._scan_at) < int(self.scan_busy_s * 1000) and self._ap_clients():
@@ -656,7 +656,7 @@ class Wifi:
                         self._begin_round(now, scan)
                         return
         elif self._kick and self._auto:
-            self._begin_round(now)
+            self._begin_round(now, None)
 
     # ---- running ----
     def start(self, portal=True, app=None, thread=True):

@@ -150,7 +150,7 @@ def test_a_thread_of_start_thread_keeps_no_heap_frame_of_its_own():
     from iotutils._compat import start_thread
 
     bare = min(_heap_in_thread(lambda fn: _thread.start_new_thread(fn, ())) for _ in range(3))
-    ours = min(_heap_in_thread(lambda fn: start_thread("t", fn)) for _ in range(3))
+    ours = min(_heap_in_thread(lambda fn: start_thread("t", fn, (), 0)) for _ in range(3))
     word = 8 if sys.maxsize > 0x7FFFFFFF else 4
     # a frame on the heap would add six blocks more
     assert ours - bare <= 32 * word, (bare, ours)

@@ -55,7 +55,7 @@ def test_asking_a_poller_allocates_nothing_and_still_sees_data():
 def test_an_idle_portal_dns_allocates_nothing_and_answers_the_next_query():
     _need_micropython()
     from iotutils import portal
-    srv, port = on_free_port(lambda port: portal.DNSServer("127.0.0.1", port).open())
+    srv, port = on_free_port(lambda port: portal.DNSServer("127.0.0.1", port, None).open())
     try:
         # a recvfrom() that found nothing cost a 513-byte buffer and an exception, at every pass
         assert _allocated(lambda: srv.serve(0)) == 0

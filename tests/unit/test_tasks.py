@@ -106,7 +106,7 @@ def test_one_thread_counted_while_it_runs_and_wake_from_another_thread():
 
 
 def test_a_hosted_housekeeper_starts_no_thread_until_it_is_handed_back():
-    hk = tasks.Housekeeper("t6").host()
+    hk = tasks.Housekeeper("t6").host(True)
     hk.stack_size = 16384
     seen = []
     hk.add("w", lambda now: seen.append(now) or 60000)
@@ -130,7 +130,7 @@ def test_a_hosted_housekeeper_starts_no_thread_until_it_is_handed_back():
 
 def test_before_step_runs_before_every_step_of_a_pass():
     # a hosted housekeeper's owner feeds its watchdog there: one step, not a whole pass, must fit
-    hk = tasks.Housekeeper("t7").host()
+    hk = tasks.Housekeeper("t7").host(True)
     order = []
     hk.before_step = lambda: order.append("feed")
     hk.add("a", lambda now: order.append("a") or 60000)

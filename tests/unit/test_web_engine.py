@@ -265,7 +265,7 @@ def test_a_thread_standing_by_keeps_one_frame_of_heap():
 
         def start():
             for _ in range(n):
-                start_thread("bare", wait)
+                start_thread("bare", wait, (), 0)
 
             def stop():
                 go[0] = True

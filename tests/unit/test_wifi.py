@@ -136,7 +136,7 @@ def test_dns_other_opcodes_get_notimp():
 
 def test_dns_server_answers_over_udp_and_survives_junk():
     import socket
-    srv, port = on_free_port(lambda port: P.DNSServer("127.0.0.1", port).open())
+    srv, port = on_free_port(lambda port: P.DNSServer("127.0.0.1", port, None).open())
     try:
         c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         c.settimeout(2)

@@ -32,7 +32,7 @@ class _PartitionRegion(Region):
         return buf
 
     def readinto(self, off, buf):
-        self._check(off, len(buf))
+        self._check(off, len(buf), "read")
         self.part.readblocks(off // SECTOR_SIZE, buf, off % SECTOR_SIZE)
 
     def _write(self, off, data):

@@ -29,7 +29,7 @@ class Region:
         self.name = name
         self.offset = offset  # absolute address in the whole flash (for tools and messages)
 
-    def _check(self, off, n, op="read"):
+    def _check(self, off, n, op):
         f = Region.fault
         if f is not None:
             f(op, self.name, off, n)
@@ -37,11 +37,11 @@ class Region:
             raise FlashError("flash access %d+%d outside %s (%d bytes)" % (off, n, self.name, self.size))
 
     def read(self, off, n):
-        self._check(off, n)
+        self._check(off, n, "read")
         return self._read(off, n)
 
     def readinto(self, off, buf):
-        self._check(off, len(buf))
+        self._check(off, len(buf), "read")
         data = self._read(off, len(buf))
         buf[:len(data)] = data
 
@@ -76,7 +76,7 @@ class RamFlash(Region):
 
     def readinto(self, off, buf):
         n = len(buf)
-        self._check(off, n)
+        self._check(off, n, "read")
         buf[:n] = memoryview(self.buf)[off:off + n]  # one copy, no temporary bytes
 
     def _write(self, off, data):
@@ -111,7 +111,7 @@ class FileFlash(Region):
 
     def readinto(self, off, buf):
         n = len(buf)
-        self._check(off, n)
+        self._check(off, n, "read")
         self.f.seek(self.offset + off)
         got = self.f.readinto(buf) or 0
         for i in range(got, n):  # a short image file reads as erased flash

@@ -65,7 +65,7 @@ def partition(name):
             raise ValueError("no partition named %r" % name)
         path = config().get("flash")
         if path:
-            _ensure_image(path)
+            _ensure_image(path, layout.FLASH_SIZE)
             region = FileFlash(path, p[3], p[4], name)
         elif config().get("files"):
             path = "%s/iotutils-%s.bin" % (config().get("files_dir", ""), name)
@@ -80,7 +80,7 @@ def partition(name):
     return region
 
 
-def _ensure_image(path, size=layout.FLASH_SIZE):
+def _ensure_image(path, size):
     try:
         os.stat(path)
     except OSError:

@@ -63,7 +63,7 @@ NO_KEY = ("no OTA public key on this device, so no update can be trusted: make a
           "\"ota_pubkey\" provisioning setting, or make BOARD=ESP32_GENERIC OTA_PUBKEY=keys/ota.pub")
 
 
-def _name_ok(s, extra=""):
+def _name_ok(s, extra):
     # GitHub's characters for owners, repositories, tags and branches (a subset: nothing that could
     # be markup, a query or a path trick in the URLs built from them)
     if not s or len(s) > 100 or s[0] in ".-" or ".." in s:
@@ -75,7 +75,7 @@ def _name_ok(s, extra=""):
 
 
 def _repo_ok(repo):
-    return isinstance(repo, str) and repo.count("/") == 1 and all(_name_ok(p) for p in repo.split("/"))
+    return isinstance(repo, str) and repo.count("/") == 1 and all(_name_ok(p, "") for p in repo.split("/"))
 
 
 def _ref_ok(kind, arg):

@@ -110,10 +110,11 @@ class _Conn:
         self.cur = None
 
 
-def _discard(sock, limit=16384):
-    # read what the client already sent (non-blocking), so that closing does not reset the
-    # connection before the client has read our answer
+def _discard(sock):
+    # read what the client already sent (non-blocking, 16 KB at most), so that closing does not
+    # reset the connection before the client has read our answer
     scratch = bytearray(512)
+    limit = 16384
     try:
         while limit > 0:
             r = sock.readinto(scratch) if _MP else sock.recv_into(scratch)
@@ -429,7 +430,7 @@ class WebServer(Router):
             self._prepare()
             for _ in range(self.workers):
                 self._spawn()
-        self._run()
+        self._run(False)
 
     def stop(self, timeout_ms=5000):
         """Stop serving: close every connection and the listening socket; wait for the threads."""
@@ -496,7 +497,7 @@ class WebServer(Router):
     # and _watch stay on the C stack: a thread standing by holds one 14-word frame of heap (the
     # leader's _lead keeps its locals there on purpose: they save a dict lookup per use).
 
-    def _run(self, spawned=False):
+    def _run(self, spawned):
         # a spawned thread counts itself out here (not in a wrapper: one more frame it would keep)
         try:
             self._turns()
@@ -803,7 +804,7 @@ class WebServer(Router):
                         buf = conn.buf
                         n = conn.n
                         if buf is None or n or conn.req is not None:
-                            readable(conn, ev[1], now)
+                            readable(conn, ev[1], now, -1)
                             continue
                         try:
                             r = recv_into(conn.sock, buf, 0)
@@ -888,7 +889,7 @@ class WebServer(Router):
         if isinstance(e, MemoryError):
             _gc_collect()
             if conn is not None and not conn.busy:
-                self._fail(conn, 503)
+                self._fail(conn, 503, None)
             return
         if self.log_errors:
             print_exception(e)
@@ -1000,7 +1001,7 @@ class WebServer(Router):
             self._pool_mv.append(conn.mv)
         conn.mv = None
 
-    def _readable(self, conn, ev, now, r=-1):
+    def _readable(self, conn, ev, now, r):
         """Read from conn (r >= 0: the poll loop already did, and got r bytes, or None)."""
         buf = conn.buf
         if buf is None:
@@ -1010,7 +1011,7 @@ class WebServer(Router):
         if r == -1:
             if n >= len(buf):
                 # only reachable while a small body is awaited: the buffer was sized for it
-                self._fail(conn, 400)
+                self._fail(conn, 400, None)
                 return
             try:
                 r = _recv_into(conn.sock, buf, n)
@@ -1062,14 +1063,14 @@ class WebServer(Router):
             self._fail(conn, 400, "not an HTTP request")
         elif conn.n >= len(buf):
             if len(buf) >= self.max_head:
-                self._fail(conn, 431 if out[_OUT_METHOD] else 414)  # request line complete: the headers are too big
+                self._fail(conn, 431 if out[_OUT_METHOD] else 414, None)  # request line complete: the headers are too big
                 return
             nb = bytearray(min(self.max_head, len(buf) * 2))
             nb[:conn.n] = buf[:conn.n]
             conn.buf = nb
             conn.mv = memoryview(nb)
 
-    def _error_close(self, conn, status, lead, reason=None):
+    def _error_close(self, conn, status, lead, reason):
         self._send_error_now(conn.sock, status, reason)
         self._give_back(conn, False, lead)
 
@@ -1114,12 +1115,12 @@ class WebServer(Router):
         conn.cur = req
         return req
 
-    def _fail(self, conn, status, reason=None):
+    def _fail(self, conn, status, reason):
         # an error found by the poll loop: best-effort non-blocking answer, then close
         self._send_error_now(conn.sock, status, reason)
         self._close(conn)
 
-    def _send_error_now(self, sock, status, why=None):
+    def _send_error_now(self, sock, status, why):
         body = (why or status_reason(status, "Error")) + "\n"
         name = self.server_name
         msg = "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
@@ -1176,7 +1177,7 @@ class WebServer(Router):
                 continue
             if c.t0 is not None:
                 if ticks_diff(now, c.t0) > self.request_timeout:
-                    self._fail(c, 408)
+                    self._fail(c, 408, None)
             elif ticks_diff(now, c.last) > self.idle_timeout:
                 self._close(c)
 
@@ -1215,13 +1216,13 @@ class WebServer(Router):
                     req = self._make_request(conn, out, res)
             except MemoryError:
                 _gc_collect()
-                self._error_close(conn, 503, lead)
+                self._error_close(conn, 503, lead, None)
                 return lead
             except HTTPError as e:  # a head the parser takes and HTTP does not (a bad request target)
                 self._error_close(conn, e.status, lead, e.reason)
                 return lead
             except ValueError:  # undecodable bytes in the head
-                self._error_close(conn, 400, lead)
+                self._error_close(conn, 400, lead, None)
                 return lead
             if res <= 0:
                 if res == 0:  # only empty lines so far: skipped (RFC 9112 2.2), and dropped here,

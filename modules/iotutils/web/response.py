@@ -4,8 +4,10 @@ import json
 import os
 import time
 
+from iotutils._compat import const
+
 # status code, reason: a constant tuple (in flash on the firmware), not a dict in the heap
-_REASONS = (
+_REASONS = const((
     100, "Continue", 200, "OK", 201, "Created", 202, "Accepted", 204, "No Content",
     206, "Partial Content", 301, "Moved Permanently", 302, "Found", 303, "See Other",
     304, "Not Modified", 307, "Temporary Redirect", 308, "Permanent Redirect", 400, "Bad Request",
@@ -16,10 +18,10 @@ _REASONS = (
     421, "Misdirected Request", 429, "Too Many Requests", 431, "Request Header Fields Too Large",
     500, "Internal Server Error", 501, "Not Implemented", 503, "Service Unavailable",
     505, "HTTP Version Not Supported", 507, "Insufficient Storage",
-)
+))
 
 
-def status_reason(status, default=""):
+def status_reason(status, default):
     """The reason phrase of an HTTP status code (default for one not listed)."""
     r = _REASONS
     for i in range(0, len(r), 2):
@@ -28,19 +30,17 @@ def status_reason(status, default=""):
     return default
 
 
-
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DAYS = const(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+_MONTHS = const(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
 
 
 class HTTPError(ValueError):
     """Raise from a handler (or from req.json()/req.body) to answer with `status` and `reason`."""
 
     def __init__(self, status, reason=None):
-        super().__init__(reason or status_reason(status))
+        super().__init__(reason or status_reason(status, ""))
         self.status = status
-        self.reason = reason or status_reason(status)
+        self.reason = reason or status_reason(status, "")
 
 
 def http_date(secs):
@@ -62,7 +62,7 @@ class Response:
         if t is str:
             content_type = content_type or self.default_content_type
         elif t is dict or t is list or (t is not bytes and isinstance(body, (dict, list))):
-            body = json_text(body)
+            body = json_text(body, None)
             content_type = content_type or "application/json"
         elif t is not bytes and isinstance(body, str):
             content_type = content_type or self.default_content_type
@@ -125,7 +125,7 @@ def make_response(rv):
 NONFINITE = (json.dumps(float("nan")), json.dumps(float("inf")))
 
 
-def json_text(obj, text=None):
+def json_text(obj, text):
     """json.dumps(obj) (or `text`, made by it already), with NaN and infinities as null, as
     JavaScript's JSON.stringify writes them: no JSON parser takes nan or inf (a sensor's failed
     reading made a whole answer unreadable). Written again only when one stands as a value, not for

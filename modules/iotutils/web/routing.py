@@ -11,9 +11,9 @@ _SEG_INT = const(2)
 _SEG_PATH = const(3)
 
 
-_GET_HEAD = ("GET", "HEAD")
+_GET_HEAD = const(("GET", "HEAD"))
 # the methods every server knows; any other is known only if a route takes it (WeMo's SUBSCRIBE)
-_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+_METHODS = const(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
 # one lock for every router's table changes: they are rare (mostly at start), and on the ESP32 each
 # lock is a FreeRTOS semaphore of about 100 bytes of heap (a device has a router per WeMo device too)
 _tables_lock = allocate_lock()
