@@ -39,7 +39,8 @@ def running_desc():
     loaded already: the boot report and the OTA status need it once."""
     from iotutils._compat import call_loaded
 
-    return call_loaded("iotutils.appimage", "read_desc", _impl.partition(_impl.ota_running())) or {}
+    hal = sys.modules[__name__]   # (the API as the package hands it out now: tests may swap the layer)
+    return call_loaded("iotutils.appimage", "read_desc", hal.partition(hal.ota_running())) or {}
 
 
 # The board's thread stacks and sockets (the chip's bytes; the simulated device models the same
