@@ -36,7 +36,7 @@ from iotutils import hal
 from iotutils._compat import before_load, const, load, log, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hexstr, token
 from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, bri_to_pct, check_name, is_int, is_num,
-                          pct_to_bri)
+                          is_xy, pct_to_bri)
 
 _MAX_LIGHTS = const(64)
 _MAX_SENDING = const(3)      # WeMo NOTIFYs under way at once (each holds a socket)
@@ -166,14 +166,8 @@ class Light:
             raise ValueError("sat: 0..254 expected, got %r" % (sat,))
         if ct is not None and (not is_int(ct) or not 153 <= ct <= 500):
             raise ValueError("ct: 153..500 expected, got %r" % (ct,))
-        if xy is not None:
-            try:
-                x, y = xy
-                ok = is_num(x) and is_num(y) and 0 <= x <= 1 and 0 <= y <= 1
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError("xy: (x, y) in 0..1 expected, got %r" % (xy,))
+        if xy is not None and not is_xy(xy):
+            raise ValueError("xy: (x, y) in 0..1 expected, got %r" % (xy,))
         a = self._alexa
         with a._lock:
             was = self.on

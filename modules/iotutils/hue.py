@@ -31,3 +31,12 @@ def is_int(v):
 
 def is_num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_xy(v):
+    """A CIE xy colour point: a pair of numbers in 0..1 (Light.set's and Hue's xy)."""
+    try:
+        x, y = v
+    except (TypeError, ValueError):
+        return False
+    return is_num(x) and is_num(y) and 0 <= x <= 1 and 0 <= y <= 1

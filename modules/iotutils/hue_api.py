@@ -11,7 +11,7 @@ import time
 from iotutils import hal
 from iotutils._compat import const
 from iotutils.auth import escape, token
-from iotutils.hue import EPOCH_H, F_COLOR, F_DIMMABLE, HUE_UUID, is_int, is_num
+from iotutils.hue import EPOCH_H, F_COLOR, F_DIMMABLE, HUE_UUID, is_int, is_num, is_xy
 from iotutils.server import Response
 
 _API_VERSION = "1.41.0"
@@ -387,14 +387,10 @@ def apply_state(alexa, light, data, lid=None):
                 c[5] = "ct" if k == "ct" else "hs"
                 ok(k, v)
             elif k == "xy":
-                try:
-                    x, y = v
-                    good = is_num(x) and is_num(y) and 0 <= x <= 1 and 0 <= y <= 1
-                except (TypeError, ValueError):
-                    good = False
-                if not good:
+                if not is_xy(v):
                     bad(k, v)
                     continue
+                x, y = v
                 changed = changed or c[3] != x or c[4] != y
                 c[3] = round(float(x), 4)
                 c[4] = round(float(y), 4)
