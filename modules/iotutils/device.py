@@ -56,8 +56,8 @@ class Device:
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
         from iotutils.persist import PersistentStr
         self._name = PersistentStr("name", default=check_name(name, "name"), folder="device", max_length=32)
-        before_load("iotutils.server")
-        from iotutils.server import WebServer
+        before_load("iotutils.web.engine")
+        from iotutils.web.engine import WebServer
         #: host names the device answers to besides its own (a reverse proxy's, a DNS name you gave
         #: it); IP literals and the device's host name (+ ".local") are always accepted
         if isinstance(allowed_hosts, str) or not all(isinstance(h, str) for h in allowed_hosts or ()):
@@ -317,32 +317,31 @@ class Device:
         return self._admin
 
     def _route_admin(self):
+        # one handler for every admin route: the page's code is loaded at the first request, and a
+        # function per route would stay in the heap of every device that is never administered
         app = self.app
+        h = self._admin_route
         app.before_request(self._admin_guard)
-        app.add_route("/admin", self._admin_page, ("GET",))
-        app.add_route("/admin/", self._admin_page, ("GET",))
-        app.add_route("/admin/admin.js", self._admin_script, ("GET",))
-        app.add_route("/admin/admin.css", self._admin_style, ("GET",))
-        app.add_route("/admin/api/ota/upload", self._admin_upload, ("POST",), stream=True)
-        app.add_route("/admin/api/<path:p>", self._admin_api, ("GET", "POST", "PUT", "DELETE"))
+        app.add_route("/admin", h, ("GET",))
+        app.add_route("/admin/", h, ("GET",))
+        app.add_route("/admin/admin.js", h, ("GET",))
+        app.add_route("/admin/admin.css", h, ("GET",))
+        app.add_route("/admin/api/ota/upload", h, ("POST",), stream=True)
+        app.add_route("/admin/api/<path:p>", h, ("GET", "POST", "PUT", "DELETE"))
 
     def _admin_guard(self, req):
         return self.admin._guard(req) if req.path.startswith("/admin/api/") else None
 
-    def _admin_page(self, req):
-        return self.admin._page(req)
-
-    def _admin_script(self, req):
-        return self.admin._script(req)
-
-    def _admin_style(self, req):
-        return self.admin._style(req)
-
-    def _admin_upload(self, req):
-        return self.admin.upload(req)
-
-    def _admin_api(self, req, p):
-        return self.admin._dispatch(req, p)
+    def _admin_route(self, req, *p):
+        a = self.admin
+        if p:
+            return a._dispatch(req, p[0])
+        path = req.path
+        if path.endswith(".js"):
+            return a._script(req)
+        if path.endswith(".css"):
+            return a._style(req)
+        return a.upload(req) if path.endswith("/upload") else a._page(req)
 
     #: print the whole device's memory budget at start (heap, thread stacks, sockets)
     memory_report = True
@@ -430,7 +429,7 @@ class Device:
             h = w.hostname().lower()
             if host == h or host == h + ".local":
                 return None
-        from iotutils.server import Response
+        from iotutils.web.response import Response
 
         for c in host:   # (not on the device's own names: an invalid Host is rare, and a 400, RFC 9112 3.2)
             if not ("a" <= c <= "z" or "0" <= c <= "9" or c in "-._~%!$&'()*+,;="):

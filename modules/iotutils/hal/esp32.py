@@ -4,8 +4,7 @@ import esp32
 import machine
 import network
 
-from iotutils._compat import log, ticks_diff, ticks_ms
-from iotutils.hal import otadata
+from iotutils._compat import call_loaded, log, ticks_diff, ticks_ms
 from iotutils.hal.flash import SECTOR_SIZE, Region
 
 # what hal's star import takes: the hardware API only (not this module's own imports, which would
@@ -89,11 +88,8 @@ def _otadata():
 def ota_pending():
     """The running image waits for confirmation (otadata selects it, PENDING_VERIFY)."""
     od = _otadata()
-    if od is None or od[1] is None:
-        return False
-    cur = otadata.active(od[0])
-    return cur is not None and cur[2] == otadata.STATE_PENDING_VERIFY and \
-        otadata.slot_of_seq(cur[1], od[2]) == od[1]
+    return od is not None and od[1] is not None and \
+        call_loaded("iotutils.hal.otadata", "pending", od[0], od[1], od[2])
 
 
 def ota_mark_valid():
@@ -106,7 +102,7 @@ def ota_mark_valid():
 
 def ota_rolled_back():
     od = _otadata()
-    return od is not None and otadata.last_invalid_slot(od[0], od[2]) is not None
+    return od is not None and call_loaded("iotutils.hal.otadata", "last_invalid_slot", od[0], od[2]) is not None
 
 
 # machine.reset() and a panic both give HARD_RESET on the port (it cannot tell esp_restart from

@@ -5,7 +5,9 @@
 # The valid entry with the highest ota_seq wins (entries marked INVALID or ABORTED are not valid);
 # the slot is (ota_seq - 1) % number_of_slots. Same rules as ESP-IDF's esp_ota_ops.c and
 # bootloader_utility.c, so otadata read back from a board decodes here and vice versa.
-# Shared by the simulated device's hardware layer and scripts/sim.py's emulated bootloader.
+# Shared by the simulated device's hardware layer and scripts/sim.py's emulated bootloader. The
+# hardware layers load it for each call (call_loaded): a device reads otadata a few times a boot
+# and writes it once an update, so its code need not stay in the heap.
 import struct
 
 from iotutils._compat import const
@@ -106,6 +108,21 @@ def set_state(flash, state):
     cur = active(flash)
     if cur is not None:
         _write(flash, cur[0], cur[1], state)
+
+
+def pending(flash, slot, n_slots):
+    """The image in `slot` (the running one) waits for confirmation: otadata selects it, and
+    its entry is PENDING_VERIFY."""
+    cur = active(flash)
+    return cur is not None and cur[2] == STATE_PENDING_VERIFY and slot_of_seq(cur[1], n_slots) == slot
+
+
+def mark_valid(flash, slot, n_slots):
+    """esp_ota_mark_app_valid_cancel_rollback for the image in `slot`: only its own entry is
+    confirmed (an entry that selects another slot, a new image that never booted, is left)."""
+    cur = active(flash)
+    if cur is not None and slot_of_seq(cur[1], n_slots) == slot and cur[2] != STATE_VALID:
+        set_state(flash, STATE_VALID)
 
 
 def running_state(flash):

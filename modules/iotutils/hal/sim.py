@@ -12,8 +12,8 @@ import os
 import socket
 import time
 
-from iotutils._compat import ticks_diff, ticks_ms
-from iotutils.hal import layout, otadata
+from iotutils._compat import call_loaded, ticks_diff, ticks_ms
+from iotutils.hal import layout
 from iotutils.hal.flash import FileFlash, RamFlash
 
 try:
@@ -101,27 +101,22 @@ def ota_next():
 
 
 def ota_set_boot(name):
-    otadata.set_boot(partition("otadata"), layout.APP_SLOTS.index(name))
+    call_loaded("iotutils.hal.otadata", "set_boot", partition("otadata"), layout.APP_SLOTS.index(name), 2)
 
 
 def ota_mark_valid():
     # only the running image's entry may be confirmed (as esp_ota_mark_app_valid_cancel_rollback)
-    od = partition("otadata")
-    cur = otadata.active(od)
-    if cur is not None and otadata.slot_of_seq(cur[1]) == layout.APP_SLOTS.index(ota_running()) \
-            and cur[2] != otadata.STATE_VALID:
-        otadata.set_state(od, otadata.STATE_VALID)
+    call_loaded("iotutils.hal.otadata", "mark_valid", partition("otadata"),
+                layout.APP_SLOTS.index(ota_running()), 2)
 
 
 def ota_pending():
-    od = partition("otadata")
-    cur = otadata.active(od)
-    return cur is not None and cur[2] == otadata.STATE_PENDING_VERIFY and \
-        otadata.slot_of_seq(cur[1]) == layout.APP_SLOTS.index(ota_running())
+    return call_loaded("iotutils.hal.otadata", "pending", partition("otadata"),
+                       layout.APP_SLOTS.index(ota_running()), 2)
 
 
 def ota_rolled_back():
-    return otadata.last_invalid_slot(partition("otadata")) is not None
+    return call_loaded("iotutils.hal.otadata", "last_invalid_slot", partition("otadata"), 2) is not None
 
 
 # ---- system ----
