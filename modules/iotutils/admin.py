@@ -16,7 +16,7 @@ import time
 from iotutils import __version__, hal, persist, tasks
 from iotutils._compat import _thread, allocate_lock, before_load, load, print_exception, start_thread, unload
 from iotutils.auth import consteq, token
-from iotutils.server import HTTPError, Response
+from iotutils.web.response import HTTPError, Response
 from iotutils.web.response import accepts_gzip, etag_matches
 
 _COOKIE = "iotsid"
@@ -77,7 +77,7 @@ class Admin:
         return _json_errors(self._ota_upload)(req)
 
     def _dispatch(self, req, p):
-        from iotutils.server import unquote
+        from iotutils.web.request import unquote
         # split the raw target, then decode each segment: an SSID may contain "/" (%2F)
         raw = req.target.partition("?")[0][len(_PREFIX):]
         parts = [unquote(x) for x in raw.split("/")]
@@ -94,7 +94,7 @@ class Admin:
             if tok:
                 # the session is extended at every use, and so is its cookie, once it is half gone
                 # (the browser drops a cookie at its Max-Age, whatever the device's session says)
-                from iotutils.server import make_response
+                from iotutils.web.response import make_response
                 rv = make_response(rv)
                 h = dict(rv.headers or {})
                 h.setdefault("Set-Cookie", self._cookie(tok))

@@ -8,7 +8,7 @@ import time
 from iotutils import hal, persist
 from iotutils._compat import const
 from iotutils.admin import json_body
-from iotutils.server import HTTPError, Response
+from iotutils.web.response import HTTPError, Response
 
 _ENOSPC = const(28)
 _KEPT = const(8)   # alexa's _F_KEPT: a device added on this page (not by the app's code)

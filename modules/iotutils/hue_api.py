@@ -12,7 +12,7 @@ from iotutils import hal
 from iotutils._compat import const
 from iotutils.auth import escape, token
 from iotutils.hue import EPOCH_H, F_COLOR, F_DIMMABLE, HUE_UUID, is_int, is_num, is_xy
-from iotutils.server import Response
+from iotutils.web.response import Response
 
 _API_VERSION = "1.41.0"
 _SW_VERSION = "1941132080"

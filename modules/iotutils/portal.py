@@ -307,14 +307,14 @@ class Portal:
 
     def redirect(self):
         """A 302 to the setup page at the device's own address (the captive portal's answer)."""
-        from iotutils.server import Response
+        from iotutils.web.response import Response
         url = self.url()
         return Response('<a href="%s">Wi-Fi setup</a>' % url, 302, {"Location": url, "Cache-Control": "no-store"})
 
     def _probe(self, req):
         if self.active:
             return self.redirect()
-        from iotutils.server import Response
+        from iotutils.web.response import Response
         body, status, ctype = _PROBES[req.path]
         return Response(body, status, {"Cache-Control": "no-store"}, ctype)
 
@@ -322,7 +322,7 @@ def default_portal(wifi, app=None):
     """The setup portal for `wifi` on `app` (a WebServer on port 80 is made and started if None);
     None when no web server can be had (port 80 taken by a server the app did not hand over)."""
     if app is None:
-        from iotutils.server import WebServer
+        from iotutils.web.engine import WebServer
 
         app = WebServer(port=80, workers=2)
         try:

@@ -145,7 +145,7 @@ def _setup_post(portal, req):
         return ({"error": str(e)}, 400) if as_json else (page(portal, str(e), _form(data)), 400)
     if as_json:
         return {"ok": True, "ssid": ssid, "result": portal.wifi.result(ssid)}
-    from iotutils.server import Response
+    from iotutils.web.response import Response
     return Response.redirect("/setup/result?ssid=" + _quote(ssid), 303)
 
 

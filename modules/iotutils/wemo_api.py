@@ -5,7 +5,7 @@
 # GENA callbacks (CallStranger, CVE-2020-12695): see wemo.py's module comment.
 from iotutils._compat import const, ticks_diff, ticks_ms
 from iotutils.auth import escape, token
-from iotutils.server import Response
+from iotutils.web.response import Response
 from iotutils.ssdp import ip4
 
 _MAX_SUBS = const(4)           # subscribers per device; the oldest goes
