@@ -33,8 +33,8 @@ import _thread
 import time
 
 from iotutils import hal
-from iotutils._compat import before_load, const, load, log, sleep_ms, ticks_add, ticks_diff, ticks_ms
-from iotutils.auth import hexstr, token
+from iotutils._compat import before_load, const, load, log, sleep_ms, ticks_diff, ticks_ms
+from iotutils.auth import hexstr
 from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, bri_to_pct, check_name, is_int, is_num,
                           is_xy, pct_to_bri)
 
@@ -49,12 +49,13 @@ _R_INDEX = const(2)
 _R_FLAGS = const(3)
 _R_SLOT = const(4)
 _U_KEY = const(0)            # persisted Hue user: [app key, device type, hour created, hour last used]
-_U_TYPE = const(1)
-_U_CREATED = const(2)
 _U_USED = const(3)
 _SANE_H = const(473352)      # 2024-01-01 in hours since 1970: a wall clock before it was never set
 
 _HUE_TYPES = const(("upnp:rootdevice", "urn:schemas-upnp-org:device:basic:1"))
+# Alexa's methods that live in alexa_users.py
+_LATER = const(("pair", "pairing", "pairing_left_s", "_pair_left_ms", "users", "user_list", "forget_user",
+                "forget_users", "_new_user", "discovery_stats"))
 
 
 def check_devices(d):
@@ -287,9 +288,6 @@ class Alexa:
                 self._h0 = u[_U_USED]
         now = self._hours()
         self._users = [u if len(u) == 4 else [u[0], u[1], now, now] for u in users]
-        self._routes(app)
-
-    def _routes(self, app):
         h = self._hue   # (one bound method for the five routes)
         app.add_route("/description.xml", h, ("GET",))
         app.add_route("/api", h, ("POST",))
@@ -297,6 +295,14 @@ class Alexa:
         app.add_route("/api/config", h, ("GET",))
         # a catch-all goes after every other route: the app's own /api/... routes still win
         app.add_route("/api/<path:p>", h, ("GET", "PUT", "POST", "DELETE"))
+
+    def __getattr__(self, attr):
+        # pairing, the Hue users and the SSDP counters: their code is loaded at first use (a pairing
+        # window, the admin page), so a device that is only switched on and off never holds it
+        if attr in _LATER:
+            f = getattr(load("iotutils.alexa_users"), attr)
+            return lambda *args, **kw: f(self, *args, **kw)
+        raise AttributeError(attr)
 
     def _hue(self, req, p=None):
         # the Hue protocol is not needed before a Hue client's first request: one handler stands for it
@@ -429,68 +435,6 @@ class Alexa:
         if self._dirty:
             self._save()
 
-    # ---- pairing and users ----
-    def pair(self, seconds=60):
-        """Open Hue pairing for `seconds` (up to max_pair_s), like pressing a Hue bridge's link button:
-        until then new Hue users may register. pair(0) closes it. Returns the seconds left."""
-        if not is_num(seconds) or not 0 <= seconds <= self.max_pair_s:
-            raise ValueError("seconds: 0..%d expected, got %r" % (self.max_pair_s, seconds))
-        ms = int(seconds * 1000)
-        with self._lock:
-            self._pair_end = ticks_add(ticks_ms(), ms)
-            self._pair_end_s = time.time() + seconds
-            self._pair_on = ms > 0
-        return self.pairing_left_s()
-
-    def pairing(self, allowed=None):
-        """Whether new Hue users may register now. pairing(True) opens pairing for 60 s (as pair()),
-        pairing(False) closes it (pairing used to be a switch)."""
-        if allowed is not None:
-            self.pair(60 if allowed else 0)
-        return self._pair_left_ms() > 0
-
-    def pairing_left_s(self):
-        """Seconds until the pairing window closes (0: closed)."""
-        return (self._pair_left_ms() + 999) // 1000
-
-    def _pair_left_ms(self):
-        if not self._pair_on:
-            return 0
-        with self._lock:
-            left = ticks_diff(self._pair_end, ticks_ms())
-            # the wall clock as well: ticks wrap (12 days on a board), an old window must never reopen
-            if left <= 0 or time.time() > self._pair_end_s + 1:
-                self._pair_on = False
-                return 0
-        return left
-
-    def users(self):
-        """The Hue user names (app keys: credentials, like passwords), oldest first."""
-        with self._lock:
-            return [u[_U_KEY] for u in self._users]
-
-    def user_list(self):
-        """The Hue users without their keys: [{"n": 1.., "name": device type, "idle_h": hours since
-        last use}] (what the admin page shows; n is what forget_user() takes)."""
-        now = self._hours()
-        with self._lock:
-            return [{"n": i + 1, "name": u[_U_TYPE], "idle_h": max(0, now - u[_U_USED])}
-                    for i, u in enumerate(self._users)]
-
-    def forget_user(self, n):
-        """Drop the n-th Hue user of user_list() (1..); False if there is none."""
-        with self._lock:
-            if not is_num(n) or not 1 <= n <= len(self._users):
-                return False
-            self._users = self._users[:n - 1] + self._users[n:]
-        self._save_users()
-        return True
-
-    def forget_users(self):
-        with self._lock:
-            self._users = []
-        self._save_users()
-
     def _save_users(self):
         # Writers take turns, and each writes the list as it is once its turn came: whatever the
         # order threads changed it in, the last write holds the last change (a user's last use
@@ -523,26 +467,6 @@ class Alexa:
             u[_U_USED] = now
         self._save_users()
         return u
-
-    def _new_user(self, devicetype):
-        """Register a new Hue user: its key, or None when all max_users were used within keep_days."""
-        user = token(16)
-        now = self._hours()
-        idle = self.keep_days * 24
-        with self._lock:
-            users = list(self._users)
-            while len(users) >= self.max_users:
-                old = None
-                for u in users:
-                    if now - u[_U_USED] >= idle and (old is None or u[_U_USED] < old[_U_USED]):
-                        old = u
-                if old is None:
-                    return None
-                users.remove(old)
-            users.append([user, devicetype[:40], now, now])
-            self._users = users
-        self._save_users()
-        return user
 
     # ---- life cycle ----
     def start(self):
@@ -578,10 +502,6 @@ class Alexa:
         # SSDP answers, alive NOTIFYs and WeMo event NOTIFYs: a step of the device's housekeeping
         # thread (socket I/O kept out of the server's workers), woken at once by an M-SEARCH
         tasks.shared().add("alexa", self._task, sock=self._ssdp_sock).start()
-
-    def discovery_stats(self):
-        """SSDP counters: searches for us, answers sent, searches dropped (rate limits, off the subnet)."""
-        return dict(self._ssdp.stats) if self._ssdp is not None else {}
 
     def stop(self):
         """NOTIFY byebye, close the SSDP socket and the WeMo ports."""

@@ -9,6 +9,7 @@ from mpunit import is_micropython, raises
 
 import alexa_setup  # noqa: F401  (real server and store; see there)
 from iotutils import alexa as A
+from iotutils._compat import ticks_add, ticks_ms
 from iotutils import hal
 gc.collect()
 
@@ -119,7 +120,7 @@ class CountWrites:
 
 def closed_now(alexa):
     # time passes: the pairing window ended a moment ago
-    alexa._pair_end = A.ticks_add(A.ticks_ms(), -1)
+    alexa._pair_end = ticks_add(ticks_ms(), -1)
 
 
 # ---- brightness mapping ----
