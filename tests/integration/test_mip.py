@@ -435,10 +435,12 @@ def test_capability_packages_hold_each_module_once_with_their_deps(mip_site):
     assert {"iotutils/__init__.mpy", "iotutils/_compat.mpy", "iotutils/auth.mpy",
             "iotutils/hal/__init__.mpy"} <= own["iotutils-core"]
     assert "iotutils/store.mpy" in own["iotutils-persist"] and "iotutils/web/engine.mpy" in own["iotutils-server"]
-    assert own["iotutils-wifi"] == {"iotutils/wifi.mpy", "iotutils/portal.mpy", "iotutils/portal_pages.mpy"}
+    assert own["iotutils-wifi"] == {"iotutils/wifi.mpy", "iotutils/wifi_setup.mpy", "iotutils/portal.mpy",
+                                    "iotutils/portal_pages.mpy"}
     assert "iotutils/device.mpy" in own["iotutils-admin"] and "iotutils/sign.mpy" in own["iotutils-ota"]
     assert {"iotutils/mqtt/codec.mpy", "iotutils/homeassistant.mpy", "iotutils/ha_discovery.mpy"} <= own["iotutils-mqtt"]
-    assert {"iotutils/hue.mpy", "iotutils/hue_api.mpy", "iotutils/wemo_api.mpy"} <= own["iotutils-alexa"]
+    assert {"iotutils/hue.mpy", "iotutils/hue_api.mpy", "iotutils/wemo_api.mpy", "iotutils/alexa_users.mpy"} \
+        <= own["iotutils-alexa"]
     proc = subprocess.run([sys.executable, BUILD_MIP, "--check", "--out", str(mip_site.out)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
