@@ -1,5 +1,14 @@
 # iotutils: the ESP32 toolbox for MicroPython devices. See README.md and docs/design.md.
 # Submodules are imported on first use (RAM is scarce at boot): iotutils.Device loads device.py.
+# const(): MicroPython's compiler folds `_X = const(3)` (and `X = const(3)`) by the name alone, so no
+# module imports it: an import would be a slot in the table of every module that used it. CPython
+# (unit tests, host tools) gets the identity function as a builtin, here, before any submodule runs.
+# (No name is bound: this package's table stays as small.)
+try:
+    __import__("micropython")
+except ImportError:
+    __import__("builtins").const = lambda x: x
+
 __version__ = "0.1.0"
 
 

@@ -2,9 +2,9 @@
 # here; on MicroPython each is the runtime's own function (nothing is wrapped), on CPython (unit tests
 # and host tools) a small stand-in. One clock on CPython: time.monotonic, in ms, never going back.
 #
-# const(): MicroPython's compiler folds `_X = const(3)` by the name `const` alone, wherever the name
-# comes from, so `from iotutils._compat import const` keeps the folding (tests/unit check it with
-# mpy-cross) while CPython gets the identity function.
+# const(): MicroPython's compiler folds `_X = const(3)` by the name `const` alone, so the toolbox's
+# modules use it without importing it (iotutils/__init__.py makes it a builtin on CPython; the firmware
+# tests check the folding with mpy-cross). It is here for programs that import it.
 import gc
 import sys
 import time
@@ -93,22 +93,24 @@ def before_load(module):
 # 'iotutils.ota.release' has no attribute 'Source'": two OTA checks at once). The thread holding it
 # may load more inside (a module's own lazy imports): _load_by names it.
 _load_mu = allocate_lock()
-_load_by = [None]
+_load_by = None
 
 
 def _hold():
     # the load lock, unless this thread holds it already: True if taken here (give it back then)
+    global _load_by
     me = _thread.get_ident() if _thread is not None else 0
-    if _load_by[0] == me:
+    if _load_by == me:
         return False
     _load_mu.acquire()
-    _load_by[0] = me
+    _load_by = me
     return True
 
 
 def _let_go(taken):
+    global _load_by
     if taken:
-        _load_by[0] = None
+        _load_by = None
         _load_mu.release()
 
 

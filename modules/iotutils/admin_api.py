@@ -6,7 +6,6 @@ import gc
 import time
 
 from iotutils import hal, persist
-from iotutils._compat import const
 from iotutils.admin import json_body
 from iotutils.web.response import HTTPError, Response
 

@@ -33,7 +33,7 @@ import _thread
 import time
 
 from iotutils import hal
-from iotutils._compat import before_load, const, load, log, sleep_ms, ticks_diff, ticks_ms
+from iotutils._compat import before_load, load, log, sleep_ms, ticks_diff, ticks_ms
 from iotutils.auth import hexstr
 from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, bri_to_pct, check_name, is_int, is_num,
                           is_xy, pct_to_bri)

@@ -4,7 +4,7 @@
 # their code. Each function takes the Alexa as `self`; the state stays on it.
 import time
 
-from iotutils._compat import const, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import token
 from iotutils.hue import is_num
 

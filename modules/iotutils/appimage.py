@@ -9,7 +9,6 @@
 import hashlib
 import struct
 
-from iotutils._compat import const
 
 _MAGIC = const(0xE9)
 _DESC_MAGIC = const(0xABCD5432)

@@ -90,7 +90,7 @@ def escape(s):
     )
 
 
-_PASSWORDS = ("hash_password", "verify_password", "pbkdf2_sha256", "Locked", "LoginGuard", "login_guard")
+_PASSWORDS = const(("hash_password", "verify_password", "pbkdf2_sha256", "Locked", "LoginGuard", "login_guard"))
 
 
 def __getattr__(name):

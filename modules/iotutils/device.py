@@ -20,8 +20,7 @@ import gc
 import sys
 
 from iotutils import __version__, hal, tasks
-from iotutils._compat import (allocate_lock, before_load, const, log, print_exception, recv_for, sleep_ms, ticks_diff,
-                              ticks_ms)
+from iotutils._compat import allocate_lock, before_load, log, print_exception, recv_for, sleep_ms, ticks_diff, ticks_ms
 from iotutils.coerce import check_name   # (a device's name follows the lights' rule)
 
 _LOOP_SLEEP_MS = const(20)

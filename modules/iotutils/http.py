@@ -75,7 +75,6 @@
 # On the firmware, parse_head and chunked_decode below are the C core's (see the end of this file);
 # py_parse_head / py_chunked_decode are always the pure-Python ones.
 
-from iotutils._compat import const
 
 # builtins as module globals: MicroPython finds a builtin only after a miss in the module's dict and
 # a scan of the builtins table, dearer than the call itself (see server.py)

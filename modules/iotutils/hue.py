@@ -3,7 +3,6 @@
 # the first Hue request.
 import time
 
-from iotutils._compat import const
 from iotutils.coerce import check_name  # noqa: F401 - the lights' and the bridge's name rule (Hue's 32)
 
 F_DIMMABLE = const(1)

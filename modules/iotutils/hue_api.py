@@ -9,7 +9,6 @@ import json
 import time
 
 from iotutils import hal
-from iotutils._compat import const
 from iotutils.auth import escape, token
 from iotutils.hue import EPOCH_H, F_COLOR, F_DIMMABLE, HUE_UUID, is_int, is_num, is_xy
 from iotutils.web.response import Response

@@ -10,7 +10,7 @@
 import json
 
 from iotutils import store
-from iotutils._compat import const, log
+from iotutils._compat import log
 
 try:
     from binascii import a2b_base64, b2a_base64

@@ -14,7 +14,7 @@ import gc
 import sys
 
 from iotutils import hal
-from iotutils._compat import THREADS, const
+from iotutils._compat import THREADS
 
 #: the main task's stack (MICROPY_TASK_STACK_SIZE, ports/esp32/mpconfigport.h)
 MAIN_STACK = const(16384)

@@ -20,7 +20,6 @@ try:
 except ImportError:  # pragma: no cover
     from zlib import crc32
 
-from iotutils._compat import const
 
 U8 = const(0x01)
 I8 = const(0x11)

@@ -31,7 +31,7 @@ import json
 
 from iotutils import store
 from iotutils.coerce import clamp, parse_json, to_bool, to_float, to_int, to_json_text, to_str
-from iotutils._compat import allocate_lock, const, load
+from iotutils._compat import allocate_lock, load
 
 DEFAULT_FOLDER = "default"
 
@@ -52,8 +52,8 @@ _MISSING = object()
 RESET = _MISSING   # set_all(): forget the value
 _cache = {}        # folder -> {name: raw stored value, or _MISSING}
 _kinds = {}        # (folder, name) -> the Persistent object last made for it (its type, for export)
-_gen = [None]
-_changes = [0]     # writes, resets, deletes and imports so far (changes())
+_gen = None
+_changes = 0       # writes, resets, deletes and imports so far (changes())
 
 
 _guard = allocate_lock()
@@ -62,7 +62,7 @@ _guard = allocate_lock()
 # for by a tool that must have them), and the admin page neither lists nor edits them. The toolbox's
 # own are here (so they stay hidden even when the module that owns them is not loaded); an app adds
 # its own with secret(). The journal's folder (an import or a factory reset in progress) too.
-_JOURNAL = "iotutils"  # iotutils.journal.FOLDER (the journal's code is loaded only when used)
+_JOURNAL = const("iotutils")  # iotutils.journal.FOLDER (the journal's code is loaded only when used)
 _SECRET_FOLDERS = ["admin", "wifi", _JOURNAL]
 # (the OTA public key is no secret, but only provisioning sets which key the device trusts: it is
 # kept out of the admin page's editor and its import the same way; so is MQTT's record of what this
@@ -97,12 +97,13 @@ def _cache_drop(folder, name):
 def _fresh():
     # The first access after a boot (or a store.use() in tests): forget what was cached, and finish
     # what a power cut left half-done (an import, a factory reset: the journal's code loads only then)
-    if _gen[0] != store.GENERATION:
+    global _gen
+    if _gen != store.GENERATION:
         _cache.clear()
         if store.keys(_JOURNAL):
             from iotutils import journal
             journal.recover()
-        _gen[0] = store.GENERATION
+        _gen = store.GENERATION
 
 
 # ---- the variables ----
@@ -151,7 +152,7 @@ class Persistent:
             raise self._fail(x, e.args[0] if e.args else "bad value")
 
     def _raw(self):
-        if _gen[0] != store.GENERATION:
+        if _gen != store.GENERATION:
             _fresh()
         d = _cache.get(self.folder)
         raw = d.get(self.name) if d is not None else None
@@ -179,6 +180,7 @@ class Persistent:
 
     def set(self, x):
         """Coerce x, write it (on flash when this returns) and return the coerced value."""
+        global _changes
         v = self.coerce(x)
         code, raw = self._encode(v)
         with _guard:
@@ -193,16 +195,17 @@ class Persistent:
                 _cache_drop(self.folder, self.name)  # unknown state on flash: read it again next time
                 raise
             _cache_put(self.folder, self.name, raw)
-            _changes[0] += 1
+            _changes += 1
         return self._out(v)
 
     def reset(self):
         """Forget the stored value: .value is the default again."""
+        global _changes
         with _guard:
             _fresh()
             store.delete(self.folder, self.name)
             _cache_put(self.folder, self.name, _MISSING)
-            _changes[0] += 1
+            _changes += 1
 
     def is_set(self):
         with _guard:
@@ -365,15 +368,17 @@ KINDS = {"bool": PersistentBool, "int": PersistentInt, "float": PersistentFloat,
          "json": PersistentJSON, "range": PersistentRange}
 # the other kinds' classes load at their first use (persist_kinds.py): about 2 KB of heap that a
 # device whose variables are all scalars never holds
-_LATER = {"list": "PersistentList", "set": "PersistentSet", "rgb": "PersistentRGB", "hex": "PersistentHex",
-          "bytes": "_PersistentBytes"}
+_LATER = const((("list", "PersistentList"), ("set", "PersistentSet"), ("rgb", "PersistentRGB"),
+                 ("hex", "PersistentHex"), ("bytes", "_PersistentBytes")))
 
 
 def kind_class(kind):
     """The class of export type `kind` ("int", "rgb", ...), or None."""
     cls = KINDS.get(kind)
-    if cls is None and kind in _LATER:
-        cls = getattr(load("iotutils.persist_kinds"), _LATER[kind])
+    if cls is None:
+        for k, name in _LATER:
+            if k == kind:
+                return getattr(load("iotutils.persist_kinds"), name)
     return cls
 
 
@@ -408,7 +413,7 @@ def make(kind, name, folder=DEFAULT_FOLDER, declare=True, **spec):
 
 def _ready():
     # every way into the store comes here first: after a boot, see _fresh
-    if _gen[0] != store.GENERATION:
+    if _gen != store.GENERATION:
         with _guard:
             _fresh()
 
@@ -421,7 +426,7 @@ def folders():
 
 def changes():
     """How many writes, resets, deletes and imports happened since boot (compare two readings)."""
-    return _changes[0]
+    return _changes
 
 
 def secret(folder, name=None):
@@ -476,40 +481,44 @@ def list_folder(folder=DEFAULT_FOLDER):
 
 def delete(name, folder=DEFAULT_FOLDER):
     """Forget one stored value. True if it was stored."""
+    global _changes
     _check(name, "name", "delete")
     _check(folder, "folder", "delete")
     with _guard:
         _fresh()
         found = store.delete(folder, name)
         _cache_drop(folder, name)  # (nothing kept for a name that may never be read again)
-        _changes[0] += 1
+        _changes += 1
     return found
 
 
 def delete_folder(folder):
+    global _changes
     _check(folder, "folder", "delete_folder")
     with _guard:
         store.erase_folder(folder)
         _cache.clear()
-        _changes[0] += 1
+        _changes += 1
 
 
 def factory_reset():
     """Erase every folder: all variables go back to their defaults (journal.erase_all: a power
     cut part-way is finished at the next boot, a failure at the next access)."""
+    global _changes, _gen
     from iotutils import journal
     with _guard:
         _fresh()
         _cache.clear()
-        _changes[0] += 1
-        _gen[0] = None   # until the erase is over (the guard is held: nothing is cached meanwhile)
+        _changes += 1
+        _gen = None   # until the erase is over (the guard is held: nothing is cached meanwhile)
         journal.erase_all()
-        _gen[0] = store.GENERATION
+        _gen = store.GENERATION
 
 
 def write_all(plan):
     """Store plan() [(folder, name, NVS type code or None, raw value or None to forget)] all or
     nothing, also across power cuts (the journal): the import and set_all (persist_io.py) end here."""
+    global _changes, _gen
     with _guard:
         _fresh()
     # (not under _guard: an import's entries are encoded by variable objects, whose making takes
@@ -520,9 +529,9 @@ def write_all(plan):
     finally:
         with _guard:
             _cache.clear()
-            _changes[0] += 1
+            _changes += 1
             if journal.pending[0]:
-                _gen[0] = None  # what a failure left of the journal goes at the next access
+                _gen = None  # what a failure left of the journal goes at the next access
 
 
 # what persist hands out from persist_io.py, loaded at the first use of one of them: the export,
@@ -535,10 +544,10 @@ _IO = const(("export_json", "export_pieces", "export_entries", "export_entry", "
 def __getattr__(name):
     if name == "__all__":
         from iotutils._compat import public_names
-        return public_names(globals(), _IO + tuple(c for c in _LATER.values() if c[0] != "_"))
+        return public_names(globals(), _IO + tuple(c for _, c in _LATER if c[0] != "_"))
     if name in _IO:
         return getattr(load("iotutils.persist_io"), name)
-    for kind, cls in _LATER.items():   # PersistentList, PersistentSet, PersistentRGB, PersistentHex
+    for kind, cls in _LATER:   # PersistentList, PersistentSet, PersistentRGB, PersistentHex
         if cls == name:
             return kind_class(kind)
     raise AttributeError(name)

@@ -13,7 +13,7 @@
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, const, load, log, ready
+from iotutils._compat import allocate_lock, load, log, ready
 
 try:
     import select
@@ -178,22 +178,31 @@ class DNSServer:
 
 # ---- the setup page ----
 
-# OS connectivity probes: path -> (what answers "online" outside the portal)
+# OS connectivity probes: (path, what answers "online" outside the portal)
 _FIREFOX = const('<meta http-equiv="refresh" content="0;url=https://support.mozilla.org/kb/captive-portal"/>\n')
 _APPLE = const("<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>")
-_PROBES = {
-    "/generate_204": ("", 204, "text/plain"),                        # Android, Chrome OS
-    "/gen_204": ("", 204, "text/plain"),
-    "/hotspot-detect.html": (_APPLE, 200, "text/html"),              # Apple
-    "/library/test/success.html": (_APPLE, 200, "text/html"),
-    "/connecttest.txt": ("Microsoft Connect Test", 200, "text/plain"),   # Windows 10+
-    "/ncsi.txt": ("Microsoft NCSI", 200, "text/plain"),                  # Windows 7+
-    "/redirect": ("", 204, "text/plain"),                                # Windows opens this one
-    "/canonical.html": (_FIREFOX, 200, "text/html"),                     # Firefox
-    "/success.txt": ("success\n", 200, "text/plain"),
-    "/check_network_status.txt": ("NetworkManager is online\n", 200, "text/plain"),  # GNOME/Ubuntu
-    "/kindle-wifi/wifistub.html": ("81ce4465-7167-4dcb-835b-dcc9e44c112a", 200, "text/html"),
-}
+_PROBES = const((
+    ("/generate_204", "", 204, "text/plain"),                        # Android, Chrome OS
+    ("/gen_204", "", 204, "text/plain"),
+    ("/hotspot-detect.html", _APPLE, 200, "text/html"),              # Apple
+    ("/library/test/success.html", _APPLE, 200, "text/html"),
+    ("/connecttest.txt", "Microsoft Connect Test", 200, "text/plain"),   # Windows 10+
+    ("/ncsi.txt", "Microsoft NCSI", 200, "text/plain"),                  # Windows 7+
+    ("/redirect", "", 204, "text/plain"),                                # Windows opens this one
+    ("/canonical.html", _FIREFOX, 200, "text/html"),                     # Firefox
+    ("/success.txt", "success\n", 200, "text/plain"),
+    ("/check_network_status.txt", "NetworkManager is online\n", 200, "text/plain"),  # GNOME/Ubuntu
+    ("/kindle-wifi/wifistub.html", "81ce4465-7167-4dcb-835b-dcc9e44c112a", 200, "text/html"),
+))
+
+
+def _probe_of(path):
+    # (a tuple of constants, frozen with the code: a dict of them was 300 bytes of heap, host)
+    for probe in _PROBES:
+        if probe[0] == path:
+            return probe
+    return None
+
 
 class Portal:
     """The setup portal on WebServer `app` for Wifi `wifi`. on_saved(info) is called after a setup
@@ -222,8 +231,8 @@ class Portal:
         if hasattr(app, "before_request"):
             app.before_request(self._captive)
         else:
-            for path in _PROBES:
-                app.add_route(path, self._probe, ("GET", "HEAD"))
+            for probe in _PROBES:
+                app.add_route(probe[0], self._probe, ("GET", "HEAD"))
         if hasattr(app, "after_request"):
             app.after_request(self._captive_404)
         else:
@@ -285,7 +294,7 @@ class Portal:
 
     def _captive(self, req):
         path = req.path
-        if path in _PROBES and req.method in ("GET", "HEAD"):
+        if req.method in ("GET", "HEAD") and _probe_of(path) is not None:
             return self._probe(req)
         if path == "/" and (self.active or not self.wifi.configured()) and req.method in ("GET", "HEAD"):
             return self._front(req)
@@ -315,7 +324,7 @@ class Portal:
         if self.active:
             return self.redirect()
         from iotutils.web.response import Response
-        body, status, ctype = _PROBES[req.path]
+        _, body, status, ctype = _probe_of(req.path)
         return Response(body, status, {"Cache-Control": "no-store"}, ctype)
 
 def default_portal(wifi, app=None):

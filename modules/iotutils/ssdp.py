@@ -21,7 +21,7 @@ import os
 import socket
 
 from iotutils import hal
-from iotutils._compat import allocate_lock, const, log, ready, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, log, ready, ticks_diff, ticks_ms
 
 _GROUP = const("239.255.255.250")
 _PORT = const(1900)

@@ -16,10 +16,8 @@
 # A Device hosts the housekeeper in the main loop of Device.run() instead (hk.host() before anything
 # starts it): the main task has a stack of its own anyway (16 KB on the ESP32), so the device saves
 # the housekeeper's task. A program that keeps a loop of its own calls Device.start() and gets the thread.
-from iotutils._compat import (
-    _thread, allocate_lock, const, events, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff,
-    ticks_ms,
-)
+from iotutils._compat import (_thread, allocate_lock, events, log, print_exception, sleep_ms, start_thread,
+                              ticks_add, ticks_diff, ticks_ms)
 
 _NAME = const(0)
 _STEP = const(1)

@@ -21,8 +21,8 @@ import socket
 
 from iotutils._compat import load, ready, ticks_add, ticks_diff, ticks_ms
 
-_PROPSET = ('<e:propertyset xmlns:e="urn:schemas-upnp-org:event-1-0"><e:property>'
-            '<BinaryState>%d</BinaryState></e:property></e:propertyset>')
+_PROPSET = const('<e:propertyset xmlns:e="urn:schemas-upnp-org:event-1-0"><e:property>'
+                 '<BinaryState>%d</BinaryState></e:property></e:propertyset>')
 
 
 class WemoDevice:

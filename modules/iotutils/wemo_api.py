@@ -3,7 +3,7 @@
 # Loaded at the first WeMo request, not at boot.
 #
 # GENA callbacks (CallStranger, CVE-2020-12695): see wemo.py's module comment.
-from iotutils._compat import const, ticks_diff, ticks_ms
+from iotutils._compat import ticks_diff, ticks_ms
 from iotutils.auth import escape, token
 from iotutils.web.response import Response
 from iotutils.ssdp import ip4

@@ -23,7 +23,7 @@ import _thread
 import gc
 
 from iotutils import hal
-from iotutils._compat import before_load, const, load, log, print_exception, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import before_load, load, log, print_exception, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import hmac_sha256, token
 
 # network.WLAN status codes (ESP32 port)
@@ -55,7 +55,7 @@ TIMEOUT = "timeout"     # associated but no address (DHCP) or no answer in attem
 LOST = "lost"           # the connection dropped
 
 # unambiguous characters for the AP password (32 of them: no modulo bias)
-_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+_ALPHABET = const("abcdefghijkmnpqrstuvwxyz23456789")
 
 
 def _ip_int(ip):

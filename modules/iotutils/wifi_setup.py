@@ -3,7 +3,7 @@
 # setup page, the admin page or an app call; the background manager never does. Wifi hands them out
 # (its __getattr__) and this module is loaded at the first call. Each function takes the Wifi as
 # `self`; the state stays on it.
-from iotutils._compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.wifi import TIMEOUT, check_password, check_ssid
 
 # wifi.py's manager states, and the open network's auth mode (network.WLAN)

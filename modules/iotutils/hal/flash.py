@@ -3,10 +3,12 @@
 # On a board the region wraps esp32.Partition (hal/esp32.py); on the host it is a slice of
 # the simulated flash image file, or RAM for unit tests. All three behave like NOR flash:
 # erase sets 4096-byte sectors to 0xFF, a write may only clear bits.
-from iotutils._compat import const
 
 SECTOR_SIZE = const(4096)
-_BLANK = b"\xff" * 256  # SECTOR_SIZE is a multiple of it
+# erased flash, 64 bytes (SECTOR_SIZE is a multiple of it): a literal, frozen with the code, not heap
+_BLANK = const(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+                b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+                b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
 
 
 class FlashError(Exception):
@@ -125,7 +127,7 @@ class FileFlash(Region):
         self.f.write(data)
 
     def _erase(self, off, n):
-        # in 256-byte writes of one constant: a sector-sized blank allocated per erase (4 KB) is heap
+        # in 64-byte writes of one constant: a sector-sized blank allocated per erase (4 KB) is heap
         # the chip's erase (a C call) never takes, and on a full heap it failed OTA installs here
         self.f.seek(self.offset + off)
         for _ in range(n // len(_BLANK)):

@@ -10,7 +10,6 @@
 # and writes it once an update, so its code need not stay in the heap.
 import struct
 
-from iotutils._compat import const
 
 SECTOR = const(4096)
 ENTRY_SIZE = const(32)

@@ -29,7 +29,7 @@ __all__ = ("config", "partition", "ota_running", "ota_next", "ota_set_boot", "ot
            "state_dir", "wlan", "getaddrinfo", "time_ok", "sync_time")
 _config = None
 _flash = {}
-_HOST_PLATFORMS = ("linux", "darwin", "win32", "windows", "webassembly")
+_HOST_PLATFORMS = const(("linux", "darwin", "win32", "windows", "webassembly"))
 _booted_ms = ticks_ms()
 
 

@@ -13,7 +13,7 @@ import json
 import os
 
 
-from iotutils._compat import allocate_lock, const, ticks_diff, ticks_ms
+from iotutils._compat import allocate_lock, ticks_diff, ticks_ms
 
 STAT_IDLE = const(1000)
 STAT_CONNECTING = const(1001)

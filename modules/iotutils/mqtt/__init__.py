@@ -36,8 +36,7 @@ import select
 import socket
 import sys
 
-from iotutils._compat import (_thread, allocate_lock, const, log, print_exception, sleep_ms, ticks_add, ticks_diff,
-                              ticks_ms)
+from iotutils._compat import _thread, allocate_lock, log, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.auth import der_certs
 from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
     backoff_ms, build_connect, build_publish, build_subscribe, decode_publish, decode_varint,

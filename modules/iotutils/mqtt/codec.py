@@ -2,7 +2,6 @@
 # the remaining-length varint, topic and filter rules, matching, the broker URL, the reconnect
 # backoff and its jitter, the fleet's rollout rule, CA certificates and payloads as bytes, the
 # default client id. The client (iotutils.mqtt) uses these; so do the unit tests.
-from iotutils._compat import const
 
 _CONNECT = const(0x10)
 _PUBLISH = const(0x30)

@@ -33,8 +33,7 @@
 # the OTA facade apps use.
 
 import iotutils.hal as hal
-from iotutils._compat import (_thread, allocate_lock, call_loaded, const, load, log, start_thread, ticks_diff, ticks_ms,
-                              unload)
+from iotutils._compat import _thread, allocate_lock, call_loaded, load, log, start_thread, ticks_diff, ticks_ms, unload
 from iotutils.ota.state import OTAError, State
 
 # The network code (HTTP client, release scanner, signature checks, the image format, the installer)
@@ -42,18 +41,19 @@ from iotutils.ota.state import OTAError, State
 # (unload_network): a device holds it for the seconds a check takes, not for the day between.
 # No module that stays loaded imports one of these at its top (that would keep its functions alive);
 # OTAError lives in ota.state, which stays, so it is one class across loads.
-_NETWORK_MODULES = ("iotutils.ota.release", "iotutils.ota.client", "iotutils.ota.roots", "iotutils.ota.install",
-                    "iotutils.ota.version", "iotutils.sign", "iotutils.appimage")
+_NETWORK_MODULES = const(("iotutils.ota.release", "iotutils.ota.client", "iotutils.ota.roots",
+                          "iotutils.ota.install", "iotutils.ota.version", "iotutils.sign", "iotutils.appimage"))
 
 # OTA calls of this process using the network code right now (every OTA object of the process:
 # the modules are the process's), and the lock that counts them: unload_network() waits for none
-_users = [0]
+_users = 0
 _users_mu = allocate_lock()
 
 
 def _use(n):
+    global _users
     with _users_mu:
-        _users[0] += n
+        _users += n
 
 _AUTO_STEP_MS = const(1000)   # how often the auto-update timer looks at the clock and the idle time
 
@@ -227,7 +227,7 @@ class OTA:
             return
         try:
             with _users_mu:   # (another OTA object's check or update holds them: not now)
-                if _users[0]:
+                if _users:
                     return
                 self._http = self._source = None
                 unload(*_NETWORK_MODULES)

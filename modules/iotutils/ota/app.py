@@ -8,7 +8,7 @@ import os
 import sys
 
 import iotutils.hal as hal
-from iotutils._compat import const, exists, load
+from iotutils._compat import exists, load
 from iotutils.ota.state import OTAError
 
 APP_ROOT = "apps"               # apps/a, apps/b and the pointer file apps/current.json

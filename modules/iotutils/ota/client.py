@@ -10,7 +10,7 @@ import sys
 
 import iotutils.hal as hal
 from iotutils.auth import der_certs
-from iotutils._compat import const, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import ticks_add, ticks_diff, ticks_ms
 from iotutils.ota.state import OTAError
 
 _ERR_BODY = const(300)

@@ -12,7 +12,7 @@ import hashlib
 
 import iotutils.appimage as appimage
 import iotutils.hal as hal
-from iotutils._compat import before_load, const, log, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import before_load, log, ticks_add, ticks_diff, ticks_ms
 from iotutils.ota.state import OTAError, installed
 from iotutils.ota.version import older
 

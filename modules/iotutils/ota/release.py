@@ -6,7 +6,6 @@ import binascii
 import json
 
 import iotutils.appimage as appimage
-from iotutils._compat import const
 from iotutils.ota.client import join_url
 from iotutils.ota.state import OTAError
 

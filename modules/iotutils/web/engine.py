@@ -38,7 +38,7 @@ import _thread
 import select
 import socket
 
-from iotutils._compat import const, log, print_exception, ready, sleep_ms, start_thread, ticks_diff, ticks_ms
+from iotutils._compat import log, print_exception, ready, sleep_ms, start_thread, ticks_diff, ticks_ms
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
                                   FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)

@@ -3,7 +3,6 @@
 # parsed while it streams in, through a small buffer. Loaded at the first body that needs one of them.
 import json
 
-from iotutils._compat import const
 from iotutils.web.request import JSON_TOO_BIG, json_check, json_error
 from iotutils.web.response import HTTPError
 

@@ -8,7 +8,7 @@ from array import array
 
 from select import POLLIN
 
-from iotutils._compat import const, load, ticks_diff, ticks_ms
+from iotutils._compat import load, ticks_diff, ticks_ms
 from iotutils.web.parser import chunked_decode, reason
 from iotutils.web.response import HTTPError
 
@@ -72,7 +72,7 @@ JSON_TOO_BIG = "JSON body has more values than this device has memory for"
 _STREAMS = _MP and hasattr(io, "IOBase")
 
 
-_json_check_class = [None]
+_json_check_class = None
 
 
 def json_check(limit):
@@ -80,13 +80,14 @@ def json_check(limit):
     one nested deeper than limit): the C module's where the firmware has it, else the same in Python
     (web/json_body.py). MicroPython's json.loads alone takes {"a": 1] for {"a": 1}. The class is found
     once: a runtime without the C module would otherwise raise and catch an ImportError per body."""
-    cls = _json_check_class[0]
+    global _json_check_class
+    cls = _json_check_class
     if cls is None:
         try:
             from _iotutils import JSONCheck as cls
         except ImportError:
             cls = load("iotutils.web.json_body").JSONCheck
-        _json_check_class[0] = cls
+        _json_check_class = cls
     return cls(limit)
 
 

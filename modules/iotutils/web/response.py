@@ -4,7 +4,6 @@ import json
 import os
 import time
 
-from iotutils._compat import const
 
 # status code, reason: a constant tuple (in flash on the firmware), not a dict in the heap
 _REASONS = const((

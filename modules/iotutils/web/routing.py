@@ -3,7 +3,7 @@
 # the number of routes; parameter routes are tried in order, catch-all ones last. The tables are
 # replaced, never changed in place (copy-on-write under a lock), so serving threads read them
 # without locking and routes can be added while the server runs.
-from iotutils._compat import allocate_lock, const
+from iotutils._compat import allocate_lock
 
 _SEG_LIT = const(0)
 _SEG_STR = const(1)
