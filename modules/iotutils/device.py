@@ -247,12 +247,24 @@ class Device:
         self._started = True
         log(self.boot_report())
         if self._want["admin"]:
-            self._route_admin()
+            # one handler for every admin route: the page's code is loaded at the first request, and
+            # a function per route would stay in the heap of every device that is never administered
+            app = self.app
+            h = self._admin_route
+            app.before_request(self._admin_guard)
+            app.add_route("/admin", h, ("GET",))
+            app.add_route("/admin/", h, ("GET",))
+            app.add_route("/admin/admin.js", h, ("GET",))
+            app.add_route("/admin/admin.css", h, ("GET",))
+            app.add_route("/admin/api/ota/upload", h, ("POST",), stream=True)
+            app.add_route("/admin/api/<path:p>", h, ("GET", "POST", "PUT", "DELETE"))
         if self.alexa is not None:
             self.alexa.start()
         self.app.start()
         if self.wifi is not None:
-            self.wifi.start(portal=self._make_portal, app=self.app)
+            # the setup portal, made when the access point first needs it: a device on its home
+            # network never loads it
+            self.wifi.start(portal=lambda wifi, app: _portal(self, wifi, app), app=self.app)
         log("  web server: http://%s:%d/  admin: /admin" % (hal.ip(), self._http_port()))
         if self.ota is not None:
             self._resume_auto_update()
@@ -314,19 +326,6 @@ class Device:
                     from iotutils.admin import Admin
                     self._admin = Admin(self, routes=False)
         return self._admin
-
-    def _route_admin(self):
-        # one handler for every admin route: the page's code is loaded at the first request, and a
-        # function per route would stay in the heap of every device that is never administered
-        app = self.app
-        h = self._admin_route
-        app.before_request(self._admin_guard)
-        app.add_route("/admin", h, ("GET",))
-        app.add_route("/admin/", h, ("GET",))
-        app.add_route("/admin/admin.js", h, ("GET",))
-        app.add_route("/admin/admin.css", h, ("GET",))
-        app.add_route("/admin/api/ota/upload", h, ("POST",), stream=True)
-        app.add_route("/admin/api/<path:p>", h, ("GET", "POST", "PUT", "DELETE"))
 
     def _admin_guard(self, req):
         return self.admin._guard(req) if req.path.startswith("/admin/api/") else None
@@ -408,13 +407,6 @@ class Device:
             return hal.port(self.app.port)
         except ValueError:
             return self.app.port
-
-    def _make_portal(self, wifi, app):
-        # built when the access point first needs it: a device on its home network never loads it
-        before_load("iotutils.portal")
-        from iotutils.portal import Portal
-
-        return Portal(app, wifi, name=self._name)   # (the form shows this device's name, not the default)
 
     def _host_guard(self, req):
         """Only the device's own names reach its servers: a DNS-rebinding page (a name the attacker
@@ -588,3 +580,10 @@ def _self_request(port):
         return False
     finally:
         s.close()
+
+
+def _portal(dev, wifi, app):
+    before_load("iotutils.portal")
+    from iotutils.portal import Portal
+
+    return Portal(app, wifi, name=dev._name)   # (the form shows this device's name, not the default)

@@ -13,8 +13,7 @@ import socket
 import time
 
 from iotutils._compat import call_loaded, ticks_diff, ticks_ms
-from iotutils.hal import layout
-from iotutils.hal.flash import FileFlash, RamFlash
+from iotutils.hal import flash, layout
 
 try:
     import gc
@@ -66,13 +65,13 @@ def partition(name):
         path = config().get("flash")
         if path:
             _ensure_image(path, layout.FLASH_SIZE)
-            region = FileFlash(path, p[3], p[4], name)
+            region = flash.FileFlash(path, p[3], p[4], name)
         elif config().get("files"):
             path = "%s/iotutils-%s.bin" % (config().get("files_dir", ""), name)
             _ensure_image(path, p[4])
-            region = FileFlash(path, 0, p[4], name)
+            region = flash.FileFlash(path, 0, p[4], name)
         else:
-            region = RamFlash(p[4], name)
+            region = flash.RamFlash(p[4], name)
             region.offset = p[3]
         if os.getenv("IOTUTILS_STRICT_FLASH"):
             region.strict = True

@@ -40,8 +40,7 @@ import socket
 
 from iotutils._compat import log, print_exception, ready, sleep_ms, start_thread, ticks_diff, ticks_ms
 from iotutils.web.parser import parse_head, reason
-from iotutils.web.request import (BODY_CHUNKED, BODY_LENGTH, FLAG_CHUNKED, FLAG_CLOSE, FLAG_EXPECT_CONTINUE,
-                                  FLAG_KEEP_ALIVE, NO_BODY, X_HTTP11, BodyReader, Request, unquote)
+from iotutils.web.request import NO_BODY, BodyReader, Request, unquote
 from iotutils.web.response import (NONFINITE, HTTPError, Response, check_response, json_text, make_response,
                                    status_reason)
 from iotutils.web.routing import Router
@@ -58,11 +57,19 @@ _OUT_METHOD_LEN = const(1)
 _OUT_TARGET = const(2)
 _OUT_TARGET_LEN = const(3)
 _OUT_HTTP11 = const(4)      # minor version: 1 for HTTP/1.1
-_OUT_BODY = const(6)        # BODY_NONE / BODY_LENGTH / BODY_CHUNKED
-_OUT_LENGTH = const(7)      # Content-Length (BODY_LENGTH)
-_OUT_FLAGS = const(8)       # FLAG_CLOSE | FLAG_KEEP_ALIVE | FLAG_EXPECT_CONTINUE
+_OUT_BODY = const(6)        # _BODY_NONE / _BODY_LENGTH / _BODY_CHUNKED
+_OUT_LENGTH = const(7)      # Content-Length (_BODY_LENGTH)
+_OUT_FLAGS = const(8)       # _FLAG_CLOSE | _FLAG_KEEP_ALIVE | _FLAG_EXPECT_CONTINUE
 _OUT_FIXED = const(9)
 _OUT_REASON = const(0)      # on an error: index of its reason
+# the parser's body kinds and flags, and the server's own request flags (as request.py names them)
+_BODY_LENGTH = const(1)
+_BODY_CHUNKED = const(2)
+_FLAG_CLOSE = const(1)
+_FLAG_KEEP_ALIVE = const(2)
+_FLAG_EXPECT_CONTINUE = const(4)
+_FLAG_CHUNKED = const(0x10000)
+_X_HTTP11 = const(0x20000)
 _EAGAIN = const(11)
 _EINTR = const(4)
 _READ_AHEAD = const(2048)  # bodies up to this size are read before the handler runs
@@ -73,6 +80,7 @@ _POLLERR = select.POLLERR
 _MP = sys.implementation.name == "micropython"
 # system calls are dear on a host OS, a heap allocation is dear everywhere: see _recv_into
 _RECV_ONCE = _MP and sys.platform != "esp32"
+del sys   # (only the lines above need it: its slot in this module's table goes to the next name)
 
 # Content-Type lines of the usual answers, ready to send
 _CTYPE_LINES = {
@@ -651,7 +659,7 @@ class WebServer(Router):
                         still = True
                         x = out[_OUT_FLAGS]
                         if out[_OUT_HTTP11]:
-                            x |= X_HTTP11
+                            x |= _X_HTTP11
                         req = new_request(conn, method, path, x)
                         if i >= 0:
                             req._t = target
@@ -689,7 +697,7 @@ class WebServer(Router):
                                 ctype = "application/octet-stream"
                             else:
                                 ctype = None
-                            keep = (not (x & FLAG_CLOSE) and (x & (X_HTTP11 | FLAG_KEEP_ALIVE))
+                            keep = (not (x & _FLAG_CLOSE) and (x & (_X_HTTP11 | _FLAG_KEEP_ALIVE))
                                     and self._running and not self._shed)
                             if ctype is None:
                                 keep = self._finish(req, NO_BODY, make_response(rv))
@@ -703,7 +711,7 @@ class WebServer(Router):
                                     pre = self._prefix(ctype, site.server_name)
                                 if not keep:
                                     tail = b"\r\nConnection: close\r\n\r\n"
-                                elif x & X_HTTP11:
+                                elif x & _X_HTTP11:
                                     tail = b"\r\n\r\n"
                                 else:
                                     tail = b"\r\nConnection: keep-alive\r\n\r\n"
@@ -1100,15 +1108,15 @@ class WebServer(Router):
         kind = out[_OUT_BODY]
         x = out[_OUT_FLAGS]
         if out[_OUT_HTTP11]:
-            x |= X_HTTP11
-        if kind == BODY_CHUNKED:
-            x |= FLAG_CHUNKED
+            x |= _X_HTTP11
+        if kind == _BODY_CHUNKED:
+            x |= _FLAG_CHUNKED
         req = Request(conn, method, path, x)
         if path is not target:
             req._t = target
         if authority is not None:
             req._authority = authority
-        if kind == BODY_LENGTH:
+        if kind == _BODY_LENGTH:
             req.content_length = out[_OUT_LENGTH]
         conn.hl = head_len
         conn.out = out
@@ -1236,7 +1244,7 @@ class WebServer(Router):
                     self._error_close(conn, -res, lead, reason(out[_OUT_REASON]) or None)
                 return lead
             length = req.content_length
-            if length is not None and not (req._x & FLAG_EXPECT_CONTINUE):
+            if length is not None and not (req._x & _FLAG_EXPECT_CONTINUE):
                 need = res + length
                 # a small body: the poll loop reads it, no thread waits for it. With workers=0 the
                 # poll loop's thread is the only one: it reads any body up to max_body that way
@@ -1284,7 +1292,7 @@ class WebServer(Router):
             self.request_count += 1
             self.last_request_ms = ticks_ms()
         resp = None
-        if req.content_length is None and not req._x & FLAG_CHUNKED:
+        if req.content_length is None and not req._x & _FLAG_CHUNKED:
             reader = NO_BODY
         else:
             reader = BodyReader(self, conn, req, conn.hl)

@@ -12,17 +12,18 @@ from iotutils._compat import load, ticks_diff, ticks_ms
 from iotutils.web.parser import chunked_decode, reason
 from iotutils.web.response import HTTPError
 
-# The parser's numbers (httpparse.h, iotutils/http.py) and the server's own request flags. Public:
-# the engine imports them (const() folds only within the module that defines it).
-BODY_NONE = const(0)
-BODY_LENGTH = const(1)
-BODY_CHUNKED = const(2)
-FLAG_CLOSE = const(1)
-FLAG_KEEP_ALIVE = const(2)
-FLAG_EXPECT_CONTINUE = const(4)
-FLAG_CHUNKED = const(0x10000)  # ours, not the parser's: Request.flags also says "chunked body"
-X_HTTP11 = const(0x20000)  # Request._x: HTTP/1.1
-X_FLAGS = const(0x1FFFF)  # Request._x: the flags
+# The parser's numbers (httpparse.h, iotutils/http.py) and the server's own request flags. Private:
+# const() folds only within the module that defines it, so the engine names the ones it needs itself
+# (imported, each would be a slot in both modules' tables, and a lookup per request).
+_BODY_NONE = const(0)
+_BODY_LENGTH = const(1)
+_BODY_CHUNKED = const(2)
+_FLAG_CLOSE = const(1)
+_FLAG_KEEP_ALIVE = const(2)
+_FLAG_EXPECT_CONTINUE = const(4)
+_FLAG_CHUNKED = const(0x10000)  # ours, not the parser's: Request.flags also says "chunked body"
+_X_HTTP11 = const(0x20000)  # Request._x: HTTP/1.1
+_X_FLAGS = const(0x1FFFF)  # Request._x: the flags
 # slots of the parser's output array read here (the engine names all of them)
 _OUT_N_HEADERS = const(5)
 _OUT_FIXED = const(9)  # header field i: out[_OUT_FIXED + 4 * i:][:4] = name off, len, value off, len
@@ -158,12 +159,12 @@ class Request:
             return d
         if attr == "server":   # the WebServer answering (None for a request without a body)
             return getattr(self.stream, "server", None)
-        if attr == "flags":   # the parser's (Connection: close/keep-alive, Expect: 100-continue) + FLAG_CHUNKED
-            return self._x & X_FLAGS
+        if attr == "flags":   # the parser's (Connection: close/keep-alive, Expect: 100-continue) + _FLAG_CHUNKED
+            return self._x & _X_FLAGS
         if attr == "body_kind":
             if self.content_length is not None:
-                return BODY_LENGTH
-            return BODY_CHUNKED if self._x & FLAG_CHUNKED else BODY_NONE
+                return _BODY_LENGTH
+            return _BODY_CHUNKED if self._x & _FLAG_CHUNKED else _BODY_NONE
         if attr == "head_len":
             return self.conn.hl
         raise AttributeError(attr)
@@ -171,7 +172,7 @@ class Request:
     @property
     def version(self):
         """0 for HTTP/1.0, 1 for HTTP/1.1."""
-        return 1 if self._x & X_HTTP11 else 0
+        return 1 if self._x & _X_HTTP11 else 0
 
     @property
     def headers(self):
@@ -294,7 +295,7 @@ class Request:
     def keep_alive(self):
         """The client lets the connection stay open (HTTP/1.1 unless "close"; 1.0 with "keep-alive")."""
         x = self._x
-        return not (x & FLAG_CLOSE) and bool(x & (X_HTTP11 | FLAG_KEEP_ALIVE))
+        return not (x & _FLAG_CLOSE) and bool(x & (_X_HTTP11 | _FLAG_KEEP_ALIVE))
 
 
 class BodyReader:
@@ -308,13 +309,13 @@ class BodyReader:
         self.server = server
         self.conn = conn
         self.req = req
-        self.chunked = req.body_kind == BODY_CHUNKED
+        self.chunked = req.body_kind == _BODY_CHUNKED
         self.remaining = req.content_length or 0  # for Content-Length bodies: bytes not yet returned
         self.pos = pos        # next unread data byte in conn.buf
         self.end = pos        # end of decoded data (chunked) in conn.buf
         self.tail = None      # chunked: (start, end) of pipelined bytes after the body in conn.buf
         self.done = not self.chunked and self.remaining == 0
-        self.continued = not (req.flags & FLAG_EXPECT_CONTINUE)
+        self.continued = not (req.flags & _FLAG_EXPECT_CONTINUE)
         self.broken = False
         self.t0 = None        # when the body was first waited for (ticks_ms)
         self.got = 0          # bytes received from the socket since
