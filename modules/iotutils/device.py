@@ -19,17 +19,19 @@
 import gc
 import sys
 
-from iotutils import __version__, hal, tasks
-from iotutils._compat import allocate_lock, before_load, log, print_exception, recv_for, sleep_ms, ticks_diff, ticks_ms
+from iotutils import hal, tasks
+from iotutils._compat import (allocate_lock, before_load, load, log, print_exception, recv_for, sleep_ms, ticks_diff,
+                              ticks_ms, unload)
 from iotutils.coerce import check_name   # (a device's name follows the lights' rule)
 
 _LOOP_SLEEP_MS = const(20)
 _MAX_LOOP_FAILURES = const(50)   # passes of the main loop failing in a row before the device reboots
 _FEED_EVERY_MS = const(500)     # the watchdog needs a feed well within its timeout, not every pass
 _HEALTH_EVERY_MS = const(1000)  # a failing self-request costs up to 3 s: not on every pass
-_SOCKET_RESERVE = const(2)      # lwIP sockets kept for short-lived connections the device makes
-_MIN_CLIENTS = const(4)         # web clients at least, whatever the board's socket table
 _TIDY_EVERY_MS = const(250)     # how often the heap's tidying looks whether the device is idle
+# Device's methods that live in device_more.py
+_LATER = const(("boot_report", "heap_report", "memory", "sockets", "_fit_sockets", "set_ota_source",
+                "check_ota_source", "set_ota_settings", "reload_mqtt"))
 
 
 class Device:
@@ -111,6 +113,14 @@ class Device:
         self._exposed = []         # (var, name, kind) for Home Assistant
         self._make_mqtt()
 
+    def __getattr__(self, attr):
+        # the reports, the memory budget and the settings the admin page changes: their code is
+        # loaded when one is asked for (start() lets it go again after its reports)
+        if attr in _LATER:
+            f = getattr(load("iotutils.device_more"), attr)
+            return lambda *args, **kw: f(self, *args, **kw)
+        raise AttributeError(attr)
+
     def _make_mqtt(self):
         from iotutils import persist
         if not self.mqtt_url:
@@ -131,21 +141,6 @@ class Device:
             except ValueError as e:
                 log("mqtt: not exposed:", e)
         self.mqtt = self._mq.client
-
-    def reload_mqtt(self):
-        """Start MQTT again with the settings now stored (the admin page calls this after a change):
-        dev.mqtt is a new client, which carries the app's own subscriptions and on_connect callbacks."""
-        with self._lock:   # two saves in a row: one client after the other, never two at once
-            old = self._mq
-            if old is not None:
-                old.stop()
-            self._mq = self.mqtt = None
-            self._make_mqtt()
-            if self._mq is not None and old is not None:
-                self._mq.adopt(old)   # the app's own subscriptions go on with the new client
-            if self._mq is not None and self._started:
-                self._mq.start()
-            return self.mqtt
 
     def expose(self, var, name=None, kind=None):
         """Show a persistent variable in Home Assistant as the entity its type implies (bool: switch,
@@ -175,32 +170,6 @@ class Device:
             log("ota: source not usable:", e)
             self.ota = None
 
-    def set_ota_source(self, repo, channel="release"):
-        """Change where OTA looks for updates (persisted). ValueError for a bad repo/channel."""
-        return self.set_ota_settings(repo, channel)
-
-    def check_ota_source(self, repo, channel="release"):
-        """ValueError naming the field if set_ota_source(repo, channel) would refuse them."""
-        if not self._want["ota"]:
-            raise ValueError("repo: OTA is turned off on this device (Device(ota=False))")
-        from iotutils.ota import OTA
-        kw = dict(self._ota_kw, channel=channel or "release")
-        if self._ota_api:
-            kw["api"] = self._ota_api
-        OTA(repo=repo or None, **kw)
-
-    def set_ota_settings(self, repo, channel="release", more=()):
-        """set_ota_source() with more [(variable, value)] written in the same step (the admin page's
-        auto-update settings): all of them or, after a power cut or an error, none."""
-        self.check_ota_source(repo, channel)   # before anything is stored
-        from iotutils import persist
-        # both or neither: a new repo with the old channel's commit would be a source nobody chose
-        persist.set_all([(self._ota_repo, repo or ""), (self._ota_channel, channel or "release")] + list(more))
-        self._make_ota()
-        if self.ota is not None and self._started:
-            self._resume_auto_update()
-        return self.ota
-
     def _resume_auto_update(self):
         st = self.ota.state.load().get("auto") if hasattr(self.ota, "state") else None
         if st and st.get("on"):
@@ -216,35 +185,12 @@ class Device:
 
     # ---- bring-up ----
 
-    def boot_report(self):
-        """The console's first lines: what runs (firmware version, slot), why it booted, how much
-        heap is left."""
-        gc.collect()
-        free = hal.mem_free()
-        total = hal.heap_total()
-        if self.ota is not None:
-            fw = self.ota.status()
-        else:
-            try:
-                fw = hal.running_desc()
-            except (OSError, ValueError):
-                fw = {}
-        state = "pending verify" if hal.ota_pending() else "valid"
-        lines = [
-            "iotutils %s on %s: %s" % (__version__, hal.PLATFORM, self.name),
-            "  firmware: slot %s (%s), %s %s%s" % (
-                hal.ota_running(), state, fw.get("project") or "?", fw.get("version") or "?",
-                ", last update rolled back" if hal.ota_rolled_back() else ""),
-            "  reset cause: %s" % hal.reset_cause(),
-            "  heap free: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0),
-        ]
-        return "\n".join(lines)
-
     def start(self):
         """Bring everything up and return (the server runs in background threads)."""
         if self._started:
             return self
         self._started = True
+        reports_loaded = "iotutils.device_more" in sys.modules
         log(self.boot_report())
         if self._want["admin"]:
             # one handler for every admin route: the page's code is loaded at the first request, and
@@ -290,7 +236,9 @@ class Device:
         if self.memory_report:
             for line in self.memory(True, lines=True):
                 log("  " + line)
-        log("  " + self.heap_report())
+        if not reports_loaded:
+            unload("iotutils.device_more")   # (until the admin page asks for the budget, or a setting)
+        log("  " + _heap_report())   # (after the unload: what the device at rest has)
         return self
 
     def _tidy_heap(self, now):
@@ -343,60 +291,6 @@ class Device:
 
     #: print the whole device's memory budget at start (heap, thread stacks, sockets)
     memory_report = True
-
-    def _fit_sockets(self):
-        # the board's lwIP socket table (hal.max_sockets()) is shared: web clients get what the
-        # device's own sockets and a reserve for short-lived ones (an OTA download, a WeMo NOTIFY,
-        # NTP) leave, so an accept never fails for want of a socket the device itself needs
-        n = hal.max_sockets()
-        if not n:
-            return
-        s = self.sockets()
-        own = s["listen"] + s["udp"] + (1 if self._mq is not None else 0) + (1 if self.wifi is not None else 0)
-        clients = n - own - _SOCKET_RESERVE
-        self.app.max_connections = max(_MIN_CLIENTS, min(self.app.max_connections, clients))
-
-    def sockets(self):
-        """What the device holds open: {"listen", "tcp", "udp", "tls", "tcp_max"} (the memory budget's
-        input; WeMo ports are the web server's)."""
-        s = self.app.sockets()
-        s["tls"] = 0
-        a = self.alexa
-        if a is not None and a._ssdp_sock() is not None:
-            s["udp"] += 1
-        w = self.wifi
-        if w is not None and w._dns_sock() is not None:
-            s["udp"] += 1
-        m = self.mqtt
-        if m is not None and m.connected:
-            s["tcp"] += 1
-            s["tls"] += 1 if m._tls else 0
-        return s
-
-    def memory(self, largest=False, lines=False):
-        """The whole device's memory budget (iotutils.memory.budget: heap free, total and, with
-        largest=True, the largest free block; every thread's stack; every socket's lwIP cost; their
-        sum), or with lines=True the console lines of it. The module is dropped again afterwards:
-        a report now and then must not keep its code in the heap."""
-        import iotutils
-        from iotutils import memory
-        try:
-            b = memory.budget(self.sockets(), largest)
-            b["heap"]["tidied"] = self.heap_tidies
-            return memory.report(b) if lines else b
-        finally:
-            sys.modules.pop("iotutils.memory", None)
-            try:
-                del iotutils.memory   # MicroPython: the package holds its submodules too
-            except (AttributeError, TypeError):
-                pass
-
-    def heap_report(self):
-        """'heap free after start: F of T bytes (P %)' (T: the heap the board gives to data)."""
-        gc.collect()
-        free = hal.mem_free()
-        total = hal.heap_total()
-        return "heap free after start: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0)
 
     def _http_port(self):
         # the port the server really listens on (the simulator maps device ports to host ports)
@@ -587,3 +481,10 @@ def _portal(dev, wifi, app):
     from iotutils.portal import Portal
 
     return Portal(app, wifi, name=dev._name)   # (the form shows this device's name, not the default)
+
+
+def _heap_report():
+    gc.collect()
+    free = hal.mem_free()
+    total = hal.heap_total()
+    return "heap free after start: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0)
