@@ -17,7 +17,6 @@
 #   dev = iotutils.Device(name="lamp", mqtt="mqtt://user:pw@192.168.1.5")   # dev.mqtt: the client
 #   dev.expose(brightness, "Brightness")   # a persistent variable as the entity its type implies
 import gc
-import sys
 
 from iotutils import hal, tasks
 from iotutils._compat import (allocate_lock, before_load, load, log, print_exception, recv_for, sleep_ms, ticks_diff,
@@ -30,7 +29,7 @@ _FEED_EVERY_MS = const(500)     # the watchdog needs a feed well within its time
 _HEALTH_EVERY_MS = const(1000)  # a failing self-request costs up to 3 s: not on every pass
 _TIDY_EVERY_MS = const(250)     # how often the heap's tidying looks whether the device is idle
 # Device's methods that live in device_more.py
-_LATER = const(("boot_report", "heap_report", "memory", "sockets", "_fit_sockets", "set_ota_source",
+_LATER = const(("boot_report", "every", "memory", "sockets", "_fit_sockets", "set_ota_source",
                 "check_ota_source", "set_ota_settings", "reload_mqtt"))
 
 
@@ -190,7 +189,6 @@ class Device:
         if self._started:
             return self
         self._started = True
-        reports_loaded = "iotutils.device_more" in sys.modules
         log(self.boot_report())
         if self._want["admin"]:
             # one handler for every admin route: the page's code is loaded at the first request, and
@@ -236,9 +234,10 @@ class Device:
         if self.memory_report:
             for line in self.memory(True, lines=True):
                 log("  " + line)
-        if not reports_loaded:
-            unload("iotutils.device_more")   # (until the admin page asks for the budget, or a setting)
-        log("  " + _heap_report())   # (after the unload: what the device at rest has)
+        # the code only a start needs (the reports, the server's life cycle) goes again: until the
+        # admin page asks for the budget or a setting, or a port comes or goes
+        unload("iotutils.device_more", "iotutils.web.lifecycle")
+        log("  " + self.heap_report())   # (after the unload: what the device at rest has)
         return self
 
     def _tidy_heap(self, now):
@@ -292,6 +291,13 @@ class Device:
     #: print the whole device's memory budget at start (heap, thread stacks, sockets)
     memory_report = True
 
+    def heap_report(self):
+        """'heap free after start: F of T bytes (P %)' (T: the heap the board gives to data)."""
+        gc.collect()
+        free = hal.mem_free()
+        total = hal.heap_total()
+        return "heap free after start: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0)
+
     def _http_port(self):
         # the port the server really listens on (the simulator maps device ports to host ports)
         p = self.app.bound_port
@@ -324,19 +330,6 @@ class Device:
             return p.redirect()
         return Response("Misdirected Request: not a name of this device\n", 421, None,
                         "text/plain")
-
-    def every(self, period_ms, fn=None):
-        """Call fn() from the main loop every period_ms (user code runs beside the server). Also a
-        decorator: @dev.every(1000). A task must return quickly: the loop feeds the watchdog."""
-        if fn is None:
-            return lambda f: self.every(period_ms, f)
-        if isinstance(period_ms, bool) or not isinstance(period_ms, int) or not 0 <= period_ms < 1 << 29:
-            # (ticks count in a ring of 2**30 ms: a longer period would never come round)
-            raise ValueError("period_ms: milliseconds from 0 to 2**29 - 1 (6 days) expected, got %r" % (period_ms,))
-        if not callable(fn):   # (it failed at every pass of the main loop instead)
-            raise TypeError("fn: a function expected, got %s" % type(fn).__name__)
-        self._tasks.append([period_ms, ticks_ms(), fn])
-        return fn
 
     def healthy(self):
         """The OTA health check: the network is up (station, or the setup portal when no network
@@ -481,10 +474,3 @@ def _portal(dev, wifi, app):
     from iotutils.portal import Portal
 
     return Portal(app, wifi, name=dev._name)   # (the form shows this device's name, not the default)
-
-
-def _heap_report():
-    gc.collect()
-    free = hal.mem_free()
-    total = hal.heap_total()
-    return "heap free after start: %d of %d bytes (%d %%)" % (free, total, free * 100 // total if total else 0)

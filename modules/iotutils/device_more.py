@@ -1,12 +1,14 @@
 # Device's methods that run at start() or when the admin page asks: the boot report, the memory
 # budget (heap, stacks, sockets) and the socket table's share for web clients, the OTA source and
-# auto-update settings, MQTT started again with new settings. Device hands them out (its
+# auto-update settings, MQTT started again with new settings, and every() (a program's tasks are
+# given before start). Device hands them out (its
 # __getattr__) and loads this module when one is called; start() lets it go after its reports, so
 # a device at rest holds none of it. Each function takes the Device as `self`.
 import gc
 import sys
 
 from iotutils import __version__, hal
+from iotutils._compat import ticks_ms
 
 _SOCKET_RESERVE = const(2)      # lwIP sockets kept for short-lived connections the device makes
 _MIN_CLIENTS = const(4)         # web clients at least, whatever the board's socket table
@@ -132,7 +134,15 @@ def memory(self, largest=False, lines=False):
             pass
 
 
-def heap_report(self):
-    """'heap free after start: F of T bytes (P %)' (T: the heap the board gives to data)."""
-    from iotutils.device import _heap_report
-    return _heap_report()
+def every(self, period_ms, fn=None):
+    """Call fn() from the main loop every period_ms (user code runs beside the server). Also a
+    decorator: @dev.every(1000). A task must return quickly: the loop feeds the watchdog."""
+    if fn is None:
+        return lambda f: every(self, period_ms, f)
+    if isinstance(period_ms, bool) or not isinstance(period_ms, int) or not 0 <= period_ms < 1 << 29:
+        # (ticks count in a ring of 2**30 ms: a longer period would never come round)
+        raise ValueError("period_ms: milliseconds from 0 to 2**29 - 1 (6 days) expected, got %r" % (period_ms,))
+    if not callable(fn):   # (it failed at every pass of the main loop instead)
+        raise TypeError("fn: a function expected, got %s" % type(fn).__name__)
+    self._tasks.append([period_ms, ticks_ms(), fn])
+    return fn

@@ -25,12 +25,11 @@
 # import_json(text) and set_all([(var, value)]) store all or nothing (see the journal). Variables
 # without a folder live in DEFAULT_FOLDER.
 # The list, set, RGB and hex classes load at their first use (persist_kinds.py), as do the export,
-# the import, set_all, encode and infer_kind (persist_io.py).
+# the import, set_all, encode and infer_kind, and the folders' listings (persist_io.py).
 # changes() counts every write, reset and delete (a cheap "did anything change?").
 import json
 
-from iotutils import store
-from iotutils.coerce import clamp, parse_json, to_bool, to_float, to_int, to_json_text, to_str
+from iotutils import coerce, store
 from iotutils._compat import allocate_lock, load
 
 DEFAULT_FOLDER = "default"
@@ -235,7 +234,7 @@ class PersistentBool(Persistent):
         return False
 
     def _coerce(self, x):
-        return to_bool(x)
+        return coerce.to_bool(x)
 
     def _encode(self, v):
         return U8, 1 if v else 0
@@ -248,7 +247,7 @@ class PersistentInt(Persistent):
         return 0
 
     def _coerce(self, x):
-        return to_int(x)
+        return coerce.to_int(x)
 
     def _encode(self, v):
         if I64_MIN <= v <= I64_MAX:
@@ -263,7 +262,7 @@ class PersistentFloat(Persistent):
         return 0.0
 
     def _coerce(self, x):
-        return to_float(x)
+        return coerce.to_float(x)
 
     def _encode(self, v):
         return STR, repr(v)
@@ -288,7 +287,7 @@ class PersistentStr(Persistent):
         return self.choices[0] if self.choices else ""
 
     def _coerce(self, x):
-        s = to_str(x)
+        s = coerce.to_str(x)
         if self.max_length is not None and len(s) > self.max_length:
             s = s[:self.max_length]
         if self.choices and s not in self.choices:
@@ -316,19 +315,19 @@ class PersistentJSON(Persistent):
 
     def _coerce(self, x):
         # a copy, so later changes to the caller's object do not reach the cache
-        return json.loads(to_json_text(x))
+        return json.loads(coerce.to_json_text(x))
 
     def _decode(self, raw):
         if isinstance(raw, int):
             return raw
-        return parse_json(raw)
+        return coerce.parse_json(raw)
 
     def _encode(self, v):
-        t = to_json_text(v)
+        t = coerce.to_json_text(v)
         return (BLOB, t.encode()) if len(t.encode()) > _STR_MAX else (STR, t)
 
     def _out(self, v):
-        return json.loads(to_json_text(v)) if isinstance(v, (list, dict)) else v
+        return json.loads(coerce.to_json_text(v)) if isinstance(v, (list, dict)) else v
 
 
 class PersistentRange(Persistent):
@@ -338,8 +337,8 @@ class PersistentRange(Persistent):
         owner = "PersistentRange %r" % (name,)
         try:
             self._float = isinstance(lo, float) or isinstance(hi, float)
-            self.lo = to_float(lo) if self._float else to_int(lo)
-            self.hi = to_float(hi) if self._float else to_int(hi)
+            self.lo = coerce.to_float(lo) if self._float else coerce.to_int(lo)
+            self.hi = coerce.to_float(hi) if self._float else coerce.to_int(hi)
         except (ValueError, TypeError):
             raise ValueError("%s: lo and hi must be numbers, got %r..%r" % (owner, lo, hi))
         if self.lo > self.hi:
@@ -352,8 +351,8 @@ class PersistentRange(Persistent):
         return self.lo
 
     def _coerce(self, x):
-        v = to_float(x) if self._float else to_int(x)
-        return clamp(v, self.lo, self.hi)
+        v = coerce.to_float(x) if self._float else coerce.to_int(x)
+        return coerce.clamp(v, self.lo, self.hi)
 
     def _encode(self, v):
         if self._float:
@@ -409,19 +408,13 @@ def make(kind, name, folder=DEFAULT_FOLDER, declare=True, **spec):
     return obj
 
 
-# ---- folders: listing, deleting, factory reset (export, import: persist_io.py) ----
+# ---- folders: deleting, factory reset (listings, export, import: persist_io.py) ----
 
 def _ready():
     # every way into the store comes here first: after a boot, see _fresh
     if _gen != store.GENERATION:
         with _guard:
             _fresh()
-
-
-def folders():
-    """Folders that hold at least one stored value."""
-    _ready()
-    return store.folders()
 
 
 def changes():
@@ -446,37 +439,11 @@ def is_secret(folder, name=None):
     return folder in _SECRET_FOLDERS or (name is not None and (folder, name) in _SECRET_VALUES)
 
 
-def declared(folder=DEFAULT_FOLDER):
-    """{name: Persistent object} of the variables this program made in folder, stored or not
-    (the admin page shows unstored ones with their defaults and edits them with their type)."""
-    with _guard:
-        return {k[1]: obj for k, obj in _kinds.items() if k[0] == folder}
-
-
 def undeclare(name, folder=DEFAULT_FOLDER):
     """Forget the variable object made for folder/name (its type) in this boot: for tools like the
     admin page that make variables on request and must not keep every name ever asked for."""
     with _guard:
         _kinds.pop((folder, name), None)
-
-
-def declared_folders():
-    """Folders in which this program made variables, stored or not."""
-    with _guard:
-        return sorted({k[0] for k in _kinds})
-
-
-def _value_of(folder, name):
-    with _guard:
-        obj = _kinds.get((folder, name))
-    return obj.value if obj is not None else store.get(folder, name)
-
-
-def list_folder(folder=DEFAULT_FOLDER):
-    """{name: value} of everything stored in folder (typed when a variable of that name exists)."""
-    _check(folder, "folder", "list_folder")
-    _ready()
-    return {name: _value_of(folder, name) for name in store.keys(folder)}
 
 
 def delete(name, folder=DEFAULT_FOLDER):
@@ -490,15 +457,6 @@ def delete(name, folder=DEFAULT_FOLDER):
         _cache_drop(folder, name)  # (nothing kept for a name that may never be read again)
         _changes += 1
     return found
-
-
-def delete_folder(folder):
-    global _changes
-    _check(folder, "folder", "delete_folder")
-    with _guard:
-        store.erase_folder(folder)
-        _cache.clear()
-        _changes += 1
 
 
 def factory_reset():
@@ -538,7 +496,7 @@ def write_all(plan):
 # the import, set_all, and values encoded by their type's name (encode, infer_kind: the admin page,
 # provisioning)
 _IO = const(("export_json", "export_pieces", "export_entries", "export_entry", "import_json", "set_all", "encode",
-       "infer_kind"))
+             "infer_kind", "folders", "list_folder", "delete_folder", "declared", "declared_folders"))
 
 
 def __getattr__(name):

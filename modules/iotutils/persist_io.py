@@ -4,11 +4,13 @@
 #   - the export of persistent values (export_json, export_pieces, export_entries, export_entry):
 #     typed JSON text of every stored value, read from the store as it goes;
 #   - the import (import_json) and set_all, all or nothing through the journal (persist.write_all);
-#   - a value encoded by its type's name (encode, infer_kind).
+#   - a value encoded by its type's name (encode, infer_kind);
+#   - the folders: which hold values (folders), their values (list_folder), erasing one
+#     (delete_folder), and the variables this program made (declared, declared_folders).
 import json
 
-from iotutils import store
-from iotutils.persist import DEFAULT_FOLDER, RESET, Persistent, declared, folders, is_secret, make, write_all
+from iotutils import persist, store
+from iotutils.persist import DEFAULT_FOLDER, RESET, Persistent, is_secret, make, write_all
 
 try:
     from binascii import b2a_base64
@@ -229,3 +231,45 @@ def _encode_entry(folder, name, e):
     obj = make(kind, name, folder, declare=False, **spec)
     code, raw = obj._encode(obj.coerce(value))
     return (code if isinstance(raw, int) else None), raw
+
+
+# ---- folders ----
+
+def folders():
+    """Folders that hold at least one stored value."""
+    persist._ready()
+    return store.folders()
+
+
+def declared(folder=DEFAULT_FOLDER):
+    """{name: Persistent object} of the variables this program made in folder, stored or not
+    (the admin page shows unstored ones with their defaults and edits them with their type)."""
+    with persist._guard:
+        return {k[1]: obj for k, obj in persist._kinds.items() if k[0] == folder}
+
+
+def declared_folders():
+    """Folders in which this program made variables, stored or not."""
+    with persist._guard:
+        return sorted({k[0] for k in persist._kinds})
+
+
+def _value_of(folder, name):
+    with persist._guard:
+        obj = persist._kinds.get((folder, name))
+    return obj.value if obj is not None else store.get(folder, name)
+
+
+def list_folder(folder=DEFAULT_FOLDER):
+    """{name: value} of everything stored in folder (typed when a variable of that name exists)."""
+    persist._check(folder, "folder", "list_folder")
+    persist._ready()
+    return {name: _value_of(folder, name) for name in store.keys(folder)}
+
+
+def delete_folder(folder):
+    persist._check(folder, "folder", "delete_folder")
+    with persist._guard:
+        store.erase_folder(folder)
+        persist._cache.clear()
+        persist._changes += 1   # (under the guard)

@@ -540,8 +540,9 @@ def test_the_ota_network_code_is_loaded_by_a_check_and_unloaded_after_an_automat
         # nor the pairing window's and the Hue users' code, until a pairing or the admin page asks,
         # nor Wi-Fi's setting-up code (known networks, scans), though the setup access point is up
         assert "iotutils.alexa_users" not in m["loaded"] and "iotutils.wifi_setup" not in m["loaded"]
-        # nor the boot report's and the memory budget's code, let go once start() printed them
-        assert "iotutils.device_more" not in m["loaded"]
+        # nor the boot report's and the memory budget's code, let go once start() printed them, nor
+        # the web server's life cycle (bind, start, extra ports)
+        assert "iotutils.device_more" not in m["loaded"] and "iotutils.web.lifecycle" not in m["loaded"]
         s = requests.Session()
         r = s.post(dev.url("/admin/api/password"), json={"new": "lazy-code-pw"}, timeout=10)
         assert r.status_code == 200, r.text

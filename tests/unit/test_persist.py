@@ -669,7 +669,7 @@ def test_import_cut_short_is_rolled_back_at_the_next_boot():
 
 
 def test_the_export_import_and_bulk_changes_load_at_their_first_use():
-    # a device that only reads and sets its variables does not hold persist_io's code
+    # a device that only reads, sets and deletes its variables does not hold persist_io's code
     import sys
 
     from iotutils import _compat
@@ -677,10 +677,15 @@ def test_the_export_import_and_bulk_changes_load_at_their_first_use():
     _compat.unload("iotutils.persist_io")
     v = PersistentInt("lazyio", folder="lazy", default=1)
     v.value = 3
-    assert v.value == 3 and persist.delete("lazyio", "lazy") and persist.list_folder("lazy") == {}
+    assert v.value == 3 and persist.delete("lazyio", "lazy") and v.value == 1
     assert "iotutils.persist_io" not in sys.modules
     persist.set_all([(v, 4)])
     assert "iotutils.persist_io" in sys.modules and v.value == 4
+    # the folders' listings too (the admin page's)
+    _compat.unload("iotutils.persist_io")
+    assert persist.list_folder("lazy") == {"lazyio": 4} and "iotutils.persist_io" in sys.modules
+    _compat.unload("iotutils.persist_io")
+    assert "lazy" in persist.declared_folders() and "iotutils.persist_io" in sys.modules
     from iotutils.persist import import_json, make   # (from-imports ask the module's __getattr__)
     assert make("int", "lazy2", "lazy").value == 0 and import_json({"lazy": {"lazy2": 5}}) == 1
 

@@ -36,9 +36,8 @@ from array import array
 
 import _thread
 import select
-import socket
 
-from iotutils._compat import log, print_exception, ready, sleep_ms, start_thread, ticks_diff, ticks_ms
+from iotutils._compat import load, print_exception, ready, ticks_diff, ticks_ms
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import NO_BODY, BodyReader, Request, unquote
 from iotutils.web.response import (NONFINITE, HTTPError, Response, check_response, json_text, make_response,
@@ -73,6 +72,9 @@ _X_HTTP11 = const(0x20000)
 _EAGAIN = const(11)
 _EINTR = const(4)
 _READ_AHEAD = const(2048)  # bodies up to this size are read before the handler runs
+# WebServer's methods that live in web/lifecycle.py
+_LATER = const(("_bind", "_listener", "listen", "unlisten", "_change_site", "_apply_site_changes", "sockets",
+                "start", "serve_forever", "stop", "_prepare", "_spawn", "_close_all"))
 
 _POLLIN = select.POLLIN
 _POLLHUP = select.POLLHUP
@@ -174,7 +176,8 @@ def _gc_collect():
         pass
 
 
-def _check_port(port):
+def check_port(port):
+    """ValueError unless `port` is a TCP port number (WebServer() and listen() take one)."""
     # (-1 and 70000 were taken, "80" raised TypeError from a comparison deep in start())
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError("port: 0 to 65535 expected, got %r" % (port,))
@@ -256,7 +259,7 @@ class WebServer(Router):
     server_name = "iotutils"
 
     def __init__(self, port=80, workers=3, host=None):
-        _check_port(port)
+        check_port(port)
         if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= 16:
             # (-3 started no thread at all: nothing ever answered)
             raise ValueError("workers: 0 to 16 threads expected, got %r" % (workers,))
@@ -302,6 +305,14 @@ class WebServer(Router):
         self._nap = None
         self.bound_port = None
 
+    def __getattr__(self, attr):
+        # the life cycle (bind, start, stop, listen, unlisten: web/lifecycle.py) is loaded when asked
+        # for; nothing a request does comes here (every attribute the threads use exists)
+        if attr in _LATER:
+            f = getattr(load("iotutils.web.lifecycle"), attr)
+            return lambda *args, **kw: f(self, *args, **kw)
+        raise AttributeError(attr)
+
     def idle_ms(self):
         """Milliseconds since the last request (OTA waits for an idle device)."""
         return ticks_diff(ticks_ms(), self.last_request_ms)
@@ -310,182 +321,6 @@ class WebServer(Router):
         with self._mu:
             return {"requests": self.request_count, "last_request_ms": self.last_request_ms,
                     "takeovers": self.takeovers}
-
-    # ---- life cycle ----
-    def _bind(self):
-        try:
-            from iotutils import hal
-        except ImportError:  # installed without the hardware layer
-            hal = None
-        port = self.port
-        host = self.host
-        if hal is not None:
-            try:
-                port = hal.port(self.port)
-            except ValueError:
-                pass
-            if host is None:
-                host = "0.0.0.0" if getattr(hal, "PLATFORM", "") == "esp32" else hal.ip()
-        if host is None:
-            host = "0.0.0.0"
-        self._host_ip = host
-        self._sock = self._listener(host, port)
-        self.bound_port = port
-        # the wake-up socket: a thread that lost the lead hands its connection back to the poll loop
-        # and pokes it with a datagram
-        try:
-            w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            wa = socket.getaddrinfo("127.0.0.1", port)[0][-1]
-            w.bind(wa)
-            w.setblocking(False)
-            self._wake = w
-            self._wake_addr = wa
-        except OSError:
-            self._wake = None  # the poll loop then polls with a short timeout instead
-
-    def _listener(self, host, port):
-        s = socket.socket()
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(socket.getaddrinfo(host, port)[0][-1])
-            s.listen(self.backlog)
-            s.setblocking(False)
-        except BaseException:
-            s.close()
-            raise
-        return s
-
-    def listen(self, port, router, wait_ms=1000):
-        """Also serve `router` (a Router: routes and hooks of its own, e.g. a WeMo device's) on `port`,
-        from this server's threads and poll loop: every port of a device costs a listening socket, not
-        a server with threads, buffers and a wake-up socket of its own. Before or after start(); after
-        it, returns once the port listens (the poll loop binds it), so what is advertised next (an
-        SSDP location) is reachable, or after wait_ms as unlisten() does."""
-        _check_port(port)
-        if not isinstance(router, Router):
-            raise TypeError("router: a Router expected, got %s" % type(router).__name__)
-        self._change_site(port, router, wait_ms)
-
-    def unlisten(self, port, wait_ms=1000):
-        """Stop serving the port given to listen() (its connections are closed). Returns once the
-        port is closed, so a client that connects afterwards is refused (or after wait_ms when no
-        thread leads the poll loop, e.g. while every one runs a handler)."""
-        self._change_site(port, None, wait_ms)
-
-    def _change_site(self, port, router, wait_ms):
-        # queued for the poll loop (the poll set is the leader's); while serving, wait until applied
-        with self._mu:
-            self._site_changes.append((port, router))
-            self._site_asked += 1
-            mine = self._site_asked
-        self._poke()
-        t0 = ticks_ms()
-        while self._running and self._site_done < mine and ticks_diff(ticks_ms(), t0) < wait_ms:
-            sleep_ms(2)
-
-    def _apply_site_changes(self):
-        # leader only (or before the threads start): the poll set and the site table are its
-        with self._mu:
-            changes = self._site_changes
-            self._site_changes = []
-            done = self._site_asked
-        for port, router in changes:
-            for key in list(self._sites):
-                s, r, p = self._sites[key]
-                if p == port:
-                    del self._sites[key]
-                    for c in [c for c in self._conns.values() if c.site is r and not c.busy]:
-                        self._close(c)
-                    try:
-                        self._poller.unregister(s)
-                    except (OSError, ValueError, KeyError):
-                        pass
-                    s.close()
-            if router is not None:
-                try:
-                    from iotutils import hal
-                    host_port = hal.port(port)
-                except (ImportError, ValueError):
-                    host_port = port
-                try:
-                    s = self._listener(self._host_ip, host_port)
-                except OSError as e:
-                    log("server: cannot listen on port %d: %s" % (port, e))
-                    continue
-                self._sites[self._key(s)] = (s, router, port)
-                self._poller.register(s, _POLLIN)
-        self._site_done = done
-
-    def sockets(self):
-        """What the server holds open, for the memory budget: {"listen", "tcp", "udp", "tcp_max"}
-        (listening sockets, client connections now, the UDP wake-up socket, most connections)."""
-        if not self._running:
-            return {"listen": 0, "tcp": 0, "udp": 0, "tcp_max": 0}
-        return {"listen": 1 + len(self._sites), "tcp": len(self._conns), "udp": 1 if self._wake is not None else 0,
-                "tcp_max": self.max_connections}
-
-    def start(self):
-        """Bind and serve from background threads; returns at once."""
-        if self._running:
-            return
-        self._prepare()
-        for _ in range(self.workers + 1):
-            self._spawn()
-
-    def serve_forever(self):
-        """Bind and serve from this thread (and `workers` more)."""
-        if not self._running:
-            self._prepare()
-            for _ in range(self.workers):
-                self._spawn()
-        self._run(False)
-
-    def stop(self, timeout_ms=5000):
-        """Stop serving: close every connection and the listening socket; wait for the threads."""
-        if not self._running:
-            return
-        self._running = False
-        self._poke()
-        t0 = ticks_ms()
-        while self._threads > 0 and ticks_diff(ticks_ms(), t0) < timeout_ms:
-            sleep_ms(5)
-
-    def _prepare(self):
-        # everything the threads share exists before the first one starts: with no GIL a new
-        # attribute resizes the instance dict while other threads read it
-        self._bind()
-        poller = select.poll()
-        poller.register(self._sock, _POLLIN)
-        if self._wake is not None:
-            poller.register(self._wake, _POLLIN)
-        self._poller = poller
-        self._conns = {}
-        self._pool = []
-        self._pool_mv = []
-        self._jobs = []
-        self._returned = []
-        self._wake_pending = False
-        self._standby = 0
-        self._serving_since = None
-        self._last_scan = ticks_ms()
-        self._lead_lock = _thread.allocate_lock()
-        self._line_lock = _thread.allocate_lock()
-        # an empty poll set to sleep on: in the kernel (time.sleep_ms wakes every 0.5 ms on unix)
-        self._nap = select.poll() if self.workers else None
-        self._apply_site_changes()  # ports listen()ed before start()
-        self._running = True
-
-    def _spawn(self):
-        with self._mu:
-            self._threads += 1
-        size = self.stack_size
-        if size is None:
-            try:
-                from iotutils import hal
-                size = hal.WEB_STACK
-            except ImportError:  # installed without the hardware layer
-                size = 0
-        start_thread("web", self._run, (True,), size)
 
     # ---- threads: one leads (the poll loop), the others stand by ----
     #
@@ -861,37 +696,6 @@ class WebServer(Router):
                 self._trouble(e, None)
         # stopping: this thread keeps the lead (so nobody else touches the poll state) and closes up
         return True
-
-    def _close_all(self):
-        # connections still in another thread's hands come back (and are closed) first: closing a
-        # socket another thread is using could hand its descriptor number to someone else
-        conns = self._conns
-        t0 = ticks_ms()
-        while any(c.busy for c in conns.values()) and ticks_diff(ticks_ms(), t0) < self.io_timeout:
-            if self._returned:
-                self._take_back(ticks_ms())
-            else:
-                sleep_ms(5)
-        with self._mu:
-            self._jobs.clear()
-        for c in list(conns.values()):
-            c.busy = False
-            self._close(c)
-        try:
-            self._poller.unregister(self._sock)
-        except (OSError, ValueError, KeyError):
-            pass
-        self._sock.close()
-        for s, _r, _p in self._sites.values():
-            try:
-                self._poller.unregister(s)
-            except (OSError, ValueError, KeyError):
-                pass
-            s.close()
-        self._sites = {}
-        if self._wake is not None:
-            self._wake.close()
-        self._sock = None
 
     def _trouble(self, e, conn):
         if isinstance(e, MemoryError):
