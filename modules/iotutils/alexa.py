@@ -33,10 +33,9 @@ import _thread
 import time
 
 from iotutils import hal
+from iotutils import hue as _hue   # (its names through the module: a slot each here otherwise)
 from iotutils._compat import before_load, load, log, sleep_ms, ticks_diff, ticks_ms
 from iotutils.auth import hexstr
-from iotutils.hue import (EPOCH_H, F_COLOR, F_DIMMABLE, F_WEMO, HUE_UUID, bri_to_pct, check_name, is_int, is_num,
-                          is_xy, pct_to_bri)
 
 _MAX_LIGHTS = const(64)
 _MAX_SENDING = const(3)      # WeMo NOTIFYs under way at once (each holds a socket)
@@ -62,19 +61,19 @@ def check_devices(d):
     """d, the stored device list [next index, [[key, name, index, flags, WeMo slot]...], bridge name?],
     if Alexa can load it; else ValueError saying what is wrong (the admin page's import and editor
     check with this, and a list that does not pass is not loaded at boot)."""
-    if not isinstance(d, list) or not 2 <= len(d) <= 3 or not is_int(d[0]) or not 1 <= d[0] <= _MAX_INDEX + 1 \
+    if not isinstance(d, list) or not 2 <= len(d) <= 3 or not _hue.is_int(d[0]) or not 1 <= d[0] <= _MAX_INDEX + 1 \
             or not isinstance(d[1], list) or len(d) == 3 and not isinstance(d[2], str):
         raise ValueError("devices: [next index, [records], name?] expected")
     keys = set()
     indexes = set()
     for r in d[1]:
-        if not isinstance(r, list) or len(r) != 5 or not is_int(r[_R_INDEX]) or not 1 <= r[_R_INDEX] <= _MAX_INDEX \
-                or not is_int(r[_R_FLAGS]) or not 0 <= r[_R_FLAGS] <= 15 or not is_int(r[_R_SLOT]) \
+        if not isinstance(r, list) or len(r) != 5 or not _hue.is_int(r[_R_INDEX]) or not 1 <= r[_R_INDEX] <= _MAX_INDEX \
+                or not _hue.is_int(r[_R_FLAGS]) or not 0 <= r[_R_FLAGS] <= 15 or not _hue.is_int(r[_R_SLOT]) \
                 or not -1 <= r[_R_SLOT] < _MAX_LIGHTS or r[_R_INDEX] in indexes:
             raise ValueError("devices: a record [key, name, index 1..%d, flags, slot] expected, got %r"
                              % (_MAX_INDEX, r))
-        check_name(r[_R_KEY], "key")
-        check_name(r[_R_NAME], "name")
+        _hue.check_name(r[_R_KEY], "key")
+        _hue.check_name(r[_R_NAME], "name")
         if r[_R_KEY] in keys:
             raise ValueError("devices: key %r twice" % r[_R_KEY])
         keys.add(r[_R_KEY])
@@ -97,7 +96,7 @@ class Light:
         self.on = False
         self.bri = 254
         # colour lights only: [hue, sat, ct, x, y, colormode, effect]
-        self._col = [8418, 140, 366, 0.4573, 0.41, "ct", "none"] if rec[_R_FLAGS] & F_COLOR else None
+        self._col = [8418, 140, 366, 0.4573, 0.41, "ct", "none"] if rec[_R_FLAGS] & _hue.F_COLOR else None
 
     # ---- identity and state, read-only ----
     # One __getattr__ (asked only for what the instance does not hold) stands for fifteen read-only
@@ -121,13 +120,13 @@ class Light:
             # would all have "1"
             return str(self._alexa._id_base | r[_R_INDEX])
         if attr == "wemo":
-            return bool(r[_R_FLAGS] & F_WEMO)
+            return bool(r[_R_FLAGS] & _hue.F_WEMO)
         if attr == "dimmable":
-            return bool(r[_R_FLAGS] & (F_DIMMABLE | F_COLOR))
+            return bool(r[_R_FLAGS] & (_hue.F_DIMMABLE | _hue.F_COLOR))
         if attr == "color":
             return self._col is not None
         if attr == "brightness":
-            return bri_to_pct(self.bri)
+            return _hue.bri_to_pct(self.bri)
         if attr == "uniqueid":
             # Hue-style "aa:bb:cc:dd:ee:ff:00:11-0b": the MAC then the index (2 bytes)
             i = r[_R_INDEX]
@@ -157,17 +156,17 @@ class Light:
         if on is not None and on not in (True, False):   # (bool, or 0/1: 5 was taken as True)
             raise ValueError("on: bool expected, got %r" % (on,))
         if brightness is not None:
-            if not is_num(brightness) or not 0 <= brightness <= 100:
+            if not _hue.is_num(brightness) or not 0 <= brightness <= 100:
                 raise ValueError("brightness: 0..100 expected, got %r" % (brightness,))
         if (hue, sat, ct, xy) != (None, None, None, None) and self._col is None:
             raise ValueError("hue/sat/ct/xy: %r is not a colour light" % self.name)
-        if hue is not None and (not is_int(hue) or not 0 <= hue <= 65535):
+        if hue is not None and (not _hue.is_int(hue) or not 0 <= hue <= 65535):
             raise ValueError("hue: 0..65535 expected, got %r" % (hue,))
-        if sat is not None and (not is_int(sat) or not 0 <= sat <= 254):
+        if sat is not None and (not _hue.is_int(sat) or not 0 <= sat <= 254):
             raise ValueError("sat: 0..254 expected, got %r" % (sat,))
-        if ct is not None and (not is_int(ct) or not 153 <= ct <= 500):
+        if ct is not None and (not _hue.is_int(ct) or not 153 <= ct <= 500):
             raise ValueError("ct: 153..500 expected, got %r" % (ct,))
-        if xy is not None and not is_xy(xy):
+        if xy is not None and not _hue.is_xy(xy):
             raise ValueError("xy: (x, y) in 0..1 expected, got %r" % (xy,))
         a = self._alexa
         with a._lock:
@@ -178,7 +177,7 @@ class Light:
                 if brightness <= 0:
                     self.on = False
                 else:
-                    self.bri = pct_to_bri(int(brightness + 0.5))
+                    self.bri = _hue.pct_to_bri(int(brightness + 0.5))
             c = self._col
             if hue is not None:
                 c[0] = hue
@@ -234,7 +233,7 @@ class Alexa:
     def __init__(self, app, name=None, folder="alexa"):
         self.app = app
         if name is not None:
-            self.name = check_name(name, "bridge name")
+            self.name = _hue.check_name(name, "bridge name")
         self.folder = folder
         self._lock = _thread.allocate_lock()
         self._save_lock = _thread.allocate_lock()   # one writer of the users at a time (see _save_users)
@@ -282,7 +281,7 @@ class Alexa:
             pass
         users = self._p_users.value
         users = [u for u in (users if isinstance(users, list) else ()) if isinstance(u, list) and
-                 (len(u) == 2 or len(u) == 4 and is_int(u[2]) and is_int(u[3])) and isinstance(u[0], str)]
+                 (len(u) == 2 or len(u) == 4 and _hue.is_int(u[2]) and _hue.is_int(u[3])) and isinstance(u[0], str)]
         for u in users:
             if len(u) == 4 and u[_U_USED] > self._h0:
                 self._h0 = u[_U_USED]
@@ -314,14 +313,14 @@ class Alexa:
         that Alexa finds as a Belkin WeMo instead of a Hue light. Returns the Light.
         keep=True (the admin page's devices): the device serves it again on every boot by itself, with
         no on_change (set light.on_change, or add() it from the app, which then takes it over)."""
-        check_name(name, "name")
-        key = check_name(key if key is not None else name, "key")
+        _hue.check_name(name, "name")
+        key = _hue.check_name(key if key is not None else name, "key")
         for field, v in (("dimmable", dimmable), ("color", color), ("wemo", wemo), ("keep", keep)):
             if not isinstance(v, bool):   # ("no" was taken as True)
                 raise ValueError("%s: True or False expected, got %r" % (field, v))
         if wemo and color:
             raise ValueError("wemo: a WeMo device is on/off only (no colour)")
-        flags = ((F_DIMMABLE if dimmable and not wemo else 0) | (F_COLOR if color else 0) | (F_WEMO if wemo else 0)
+        flags = ((_hue.F_DIMMABLE if dimmable and not wemo else 0) | (_hue.F_COLOR if color else 0) | (_hue.F_WEMO if wemo else 0)
                  | (_F_KEPT if keep else 0))
         if not keep:
             for light in self.lights():
@@ -416,7 +415,7 @@ class Alexa:
             self._save()
 
     def _rename(self, light, name):
-        check_name(name, "name")
+        _hue.check_name(name, "name")
         with self._lock:
             for other in self._lights:
                 if other is not light and (other.name == name or other.key == name):
@@ -448,7 +447,7 @@ class Alexa:
         """The clock of users' last use, in hours: the wall clock when the device knows the date (NTP,
         the simulator), else the latest hour on record plus the hours since boot; never before the record."""
         t = int(time.time())
-        h = t // 3600 + EPOCH_H
+        h = t // 3600 + _hue.EPOCH_H
         if h < _SANE_H:
             h = self._h0 + (t - self._t0) // 3600
         return h if h > self._h0 else self._h0
@@ -478,15 +477,15 @@ class Alexa:
         before_load("iotutils.ssdp")
         from iotutils.ssdp import SSDP
         self._ssdp = SSDP()
-        self._ssdp.add("http://%s:%d/description.xml", "uuid:" + HUE_UUID + self.serial, _HUE_TYPES,
+        self._ssdp.add("http://%s:%d/description.xml", "uuid:" + _hue.HUE_UUID + self.serial, _HUE_TYPES,
                        "hue-bridgeid: %s\r\n" % self.bridgeid, self.app.port)
         for r in list(self._records):
             # the admin page's devices, which no app code adds
             f = r[_R_FLAGS]
             if f & _F_KEPT and self.get(r[_R_KEY]) is None:
                 try:
-                    self.add(r[_R_NAME], dimmable=bool(f & F_DIMMABLE), color=bool(f & F_COLOR),
-                             wemo=bool(f & F_WEMO), key=r[_R_KEY], keep=True)
+                    self.add(r[_R_NAME], dimmable=bool(f & _hue.F_DIMMABLE), color=bool(f & _hue.F_COLOR),
+                             wemo=bool(f & _hue.F_WEMO), key=r[_R_KEY], keep=True)
                 except ValueError as e:
                     log("alexa: %s not served: %s" % (r[_R_NAME], e))
         self._running = True

@@ -24,7 +24,7 @@ import gc
 
 from iotutils import hal
 from iotutils._compat import before_load, load, log, print_exception, ticks_add, ticks_diff, ticks_ms
-from iotutils.auth import hmac_sha256, token
+from iotutils import auth
 
 # network.WLAN status codes (ESP32 port)
 _STAT_IDLE = const(1000)
@@ -45,7 +45,7 @@ _WAITING = const(3)     # no known network works: AP (+ portal) up, next round s
 _STATES = const(("idle", "connecting", "connected", "portal"))
 # Wifi's methods that live in wifi_setup.py
 _LATER = const(("add_network", "forget", "networks", "station", "access_point", "scan", "connect", "reconnect",
-                "result"))
+                "result", "stop", "on_setup_ap"))
 
 # errors reported by status()["error"] and networks()[i]["error"]
 WRONG_PASSWORD = "wrong_password"
@@ -56,21 +56,6 @@ LOST = "lost"           # the connection dropped
 
 # unambiguous characters for the AP password (32 of them: no modulo bias)
 _ALPHABET = const("abcdefghijkmnpqrstuvwxyz23456789")
-
-
-def _ip_int(ip):
-    p = ip.split(".")
-    if len(p) != 4:
-        raise ValueError(ip)
-    return (int(p[0]) << 24) | (int(p[1]) << 16) | (int(p[2]) << 8) | int(p[3])
-
-
-def _same_subnet(ip, net_ip, mask):
-    try:
-        m = _ip_int(mask)
-        return _ip_int(ip) & m == _ip_int(net_ip) & m
-    except ValueError:
-        return False
 
 
 def _error_of(status):
@@ -267,9 +252,9 @@ class Wifi:
         """This device's AP password: HMAC-SHA256(random stored salt, MAC), 12 characters."""
         salt = self._salt.value
         if not salt:
-            salt = token(8)
+            salt = auth.token(8)
             self._salt.value = salt
-        d = hmac_sha256(salt.encode(), bytes(hal.mac()))
+        d = auth.hmac_sha256(salt.encode(), bytes(hal.mac()))
         return "".join(_ALPHABET[b & 31] for b in d[:12])
 
     # ---- interfaces ----
@@ -565,18 +550,6 @@ class Wifi:
             tasks.shared().add(self._task_name, self._task, sock=self._dns_sock).start()
         return self
 
-    def stop(self):
-        """Stop the background work, the portal and both interfaces."""
-        self._running = False
-        self._auto = False
-        with self._plock:
-            self._state = _IDLE
-            self._ssid = None
-        self._ap_manual = False
-        self._ap_fallback = False
-        self._ap_down()
-        self._sta.active(False)
-
     def _task(self, now):
         if not self._running:
             return None   # stopped: the housekeeper drops the task
@@ -605,21 +578,6 @@ class Wifi:
             self._plock.release()
 
     # ---- status ----
-    def on_setup_ap(self, ip):
-        """True when address `ip` is a client of this device's access point (not of the home network:
-        where both share a subnet, the home network wins). Such a client holds the AP's WPA2 password,
-        that is, the device itself: the admin lock-out never locks it out for others' guesses."""
-        if not ip or not self._ap.active():
-            return False
-        a = self._ap.ifconfig()
-        if not _same_subnet(ip, a[0], a[1]):
-            return False
-        if self._state == _CONNECTED and self._sta.isconnected():
-            s = self._sta.ifconfig()
-            if _same_subnet(ip, s[0], s[1]):
-                return False
-        return True
-
     def status(self):
         """{"mode", "connected", "ssid", "ip", "rssi", "ap_ssid", "ap_ip"} plus "state", "error",
         "trying", "hostname", "ap_clients" (MACs), "configured"."""

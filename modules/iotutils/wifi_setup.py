@@ -1,5 +1,6 @@
 # Setting Wi-Fi up: the known networks (add, forget, list), scans, the interfaces by hand, a blocking
-# connect and how the last attempt on a network went. These are iotutils.wifi.Wifi's methods that the
+# connect, how the last attempt on a network went, stopping, and whether a client is one of the
+# setup access point's (the admin page's and the setup page's password checks). These are iotutils.wifi.Wifi's methods that the
 # setup page, the admin page or an app call; the background manager never does. Wifi hands them out
 # (its __getattr__) and this module is loaded at the first call. Each function takes the Wifi as
 # `self`; the state stays on it.
@@ -158,3 +159,47 @@ def result(self, ssid):
         if ssid not in self._errors:
             return None
         return self._errors[ssid] or "connecting"
+
+
+def stop(self):
+    """Stop the background work, the portal and both interfaces."""
+    self._running = False
+    self._auto = False
+    with self._plock:
+        self._state = _IDLE
+        self._ssid = None
+    self._ap_manual = False
+    self._ap_fallback = False
+    self._ap_down()
+    self._sta.active(False)
+
+
+def on_setup_ap(self, ip):
+    """True when address `ip` is a client of this device's access point (not of the home network:
+    where both share a subnet, the home network wins). Such a client holds the AP's WPA2 password,
+    that is, the device itself: the admin lock-out never locks it out for others' guesses."""
+    if not ip or not self._ap.active():
+        return False
+    a = self._ap.ifconfig()
+    if not _same_subnet(ip, a[0], a[1]):
+        return False
+    if self._state == _CONNECTED and self._sta.isconnected():
+        s = self._sta.ifconfig()
+        if _same_subnet(ip, s[0], s[1]):
+            return False
+    return True
+
+
+def _ip_int(ip):
+    p = ip.split(".")
+    if len(p) != 4:
+        raise ValueError(ip)
+    return (int(p[0]) << 24) | (int(p[1]) << 16) | (int(p[2]) << 8) | int(p[3])
+
+
+def _same_subnet(ip, net_ip, mask):
+    try:
+        m = _ip_int(mask)
+        return _ip_int(ip) & m == _ip_int(net_ip) & m
+    except ValueError:
+        return False

@@ -10,7 +10,7 @@ from mpunit import is_micropython, raises
 import alexa_setup  # noqa: F401  (real server and store; see there)
 from iotutils import alexa as A
 from iotutils._compat import ticks_add, ticks_ms
-from iotutils import hal
+from iotutils import hal, hue
 gc.collect()
 
 _folder = [0]
@@ -126,16 +126,16 @@ def closed_now(alexa):
 # ---- brightness mapping ----
 def test_brightness_mapping_round_trip():
     for pct in range(1, 101):
-        bri = A.pct_to_bri(pct)
+        bri = hue.pct_to_bri(pct)
         assert 1 <= bri <= 254
-        assert A.bri_to_pct(bri) == pct, (pct, bri)
-    assert A.pct_to_bri(100) == 254
-    assert A.pct_to_bri(0) == 1
-    assert A.bri_to_pct(1) == 1
-    assert A.bri_to_pct(254) == 100
+        assert hue.bri_to_pct(bri) == pct, (pct, bri)
+    assert hue.pct_to_bri(100) == 254
+    assert hue.pct_to_bri(0) == 1
+    assert hue.bri_to_pct(1) == 1
+    assert hue.bri_to_pct(254) == 100
     # monotonic both ways
     for bri in range(1, 254):
-        assert A.bri_to_pct(bri) <= A.bri_to_pct(bri + 1)
+        assert hue.bri_to_pct(bri) <= hue.bri_to_pct(bri + 1)
 
 
 # ---- identity ----
@@ -555,7 +555,7 @@ def test_local_set_is_reported():
     u = user_of(app)
     lamp.set(on=True, brightness=40)
     st = jcall(app, "GET", "/api/%s/lights/%s" % (u, lamp.id))["state"]
-    assert st["on"] is True and st["bri"] == A.pct_to_bri(40)
+    assert st["on"] is True and st["bri"] == hue.pct_to_bri(40)
     lamp.set(brightness=0)
     assert lamp.on is False
     assert seen == []    # local changes are the app's own: no callback

@@ -63,62 +63,6 @@ NO_KEY = ("no OTA public key on this device, so no update can be trusted: make a
           "\"ota_pubkey\" provisioning setting, or make BOARD=ESP32_GENERIC OTA_PUBKEY=keys/ota.pub")
 
 
-def _name_ok(s, extra):
-    # GitHub's characters for owners, repositories, tags and branches (a subset: nothing that could
-    # be markup, a query or a path trick in the URLs built from them)
-    if not s or len(s) > 100 or s[0] in ".-" or ".." in s:
-        return False
-    for c in s:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "-_." or c in extra):
-            return False
-    return True
-
-
-def _repo_ok(repo):
-    return isinstance(repo, str) and repo.count("/") == 1 and all(_name_ok(p, "") for p in repo.split("/"))
-
-
-def _ref_ok(kind, arg):
-    if kind == "url":
-        return (arg.startswith("https://") or arg.startswith("http://")) and " " not in arg and "<" not in arg \
-            and '"' not in arg and len(arg) <= 300
-    if kind == "commit":
-        return 7 <= len(arg) <= 40 and all(c in "0123456789abcdef" for c in arg)
-    return not arg or _name_ok(arg, "/+")
-
-
-def _check_hashes(sha256, sig):
-    """ValueError naming the field for an image's sha256 (64 hex digits) or signature (128) given
-    otherwise (OTA() and install_stream() take both)."""
-    for field, v, n in (("sha256", sha256, 64), ("sig", sig, 128)):
-        if v is not None and not (isinstance(v, str) and len(v) == n and all(c in "0123456789abcdefABCDEF" for c in v)):
-            raise ValueError("%s: must be %d hex digits" % (field, n))
-
-
-def auto_settings(cur, enable=None, every_hours=None, idle_minutes=None):
-    """The auto-update settings {"on", "every_h", "idle_min"} that OTA.auto_update() stores, from the
-    current ones (None: the defaults) and the changes; ValueError naming the field."""
-    for name, v in (("every_hours", every_hours), ("idle_minutes", idle_minutes)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ValueError("%s: a number expected, got %r" % (name, v))
-    st = {"on": False, "every_h": 24, "idle_min": 10}
-    if isinstance(cur, dict):   # (what a store edited by hand holds may be anything)
-        for k in st:
-            if type(cur.get(k)) is type(st[k]) or k != "on" and type(cur.get(k)) is float:
-                st[k] = cur[k]
-    if enable is not None:
-        if not isinstance(enable, bool):   # ("no" and "false" turned it on, and that was stored)
-            raise ValueError("enable: True or False expected, got %r" % (enable,))
-        st["on"] = enable
-    if every_hours is not None:
-        st["every_h"] = float(every_hours)
-    if idle_minutes is not None:
-        st["idle_min"] = float(idle_minutes)
-    if not 0 < st["every_h"] <= 24 * 365 or not 0 <= st["idle_min"] <= 24 * 60:
-        raise ValueError("every_hours must be in (0, 8760] and idle_minutes in [0, 1440]")
-    return st
-
-
 class OTA:
     """OTA updates of the firmware image (and App OTA of .py files) from GitHub or a URL."""
 
@@ -132,28 +76,10 @@ class OTA:
     def __init__(self, repo=None, channel="release", api="https://api.github.com", token=None,
                  sha256=None, cadata=None, manifest="ota.json", asset="firmware.bin", state_path=None,
                  pubkey=None, allow_http=False, sig=None):
-        if repo is not None and not _repo_ok(repo):
-            raise ValueError("repo: must be 'owner/name' (letters, digits, '-', '_', '.'), got %r" % (repo,))
-        kind, _, arg = channel.partition(":") if isinstance(channel, str) else ("", "", "")
-        if kind not in ("release", "branch", "commit", "url") or (kind != "release" and not arg) \
-                or not _ref_ok(kind, arg):
-            raise ValueError("channel: must be 'release', 'release:<tag>', 'branch:<name>', 'commit:<sha>' "
-                             "or 'url:<https URL>', got %r" % (channel,))
-        if kind != "url" and repo is None:
-            raise ValueError("repo is required for channel %r" % channel)
-        # the rest checked here too, not at the first check (api=None was an AttributeError there)
-        if not isinstance(api, str) or not (api.startswith("https://") or api.startswith("http://")) \
-                or [c for c in api if c <= " " or c == "\x7f"]:
-            raise ValueError("api: an https:// URL expected, got %r" % (api,))
-        for field, v, none_ok in (("token", token, True), ("manifest", manifest, False), ("asset", asset, False),
-                                  ("state_path", state_path, True)):
-            if not (v is None and none_ok) and (not isinstance(v, str) or not v or "\x00" in v):
-                raise ValueError("%s: a string expected, got %r" % (field, v))
-        _check_hashes(sha256, sig)
-        if pubkey is not None and not isinstance(pubkey, (str, bytes)):
-            raise ValueError("pubkey: a PEM text or DER bytes expected, got %s" % type(pubkey).__name__)
-        if not isinstance(allow_http, bool):
-            raise ValueError("allow_http: True or False expected, got %r" % (allow_http,))
+        # the arguments checked now, not at the first check (api=None was an AttributeError there);
+        # the rules' code is loaded for the call (ota/checks.py)
+        kind, arg = call_loaded("iotutils.ota.checks", "check_args", repo, channel, api, token, sha256, manifest,
+                                asset, state_path, pubkey, allow_http, sig)
         self.repo = repo
         self.channel = channel
         self.kind = kind
@@ -336,7 +262,7 @@ class OTA:
         request body) with the same checks as update(). The signature comes as `sig` (128 hex digits,
         from the release's ota.json) or with the whole `manifest` (the ota.json dict); sha256 (hex),
         when given, must match. Returns the installed version (reboot=False: the caller reboots)."""
-        _check_hashes(sha256, sig)
+        call_loaded("iotutils.ota.checks", "check_hashes", sha256, sig)
         man = dict(manifest) if manifest else {}
         if sig is not None:
             man["sig"] = sig
@@ -366,7 +292,8 @@ class OTA:
         """Check every N hours and install when idle for M minutes (no HTTP request on `app`, whose
         `last_request_ms` is a time.ticks_ms() value, and no busy(True)). Settings persist: at boot,
         auto_update(app=app) resumes them (enable=None keeps the stored on/off). Returns the settings."""
-        st = auto_settings(self.state.load().get("auto"), enable, every_hours, idle_minutes)
+        st = call_loaded("iotutils.ota.checks", "auto_settings", self.state.load().get("auto"), enable,
+                         every_hours, idle_minutes)
         self.state.update(auto=st)
         self._auto_cfg = st
         if app is not None:
@@ -468,7 +395,9 @@ def __getattr__(name):
     if name == "__all__":
         from iotutils._compat import public_names
         return public_names(globals(), ("app_boot", "app_confirm", "app_status", "APP_ROOT", "Http", "ReleaseScan",
-                                        "Source"))
+                                        "Source", "auto_settings"))
+    if name == "auto_settings":   # (the admin page's auto-update settings: the rule OTA.auto_update() keeps)
+        return load("iotutils.ota.checks").auto_settings
     # App OTA's boot-time functions, loaded on first use
     if name in ("app_boot", "app_confirm", "app_status", "APP_ROOT"):
         return getattr(load("iotutils.ota.app"), name)

@@ -71,6 +71,7 @@ JSON_TOO_BIG = "JSON body has more values than this device has memory for"
 # MicroPython's json.load reads a stream (CPython's reads it whole anyway); without io.IOBase a port
 # reads bodies whole
 _STREAMS = _MP and hasattr(io, "IOBase")
+del io, sys   # (only the lines above need them: their slots in this module's table go to later names)
 
 
 _json_check_class = None
