@@ -106,7 +106,7 @@ def _check_setting(self, folder, name, value):
         from iotutils.alexa import check_devices
         check_devices(value)
     elif (folder, name) == ("device", "name"):
-        from iotutils.hue import check_name
+        from iotutils.coerce import check_name
         check_name(value, "name")
     elif folder == "ota" and name in ("repo", "channel"):
         o = self.dev.ota

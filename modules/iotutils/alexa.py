@@ -36,6 +36,7 @@ from iotutils import hal
 from iotutils import hue as _hue   # (its names through the module: a slot each here otherwise)
 from iotutils._compat import before_load, load, log, sleep_ms, ticks_diff, ticks_ms
 from iotutils.auth import hexstr
+from iotutils.coerce import check_name   # (the lights' and the bridge's name rule: Hue's 32 characters)
 
 _MAX_LIGHTS = const(64)
 _MAX_SENDING = const(3)      # WeMo NOTIFYs under way at once (each holds a socket)
@@ -72,8 +73,8 @@ def check_devices(d):
                 or not -1 <= r[_R_SLOT] < _MAX_LIGHTS or r[_R_INDEX] in indexes:
             raise ValueError("devices: a record [key, name, index 1..%d, flags, slot] expected, got %r"
                              % (_MAX_INDEX, r))
-        _hue.check_name(r[_R_KEY], "key")
-        _hue.check_name(r[_R_NAME], "name")
+        check_name(r[_R_KEY], "key")
+        check_name(r[_R_NAME], "name")
         if r[_R_KEY] in keys:
             raise ValueError("devices: key %r twice" % r[_R_KEY])
         keys.add(r[_R_KEY])
@@ -233,7 +234,7 @@ class Alexa:
     def __init__(self, app, name=None, folder="alexa"):
         self.app = app
         if name is not None:
-            self.name = _hue.check_name(name, "bridge name")
+            self.name = check_name(name, "bridge name")
         self.folder = folder
         self._lock = _thread.allocate_lock()
         self._save_lock = _thread.allocate_lock()   # one writer of the users at a time (see _save_users)
@@ -313,8 +314,8 @@ class Alexa:
         that Alexa finds as a Belkin WeMo instead of a Hue light. Returns the Light.
         keep=True (the admin page's devices): the device serves it again on every boot by itself, with
         no on_change (set light.on_change, or add() it from the app, which then takes it over)."""
-        _hue.check_name(name, "name")
-        key = _hue.check_name(key if key is not None else name, "key")
+        check_name(name, "name")
+        key = check_name(key if key is not None else name, "key")
         for field, v in (("dimmable", dimmable), ("color", color), ("wemo", wemo), ("keep", keep)):
             if not isinstance(v, bool):   # ("no" was taken as True)
                 raise ValueError("%s: True or False expected, got %r" % (field, v))
@@ -415,7 +416,7 @@ class Alexa:
             self._save()
 
     def _rename(self, light, name):
-        _hue.check_name(name, "name")
+        check_name(name, "name")
         with self._lock:
             for other in self._lights:
                 if other is not light and (other.name == name or other.key == name):

@@ -1,9 +1,7 @@
-# What Alexa's devices share with the Philips Hue v1 API: the light kinds, the name rule, Hue's
-# brightness scale and its dates. The protocol itself (the bridge's answers) is hue_api.py, loaded at
+# What Alexa's devices share with the Philips Hue v1 API: the light kinds, Hue's brightness scale
+# and its dates (the name rule is iotutils.coerce.check_name: Hue's 32 characters). The protocol itself (the bridge's answers) is hue_api.py, loaded at
 # the first Hue request.
 import time
-
-from iotutils.coerce import check_name  # noqa: F401 - the lights' and the bridge's name rule (Hue's 32)
 
 F_DIMMABLE = const(1)
 F_COLOR = const(2)
@@ -12,6 +10,7 @@ F_WEMO = const(4)
 HUE_UUID = "2f402f80-da50-11e1-9b23-"
 #: hours from 1970 to this port's time epoch (2000 on the ESP32 port; 1970 on the unix port, CPython)
 EPOCH_H = 262968 if time.gmtime(0)[0] == 2000 else 0
+del time   # (only the line above needs it: its slot in this module's table goes to the next name)
 
 
 def pct_to_bri(pct):
