@@ -35,7 +35,9 @@ MICRODOT_VERSION = "2.7.0"
 
 # every server prints "HEAP <peak bytes>" when its sampled peak grows
 SAMPLER = """
-import gc, _thread, time
+import gc, _thread, sys, time
+# each line in one write: print() writes its pieces apart, and the sampler's line and the main
+# thread's BASE line came out interleaved ("BASEHEAP 16768")
 _peak = [0]
 def _sample():
     while True:
@@ -43,7 +45,7 @@ def _sample():
         a = gc.mem_alloc()
         if a > _peak[0]:
             _peak[0] = a
-            print("HEAP", a)
+            sys.stdout.write("HEAP %d\\n" % a)
         time.sleep_ms(50)
 _thread.start_new_thread(_sample, ())
 """
@@ -61,7 +63,7 @@ def index(req):
     return "Hello, World!"
 
 gc.collect()
-print("BASE", gc.mem_alloc())
+sys.stdout.write("BASE %d\\n" % gc.mem_alloc())
 print("READY")
 app.serve_forever()
 """
@@ -76,7 +78,7 @@ async def index(request):
     return "Hello, World!", 200, {"Content-Type": "text/html; charset=utf-8"}
 
 gc.collect()
-print("BASE", gc.mem_alloc())
+sys.stdout.write("BASE %d\\n" % gc.mem_alloc())
 print("READY")
 app.run(host="127.0.0.1", port=int(sys.argv[1]))
 """
@@ -94,7 +96,7 @@ p = select.poll()
 p.register(s, select.POLLIN)
 bufs = {}
 gc.collect()
-print("BASE", gc.mem_alloc())
+sys.stdout.write("BASE %d\\n" % gc.mem_alloc())
 print("READY")
 while True:
     for obj, ev in p.poll(-1):

@@ -1,13 +1,14 @@
 # The web server's life cycle: binding, starting its threads, stopping, and the extra ports a server
 # also serves (listen/unlisten: WeMo devices'). These are WebServer's methods that run when a server
 # starts or stops or a port comes or goes, never per request: WebServer hands them out (its
-# __getattr__) and this module is loaded when one is called. A device lets it go once started
-# (iotutils.device); the next listen() or stop() loads it again. Each function takes the server as `self`.
+# __getattr__) and this module is loaded when one is called; start() lets it go again, and so does a
+# Device once started (its reports ask for the sockets); the next listen() or stop() loads it again.
+# Each function takes the server as `self`.
 import _thread
 import select
 import socket
 
-from iotutils._compat import log, sleep_ms, start_thread, ticks_diff, ticks_ms
+from iotutils._compat import log, sleep_ms, start_thread, ticks_diff, ticks_ms, unload
 from iotutils.web.engine import check_port
 from iotutils.web.routing import Router
 
@@ -140,6 +141,9 @@ def start(self):
     _prepare(self)
     for _ in range(self.workers + 1):
         _spawn(self)
+    # a started server needs none of this until a port comes or goes or it stops: let it go (on
+    # stock MicroPython that is its bytecode too)
+    unload(__name__)
 
 
 def serve_forever(self):
