@@ -270,9 +270,6 @@ class PersistentFloat(Persistent):
 
 class PersistentStr(Persistent):
     kind = "str"
-    # stored per variable only when given: most have neither (an attribute table a size smaller)
-    max_length = None
-    choices = None   # only these values (a Home Assistant select)
 
     def __init__(self, name, default=None, folder=DEFAULT_FOLDER, max_length=None, choices=None):
         if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool)
@@ -282,10 +279,8 @@ class PersistentStr(Persistent):
                                     or [c for c in choices if not isinstance(c, str)]):
             # ("abc" meant "a", "b", "c"; a number among them failed in the message's join)
             raise ValueError("choices: a list of strings expected, got %r" % (choices,))
-        if max_length is not None:
-            self.max_length = max_length
-        if choices:
-            self.choices = tuple(choices)
+        self.max_length = max_length
+        self.choices = tuple(choices) if choices else None   # only these values (a Home Assistant select)
         Persistent.__init__(self, name, default, folder)
 
     def empty(self):
