@@ -543,6 +543,8 @@ def test_the_ota_network_code_is_loaded_by_a_check_and_unloaded_after_an_automat
         # nor the boot report's and the memory budget's code, let go once start() printed them, nor
         # the web server's life cycle (bind, start, extra ports)
         assert "iotutils.device_more" not in m["loaded"] and "iotutils.web.lifecycle" not in m["loaded"]
+        # nor otadata's code nor OTA's argument rules, each loaded for a call and let go again
+        assert "iotutils.hal.otadata" not in m["loaded"] and "iotutils.ota.checks" not in m["loaded"]
         s = requests.Session()
         r = s.post(dev.url("/admin/api/password"), json={"new": "lazy-code-pw"}, timeout=10)
         assert r.status_code == 200, r.text
