@@ -147,7 +147,7 @@ def _top_names(tree):
 def scan_imports(modules_dir=MODULES):
     """{module: set of iotutils modules it imports}, from every import statement of its file at any
     depth (a function's lazy import too, and __import__("iotutils...") or _compat's load("iotutils...")
-    and call_loaded("iotutils...", ...) with a literal name), each with its parent packages (importing iotutils.ota.client
+    and call_loaded("iotutils...", ...) or handed_out("iotutils...", ...) with a literal name), each with its parent packages (importing iotutils.ota.client
     runs iotutils/ota/__init__ first). `from iotutils import hal` names the submodule hal; a name the
     module defines (from iotutils import __version__), or may define lazily (a module __getattr__),
     names the module itself; any other name (from iotutils.auth import gone) names a module that is
@@ -167,7 +167,7 @@ def scan_imports(modules_dir=MODULES):
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                  and node.func.id in ("__import__", "load", "call_loaded") and node.args
+                  and node.func.id in ("__import__", "load", "call_loaded", "handed_out") and node.args
                   and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
                 found.add(node.args[0].value)   # load("iotutils.ota.install") (_compat.load): a submodule, lazily
             elif isinstance(node, ast.ImportFrom):

@@ -167,6 +167,16 @@ def call_loaded(module, name, *args):
             unload(module)
 
 
+def handed_out(module, obj, attr, names):
+    """For a class __getattr__ whose cold methods live in `module` (functions taking the object
+    first): obj's method `attr` when `names` has it, the module loaded at its first use (load);
+    AttributeError for any other name."""
+    if attr not in names:
+        raise AttributeError(attr)
+    f = getattr(load(module), attr)
+    return lambda *args, **kw: f(obj, *args, **kw)
+
+
 def public_names(names, lazy):
     """__all__ of a module whose __getattr__ hands out names it loads later. MicroPython's
     `from module import *` asks that hook for __all__, and its AttributeError ended the import: the

@@ -34,8 +34,7 @@ import time
 
 from iotutils import hal
 from iotutils import hue as _hue   # (its names through the module: a slot each here otherwise)
-from iotutils._compat import before_load, load, log, sleep_ms, ticks_diff, ticks_ms
-from iotutils.auth import hexstr
+from iotutils._compat import before_load, handed_out, load, log, sleep_ms, ticks_diff, ticks_ms
 from iotutils.coerce import check_name   # (the lights' and the bridge's name rule: Hue's 32 characters)
 
 _MAX_LIGHTS = const(64)
@@ -299,10 +298,7 @@ class Alexa:
     def __getattr__(self, attr):
         # pairing, the Hue users and the SSDP counters: their code is loaded at first use (a pairing
         # window, the admin page), so a device that is only switched on and off never holds it
-        if attr in _LATER:
-            f = getattr(load("iotutils.alexa_users"), attr)
-            return lambda *args, **kw: f(self, *args, **kw)
-        raise AttributeError(attr)
+        return handed_out("iotutils.alexa_users", self, attr, _LATER)
 
     def _hue(self, req, p=None):
         # the Hue protocol is not needed before a Hue client's first request: one handler stands for it
@@ -655,6 +651,7 @@ class Alexa:
     @property
     def serial(self):
         """The MAC as 12 lower-case hex digits."""
+        from iotutils.auth import hexstr   # (here, not at the top: a slot in this module's full table)
         return hexstr(bytes(self.mac))
 
     @property

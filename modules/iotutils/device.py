@@ -19,8 +19,8 @@
 import gc
 
 from iotutils import hal, tasks
-from iotutils._compat import (allocate_lock, before_load, load, log, print_exception, recv_for, sleep_ms, ticks_diff,
-                              ticks_ms, unload)
+from iotutils._compat import (allocate_lock, before_load, handed_out, log, print_exception, recv_for, sleep_ms,
+                              ticks_diff, ticks_ms, unload)
 from iotutils.coerce import check_name   # (a device's name follows the lights' rule)
 
 _LOOP_SLEEP_MS = const(20)
@@ -115,10 +115,7 @@ class Device:
     def __getattr__(self, attr):
         # the reports, the memory budget and the settings the admin page changes: their code is
         # loaded when one is asked for (start() lets it go again after its reports)
-        if attr in _LATER:
-            f = getattr(load("iotutils.device_more"), attr)
-            return lambda *args, **kw: f(self, *args, **kw)
-        raise AttributeError(attr)
+        return handed_out("iotutils.device_more", self, attr, _LATER)
 
     def _make_mqtt(self):
         from iotutils import persist

@@ -23,7 +23,7 @@ import _thread
 import gc
 
 from iotutils import hal
-from iotutils._compat import before_load, load, log, print_exception, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import before_load, handed_out, log, print_exception, ticks_add, ticks_diff, ticks_ms
 from iotutils import auth
 
 # network.WLAN status codes (ESP32 port)
@@ -194,10 +194,7 @@ class Wifi:
         # setting Wi-Fi up (known networks, scans, the interfaces by hand, a blocking connect): its
         # code loads at first use (the setup page, the admin page, the app); the background
         # manager never needs it
-        if attr in _LATER:
-            f = getattr(load("iotutils.wifi_setup"), attr)
-            return lambda *args, **kw: f(self, *args, **kw)
-        raise AttributeError(attr)
+        return handed_out("iotutils.wifi_setup", self, attr, _LATER)
 
     def _load(self):
         v = self._nets.value

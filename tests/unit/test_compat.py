@@ -95,6 +95,28 @@ def test_call_loaded_lets_go_of_what_it_loaded_only():
     assert "iotutils.coerce" in sys.modules                # so it stays, the call failing or not
 
 
+def test_handed_out_binds_the_named_methods_of_a_second_module_and_refuses_the_rest():
+    # Wifi's cold methods live in iotutils.wifi_setup: a function taking the Wifi first
+    from iotutils import _compat
+
+    class Owner:
+        _ap = None
+
+        def __getattr__(self, attr):
+            return _compat.handed_out("iotutils.wifi_setup", self, attr, ("on_setup_ap",))
+
+    if not _compat.KEEP_LOADED:
+        _compat.unload("iotutils.wifi_setup")
+    o = Owner()
+    raises(AttributeError, getattr, o, "forget")       # in the module, but not named: refused
+    raises(AttributeError, getattr, o, "nothing")
+    assert not hasattr(o, "scan")
+    if not _compat.KEEP_LOADED:
+        assert "iotutils.wifi_setup" not in sys.modules   # (a refused name loads nothing)
+    assert o.on_setup_ap("") is False                  # the module's function, the object first
+    assert "iotutils.wifi_setup" in sys.modules
+
+
 def test_ota_error_is_one_class_across_unloads_of_the_client():
     from iotutils import _compat
     from iotutils.ota import OTAError

@@ -37,7 +37,7 @@ from array import array
 import _thread
 import select
 
-from iotutils._compat import load, print_exception, ready, ticks_diff, ticks_ms
+from iotutils._compat import handed_out, print_exception, ready, ticks_diff, ticks_ms
 from iotutils.web.parser import parse_head, reason
 from iotutils.web.request import NO_BODY, BodyReader, Request, unquote
 from iotutils.web.response import (NONFINITE, HTTPError, Response, check_response, json_text, make_response,
@@ -308,10 +308,7 @@ class WebServer(Router):
     def __getattr__(self, attr):
         # the life cycle (bind, start, stop, listen, unlisten: web/lifecycle.py) is loaded when asked
         # for; nothing a request does comes here (every attribute the threads use exists)
-        if attr in _LATER:
-            f = getattr(load("iotutils.web.lifecycle"), attr)
-            return lambda *args, **kw: f(self, *args, **kw)
-        raise AttributeError(attr)
+        return handed_out("iotutils.web.lifecycle", self, attr, _LATER)
 
     def idle_ms(self):
         """Milliseconds since the last request (OTA waits for an idle device)."""
