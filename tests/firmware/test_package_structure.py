@@ -31,8 +31,11 @@ FORBIDDEN = {
     # the client, homeassistant, persist and hal, never what sits above it
     "iotutils.mqtt_device": ("iotutils.device", "iotutils.admin", "iotutils.portal", "iotutils.wifi",
                              "iotutils.alexa", "iotutils.server", "iotutils.web"),
+    "iotutils.mqtt_device_more": ("iotutils.device", "iotutils.admin", "iotutils.portal", "iotutils.wifi",
+                                  "iotutils.alexa", "iotutils.server", "iotutils.web"),
     "iotutils.mqtt_settings": ("iotutils.device", "iotutils.admin", "iotutils.mqtt_device", "iotutils.homeassistant"),
     "iotutils.mqtt": ("iotutils.device", "iotutils.admin", "iotutils.mqtt_device", "iotutils.mqtt_settings"),
+    "iotutils.mqtt.link": ("iotutils.device", "iotutils.admin", "iotutils.mqtt_device", "iotutils.mqtt_settings"),
     "iotutils.homeassistant": ("iotutils.device", "iotutils.admin", "iotutils.mqtt_device", "iotutils.mqtt"),
 }
 # the web server and the hardware layer are below every capability

@@ -423,10 +423,13 @@ def test_the_update_entitys_check_lets_the_network_code_go_when_nothing_is_newer
     network = {"iotutils.ota.client", "iotutils.ota.release", "iotutils.appimage"}
     wait_until(lambda: not network & set(loaded()["loaded"]), what="the network code unloaded after the check")
     # nor the settings' code, which only the client's making and the admin page's MQTT tab use, nor
-    # the discovery configs, which the device needed while it announced itself
+    # the discovery configs, which the device needed while it announced itself, nor the client's
+    # connecting code (let go after the connect), nor MqttDevice's start and OTA jobs (let go after
+    # start() and after this check)
     held = loaded()["loaded"]
-    assert "iotutils.mqtt_device" in held and "iotutils.homeassistant" in held
-    assert not {"iotutils.mqtt_settings", "iotutils.ha_discovery"} & set(held), held
+    assert "iotutils.mqtt_device" in held and "iotutils.homeassistant" in held and "iotutils.mqtt" in held
+    assert not {"iotutils.mqtt_settings", "iotutils.ha_discovery", "iotutils.mqtt.link",
+                "iotutils.mqtt_device_more"} & set(held), held
 
 
 # ---- make sim SIM_MQTT=... ----

@@ -29,21 +29,20 @@
 #
 # TLS: "mqtts://" verifies the broker against cadata (PEM or DER CA certificates) and its host name;
 # without cadata MQTT() refuses mqtts unless insecure=True (encrypted, not authenticated). The wire
-# format (packets, topic rules, URLs, backoff) is iotutils.mqtt.codec.
+# format (packets, topic rules, URLs, backoff) is iotutils.mqtt.codec. Setting up, connecting and
+# stopping are iotutils.mqtt.link (loaded when called, let go after each connect): a connected client
+# holds only what it reads and publishes with.
 import errno
-import gc
 import select
 import socket
 import sys
 
-from iotutils._compat import _thread, allocate_lock, log, print_exception, sleep_ms, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import (allocate_lock, handed_out, load, log, print_exception, public_names, sleep_ms, ticks_add,
+                              ticks_diff, ticks_ms)
 from iotutils.auth import der_certs
-from iotutils.mqtt.codec import (  # noqa: F401  (the helpers are part of this module's API too)
-    backoff_ms, build_connect, build_publish, build_subscribe, decode_publish, decode_varint,
-    default_client_id, encode_varint, filter_bytes, parse_url, payload_bytes, rand16, rollout_selected,
-    topic_bytes, topic_matches, utf8, varint_size)
+from iotutils.mqtt.codec import (build_publish, decode_publish, default_client_id, parse_url, payload_bytes,
+                                 topic_bytes, topic_matches, utf8)
 
-_CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
@@ -52,9 +51,23 @@ _PINGRESP = const(0xD0)
 
 _SLICE_MS = const(100)          # the longest a socket read or the idle wait blocks at a time
 _MP = sys.implementation.name == "micropython"
+del sys
 
-_REFUSED = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
-            "bad user name or password", "not authorized")
+# MQTT's methods that live in link.py (setting up, connecting, stopping, status)
+_LATER = const(("set_will", "on_connect", "subscribe", "unsubscribe", "handlers", "start", "stop", "connect", "flush",
+                "status", "_connect_job", "_connect_in_job", "_connect", "_wrap", "_retry_later", "_send_sub"))
+# the wire format's helpers, part of this module's API too (iotutils.mqtt.codec's, handed out)
+_CODEC = const(("backoff_ms", "build_connect", "build_subscribe", "decode_varint", "encode_varint", "filter_bytes",
+                "rand16", "rollout_selected", "varint_size"))
+
+
+def __getattr__(name):
+    if name == "__all__":   # (MicroPython's `from iotutils.mqtt import *` asks)
+        return public_names(globals(), _CODEC)
+    if name in _CODEC:
+        return getattr(load("iotutils.mqtt.codec"), name)
+    raise AttributeError(name)
+
 
 _TIMEOUT_ERRNOS = (errno.EAGAIN, errno.ETIMEDOUT)
 _Timeout = getattr(socket, "timeout", ())   # CPython's timeout error (args: "timed out")
@@ -64,7 +77,7 @@ def _timed_out(e):
     return (e.args and e.args[0] in _TIMEOUT_ERRNOS) or isinstance(e, _Timeout)
 
 
-class _Lost(Exception):
+class LinkLost(Exception):
     """The connection is unusable (reason in args[0])."""
 
 
@@ -124,74 +137,11 @@ class MQTT:
         self._dropped = 0              # QoS 0 messages published while disconnected
         self._refused = 0              # QoS 1 messages refused: the queue was full
 
-    # ---- configuration ----
-
-    def set_will(self, topic, payload, retain=True, qos=0):
-        """The message the broker publishes when this client vanishes without DISCONNECT (sent in
-        every CONNECT; set it before start()). None removes it."""
-        if topic is None:
-            self._will = None
-            return
-        if qos not in (0, 1):
-            raise ValueError("qos: 0 or 1 expected, got %r" % (qos,))
-        self._will = (topic_bytes(topic), payload_bytes(payload), qos, bool(retain))
-
-    def on_connect(self, callback):
-        """callback() after every successful connect, subscriptions renewed (re-announce state
-        here: sessions are clean). Runs in the client's thread. Also a decorator."""
-        self._on_connect.append(callback)
-        return callback
-
-    def subscribe(self, topic_filter, callback, qos=0):
-        """callback(topic str, payload bytes) for every message matching topic_filter (wildcards
-        + and #). Kept across reconnects. qos: the most the broker may use to deliver (0 or 1)."""
-        fb = filter_bytes(topic_filter)
-        if qos not in (0, 1):
-            raise ValueError("qos: 0 or 1 expected, got %r" % (qos,))
-        if isinstance(topic_filter, (bytes, bytearray)):
-            topic_filter = fb.decode()
-        with self._lock:
-            for s in self._subs:
-                if s[0] == topic_filter:
-                    s[2] = callback
-                    s[3] = qos
-                    break
-            else:
-                self._subs.append([topic_filter, fb, callback, qos])
-        if self.connected:
-            self._send_sub(topic_filter, fb, qos, False)
-        return True
-
-    def unsubscribe(self, topic_filter):
-        fb = filter_bytes(topic_filter)
-        if isinstance(topic_filter, (bytes, bytearray)):
-            topic_filter = fb.decode()
-        with self._lock:
-            self._subs = [s for s in self._subs if s[0] != topic_filter]
-        if self.connected:
-            self._send_sub(topic_filter, fb, 0, True)
-
-    def handlers(self):
-        """([(filter, callback, qos)], [on_connect callbacks]) registered so far (to carry them to a
-        client made with new settings)."""
-        with self._lock:
-            return [(s[0], s[2], s[3]) for s in self._subs], list(self._on_connect)
+    def __getattr__(self, attr):
+        # the methods that set up, connect and stop (link.py), loaded when one is first called
+        return handed_out("iotutils.mqtt.link", self, attr, _LATER)
 
     # ---- running ----
-
-    def start(self):
-        """Connect and stay connected as a step of the device's housekeeping (iotutils.tasks:
-        no thread of its own; callbacks run there); returns at once."""
-        if self._running:
-            return self
-        if _thread is None:
-            raise OSError("mqtt: this port has no threads: call loop_once() from the main loop")
-        self._running = True
-        self._alive = True
-        self._stopped = False
-        from iotutils import tasks
-        tasks.shared().add(self._task_name(), self.task, sock=self.sock).start()
-        return self
 
     def _task_name(self):
         return "mqtt:" + self.client_id
@@ -236,56 +186,6 @@ class MQTT:
                 return self._connect_job()
         return None
 
-    def _connect_job(self):
-        # The housekeeping steps run in the main loop (Device.run()): a connect takes seconds (DNS,
-        # TCP, a TLS handshake, CONNACK, then the subscriptions and on_connect callbacks) and must not
-        # hold that loop, its user tasks or its watchdog. It gets a short-lived thread of its own.
-        left = ticks_diff(self._next_ms, ticks_ms())
-        if not self._kicked and left > 0:
-            return min(max(_SLICE_MS, left), _SLICE_MS * 10)
-        self._kicked = False
-        self._connecting = True
-        try:
-            from iotutils import hal
-            from iotutils._compat import start_thread
-            start_thread("mqtt", self._connect_in_job, (), hal.JOB_STACK)
-        except (OSError, MemoryError, RuntimeError) as e:   # no room for a thread now: next step
-            self._connecting = False
-            self._retry_later("no thread for the connect now: %s" % (e,))
-        return _SLICE_MS
-
-    def _connect_in_job(self):
-        try:
-            if not self._stopped:
-                self._connect()
-        except Exception as e:  # _connect handles the network; a bug must not end the client
-            log("mqtt: unexpected error:")
-            print_exception(e)
-        finally:
-            self._connecting = False
-            if self._stopped:
-                self._drop(None)   # stopped while it connected
-
-    def stop(self):
-        """Disconnect cleanly (the broker drops the will) and leave the housekeeping."""
-        self._running = False
-        self._stopped = True
-        s = self._s
-        if s is not None and self.connected:
-            with self._io:
-                if self._s is s:
-                    try:
-                        self._write(b"\xe0\x00", 2)
-                    except (OSError, _Lost):
-                        pass
-        self._drop(None)
-        from iotutils import tasks
-        tasks.shared().remove(self._task_name())
-        t0 = ticks_ms()
-        while (self._in_step or self._connecting) and ticks_diff(ticks_ms(), t0) < 3000:   # a step ends first
-            sleep_ms(10)
-        self._alive = False
-
     def kick(self):
         """The network is back: try to connect now (or, if connected, check the link now)."""
         self._kicked = True
@@ -299,12 +199,6 @@ class MQTT:
         """Close the connection now, without DISCONNECT (the broker publishes the will): the network
         under it went away. The next attempt follows the backoff, or kick()."""
         self._drop(why)
-
-    def connect(self):
-        """One connect attempt now, on the caller's thread (when not using start()). -> connected."""
-        if not self.connected:
-            self._connect()
-        return self.connected
 
     def loop_once(self, wait_ms=0):
         """One pass: connect when due, else read what arrived (waiting up to wait_ms for it) and
@@ -327,33 +221,6 @@ class MQTT:
                 return
 
     step = loop_once
-
-    def flush(self, timeout_ms=5000):
-        """Wait until every queued QoS 1 message is acknowledged (True) or timeout_ms passed."""
-        t0 = ticks_ms()
-        while self._queue:
-            if ticks_diff(ticks_ms(), t0) >= timeout_ms:
-                return False
-            if not self._running:
-                self.loop_once(min(_SLICE_MS, timeout_ms))
-            else:
-                sleep_ms(1)
-        return True
-
-    def status(self):
-        """What the admin page and the console show."""
-        with self._lock:
-            queued = len(self._queue)
-            inflight = 1 if queued and self._queue[0][4] else 0
-        left = ticks_diff(self._next_ms, ticks_ms()) if not self.connected else 0
-        return {
-            "connected": self.connected, "host": self.host, "port": self.port, "tls": self._tls,
-            "client_id": self.client_id, "last_error": self._err, "connects": self._connects,
-            "reconnects": max(0, self._connects - 1), "failures": self._failures,
-            "backoff_ms": self._backoff, "next_attempt_ms": max(0, left),
-            "sent": self._sent, "received": self._received, "dropped": self._dropped, "refused": self._refused,
-            "queued": queued, "inflight": inflight, "subscriptions": len(self._subs),
-        }
 
     # ---- publishing ----
 
@@ -411,20 +278,6 @@ class MQTT:
             buf, n = build_publish(self._tx, tb, b"" if apart else pb, qos, retain, pid, dup, len(apart or b""))
             return self._write_or_drop(buf, n, apart)
 
-    def _send_sub(self, fs, fb, qos, unsub):
-        s = self._s
-        if s is None:
-            return False
-        with self._lock:
-            pid = self._next_pid()
-            if not unsub:
-                self._pending[pid] = fs
-        with self._io:
-            if self._s is not s:
-                return False
-            buf, n = build_subscribe(self._tx, pid, fb, qos, unsub)
-            return self._write_or_drop(buf, n)
-
     def _write_or_drop(self, buf, n, more=None):
         # caller holds self._io; more: bytes that follow buf's n (a large payload)
         try:
@@ -433,8 +286,8 @@ class MQTT:
                 self._write(more, len(more))
             self._sent += 1
             return True
-        except (OSError, _Lost) as e:
-            self._close_locked("write failed: %s" % _why(e))
+        except (OSError, LinkLost) as e:
+            self._close_locked("write failed: %s" % reason(e))
             return False
 
     def _write(self, buf, n):
@@ -456,130 +309,19 @@ class MQTT:
             else:
                 left = self.timeout * 1000 - ticks_diff(ticks_ms(), t0)
                 if left <= 0:
-                    raise _Lost("sending blocked for %d s (the broker does not read, or does not finish "
+                    raise LinkLost("sending blocked for %d s (the broker does not read, or does not finish "
                                 "the TLS handshake)" % self.timeout)
                 # bytes to read (a TLS handshake), or a short pause for room: POLLOUT would spin here
                 self._wait(min(left, 50), select.POLLIN)
         self._tx_ms = ticks_ms()
 
-    # ---- connecting ----
-
-    def _connect(self):
-        self._backoff = 0
-        raw = s = None
-        # a connection lives for days (its socket, TLS session, buffers and poll object): collected
-        # first, they fill the holes low in the heap instead of splitting its largest free block
-        gc.collect()
-        try:
-            ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-            raw = socket.socket(ai[0], socket.SOCK_STREAM)
-            raw.settimeout(self.timeout)
-            raw.connect(ai[-1])
-            try:
-                raw.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
-            except (OSError, TypeError):
-                pass  # a port without TCP_NODELAY: packets still go out whole (one write each)
-            if _MP:
-                # non-blocking, waited for with poll (_wait): a blocking readinto that times out part-way
-                # loses what it read, and a blocking TLS handshake's timeout restarts at every signal
-                raw.setblocking(False)
-                self._wpoll = select.poll()
-                self._wpoll.register(raw, select.POLLIN)
-            s = self._wrap(raw) if self._tls else raw
-            if not _MP:
-                for x in (s, raw):
-                    try:
-                        x.settimeout(_SLICE_MS / 1000)
-                    except OSError:
-                        pass  # the TLS socket took over raw's descriptor
-            self._raw = raw
-            self._rd = getattr(s, "readinto", None) or s.recv_into
-            self._wr = getattr(s, "write", None) or s.send
-            if self._rx is None:
-                self._rx = bytearray(self.buffer_size)
-                self._tx = bytearray(self.buffer_size)
-            with self._io:
-                buf, n = build_connect(self._tx, self._cid, self.keepalive, self._user, self._password,
-                                       self._will)
-                self._s = s
-                self._write(buf, n)
-                ack = self._read_exact(4, ticks_add(ticks_ms(), self.timeout * 1000))
-                if ack is None:
-                    raise _Lost("connection closed before CONNACK")
-                if ack[0] != _CONNACK or ack[1] != 2:
-                    raise _Lost("not an MQTT broker (no CONNACK)")
-                if ack[3]:
-                    rc = ack[3]
-                    raise _Lost("broker refused the connection: %s (%d)"
-                                % (_REFUSED[rc] if rc < len(_REFUSED) else "code", rc))
-                p = select.poll()
-                p.register(s, select.POLLIN)
-                self._poll = p
-                now = ticks_ms()
-                self._rx_ms = self._tx_ms = self._ping_ms = now
-                self.connected = True
-        except Exception as e:  # OSError, TLS errors (ValueError on MicroPython), _Lost
-            self._s = None
-            self._poll = None
-            for x in (s, raw):
-                if x is not None:
-                    try:
-                        x.close()
-                    except Exception:
-                        pass
-            self._retry_later("connect to %s:%d failed: %s" % (self.host, self.port, _why(e)))
-            return False
-        self._connects += 1
-        self._failures = 0
-        self._err = None
-        log("mqtt: connected to %s:%d as %s" % (self.host, self.port, self.client_id))
-        with self._lock:
-            subs = list(self._subs)
-            for m in self._queue:
-                if m[4]:
-                    m[4] = 1   # in flight on the old connection: re-send with DUP
-            self._pending = {}
-        for sub in subs:
-            if not self._send_sub(sub[0], sub[1], sub[3], False):
-                return False
-        self._pump()
-        for cb in self._on_connect:
-            if not self.connected:
-                break
-            try:
-                cb()
-            except Exception as e:
-                log("mqtt: on_connect callback %r failed:" % (cb,))
-                print_exception(e)
-        return self.connected
-
-    def _wrap(self, raw):
-        import ssl
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if self._cadata:
-            for der in self._cadata:   # one at a time: MicroPython's ssl parses one DER certificate per call
-                ctx.load_verify_locations(cadata=der)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        else:
-            if hasattr(ctx, "check_hostname"):
-                ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if _MP:   # the handshake happens in the first write (the CONNECT), within its deadline
-            return ctx.wrap_socket(raw, server_hostname=self.host, do_handshake_on_connect=False)
-        return ctx.wrap_socket(raw, server_hostname=self.host)
+    # ---- the connection's I/O (connecting is link.py) ----
 
     def _wait(self, ms, ev=select.POLLIN):
         # MicroPython: wait (at most ms) for bytes or room; CPython's socket timeout waits in the call
         if _MP and ms > 0:
             self._wpoll.modify(self._raw, ev)
             self._wpoll.poll(ms)
-
-    def _retry_later(self, why):
-        self._failures += 1
-        self._err = why
-        self._backoff = backoff_ms(self._failures, rand16())
-        self._next_ms = ticks_ms() + self._backoff
-        log("mqtt: %s; next attempt in %d ms" % (why, self._backoff))
 
     def _drop(self, why):
         """Close the connection (from any thread); why: None for a deliberate stop."""
@@ -644,7 +386,7 @@ class MQTT:
                 continue
             left = ticks_diff(until, ticks_ms())
             if left <= 0:
-                raise _Lost("a packet did not arrive whole in time")
+                raise LinkLost("a packet did not arrive whole in time")
             self._wait(min(left, _SLICE_MS))
         return mv[:n]
 
@@ -677,13 +419,13 @@ class MQTT:
                 for _ in range(4):
                     b = self._read_exact(1, until)
                     if b is None:
-                        raise _Lost("closed inside a packet header")
+                        raise LinkLost("closed inside a packet header")
                     n |= (b[0] & 0x7F) << shift
                     shift += 7
                     if not b[0] & 0x80:
                         break
                 else:
-                    raise _Lost("malformed remaining length")
+                    raise LinkLost("malformed remaining length")
                 if n > self.max_packet:
                     log("mqtt: inbound packet of %d bytes > max_packet %d: dropped, reconnecting"
                           % (n, self.max_packet))
@@ -691,22 +433,22 @@ class MQTT:
                     return False
                 body = self._read_exact(n, until, None if n <= len(self._rx) else bytearray(n))
                 if body is None:
-                    raise _Lost("closed inside a packet")
+                    raise LinkLost("closed inside a packet")
                 self._rx_ms = ticks_ms()
                 self._received += 1
                 kind = first & 0xF0
                 if kind == _PUBLISH:
                     msg = decode_publish(first, body)
                     if msg[2] == 2:
-                        raise _Lost("QoS 2 PUBLISH (never asked for)")
+                        raise LinkLost("QoS 2 PUBLISH (never asked for)")
                 elif kind == _PUBACK:
                     msg = ((body[0] << 8) | body[1],) if n >= 2 else None
                 elif kind == _SUBACK:
                     msg = ((body[0] << 8) | body[1], bytes(body[2:n]))
                 elif kind not in (_PINGRESP, _UNSUBACK):
-                    raise _Lost("unexpected packet type 0x%02x" % first)
-            except (OSError, ValueError, _Lost, IndexError) as e:
-                self._close_locked(_why(e))
+                    raise LinkLost("unexpected packet type 0x%02x" % first)
+            except (OSError, ValueError, LinkLost, IndexError) as e:
+                self._close_locked(reason(e))
                 return False
         if msg is None:
             return True
@@ -780,9 +522,9 @@ class MQTT:
         return self.connected
 
 
-def _why(e):
+def reason(e):
     """A one-line reason for an exception (MicroPython's TLS errors start with a newline)."""
-    if isinstance(e, _Lost):
+    if isinstance(e, LinkLost):
         return e.args[0]
     if isinstance(e, _Timeout):
         return "timed out"
