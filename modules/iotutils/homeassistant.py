@@ -43,7 +43,8 @@
 #   A command HA sends that does not parse, or that set() refuses with ValueError, is logged and
 #   the unchanged state is published again (HA's optimistic view snaps back).
 #   `announced` is what on_announced(state) last received (persist it, e.g. PersistentJSON):
-#   entities gone since then get empty retained configs, so HA shows no ghosts.
+#   entities gone since then get empty retained configs, so HA shows no ghosts. It may be the
+#   Persistent itself (announced=p, on_announced=p.set): read at each announcement, not kept.
 #
 # Topics: availability <base>/status ("online" retained, "offline" as the will), state
 # <base>/<object_id> (retained), commands <base>/<object_id>/set, diagnostics <base>/info (retained).
@@ -209,8 +210,9 @@ class Bridge:
         self.prefix = prefix
         self.mode = mode
         d = load("iotutils.ha_discovery")
-        p = d.usable_record(announced)
-        self.previous = p if p and p["id"] == info.get("id") else None   # (another device's: not ours to clear)
+        # what was announced before: the record, or a Persistent holding it (read at each
+        # announcement, so the heap does not keep it between connects)
+        self._announced = announced
         self.on_announced = on_announced
         self.on_ha_online = on_ha_online
         self.error = None   # why the last announcement failed
@@ -230,8 +232,13 @@ class Bridge:
         HA says it is back online (its birth message)."""
         m = self.mqtt
         d = load("iotutils.ha_discovery")
+        rec = self._announced
+        kept = rec is None or isinstance(rec, dict)   # (else a Persistent holding it)
+        prev = d.usable_record(rec if kept else rec.value)
+        if prev and prev["id"] != self.info.get("id"):
+            prev = None   # another device's record (a cloned settings store): not ours to clear
         try:
-            for topic, payload in d.discovery(self.info, self.entities, self.prefix, self.mode, self.previous):
+            for topic, payload in d.discovery(self.info, self.entities, self.prefix, self.mode, prev):
                 m.publish(topic, payload, retain=True)
             self.error = None
         except MemoryError:
@@ -244,12 +251,13 @@ class Bridge:
         now = d.announced(self.info, self.entities, self.prefix, self.mode)
         d = None
         unload("iotutils.ha_discovery")   # (until the next announcement or check)
-        if self.error is None and self.previous:
-            for k in self.previous["entities"]:
+        if self.error is None and prev:
+            for k in prev["entities"]:
                 if k not in now["entities"]:   # a removed entity's retained state goes too
                     m.publish(self.base + "/" + k.split("/", 1)[1], "", retain=True)
-        if self.error is None and now != self.previous:
-            self.previous = now
+        if self.error is None and now != prev:
+            if kept:
+                self._announced = now
             if self.on_announced is not None:
                 self.on_announced(now)
         for e in self.entities:

@@ -46,7 +46,7 @@ def start(self):
     before = len(m.handlers()[1])
     m.on_connect(self._link)   # before the Bridge's announcement
     self.bridge = ha.Bridge(m, self._info(), self._entities(), get=self._get, set=self._set,
-                            prefix=self.prefix, mode=self.mode, announced=self._announced.value,
+                            prefix=self.prefix, mode=self.mode, announced=self._announced,
                             on_announced=self._announced.set, on_ha_online=self._ha_online)
     self._dirty = False
     m.on_connect(self._connected)

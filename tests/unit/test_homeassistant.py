@@ -421,6 +421,44 @@ def test_a_removed_entity_leaves_no_retained_state():
     assert not [t for t, p, _ in m.out if p == "" and t != "iotutils/0200000001ab/relay" and not t.endswith("/config")]
 
 
+def test_the_announced_record_may_live_in_a_persistent_read_at_each_announcement():
+    # a device keeps what it announced in its settings store (a PersistentJSON), not in the heap
+    # between connects: the Bridge reads it when it announces and writes it back through set
+    class Stored:
+        reads = 0
+        record = None
+
+        @property
+        def value(self):
+            Stored.reads += 1
+            return self.record
+
+        def set(self, rec):
+            self.record = rec
+
+    m = _FakeMQTT()
+    store = Stored()
+    store.record = ha.announced(INFO, ENTITIES)
+    b = ha.Bridge(m, INFO, [e for e in ENTITIES if e[1] != "relay"], get=lambda oid: None, announced=store,
+                  on_announced=store.set)
+    for cb in m.cbs:
+        cb()
+    assert Stored.reads == 1 and ("iotutils/0200000001ab/relay", "", True) in m.out   # the gone one cleared
+    assert store.record["entities"] == ha.announced(INFO, [e for e in ENTITIES if e[1] != "relay"])["entities"]
+    assert not [v for v in b.__dict__.values() if isinstance(v, dict) and "entities" in v]   # not kept
+    m.out = []
+    for cb in m.cbs:   # the next connect: nothing to clear any more
+        cb()
+    assert Stored.reads == 2 and not [t for t, p, _ in m.out if p == "" and not t.endswith("/config")]
+    # another device's record (a cloned settings store) is not ours to clear
+    other = dict(ha.announced(INFO, ENTITIES), id="0200000009ff")
+    store.record = other
+    m.out = []
+    for cb in m.cbs:
+        cb()
+    assert not [t for t, p, _ in m.out if p == ""] and store.record["id"] == INFO["id"]
+
+
 def test_a_config_that_does_not_fit_in_memory_is_said_and_the_device_goes_on():
     class Tight(_FakeMQTT):
         def publish(self, topic, payload, qos=0, retain=False):
