@@ -232,8 +232,9 @@ class Device:
             for line in self.memory(True, lines=True):
                 log("  " + line)
         # the code only a start needs (the reports, the server's life cycle) goes again: until the
-        # admin page asks for the budget or a setting, or a port comes or goes
-        unload("iotutils.device_more", "iotutils.web.lifecycle")
+        # admin page asks for the budget or a setting, or a port comes or goes; and Wi-Fi's setting-up
+        # code, which an app that adds its network at boot loaded (the background manager never uses it)
+        unload("iotutils.device_more", "iotutils.web.lifecycle", "iotutils.wifi_setup")
         log("  " + self.heap_report())   # (after the unload: what the device at rest has)
         return self
 

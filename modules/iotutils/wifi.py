@@ -23,7 +23,7 @@ import _thread
 import gc
 
 from iotutils import hal
-from iotutils._compat import before_load, handed_out, log, print_exception, ticks_add, ticks_diff, ticks_ms
+from iotutils._compat import before_load, call_loaded, handed_out, log, print_exception, ticks_add, ticks_diff, ticks_ms
 from iotutils import auth
 
 # network.WLAN status codes (ESP32 port)
@@ -45,7 +45,7 @@ _WAITING = const(3)     # no known network works: AP (+ portal) up, next round s
 _STATES = const(("idle", "connecting", "connected", "portal"))
 # Wifi's methods that live in wifi_setup.py
 _LATER = const(("add_network", "forget", "networks", "station", "access_point", "scan", "connect", "reconnect",
-                "result", "stop", "on_setup_ap"))
+                "result", "stop"))
 
 # errors reported by status()["error"] and networks()[i]["error"]
 WRONG_PASSWORD = "wrong_password"
@@ -195,6 +195,11 @@ class Wifi:
         # code loads at first use (the setup page, the admin page, the app); the background
         # manager never needs it
         return handed_out("iotutils.wifi_setup", self, attr, _LATER)
+
+    def on_setup_ap(self, ip):
+        """True when address `ip` is a client of this device's access point (see wifi_setup.py).
+        Each admin login asks: its code is loaded for the call (call_loaded), not kept after."""
+        return call_loaded("iotutils.wifi_setup", "on_setup_ap", self, ip)
 
     def _load(self):
         v = self._nets.value

@@ -2,8 +2,9 @@
 # connect, how the last attempt on a network went, stopping, and whether a client is one of the
 # setup access point's (the admin page's and the setup page's password checks). These are iotutils.wifi.Wifi's methods that the
 # setup page, the admin page or an app call; the background manager never does. Wifi hands them out
-# (its __getattr__) and this module is loaded at the first call. Each function takes the Wifi as
-# `self`; the state stays on it.
+# (its __getattr__) and this module is loaded at the first call; Device.start() lets it go (an app
+# may have added its network at boot). on_setup_ap, which every login asks, is loaded for the call
+# only (Wifi.on_setup_ap). Each function takes the Wifi as `self`; the state stays on it.
 from iotutils._compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from iotutils.wifi import TIMEOUT, check_password, check_ssid
 
