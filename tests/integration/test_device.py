@@ -518,8 +518,9 @@ def test_auto_update_installs_reboots_confirms_and_resumes(tmp_path, devices):
 def test_the_ota_network_code_is_loaded_by_a_check_and_unloaded_after_an_automatic_one(tmp_path, devices):
     # the HTTP client, the release scanner and the signature code are needed only by a check
     # or an update: a device with auto-update off (the default) does not hold them until asked,
-    # and one with auto-update on holds them only while its daily check runs
-    network = {"iotutils.ota.client", "iotutils.ota.release", "iotutils.sign"}
+    # and one with auto-update on holds them only while its daily check runs (OTA's own check,
+    # update and install methods, ota/actions.py, come and go with them)
+    network = {"iotutils.ota.client", "iotutils.ota.release", "iotutils.sign", "iotutils.ota.actions"}
     gh = FakeGitHub().start()
     try:
         gh.add_release("acme/lamp", "0.0.1", espimage.build_app_image("0.0.1", size=64 * 1024))  # older

@@ -29,12 +29,14 @@
 #
 # The package, one module per seam: client (HTTP(S) GET, OTAError), release (where an update comes
 # from: ReleaseScan, Source), version (which is older), state (what survives reboots), install (what
-# may be installed, and writing and verifying a slot), app (App OTA and app_boot). This module is
-# the OTA facade apps use.
+# may be installed, and writing and verifying a slot), app (App OTA and app_boot), actions (this
+# facade's checks, updates and installs, loaded with the network code). This module is the OTA
+# facade apps use.
 
 import iotutils.hal as hal
-from iotutils._compat import _thread, allocate_lock, call_loaded, load, log, start_thread, ticks_diff, ticks_ms, unload
-from iotutils.ota.state import OTAError, State
+from iotutils._compat import (_thread, allocate_lock, call_loaded, handed_out, load, log, start_thread, ticks_diff,
+                              ticks_ms, unload)
+from iotutils.ota.state import OTAError, State  # noqa: F401  (OTAError: part of this module's API)
 
 # The network code (HTTP client, release scanner, signature checks, the image format, the installer)
 # is imported by a check or an update, once a day or less, and unloaded after an automatic check
@@ -42,7 +44,11 @@ from iotutils.ota.state import OTAError, State
 # No module that stays loaded imports one of these at its top (that would keep its functions alive);
 # OTAError lives in ota.state, which stays, so it is one class across loads.
 _NETWORK_MODULES = const(("iotutils.ota.release", "iotutils.ota.client", "iotutils.ota.roots",
-                          "iotutils.ota.install", "iotutils.ota.version", "iotutils.sign", "iotutils.appimage"))
+                          "iotutils.ota.install", "iotutils.ota.version", "iotutils.sign", "iotutils.appimage",
+                          "iotutils.ota.actions"))
+# OTA's methods that live in actions.py (network code too: check, update, installs, the automatic ones)
+_LATER = const(("owner_key", "check", "update", "install_stream", "update_app", "_locked", "_auto_check",
+                "_auto_install"))
 
 # OTA calls of this process using the network code right now (every OTA object of the process:
 # the modules are the process's), and the lock that counts them: unload_network() waits for none
@@ -50,7 +56,8 @@ _users = 0
 _users_mu = allocate_lock()
 
 
-def _use(n):
+def count_users(n):
+    """n more (or fewer) OTA calls use the network code now (ota/actions.py counts them)."""
     global _users
     with _users_mu:
         _users += n
@@ -106,6 +113,11 @@ class OTA:
         self._app = None
         self._desc = None
         self._sync_boot()
+
+    def __getattr__(self, attr):
+        # checks, updates and installs (ota/actions.py): loaded by the first one, let go with the
+        # rest of the network code
+        return handed_out("iotutils.ota.actions", self, attr, _LATER)
 
     #: seconds an HTTP connect or read may block (None: the client's default, 15)
     http_timeout = None
@@ -206,87 +218,7 @@ class OTA:
         return self._busy
 
     # ---- the owner's key ----
-    def owner_key(self):
-        """The public key releases must be signed with (a 65-byte P-256 point), or OTAError."""
-        if self._point is None:
-            _use(1)
-            try:
-                sign = load("iotutils.sign")
-                self._point = sign.load_pubkey(self._pubkey) if self._pubkey else sign.default_pubkey()
-            except ValueError as e:
-                raise OTAError("the OTA public key is not usable: %s" % e)
-            finally:
-                _use(-1)
-            if self._point is None:
-                raise OTAError(NO_KEY)
-        return self._point
-
     # ---- check / update ----
-    def check(self, wait=True):
-        """Ask the source what it offers: {"current", "available", "newer"} (no download of the image).
-        newer is False for the running version, for an older one (see update()) and for a version that
-        already rolled back here. One check runs at a time (each holds the network code's buffers):
-        another one waits for it, or with wait=False returns None at once."""
-        if not self._checking.acquire(1 if wait else 0):
-            return None
-        _use(1)
-        try:
-            try:
-                plan = self.source.resolve()
-            finally:
-                self._checking.release()
-            cur = self._running_desc().get("version")
-            bad = self.state.load().get("bad") or ()
-            return {"current": cur, "available": plan["version"],
-                    "newer": plan["version"] != cur and plan["version"] not in bad
-                    and not load("iotutils.ota.version").older(self, plan["version"], plan["secure_version"])}
-        finally:
-            _use(-1)
-
-    def update(self, progress=None, force=False, reboot=True, downgrade=False):
-        """Download, verify and install the offered image into the other slot, then reboot into it.
-
-        Only a release signed with the owner's key is installed: its manifest is checked before the
-        download, the image's signature and identity after it, before the slot may boot. progress
-        (bytes_done, total) is called after every block. Raises OTAError (nothing is changed: the
-        running image stays the boot image) for any failure. force: install a version that rolled
-        back here before. downgrade: install a version older than the running one (by secure_version,
-        then version), refused otherwise. reboot=False: return the installed version instead of
-        resetting."""
-        # the install path (ota/install.py) is network code, as _NETWORK_MODULES says
-        return self._locked(lambda: load("iotutils.ota.install").update(self, progress, force, downgrade), reboot)
-
-    def install_stream(self, stream, total=None, progress=None, sha256=None, force=False, reboot=False,
-                       sig=None, manifest=None, downgrade=False):
-        """Install an image read from `stream` (readinto(buf) -> n, 0 at the end; e.g. an upload's
-        request body) with the same checks as update(). The signature comes as `sig` (128 hex digits,
-        from the release's ota.json) or with the whole `manifest` (the ota.json dict); sha256 (hex),
-        when given, must match. Returns the installed version (reboot=False: the caller reboots)."""
-        call_loaded("iotutils.ota.checks", "check_hashes", sha256, sig)
-        man = dict(manifest) if manifest else {}
-        if sig is not None:
-            man["sig"] = sig
-        if sha256 is not None:
-            man["sha256"] = sha256
-        return self._locked(lambda: load("iotutils.ota.install").install(
-            self, stream, total, sha256, None, progress, force, downgrade, man), reboot)
-
-    def _locked(self, run, reboot):
-        # run() under the install lock, the network code counted in use throughout (run loads it:
-        # load("...") with a literal name, as scripts/build_mip.py finds a module's lazy imports)
-        if self._lock is not None and not self._lock.acquire(0):
-            raise OTAError("an update is already running")
-        _use(1)
-        try:
-            version = run()
-        finally:
-            _use(-1)
-            if self._lock is not None:
-                self._lock.release()
-        if reboot:
-            hal.reset()
-        return version
-
     # ---- auto-update ----
     def auto_update(self, enable=None, every_hours=None, idle_minutes=None, app=None):
         """Check every N hours and install when idle for M minutes (no HTTP request on `app`, whose
@@ -355,41 +287,7 @@ class OTA:
             self._auto_work = False
             log("ota: auto: no thread now:", e)
 
-    def _auto_check(self):
-        try:
-            c = self.check(wait=False)
-        except Exception as e:  # a failed check waits for the next period
-            log("ota: auto check failed:", e)
-            c = {}
-        if c is None:
-            # another check runs (the admin page's): this one comes a minute later, not beside it,
-            # and the network code that check uses stays
-            self._auto_since = max(0, self._auto_cfg["every_h"] * 3600000 - 60000)
-            return
-        if c.get("newer"):
-            self._auto_pending = c["available"]
-            log("ota: auto: %s available, installing when idle" % self._auto_pending)
-        else:   # (an install follows soon when one is pending: it needs the same code)
-            self.unload_network()
-
-    def _auto_install(self):
-        self._auto_pending = None
-        try:
-            self.update()   # reboots on success
-        except Exception as e:
-            log("ota: auto update failed:", e)
-
     # ---- App OTA (Python files on the filesystem) ----
-    def update_app(self, folder="app", progress=None, reboot=True, force=False, downgrade=False):
-        """App OTA: install the .py files of `folder` (branch/commit channels: the repository at that
-        ref, each file checked against its git blob SHA-1; url: an app manifest). Returns the new app
-        folder; the app runs pending until confirm() (see iotutils.ota.app). force: the running
-        version again, or one that rolled back here; downgrade: an older version."""
-        # under the install lock (an image and an app at once would race for the flash and the
-        # pointer files); the reboot, if any, happens inside, after the pointer switched
-        return self._locked(lambda: load("iotutils.ota.app").update_app(self, folder, progress, reboot, force,
-                                                                         downgrade), False)
-
 
 def __getattr__(name):
     if name == "__all__":
