@@ -94,7 +94,8 @@ class MQTT:
     timeout = 5
     #: QoS 1 messages kept while disconnected or behind the one in flight; more: publish() -> False
     max_queue = 8
-    #: bytes of the receive and send buffers kept while connected (bigger packets use a temporary one)
+    #: bytes of the buffer packets are read into and built in while connected (bigger packets use a
+    #: temporary one)
     buffer_size = 256
 
     def __init__(self, url, client_id=None, keepalive=30, cadata=None, insecure=False):
@@ -116,7 +117,7 @@ class MQTT:
         self._s = None                 # the stream (TLS or the socket itself)
         self._raw = None               # the socket under it
         self._wpoll = None             # MicroPython: a poll of the socket for _wait
-        self._poll = self._rx = self._tx = None
+        self._poll = self._buf = None
         self.connected = False
         self.retained = False   #: in a subscription's callback: its message was retained (from the store)
         self._subs = []                # [filter str, filter bytes, callback, qos]
@@ -274,8 +275,8 @@ class MQTT:
             if self._s is not s:
                 return False
             # a large payload (a discovery config: KBs) is written from where it is, after its head
-            apart = pb if self._tx is not None and len(pb) > len(self._tx) // 2 else None
-            buf, n = build_publish(self._tx, tb, b"" if apart else pb, qos, retain, pid, dup, len(apart or b""))
+            apart = pb if self._buf is not None and len(pb) > len(self._buf) // 2 else None
+            buf, n = build_publish(self._buf, tb, b"" if apart else pb, qos, retain, pid, dup, len(apart or b""))
             return self._write_or_drop(buf, n, apart)
 
     def _write_or_drop(self, buf, n, more=None):
@@ -366,9 +367,9 @@ class MQTT:
             return True   # let the read find out what is wrong
 
     def _read_exact(self, n, until, into=None):
-        """n bytes into self._rx (or `into`) by the time `until` (ticks_ms): the memoryview of them,
+        """n bytes into self._buf (or `into`) by the time `until` (ticks_ms): the memoryview of them,
         or None at end of stream (caller holds self._io)."""
-        buf = into if into is not None else self._rx
+        buf = into if into is not None else self._buf
         mv = memoryview(buf)
         off = 0
         rd = self._rd
@@ -431,7 +432,7 @@ class MQTT:
                           % (n, self.max_packet))
                     self._close_locked("inbound packet of %d bytes over max_packet" % n)
                     return False
-                body = self._read_exact(n, until, None if n <= len(self._rx) else bytearray(n))
+                body = self._read_exact(n, until, None if n <= len(self._buf) else bytearray(n))
                 if body is None:
                     raise LinkLost("closed inside a packet")
                 self._rx_ms = ticks_ms()
@@ -477,7 +478,7 @@ class MQTT:
             if s is not None:
                 with self._io:
                     if self._s is s:
-                        ack = self._tx
+                        ack = self._buf
                         ack[0] = _PUBACK
                         ack[1] = 2
                         ack[2] = pid >> 8

@@ -221,11 +221,12 @@ def _attempt(self):
         self._raw = raw
         self._rd = getattr(s, "readinto", None) or s.recv_into
         self._wr = getattr(s, "write", None) or s.send
-        if self._rx is None:
-            self._rx = bytearray(self.buffer_size)
-            self._tx = bytearray(self.buffer_size)
+        if self._buf is None:
+            # one buffer both ways: every read and write holds self._io, and what a read brings is
+            # copied out (decode_publish) before the lock goes
+            self._buf = bytearray(self.buffer_size)
         with self._io:
-            buf, n = build_connect(self._tx, self._cid, self.keepalive, self._user, self._password,
+            buf, n = build_connect(self._buf, self._cid, self.keepalive, self._user, self._password,
                                    self._will)
             self._s = s
             self._write(buf, n)
@@ -315,5 +316,5 @@ def _send_sub(self, fs, fb, qos, unsub):
     with self._io:
         if self._s is not s:
             return False
-        buf, n = build_subscribe(self._tx, pid, fb, qos, unsub)
+        buf, n = build_subscribe(self._buf, pid, fb, qos, unsub)
         return self._write_or_drop(buf, n)
