@@ -40,6 +40,9 @@
 #   bridge.publish_state("bri")      # after a change made elsewhere (web page, Alexa, a button)
 #   bridge.publish_info({"version": ..., "uptime": s, "heap": b, "rssi": dBm, "ip": "..."})
 #   bridge.set_entities(entities)    # the entity list changed: announced again (gone ones removed)
+#   `entities` may be a function returning the list instead: called at each announcement, so the
+#   Bridge keeps only what states and commands need (kind and extra by object_id), not the list.
+#   bridge.count: how many entities it has (the last list checked or announced).
 #   A command HA sends that does not parse, or that set() refuses with ValueError, is logged and
 #   the unchanged state is published again (HA's optimistic view snaps back).
 #   `announced` is what on_announced(state) last received (persist it, e.g. PersistentJSON):
@@ -232,23 +235,26 @@ class Bridge:
         HA says it is back online (its birth message)."""
         m = self.mqtt
         d = load("iotutils.ha_discovery")
+        ents = self.entities() if callable(self.entities) else self.entities
         rec = self._announced
         kept = rec is None or isinstance(rec, dict)   # (else a Persistent holding it)
         prev = d.usable_record(rec if kept else rec.value)
         if prev and prev["id"] != self.info.get("id"):
             prev = None   # another device's record (a cloned settings store): not ours to clear
         try:
-            for topic, payload in d.discovery(self.info, self.entities, self.prefix, self.mode, prev):
+            for topic, payload in d.discovery(self.info, ents, self.prefix, self.mode, prev):
                 m.publish(topic, payload, retain=True)
             self.error = None
         except MemoryError:
             # device mode sends every entity in one config: the device goes on, said plainly
             topic = payload = None
             self.error = ("the discovery config of %d entities does not fit in memory (expose fewer, or use "
-                          "mode \"component\": one config per entity)" % len(self.entities))
+                          "mode \"component\": one config per entity)" % len(ents))
             log("homeassistant: " + self.error)
         m.publish(self.base + "/status", "online", retain=True)
-        now = d.announced(self.info, self.entities, self.prefix, self.mode)
+        now = d.announced(self.info, ents, self.prefix, self.mode)
+        self.count = len(ents)
+        ents = None
         d = None
         unload("iotutils.ha_discovery")   # (until the next announcement or check)
         if self.error is None and prev:
@@ -260,24 +266,28 @@ class Bridge:
                 self._announced = now
             if self.on_announced is not None:
                 self.on_announced(now)
-        for e in self.entities:
-            if e[0] not in ("button",) and not (e[0] == "sensor" and e[3].get("key")):
-                self.publish_state(e[1])
+        for oid in self._by_id:
+            if self._by_id[oid][0] != "button":
+                self.publish_state(oid)
 
     def _use(self, entities):
         # every check now, not at the next connect, entity by entity: the whole config (KBs) is
         # built only to be sent
         d = load("iotutils.ha_discovery")
         d.check_id("id", self.info.get("id"))
+        ents = entities() if callable(entities) else entities
         by_id = {}
-        for e in entities:
+        for e in ents:
             e = d.entity(e)
             if e[1] in by_id:
                 raise ValueError("object_id: %r used twice" % e[1])
             d.component(self.info, e)
             by_id[e[1]] = e
-        self.entities = [by_id[e[1]] for e in entities]
-        self._by_id = by_id
+        self.entities = entities if callable(entities) else [by_id[e[1]] for e in ents]
+        self.count = len(ents)
+        # what states and commands need: (kind, extra) of each entity that has a state topic (a
+        # sensor with a "key" reads <base>/info)
+        self._by_id = {oid: (e[0], e[3]) for oid, e in by_id.items() if not (e[0] == "sensor" and e[3].get("key"))}
 
     def set_entities(self, entities):
         """Replace the entity list (ValueError, and nothing changed, for a bad one); announced at
@@ -294,7 +304,7 @@ class Bridge:
             value = self.get(object_id)
             if value is None:
                 return False
-        return self.mqtt.publish(self.base + "/" + object_id, state_payload(e[0], e[3], value), retain=True)
+        return self.mqtt.publish(self.base + "/" + object_id, state_payload(e[0], e[1], value), retain=True)
 
     def publish_info(self, info):
         """The diagnostics JSON (version, uptime, heap, rssi, ip...) on <base>/info, retained."""
@@ -311,7 +321,7 @@ class Bridge:
             log("homeassistant: %s: a retained command, ignored" % oid)
             return
         try:
-            value = parse_command(e[0], e[3], payload)
+            value = parse_command(e[0], e[1], payload)
             self.set(oid, value)
         except (ValueError, TypeError, OverflowError, MemoryError) as err:
             # not understood, or refused by set(): HA is shown the real state

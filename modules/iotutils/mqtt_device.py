@@ -330,7 +330,7 @@ class MqttDevice:
             self._scans += 1
         if (lights and self._scans % 4 == 0 and self._scan_lights()) or self._dirty:
             self._dirty = False
-            self.bridge.set_entities(self._entities())
+            self.bridge.set_entities(self._entities)
         if self._announce_at is not None and ticks_diff(now, self._announce_at) >= 0:
             self._announce_at = None
             self.bridge.announce()
@@ -372,7 +372,7 @@ class MqttDevice:
         self._seen = -1
         if self.bridge.error is None:
             log("mqtt: announced %d entities to %s (%s mode) under %s" % (
-                len(self.bridge.entities), self.prefix, self.mode, self.base))
+                self.bridge.count, self.prefix, self.mode, self.base))
 
     def _ha_online(self):
         import os

@@ -45,7 +45,8 @@ def start(self):
     m = self.client
     before = len(m.handlers()[1])
     m.on_connect(self._link)   # before the Bridge's announcement
-    self.bridge = ha.Bridge(m, self._info(), self._entities(), get=self._get, set=self._set,
+    # (the entities as a function: the Bridge asks at each announcement and keeps no list of them)
+    self.bridge = ha.Bridge(m, self._info(), self._entities, get=self._get, set=self._set,
                             prefix=self.prefix, mode=self.mode, announced=self._announced,
                             on_announced=self._announced.set, on_ha_online=self._ha_online)
     self._dirty = False

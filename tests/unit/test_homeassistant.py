@@ -459,6 +459,46 @@ def test_the_announced_record_may_live_in_a_persistent_read_at_each_announcement
     assert not [t for t, p, _ in m.out if p == ""] and store.record["id"] == INFO["id"]
 
 
+def test_entities_may_come_from_a_function_asked_at_each_announcement():
+    # a device hands its entity list as a function (MqttDevice._entities): the Bridge keeps only
+    # what states and commands need between announcements, and asks again at each one
+    m = _FakeMQTT()
+    asked = []
+    ents = list(ENTITIES)
+
+    def entities():
+        asked.append(1)
+        return list(ents)
+
+    values = {"relay": True, "bri": 40}
+    sets = []
+    b = ha.Bridge(m, INFO, entities, get=values.get, set=lambda oid, v: sets.append((oid, v)))
+    assert len(asked) == 1 and b.count == len(ENTITIES)          # checked once when made
+    assert b.entities is entities                                # no list kept
+    for cb in m.cbs:
+        cb()
+    assert len(asked) == 2
+    cfg = json.loads(m.out[0][1])
+    assert sorted(cfg["cmps"]) == sorted(e[1] for e in ENTITIES)   # every entity announced
+    topics = [t for t, _, _ in m.out]
+    assert "iotutils/0200000001ab/relay" in topics and "iotutils/0200000001ab/bri" in topics
+    assert "iotutils/0200000001ab/rssi" not in topics and "iotutils/0200000001ab/restart" not in topics
+    cmd = m.subs["iotutils/0200000001ab/+/set"]
+    cmd("iotutils/0200000001ab/relay/set", b"OFF")
+    cmd("iotutils/0200000001ab/rssi/set", b"1")                  # a sensor read from <base>/info: no commands
+    assert sets == [("relay", False)]
+    # the list changes: set_entities takes the function again, announces, and the gone one goes
+    ents.remove(("switch", "relay", "Relay", None))
+    m.connected = True
+    m.out = []
+    b.set_entities(entities)
+    assert b.count == len(ENTITIES) - 1
+    assert json.loads(m.out[0][1])["cmps"]["relay"] == {"p": "switch"}
+    m.out = []
+    cmd("iotutils/0200000001ab/relay/set", b"ON")
+    assert sets == [("relay", False)] and m.out == []
+
+
 def test_a_config_that_does_not_fit_in_memory_is_said_and_the_device_goes_on():
     class Tight(_FakeMQTT):
         def publish(self, topic, payload, qos=0, retain=False):
