@@ -52,8 +52,9 @@ def start(self):
     self._dirty = False
     m.on_connect(self._connected)
     m.subscribe(ROLLOUT, self._rollout_msg)
-    self._own = (m.handlers()[1][before:], (self.base + "/+/set", self.prefix + "/status", "homeassistant/status",
-                                            ROLLOUT))
+    # which on_connect callbacks are ours (for adopt()): where they begin in the client's list, and how
+    # many (two numbers, not the callbacks and topics themselves)
+    self._own = (before, len(m.handlers()[1]) - before)
     self._running = self._alive = True
     self._up = False
     self._net_ms = ticks_ms()
@@ -68,14 +69,16 @@ def start(self):
 def adopt(self, old):
     """The app's own subscriptions and on_connect callbacks on the client of `old` (the
     MqttDevice these settings replace) carry over to this one."""
-    own_cbs, own_subs = getattr(old, "_own", ((), ()))
+    first, n = getattr(old, "_own", (0, 0))
+    # the topics start() and its Bridge subscribed to
+    own_subs = (old.base + "/+/set", old.prefix + "/status", "homeassistant/status", ROLLOUT) if n else ()
     subs, cbs = old.client.handlers()
     for f, cb, qos in subs:
         if f not in own_subs:
             self.client.subscribe(f, cb, qos)
-    for cb in cbs:
-        if not [1 for o in own_cbs if o is cb]:
-            self.client.on_connect(cb)
+    for i in range(len(cbs)):
+        if not first <= i < first + n:
+            self.client.on_connect(cbs[i])
 
 
 def stop(self):

@@ -120,7 +120,7 @@ class MQTT:
         self._poll = self._buf = None
         self.connected = False
         self.retained = False   #: in a subscription's callback: its message was retained (from the store)
-        self._subs = []                # [filter str, filter bytes, callback, qos]
+        self._subs = []                # [filter, callback, qos] (its bytes are made when it is sent)
         self._queue = []               # QoS 1 outbox: [pid, topic bytes, payload bytes, retain, sent]
         self._pending = {}             # packet id -> filter of a SUBSCRIBE not yet acknowledged
         self._pid = 0
@@ -464,7 +464,7 @@ class MQTT:
     def _deliver(self, msg):
         topic, payload, qos, retain, _, pid = msg
         with self._lock:
-            cbs = [sub[2] for sub in self._subs if topic_matches(sub[0], topic)]
+            cbs = [sub[1] for sub in self._subs if topic_matches(sub[0], topic)]
         self.retained = retain
         for cb in cbs:
             try:

@@ -51,11 +51,11 @@ def subscribe(self, topic_filter, callback, qos=0):
     with self._lock:
         for s in self._subs:
             if s[0] == topic_filter:
-                s[2] = callback
-                s[3] = qos
+                s[1] = callback
+                s[2] = qos
                 break
         else:
-            self._subs.append([topic_filter, fb, callback, qos])
+            self._subs.append([topic_filter, callback, qos])
     if self.connected:
         _send_sub(self, topic_filter, fb, qos, False)
     return True
@@ -75,7 +75,7 @@ def handlers(self):
     """([(filter, callback, qos)], [on_connect callbacks]) registered so far (to carry them to a
     client made with new settings)."""
     with self._lock:
-        return [(s[0], s[2], s[3]) for s in self._subs], list(self._on_connect)
+        return [(s[0], s[1], s[2]) for s in self._subs], list(self._on_connect)
 
 
 def start(self):
@@ -267,7 +267,7 @@ def _attempt(self):
                 m[4] = 1   # in flight on the old connection: re-send with DUP
         self._pending = {}
     for sub in subs:
-        if not _send_sub(self, sub[0], sub[1], sub[3], False):
+        if not _send_sub(self, sub[0], filter_bytes(sub[0]), sub[2], False):
             return False
     self._pump()
     for cb in self._on_connect:
