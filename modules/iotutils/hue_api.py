@@ -213,11 +213,65 @@ def _api(alexa, req, p):
         if m == "PUT":
             return _put_config(alexa, req)
         return _no_method(m, address)
+    if top == "groups" and len(rest) > 1 and rest[1] == "0":
+        return _group0(alexa, req, rest, address)
     if top in ("groups", "scenes", "sensors", "schedules", "rules", "resourcelinks", "capabilities"):
         if len(rest) == 1 and m == "GET":
             return _json({})
         return _no_resource(address)
     return _no_resource(address)
+
+
+def _group0(alexa, req, rest, address):
+    # group 0, "all lights": a bridge has it without listing it in /groups (aiohue's
+    # get_all_lights_group, scripts that switch the whole house); the WeMo sockets are not in it
+    m = req.method
+    lights = [lt for lt in alexa.lights() if not lt.wemo]
+    if len(rest) == 2:
+        if m != "GET":
+            return _no_method(m, address)
+        with alexa._lock:
+            states = [_light_state(lt) for lt in lights]
+        on = [st["on"] for st in states]
+        action = states[0] if states else {"on": False, "alert": "none"}
+        action.pop("reachable", None)
+        action.pop("mode", None)
+        return _json({"name": "Group 0", "lights": [lt.id for lt in lights], "sensors": [], "type": "LightGroup",
+                      "state": {"all_on": bool(on) and False not in on, "any_on": True in on}, "recycle": False,
+                      "action": action})
+    if len(rest) != 3 or rest[2] != "action":
+        return _no_resource(address)
+    if m != "PUT":
+        return _no_method(m, address)
+    pre = "/groups/0/action/"
+    data = _body(req)
+    if data is None:
+        return _json([hue_error(2, pre[:-1], "body contains invalid JSON")])
+    if not data or len(data) > _MAX_STATE_KEYS:
+        return _json([hue_error(5, pre[:-1], "invalid/missing parameters in body")])
+    # each light takes what it can (an on/off plug no brightness); a key is a success when one light
+    # took it, else the first light's error for it
+    took = {}
+    for lt in lights:
+        res, changed = apply_state(alexa, lt, data)
+        if changed:
+            alexa._changed(lt)
+        for r in res:
+            ok = "success" in r
+            addr = next(iter(r["success"])) if ok else r["error"]["address"]
+            k = addr.rpartition("/")[2]
+            if ok or k not in took:
+                took[k] = r
+    out = []
+    for k in data:
+        r = took.get(k)
+        if r is None:   # (no lights at all: nothing to refuse it)
+            out.append({"success": {pre + k: data[k]}})
+        elif "success" in r:
+            out.append({"success": {pre + k: r["success"][next(iter(r["success"]))]}})
+        else:
+            out.append(hue_error(r["error"]["type"], pre + k, r["error"]["description"]))
+    return _json(out)
 
 
 def _no_resource(address):

@@ -129,6 +129,58 @@ def test_aiohue_discovery_app_key_lights_and_set_state(dev):
     asyncio.run(asyncio.wait_for(flow(), 60))
 
 
+def test_group_0_all_lights_with_aiohue_and_raw(dev):
+    # a bridge's group 0 ("all lights"), which /groups does not list: aiohue's get_all_lights_group
+    # reads it and sets its action; the WeMo sockets are no Hue lights, so not in it
+    import aiohttp
+    from aiohue.v1 import HueBridgeV1
+    user = new_user(dev)
+    # the module's other tests share this device: its lights go back as they were at the end
+    before = json.loads(request(dev, "GET", "/api/%s/lights" % user)[2])
+
+    async def flow():
+        async with aiohttp.ClientSession() as s:
+            bridge = HueBridgeV1(host(dev), user, s)
+            await bridge.initialize()
+            group = await bridge.groups.get_all_lights_group()
+            names = {bridge.lights[i].name for i in group.lights}
+            assert names == {light.name for light in bridge.lights.values()}       # every Hue light
+            assert {"Desk lamp", "Heater", "Colour bulb"} <= names and not {"Fan", "Pump"} & names
+            assert group.type == "LightGroup" and "0" not in bridge.groups
+            await group.set_action(on=False)
+            mark = len(dev.lines)
+            await group.set_action(on=True, bri=254)
+            for name in ("Desk lamp", "Heater", "Colour bulb"):
+                dev.wait_line(r"changed %s on=True" % name, since=mark, timeout=10)
+            await bridge.lights.update()
+            assert all(light.state["on"] for light in bridge.lights.values())
+            group = await bridge.groups.get_all_lights_group()
+            assert group.raw["state"] == {"all_on": True, "any_on": True}
+            mark = len(dev.lines)
+            await group.set_action(on=False)
+            dev.wait_line(r"changed Heater on=False", since=mark, timeout=10)
+            group = await bridge.groups.get_all_lights_group()
+            assert group.raw["state"] == {"all_on": False, "any_on": False}
+
+    asyncio.run(asyncio.wait_for(flow(), 60))
+    # the answers, key by key: the dimmable lights took bri (the on/off one could not: still a success)
+    status, _, body = request(dev, "PUT", "/api/%s/groups/0/action" % user, {"on": True, "bri": 100})
+    assert status == 200 and json.loads(body) == [{"success": {"/groups/0/action/on": True}},
+                                                 {"success": {"/groups/0/action/bri": 100}}]
+    err = lambda r: json.loads(r[2])[0]["error"]
+    assert err(request(dev, "PUT", "/api/%s/groups/0/action" % user, {"bri": 999})) == {
+        "type": 7, "address": "/groups/0/action/bri", "description": "invalid value, 999, for parameter, bri"}
+    assert err(request(dev, "PUT", "/api/%s/groups/0/action" % user, b"{on"))["type"] == 2
+    assert err(request(dev, "PUT", "/api/%s/groups/0/action" % user, {}))["type"] == 5
+    assert err(request(dev, "POST", "/api/%s/groups/0" % user, {}))["type"] == 4
+    assert err(request(dev, "GET", "/api/%s/groups/1" % user))["type"] == 3
+    assert json.loads(request(dev, "GET", "/api/%s/groups" % user)[2]) == {}
+    assert err(request(dev, "GET", "/api/nobody/groups/0"))["type"] == 1
+    for lid, light in before.items():
+        state = {k: light["state"][k] for k in ("on", "bri") if k in light["state"]}
+        assert request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), state)[0] == 200
+
+
 def test_pairing_is_closed_until_the_owner_opens_it(tmp_path):
     # a fresh device refuses Hue registrations (aiohue, phue, raw); after pair() it takes them, the
     # window closes by itself, and an Echo's user keeps working whatever registrations others attempt
