@@ -40,8 +40,7 @@ import sys
 from iotutils._compat import (allocate_lock, handed_out, load, log, print_exception, public_names, sleep_ms, ticks_add,
                               ticks_diff, ticks_ms)
 from iotutils.auth import der_certs
-from iotutils.mqtt.codec import (build_publish, decode_publish, default_client_id, parse_url, payload_bytes,
-                                 topic_bytes, topic_matches, utf8)
+from iotutils.mqtt.codec import build_publish, decode_publish, payload_bytes, topic_bytes, topic_matches, utf8
 
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
@@ -56,9 +55,10 @@ del sys
 # MQTT's methods that live in link.py (setting up, connecting, stopping, status)
 _LATER = const(("set_will", "on_connect", "subscribe", "unsubscribe", "handlers", "start", "stop", "connect", "flush",
                 "status", "_connect_job", "_connect_in_job", "_connect", "_wrap", "_retry_later", "_send_sub"))
-# the wire format's helpers, part of this module's API too (iotutils.mqtt.codec's, handed out)
-_CODEC = const(("backoff_ms", "build_connect", "build_subscribe", "decode_varint", "encode_varint", "filter_bytes",
-                "rand16", "rollout_selected", "varint_size"))
+# the wire format's helpers, part of this module's API too (iotutils.mqtt.codec's, handed out: those
+# of a connect are link.py's)
+_CODEC = const(("backoff_ms", "build_connect", "build_subscribe", "decode_varint", "default_client_id", "encode_varint",
+                "filter_bytes", "parse_url", "rand16", "rollout_selected", "varint_size"))
 
 
 def __getattr__(name):
@@ -99,14 +99,15 @@ class MQTT:
     buffer_size = 256
 
     def __init__(self, url, client_id=None, keepalive=30, cadata=None, insecure=False):
-        self._tls, self.host, self.port, user, password = parse_url(url)
+        link = load("iotutils.mqtt.link")   # (the URL's rule and the default id; let go after a connect)
+        self._tls, self.host, self.port, user, password = link.parse_url(url)
         if self._tls and not cadata and not insecure:
             raise ValueError("cadata: mqtts:// needs the broker's CA certificate (or insecure=True)")
         self._cadata = der_certs(cadata) if cadata else None
         self._user = utf8("user", user) if user is not None else None
         self._password = password.encode() if password is not None else None
         if client_id is None:
-            client_id = default_client_id()
+            client_id = link.default_client_id()
         self.client_id = client_id
         self._cid = utf8("client_id", client_id)
         if not isinstance(keepalive, int) or not 0 <= keepalive <= 65535:

@@ -3,7 +3,9 @@
 # status the admin page shows. These are iotutils.mqtt.MQTT's methods that run at boot, at a
 # connect or when asked; a connected client reading and publishing never calls them. MQTT hands them
 # out (its __getattr__): this module is loaded at the first call and let go at the end of each
-# connect. Each function takes the client as `self`; the state stays on it.
+# connect. Each function takes the client as `self`; the state stays on it. The wire format of a
+# connect is here too (the broker URL, CONNECT and SUBSCRIBE, filters, the backoff and its jitter,
+# the default client id), handed out by iotutils.mqtt.codec as well.
 import gc
 import select
 import socket
@@ -11,9 +13,14 @@ import sys
 
 from iotutils._compat import _thread, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms, unload
 from iotutils.mqtt import LinkLost, reason
-from iotutils.mqtt.codec import backoff_ms, build_connect, build_subscribe, filter_bytes, payload_bytes, rand16, topic_bytes
+from iotutils.mqtt.codec import head, payload_bytes, put_str, topic_bytes, utf8
 
+_CONNECT = const(0x10)
 _CONNACK = const(0x20)
+_SUBSCRIBE = const(0x82)
+_UNSUBSCRIBE = const(0xA2)
+_BACKOFF_FIRST_MS = const(1000)
+_BACKOFF_MAX_MS = const(60000)
 _SLICE_MS = const(100)   # (iotutils.mqtt's: a const folds only inside its own module)
 _MP = sys.implementation.name == "micropython"
 del sys
@@ -318,3 +325,178 @@ def _send_sub(self, fs, fb, qos, unsub):
             return False
         buf, n = build_subscribe(self._buf, pid, fb, qos, unsub)
         return self._write_or_drop(buf, n)
+
+
+# ---- the wire format of a connect (iotutils.mqtt.codec hands these names out too) ----
+
+def parse_url(url):
+    """(tls, host, port, user, password) of "mqtt[s]://[user[:password]@]host[:port][/]".
+    User and password are percent-decoded; ports default to 1883 / 8883. ValueError otherwise."""
+    if not isinstance(url, str):
+        raise ValueError("url: a string expected, got %s" % type(url).__name__)
+    if url.startswith("mqtt://"):
+        tls, rest, port = False, url[7:], 1883
+    elif url.startswith("mqtts://"):
+        tls, rest, port = True, url[8:], 8883
+    else:
+        raise ValueError("url: mqtt:// or mqtts:// expected, got %r" % _shown(url))
+    i = rest.find("/")
+    if i >= 0:
+        if rest[i:] not in ("", "/"):
+            raise ValueError("url: no path allowed after the host in %r" % _shown(url))
+        rest = rest[:i]
+    user = password = None
+    i = rest.rfind("@")
+    if i >= 0:
+        cred, rest = rest[:i], rest[i + 1:]
+        j = cred.find(":")
+        if j >= 0:
+            user, password = _unquote(cred[:j]), _unquote(cred[j + 1:])
+        else:
+            user = _unquote(cred)
+    if rest.startswith("["):  # IPv6 literal
+        j = rest.find("]")
+        if j < 0:
+            raise ValueError("url: unclosed [ in %r" % _shown(url))
+        host, tail = rest[1:j], rest[j + 1:]
+    else:
+        host, _, p = rest.partition(":")
+        tail = ":" + p if _ else ""
+    if tail:
+        if not tail.startswith(":") or not tail[1:].isdigit() or not 0 < int(tail[1:]) < 65536:
+            raise ValueError("url: bad port in %r" % _shown(url))
+        port = int(tail[1:])
+    if not host:
+        raise ValueError("url: no host in %r" % _shown(url))
+    return tls, host, port, user, password
+
+
+def _shown(url):
+    # the URL as an error may quote it: without its credentials (errors reach logs, the admin
+    # page and the API's answers)
+    i = url.find("://")
+    i = i + 3 if i >= 0 else 0
+    j = url.rfind("@", i)
+    return url if j < 0 else url[:i] + "***" + url[j:]
+
+
+def _unquote(s):
+    if "%" not in s:
+        return s
+    out = bytearray()
+    b = s.encode()
+    i = 0
+    while i < len(b):
+        c = b[i]
+        if c == 0x25:  # %
+            h = b[i + 1:i + 3]
+            if len(h) != 2:
+                raise ValueError("url: bad percent escape in the credentials")
+            try:
+                out.append(int(h, 16))
+            except ValueError:
+                raise ValueError("url: bad percent escape in the credentials")
+            i += 3
+        else:
+            out.append(c)
+            i += 1
+    try:
+        return out.decode()
+    except UnicodeError:
+        raise ValueError("url: credentials are not UTF-8")
+
+
+def filter_bytes(topic_filter):
+    """A subscription filter as bytes: '+' alone in a level, '#' alone in the last level
+    (ValueError: 'topic_filter')."""
+    b = utf8("topic_filter", topic_filter, False)
+    levels = b.split(b"/")
+    for i, lv in enumerate(levels):
+        if b"#" in lv and (lv != b"#" or i != len(levels) - 1):
+            raise ValueError("topic_filter: '#' must be the whole last level, in %r" % (topic_filter,))
+        if b"+" in lv and lv != b"+":
+            raise ValueError("topic_filter: '+' must be a whole level, in %r" % (topic_filter,))
+    return b
+
+
+def decode_varint(data, i=0):
+    """(remaining length, index after it) from data at i; ValueError for a malformed one (more
+    than 4 bytes). IndexError when data ends inside it."""
+    n = 0
+    shift = 0
+    for _ in range(4):
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, i
+        shift += 7
+    raise ValueError("packet: malformed remaining length")
+
+
+def build_connect(buf, client_id, keepalive, user=None, password=None, will=None):
+    """CONNECT (clean session) into buf: (buf, length). will: (topic bytes, payload bytes, qos,
+    retain) or None; user/password: bytes or None."""
+    n = 10 + 2 + len(client_id)
+    flags = 0x02
+    if will:
+        n += 4 + len(will[0]) + len(will[1])
+        flags |= 0x04 | (will[2] << 3) | (0x20 if will[3] else 0)
+    if user is not None:
+        n += 2 + len(user)
+        flags |= 0x80
+        if password is not None:
+            n += 2 + len(password)
+            flags |= 0x40
+    buf, i = head(buf, _CONNECT, n)
+    i = put_str(buf, i, b"MQTT")
+    buf[i] = 4
+    buf[i + 1] = flags
+    buf[i + 2] = keepalive >> 8
+    buf[i + 3] = keepalive & 0xFF
+    i = put_str(buf, i + 4, client_id)
+    if will:
+        i = put_str(buf, i, will[0])
+        i = put_str(buf, i, will[1])
+    if user is not None:
+        i = put_str(buf, i, user)
+        if password is not None:
+            i = put_str(buf, i, password)
+    return buf, i
+
+
+def build_subscribe(buf, pid, topic_filter, qos=0, unsubscribe=False):
+    """SUBSCRIBE (or UNSUBSCRIBE) of one filter (bytes) into buf: (buf, length)."""
+    n = 2 + 2 + len(topic_filter) + (0 if unsubscribe else 1)
+    buf, i = head(buf, _UNSUBSCRIBE if unsubscribe else _SUBSCRIBE, n)
+    buf[i] = pid >> 8
+    buf[i + 1] = pid & 0xFF
+    i = put_str(buf, i + 2, topic_filter)
+    if not unsubscribe:
+        buf[i] = qos
+        i += 1
+    return buf, i
+
+
+def backoff_ms(failures, rnd):
+    """Delay before the next connect after `failures` failed attempts in a row (>= 1):
+    1 s doubling to 60 s, +-25 % jitter from rnd (0..65535)."""
+    base = _BACKOFF_FIRST_MS << min(max(failures, 1) - 1, 6)
+    if base > _BACKOFF_MAX_MS:
+        base = _BACKOFF_MAX_MS
+    return base + base * (rnd - 32768) // 131072
+
+
+def rand16():
+    """16 random bits (the reconnect backoff's jitter)."""
+    import os
+    b = os.urandom(2)
+    return b[0] << 8 | b[1]
+
+
+def default_client_id():
+    """The client id a device uses by default: "iotutils-" and its MAC in hex."""
+    import binascii
+
+    from iotutils import hal
+    return "iotutils-" + binascii.hexlify(hal.mac()).decode()
