@@ -14,9 +14,9 @@
 #   check(d) -> validated dict (ValueError naming the field); save(d); load(code_url) -> the
 #   settings in force; redact(url); device_id(); test_connection(d) -> {"result", "reason", "ms"}
 from iotutils import hal, persist
-from iotutils._compat import load as load_module, ticks_diff, ticks_ms
 from iotutils.auth import der_certs
-from iotutils.mqtt.codec import topic_bytes, utf8
+from iotutils._compat import ticks_diff, ticks_ms
+from iotutils.mqtt.codec import parse_url, topic_bytes, utf8
 
 FOLDER = "mqtt"
 FIELDS = ("url", "user", "password", "ca", "prefix", "mode", "base")
@@ -26,11 +26,6 @@ _DEFAULT = {"prefix": "homeassistant", "mode": "device"}
 
 
 # ---- settings: stored, checked, tested ----
-
-def _parse_url(url):
-    # the client's rule for broker URLs (iotutils.mqtt.link: a connect lets it go again)
-    return load_module("iotutils.mqtt.link").parse_url(url)
-
 
 def setting(name):
     """The PersistentStr of one setting (folder "mqtt")."""
@@ -61,7 +56,7 @@ def redact(url):
     if not url:
         return url
     try:
-        tls, host, port, user, _ = _parse_url(url)
+        tls, host, port, user, _ = parse_url(url)
     except ValueError:
         return "(not a valid URL)"
     return _url(tls, host, port, user)
@@ -107,7 +102,7 @@ def check(d, stored=None):
                 raise ValueError("%s: not valid UTF-8" % k)
     url = out.get("url")
     if url:
-        tls, host, port, user, password = _parse_url(url)
+        tls, host, port, user, password = parse_url(url)
         out["url"] = _url(tls, host, port)
         if user and "user" not in d:
             out["user"] = user
@@ -141,7 +136,7 @@ def load(code_url=None, changes=None):
     s["error"] = None
     if url:
         try:
-            tls, host, port, user, password = _parse_url(url)
+            tls, host, port, user, password = parse_url(url)
             url = _url(tls, host, port, s["user"] or user, s["password"] or password)
         except ValueError as e:   # the code's URL (a stored one was checked): not usable
             s["error"] = str(e)
@@ -184,7 +179,7 @@ def _changes(d, code_url):
 
 def _host(url):
     try:
-        return _parse_url(url)[1] if url else None
+        return parse_url(url)[1] if url else None
     except ValueError:   # the code's URL, not a broker's
         return None
 

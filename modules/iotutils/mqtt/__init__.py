@@ -40,7 +40,8 @@ import sys
 from iotutils._compat import (allocate_lock, handed_out, load, log, print_exception, public_names, sleep_ms, ticks_add,
                               ticks_diff, ticks_ms)
 from iotutils.auth import der_certs
-from iotutils.mqtt.codec import build_publish, decode_publish, payload_bytes, topic_bytes, topic_matches, utf8
+from iotutils.mqtt.codec import (backoff_ms, build_publish, decode_publish, default_client_id, parse_url, payload_bytes,
+                                 rand16, topic_bytes, topic_matches, utf8)
 
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
@@ -54,11 +55,13 @@ del sys
 
 # MQTT's methods that live in link.py (setting up, connecting, stopping, status)
 _LATER = const(("set_will", "on_connect", "subscribe", "unsubscribe", "handlers", "start", "stop", "connect", "flush",
-                "status", "_connect_job", "_connect_in_job", "_connect", "_wrap", "_retry_later", "_send_sub"))
+                "_connect_job", "_connect_in_job", "_connect", "_wrap", "_send_sub"))
 # the wire format's helpers, part of this module's API too (iotutils.mqtt.codec's, handed out: those
-# of a connect are link.py's)
-_CODEC = const(("backoff_ms", "build_connect", "build_subscribe", "decode_varint", "default_client_id", "encode_varint",
-                "filter_bytes", "parse_url", "rand16", "rollout_selected", "varint_size"))
+# of a connect are link.py's). The status, the retry timer and what they use stay here: the admin
+# page asks for the status in a web handler, and a link may be lost in any thread (a publish that
+# fails), where loading a module would cost the thread's stack.
+_CODEC = const(("build_connect", "build_subscribe", "decode_varint", "encode_varint", "filter_bytes", "rollout_selected",
+                "varint_size"))
 
 
 def __getattr__(name):
@@ -99,15 +102,14 @@ class MQTT:
     buffer_size = 256
 
     def __init__(self, url, client_id=None, keepalive=30, cadata=None, insecure=False):
-        link = load("iotutils.mqtt.link")   # (the URL's rule and the default id; let go after a connect)
-        self._tls, self.host, self.port, user, password = link.parse_url(url)
+        self._tls, self.host, self.port, user, password = parse_url(url)
         if self._tls and not cadata and not insecure:
             raise ValueError("cadata: mqtts:// needs the broker's CA certificate (or insecure=True)")
         self._cadata = der_certs(cadata) if cadata else None
         self._user = utf8("user", user) if user is not None else None
         self._password = password.encode() if password is not None else None
         if client_id is None:
-            client_id = link.default_client_id()
+            client_id = default_client_id()
         self.client_id = client_id
         self._cid = utf8("client_id", client_id)
         if not isinstance(keepalive, int) or not 0 <= keepalive <= 65535:
@@ -224,6 +226,21 @@ class MQTT:
 
     step = loop_once
 
+    def status(self):
+        """What the admin page and the console show."""
+        with self._lock:
+            queued = len(self._queue)
+            inflight = 1 if queued and self._queue[0][4] else 0
+        left = ticks_diff(self._next_ms, ticks_ms()) if not self.connected else 0
+        return {
+            "connected": self.connected, "host": self.host, "port": self.port, "tls": self._tls,
+            "client_id": self.client_id, "last_error": self._err, "connects": self._connects,
+            "reconnects": max(0, self._connects - 1), "failures": self._failures,
+            "backoff_ms": self._backoff, "next_attempt_ms": max(0, left),
+            "sent": self._sent, "received": self._received, "dropped": self._dropped, "refused": self._refused,
+            "queued": queued, "inflight": inflight, "subscriptions": len(self._subs),
+        }
+
     # ---- publishing ----
 
     def publish(self, topic, payload, qos=0, retain=False):
@@ -324,6 +341,13 @@ class MQTT:
         if _MP and ms > 0:
             self._wpoll.modify(self._raw, ev)
             self._wpoll.poll(ms)
+
+    def _retry_later(self, why):
+        self._failures += 1
+        self._err = why
+        self._backoff = backoff_ms(self._failures, rand16())
+        self._next_ms = ticks_add(ticks_ms(), self._backoff)
+        log("mqtt: %s; next attempt in %d ms" % (why, self._backoff))
 
     def _drop(self, why):
         """Close the connection (from any thread); why: None for a deliberate stop."""

@@ -1,19 +1,21 @@
-# MQTT 3.1.1 on the wire, without sockets: what a connected client reads and writes. PUBLISH built
+# MQTT 3.1.1 on the wire, without sockets: what a connected client reads and writes (PUBLISH built
 # into a caller's buffer and decoded, the remaining-length varint, topic rules and matching,
-# payloads as bytes, and the fleet's rollout rule. The client (iotutils.mqtt) uses these; so do the
-# unit tests.
+# payloads as bytes), the broker URL and the default client id (the settings check them in web
+# handlers), the reconnect backoff and its jitter (a link may be lost in any thread), and the
+# fleet's rollout rule. The client (iotutils.mqtt) uses these; so do the unit tests.
 #
-# What only a connect needs (the broker URL, CONNECT and SUBSCRIBE, subscription filters, the
-# reconnect backoff and its jitter, the default client id, decoding a varint) lives in
-# iotutils.mqtt.link, loaded for a connect and let go after it; this module hands those names out
-# too (`codec.parse_url`, `from iotutils.mqtt.codec import build_connect`).
-from iotutils._compat import load
+# What only a connect needs (CONNECT and SUBSCRIBE, subscription filters, decoding a varint) lives
+# in iotutils.mqtt.link, loaded for a connect and let go after it; this module hands those names
+# out too (`from iotutils.mqtt.codec import build_connect`). It imports nothing at its top: it is
+# imported inside other imports (the settings', in a web handler), and on the unix port each import
+# statement run there puts one more path buffer (4 KB) on that thread's stack.
 
 _PUBLISH = const(0x30)
+_BACKOFF_FIRST_MS = const(1000)
+_BACKOFF_MAX_MS = const(60000)
 _MAX_REMAINING = const(268435455)
 _TOPIC_MAX = const(65535)
-_LINK = const(("parse_url", "filter_bytes", "decode_varint", "build_connect", "build_subscribe", "backoff_ms",
-               "rand16", "default_client_id"))
+_LINK = const(("filter_bytes", "decode_varint", "build_connect", "build_subscribe"))
 
 
 def __getattr__(name):
@@ -21,8 +23,86 @@ def __getattr__(name):
         from iotutils._compat import public_names
         return public_names(globals(), _LINK)
     if name in _LINK:
+        from iotutils._compat import load
         return getattr(load("iotutils.mqtt.link"), name)
     raise AttributeError(name)
+
+
+def parse_url(url):
+    """(tls, host, port, user, password) of "mqtt[s]://[user[:password]@]host[:port][/]".
+    User and password are percent-decoded; ports default to 1883 / 8883. ValueError otherwise."""
+    if not isinstance(url, str):
+        raise ValueError("url: a string expected, got %s" % type(url).__name__)
+    if url.startswith("mqtt://"):
+        tls, rest, port = False, url[7:], 1883
+    elif url.startswith("mqtts://"):
+        tls, rest, port = True, url[8:], 8883
+    else:
+        raise ValueError("url: mqtt:// or mqtts:// expected, got %r" % _shown(url))
+    i = rest.find("/")
+    if i >= 0:
+        if rest[i:] not in ("", "/"):
+            raise ValueError("url: no path allowed after the host in %r" % _shown(url))
+        rest = rest[:i]
+    user = password = None
+    i = rest.rfind("@")
+    if i >= 0:
+        cred, rest = rest[:i], rest[i + 1:]
+        j = cred.find(":")
+        if j >= 0:
+            user, password = _unquote(cred[:j]), _unquote(cred[j + 1:])
+        else:
+            user = _unquote(cred)
+    if rest.startswith("["):  # IPv6 literal
+        j = rest.find("]")
+        if j < 0:
+            raise ValueError("url: unclosed [ in %r" % _shown(url))
+        host, tail = rest[1:j], rest[j + 1:]
+    else:
+        host, _, p = rest.partition(":")
+        tail = ":" + p if _ else ""
+    if tail:
+        if not tail.startswith(":") or not tail[1:].isdigit() or not 0 < int(tail[1:]) < 65536:
+            raise ValueError("url: bad port in %r" % _shown(url))
+        port = int(tail[1:])
+    if not host:
+        raise ValueError("url: no host in %r" % _shown(url))
+    return tls, host, port, user, password
+
+
+def _shown(url):
+    # the URL as an error may quote it: without its credentials (errors reach logs, the admin
+    # page and the API's answers)
+    i = url.find("://")
+    i = i + 3 if i >= 0 else 0
+    j = url.rfind("@", i)
+    return url if j < 0 else url[:i] + "***" + url[j:]
+
+
+def _unquote(s):
+    if "%" not in s:
+        return s
+    out = bytearray()
+    b = s.encode()
+    i = 0
+    while i < len(b):
+        c = b[i]
+        if c == 0x25:  # %
+            h = b[i + 1:i + 3]
+            if len(h) != 2:
+                raise ValueError("url: bad percent escape in the credentials")
+            try:
+                out.append(int(h, 16))
+            except ValueError:
+                raise ValueError("url: bad percent escape in the credentials")
+            i += 3
+        else:
+            out.append(c)
+            i += 1
+    try:
+        return out.decode()
+    except UnicodeError:
+        raise ValueError("url: credentials are not UTF-8")
 
 
 def utf8(field, s, allow_empty=True):
@@ -156,6 +236,16 @@ def decode_publish(first, body):
     return topic, bytes(body[i:]), qos, bool(first & 1), bool(first & 8), pid
 
 
+def backoff_ms(failures, rnd):
+    """Delay before the next connect after `failures` failed attempts in a row (>= 1):
+    1 s doubling to 60 s, +-25 % jitter from rnd (0..65535)."""
+    base = _BACKOFF_FIRST_MS << min(max(failures, 1) - 1, 6)
+    if base > _BACKOFF_MAX_MS:
+        base = _BACKOFF_MAX_MS
+    return base + base * (rnd - 32768) // 131072
+
+
+
 def rollout_selected(device_id, percent):
     """True if this device is in a staged rollout at `percent` %: the first 4 bytes of
     sha256(device_id) mod 100 < percent. Stable per device, and a device in at N % stays in at
@@ -163,6 +253,14 @@ def rollout_selected(device_id, percent):
     import hashlib
     d = hashlib.sha256(device_id.encode() if isinstance(device_id, str) else device_id).digest()
     return int.from_bytes(d[:4], "big") % 100 < percent
+
+
+def rand16():
+    """16 random bits (the reconnect backoff's jitter)."""
+    import os
+    b = os.urandom(2)
+    return b[0] << 8 | b[1]
+
 
 
 def payload_bytes(p):
@@ -177,3 +275,9 @@ def payload_bytes(p):
     return str(p).encode()
 
 
+def default_client_id():
+    """The client id a device uses by default: "iotutils-" and its MAC in hex."""
+    import binascii
+
+    from iotutils import hal
+    return "iotutils-" + binascii.hexlify(hal.mac()).decode()

@@ -1,11 +1,12 @@
 # The MQTT client's setting-up and connecting: the will, callbacks and subscriptions, start and
-# stop, the connect itself (DNS, TCP, TLS, CONNACK, subscriptions renewed), its retry timer and the
-# status the admin page shows. These are iotutils.mqtt.MQTT's methods that run at boot, at a
+# stop, the connect itself (DNS, TCP, TLS, CONNACK, subscriptions renewed). These are iotutils.mqtt.MQTT's methods that run at boot, at a
 # connect or when asked; a connected client reading and publishing never calls them. MQTT hands them
 # out (its __getattr__): this module is loaded at the first call and let go at the end of each
 # connect. Each function takes the client as `self`; the state stays on it. The wire format of a
-# connect is here too (the broker URL, CONNECT and SUBSCRIBE, filters, the backoff and its jitter,
-# the default client id), handed out by iotutils.mqtt.codec as well.
+# connect is here too (CONNECT and SUBSCRIBE, subscription filters, decoding a varint), handed out by
+# iotutils.mqtt.codec as well. What a web handler or any thread may call (status(), the retry timer,
+# the URL's rule) stays in the client and the codec: loading a module there would cost that thread's
+# stack (tests/integration/test_admin.py's import of an MQTT URL ran out of it).
 import gc
 import select
 import socket
@@ -19,8 +20,6 @@ _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _SUBSCRIBE = const(0x82)
 _UNSUBSCRIBE = const(0xA2)
-_BACKOFF_FIRST_MS = const(1000)
-_BACKOFF_MAX_MS = const(60000)
 _SLICE_MS = const(100)   # (iotutils.mqtt's: a const folds only inside its own module)
 _MP = sys.implementation.name == "micropython"
 del sys
@@ -141,22 +140,6 @@ def flush(self, timeout_ms=5000):
     return True
 
 
-def status(self):
-    """What the admin page and the console show."""
-    with self._lock:
-        queued = len(self._queue)
-        inflight = 1 if queued and self._queue[0][4] else 0
-    left = ticks_diff(self._next_ms, ticks_ms()) if not self.connected else 0
-    return {
-        "connected": self.connected, "host": self.host, "port": self.port, "tls": self._tls,
-        "client_id": self.client_id, "last_error": self._err, "connects": self._connects,
-        "reconnects": max(0, self._connects - 1), "failures": self._failures,
-        "backoff_ms": self._backoff, "next_attempt_ms": max(0, left),
-        "sent": self._sent, "received": self._received, "dropped": self._dropped, "refused": self._refused,
-        "queued": queued, "inflight": inflight, "subscriptions": len(self._subs),
-    }
-
-
 def _connect_job(self):
     # The housekeeping steps run in the main loop (Device.run()): a connect takes seconds (DNS,
     # TCP, a TLS handshake, CONNACK, then the subscriptions and on_connect callbacks) and must not
@@ -171,7 +154,7 @@ def _connect_job(self):
         start_thread("mqtt", _connect_in_job, (self,), hal.JOB_STACK)
     except (OSError, MemoryError, RuntimeError) as e:   # no room for a thread now: next step
         self._connecting = False
-        _retry_later(self, "no thread for the connect now: %s" % (e,))
+        self._retry_later("no thread for the connect now: %s" % (e,))
     return _SLICE_MS
 
 
@@ -261,7 +244,7 @@ def _attempt(self):
                     x.close()
                 except Exception:
                     pass
-        _retry_later(self, "connect to %s:%d failed: %s" % (self.host, self.port, reason(e)))
+        self._retry_later("connect to %s:%d failed: %s" % (self.host, self.port, reason(e)))
         return False
     self._connects += 1
     self._failures = 0
@@ -304,14 +287,6 @@ def _wrap(self, raw):
     return ctx.wrap_socket(raw, server_hostname=self.host)
 
 
-def _retry_later(self, why):
-    self._failures += 1
-    self._err = why
-    self._backoff = backoff_ms(self._failures, rand16())
-    self._next_ms = ticks_add(ticks_ms(), self._backoff)
-    log("mqtt: %s; next attempt in %d ms" % (why, self._backoff))
-
-
 def _send_sub(self, fs, fb, qos, unsub):
     s = self._s
     if s is None:
@@ -328,83 +303,6 @@ def _send_sub(self, fs, fb, qos, unsub):
 
 
 # ---- the wire format of a connect (iotutils.mqtt.codec hands these names out too) ----
-
-def parse_url(url):
-    """(tls, host, port, user, password) of "mqtt[s]://[user[:password]@]host[:port][/]".
-    User and password are percent-decoded; ports default to 1883 / 8883. ValueError otherwise."""
-    if not isinstance(url, str):
-        raise ValueError("url: a string expected, got %s" % type(url).__name__)
-    if url.startswith("mqtt://"):
-        tls, rest, port = False, url[7:], 1883
-    elif url.startswith("mqtts://"):
-        tls, rest, port = True, url[8:], 8883
-    else:
-        raise ValueError("url: mqtt:// or mqtts:// expected, got %r" % _shown(url))
-    i = rest.find("/")
-    if i >= 0:
-        if rest[i:] not in ("", "/"):
-            raise ValueError("url: no path allowed after the host in %r" % _shown(url))
-        rest = rest[:i]
-    user = password = None
-    i = rest.rfind("@")
-    if i >= 0:
-        cred, rest = rest[:i], rest[i + 1:]
-        j = cred.find(":")
-        if j >= 0:
-            user, password = _unquote(cred[:j]), _unquote(cred[j + 1:])
-        else:
-            user = _unquote(cred)
-    if rest.startswith("["):  # IPv6 literal
-        j = rest.find("]")
-        if j < 0:
-            raise ValueError("url: unclosed [ in %r" % _shown(url))
-        host, tail = rest[1:j], rest[j + 1:]
-    else:
-        host, _, p = rest.partition(":")
-        tail = ":" + p if _ else ""
-    if tail:
-        if not tail.startswith(":") or not tail[1:].isdigit() or not 0 < int(tail[1:]) < 65536:
-            raise ValueError("url: bad port in %r" % _shown(url))
-        port = int(tail[1:])
-    if not host:
-        raise ValueError("url: no host in %r" % _shown(url))
-    return tls, host, port, user, password
-
-
-def _shown(url):
-    # the URL as an error may quote it: without its credentials (errors reach logs, the admin
-    # page and the API's answers)
-    i = url.find("://")
-    i = i + 3 if i >= 0 else 0
-    j = url.rfind("@", i)
-    return url if j < 0 else url[:i] + "***" + url[j:]
-
-
-def _unquote(s):
-    if "%" not in s:
-        return s
-    out = bytearray()
-    b = s.encode()
-    i = 0
-    while i < len(b):
-        c = b[i]
-        if c == 0x25:  # %
-            h = b[i + 1:i + 3]
-            if len(h) != 2:
-                raise ValueError("url: bad percent escape in the credentials")
-            try:
-                out.append(int(h, 16))
-            except ValueError:
-                raise ValueError("url: bad percent escape in the credentials")
-            i += 3
-        else:
-            out.append(c)
-            i += 1
-    try:
-        return out.decode()
-    except UnicodeError:
-        raise ValueError("url: credentials are not UTF-8")
-
 
 def filter_bytes(topic_filter):
     """A subscription filter as bytes: '+' alone in a level, '#' alone in the last level
@@ -478,25 +376,3 @@ def build_subscribe(buf, pid, topic_filter, qos=0, unsubscribe=False):
     return buf, i
 
 
-def backoff_ms(failures, rnd):
-    """Delay before the next connect after `failures` failed attempts in a row (>= 1):
-    1 s doubling to 60 s, +-25 % jitter from rnd (0..65535)."""
-    base = _BACKOFF_FIRST_MS << min(max(failures, 1) - 1, 6)
-    if base > _BACKOFF_MAX_MS:
-        base = _BACKOFF_MAX_MS
-    return base + base * (rnd - 32768) // 131072
-
-
-def rand16():
-    """16 random bits (the reconnect backoff's jitter)."""
-    import os
-    b = os.urandom(2)
-    return b[0] << 8 | b[1]
-
-
-def default_client_id():
-    """The client id a device uses by default: "iotutils-" and its MAC in hex."""
-    import binascii
-
-    from iotutils import hal
-    return "iotutils-" + binascii.hexlify(hal.mac()).decode()
