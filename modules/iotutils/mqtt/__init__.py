@@ -53,13 +53,13 @@ _SLICE_MS = const(100)          # the longest a socket read or the idle wait blo
 _MP = sys.implementation.name == "micropython"
 del sys
 
-# MQTT's methods that live in link.py (setting up, connecting, stopping, status)
+# MQTT's methods that live in link.py (setting up, connecting, stopping)
 _LATER = const(("set_will", "on_connect", "subscribe", "unsubscribe", "handlers", "start", "stop", "connect", "flush",
                 "_connect_job", "_connect_in_job", "_connect", "_wrap", "_send_sub"))
-# the wire format's helpers, part of this module's API too (iotutils.mqtt.codec's, handed out: those
-# of a connect are link.py's). The status, the retry timer and what they use stay here: the admin
-# page asks for the status in a web handler, and a link may be lost in any thread (a publish that
-# fails), where loading a module would cost the thread's stack.
+# the wire format's helpers, part of this module's API too (iotutils.mqtt.codec's, handed out). The
+# status and the retry timer stay on the class: the admin page asks for the status in a web handler,
+# and a link may be lost in any thread (a publish that fails), where loading link.py would cost the
+# thread's stack.
 _CODEC = const(("build_connect", "build_subscribe", "decode_varint", "encode_varint", "filter_bytes", "rollout_selected",
                 "varint_size"))
 

@@ -1,31 +1,16 @@
-# MQTT 3.1.1 on the wire, without sockets: what a connected client reads and writes (PUBLISH built
-# into a caller's buffer and decoded, the remaining-length varint, topic rules and matching,
-# payloads as bytes), the broker URL and the default client id (the settings check them in web
-# handlers), the reconnect backoff and its jitter (a link may be lost in any thread), and the
-# fleet's rollout rule. The client (iotutils.mqtt) uses these; so do the unit tests.
-#
-# What only a connect needs (CONNECT and SUBSCRIBE, subscription filters, decoding a varint) lives
-# in iotutils.mqtt.link, loaded for a connect and let go after it; this module hands those names
-# out too (`from iotutils.mqtt.codec import build_connect`). It imports nothing at its top: it is
-# imported inside other imports (the settings', in a web handler), and on the unix port each import
-# statement run there puts one more path buffer (4 KB) on that thread's stack.
+# MQTT 3.1.1 on the wire, without sockets: packets built into a caller's buffer and decoded,
+# the remaining-length varint, topic and filter rules, matching, the broker URL, the reconnect
+# backoff and its jitter, the fleet's rollout rule, CA certificates and payloads as bytes, the
+# default client id. The client (iotutils.mqtt) uses these; so do the unit tests.
 
+_CONNECT = const(0x10)
 _PUBLISH = const(0x30)
+_SUBSCRIBE = const(0x82)
+_UNSUBSCRIBE = const(0xA2)
 _BACKOFF_FIRST_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _MAX_REMAINING = const(268435455)
 _TOPIC_MAX = const(65535)
-_LINK = const(("filter_bytes", "decode_varint", "build_connect", "build_subscribe"))
-
-
-def __getattr__(name):
-    if name == "__all__":   # (MicroPython's star import asks)
-        from iotutils._compat import public_names
-        return public_names(globals(), _LINK)
-    if name in _LINK:
-        from iotutils._compat import load
-        return getattr(load("iotutils.mqtt.link"), name)
-    raise AttributeError(name)
 
 
 def parse_url(url):
@@ -143,6 +128,19 @@ def topic_bytes(topic):
     return b
 
 
+def filter_bytes(topic_filter):
+    """A subscription filter as bytes: '+' alone in a level, '#' alone in the last level
+    (ValueError: 'topic_filter')."""
+    b = utf8("topic_filter", topic_filter, False)
+    levels = b.split(b"/")
+    for i, lv in enumerate(levels):
+        if b"#" in lv and (lv != b"#" or i != len(levels) - 1):
+            raise ValueError("topic_filter: '#' must be the whole last level, in %r" % (topic_filter,))
+        if b"+" in lv and lv != b"+":
+            raise ValueError("topic_filter: '+' must be a whole level, in %r" % (topic_filter,))
+    return b
+
+
 def topic_matches(topic_filter, topic):
     """True if topic (str) matches topic_filter (str) by MQTT rules: '+' one level, '#' the rest
     (and the parent level), and wildcards in the first level never match a topic starting with '$'."""
@@ -181,7 +179,22 @@ def encode_varint(buf, i, n):
             return i + 1
 
 
-def head(buf, first, n, apart=0):
+def decode_varint(data, i=0):
+    """(remaining length, index after it) from data at i; ValueError for a malformed one (more
+    than 4 bytes). IndexError when data ends inside it."""
+    n = 0
+    shift = 0
+    for _ in range(4):
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, i
+        shift += 7
+    raise ValueError("packet: malformed remaining length")
+
+
+def _header(buf, first, n, apart=0):
     """Room for a packet with first byte `first` and remaining length n, less the last `apart`
     bytes (sent from where they are): (buf or a new buffer if it is too small, index of the body)."""
     size = 1 + varint_size(n) + n - apart
@@ -191,8 +204,7 @@ def head(buf, first, n, apart=0):
     return buf, encode_varint(buf, 1, n)
 
 
-def put_str(buf, i, b):
-    # a 2-byte length and the bytes
+def _put_str(buf, i, b):
     n = len(b)
     buf[i] = n >> 8
     buf[i + 1] = n & 0xFF
@@ -200,18 +212,62 @@ def put_str(buf, i, b):
     return i + 2 + n
 
 
+def build_connect(buf, client_id, keepalive, user=None, password=None, will=None):
+    """CONNECT (clean session) into buf: (buf, length). will: (topic bytes, payload bytes, qos,
+    retain) or None; user/password: bytes or None."""
+    n = 10 + 2 + len(client_id)
+    flags = 0x02
+    if will:
+        n += 4 + len(will[0]) + len(will[1])
+        flags |= 0x04 | (will[2] << 3) | (0x20 if will[3] else 0)
+    if user is not None:
+        n += 2 + len(user)
+        flags |= 0x80
+        if password is not None:
+            n += 2 + len(password)
+            flags |= 0x40
+    buf, i = _header(buf, _CONNECT, n)
+    i = _put_str(buf, i, b"MQTT")
+    buf[i] = 4
+    buf[i + 1] = flags
+    buf[i + 2] = keepalive >> 8
+    buf[i + 3] = keepalive & 0xFF
+    i = _put_str(buf, i + 4, client_id)
+    if will:
+        i = _put_str(buf, i, will[0])
+        i = _put_str(buf, i, will[1])
+    if user is not None:
+        i = _put_str(buf, i, user)
+        if password is not None:
+            i = _put_str(buf, i, password)
+    return buf, i
+
+
 def build_publish(buf, topic, payload, qos=0, retain=False, pid=0, dup=False, after=0):
     """PUBLISH into buf: (buf, length). topic and payload are bytes-like. after: the length of a
     payload sent apart, right after this head (payload is then b"")."""
     n = 2 + len(topic) + len(payload) + (2 if qos else 0) + after
-    buf, i = head(buf, _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0), n, after)
-    i = put_str(buf, i, topic)
+    buf, i = _header(buf, _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0), n, after)
+    i = _put_str(buf, i, topic)
     if qos:
         buf[i] = pid >> 8
         buf[i + 1] = pid & 0xFF
         i += 2
     buf[i:i + len(payload)] = payload
     return buf, i + len(payload)
+
+
+def build_subscribe(buf, pid, topic_filter, qos=0, unsubscribe=False):
+    """SUBSCRIBE (or UNSUBSCRIBE) of one filter (bytes) into buf: (buf, length)."""
+    n = 2 + 2 + len(topic_filter) + (0 if unsubscribe else 1)
+    buf, i = _header(buf, _UNSUBSCRIBE if unsubscribe else _SUBSCRIBE, n)
+    buf[i] = pid >> 8
+    buf[i + 1] = pid & 0xFF
+    i = _put_str(buf, i + 2, topic_filter)
+    if not unsubscribe:
+        buf[i] = qos
+        i += 1
+    return buf, i
 
 
 def decode_publish(first, body):
@@ -245,7 +301,6 @@ def backoff_ms(failures, rnd):
     return base + base * (rnd - 32768) // 131072
 
 
-
 def rollout_selected(device_id, percent):
     """True if this device is in a staged rollout at `percent` %: the first 4 bytes of
     sha256(device_id) mod 100 < percent. Stable per device, and a device in at N % stays in at
@@ -260,7 +315,6 @@ def rand16():
     import os
     b = os.urandom(2)
     return b[0] << 8 | b[1]
-
 
 
 def payload_bytes(p):

@@ -1,12 +1,11 @@
 # The MQTT client's setting-up and connecting: the will, callbacks and subscriptions, start and
-# stop, the connect itself (DNS, TCP, TLS, CONNACK, subscriptions renewed). These are iotutils.mqtt.MQTT's methods that run at boot, at a
-# connect or when asked; a connected client reading and publishing never calls them. MQTT hands them
-# out (its __getattr__): this module is loaded at the first call and let go at the end of each
-# connect. Each function takes the client as `self`; the state stays on it. The wire format of a
-# connect is here too (CONNECT and SUBSCRIBE, subscription filters, decoding a varint), handed out by
-# iotutils.mqtt.codec as well. What a web handler or any thread may call (status(), the retry timer,
-# the URL's rule) stays in the client and the codec: loading a module there would cost that thread's
-# stack (tests/integration/test_admin.py's import of an MQTT URL ran out of it).
+# stop, flush, the connect itself (DNS, TCP, TLS, CONNACK, subscriptions renewed). These are
+# iotutils.mqtt.MQTT's methods that run at boot, at a connect or when asked; a connected client
+# reading and publishing never calls them. MQTT hands them out (its __getattr__): this module is
+# loaded at the first call and let go at the end of each connect. Each function takes the client as
+# `self`; the state stays on it. What a web handler or any thread may call (status(), the retry
+# timer) stays on the client: loading a module there would cost that thread's stack (an admin
+# import of an MQTT URL ran out of it when the URL's rule lived here).
 import gc
 import select
 import socket
@@ -14,12 +13,9 @@ import sys
 
 from iotutils._compat import _thread, log, print_exception, sleep_ms, start_thread, ticks_add, ticks_diff, ticks_ms, unload
 from iotutils.mqtt import LinkLost, reason
-from iotutils.mqtt.codec import head, payload_bytes, put_str, topic_bytes, utf8
+from iotutils.mqtt.codec import build_connect, build_subscribe, filter_bytes, payload_bytes, topic_bytes
 
-_CONNECT = const(0x10)
 _CONNACK = const(0x20)
-_SUBSCRIBE = const(0x82)
-_UNSUBSCRIBE = const(0xA2)
 _SLICE_MS = const(100)   # (iotutils.mqtt's: a const folds only inside its own module)
 _MP = sys.implementation.name == "micropython"
 del sys
@@ -300,79 +296,3 @@ def _send_sub(self, fs, fb, qos, unsub):
             return False
         buf, n = build_subscribe(self._buf, pid, fb, qos, unsub)
         return self._write_or_drop(buf, n)
-
-
-# ---- the wire format of a connect (iotutils.mqtt.codec hands these names out too) ----
-
-def filter_bytes(topic_filter):
-    """A subscription filter as bytes: '+' alone in a level, '#' alone in the last level
-    (ValueError: 'topic_filter')."""
-    b = utf8("topic_filter", topic_filter, False)
-    levels = b.split(b"/")
-    for i, lv in enumerate(levels):
-        if b"#" in lv and (lv != b"#" or i != len(levels) - 1):
-            raise ValueError("topic_filter: '#' must be the whole last level, in %r" % (topic_filter,))
-        if b"+" in lv and lv != b"+":
-            raise ValueError("topic_filter: '+' must be a whole level, in %r" % (topic_filter,))
-    return b
-
-
-def decode_varint(data, i=0):
-    """(remaining length, index after it) from data at i; ValueError for a malformed one (more
-    than 4 bytes). IndexError when data ends inside it."""
-    n = 0
-    shift = 0
-    for _ in range(4):
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, i
-        shift += 7
-    raise ValueError("packet: malformed remaining length")
-
-
-def build_connect(buf, client_id, keepalive, user=None, password=None, will=None):
-    """CONNECT (clean session) into buf: (buf, length). will: (topic bytes, payload bytes, qos,
-    retain) or None; user/password: bytes or None."""
-    n = 10 + 2 + len(client_id)
-    flags = 0x02
-    if will:
-        n += 4 + len(will[0]) + len(will[1])
-        flags |= 0x04 | (will[2] << 3) | (0x20 if will[3] else 0)
-    if user is not None:
-        n += 2 + len(user)
-        flags |= 0x80
-        if password is not None:
-            n += 2 + len(password)
-            flags |= 0x40
-    buf, i = head(buf, _CONNECT, n)
-    i = put_str(buf, i, b"MQTT")
-    buf[i] = 4
-    buf[i + 1] = flags
-    buf[i + 2] = keepalive >> 8
-    buf[i + 3] = keepalive & 0xFF
-    i = put_str(buf, i + 4, client_id)
-    if will:
-        i = put_str(buf, i, will[0])
-        i = put_str(buf, i, will[1])
-    if user is not None:
-        i = put_str(buf, i, user)
-        if password is not None:
-            i = put_str(buf, i, password)
-    return buf, i
-
-
-def build_subscribe(buf, pid, topic_filter, qos=0, unsubscribe=False):
-    """SUBSCRIBE (or UNSUBSCRIBE) of one filter (bytes) into buf: (buf, length)."""
-    n = 2 + 2 + len(topic_filter) + (0 if unsubscribe else 1)
-    buf, i = head(buf, _UNSUBSCRIBE if unsubscribe else _SUBSCRIBE, n)
-    buf[i] = pid >> 8
-    buf[i + 1] = pid & 0xFF
-    i = put_str(buf, i + 2, topic_filter)
-    if not unsubscribe:
-        buf[i] = qos
-        i += 1
-    return buf, i
-
-
