@@ -1,9 +1,9 @@
 # Device's methods that run at start() or when the admin page asks: the boot report, the memory
 # budget (heap, stacks, sockets) and the socket table's share for web clients, the OTA source and
 # auto-update settings, MQTT started again with new settings, and every() (a program's tasks are
-# given before start). Device hands them out (its
-# __getattr__) and loads this module when one is called; start() lets it go after its reports, so
-# a device at rest holds none of it. Each function takes the Device as `self`.
+# given before start). Device hands them out (its __getattr__) and loads this module when one is
+# called; start() lets it go after its reports, so a device at rest holds none of it. Each function
+# takes the Device as `self`.
 import gc
 import sys
 

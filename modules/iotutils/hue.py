@@ -1,6 +1,6 @@
 # What Alexa's devices share with the Philips Hue v1 API: the light kinds, Hue's brightness scale
-# and its dates (the name rule is iotutils.coerce.check_name: Hue's 32 characters). The protocol itself (the bridge's answers) is hue_api.py, loaded at
-# the first Hue request.
+# and its dates (the name rule is iotutils.coerce.check_name: Hue's 32 characters). The protocol
+# itself (the bridge's answers) is hue_api.py, loaded at the first Hue request.
 import time
 
 F_DIMMABLE = const(1)

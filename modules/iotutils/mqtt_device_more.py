@@ -219,7 +219,7 @@ def _fw_set(self, **kw):
 
 
 def _restart(self):
-    # Home Assistant's restart button: the offline message and the command's answer leave first
+    # Home Assistant's restart button
     _later(_reset_soon)
 
 
