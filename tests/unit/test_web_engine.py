@@ -164,6 +164,51 @@ def test_inline_answers_really_take_the_fast_path():
     assert counts[True] == 0, counts
 
 
+def _answer(s, path):
+    s.send(_req(path))
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(512)
+    return got
+
+
+def test_a_burst_of_connections_leaves_no_grown_tables():
+    """A burst of connections grows the connection table and the poll set, and MicroPython's dicts
+    and poll sets never shrink: once most are gone the poll loop builds both anew, and the
+    connections still open, and new ones, are served as before."""
+    import socket
+    import time
+    app = _start(True)
+    app.idle_timeout = 60000
+    app.max_connections = 64
+    addr = socket.getaddrinfo("127.0.0.1", app.bound_port)[0][-1]
+    socks = []
+    try:
+        for _ in range(40):
+            s = socket.socket()
+            s.connect(addr)
+            s.settimeout(5)
+            socks.append(s)
+        for s in socks:   # each one served: the server holds them all
+            assert _answer(s, "/text").startswith(b"HTTP/1.1 200")
+        grown = app._conns
+        assert len(grown) == 40 and app._conns_peak == 40
+        for s in socks[2:]:
+            s.close()
+        t0 = time.time()
+        while (app._conns is grown or len(app._conns) > 2) and time.time() - t0 < 5:
+            time.sleep(0.05)
+        assert app._conns is not grown and len(app._conns) == 2, len(app._conns)
+        assert app._conns_peak <= 2
+        for s in socks[:2]:   # the two still open: in the new poll set
+            assert _answer(s, "/json").startswith(b"HTTP/1.1 200")
+        assert _exchange(app.bound_port, _CLOSE).startswith(b"HTTP/1.1 200")   # and a new client
+    finally:
+        for s in socks[:2]:
+            s.close()
+        app.stop()
+
+
 def test_a_thread_that_takes_over_the_poll_loop_starts_low_in_the_heap():
     """A handler that runs longer than takeover_ms hands the poll loop to a standing-by thread. Its
     frame and parser array live until the next takeover; made among the slow handler's garbage they

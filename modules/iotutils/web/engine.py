@@ -300,6 +300,7 @@ class WebServer(Router):
         self._standby = 0
         self._serving_since = None
         self._last_scan = 0
+        self._conns_peak = 0   # most connections since the table and the poll set were last rebuilt
         self._lead_lock = None
         self._line_lock = None
         self._nap = None
@@ -688,7 +689,9 @@ class WebServer(Router):
                     self._apply_site_changes()
                 if ticks_diff(now, self._last_scan) > 200:
                     self._last_scan = now
-                    self._scan(now)
+                    if self._scan(now):
+                        poller = self._poller
+                        conns = self._conns
             except Exception as e:
                 self._trouble(e, None)
         # stopping: this thread keeps the lead (so nobody else touches the poll state) and closes up
@@ -732,8 +735,11 @@ class WebServer(Router):
             c = _Conn(s, addr, now, site)
             self._seq += 1
             c.seq = self._seq
-            self._conns[self._key(s)] = c
+            conns = self._conns
+            conns[self._key(s)] = c
             self._poller.register(s, _POLLIN)
+            if len(conns) > self._conns_peak:
+                self._conns_peak = len(conns)
             self._waiting_since = None
             self._shed = False
 
@@ -989,6 +995,32 @@ class WebServer(Router):
                     self._fail(c, 408, None)
             elif ticks_diff(now, c.last) > self.idle_timeout:
                 self._close(c)
+        # True when the table and the poll set were rebuilt (the poll loop takes the new ones)
+        return self._conns_peak > 32 and len(self._conns) * 4 < self._conns_peak and self._compact()
+
+    def _compact(self):
+        # Leader only. A burst of connections (a scan, 200 idle sockets) grew the connection table and
+        # the poll set, and neither shrinks again: MicroPython's dicts and poll sets keep their size.
+        # Those grown blocks would stay in the middle of the heap for good, where a large request
+        # body then finds no room. Both are built anew at today's size; the old ones go back whole.
+        try:
+            conns = {}
+            poller = select.poll()
+            poller.register(self._sock, 0 if self._accept_paused is not None else _POLLIN)
+            if self._wake is not None:
+                poller.register(self._wake, _POLLIN)
+            for s, _r, _p in self._sites.values():
+                poller.register(s, 0 if self._accept_paused is not None else _POLLIN)
+            for key, c in self._conns.items():
+                conns[key] = c
+                if not c.busy:
+                    poller.register(c.sock, _POLLIN)
+        except MemoryError:
+            return False   # the old ones are whole: try again at a later scan
+        self._conns = conns
+        self._poller = poller
+        self._conns_peak = len(conns)
+        return True
 
     def _poke(self):
         if self._wake is not None:
