@@ -19,8 +19,8 @@
 import gc
 
 from iotutils import hal, tasks
-from iotutils._compat import (allocate_lock, before_load, handed_out, log, print_exception, recv_for, sleep_ms,
-                              ticks_diff, ticks_ms, unload)
+from iotutils._compat import (allocate_lock, before_load, call_loaded, handed_out, log, print_exception, recv_for,
+                              sleep_ms, ticks_diff, ticks_ms, unload)
 from iotutils.coerce import check_name   # (a device's name follows the lights' rule)
 
 _LOOP_SLEEP_MS = const(20)
@@ -54,6 +54,9 @@ class Device:
     def __init__(self, name="iotutils", port=80, workers=None, ota_repo=None, ota_channel="release",
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
+        if ota:
+            call_loaded("iotutils.device_more", "check_ota_args", ota_repo, ota_channel, ota_api, ota_pubkey,
+                        ota_allow_http)
         from iotutils.persist import PersistentStr
         self._name = PersistentStr("name", default=check_name(name, "name"), folder="device", max_length=32)
         before_load("iotutils.web.engine")
@@ -126,6 +129,14 @@ class Device:
                 return
         before_load("iotutils.mqtt_device")
         from iotutils.mqtt_device import MqttDevice
+        if self.mqtt_url:
+            # the program's own broker URL: a mistake in it is the program's, said at once (a URL
+            # stored on the device was checked when it was stored)
+            from iotutils.mqtt.codec import parse_url
+            try:
+                parse_url(self.mqtt_url)
+            except ValueError as e:
+                raise ValueError("mqtt" + str(e)[3:])   # ("url: ..." -> "mqtt: ...")
         try:
             self._mq = MqttDevice(self, self.mqtt_url)
         except ValueError as e:

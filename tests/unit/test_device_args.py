@@ -50,3 +50,25 @@ def test_the_name_is_printable_text_of_1_to_32_characters():
     assert dev.name == "lamp"
     dev.name = "Kitchen lamp \u00e9"
     assert dev.name == "Kitchen lamp \u00e9"
+
+
+def test_the_programs_broker_and_ota_source_are_checked_at_once():
+    # they were logged ("mqtt: settings not usable", "ota: source not usable") and the device ran
+    # without them: a typo in the program looked like a device that would not connect
+    for bad in (5, "http://broker", "mqtt://host/path", b"mqtt://host"):
+        e = raises(ValueError, Device, mqtt=bad, wifi=False, alexa=False, admin=False, ota=False)
+        assert e.args[0].startswith("mqtt: "), (bad, e.args)
+    for kw, field in ((dict(ota_repo="no-slash"), "ota_repo"), (dict(ota_repo="a/b/c"), "ota_repo"),
+                      (dict(ota_repo=5), "ota_repo"), (dict(ota_channel="nightly"), "ota_channel"),
+                      (dict(ota_repo="acme/lamp", ota_channel="branch:"), "ota_channel"),
+                      (dict(ota_api="ftp://example"), "ota_api"), (dict(ota_allow_http="yes"), "ota_allow_http"),
+                      (dict(ota_pubkey=5), "ota_pubkey")):
+        e = raises(ValueError, Device, wifi=False, alexa=False, admin=False, **kw)
+        assert e.args[0].startswith(field + ": "), (kw, e.args)
+    # ota=False: its arguments are not used, so not checked; no repo yet is fine (the admin page may
+    # set one), and so are good values
+    Device(ota=False, ota_repo="no-slash", wifi=False, alexa=False, admin=False)
+    Device(wifi=False, alexa=False, admin=False)
+    dev = Device(ota_repo="acme/lamp", ota_channel="branch:main", mqtt="mqtt://user:pw@broker.local:1883",
+                 wifi=False, alexa=False, admin=False)
+    assert dev.ota is not None and dev.mqtt is not None
