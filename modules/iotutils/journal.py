@@ -56,7 +56,10 @@ def write_all(plan):
             if raw is None:
                 store.delete(folder, name)
             else:
-                store.set(folder, name, raw, code)
+                try:
+                    store.set(folder, name, raw, code)
+                except ValueError as e:   # the store's own limits (a value too long for it): said by name
+                    raise ValueError("%s/%s: %s" % (folder, name, e.args[0] if e.args else "refused by the store"))
         store.delete(FOLDER, _HEADER)  # the writes are done once this is
     except BaseException:  # MemoryError, OSError (no space, flash), KeyboardInterrupt: roll back
         undo = None

@@ -171,7 +171,10 @@ def import_json(text):
             bad.append("%s/%s: %s" % (folder, name, ex))
     if bad:
         raise ValueError("import: bad entries: " + "; ".join(bad))
-    write_all(lambda: _plan(data))
+    try:
+        write_all(lambda: _plan(data))
+    except ValueError as e:   # one the store refused (too long for it): nothing was written
+        raise ValueError("import: bad entries: %s" % (e.args[0] if e.args else e))
     return n
 
 

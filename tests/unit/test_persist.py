@@ -626,6 +626,23 @@ def test_import_is_all_or_nothing_at_every_failing_step():
             assert store.keys("iotutils") == [], k
 
 
+def test_a_value_too_long_for_the_store_is_named_and_nothing_is_written():
+    """The store's own limit (an NVS blob spans at most the partition's pages) is found at the write;
+    the import and set_all then name the entry, as for any bad entry, and write none of the others
+    (it was a bare "blob too long: N bytes")."""
+    fresh()
+    store.set("big", "kept", 7, nvs.I64)
+    huge = {"k": "a" * 20100}   # (this 24 KB partition: a blob spans at most its 5 data pages, 20000 bytes)
+    text = json.dumps({"big": {"kept": 8, "new": 9, "huge": {"type": "json", "value": huge}}})
+    e = raises(ValueError, persist.import_json, text)
+    assert e.args[0].startswith("import: bad entries: big/huge: ") and "too long" in e.args[0], e.args
+    assert store.get("big", "kept") == 7 and store.get("big", "new") is None
+    n = PersistentInt("n", default=1, folder="big2")
+    e = raises(ValueError, persist.set_all, [(n, 5), (PersistentJSON("j", folder="big2"), huge)])
+    assert e.args[0].startswith("big2/j: ") and "too long" in e.args[0], e.args
+    assert n.value == 1
+
+
 def test_import_cut_short_is_rolled_back_at_the_next_boot():
     """The flash stops taking writes (a power cut) at every step: after a reboot the values are all
     old or all new."""
