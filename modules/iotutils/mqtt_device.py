@@ -84,20 +84,27 @@ def _rgb_light(rgb):
     return {"on": True, "brightness": m, "rgb": tuple(c * 255 // m for c in rgb)}
 
 
-def rgb_command(cur, cmd, mem=None):
+def rgb_command(cur, cmd, mem=None, colour=None):
     """The colour an RGB variable showing `cur` takes for a light command {"on", "brightness",
-    "rgb"} (brightness 0..255); mem: its colour before it was switched off (white if unknown)."""
+    "rgb"} (brightness 0..255); mem: its colour before it was switched off (white if unknown);
+    colour: the light's colour at full brightness when known exactly (a dimmed value's channels
+    lose it: (255, 128, 0) at brightness 1 is (1, 0, 0), red)."""
     if cmd.get("on") is False:
         return (0, 0, 0)
     st = _rgb_light(cur)
     m = _rgb_light(mem or (255, 255, 255))
-    # a command's colour is a colour at full brightness, as the state reports it: its brightness comes
-    # separately (Home Assistant sends both; a colour alone keeps the light's brightness)
-    colour = (cmd.get("rgb") and _rgb_light(cmd["rgb"])["rgb"]) or st["rgb"] or m["rgb"]
     bri = cmd.get("brightness")
     if bri is None:
         bri = st["brightness"] or m["brightness"]
-    return tuple(c * bri // 255 for c in colour)
+    return tuple(c * bri // 255 for c in command_colour(cur, cmd, mem, colour))
+
+
+def command_colour(cur, cmd, mem=None, colour=None):
+    """The colour at full brightness rgb_command() gives the light (same arguments)."""
+    # a command's colour is a colour at full brightness, as the state reports it: its brightness comes
+    # separately (Home Assistant sends both; a colour alone keeps the light's brightness)
+    return (cmd.get("rgb") and _rgb_light(cmd["rgb"])["rgb"]) or colour or _rgb_light(cur)["rgb"] or \
+        _rgb_light(mem or (255, 255, 255))["rgb"]
 
 
 def entity_for(var, oid, name, kind=None):
@@ -185,7 +192,7 @@ class MqttDevice:
         self._scans = 0
         self._last = {}          # object_id -> the value last published (MQTT step only)
         self._raw = {}           # object_id -> an Alexa light's (on, bri, hue, sat) last looked at
-        self._rgb_mem = {}       # object_id -> colour of an RGB light before it was switched off
+        self._rgb_mem = {}       # object_id -> an RGB light's (value last lit, its colour at full brightness)
         self._calls = []         # Alexa lights whose on_change the main loop owes (HA changed them)
         self._seen = -1          # persist.changes() when the exposed values were last compared
         self._dirty = False      # the entity list changed
@@ -395,7 +402,13 @@ class MqttDevice:
         if v is not None:
             var = v[0]
             if var.kind == "rgb":
-                return "#%02x%02x%02x" % var.value if v[2] == "text" else _rgb_light(var.value)
+                if v[2] == "text":
+                    return "#%02x%02x%02x" % var.value
+                st = _rgb_light(var.value)
+                mem = self._rgb_mem.get(oid)
+                if mem is not None and mem[0] == var.value and mem[1] and st["on"]:
+                    st["rgb"] = mem[1]   # the colour Home Assistant set, not its dimmed channels' rounding
+                return st
             x = var.value
             return x[:255] if isinstance(x, str) else x   # (HA takes no longer text)
         lt = self._lights.get(oid)
@@ -424,9 +437,13 @@ class MqttDevice:
             var = v[0]
             if var.kind == "rgb" and v[2] != "text":
                 cur = var.value
-                if max(cur):
-                    self._rgb_mem[oid] = cur
-                value = rgb_command(cur, value, self._rgb_mem.get(oid))
+                mem = self._rgb_mem.get(oid)   # (the value last lit, its colour at full brightness)
+                if max(cur) and (mem is None or mem[0] != cur):
+                    mem = (cur, None)   # changed elsewhere since (the program, the admin page)
+                lit, colour = mem or (None, None)
+                new = var.set(rgb_command(cur, value, lit, colour))
+                self._rgb_mem[oid] = (new, command_colour(cur, value, lit, colour)) if max(new) else mem
+                return
             var.set(value)   # its own coercion: ValueError is logged, the real state published
             return
         lt = self._lights.get(oid)

@@ -199,6 +199,29 @@ def test_an_rgb_variable_as_a_light():
     assert rgb_command((0, 0, 128), {"rgb": (1, 2, 3)}) == (42, 85, 128)      # a colour alone keeps it too
 
 
+def test_an_rgb_light_dimmed_to_almost_nothing_keeps_its_colour():
+    """The variable holds the dimmed channels only: orange (255, 128, 0) at brightness 1 is (1, 0, 0),
+    red. Brightened again from Home Assistant it came back red, and the state said red meanwhile."""
+    fresh()
+    md = MqttDevice(None, "mqtt://127.0.0.1:1")
+    var = PersistentRGB("glow", default=(255, 128, 0), folder="rgbmem")
+    oid = md.expose(var)
+    md._set(oid, {"brightness": 1})
+    assert var.value == (1, 0, 0)
+    assert md._value(oid) == {"on": True, "brightness": 1, "rgb": (255, 128, 0)}
+    md._set(oid, {"brightness": 255})
+    assert var.value == (255, 128, 0)
+    md._set(oid, {"brightness": 2})
+    md._set(oid, {"on": False})
+    assert var.value == (0, 0, 0) and md._value(oid)["on"] is False
+    md._set(oid, {"on": True, "brightness": 200})   # back on: the colour it had
+    assert var.value == (200, 100, 0)
+    var.value = (0, 1, 0)   # set by the program meanwhile: its own channels are its colour
+    md._set(oid, {"brightness": 255})
+    assert var.value == (0, 255, 0)
+    assert md._value(oid) == {"on": True, "brightness": 255, "rgb": (0, 255, 0)}
+
+
 def test_a_code_url_that_is_not_a_broker_url():
     fresh()
     s = ms.load("http://broker.lan")
