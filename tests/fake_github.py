@@ -38,7 +38,7 @@ import json
 import socketserver
 import threading
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 def git_blob_sha1(data):
@@ -319,7 +319,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._releases("/".join(p[1:3]), p[4:], accept)
         if len(p) >= 4 and p[0] == "repos" and p[3] == "contents":
             ref = parse_qs(url.query).get("ref", ["main"])[0]
-            return self._contents("/".join(p[1:3]), "/".join(p[4:]), ref, accept)
+            return self._contents("/".join(p[1:3]), unquote("/".join(p[4:])), ref, accept)   # (as GitHub decodes it)
         if len(p) == 6 and p[2] == "releases" and p[3] == "download":
             rel = self._find_release("/".join(p[:2]), p[4])
             for a in (rel or {}).get("assets", ()):

@@ -722,6 +722,24 @@ def _reboot_app(main=None):
     return ota_mod.app_boot(main)
 
 
+def test_app_ota_file_names_with_spaces_and_accents(gh, local, tmp_path, monkeypatch):
+    """A file name goes into the contents URL percent-encoded: "my page.html" was a request line
+    with a space in it, refused as a bad URL, so an app with such a file could not be installed."""
+    import sys
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    files = {"userapp.py": b"VERSION = 's1'\n", "my page.html": b"<h1>hi</h1>\n", "caf\u00e9 50%.txt": b"ok\n"}
+    gh.set_app("me/fw", "main", "app", files)
+    o = _ota(repo="me/fw", channel="branch:main", api=gh.api_url, state_path=local)
+    assert o.update_app(reboot=False) == "a"
+    for name, data in files.items():
+        with open("apps/a/" + name, "rb") as f:
+            assert f.read() == data, name
+    paths = [r[1] for r in gh.requests if r[0] == "api" and "/contents/" in r[1]]
+    assert any("/contents/app/my%20page.html?" in p for p in paths), paths
+    assert any("/contents/app/caf%C3%A9%2050%25.txt?" in p for p in paths), paths
+
+
 def test_app_ota_refuses_replays_of_old_and_rolled_back_bundles(gh, local, tmp_path, monkeypatch):
     """A hostile server may replay genuine, older signed app bundles: an older version is refused
     (downgrade=True installs it), so is the running one and one that rolled back here (force=True).

@@ -87,3 +87,11 @@ def test_one_ota_letting_the_network_code_go_does_not_break_another_ones_check()
         assert rounds[0] > 5 and rounds[1] > 5, rounds
     finally:
         rmtree(d)
+
+
+def test_a_file_name_goes_into_a_url_percent_encoded():
+    from iotutils.ota.client import quote_path
+    assert quote_path("app/userapp.py") == "app/userapp.py"
+    assert quote_path("app/my page.html") == "app/my%20page.html"
+    assert quote_path("caf\u00e9 50%?#.txt") == "caf%C3%A9%2050%25%3F%23.txt"
+    assert quote_path("a-b_c.d~e") == "a-b_c.d~e"

@@ -110,15 +110,17 @@ def _app_files(ota, folder):
         man = ota.source.get_json(ota.source.contents_url(folder + "/app.json", ota.ref), accept)
 
         def url_of(e):
-            return ota.source.contents_url(folder + "/" + str(e.get("path") or e.get("name")), ota.ref)
+            from iotutils.ota.client import quote_path
+
+            return ota.source.contents_url(quote_path(folder + "/" + str(e.get("path") or e.get("name"))), ota.ref)
     elif ota.kind == "url":
         accept = None
         man = ota.source.get_json(ota.ref, "application/json")
 
         def url_of(e):
-            from iotutils.ota.client import join_url   # (the boot-time functions do not need the client)
+            from iotutils.ota.client import join_url, quote_path   # (the boot-time functions do not need it)
 
-            return join_url(ota.ref, e.get("url") or str(e.get("path") or e.get("name")))
+            return join_url(ota.ref, e.get("url") or quote_path(str(e.get("path") or e.get("name"))))
     else:
         raise OTAError("App OTA needs a branch:<name>, commit:<sha> or url:<app.json URL> channel")
     from iotutils import sign
