@@ -34,7 +34,10 @@ def _let_go_passwords():
     # counts live in auth (auth.LOGINS), so the next load counts on. After a wrong password it stays:
     # a guesser would make every try load it again. Not while the setup page's code is loaded: it
     # imports the password code at its top, and would keep its copy beside a new one.
-    if "iotutils.portal_pages" not in sys.modules:
+    # Nor when the program changed the guard's settings (LoginGuard.free = 5): a new load would
+    # bring the defaults back.
+    p = sys.modules.get("iotutils.passwords")
+    if p is not None and "iotutils.portal_pages" not in sys.modules and not p.login_guard.customised():
         unload("iotutils.passwords")
 
 

@@ -87,6 +87,12 @@ class LoginGuard:
     #: client addresses remembered (the least recently seen one is forgotten)
     max_clients = 16
 
+    def customised(self):
+        """True when the program changed this guard's settings (on the class or on the guard): the
+        admin page then keeps this module loaded, since loading it again would bring the defaults back."""
+        return (self.free, self.lockout_s, self.max_lockout_s, self.global_free, self.max_clients) != \
+            (3, 2, 300, 12, 16)
+
     def __init__(self, state=None):
         # state: (lock, {address: [wrong passwords, locked until (ticks), last seen, counted globally]},
         # [wrong passwords of everyone, locked until]); a guard of its own without it

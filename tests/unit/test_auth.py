@@ -175,3 +175,29 @@ def test_the_count_of_wrong_passwords_outlives_the_password_code():
         everyone[0], everyone[1] = 0, None
         sys.modules["iotutils.passwords"] = passwords   # (the module the other tests imported)
         iotutils.passwords = passwords
+
+
+def test_the_programs_guard_settings_keep_the_password_code_loaded():
+    # the admin page lets the password code go once the owner is in; a program that set the guard's
+    # settings (LoginGuard.free = 5) got the defaults back at the next load, without a word
+    import sys
+
+    import iotutils
+    from iotutils import _compat, admin
+
+    try:
+        p = _compat.load("iotutils.passwords")
+        admin._let_go_passwords()
+        assert "iotutils.passwords" not in sys.modules   # the defaults: let go
+        for on_class in (True, False):
+            p = _compat.load("iotutils.passwords")
+            if on_class:
+                p.LoginGuard.free = 5
+            else:
+                p.login_guard.max_lockout_s = 900
+            admin._let_go_passwords()
+            assert sys.modules.get("iotutils.passwords") is p, on_class   # kept, with its settings
+            _compat.unload("iotutils.passwords")
+    finally:
+        sys.modules["iotutils.passwords"] = passwords   # (the module the other tests imported)
+        iotutils.passwords = passwords
