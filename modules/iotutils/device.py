@@ -128,15 +128,9 @@ class Device:
             if not stored:
                 return
         before_load("iotutils.mqtt_device")
-        from iotutils.mqtt_device import MqttDevice
+        from iotutils.mqtt_device import MqttDevice, check_code_url
         if self.mqtt_url:
-            # the program's own broker URL: a mistake in it is the program's, said at once (a URL
-            # stored on the device was checked when it was stored)
-            from iotutils.mqtt.codec import parse_url
-            try:
-                parse_url(self.mqtt_url)
-            except ValueError as e:
-                raise ValueError("mqtt" + str(e)[3:])   # ("url: ..." -> "mqtt: ...")
+            check_code_url(self.mqtt_url)
         try:
             self._mq = MqttDevice(self, self.mqtt_url)
         except ValueError as e:

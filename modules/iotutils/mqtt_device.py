@@ -37,7 +37,7 @@ from iotutils import hal, persist
 from iotutils import homeassistant as ha
 from iotutils._compat import _thread, allocate_lock, call_loaded, handed_out, log, ticks_add, ticks_diff, ticks_ms
 from iotutils.mqtt import MQTT
-from iotutils.mqtt.codec import rollout_selected
+from iotutils.mqtt.codec import parse_url, rollout_selected
 
 ROLLOUT = "iotutils/fleet/rollout"
 FOLDER = "mqtt"   # mqtt_settings.FOLDER: the job record and the announced entities live beside the settings
@@ -73,6 +73,15 @@ def rgb_hs(rgb):
     else:
         h = (r - g) / d + 4
     return int(h / 6 * 65536 + 0.5) % 65536, int(d / mx * 254 + 0.5)
+
+
+def check_code_url(url):
+    """Device(mqtt=url): the program's own broker URL. A mistake in it is the program's, a ValueError
+    "mqtt: ..." at once (a URL stored on the device was checked when it was stored)."""
+    try:
+        parse_url(url)
+    except ValueError as e:
+        raise ValueError("mqtt" + str(e)[3:])   # ("url: ..." -> "mqtt: ...")
 
 
 def _rgb_light(rgb):

@@ -185,6 +185,7 @@ def test_the_programs_guard_settings_keep_the_password_code_loaded():
     import iotutils
     from iotutils import _compat, admin
 
+    pages = sys.modules.pop("iotutils.portal_pages", None)   # (another test's: it would keep the code)
     try:
         p = _compat.load("iotutils.passwords")
         admin._let_go_passwords()
@@ -201,3 +202,5 @@ def test_the_programs_guard_settings_keep_the_password_code_loaded():
     finally:
         sys.modules["iotutils.passwords"] = passwords   # (the module the other tests imported)
         iotutils.passwords = passwords
+        if pages is not None:
+            sys.modules["iotutils.portal_pages"] = pages

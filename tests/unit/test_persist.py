@@ -630,9 +630,9 @@ def test_a_value_too_long_for_the_store_is_named_and_nothing_is_written():
     """The store's own limit (an NVS blob spans at most the partition's pages) is found at the write;
     the import and set_all then name the entry, as for any bad entry, and write none of the others
     (it was a bare "blob too long: N bytes")."""
-    fresh()
+    store.use(nvs.NVS(RamFlash(0x3000)), "nvs")   # 3 pages: a blob spans at most 2, 8000 bytes
     store.set("big", "kept", 7, nvs.I64)
-    huge = {"k": "a" * 20100}   # (this 24 KB partition: a blob spans at most its 5 data pages, 20000 bytes)
+    huge = {"k": "a" * 8100}
     text = json.dumps({"big": {"kept": 8, "new": 9, "huge": {"type": "json", "value": huge}}})
     e = raises(ValueError, persist.import_json, text)
     assert e.args[0].startswith("import: bad entries: big/huge: ") and "too long" in e.args[0], e.args
