@@ -11,7 +11,8 @@
 # Console: ONCHANGE <name> on=<bool> bri=<0..100> when HA changed the Alexa light (main loop),
 # PING <payload> for a message on app/<id>/ping and APP CONNECTED (the app's own subscription and
 # on_connect callback on dev.mqtt);
-# POST /t/set {"name", "value"}: the app itself changes a variable.
+# POST /t/set {"name", "value"}: the app itself changes a variable; POST /t/subscribe {"topic",
+# "unsubscribe"?}: the app subscribes (or unsubscribes) from a web handler, GOT <topic> <payload> then.
 import json
 import os
 
@@ -90,6 +91,18 @@ if dev.mqtt is not None:   # the app's own use of the client: carried over when 
 def set_var(req):
     d = req.json()
     return {"value": VARS[d["name"]].set(d["value"])}
+
+
+@dev.app.route("/t/subscribe", methods=("POST",))
+def subscribe(req):
+    # an app that subscribes (and unsubscribes, flushes) from a web handler, long after the connect
+    d = req.json()
+    if d.get("unsubscribe"):
+        dev.mqtt.unsubscribe(d["topic"])
+    else:
+        dev.mqtt.subscribe(d["topic"], lambda t, p: print("GOT %s %s" % (t, p.decode())))
+    dev.mqtt.flush()
+    return {"ok": True}
 
 
 @dev.app.route("/t/mqtt")

@@ -150,6 +150,30 @@ def test_restart_button_and_no_ghost_entities(tmp_path, broker, ha, devices):
     assert json.loads(ha.last[topic]) == final          # what stays retained: no ghosts
 
 
+def test_the_app_subscribes_from_a_web_handler_long_after_the_connect(tmp_path, broker, ha, devices):
+    """The client's subscribing code is let go after each connect (mqtt/link.py, host firmware): a
+    handler that subscribes loads it on the web thread's stack. The device must live on and get
+    the messages (before the stack check: an app doing this could crash the device)."""
+    dev = boot(devices, tmp_path, "dev", {"mqtt": broker.url(), "expose": ["on"]})
+    assert ha.wait(dev.t("status")) == b"online"
+    topic = "app/%s/late" % dev.id
+    m = requests.get(dev.url("/t/modules"), timeout=10).json()
+    assert m["preloaded"] or "iotutils.mqtt.link" not in m["loaded"], m   # (let go: the handler loads it)
+    r = requests.post(dev.url("/t/subscribe"), json={"topic": topic}, timeout=10)
+    assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+    since = len(dev.lines)
+    ha.send(topic, "hello")
+    dev.wait_line(r"^GOT %s hello$" % topic, since=since, timeout=5)
+    r = requests.post(dev.url("/t/subscribe"), json={"topic": topic, "unsubscribe": True}, timeout=10)
+    assert r.status_code == 200, r.text
+    since = len(dev.lines)
+    ha.send(topic, "gone")
+    ha.send("app/%s/ping" % dev.id, "still here")   # (after the message that must not arrive)
+    dev.wait_line(r"^PING still here$", since=since, timeout=5)
+    assert not [line for line in dev.lines[since:] if line.startswith("GOT ")]
+    assert requests.get(dev.url("/healthz"), timeout=10).status_code == 200
+
+
 def test_component_mode_and_prefix_from_the_admin_page_clear_the_old_topics(tmp_path, broker, ha, devices):
     dev = boot(devices, tmp_path, "dev", {"mqtt": broker.url(), "expose": ["on", "bri"]})
     old = "homeassistant/device/%s/config" % dev.id
