@@ -20,9 +20,9 @@ def check_ota_args(repo, channel, api, pubkey, allow_http):
     and the device boots without OTA). Not a method: Device() calls it before the device exists."""
     from iotutils._compat import call_loaded
     try:
-        # (a repo may also come later, from the admin page: none given is no mistake)
+        # (a repo may also come later, from the admin page: none given is no mistake; no api is GitHub's)
         call_loaded("iotutils.ota.checks", "check_args", repo or "owner/name", channel,
-                    "https://api.github.com" if api is None else api, None, None, "ota.json", "firmware.bin",
+                    api or "https://api.github.com", None, None, "ota.json", "firmware.bin",
                     None, pubkey, allow_http, None)
     except ValueError as e:
         raise ValueError("ota_" + str(e))
