@@ -519,7 +519,6 @@ def main(argv=None):
                                                               "lib") if p])
             if allowance:   # (a frozen toolbox: imported as the app needs it, before or after --serial's remount)
                 env["IOTUTILS_PRELOAD"] = ",".join(mpcode.preload_modules())
-                env["IOTUTILS_PRELOAD_ROOM"] = str(mpcode.heap_bytes(args.heap) * 3 // 4)
             pipes = {}
             if uart:
                 # the console goes through this supervisor: ROM banners between boots, CR LF, Ctrl-C

@@ -55,24 +55,9 @@ except (ImportError, OSError):
     pass
 
 app = sys.argv[1]
-# On the chip the code is in flash and the heap starts empty, in one piece. Loaded here, the code
-# and the loader's temporaries would spread over the whole heap, leaving the app's room in holes
-# between them (a large request body would find none). So most of that room is held in one block
-# while the code loads, above whatever the code leaves free, and given back whole afterwards.
-_room = None
-try:
-    _room = bytearray(int(os.getenv("IOTUTILS_PRELOAD_ROOM") or 0))
-except MemoryError:
-    pass
 for name in (os.getenv("IOTUTILS_PRELOAD") or "").split(","):
     if name:
-        try:
-            __import__(name)
-        except MemoryError:   # the loader needed more room than was left beside the block
-            _room = None
-            gc.collect()
-            __import__(name)
-_room = None
+        __import__(name)
 if os.getenv("IOTUTILS_PRELOAD"):
     # The model spent the code's bytes up front, as if it were frozen. An unloaded module (the OTA
     # network code after a check) would hand its bytecode back here, which the chip keeps in flash,
