@@ -69,6 +69,7 @@ def test_the_programs_broker_and_ota_source_are_checked_at_once():
     # set one), and so are good values
     Device(ota=False, ota_repo="no-slash", wifi=False, alexa=False, admin=False)
     Device(wifi=False, alexa=False, admin=False)
+    Device(ota_api="", wifi=False, alexa=False, admin=False)   # (empty: GitHub's, as before the check)
     dev = Device(ota_repo="acme/lamp", ota_channel="branch:main", mqtt="mqtt://user:pw@broker.local:1883",
                  wifi=False, alexa=False, admin=False)
     assert dev.ota is not None and dev.mqtt is not None
