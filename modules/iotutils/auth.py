@@ -1,6 +1,6 @@
 # Secrets and the things done with them, written once for the whole toolbox: HMAC-SHA256,
-# constant-time comparison, random tokens, CA certificates read from PEM, and escaping text for
-# HTML/XML answers (so a stored name can never become markup). The admin password (PBKDF2, its hash,
+# constant-time comparison, random tokens, CA certificates read from PEM, escaping text for
+# HTML/XML answers (so a stored name can never become markup) and percent-encoding it for URLs. The admin password (PBKDF2, its hash,
 # the count of wrong passwords: hash_password, verify_password, pbkdf2_sha256, Locked, LoginGuard,
 # login_guard) is iotutils.passwords, loaded at the first password: this module hands those names
 # out too, so `from iotutils.auth import hash_password` works as it always did.
@@ -88,6 +88,17 @@ def escape(s):
     return (
         str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("'", "&#39;")
     )
+
+
+def quote(s, safe=""):
+    """Text as it goes into a URL: every byte of its UTF-8 but letters, digits, "-._~" and the
+    characters in `safe` percent-encoded (a name with a space, "&" or "@" stays one field)."""
+    out = []
+    for b in s.encode():
+        c = chr(b)
+        out.append(c if "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "-._~" or c in safe
+                   else "%%%02X" % b)
+    return "".join(out)
 
 
 _PASSWORDS = const(("hash_password", "verify_password", "pbkdf2_sha256", "Locked", "LoginGuard", "login_guard"))

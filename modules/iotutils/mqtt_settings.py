@@ -14,7 +14,7 @@
 #   check(d) -> validated dict (ValueError naming the field); save(d); load(code_url) -> the
 #   settings in force; redact(url); device_id(); test_connection(d) -> {"result", "reason", "ms"}
 from iotutils import hal, persist
-from iotutils.auth import der_certs
+from iotutils.auth import der_certs, quote
 from iotutils._compat import ticks_diff, ticks_ms
 from iotutils.mqtt.codec import parse_url, topic_bytes, utf8
 
@@ -34,20 +34,10 @@ def setting(name):
     return persist.PersistentStr(name, default=_DEFAULT.get(name, ""), folder=FOLDER, max_length=_MAX[name])
 
 
-def _quote(s):
-    out = []
-    for c in s:
-        if c.isalpha() and c < "\x80" or c.isdigit() or c in "-._~":
-            out.append(c)
-        else:
-            out.extend("%%%02X" % b for b in c.encode())
-    return "".join(out)
-
-
 def _url(tls, host, port, user=None, password=None):
     cred = ""
     if user:
-        cred = _quote(user) + (":" + _quote(password) if password else "") + "@"
+        cred = quote(user) + (":" + quote(password) if password else "") + "@"
     return "%s://%s%s:%d" % ("mqtts" if tls else "mqtt", cred, "[%s]" % host if ":" in host else host, port)
 
 

@@ -5,7 +5,7 @@ import json
 
 from iotutils import hal
 from iotutils._compat import log
-from iotutils.auth import escape
+from iotutils.auth import escape, quote
 from iotutils.passwords import Locked, hash_password, login_guard, verify_password
 from iotutils.wifi import check_ssid
 
@@ -46,17 +46,6 @@ def _form(data):
     if not isinstance(data, dict):
         return {}
     return {k: data.get(k) for k in ("ssid", "name") if isinstance(data.get(k), str)}
-
-
-def _quote(s):
-    out = []
-    for b in s.encode():
-        c = chr(b)
-        if "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "-_.~":
-            out.append(c)
-        else:
-            out.append("%%%02X" % b)
-    return "".join(out)
 
 
 def _head(title, extra=""):
@@ -146,7 +135,7 @@ def _setup_post(portal, req):
     if as_json:
         return {"ok": True, "ssid": ssid, "result": portal.wifi.result(ssid)}
     from iotutils.web.response import Response
-    return Response.redirect("/setup/result?ssid=" + _quote(ssid), 303)
+    return Response.redirect("/setup/result?ssid=" + quote(ssid), 303)
 
 
 def _save(portal, data, client):

@@ -90,8 +90,9 @@ def test_one_ota_letting_the_network_code_go_does_not_break_another_ones_check()
 
 
 def test_a_file_name_goes_into_a_url_percent_encoded():
-    from iotutils.ota.client import quote_path
-    assert quote_path("app/userapp.py") == "app/userapp.py"
-    assert quote_path("app/my page.html") == "app/my%20page.html"
-    assert quote_path("caf\u00e9 50%?#.txt") == "caf%C3%A9%2050%25%3F%23.txt"
-    assert quote_path("a-b_c.d~e") == "a-b_c.d~e"
+    from iotutils.auth import quote   # (App OTA's file names: "/" kept between folder and file)
+    assert quote("app/userapp.py", "/") == "app/userapp.py"
+    assert quote("app/my page.html", "/") == "app/my%20page.html"
+    assert quote("caf\u00e9 50%?#.txt", "/") == "caf%C3%A9%2050%25%3F%23.txt"
+    assert quote("a-b_c.d~e", "/") == "a-b_c.d~e"
+    assert quote("a/b c") == "a%2Fb%20c"   # (no safe characters: one field, as the portal and MQTT need)

@@ -104,23 +104,22 @@ def _download(ota, url, accept, dst, name, size, buf):
 def _app_files(ota, folder):
     """[(name, sha256 hex, url, size, Accept)] of the app to install, from its app.json (made by
     scripts/release.py --app), which must carry the owner's signature over the file list."""
+    from iotutils.auth import quote   # (file names with spaces or accents: percent-encoded in URLs)
     if ota.kind in ("branch", "commit"):
         # the folder's app.json at that ref; each file next to it
         accept = "application/vnd.github.raw"
-        man = ota.source.get_json(ota.source.contents_url(folder + "/app.json", ota.ref), accept)
+        man = ota.source.get_json(ota.source.contents_url(quote(folder, "/") + "/app.json", ota.ref), accept)
 
         def url_of(e):
-            from iotutils.ota.client import quote_path
-
-            return ota.source.contents_url(quote_path(folder + "/" + str(e.get("path") or e.get("name"))), ota.ref)
+            return ota.source.contents_url(quote(folder + "/" + str(e.get("path") or e.get("name")), "/"), ota.ref)
     elif ota.kind == "url":
         accept = None
         man = ota.source.get_json(ota.ref, "application/json")
 
         def url_of(e):
-            from iotutils.ota.client import join_url, quote_path   # (the boot-time functions do not need it)
+            from iotutils.ota.client import join_url   # (the boot-time functions do not need the client)
 
-            return join_url(ota.ref, e.get("url") or quote_path(str(e.get("path") or e.get("name"))))
+            return join_url(ota.ref, e.get("url") or quote(str(e.get("path") or e.get("name")), "/"))
     else:
         raise OTAError("App OTA needs a branch:<name>, commit:<sha> or url:<app.json URL> channel")
     from iotutils import sign

@@ -43,17 +43,6 @@ def split_url(url):
     return scheme, host, port, path
 
 
-def quote_path(path):
-    """path (a file's name in a repository or beside a manifest) as it goes into a URL: every byte of
-    its UTF-8 but letters, digits, "-._~" and "/" percent-encoded ("my page.html" has a space, which
-    no request line may hold)."""
-    out = []
-    for b in path.encode():
-        c = chr(b)
-        out.append(c if "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "-._~/" else "%%%02X" % b)
-    return "".join(out)
-
-
 def join_url(base, loc):
     """Where a redirect's Location leads from base: absolute, scheme-relative (//host/path),
     absolute-path or relative."""
