@@ -86,12 +86,12 @@ class LoginGuard:
     global_free = 12
     #: client addresses remembered (the least recently seen one is forgotten)
     max_clients = 16
+    _DEFAULTS = (free, lockout_s, max_lockout_s, global_free, max_clients)   # (the figures above, as shipped)
 
     def customised(self):
         """True when the program changed this guard's settings (on the class or on the guard): the
         admin page then keeps this module loaded, since loading it again would bring the defaults back."""
-        return (self.free, self.lockout_s, self.max_lockout_s, self.global_free, self.max_clients) != \
-            (3, 2, 300, 12, 16)
+        return (self.free, self.lockout_s, self.max_lockout_s, self.global_free, self.max_clients) != self._DEFAULTS
 
     def __init__(self, state=None):
         # state: (lock, {address: [wrong passwords, locked until (ticks), last seen, counted globally]},
