@@ -55,7 +55,7 @@ class Device:
                  ota_api=None, wifi=True, alexa=True, admin=True, ota=True, allowed_hosts=(), ota_pubkey=None,
                  ota_cadata=None, ota_allow_http=False, mqtt=None):
         if ota:
-            call_loaded("iotutils.device_more", "check_ota_args", ota_repo, ota_channel, ota_api, ota_pubkey,
+            call_loaded("iotutils.ota.checks", "check_device_args", ota_repo, ota_channel, ota_api, ota_pubkey,
                         ota_allow_http)
         from iotutils.persist import PersistentStr
         self._name = PersistentStr("name", default=check_name(name, "name"), folder="device", max_length=32)

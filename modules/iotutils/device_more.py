@@ -14,20 +14,6 @@ _SOCKET_RESERVE = const(2)      # lwIP sockets kept for short-lived connections 
 _MIN_CLIENTS = const(4)         # web clients at least, whatever the board's socket table
 
 
-def check_ota_args(repo, channel, api, pubkey, allow_http):
-    """Device()'s OTA source as the program gave it: a mistake there is the program's, a ValueError
-    naming the argument at once (a source stored on the device that is not usable is logged instead,
-    and the device boots without OTA). Not a method: Device() calls it before the device exists."""
-    from iotutils._compat import call_loaded
-    try:
-        # (a repo may also come later, from the admin page: none given is no mistake; no api is GitHub's)
-        call_loaded("iotutils.ota.checks", "check_args", repo or "owner/name", channel,
-                    api or "https://api.github.com", None, None, "ota.json", "firmware.bin",
-                    None, pubkey, allow_http, None)
-    except ValueError as e:
-        raise ValueError("ota_" + str(e))
-
-
 def reload_mqtt(self):
     """Start MQTT again with the settings now stored (the admin page calls this after a change):
     dev.mqtt is a new client, which carries the app's own subscriptions and on_connect callbacks."""

@@ -31,6 +31,18 @@ def check_args(repo, channel, api, token, sha256, manifest, asset, state_path, p
     return kind, arg
 
 
+def check_device_args(repo, channel, api, pubkey, allow_http):
+    """Device()'s OTA arguments as the program gave them, by check_args' rules: a mistake there is the
+    program's, a ValueError naming the argument ("ota_repo: ..."). A source stored on the device that
+    is not usable is logged instead (Device._make_ota), so the device boots without OTA."""
+    try:
+        # (a repo may also come later, from the admin page: none given is no mistake; no api is GitHub's)
+        check_args(repo or "owner/name", channel, api or "https://api.github.com", None, None, "ota.json",
+                   "firmware.bin", None, pubkey, allow_http, None)
+    except ValueError as e:
+        raise ValueError("ota_" + str(e))
+
+
 def _name_ok(s, extra):
     # GitHub's characters for owners, repositories, tags and branches (a subset: nothing that could
     # be markup, a query or a path trick in the URLs built from them)
