@@ -105,10 +105,10 @@ def rgb_command(cur, cmd, mem=None, colour=None):
     bri = cmd.get("brightness")
     if bri is None:
         bri = st["brightness"] or m["brightness"]
-    return tuple(c * bri // 255 for c in command_colour(cur, cmd, mem, colour))
+    return tuple(c * bri // 255 for c in _command_colour(cur, cmd, mem, colour))
 
 
-def command_colour(cur, cmd, mem=None, colour=None):
+def _command_colour(cur, cmd, mem=None, colour=None):
     """The colour at full brightness rgb_command() gives the light (same arguments)."""
     # a command's colour is a colour at full brightness, as the state reports it: its brightness comes
     # separately (Home Assistant sends both; a colour alone keeps the light's brightness)
@@ -450,8 +450,9 @@ class MqttDevice:
                 if max(cur) and (mem is None or mem[0] != cur):
                     mem = (cur, None)   # changed elsewhere since (the program, the admin page)
                 lit, colour = mem or (None, None)
+                colour = _command_colour(cur, value, lit, colour)   # (the same rgb_command then takes)
                 new = var.set(rgb_command(cur, value, lit, colour))
-                self._rgb_mem[oid] = (new, command_colour(cur, value, lit, colour)) if max(new) else mem
+                self._rgb_mem[oid] = (new, colour) if max(new) else mem
                 return
             var.set(value)   # its own coercion: ValueError is logged, the real state published
             return
