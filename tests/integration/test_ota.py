@@ -245,6 +245,30 @@ def test_rate_limits_give_clear_errors(gh, mkdev):
     assert "not found" in dev.cmd("check", r"OTAERROR (.*)").group(1)
 
 
+def test_an_ota_json_near_its_size_limit_is_an_answer_or_an_ota_error_never_a_crash(gh, mkdev):
+    """A hostile path pads ota.json to just under the 64 KB it may have. On the device's heap
+    the copy of it once raised a bare MemoryError out of check() and update(): an app that
+    catches OTAError, as the design asks, died. Whatever fits, the answer is a check or an
+    OTAError; nothing is written."""
+    img = image("3.2.0")
+    padded = json.loads(manifest("3.2.0", img))
+    padded["notes"] = "n" * 60000   # fields ota.json does not know are ignored
+    gh.add_release("me/fw", "3.2.0", img, manifest_bytes=json.dumps(padded).encode())
+    dev = mkdev()
+    dev.start()
+    before = hashlib.sha256(dev.flash("otadata")).hexdigest()
+    m = dev.cmd("check", r"CHECK (.*)|OTAERROR (.*)")
+    assert m.group(1) is None or json.loads(m.group(1))["available"] == "3.2.0", m.group(0)
+    assert m.group(2) is None or "memory" in m.group(2), m.group(0)
+    m = dev.cmd("update", r"SETBOOT|OTAERROR (.*)")
+    if m.group(1) is not None:
+        assert "memory" in m.group(1), m.group(0)
+        assert hashlib.sha256(dev.flash("otadata")).hexdigest() == before
+        assert dev.cmd("status", r"STATUS (.*)").group(1)   # the app is alive and answers
+    else:
+        assert dev.boot()["version"] == "3.2.0"
+
+
 def test_auto_update_waits_for_idle_and_not_busy(gh, mkdev):
     gh.add_release("me/fw", "1.4.0", image("1.4.0"))
     fw_key = "/a/%d" % gh.releases["me/fw"][-1]["assets"][0]["id"]

@@ -203,16 +203,22 @@ class _Response:
         return n
 
     def read_all(self, limit):
-        out = bytearray()
-        buf = bytearray(1024)
-        mv = memoryview(buf)
-        while True:
-            n = self.readinto(mv)
-            if not n:
-                return bytes(out)
-            out += mv[:n]
-            if len(out) > limit:
-                raise OTAError("response from %s larger than %d bytes" % (self.url, limit))
+        """The whole body as a bytearray (not copied into bytes: an answer near `limit` would
+        need its room twice). A body the heap cannot hold is an OTAError, as one over `limit` is:
+        whoever serves it, a caller that catches OTAError must not die of it."""
+        try:
+            out = bytearray()
+            mv = memoryview(bytearray(1024))
+            while True:
+                n = self.readinto(mv)
+                if not n:
+                    return out
+                out += mv[:n]
+                if len(out) > limit:
+                    raise OTAError("response from %s larger than %d bytes" % (self.url, limit))
+        except MemoryError:
+            out = None
+            raise OTAError("response from %s does not fit in memory" % self.url)
 
     def close(self):
         try:
