@@ -260,6 +260,8 @@ def _group0(alexa, req, rest, address):
             ok = "success" in r
             addr = next(iter(r["success"])) if ok else r["error"]["address"]
             k = addr.rpartition("/")[2]
+            if k not in data and k + "_inc" in data:
+                k += "_inc"   # (a light answers hue_inc by the value it moved: .../state/hue)
             if ok or k not in took:
                 took[k] = r
     out = []

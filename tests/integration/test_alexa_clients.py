@@ -176,8 +176,25 @@ def test_group_0_all_lights_with_aiohue_and_raw(dev):
     assert err(request(dev, "GET", "/api/%s/groups/1" % user))["type"] == 3
     assert json.loads(request(dev, "GET", "/api/%s/groups" % user)[2]) == {}
     assert err(request(dev, "GET", "/api/nobody/groups/0"))["type"] == 1
+    # increments: the colour bulb takes them (its answers are addressed by the value they moved,
+    # .../state/hue for hue_inc), the others cannot; each key is a success, as aiohue needs
+    bulb = next(lid for lid, light in before.items() if light["name"] == "Colour bulb")
+    was = json.loads(request(dev, "GET", "/api/%s/lights/%s" % (user, bulb))[2])["state"]
+    inc = {"hue_inc": 1000, "sat_inc": -20, "ct_inc": 30, "xy_inc": [0.02, 0.02]}
+    answer = json.loads(request(dev, "PUT", "/api/%s/groups/0/action" % user, inc)[2])
+    assert [list(a) for a in answer] == [["success"]] * 4, answer
+    took = dict(kv for a in answer for kv in a["success"].items())   # (MicroPython's dicts keep no order)
+    assert sorted(took) == sorted("/groups/0/action/" + k for k in inc), answer
+    now = json.loads(request(dev, "GET", "/api/%s/lights/%s" % (user, bulb))[2])["state"]
+    assert now["hue"] == (was["hue"] + 1000) % 65536 and now["sat"] == max(0, was["sat"] - 20), (was, now)
+    assert now["ct"] == min(500, was["ct"] + 30), (was, now)
+    assert took["/groups/0/action/hue_inc"] == now["hue"] and took["/groups/0/action/ct_inc"] == now["ct"], answer
     for lid, light in before.items():
-        state = {k: light["state"][k] for k in ("on", "bri") if k in light["state"]}
+        st = light["state"]
+        state = {k: st[k] for k in ("on", "bri", "hue", "sat", "ct", "xy") if k in st}
+        if "colormode" in st:   # its mode is the kind of the value set last
+            last = {"hs": ("hue", "sat"), "ct": ("ct",), "xy": ("xy",)}[st["colormode"]]
+            state = dict([(k, v) for k, v in state.items() if k not in last] + [(k, state[k]) for k in last])
         assert request(dev, "PUT", "/api/%s/lights/%s/state" % (user, lid), state)[0] == 200
 
 
