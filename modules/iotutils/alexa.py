@@ -78,6 +78,8 @@ def check_devices(d):
             raise ValueError("devices: key %r twice" % r[_R_KEY])
         keys.add(r[_R_KEY])
         indexes.add(r[_R_INDEX])
+        if r[_R_INDEX] >= d[0]:   # add() hands out the next index: it would give this one twice
+            raise ValueError("devices: next index %d is not above index %d in use" % (d[0], r[_R_INDEX]))
     return d
 
 

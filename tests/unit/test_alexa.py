@@ -765,8 +765,10 @@ def test_a_stored_device_list_that_does_not_load_is_refused_and_never_stops_the_
     assert A.check_devices(good) is good and A.check_devices([1, []]) == [1, []]
     for bad in ("garbage", [1, 5], [1], [0, []], [1, [], 5], [1, [["Lamp", "Lamp", 1, 1]]],
                 [1, [["Lamp", "Lamp", 0, 1, -1]]], [1, [["Lamp", "Lamp", 1, 99, -1]]],
-                [1, [["Lamp", "Lamp", 1, 1, -1], ["Lamp", "Other", 2, 1, -1]]],
-                [1, [["Lamp", "Lamp", 1, 1, -1], ["Other", "Other", 1, 1, -1]]],
+                [3, [["Lamp", "Lamp", 1, 1, -1], ["Lamp", "Other", 2, 1, -1]]],
+                [3, [["Lamp", "Lamp", 1, 1, -1], ["Other", "Other", 1, 1, -1]]],
+                # a next index not above every index in use: the next add() would give one twice
+                [1, [["Lamp", "Lamp", 1, 1, -1]]], [2, [["Lamp", "Lamp", 1, 1, -1], ["Plug", "Plug", 2, 4, 0]]],
                 [1, [[["k"], "Lamp", 1, 1, -1]]], [1, [["Lamp", "", 1, 1, -1]]], [1, [["Lamp", "Lamp", True, 1, -1]]],
                 None, {}):
         assert str(raises(ValueError, A.check_devices, bad)).startswith(("devices:", "key:", "name:")), bad
