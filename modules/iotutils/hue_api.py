@@ -182,6 +182,12 @@ def _full_gen(alexa, user):
     yield ',"schedules":{},"scenes":{},"rules":{},"sensors":{},"resourcelinks":{}}'
 
 
+def _method(req):
+    # HEAD is answered as GET is, headers and all (the server leaves the body out)
+    m = req.method
+    return "GET" if m == "HEAD" else m
+
+
 def _api(alexa, req, p):
     alexa.save()  # ids handed out to a client are on flash first
     # empty segments are skipped (a client's trailing or doubled slash); nothing else is special:
@@ -191,13 +197,13 @@ def _api(alexa, req, p):
         return _json([hue_error(1, "/", "unauthorized user")])
     user = parts[0]
     rest = parts[1:]
-    if user == "config" and not rest and req.method == "GET":
+    if user == "config" and not rest and _method(req) == "GET":
         return _public_config(alexa, req)
     address = "/" + "/".join(rest)
     entry = alexa._user(user)
     if entry is None:
         return _json([hue_error(1, address, "unauthorized user")])
-    m = req.method
+    m = _method(req)
     if not rest:
         if m == "GET":
             return _json(_full_gen(alexa, entry))
@@ -225,7 +231,7 @@ def _api(alexa, req, p):
 def _group0(alexa, req, rest, address):
     # group 0, "all lights": a bridge has it without listing it in /groups (aiohue's
     # get_all_lights_group, scripts that switch the whole house); the WeMo sockets are not in it
-    m = req.method
+    m = _method(req)
     lights = [lt for lt in alexa.lights() if not lt.wemo]
     if len(rest) == 2:
         if m != "GET":
@@ -313,7 +319,7 @@ def _put_config(alexa, req):
 
 
 def _api_lights(alexa, req, rest, address):
-    m = req.method
+    m = _method(req)
     if len(rest) == 1:
         if m == "GET":
             return _json(_lights_gen(alexa, alexa.lights()))
