@@ -47,6 +47,9 @@ void jsoncheck_init(jsoncheck_t *jc, unsigned limit) {
     jc->utf_need = 0;
     jc->utf_lo = 0;
     jc->utf_hi = 0;
+    jc->low_due = 0;
+    jc->unit = 0;
+    jc->pairs = 0;
     jc->err = JSONCHECK_OK;
 }
 
@@ -102,6 +105,9 @@ static int value_start(jsoncheck_t *jc, uint8_t c) {
 
 // one byte of a string (after its opening quote)
 static int string_byte(jsoncheck_t *jc, uint8_t c) {
+    if (jc->low_due && c != '\\') {
+        return JSONCHECK_BAD; // a high surrogate's escape not followed by its low half
+    }
     if (jc->utf_need) {
         if (c < jc->utf_lo || c > jc->utf_hi) {
             return JSONCHECK_BAD;
@@ -205,6 +211,23 @@ static int number_byte(jsoncheck_t *jc, uint8_t c) {
     return 1;
 }
 
+// a whole \u escape (jc->unit): its surrogate halves must come in pairs, high then low
+static int surrogate(jsoncheck_t *jc) {
+    unsigned u = jc->unit;
+    if (u >= 0xDC00 && u <= 0xDFFF) {
+        if (!jc->low_due) {
+            return JSONCHECK_BAD; // a low half alone
+        }
+        jc->low_due = 0;
+        jc->pairs++;
+    } else if (jc->low_due) {
+        return JSONCHECK_BAD; // a high half followed by something else
+    } else if (u >= 0xD800 && u <= 0xDBFF) {
+        jc->low_due = 1;
+    }
+    return JSONCHECK_OK;
+}
+
 static int step(jsoncheck_t *jc, uint8_t c) {
     switch (jc->state) {
         case S_VALUE:
@@ -248,7 +271,11 @@ static int step(jsoncheck_t *jc, uint8_t c) {
             if (c == 'u') {
                 jc->state = S_HEX;
                 jc->sub = 4;
+                jc->unit = 0;
                 return JSONCHECK_OK;
+            }
+            if (jc->low_due) {
+                return JSONCHECK_BAD;
             }
             if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
                 jc->state = S_STRING;
@@ -259,8 +286,10 @@ static int step(jsoncheck_t *jc, uint8_t c) {
             if (!is_hex(c)) {
                 return JSONCHECK_BAD;
             }
+            jc->unit = (uint16_t)(jc->unit << 4 | (is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10));
             if (--jc->sub == 0) {
                 jc->state = S_STRING;
+                return surrogate(jc);
             }
             return JSONCHECK_OK;
         case S_NUMBER: {

@@ -2,7 +2,8 @@
 //
 //   c = JSONCheck(limit)     # the deepest nesting allowed (at most 64)
 //   c.feed(buf[, n])         # the next piece (its first n bytes); ValueError as soon as it is not JSON
-//   c.end()                  # ValueError unless the pieces were one whole JSON text
+//   c.end()                  # ValueError unless the pieces were one whole JSON text; else the number
+//                            # of surrogate pairs escaped in it (\uD83D\uDCA1: see Request.json)
 //
 // The errors say why and where: "invalid JSON at byte N", "JSON nested deeper than N levels".
 // modules/iotutils/web/json_body.py has the same class in Python for runtimes without this module.
@@ -63,7 +64,7 @@ static mp_obj_t iotutils_jsoncheck_end(mp_obj_t self_in) {
     if (r != JSONCHECK_OK) {
         iotutils_jsoncheck_raise(&self->jc, r);
     }
-    return mp_const_none;
+    return mp_obj_new_int_from_uint(self->jc.pairs);
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(iotutils_jsoncheck_end_obj, iotutils_jsoncheck_end);
 

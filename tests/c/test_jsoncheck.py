@@ -28,7 +28,11 @@ LIMIT = 32
 CASES = [
     # (text, valid)
     ('{"a": 1}', True), ("[]", True), ("{}", True), ('  "s"  ', True), ("0", True), ("-0.5E+10", True),
-    ("[1, 2.5e-3, -0, true, false, null]", True), ('"\\u00e9\\n\\t\\"\\\\\\/"', True), ('"\\ud800"', True),
+    ("[1, 2.5e-3, -0, true, false, null]", True), ('"\\u00e9\\n\\t\\"\\\\\\/"', True),
+    # UTF-16 surrogate escapes: only a high half followed at once by a low one is a character
+    ('"\\ud83d\\udca1"', True), ('{"\\uD83D\\uDCA1 x": "a\\udbff\\udfffb"}', True), ('"\\ud800"', False),
+    ('"\\udc00"', False), ('"\\udca1\\ud83d"', False), ('"\\ud83da"', False), ('"\\ud83d\\n"', False),
+    ('"\\ud83d\\ud83d"', False), ('"\\ud83d\\u0041"', False), ('"\\ud83d', False), ('"\\ud83d\\', False),
     ('"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80"', True), ("[[[[]]]]", True), ('{"a":{"b":[{"c":null}]}}', True),
     ('{"a": 1]', False), ("[1, 2}", False), ("[1,2,]", False), ('{"a" 1}', False), ("[01]", False),
     ('["\\x41"]', False), ('{"a":1,}', False), ("[1 2]", False), ("{,}", False), ("[,1]", False),
@@ -45,7 +49,9 @@ CASES = [
 def judge(text):
     """CPython's strict answer: the text is one JSON text (no NaN/Infinity), at most LIMIT deep."""
     try:
-        json.loads(text.decode("utf-8"), parse_constant=_refuse)
+        v = json.loads(text.decode("utf-8"), parse_constant=_refuse)
+        # a lone surrogate half (CPython keeps "\ud800" as such) is no character: it has no UTF-8
+        json.dumps(v, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         return False
     return _depth(text) <= LIMIT
@@ -89,7 +95,7 @@ def lib():
 
 def c_check(lib, text, pieces):
     """(valid, error offset or None) from the C core, fed in `pieces` (their lengths)."""
-    st = ctypes.create_string_buffer(64)   # (jsoncheck_t is 24 bytes)
+    st = ctypes.create_string_buffer(64)   # (jsoncheck_t is 32 bytes)
     lib.jsoncheck_init(st, LIMIT)
     off = 0
     for n in pieces:

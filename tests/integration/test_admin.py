@@ -199,6 +199,31 @@ def test_typed_edit_clamps_and_persists(device, session):
         v["label"]["default"] is True
 
 
+def test_an_escaped_emoji_is_stored_as_its_character_and_a_lone_half_is_refused(device, session):
+    # json.dumps (and many clients) send "\ud83d\udca1" for the light bulb: MicroPython's json.loads
+    # kept the two halves, each as three bytes of its own, so the value was no UTF-8. The export that
+    # held it could not be imported back (nor read by a strict client), nor Home Assistant's discovery
+    s, csrf = session
+    long = "x" * 2500   # (a body over 2 KB is parsed as it streams in: the other way through)
+    try:
+        for name, text in (("emoji", "lamp \U0001F4A1 \ud55c"), ("emojilong", long + "\U0001F600")):
+            r = call(device, s, "PUT", "vars/notes/" + name, {"value": text, "type": "str"}, csrf)
+            assert r.status_code == 200 and r.content.decode("utf-8") and r.json()["value"] == text, r.content[:80]
+            assert call(device, s, "GET", "vars/notes").json()["vars"][name]["value"] == text
+        r = call(device, s, "GET", "export", csrf=csrf)
+        assert r.status_code == 200 and json.loads(r.content.decode("utf-8"))["notes"]["emoji"]["value"] == \
+            "lamp \U0001F4A1 \ud55c"
+        assert call(device, s, "POST", "import", json.loads(r.content), csrf).status_code == 200   # its own export back
+        for body in ('{"value": "\\ud800"}', '{"value": "a\\udca1\\ud83d"}', '{"value": "\\ud83d!"}',
+                     '{"value": "%s\\ud83d"}' % long):
+            r = s.put(api(device, "vars/notes/emoji"), data=body, headers={"X-CSRF-Token": csrf}, timeout=10)
+            assert r.status_code == 400 and "invalid JSON" in r.json()["error"], (body[-20:], r.status_code, r.text)
+        assert call(device, s, "GET", "vars/notes").json()["vars"]["emoji"]["value"] == "lamp \U0001F4A1 \ud55c"
+    finally:
+        for name in ("emoji", "emojilong"):
+            call(device, s, "DELETE", "vars/notes/" + name, csrf=csrf)
+
+
 def test_no_response_ever_contains_a_secret(device, session):
     s, csrf = session
     assert call(device, s, "POST", "wifi/networks", {"ssid": "home", "password": WIFI_PASSWORD}, csrf).ok

@@ -52,6 +52,9 @@ class JSONCheck:
         self.need = 0      # UTF-8 continuation bytes due, the next one within lo..hi
         self.lo = 0x80
         self.hi = 0xBF
+        self.low_due = False   # a \uD800-\uDBFF was read: its low half must come next
+        self.unit = 0          # the \u escape under way
+        self.pairs = 0         # surrogate pairs read (end() returns it)
         self.err = None
 
     def _fail(self, deep=False):
@@ -71,7 +74,9 @@ class JSONCheck:
             while again:   # (twice only when a number ended at c: c is then what follows it)
                 again = False
                 if st == _STRING:
-                    if self.need:
+                    if self.low_due and c != 92:
+                        ok = False   # a high surrogate's escape not followed by its low half
+                    elif self.need:
                         if self.lo <= c <= self.hi:
                             self.need -= 1
                             self.lo, self.hi = 0x80, 0xBF
@@ -154,15 +159,20 @@ class JSONCheck:
                 elif st == _ESCAPE:
                     if c == 117:
                         st, sub = _HEX, 4
+                        self.unit = 0
+                    elif self.low_due:
+                        ok = False
                     elif c in _ESCAPES:
                         st = _STRING
                     else:
                         ok = False
                 elif st == _HEX:
                     if c in _HEXDIGITS:
+                        self.unit = self.unit << 4 | int(chr(c), 16)
                         sub -= 1
                         if not sub:
                             st = _STRING
+                            ok = self._surrogate()
                     else:
                         ok = False
                 elif _LITERALS[sub] == c:   # _LITERAL
@@ -176,6 +186,20 @@ class JSONCheck:
                 self._fail()
             self.pos += 1
         self.state, self.sub = st, sub
+
+    def _surrogate(self):
+        # a whole \u escape: its surrogate halves must come in pairs, high then low
+        u = self.unit
+        if 0xDC00 <= u <= 0xDFFF:
+            if not self.low_due:
+                return False   # a low half alone
+            self.low_due = False
+            self.pairs += 1
+        elif self.low_due:
+            return False       # a high half followed by something else
+        elif 0xD800 <= u <= 0xDBFF:
+            self.low_due = True
+        return True
 
     def _utf8_lead(self, c):
         # a UTF-8 lead byte in a string: how many continuation bytes follow, and the first one's
@@ -204,9 +228,10 @@ class JSONCheck:
             raise ValueError(self.err)
         st, sub = self.state, self.sub
         if st == _NUMBER and not self.nest and sub in (_N_ZERO, _N_INT, _N_FRAC, _N_EXP):
-            return
+            return self.pairs
         if st != _AFTER or self.nest:
             self._fail()
+        return self.pairs
 
 
 try:
@@ -263,9 +288,34 @@ class _JSONSource(_IOBase):
         while self._fill():
             pass
         try:
-            self.check.end()
+            return self.check.end()   # (the surrogate pairs in the text)
         except ValueError as e:
             raise json_error(e)
+
+
+def astral(v):
+    """v with the surrogate pairs its text escaped (\uD83D\uDCA1) joined into the characters they
+    stand for. MicroPython's json.loads keeps the two halves, each as its own three bytes: text no
+    UTF-8 reader takes back (the export, Home Assistant's discovery). The check has refused lone
+    halves, so every half here has its partner beside it. (CPython joins them itself.)"""
+    if isinstance(v, str):
+        out = []
+        hi = 0
+        for ch in v:
+            o = ord(ch)
+            if 0xD800 <= o <= 0xDBFF:
+                hi = o
+                continue
+            if hi:
+                ch = chr(0x10000 + ((hi - 0xD800) << 10) + (o - 0xDC00))
+                hi = 0
+            out.append(ch)
+        return "".join(out)
+    if isinstance(v, list):
+        return [astral(x) for x in v]
+    if isinstance(v, dict):
+        return {astral(k): astral(x) for k, x in v.items()}
+    return v
 
 
 def streamed(req):
@@ -275,7 +325,8 @@ def streamed(req):
                       else route.max_body, json_check(req.max_json_depth))
     try:
         v = json.load(src)
-        src.finish()
+        if src.finish():
+            v = astral(v)
     except HTTPError:
         raise  # (a ValueError too) not JSON, too deep or too large: said while the bytes passed
     except ValueError:

@@ -275,10 +275,12 @@ class Request:
         check = json_check(self.max_json_depth)
         try:
             check.feed(b)
-            check.end()
+            pairs = check.end()
         except ValueError as e:
             raise json_error(e)
         try:
+            if pairs:   # (an emoji escaped as \uD83D\uDCA1: rare, its code loads for it)
+                return load("iotutils.web.json_body").astral(json.loads(b))
             return json.loads(b)
         except ValueError:
             raise HTTPError(400, "invalid JSON body")

@@ -6,7 +6,8 @@
 // - the verdict and the error's offset are the same fed whole, in two pieces cut anywhere, and
 //   byte by byte;
 // - they are the same as those of ref_check below: a recursive-descent reading of RFC 8259 (strict
-//   UTF-8, nesting bounded by the limit), written from the grammar and not from jsoncheck.c;
+//   UTF-8, surrogate escapes only in pairs, nesting bounded by the limit), written from the grammar
+//   and not from jsoncheck.c;
 // - the offset is inside the text, and a text that passes under a limit passes under a larger one.
 // Build: tests/c/fuzz/run_fuzz.sh SECONDS jsoncheck. With -DJC_STANDALONE_MAIN it is a plain
 // driver: `driver FILE...` runs each file and every prefix of it.
@@ -134,6 +135,20 @@ static int utf8_char(ref_t *r) {
     return 0;
 }
 
+// four hex digits of a \u escape into *unit
+static int hex4(ref_t *r, unsigned *unit) {
+    *unit = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!more(r) || !is_hex(r->p[r->i])) {
+            return fail(r, JSONCHECK_BAD);
+        }
+        uint8_t c = r->p[r->i];
+        *unit = *unit * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+        r->i++;
+    }
+    return 0;
+}
+
 static int string(ref_t *r) {
     if (expect(r, '"')) {
         return -1;
@@ -158,11 +173,23 @@ static int string(ref_t *r) {
             c = r->p[r->i];
             if (c == 'u') {
                 r->i++;
-                for (int k = 0; k < 4; k++) {
-                    if (!more(r) || !is_hex(r->p[r->i])) {
+                unsigned unit;
+                if (hex4(r, &unit)) {
+                    return -1;
+                }
+                if (unit >= 0xDC00 && unit <= 0xDFFF) {
+                    r->i--; // a low surrogate alone: said at its last digit
+                    return fail(r, JSONCHECK_BAD);
+                }
+                if (unit >= 0xD800 && unit <= 0xDBFF) {
+                    // a high one: its low half, escaped, must follow at once
+                    if (expect(r, '\\') || expect(r, 'u') || hex4(r, &unit)) {
+                        return -1;
+                    }
+                    if (unit < 0xDC00 || unit > 0xDFFF) {
+                        r->i--;
                         return fail(r, JSONCHECK_BAD);
                     }
-                    r->i++;
                 }
             } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
                 r->i++;
