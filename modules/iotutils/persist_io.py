@@ -219,19 +219,30 @@ def _encode_entry(folder, name, e):
             store.check_name(x, what)
         except ValueError as ex:   # (said with the entry's name, as import_json lists them)
             raise ValueError("import %s/%s: %s" % (folder, name, ex))
-    if isinstance(e, dict) and ("type" in e or "value" in e):
+    typed = isinstance(e, dict) and ("type" in e or "value" in e)
+    if typed:
         if "type" not in e or "value" not in e:   # a typed entry cut short: not an object to keep
             raise ValueError("a typed entry needs both type and value")
         kind, value = e["type"], e["value"]
-        spec = {}
-        for k in ("lo", "hi", "max_length"):
-            if k in e:
-                spec[k] = e[k]
     else:
         if e is None:
             raise ValueError("null is no value (leave the entry out)")
-        kind, value, spec = infer_kind(e), e, {}
-    obj = make(kind, name, folder, declare=False, **spec)
+        kind, value = infer_kind(e), e
+    with persist._guard:
+        obj = persist._kinds.get((folder, name))
+    if obj is None:
+        spec = {}
+        if typed:
+            for k in ("lo", "hi", "max_length"):
+                if k in e:
+                    spec[k] = e[k]
+        obj = make(kind, name, folder, declare=False, **spec)
+    elif typed and kind != obj.kind and kind != "int" and kind != "str":
+        # The program declared it: its type decides how the value is stored, as an edit's does (a
+        # value of another type was stored as that type, and the program then read its default).
+        # An export types a value no variable declared by how it is stored: a number or text, which
+        # the declared type may still take (its coercion decides); bytes it may not.
+        raise ValueError("declared as %s, not %s" % (obj.kind, kind))
     code, raw = obj._encode(obj.coerce(value))
     return (code if isinstance(raw, int) else None), raw
 

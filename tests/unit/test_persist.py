@@ -349,6 +349,31 @@ def test_import_validates_everything_first():
     assert persist.import_json('{"f": {"j": {"kind": "a plain object"}}}') == 1   # a JSON value still is one
 
 
+def test_an_import_stores_a_declared_variable_by_its_own_type():
+    # the import inferred a plain value's type, or took the entry's, for a variable the program had
+    # declared: "abc" for a range was stored as text (and answered as imported), and the program then
+    # read its default; a colour as the list [1, 2, 3] the same. The declared type decides, as an edit's
+    f = fresh()
+    bri = PersistentRange("bri", 0, 100, default=60, folder="lamp")
+    rgb = PersistentRGB("rgb", default=(255, 180, 100), folder="lamp")
+    on = PersistentBool("on", folder="lamp")
+    bri.value, rgb.value, on.value = 77, (16, 32, 48), True
+    for doc in ({"bri": "abc"}, {"bri": {"type": "str", "value": "abc"}}, {"on": "maybe"}, {"rgb": "nothex"},
+                {"bri": {"type": "bytes", "value": "YWJj"}}, {"bri": {"type": "json", "value": [1]}},
+                {"rgb": [1, 2]}, {"on": {"type": "range", "value": 1, "lo": 0, "hi": 1}}):
+        e = raises(ValueError, persist.import_json, json.dumps({"lamp": doc}))
+        assert "lamp/" + list(doc)[0] in str(e), (doc, e)
+        assert (bri.value, rgb.value, on.value) == (77, (16, 32, 48), True), doc
+    # a number or text, as an export types a value no variable declared, is coerced by the type
+    doc = {"rgb": [1, 2, 3], "bri": {"type": "int", "value": 300}, "on": {"type": "str", "value": "false"}}
+    assert persist.import_json(json.dumps({"lamp": doc})) == 3
+    assert (bri.value, rgb.value, on.value) == (100, (1, 2, 3), False)
+    reboot(f)   # stored as the declared types store them: read back as such
+    assert PersistentRange("bri", 0, 100, default=60, folder="lamp").value == 100
+    assert PersistentRGB("rgb", default=(255, 180, 100), folder="lamp").value == (1, 2, 3)
+    assert PersistentBool("on", default=True, folder="lamp").value is False
+
+
 def test_a_range_s_bad_bounds_are_said_plainly():
     # (the import's "lo": "a" gave Python's own words: "'>' not supported between ...")
     fresh()
