@@ -181,7 +181,7 @@ def parse_command(kind, extra, payload):
             neg = p[:1] == "-"
             h = p[1:] if neg else p
             h = h[2:] if h[:2] in ("0x", "0X") else h
-            if not h or [c for c in h if c not in "0123456789abcdefABCDEF"]:
+            if not h or h.strip("0123456789abcdefABCDEF"):
                 raise ValueError("payload: hexadecimal expected, got %r" % p[:20])
             return -int(h, 16) if neg else int(h, 16)
         return payload   # (longer than the variable's max_length: it truncates, as for any caller)

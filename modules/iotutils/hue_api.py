@@ -125,7 +125,9 @@ def _create_user(alexa, req):
     dt = data.get("devicetype")
     if not isinstance(dt, str) or not dt:
         return _json([hue_error(5, "/", "invalid/missing parameters in body")])
-    if len(dt) > 40 or [c for c in dt if c < " "]:   # (Hue: "application#device", 40 characters)
+    # (Hue: "application#device", 40 characters.) The bytes are checked: a str's characters, taken
+    # one by one, become MicroPython qstrs that are never freed (docs/design.md)
+    if len(dt) > 40 or min(dt.encode()) < 32:
         return _json([invalid_value("/devicetype", "devicetype", dt)])
     if not alexa.pairing():
         return _json([hue_error(101, "", "link button not pressed")])
@@ -307,7 +309,7 @@ def _put_config(alexa, req):
     for k in data:
         v = data[k]
         if k == "name":
-            if isinstance(v, str) and 4 <= len(v) <= 16 and v.strip() and not [c for c in v if c < " "]:
+            if isinstance(v, str) and 4 <= len(v) <= 16 and v.strip() and min(v.encode()) >= 32:
                 alexa.name = alexa._named = v   # kept, as a bridge keeps its name
                 alexa._save()
                 out.append({"success": {"/config/name": v}})

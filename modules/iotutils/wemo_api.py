@@ -127,9 +127,9 @@ def parse_callback(value):
     path = "/" + path
     if not host or not 0 < port < 65536 or len(path) > _MAX_PATH:
         return None
-    for c in path:
-        if not "!" <= c <= "~":  # no space, control or non-ASCII character goes into our request line
-            return None
+    b = path.encode()   # (its bytes: a str's characters one by one become qstrs never freed)
+    if len(b) != len(path) or min(b) < 0x21 or max(b) > 0x7E:
+        return None   # no space, control or non-ASCII character goes into our request line
     return host, port, path
 
 

@@ -70,9 +70,10 @@ def _error_of(status):
 
 
 def check_ssid(ssid):
-    if not isinstance(ssid, str) or not 1 <= len(ssid.encode()) <= 32:
+    b = ssid.encode() if isinstance(ssid, str) else b""
+    if not 1 <= len(b) <= 32:
         raise ValueError("ssid: 1 to 32 bytes")
-    if min(ssid) < " " or "\x7f" in ssid:
+    if min(b) < 32 or b"\x7f" in b:   # (bytes: a str's characters become qstrs never freed)
         # (the driver takes a NUL as the name's end: "ho\0me" would join "ho")
         raise ValueError("ssid: no control characters")
     return ssid

@@ -213,6 +213,25 @@ def test_head_on_a_users_paths_has_the_headers_of_get(dev):
         assert got.get("content-length", str(len(body))) == str(len(body)) and got["content-type"] == head[1]["content-type"]
 
 
+def test_device_types_of_new_characters_do_not_pile_up_in_the_heap(dev):
+    # anyone on the LAN may ask for a Hue user. The device type's characters were checked one by one,
+    # and MicroPython keeps each character it takes out of a str as a qstr for good: 300 such asks
+    # of 40 characters never seen before took the whole heap of a 110 KB board
+    urllib.request.urlopen(dev.url("/test/pairing?on=0"), timeout=10).read()   # (asks, not users)
+    c = http.client.HTTPConnection("127.0.0.1", dev.port, timeout=10)
+    try:
+        for k in range(300):
+            dt = "".join(chr(0x4E00 + 40 * k + i) for i in range(40))
+            c.request("POST", "/api", body=json.dumps({"devicetype": dt}, ensure_ascii=False).encode())
+            r = c.getresponse()
+            body = r.read()
+            assert r.status == 200 and json.loads(body)[0]["error"]["type"] == 101, (k, r.status, body[:200])
+    finally:
+        c.close()
+    user = new_user(dev)   # and it still pairs and serves
+    assert request(dev, "GET", "/api/%s/lights" % user)[0] == 200
+
+
 def test_pairing_is_closed_until_the_owner_opens_it(tmp_path):
     # a fresh device refuses Hue registrations (aiohue, phue, raw); after pair() it takes them, the
     # window closes by itself, and an Echo's user keeps working whatever registrations others attempt

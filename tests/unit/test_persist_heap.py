@@ -1,7 +1,7 @@
 # The heap that names from requests leave behind (persist.py, store.py). A module of its own: under
 # MicroPython it runs in a fresh process (tests/unit/test_on_micropython.py), so no other test has
 # asked about names before it.
-from mpunit import SkipTest, is_micropython
+from mpunit import SkipTest, is_micropython, raises
 
 from iotutils import nvs, persist, store
 from iotutils.hal.flash import RamFlash
@@ -54,3 +54,48 @@ def test_a_variable_made_again_keeps_the_first_one_registered():
     typed = persist.PersistentInt("url", folder="again")
     assert persist.declared("again")["url"] is typed
     persist.undeclare("url", "again")
+
+
+def test_characters_from_the_network_become_no_lasting_strings():
+    # MicroPython makes each character it takes out of a str (iterating it, min()/max() over it,
+    # indexing it, chr()) a qstr, and qstrs are never freed: every new character stays for good,
+    # and a new pool of them is one block that may not be found. Names, SSIDs, WeMo callbacks,
+    # OTA URLs and hashes, and escaped emoji in JSON bodies are checked as bytes (Hue's device
+    # types too: tests/integration/test_alexa_clients.py). 8,000 new characters took the heap.
+    if not is_micropython():
+        raise SkipTest("qstrs are MicroPython's")
+    import gc
+
+    from iotutils import wemo_api, wifi
+    from iotutils.ota.checks import check_hashes
+    from iotutils.ota.client import split_url
+    from iotutils.web.json_body import astral
+
+    store.use(nvs.NVS(RamFlash(0x6000, "nvs")), "nvs")
+
+    def texts(first, n):
+        # n texts of 5 CJK characters (15 bytes, a store name's most), none seen before
+        for k in range(first, first + n):
+            yield bytes(b for i in range(5) for b in _utf8(0x4E00 + 5 * k + i)).decode()
+
+    def every_check(first, n):
+        for t in texts(first, n):
+            store.check_name(t, "name")
+            wifi.check_ssid(t)
+            assert wemo_api.parse_callback("<http://127.0.0.1:1/" + t + ">") is None
+            raises(Exception, split_url, "https://example.com/" + t + " x")
+            raises(ValueError, check_hashes, (t * 13)[:64], None)
+            assert astral(t) == t
+
+    every_check(0, 20)   # (what a first use of each allocates for good)
+    gc.collect()
+    before = gc.mem_alloc()
+    every_check(1000, 600)   # 3,000 characters never seen before
+    gc.collect()
+    grown = gc.mem_alloc() - before
+    assert grown < 2048, grown
+
+
+def _utf8(cp):
+    # (three bytes: U+0800..U+FFFF) made without chr(), which would make the character a qstr
+    return (0xE0 | cp >> 12, 0x80 | (cp >> 6) & 0x3F, 0x80 | cp & 0x3F)

@@ -17,7 +17,7 @@ def check_args(repo, channel, api, token, sha256, manifest, asset, state_path, p
         raise ValueError("repo is required for channel %r" % channel)
     # the rest checked here too, not at the first check (api=None was an AttributeError there)
     if not isinstance(api, str) or not (api.startswith("https://") or api.startswith("http://")) \
-            or [c for c in api if c <= " " or c == "\x7f"]:
+            or min(api.encode()) <= 0x20 or "\x7f" in api:
         raise ValueError("api: an https:// URL expected, got %r" % (api,))
     for field, v, none_ok in (("token", token, True), ("manifest", manifest, False), ("asset", asset, False),
                               ("state_path", state_path, True)):
@@ -63,7 +63,7 @@ def _ref_ok(kind, arg):
         return (arg.startswith("https://") or arg.startswith("http://")) and " " not in arg and "<" not in arg \
             and '"' not in arg and len(arg) <= 300
     if kind == "commit":
-        return 7 <= len(arg) <= 40 and all(c in "0123456789abcdef" for c in arg)
+        return 7 <= len(arg) <= 40 and not arg.strip("0123456789abcdef")
     return not arg or _name_ok(arg, "/+")
 
 
@@ -71,7 +71,7 @@ def check_hashes(sha256, sig):
     """ValueError naming the field for an image's sha256 (64 hex digits) or signature (128) given
     otherwise (OTA() and install_stream() take both)."""
     for field, v, n in (("sha256", sha256, 64), ("sig", sig, 128)):
-        if v is not None and not (isinstance(v, str) and len(v) == n and all(c in "0123456789abcdefABCDEF" for c in v)):
+        if v is not None and not (isinstance(v, str) and len(v) == n and not v.strip("0123456789abcdefABCDEF")):
             raise ValueError("%s: must be %d hex digits" % (field, n))
 
 

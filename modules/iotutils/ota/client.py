@@ -28,9 +28,8 @@ def split_url(url):
         scheme, rest, port = "https", url[8:], 443
     else:
         raise OTAError("unsupported URL %r (http:// or https:// only)" % url[:80])
-    for c in url:
-        if c <= " " or c == "\x7f":   # (it goes into a request line as it is)
-            raise OTAError("URL with a space or a control character: %r" % url[:80])
+    if min(url.encode()) <= 0x20 or "\x7f" in url:   # (it goes into a request line as it is)
+        raise OTAError("URL with a space or a control character: %r" % url[:80])
     i = rest.find("/")
     host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
     if ":" in host:

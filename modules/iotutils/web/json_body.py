@@ -299,18 +299,28 @@ def astral(v):
     UTF-8 reader takes back (the export, Home Assistant's discovery). The check has refused lone
     halves, so every half here has its partner beside it. (CPython joins them itself.)"""
     if isinstance(v, str):
-        out = []
-        hi = 0
-        for ch in v:
-            o = ord(ch)
-            if 0xD800 <= o <= 0xDBFF:
-                hi = o
-                continue
-            if hi:
-                ch = chr(0x10000 + ((hi - 0xD800) << 10) + (o - 0xDC00))
-                hi = 0
-            out.append(ch)
-        return "".join(out)
+        # in bytes: a str's characters taken one by one (or chr()) become qstrs never freed, and a
+        # new one can need a new pool of them at once (a 2.5 KB text got a MemoryError)
+        b = v.encode()
+        i = b.find(b"\xed")   # (U+D000-U+DFFF; on CPython, which joined the pairs, nothing to join)
+        if i < 0:
+            return v
+        out = bytearray(b[:i])
+        n = len(b)
+        while i < n:
+            c = b[i]
+            if c == 0xED and i + 6 <= n and 0xA0 <= b[i + 1] <= 0xAF and b[i + 3] == 0xED and 0xB0 <= b[i + 4] <= 0xBF:
+                cp = 0x10000 + (((b[i + 1] & 0x0F) << 6 | (b[i + 2] & 0x3F)) << 10) + \
+                    ((b[i + 4] & 0x0F) << 6 | (b[i + 5] & 0x3F))
+                out.append(0xF0 | cp >> 18)
+                out.append(0x80 | (cp >> 12) & 0x3F)
+                out.append(0x80 | (cp >> 6) & 0x3F)
+                out.append(0x80 | cp & 0x3F)
+                i += 6
+            else:
+                out.append(c)
+                i += 1
+        return out.decode()
     if isinstance(v, list):
         return [astral(x) for x in v]
     if isinstance(v, dict):
