@@ -495,7 +495,7 @@ def write_all(plan):
 # what persist hands out from persist_io.py, loaded at the first use of one of them: the export,
 # the import, set_all, and values encoded by their type's name (encode, infer_kind: the admin page,
 # provisioning)
-_IO = const(("export_json", "export_pieces", "export_entries", "export_entry", "import_json", "set_all", "encode",
+_IO = const(("export_json", "export_pieces", "listing_pieces", "export_entries", "export_entry", "import_json", "set_all", "encode",
              "infer_kind", "folders", "list_folder", "delete_folder", "declared", "declared_folders"))
 
 

@@ -41,6 +41,14 @@ def _export_entry(folder, name, obj, keep_bytes=False):
         return {"type": "int", "value": raw}
     if isinstance(raw, str):
         return {"type": "str", "value": raw}
+    # text longer than a store string (persist._STR_MAX) is kept as a blob: text again, not bytes
+    # of an unknown kind (the admin page then took an edit of it for base64). Text is UTF-8 with no
+    # control characters but tab and line ends
+    if not raw or min(raw) >= 32 or not [c for c in raw if c < 32 and c != 9 and c != 10 and c != 13]:
+        try:
+            return {"type": "str", "value": raw.decode()}
+        except UnicodeError:
+            pass
     return {"type": "bytes", "value": raw if keep_bytes else b2a_base64(raw).decode().strip()}
 
 
@@ -75,21 +83,55 @@ def export_entry(folder, name, secrets=False):
 def export_pieces(only=None, secrets=False, size=1024):
     """export_json()'s text in pieces of about `size` characters, made as the values are read: a
     store of any size exports with no block of the whole text's size (the admin API streams it)."""
-    out = ["{"]
-    n = 1
-    last = None
-    for folder, name, e in export_entries(only, secrets, True):
-        if folder != last:
-            out.append(("" if last is None else "}, ") + json.dumps(folder) + ": {")
-            last = folder
-        else:
-            out.append(", ")
+    last = []
+
+    def members():
+        for folder, name, e in export_entries(only, secrets, True):
+            if last and folder == last[0]:
+                yield ", ", name, e
+            else:
+                yield ("}, " if last else "{") + json.dumps(folder) + ": {", name, e
+                last[:] = [folder]
+    for piece in _members(members(), size):
+        yield piece
+    yield "}}" if last else "{}"
+
+
+def listing_pieces(folder, size=1024):
+    """The variables of one folder as JSON text in pieces: {"folder": f, "vars": {name: entry}},
+    each stored value typed as export_json() types it, then the variables the program declared
+    there and never stored, with their defaults ("default": true). Made as the values are read: a
+    folder of long values lists with no block of its whole text's size (the admin page's view)."""
+    stored = []
+
+    def members():
+        for _, name, e in export_entries([folder], False, True):
+            yield (", " if stored else '{"folder": %s, "vars": {' % json.dumps(folder)), name, e
+            stored.append(name)
+        for name, obj in declared(folder).items():
+            if name not in stored and not persist.is_secret(folder, name):
+                v = obj.value
+                e = {"type": obj.kind, "value": sorted(v) if isinstance(v, set) else v, "default": True}
+                e.update(obj.spec())
+                yield (", " if stored else '{"folder": %s, "vars": {' % json.dumps(folder)), name, e
+                stored.append(name)
+    for piece in _members(members(), size):
+        yield piece
+    yield "}}" if stored else '{"folder": %s, "vars": {}}' % json.dumps(folder)
+
+
+def _members(members, size):
+    # (text before it, name, entry) -> that text, then '"name": entry', in pieces of about `size`
+    # characters. A long value's JSON goes a slice at a time: its whole text (base64, escapes) may
+    # be more than the heap has in one piece (a 15 KB text made the export fail part-way)
+    out = []
+    n = 0
+    for head, name, e in members:
+        out.append(head)
         out.append(json.dumps(name))
         out.append(": ")
         v = e["value"]
         if isinstance(v, bytes) or isinstance(v, str) and len(v) > size:
-            # a long value's JSON a slice at a time: its whole text (base64, escapes) may be more
-            # than the heap has in one piece (a 15 KB text made the export fail part-way)
             yield "".join(out)
             out = []
             n = 0
@@ -103,8 +145,8 @@ def export_pieces(only=None, secrets=False, size=1024):
             yield "".join(out)
             out = []
             n = 0
-    out.append("}}" if last is not None else "}")
-    yield "".join(out)
+    if out:
+        yield "".join(out)
 
 
 def _long_entry(e, size):
