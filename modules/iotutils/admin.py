@@ -225,7 +225,8 @@ class Admin:
             raise HTTPError(400, "new: at least %d characters" % self.min_password)
         if len(new) > 128:
             raise HTTPError(400, "new: at most 128 characters")
-        if min(new) < " ":   # (no keyboard types them: ten NULs were a password)
+        if min(new.encode()) < 32:   # (no keyboard types them: ten NULs were a password. Bytes: a
+            # str's characters one by one become qstrs that are never freed)
             raise HTTPError(400, "new: no control characters")
         stored = self._pw.value
         if stored:

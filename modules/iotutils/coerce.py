@@ -114,10 +114,8 @@ def parse_json(x):
 
 
 def hex_digits(s):
-    for c in s:
-        if c not in "0123456789abcdefABCDEF":
-            return False
-    return len(s) > 0
+    # (strip(), not a loop over the characters: MicroPython keeps each one it takes out as a qstr)
+    return len(s) > 0 and not s.strip("0123456789abcdefABCDEF")
 
 
 def clamp(v, lo, hi):
@@ -129,6 +127,7 @@ def check_name(name, field):
     limit for light names. ValueError naming field otherwise."""
     if not isinstance(name, str) or not 1 <= len(name) <= 32:
         raise ValueError("%s: 1..32 characters expected, got %r" % (field, name))
-    if not name.strip() or [c for c in name if c < " " or c == "\x7f"]:
+    b = name.encode()   # (its bytes: a str's characters one by one become qstrs never freed)
+    if not name.strip() or min(b) < 32 or b"\x7f" in b:
         raise ValueError("%s: printable text expected, got %r" % (field, name))
     return name

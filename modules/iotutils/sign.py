@@ -372,12 +372,28 @@ _ESC = {0x22: '\\"', 0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x08: 
 
 
 def _jstr(s, out):
+    # walked as bytes: the manifest comes from the network and is written out before its signature
+    # is checked, and MicroPython keeps each character taken out of a str as a qstr for good
     out.append('"')
-    for ch in s:
-        c = ord(ch)
-        if 0x20 <= c < 0x7F and c != 0x22 and c != 0x5C:
-            out.append(ch)
-        elif c in _ESC:
+    b = s.encode("utf-8", "surrogatepass")   # (CPython: a lone surrogate as the 3 bytes MicroPython has)
+    n = len(b)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and 0x20 <= b[j] < 0x7F and b[j] != 0x22 and b[j] != 0x5C:
+            j += 1
+        if j > i:
+            out.append(b[i:j].decode())   # a run of printable ASCII as it is
+            i = j
+            continue
+        c = b[i]
+        k = 1 if c < 0x80 else 2 if c < 0xE0 else 3 if c < 0xF0 else 4   # (the str's own UTF-8)
+        if k > 1:
+            c &= 0x7F >> k
+            for m in range(i + 1, i + k):
+                c = c << 6 | b[m] & 0x3F
+        i += k
+        if c in _ESC:
             out.append(_ESC[c])
         elif c < 0x10000:
             out.append("\\u%04x" % c)

@@ -74,18 +74,24 @@ def backend():
         return _open()
 
 
+_PRINTABLE = const(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~")
+
+
 def check_name(s, what):
     """1..15 printable characters (NVS's key limit), else ValueError."""
     # (no cache of the names seen: names also come from requests, and a cache holds each one where
     # the heap had room at that moment: a few dozen such strings split the free heap into small
-    # blocks. min() checks the bytes in C: not the str's characters, which taken one by one become
-    # MicroPython qstrs that are never freed, each new character for good.)
-    b = s.encode() if isinstance(s, str) and 0 < len(s) <= 15 else b""
-    if not b or len(b) > 15:
-        # (NVS counts bytes: a character beyond ASCII takes 2 to 4 of them)
+    # blocks. strip() takes printable ASCII off in C and allocates nothing for such a name, the
+    # usual one; anything else is checked as bytes. Not a look at the str's characters: taken one
+    # by one they become MicroPython qstrs that are never freed, each new character for good.)
+    if not isinstance(s, str) or not 0 < len(s) <= 15:
         raise ValueError("%s must be 1..15 characters (15 bytes of UTF-8): %r" % (what, s))
-    if min(b) < 32 or b"\x7f" in b:   # (DEL is a control character too)
-        raise ValueError("%s must be printable: %r" % (what, s))
+    if s.strip(_PRINTABLE):
+        b = s.encode()
+        if len(b) > 15:   # (NVS counts bytes: a character beyond ASCII takes 2 to 4 of them)
+            raise ValueError("%s must be 1..15 characters (15 bytes of UTF-8): %r" % (what, s))
+        if min(b) < 32 or b"\x7f" in b:   # (DEL is a control character too)
+            raise ValueError("%s must be printable: %r" % (what, s))
     return s
 
 

@@ -106,12 +106,12 @@ def hostname_of(name):
     if not isinstance(name, str):   # (b"abc" became "b-abc", ["x"] "x")
         raise ValueError("hostname: a string expected, got %s" % type(name).__name__)
     out = []
-    for c in name.lower():
-        if "a" <= c <= "z" or "0" <= c <= "9":
+    for c in name.lower().encode():   # (bytes: a str's characters become qstrs never freed)
+        if 97 <= c <= 122 or 48 <= c <= 57:
             out.append(c)
-        elif out and out[-1] != "-":
-            out.append("-")
-    h = "".join(out).strip("-")[:32].strip("-")
+        elif out and out[-1] != 45:
+            out.append(45)   # "-"
+    h = bytes(out).decode().strip("-")[:32].strip("-")
     if not h:
         raise ValueError("hostname: needs a letter or digit")
     return h

@@ -104,7 +104,7 @@ class ReleaseScan:
                   0x74: b"\t"}.get(e[0])
             if ch is None:
                 try:
-                    ch = chr(int(bytes(e[1:5]), 16)).encode()
+                    ch = _utf8(int(bytes(e[1:5]), 16))
                 except ValueError:
                     raise OTAError("bad JSON: bad escape in a string")
             self._add(ch)
@@ -146,6 +146,17 @@ class ReleaseScan:
         elif depth == 3 and self._cur is not None and key in ("name", "url", "browser_download_url"):
             self._cur[key] = v
 
+
+
+def _utf8(cp):
+    # a \uXXXX escape's UTF-8 bytes, made without chr(): MicroPython keeps each character chr() makes
+    # as a qstr for good, and a release's notes come from the network (a surrogate half comes out as
+    # MicroPython's chr() would make it)
+    if cp < 0x80:
+        return bytes((cp,))
+    if cp < 0x800:
+        return bytes((0xC0 | cp >> 6, 0x80 | cp & 0x3F))
+    return bytes((0xE0 | cp >> 12, 0x80 | cp >> 6 & 0x3F, 0x80 | cp & 0x3F))
 
 
 def _check_depth(raw, url):

@@ -7,8 +7,11 @@ def _version_key(v):
     """(numeric core, pre-release) of a version "1.4.0", "v2.0.1-rc2+build", "1.0.0b1", or None when
     it has no numeric core (then nothing is called older)."""
     v = (v[1:] if v[:1] in ("v", "V") else v).partition("+")[0]
+    # its bytes (the version comes from the network: a str's characters taken one by one become
+    # qstrs that are never freed); the digits and dots are ASCII, so i counts characters too
+    b = v.encode()
     i = 0
-    while i < len(v) and (v[i].isdigit() or v[i] == "."):
+    while i < len(b) and (48 <= b[i] <= 57 or b[i] == 46):
         i += 1
     core, pre = v[:i].rstrip("."), v[i:].lstrip("-.")
     parts = core.split(".")
@@ -29,8 +32,9 @@ def _pre_rank(p):
     """(label order, number) of a pre-release such as "rc2", "beta.3", "b1"; None for anything else
     (a branch or commit build's "dev-3f2a91c": not ordered)."""
     p = p.lower()
+    b = p.encode()   # (as in _version_key)
     i = 0
-    while i < len(p) and p[i].isalpha():
+    while i < len(b) and 97 <= b[i] <= 122:
         i += 1
     label, num = p[:i], p[i:].lstrip(".-")
     if num and not num.isdigit():

@@ -91,7 +91,7 @@ class Route:
                 if p != val:
                     return None
             elif kind == _SEG_INT:
-                if not p or not (p.isdigit() or (p[0] == "-" and p[1:].isdigit())):
+                if not p or not (p.isdigit() or (p[:1] == "-" and p[1:].isdigit())):
                     return None
                 args.append(int(p))
             else:
