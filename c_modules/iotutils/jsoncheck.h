@@ -32,10 +32,10 @@ typedef struct {
     uint8_t utf_need; // UTF-8 continuation bytes still due in a string
     uint8_t utf_lo;   // the range of the next continuation byte
     uint8_t utf_hi;
-    uint8_t low_due;  // a \uD800-\uDBFF was read: the next thing in the string must be \uDC00-\uDFFF
-    uint16_t unit;    // the \u escape under way, as its digits come
-    uint32_t pairs;   // surrogate pairs (\uD83D\uDCA1) read: MicroPython's json.loads keeps their halves apart
-    int8_t err;                            // sticky: once an error, always that error
+    uint8_t low_due; // a \uD800-\uDBFF was read: the next thing in the string must be \uDC00-\uDFFF
+    uint16_t unit;   // the \u escape under way, as its digits come
+    uint32_t pairs;  // surrogate pairs (\uD83D\uDCA1) read: MicroPython's json.loads keeps their halves apart
+    int8_t err;      // sticky: once an error, always that error
     uint8_t nest[JSONCHECK_MAX_DEPTH / 8]; // one bit per level: 1 object, 0 array
 } jsoncheck_t;
 
