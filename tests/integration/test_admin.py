@@ -364,20 +364,25 @@ def test_unknown_api_and_wrong_method_are_json_errors(device, session):
     assert r.status_code == 200, r.text
 
 
+def _fresh_device_and_owner(tmp_path):
+    """A new device of its own with the admin password set: (device, session, CSRF token)."""
+    dev = SimDevice(tmp_path / "dev", app=APP).start()
+    dev.wait_line("READY", timeout=30)
+    dev.wait_line("wifi: setup portal on", timeout=30)
+    s = requests.Session()
+    r = s.post(api(dev, "password"), json={"new": PASSWORD}, timeout=10)
+    assert r.status_code == 200, r.text
+    return dev, s, r.json()["csrf"]
+
+
 def test_many_values_import_export_and_import_back(tmp_path):
     """A device holding a few hundred values: an import of one big folder (a body over 2 KB is
     parsed as it streams in), the export of all of them (streamed as it is read), that export
     imported back, and an import the settings partition has no room for (507, nothing changed).
     At 150 values the parse's garbage once scattered the values over the heap until their own
     dict had no room left (503 with 100 KB free); the export of 250 failed the same way."""
-    dev = SimDevice(tmp_path / "dev", app=APP).start()
+    dev, s, csrf = _fresh_device_and_owner(tmp_path)
     try:
-        dev.wait_line("READY", timeout=30)
-        dev.wait_line("wifi: setup portal on", timeout=30)
-        s = requests.Session()
-        r = s.post(api(dev, "password"), json={"new": PASSWORD}, timeout=10)
-        assert r.status_code == 200, r.text
-        csrf = r.json()["csrf"]
         big = {"bulk": {"v%03d" % i: 1000 + i for i in range(150)}}
         assert len(json.dumps(big)) > 2048
         r = call(dev, s, "POST", "import", big, csrf)
@@ -551,13 +556,8 @@ def test_long_texts_list_stream_stay_text_and_a_full_partition_is_said(tmp_path)
     (base64), and an edit of it was then refused as not base64. A folder of ten 1.5 KB texts was a
     503 "Out of memory" as one JSON text (175 KB free). A store full of them answered an edit 500
     with a traceback, and the new variable stayed in the listing with its default."""
-    dev = SimDevice(tmp_path / "dev", app=APP).start()
+    dev, s, csrf = _fresh_device_and_owner(tmp_path)
     try:
-        dev.wait_line("READY", timeout=30)
-        dev.wait_line("wifi: setup portal on", timeout=30)
-        s = requests.Session()
-        r = s.post(api(dev, "password"), json={"new": PASSWORD}, timeout=10)
-        csrf = r.json()["csrf"]
         texts = {"v%d" % i: ("%d" % i) * 1500 for i in range(10)}
         for name, text in texts.items():
             r = call(dev, s, "PUT", "vars/big/" + name, {"value": text, "type": "str"}, csrf)
