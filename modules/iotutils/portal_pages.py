@@ -100,9 +100,13 @@ def _result_page(portal, ssid):
         msg = ('<p class="ok" id="m">Connected to <b>%s</b>.</p><p>New address: <a id="a" href="%s">%s</a>'
                '<br><small>%s.local</small></p><p>Connect this phone back to <b>%s</b> to reach it.</p>'
                % (escape(ssid), escape(addr), escape(addr), escape(st["hostname"]), escape(ssid)))
-    elif res in (None, "connecting"):
+    elif res == "connecting" or res is None and ssid in [n["ssid"] for n in portal.wifi.networks()]:
+        # (a known network with no attempt yet: the next round tries it, right after a boot)
         refresh = '<noscript><meta http-equiv="refresh" content="2"></noscript>'
         msg = '<p id="m">Connecting to <b>%s</b>&hellip;</p>' % escape(ssid)
+    elif res is None:   # nothing to wait for: the page polled for ever (a reload after a reset)
+        msg = ('<p class="e" id="m">This device does not know a network <b>%s</b>.</p>'
+               '<a class="b" href="/setup">Try again</a>' % escape(ssid))
     else:
         msg = ('<p class="e" id="m">Could not connect to <b>%s</b>: %s.</p><a class="b" href="/setup">Try again</a>'
                % (escape(ssid), escape(_RESULT_TEXT.get(res, res))))
@@ -146,7 +150,10 @@ def _save(portal, data, client):
         if not isinstance(v, str):
             raise ValueError("%s: must be a string" % k)
         return v
-    ssid = field("other").strip() or field("ssid")
+    # a hidden network's name as typed: an SSID may begin or end with a space (only a blank field
+    # means "the one picked from the list")
+    other = field("other")
+    ssid = other if other.strip() else field("ssid")
     if not ssid:
         raise ValueError("ssid: pick a network or type its name")
     check_ssid(ssid)

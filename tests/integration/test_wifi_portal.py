@@ -116,6 +116,11 @@ def test_first_boot_portal_setup_then_station_across_power_cut(boot):
     assert r.status_code == 400 and "admin" in r.text
     assert get(dev, "/test/networks").json() == []
 
+    # a result page for a network the device does not know says so: it polled "Connecting" for ever
+    page = get(dev, "/setup/result?ssid=home").text
+    assert "does not know a network <b>home</b>" in page and 'href="/setup"' in page, page
+    assert "Connecting" not in page and "<script>" not in page
+
     # the form POST as a browser without JS sends it: 303 to the result page
     r = requests.post(dev.url("/setup"), data={"ssid": "home", "other": "", "password": "secret-home",
                                                "name": "Desk lamp", "admin": "admin-pass-1"},
@@ -261,6 +266,19 @@ def test_the_result_page_without_a_network_sends_back_to_the_setup_page(boot):
     for path in ("/setup/result", "/setup/result?ssid="):
         r = get(dev, path, allow_redirects=False)
         assert r.status_code == 302 and r.headers["location"].endswith("/setup"), (path, r.status_code, r.text)
+
+
+def test_a_hidden_network_s_name_is_joined_as_typed(boot):
+    # an SSID may begin or end with a space: the "other network" field was stripped, so " guest"
+    # was saved and tried as "guest" (not found) and the device never joined
+    dev, _ = boot([dict(net(" guest ", "guest-pass-1", -50), hidden=True), net("guest", "other-pass", -70)])
+    dev.wait_line(r"wifi: setup portal on")
+    r = requests.post(dev.url("/setup"), data={"ssid": "", "other": " guest ", "password": "guest-pass-1",
+                                               "admin": "admin-pass-1"}, timeout=5, allow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/setup/result?ssid=%20guest%20", r.headers
+    st = wait_status(dev, lambda s: s.get("result") != "connecting", path="/setup/status?ssid=%20guest%20")
+    assert st["result"] == "connected" and st["ssid"] == " guest ", st
+    assert [n["ssid"] for n in get(dev, "/test/networks").json()] == [" guest "]
 
 
 def test_the_setup_form_offers_the_device_s_own_name(tmp_path):
