@@ -519,6 +519,12 @@ class MqttDevice:
             r = json.loads(payload) if payload else None
             if r is not None and not (isinstance(r.get("version"), str) and isinstance(r.get("percent"), (int, float))):
                 raise ValueError("version and percent expected")
+            if r is not None:
+                # a version is printable ASCII (an image descriptor's 32 bytes): an escaped lone
+                # surrogate came back in the result topic and the NVS record as no UTF-8 at all
+                b = r["version"].encode()
+                if not 0 < len(b) <= 32 or len(b) != len(r["version"]) or min(b) < 33 or max(b) > 126:
+                    raise ValueError("version: 1..32 printable ASCII characters")
         except (ValueError, AttributeError) as e:
             log("mqtt: rollout message not understood: %s" % e)
             return

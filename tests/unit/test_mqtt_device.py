@@ -222,6 +222,21 @@ def test_an_rgb_light_dimmed_to_almost_nothing_keeps_its_colour():
     assert md._value(oid) == {"on": True, "brightness": 255, "rgb": (0, 255, 0)}
 
 
+def test_a_rollout_message_names_a_version_in_printable_ascii():
+    # anyone on the broker may publish iotutils/fleet/rollout: an escaped lone surrogate for a
+    # version came back in the device's result topic and its NVS record as no UTF-8 at all
+    fresh()
+    md = MqttDevice(None, "mqtt://127.0.0.1:1")
+    md._rollout_msg("iotutils/fleet/rollout", b'{"version": "2.1.0", "percent": 50}')
+    assert md._rollout == {"version": "2.1.0", "percent": 50}
+    for bad in (b'{"version": "\\ud800", "percent": 100}', b'{"version": "", "percent": 100}',
+                b'{"version": "1.0 beta", "percent": 100}', b'{"version": "caf\xc3\xa9", "percent": 100}',
+                b'{"version": "%s", "percent": 100}' % (b"9" * 33), b'{"version": 2, "percent": 100}', b"[1"):
+        md._rollout = None
+        md._rollout_msg("iotutils/fleet/rollout", bad)
+        assert md._rollout is None, bad
+
+
 def test_a_code_url_that_is_not_a_broker_url():
     fresh()
     s = ms.load("http://broker.lan")
