@@ -98,6 +98,9 @@ def test_only_the_owners_signed_newer_release_over_verified_tls(tmp_path, pki):
         for n, (what, kw, pattern) in enumerate(refusals):
             v = "2.0.%d" % n if what != "edited version" else "2.0.0"
             _release(gh, v, **kw)
+            if n < 2:   # what update() refuses before its download is not offered by check() either
+                chk = json.loads(dev.cmd("check", r"CHECK (.*)").group(1))
+                assert chk["available"] == v and chk["newer"] is False and re.search(pattern, chk["refused"]), chk
             err = dev.update_expect_error()
             assert err is not None and re.search(pattern, err), (what, err)
             od, _ = _boot_slot(dev)

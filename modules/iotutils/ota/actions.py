@@ -27,8 +27,9 @@ def owner_key(self):
 
 def check(self, wait=True):
     """Ask the source what it offers: {"current", "available", "newer"} (no download of the image).
-    newer is False for the running version, for an older one (see update()) and for a version that
-    already rolled back here. One check runs at a time (each holds the network code's buffers):
+    newer is False for the running version, for an older one (see update()), for a version that
+    already rolled back here, and for a release update() refuses before its download (unsigned,
+    another key's, no key here: "refused" then says why). One check runs at a time (each holds the network code's buffers):
     another one waits for it, or with wait=False returns None at once."""
     if not self._checking.acquire(1 if wait else 0):
         return None
@@ -40,9 +41,19 @@ def check(self, wait=True):
             self._checking.release()
         cur = self._running_desc().get("version")
         bad = self.state.load().get("bad") or ()
-        return {"current": cur, "available": plan["version"],
-                "newer": plan["version"] != cur and plan["version"] not in bad
-                and not load("iotutils.ota.version").older(self, plan["version"], plan["secure_version"])}
+        out = {"current": cur, "available": plan["version"],
+               "newer": plan["version"] != cur and plan["version"] not in bad
+               and not load("iotutils.ota.version").older(self, plan["version"], plan["secure_version"])}
+        if out["newer"]:
+            # what update() refuses before its download is no update on offer: an unsigned release,
+            # one of another key, or no key here (a hostile path showed "update available" on the
+            # admin page and in Home Assistant for a release that could never install)
+            try:
+                load("iotutils.ota.install").precheck(self.owner_key(), plan["manifest"])
+            except OTAError as e:
+                out["newer"] = False
+                out["refused"] = str(e)
+        return out
     finally:
         count_users(-1)
 
