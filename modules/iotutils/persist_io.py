@@ -102,22 +102,23 @@ def listing_pieces(folder, size=1024):
     each stored value typed as export_json() types it, then the variables the program declared
     there and never stored, with their defaults ("default": true). Made as the values are read: a
     folder of long values lists with no block of its whole text's size (the admin page's view)."""
+    head = '{"folder": %s, "vars": {' % json.dumps(folder)
     stored = []
 
     def members():
         for _, name, e in export_entries([folder], False, True):
-            yield (", " if stored else '{"folder": %s, "vars": {' % json.dumps(folder)), name, e
+            yield (", " if stored else head), name, e
             stored.append(name)
         for name, obj in declared(folder).items():
             if name not in stored and not persist.is_secret(folder, name):
                 v = obj.value
                 e = {"type": obj.kind, "value": sorted(v) if isinstance(v, set) else v, "default": True}
                 e.update(obj.spec())
-                yield (", " if stored else '{"folder": %s, "vars": {' % json.dumps(folder)), name, e
+                yield (", " if stored else head), name, e
                 stored.append(name)
     for piece in _members(members(), size):
         yield piece
-    yield "}}" if stored else '{"folder": %s, "vars": {}}' % json.dumps(folder)
+    yield "}}" if stored else head + "}}"
 
 
 def _members(members, size):

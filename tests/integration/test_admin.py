@@ -568,6 +568,8 @@ def test_long_texts_list_stream_stay_text_and_a_full_partition_is_said(tmp_path)
             assert r.status_code == 200 and r.headers.get("Transfer-Encoding") == "chunked", (r.status_code, r.text[:200])
             return r.json()
         assert listed() == {"folder": "big", "vars": {n: {"type": "str", "value": t} for n, t in texts.items()}}
+        r = s.get(api(dev, "vars/" + "f" * 16), timeout=10)   # a bad name, said before the stream
+        assert r.status_code == 400 and "folder must be 1..15" in r.json()["error"], r.text
         status = 200
         for i in range(40):   # until the partition is full
             name = "w%d" % i
